@@ -1,0 +1,24 @@
+// Broker-assigned document ids: 26-character ULIDs (48-bit millisecond time,
+// 80 random bits, Crockford base32), unique across brokers and sortable by
+// time of acceptance.
+#ifndef LIENTHONG_COMMON_IDS_H_
+#define LIENTHONG_COMMON_IDS_H_
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+namespace lienthong {
+
+// Thread-safe.
+std::string NewDocumentId(int64_t unix_millis);
+
+// True for a string NewDocumentId could have produced.
+bool IsDocumentId(std::string_view id);
+
+// A random token for idempotency keys generated on the caller's behalf.
+std::string RandomToken();
+
+}  // namespace lienthong
+
+#endif  // LIENTHONG_COMMON_IDS_H_

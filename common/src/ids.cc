@@ -1,0 +1,55 @@
+#include "lienthong/common/ids.h"
+
+#include <openssl/rand.h>
+
+#include <array>
+#include <cstdlib>
+
+#include "absl/strings/escaping.h"
+
+namespace lienthong {
+namespace {
+
+constexpr char kCrockford[] = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+
+void RandomBytes(unsigned char* out, int n) {
+  if (RAND_bytes(out, n) != 1) std::abort();  // no entropy: cannot go on
+}
+
+}  // namespace
+
+std::string NewDocumentId(int64_t unix_millis) {
+  std::array<unsigned char, 16> raw{};
+  uint64_t ms = static_cast<uint64_t>(unix_millis);
+  for (int i = 0; i < 6; ++i) raw[i] = (ms >> (8 * (5 - i))) & 0xff;
+  RandomBytes(raw.data() + 6, 10);
+  // 128 bits -> 26 base32 digits, most significant first (2 leading pad bits).
+  std::string out(26, '0');
+  unsigned __int128 v = 0;
+  for (unsigned char b : raw) v = (v << 8) | b;
+  for (int i = 25; i >= 0; --i) {
+    out[i] = kCrockford[static_cast<int>(v & 31)];
+    v >>= 5;
+  }
+  return out;
+}
+
+bool IsDocumentId(std::string_view id) {
+  if (id.size() != 26) return false;
+  if (id[0] > '7') return false;
+  for (char c : id) {
+    if (std::string_view(kCrockford).find(c) == std::string_view::npos) {
+      return false;
+    }
+  }
+  return true;
+}
+
+std::string RandomToken() {
+  std::array<unsigned char, 16> raw{};
+  RandomBytes(raw.data(), raw.size());
+  return absl::BytesToHexString(
+      std::string_view(reinterpret_cast<const char*>(raw.data()), raw.size()));
+}
+
+}  // namespace lienthong
