@@ -1,3 +1,4 @@
+#include "absl/strings/string_view.h"
 #include "lienthong/common/identity.h"
 
 #include <vector>
@@ -10,7 +11,7 @@
 namespace lienthong {
 namespace {
 
-constexpr std::string_view kScheme = "spiffe://";
+constexpr absl::string_view kScheme = "spiffe://";
 
 bool IsNameChar(char c) {
   return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
@@ -19,13 +20,13 @@ bool IsNameChar(char c) {
 
 }  // namespace
 
-absl::StatusOr<Principal> ParseSpiffeId(std::string_view uri) {
-  auto bad = [&](std::string_view why) {
+absl::StatusOr<Principal> ParseSpiffeId(absl::string_view uri) {
+  auto bad = [&](absl::string_view why) {
     return absl::InvalidArgumentError(
         absl::StrCat("\"", uri, "\" is not a Liên Thông identity: ", why));
   };
   if (!absl::StartsWith(uri, kScheme)) return bad("scheme must be spiffe://");
-  std::vector<std::string_view> parts =
+  std::vector<absl::string_view> parts =
       absl::StrSplit(uri.substr(kScheme.size()), '/');
   if (parts.size() != 3) {
     return bad("expected spiffe://<trust-domain>/<org|broker|person>/<name>");
@@ -59,7 +60,7 @@ absl::StatusOr<Principal> ParseSpiffeId(std::string_view uri) {
   return p;
 }
 
-std::string_view KindName(Principal::Kind kind) {
+absl::string_view KindName(Principal::Kind kind) {
   switch (kind) {
     case Principal::Kind::kOrg:
       return "org";
@@ -71,8 +72,8 @@ std::string_view KindName(Principal::Kind kind) {
   return "unknown";
 }
 
-std::string SpiffeId(std::string_view trust_domain, Principal::Kind kind,
-                     std::string_view name) {
+std::string SpiffeId(absl::string_view trust_domain, Principal::Kind kind,
+                     absl::string_view name) {
   return absl::StrCat(kScheme, trust_domain, "/", KindName(kind), "/", name);
 }
 

@@ -1,3 +1,4 @@
+#include "absl/strings/string_view.h"
 #include "lienthong/common/ids.h"
 
 #include <openssl/rand.h>
@@ -34,11 +35,11 @@ std::string NewDocumentId(int64_t unix_millis) {
   return out;
 }
 
-bool IsDocumentId(std::string_view id) {
+bool IsDocumentId(absl::string_view id) {
   if (id.size() != 26) return false;
   if (id[0] > '7') return false;
   for (char c : id) {
-    if (std::string_view(kCrockford).find(c) == std::string_view::npos) {
+    if (absl::string_view(kCrockford).find(c) == absl::string_view::npos) {
       return false;
     }
   }
@@ -49,7 +50,7 @@ std::string RandomToken() {
   std::array<unsigned char, 16> raw{};
   RandomBytes(raw.data(), raw.size());
   return absl::BytesToHexString(
-      std::string_view(reinterpret_cast<const char*>(raw.data()), raw.size()));
+      absl::string_view(reinterpret_cast<const char*>(raw.data()), raw.size()));
 }
 
 }  // namespace lienthong

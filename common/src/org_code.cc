@@ -1,3 +1,4 @@
+#include "absl/strings/string_view.h"
 #include "lienthong/common/org_code.h"
 
 #include <array>
@@ -10,19 +11,19 @@ namespace {
 
 constexpr size_t kCodeLength = 13;  // "000.00.00.H49"
 
-bool AllDigits(std::string_view s) {
+bool AllDigits(absl::string_view s) {
   for (char c : s) {
     if (!absl::ascii_isdigit(static_cast<unsigned char>(c))) return false;
   }
   return true;
 }
 
-bool AllZero(std::string_view s) { return s.find_first_not_of('0') == s.npos; }
+bool AllZero(absl::string_view s) { return s.find_first_not_of('0') == s.npos; }
 
 }  // namespace
 
-absl::Status ValidateOrgCode(std::string_view code, std::string_view field) {
-  auto bad = [&](std::string_view why) {
+absl::Status ValidateOrgCode(absl::string_view code, absl::string_view field) {
+  auto bad = [&](absl::string_view why) {
     return absl::InvalidArgumentError(absl::StrCat(
         field, ": \"", code, "\" is not an organization code (",
         why, "); expected V1V2V3.Z1Z2.Y1Y2.X such as 000.00.00.H49"));
@@ -32,10 +33,10 @@ absl::Status ValidateOrgCode(std::string_view code, std::string_view field) {
   if (code[3] != '.' || code[6] != '.' || code[9] != '.') {
     return bad("groups must be separated by dots");
   }
-  std::string_view level4 = code.substr(0, 3);
-  std::string_view level3 = code.substr(4, 2);
-  std::string_view level2 = code.substr(7, 2);
-  std::string_view level1 = code.substr(10, 3);
+  absl::string_view level4 = code.substr(0, 3);
+  absl::string_view level3 = code.substr(4, 2);
+  absl::string_view level2 = code.substr(7, 2);
+  absl::string_view level1 = code.substr(10, 3);
   if (!AllDigits(level4) || !AllDigits(level3) || !AllDigits(level2)) {
     return bad("the first three groups must be digits");
   }
@@ -52,11 +53,11 @@ absl::Status ValidateOrgCode(std::string_view code, std::string_view field) {
   return absl::OkStatus();
 }
 
-std::string_view TopLevelGroup(std::string_view code) {
+absl::string_view TopLevelGroup(absl::string_view code) {
   return code.substr(10, 3);
 }
 
-std::string ParentOrgCode(std::string_view code) {
+std::string ParentOrgCode(absl::string_view code) {
   std::string parent(code);
   if (!AllZero(code.substr(0, 3))) {
     parent.replace(0, 3, "000");
@@ -70,7 +71,7 @@ std::string ParentOrgCode(std::string_view code) {
   return parent;
 }
 
-bool IsUnder(std::string_view code, std::string_view ancestor) {
+bool IsUnder(absl::string_view code, absl::string_view ancestor) {
   std::string current(code);
   while (!current.empty()) {
     if (current == ancestor) return true;

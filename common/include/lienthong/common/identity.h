@@ -8,6 +8,7 @@
 #ifndef LIENTHONG_COMMON_IDENTITY_H_
 #define LIENTHONG_COMMON_IDENTITY_H_
 
+#include "absl/strings/string_view.h"
 #include <string>
 #include <string_view>
 
@@ -27,12 +28,12 @@ struct Principal {
 
 // INVALID_ARGUMENT naming the defect when `uri` is not one of the three forms
 // above (an org name must be a valid organization code).
-absl::StatusOr<Principal> ParseSpiffeId(std::string_view uri);
+absl::StatusOr<Principal> ParseSpiffeId(absl::string_view uri);
 
-std::string SpiffeId(std::string_view trust_domain, Principal::Kind kind,
-                     std::string_view name);
+std::string SpiffeId(absl::string_view trust_domain, Principal::Kind kind,
+                     absl::string_view name);
 
-std::string_view KindName(Principal::Kind kind);
+absl::string_view KindName(Principal::Kind kind);
 
 }  // namespace lienthong
 

@@ -4,6 +4,7 @@
 #ifndef LIENTHONG_COMMON_IDS_H_
 #define LIENTHONG_COMMON_IDS_H_
 
+#include "absl/strings/string_view.h"
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -14,7 +15,7 @@ namespace lienthong {
 std::string NewDocumentId(int64_t unix_millis);
 
 // True for a string NewDocumentId could have produced.
-bool IsDocumentId(std::string_view id);
+bool IsDocumentId(absl::string_view id);
 
 // A random token for idempotency keys generated on the caller's behalf.
 std::string RandomToken();

@@ -10,6 +10,7 @@
 #ifndef LIENTHONG_COMMON_ORG_CODE_H_
 #define LIENTHONG_COMMON_ORG_CODE_H_
 
+#include "absl/strings/string_view.h"
 #include <string>
 #include <string_view>
 
@@ -19,18 +20,18 @@ namespace lienthong {
 
 // OK for a well-formed code; INVALID_ARGUMENT saying what is wrong otherwise.
 // `field` names the offending field in the message (e.g. "recipients[1]").
-absl::Status ValidateOrgCode(std::string_view code,
-                             std::string_view field = "org code");
+absl::Status ValidateOrgCode(absl::string_view code,
+                             absl::string_view field = "org code");
 
 // The top-level body group ("H49", "G22"). `code` must be valid.
-std::string_view TopLevelGroup(std::string_view code);
+absl::string_view TopLevelGroup(absl::string_view code);
 
 // The code of the body directly above `code`, or "" for a top-level body
 // ("000.00.00.H49"). `code` must be valid.
-std::string ParentOrgCode(std::string_view code);
+std::string ParentOrgCode(absl::string_view code);
 
 // True when `code` equals `ancestor` or lies under it. Both must be valid.
-bool IsUnder(std::string_view code, std::string_view ancestor);
+bool IsUnder(absl::string_view code, absl::string_view ancestor);
 
 }  // namespace lienthong
 

@@ -1,0 +1,1034 @@
+#include "absl/strings/string_view.h"
+#include "lienthong/broker/exchange.h"
+
+#include <atomic>
+#include <deque>
+#include <map>
+#include <set>
+#include <unordered_map>
+#include <unordered_set>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "broker/core/src/validation.h"
+#include "google/protobuf/util/time_util.h"
+#include "lienthong/broker/executor.h"
+#include "lienthong/common/ids.h"
+#include "lienthong/common/org_code.h"
+#include "lienthong/common/status_macros.h"
+
+namespace lienthong::broker {
+namespace {
+
+using google::protobuf::Timestamp;
+using Key = std::pair<int, uint64_t>;  // (priority, sequence): queue order
+
+constexpr uint64_t kFetchOwner = 1;  // owner id of fetch leases
+constexpr size_t kMaxDeliveriesPerMessage = 256;
+constexpr size_t kMaxBytesPerMessage = 4 << 20;
+constexpr size_t kMaxWatchBuffer = 100'000;
+
+Timestamp ToProto(absl::Time t) {
+  return google::protobuf::util::TimeUtil::NanosecondsToTimestamp(absl::ToUnixNanos(t));
+}
+
+absl::Status RequireOrg(const Principal& caller) {
+  if (!caller.is_org()) {
+    return absl::PermissionDeniedError(absl::StrCat(
+        caller.spiffe_id, " is not an organization; ExchangeService serves organization "
+                          "certificates only"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckDocumentId(absl::string_view field, absl::string_view id) {
+  if (!IsDocumentId(id)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(field, ": \"", id, "\" is not a document id (26 characters, Crockford base32)"));
+  }
+  return absl::OkStatus();
+}
+
+struct Entry {
+  enum class State { kReady, kLeased, kAcking };
+  storage::QueueEntry qe;
+  uint32_t attempts = 0;
+  State state = State::kReady;
+  uint64_t owner = 0;
+  std::shared_ptr<const v1::Document> doc;  // cached for fast delivery
+  size_t cached_bytes = 0;
+};
+
+class SessionImpl;
+
+struct FetchWaiter {
+  uint32_t max = 0;
+  absl::Duration lease;
+  Exchange::Callback<v1::FetchResponse> done;
+  bool finished = false;
+};
+
+struct OrgQueue {
+  std::map<Key, Entry> entries;
+  absl::flat_hash_map<std::string, Key> by_doc;
+  std::set<Key> ready;
+  std::map<Key, absl::Time> fetch_leases;
+  std::vector<std::weak_ptr<SessionImpl>> sessions;
+  std::deque<std::shared_ptr<FetchWaiter>> waiters;
+};
+
+// A delivery handed out: what Pump/Fetch need to build the message.
+struct Handout {
+  storage::QueueEntry qe;
+  uint32_t attempts;
+  std::shared_ptr<const v1::Document> doc;
+};
+
+class ExchangeImpl;
+
+class SessionImpl : public ReceiveSession, public std::enable_shared_from_this<SessionImpl> {
+ public:
+  SessionImpl(ExchangeImpl* ex, std::string org, uint64_t id, uint32_t window, DeliverySink sink)
+      : ex_(ex), org_(std::move(org)), id_(id), window_(window), sink_(std::move(sink)) {}
+  void Ack(std::vector<std::string> ids, std::vector<std::string> nack_ids) override;
+  void Close() override;
+
+  // Calls the sink unless closed. Returns false if closed.
+  bool Emit(v1::ReceiveResponse response) {
+    absl::MutexLock lock(&sink_mu_);
+    if (sink_closed_) return false;
+    sink_(std::move(response));
+    return true;
+  }
+
+  ExchangeImpl* const ex_;
+  const std::string org_;
+  const uint64_t id_;
+  const uint32_t window_;
+
+  // Guarded by ExchangeImpl::mu_.
+  uint32_t in_flight_ = 0;
+  bool closed_ = false;
+  bool pump_scheduled_ = false;
+  std::set<Key> held_;
+
+ private:
+  absl::Mutex sink_mu_;
+  bool sink_closed_ ABSL_GUARDED_BY(sink_mu_) = false;
+  DeliverySink sink_ ABSL_GUARDED_BY(sink_mu_);
+};
+
+class WatcherImpl : public WatchSession {
+ public:
+  WatcherImpl(uint64_t id, std::string sender, std::string document_id, uint64_t after,
+              EventSink sink)
+      : id_(id),
+        sender_(std::move(sender)),
+        document_id_(std::move(document_id)),
+        last_sequence_(after),
+        sink_(std::move(sink)) {}
+
+  void Close() override;
+
+  // A live event; buffered while the replay runs.
+  void Live(const v1::StatusEvent& e) {
+    absl::MutexLock lock(&mu_);
+    if (closed_ || !Matches(e)) return;
+    if (replaying_) {
+      if (buffer_.size() >= kMaxWatchBuffer) {
+        overflow_ = true;
+        return;
+      }
+      buffer_.push_back(e);
+      return;
+    }
+    EmitLocked(e);
+  }
+
+  // A replayed event, in sequence order.
+  void Replayed(const v1::StatusEvent& e) {
+    absl::MutexLock lock(&mu_);
+    if (closed_ || !Matches(e)) return;
+    EmitLocked(e);
+  }
+
+  void EndReplay() {
+    absl::MutexLock lock(&mu_);
+    replaying_ = false;
+    if (closed_) return;
+    if (overflow_) {
+      closed_ = true;
+      sink_(absl::ResourceExhaustedError(absl::StrCat(
+          "watch fell more than ", kMaxWatchBuffer,
+          " events behind; watch again with after_sequence=", last_sequence_)));
+      sink_ = nullptr;
+      return;
+    }
+    for (const v1::StatusEvent& e : buffer_) EmitLocked(e);
+    buffer_.clear();
+  }
+
+  const uint64_t id_;
+  const std::string sender_;
+  const std::string document_id_;
+  class ExchangeImpl* ex_ = nullptr;
+
+ private:
+  bool Matches(const v1::StatusEvent& e) const {
+    return document_id_.empty() || e.document_id() == document_id_;
+  }
+  void EmitLocked(const v1::StatusEvent& e) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (closed_ || e.sequence() <= last_sequence_) return;
+    last_sequence_ = e.sequence();
+    if (!sink_(e)) {
+      closed_ = true;
+    }
+  }
+
+  absl::Mutex mu_;
+  bool replaying_ ABSL_GUARDED_BY(mu_) = true;
+  bool overflow_ ABSL_GUARDED_BY(mu_) = false;
+  bool closed_ ABSL_GUARDED_BY(mu_) = false;
+  uint64_t last_sequence_ ABSL_GUARDED_BY(mu_);
+  std::vector<v1::StatusEvent> buffer_ ABSL_GUARDED_BY(mu_);
+  EventSink sink_ ABSL_GUARDED_BY(mu_);
+};
+
+class ExchangeImpl : public Exchange {
+ public:
+  ExchangeImpl(const ExchangeOptions& options, storage::Store* store, Clock* clock)
+      : options_(options),
+        store_(store),
+        clock_(clock),
+        local_orgs_(options.local_orgs.begin(), options.local_orgs.end()),
+        timer_(std::make_unique<Timer>()),
+        workers_(std::make_unique<WorkerPool>(options.worker_threads)) {}
+
+  ~ExchangeImpl() override {
+    Shutdown();
+    timer_.reset();
+    // Worker tasks start store writes whose callbacks start worker tasks:
+    // wait until both are quiet.
+    for (;;) {
+      workers_->WaitIdle();
+      absl::MutexLock lock(&writes_mu_);
+      writes_mu_.Await(absl::Condition(
+          +[](int* n) { return *n == 0; }, &pending_writes_));
+      if (workers_->Idle()) break;
+    }
+    workers_.reset();
+  }
+
+  // Every store write goes through here, so the destructor can wait for them.
+  void StoreWrite(storage::WriteBatch batch, storage::Store::WriteCallback done) {
+    {
+      absl::MutexLock lock(&writes_mu_);
+      ++pending_writes_;
+    }
+    store_->Write(std::move(batch), [this, done = std::move(done)](
+                                        absl::StatusOr<storage::WriteResult> r) mutable {
+      done(std::move(r));
+      absl::MutexLock lock(&writes_mu_);
+      --pending_writes_;
+    });
+  }
+
+  absl::Status Load() {
+    absl::MutexLock lock(&mu_);
+    RETURN_IF_ERROR(store_->ScanQueues([&](const storage::QueueEntry& qe) {
+      AddEntryLocked(qe, nullptr);
+    }));
+    ScheduleReaper();
+    return absl::OkStatus();
+  }
+
+  // ---- Send ----------------------------------------------------------------
+
+  void Send(const Principal& caller, v1::Document document,
+            Callback<v1::SendResponse> done) override {
+    workers_->Submit([this, caller, document = std::move(document), done = std::move(done)]() mutable {
+      SendOnWorker(caller, std::move(document), std::move(done));
+    });
+  }
+
+  void SendOnWorker(const Principal& caller, v1::Document doc, Callback<v1::SendResponse> done) {
+    if (absl::Status s = ValidateNewDocument(doc, caller, options_); !s.ok()) {
+      done(s);
+      return;
+    }
+    for (int i = 0; i < doc.recipients_size(); ++i) {
+      if (!local_orgs_.contains(doc.recipients(i))) {
+        done(absl::NotFoundError(absl::StrCat("document.recipients[", i, "]: organization ",
+                                              doc.recipients(i),
+                                              " is not in this broker's directory")));
+        return;
+      }
+    }
+    absl::Time now = clock_->Now();
+    doc.set_id(NewDocumentId(absl::ToUnixMillis(now)));
+    if (doc.idempotency_key().empty()) doc.set_idempotency_key(absl::StrCat("broker:", doc.id()));
+    *doc.mutable_accepted_at() = ToProto(now);
+    for (v1::Attachment& a : *doc.mutable_attachments()) {
+      a.set_size(a.content().size());
+      a.set_sha256(Sha256Hex(a.content()));
+    }
+    doc.set_content_sha256(ContentSha256(doc));
+    v1::Hop* hop = doc.add_trace();
+    hop->set_broker(options_.broker_id);
+    *hop->mutable_at() = ToProto(now);
+
+    auto shared = std::make_shared<const v1::Document>(std::move(doc));
+    const v1::Document& d = *shared;
+    storage::WriteBatch batch;
+    batch.document = d;
+    int priority = storage::PriorityOf(d.metadata().urgency());
+    for (const std::string& r : d.recipients()) {
+      batch.enqueue.push_back(storage::Enqueue{r, priority, d.id(), d.sender()});
+      v1::StatusEvent e;
+      e.set_document_id(d.id());
+      e.set_recipient(r);
+      *e.mutable_at() = d.accepted_at();
+      e.set_delivery_state(v1::DELIVERY_STATE_ACCEPTED);
+      e.set_actor(caller.spiffe_id);
+      e.set_sender(d.sender());
+      batch.events.push_back(std::move(e));
+    }
+    StoreWrite(std::move(batch), [this, shared, done = std::move(done)](
+                                        absl::StatusOr<storage::WriteResult> r) mutable {
+      if (!r.ok()) {
+        done(r.status());
+        return;
+      }
+      if (r->duplicate_of) {
+        std::string earlier = *r->duplicate_of;
+        workers_->Submit([this, shared, earlier, done = std::move(done)]() mutable {
+          ResolveDuplicate(*shared, earlier, std::move(done));
+        });
+        return;
+      }
+      {
+        absl::MutexLock lock(&mu_);
+        for (const storage::QueueEntry& qe : r->enqueued) {
+          AddEntryLocked(qe, shared);
+          WakeLocked(qe.recipient);
+        }
+        ++accepted_;
+      }
+      Publish(r->events);
+      v1::SendResponse response;
+      response.set_document_id(shared->id());
+      *response.mutable_accepted_at() = shared->accepted_at();
+      response.set_content_sha256(shared->content_sha256());
+      done(std::move(response));
+    });
+  }
+
+  void ResolveDuplicate(const v1::Document& attempt, const std::string& earlier_id,
+                        Callback<v1::SendResponse> done) {
+    absl::StatusOr<v1::Document> earlier = store_->GetDocument(earlier_id);
+    if (!earlier.ok()) {
+      done(earlier.status());
+      return;
+    }
+    bool same = earlier->content_sha256() == attempt.content_sha256() &&
+                earlier->metadata().SerializeAsString() == attempt.metadata().SerializeAsString() &&
+                std::equal(earlier->recipients().begin(), earlier->recipients().end(),
+                           attempt.recipients().begin(), attempt.recipients().end());
+    if (!same) {
+      done(absl::AlreadyExistsError(absl::StrCat(
+          "document.idempotency_key: \"", attempt.idempotency_key(), "\" was used for document ",
+          earlier_id, " with different content, metadata or recipients; use a new key")));
+      return;
+    }
+    v1::SendResponse response;
+    response.set_document_id(earlier_id);
+    response.set_duplicate(true);
+    *response.mutable_accepted_at() = earlier->accepted_at();
+    response.set_content_sha256(earlier->content_sha256());
+    done(std::move(response));
+  }
+
+  // ---- Delivery index --------------------------------------------------------
+
+  void AddEntryLocked(const storage::QueueEntry& qe, std::shared_ptr<const v1::Document> doc)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    OrgQueue& q = queues_[qe.recipient];
+    Key key{qe.priority, qe.sequence};
+    Entry& e = q.entries[key];
+    e.qe = qe;
+    if (doc) {
+      size_t bytes = doc->ByteSizeLong();
+      if (cached_bytes_ + bytes <= options_.delivery_cache_bytes) {
+        e.doc = std::move(doc);
+        e.cached_bytes = bytes;
+        cached_bytes_ += bytes;
+      }
+    }
+    q.by_doc[qe.document_id] = key;
+    q.ready.insert(key);
+    ++queued_;
+  }
+
+  void EraseEntryLocked(OrgQueue& q, const Key& key) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    auto it = q.entries.find(key);
+    if (it == q.entries.end()) return;
+    cached_bytes_ -= it->second.cached_bytes;
+    q.by_doc.erase(it->second.qe.document_id);
+    q.ready.erase(key);
+    q.fetch_leases.erase(key);
+    q.entries.erase(it);
+    --queued_;
+  }
+
+  // Takes up to `max` ready entries of `q` for `owner`.
+  std::vector<Handout> TakeLocked(OrgQueue& q, size_t max, uint64_t owner, size_t max_bytes)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    std::vector<Handout> out;
+    size_t bytes = 0;
+    while (out.size() < max && !q.ready.empty() && bytes < max_bytes) {
+      Key key = *q.ready.begin();
+      q.ready.erase(q.ready.begin());
+      Entry& e = q.entries.at(key);
+      e.state = Entry::State::kLeased;
+      e.owner = owner;
+      ++e.attempts;
+      bytes += e.doc ? e.cached_bytes : 64 << 10;
+      out.push_back(Handout{e.qe, e.attempts, e.doc});
+    }
+    leased_ += out.size();
+    return out;
+  }
+
+  void ReleaseLocked(OrgQueue& q, const Key& key) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    auto it = q.entries.find(key);
+    if (it == q.entries.end() || it->second.state != Entry::State::kLeased) return;
+    it->second.state = Entry::State::kReady;
+    it->second.owner = 0;
+    q.ready.insert(key);
+    q.fetch_leases.erase(key);
+    --leased_;
+  }
+
+  // Something may be deliverable in `org`: serve fetch waiters, then pump
+  // the receive sessions that have room.
+  void WakeLocked(const std::string& org) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    auto qit = queues_.find(org);
+    if (qit == queues_.end()) return;
+    OrgQueue& q = qit->second;
+    while (!q.waiters.empty() && !q.ready.empty()) {
+      std::shared_ptr<FetchWaiter> w = q.waiters.front();
+      q.waiters.pop_front();
+      if (w->finished) continue;
+      w->finished = true;
+      CompleteFetchLocked(q, w->max, w->lease, std::move(w->done));
+    }
+    if (q.ready.empty()) return;
+    for (auto it = q.sessions.begin(); it != q.sessions.end();) {
+      std::shared_ptr<SessionImpl> s = it->lock();
+      if (!s) {
+        it = q.sessions.erase(it);
+        continue;
+      }
+      ++it;
+      if (!s->closed_ && !s->pump_scheduled_ && s->in_flight_ < s->window_) {
+        s->pump_scheduled_ = true;
+        workers_->Submit([this, s] { Pump(s); });
+      }
+    }
+  }
+
+  void CompleteFetchLocked(OrgQueue& q, uint32_t max, absl::Duration lease,
+                           Callback<v1::FetchResponse> done) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    std::vector<Handout> got = TakeLocked(q, max, kFetchOwner, SIZE_MAX);
+    absl::Time expiry = clock_->Now() + lease;
+    for (const Handout& h : got) q.fetch_leases[{h.qe.priority, h.qe.sequence}] = expiry;
+    workers_->Submit([this, got = std::move(got), done = std::move(done)]() mutable {
+      v1::FetchResponse response;
+      for (Handout& h : got) {
+        absl::StatusOr<std::shared_ptr<const v1::Document>> doc = Materialize(h);
+        if (!doc.ok()) continue;  // logged by Materialize; stays leased, retried on expiry
+        v1::Delivery* d = response.add_deliveries();
+        *d->mutable_document() = **doc;
+        d->set_attempt(h.attempts);
+      }
+      done(std::move(response));
+    });
+  }
+
+  absl::StatusOr<std::shared_ptr<const v1::Document>> Materialize(const Handout& h) {
+    if (h.doc) return h.doc;
+    ASSIGN_OR_RETURN(v1::Document doc, store_->GetDocument(h.qe.document_id));
+    return std::make_shared<const v1::Document>(std::move(doc));
+  }
+
+  void Pump(std::shared_ptr<SessionImpl> s) {
+    for (;;) {
+      std::vector<Handout> got;
+      {
+        absl::MutexLock lock(&mu_);
+        s->pump_scheduled_ = false;
+        if (s->closed_ || stopping_) return;
+        OrgQueue& q = queues_[s->org_];
+        size_t room = s->window_ - s->in_flight_;
+        got = TakeLocked(q, std::min(room, kMaxDeliveriesPerMessage), s->id_, kMaxBytesPerMessage);
+        for (const Handout& h : got) s->held_.insert({h.qe.priority, h.qe.sequence});
+        s->in_flight_ += got.size();
+        if (got.empty()) return;
+        s->pump_scheduled_ = true;  // this loop continues; no second pump
+      }
+      v1::ReceiveResponse response;
+      std::vector<Key> failed;
+      for (const Handout& h : got) {
+        absl::StatusOr<std::shared_ptr<const v1::Document>> doc = Materialize(h);
+        if (!doc.ok()) {
+          failed.push_back({h.qe.priority, h.qe.sequence});
+          continue;
+        }
+        v1::Delivery* d = response.add_deliveries();
+        *d->mutable_document() = **doc;
+        d->set_attempt(h.attempts);
+      }
+      if (!failed.empty()) {
+        // The document could not be read: leave the copies leased to this
+        // session (so they do not spin) until it ends; they are retried then.
+      }
+      if (response.deliveries_size() > 0 && !s->Emit(std::move(response))) return;
+    }
+  }
+
+  absl::StatusOr<std::shared_ptr<ReceiveSession>> OpenReceive(const Principal& caller,
+                                                              uint32_t max_in_flight,
+                                                              DeliverySink sink) override {
+    RETURN_IF_ERROR(RequireOrg(caller));
+    if (max_in_flight > 10000) {
+      return absl::InvalidArgumentError("start.max_in_flight: at most 10000");
+    }
+    if (max_in_flight == 0) max_in_flight = options_.default_max_in_flight;
+    auto s = std::make_shared<SessionImpl>(this, caller.name, next_owner_.fetch_add(1),
+                                           max_in_flight, std::move(sink));
+    absl::MutexLock lock(&mu_);
+    sessions_[s->id_] = s;
+    queues_[caller.name].sessions.push_back(s);
+    WakeLocked(caller.name);
+    return s;
+  }
+
+  void SessionAck(SessionImpl* s, std::vector<std::string> ids, std::vector<std::string> nacks) {
+    std::vector<storage::QueueEntry> to_commit;
+    {
+      absl::MutexLock lock(&mu_);
+      if (s->closed_) return;
+      OrgQueue& q = queues_[s->org_];
+      for (const std::string& id : ids) {
+        auto k = q.by_doc.find(id);
+        if (k == q.by_doc.end()) continue;
+        Entry& e = q.entries.at(k->second);
+        if (e.state != Entry::State::kLeased || e.owner != s->id_) continue;
+        e.state = Entry::State::kAcking;
+        s->held_.erase(k->second);
+        --s->in_flight_;
+        --leased_;
+        to_commit.push_back(e.qe);
+      }
+      for (const std::string& id : nacks) {
+        auto k = q.by_doc.find(id);
+        if (k == q.by_doc.end()) continue;
+        Entry& e = q.entries.at(k->second);
+        if (e.state != Entry::State::kLeased || e.owner != s->id_) continue;
+        s->held_.erase(k->second);
+        --s->in_flight_;
+        ReleaseLocked(q, k->second);
+      }
+      WakeLocked(s->org_);
+    }
+    if (!to_commit.empty()) CommitAcks(s->org_, std::move(to_commit), nullptr);
+  }
+
+  // Removes acknowledged copies durably and records DELIVERED.
+  void CommitAcks(const std::string& org, std::vector<storage::QueueEntry> entries,
+                  absl::AnyInvocable<void(absl::Status)> done) {
+    storage::WriteBatch batch;
+    Timestamp now = ToProto(clock_->Now());
+    std::string actor = SpiffeId(TrustDomain(), Principal::Kind::kOrg, org);
+    for (const storage::QueueEntry& qe : entries) {
+      v1::StatusEvent e;
+      e.set_document_id(qe.document_id);
+      e.set_recipient(qe.recipient);
+      *e.mutable_at() = now;
+      e.set_delivery_state(v1::DELIVERY_STATE_DELIVERED);
+      e.set_actor(actor);
+      e.set_sender(qe.sender);
+      batch.events.push_back(std::move(e));
+    }
+    batch.dequeue = entries;
+    StoreWrite(std::move(batch), [this, org, entries = std::move(entries),
+                                     done = std::move(done)](
+                                        absl::StatusOr<storage::WriteResult> r) mutable {
+      {
+        absl::MutexLock lock(&mu_);
+        OrgQueue& q = queues_[org];
+        for (const storage::QueueEntry& qe : entries) {
+          Key key{qe.priority, qe.sequence};
+          if (r.ok()) {
+            EraseEntryLocked(q, key);
+            ++delivered_;
+          } else if (auto it = q.entries.find(key); it != q.entries.end()) {
+            it->second.state = Entry::State::kReady;
+            it->second.owner = 0;
+            q.ready.insert(key);
+          }
+        }
+        if (!r.ok()) WakeLocked(org);
+      }
+      if (r.ok()) Publish(r->events);
+      if (done) done(r.status());
+    });
+  }
+
+  void SessionClose(SessionImpl* s) {
+    absl::MutexLock lock(&mu_);
+    if (s->closed_) return;
+    s->closed_ = true;
+    sessions_.erase(s->id_);
+    OrgQueue& q = queues_[s->org_];
+    for (const Key& key : s->held_) ReleaseLocked(q, key);
+    s->held_.clear();
+    s->in_flight_ = 0;
+    WakeLocked(s->org_);
+  }
+
+  // ---- Fetch / Ack / Inbox ----------------------------------------------------
+
+  void Fetch(const Principal& caller, const v1::FetchRequest& request,
+             Callback<v1::FetchResponse> done) override {
+    if (absl::Status s = RequireOrg(caller); !s.ok()) return done(s);
+    if (request.max_documents() > 1000) {
+      return done(absl::InvalidArgumentError("max_documents: at most 1000"));
+    }
+    if (request.wait_ms() > 30000) return done(absl::InvalidArgumentError("wait_ms: at most 30000"));
+    if (request.lease_seconds() > 3600) {
+      return done(absl::InvalidArgumentError("lease_seconds: at most 3600"));
+    }
+    uint32_t max = request.max_documents() ? request.max_documents() : 10;
+    absl::Duration lease = request.lease_seconds() ? absl::Seconds(request.lease_seconds())
+                                                   : options_.default_fetch_lease;
+    absl::MutexLock lock(&mu_);
+    OrgQueue& q = queues_[caller.name];
+    if (!q.ready.empty() || request.wait_ms() == 0) {
+      CompleteFetchLocked(q, max, lease, std::move(done));
+      return;
+    }
+    auto w = std::make_shared<FetchWaiter>();
+    w->max = max;
+    w->lease = lease;
+    w->done = std::move(done);
+    q.waiters.push_back(w);
+    timer_->RunAfter(absl::Milliseconds(request.wait_ms()), [this, w] {
+      Callback<v1::FetchResponse> done;
+      {
+        absl::MutexLock lock(&mu_);
+        if (w->finished) return;
+        w->finished = true;
+        done = std::move(w->done);
+      }
+      done(v1::FetchResponse());
+    });
+  }
+
+  void Ack(const Principal& caller, const v1::AckRequest& request,
+           Callback<v1::AckResponse> done) override {
+    if (absl::Status s = RequireOrg(caller); !s.ok()) return done(s);
+    if (request.document_ids_size() > 10000) {
+      return done(absl::InvalidArgumentError("document_ids: at most 10000 per call"));
+    }
+    for (int i = 0; i < request.document_ids_size(); ++i) {
+      if (absl::Status s = CheckDocumentId(absl::StrCat("document_ids[", i, "]"),
+                                           request.document_ids(i));
+          !s.ok()) {
+        return done(s);
+      }
+    }
+    std::vector<storage::QueueEntry> to_commit;
+    {
+      absl::MutexLock lock(&mu_);
+      OrgQueue& q = queues_[caller.name];
+      for (const std::string& id : request.document_ids()) {
+        auto k = q.by_doc.find(id);
+        if (k == q.by_doc.end()) continue;
+        Entry& e = q.entries.at(k->second);
+        if (e.state == Entry::State::kAcking) continue;
+        if (e.state == Entry::State::kLeased) {
+          --leased_;
+          if (auto sit = sessions_.find(e.owner); sit != sessions_.end()) {
+            if (auto s = sit->second.lock()) {
+              s->held_.erase(k->second);
+              --s->in_flight_;
+            }
+          }
+        }
+        q.ready.erase(k->second);
+        q.fetch_leases.erase(k->second);
+        e.state = Entry::State::kAcking;
+        to_commit.push_back(e.qe);
+      }
+      WakeLocked(caller.name);
+    }
+    uint32_t count = to_commit.size();
+    if (count == 0) return done(v1::AckResponse());
+    CommitAcks(caller.name, std::move(to_commit),
+               [count, done = std::move(done)](absl::Status s) mutable {
+                 if (!s.ok()) return done(s);
+                 v1::AckResponse response;
+                 response.set_acknowledged(count);
+                 done(std::move(response));
+               });
+  }
+
+  void ListInbox(const Principal& caller, const v1::ListInboxRequest& request,
+                 Callback<v1::ListInboxResponse> done) override {
+    if (absl::Status s = RequireOrg(caller); !s.ok()) return done(s);
+    if (request.limit() > 1000) return done(absl::InvalidArgumentError("limit: at most 1000"));
+    size_t limit = request.limit() ? request.limit() : 100;
+    std::vector<std::pair<Handout, bool>> rows;
+    uint64_t total = 0;
+    {
+      absl::MutexLock lock(&mu_);
+      OrgQueue& q = queues_[caller.name];
+      total = q.entries.size();
+      for (auto& [key, e] : q.entries) {
+        if (rows.size() >= limit) break;
+        rows.push_back({Handout{e.qe, e.attempts, e.doc}, e.state != Entry::State::kReady});
+      }
+    }
+    workers_->Submit([this, rows = std::move(rows), total, done = std::move(done)]() mutable {
+      v1::ListInboxResponse response;
+      response.set_total(total);
+      for (auto& [h, leased] : rows) {
+        absl::StatusOr<std::shared_ptr<const v1::Document>> doc = Materialize(h);
+        if (!doc.ok()) continue;
+        v1::InboxEntry* e = response.add_entries();
+        e->set_document_id(h.qe.document_id);
+        e->set_sender((*doc)->sender());
+        *e->mutable_metadata() = (*doc)->metadata();
+        *e->mutable_accepted_at() = (*doc)->accepted_at();
+        e->set_attempts(h.attempts);
+        e->set_leased(leased);
+      }
+      done(std::move(response));
+    });
+  }
+
+  void ScheduleReaper() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    timer_->RunAfter(absl::Seconds(1), [this] {
+      absl::MutexLock lock(&mu_);
+      if (stopping_) return;
+      absl::Time now = clock_->Now();
+      for (auto& [org, q] : queues_) {
+        bool released = false;
+        for (auto it = q.fetch_leases.begin(); it != q.fetch_leases.end();) {
+          Key key = it->first;
+          bool expired = it->second <= now;
+          ++it;
+          if (expired) {
+            ReleaseLocked(q, key);
+            released = true;
+          }
+        }
+        if (released) WakeLocked(org);
+      }
+      ScheduleReaper();
+    });
+  }
+
+  // ---- Statuses ----------------------------------------------------------------
+
+  void ReportStatus(const Principal& caller, const v1::ReportStatusRequest& request,
+                    Callback<v1::ReportStatusResponse> done) override {
+    workers_->Submit([this, caller, request, done = std::move(done)]() mutable {
+      absl::StatusOr<v1::StatusEvent> event = BuildStatusEvent(caller, request);
+      if (!event.ok()) return done(event.status());
+      storage::WriteBatch batch;
+      batch.events.push_back(*std::move(event));
+      StoreWrite(std::move(batch), [this, done = std::move(done)](
+                                          absl::StatusOr<storage::WriteResult> r) mutable {
+        if (!r.ok()) return done(r.status());
+        Publish(r->events);
+        v1::ReportStatusResponse response;
+        *response.mutable_event() = r->events.front();
+        done(std::move(response));
+      });
+    });
+  }
+
+  absl::StatusOr<v1::StatusEvent> BuildStatusEvent(const Principal& caller,
+                                                   const v1::ReportStatusRequest& request) {
+    RETURN_IF_ERROR(RequireOrg(caller));
+    RETURN_IF_ERROR(CheckDocumentId("document_id", request.document_id()));
+    if (request.status() == v1::BUSINESS_STATUS_UNSPECIFIED ||
+        !v1::BusinessStatus_IsValid(request.status())) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "status: ", static_cast<int>(request.status()),
+          " is not a national status code (01-06, 13, 15, 16)"));
+    }
+    bool needs_reason = request.status() == v1::BUSINESS_STATUS_REJECTED ||
+                        request.status() == v1::BUSINESS_STATUS_REFUSED;
+    if (needs_reason && request.reason().empty()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "reason: required for ", v1::BusinessStatus_Name(request.status())));
+    }
+    if (request.reason().size() > 4096) {
+      return absl::InvalidArgumentError("reason: longer than 4096 bytes");
+    }
+    ASSIGN_OR_RETURN(v1::Document doc, LoadVisible(caller, request.document_id(),
+                                                   /*allow_sender=*/false));
+    v1::StatusEvent e;
+    e.set_document_id(doc.id());
+    e.set_recipient(caller.name);
+    *e.mutable_at() = ToProto(clock_->Now());
+    e.set_business_status(request.status());
+    e.set_reason(request.reason());
+    e.set_actor(caller.spiffe_id);
+    e.set_sender(doc.sender());
+    return e;
+  }
+
+  // The document if the caller is a recipient (or the sender when allowed);
+  // NOT_FOUND otherwise, so ids of others' documents reveal nothing.
+  absl::StatusOr<v1::Document> LoadVisible(const Principal& caller, const std::string& id,
+                                           bool allow_sender) {
+    absl::StatusOr<v1::Document> doc = store_->GetDocument(id);
+    auto not_found = [&] {
+      return absl::NotFoundError(absl::StrCat(
+          "document ", id, " not found among documents ",
+          allow_sender ? "sent by or addressed to " : "addressed to ", caller.name));
+    };
+    if (absl::IsNotFound(doc.status())) return not_found();
+    if (!doc.ok()) return doc.status();
+    bool recipient = std::find(doc->recipients().begin(), doc->recipients().end(), caller.name) !=
+                     doc->recipients().end();
+    bool sender = doc->sender() == caller.name;
+    if (!recipient && !(allow_sender && sender)) return not_found();
+    return doc;
+  }
+
+  void GetDocumentStatus(const Principal& caller, const v1::GetDocumentStatusRequest& request,
+                         Callback<v1::DocumentStatus> done) override {
+    workers_->Submit([this, caller, request, done = std::move(done)]() mutable {
+      done(BuildDocumentStatus(caller, request.document_id()));
+    });
+  }
+
+  absl::StatusOr<v1::DocumentStatus> BuildDocumentStatus(const Principal& caller,
+                                                         const std::string& id) {
+    RETURN_IF_ERROR(RequireOrg(caller));
+    RETURN_IF_ERROR(CheckDocumentId("document_id", id));
+    ASSIGN_OR_RETURN(v1::Document doc, LoadVisible(caller, id, /*allow_sender=*/true));
+    ASSIGN_OR_RETURN(std::vector<v1::StatusEvent> events, store_->ListDocumentEvents(id, 0));
+    bool is_sender = doc.sender() == caller.name;
+    v1::DocumentStatus status;
+    status.set_document_id(id);
+    status.set_sender(doc.sender());
+    *status.mutable_metadata() = doc.metadata();
+    *status.mutable_accepted_at() = doc.accepted_at();
+    std::map<std::string, v1::RecipientStatus> rows;
+    for (const std::string& r : doc.recipients()) {
+      if (is_sender || r == caller.name) rows[r].set_recipient(r);
+    }
+    for (const v1::StatusEvent& e : events) {
+      auto it = rows.find(e.recipient());
+      if (it == rows.end()) continue;
+      if (e.delivery_state() != v1::DELIVERY_STATE_UNSPECIFIED) {
+        it->second.set_delivery_state(e.delivery_state());
+      }
+      if (e.business_status() != v1::BUSINESS_STATUS_UNSPECIFIED) {
+        it->second.set_business_status(e.business_status());
+      }
+      *it->second.mutable_updated_at() = e.at();
+      *status.add_history() = e;
+    }
+    for (const std::string& r : doc.recipients()) {
+      if (auto it = rows.find(r); it != rows.end()) *status.add_recipients() = it->second;
+    }
+    return status;
+  }
+
+  // ---- Watch -------------------------------------------------------------------
+
+  void Watch(const Principal& caller, const v1::WatchStatusRequest& request, EventSink sink,
+             Callback<std::shared_ptr<WatchSession>> done) override {
+    workers_->Submit([this, caller, request, sink = std::move(sink),
+                     done = std::move(done)]() mutable {
+      if (absl::Status s = RequireOrg(caller); !s.ok()) return done(s);
+      if (!request.document_id().empty()) {
+        if (absl::Status s = CheckDocumentId("document_id", request.document_id()); !s.ok()) {
+          return done(s);
+        }
+        absl::StatusOr<v1::Document> doc = store_->GetDocument(request.document_id());
+        if (!doc.ok() || doc->sender() != caller.name) {
+          if (doc.ok() || absl::IsNotFound(doc.status())) {
+            return done(absl::NotFoundError(absl::StrCat("document ", request.document_id(),
+                                                         " not found among documents sent by ",
+                                                         caller.name)));
+          }
+          return done(doc.status());
+        }
+      }
+      auto w = std::make_shared<WatcherImpl>(next_owner_.fetch_add(1), caller.name,
+                                             request.document_id(), request.after_sequence(),
+                                             std::move(sink));
+      w->ex_ = this;
+      {
+        absl::MutexLock lock(&watch_mu_);
+        watchers_[caller.name][w->id_] = w;
+      }
+      done(std::shared_ptr<WatchSession>(w));
+      // Replay what is stored, then hand over to live events.
+      uint64_t after = request.after_sequence();
+      for (;;) {
+        absl::StatusOr<std::vector<v1::StatusEvent>> page =
+            request.document_id().empty()
+                ? store_->ListSenderEvents(caller.name, after, 1000)
+                : store_->ListDocumentEvents(request.document_id(), after);
+        if (!page.ok() || page->empty()) break;
+        for (const v1::StatusEvent& e : *page) w->Replayed(e);
+        after = page->back().sequence();
+        if (!request.document_id().empty() || page->size() < 1000) break;
+      }
+      w->EndReplay();
+    });
+  }
+
+  void Unwatch(WatcherImpl* w) {
+    absl::MutexLock lock(&watch_mu_);
+    auto it = watchers_.find(w->sender_);
+    if (it == watchers_.end()) return;
+    it->second.erase(w->id_);
+    if (it->second.empty()) watchers_.erase(it);
+  }
+
+  void Publish(const std::vector<v1::StatusEvent>& events) {
+    std::vector<std::pair<std::shared_ptr<WatcherImpl>, const v1::StatusEvent*>> targets;
+    {
+      absl::MutexLock lock(&watch_mu_);
+      if (watchers_.empty()) return;
+      for (const v1::StatusEvent& e : events) {
+        auto it = watchers_.find(e.sender());
+        if (it == watchers_.end()) continue;
+        for (auto& [id, w] : it->second) targets.push_back({w, &e});
+      }
+    }
+    for (auto& [w, e] : targets) w->Live(*e);
+  }
+
+  void Shutdown() override {
+    std::vector<Callback<v1::FetchResponse>> waiting;
+    {
+      absl::MutexLock lock(&mu_);
+      stopping_ = true;
+      for (auto& [org, q] : queues_) {
+        for (auto& w : q.waiters) {
+          if (w->finished) continue;
+          w->finished = true;
+          waiting.push_back(std::move(w->done));
+        }
+        q.waiters.clear();
+      }
+    }
+    for (auto& done : waiting) done(absl::UnavailableError("broker is shutting down"));
+  }
+
+  ExchangeStats Stats() override {
+    absl::MutexLock lock(&mu_);
+    return ExchangeStats{queued_, leased_, accepted_, delivered_};
+  }
+
+  std::string TrustDomain() const {
+    absl::StatusOr<Principal> p = ParseSpiffeId(options_.broker_id);
+    return p.ok() ? p->trust_domain : "";
+  }
+
+ private:
+  const ExchangeOptions options_;
+  storage::Store* const store_;
+  Clock* const clock_;
+  const absl::flat_hash_set<std::string> local_orgs_;
+  std::atomic<uint64_t> next_owner_{kFetchOwner + 1};
+
+  absl::Mutex mu_;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  std::unordered_map<std::string, OrgQueue> queues_ ABSL_GUARDED_BY(mu_);
+  std::unordered_map<uint64_t, std::weak_ptr<SessionImpl>> sessions_ ABSL_GUARDED_BY(mu_);
+  size_t cached_bytes_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t queued_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t leased_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t accepted_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t delivered_ ABSL_GUARDED_BY(mu_) = 0;
+
+  absl::Mutex watch_mu_;
+  std::unordered_map<std::string, std::map<uint64_t, std::shared_ptr<WatcherImpl>>> watchers_
+      ABSL_GUARDED_BY(watch_mu_);
+
+  absl::Mutex writes_mu_;
+  int pending_writes_ ABSL_GUARDED_BY(writes_mu_) = 0;
+  // Reset first in the destructor, so no task outlives the state above.
+  std::unique_ptr<Timer> timer_;
+  std::unique_ptr<WorkerPool> workers_;
+};
+
+void SessionImpl::Ack(std::vector<std::string> ids, std::vector<std::string> nack_ids) {
+  ex_->SessionAck(this, std::move(ids), std::move(nack_ids));
+}
+
+void SessionImpl::Close() {
+  {
+    absl::MutexLock lock(&sink_mu_);
+    sink_closed_ = true;
+    sink_ = nullptr;
+  }
+  ex_->SessionClose(this);
+}
+
+void WatcherImpl::Close() {
+  {
+    absl::MutexLock lock(&mu_);
+    closed_ = true;
+    sink_ = nullptr;
+  }
+  if (ex_) ex_->Unwatch(this);
+}
+
+}  // namespace
+
+absl::Status ExchangeOptions::Validate() const {
+  absl::StatusOr<Principal> broker = ParseSpiffeId(broker_id);
+  if (!broker.ok() || broker->kind != Principal::Kind::kBroker) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("exchange.broker_id: \"", broker_id, "\" is not a broker SPIFFE id"));
+  }
+  for (size_t i = 0; i < local_orgs.size(); ++i) {
+    RETURN_IF_ERROR(ValidateOrgCode(local_orgs[i], absl::StrCat("orgs[", i, "].code")));
+  }
+  if (max_document_bytes < 1024) {
+    return absl::InvalidArgumentError("limits.max_document_bytes: at least 1024");
+  }
+  if (max_recipients == 0) return absl::InvalidArgumentError("limits.max_recipients: at least 1");
+  if (default_max_in_flight == 0 || default_max_in_flight > 10000) {
+    return absl::InvalidArgumentError("limits.default_max_in_flight: 1..10000");
+  }
+  if (worker_threads < 1 || worker_threads > 256) {
+    return absl::InvalidArgumentError("worker_threads: 1..256");
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<Exchange>> Exchange::Open(const ExchangeOptions& options,
+                                                         storage::Store* store, Clock* clock) {
+  RETURN_IF_ERROR(options.Validate());
+  auto ex = std::make_unique<ExchangeImpl>(options, store, clock);
+  RETURN_IF_ERROR(ex->Load());
+  return std::unique_ptr<Exchange>(std::move(ex));
+}
+
+}  // namespace lienthong::broker

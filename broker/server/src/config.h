@@ -1,0 +1,58 @@
+// lienthongd's configuration: YAML on disk, embedded defaults otherwise.
+#ifndef LIENTHONG_BROKER_SERVER_SRC_CONFIG_H_
+#define LIENTHONG_BROKER_SERVER_SRC_CONFIG_H_
+
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "lienthong/broker/exchange.h"
+#include "lienthong/storage/store.h"
+
+namespace lienthong::server {
+
+struct OrgConfig {
+  std::string code;
+  std::string name;
+};
+
+struct TlsConfig {
+  std::string certificate = "pki/brokers/central.pem";
+  std::string private_key = "pki/brokers/central.key";
+  std::string ca = "pki/ca.pem";
+  absl::Duration refresh = absl::Seconds(60);
+};
+
+struct BrokerConfig {
+  std::string name = "central";
+  std::string trust_domain = "lienthong.local";
+  std::string listen = "127.0.0.1:7443";
+  std::string data_dir = "lienthong-data/central";
+  TlsConfig tls;
+  std::vector<OrgConfig> orgs = {{"000.00.00.G22", "Văn phòng Trung ương (demo)"},
+                                 {"000.00.00.H49", "UBND tỉnh (demo H49)"},
+                                 {"000.00.00.H50", "UBND tỉnh (demo H50)"},
+                                 {"000.01.23.H49", "Sở trực thuộc (demo H49)"}};
+  size_t max_document_bytes = 16 << 20;
+  size_t max_recipients = 1000;
+  uint32_t default_max_in_flight = 256;
+  int worker_threads = 4;
+  size_t block_cache_bytes = 64 << 20;
+
+  std::string SpiffeId() const;
+  broker::ExchangeOptions ToExchangeOptions() const;
+  storage::RocksDbOptions ToStorageOptions() const;
+  // INVALID_ARGUMENT naming the field.
+  absl::Status Validate() const;
+};
+
+// Parses YAML text; errors say "<file>:<line>:<column>: <what>". Unknown keys
+// are errors. Fields not given keep their defaults. Relative paths are
+// resolved against the directory of the file.
+absl::StatusOr<BrokerConfig> ParseConfig(const std::string& yaml, const std::string& file_name);
+absl::StatusOr<BrokerConfig> LoadConfigFile(const std::string& path);
+
+}  // namespace lienthong::server
+
+#endif  // LIENTHONG_BROKER_SERVER_SRC_CONFIG_H_

@@ -1,0 +1,183 @@
+// lienthongd: one Liên Thông broker. Mutual TLS on its only port; documents
+// in RocksDB; see README.md for the configuration reference.
+#include "absl/strings/string_view.h"
+#include <signal.h>
+
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <filesystem>
+#include <iostream>
+#include <memory>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "broker/server/src/config.h"
+#include "grpcpp/ext/proto_server_reflection_plugin.h"
+#include "grpcpp/grpcpp.h"
+#include "grpcpp/security/server_credentials.h"
+#include "grpcpp/security/tls_certificate_provider.h"
+#include "grpcpp/security/tls_credentials_options.h"
+#include "lienthong/broker/exchange.h"
+#include "lienthong/broker/service.h"
+#include "lienthong/common/certificate.h"
+#include "lienthong/common/status_macros.h"
+#include "lienthong/storage/store.h"
+
+namespace lienthong::server {
+namespace {
+
+void Log(absl::string_view message) {
+  std::cerr << absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", absl::Now(), absl::UTCTimeZone())
+            << " lienthongd " << message << std::endl;
+}
+
+// Checks the TLS files before serving: a broker that starts with a wrong
+// certificate would only fail later, at every handshake.
+absl::Status CheckTlsFiles(const BrokerConfig& config) {
+  ASSIGN_OR_RETURN(CertificateInfo cert, ReadCertificateFile(config.tls.certificate));
+  if (cert.principal.spiffe_id != config.SpiffeId()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        config.tls.certificate, ": certificate identity ", cert.principal.spiffe_id,
+        " is not this broker's ", config.SpiffeId(), " (check broker.name and broker.trust_domain)"));
+  }
+  if (cert.not_after < absl::Now()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(config.tls.certificate, ": certificate expired at ",
+                     absl::FormatTime(cert.not_after, absl::UTCTimeZone())));
+  }
+  RETURN_IF_ERROR(CheckPrivateKeyFile(config.tls.private_key));
+  if (!std::filesystem::exists(config.tls.ca)) {
+    return absl::NotFoundError(absl::StrCat(config.tls.ca, ": cannot read the trust root"));
+  }
+  return absl::OkStatus();
+}
+
+std::shared_ptr<grpc::ServerCredentials> ServerCredentials(const BrokerConfig& config) {
+  auto provider = std::make_shared<grpc::experimental::FileWatcherCertificateProvider>(
+      config.tls.private_key, config.tls.certificate, config.tls.ca,
+      absl::ToInt64Seconds(config.tls.refresh));
+  grpc::experimental::TlsServerCredentialsOptions options(provider);
+  options.watch_root_certs();
+  options.watch_identity_key_cert_pairs();
+  options.set_cert_request_type(GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
+  return grpc::experimental::TlsServerCredentials(options);
+}
+
+int Serve(const BrokerConfig& config) {
+  if (absl::Status s = CheckTlsFiles(config); !s.ok()) {
+    Log(absl::StrCat("error: ", s.ToString()));
+    return 1;
+  }
+  std::error_code ec;
+  std::filesystem::create_directories(config.data_dir, ec);
+  absl::StatusOr<std::unique_ptr<storage::Store>> store =
+      storage::OpenRocksDbStore(config.ToStorageOptions());
+  if (!store.ok()) {
+    Log(absl::StrCat("error: ", store.status().ToString()));
+    return 1;
+  }
+  absl::StatusOr<std::unique_ptr<broker::Exchange>> exchange =
+      broker::Exchange::Open(config.ToExchangeOptions(), store->get());
+  if (!exchange.ok()) {
+    Log(absl::StrCat("error: ", exchange.status().ToString()));
+    return 1;
+  }
+  broker::ExchangeServiceImpl exchange_service(exchange->get(), config.trust_domain);
+  broker::HealthServiceImpl health;
+
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort(config.listen, ServerCredentials(config), &port);
+  builder.SetMaxReceiveMessageSize(static_cast<int>(config.max_document_bytes + (1 << 20)));
+  builder.SetMaxSendMessageSize(static_cast<int>(config.max_document_bytes * 2 + (8 << 20)));
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 10000);
+  builder.RegisterService(&exchange_service);
+  builder.RegisterService(&health);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (!server || port == 0) {
+    Log(absl::StrCat("error: cannot listen on ", config.listen));
+    return 1;
+  }
+  std::string host = config.listen.substr(0, config.listen.rfind(':'));
+  broker::ExchangeStats stats = (*exchange)->Stats();
+  Log(absl::StrCat("broker ", config.SpiffeId(), " serving ", config.orgs.size(),
+                   " orgs; data in ", config.data_dir, "; ", stats.queued,
+                   " deliveries waiting from before"));
+  // The line tests and scripts wait for.
+  std::cout << "lienthongd listening on " << host << ":" << port << std::endl;
+
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  int signal = 0;
+  sigwait(&signals, &signal);
+  Log(absl::StrCat("signal ", signal, ": shutting down"));
+  health.SetNotServing();
+  (*exchange)->Shutdown();
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  server->Wait();
+  exchange->reset();
+  store->reset();
+  Log("stopped");
+  return 0;
+}
+
+}  // namespace
+}  // namespace lienthong::server
+
+int main(int argc, char** argv) {
+  // Block the stop signals in every thread; the main thread waits for them.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  CLI::App app{"lienthongd: a Liên Thông document broker (mutual TLS only)"};
+  std::string config_file, check_file, listen, data_dir, pki;
+  app.add_option("--config", config_file, "YAML configuration; embedded defaults without it");
+  app.add_option("--check-config", check_file, "validate a configuration file and exit");
+  app.add_option("--listen", listen, "override listen (host:port; port 0 picks one)");
+  app.add_option("--data-dir", data_dir, "override data_dir");
+  app.add_option("--pki", pki,
+                 "take tls.* from a development PKI directory made by deploy/pki/make-dev-pki.sh "
+                 "(ca.pem, brokers/<name>.pem/.key)");
+  CLI11_PARSE(app, argc, argv);
+
+  using lienthong::server::BrokerConfig;
+  if (!check_file.empty()) {
+    absl::StatusOr<BrokerConfig> c = lienthong::server::LoadConfigFile(check_file);
+    if (!c.ok()) {
+      std::cerr << "lienthongd: " << c.status().message() << std::endl;
+      return 2;
+    }
+    std::cout << check_file << ": OK (" << c->SpiffeId() << ", " << c->orgs.size() << " orgs)"
+              << std::endl;
+    return 0;
+  }
+  BrokerConfig config;
+  if (!config_file.empty()) {
+    absl::StatusOr<BrokerConfig> c = lienthong::server::LoadConfigFile(config_file);
+    if (!c.ok()) {
+      std::cerr << "lienthongd: " << c.status().message() << std::endl;
+      return 2;
+    }
+    config = *std::move(c);
+  }
+  if (!listen.empty()) config.listen = listen;
+  if (!data_dir.empty()) config.data_dir = data_dir;
+  if (!pki.empty()) {
+    config.tls.ca = pki + "/ca.pem";
+    config.tls.certificate = pki + "/brokers/" + config.name + ".pem";
+    config.tls.private_key = pki + "/brokers/" + config.name + ".key";
+  }
+  if (absl::Status s = config.Validate(); !s.ok()) {
+    std::cerr << "lienthongd: " << s.message() << std::endl;
+    return 2;
+  }
+  return lienthong::server::Serve(config);
+}

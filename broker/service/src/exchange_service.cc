@@ -1,0 +1,538 @@
+#include <atomic>
+#include <deque>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "lienthong/broker/service.h"
+
+namespace lienthong::broker {
+namespace {
+
+// Deletes itself when gRPC is done with it (OnDone) and every core callback
+// that captured it has run.
+class RefCounted {
+ public:
+  virtual ~RefCounted() = default;
+  void Ref() { refs_.fetch_add(1, std::memory_order_relaxed); }
+  void Unref() {
+    if (refs_.fetch_sub(1, std::memory_order_acq_rel) == 1) delete this;
+  }
+
+ private:
+  std::atomic<int> refs_{1};  // held by gRPC until OnDone
+};
+
+// Finishes a unary reactor with the core's answer.
+template <typename T>
+Exchange::Callback<T> FinishWith(grpc::ServerUnaryReactor* reactor, T* response) {
+  return [reactor, response](absl::StatusOr<T> r) {
+    if (r.ok()) *response = *std::move(r);
+    reactor->Finish(ToGrpcStatus(r.status()));
+  };
+}
+
+grpc::ServerUnaryReactor* Refuse(grpc::CallbackServerContext* ctx, const absl::Status& status) {
+  auto* reactor = ctx->DefaultReactor();
+  reactor->Finish(ToGrpcStatus(status));
+  return reactor;
+}
+
+// ---- SendStream ------------------------------------------------------------
+
+class SendStreamReactor final
+    : public grpc::ServerBidiReactor<v1::SendStreamRequest, v1::SendStreamResponse>,
+      public RefCounted {
+ public:
+  static constexpr int kMaxOutstanding = 8192;
+
+  SendStreamReactor(Exchange* exchange, Principal caller)
+      : exchange_(exchange), caller_(std::move(caller)) {
+    StartRead(&request_);
+  }
+
+  void OnReadDone(bool ok) override {
+    if (!ok) {
+      absl::MutexLock lock(&mu_);
+      reads_done_ = true;
+      MaybeFinishLocked();
+      return;
+    }
+    bool pause;
+    {
+      absl::MutexLock lock(&mu_);
+      outstanding_ += request_.items_size();
+      pause = outstanding_ >= kMaxOutstanding;
+      read_paused_ = pause;
+    }
+    for (v1::SendStreamItem& item : *request_.mutable_items()) {
+      uint64_t correlation = item.correlation_id();
+      Ref();
+      exchange_->Send(caller_, std::move(*item.mutable_document()),
+                      [this, correlation](absl::StatusOr<v1::SendResponse> r) {
+                        Answer(correlation, std::move(r));
+                        Unref();
+                      });
+    }
+    request_.Clear();
+    if (!pause) StartRead(&request_);
+  }
+
+  void OnWriteDone(bool ok) override {
+    bool resume = false;
+    {
+      absl::MutexLock lock(&mu_);
+      writing_ = false;
+      if (!ok) broken_ = true;
+      if (!broken_) StartWriteLocked();
+      if (read_paused_ && outstanding_ < kMaxOutstanding / 2 && !broken_) {
+        read_paused_ = false;
+        resume = true;
+      }
+      MaybeFinishLocked();
+    }
+    if (resume) StartRead(&request_);
+  }
+
+  void OnCancel() override {
+    absl::MutexLock lock(&mu_);
+    broken_ = true;
+    MaybeFinishLocked();
+  }
+
+  void OnDone() override { Unref(); }
+
+ private:
+  void Answer(uint64_t correlation, absl::StatusOr<v1::SendResponse> r) {
+    absl::MutexLock lock(&mu_);
+    --outstanding_;
+    v1::SendStreamResult* result = pending_.add_results();
+    result->set_correlation_id(correlation);
+    if (r.ok()) {
+      *result->mutable_accepted() = *std::move(r);
+    } else {
+      result->mutable_error()->set_code(static_cast<int>(r.status().code()));
+      result->mutable_error()->set_message(std::string(r.status().message()));
+    }
+    if (!broken_) StartWriteLocked();
+    MaybeFinishLocked();
+  }
+
+  void StartWriteLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (writing_ || finished_ || pending_.results_size() == 0) return;
+    writing_ = true;
+    response_.Swap(&pending_);
+    pending_.Clear();
+    StartWrite(&response_);
+  }
+
+  void MaybeFinishLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (finished_ || writing_) return;
+    if (broken_) {
+      finished_ = true;
+      Finish(grpc::Status::CANCELLED);
+      return;
+    }
+    if (reads_done_ && outstanding_ == 0 && pending_.results_size() == 0) {
+      finished_ = true;
+      Finish(grpc::Status::OK);
+    }
+  }
+
+  Exchange* const exchange_;
+  const Principal caller_;
+  v1::SendStreamRequest request_;  // owned by the read in flight
+
+  absl::Mutex mu_;
+  v1::SendStreamResponse response_ ABSL_GUARDED_BY(mu_);  // the write in flight
+  v1::SendStreamResponse pending_ ABSL_GUARDED_BY(mu_);
+  int outstanding_ ABSL_GUARDED_BY(mu_) = 0;
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  bool reads_done_ ABSL_GUARDED_BY(mu_) = false;
+  bool read_paused_ ABSL_GUARDED_BY(mu_) = false;
+  bool broken_ ABSL_GUARDED_BY(mu_) = false;
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+// ---- Receive ---------------------------------------------------------------
+
+class ReceiveReactor final
+    : public grpc::ServerBidiReactor<v1::ReceiveRequest, v1::ReceiveResponse>,
+      public RefCounted {
+ public:
+  ReceiveReactor(Exchange* exchange, Principal caller)
+      : exchange_(exchange), caller_(std::move(caller)) {
+    StartRead(&request_);
+  }
+
+  void OnReadDone(bool ok) override {
+    if (!ok) {  // the client closed its side or went away
+      End(grpc::Status::OK);
+      return;
+    }
+    std::shared_ptr<ReceiveSession> session;
+    {
+      absl::MutexLock lock(&mu_);
+      session = session_;
+    }
+    if (request_.has_start()) {
+      if (session) {
+        End(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "start: sent twice on one stream"));
+        return;
+      }
+      absl::StatusOr<std::shared_ptr<ReceiveSession>> opened = exchange_->OpenReceive(
+          caller_, request_.start().max_in_flight(),
+          [this](v1::ReceiveResponse response) { Deliver(std::move(response)); });
+      if (!opened.ok()) {
+        End(ToGrpcStatus(opened.status()));
+        return;
+      }
+      bool ended;
+      {
+        absl::MutexLock lock(&mu_);
+        session_ = *opened;
+        ended = finished_;
+      }
+      if (ended) (*opened)->Close();
+    } else if (request_.has_ack()) {
+      if (!session) {
+        End(grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                         "ack: the first message of a Receive stream must be start"));
+        return;
+      }
+      v1::ReceiveAck* ack = request_.mutable_ack();
+      session->Ack({std::make_move_iterator(ack->mutable_document_ids()->begin()),
+                    std::make_move_iterator(ack->mutable_document_ids()->end())},
+                   {std::make_move_iterator(ack->mutable_nack_document_ids()->begin()),
+                    std::make_move_iterator(ack->mutable_nack_document_ids()->end())});
+    } else {
+      End(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                       "kind: a ReceiveRequest must carry start or ack"));
+      return;
+    }
+    request_.Clear();
+    StartRead(&request_);
+  }
+
+  void OnWriteDone(bool ok) override {
+    absl::MutexLock lock(&mu_);
+    writing_ = false;
+    if (!ok) {
+      broken_ = true;
+    } else {
+      StartWriteLocked();
+    }
+    MaybeFinishLocked();
+  }
+
+  void OnCancel() override {
+    {
+      absl::MutexLock lock(&mu_);
+      broken_ = true;
+    }
+    End(grpc::Status::CANCELLED);
+  }
+
+  void OnDone() override {
+    std::shared_ptr<ReceiveSession> session;
+    {
+      absl::MutexLock lock(&mu_);
+      session = std::move(session_);
+    }
+    if (session) session->Close();  // no Deliver after this returns
+    Unref();
+  }
+
+ private:
+  void Deliver(v1::ReceiveResponse response) {
+    absl::MutexLock lock(&mu_);
+    if (finished_ || broken_) return;
+    for (v1::Delivery& d : *response.mutable_deliveries()) {
+      pending_.add_deliveries()->Swap(&d);
+    }
+    StartWriteLocked();
+  }
+
+  // Ends the stream with `status` once the write in flight completes. The
+  // session is closed (its documents become deliverable again).
+  void End(grpc::Status status) {
+    std::shared_ptr<ReceiveSession> session;
+    {
+      absl::MutexLock lock(&mu_);
+      if (end_requested_) return;
+      end_requested_ = true;
+      end_status_ = std::move(status);
+      session = session_;
+      pending_.Clear();  // unacknowledged: they will be delivered again
+      MaybeFinishLocked();
+    }
+    if (session) session->Close();
+  }
+
+  void StartWriteLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (writing_ || finished_ || end_requested_ || pending_.deliveries_size() == 0) return;
+    writing_ = true;
+    response_.Swap(&pending_);
+    pending_.Clear();
+    StartWrite(&response_);
+  }
+
+  void MaybeFinishLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (finished_ || writing_) return;
+    if (broken_ || end_requested_) {
+      finished_ = true;
+      Finish(broken_ && !end_requested_ ? grpc::Status::CANCELLED : end_status_);
+    }
+  }
+
+  Exchange* const exchange_;
+  const Principal caller_;
+  v1::ReceiveRequest request_;
+
+  absl::Mutex mu_;
+  std::shared_ptr<ReceiveSession> session_ ABSL_GUARDED_BY(mu_);
+  v1::ReceiveResponse response_ ABSL_GUARDED_BY(mu_);
+  v1::ReceiveResponse pending_ ABSL_GUARDED_BY(mu_);
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  bool broken_ ABSL_GUARDED_BY(mu_) = false;
+  bool end_requested_ ABSL_GUARDED_BY(mu_) = false;
+  grpc::Status end_status_ ABSL_GUARDED_BY(mu_);
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+// ---- WatchStatus -------------------------------------------------------------
+
+class WatchReactor final : public grpc::ServerWriteReactor<v1::StatusEvent>, public RefCounted {
+ public:
+  static constexpr size_t kMaxQueued = 10'000;
+
+  WatchReactor(Exchange* exchange, const Principal& caller, const v1::WatchStatusRequest& request) {
+    Ref();  // for the sink, released in OnDone after the session is closed
+    Ref();  // for `done`
+    exchange->Watch(
+        caller, request,
+        [this](absl::StatusOr<v1::StatusEvent> e) { return OnEvent(std::move(e)); },
+        [this](absl::StatusOr<std::shared_ptr<WatchSession>> s) {
+          OnWatching(std::move(s));
+          Unref();
+        });
+  }
+
+  void OnWriteDone(bool ok) override {
+    absl::MutexLock lock(&mu_);
+    writing_ = false;
+    if (!ok) {
+      End(grpc::Status::CANCELLED);
+    } else {
+      StartWriteLocked();
+    }
+    MaybeFinishLocked();
+  }
+
+  void OnCancel() override {
+    absl::MutexLock lock(&mu_);
+    End(grpc::Status::CANCELLED);
+    MaybeFinishLocked();
+  }
+
+  void OnDone() override {
+    std::shared_ptr<WatchSession> session;
+    {
+      absl::MutexLock lock(&mu_);
+      done_ = true;
+      session = std::move(session_);
+    }
+    if (session) {
+      session->Close();
+      Unref();  // the sink's reference: no event arrives after Close
+    }
+    Unref();
+  }
+
+ private:
+  void OnWatching(absl::StatusOr<std::shared_ptr<WatchSession>> s) {
+    bool close_now = false;
+    {
+      absl::MutexLock lock(&mu_);
+      if (!s.ok()) {
+        End(ToGrpcStatus(s.status()));
+        MaybeFinishLocked();
+        Unref();  // no session: the sink will never be called
+        return;
+      }
+      if (done_) {
+        close_now = true;
+      } else {
+        session_ = *s;
+      }
+    }
+    if (close_now) {
+      (*s)->Close();
+      Unref();
+    }
+  }
+
+  bool OnEvent(absl::StatusOr<v1::StatusEvent> e) {
+    absl::MutexLock lock(&mu_);
+    if (end_requested_) return false;
+    if (!e.ok()) {
+      End(ToGrpcStatus(e.status()));
+      MaybeFinishLocked();
+      return false;
+    }
+    if (queue_.size() >= kMaxQueued) {
+      End(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                       absl::StrCat("watcher fell ", kMaxQueued,
+                                    " events behind; watch again with after_sequence=",
+                                    last_written_)));
+      MaybeFinishLocked();
+      return false;
+    }
+    queue_.push_back(*std::move(e));
+    StartWriteLocked();
+    return true;
+  }
+
+  void End(grpc::Status status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (end_requested_) return;
+    end_requested_ = true;
+    end_status_ = std::move(status);
+  }
+
+  void StartWriteLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (writing_ || end_requested_ || queue_.empty()) return;
+    writing_ = true;
+    current_ = std::move(queue_.front());
+    queue_.pop_front();
+    last_written_ = current_.sequence();
+    StartWrite(&current_);
+  }
+
+  void MaybeFinishLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (finished_ || writing_ || !end_requested_) return;
+    finished_ = true;
+    Finish(end_status_);
+  }
+
+  absl::Mutex mu_;
+  std::shared_ptr<WatchSession> session_ ABSL_GUARDED_BY(mu_);
+  std::deque<v1::StatusEvent> queue_ ABSL_GUARDED_BY(mu_);
+  v1::StatusEvent current_ ABSL_GUARDED_BY(mu_);
+  uint64_t last_written_ ABSL_GUARDED_BY(mu_) = 0;
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  bool end_requested_ ABSL_GUARDED_BY(mu_) = false;
+  grpc::Status end_status_ ABSL_GUARDED_BY(mu_);
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;
+  bool done_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+template <typename Request, typename Response>
+class RefuseBidi final : public grpc::ServerBidiReactor<Request, Response> {
+ public:
+  explicit RefuseBidi(const absl::Status& status) { this->Finish(ToGrpcStatus(status)); }
+  void OnDone() override { delete this; }
+};
+
+class RefuseWrite final : public grpc::ServerWriteReactor<v1::StatusEvent> {
+ public:
+  explicit RefuseWrite(const absl::Status& status) { Finish(ToGrpcStatus(status)); }
+  void OnDone() override { delete this; }
+};
+
+}  // namespace
+
+ExchangeServiceImpl::ExchangeServiceImpl(Exchange* exchange, std::string trust_domain)
+    : exchange_(exchange), trust_domain_(std::move(trust_domain)) {}
+
+absl::StatusOr<Principal> ExchangeServiceImpl::Caller(grpc::CallbackServerContext* ctx) const {
+  std::shared_ptr<const grpc::AuthContext> auth = ctx->auth_context();
+  if (!auth) return absl::UnauthenticatedError("no transport security");
+  return AuthenticatedPrincipal(*auth, trust_domain_);
+}
+
+grpc::ServerUnaryReactor* ExchangeServiceImpl::Send(grpc::CallbackServerContext* ctx,
+                                                    const v1::SendRequest* request,
+                                                    v1::SendResponse* response) {
+  absl::StatusOr<Principal> caller = Caller(ctx);
+  if (!caller.ok()) return Refuse(ctx, caller.status());
+  if (!request->has_document()) {
+    return Refuse(ctx, absl::InvalidArgumentError("document: missing"));
+  }
+  auto* reactor = ctx->DefaultReactor();
+  exchange_->Send(*caller, request->document(), FinishWith(reactor, response));
+  return reactor;
+}
+
+grpc::ServerBidiReactor<v1::SendStreamRequest, v1::SendStreamResponse>*
+ExchangeServiceImpl::SendStream(grpc::CallbackServerContext* ctx) {
+  absl::StatusOr<Principal> caller = Caller(ctx);
+  if (!caller.ok()) {
+    return new RefuseBidi<v1::SendStreamRequest, v1::SendStreamResponse>(caller.status());
+  }
+  return new SendStreamReactor(exchange_, *std::move(caller));
+}
+
+grpc::ServerBidiReactor<v1::ReceiveRequest, v1::ReceiveResponse>* ExchangeServiceImpl::Receive(
+    grpc::CallbackServerContext* ctx) {
+  absl::StatusOr<Principal> caller = Caller(ctx);
+  if (!caller.ok()) return new RefuseBidi<v1::ReceiveRequest, v1::ReceiveResponse>(caller.status());
+  return new ReceiveReactor(exchange_, *std::move(caller));
+}
+
+grpc::ServerUnaryReactor* ExchangeServiceImpl::Fetch(grpc::CallbackServerContext* ctx,
+                                                     const v1::FetchRequest* request,
+                                                     v1::FetchResponse* response) {
+  absl::StatusOr<Principal> caller = Caller(ctx);
+  if (!caller.ok()) return Refuse(ctx, caller.status());
+  auto* reactor = ctx->DefaultReactor();
+  exchange_->Fetch(*caller, *request, FinishWith(reactor, response));
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* ExchangeServiceImpl::Ack(grpc::CallbackServerContext* ctx,
+                                                   const v1::AckRequest* request,
+                                                   v1::AckResponse* response) {
+  absl::StatusOr<Principal> caller = Caller(ctx);
+  if (!caller.ok()) return Refuse(ctx, caller.status());
+  auto* reactor = ctx->DefaultReactor();
+  exchange_->Ack(*caller, *request, FinishWith(reactor, response));
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* ExchangeServiceImpl::ListInbox(grpc::CallbackServerContext* ctx,
+                                                         const v1::ListInboxRequest* request,
+                                                         v1::ListInboxResponse* response) {
+  absl::StatusOr<Principal> caller = Caller(ctx);
+  if (!caller.ok()) return Refuse(ctx, caller.status());
+  auto* reactor = ctx->DefaultReactor();
+  exchange_->ListInbox(*caller, *request, FinishWith(reactor, response));
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* ExchangeServiceImpl::ReportStatus(grpc::CallbackServerContext* ctx,
+                                                            const v1::ReportStatusRequest* request,
+                                                            v1::ReportStatusResponse* response) {
+  absl::StatusOr<Principal> caller = Caller(ctx);
+  if (!caller.ok()) return Refuse(ctx, caller.status());
+  auto* reactor = ctx->DefaultReactor();
+  exchange_->ReportStatus(*caller, *request, FinishWith(reactor, response));
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* ExchangeServiceImpl::GetDocumentStatus(
+    grpc::CallbackServerContext* ctx, const v1::GetDocumentStatusRequest* request,
+    v1::DocumentStatus* response) {
+  absl::StatusOr<Principal> caller = Caller(ctx);
+  if (!caller.ok()) return Refuse(ctx, caller.status());
+  auto* reactor = ctx->DefaultReactor();
+  exchange_->GetDocumentStatus(*caller, *request, FinishWith(reactor, response));
+  return reactor;
+}
+
+grpc::ServerWriteReactor<v1::StatusEvent>* ExchangeServiceImpl::WatchStatus(
+    grpc::CallbackServerContext* ctx, const v1::WatchStatusRequest* request) {
+  absl::StatusOr<Principal> caller = Caller(ctx);
+  if (!caller.ok()) return new RefuseWrite(caller.status());
+  return new WatchReactor(exchange_, *caller, *request);
+}
+
+}  // namespace lienthong::broker

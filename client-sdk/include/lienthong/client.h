@@ -1,0 +1,181 @@
+// The Liên Thông client SDK: what an agency's document system embeds to send
+// official documents to other organizations, receive what is sent to it,
+// report business statuses and follow what it sent.
+//
+//   lienthong::ClientOptions options;
+//   options.endpoints = {"broker.h49.example:7443"};
+//   options.certificate_file = "org.pem";  // SPIFFE URI SAN names the org
+//   options.private_key_file = "org.key";
+//   options.ca_file = "ca.pem";
+//   ASSIGN_OR_RETURN(std::unique_ptr<lienthong::Client> client,
+//                    lienthong::Client::Open(options));
+//   lienthong::v1::Document doc;
+//   doc.add_recipients("000.00.00.G22");
+//   doc.mutable_metadata()->set_subject("Báo cáo tình hình");
+//   doc.set_body("...");
+//   ASSIGN_OR_RETURN(lienthong::SendReceipt receipt, client->Send(doc));
+//
+// A Client is thread-safe: any number of threads may call it at once. Every
+// method returns the broker's gRPC status translated to absl::Status with the
+// same code and message (INVALID_ARGUMENT naming the field, PERMISSION_DENIED,
+// RESOURCE_EXHAUSTED naming the limit, ...), or UNAVAILABLE / DEADLINE_EXCEEDED
+// when no endpoint answered within the retry budget.
+#ifndef LIENTHONG_CLIENT_H_
+#define LIENTHONG_CLIENT_H_
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "lienthong/v1/exchange.pb.h"
+
+namespace lienthong {
+
+struct ClientOptions {
+  // Broker addresses "host:port", tried in order; the client fails over to
+  // the next on UNAVAILABLE. At least one.
+  std::vector<std::string> endpoints;
+  // PEM files: this organization's certificate (exactly one SPIFFE URI SAN
+  // spiffe://<td>/org/<code>), its private key, and the trust root.
+  std::string certificate_file;
+  std::string private_key_file;
+  std::string ca_file;
+  // Overrides the name checked against the broker certificate (default: the
+  // host part of the endpoint).
+  std::string server_name_override;
+  // Deadline of one attempt of a unary call. Default 10 s.
+  absl::Duration call_timeout = absl::Seconds(10);
+  // Total time Send keeps retrying UNAVAILABLE with the same idempotency key.
+  // Default 60 s.
+  absl::Duration retry_budget = absl::Seconds(60);
+  // First retry backoff, doubled up to max_backoff, with full jitter.
+  absl::Duration initial_backoff = absl::Milliseconds(100);
+  absl::Duration max_backoff = absl::Seconds(5);
+  // File where received document ids are remembered so that redeliveries are
+  // suppressed across restarts of the application; empty keeps them in memory
+  // only. Default empty.
+  std::string dedup_state_file;
+  // How many received ids are remembered. Default 1,000,000.
+  size_t dedup_capacity = 1'000'000;
+
+  // INVALID_ARGUMENT naming the field when an option is unusable.
+  absl::Status Validate() const;
+};
+
+// What the broker said about an accepted document.
+struct SendReceipt {
+  std::string document_id;
+  std::string idempotency_key;
+  bool duplicate = false;  // the key had been used; nothing new was stored
+  absl::Time accepted_at;
+  std::string content_sha256;
+};
+
+// A document handed to the application by Receive or Fetch.
+struct IncomingDocument {
+  v1::Document document;
+  uint32_t attempt = 1;
+};
+
+struct ReceiveOptions {
+  // Documents delivered and not yet acknowledged at once. Default 64.
+  uint32_t max_in_flight = 64;
+  // Handler threads; documents of one sender are handled in order only with
+  // 1. Default 1.
+  int handler_threads = 1;
+};
+
+// Returned by Receive; stops the stream when destroyed.
+class ReceiveSession {
+ public:
+  virtual ~ReceiveSession() = default;
+  // Stops receiving: no handler runs after Stop returns; unacknowledged
+  // documents are delivered again later. Idempotent.
+  virtual void Stop() = 0;
+  // Blocks until the session ends by Stop or by an error that retries cannot
+  // cure (PERMISSION_DENIED, UNAUTHENTICATED, ...); returns that error or OK.
+  virtual absl::Status Wait() = 0;
+};
+
+// A pipelined send stream: many documents in flight on one gRPC stream, each
+// acknowledged on its own once durable at the broker. Thread-safe.
+class SendStream {
+ public:
+  using Callback = std::function<void(absl::StatusOr<SendReceipt>)>;
+  virtual ~SendStream() = default;
+  // Queues `document` (idempotency key generated if empty); `done` runs on an
+  // SDK thread once the broker answered. Blocks while more than
+  // `max_outstanding` documents await their answers.
+  virtual void Submit(v1::Document document, Callback done) = 0;
+  // Waits until every submitted document has its answer; then closes.
+  virtual absl::Status Close() = 0;
+};
+
+class Client {
+ public:
+  // Loads the certificates and connects lazily. INVALID_ARGUMENT for bad
+  // options, NOT_FOUND / INVALID_ARGUMENT for unreadable or unusable
+  // certificate files (naming the file).
+  static absl::StatusOr<std::unique_ptr<Client>> Open(
+      const ClientOptions& options);
+  virtual ~Client() = default;
+
+  // The organization code in this client's certificate.
+  virtual const std::string& org() const = 0;
+
+  // Sends one document and returns once it is durable at the broker. Fills
+  // sender (this org) and a fresh idempotency key when empty; retries
+  // UNAVAILABLE with the same key, so a retry never makes a second copy.
+  virtual absl::StatusOr<SendReceipt> Send(const v1::Document& document) = 0;
+
+  // Opens a pipelined stream for high-volume senders.
+  virtual absl::StatusOr<std::unique_ptr<SendStream>> OpenSendStream(
+      size_t max_outstanding = 1024) = 0;
+
+  // Receives documents for this org and calls `handler` once per document
+  // (duplicates from redelivery are suppressed). A document is acknowledged
+  // only after `handler` returns OK; otherwise it is delivered again later.
+  // Reconnects with backoff on UNAVAILABLE.
+  using Handler = std::function<absl::Status(const IncomingDocument&)>;
+  virtual absl::StatusOr<std::unique_ptr<ReceiveSession>> Receive(
+      Handler handler, const ReceiveOptions& options = {}) = 0;
+
+  // Pull-style receive: up to `max_documents`, waiting up to `wait` when none
+  // is ready. Already-seen documents are acknowledged and skipped. The caller
+  // acknowledges with Ack after handling them.
+  virtual absl::StatusOr<std::vector<IncomingDocument>> Fetch(
+      uint32_t max_documents, absl::Duration wait) = 0;
+  virtual absl::Status Ack(const std::vector<std::string>& document_ids) = 0;
+
+  // What waits for this org, without taking it.
+  virtual absl::StatusOr<v1::ListInboxResponse> ListInbox(uint32_t limit) = 0;
+
+  // Reports a business status (01-06, 13, 15, 16) on a received document.
+  virtual absl::StatusOr<v1::StatusEvent> ReportStatus(
+      const std::string& document_id, v1::BusinessStatus status,
+      const std::string& reason = "") = 0;
+
+  // The status of a document this org sent or received.
+  virtual absl::StatusOr<v1::DocumentStatus> GetDocumentStatus(
+      const std::string& document_id) = 0;
+
+  // Calls `on_event` for status events of what this org sent (one document,
+  // or all when `document_id` is empty), replaying those after
+  // `after_sequence` first; resumes after the last seen event on reconnect.
+  // Runs until `stop` becomes true or a non-retryable error; returns it.
+  virtual absl::Status Watch(
+      const std::string& document_id, uint64_t after_sequence,
+      const std::function<void(const v1::StatusEvent&)>& on_event,
+      const std::atomic<bool>& stop) = 0;
+};
+
+}  // namespace lienthong
+
+#endif  // LIENTHONG_CLIENT_H_

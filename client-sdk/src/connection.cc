@@ -1,0 +1,128 @@
+#include "client-sdk/src/connection.h"
+
+#include <grpcpp/security/credentials.h>
+#include <grpcpp/security/tls_certificate_provider.h>
+#include <grpcpp/security/tls_certificate_verifier.h>
+#include <grpcpp/security/tls_credentials_options.h>
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "client-sdk/src/backoff.h"
+#include "client-sdk/src/credentials.h"
+#include "lienthong/common/ids.h"
+
+namespace lienthong::client_internal {
+namespace {
+
+std::shared_ptr<grpc::Channel> MakeChannel(
+    const std::string& address, const ClientOptions& options,
+    const std::shared_ptr<grpc::experimental::CertificateProviderInterface>&
+        certificates) {
+  grpc::experimental::TlsChannelCredentialsOptions tls;
+  tls.set_certificate_provider(certificates);
+  tls.watch_root_certs();
+  tls.watch_identity_key_cert_pairs();
+  tls.set_verify_server_certs(true);
+  // The broker's certificate must name the host we dialled (or
+  // server_name_override).
+  tls.set_certificate_verifier(
+      std::make_shared<grpc::experimental::HostNameCertificateVerifier>());
+  tls.set_check_call_host(true);
+
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(kMaxReceiveMessageBytes);
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, kKeepaliveTimeMs);
+  args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, kMaxReconnectBackoffMs);
+  if (!options.server_name_override.empty()) {
+    args.SetSslTargetNameOverride(options.server_name_override);
+  }
+  return grpc::CreateCustomChannel(
+      address, grpc::experimental::TlsCredentials(tls), args);
+}
+
+}  // namespace
+
+Connection::Connection(ClientOptions options, std::string org,
+                       std::unique_ptr<DedupSet> dedup)
+    : options_(std::move(options)),
+      org_(std::move(org)),
+      dedup_(std::move(dedup)) {}
+
+absl::StatusOr<std::shared_ptr<Connection>> Connection::Open(
+    const ClientOptions& options) {
+  if (absl::Status s = options.Validate(); !s.ok()) return s;
+  absl::StatusOr<std::string> org = LoadOrgIdentity(options);
+  if (!org.ok()) return org.status();
+  absl::StatusOr<std::unique_ptr<DedupSet>> dedup =
+      DedupSet::Open(options.dedup_capacity, options.dedup_state_file);
+  if (!dedup.ok()) return dedup.status();
+
+  std::shared_ptr<Connection> connection(
+      new Connection(options, *std::move(org), *std::move(dedup)));
+  // One provider for all channels: it re-reads the files every minute, so
+  // rotated certificates are used by new connections without a restart.
+  auto certificates =
+      std::make_shared<grpc::experimental::FileWatcherCertificateProvider>(
+          options.private_key_file, options.certificate_file, options.ca_file,
+          kCertificateRefreshSeconds);
+  for (const std::string& address : options.endpoints) {
+    Endpoint endpoint;
+    endpoint.address = address;
+    endpoint.channel = MakeChannel(address, options, certificates);
+    endpoint.stub = v1::ExchangeService::NewStub(endpoint.channel);
+    connection->endpoints_.push_back(std::move(endpoint));
+  }
+  return connection;
+}
+
+size_t Connection::FailOver(size_t failed) const {
+  size_t next = (failed + 1) % endpoints_.size();
+  size_t expected = failed;
+  preferred_.compare_exchange_strong(expected, next,
+                                     std::memory_order_relaxed);
+  return next;
+}
+
+absl::Status Connection::Call(RetryOn retry_on, absl::Duration extra_deadline,
+                              const Attempt& attempt) const {
+  const absl::Time give_up = absl::Now() + options_.retry_budget;
+  Backoff backoff(options_.initial_backoff, options_.max_backoff);
+  size_t index = preferred_endpoint();
+  while (true) {
+    grpc::ClientContext context;
+    context.set_deadline(absl::ToChronoTime(
+        absl::Now() + options_.call_timeout + extra_deadline));
+    grpc::Status status = attempt(*endpoints_[index].stub, context);
+    if (status.ok()) return absl::OkStatus();
+    if (!IsRetryable(status.error_code(), retry_on)) {
+      return FromGrpcStatus(status);
+    }
+    index = FailOver(index);
+    absl::Duration delay = backoff.Next();
+    if (absl::Now() + delay >= give_up) return FromGrpcStatus(status);
+    absl::SleepFor(delay);
+  }
+}
+
+void PrepareForSend(const std::string& org, v1::Document* document) {
+  if (document->sender().empty()) document->set_sender(org);
+  if (document->idempotency_key().empty()) {
+    document->set_idempotency_key(RandomToken());
+  }
+}
+
+SendReceipt ToReceipt(const v1::SendResponse& response,
+                      const std::string& idempotency_key) {
+  SendReceipt receipt;
+  receipt.document_id = response.document_id();
+  receipt.idempotency_key = idempotency_key;
+  receipt.duplicate = response.duplicate();
+  receipt.accepted_at = FromTimestamp(response.accepted_at());
+  receipt.content_sha256 = response.content_sha256();
+  return receipt;
+}
+
+}  // namespace lienthong::client_internal

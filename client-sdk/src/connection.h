@@ -1,0 +1,103 @@
+// What a Client and the streams and sessions it opens share: the options,
+// the organization identity, one gRPC channel per broker endpoint with
+// mutual TLS, the endpoint currently preferred, the dedup set, and the retry
+// loop of unary calls. Internal to the SDK.
+//
+// Held by shared_ptr so that a SendStream or ReceiveSession may outlive the
+// Client that opened it. Thread-safe.
+#ifndef LIENTHONG_CLIENT_SDK_SRC_CONNECTION_H_
+#define LIENTHONG_CLIENT_SDK_SRC_CONNECTION_H_
+
+#include <grpcpp/grpcpp.h>
+
+#include <atomic>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "client-sdk/src/dedup_set.h"
+#include "client-sdk/src/status.h"
+#include "lienthong/client.h"
+#include "lienthong/v1/exchange.grpc.pb.h"
+
+namespace lienthong::client_internal {
+
+// Channel settings (see DESIGN: the SDK keeps connections alive and notices
+// dead brokers quickly).
+inline constexpr int kMaxReceiveMessageBytes = 64 << 20;
+inline constexpr int kKeepaliveTimeMs = 30'000;
+inline constexpr int kMaxReconnectBackoffMs = 5'000;
+// Rotated certificate and key files are re-read this often.
+inline constexpr unsigned int kCertificateRefreshSeconds = 60;
+
+class Connection {
+ public:
+  using Stub = v1::ExchangeService::Stub;
+  // One attempt of a unary call on `stub` with `context` (deadline set).
+  using Attempt = std::function<grpc::Status(Stub& stub,
+                                             grpc::ClientContext& context)>;
+
+  // Validates `options`, checks the certificate files and reads the org
+  // identity (see LoadOrgIdentity), loads the dedup state file and creates
+  // the channels (which connect lazily). Errors as Client::Open.
+  static absl::StatusOr<std::shared_ptr<Connection>> Open(
+      const ClientOptions& options);
+
+  const ClientOptions& options() const { return options_; }
+  const std::string& org() const { return org_; }
+  DedupSet& dedup() const { return *dedup_; }
+
+  size_t endpoint_count() const { return endpoints_.size(); }
+  const std::string& endpoint(size_t index) const {
+    return endpoints_[index].address;
+  }
+  Stub& stub(size_t index) const { return *endpoints_[index].stub; }
+
+  // The endpoint new calls start on.
+  size_t preferred_endpoint() const {
+    return preferred_.load(std::memory_order_relaxed);
+  }
+  // `failed` did not answer: returns the endpoint to try next and makes it
+  // the preferred one (unless another caller has already moved on).
+  size_t FailOver(size_t failed) const;
+
+  // Runs `attempt` until it succeeds, fails with a code `retry_on` does not
+  // retry, or options().retry_budget is spent, failing over to the next
+  // endpoint and sleeping with backoff between attempts. Each attempt has
+  // the deadline options().call_timeout + `extra_deadline`. Returns the
+  // translated status of the last attempt. Blocks; thread-safe.
+  absl::Status Call(RetryOn retry_on, absl::Duration extra_deadline,
+                    const Attempt& attempt) const;
+
+ private:
+  struct Endpoint {
+    std::string address;
+    std::shared_ptr<grpc::Channel> channel;
+    std::unique_ptr<Stub> stub;
+  };
+
+  Connection(ClientOptions options, std::string org,
+             std::unique_ptr<DedupSet> dedup);
+
+  const ClientOptions options_;
+  const std::string org_;
+  const std::unique_ptr<DedupSet> dedup_;
+  std::vector<Endpoint> endpoints_;  // fixed after Open
+  mutable std::atomic<size_t> preferred_{0};
+};
+
+// Fills what Send leaves to the SDK: the sender (this org) and a fresh
+// idempotency key, when empty.
+void PrepareForSend(const std::string& org, v1::Document* document);
+
+// The receipt for `response` to a document sent with `idempotency_key`.
+SendReceipt ToReceipt(const v1::SendResponse& response,
+                      const std::string& idempotency_key);
+
+}  // namespace lienthong::client_internal
+
+#endif  // LIENTHONG_CLIENT_SDK_SRC_CONNECTION_H_

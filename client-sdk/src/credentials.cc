@@ -1,0 +1,173 @@
+#include "client-sdk/src/credentials.h"
+
+#include <openssl/bio.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <memory>
+#include <string_view>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "lienthong/common/identity.h"
+
+namespace lienthong::client_internal {
+namespace {
+
+struct BioFree {
+  void operator()(BIO* bio) const { BIO_free(bio); }
+};
+struct X509Free {
+  void operator()(X509* cert) const { X509_free(cert); }
+};
+struct KeyFree {
+  void operator()(EVP_PKEY* key) const { EVP_PKEY_free(key); }
+};
+struct GeneralNamesFree {
+  void operator()(GENERAL_NAMES* names) const { GENERAL_NAMES_free(names); }
+};
+using BioPtr = std::unique_ptr<BIO, BioFree>;
+using X509Ptr = std::unique_ptr<X509, X509Free>;
+using KeyPtr = std::unique_ptr<EVP_PKEY, KeyFree>;
+
+// "certificate_file \"org.pem\""
+std::string Named(std::string_view option, const std::string& path) {
+  return absl::StrCat(option, " \"", path, "\"");
+}
+
+absl::StatusOr<std::string> ReadFile(std::string_view option,
+                                     const std::string& path) {
+  auto unreadable = [&](std::string_view why) {
+    return absl::NotFoundError(
+        absl::StrCat(Named(option, path), ": cannot read: ", why));
+  };
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return unreadable(std::strerror(errno));
+  std::string content;
+  struct stat info;
+  if (fstat(fd, &info) != 0 || !S_ISREG(info.st_mode)) {
+    close(fd);
+    return unreadable("not a regular file");
+  }
+  char buf[16384];
+  while (true) {
+    ssize_t n = read(fd, buf, sizeof(buf));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      int error_number = errno;
+      close(fd);
+      return unreadable(std::strerror(error_number));
+    }
+    if (n == 0) break;
+    content.append(buf, static_cast<size_t>(n));
+  }
+  close(fd);
+  return content;
+}
+
+BioPtr MemoryBio(const std::string& data) {
+  return BioPtr(BIO_new_mem_buf(data.data(), static_cast<int>(data.size())));
+}
+
+// Refuses to prompt on the terminal for the pass phrase of an encrypted key.
+int NoPassphrase(char*, int, int, void*) { return 0; }
+
+std::vector<std::string> UriSans(X509* cert) {
+  std::unique_ptr<GENERAL_NAMES, GeneralNamesFree> names(
+      static_cast<GENERAL_NAMES*>(
+          X509_get_ext_d2i(cert, NID_subject_alt_name, nullptr, nullptr)));
+  std::vector<std::string> uris;
+  if (names == nullptr) return uris;
+  for (int i = 0; i < sk_GENERAL_NAME_num(names.get()); ++i) {
+    const GENERAL_NAME* name = sk_GENERAL_NAME_value(names.get(), i);
+    if (name->type != GEN_URI) continue;
+    const ASN1_IA5STRING* uri = name->d.uniformResourceIdentifier;
+    uris.emplace_back(
+        reinterpret_cast<const char*>(ASN1_STRING_get0_data(uri)),
+        static_cast<size_t>(ASN1_STRING_length(uri)));
+  }
+  return uris;
+}
+
+absl::StatusOr<std::string> CheckFiles(const ClientOptions& options) {
+  // The certificate and its identity.
+  absl::StatusOr<std::string> cert_pem =
+      ReadFile("certificate_file", options.certificate_file);
+  if (!cert_pem.ok()) return cert_pem.status();
+  const std::string cert_name =
+      Named("certificate_file", options.certificate_file);
+  BioPtr cert_bio = MemoryBio(*cert_pem);
+  X509Ptr cert(PEM_read_bio_X509(cert_bio.get(), nullptr, NoPassphrase,
+                                 nullptr));
+  if (cert == nullptr) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(cert_name, ": not a PEM certificate"));
+  }
+  const std::vector<std::string> uris = UriSans(cert.get());
+  if (uris.size() != 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        cert_name, ": must carry exactly one URI SAN "
+                   "(spiffe://<trust-domain>/org/<org-code>), found ",
+        uris.size()));
+  }
+  absl::StatusOr<Principal> principal = ParseSpiffeId(uris.front());
+  if (!principal.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(cert_name, ": ", principal.status().message()));
+  }
+  if (!principal->is_org()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        cert_name, ": identity \"", principal->spiffe_id, "\" is a ",
+        KindName(principal->kind), ", not an organization"));
+  }
+
+  // The private key, which must belong to the certificate.
+  absl::StatusOr<std::string> key_pem =
+      ReadFile("private_key_file", options.private_key_file);
+  if (!key_pem.ok()) return key_pem.status();
+  const std::string key_name =
+      Named("private_key_file", options.private_key_file);
+  BioPtr key_bio = MemoryBio(*key_pem);
+  KeyPtr key(
+      PEM_read_bio_PrivateKey(key_bio.get(), nullptr, NoPassphrase, nullptr));
+  if (key == nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        key_name, ": not an unencrypted PEM private key"));
+  }
+  if (X509_check_private_key(cert.get(), key.get()) != 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(key_name, ": is not the key of ", cert_name));
+  }
+
+  // The trust root(s).
+  absl::StatusOr<std::string> ca_pem = ReadFile("ca_file", options.ca_file);
+  if (!ca_pem.ok()) return ca_pem.status();
+  BioPtr ca_bio = MemoryBio(*ca_pem);
+  X509Ptr root(
+      PEM_read_bio_X509(ca_bio.get(), nullptr, NoPassphrase, nullptr));
+  if (root == nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        Named("ca_file", options.ca_file), ": holds no PEM certificate"));
+  }
+  return principal->name;
+}
+
+}  // namespace
+
+absl::StatusOr<std::string> LoadOrgIdentity(const ClientOptions& options) {
+  absl::StatusOr<std::string> org = CheckFiles(options);
+  // Leave nothing in this thread's OpenSSL error queue for gRPC's TLS code
+  // to trip over later.
+  ERR_clear_error();
+  return org;
+}
+
+}  // namespace lienthong::client_internal

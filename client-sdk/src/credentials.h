@@ -1,0 +1,27 @@
+// Checks of the PEM files named in ClientOptions, done once at Client::Open
+// so that a bad path or a wrong certificate is reported at once and by name
+// rather than as a TLS handshake failure later. Internal to the SDK.
+#ifndef LIENTHONG_CLIENT_SDK_SRC_CREDENTIALS_H_
+#define LIENTHONG_CLIENT_SDK_SRC_CREDENTIALS_H_
+
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "lienthong/client.h"
+
+namespace lienthong::client_internal {
+
+// Returns the organization code named by the single SPIFFE URI SAN
+// (spiffe://<td>/org/<code>) of options.certificate_file, after checking
+// that options.private_key_file holds its (unencrypted) key and
+// options.ca_file at least one certificate.
+//
+// NOT_FOUND naming the option and the path when a file is missing or
+// unreadable; INVALID_ARGUMENT naming them when a file is not PEM of the
+// expected kind, the certificate has no or several URI SANs, its identity is
+// not an organization, or the key does not match it. Thread-safe.
+absl::StatusOr<std::string> LoadOrgIdentity(const ClientOptions& options);
+
+}  // namespace lienthong::client_internal
+
+#endif  // LIENTHONG_CLIENT_SDK_SRC_CREDENTIALS_H_

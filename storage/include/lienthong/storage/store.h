@@ -1,0 +1,141 @@
+// The broker's durable state: documents, idempotency keys, per-recipient
+// delivery queues and status events. The core talks to this interface only;
+// RocksDB lives behind it (OpenRocksDbStore) and an in-memory fake
+// (NewMemoryStore) serves fast core tests.
+//
+//   ASSIGN_OR_RETURN(std::unique_ptr<Store> store, OpenRocksDbStore(options));
+//   WriteBatch batch;
+//   batch.document = doc;                       // guarded by its idempotency key
+//   batch.enqueue.push_back({recipient, priority, doc.id()});
+//   batch.events.push_back(accepted_event);
+//   store->Write(std::move(batch), [](absl::StatusOr<WriteResult> r) { ... });
+//
+// Writes are durable when their callback runs with OK: the WAL has been
+// synced. Concurrent writes share one sync (group commit).
+#ifndef LIENTHONG_STORAGE_STORE_H_
+#define LIENTHONG_STORAGE_STORE_H_
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/functional/any_invocable.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "lienthong/v1/document.pb.h"
+
+namespace lienthong::storage {
+
+// Queue rank of an urgency: lower is delivered first.
+int PriorityOf(v1::Urgency urgency);
+inline constexpr int kPriorityLevels = 4;
+
+// One recipient's copy waiting in that recipient's queue. Queues are ordered
+// by (priority, sequence), so a higher urgency overtakes and order is kept
+// within one urgency.
+struct QueueEntry {
+  std::string recipient;
+  int priority = 0;
+  uint64_t sequence = 0;
+  std::string document_id;
+  std::string sender;
+};
+
+struct Enqueue {
+  std::string recipient;
+  int priority = 0;
+  std::string document_id;
+  std::string sender;
+};
+
+// Everything one operation changes, applied atomically.
+struct WriteBatch {
+  // A new document. If (sender, idempotency_key) was stored before, nothing
+  // of this batch is applied and the result reports the earlier id.
+  std::optional<v1::Document> document;
+  std::vector<Enqueue> enqueue;
+  std::vector<QueueEntry> dequeue;  // recipient, priority, sequence used
+  // Sequences are assigned at commit; events are kept per document and per
+  // the document's sender (field `sender` must be set).
+  std::vector<v1::StatusEvent> events;
+  // Want a synced write. Default true.
+  bool sync = true;
+};
+
+struct WriteResult {
+  // Set when `document`'s idempotency key had been used: the earlier id.
+  std::optional<std::string> duplicate_of;
+  std::vector<QueueEntry> enqueued;        // with sequences
+  std::vector<v1::StatusEvent> events;     // with sequences
+};
+
+class Store {
+ public:
+  using WriteCallback = absl::AnyInvocable<void(absl::StatusOr<WriteResult>)>;
+
+  virtual ~Store() = default;
+
+  // Applies `batch` atomically; `done` runs once, on a store thread or
+  // inline, after the write is durable (or failed: UNAVAILABLE when the store
+  // is closing, INTERNAL / DATA_LOSS for I/O errors). `done` must not block.
+  // Thread-safe.
+  virtual void Write(WriteBatch batch, WriteCallback done) = 0;
+
+  // Blocking convenience over Write.
+  absl::StatusOr<WriteResult> WriteSync(WriteBatch batch);
+
+  // NOT_FOUND if no such document. Thread-safe; may block on I/O.
+  virtual absl::StatusOr<v1::Document> GetDocument(
+      const std::string& document_id) = 0;
+
+  // The document id stored under (sender, key), if any.
+  virtual absl::StatusOr<std::optional<std::string>> LookupIdempotencyKey(
+      const std::string& sender, const std::string& key) = 0;
+
+  // Events of one document with sequence > after, in sequence order.
+  virtual absl::StatusOr<std::vector<v1::StatusEvent>> ListDocumentEvents(
+      const std::string& document_id, uint64_t after_sequence) = 0;
+
+  // Events of documents sent by `sender` with sequence > after, in sequence
+  // order, at most `limit`.
+  virtual absl::StatusOr<std::vector<v1::StatusEvent>> ListSenderEvents(
+      const std::string& sender, uint64_t after_sequence, size_t limit) = 0;
+
+  // Calls `fn` for every queued entry, recipient by recipient in queue order.
+  // Used at startup to rebuild the in-memory delivery index.
+  virtual absl::Status ScanQueues(
+      const std::function<void(const QueueEntry&)>& fn) = 0;
+
+  // Approximate bytes on disk (0 for the in-memory store).
+  virtual uint64_t ApproximateSizeBytes() = 0;
+};
+
+struct RocksDbOptions {
+  // Directory of the database; created if missing. Required.
+  std::string path;
+  // Block cache, bytes. Default 64 MiB.
+  size_t block_cache_bytes = 64 << 20;
+  // Most write batches merged into one synced commit. Default 4096.
+  size_t max_group_size = 4096;
+  // Most bytes merged into one commit. Default 32 MiB.
+  size_t max_group_bytes = 32 << 20;
+
+  absl::Status Validate() const;
+};
+
+// Opens (creating if needed) the RocksDB store. INVALID_ARGUMENT for bad
+// options; UNAVAILABLE if another process holds the database lock; DATA_LOSS
+// for corruption; INTERNAL for other I/O errors.
+absl::StatusOr<std::unique_ptr<Store>> OpenRocksDbStore(
+    const RocksDbOptions& options);
+
+// A volatile store for tests: the same logic over sorted maps, without
+// durability.
+std::unique_ptr<Store> NewMemoryStore();
+
+}  // namespace lienthong::storage
+
+#endif  // LIENTHONG_STORAGE_STORE_H_

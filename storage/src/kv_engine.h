@@ -1,0 +1,57 @@
+// The ordered key-value engine under the store: RocksDB in production, sorted
+// maps in tests. Both see the same keys (keys.h), so one store implementation
+// (store_impl.cc) with group commit serves both.
+#ifndef LIENTHONG_STORAGE_SRC_KV_ENGINE_H_
+#define LIENTHONG_STORAGE_SRC_KV_ENGINE_H_
+
+#include "absl/strings/string_view.h"
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "lienthong/storage/store.h"
+
+namespace lienthong::storage {
+
+enum class Cf { kMeta = 0, kDocuments, kIdempotency, kQueues, kEvents, kSenderEvents };
+inline constexpr int kCfCount = 6;
+
+struct KvOp {
+  Cf cf;
+  bool erase = false;
+  std::string key;
+  std::string value;
+};
+
+class KvEngine {
+ public:
+  virtual ~KvEngine() = default;
+  // nullopt when absent. Thread-safe.
+  virtual absl::StatusOr<std::optional<std::string>> Get(Cf cf, absl::string_view key) = 0;
+  // Applies `ops` atomically; durable before returning when `sync`. Called
+  // from one thread at a time.
+  virtual absl::Status Commit(const std::vector<KvOp>& ops, bool sync) = 0;
+  // Visits keys >= start that begin with `prefix`, in order, while `fn`
+  // returns true. Thread-safe.
+  virtual absl::Status Scan(
+      Cf cf, absl::string_view start, absl::string_view prefix,
+      const std::function<bool(absl::string_view key, absl::string_view value)>& fn) = 0;
+  virtual uint64_t ApproximateSizeBytes() = 0;
+};
+
+absl::StatusOr<std::unique_ptr<KvEngine>> OpenRocksDbEngine(const RocksDbOptions& options);
+std::unique_ptr<KvEngine> NewMemoryEngine();
+
+// The store over an engine; takes ownership.
+absl::StatusOr<std::unique_ptr<Store>> NewStoreOverEngine(std::unique_ptr<KvEngine> engine,
+                                                          size_t max_group_size,
+                                                          size_t max_group_bytes);
+
+}  // namespace lienthong::storage
+
+#endif  // LIENTHONG_STORAGE_SRC_KV_ENGINE_H_

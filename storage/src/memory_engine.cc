@@ -1,0 +1,67 @@
+#include "absl/strings/string_view.h"
+#include <map>
+
+#include "absl/synchronization/mutex.h"
+#include "storage/src/kv_engine.h"
+
+namespace lienthong::storage {
+namespace {
+
+class MemoryEngine : public KvEngine {
+ public:
+  absl::StatusOr<std::optional<std::string>> Get(Cf cf, absl::string_view key) override {
+    absl::ReaderMutexLock lock(&mu_);
+    const auto& m = maps_[static_cast<int>(cf)];
+    auto it = m.find(std::string(key));
+    if (it == m.end()) return std::nullopt;
+    return it->second;
+  }
+
+  absl::Status Commit(const std::vector<KvOp>& ops, bool sync) override {
+    absl::MutexLock lock(&mu_);
+    for (const KvOp& op : ops) {
+      auto& m = maps_[static_cast<int>(op.cf)];
+      if (op.erase) {
+        m.erase(op.key);
+      } else {
+        m[op.key] = op.value;
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status Scan(Cf cf, absl::string_view start, absl::string_view prefix,
+                    const std::function<bool(absl::string_view, absl::string_view)>& fn) override {
+    // Copy out under the lock so `fn` may call back into the engine.
+    std::vector<std::pair<std::string, std::string>> rows;
+    {
+      absl::ReaderMutexLock lock(&mu_);
+      const auto& m = maps_[static_cast<int>(cf)];
+      for (auto it = m.lower_bound(std::string(start)); it != m.end(); ++it) {
+        if (absl::string_view(it->first).substr(0, prefix.size()) != prefix) break;
+        rows.emplace_back(it->first, it->second);
+      }
+    }
+    for (const auto& [k, v] : rows) {
+      if (!fn(k, v)) break;
+    }
+    return absl::OkStatus();
+  }
+
+  uint64_t ApproximateSizeBytes() override { return 0; }
+
+ private:
+  absl::Mutex mu_;
+  std::map<std::string, std::string> maps_[kCfCount] ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace
+
+std::unique_ptr<KvEngine> NewMemoryEngine() { return std::make_unique<MemoryEngine>(); }
+
+std::unique_ptr<Store> NewMemoryStore() {
+  auto store = NewStoreOverEngine(NewMemoryEngine(), 4096, 32 << 20);
+  return std::move(store).value();  // cannot fail on an empty memory engine
+}
+
+}  // namespace lienthong::storage

@@ -1,0 +1,143 @@
+#include "absl/strings/string_view.h"
+#include <rocksdb/cache.h>
+#include <rocksdb/db.h>
+#include <rocksdb/filter_policy.h>
+#include <rocksdb/options.h>
+#include <rocksdb/table.h>
+#include <rocksdb/write_batch.h>
+
+#include <array>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "storage/src/kv_engine.h"
+
+namespace lienthong::storage {
+namespace {
+
+const std::array<const char*, kCfCount> kCfNames = {
+    "default", "documents", "idempotency", "queues", "events",
+    "sender_events"};
+
+// The one translation of RocksDB errors.
+absl::Status FromRocksDb(const rocksdb::Status& s, absl::string_view context) {
+  if (s.ok()) return absl::OkStatus();
+  std::string msg = absl::StrCat("storage: ", context, ": ", s.ToString());
+  if (s.IsNotFound()) return absl::NotFoundError(msg);
+  if (s.IsCorruption()) return absl::DataLossError(msg);
+  if (s.IsBusy() || s.IsTimedOut() || s.IsTryAgain() || s.IsShutdownInProgress()) {
+    return absl::UnavailableError(msg);
+  }
+  if (s.IsIOError() && absl::StrContains(s.ToString(), "lock")) {
+    return absl::UnavailableError(
+        absl::StrCat(msg, " (is another lienthongd using this data directory?)"));
+  }
+  if (s.IsInvalidArgument()) return absl::InvalidArgumentError(msg);
+  return absl::InternalError(msg);
+}
+
+class RocksDbEngine : public KvEngine {
+ public:
+  RocksDbEngine(std::unique_ptr<rocksdb::DB> db, std::vector<rocksdb::ColumnFamilyHandle*> cfs)
+      : db_(std::move(db)), cfs_(std::move(cfs)) {}
+
+  ~RocksDbEngine() override {
+    rocksdb::FlushOptions fo;
+    (void)db_->Flush(fo, cfs_);
+    for (auto* h : cfs_) (void)db_->DestroyColumnFamilyHandle(h);
+    (void)db_->Close();
+  }
+
+  absl::StatusOr<std::optional<std::string>> Get(Cf cf, absl::string_view key) override {
+    std::string value;
+    rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), handle(cf), rocksdb::Slice(key.data(), key.size()), &value);
+    if (s.IsNotFound()) return std::nullopt;
+    if (!s.ok()) return FromRocksDb(s, "get");
+    return value;
+  }
+
+  absl::Status Commit(const std::vector<KvOp>& ops, bool sync) override {
+    rocksdb::WriteBatch batch;
+    for (const KvOp& op : ops) {
+      rocksdb::Status s = op.erase ? batch.Delete(handle(op.cf), op.key)
+                                   : batch.Put(handle(op.cf), op.key, op.value);
+      if (!s.ok()) return FromRocksDb(s, "batch");
+    }
+    rocksdb::WriteOptions wo;
+    wo.sync = sync;
+    return FromRocksDb(db_->Write(wo, &batch), "write");
+  }
+
+  absl::Status Scan(Cf cf, absl::string_view start, absl::string_view prefix,
+                    const std::function<bool(absl::string_view, absl::string_view)>& fn) override {
+    rocksdb::ReadOptions ro;
+    ro.fill_cache = false;
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, handle(cf)));
+    for (it->Seek(rocksdb::Slice(start.data(), start.size())); it->Valid(); it->Next()) {
+      absl::string_view k(it->key().data(), it->key().size());
+      if (k.substr(0, prefix.size()) != prefix) break;
+      if (!fn(k, absl::string_view(it->value().data(), it->value().size()))) break;
+    }
+    return FromRocksDb(it->status(), "scan");
+  }
+
+  uint64_t ApproximateSizeBytes() override {
+    uint64_t total = 0;
+    for (auto* h : cfs_) {
+      uint64_t v = 0;
+      if (db_->GetIntProperty(h, rocksdb::DB::Properties::kTotalSstFilesSize, &v)) total += v;
+      if (db_->GetIntProperty(h, rocksdb::DB::Properties::kSizeAllMemTables, &v)) total += v;
+    }
+    return total;
+  }
+
+ private:
+  rocksdb::ColumnFamilyHandle* handle(Cf cf) { return cfs_[static_cast<int>(cf)]; }
+
+  std::unique_ptr<rocksdb::DB> db_;
+  std::vector<rocksdb::ColumnFamilyHandle*> cfs_;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<KvEngine>> OpenRocksDbEngine(const RocksDbOptions& options) {
+  if (absl::Status s = options.Validate(); !s.ok()) return s;
+  rocksdb::Options db_options;
+  db_options.create_if_missing = true;
+  db_options.create_missing_column_families = true;
+  db_options.max_background_jobs = 2;
+  db_options.bytes_per_sync = 1 << 20;
+  db_options.paranoid_checks = true;
+
+  std::shared_ptr<rocksdb::Cache> cache = rocksdb::NewLRUCache(options.block_cache_bytes);
+  std::vector<rocksdb::ColumnFamilyDescriptor> descriptors;
+  for (int i = 0; i < kCfCount; ++i) {
+    rocksdb::ColumnFamilyOptions cf_options;
+    rocksdb::BlockBasedTableOptions table;
+    table.block_cache = cache;
+    if (i == static_cast<int>(Cf::kDocuments) || i == static_cast<int>(Cf::kIdempotency)) {
+      table.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10));
+    }
+    cf_options.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
+    cf_options.compression = rocksdb::kNoCompression;
+    if (i == static_cast<int>(Cf::kDocuments)) {
+      cf_options.write_buffer_size = 64 << 20;
+    }
+    descriptors.emplace_back(kCfNames[i], cf_options);
+  }
+  std::vector<rocksdb::ColumnFamilyHandle*> handles;
+  rocksdb::DB* raw = nullptr;
+  rocksdb::Status s =
+      rocksdb::DB::Open(rocksdb::DBOptions(db_options), options.path, descriptors, &handles, &raw);
+  if (!s.ok()) return FromRocksDb(s, absl::StrCat("open ", options.path));
+  return std::make_unique<RocksDbEngine>(std::unique_ptr<rocksdb::DB>(raw), std::move(handles));
+}
+
+absl::StatusOr<std::unique_ptr<Store>> OpenRocksDbStore(const RocksDbOptions& options) {
+  auto engine = OpenRocksDbEngine(options);
+  if (!engine.ok()) return engine.status();
+  return NewStoreOverEngine(std::move(engine).value(), options.max_group_size,
+                            options.max_group_bytes);
+}
+
+}  // namespace lienthong::storage
