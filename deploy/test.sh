@@ -8,4 +8,12 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 deploy/setup-debian.sh
 deploy/setup-debian.sh --build build
 cd build
-exec ctest --output-on-failure -j2 --timeout 600
+# ctest prints its timing and the list of failed tests after the summary; run
+# it, then repeat the summary line so that it is the last thing printed.
+set +e
+ctest --output-on-failure -j2 --timeout 600 2>&1 | tee ctest.log
+rc=${PIPESTATUS[0]}
+set -e
+summary=$(grep -E "tests passed, [0-9]+ tests? failed out of [0-9]+" ctest.log | tail -1)
+[ -n "$summary" ] && echo "$summary"
+exit "$rc"

@@ -63,7 +63,8 @@ class SendStreamImpl final : public SendStream {
   // Must not run on the stream's callback thread.
   ~SendStreamImpl() override;
 
-  // Thread-safe. Blocks while max_outstanding documents await answers. After
+  // Thread-safe. Blocks while max_outstanding documents await answers
+  // (except when called from a callback, which never blocks). After
   // Close, or after the stream failed, `done` gets FAILED_PRECONDITION or
   // that failure (on the callback thread).
   void Submit(v1::Document document, Callback done) override;
@@ -84,6 +85,7 @@ class SendStreamImpl final : public SendStream {
     absl::Time written_at = absl::InfinitePast();  // on the current call
     int retries = 0;  // answered UNAVAILABLE / DEADLINE_EXCEEDED so far
     bool in_write = false;
+    bool awaiting_retry = false;  // in retry_at_
   };
   struct Completion {
     Callback done;
@@ -132,6 +134,8 @@ class SendStreamImpl final : public SendStream {
   absl::Time NextTimerLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool WorkerHasWorkLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool EndedLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  bool ClosedLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  bool CanSubmitLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void WorkerLoop();
   void StartCall(Call* call, size_t endpoint);
 
@@ -154,6 +158,8 @@ class SendStreamImpl final : public SendStream {
   Backoff backoff_ ABSL_GUARDED_BY(mu_);
   bool reconnect_pending_ ABSL_GUARDED_BY(mu_) = false;
   absl::Time reconnect_at_ ABSL_GUARDED_BY(mu_);
+  // When the worker wakes up at the latest; an earlier timer wakes it.
+  absl::Time worker_wake_at_ ABSL_GUARDED_BY(mu_) = absl::InfiniteFuture();
 
   bool closing_ ABSL_GUARDED_BY(mu_) = false;   // Close called
   bool finished_ ABSL_GUARDED_BY(mu_) = false;  // closed after all answers
