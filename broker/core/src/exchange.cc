@@ -258,6 +258,11 @@ class ExchangeImpl : public Exchange {
       done(s);
       return;
     }
+    if (!local_orgs_.contains(doc.sender())) {
+      done(absl::PermissionDeniedError(absl::StrCat(
+          "document.sender: organization ", doc.sender(), " is not served by this broker")));
+      return;
+    }
     for (int i = 0; i < doc.recipients_size(); ++i) {
       if (!local_orgs_.contains(doc.recipients(i))) {
         done(absl::NotFoundError(absl::StrCat("document.recipients[", i, "]: organization ",
