@@ -21,11 +21,12 @@ namespace lienthong::storage {
 enum class Cf { kMeta = 0, kDocuments, kIdempotency, kQueues, kEvents, kSenderEvents };
 inline constexpr int kCfCount = 6;
 
+// Views into strings the caller keeps alive until Commit returns.
 struct KvOp {
   Cf cf;
   bool erase = false;
-  std::string key;
-  std::string value;
+  absl::string_view key;
+  absl::string_view value;
 };
 
 class KvEngine {
@@ -35,7 +36,7 @@ class KvEngine {
   virtual absl::StatusOr<std::optional<std::string>> Get(Cf cf, absl::string_view key) = 0;
   // Applies `ops` atomically; durable before returning when `sync`. Called
   // from one thread at a time.
-  virtual absl::Status Commit(const std::vector<KvOp>& ops, bool sync) = 0;
+  virtual absl::Status Commit(const std::vector<KvOp>& ops, size_t bytes_hint, bool sync) = 0;
   // Visits keys >= start that begin with `prefix`, in order, while `fn`
   // returns true. Thread-safe.
   virtual absl::Status Scan(

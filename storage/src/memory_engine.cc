@@ -17,14 +17,14 @@ class MemoryEngine : public KvEngine {
     return it->second;
   }
 
-  absl::Status Commit(const std::vector<KvOp>& ops, bool sync) override {
+  absl::Status Commit(const std::vector<KvOp>& ops, size_t bytes_hint, bool sync) override {
     absl::MutexLock lock(&mu_);
     for (const KvOp& op : ops) {
       auto& m = maps_[static_cast<int>(op.cf)];
       if (op.erase) {
-        m.erase(op.key);
+        m.erase(std::string(op.key));
       } else {
-        m[op.key] = op.value;
+        m[std::string(op.key)] = std::string(op.value);
       }
     }
     return absl::OkStatus();

@@ -56,11 +56,13 @@ class RocksDbEngine : public KvEngine {
     return value;
   }
 
-  absl::Status Commit(const std::vector<KvOp>& ops, bool sync) override {
-    rocksdb::WriteBatch batch;
+  absl::Status Commit(const std::vector<KvOp>& ops, size_t bytes_hint, bool sync) override {
+    rocksdb::WriteBatch batch(bytes_hint + 24 * ops.size() + 64);
     for (const KvOp& op : ops) {
-      rocksdb::Status s = op.erase ? batch.Delete(handle(op.cf), op.key)
-                                   : batch.Put(handle(op.cf), op.key, op.value);
+      rocksdb::Slice key(op.key.data(), op.key.size());
+      rocksdb::Status s = op.erase ? batch.Delete(handle(op.cf), key)
+                                   : batch.Put(handle(op.cf), key,
+                                               rocksdb::Slice(op.value.data(), op.value.size()));
       if (!s.ok()) return FromRocksDb(s, "batch");
     }
     rocksdb::WriteOptions wo;

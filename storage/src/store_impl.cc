@@ -6,6 +6,8 @@
 #include <thread>
 #include <unordered_map>
 
+#include "absl/container/flat_hash_map.h"
+
 #include "absl/base/thread_annotations.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
@@ -36,15 +38,42 @@ class StoreImpl : public Store {
   }
 
   void Write(WriteBatch batch, WriteCallback done) override {
-    size_t bytes = batch.document ? batch.document->ByteSizeLong() : 0;
+    // Serialize here, on the caller's thread: the committer only adds keys
+    // that carry sequences, checks idempotency keys and syncs.
+    Pending p;
+    p.sync = batch.sync;
+    if (batch.document) {
+      const v1::Document& doc = *batch.document;
+      p.document_id = doc.id();
+      p.document_value = doc.SerializeAsString();
+      if (!doc.idempotency_key().empty()) {
+        p.idempotency_key = keys::Idempotency(doc.sender(), doc.idempotency_key());
+      }
+      p.has_document = true;
+      p.bytes += p.document_value.size();
+    }
+    p.enqueue = std::move(batch.enqueue);
+    for (Enqueue& q : p.enqueue) {
+      p.queue_values.push_back(keys::QueueValue(q.document_id, q.sender));
+    }
+    for (const QueueEntry& e : batch.dequeue) {
+      p.dequeue_keys.push_back(keys::Queue(e.recipient, e.priority, e.sequence));
+    }
+    p.events = std::move(batch.events);
+    for (v1::StatusEvent& e : p.events) {
+      e.clear_sequence();  // the sequence lives in the key
+      p.event_values.push_back(e.SerializeAsString());
+      p.bytes += p.event_values.back().size() * 2;
+    }
+    p.done = std::move(done);
     {
       absl::MutexLock lock(&mu_);
       if (!closing_) {
-        queue_.push_back(Pending{std::move(batch), std::move(done), bytes});
+        queue_.push_back(std::move(p));
         return;
       }
     }
-    done(absl::UnavailableError("storage: store is closing"));
+    p.done(absl::UnavailableError("storage: store is closing"));
   }
 
   absl::StatusOr<v1::Document> GetDocument(const std::string& document_id) override {
@@ -90,10 +119,20 @@ class StoreImpl : public Store {
   uint64_t ApproximateSizeBytes() override { return engine_->ApproximateSizeBytes(); }
 
  private:
+  // A write, serialized by the caller.
   struct Pending {
-    WriteBatch batch;
-    WriteCallback done;
+    bool has_document = false;
+    std::string document_id;
+    std::string document_value;
+    std::string idempotency_key;  // empty: none
+    std::vector<Enqueue> enqueue;
+    std::vector<std::string> queue_values;
+    std::vector<std::string> dequeue_keys;
+    std::vector<v1::StatusEvent> events;
+    std::vector<std::string> event_values;
+    bool sync = true;
     size_t bytes = 0;
+    WriteCallback done;
   };
 
   absl::StatusOr<std::vector<v1::StatusEvent>> ListEvents(Cf cf, const std::string& prefix,
@@ -103,13 +142,15 @@ class StoreImpl : public Store {
     if (after == UINT64_MAX) return out;
     RETURN_IF_ERROR(engine_->Scan(cf, keys::Sequenced(prefix, after + 1),
                                   keys::SequencedPrefix(prefix),
-                                  [&](absl::string_view, absl::string_view v) {
+                                  [&](absl::string_view k, absl::string_view v) {
                                     if (out.size() >= limit) return false;
                                     v1::StatusEvent e;
-                                    if (!e.ParseFromArray(v.data(), static_cast<int>(v.size()))) {
+                                    if (k.size() < 8 ||
+                                        !e.ParseFromArray(v.data(), static_cast<int>(v.size()))) {
                                       bad = absl::DataLossError("storage: corrupt status event");
                                       return false;
                                     }
+                                    e.set_sequence(keys::ReadBigEndian64(k.substr(k.size() - 8)));
                                     out.push_back(std::move(e));
                                     return true;
                                   }));
@@ -142,23 +183,23 @@ class StoreImpl : public Store {
 
   void CommitGroup(std::vector<Pending>& group) {
     std::vector<KvOp> ops;
+    std::deque<std::string> scratch;  // keys made here; deque keeps views valid
     std::vector<absl::StatusOr<WriteResult>> results;
     results.reserve(group.size());
     // Idempotency keys claimed earlier in this group.
-    std::unordered_map<std::string, std::string> claimed;
+    absl::flat_hash_map<absl::string_view, absl::string_view> claimed;
     const uint64_t first_sequence = last_sequence_;
     bool sync = false;
+    size_t bytes = 0;
     for (Pending& p : group) {
-      WriteBatch& b = p.batch;
       WriteResult r;
-      if (b.document) {
-        const v1::Document& doc = *b.document;
-        if (!doc.idempotency_key().empty()) {
-          std::string ikey = keys::Idempotency(doc.sender(), doc.idempotency_key());
-          if (auto it = claimed.find(ikey); it != claimed.end()) {
-            r.duplicate_of = it->second;
+      if (p.has_document) {
+        if (!p.idempotency_key.empty()) {
+          if (auto it = claimed.find(p.idempotency_key); it != claimed.end()) {
+            r.duplicate_of = std::string(it->second);
           } else {
-            absl::StatusOr<std::optional<std::string>> existing = engine_->Get(Cf::kIdempotency, ikey);
+            absl::StatusOr<std::optional<std::string>> existing =
+                engine_->Get(Cf::kIdempotency, p.idempotency_key);
             if (!existing.ok()) {
               results.push_back(existing.status());
               continue;
@@ -169,37 +210,40 @@ class StoreImpl : public Store {
             results.push_back(std::move(r));
             continue;
           }
-          claimed.emplace(ikey, doc.id());
-          ops.push_back(KvOp{Cf::kIdempotency, false, std::move(ikey), doc.id()});
+          claimed.emplace(p.idempotency_key, p.document_id);
+          ops.push_back(KvOp{Cf::kIdempotency, false, p.idempotency_key, p.document_id});
         }
-        ops.push_back(KvOp{Cf::kDocuments, false, doc.id(), doc.SerializeAsString()});
+        ops.push_back(KvOp{Cf::kDocuments, false, p.document_id, p.document_value});
       }
-      for (Enqueue& q : b.enqueue) {
+      for (size_t i = 0; i < p.enqueue.size(); ++i) {
+        Enqueue& q = p.enqueue[i];
         QueueEntry e{std::move(q.recipient), q.priority, ++last_sequence_, std::move(q.document_id),
                      std::move(q.sender)};
-        ops.push_back(KvOp{Cf::kQueues, false, keys::Queue(e.recipient, e.priority, e.sequence),
-                           keys::QueueValue(e.document_id, e.sender)});
+        scratch.push_back(keys::Queue(e.recipient, e.priority, e.sequence));
+        ops.push_back(KvOp{Cf::kQueues, false, scratch.back(), p.queue_values[i]});
         r.enqueued.push_back(std::move(e));
       }
-      for (const QueueEntry& e : b.dequeue) {
-        ops.push_back(KvOp{Cf::kQueues, true, keys::Queue(e.recipient, e.priority, e.sequence), {}});
+      for (const std::string& key : p.dequeue_keys) {
+        ops.push_back(KvOp{Cf::kQueues, true, key, {}});
       }
-      for (v1::StatusEvent& ev : b.events) {
+      for (size_t i = 0; i < p.events.size(); ++i) {
+        v1::StatusEvent& ev = p.events[i];
         ev.set_sequence(++last_sequence_);
-        std::string bytes = ev.SerializeAsString();
-        ops.push_back(KvOp{Cf::kEvents, false, keys::Sequenced(ev.document_id(), ev.sequence()), bytes});
-        ops.push_back(
-            KvOp{Cf::kSenderEvents, false, keys::Sequenced(ev.sender(), ev.sequence()), std::move(bytes)});
+        scratch.push_back(keys::Sequenced(ev.document_id(), ev.sequence()));
+        ops.push_back(KvOp{Cf::kEvents, false, scratch.back(), p.event_values[i]});
+        scratch.push_back(keys::Sequenced(ev.sender(), ev.sequence()));
+        ops.push_back(KvOp{Cf::kSenderEvents, false, scratch.back(), p.event_values[i]});
         r.events.push_back(std::move(ev));
       }
-      sync = sync || b.sync;
+      sync = sync || p.sync;
+      bytes += p.bytes;
       results.push_back(std::move(r));
     }
     if (!ops.empty()) {
       std::string seq;
       keys::AppendBigEndian64(&seq, last_sequence_);
-      ops.push_back(KvOp{Cf::kMeta, false, std::string(keys::kLastSequence), std::move(seq)});
-      absl::Status s = engine_->Commit(ops, sync);
+      ops.push_back(KvOp{Cf::kMeta, false, keys::kLastSequence, seq});
+      absl::Status s = engine_->Commit(ops, bytes + 64 * ops.size(), sync);
       if (!s.ok()) {
         last_sequence_ = first_sequence;
         for (auto& r : results) {

@@ -253,6 +253,28 @@ class ExchangeImpl : public Exchange {
     });
   }
 
+  class SequenceImpl : public SendSequence {
+   public:
+    explicit SequenceImpl(ExchangeImpl* ex) : ex_(ex), strand_(ex->workers_.get()) {}
+    void Send(const Principal& caller, v1::Document document,
+              Callback<v1::SendResponse> done) override {
+      strand_.Submit([ex = ex_, caller, document = std::move(document),
+                      done = std::move(done)]() mutable {
+        ex->SendOnWorker(caller, std::move(document), std::move(done));
+      });
+    }
+
+   private:
+    ExchangeImpl* const ex_;
+    Strand strand_;
+  };
+
+  std::unique_ptr<SendSequence> NewSendSequence() override {
+    return std::make_unique<SequenceImpl>(this);
+  }
+
+  // Validates and hands the document to the store's FIFO queue before it
+  // returns, so the order of calls is the order of queue positions.
   void SendOnWorker(const Principal& caller, v1::Document doc, Callback<v1::SendResponse> done) {
     if (absl::Status s = ValidateNewDocument(doc, caller, options_); !s.ok()) {
       done(s);

@@ -55,6 +55,33 @@ void WorkerPool::WaitIdle() {
       this));
 }
 
+void Strand::Submit(absl::AnyInvocable<void()> task) {
+  bool start;
+  {
+    absl::MutexLock lock(&state_->mu);
+    state_->tasks.push_back(std::move(task));
+    start = !state_->running;
+    state_->running = true;
+  }
+  if (start) state_->pool->Submit([state = state_] { Drain(state); });
+}
+
+void Strand::Drain(std::shared_ptr<State> state) {
+  for (;;) {
+    absl::AnyInvocable<void()> task;
+    {
+      absl::MutexLock lock(&state->mu);
+      if (state->tasks.empty()) {
+        state->running = false;
+        return;
+      }
+      task = std::move(state->tasks.front());
+      state->tasks.pop_front();
+    }
+    task();
+  }
+}
+
 Timer::Timer() { thread_ = std::thread([this] { Loop(); }); }
 
 Timer::~Timer() {

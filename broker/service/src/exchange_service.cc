@@ -46,7 +46,7 @@ class SendStreamReactor final
   static constexpr int kMaxOutstanding = 8192;
 
   SendStreamReactor(Exchange* exchange, Principal caller)
-      : exchange_(exchange), caller_(std::move(caller)) {
+      : sequence_(exchange->NewSendSequence()), caller_(std::move(caller)) {
     StartRead(&request_);
   }
 
@@ -67,7 +67,7 @@ class SendStreamReactor final
     for (v1::SendStreamItem& item : *request_.mutable_items()) {
       uint64_t correlation = item.correlation_id();
       Ref();
-      exchange_->Send(caller_, std::move(*item.mutable_document()),
+      sequence_->Send(caller_, std::move(*item.mutable_document()),
                       [this, correlation](absl::StatusOr<v1::SendResponse> r) {
                         Answer(correlation, std::move(r));
                         Unref();
@@ -138,7 +138,7 @@ class SendStreamReactor final
     }
   }
 
-  Exchange* const exchange_;
+  const std::unique_ptr<Exchange::SendSequence> sequence_;  // keeps the stream's order
   const Principal caller_;
   v1::SendStreamRequest request_;  // owned by the read in flight
 

@@ -107,6 +107,18 @@ class Exchange {
   virtual void Send(const Principal& caller, v1::Document document,
                     Callback<v1::SendResponse> done) = 0;
 
+  // Sends through one SendSequence enter the recipients' queues in the order
+  // they were made, even though validation and storage run on several
+  // threads: what a pipelined SendStream needs to keep per-sender order.
+  // Destroying it does not cancel sends already made.
+  class SendSequence {
+   public:
+    virtual ~SendSequence() = default;
+    virtual void Send(const Principal& caller, v1::Document document,
+                      Callback<v1::SendResponse> done) = 0;
+  };
+  virtual std::unique_ptr<SendSequence> NewSendSequence() = 0;
+
   // Opens a flow-controlled delivery session for the caller's org. The first
   // deliveries may reach `sink` before this returns.
   virtual absl::StatusOr<std::shared_ptr<ReceiveSession>> OpenReceive(

@@ -4,6 +4,7 @@
 #define LIENTHONG_BROKER_EXECUTOR_H_
 
 #include <deque>
+#include <memory>
 #include <map>
 #include <thread>
 #include <vector>
@@ -34,6 +35,24 @@ class WorkerPool {
   int running_ ABSL_GUARDED_BY(mu_) = 0;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::vector<std::thread> threads_;
+};
+
+// Runs its tasks one at a time, in submission order, on a WorkerPool.
+// Thread-safe; the pool must outlive every task submitted.
+class Strand {
+ public:
+  explicit Strand(WorkerPool* pool) : state_(std::make_shared<State>()) { state_->pool = pool; }
+  void Submit(absl::AnyInvocable<void()> task);
+
+ private:
+  struct State {
+    WorkerPool* pool = nullptr;
+    absl::Mutex mu;
+    std::deque<absl::AnyInvocable<void()>> tasks ABSL_GUARDED_BY(mu);
+    bool running ABSL_GUARDED_BY(mu) = false;
+  };
+  static void Drain(std::shared_ptr<State> state);
+  std::shared_ptr<State> state_;
 };
 
 // Runs tasks at a time on one thread. Tasks must be short (hand blocking work
