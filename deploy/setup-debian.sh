@@ -20,7 +20,7 @@ PACKAGES=(
   librocksdb-dev libabsl-dev
   libgtest-dev libgmock-dev googletest libbenchmark-dev
   libyaml-cpp-dev libspdlog-dev libfmt-dev libcli11-dev
-  clang-format procps
+  libjemalloc-dev clang-format procps
 )
 
 usage() {
