@@ -81,8 +81,7 @@ absl::StatusOr<std::shared_ptr<Connection>> Connection::Open(
 size_t Connection::FailOver(size_t failed) const {
   size_t next = (failed + 1) % endpoints_.size();
   size_t expected = failed;
-  preferred_.compare_exchange_strong(expected, next,
-                                     std::memory_order_relaxed);
+  preferred_.compare_exchange_strong(expected, next, std::memory_order_relaxed);
   return next;
 }
 

@@ -38,8 +38,8 @@ class Connection {
  public:
   using Stub = v1::ExchangeService::Stub;
   // One attempt of a unary call on `stub` with `context` (deadline set).
-  using Attempt = std::function<grpc::Status(Stub& stub,
-                                             grpc::ClientContext& context)>;
+  using Attempt =
+      std::function<grpc::Status(Stub& stub, grpc::ClientContext& context)>;
 
   // Validates `options`, checks the certificate files and reads the org
   // identity (see LoadOrgIdentity), loads the dedup state file and creates

@@ -1,22 +1,23 @@
 #include "client-sdk/src/credentials.h"
 
+#include <fcntl.h>
 #include <openssl/bio.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
-
-#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
 #include <memory>
-#include <string_view>
-#include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "lienthong/common/certificate.h"
 #include "lienthong/common/identity.h"
 
 namespace lienthong::client_internal {
@@ -31,21 +32,18 @@ struct X509Free {
 struct KeyFree {
   void operator()(EVP_PKEY* key) const { EVP_PKEY_free(key); }
 };
-struct GeneralNamesFree {
-  void operator()(GENERAL_NAMES* names) const { GENERAL_NAMES_free(names); }
-};
 using BioPtr = std::unique_ptr<BIO, BioFree>;
 using X509Ptr = std::unique_ptr<X509, X509Free>;
 using KeyPtr = std::unique_ptr<EVP_PKEY, KeyFree>;
 
 // "certificate_file \"org.pem\""
-std::string Named(std::string_view option, const std::string& path) {
+std::string Named(absl::string_view option, const std::string& path) {
   return absl::StrCat(option, " \"", path, "\"");
 }
 
-absl::StatusOr<std::string> ReadFile(std::string_view option,
+absl::StatusOr<std::string> ReadFile(absl::string_view option,
                                      const std::string& path) {
-  auto unreadable = [&](std::string_view why) {
+  auto unreadable = [&](absl::string_view why) {
     return absl::NotFoundError(
         absl::StrCat(Named(option, path), ": cannot read: ", why));
   };
@@ -80,53 +78,38 @@ BioPtr MemoryBio(const std::string& data) {
 // Refuses to prompt on the terminal for the pass phrase of an encrypted key.
 int NoPassphrase(char*, int, int, void*) { return 0; }
 
-std::vector<std::string> UriSans(X509* cert) {
-  std::unique_ptr<GENERAL_NAMES, GeneralNamesFree> names(
-      static_cast<GENERAL_NAMES*>(
-          X509_get_ext_d2i(cert, NID_subject_alt_name, nullptr, nullptr)));
-  std::vector<std::string> uris;
-  if (names == nullptr) return uris;
-  for (int i = 0; i < sk_GENERAL_NAME_num(names.get()); ++i) {
-    const GENERAL_NAME* name = sk_GENERAL_NAME_value(names.get(), i);
-    if (name->type != GEN_URI) continue;
-    const ASN1_IA5STRING* uri = name->d.uniformResourceIdentifier;
-    uris.emplace_back(
-        reinterpret_cast<const char*>(ASN1_STRING_get0_data(uri)),
-        static_cast<size_t>(ASN1_STRING_length(uri)));
-  }
-  return uris;
-}
-
 absl::StatusOr<std::string> CheckFiles(const ClientOptions& options) {
-  // The certificate and its identity.
+  // The identity: the single SPIFFE URI SAN, which must name an org.
+  absl::StatusOr<CertificateInfo> info =
+      ReadCertificateFile(options.certificate_file);
+  if (!info.ok()) {
+    return absl::Status(
+        info.status().code(),
+        absl::StrCat("certificate_file: ", info.status().message()));
+  }
+  const std::string cert_name =
+      Named("certificate_file", options.certificate_file);
+  const Principal& principal = info->principal;
+  if (!principal.is_org()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        cert_name, ": identity \"", principal.spiffe_id, "\" is a ",
+        std::string(KindName(principal.kind)), ", not an organization"));
+  }
+  if (info->not_after < absl::Now()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(cert_name, ": expired on ",
+                     absl::FormatTime(absl::RFC3339_sec, info->not_after,
+                                      absl::UTCTimeZone())));
+  }
   absl::StatusOr<std::string> cert_pem =
       ReadFile("certificate_file", options.certificate_file);
   if (!cert_pem.ok()) return cert_pem.status();
-  const std::string cert_name =
-      Named("certificate_file", options.certificate_file);
   BioPtr cert_bio = MemoryBio(*cert_pem);
-  X509Ptr cert(PEM_read_bio_X509(cert_bio.get(), nullptr, NoPassphrase,
-                                 nullptr));
+  X509Ptr cert(
+      PEM_read_bio_X509(cert_bio.get(), nullptr, NoPassphrase, nullptr));
   if (cert == nullptr) {
     return absl::InvalidArgumentError(
         absl::StrCat(cert_name, ": not a PEM certificate"));
-  }
-  const std::vector<std::string> uris = UriSans(cert.get());
-  if (uris.size() != 1) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        cert_name, ": must carry exactly one URI SAN "
-                   "(spiffe://<trust-domain>/org/<org-code>), found ",
-        uris.size()));
-  }
-  absl::StatusOr<Principal> principal = ParseSpiffeId(uris.front());
-  if (!principal.ok()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(cert_name, ": ", principal.status().message()));
-  }
-  if (!principal->is_org()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        cert_name, ": identity \"", principal->spiffe_id, "\" is a ",
-        KindName(principal->kind), ", not an organization"));
   }
 
   // The private key, which must belong to the certificate.
@@ -139,8 +122,8 @@ absl::StatusOr<std::string> CheckFiles(const ClientOptions& options) {
   KeyPtr key(
       PEM_read_bio_PrivateKey(key_bio.get(), nullptr, NoPassphrase, nullptr));
   if (key == nullptr) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        key_name, ": not an unencrypted PEM private key"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(key_name, ": not an unencrypted PEM private key"));
   }
   if (X509_check_private_key(cert.get(), key.get()) != 1) {
     return absl::InvalidArgumentError(
@@ -151,13 +134,12 @@ absl::StatusOr<std::string> CheckFiles(const ClientOptions& options) {
   absl::StatusOr<std::string> ca_pem = ReadFile("ca_file", options.ca_file);
   if (!ca_pem.ok()) return ca_pem.status();
   BioPtr ca_bio = MemoryBio(*ca_pem);
-  X509Ptr root(
-      PEM_read_bio_X509(ca_bio.get(), nullptr, NoPassphrase, nullptr));
+  X509Ptr root(PEM_read_bio_X509(ca_bio.get(), nullptr, NoPassphrase, nullptr));
   if (root == nullptr) {
     return absl::InvalidArgumentError(absl::StrCat(
         Named("ca_file", options.ca_file), ": holds no PEM certificate"));
   }
-  return principal->name;
+  return principal.name;
 }
 
 }  // namespace

@@ -18,8 +18,9 @@ namespace lienthong::client_internal {
 //
 // NOT_FOUND naming the option and the path when a file is missing or
 // unreadable; INVALID_ARGUMENT naming them when a file is not PEM of the
-// expected kind, the certificate has no or several URI SANs, its identity is
-// not an organization, or the key does not match it. Thread-safe.
+// expected kind, the certificate has no or several URI SANs (see
+// ReadCertificateFile), its identity is not an organization, it has expired,
+// or the key is encrypted or does not match it. Thread-safe.
 absl::StatusOr<std::string> LoadOrgIdentity(const ClientOptions& options);
 
 }  // namespace lienthong::client_internal

@@ -12,6 +12,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
 
 namespace lienthong::client_internal {
 namespace {
@@ -33,7 +34,7 @@ bool ReadAll(int fd, std::string* out) {
   }
 }
 
-bool WriteAll(int fd, std::string_view data) {
+bool WriteAll(int fd, absl::string_view data) {
   while (!data.empty()) {
     ssize_t n = write(fd, data.data(), data.size());
     if (n < 0) {
@@ -47,17 +48,17 @@ bool WriteAll(int fd, std::string_view data) {
 
 // Complete (newline-terminated), non-empty lines of `content`; a trailing
 // fragment without its newline is a write torn by a crash and is dropped.
-std::vector<std::string_view> CompleteLines(std::string_view content,
-                                            bool* torn_tail) {
-  std::vector<std::string_view> lines;
+std::vector<absl::string_view> CompleteLines(absl::string_view content,
+                                             bool* torn_tail) {
+  std::vector<absl::string_view> lines;
   *torn_tail = false;
   while (!content.empty()) {
     size_t newline = content.find('\n');
-    if (newline == std::string_view::npos) {
+    if (newline == absl::string_view::npos) {
       *torn_tail = true;
       break;
     }
-    std::string_view line = content.substr(0, newline);
+    absl::string_view line = content.substr(0, newline);
     content.remove_prefix(newline + 1);
     if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
     if (!line.empty()) lines.push_back(line);
@@ -65,8 +66,8 @@ std::vector<std::string_view> CompleteLines(std::string_view content,
   return lines;
 }
 
-bool IsStorableId(std::string_view id) {
-  return !id.empty() && id.find_first_of("\r\n") == std::string_view::npos;
+bool IsStorableId(absl::string_view id) {
+  return !id.empty() && id.find_first_of("\r\n") == absl::string_view::npos;
 }
 
 std::string DirectoryOf(const std::string& path) {
@@ -101,7 +102,7 @@ absl::StatusOr<std::unique_ptr<DedupSet>> DedupSet::Open(
   return set;
 }
 
-DedupSet::Digest DedupSet::DigestOf(std::string_view id) {
+DedupSet::Digest DedupSet::DigestOf(absl::string_view id) {
   unsigned char md[EVP_MAX_MD_SIZE];
   unsigned int md_len = 0;
   if (EVP_Digest(id.data(), id.size(), md, &md_len, EVP_sha256(), nullptr) !=
@@ -116,22 +117,22 @@ DedupSet::Digest DedupSet::DigestOf(std::string_view id) {
   return absl::MakeUint128(high, low);
 }
 
-absl::Status DedupSet::FileError(std::string_view what,
+absl::Status DedupSet::FileError(absl::string_view what,
                                  int error_number) const {
   return absl::ErrnoToStatus(
-      error_number, absl::StrCat("dedup_state_file \"", state_file_, "\": ",
-                                 what));
+      error_number,
+      absl::StrCat("dedup_state_file \"", state_file_, "\": ", what));
 }
 
 absl::Status DedupSet::Load() {
   absl::MutexLock file_lock(&file_mu_);
-  fd_ = open(state_file_.c_str(), O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC,
-             0600);
+  fd_ =
+      open(state_file_.c_str(), O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
   if (fd_ < 0) return FileError("cannot open", errno);
   std::string content;
   if (!ReadAll(fd_, &content)) return FileError("cannot read", errno);
   bool torn_tail = false;
-  std::vector<std::string_view> lines = CompleteLines(content, &torn_tail);
+  std::vector<absl::string_view> lines = CompleteLines(content, &torn_tail);
   {
     absl::MutexLock lock(&mu_);
     size_t first = lines.size() > capacity_ ? lines.size() - capacity_ : 0;
@@ -148,7 +149,7 @@ absl::Status DedupSet::CompactLocked() {
   std::string content;
   if (!ReadAll(fd_, &content)) return FileError("cannot read", errno);
   bool torn_tail = false;
-  std::vector<std::string_view> lines = CompleteLines(content, &torn_tail);
+  std::vector<absl::string_view> lines = CompleteLines(content, &torn_tail);
   size_t first = lines.size() > capacity_ ? lines.size() - capacity_ : 0;
   std::string kept;
   for (size_t i = first; i < lines.size(); ++i) {
@@ -185,13 +186,13 @@ absl::Status DedupSet::CompactLocked() {
   return absl::OkStatus();
 }
 
-bool DedupSet::Contains(std::string_view id) const {
+bool DedupSet::Contains(absl::string_view id) const {
   const Digest digest = DigestOf(id);
   absl::MutexLock lock(&mu_);
   return digests_.contains(digest);
 }
 
-bool DedupSet::Insert(std::string_view id) {
+bool DedupSet::Insert(absl::string_view id) {
   const Digest digest = DigestOf(id);
   absl::MutexLock lock(&mu_);
   return InsertLocked(digest);

@@ -24,7 +24,6 @@
 #include <deque>
 #include <memory>
 #include <string>
-#include <string_view>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -32,6 +31,7 @@
 #include "absl/numeric/int128.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 
 namespace lienthong::client_internal {
@@ -53,11 +53,11 @@ class DedupSet {
   DedupSet& operator=(const DedupSet&) = delete;
 
   // True when `id` is among the remembered ids.
-  bool Contains(std::string_view id) const;
+  bool Contains(absl::string_view id) const;
 
   // Remembers `id` in memory, forgetting the oldest id when full. Returns
   // false (and changes nothing) when `id` was already remembered.
-  bool Insert(std::string_view id);
+  bool Insert(absl::string_view id);
 
   // Appends `ids` to the state file and syncs it once; a no-op without a
   // state file. Ids that are empty or contain a line break are skipped. On
@@ -76,14 +76,14 @@ class DedupSet {
   using Digest = absl::uint128;
 
   DedupSet(size_t capacity, std::string state_file);
-  static Digest DigestOf(std::string_view id);
+  static Digest DigestOf(absl::string_view id);
 
   // Loads the file and opens it for appending; compacts it when needed.
   absl::Status Load() ABSL_LOCKS_EXCLUDED(file_mu_, mu_);
   // Rewrites the state file with its last `capacity_` complete lines.
   absl::Status CompactLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(file_mu_);
   bool InsertLocked(Digest digest) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::Status FileError(std::string_view what, int error_number) const;
+  absl::Status FileError(absl::string_view what, int error_number) const;
 
   const size_t capacity_;
   const std::string state_file_;

@@ -21,8 +21,7 @@ constexpr absl::Duration kHealthyCallAge = absl::Seconds(30);
 // call in current_.call, then, after OnDone, in finished_calls_ until the
 // driver deletes it.
 class ReceiveSessionImpl::Call final
-    : public grpc::ClientBidiReactor<v1::ReceiveRequest,
-                                     v1::ReceiveResponse> {
+    : public grpc::ClientBidiReactor<v1::ReceiveRequest, v1::ReceiveResponse> {
  public:
   explicit Call(ReceiveSessionImpl* session) : session_(session) {}
 
@@ -76,8 +75,11 @@ bool ReceiveSessionImpl::IsOwnThread() const {
 
 void ReceiveSessionImpl::Stop() {
   if (IsOwnThread()) {
+    // From a handler: request the stop and let Wait return; the threads are
+    // joined by the next Stop from outside (at the latest the destructor).
     absl::MutexLock lock(&mu_);
     stopping_ = true;
+    finished_ = true;
     return;
   }
   absl::MutexLock stop_lock(&stop_mu_);

@@ -53,8 +53,9 @@ class ReceiveSessionImpl final : public ReceiveSession {
   // Cancels the stream, lets a running handler finish, joins the threads and
   // records in the dedup state file what was handled but not yet acked. No
   // handler runs after it returns. Idempotent and thread-safe; called from a
-  // handler it only asks the session to stop (it cannot join its own thread)
-  // and returns at once.
+  // handler it only asks the session to stop (it cannot join its own thread),
+  // lets Wait return, and returns at once: a later Stop from another thread
+  // (or the destructor) joins the threads.
   void Stop() override;
 
   // Blocks until Stop returned or a status that ends the session arrived;
@@ -66,9 +67,10 @@ class ReceiveSessionImpl final : public ReceiveSession {
 
   struct CallState {
     std::unique_ptr<Call> call;
-    bool started = false;     // StartCall issued
-    bool write_busy = false;  // the start message or an ack is (about to be) out
-    bool broken = false;      // a write failed: write no more
+    bool started = false;  // StartCall issued
+    bool write_busy =
+        false;            // the start message or an ack is (about to be) out
+    bool broken = false;  // a write failed: write no more
     bool read_done = false;
     bool hold_released = false;
     bool cancelled = false;

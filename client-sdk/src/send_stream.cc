@@ -138,8 +138,7 @@ SendStreamImpl::WriteAction SendStreamImpl::NextWriteLocked() {
   v1::SendStreamRequest* request = c.call->write_buffer();
   request->Clear();
   size_t bytes = 0;
-  while (!unsent_.empty() &&
-         request->items_size() < kMaxItemsPerSendMessage &&
+  while (!unsent_.empty() && request->items_size() < kMaxItemsPerSendMessage &&
          bytes < kMaxBytesPerSendMessage) {
     const uint64_t id = unsent_.front();
     unsent_.pop_front();
@@ -388,8 +387,8 @@ absl::Time SendStreamImpl::NextTimerLocked() const {
   if (!retry_at_.empty()) next = std::min(next, retry_at_.begin()->first);
   if (current_.call != nullptr && !current_.cancelled) {
     if (current_.writes_done) {
-      next = std::min(next, current_.writes_done_at +
-                                connection_->options().call_timeout);
+      next = std::min(
+          next, current_.writes_done_at + connection_->options().call_timeout);
     } else if (!pending_.empty()) {
       // Look for a silent broker once a second.
       next = std::min(next, absl::Now() + absl::Seconds(1));
@@ -402,9 +401,8 @@ bool SendStreamImpl::WorkerHasWorkLocked() const {
   return worker_stop_ || !completions_.empty() || !finished_calls_.empty() ||
          NextTimerLocked() < worker_wake_at_ ||
          (cancel_requested_ &&
-          (reconnect_pending_ ||
-           (current_.call != nullptr && current_.started &&
-            !current_.cancelled)));
+          (reconnect_pending_ || (current_.call != nullptr &&
+                                  current_.started && !current_.cancelled)));
 }
 
 void SendStreamImpl::StartCall(Call* call, size_t endpoint) {

@@ -101,8 +101,8 @@ class SendStreamImpl final : public SendStream {
     bool broken = false;       // a write failed: write no more
     bool read_done = false;    // the read side ended
     bool hold_released = false;
-    bool cancelled = false;    // TryCancel issued by us
-    bool stalled = false;      // cancelled because the broker went silent
+    bool cancelled = false;  // TryCancel issued by us
+    bool stalled = false;    // cancelled because the broker went silent
     absl::Time last_answer_at;
     absl::Time writes_done_at = absl::InfiniteFuture();
   };

@@ -7,6 +7,7 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
+#include <filesystem>
 #include <fstream>
 #include <memory>
 #include <sstream>
@@ -18,6 +19,10 @@ namespace lienthong {
 namespace {
 
 absl::StatusOr<std::string> ReadFile(const std::string& path) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec)) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": is a directory, not a PEM file"));
+  }
   std::ifstream in(path, std::ios::binary);
   if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot read file"));
   std::stringstream s;
@@ -70,14 +75,20 @@ absl::StatusOr<CertificateInfo> ReadCertificateFile(const std::string& path) {
   return info;
 }
 
+// Refuses to prompt for a passphrase: a daemon must never wait on a terminal.
+int NoPassphrase(char*, int, int, void*) { return -1; }
+
 absl::Status CheckPrivateKeyFile(const std::string& path) {
   absl::StatusOr<std::string> pem = ReadFile(path);
   if (!pem.ok()) return pem.status();
   std::unique_ptr<BIO, decltype(&BIO_free)> bio(BIO_new_mem_buf(pem->data(), pem->size()),
                                                  BIO_free);
   std::unique_ptr<EVP_PKEY, decltype(&EVP_PKEY_free)> key(
-      PEM_read_bio_PrivateKey(bio.get(), nullptr, nullptr, nullptr), EVP_PKEY_free);
-  if (!key) return absl::InvalidArgumentError(absl::StrCat(path, ": no PEM private key in the file"));
+      PEM_read_bio_PrivateKey(bio.get(), nullptr, NoPassphrase, nullptr), EVP_PKEY_free);
+  if (!key) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": no unencrypted PEM private key in the file"));
+  }
   return absl::OkStatus();
 }
 

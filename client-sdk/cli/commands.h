@@ -1,0 +1,87 @@
+// The subcommands of the `lienthong` tool, each a thin layer over the SDK:
+// turn flags into a request, call the Client, print the result. Each returns
+// the status to report (see ExitCodeFor).
+#ifndef LIENTHONG_CLIENT_SDK_CLI_COMMANDS_H_
+#define LIENTHONG_CLIENT_SDK_CLI_COMMANDS_H_
+
+#include <atomic>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "lienthong/client.h"
+
+namespace lienthong::cli {
+
+struct OutputFlags {
+  bool json = false;  // machine-readable JSON on stdout
+};
+
+struct SendFlags {
+  std::vector<std::string> to;
+  std::string subject;
+  std::string number;
+  std::string notation;
+  std::string type;
+  std::string signer;
+  std::string signer_title;
+  std::string issue_date;
+  std::string urgency;
+  std::string classification;
+  std::string origin;
+  std::string decision;
+  std::string business_type;
+  std::string refers_to;
+  std::string idempotency_key;
+  std::string content_type;
+  std::vector<std::string> attachments;
+  std::string body_file;  // "-" for stdin
+};
+
+struct ReceiveFlags {
+  uint32_t max = 10;
+  double wait_seconds = 0;
+  std::string out_dir;
+  bool follow = false;
+};
+
+struct StatusFlags {
+  std::string document_id;
+  std::string code;
+  std::string reason;
+};
+
+struct TrackFlags {
+  std::string document_id;
+  bool watch = false;
+};
+
+struct WatchFlags {
+  uint64_t after = 0;
+  std::string document_id;
+};
+
+// Builds the document from the flags and files; a usage error when a flag
+// value or a local file is unusable. Separate from RunSend so that bad input
+// is reported before connecting.
+absl::StatusOr<v1::Document> BuildDocument(const SendFlags& flags);
+
+absl::Status RunSend(Client& client, const v1::Document& document,
+                     const OutputFlags& output);
+// Stops (with --follow, --watch) when `stop` becomes true.
+absl::Status RunReceive(Client& client, const ReceiveFlags& flags,
+                        const OutputFlags& output,
+                        const std::atomic<bool>& stop);
+absl::Status RunInbox(Client& client, uint32_t limit,
+                      const OutputFlags& output);
+absl::Status RunStatus(Client& client, const StatusFlags& flags,
+                       const OutputFlags& output);
+absl::Status RunTrack(Client& client, const TrackFlags& flags,
+                      const OutputFlags& output, const std::atomic<bool>& stop);
+absl::Status RunWatch(Client& client, const WatchFlags& flags,
+                      const OutputFlags& output, const std::atomic<bool>& stop);
+
+}  // namespace lienthong::cli
+
+#endif  // LIENTHONG_CLIENT_SDK_CLI_COMMANDS_H_
