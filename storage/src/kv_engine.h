@@ -37,6 +37,9 @@ class KvEngine {
   // Applies `ops` atomically; durable before returning when `sync`. Called
   // from one thread at a time.
   virtual absl::Status Commit(const std::vector<KvOp>& ops, size_t bytes_hint, bool sync) = 0;
+  // Makes every commit that returned before this call durable. May run
+  // concurrently with Commit.
+  virtual absl::Status Sync() = 0;
   // Visits keys >= start that begin with `prefix`, in order, while `fn`
   // returns true. Thread-safe.
   virtual absl::Status Scan(

@@ -48,6 +48,8 @@ class MemoryEngine : public KvEngine {
     return absl::OkStatus();
   }
 
+  absl::Status Sync() override { return absl::OkStatus(); }
+
   uint64_t ApproximateSizeBytes() override { return 0; }
 
  private:

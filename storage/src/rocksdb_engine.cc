@@ -83,6 +83,8 @@ class RocksDbEngine : public KvEngine {
     return FromRocksDb(it->status(), "scan");
   }
 
+  absl::Status Sync() override { return FromRocksDb(db_->SyncWAL(), "sync WAL"); }
+
   uint64_t ApproximateSizeBytes() override {
     uint64_t total = 0;
     for (auto* h : cfs_) {

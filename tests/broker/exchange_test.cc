@@ -1,0 +1,1017 @@
+// The exchange as agency systems rely on it, run over the in-memory store and
+// over RocksDB in a temporary directory.
+#include "lienthong/broker/exchange.h"
+
+#include <algorithm>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <ostream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "gmock/gmock.h"
+#include "google/protobuf/util/time_util.h"
+#include "gtest/gtest.h"
+#include "lienthong/common/clock.h"
+#include "lienthong/common/identity.h"
+#include "lienthong/common/ids.h"
+#include "lienthong/storage/store.h"
+#include "tests/testing/async.h"
+#include "tests/testing/status_matchers.h"
+#include "tests/testing/temp_dir.h"
+
+namespace lienthong::broker {
+namespace {
+
+using ::google::protobuf::util::TimeUtil;
+using ::lienthong::testing_util::AsyncResult;
+using ::lienthong::testing_util::Collector;
+using ::lienthong::testing_util::Eventually;
+using ::lienthong::testing_util::IsOkAndHolds;
+using ::lienthong::testing_util::StatusIs;
+using ::lienthong::testing_util::TempDir;
+using ::testing::ElementsAre;
+using ::testing::ElementsAreArray;
+using ::testing::HasSubstr;
+using ::testing::IsEmpty;
+using ::testing::MatchesRegex;
+using ::testing::SizeIs;
+
+constexpr char kBrokerId[] = "spiffe://lienthong.local/broker/central";
+constexpr char kG22[] = "000.00.00.G22";
+constexpr char kH49[] = "000.00.00.H49";
+constexpr char kH50[] = "000.00.00.H50";
+constexpr char kSub[] = "000.01.23.H49";  // a unit under H49, served here too
+// A well-formed code this broker does not serve.
+constexpr char kT99[] = "000.00.00.T99";
+
+Principal MustParse(const std::string& uri) {
+  absl::StatusOr<Principal> p = ParseSpiffeId(uri);
+  EXPECT_OK(p) << uri;
+  return p.value_or(Principal{});
+}
+
+Principal Org(const std::string& code) {
+  return MustParse(absl::StrCat("spiffe://lienthong.local/org/", code));
+}
+
+// A valid document from `sender` to `recipients`.
+v1::Document NewDocument(
+    const std::string& sender, std::vector<std::string> recipients,
+    const std::string& subject = "Quyết định về việc giao chỉ tiêu") {
+  v1::Document doc;
+  doc.set_sender(sender);
+  for (auto& r : recipients) doc.add_recipients(std::move(r));
+  v1::DocumentMetadata* m = doc.mutable_metadata();
+  m->set_subject(subject);
+  m->set_number("123");
+  m->set_notation("QĐ-UBND");
+  m->set_issue_date("2027-01-15");
+  m->set_urgency(v1::URGENCY_NORMAL);
+  doc.set_body("Nội dung văn bản");
+  doc.set_body_content_type("text/plain; charset=utf-8");
+  return doc;
+}
+
+v1::Document WithUrgency(v1::Document doc, v1::Urgency urgency) {
+  doc.mutable_metadata()->set_urgency(urgency);
+  return doc;
+}
+
+std::vector<std::string> Ids(const std::vector<v1::Delivery>& deliveries) {
+  std::vector<std::string> ids;
+  for (const v1::Delivery& d : deliveries) ids.push_back(d.document().id());
+  return ids;
+}
+
+std::vector<uint64_t> Sequences(const std::vector<v1::StatusEvent>& events) {
+  std::vector<uint64_t> out;
+  for (const v1::StatusEvent& e : events) out.push_back(e.sequence());
+  return out;
+}
+
+int64_t Nanos(const google::protobuf::Timestamp& t) {
+  return TimeUtil::TimestampToNanoseconds(t);
+}
+
+// One Receive stream: a session and what reached its sink.
+class Receiver {
+ public:
+  absl::Status Open(Exchange& exchange, const Principal& caller,
+                    uint32_t max_in_flight) {
+    Collector<v1::Delivery> got = got_;
+    absl::StatusOr<std::shared_ptr<ReceiveSession>> session =
+        exchange.OpenReceive(
+            caller, max_in_flight, [got](v1::ReceiveResponse response) {
+              for (v1::Delivery& d : *response.mutable_deliveries()) {
+                got.Add(std::move(d));
+              }
+            });
+    if (!session.ok()) return session.status();
+    session_ = *std::move(session);
+    return absl::OkStatus();
+  }
+
+  bool WaitForCount(size_t n) const { return got_.WaitForCount(n); }
+  size_t CountAfterQuiet() const { return got_.CountAfter(); }
+  std::vector<v1::Delivery> deliveries() const { return got_.items(); }
+  v1::Delivery delivery(size_t i) const { return got_.items().at(i); }
+
+  void Ack(std::vector<std::string> ids) { session_->Ack(std::move(ids), {}); }
+  void Nack(std::vector<std::string> ids) { session_->Ack({}, std::move(ids)); }
+  void Close() { session_->Close(); }
+  // Drops the session without closing it, as a crash would; needed once its
+  // exchange is gone.
+  void Abandon() { session_.reset(); }
+
+ private:
+  Collector<v1::Delivery> got_;
+  std::shared_ptr<ReceiveSession> session_;
+};
+
+// One WatchStatus stream: the session and the events that reached its sink.
+struct Watcher {
+  std::shared_ptr<WatchSession> session;
+  Collector<v1::StatusEvent> events;
+  Collector<absl::Status> errors;
+};
+
+enum class Backend { kMemory, kRocksDb };
+
+void PrintTo(Backend backend, std::ostream* os) {
+  *os << (backend == Backend::kMemory ? "memory store" : "RocksDB store");
+}
+
+class ExchangeTest : public ::testing::TestWithParam<Backend> {
+ protected:
+  void SetUp() override {
+    options_.broker_id = kBrokerId;
+    options_.local_orgs = {kG22, kH49, kH50, kSub};
+    // Small, so that a 32 KiB body is too big.
+    options_.max_document_bytes = 16 << 10;
+    h49_ = Org(kH49);
+    h50_ = Org(kH50);
+    g22_ = Org(kG22);
+    sub_ = Org(kSub);
+    ASSERT_NO_FATAL_FAILURE(OpenStore());
+    ASSERT_NO_FATAL_FAILURE(OpenExchange());
+  }
+
+  bool durable() const { return GetParam() == Backend::kRocksDb; }
+
+  void OpenStore() {
+    if (!durable()) {
+      store_ = storage::NewMemoryStore();
+      return;
+    }
+    ASSERT_FALSE(dir_.path().empty());
+    storage::RocksDbOptions options;
+    options.path = dir_.path() + "/db";
+    ASSERT_OK_AND_ASSIGN(store_, storage::OpenRocksDbStore(options));
+  }
+
+  void OpenExchange() {
+    ASSERT_OK_AND_ASSIGN(exchange_,
+                         Exchange::Open(options_, store_.get(), &clock_));
+  }
+
+  // Stops the broker and starts it again on the same data: RocksDB is closed
+  // and reopened; the memory store, which cannot be, is kept and only the
+  // exchange (with its delivery index) is rebuilt.
+  void Restart() {
+    exchange_.reset();
+    if (durable()) {
+      store_.reset();
+      ASSERT_NO_FATAL_FAILURE(OpenStore());
+    }
+    ASSERT_NO_FATAL_FAILURE(OpenExchange());
+  }
+
+  // ---- Blocking forms of the asynchronous calls -----------------------------
+
+  absl::StatusOr<v1::SendResponse> Send(const Principal& caller,
+                                        v1::Document doc) {
+    AsyncResult<v1::SendResponse> result;
+    exchange_->Send(caller, std::move(doc), result.Callback());
+    return result.Wait();
+  }
+
+  // Sends and returns the new id, or "" after failing the test.
+  std::string MustSend(const Principal& caller, v1::Document doc) {
+    absl::StatusOr<v1::SendResponse> sent = Send(caller, std::move(doc));
+    EXPECT_OK(sent);
+    return sent.ok() ? sent->document_id() : "";
+  }
+
+  absl::StatusOr<v1::FetchResponse> Fetch(const Principal& caller,
+                                          uint32_t wait_ms,
+                                          uint32_t lease_seconds = 0) {
+    v1::FetchRequest request;
+    request.set_wait_ms(wait_ms);
+    request.set_lease_seconds(lease_seconds);
+    AsyncResult<v1::FetchResponse> result;
+    exchange_->Fetch(caller, request, result.Callback());
+    return result.Wait();
+  }
+
+  absl::StatusOr<v1::AckResponse> Ack(const Principal& caller,
+                                      std::vector<std::string> ids) {
+    v1::AckRequest request;
+    for (auto& id : ids) request.add_document_ids(std::move(id));
+    AsyncResult<v1::AckResponse> result;
+    exchange_->Ack(caller, request, result.Callback());
+    return result.Wait();
+  }
+
+  absl::StatusOr<v1::ListInboxResponse> ListInbox(const Principal& caller) {
+    AsyncResult<v1::ListInboxResponse> result;
+    exchange_->ListInbox(caller, v1::ListInboxRequest(), result.Callback());
+    return result.Wait();
+  }
+
+  // The inbox size, or -1 after failing the test.
+  int64_t InboxTotal(const Principal& caller) {
+    absl::StatusOr<v1::ListInboxResponse> inbox = ListInbox(caller);
+    EXPECT_OK(inbox);
+    return inbox.ok() ? static_cast<int64_t>(inbox->total()) : -1;
+  }
+
+  absl::StatusOr<v1::ReportStatusResponse> ReportStatus(
+      const Principal& caller, const std::string& id, v1::BusinessStatus status,
+      const std::string& reason = "") {
+    v1::ReportStatusRequest request;
+    request.set_document_id(id);
+    request.set_status(status);
+    request.set_reason(reason);
+    AsyncResult<v1::ReportStatusResponse> result;
+    exchange_->ReportStatus(caller, request, result.Callback());
+    return result.Wait();
+  }
+
+  absl::StatusOr<v1::DocumentStatus> GetStatus(const Principal& caller,
+                                               const std::string& id) {
+    v1::GetDocumentStatusRequest request;
+    request.set_document_id(id);
+    AsyncResult<v1::DocumentStatus> result;
+    exchange_->GetDocumentStatus(caller, request, result.Callback());
+    return result.Wait();
+  }
+
+  // The delivery state of `recipient`'s copy as the sender sees it.
+  v1::DeliveryState DeliveryStateOf(const std::string& id,
+                                    const std::string& recipient) {
+    absl::StatusOr<v1::DocumentStatus> status = GetStatus(h49_, id);
+    if (!status.ok()) return v1::DELIVERY_STATE_UNSPECIFIED;
+    for (const v1::RecipientStatus& r : status->recipients()) {
+      if (r.recipient() == recipient) return r.delivery_state();
+    }
+    return v1::DELIVERY_STATE_UNSPECIFIED;
+  }
+
+  // Session acks complete without a callback: wait until the DELIVERED
+  // event is durable.
+  bool EventuallyDelivered(const std::string& id,
+                           const std::string& recipient) {
+    return Eventually([&] {
+      return DeliveryStateOf(id, recipient) == v1::DELIVERY_STATE_DELIVERED;
+    });
+  }
+
+  absl::Status Watch(const Principal& caller, const std::string& document_id,
+                     uint64_t after_sequence, Watcher& watcher) {
+    v1::WatchStatusRequest request;
+    request.set_document_id(document_id);
+    request.set_after_sequence(after_sequence);
+    AsyncResult<std::shared_ptr<WatchSession>> result;
+    Collector<v1::StatusEvent> events = watcher.events;
+    Collector<absl::Status> errors = watcher.errors;
+    exchange_->Watch(
+        caller, request,
+        [events, errors](absl::StatusOr<v1::StatusEvent> e) {
+          if (e.ok()) {
+            events.Add(*std::move(e));
+          } else {
+            errors.Add(e.status());
+          }
+          return true;
+        },
+        result.Callback());
+    absl::StatusOr<std::shared_ptr<WatchSession>> session = result.Wait();
+    if (!session.ok()) return session.status();
+    watcher.session = *std::move(session);
+    return absl::OkStatus();
+  }
+
+  FakeClock clock_;
+  TempDir dir_;
+  ExchangeOptions options_;
+  Principal h49_, h50_, g22_, sub_;
+  // Declared last, so destroyed first: the exchange before the store, the
+  // store before its directory.
+  std::unique_ptr<storage::Store> store_;
+  std::unique_ptr<Exchange> exchange_;
+};
+
+// ---- Send and Receive -------------------------------------------------------
+
+TEST_P(ExchangeTest, SentDocumentIsDeliveredOnceWithBrokerAssignedFields) {
+  v1::Document doc = NewDocument(kH49, {kG22});
+  doc.set_idempotency_key("qd-123-2027");
+  v1::Attachment* a = doc.add_attachments();
+  a->set_name("phu-luc.pdf");
+  a->set_content_type("application/pdf");
+  a->set_content("%PDF-1.7 phụ lục");
+  ASSERT_OK_AND_ASSIGN(v1::SendResponse sent, Send(h49_, doc));
+
+  EXPECT_TRUE(IsDocumentId(sent.document_id())) << sent.document_id();
+  EXPECT_FALSE(sent.duplicate());
+  EXPECT_EQ(Nanos(sent.accepted_at()), absl::ToUnixNanos(clock_.Now()));
+  EXPECT_THAT(sent.content_sha256(), MatchesRegex("[0-9a-f]{64}"));
+
+  Receiver g22;
+  ASSERT_OK(g22.Open(*exchange_, g22_, 10));
+  ASSERT_TRUE(g22.WaitForCount(1));
+  v1::Delivery got = g22.delivery(0);
+  EXPECT_EQ(got.attempt(), 1u);
+  const v1::Document& d = got.document();
+  EXPECT_EQ(d.id(), sent.document_id());
+  EXPECT_EQ(Nanos(d.accepted_at()), Nanos(sent.accepted_at()));
+  EXPECT_EQ(d.content_sha256(), sent.content_sha256());
+  ASSERT_THAT(d.trace(), SizeIs(1));
+  EXPECT_EQ(d.trace(0).broker(), kBrokerId);
+  EXPECT_EQ(Nanos(d.trace(0).at()), Nanos(sent.accepted_at()));
+  EXPECT_EQ(d.sender(), kH49);
+  EXPECT_THAT(d.recipients(), ElementsAre(kG22));
+  EXPECT_EQ(d.idempotency_key(), "qd-123-2027");
+  EXPECT_EQ(d.metadata().subject(), doc.metadata().subject());
+  EXPECT_EQ(d.metadata().notation(), "QĐ-UBND");
+  EXPECT_EQ(d.body(), doc.body());
+  ASSERT_THAT(d.attachments(), SizeIs(1));
+  EXPECT_EQ(d.attachments(0).content(), a->content());
+  EXPECT_EQ(d.attachments(0).size(), a->content().size());
+  EXPECT_THAT(d.attachments(0).sha256(), MatchesRegex("[0-9a-f]{64}"));
+
+  ASSERT_OK_AND_ASSIGN(v1::ListInboxResponse inbox, ListInbox(g22_));
+  ASSERT_EQ(inbox.total(), 1u);
+  EXPECT_EQ(inbox.entries(0).document_id(), sent.document_id());
+  EXPECT_TRUE(inbox.entries(0).leased());
+
+  clock_.Advance(absl::Minutes(5));
+  g22.Ack({sent.document_id()});
+  ASSERT_TRUE(EventuallyDelivered(sent.document_id(), kG22));
+
+  ASSERT_OK_AND_ASSIGN(v1::DocumentStatus status,
+                       GetStatus(h49_, sent.document_id()));
+  EXPECT_EQ(status.sender(), kH49);
+  ASSERT_THAT(status.recipients(), SizeIs(1));
+  EXPECT_EQ(status.recipients(0).recipient(), kG22);
+  EXPECT_EQ(status.recipients(0).delivery_state(),
+            v1::DELIVERY_STATE_DELIVERED);
+  EXPECT_EQ(Nanos(status.recipients(0).updated_at()),
+            absl::ToUnixNanos(clock_.Now()));
+  ASSERT_THAT(status.history(), SizeIs(2));
+  EXPECT_EQ(status.history(0).delivery_state(), v1::DELIVERY_STATE_ACCEPTED);
+  EXPECT_EQ(status.history(0).actor(), h49_.spiffe_id);
+  EXPECT_EQ(status.history(1).delivery_state(), v1::DELIVERY_STATE_DELIVERED);
+  EXPECT_EQ(status.history(1).recipient(), kG22);
+  EXPECT_EQ(status.history(1).actor(), g22_.spiffe_id);
+  EXPECT_LT(status.history(0).sequence(), status.history(1).sequence());
+
+  // Exactly once: nothing more on this stream, nor for a new one.
+  EXPECT_EQ(g22.CountAfterQuiet(), 1u);
+  g22.Close();
+  Receiver again;
+  ASSERT_OK(again.Open(*exchange_, g22_, 10));
+  EXPECT_EQ(again.CountAfterQuiet(), 0u);
+  EXPECT_EQ(InboxTotal(g22_), 0);
+  again.Close();
+}
+
+TEST_P(ExchangeTest, EachRecipientGetsItsOwnCopyAndStatus) {
+  std::string id = MustSend(h49_, NewDocument(kH49, {kG22, kH50, kSub}));
+  ASSERT_FALSE(id.empty());
+
+  Receiver g22, h50, sub;
+  ASSERT_OK(g22.Open(*exchange_, g22_, 10));
+  ASSERT_OK(h50.Open(*exchange_, h50_, 10));
+  ASSERT_OK(sub.Open(*exchange_, sub_, 10));
+  for (Receiver* r : {&g22, &h50, &sub}) {
+    ASSERT_TRUE(r->WaitForCount(1));
+    EXPECT_EQ(r->delivery(0).document().id(), id);
+  }
+  g22.Ack({id});
+  sub.Ack({id});
+  ASSERT_TRUE(EventuallyDelivered(id, kG22));
+  ASSERT_TRUE(EventuallyDelivered(id, kSub));
+
+  ASSERT_OK_AND_ASSIGN(v1::DocumentStatus status, GetStatus(h49_, id));
+  ASSERT_THAT(status.recipients(), SizeIs(3));
+  EXPECT_EQ(status.recipients(0).recipient(), kG22);
+  EXPECT_EQ(status.recipients(0).delivery_state(),
+            v1::DELIVERY_STATE_DELIVERED);
+  EXPECT_EQ(status.recipients(1).recipient(), kH50);
+  EXPECT_EQ(status.recipients(1).delivery_state(), v1::DELIVERY_STATE_ACCEPTED);
+  EXPECT_EQ(status.recipients(2).recipient(), kSub);
+  EXPECT_EQ(status.recipients(2).delivery_state(),
+            v1::DELIVERY_STATE_DELIVERED);
+  EXPECT_THAT(status.history(), SizeIs(5));  // three ACCEPTED, two DELIVERED
+
+  // A recipient sees its own copy's status only.
+  ASSERT_OK_AND_ASSIGN(v1::DocumentStatus mine, GetStatus(h50_, id));
+  ASSERT_THAT(mine.recipients(), SizeIs(1));
+  EXPECT_EQ(mine.recipients(0).recipient(), kH50);
+  for (const v1::StatusEvent& e : mine.history()) {
+    EXPECT_EQ(e.recipient(), kH50);
+  }
+  // Others see nothing of it.
+  EXPECT_THAT(GetStatus(Org(kT99), id), StatusIs(absl::StatusCode::kNotFound));
+
+  EXPECT_EQ(InboxTotal(g22_), 0);
+  EXPECT_EQ(InboxTotal(h50_), 1);
+  EXPECT_EQ(InboxTotal(sub_), 0);
+  for (Receiver* r : {&g22, &h50, &sub}) r->Close();
+}
+
+TEST_P(ExchangeTest, ResendWithTheSameKeyReturnsTheSameDocument) {
+  v1::Document doc = NewDocument(kH49, {kG22});
+  doc.set_idempotency_key("cv-2027-001");
+  ASSERT_OK_AND_ASSIGN(v1::SendResponse first, Send(h49_, doc));
+  clock_.Advance(absl::Minutes(1));
+  ASSERT_OK_AND_ASSIGN(v1::SendResponse again, Send(h49_, doc));
+
+  EXPECT_EQ(again.document_id(), first.document_id());
+  EXPECT_TRUE(again.duplicate());
+  EXPECT_FALSE(first.duplicate());
+  EXPECT_EQ(Nanos(again.accepted_at()), Nanos(first.accepted_at()));
+  EXPECT_EQ(again.content_sha256(), first.content_sha256());
+
+  // The same key with another body is a client bug, not a resend.
+  v1::Document changed = doc;
+  changed.set_body("Nội dung khác");
+  EXPECT_THAT(Send(h49_, changed), StatusIs(absl::StatusCode::kAlreadyExists,
+                                            HasSubstr("cv-2027-001")));
+
+  Receiver g22;
+  ASSERT_OK(g22.Open(*exchange_, g22_, 10));
+  ASSERT_TRUE(g22.WaitForCount(1));
+  EXPECT_EQ(g22.CountAfterQuiet(), 1u);
+  EXPECT_EQ(g22.delivery(0).document().id(), first.document_id());
+  EXPECT_EQ(InboxTotal(g22_), 1);
+  EXPECT_EQ(exchange_->Stats().accepted, 1u);
+  g22.Close();
+}
+
+TEST_P(ExchangeTest, ConcurrentResendsOfOneDocumentStoreItOnce) {
+  constexpr int kSenders = 8;
+  v1::Document doc = NewDocument(kH49, {kG22});
+  doc.set_idempotency_key("retry-storm");
+  std::vector<AsyncResult<v1::SendResponse>> results(kSenders);
+  for (auto& r : results) exchange_->Send(h49_, doc, r.Callback());
+
+  std::string id;
+  int originals = 0;
+  for (auto& r : results) {
+    ASSERT_OK_AND_ASSIGN(v1::SendResponse sent, r.Wait());
+    if (id.empty()) id = sent.document_id();
+    EXPECT_EQ(sent.document_id(), id);
+    if (!sent.duplicate()) ++originals;
+  }
+  EXPECT_EQ(originals, 1);
+  Receiver g22;
+  ASSERT_OK(g22.Open(*exchange_, g22_, 10));
+  ASSERT_TRUE(g22.WaitForCount(1));
+  EXPECT_EQ(g22.CountAfterQuiet(), 1u);
+  EXPECT_EQ(InboxTotal(g22_), 1);
+  g22.Close();
+}
+
+// ---- Bad input --------------------------------------------------------------
+
+struct BadSend {
+  std::string what;
+  Principal caller;
+  std::function<void(v1::Document&)> spoil;
+  absl::StatusCode code;
+  std::string message;  // a part of the message, naming the field
+};
+
+TEST_P(ExchangeTest, BadInputGetsThePreciseCodeAndChangesNothing) {
+  using absl::StatusCode;
+  const std::string wrong_hash(64, '0');
+  const std::vector<BadSend> cases = {
+      {"spoofed sender", h49_, [](v1::Document& d) { d.set_sender(kH50); },
+       StatusCode::kPermissionDenied, "document.sender"},
+      {"malformed sender", h49_,
+       [](v1::Document& d) { d.set_sender("000.00.00.h49"); },
+       StatusCode::kInvalidArgument, "document.sender"},
+      {"empty sender", h49_, [](v1::Document& d) { d.clear_sender(); },
+       StatusCode::kInvalidArgument, "document.sender"},
+      {"malformed recipient", h49_,
+       [](v1::Document& d) { d.set_recipients(1, "000.0.00.H50"); },
+       StatusCode::kInvalidArgument, "document.recipients[1]"},
+      {"unknown recipient", h49_,
+       [](v1::Document& d) { d.set_recipients(1, kT99); },
+       StatusCode::kNotFound, "document.recipients[1]"},
+      {"no recipients", h49_, [](v1::Document& d) { d.clear_recipients(); },
+       StatusCode::kInvalidArgument, "document.recipients"},
+      {"duplicate recipient", h49_,
+       [](v1::Document& d) { d.add_recipients(kG22); },
+       StatusCode::kInvalidArgument, "document.recipients[2]"},
+      {"empty body and no attachments", h49_,
+       [](v1::Document& d) { d.clear_body(); }, StatusCode::kInvalidArgument,
+       "document.body"},
+      {"missing subject", h49_,
+       [](v1::Document& d) { d.mutable_metadata()->clear_subject(); },
+       StatusCode::kInvalidArgument, "document.metadata.subject"},
+      {"missing metadata", h49_, [](v1::Document& d) { d.clear_metadata(); },
+       StatusCode::kInvalidArgument, "document.metadata"},
+      {"oversize", h49_,
+       [](v1::Document& d) { d.set_body(std::string(32 << 10, 'x')); },
+       StatusCode::kResourceExhausted, "exceed the limit of 16384 bytes"},
+      {"id set by the client", h49_,
+       [](v1::Document& d) {
+         d.set_id(NewDocumentId(absl::ToUnixMillis(absl::Now())));
+       },
+       StatusCode::kInvalidArgument, "document.id"},
+      {"trace set by the client", h49_,
+       [](v1::Document& d) { d.add_trace()->set_broker(kBrokerId); },
+       StatusCode::kInvalidArgument, "document.trace"},
+      {"idempotency key too long", h49_,
+       [](v1::Document& d) { d.set_idempotency_key(std::string(129, 'k')); },
+       StatusCode::kInvalidArgument, "document.idempotency_key"},
+      {"top secret", h49_,
+       [](v1::Document& d) {
+         d.mutable_metadata()->set_classification(
+             v1::CLASSIFICATION_TOP_SECRET);
+       },
+       StatusCode::kFailedPrecondition, "document.metadata.classification"},
+      {"RECALL without refers_to", h49_,
+       [](v1::Document& d) {
+         d.mutable_metadata()->set_business_type(v1::BUSINESS_TYPE_RECALL);
+       },
+       StatusCode::kInvalidArgument, "document.metadata.refers_to"},
+      {"NEW with refers_to", h49_,
+       [](v1::Document& d) {
+         d.mutable_metadata()->set_refers_to(
+             NewDocumentId(absl::ToUnixMillis(absl::Now())));
+       },
+       StatusCode::kInvalidArgument, "document.metadata.refers_to"},
+      {"attachment hash does not match", h49_,
+       [&](v1::Document& d) {
+         v1::Attachment* a = d.add_attachments();
+         a->set_name("phu-luc.pdf");
+         a->set_content("%PDF-1.7");
+         a->set_sha256(wrong_hash);
+       },
+       StatusCode::kDataLoss, "document.attachments[0].sha256"},
+      {"caller is a person",
+       MustParse("spiffe://lienthong.local/person/nguyen-van-a"),
+       [](v1::Document&) {}, StatusCode::kPermissionDenied,
+       "not an organization"},
+      {"caller is a broker", MustParse(kBrokerId), [](v1::Document&) {},
+       StatusCode::kPermissionDenied, "not an organization"},
+      {"sender not served by this broker", Org(kT99),
+       [](v1::Document& d) { d.set_sender(kT99); },
+       StatusCode::kPermissionDenied, "not served by this broker"},
+  };
+  for (const BadSend& c : cases) {
+    SCOPED_TRACE(c.what);
+    v1::Document doc = NewDocument(kH49, {kG22, kH50});
+    c.spoil(doc);
+    EXPECT_THAT(Send(c.caller, doc), StatusIs(c.code, HasSubstr(c.message)));
+    EXPECT_EQ(InboxTotal(g22_), 0);
+    EXPECT_EQ(InboxTotal(h50_), 0);
+  }
+  EXPECT_EQ(exchange_->Stats().accepted, 0u);
+  EXPECT_EQ(exchange_->Stats().queued, 0u);
+  for (const char* org : {kH49, kH50, kT99}) {
+    EXPECT_THAT(store_->ListSenderEvents(org, 0, 100), IsOkAndHolds(IsEmpty()))
+        << org;
+  }
+  // The unspoilt document goes through: each case failed for its own reason.
+  MustSend(h49_, NewDocument(kH49, {kG22, kH50}));
+  EXPECT_EQ(InboxTotal(g22_), 1);
+}
+
+// ---- Order ------------------------------------------------------------------
+
+TEST_P(ExchangeTest, DocumentsOfOneUrgencyArriveInSendOrder) {
+  std::vector<std::string> sent;
+  for (int i = 0; i < 50; ++i) {
+    sent.push_back(MustSend(
+        h49_, NewDocument(kH49, {kG22}, absl::StrCat("Văn bản số ", i))));
+  }
+  Receiver g22;
+  ASSERT_OK(g22.Open(*exchange_, g22_, 100));
+  ASSERT_TRUE(g22.WaitForCount(50));
+  EXPECT_THAT(Ids(g22.deliveries()), ElementsAreArray(sent));
+  g22.Close();
+}
+
+TEST_P(ExchangeTest, OrderIsKeptAcrossFlowControlledBatches) {
+  Receiver g22;
+  ASSERT_OK(g22.Open(*exchange_, g22_, 3));
+  std::vector<std::string> sent;
+  for (int i = 0; i < 12; ++i) {
+    sent.push_back(MustSend(
+        h49_, NewDocument(kH49, {kG22}, absl::StrCat("Văn bản số ", i))));
+  }
+  for (size_t i = 0; i < sent.size(); ++i) {
+    ASSERT_TRUE(g22.WaitForCount(i + 1)) << i;
+    g22.Ack({g22.delivery(i).document().id()});
+  }
+  EXPECT_THAT(Ids(g22.deliveries()), ElementsAreArray(sent));
+  g22.Close();
+}
+
+TEST_P(ExchangeTest, HigherUrgencyOvertakesWaitingDocuments) {
+  std::vector<std::string> normal;
+  for (int i = 0; i < 3; ++i) {
+    normal.push_back(
+        MustSend(h49_, NewDocument(kH49, {kG22}, absl::StrCat("Thường ", i))));
+  }
+  std::string urgent = MustSend(
+      h49_, WithUrgency(NewDocument(kH49, {kG22}, "Khẩn"), v1::URGENCY_URGENT));
+  std::string express = MustSend(
+      h49_,
+      WithUrgency(NewDocument(kH49, {kG22}, "Hỏa tốc"), v1::URGENCY_EXPRESS));
+
+  Receiver g22;  // connects only now
+  ASSERT_OK(g22.Open(*exchange_, g22_, 10));
+  ASSERT_TRUE(g22.WaitForCount(5));
+  EXPECT_THAT(Ids(g22.deliveries()),
+              ElementsAre(express, urgent, normal[0], normal[1], normal[2]));
+  g22.Close();
+}
+
+// ---- Flow control and acknowledgement ---------------------------------------
+
+TEST_P(ExchangeTest, SessionHoldsAtMostMaxInFlightUntilItAcks) {
+  std::vector<std::string> sent;
+  for (int i = 0; i < 5; ++i) {
+    sent.push_back(MustSend(h49_, NewDocument(kH49, {kG22})));
+  }
+
+  Receiver g22;
+  ASSERT_OK(g22.Open(*exchange_, g22_, 3));
+  ASSERT_TRUE(g22.WaitForCount(3));
+  EXPECT_EQ(g22.CountAfterQuiet(), 3u);
+  ASSERT_OK_AND_ASSIGN(v1::ListInboxResponse inbox, ListInbox(g22_));
+  EXPECT_EQ(inbox.total(), 5u);
+  EXPECT_EQ(std::count_if(inbox.entries().begin(), inbox.entries().end(),
+                          [](const v1::InboxEntry& e) { return e.leased(); }),
+            3);
+  EXPECT_EQ(exchange_->Stats().leased, 3u);
+
+  g22.Ack({sent[0]});  // one slot frees: one more comes
+  ASSERT_TRUE(g22.WaitForCount(4));
+  EXPECT_EQ(g22.CountAfterQuiet(), 4u);
+  EXPECT_EQ(g22.delivery(3).document().id(), sent[3]);
+
+  g22.Nack({sent[1]});  // back to the queue, ahead of sent[4]
+  ASSERT_TRUE(g22.WaitForCount(5));
+  EXPECT_EQ(g22.delivery(4).document().id(), sent[1]);
+  EXPECT_EQ(g22.delivery(4).attempt(), 2u);
+  EXPECT_EQ(g22.CountAfterQuiet(), 5u);
+
+  g22.Ack({sent[1], sent[2], sent[3]});
+  ASSERT_TRUE(g22.WaitForCount(6));
+  EXPECT_EQ(g22.delivery(5).document().id(), sent[4]);
+  EXPECT_EQ(g22.delivery(5).attempt(), 1u);
+  g22.Close();
+}
+
+TEST_P(ExchangeTest, ClosedSessionsUnackedDocumentsGoToTheNextSession) {
+  std::vector<std::string> sent;
+  for (int i = 0; i < 3; ++i) {
+    sent.push_back(MustSend(h49_, NewDocument(kH49, {kG22})));
+  }
+
+  Receiver first;
+  ASSERT_OK(first.Open(*exchange_, g22_, 10));
+  ASSERT_TRUE(first.WaitForCount(3));
+  first.Ack({sent[0]});
+  ASSERT_TRUE(EventuallyDelivered(sent[0], kG22));
+  first.Close();
+
+  Receiver second;
+  ASSERT_OK(second.Open(*exchange_, g22_, 10));
+  ASSERT_TRUE(second.WaitForCount(2));
+  EXPECT_EQ(second.CountAfterQuiet(), 2u);
+  EXPECT_THAT(Ids(second.deliveries()), ElementsAre(sent[1], sent[2]));
+  EXPECT_EQ(second.delivery(0).attempt(), 2u);
+  EXPECT_EQ(first.CountAfterQuiet(), 3u);  // nothing after Close
+  second.Close();
+}
+
+TEST_P(ExchangeTest, AfterRestartUnacknowledgedDocumentsAreDeliveredAgain) {
+  v1::Document keyed = NewDocument(kH49, {kG22});
+  keyed.set_idempotency_key("restart-key");
+  std::vector<std::string> sent = {MustSend(h49_, keyed)};
+  for (int i = 1; i < 4; ++i) {
+    sent.push_back(MustSend(h49_, NewDocument(kH49, {kG22})));
+  }
+
+  Receiver before;
+  ASSERT_OK(before.Open(*exchange_, g22_, 10));
+  ASSERT_TRUE(before.WaitForCount(4));
+  before.Ack({sent[0], sent[2]});
+  ASSERT_TRUE(EventuallyDelivered(sent[0], kG22));
+  ASSERT_TRUE(EventuallyDelivered(sent[2], kG22));
+
+  before.Abandon();  // the broker stops with the stream still open
+  ASSERT_NO_FATAL_FAILURE(Restart());
+
+  Receiver after;
+  ASSERT_OK(after.Open(*exchange_, g22_, 10));
+  ASSERT_TRUE(after.WaitForCount(2));
+  EXPECT_EQ(after.CountAfterQuiet(), 2u);
+  EXPECT_THAT(Ids(after.deliveries()), ElementsAre(sent[1], sent[3]));
+  EXPECT_EQ(after.delivery(0).document().body(), "Nội dung văn bản");
+  EXPECT_EQ(after.delivery(0).document().trace(0).broker(), kBrokerId);
+  EXPECT_EQ(InboxTotal(g22_), 2);
+
+  // Keys and statuses survive too, and new documents queue behind the old.
+  ASSERT_OK_AND_ASSIGN(v1::SendResponse resent, Send(h49_, keyed));
+  EXPECT_TRUE(resent.duplicate());
+  EXPECT_EQ(resent.document_id(), sent[0]);
+  EXPECT_EQ(DeliveryStateOf(sent[0], kG22), v1::DELIVERY_STATE_DELIVERED);
+  EXPECT_EQ(DeliveryStateOf(sent[1], kG22), v1::DELIVERY_STATE_ACCEPTED);
+  after.Ack({sent[1]});
+  std::string fresh = MustSend(h49_, NewDocument(kH49, {kG22}));
+  ASSERT_TRUE(after.WaitForCount(3));
+  EXPECT_EQ(after.delivery(2).document().id(), fresh);
+  after.Close();
+}
+
+// ---- Fetch and Ack ----------------------------------------------------------
+
+TEST_P(ExchangeTest, FetchWaitReturnsWhenADocumentArrives) {
+  AsyncResult<v1::FetchResponse> fetched;
+  v1::FetchRequest request;
+  request.set_wait_ms(8000);
+  exchange_->Fetch(g22_, request, fetched.Callback());
+
+  std::string id;
+  std::thread sender([&] {
+    absl::SleepFor(absl::Milliseconds(100));
+    id = MustSend(h49_, NewDocument(kH49, {kG22}));
+  });
+  absl::StatusOr<v1::FetchResponse> response = fetched.Wait();
+  sender.join();
+  ASSERT_OK(response);
+  ASSERT_THAT(response->deliveries(), SizeIs(1));
+  EXPECT_EQ(response->deliveries(0).document().id(), id);
+  EXPECT_EQ(response->deliveries(0).attempt(), 1u);
+  EXPECT_EQ(fetched.calls(), 1);
+}
+
+TEST_P(ExchangeTest, FetchReturnsEmptyWhenNothingComes) {
+  ASSERT_OK_AND_ASSIGN(v1::FetchResponse waited, Fetch(g22_, /*wait_ms=*/150));
+  EXPECT_THAT(waited.deliveries(), IsEmpty());
+  ASSERT_OK_AND_ASSIGN(v1::FetchResponse at_once, Fetch(g22_, /*wait_ms=*/0));
+  EXPECT_THAT(at_once.deliveries(), IsEmpty());
+}
+
+TEST_P(ExchangeTest, FetchedAndUnackedDocumentReturnsWhenItsLeaseExpires) {
+  std::string id = MustSend(h49_, NewDocument(kH49, {kG22}));
+  ASSERT_OK_AND_ASSIGN(v1::FetchResponse first,
+                       Fetch(g22_, 0, /*lease_seconds=*/1));
+  ASSERT_THAT(first.deliveries(), SizeIs(1));
+  EXPECT_EQ(first.deliveries(0).document().id(), id);
+  EXPECT_EQ(first.deliveries(0).attempt(), 1u);
+
+  // Leased: not handed out again while the (fake) lease runs, even though the
+  // reaper runs every real second meanwhile.
+  ASSERT_OK_AND_ASSIGN(v1::FetchResponse during, Fetch(g22_, /*wait_ms=*/1500));
+  EXPECT_THAT(during.deliveries(), IsEmpty());
+
+  clock_.Advance(absl::Seconds(2));
+  ASSERT_OK_AND_ASSIGN(v1::FetchResponse again,
+                       Fetch(g22_, /*wait_ms=*/5000, 60));
+  ASSERT_THAT(again.deliveries(), SizeIs(1));
+  EXPECT_EQ(again.deliveries(0).document().id(), id);
+  EXPECT_EQ(again.deliveries(0).attempt(), 2u);
+
+  ASSERT_OK_AND_ASSIGN(v1::AckResponse acked, Ack(g22_, {id}));
+  EXPECT_EQ(acked.acknowledged(), 1u);
+  EXPECT_EQ(DeliveryStateOf(id, kG22), v1::DELIVERY_STATE_DELIVERED);
+  clock_.Advance(absl::Minutes(5));
+  ASSERT_OK_AND_ASSIGN(v1::FetchResponse after_ack,
+                       Fetch(g22_, /*wait_ms=*/1500));
+  EXPECT_THAT(after_ack.deliveries(), IsEmpty());
+  EXPECT_EQ(InboxTotal(g22_), 0);
+}
+
+TEST_P(ExchangeTest, AckOfAnUnknownOrAlreadyAckedIdIsNotAnError) {
+  std::string id = MustSend(h49_, NewDocument(kH49, {kG22}));
+  ASSERT_OK_AND_ASSIGN(v1::FetchResponse fetched, Fetch(g22_, 0));
+  ASSERT_THAT(fetched.deliveries(), SizeIs(1));
+  ASSERT_OK_AND_ASSIGN(v1::AckResponse first, Ack(g22_, {id}));
+  EXPECT_EQ(first.acknowledged(), 1u);
+
+  ASSERT_OK_AND_ASSIGN(v1::AckResponse twice, Ack(g22_, {id}));
+  EXPECT_EQ(twice.acknowledged(), 0u);
+  ASSERT_OK_AND_ASSIGN(
+      v1::AckResponse unknown,
+      Ack(g22_, {NewDocumentId(absl::ToUnixMillis(clock_.Now()))}));
+  EXPECT_EQ(unknown.acknowledged(), 0u);
+  // Another org cannot acknowledge G22's copy.
+  std::string other = MustSend(h49_, NewDocument(kH49, {kG22}));
+  ASSERT_OK_AND_ASSIGN(v1::AckResponse foreign, Ack(h50_, {other}));
+  EXPECT_EQ(foreign.acknowledged(), 0u);
+  EXPECT_EQ(InboxTotal(g22_), 1);
+
+  EXPECT_THAT(Ack(g22_, {"not-an-id"}),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("document_ids[0]")));
+}
+
+// ---- Business statuses ------------------------------------------------------
+
+TEST_P(ExchangeTest, RecipientStatusReportsReachTheSender) {
+  std::string id = MustSend(h49_, NewDocument(kH49, {kG22, kH50}));
+  clock_.Advance(absl::Minutes(1));
+  ASSERT_OK_AND_ASSIGN(v1::ReportStatusResponse arrived,
+                       ReportStatus(g22_, id, v1::BUSINESS_STATUS_ARRIVED));
+  EXPECT_EQ(arrived.event().document_id(), id);
+  EXPECT_EQ(arrived.event().recipient(), kG22);
+  EXPECT_EQ(arrived.event().business_status(), v1::BUSINESS_STATUS_ARRIVED);
+  EXPECT_EQ(arrived.event().actor(), g22_.spiffe_id);
+  EXPECT_EQ(arrived.event().sender(), kH49);
+  clock_.Advance(absl::Hours(3));
+  ASSERT_OK_AND_ASSIGN(v1::ReportStatusResponse completed,
+                       ReportStatus(g22_, id, v1::BUSINESS_STATUS_COMPLETED));
+  EXPECT_GT(completed.event().sequence(), arrived.event().sequence());
+
+  ASSERT_OK_AND_ASSIGN(v1::DocumentStatus status, GetStatus(h49_, id));
+  ASSERT_THAT(status.recipients(), SizeIs(2));
+  EXPECT_EQ(status.recipients(0).business_status(),
+            v1::BUSINESS_STATUS_COMPLETED);
+  EXPECT_EQ(status.recipients(0).delivery_state(), v1::DELIVERY_STATE_ACCEPTED);
+  EXPECT_EQ(Nanos(status.recipients(0).updated_at()),
+            absl::ToUnixNanos(clock_.Now()));
+  EXPECT_EQ(status.recipients(1).business_status(),
+            v1::BUSINESS_STATUS_UNSPECIFIED);
+  std::vector<v1::BusinessStatus> g22_statuses;
+  for (const v1::StatusEvent& e : status.history()) {
+    if (e.recipient() == kG22 &&
+        e.business_status() != v1::BUSINESS_STATUS_UNSPECIFIED) {
+      g22_statuses.push_back(e.business_status());
+    }
+  }
+  EXPECT_THAT(g22_statuses, ElementsAre(v1::BUSINESS_STATUS_ARRIVED,
+                                        v1::BUSINESS_STATUS_COMPLETED));
+  const int history_size = status.history_size();
+
+  // Refused reports change nothing.
+  EXPECT_THAT(
+      ReportStatus(g22_, id, v1::BUSINESS_STATUS_REJECTED),
+      StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("reason")));
+  EXPECT_THAT(
+      ReportStatus(g22_, id, v1::BUSINESS_STATUS_REFUSED),
+      StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("reason")));
+  EXPECT_THAT(ReportStatus(sub_, id, v1::BUSINESS_STATUS_ARRIVED),
+              StatusIs(absl::StatusCode::kNotFound));
+  EXPECT_THAT(
+      ReportStatus(h49_, id, v1::BUSINESS_STATUS_ARRIVED),  // the sender
+      StatusIs(absl::StatusCode::kNotFound));
+  EXPECT_THAT(
+      ReportStatus(g22_, id, static_cast<v1::BusinessStatus>(7)),
+      StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("status: 7")));
+  EXPECT_THAT(
+      ReportStatus(g22_, id, v1::BUSINESS_STATUS_UNSPECIFIED),
+      StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("status")));
+  EXPECT_THAT(
+      ReportStatus(g22_, "not-an-id", v1::BUSINESS_STATUS_ARRIVED),
+      StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("document_id")));
+  ASSERT_OK_AND_ASSIGN(status, GetStatus(h49_, id));
+  EXPECT_EQ(status.history_size(), history_size);
+
+  ASSERT_OK_AND_ASSIGN(
+      v1::ReportStatusResponse rejected,
+      ReportStatus(h50_, id, v1::BUSINESS_STATUS_REJECTED, "Sai thẩm quyền"));
+  EXPECT_EQ(rejected.event().reason(), "Sai thẩm quyền");
+}
+
+// ---- Watch ------------------------------------------------------------------
+
+TEST_P(ExchangeTest, WatchReplaysThenFollowsLiveEventsEachOnceInOrder) {
+  std::string a = MustSend(h49_, NewDocument(kH49, {kG22, kH50}));  // 2 events
+  std::string b = MustSend(h49_, NewDocument(kH49, {kG22}));        // 1 event
+  ASSERT_OK_AND_ASSIGN(std::vector<v1::StatusEvent> stored,
+                       store_->ListSenderEvents(kH49, 0, 100));
+  ASSERT_THAT(stored, SizeIs(3));
+
+  Watcher watcher;
+  ASSERT_OK(Watch(h49_, "", /*after_sequence=*/stored[0].sequence(), watcher));
+  ASSERT_TRUE(watcher.events.WaitForCount(2));
+  EXPECT_THAT(Sequences(watcher.events.items()),
+              ElementsAre(stored[1].sequence(), stored[2].sequence()));
+
+  ASSERT_OK(ReportStatus(g22_, a, v1::BUSINESS_STATUS_ARRIVED));
+  std::string c = MustSend(h49_, NewDocument(kH49, {kH50}));
+  MustSend(h50_, NewDocument(kH50, {kG22}));  // not H49's: not in its watch
+  ASSERT_TRUE(watcher.events.WaitForCount(4));
+  EXPECT_EQ(watcher.events.CountAfter(), 4u);
+
+  std::vector<v1::StatusEvent> got = watcher.events.items();
+  EXPECT_EQ(got[0].document_id(), a);
+  EXPECT_EQ(got[1].document_id(), b);
+  EXPECT_EQ(got[2].document_id(), a);
+  EXPECT_EQ(got[2].business_status(), v1::BUSINESS_STATUS_ARRIVED);
+  EXPECT_EQ(got[3].document_id(), c);
+  EXPECT_EQ(got[3].delivery_state(), v1::DELIVERY_STATE_ACCEPTED);
+  ASSERT_OK_AND_ASSIGN(
+      stored, store_->ListSenderEvents(kH49, stored[0].sequence(), 100));
+  EXPECT_THAT(Sequences(got), ElementsAreArray(Sequences(stored)));
+  EXPECT_EQ(watcher.errors.size(), 0u);
+  watcher.session->Close();
+}
+
+TEST_P(ExchangeTest, WatchOfOneDocumentSeesOnlyItsEvents) {
+  std::string a = MustSend(h49_, NewDocument(kH49, {kG22}));
+  std::string b = MustSend(h49_, NewDocument(kH49, {kG22}));
+  Watcher watcher;
+  ASSERT_OK(Watch(h49_, a, 0, watcher));
+  ASSERT_TRUE(watcher.events.WaitForCount(1));
+  ASSERT_OK(ReportStatus(g22_, b, v1::BUSINESS_STATUS_ARRIVED));
+  ASSERT_OK(ReportStatus(g22_, a, v1::BUSINESS_STATUS_ACCEPTED));
+  ASSERT_TRUE(watcher.events.WaitForCount(2));
+  EXPECT_EQ(watcher.events.CountAfter(), 2u);
+  std::vector<v1::StatusEvent> got = watcher.events.items();
+  EXPECT_EQ(got[0].delivery_state(), v1::DELIVERY_STATE_ACCEPTED);
+  EXPECT_EQ(got[1].business_status(), v1::BUSINESS_STATUS_ACCEPTED);
+  for (const v1::StatusEvent& e : got) EXPECT_EQ(e.document_id(), a);
+  watcher.session->Close();
+}
+
+TEST_P(ExchangeTest, WatchOfADocumentTheCallerDidNotSendIsNotFound) {
+  std::string id = MustSend(h49_, NewDocument(kH49, {kG22}));
+  Watcher recipient;  // a recipient, but not the sender
+  EXPECT_THAT(Watch(g22_, id, 0, recipient),
+              StatusIs(absl::StatusCode::kNotFound));
+  Watcher unknown;
+  EXPECT_THAT(
+      Watch(h49_, NewDocumentId(absl::ToUnixMillis(clock_.Now())), 0, unknown),
+      StatusIs(absl::StatusCode::kNotFound));
+  Watcher malformed;
+  EXPECT_THAT(
+      Watch(h49_, "not-an-id", 0, malformed),
+      StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("document_id")));
+  EXPECT_EQ(recipient.events.CountAfter(), 0u);
+}
+
+// Events committed while a watch replays must be neither lost nor repeated:
+// watches start at different points of a stream of concurrent sends, and each
+// must see exactly what the store holds, in order.
+TEST_P(ExchangeTest, WatchesStartedDuringSendsSeeEveryEventOnceInOrder) {
+  constexpr int kSenders = 4;
+  constexpr int kPerSender = 50;
+  constexpr int kWatchers = 20;
+  std::vector<std::thread> senders;
+  for (int t = 0; t < kSenders; ++t) {
+    senders.emplace_back([&] {
+      for (int i = 0; i < kPerSender; ++i) {
+        MustSend(h49_, NewDocument(kH49, {kG22}));
+      }
+    });
+  }
+  std::vector<Watcher> watchers(kWatchers);
+  for (int w = 0; w < kWatchers; ++w) {
+    const uint64_t started_after =
+        (w + 1) * kSenders * kPerSender / (kWatchers + 1);
+    ASSERT_TRUE(Eventually(
+        [&] { return exchange_->Stats().accepted >= started_after; }));
+    ASSERT_OK(Watch(h49_, "", 0, watchers[w]));
+  }
+  for (auto& t : senders) t.join();
+
+  ASSERT_OK_AND_ASSIGN(std::vector<v1::StatusEvent> stored,
+                       store_->ListSenderEvents(kH49, 0, 1000));
+  ASSERT_THAT(stored, SizeIs(kSenders * kPerSender));
+  for (int w = 0; w < kWatchers; ++w) {
+    SCOPED_TRACE(absl::StrCat("watcher ", w));
+    ASSERT_TRUE(watchers[w].events.WaitForCount(stored.size()));
+    EXPECT_EQ(watchers[w].events.CountAfter(absl::Milliseconds(50)),
+              stored.size());
+    EXPECT_THAT(Sequences(watchers[w].events.items()),
+                ElementsAreArray(Sequences(stored)));
+    watchers[w].session->Close();
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Stores, ExchangeTest,
+                         ::testing::Values(Backend::kMemory, Backend::kRocksDb),
+                         [](const ::testing::TestParamInfo<Backend>& info) {
+                           return info.param == Backend::kMemory ? "Memory"
+                                                                 : "RocksDb";
+                         });
+
+}  // namespace
+}  // namespace lienthong::broker
