@@ -92,6 +92,7 @@ int main(int argc, char** argv) {
   app.add_option("--sender-org", sender_orgs, "sending organizations (cycled)");
   app.add_option("--recipient", recipient, "receiving organization");
   CLI11_PARSE(app, argc, argv);
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
 
   Latencies lat;
   std::atomic<bool> stop_sending{false};
