@@ -3,6 +3,8 @@
 #include <fcntl.h>
 #include <openssl/evp.h>
 #include <sys/stat.h>
+
+#include <filesystem>
 #include <unistd.h>
 
 #include <algorithm>
@@ -152,7 +154,10 @@ absl::Status WriteDocument(const std::string& dir, const v1::Document& doc) {
   return absl::OkStatus();
 }
 
+// Creates the directory (and its parents) when missing.
 absl::Status CheckOutDir(const std::string& dir) {
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
   struct stat info;
   if (stat(dir.c_str(), &info) != 0) {
     return UsageError(
