@@ -1,7 +1,8 @@
 // lienthong-bench: load generator against a running broker over mutual TLS.
 //
 //   lienthong-bench --endpoint 127.0.0.1:7443 --pki pki --senders 4 \
-//       --receivers 2 --duration 10 --size 1024 [--rate 15000] [--broker-pid PID]
+//       --receivers 2 --duration 10 --size 1024 [--rate 15000] [--broker-pid
+//       PID]
 //
 // Senders pipeline 1 KiB documents on SendStreams (every acknowledgement means
 // the document is durable: WAL synced); receivers take them on Receive
@@ -29,7 +30,8 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 int64_t NowNanos() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch())
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             Clock::now().time_since_epoch())
       .count();
 }
 
@@ -59,7 +61,8 @@ std::string PeakRss(int pid) {
   return "n/a";
 }
 
-lienthong::ClientOptions OptionsFor(const std::string& pki, const std::string& endpoint,
+lienthong::ClientOptions OptionsFor(const std::string& pki,
+                                    const std::string& endpoint,
                                     const std::string& org) {
   lienthong::ClientOptions o;
   o.endpoints = {endpoint};
@@ -77,16 +80,21 @@ int main(int argc, char** argv) {
   int senders = 4, receivers = 2, pid = 0;
   double duration_s = 10, warmup_s = 2, rate = 0;
   size_t size = 1024, window = 2048;
-  std::vector<std::string> sender_orgs = {"000.00.00.H49", "000.00.00.H50", "000.01.23.H49"};
+  std::vector<std::string> sender_orgs = {"000.00.00.H49", "000.00.00.H50",
+                                          "000.01.23.H49"};
   std::string recipient = "000.00.00.G22";
   app.add_option("--endpoint", endpoint, "broker host:port");
-  app.add_option("--pki", pki, "dev PKI directory (deploy/pki/make-dev-pki.sh)");
-  app.add_option("--senders", senders, "sender streams (each its own connection)");
-  app.add_option("--receivers", receivers, "receive streams for the recipient org");
+  app.add_option("--pki", pki,
+                 "dev PKI directory (deploy/pki/make-dev-pki.sh)");
+  app.add_option("--senders", senders,
+                 "sender streams (each its own connection)");
+  app.add_option("--receivers", receivers,
+                 "receive streams for the recipient org");
   app.add_option("--duration", duration_s, "measured seconds");
   app.add_option("--warmup", warmup_s, "seconds before measuring");
   app.add_option("--size", size, "body bytes per document");
-  app.add_option("--rate", rate, "total documents/s to offer (0 = as fast as possible)");
+  app.add_option("--rate", rate,
+                 "total documents/s to offer (0 = as fast as possible)");
   app.add_option("--window", window, "unacknowledged sends per sender stream");
   app.add_option("--broker-pid", pid, "read the broker's peak RSS from /proc");
   app.add_option("--sender-org", sender_orgs, "sending organizations (cycled)");
@@ -97,11 +105,12 @@ int main(int argc, char** argv) {
   Latencies lat;
   std::atomic<bool> stop_sending{false};
   std::atomic<int64_t> measure_start{0}, measure_end{INT64_MAX};
-  std::atomic<uint64_t> acked_in_window{0}, received_in_window{0}, send_errors{0},
-      received_total{0}, sent_total{0};
+  std::atomic<uint64_t> acked_in_window{0}, received_in_window{0},
+      send_errors{0}, received_total{0}, sent_total{0};
 
   // Receivers first, so nothing piles up.
-  auto rx_client = lienthong::Client::Open(OptionsFor(pki, endpoint, recipient));
+  auto rx_client =
+      lienthong::Client::Open(OptionsFor(pki, endpoint, recipient));
   if (!rx_client.ok()) {
     std::cerr << "lienthong-bench: " << rx_client.status() << "\n";
     return 1;
@@ -110,21 +119,25 @@ int main(int argc, char** argv) {
   for (int i = 0; i < receivers; ++i) {
     lienthong::ReceiveOptions ro;
     ro.max_in_flight = 1024;
-    auto s = (*rx_client)->Receive(
-        [&](const lienthong::IncomingDocument& in) {
-          int64_t now = NowNanos();
-          int64_t sent = 0;
-          const std::string& body = in.document.body();
-          if (body.size() >= sizeof(sent)) memcpy(&sent, body.data(), sizeof(sent));
-          received_total.fetch_add(1, std::memory_order_relaxed);
-          if (sent >= measure_start.load() && now <= measure_end.load()) {
-            received_in_window.fetch_add(1, std::memory_order_relaxed);
-            absl::MutexLock lock(&lat.mu);
-            lat.end_to_end_us.push_back((now - sent) / 1000);
-          }
-          return absl::OkStatus();
-        },
-        ro);
+    auto s =
+        (*rx_client)
+            ->Receive(
+                [&](const lienthong::IncomingDocument& in) {
+                  int64_t now = NowNanos();
+                  int64_t sent = 0;
+                  const std::string& body = in.document.body();
+                  if (body.size() >= sizeof(sent))
+                    memcpy(&sent, body.data(), sizeof(sent));
+                  received_total.fetch_add(1, std::memory_order_relaxed);
+                  if (sent >= measure_start.load() &&
+                      now <= measure_end.load()) {
+                    received_in_window.fetch_add(1, std::memory_order_relaxed);
+                    absl::MutexLock lock(&lat.mu);
+                    lat.end_to_end_us.push_back((now - sent) / 1000);
+                  }
+                  return absl::OkStatus();
+                },
+                ro);
     if (!s.ok()) {
       std::cerr << "lienthong-bench: receive: " << s.status() << "\n";
       return 1;
@@ -165,31 +178,36 @@ int main(int argc, char** argv) {
           // sending it.
           int64_t due = start + static_cast<int64_t>(n * 1e9 / per_sender_rate);
           int64_t now = NowNanos();
-          if (due > now + 1'000'000) std::this_thread::sleep_for(std::chrono::nanoseconds(due - now));
+          if (due > now + 1'000'000)
+            std::this_thread::sleep_for(std::chrono::nanoseconds(due - now));
         }
         int64_t t0 = NowNanos();
         memcpy(body.data(), &t0, sizeof(t0));
         doc.set_body(body);
         ++n;
-        (*stream)->Submit(doc, [&, t0](absl::StatusOr<lienthong::SendReceipt> r) {
-          if (!r.ok()) {
-            if (send_errors.fetch_add(1) < 5) std::cerr << "send: " << r.status() << "\n";
-            return;
-          }
-          int64_t now = NowNanos();
-          sent_total.fetch_add(1, std::memory_order_relaxed);
-          if (t0 >= measure_start.load() && now <= measure_end.load()) {
-            acked_in_window.fetch_add(1, std::memory_order_relaxed);
-            absl::MutexLock lock(&local_mu);
-            local_send_ack.push_back((now - t0) / 1000);
-          }
-        });
+        (*stream)->Submit(
+            doc, [&, t0](absl::StatusOr<lienthong::SendReceipt> r) {
+              if (!r.ok()) {
+                if (send_errors.fetch_add(1) < 5)
+                  std::cerr << "send: " << r.status() << "\n";
+                return;
+              }
+              int64_t now = NowNanos();
+              sent_total.fetch_add(1, std::memory_order_relaxed);
+              if (t0 >= measure_start.load() && now <= measure_end.load()) {
+                acked_in_window.fetch_add(1, std::memory_order_relaxed);
+                absl::MutexLock lock(&local_mu);
+                local_send_ack.push_back((now - t0) / 1000);
+              }
+            });
       }
       absl::Status closed = (*stream)->Close();
-      if (!closed.ok()) std::cerr << "lienthong-bench: close: " << closed << "\n";
+      if (!closed.ok())
+        std::cerr << "lienthong-bench: close: " << closed << "\n";
       absl::MutexLock lock(&lat.mu);
       absl::MutexLock lock2(&local_mu);
-      lat.send_ack_us.insert(lat.send_ack_us.end(), local_send_ack.begin(), local_send_ack.end());
+      lat.send_ack_us.insert(lat.send_ack_us.end(), local_send_ack.begin(),
+                             local_send_ack.end());
     });
   }
 
@@ -197,7 +215,8 @@ int main(int argc, char** argv) {
   int64_t t_start = NowNanos();
   measure_start = t_start + to_ns(warmup_s);
   measure_end = measure_start + to_ns(duration_s);
-  std::this_thread::sleep_for(std::chrono::nanoseconds(to_ns(warmup_s + duration_s)));
+  std::this_thread::sleep_for(
+      std::chrono::nanoseconds(to_ns(warmup_s + duration_s)));
   stop_sending = true;
   for (auto& t : threads) t.join();
   // Let deliveries of the window drain (bounded).
@@ -208,9 +227,12 @@ int main(int argc, char** argv) {
 
   absl::MutexLock lock(&lat.mu);
   auto ms = [](int64_t us) { return absl::StrFormat("%.2f ms", us / 1000.0); };
-  std::printf("lienthong-bench: %d senders, %d receivers, %zu-byte documents, %s, %.0f s measured\n",
-              senders, receivers, size,
-              rate > 0 ? absl::StrCat("offered ", rate, "/s").c_str() : "unthrottled", duration_s);
+  std::printf(
+      "lienthong-bench: %d senders, %d receivers, %zu-byte documents, %s, %.0f "
+      "s measured\n",
+      senders, receivers, size,
+      rate > 0 ? absl::StrCat("offered ", rate, "/s").c_str() : "unthrottled",
+      duration_s);
   std::printf("  accepted (durable, acked to sender): %10.0f docs/s\n",
               acked_in_window.load() / duration_s);
   std::printf("  end to end (received and acked):     %10.0f docs/s\n",

@@ -48,22 +48,30 @@ void BM_DurableAccept(benchmark::State& state) {
     for (int i = 0; i < concurrency; ++i) {
       lienthong::storage::WriteBatch batch;
       batch.document = MakeDocument(n++);
-      batch.enqueue.push_back({"000.00.00.G22", 3, batch.document->id(), "000.00.00.H49"});
-      (*store)->Write(std::move(batch), [&](absl::StatusOr<lienthong::storage::WriteResult> r) {
-        if (!r.ok()) errors++;
-        done.DecrementCount();
-      });
+      batch.enqueue.push_back(
+          {"000.00.00.G22", 3, batch.document->id(), "000.00.00.H49"});
+      (*store)->Write(std::move(batch),
+                      [&](absl::StatusOr<lienthong::storage::WriteResult> r) {
+                        if (!r.ok()) errors++;
+                        done.DecrementCount();
+                      });
     }
     done.Wait();
   }
   state.SetItemsProcessed(state.iterations() * concurrency);
-  state.counters["docs/s"] =
-      benchmark::Counter(state.iterations() * concurrency, benchmark::Counter::kIsRate);
+  state.counters["docs/s"] = benchmark::Counter(
+      state.iterations() * concurrency, benchmark::Counter::kIsRate);
   if (errors) state.SkipWithError("write errors");
   store->reset();
   std::filesystem::remove_all(dir);
 }
-BENCHMARK(BM_DurableAccept)->Arg(1)->Arg(16)->Arg(128)->Arg(1024)->UseRealTime()->MinTime(1.0);
+BENCHMARK(BM_DurableAccept)
+    ->Arg(1)
+    ->Arg(16)
+    ->Arg(128)
+    ->Arg(1024)
+    ->UseRealTime()
+    ->MinTime(1.0);
 
 }  // namespace
 

@@ -3,13 +3,12 @@
 #include <fcntl.h>
 #include <openssl/evp.h>
 #include <sys/stat.h>
-
-#include <filesystem>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
+#include <filesystem>
 #include <iostream>
 #include <thread>
 #include <utility>

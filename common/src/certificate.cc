@@ -21,7 +21,8 @@ namespace {
 absl::StatusOr<std::string> ReadFile(const std::string& path) {
   std::error_code ec;
   if (std::filesystem::is_directory(path, ec)) {
-    return absl::InvalidArgumentError(absl::StrCat(path, ": is a directory, not a PEM file"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": is a directory, not a PEM file"));
   }
   std::ifstream in(path, std::ios::binary);
   if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot read file"));
@@ -41,12 +42,13 @@ absl::Time FromAsn1(const ASN1_TIME* t) {
 absl::StatusOr<CertificateInfo> ReadCertificateFile(const std::string& path) {
   absl::StatusOr<std::string> pem = ReadFile(path);
   if (!pem.ok()) return pem.status();
-  std::unique_ptr<BIO, decltype(&BIO_free)> bio(BIO_new_mem_buf(pem->data(), pem->size()),
-                                                 BIO_free);
+  std::unique_ptr<BIO, decltype(&BIO_free)> bio(
+      BIO_new_mem_buf(pem->data(), pem->size()), BIO_free);
   std::unique_ptr<X509, decltype(&X509_free)> cert(
       PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr), X509_free);
   if (!cert) {
-    return absl::InvalidArgumentError(absl::StrCat(path, ": no PEM certificate in the file"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": no PEM certificate in the file"));
   }
   std::vector<std::string> uris;
   auto* names = static_cast<GENERAL_NAMES*>(
@@ -64,10 +66,13 @@ absl::StatusOr<CertificateInfo> ReadCertificateFile(const std::string& path) {
   if (uris.size() != 1) {
     return absl::InvalidArgumentError(absl::StrCat(
         path, ": the certificate has ", uris.size(),
-        " URI SANs; exactly one spiffe://<trust-domain>/<org|broker|person>/<name> is required"));
+        " URI SANs; exactly one "
+        "spiffe://<trust-domain>/<org|broker|person>/<name> is required"));
   }
   absl::StatusOr<Principal> p = ParseSpiffeId(uris[0]);
-  if (!p.ok()) return absl::InvalidArgumentError(absl::StrCat(path, ": ", p.status().message()));
+  if (!p.ok())
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": ", p.status().message()));
   CertificateInfo info;
   info.principal = *std::move(p);
   info.not_before = FromAsn1(X509_get0_notBefore(cert.get()));
@@ -81,10 +86,11 @@ int NoPassphrase(char*, int, int, void*) { return -1; }
 absl::Status CheckPrivateKeyFile(const std::string& path) {
   absl::StatusOr<std::string> pem = ReadFile(path);
   if (!pem.ok()) return pem.status();
-  std::unique_ptr<BIO, decltype(&BIO_free)> bio(BIO_new_mem_buf(pem->data(), pem->size()),
-                                                 BIO_free);
+  std::unique_ptr<BIO, decltype(&BIO_free)> bio(
+      BIO_new_mem_buf(pem->data(), pem->size()), BIO_free);
   std::unique_ptr<EVP_PKEY, decltype(&EVP_PKEY_free)> key(
-      PEM_read_bio_PrivateKey(bio.get(), nullptr, NoPassphrase, nullptr), EVP_PKEY_free);
+      PEM_read_bio_PrivateKey(bio.get(), nullptr, NoPassphrase, nullptr),
+      EVP_PKEY_free);
   if (!key) {
     return absl::InvalidArgumentError(
         absl::StrCat(path, ": no unencrypted PEM private key in the file"));

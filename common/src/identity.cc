@@ -1,4 +1,3 @@
-#include "absl/strings/string_view.h"
 #include "lienthong/common/identity.h"
 
 #include <vector>
@@ -6,6 +5,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/strings/string_view.h"
 #include "lienthong/common/org_code.h"
 
 namespace lienthong {

@@ -1,4 +1,3 @@
-#include "absl/strings/string_view.h"
 #include "lienthong/common/ids.h"
 
 #include <openssl/rand.h>
@@ -7,6 +6,7 @@
 #include <cstdlib>
 
 #include "absl/strings/escaping.h"
+#include "absl/strings/string_view.h"
 
 namespace lienthong {
 namespace {

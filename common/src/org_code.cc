@@ -1,10 +1,10 @@
-#include "absl/strings/string_view.h"
 #include "lienthong/common/org_code.h"
 
 #include <array>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
 
 namespace lienthong {
 namespace {
@@ -25,8 +25,8 @@ bool AllZero(absl::string_view s) { return s.find_first_not_of('0') == s.npos; }
 absl::Status ValidateOrgCode(absl::string_view code, absl::string_view field) {
   auto bad = [&](absl::string_view why) {
     return absl::InvalidArgumentError(absl::StrCat(
-        field, ": \"", code, "\" is not an organization code (",
-        why, "); expected V1V2V3.Z1Z2.Y1Y2.X such as 000.00.00.H49"));
+        field, ": \"", code, "\" is not an organization code (", why,
+        "); expected V1V2V3.Z1Z2.Y1Y2.X such as 000.00.00.H49"));
   };
   if (code.empty()) return bad("empty");
   if (code.size() != kCodeLength) return bad("wrong length");

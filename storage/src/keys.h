@@ -1,24 +1,25 @@
 // Key layout shared by the RocksDB and in-memory stores.
 //   documents      <document id>                         -> Document
 //   idempotency    <sender> 0x00 <key>                    -> document id
-//   queues         <recipient> 0x00 <priority> <seq BE64> -> document id 0x00 sender
-//   events         <document id> 0x00 <seq BE64>          -> StatusEvent
+//   queues         <recipient> 0x00 <priority> <seq BE64> -> document id 0x00
+//   sender events         <document id> 0x00 <seq BE64>          -> StatusEvent
 //   sender_events  <sender> 0x00 <seq BE64>               -> StatusEvent
 #ifndef LIENTHONG_STORAGE_SRC_KEYS_H_
 #define LIENTHONG_STORAGE_SRC_KEYS_H_
 
-#include "absl/strings/string_view.h"
 #include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
 
+#include "absl/strings/string_view.h"
 #include "lienthong/storage/store.h"
 
 namespace lienthong::storage::keys {
 
 inline void AppendBigEndian64(std::string* out, uint64_t v) {
-  for (int i = 7; i >= 0; --i) out->push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+  for (int i = 7; i >= 0; --i)
+    out->push_back(static_cast<char>((v >> (8 * i)) & 0xff));
 }
 
 inline uint64_t ReadBigEndian64(absl::string_view s) {
@@ -27,14 +28,16 @@ inline uint64_t ReadBigEndian64(absl::string_view s) {
   return v;
 }
 
-inline std::string Idempotency(absl::string_view sender, absl::string_view key) {
+inline std::string Idempotency(absl::string_view sender,
+                               absl::string_view key) {
   std::string k(sender);
   k.push_back('\0');
   k.append(key.data(), key.size());
   return k;
 }
 
-inline std::string Queue(absl::string_view recipient, int priority, uint64_t seq) {
+inline std::string Queue(absl::string_view recipient, int priority,
+                         uint64_t seq) {
   std::string k(recipient);
   k.push_back('\0');
   k.push_back(static_cast<char>('0' + priority));
@@ -42,14 +45,16 @@ inline std::string Queue(absl::string_view recipient, int priority, uint64_t seq
   return k;
 }
 
-inline std::string QueueValue(absl::string_view document_id, absl::string_view sender) {
+inline std::string QueueValue(absl::string_view document_id,
+                              absl::string_view sender) {
   std::string v(document_id);
   v.push_back('\0');
   v.append(sender.data(), sender.size());
   return v;
 }
 
-inline std::optional<QueueEntry> ParseQueue(absl::string_view key, absl::string_view value) {
+inline std::optional<QueueEntry> ParseQueue(absl::string_view key,
+                                            absl::string_view value) {
   size_t zero = key.find('\0');
   if (zero == key.npos || key.size() != zero + 1 + 1 + 8) return std::nullopt;
   QueueEntry e;

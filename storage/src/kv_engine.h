@@ -4,7 +4,6 @@
 #ifndef LIENTHONG_STORAGE_SRC_KV_ENGINE_H_
 #define LIENTHONG_STORAGE_SRC_KV_ENGINE_H_
 
-#include "absl/strings/string_view.h"
 #include <functional>
 #include <memory>
 #include <optional>
@@ -14,11 +13,19 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "lienthong/storage/store.h"
 
 namespace lienthong::storage {
 
-enum class Cf { kMeta = 0, kDocuments, kIdempotency, kQueues, kEvents, kSenderEvents };
+enum class Cf {
+  kMeta = 0,
+  kDocuments,
+  kIdempotency,
+  kQueues,
+  kEvents,
+  kSenderEvents
+};
 inline constexpr int kCfCount = 6;
 
 // Views into strings the caller keeps alive until Commit returns.
@@ -33,10 +40,12 @@ class KvEngine {
  public:
   virtual ~KvEngine() = default;
   // nullopt when absent. Thread-safe.
-  virtual absl::StatusOr<std::optional<std::string>> Get(Cf cf, absl::string_view key) = 0;
+  virtual absl::StatusOr<std::optional<std::string>> Get(
+      Cf cf, absl::string_view key) = 0;
   // Applies `ops` atomically; durable before returning when `sync`. Called
   // from one thread at a time.
-  virtual absl::Status Commit(const std::vector<KvOp>& ops, size_t bytes_hint, bool sync) = 0;
+  virtual absl::Status Commit(const std::vector<KvOp>& ops, size_t bytes_hint,
+                              bool sync) = 0;
   // Makes every commit that returned before this call durable. May run
   // concurrently with Commit.
   virtual absl::Status Sync() = 0;
@@ -44,17 +53,19 @@ class KvEngine {
   // returns true. Thread-safe.
   virtual absl::Status Scan(
       Cf cf, absl::string_view start, absl::string_view prefix,
-      const std::function<bool(absl::string_view key, absl::string_view value)>& fn) = 0;
+      const std::function<bool(absl::string_view key, absl::string_view value)>&
+          fn) = 0;
   virtual uint64_t ApproximateSizeBytes() = 0;
 };
 
-absl::StatusOr<std::unique_ptr<KvEngine>> OpenRocksDbEngine(const RocksDbOptions& options);
+absl::StatusOr<std::unique_ptr<KvEngine>> OpenRocksDbEngine(
+    const RocksDbOptions& options);
 std::unique_ptr<KvEngine> NewMemoryEngine();
 
 // The store over an engine; takes ownership.
-absl::StatusOr<std::unique_ptr<Store>> NewStoreOverEngine(std::unique_ptr<KvEngine> engine,
-                                                          size_t max_group_size,
-                                                          size_t max_group_bytes);
+absl::StatusOr<std::unique_ptr<Store>> NewStoreOverEngine(
+    std::unique_ptr<KvEngine> engine, size_t max_group_size,
+    size_t max_group_bytes);
 
 }  // namespace lienthong::storage
 

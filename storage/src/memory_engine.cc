@@ -1,6 +1,6 @@
-#include "absl/strings/string_view.h"
 #include <map>
 
+#include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "storage/src/kv_engine.h"
 
@@ -9,7 +9,8 @@ namespace {
 
 class MemoryEngine : public KvEngine {
  public:
-  absl::StatusOr<std::optional<std::string>> Get(Cf cf, absl::string_view key) override {
+  absl::StatusOr<std::optional<std::string>> Get(
+      Cf cf, absl::string_view key) override {
     absl::ReaderMutexLock lock(&mu_);
     const auto& m = maps_[static_cast<int>(cf)];
     auto it = m.find(std::string(key));
@@ -17,7 +18,8 @@ class MemoryEngine : public KvEngine {
     return it->second;
   }
 
-  absl::Status Commit(const std::vector<KvOp>& ops, size_t bytes_hint, bool sync) override {
+  absl::Status Commit(const std::vector<KvOp>& ops, size_t bytes_hint,
+                      bool sync) override {
     absl::MutexLock lock(&mu_);
     for (const KvOp& op : ops) {
       auto& m = maps_[static_cast<int>(op.cf)];
@@ -31,14 +33,16 @@ class MemoryEngine : public KvEngine {
   }
 
   absl::Status Scan(Cf cf, absl::string_view start, absl::string_view prefix,
-                    const std::function<bool(absl::string_view, absl::string_view)>& fn) override {
+                    const std::function<bool(absl::string_view,
+                                             absl::string_view)>& fn) override {
     // Copy out under the lock so `fn` may call back into the engine.
     std::vector<std::pair<std::string, std::string>> rows;
     {
       absl::ReaderMutexLock lock(&mu_);
       const auto& m = maps_[static_cast<int>(cf)];
       for (auto it = m.lower_bound(std::string(start)); it != m.end(); ++it) {
-        if (absl::string_view(it->first).substr(0, prefix.size()) != prefix) break;
+        if (absl::string_view(it->first).substr(0, prefix.size()) != prefix)
+          break;
         rows.emplace_back(it->first, it->second);
       }
     }
@@ -59,7 +63,9 @@ class MemoryEngine : public KvEngine {
 
 }  // namespace
 
-std::unique_ptr<KvEngine> NewMemoryEngine() { return std::make_unique<MemoryEngine>(); }
+std::unique_ptr<KvEngine> NewMemoryEngine() {
+  return std::make_unique<MemoryEngine>();
+}
 
 std::unique_ptr<Store> NewMemoryStore() {
   auto store = NewStoreOverEngine(NewMemoryEngine(), 4096, 32 << 20);

@@ -1,4 +1,3 @@
-#include "absl/strings/string_view.h"
 #include <rocksdb/cache.h>
 #include <rocksdb/db.h>
 #include <rocksdb/filter_policy.h>
@@ -11,14 +10,14 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
 #include "storage/src/kv_engine.h"
 
 namespace lienthong::storage {
 namespace {
 
 const std::array<const char*, kCfCount> kCfNames = {
-    "default", "documents", "idempotency", "queues", "events",
-    "sender_events"};
+    "default", "documents", "idempotency", "queues", "events", "sender_events"};
 
 // The one translation of RocksDB errors.
 absl::Status FromRocksDb(const rocksdb::Status& s, absl::string_view context) {
@@ -26,12 +25,13 @@ absl::Status FromRocksDb(const rocksdb::Status& s, absl::string_view context) {
   std::string msg = absl::StrCat("storage: ", context, ": ", s.ToString());
   if (s.IsNotFound()) return absl::NotFoundError(msg);
   if (s.IsCorruption()) return absl::DataLossError(msg);
-  if (s.IsBusy() || s.IsTimedOut() || s.IsTryAgain() || s.IsShutdownInProgress()) {
+  if (s.IsBusy() || s.IsTimedOut() || s.IsTryAgain() ||
+      s.IsShutdownInProgress()) {
     return absl::UnavailableError(msg);
   }
   if (s.IsIOError() && absl::StrContains(s.ToString(), "lock")) {
-    return absl::UnavailableError(
-        absl::StrCat(msg, " (is another lienthongd using this data directory?)"));
+    return absl::UnavailableError(absl::StrCat(
+        msg, " (is another lienthongd using this data directory?)"));
   }
   if (s.IsInvalidArgument()) return absl::InvalidArgumentError(msg);
   return absl::InternalError(msg);
@@ -39,7 +39,8 @@ absl::Status FromRocksDb(const rocksdb::Status& s, absl::string_view context) {
 
 class RocksDbEngine : public KvEngine {
  public:
-  RocksDbEngine(std::unique_ptr<rocksdb::DB> db, std::vector<rocksdb::ColumnFamilyHandle*> cfs)
+  RocksDbEngine(std::unique_ptr<rocksdb::DB> db,
+                std::vector<rocksdb::ColumnFamilyHandle*> cfs)
       : db_(std::move(db)), cfs_(std::move(cfs)) {}
 
   ~RocksDbEngine() override {
@@ -49,24 +50,30 @@ class RocksDbEngine : public KvEngine {
     (void)db_->Close();
   }
 
-  absl::StatusOr<std::optional<std::string>> Get(Cf cf, absl::string_view key) override {
+  absl::StatusOr<std::optional<std::string>> Get(
+      Cf cf, absl::string_view key) override {
     std::string value;
-    rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), handle(cf), rocksdb::Slice(key.data(), key.size()), &value);
+    rocksdb::Status s =
+        db_->Get(rocksdb::ReadOptions(), handle(cf),
+                 rocksdb::Slice(key.data(), key.size()), &value);
     if (s.IsNotFound()) return std::nullopt;
     if (!s.ok()) return FromRocksDb(s, "get");
     return value;
   }
 
-  absl::Status Commit(const std::vector<KvOp>& ops, size_t bytes_hint, bool sync) override {
+  absl::Status Commit(const std::vector<KvOp>& ops, size_t bytes_hint,
+                      bool sync) override {
     // One batch buffer reused across commits: a fresh multi-megabyte buffer
     // per group costs more in page faults than the copies themselves.
     rocksdb::WriteBatch& batch = batch_;
     batch.Clear();
     for (const KvOp& op : ops) {
       rocksdb::Slice key(op.key.data(), op.key.size());
-      rocksdb::Status s = op.erase ? batch.Delete(handle(op.cf), key)
-                                   : batch.Put(handle(op.cf), key,
-                                               rocksdb::Slice(op.value.data(), op.value.size()));
+      rocksdb::Status s =
+          op.erase
+              ? batch.Delete(handle(op.cf), key)
+              : batch.Put(handle(op.cf), key,
+                          rocksdb::Slice(op.value.data(), op.value.size()));
       if (!s.ok()) return FromRocksDb(s, "batch");
     }
     rocksdb::WriteOptions wo;
@@ -75,32 +82,43 @@ class RocksDbEngine : public KvEngine {
   }
 
   absl::Status Scan(Cf cf, absl::string_view start, absl::string_view prefix,
-                    const std::function<bool(absl::string_view, absl::string_view)>& fn) override {
+                    const std::function<bool(absl::string_view,
+                                             absl::string_view)>& fn) override {
     rocksdb::ReadOptions ro;
     ro.fill_cache = false;
     std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, handle(cf)));
-    for (it->Seek(rocksdb::Slice(start.data(), start.size())); it->Valid(); it->Next()) {
+    for (it->Seek(rocksdb::Slice(start.data(), start.size())); it->Valid();
+         it->Next()) {
       absl::string_view k(it->key().data(), it->key().size());
       if (k.substr(0, prefix.size()) != prefix) break;
-      if (!fn(k, absl::string_view(it->value().data(), it->value().size()))) break;
+      if (!fn(k, absl::string_view(it->value().data(), it->value().size())))
+        break;
     }
     return FromRocksDb(it->status(), "scan");
   }
 
-  absl::Status Sync() override { return FromRocksDb(db_->SyncWAL(), "sync WAL"); }
+  absl::Status Sync() override {
+    return FromRocksDb(db_->SyncWAL(), "sync WAL");
+  }
 
   uint64_t ApproximateSizeBytes() override {
     uint64_t total = 0;
     for (auto* h : cfs_) {
       uint64_t v = 0;
-      if (db_->GetIntProperty(h, rocksdb::DB::Properties::kTotalSstFilesSize, &v)) total += v;
-      if (db_->GetIntProperty(h, rocksdb::DB::Properties::kSizeAllMemTables, &v)) total += v;
+      if (db_->GetIntProperty(h, rocksdb::DB::Properties::kTotalSstFilesSize,
+                              &v))
+        total += v;
+      if (db_->GetIntProperty(h, rocksdb::DB::Properties::kSizeAllMemTables,
+                              &v))
+        total += v;
     }
     return total;
   }
 
  private:
-  rocksdb::ColumnFamilyHandle* handle(Cf cf) { return cfs_[static_cast<int>(cf)]; }
+  rocksdb::ColumnFamilyHandle* handle(Cf cf) {
+    return cfs_[static_cast<int>(cf)];
+  }
 
   std::unique_ptr<rocksdb::DB> db_;
   std::vector<rocksdb::ColumnFamilyHandle*> cfs_;
@@ -109,7 +127,8 @@ class RocksDbEngine : public KvEngine {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<KvEngine>> OpenRocksDbEngine(const RocksDbOptions& options) {
+absl::StatusOr<std::unique_ptr<KvEngine>> OpenRocksDbEngine(
+    const RocksDbOptions& options) {
   if (absl::Status s = options.Validate(); !s.ok()) return s;
   rocksdb::Options db_options;
   db_options.create_if_missing = true;
@@ -120,13 +139,15 @@ absl::StatusOr<std::unique_ptr<KvEngine>> OpenRocksDbEngine(const RocksDbOptions
   // One committer thread writes; insert hints need non-concurrent inserts.
   db_options.allow_concurrent_memtable_write = false;
 
-  std::shared_ptr<rocksdb::Cache> cache = rocksdb::NewLRUCache(options.block_cache_bytes);
+  std::shared_ptr<rocksdb::Cache> cache =
+      rocksdb::NewLRUCache(options.block_cache_bytes);
   std::vector<rocksdb::ColumnFamilyDescriptor> descriptors;
   for (int i = 0; i < kCfCount; ++i) {
     rocksdb::ColumnFamilyOptions cf_options;
     rocksdb::BlockBasedTableOptions table;
     table.block_cache = cache;
-    if (i == static_cast<int>(Cf::kDocuments) || i == static_cast<int>(Cf::kIdempotency)) {
+    if (i == static_cast<int>(Cf::kDocuments) ||
+        i == static_cast<int>(Cf::kIdempotency)) {
       table.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10));
     }
     cf_options.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
@@ -139,7 +160,8 @@ absl::StatusOr<std::unique_ptr<KvEngine>> OpenRocksDbEngine(const RocksDbOptions
     // insert hints make those memtable inserts nearly free.
     if (i == static_cast<int>(Cf::kQueues)) {
       cf_options.memtable_insert_with_hint_prefix_extractor.reset(
-          rocksdb::NewFixedPrefixTransform(15));  // 13-char org code, 0x00, priority
+          rocksdb::NewFixedPrefixTransform(
+              15));  // 13-char org code, 0x00, priority
     }
     if (i == static_cast<int>(Cf::kSenderEvents)) {
       cf_options.memtable_insert_with_hint_prefix_extractor.reset(
@@ -150,12 +172,15 @@ absl::StatusOr<std::unique_ptr<KvEngine>> OpenRocksDbEngine(const RocksDbOptions
   std::vector<rocksdb::ColumnFamilyHandle*> handles;
   rocksdb::DB* raw = nullptr;
   rocksdb::Status s =
-      rocksdb::DB::Open(rocksdb::DBOptions(db_options), options.path, descriptors, &handles, &raw);
+      rocksdb::DB::Open(rocksdb::DBOptions(db_options), options.path,
+                        descriptors, &handles, &raw);
   if (!s.ok()) return FromRocksDb(s, absl::StrCat("open ", options.path));
-  return std::make_unique<RocksDbEngine>(std::unique_ptr<rocksdb::DB>(raw), std::move(handles));
+  return std::make_unique<RocksDbEngine>(std::unique_ptr<rocksdb::DB>(raw),
+                                         std::move(handles));
 }
 
-absl::StatusOr<std::unique_ptr<Store>> OpenRocksDbStore(const RocksDbOptions& options) {
+absl::StatusOr<std::unique_ptr<Store>> OpenRocksDbStore(
+    const RocksDbOptions& options) {
   auto engine = OpenRocksDbEngine(options);
   if (!engine.ok()) return engine.status();
   return NewStoreOverEngine(std::move(engine).value(), options.max_group_size,

@@ -6,15 +6,14 @@
 //    WAL sync, then runs the callbacks in commit order.
 // While the syncer waits on the disk, the committer prepares the next group.
 // Nothing is acknowledged before its sync.
-#include "absl/strings/string_view.h"
 #include <deque>
 #include <thread>
 #include <unordered_map>
 
-#include "absl/container/flat_hash_map.h"
-
 #include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "lienthong/common/status_macros.h"
 #include "storage/src/keys.h"
@@ -25,8 +24,8 @@ namespace {
 
 class StoreImpl : public Store {
  public:
-  StoreImpl(std::unique_ptr<KvEngine> engine, uint64_t last_sequence, size_t max_group_size,
-            size_t max_group_bytes)
+  StoreImpl(std::unique_ptr<KvEngine> engine, uint64_t last_sequence,
+            size_t max_group_size, size_t max_group_bytes)
       : engine_(std::move(engine)),
         last_sequence_(last_sequence),
         max_group_size_(max_group_size),
@@ -58,7 +57,8 @@ class StoreImpl : public Store {
       p.document_id = doc.id();
       p.document_value = doc.SerializeAsString();
       if (!doc.idempotency_key().empty()) {
-        p.idempotency_key = keys::Idempotency(doc.sender(), doc.idempotency_key());
+        p.idempotency_key =
+            keys::Idempotency(doc.sender(), doc.idempotency_key());
       }
       p.has_document = true;
       p.bytes += p.document_value.size();
@@ -68,7 +68,8 @@ class StoreImpl : public Store {
       p.queue_values.push_back(keys::QueueValue(q.document_id, q.sender));
     }
     for (const QueueEntry& e : batch.dequeue) {
-      p.dequeue_keys.push_back(keys::Queue(e.recipient, e.priority, e.sequence));
+      p.dequeue_keys.push_back(
+          keys::Queue(e.recipient, e.priority, e.sequence));
     }
     p.events = std::move(batch.events);
     for (v1::StatusEvent& e : p.events) {
@@ -87,12 +88,17 @@ class StoreImpl : public Store {
     p.done(absl::UnavailableError("storage: store is closing"));
   }
 
-  absl::StatusOr<v1::Document> GetDocument(const std::string& document_id) override {
-    ASSIGN_OR_RETURN(std::optional<std::string> raw, engine_->Get(Cf::kDocuments, document_id));
-    if (!raw) return absl::NotFoundError(absl::StrCat("document ", document_id, " not found"));
+  absl::StatusOr<v1::Document> GetDocument(
+      const std::string& document_id) override {
+    ASSIGN_OR_RETURN(std::optional<std::string> raw,
+                     engine_->Get(Cf::kDocuments, document_id));
+    if (!raw)
+      return absl::NotFoundError(
+          absl::StrCat("document ", document_id, " not found"));
     v1::Document doc;
     if (!doc.ParseFromString(*raw)) {
-      return absl::DataLossError(absl::StrCat("storage: document ", document_id, " is corrupt"));
+      return absl::DataLossError(
+          absl::StrCat("storage: document ", document_id, " is corrupt"));
     }
     return doc;
   }
@@ -107,27 +113,31 @@ class StoreImpl : public Store {
     return ListEvents(Cf::kEvents, document_id, after_sequence, SIZE_MAX);
   }
 
-  absl::StatusOr<std::vector<v1::StatusEvent>> ListSenderEvents(const std::string& sender,
-                                                                 uint64_t after_sequence,
-                                                                 size_t limit) override {
+  absl::StatusOr<std::vector<v1::StatusEvent>> ListSenderEvents(
+      const std::string& sender, uint64_t after_sequence,
+      size_t limit) override {
     return ListEvents(Cf::kSenderEvents, sender, after_sequence, limit);
   }
 
-  absl::Status ScanQueues(const std::function<void(const QueueEntry&)>& fn) override {
+  absl::Status ScanQueues(
+      const std::function<void(const QueueEntry&)>& fn) override {
     absl::Status bad;
-    RETURN_IF_ERROR(engine_->Scan(Cf::kQueues, "", "", [&](absl::string_view k, absl::string_view v) {
-      std::optional<QueueEntry> e = keys::ParseQueue(k, v);
-      if (!e) {
-        bad = absl::DataLossError("storage: malformed queue key");
-        return false;
-      }
-      fn(*e);
-      return true;
-    }));
+    RETURN_IF_ERROR(engine_->Scan(
+        Cf::kQueues, "", "", [&](absl::string_view k, absl::string_view v) {
+          std::optional<QueueEntry> e = keys::ParseQueue(k, v);
+          if (!e) {
+            bad = absl::DataLossError("storage: malformed queue key");
+            return false;
+          }
+          fn(*e);
+          return true;
+        }));
     return bad;
   }
 
-  uint64_t ApproximateSizeBytes() override { return engine_->ApproximateSizeBytes(); }
+  uint64_t ApproximateSizeBytes() override {
+    return engine_->ApproximateSizeBytes();
+  }
 
  private:
   // A write, serialized by the caller.
@@ -146,25 +156,25 @@ class StoreImpl : public Store {
     WriteCallback done;
   };
 
-  absl::StatusOr<std::vector<v1::StatusEvent>> ListEvents(Cf cf, const std::string& prefix,
-                                                          uint64_t after, size_t limit) {
+  absl::StatusOr<std::vector<v1::StatusEvent>> ListEvents(
+      Cf cf, const std::string& prefix, uint64_t after, size_t limit) {
     std::vector<v1::StatusEvent> out;
     absl::Status bad;
     if (after == UINT64_MAX) return out;
-    RETURN_IF_ERROR(engine_->Scan(cf, keys::Sequenced(prefix, after + 1),
-                                  keys::SequencedPrefix(prefix),
-                                  [&](absl::string_view k, absl::string_view v) {
-                                    if (out.size() >= limit) return false;
-                                    v1::StatusEvent e;
-                                    if (k.size() < 8 ||
-                                        !e.ParseFromArray(v.data(), static_cast<int>(v.size()))) {
-                                      bad = absl::DataLossError("storage: corrupt status event");
-                                      return false;
-                                    }
-                                    e.set_sequence(keys::ReadBigEndian64(k.substr(k.size() - 8)));
-                                    out.push_back(std::move(e));
-                                    return true;
-                                  }));
+    RETURN_IF_ERROR(engine_->Scan(
+        cf, keys::Sequenced(prefix, after + 1), keys::SequencedPrefix(prefix),
+        [&](absl::string_view k, absl::string_view v) {
+          if (out.size() >= limit) return false;
+          v1::StatusEvent e;
+          if (k.size() < 8 ||
+              !e.ParseFromArray(v.data(), static_cast<int>(v.size()))) {
+            bad = absl::DataLossError("storage: corrupt status event");
+            return false;
+          }
+          e.set_sequence(keys::ReadBigEndian64(k.substr(k.size() - 8)));
+          out.push_back(std::move(e));
+          return true;
+        }));
     RETURN_IF_ERROR(bad);
     return out;
   }
@@ -182,7 +192,8 @@ class StoreImpl : public Store {
         if (queue_.empty()) return;  // closing and drained
         size_t bytes = 0;
         while (!queue_.empty() && group.size() < max_group_size_ &&
-               (group.empty() || bytes + queue_.front().bytes <= max_group_bytes_)) {
+               (group.empty() ||
+                bytes + queue_.front().bytes <= max_group_bytes_)) {
           bytes += queue_.front().bytes;
           group.push_back(std::move(queue_.front()));
           queue_.pop_front();
@@ -222,16 +233,19 @@ class StoreImpl : public Store {
             continue;
           }
           claimed.emplace(p.idempotency_key, p.document_id);
-          ops.push_back(KvOp{Cf::kIdempotency, false, p.idempotency_key, p.document_id});
+          ops.push_back(
+              KvOp{Cf::kIdempotency, false, p.idempotency_key, p.document_id});
         }
-        ops.push_back(KvOp{Cf::kDocuments, false, p.document_id, p.document_value});
+        ops.push_back(
+            KvOp{Cf::kDocuments, false, p.document_id, p.document_value});
       }
       for (size_t i = 0; i < p.enqueue.size(); ++i) {
         Enqueue& q = p.enqueue[i];
-        QueueEntry e{std::move(q.recipient), q.priority, ++last_sequence_, std::move(q.document_id),
-                     std::move(q.sender)};
+        QueueEntry e{std::move(q.recipient), q.priority, ++last_sequence_,
+                     std::move(q.document_id), std::move(q.sender)};
         scratch.push_back(keys::Queue(e.recipient, e.priority, e.sequence));
-        ops.push_back(KvOp{Cf::kQueues, false, scratch.back(), p.queue_values[i]});
+        ops.push_back(
+            KvOp{Cf::kQueues, false, scratch.back(), p.queue_values[i]});
         r.enqueued.push_back(std::move(e));
       }
       for (const std::string& key : p.dequeue_keys) {
@@ -241,9 +255,11 @@ class StoreImpl : public Store {
         v1::StatusEvent& ev = p.events[i];
         ev.set_sequence(++last_sequence_);
         scratch.push_back(keys::Sequenced(ev.document_id(), ev.sequence()));
-        ops.push_back(KvOp{Cf::kEvents, false, scratch.back(), p.event_values[i]});
+        ops.push_back(
+            KvOp{Cf::kEvents, false, scratch.back(), p.event_values[i]});
         scratch.push_back(keys::Sequenced(ev.sender(), ev.sequence()));
-        ops.push_back(KvOp{Cf::kSenderEvents, false, scratch.back(), p.event_values[i]});
+        ops.push_back(
+            KvOp{Cf::kSenderEvents, false, scratch.back(), p.event_values[i]});
         r.events.push_back(std::move(ev));
       }
       sync = sync || p.sync;
@@ -254,7 +270,8 @@ class StoreImpl : public Store {
       std::string seq;
       keys::AppendBigEndian64(&seq, last_sequence_);
       ops.push_back(KvOp{Cf::kMeta, false, keys::kLastSequence, seq});
-      absl::Status s = engine_->Commit(ops, bytes + 64 * ops.size(), /*sync=*/false);
+      absl::Status s =
+          engine_->Commit(ops, bytes + 64 * ops.size(), /*sync=*/false);
       if (!s.ok()) {
         last_sequence_ = first_sequence;
         for (auto& r : results) {
@@ -320,18 +337,19 @@ class StoreImpl : public Store {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<Store>> NewStoreOverEngine(std::unique_ptr<KvEngine> engine,
-                                                          size_t max_group_size,
-                                                          size_t max_group_bytes) {
+absl::StatusOr<std::unique_ptr<Store>> NewStoreOverEngine(
+    std::unique_ptr<KvEngine> engine, size_t max_group_size,
+    size_t max_group_bytes) {
   ASSIGN_OR_RETURN(std::optional<std::string> raw,
                    engine->Get(Cf::kMeta, keys::kLastSequence));
   uint64_t last = 0;
   if (raw) {
-    if (raw->size() != 8) return absl::DataLossError("storage: malformed last sequence");
+    if (raw->size() != 8)
+      return absl::DataLossError("storage: malformed last sequence");
     last = keys::ReadBigEndian64(*raw);
   }
-  return std::unique_ptr<Store>(
-      std::make_unique<StoreImpl>(std::move(engine), last, max_group_size, max_group_bytes));
+  return std::unique_ptr<Store>(std::make_unique<StoreImpl>(
+      std::move(engine), last, max_group_size, max_group_bytes));
 }
 
 }  // namespace lienthong::storage

@@ -620,7 +620,8 @@ TEST_P(ExchangeTest, PipelinedSendsThroughOneSequenceKeepTheirOrder) {
   // the previous answer; validation runs on several threads, yet the queue
   // order is the order of the calls.
   constexpr int kCount = 300;
-  std::unique_ptr<Exchange::SendSequence> sequence = exchange_->NewSendSequence();
+  std::unique_ptr<Exchange::SendSequence> sequence =
+      exchange_->NewSendSequence();
   std::vector<std::string> subjects;
   absl::Mutex mu;
   int answered = 0;

@@ -60,8 +60,10 @@ std::optional<int> WaitForExit(pid_t pid, absl::Duration timeout) {
 }
 
 std::string DescribeWaitStatus(int status) {
-  if (WIFEXITED(status)) return absl::StrCat("exited with status ", WEXITSTATUS(status));
-  if (WIFSIGNALED(status)) return absl::StrCat("killed by signal ", WTERMSIG(status));
+  if (WIFEXITED(status))
+    return absl::StrCat("exited with status ", WEXITSTATUS(status));
+  if (WIFSIGNALED(status))
+    return absl::StrCat("killed by signal ", WTERMSIG(status));
   return absl::StrCat("ended with wait status ", status);
 }
 
@@ -80,11 +82,14 @@ struct SpawnSpec {
 // its descriptors and execs. Every descriptor of ours is O_CLOEXEC.
 absl::StatusOr<pid_t> Spawn(const SpawnSpec& spec) {
   std::vector<char*> argv;
-  for (const std::string& a : spec.argv) argv.push_back(const_cast<char*>(a.c_str()));
+  for (const std::string& a : spec.argv)
+    argv.push_back(const_cast<char*>(a.c_str()));
   argv.push_back(nullptr);
   std::vector<char*> envp;
-  for (char** e = environ; e != nullptr && *e != nullptr; ++e) envp.push_back(*e);
-  for (const std::string& e : spec.extra_env) envp.push_back(const_cast<char*>(e.c_str()));
+  for (char** e = environ; e != nullptr && *e != nullptr; ++e)
+    envp.push_back(*e);
+  for (const std::string& e : spec.extra_env)
+    envp.push_back(const_cast<char*>(e.c_str()));
   envp.push_back(nullptr);
   const pid_t parent = getpid();
 
@@ -148,19 +153,23 @@ absl::StatusOr<std::string> DevPkiDir() {
     // directory is removed when the test binary ends.
     static Pki p;
     if (p.dir.path().empty()) {
-      p.status = absl::InternalError("cannot make a temp directory for the PKI");
+      p.status =
+          absl::InternalError("cannot make a temp directory for the PKI");
       return &p;
     }
     p.path = p.dir.path() + "/pki";
-    std::string script = std::string(LIENTHONG_SOURCE_DIR) + "/deploy/pki/make-dev-pki.sh";
-    absl::StatusOr<ProgramResult> run = RunProgram(
-        {"/bin/bash", script, "--out", p.path, "--test-extras"}, absl::Seconds(60));
+    std::string script =
+        std::string(LIENTHONG_SOURCE_DIR) + "/deploy/pki/make-dev-pki.sh";
+    absl::StatusOr<ProgramResult> run =
+        RunProgram({"/bin/bash", script, "--out", p.path, "--test-extras"},
+                   absl::Seconds(60));
     if (!run.ok()) {
       p.status = run.status();
     } else if (run->exit_code != 0) {
-      p.status = absl::InternalError(absl::StrCat(
-          script, " failed (exit ", run->exit_code, run->timed_out ? ", timed out" : "",
-          "): ", run->stderr_text, run->stdout_text));
+      p.status = absl::InternalError(
+          absl::StrCat(script, " failed (exit ", run->exit_code,
+                       run->timed_out ? ", timed out" : "",
+                       "): ", run->stderr_text, run->stdout_text));
     }
     return &p;
   }();
@@ -197,7 +206,8 @@ absl::StatusOr<ProgramResult> RunProgram(const std::vector<std::string>& argv,
   int in = OpenOrDie("/dev/null", O_RDONLY);
   int out = OpenOrDie(out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC);
   int err = OpenOrDie(err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC);
-  absl::StatusOr<pid_t> pid = absl::InternalError("cannot open the standard files");
+  absl::StatusOr<pid_t> pid =
+      absl::InternalError("cannot open the standard files");
   if (in >= 0 && out >= 0 && err >= 0) {
     pid = Spawn({argv, env, in, out, err});
   }
@@ -221,9 +231,11 @@ absl::StatusOr<ProgramResult> RunProgram(const std::vector<std::string>& argv,
   return result;
 }
 
-// ---- BrokerProcess -----------------------------------------------------------
+// ---- BrokerProcess
+// -----------------------------------------------------------
 
-BrokerProcess::BrokerProcess(BrokerOptions options) : options_(std::move(options)) {}
+BrokerProcess::BrokerProcess(BrokerOptions options)
+    : options_(std::move(options)) {}
 
 BrokerProcess::~BrokerProcess() {
   if (absl::Status s = Stop(); !s.ok()) {
@@ -231,7 +243,9 @@ BrokerProcess::~BrokerProcess() {
   }
 }
 
-std::string BrokerProcess::endpoint() const { return absl::StrCat("127.0.0.1:", port_); }
+std::string BrokerProcess::endpoint() const {
+  return absl::StrCat("127.0.0.1:", port_);
+}
 
 std::string BrokerProcess::stderr_text() const {
   if (stderr_path_.empty()) return "";
@@ -252,35 +266,44 @@ ClientOptions BrokerProcess::ClientOptionsFor(const std::string& org) const {
 }
 
 absl::Status BrokerProcess::Start() {
-  if (pid_ > 0) return absl::FailedPreconditionError("the broker is already running");
+  if (pid_ > 0)
+    return absl::FailedPreconditionError("the broker is already running");
   if (starts_ == 0) {
     absl::StatusOr<std::string> pki = DevPkiDir();
     if (!pki.ok()) return pki.status();
     pki_dir_ = *pki;
     own_dir_ = std::make_unique<testing_util::TempDir>();
-    if (own_dir_->path().empty()) return absl::InternalError("no temp directory");
-    data_dir_ = options_.data_dir.empty() ? own_dir_->path() + "/data" : options_.data_dir;
+    if (own_dir_->path().empty())
+      return absl::InternalError("no temp directory");
+    data_dir_ = options_.data_dir.empty() ? own_dir_->path() + "/data"
+                                          : options_.data_dir;
     stderr_path_ = own_dir_->path() + "/lienthongd.stderr";
     if (!options_.config_yaml.empty()) {
       config_path_ = own_dir_->path() + "/lienthongd.yaml";
-      if (absl::Status s = WriteFile(config_path_, options_.config_yaml); !s.ok()) return s;
+      if (absl::Status s = WriteFile(config_path_, options_.config_yaml);
+          !s.ok())
+        return s;
     }
     port_ = options_.port;
   }
   ++starts_;
 
   std::vector<std::string> argv = {LIENTHONGD_PATH};
-  if (!config_path_.empty()) argv.insert(argv.end(), {"--config", config_path_});
-  argv.insert(argv.end(), {"--pki", pki_dir_, "--listen", absl::StrCat("127.0.0.1:", port_),
-                           "--data-dir", data_dir_});
+  if (!config_path_.empty())
+    argv.insert(argv.end(), {"--config", config_path_});
+  argv.insert(argv.end(),
+              {"--pki", pki_dir_, "--listen", absl::StrCat("127.0.0.1:", port_),
+               "--data-dir", data_dir_});
 
   int out_pipe[2];
   if (pipe2(out_pipe, O_CLOEXEC) != 0) return ErrnoError("pipe2");
   int in = OpenOrDie("/dev/null", O_RDONLY);
   // Appended over restarts, so stderr_text() tells the whole story.
   int err = OpenOrDie(stderr_path_.c_str(), O_WRONLY | O_CREAT | O_APPEND);
-  absl::StatusOr<pid_t> pid = absl::InternalError("cannot open /dev/null or the stderr file");
-  if (in >= 0 && err >= 0) pid = Spawn({argv, options_.env, in, out_pipe[1], err});
+  absl::StatusOr<pid_t> pid =
+      absl::InternalError("cannot open /dev/null or the stderr file");
+  if (in >= 0 && err >= 0)
+    pid = Spawn({argv, options_.env, in, out_pipe[1], err});
   close(out_pipe[1]);
   if (in >= 0) close(in);
   if (err >= 0) close(err);
@@ -302,9 +325,11 @@ absl::Status BrokerProcess::Start() {
       size_t colon = line.rfind(':');
       if (!absl::StartsWith(line, kReadyPrefix) || colon == std::string::npos ||
           !absl::SimpleAtoi(line.substr(colon + 1), &port) || port <= 0) {
-        failure = absl::StrCat("unexpected first line on stdout: \"", line, "\"");
+        failure =
+            absl::StrCat("unexpected first line on stdout: \"", line, "\"");
       } else if (port_ != 0 && port != port_) {
-        failure = absl::StrCat("listening on port ", port, ", not the requested ", port_);
+        failure = absl::StrCat("listening on port ", port,
+                               ", not the requested ", port_);
       } else {
         port_ = port;
       }
@@ -317,7 +342,8 @@ absl::Status BrokerProcess::Start() {
       break;
     }
     pollfd p{out_pipe[0], POLLIN, 0};
-    int timeout_ms = static_cast<int>(std::min<int64_t>(absl::ToInt64Milliseconds(left), 100));
+    int timeout_ms = static_cast<int>(
+        std::min<int64_t>(absl::ToInt64Milliseconds(left), 100));
     int r = poll(&p, 1, std::max(timeout_ms, 1));
     if (r < 0 && errno != EINTR) {
       failure = absl::StrCat("poll: ", std::strerror(errno));
@@ -346,10 +372,9 @@ absl::Status BrokerProcess::Start() {
     WaitForExit(pid_, kReapTimeout);
     pid_ = -1;
   }
-  return absl::UnavailableError(absl::StrCat("lienthongd (", absl::StrJoin(argv, " "),
-                                             ") did not become ready: ", failure,
-                                             "\n--- its stderr ---\n",
-                                             Tail(stderr_text(), kStderrTail)));
+  return absl::UnavailableError(absl::StrCat(
+      "lienthongd (", absl::StrJoin(argv, " "), ") did not become ready: ",
+      failure, "\n--- its stderr ---\n", Tail(stderr_text(), kStderrTail)));
 }
 
 bool BrokerProcess::running() {
@@ -367,19 +392,22 @@ absl::Status BrokerProcess::Stop() {
   if (pid_ <= 0) return absl::OkStatus();
   const pid_t pid = pid_;
   pid_ = -1;
-  if (kill(pid, SIGTERM) != 0 && errno != ESRCH) return ErrnoError("kill SIGTERM");
+  if (kill(pid, SIGTERM) != 0 && errno != ESRCH)
+    return ErrnoError("kill SIGTERM");
   std::optional<int> status = WaitForExit(pid, kStopGrace);
   if (!status.has_value()) {
     kill(pid, SIGKILL);
     WaitForExit(pid, kReapTimeout);
     return absl::DeadlineExceededError(absl::StrCat(
         "lienthongd did not stop within ", absl::FormatDuration(kStopGrace),
-        " of SIGTERM and was killed\n--- its stderr ---\n", Tail(stderr_text(), kStderrTail)));
+        " of SIGTERM and was killed\n--- its stderr ---\n",
+        Tail(stderr_text(), kStderrTail)));
   }
   if (!WIFEXITED(*status) || WEXITSTATUS(*status) != 0) {
-    return absl::InternalError(absl::StrCat("lienthongd ", DescribeWaitStatus(*status),
-                                            " after SIGTERM\n--- its stderr ---\n",
-                                            Tail(stderr_text(), kStderrTail)));
+    return absl::InternalError(
+        absl::StrCat("lienthongd ", DescribeWaitStatus(*status),
+                     " after SIGTERM\n--- its stderr ---\n",
+                     Tail(stderr_text(), kStderrTail)));
   }
   return absl::OkStatus();
 }

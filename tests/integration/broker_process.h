@@ -117,9 +117,9 @@ struct ProgramResult {
 // Runs argv[0] (a path) with the given arguments and extra environment
 // ("NAME=value"), stdin from /dev/null, and waits up to `timeout` (then
 // SIGKILL and timed_out). Errors only when it cannot be started.
-absl::StatusOr<ProgramResult> RunProgram(const std::vector<std::string>& argv,
-                                         absl::Duration timeout,
-                                         const std::vector<std::string>& env = {});
+absl::StatusOr<ProgramResult> RunProgram(
+    const std::vector<std::string>& argv, absl::Duration timeout,
+    const std::vector<std::string>& env = {});
 
 }  // namespace lienthong::integration
 

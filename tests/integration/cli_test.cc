@@ -34,8 +34,9 @@ constexpr int kExitUnavailable = 4;
 
 std::string Describe(const ProgramResult& r) {
   return absl::StrCat("exit ", r.exit_code, r.timed_out ? " (timed out)" : "",
-                      r.signal ? absl::StrCat(" signal ", r.signal) : "", "\n--- stdout ---\n",
-                      r.stdout_text, "--- stderr ---\n", r.stderr_text);
+                      r.signal ? absl::StrCat(" signal ", r.signal) : "",
+                      "\n--- stdout ---\n", r.stdout_text, "--- stderr ---\n",
+                      r.stderr_text);
 }
 
 template <typename Message>
@@ -43,9 +44,11 @@ absl::Status ParseJson(absl::string_view json, Message* message) {
   google::protobuf::util::JsonParseOptions options;
   options.ignore_unknown_fields = false;
   auto status = google::protobuf::util::JsonStringToMessage(
-      google::protobuf::StringPiece(json.data(), json.size()), message, options);
+      google::protobuf::StringPiece(json.data(), json.size()), message,
+      options);
   if (!status.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat(status.ToString(), " in: ", json));
+    return absl::InvalidArgumentError(
+        absl::StrCat(status.ToString(), " in: ", json));
   }
   return absl::OkStatus();
 }
@@ -62,21 +65,27 @@ class CliTest : public ::testing::Test {
   void TearDown() override { EXPECT_OK(broker_.Stop()); }
 
   // Runs `lienthong` as `org` with the global flags first, then `args`.
-  ProgramResult Cli(const std::string& org, const std::vector<std::string>& args,
+  ProgramResult Cli(const std::string& org,
+                    const std::vector<std::string>& args,
                     const std::string& endpoint = "") {
     std::vector<std::string> argv = {
         LIENTHONG_CLI_PATH,
-        "--endpoint", endpoint.empty() ? broker_.endpoint() : endpoint,
-        "--cert", absl::StrCat(pki_, "/orgs/", org, ".pem"),
-        "--key", absl::StrCat(pki_, "/orgs/", org, ".key"),
-        "--ca", absl::StrCat(pki_, "/ca.pem")};
+        "--endpoint",
+        endpoint.empty() ? broker_.endpoint() : endpoint,
+        "--cert",
+        absl::StrCat(pki_, "/orgs/", org, ".pem"),
+        "--key",
+        absl::StrCat(pki_, "/orgs/", org, ".key"),
+        "--ca",
+        absl::StrCat(pki_, "/ca.pem")};
     argv.insert(argv.end(), args.begin(), args.end());
     absl::StatusOr<ProgramResult> r = RunProgram(argv, absl::Seconds(60));
     EXPECT_OK(r);
     return r.value_or(ProgramResult{});
   }
 
-  static constexpr char kBody[] = "Kính gửi: Văn phòng Trung ương\nNội dung công văn thử.\n";
+  static constexpr char kBody[] =
+      "Kính gửi: Văn phòng Trung ương\nNội dung công văn thử.\n";
 
   BrokerProcess broker_;
   testing_util::TempDir work_;
@@ -86,10 +95,11 @@ class CliTest : public ::testing::Test {
 
 TEST_F(CliTest, SendInboxReceiveStatusTrack) {
   // send: prints the id, exits 0.
-  ProgramResult sent =
-      Cli(kH49, {"send", "--to", kG22, "--subject", "Công văn thử", body_file_});
+  ProgramResult sent = Cli(
+      kH49, {"send", "--to", kG22, "--subject", "Công văn thử", body_file_});
   ASSERT_EQ(sent.exit_code, kExitOk) << Describe(sent);
-  std::vector<std::string> words = absl::StrSplit(sent.stdout_text, ' ', absl::SkipEmpty());
+  std::vector<std::string> words =
+      absl::StrSplit(sent.stdout_text, ' ', absl::SkipEmpty());
   ASSERT_GE(words.size(), 2u) << Describe(sent);
   EXPECT_EQ(words[0], "sent") << Describe(sent);
   const std::string id = words[1];
@@ -108,7 +118,8 @@ TEST_F(CliTest, SendInboxReceiveStatusTrack) {
 
   // receive --json --out DIR writes the body and acknowledges it.
   testing_util::TempDir out;
-  ProgramResult received = Cli(kG22, {"receive", "--json", "--out", out.path()});
+  ProgramResult received =
+      Cli(kG22, {"receive", "--json", "--out", out.path()});
   ASSERT_EQ(received.exit_code, kExitOk) << Describe(received);
   std::vector<std::string> lines =
       absl::StrSplit(received.stdout_text, '\n', absl::SkipWhitespace());
@@ -119,13 +130,15 @@ TEST_F(CliTest, SendInboxReceiveStatusTrack) {
   EXPECT_EQ(delivery.document().sender(), kH49);
   EXPECT_EQ(delivery.document().metadata().subject(), "Công văn thử");
   EXPECT_EQ(delivery.attempt(), 1u);
-  ASSERT_OK_AND_ASSIGN(std::string body, ReadFile(absl::StrCat(out.path(), "/", id, ".body")));
+  ASSERT_OK_AND_ASSIGN(std::string body,
+                       ReadFile(absl::StrCat(out.path(), "/", id, ".body")));
   EXPECT_EQ(body, kBody);
   ProgramResult inbox_after = Cli(kG22, {"inbox", "--json"});
   ASSERT_EQ(inbox_after.exit_code, kExitOk) << Describe(inbox_after);
   v1::ListInboxResponse drained;
   ASSERT_OK(ParseJson(inbox_after.stdout_text, &drained));
-  EXPECT_EQ(drained.total(), 0u) << "receive did not acknowledge: " << inbox_after.stdout_text;
+  EXPECT_EQ(drained.total(), 0u)
+      << "receive did not acknowledge: " << inbox_after.stdout_text;
 
   // status ID arrived, as the recipient.
   ProgramResult reported = Cli(kG22, {"status", id, "arrived"});
@@ -139,14 +152,17 @@ TEST_F(CliTest, SendInboxReceiveStatusTrack) {
   EXPECT_EQ(status.document_id(), id);
   ASSERT_THAT(status.recipients(), SizeIs(1)) << tracked.stdout_text;
   EXPECT_EQ(status.recipients(0).recipient(), kG22);
-  EXPECT_EQ(status.recipients(0).delivery_state(), v1::DELIVERY_STATE_DELIVERED);
-  EXPECT_EQ(status.recipients(0).business_status(), v1::BUSINESS_STATUS_ARRIVED);
+  EXPECT_EQ(status.recipients(0).delivery_state(),
+            v1::DELIVERY_STATE_DELIVERED);
+  EXPECT_EQ(status.recipients(0).business_status(),
+            v1::BUSINESS_STATUS_ARRIVED);
   EXPECT_THAT(tracked.stdout_text, HasSubstr("DELIVERY_STATE_DELIVERED"));
   EXPECT_THAT(tracked.stdout_text, HasSubstr("BUSINESS_STATUS_ARRIVED"));
 }
 
 TEST_F(CliTest, MalformedRecipientIsRefusedWithExit3) {
-  ProgramResult r = Cli(kH49, {"send", "--to", "49.H-sai", "--subject", "x", body_file_});
+  ProgramResult r =
+      Cli(kH49, {"send", "--to", "49.H-sai", "--subject", "x", body_file_});
   EXPECT_EQ(r.exit_code, kExitRefused) << Describe(r);
   EXPECT_THAT(r.stderr_text, HasSubstr("INVALID_ARGUMENT"));
   EXPECT_THAT(r.stderr_text, HasSubstr("recipients[0]"));
@@ -161,10 +177,13 @@ TEST_F(CliTest, MalformedRecipientIsRefusedWithExit3) {
 TEST_F(CliTest, UnreachableEndpointExits4) {
   ASSERT_OK_AND_ASSIGN(int port, PickFreePort());  // nothing listens there
   const absl::Time start = absl::Now();
-  ProgramResult r = Cli(kH49, {"--timeout", "2", "send", "--to", kG22, "--subject", "x", body_file_},
-                        absl::StrCat("127.0.0.1:", port));
+  ProgramResult r = Cli(
+      kH49,
+      {"--timeout", "2", "send", "--to", kG22, "--subject", "x", body_file_},
+      absl::StrCat("127.0.0.1:", port));
   EXPECT_EQ(r.exit_code, kExitUnavailable) << Describe(r);
-  EXPECT_THAT(r.stderr_text, ::testing::AnyOf(HasSubstr("UNAVAILABLE"), HasSubstr("DEADLINE_EXCEEDED")));
+  EXPECT_THAT(r.stderr_text, ::testing::AnyOf(HasSubstr("UNAVAILABLE"),
+                                              HasSubstr("DEADLINE_EXCEEDED")));
   EXPECT_LT(absl::Now() - start, absl::Seconds(30));
 }
 

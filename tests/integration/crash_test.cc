@@ -87,7 +87,8 @@ enum class SendMode { kUnaryFrom4Threads, kSendStream };
 void KillNineDuringTraffic(SendMode mode) {
   constexpr int kDocuments = 3000;
   constexpr int kSenderThreads = 4;
-  const char* const mode_name = mode == SendMode::kSendStream ? "SendStream" : "unary x4";
+  const char* const mode_name =
+      mode == SendMode::kSendStream ? "SendStream" : "unary x4";
   ASSERT_OK_AND_ASSIGN(int port, PickFreePort());
   BrokerOptions options;
   options.port = port;
@@ -97,7 +98,8 @@ void KillNineDuringTraffic(SendMode mode) {
 
   ClientOptions sender_options = broker.ClientOptionsFor(kH49);
   sender_options.retry_budget = absl::Seconds(60);
-  ASSERT_OK_AND_ASSIGN(std::unique_ptr<Client> sender, Client::Open(sender_options));
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<Client> sender,
+                       Client::Open(sender_options));
   ASSERT_OK_AND_ASSIGN(std::unique_ptr<Client> receiver,
                        Client::Open(broker.ClientOptionsFor(kG22)));
 
@@ -107,13 +109,14 @@ void KillNineDuringTraffic(SendMode mode) {
   receive_options.handler_threads = 2;
   ASSERT_OK_AND_ASSIGN(
       std::unique_ptr<ReceiveSession> session,
-      receiver->Receive([&](const IncomingDocument& d) { return log.Handle(d); },
-                        receive_options));
+      receiver->Receive(
+          [&](const IncomingDocument& d) { return log.Handle(d); },
+          receive_options));
 
   // What the senders were told; each document has its own idempotency key.
   absl::Mutex mu;
   absl::flat_hash_set<std::string> acknowledged;  // ids
-  int duplicate_receipts = 0;                      // acked as duplicate=true
+  int duplicate_receipts = 0;                     // acked as duplicate=true
   int failed = 0;
   std::vector<std::string> errors;
   std::atomic<int> acked_count{0};
@@ -126,11 +129,13 @@ void KillNineDuringTraffic(SendMode mode) {
       acked_count.fetch_add(1);
     } else {
       ++failed;
-      if (errors.size() < 5) errors.push_back(absl::StrCat(i, ": ", r.status().ToString()));
+      if (errors.size() < 5)
+        errors.push_back(absl::StrCat(i, ": ", r.status().ToString()));
     }
   };
   auto document = [](int i) {
-    return NewDocument(kG22, absl::StrCat("Công văn ", i), absl::StrCat("crash-", i));
+    return NewDocument(kG22, absl::StrCat("Công văn ", i),
+                       absl::StrCat("crash-", i));
   };
   const absl::Time start = absl::Now();
   std::vector<std::thread> threads;
@@ -139,18 +144,21 @@ void KillNineDuringTraffic(SendMode mode) {
   for (int t = 0; t < thread_count; ++t) {
     threads.emplace_back([&, t] {
       if (mode == SendMode::kSendStream) {
-        absl::StatusOr<std::unique_ptr<SendStream>> stream = sender->OpenSendStream(256);
+        absl::StatusOr<std::unique_ptr<SendStream>> stream =
+            sender->OpenSendStream(256);
         if (!stream.ok()) {
           stream_status = stream.status();
         } else {
           for (int i = 0; i < kDocuments; ++i) {
-            (*stream)->Submit(document(i),
-                              [&record, i](absl::StatusOr<SendReceipt> r) { record(i, r); });
+            (*stream)->Submit(
+                document(i),
+                [&record, i](absl::StatusOr<SendReceipt> r) { record(i, r); });
           }
           stream_status = (*stream)->Close();
         }
       } else {
-        for (int i = t; i < kDocuments; i += kSenderThreads) record(i, sender->Send(document(i)));
+        for (int i = t; i < kDocuments; i += kSenderThreads)
+          record(i, sender->Send(document(i)));
       }
       threads_done.fetch_add(1);
     });
@@ -158,7 +166,8 @@ void KillNineDuringTraffic(SendMode mode) {
 
   // After about a third: kill -9, wait 0.5 s, restart.
   bool reached = false;
-  for (absl::Time deadline = absl::Now() + absl::Seconds(60); absl::Now() < deadline;) {
+  for (absl::Time deadline = absl::Now() + absl::Seconds(60);
+       absl::Now() < deadline;) {
     if (acked_count.load() >= kDocuments / 3) {
       reached = true;
       break;
@@ -174,11 +183,12 @@ void KillNineDuringTraffic(SendMode mode) {
 
   // Bounded waits; the threads are joined in any case (every Send and the
   // stream's Close are bounded by the retry budget).
-  bool sends_returned =
-      Eventually([&] { return threads_done.load() == thread_count; }, absl::Seconds(120));
+  bool sends_returned = Eventually(
+      [&] { return threads_done.load() == thread_count; }, absl::Seconds(120));
   for (std::thread& t : threads) t.join();
   const absl::Duration send_took = absl::Now() - start;
-  ASSERT_TRUE(reached) << "only " << acked_count.load() << " acknowledged in 60 s before the kill";
+  ASSERT_TRUE(reached) << "only " << acked_count.load()
+                       << " acknowledged in 60 s before the kill";
   ASSERT_OK(restarted);
   EXPECT_EQ(broker.port(), port);
   EXPECT_TRUE(sends_returned);
@@ -200,16 +210,22 @@ void KillNineDuringTraffic(SendMode mode) {
 
   const size_t lost = log.Missing(acked);
   std::printf(
-      "[crash test %s] documents=%d acknowledged=%zu (distinct ids) failed_sends=%d "
-      "acked_before_kill=%d acked_as_duplicate=%d | received_distinct=%zu handler_calls=%d "
-      "app_duplicates=%d lost=%zu | restart=%s all_acked_after=%s all_received_after=%s\n",
-      mode_name, kDocuments, acked.size(), failed, acked_at_kill, duplicate_receipts,
-      log.distinct(), log.calls(), log.duplicates(), lost,
-      absl::FormatDuration(restart_took).c_str(), absl::FormatDuration(send_took).c_str(),
+      "[crash test %s] documents=%d acknowledged=%zu (distinct ids) "
+      "failed_sends=%d "
+      "acked_before_kill=%d acked_as_duplicate=%d | received_distinct=%zu "
+      "handler_calls=%d "
+      "app_duplicates=%d lost=%zu | restart=%s all_acked_after=%s "
+      "all_received_after=%s\n",
+      mode_name, kDocuments, acked.size(), failed, acked_at_kill,
+      duplicate_receipts, log.distinct(), log.calls(), log.duplicates(), lost,
+      absl::FormatDuration(restart_took).c_str(),
+      absl::FormatDuration(send_took).c_str(),
       absl::FormatDuration(receive_took).c_str());
-  for (const std::string& e : errors) std::printf("[crash test] send error %s\n", e.c_str());
+  for (const std::string& e : errors)
+    std::printf("[crash test] send error %s\n", e.c_str());
 
-  EXPECT_LT(acked_at_kill, kDocuments) << "the kill came after all sends: it tested nothing";
+  EXPECT_LT(acked_at_kill, kDocuments)
+      << "the kill came after all sends: it tested nothing";
   EXPECT_EQ(failed, 0) << "Send failed within the retry budget";
   EXPECT_EQ(acked.size(), static_cast<size_t>(kDocuments));
   EXPECT_TRUE(all_received);
@@ -243,8 +259,9 @@ TEST(CrashTest, DeliveriesUnacknowledgedAtTheCrashAreDeliveredAgain) {
                        Client::Open(broker.ClientOptionsFor(kH49)));
   std::vector<std::string> sent;
   for (int i = 0; i < kDocuments; ++i) {
-    ASSERT_OK_AND_ASSIGN(SendReceipt r, sender->Send(NewDocument(kG22, absl::StrCat("Tờ trình ", i),
-                                                                 absl::StrCat("redeliver-", i))));
+    ASSERT_OK_AND_ASSIGN(SendReceipt r, sender->Send(NewDocument(
+                                            kG22, absl::StrCat("Tờ trình ", i),
+                                            absl::StrCat("redeliver-", i))));
     sent.push_back(r.document_id);
   }
   ASSERT_OK_AND_ASSIGN(std::unique_ptr<Client> observer,
@@ -260,14 +277,15 @@ TEST(CrashTest, DeliveriesUnacknowledgedAtTheCrashAreDeliveredAgain) {
     absl::Notification release;
     ReceiveOptions options;
     options.max_in_flight = 64;
-    ASSERT_OK_AND_ASSIGN(std::unique_ptr<ReceiveSession> session,
-                         stuck->Receive(
-                             [&](const IncomingDocument&) {
-                               if (!in_handler.HasBeenNotified()) in_handler.Notify();
-                               release.WaitForNotificationWithTimeout(absl::Seconds(30));
-                               return absl::UnavailableError("the application is not ready");
-                             },
-                             options));
+    ASSERT_OK_AND_ASSIGN(
+        std::unique_ptr<ReceiveSession> session,
+        stuck->Receive(
+            [&](const IncomingDocument&) {
+              if (!in_handler.HasBeenNotified()) in_handler.Notify();
+              release.WaitForNotificationWithTimeout(absl::Seconds(30));
+              return absl::UnavailableError("the application is not ready");
+            },
+            options));
     ASSERT_TRUE(in_handler.WaitForNotificationWithTimeout(absl::Seconds(15)));
     // Mid-stream: the broker has handed all of them out, none acknowledged.
     absl::StatusOr<v1::ListInboxResponse> inbox;
@@ -315,7 +333,8 @@ TEST(CrashTest, DeliveriesUnacknowledgedAtTheCrashAreDeliveredAgain) {
                          return log.Handle(d);
                        }));
   absl::flat_hash_set<std::string> expected(sent.begin(), sent.end());
-  EXPECT_TRUE(Eventually([&] { return log.Missing(expected) == 0; }, absl::Seconds(30)))
+  EXPECT_TRUE(
+      Eventually([&] { return log.Missing(expected) == 0; }, absl::Seconds(30)))
       << log.Missing(expected) << " not delivered again";
   absl::SleepFor(absl::Milliseconds(500));
   session->Stop();
@@ -323,18 +342,23 @@ TEST(CrashTest, DeliveriesUnacknowledgedAtTheCrashAreDeliveredAgain) {
   EXPECT_EQ(log.distinct(), static_cast<size_t>(kDocuments));
   ASSERT_OK_AND_ASSIGN(v1::ListInboxResponse drained, observer->ListInbox(100));
   EXPECT_EQ(drained.total(), 0u);
-  ASSERT_OK_AND_ASSIGN(v1::DocumentStatus status, sender->GetDocumentStatus(sent.back()));
+  ASSERT_OK_AND_ASSIGN(v1::DocumentStatus status,
+                       sender->GetDocumentStatus(sent.back()));
   ASSERT_EQ(status.recipients_size(), 1);
-  EXPECT_EQ(status.recipients(0).delivery_state(), v1::DELIVERY_STATE_DELIVERED);
+  EXPECT_EQ(status.recipients(0).delivery_state(),
+            v1::DELIVERY_STATE_DELIVERED);
   uint32_t max_attempt = 0;
   {
     absl::MutexLock lock(&mu);
     for (uint32_t a : attempts) max_attempt = std::max(max_attempt, a);
   }
-  std::printf("[crash test] redelivery: sent=%d leased_at_kill=%d waiting_after_restart=%llu "
-              "redelivered=%zu app_duplicates=%d max_attempt_after_restart=%u\n",
-              kDocuments, leased_at_kill, static_cast<unsigned long long>(after.total()),
-              log.distinct(), log.duplicates(), max_attempt);
+  std::printf(
+      "[crash test] redelivery: sent=%d leased_at_kill=%d "
+      "waiting_after_restart=%llu "
+      "redelivered=%zu app_duplicates=%d max_attempt_after_restart=%u\n",
+      kDocuments, leased_at_kill,
+      static_cast<unsigned long long>(after.total()), log.distinct(),
+      log.duplicates(), max_attempt);
   session.reset();
   receiver.reset();
   observer.reset();

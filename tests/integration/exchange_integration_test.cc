@@ -49,8 +49,9 @@ using ::testing::UnorderedElementsAre;
 
 constexpr absl::Duration kWait = absl::Seconds(15);
 
-v1::Document NewDocument(const std::vector<std::string>& to, const std::string& subject,
-                         const std::string& body = "Kính gửi các cơ quan, đơn vị ...") {
+v1::Document NewDocument(
+    const std::vector<std::string>& to, const std::string& subject,
+    const std::string& body = "Kính gửi các cơ quan, đơn vị ...") {
   v1::Document doc;
   for (const std::string& r : to) doc.add_recipients(r);
   v1::DocumentMetadata* m = doc.mutable_metadata();
@@ -106,14 +107,18 @@ class WatchRecorder {
   std::thread thread_;
 };
 
-auto IsDelivery(const std::string& id, const std::string& recipient, v1::DeliveryState state) {
+auto IsDelivery(const std::string& id, const std::string& recipient,
+                v1::DeliveryState state) {
   return [=](const v1::StatusEvent& e) {
-    return e.document_id() == id && e.recipient() == recipient && e.delivery_state() == state;
+    return e.document_id() == id && e.recipient() == recipient &&
+           e.delivery_state() == state;
   };
 }
-auto IsBusiness(const std::string& id, const std::string& recipient, v1::BusinessStatus status) {
+auto IsBusiness(const std::string& id, const std::string& recipient,
+                v1::BusinessStatus status) {
   return [=](const v1::StatusEvent& e) {
-    return e.document_id() == id && e.recipient() == recipient && e.business_status() == status;
+    return e.document_id() == id && e.recipient() == recipient &&
+           e.business_status() == status;
   };
 }
 
@@ -128,7 +133,8 @@ const v1::RecipientStatus* FindRecipient(const v1::DocumentStatus& status,
 
 class ExchangeIntegrationTest : public ::testing::Test {
  protected:
-  explicit ExchangeIntegrationTest(BrokerOptions options = {}) : broker_(std::move(options)) {}
+  explicit ExchangeIntegrationTest(BrokerOptions options = {})
+      : broker_(std::move(options)) {}
 
   void SetUp() override { ASSERT_OK(broker_.Start()); }
   // Every test also checks that the broker stops cleanly on SIGTERM.
@@ -165,10 +171,14 @@ class ExchangeIntegrationTest : public ::testing::Test {
                                             const std::string& key_pem = "") {
     std::shared_ptr<grpc::experimental::StaticDataCertificateProvider> provider;
     if (cert_pem.empty()) {
-      provider = std::make_shared<grpc::experimental::StaticDataCertificateProvider>(root_pem);
+      provider =
+          std::make_shared<grpc::experimental::StaticDataCertificateProvider>(
+              root_pem);
     } else {
-      provider = std::make_shared<grpc::experimental::StaticDataCertificateProvider>(
-          root_pem, std::vector<grpc::experimental::IdentityKeyCertPair>{{key_pem, cert_pem}});
+      provider =
+          std::make_shared<grpc::experimental::StaticDataCertificateProvider>(
+              root_pem, std::vector<grpc::experimental::IdentityKeyCertPair>{
+                            {key_pem, cert_pem}});
     }
     grpc::experimental::TlsChannelCredentialsOptions options;
     options.set_certificate_provider(provider);
@@ -177,9 +187,9 @@ class ExchangeIntegrationTest : public ::testing::Test {
     options.set_verify_server_certs(true);
     options.set_certificate_verifier(
         std::make_shared<grpc::experimental::HostNameCertificateVerifier>());
-    return grpc::CreateCustomChannel(broker_.endpoint(),
-                                     grpc::experimental::TlsCredentials(options),
-                                     grpc::ChannelArguments());
+    return grpc::CreateCustomChannel(
+        broker_.endpoint(), grpc::experimental::TlsCredentials(options),
+        grpc::ChannelArguments());
   }
 
   std::shared_ptr<grpc::Channel> OrgChannel(const std::string& org) {
@@ -191,7 +201,8 @@ class ExchangeIntegrationTest : public ::testing::Test {
   grpc::Status RawSend(const std::shared_ptr<grpc::Channel>& channel) {
     auto stub = v1::ExchangeService::NewStub(channel);
     grpc::ClientContext context;
-    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    context.set_deadline(std::chrono::system_clock::now() +
+                         std::chrono::seconds(5));
     v1::SendRequest request;
     *request.mutable_document() = NewDocument({kG22}, "raw send");
     request.mutable_document()->set_sender(kH49);
@@ -203,7 +214,8 @@ class ExchangeIntegrationTest : public ::testing::Test {
   BrokerProcess broker_;
 };
 
-TEST_F(ExchangeIntegrationTest, DeliveredAndBusinessStatusesReachTheSenderInOrder) {
+TEST_F(ExchangeIntegrationTest,
+       DeliveredAndBusinessStatusesReachTheSenderInOrder) {
   ASSERT_OK_AND_ASSIGN(std::unique_ptr<Client> sender, Open(kH49));
   ASSERT_OK_AND_ASSIGN(std::unique_ptr<Client> recipient, Open(kG22));
   EXPECT_EQ(sender->org(), kH49);
@@ -211,8 +223,9 @@ TEST_F(ExchangeIntegrationTest, DeliveredAndBusinessStatusesReachTheSenderInOrde
   // Watching everything H49 sends, from before the send.
   WatchRecorder watch(sender.get(), "");
 
-  ASSERT_OK_AND_ASSIGN(SendReceipt receipt,
-                       sender->Send(NewDocument({kG22}, "Báo cáo tình hình", "nội dung")));
+  ASSERT_OK_AND_ASSIGN(
+      SendReceipt receipt,
+      sender->Send(NewDocument({kG22}, "Báo cáo tình hình", "nội dung")));
   ASSERT_FALSE(receipt.document_id.empty());
   EXPECT_FALSE(receipt.duplicate);
   EXPECT_FALSE(receipt.idempotency_key.empty());
@@ -240,22 +253,27 @@ TEST_F(ExchangeIntegrationTest, DeliveredAndBusinessStatusesReachTheSenderInOrde
         status = sender->GetDocumentStatus(id);
         if (!status.ok()) return false;
         const v1::RecipientStatus* r = FindRecipient(*status, kG22);
-        return r != nullptr && r->delivery_state() == v1::DELIVERY_STATE_DELIVERED;
+        return r != nullptr &&
+               r->delivery_state() == v1::DELIVERY_STATE_DELIVERED;
       },
       kWait))
       << (status.ok() ? status->DebugString() : status.status().ToString());
-  EXPECT_TRUE(watch.WaitFor(IsDelivery(id, kG22, v1::DELIVERY_STATE_DELIVERED)));
+  EXPECT_TRUE(
+      watch.WaitFor(IsDelivery(id, kG22, v1::DELIVERY_STATE_DELIVERED)));
   ASSERT_OK_AND_ASSIGN(v1::ListInboxResponse inbox, recipient->ListInbox(10));
   EXPECT_EQ(inbox.total(), 0u);
 
   // The recipient reports 01 then 06.
-  ASSERT_OK_AND_ASSIGN(v1::StatusEvent arrived,
-                       recipient->ReportStatus(id, v1::BUSINESS_STATUS_ARRIVED));
+  ASSERT_OK_AND_ASSIGN(
+      v1::StatusEvent arrived,
+      recipient->ReportStatus(id, v1::BUSINESS_STATUS_ARRIVED));
   EXPECT_EQ(arrived.business_status(), v1::BUSINESS_STATUS_ARRIVED);
-  ASSERT_OK_AND_ASSIGN(v1::StatusEvent completed,
-                       recipient->ReportStatus(id, v1::BUSINESS_STATUS_COMPLETED));
+  ASSERT_OK_AND_ASSIGN(
+      v1::StatusEvent completed,
+      recipient->ReportStatus(id, v1::BUSINESS_STATUS_COMPLETED));
   EXPECT_GT(completed.sequence(), arrived.sequence());
-  ASSERT_TRUE(watch.WaitFor(IsBusiness(id, kG22, v1::BUSINESS_STATUS_COMPLETED)));
+  ASSERT_TRUE(
+      watch.WaitFor(IsBusiness(id, kG22, v1::BUSINESS_STATUS_COMPLETED)));
 
   // The watch saw the whole life, in order, with increasing sequences.
   std::vector<std::string> life;
@@ -270,13 +288,18 @@ TEST_F(ExchangeIntegrationTest, DeliveredAndBusinessStatusesReachTheSenderInOrde
                        ? v1::BusinessStatus_Name(e.business_status())
                        : v1::DeliveryState_Name(e.delivery_state()));
   }
-  EXPECT_THAT(life, ElementsAre("DELIVERY_STATE_ACCEPTED", "DELIVERY_STATE_DELIVERED",
-                                "BUSINESS_STATUS_ARRIVED", "BUSINESS_STATUS_COMPLETED"));
+  EXPECT_THAT(
+      life,
+      ElementsAre("DELIVERY_STATE_ACCEPTED", "DELIVERY_STATE_DELIVERED",
+                  "BUSINESS_STATUS_ARRIVED", "BUSINESS_STATUS_COMPLETED"));
 
-  ASSERT_OK_AND_ASSIGN(v1::DocumentStatus final_status, sender->GetDocumentStatus(id));
+  ASSERT_OK_AND_ASSIGN(v1::DocumentStatus final_status,
+                       sender->GetDocumentStatus(id));
   ASSERT_THAT(final_status.recipients(), SizeIs(1));
-  EXPECT_EQ(final_status.recipients(0).delivery_state(), v1::DELIVERY_STATE_DELIVERED);
-  EXPECT_EQ(final_status.recipients(0).business_status(), v1::BUSINESS_STATUS_COMPLETED);
+  EXPECT_EQ(final_status.recipients(0).delivery_state(),
+            v1::DELIVERY_STATE_DELIVERED);
+  EXPECT_EQ(final_status.recipients(0).business_status(),
+            v1::BUSINESS_STATUS_COMPLETED);
   EXPECT_EQ(final_status.sender(), kH49);
   // The recipient may ask too.
   EXPECT_OK(recipient->GetDocumentStatus(id));
@@ -285,7 +308,8 @@ TEST_F(ExchangeIntegrationTest, DeliveredAndBusinessStatusesReachTheSenderInOrde
   EXPECT_OK(watch.status());
 }
 
-TEST_F(ExchangeIntegrationTest, EachRecipientGetsItsOwnCopyOnceAndItsOwnStatus) {
+TEST_F(ExchangeIntegrationTest,
+       EachRecipientGetsItsOwnCopyOnceAndItsOwnStatus) {
   ASSERT_OK_AND_ASSIGN(std::unique_ptr<Client> sender, Open(kH49));
   const std::vector<std::string> recipients = {kG22, kH50, kUnitH49};
   ASSERT_OK_AND_ASSIGN(SendReceipt receipt,
@@ -332,15 +356,18 @@ TEST_F(ExchangeIntegrationTest, EachRecipientGetsItsOwnCopyOnceAndItsOwnStatus) 
 
   // Each reports its own status; each shows on its own row only.
   ASSERT_OK(clients[0]->ReportStatus(id, v1::BUSINESS_STATUS_ARRIVED));
-  ASSERT_OK(clients[1]->ReportStatus(id, v1::BUSINESS_STATUS_REJECTED, "Không đúng thẩm quyền"));
+  ASSERT_OK(clients[1]->ReportStatus(id, v1::BUSINESS_STATUS_REJECTED,
+                                     "Không đúng thẩm quyền"));
   ASSERT_OK_AND_ASSIGN(v1::DocumentStatus after, sender->GetDocumentStatus(id));
   std::vector<std::pair<std::string, v1::BusinessStatus>> rows;
   for (const v1::RecipientStatus& r : after.recipients()) {
     rows.emplace_back(r.recipient(), r.business_status());
   }
   EXPECT_THAT(rows, UnorderedElementsAre(
-                        std::pair<std::string, v1::BusinessStatus>(kG22, v1::BUSINESS_STATUS_ARRIVED),
-                        std::pair<std::string, v1::BusinessStatus>(kH50, v1::BUSINESS_STATUS_REJECTED),
+                        std::pair<std::string, v1::BusinessStatus>(
+                            kG22, v1::BUSINESS_STATUS_ARRIVED),
+                        std::pair<std::string, v1::BusinessStatus>(
+                            kH50, v1::BUSINESS_STATUS_REJECTED),
                         std::pair<std::string, v1::BusinessStatus>(
                             kUnitH49, v1::BUSINESS_STATUS_UNSPECIFIED)));
   bool saw_reason = false;
@@ -355,7 +382,8 @@ TEST_F(ExchangeIntegrationTest, EachRecipientGetsItsOwnCopyOnceAndItsOwnStatus) 
   for (auto& s : sessions) s->Stop();
 }
 
-TEST_F(ExchangeIntegrationTest, ResendWithTheSameKeyGivesTheSameIdAndOneDelivery) {
+TEST_F(ExchangeIntegrationTest,
+       ResendWithTheSameKeyGivesTheSameIdAndOneDelivery) {
   ASSERT_OK_AND_ASSIGN(std::unique_ptr<Client> sender, Open(kH49));
   v1::Document doc = NewDocument({kG22}, "Quyết định số 12");
   doc.set_idempotency_key("qd-12-2026");
@@ -394,7 +422,8 @@ TEST_F(ExchangeIntegrationTest, ResendWithTheSameKeyGivesTheSameIdAndOneDelivery
                                           HasSubstr("idempotency_key")));
 }
 
-TEST_F(ExchangeIntegrationTest, StreamOf2000IsAcknowledgedAndDeliveredOnceInSendOrder) {
+TEST_F(ExchangeIntegrationTest,
+       StreamOf2000IsAcknowledgedAndDeliveredOnceInSendOrder) {
   constexpr int kCount = 2000;
   ASSERT_OK_AND_ASSIGN(std::unique_ptr<Client> sender, Open(kH49));
   ASSERT_OK_AND_ASSIGN(std::unique_ptr<Client> recipient, Open(kG22));
@@ -404,9 +433,11 @@ TEST_F(ExchangeIntegrationTest, StreamOf2000IsAcknowledgedAndDeliveredOnceInSend
   std::vector<absl::Status> errors(kCount);
   int answered = 0;
   {
-    ASSERT_OK_AND_ASSIGN(std::unique_ptr<SendStream> stream, sender->OpenSendStream(1024));
+    ASSERT_OK_AND_ASSIGN(std::unique_ptr<SendStream> stream,
+                         sender->OpenSendStream(1024));
     for (int i = 0; i < kCount; ++i) {
-      v1::Document doc = NewDocument({kG22}, absl::StrCat("Văn bản số ", i), absl::StrCat("body ", i));
+      v1::Document doc = NewDocument({kG22}, absl::StrCat("Văn bản số ", i),
+                                     absl::StrCat("body ", i));
       stream->Submit(std::move(doc), [&, i](absl::StatusOr<SendReceipt> r) {
         absl::MutexLock lock(&mu);
         ++answered;
@@ -424,7 +455,8 @@ TEST_F(ExchangeIntegrationTest, StreamOf2000IsAcknowledgedAndDeliveredOnceInSend
     ASSERT_EQ(answered, kCount);
     int failed = 0;
     for (int i = 0; i < kCount; ++i) {
-      if (!errors[i].ok() && failed++ < 5) ADD_FAILURE() << "item " << i << ": " << errors[i];
+      if (!errors[i].ok() && failed++ < 5)
+        ADD_FAILURE() << "item " << i << ": " << errors[i];
     }
     EXPECT_EQ(failed, 0);
   }
@@ -443,12 +475,15 @@ TEST_F(ExchangeIntegrationTest, StreamOf2000IsAcknowledgedAndDeliveredOnceInSend
                              return absl::OkStatus();
                            },
                            options));
-  ASSERT_TRUE(got.WaitForCount(kCount, absl::Seconds(60))) << "got " << got.size();
-  EXPECT_EQ(got.CountAfter(absl::Milliseconds(500)), static_cast<size_t>(kCount));
+  ASSERT_TRUE(got.WaitForCount(kCount, absl::Seconds(60)))
+      << "got " << got.size();
+  EXPECT_EQ(got.CountAfter(absl::Milliseconds(500)),
+            static_cast<size_t>(kCount));
   session->Stop();
 
   std::vector<std::string> order;
-  for (const IncomingDocument& d : got.items()) order.push_back(d.document.id());
+  for (const IncomingDocument& d : got.items())
+    order.push_back(d.document.id());
   // Once each, and in the order sent (one sender, one urgency).
   EXPECT_EQ(absl::flat_hash_set<std::string>(order.begin(), order.end()).size(),
             static_cast<size_t>(kCount));
@@ -459,8 +494,9 @@ TEST_F(ExchangeIntegrationTest, StreamOf2000IsAcknowledgedAndDeliveredOnceInSend
       break;
     }
   }
-  EXPECT_EQ(first_mismatch, -1) << "delivery order differs from send order at position "
-                                << first_mismatch;
+  EXPECT_EQ(first_mismatch, -1)
+      << "delivery order differs from send order at position "
+      << first_mismatch;
   // Body i belongs to id i.
   for (const IncomingDocument& d : got.items()) {
     auto it = std::find(ids.begin(), ids.end(), d.document.id());
@@ -469,19 +505,23 @@ TEST_F(ExchangeIntegrationTest, StreamOf2000IsAcknowledgedAndDeliveredOnceInSend
   }
 }
 
-// ---- Bad input: a precise status, and nothing changed ------------------------
+// ---- Bad input: a precise status, and nothing changed
+// ------------------------
 
 TEST_F(ExchangeIntegrationTest, UnknownRecipientIsNotFound) {
   ASSERT_OK_AND_ASSIGN(std::unique_ptr<Client> sender, Open(kH49));
-  EXPECT_THAT(sender->Send(NewDocument({kG22, "000.00.00.H99"}, "x")),
-              StatusIs(absl::StatusCode::kNotFound, HasSubstr("recipients[1]")));
+  EXPECT_THAT(
+      sender->Send(NewDocument({kG22, "000.00.00.H99"}, "x")),
+      StatusIs(absl::StatusCode::kNotFound, HasSubstr("recipients[1]")));
   EXPECT_EQ(InboxTotal(kG22), 0);
 }
 
-TEST_F(ExchangeIntegrationTest, MalformedRecipientIsInvalidArgumentNamingTheField) {
+TEST_F(ExchangeIntegrationTest,
+       MalformedRecipientIsInvalidArgumentNamingTheField) {
   ASSERT_OK_AND_ASSIGN(std::unique_ptr<Client> sender, Open(kH49));
-  EXPECT_THAT(sender->Send(NewDocument({"H49-khong-hop-le", kG22}, "x")),
-              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("recipients[0]")));
+  EXPECT_THAT(
+      sender->Send(NewDocument({"H49-khong-hop-le", kG22}, "x")),
+      StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("recipients[0]")));
   EXPECT_EQ(InboxTotal(kG22), 0);
 }
 
@@ -496,8 +536,8 @@ TEST_F(ExchangeIntegrationTest, SpoofedSenderIsPermissionDenied) {
   ASSERT_OK_AND_ASSIGN(std::unique_ptr<Client> sender, Open(kH49));
   v1::Document doc = NewDocument({kG22}, "x");
   doc.set_sender(kH50);
-  EXPECT_THAT(sender->Send(doc),
-              StatusIs(absl::StatusCode::kPermissionDenied, HasSubstr("sender")));
+  EXPECT_THAT(sender->Send(doc), StatusIs(absl::StatusCode::kPermissionDenied,
+                                          HasSubstr("sender")));
   EXPECT_EQ(InboxTotal(kG22), 0);
 }
 
@@ -508,34 +548,36 @@ TEST_F(ExchangeIntegrationTest, NoClientCertificateIsRefusedAtTheHandshake) {
 }
 
 TEST_F(ExchangeIntegrationTest, CertificateFromAForeignCaIsRefused) {
-  grpc::Status s =
-      RawSend(RawChannel(Pki("ca.pem"), Pki("bad/foreign-org.pem"), Pki("bad/foreign-org.key")));
+  grpc::Status s = RawSend(RawChannel(Pki("ca.pem"), Pki("bad/foreign-org.pem"),
+                                      Pki("bad/foreign-org.key")));
   EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAVAILABLE) << s.error_message();
   EXPECT_EQ(InboxTotal(kG22), 0);
 }
 
 TEST_F(ExchangeIntegrationTest, ExpiredCertificateIsRefused) {
-  grpc::Status s =
-      RawSend(RawChannel(Pki("ca.pem"), Pki("bad/expired-org.pem"), Pki("bad/expired-org.key")));
+  grpc::Status s = RawSend(RawChannel(Pki("ca.pem"), Pki("bad/expired-org.pem"),
+                                      Pki("bad/expired-org.key")));
   EXPECT_FALSE(s.ok());
-  EXPECT_THAT(s.error_code(),
-              AnyOf(grpc::StatusCode::UNAVAILABLE, grpc::StatusCode::UNAUTHENTICATED))
+  EXPECT_THAT(s.error_code(), AnyOf(grpc::StatusCode::UNAVAILABLE,
+                                    grpc::StatusCode::UNAUTHENTICATED))
       << s.error_message();
   EXPECT_EQ(InboxTotal(kG22), 0);
 }
 
 TEST_F(ExchangeIntegrationTest, CertificateWithoutSanIsUnauthenticated) {
-  grpc::Status s =
-      RawSend(RawChannel(Pki("ca.pem"), Pki("bad/nosan-org.pem"), Pki("bad/nosan-org.key")));
-  EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAUTHENTICATED) << s.error_message();
+  grpc::Status s = RawSend(RawChannel(Pki("ca.pem"), Pki("bad/nosan-org.pem"),
+                                      Pki("bad/nosan-org.key")));
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAUTHENTICATED)
+      << s.error_message();
   EXPECT_THAT(s.error_message(), HasSubstr("URI SAN"));
   EXPECT_EQ(InboxTotal(kG22), 0);
 }
 
 TEST_F(ExchangeIntegrationTest, CertificateWithTwoUriSansIsUnauthenticated) {
-  grpc::Status s =
-      RawSend(RawChannel(Pki("ca.pem"), Pki("bad/twosan-org.pem"), Pki("bad/twosan-org.key")));
-  EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAUTHENTICATED) << s.error_message();
+  grpc::Status s = RawSend(RawChannel(Pki("ca.pem"), Pki("bad/twosan-org.pem"),
+                                      Pki("bad/twosan-org.key")));
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAUTHENTICATED)
+      << s.error_message();
   EXPECT_THAT(s.error_message(), HasSubstr("exactly one"));
   EXPECT_EQ(InboxTotal(kG22), 0);
 }
@@ -560,35 +602,42 @@ class OversizeTest : public ExchangeIntegrationTest {
 
 TEST_F(OversizeTest, DocumentOverTheLimitIsResourceExhausted) {
   ASSERT_OK_AND_ASSIGN(std::unique_ptr<Client> sender, Open(kH49));
-  EXPECT_THAT(sender->Send(NewDocument({kG22}, "lớn", std::string(100 << 10, 'x'))),
-              StatusIs(absl::StatusCode::kResourceExhausted, HasSubstr("65536")));
+  EXPECT_THAT(
+      sender->Send(NewDocument({kG22}, "lớn", std::string(100 << 10, 'x'))),
+      StatusIs(absl::StatusCode::kResourceExhausted, HasSubstr("65536")));
   EXPECT_EQ(InboxTotal(kG22), 0);
   // Under the limit passes: the limit, not something else, refused it.
-  EXPECT_OK(sender->Send(NewDocument({kG22}, "nhỏ", std::string(60 << 10, 'x'))));
+  EXPECT_OK(
+      sender->Send(NewDocument({kG22}, "nhỏ", std::string(60 << 10, 'x'))));
   EXPECT_EQ(InboxTotal(kG22), 1);
 }
 
-// ---- Health and reflection ---------------------------------------------------
+// ---- Health and reflection
+// ---------------------------------------------------
 
 TEST_F(ExchangeIntegrationTest, HealthCheckIsServing) {
   auto stub = grpc::health::v1::Health::NewStub(OrgChannel(kH49));
   for (const std::string service : {"", "lienthong.v1.ExchangeService"}) {
     grpc::ClientContext context;
-    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    context.set_deadline(std::chrono::system_clock::now() +
+                         std::chrono::seconds(5));
     grpc::health::v1::HealthCheckRequest request;
     request.set_service(service);
     grpc::health::v1::HealthCheckResponse response;
     grpc::Status s = stub->Check(&context, request, &response);
     ASSERT_TRUE(s.ok()) << "\"" << service << "\": " << s.error_message();
-    EXPECT_EQ(response.status(), grpc::health::v1::HealthCheckResponse::SERVING) << service;
+    EXPECT_EQ(response.status(), grpc::health::v1::HealthCheckResponse::SERVING)
+        << service;
   }
 }
 
-TEST_F(ExchangeIntegrationTest, ReflectionListsTheServicesAndServesTheirDescriptors) {
+TEST_F(ExchangeIntegrationTest,
+       ReflectionListsTheServicesAndServesTheirDescriptors) {
   namespace refl = ::grpc::reflection::v1alpha;
   auto stub = refl::ServerReflection::NewStub(OrgChannel(kH49));
   grpc::ClientContext context;
-  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  context.set_deadline(std::chrono::system_clock::now() +
+                       std::chrono::seconds(5));
   auto stream = stub->ServerReflectionInfo(&context);
 
   refl::ServerReflectionRequest list;
@@ -598,7 +647,8 @@ TEST_F(ExchangeIntegrationTest, ReflectionListsTheServicesAndServesTheirDescript
   ASSERT_TRUE(stream->Read(&listed));
   ASSERT_TRUE(listed.has_list_services_response()) << listed.DebugString();
   std::vector<std::string> names;
-  for (const refl::ServiceResponse& s : listed.list_services_response().service()) {
+  for (const refl::ServiceResponse& s :
+       listed.list_services_response().service()) {
     names.push_back(s.name());
   }
   EXPECT_THAT(names, Contains("lienthong.v1.ExchangeService"));
@@ -610,15 +660,18 @@ TEST_F(ExchangeIntegrationTest, ReflectionListsTheServicesAndServesTheirDescript
   refl::ServerReflectionResponse files;
   ASSERT_TRUE(stream->Read(&files));
   ASSERT_TRUE(files.has_file_descriptor_response()) << files.DebugString();
-  ASSERT_THAT(files.file_descriptor_response().file_descriptor_proto(), Not(IsEmpty()));
+  ASSERT_THAT(files.file_descriptor_response().file_descriptor_proto(),
+              Not(IsEmpty()));
   std::set<std::string> file_names;
   bool has_service = false;
-  for (const std::string& bytes : files.file_descriptor_response().file_descriptor_proto()) {
+  for (const std::string& bytes :
+       files.file_descriptor_response().file_descriptor_proto()) {
     google::protobuf::FileDescriptorProto file;
     ASSERT_TRUE(file.ParseFromString(bytes));
     file_names.insert(file.name());
     for (const auto& service : file.service()) {
-      if (file.package() == "lienthong.v1" && service.name() == "ExchangeService") {
+      if (file.package() == "lienthong.v1" &&
+          service.name() == "ExchangeService") {
         has_service = true;
         std::vector<std::string> methods;
         for (const auto& m : service.method()) methods.push_back(m.name());
@@ -629,7 +682,8 @@ TEST_F(ExchangeIntegrationTest, ReflectionListsTheServicesAndServesTheirDescript
     }
   }
   EXPECT_TRUE(has_service);
-  EXPECT_TRUE(file_names.count("lienthong/v1/exchange.proto")) << files.DebugString();
+  EXPECT_TRUE(file_names.count("lienthong/v1/exchange.proto"))
+      << files.DebugString();
 
   refl::ServerReflectionRequest unknown;
   unknown.set_file_containing_symbol("lienthong.v1.NoSuchService");
@@ -637,21 +691,24 @@ TEST_F(ExchangeIntegrationTest, ReflectionListsTheServicesAndServesTheirDescript
   refl::ServerReflectionResponse missing;
   ASSERT_TRUE(stream->Read(&missing));
   EXPECT_TRUE(missing.has_error_response()) << missing.DebugString();
-  EXPECT_EQ(missing.error_response().error_code(), static_cast<int>(grpc::StatusCode::NOT_FOUND));
+  EXPECT_EQ(missing.error_response().error_code(),
+            static_cast<int>(grpc::StatusCode::NOT_FOUND));
 
   ASSERT_TRUE(stream->WritesDone());
   grpc::Status s = stream->Finish();
   EXPECT_TRUE(s.ok()) << s.error_message();
 }
 
-// ---- The harness itself --------------------------------------------------------
+// ---- The harness itself
+// --------------------------------------------------------
 
 TEST(BrokerProcessTest, AFailedStartSaysWhyWithTheBrokersStderr) {
   BrokerOptions options;
   options.config_yaml = "limits:\n  max_documents: 5\n";
   BrokerProcess broker(options);
   absl::Status s = broker.Start();
-  EXPECT_THAT(s, StatusIs(absl::StatusCode::kUnavailable, HasSubstr("max_documents")));
+  EXPECT_THAT(
+      s, StatusIs(absl::StatusCode::kUnavailable, HasSubstr("max_documents")));
   EXPECT_FALSE(broker.running());
 }
 
@@ -673,7 +730,8 @@ TEST(BrokerProcessTest, RestartKeepsThePortAndTheData) {
                        Client::Open(broker.ClientOptionsFor(kG22)));
   ASSERT_OK_AND_ASSIGN(v1::ListInboxResponse inbox, recipient->ListInbox(10));
   EXPECT_EQ(inbox.total(), 1u);
-  EXPECT_THAT(broker.stderr_text(), HasSubstr("1 deliveries waiting from before"));
+  EXPECT_THAT(broker.stderr_text(),
+              HasSubstr("1 deliveries waiting from before"));
   recipient.reset();  // a connected client holds up a graceful stop for ~5 s
   EXPECT_OK(broker.Stop());
 }

@@ -58,10 +58,12 @@ worker_threads: 2
 }
 
 TEST(ConfigTest, UnknownFieldIsNamedWithLineAndColumn) {
-  absl::StatusOr<BrokerConfig> c = ParseConfig("listen: 127.0.0.1:1\nlisten_port: 7\n", "b.yaml");
+  absl::StatusOr<BrokerConfig> c =
+      ParseConfig("listen: 127.0.0.1:1\nlisten_port: 7\n", "b.yaml");
   ASSERT_FALSE(c.ok());
   EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(c.status().message(), HasSubstr("b.yaml:2:1: unknown field \"listen_port\""));
+  EXPECT_THAT(c.status().message(),
+              HasSubstr("b.yaml:2:1: unknown field \"listen_port\""));
 }
 
 TEST(ConfigTest, MalformedOrgCodeIsNamed) {
@@ -73,19 +75,22 @@ TEST(ConfigTest, MalformedOrgCodeIsNamed) {
 }
 
 TEST(ConfigTest, DuplicateOrgIsRefused) {
-  absl::StatusOr<BrokerConfig> c =
-      ParseConfig("orgs:\n  - code: 000.00.00.H49\n  - code: 000.00.00.H49\n", "b.yaml");
+  absl::StatusOr<BrokerConfig> c = ParseConfig(
+      "orgs:\n  - code: 000.00.00.H49\n  - code: 000.00.00.H49\n", "b.yaml");
   ASSERT_FALSE(c.ok());
   EXPECT_THAT(c.status().message(), HasSubstr("listed twice"));
 }
 
 TEST(ConfigTest, OutOfRangeNumberIsRefused) {
-  absl::StatusOr<BrokerConfig> c = ParseConfig("limits:\n  max_recipients: 0\n", "b.yaml");
+  absl::StatusOr<BrokerConfig> c =
+      ParseConfig("limits:\n  max_recipients: 0\n", "b.yaml");
   ASSERT_FALSE(c.ok());
-  EXPECT_THAT(c.status().message(), HasSubstr("b.yaml:2:19: max_recipients must be between 1"));
+  EXPECT_THAT(c.status().message(),
+              HasSubstr("b.yaml:2:19: max_recipients must be between 1"));
   c = ParseConfig("worker_threads: many\n", "b.yaml");
   ASSERT_FALSE(c.ok());
-  EXPECT_THAT(c.status().message(), HasSubstr("worker_threads must be an integer"));
+  EXPECT_THAT(c.status().message(),
+              HasSubstr("worker_threads must be an integer"));
 }
 
 TEST(ConfigTest, BrokenYamlSaysWhere) {
@@ -95,7 +100,8 @@ TEST(ConfigTest, BrokenYamlSaysWhere) {
 }
 
 TEST(ConfigTest, BadBrokerNameIsRefused) {
-  absl::StatusOr<BrokerConfig> c = ParseConfig("broker:\n  name: bad/name\n", "b.yaml");
+  absl::StatusOr<BrokerConfig> c =
+      ParseConfig("broker:\n  name: bad/name\n", "b.yaml");
   ASSERT_FALSE(c.ok());
   EXPECT_THAT(c.status().message(), HasSubstr("broker.name"));
 }

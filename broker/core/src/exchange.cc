@@ -1,4 +1,3 @@
-#include "absl/strings/string_view.h"
 #include "lienthong/broker/exchange.h"
 
 #include <atomic>
@@ -11,6 +10,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "broker/core/src/validation.h"
 #include "google/protobuf/util/time_util.h"
@@ -31,22 +31,25 @@ constexpr size_t kMaxBytesPerMessage = 4 << 20;
 constexpr size_t kMaxWatchBuffer = 100'000;
 
 Timestamp ToProto(absl::Time t) {
-  return google::protobuf::util::TimeUtil::NanosecondsToTimestamp(absl::ToUnixNanos(t));
+  return google::protobuf::util::TimeUtil::NanosecondsToTimestamp(
+      absl::ToUnixNanos(t));
 }
 
 absl::Status RequireOrg(const Principal& caller) {
   if (!caller.is_org()) {
     return absl::PermissionDeniedError(absl::StrCat(
-        caller.spiffe_id, " is not an organization; ExchangeService serves organization "
-                          "certificates only"));
+        caller.spiffe_id,
+        " is not an organization; ExchangeService serves organization "
+        "certificates only"));
   }
   return absl::OkStatus();
 }
 
 absl::Status CheckDocumentId(absl::string_view field, absl::string_view id) {
   if (!IsDocumentId(id)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(field, ": \"", id, "\" is not a document id (26 characters, Crockford base32)"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        field, ": \"", id,
+        "\" is not a document id (26 characters, Crockford base32)"));
   }
   return absl::OkStatus();
 }
@@ -88,11 +91,18 @@ struct Handout {
 
 class ExchangeImpl;
 
-class SessionImpl : public ReceiveSession, public std::enable_shared_from_this<SessionImpl> {
+class SessionImpl : public ReceiveSession,
+                    public std::enable_shared_from_this<SessionImpl> {
  public:
-  SessionImpl(ExchangeImpl* ex, std::string org, uint64_t id, uint32_t window, DeliverySink sink)
-      : ex_(ex), org_(std::move(org)), id_(id), window_(window), sink_(std::move(sink)) {}
-  void Ack(std::vector<std::string> ids, std::vector<std::string> nack_ids) override;
+  SessionImpl(ExchangeImpl* ex, std::string org, uint64_t id, uint32_t window,
+              DeliverySink sink)
+      : ex_(ex),
+        org_(std::move(org)),
+        id_(id),
+        window_(window),
+        sink_(std::move(sink)) {}
+  void Ack(std::vector<std::string> ids,
+           std::vector<std::string> nack_ids) override;
   void Close() override;
 
   // Calls the sink unless closed. Returns false if closed.
@@ -122,8 +132,8 @@ class SessionImpl : public ReceiveSession, public std::enable_shared_from_this<S
 
 class WatcherImpl : public WatchSession {
  public:
-  WatcherImpl(uint64_t id, std::string sender, std::string document_id, uint64_t after,
-              EventSink sink)
+  WatcherImpl(uint64_t id, std::string sender, std::string document_id,
+              uint64_t after, EventSink sink)
       : id_(id),
         sender_(std::move(sender)),
         document_id_(std::move(document_id)),
@@ -198,7 +208,8 @@ class WatcherImpl : public WatchSession {
 
 class ExchangeImpl : public Exchange {
  public:
-  ExchangeImpl(const ExchangeOptions& options, storage::Store* store, Clock* clock)
+  ExchangeImpl(const ExchangeOptions& options, storage::Store* store,
+               Clock* clock)
       : options_(options),
         store_(store),
         clock_(clock),
@@ -222,24 +233,25 @@ class ExchangeImpl : public Exchange {
   }
 
   // Every store write goes through here, so the destructor can wait for them.
-  void StoreWrite(storage::WriteBatch batch, storage::Store::WriteCallback done) {
+  void StoreWrite(storage::WriteBatch batch,
+                  storage::Store::WriteCallback done) {
     {
       absl::MutexLock lock(&writes_mu_);
       ++pending_writes_;
     }
-    store_->Write(std::move(batch), [this, done = std::move(done)](
-                                        absl::StatusOr<storage::WriteResult> r) mutable {
-      done(std::move(r));
-      absl::MutexLock lock(&writes_mu_);
-      --pending_writes_;
-    });
+    store_->Write(std::move(batch),
+                  [this, done = std::move(done)](
+                      absl::StatusOr<storage::WriteResult> r) mutable {
+                    done(std::move(r));
+                    absl::MutexLock lock(&writes_mu_);
+                    --pending_writes_;
+                  });
   }
 
   absl::Status Load() {
     absl::MutexLock lock(&mu_);
-    RETURN_IF_ERROR(store_->ScanQueues([&](const storage::QueueEntry& qe) {
-      AddEntryLocked(qe, nullptr);
-    }));
+    RETURN_IF_ERROR(store_->ScanQueues(
+        [&](const storage::QueueEntry& qe) { AddEntryLocked(qe, nullptr); }));
     ScheduleReaper();
     return absl::OkStatus();
   }
@@ -248,14 +260,16 @@ class ExchangeImpl : public Exchange {
 
   void Send(const Principal& caller, v1::Document document,
             Callback<v1::SendResponse> done) override {
-    workers_->Submit([this, caller, document = std::move(document), done = std::move(done)]() mutable {
+    workers_->Submit([this, caller, document = std::move(document),
+                      done = std::move(done)]() mutable {
       SendOnWorker(caller, std::move(document), std::move(done));
     });
   }
 
   class SequenceImpl : public SendSequence {
    public:
-    explicit SequenceImpl(ExchangeImpl* ex) : ex_(ex), strand_(ex->workers_.get()) {}
+    explicit SequenceImpl(ExchangeImpl* ex)
+        : ex_(ex), strand_(ex->workers_.get()) {}
     void Send(const Principal& caller, v1::Document document,
               Callback<v1::SendResponse> done) override {
       strand_.Submit([ex = ex_, caller, document = std::move(document),
@@ -275,27 +289,30 @@ class ExchangeImpl : public Exchange {
 
   // Validates and hands the document to the store's FIFO queue before it
   // returns, so the order of calls is the order of queue positions.
-  void SendOnWorker(const Principal& caller, v1::Document doc, Callback<v1::SendResponse> done) {
+  void SendOnWorker(const Principal& caller, v1::Document doc,
+                    Callback<v1::SendResponse> done) {
     if (absl::Status s = ValidateNewDocument(doc, caller, options_); !s.ok()) {
       done(s);
       return;
     }
     if (!local_orgs_.contains(doc.sender())) {
-      done(absl::PermissionDeniedError(absl::StrCat(
-          "document.sender: organization ", doc.sender(), " is not served by this broker")));
+      done(absl::PermissionDeniedError(
+          absl::StrCat("document.sender: organization ", doc.sender(),
+                       " is not served by this broker")));
       return;
     }
     for (int i = 0; i < doc.recipients_size(); ++i) {
       if (!local_orgs_.contains(doc.recipients(i))) {
-        done(absl::NotFoundError(absl::StrCat("document.recipients[", i, "]: organization ",
-                                              doc.recipients(i),
-                                              " is not in this broker's directory")));
+        done(absl::NotFoundError(absl::StrCat(
+            "document.recipients[", i, "]: organization ", doc.recipients(i),
+            " is not in this broker's directory")));
         return;
       }
     }
     absl::Time now = clock_->Now();
     doc.set_id(NewDocumentId(absl::ToUnixMillis(now)));
-    if (doc.idempotency_key().empty()) doc.set_idempotency_key(absl::StrCat("broker:", doc.id()));
+    if (doc.idempotency_key().empty())
+      doc.set_idempotency_key(absl::StrCat("broker:", doc.id()));
     *doc.mutable_accepted_at() = ToProto(now);
     for (v1::Attachment& a : *doc.mutable_attachments()) {
       a.set_size(a.content().size());
@@ -312,7 +329,8 @@ class ExchangeImpl : public Exchange {
     batch.document = d;
     int priority = storage::PriorityOf(d.metadata().urgency());
     for (const std::string& r : d.recipients()) {
-      batch.enqueue.push_back(storage::Enqueue{r, priority, d.id(), d.sender()});
+      batch.enqueue.push_back(
+          storage::Enqueue{r, priority, d.id(), d.sender()});
       v1::StatusEvent e;
       e.set_document_id(d.id());
       e.set_recipient(r);
@@ -322,51 +340,57 @@ class ExchangeImpl : public Exchange {
       e.set_sender(d.sender());
       batch.events.push_back(std::move(e));
     }
-    StoreWrite(std::move(batch), [this, shared, done = std::move(done)](
-                                        absl::StatusOr<storage::WriteResult> r) mutable {
-      if (!r.ok()) {
-        done(r.status());
-        return;
-      }
-      if (r->duplicate_of) {
-        std::string earlier = *r->duplicate_of;
-        workers_->Submit([this, shared, earlier, done = std::move(done)]() mutable {
-          ResolveDuplicate(*shared, earlier, std::move(done));
+    StoreWrite(
+        std::move(batch), [this, shared, done = std::move(done)](
+                              absl::StatusOr<storage::WriteResult> r) mutable {
+          if (!r.ok()) {
+            done(r.status());
+            return;
+          }
+          if (r->duplicate_of) {
+            std::string earlier = *r->duplicate_of;
+            workers_->Submit(
+                [this, shared, earlier, done = std::move(done)]() mutable {
+                  ResolveDuplicate(*shared, earlier, std::move(done));
+                });
+            return;
+          }
+          {
+            absl::MutexLock lock(&mu_);
+            for (const storage::QueueEntry& qe : r->enqueued) {
+              AddEntryLocked(qe, shared);
+              WakeLocked(qe.recipient);
+            }
+            ++accepted_;
+          }
+          Publish(r->events);
+          v1::SendResponse response;
+          response.set_document_id(shared->id());
+          *response.mutable_accepted_at() = shared->accepted_at();
+          response.set_content_sha256(shared->content_sha256());
+          done(std::move(response));
         });
-        return;
-      }
-      {
-        absl::MutexLock lock(&mu_);
-        for (const storage::QueueEntry& qe : r->enqueued) {
-          AddEntryLocked(qe, shared);
-          WakeLocked(qe.recipient);
-        }
-        ++accepted_;
-      }
-      Publish(r->events);
-      v1::SendResponse response;
-      response.set_document_id(shared->id());
-      *response.mutable_accepted_at() = shared->accepted_at();
-      response.set_content_sha256(shared->content_sha256());
-      done(std::move(response));
-    });
   }
 
-  void ResolveDuplicate(const v1::Document& attempt, const std::string& earlier_id,
+  void ResolveDuplicate(const v1::Document& attempt,
+                        const std::string& earlier_id,
                         Callback<v1::SendResponse> done) {
     absl::StatusOr<v1::Document> earlier = store_->GetDocument(earlier_id);
     if (!earlier.ok()) {
       done(earlier.status());
       return;
     }
-    bool same = earlier->content_sha256() == attempt.content_sha256() &&
-                earlier->metadata().SerializeAsString() == attempt.metadata().SerializeAsString() &&
-                std::equal(earlier->recipients().begin(), earlier->recipients().end(),
-                           attempt.recipients().begin(), attempt.recipients().end());
+    bool same =
+        earlier->content_sha256() == attempt.content_sha256() &&
+        earlier->metadata().SerializeAsString() ==
+            attempt.metadata().SerializeAsString() &&
+        std::equal(earlier->recipients().begin(), earlier->recipients().end(),
+                   attempt.recipients().begin(), attempt.recipients().end());
     if (!same) {
       done(absl::AlreadyExistsError(absl::StrCat(
-          "document.idempotency_key: \"", attempt.idempotency_key(), "\" was used for document ",
-          earlier_id, " with different content, metadata or recipients; use a new key")));
+          "document.idempotency_key: \"", attempt.idempotency_key(),
+          "\" was used for document ", earlier_id,
+          " with different content, metadata or recipients; use a new key")));
       return;
     }
     v1::SendResponse response;
@@ -377,9 +401,11 @@ class ExchangeImpl : public Exchange {
     done(std::move(response));
   }
 
-  // ---- Delivery index --------------------------------------------------------
+  // ---- Delivery index
+  // --------------------------------------------------------
 
-  void AddEntryLocked(const storage::QueueEntry& qe, std::shared_ptr<const v1::Document> doc)
+  void AddEntryLocked(const storage::QueueEntry& qe,
+                      std::shared_ptr<const v1::Document> doc)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     OrgQueue& q = queues_[qe.recipient];
     Key key{qe.priority, qe.sequence};
@@ -398,7 +424,8 @@ class ExchangeImpl : public Exchange {
     ++queued_;
   }
 
-  void EraseEntryLocked(OrgQueue& q, const Key& key) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+  void EraseEntryLocked(OrgQueue& q, const Key& key)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     auto it = q.entries.find(key);
     if (it == q.entries.end()) return;
     cached_bytes_ -= it->second.cached_bytes;
@@ -410,7 +437,8 @@ class ExchangeImpl : public Exchange {
   }
 
   // Takes up to `max` ready entries of `q` for `owner`.
-  std::vector<Handout> TakeLocked(OrgQueue& q, size_t max, uint64_t owner, size_t max_bytes)
+  std::vector<Handout> TakeLocked(OrgQueue& q, size_t max, uint64_t owner,
+                                  size_t max_bytes)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     std::vector<Handout> out;
     size_t bytes = 0;
@@ -428,9 +456,11 @@ class ExchangeImpl : public Exchange {
     return out;
   }
 
-  void ReleaseLocked(OrgQueue& q, const Key& key) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+  void ReleaseLocked(OrgQueue& q, const Key& key)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     auto it = q.entries.find(key);
-    if (it == q.entries.end() || it->second.state != Entry::State::kLeased) return;
+    if (it == q.entries.end() || it->second.state != Entry::State::kLeased)
+      return;
     it->second.state = Entry::State::kReady;
     it->second.owner = 0;
     q.ready.insert(key);
@@ -467,15 +497,20 @@ class ExchangeImpl : public Exchange {
   }
 
   void CompleteFetchLocked(OrgQueue& q, uint32_t max, absl::Duration lease,
-                           Callback<v1::FetchResponse> done) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+                           Callback<v1::FetchResponse> done)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     std::vector<Handout> got = TakeLocked(q, max, kFetchOwner, SIZE_MAX);
     absl::Time expiry = clock_->Now() + lease;
-    for (const Handout& h : got) q.fetch_leases[{h.qe.priority, h.qe.sequence}] = expiry;
-    workers_->Submit([this, got = std::move(got), done = std::move(done)]() mutable {
+    for (const Handout& h : got)
+      q.fetch_leases[{h.qe.priority, h.qe.sequence}] = expiry;
+    workers_->Submit([this, got = std::move(got),
+                      done = std::move(done)]() mutable {
       v1::FetchResponse response;
       for (Handout& h : got) {
-        absl::StatusOr<std::shared_ptr<const v1::Document>> doc = Materialize(h);
-        if (!doc.ok()) continue;  // logged by Materialize; stays leased, retried on expiry
+        absl::StatusOr<std::shared_ptr<const v1::Document>> doc =
+            Materialize(h);
+        if (!doc.ok())
+          continue;  // logged by Materialize; stays leased, retried on expiry
         v1::Delivery* d = response.add_deliveries();
         *d->mutable_document() = **doc;
         d->set_attempt(h.attempts);
@@ -484,7 +519,8 @@ class ExchangeImpl : public Exchange {
     });
   }
 
-  absl::StatusOr<std::shared_ptr<const v1::Document>> Materialize(const Handout& h) {
+  absl::StatusOr<std::shared_ptr<const v1::Document>> Materialize(
+      const Handout& h) {
     if (h.doc) return h.doc;
     ASSIGN_OR_RETURN(v1::Document doc, store_->GetDocument(h.qe.document_id));
     return std::make_shared<const v1::Document>(std::move(doc));
@@ -499,8 +535,10 @@ class ExchangeImpl : public Exchange {
         if (s->closed_ || stopping_) return;
         OrgQueue& q = queues_[s->org_];
         size_t room = s->window_ - s->in_flight_;
-        got = TakeLocked(q, std::min(room, kMaxDeliveriesPerMessage), s->id_, kMaxBytesPerMessage);
-        for (const Handout& h : got) s->held_.insert({h.qe.priority, h.qe.sequence});
+        got = TakeLocked(q, std::min(room, kMaxDeliveriesPerMessage), s->id_,
+                         kMaxBytesPerMessage);
+        for (const Handout& h : got)
+          s->held_.insert({h.qe.priority, h.qe.sequence});
         s->in_flight_ += got.size();
         if (got.empty()) return;
         s->pump_scheduled_ = true;  // this loop continues; no second pump
@@ -508,7 +546,8 @@ class ExchangeImpl : public Exchange {
       v1::ReceiveResponse response;
       std::vector<Key> failed;
       for (const Handout& h : got) {
-        absl::StatusOr<std::shared_ptr<const v1::Document>> doc = Materialize(h);
+        absl::StatusOr<std::shared_ptr<const v1::Document>> doc =
+            Materialize(h);
         if (!doc.ok()) {
           failed.push_back({h.qe.priority, h.qe.sequence});
           continue;
@@ -521,19 +560,21 @@ class ExchangeImpl : public Exchange {
         // The document could not be read: leave the copies leased to this
         // session (so they do not spin) until it ends; they are retried then.
       }
-      if (response.deliveries_size() > 0 && !s->Emit(std::move(response))) return;
+      if (response.deliveries_size() > 0 && !s->Emit(std::move(response)))
+        return;
     }
   }
 
-  absl::StatusOr<std::shared_ptr<ReceiveSession>> OpenReceive(const Principal& caller,
-                                                              uint32_t max_in_flight,
-                                                              DeliverySink sink) override {
+  absl::StatusOr<std::shared_ptr<ReceiveSession>> OpenReceive(
+      const Principal& caller, uint32_t max_in_flight,
+      DeliverySink sink) override {
     RETURN_IF_ERROR(RequireOrg(caller));
     if (max_in_flight > 10000) {
       return absl::InvalidArgumentError("start.max_in_flight: at most 10000");
     }
     if (max_in_flight == 0) max_in_flight = options_.default_max_in_flight;
-    auto s = std::make_shared<SessionImpl>(this, caller.name, next_owner_.fetch_add(1),
+    auto s = std::make_shared<SessionImpl>(this, caller.name,
+                                           next_owner_.fetch_add(1),
                                            max_in_flight, std::move(sink));
     absl::MutexLock lock(&mu_);
     sessions_[s->id_] = s;
@@ -542,7 +583,8 @@ class ExchangeImpl : public Exchange {
     return s;
   }
 
-  void SessionAck(SessionImpl* s, std::vector<std::string> ids, std::vector<std::string> nacks) {
+  void SessionAck(SessionImpl* s, std::vector<std::string> ids,
+                  std::vector<std::string> nacks) {
     std::vector<storage::QueueEntry> to_commit;
     {
       absl::MutexLock lock(&mu_);
@@ -574,7 +616,8 @@ class ExchangeImpl : public Exchange {
   }
 
   // Removes acknowledged copies durably and records DELIVERED.
-  void CommitAcks(const std::string& org, std::vector<storage::QueueEntry> entries,
+  void CommitAcks(const std::string& org,
+                  std::vector<storage::QueueEntry> entries,
                   absl::AnyInvocable<void(absl::Status)> done) {
     storage::WriteBatch batch;
     Timestamp now = ToProto(clock_->Now());
@@ -590,28 +633,29 @@ class ExchangeImpl : public Exchange {
       batch.events.push_back(std::move(e));
     }
     batch.dequeue = entries;
-    StoreWrite(std::move(batch), [this, org, entries = std::move(entries),
-                                     done = std::move(done)](
-                                        absl::StatusOr<storage::WriteResult> r) mutable {
-      {
-        absl::MutexLock lock(&mu_);
-        OrgQueue& q = queues_[org];
-        for (const storage::QueueEntry& qe : entries) {
-          Key key{qe.priority, qe.sequence};
-          if (r.ok()) {
-            EraseEntryLocked(q, key);
-            ++delivered_;
-          } else if (auto it = q.entries.find(key); it != q.entries.end()) {
-            it->second.state = Entry::State::kReady;
-            it->second.owner = 0;
-            q.ready.insert(key);
+    StoreWrite(
+        std::move(batch),
+        [this, org, entries = std::move(entries), done = std::move(done)](
+            absl::StatusOr<storage::WriteResult> r) mutable {
+          {
+            absl::MutexLock lock(&mu_);
+            OrgQueue& q = queues_[org];
+            for (const storage::QueueEntry& qe : entries) {
+              Key key{qe.priority, qe.sequence};
+              if (r.ok()) {
+                EraseEntryLocked(q, key);
+                ++delivered_;
+              } else if (auto it = q.entries.find(key); it != q.entries.end()) {
+                it->second.state = Entry::State::kReady;
+                it->second.owner = 0;
+                q.ready.insert(key);
+              }
+            }
+            if (!r.ok()) WakeLocked(org);
           }
-        }
-        if (!r.ok()) WakeLocked(org);
-      }
-      if (r.ok()) Publish(r->events);
-      if (done) done(r.status());
-    });
+          if (r.ok()) Publish(r->events);
+          if (done) done(r.status());
+        });
   }
 
   void SessionClose(SessionImpl* s) {
@@ -626,7 +670,8 @@ class ExchangeImpl : public Exchange {
     WakeLocked(s->org_);
   }
 
-  // ---- Fetch / Ack / Inbox ----------------------------------------------------
+  // ---- Fetch / Ack / Inbox
+  // ----------------------------------------------------
 
   void Fetch(const Principal& caller, const v1::FetchRequest& request,
              Callback<v1::FetchResponse> done) override {
@@ -634,13 +679,15 @@ class ExchangeImpl : public Exchange {
     if (request.max_documents() > 1000) {
       return done(absl::InvalidArgumentError("max_documents: at most 1000"));
     }
-    if (request.wait_ms() > 30000) return done(absl::InvalidArgumentError("wait_ms: at most 30000"));
+    if (request.wait_ms() > 30000)
+      return done(absl::InvalidArgumentError("wait_ms: at most 30000"));
     if (request.lease_seconds() > 3600) {
       return done(absl::InvalidArgumentError("lease_seconds: at most 3600"));
     }
     uint32_t max = request.max_documents() ? request.max_documents() : 10;
-    absl::Duration lease = request.lease_seconds() ? absl::Seconds(request.lease_seconds())
-                                                   : options_.default_fetch_lease;
+    absl::Duration lease = request.lease_seconds()
+                               ? absl::Seconds(request.lease_seconds())
+                               : options_.default_fetch_lease;
     absl::MutexLock lock(&mu_);
     OrgQueue& q = queues_[caller.name];
     if (!q.ready.empty() || request.wait_ms() == 0) {
@@ -668,11 +715,12 @@ class ExchangeImpl : public Exchange {
            Callback<v1::AckResponse> done) override {
     if (absl::Status s = RequireOrg(caller); !s.ok()) return done(s);
     if (request.document_ids_size() > 10000) {
-      return done(absl::InvalidArgumentError("document_ids: at most 10000 per call"));
+      return done(
+          absl::InvalidArgumentError("document_ids: at most 10000 per call"));
     }
     for (int i = 0; i < request.document_ids_size(); ++i) {
-      if (absl::Status s = CheckDocumentId(absl::StrCat("document_ids[", i, "]"),
-                                           request.document_ids(i));
+      if (absl::Status s = CheckDocumentId(
+              absl::StrCat("document_ids[", i, "]"), request.document_ids(i));
           !s.ok()) {
         return done(s);
       }
@@ -716,7 +764,8 @@ class ExchangeImpl : public Exchange {
   void ListInbox(const Principal& caller, const v1::ListInboxRequest& request,
                  Callback<v1::ListInboxResponse> done) override {
     if (absl::Status s = RequireOrg(caller); !s.ok()) return done(s);
-    if (request.limit() > 1000) return done(absl::InvalidArgumentError("limit: at most 1000"));
+    if (request.limit() > 1000)
+      return done(absl::InvalidArgumentError("limit: at most 1000"));
     size_t limit = request.limit() ? request.limit() : 100;
     std::vector<std::pair<Handout, bool>> rows;
     uint64_t total = 0;
@@ -726,14 +775,17 @@ class ExchangeImpl : public Exchange {
       total = q.entries.size();
       for (auto& [key, e] : q.entries) {
         if (rows.size() >= limit) break;
-        rows.push_back({Handout{e.qe, e.attempts, e.doc}, e.state != Entry::State::kReady});
+        rows.push_back({Handout{e.qe, e.attempts, e.doc},
+                        e.state != Entry::State::kReady});
       }
     }
-    workers_->Submit([this, rows = std::move(rows), total, done = std::move(done)]() mutable {
+    workers_->Submit([this, rows = std::move(rows), total,
+                      done = std::move(done)]() mutable {
       v1::ListInboxResponse response;
       response.set_total(total);
       for (auto& [h, leased] : rows) {
-        absl::StatusOr<std::shared_ptr<const v1::Document>> doc = Materialize(h);
+        absl::StatusOr<std::shared_ptr<const v1::Document>> doc =
+            Materialize(h);
         if (!doc.ok()) continue;
         v1::InboxEntry* e = response.add_entries();
         e->set_document_id(h.qe.document_id);
@@ -769,35 +821,38 @@ class ExchangeImpl : public Exchange {
     });
   }
 
-  // ---- Statuses ----------------------------------------------------------------
+  // ---- Statuses
+  // ----------------------------------------------------------------
 
-  void ReportStatus(const Principal& caller, const v1::ReportStatusRequest& request,
+  void ReportStatus(const Principal& caller,
+                    const v1::ReportStatusRequest& request,
                     Callback<v1::ReportStatusResponse> done) override {
     workers_->Submit([this, caller, request, done = std::move(done)]() mutable {
       absl::StatusOr<v1::StatusEvent> event = BuildStatusEvent(caller, request);
       if (!event.ok()) return done(event.status());
       storage::WriteBatch batch;
       batch.events.push_back(*std::move(event));
-      StoreWrite(std::move(batch), [this, done = std::move(done)](
-                                          absl::StatusOr<storage::WriteResult> r) mutable {
-        if (!r.ok()) return done(r.status());
-        Publish(r->events);
-        v1::ReportStatusResponse response;
-        *response.mutable_event() = r->events.front();
-        done(std::move(response));
-      });
+      StoreWrite(std::move(batch),
+                 [this, done = std::move(done)](
+                     absl::StatusOr<storage::WriteResult> r) mutable {
+                   if (!r.ok()) return done(r.status());
+                   Publish(r->events);
+                   v1::ReportStatusResponse response;
+                   *response.mutable_event() = r->events.front();
+                   done(std::move(response));
+                 });
     });
   }
 
-  absl::StatusOr<v1::StatusEvent> BuildStatusEvent(const Principal& caller,
-                                                   const v1::ReportStatusRequest& request) {
+  absl::StatusOr<v1::StatusEvent> BuildStatusEvent(
+      const Principal& caller, const v1::ReportStatusRequest& request) {
     RETURN_IF_ERROR(RequireOrg(caller));
     RETURN_IF_ERROR(CheckDocumentId("document_id", request.document_id()));
     if (request.status() == v1::BUSINESS_STATUS_UNSPECIFIED ||
         !v1::BusinessStatus_IsValid(request.status())) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "status: ", static_cast<int>(request.status()),
-          " is not a national status code (01-06, 13, 15, 16)"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("status: ", static_cast<int>(request.status()),
+                       " is not a national status code (01-06, 13, 15, 16)"));
     }
     bool needs_reason = request.status() == v1::BUSINESS_STATUS_REJECTED ||
                         request.status() == v1::BUSINESS_STATUS_REFUSED;
@@ -808,8 +863,9 @@ class ExchangeImpl : public Exchange {
     if (request.reason().size() > 4096) {
       return absl::InvalidArgumentError("reason: longer than 4096 bytes");
     }
-    ASSIGN_OR_RETURN(v1::Document doc, LoadVisible(caller, request.document_id(),
-                                                   /*allow_sender=*/false));
+    ASSIGN_OR_RETURN(v1::Document doc,
+                     LoadVisible(caller, request.document_id(),
+                                 /*allow_sender=*/false));
     v1::StatusEvent e;
     e.set_document_id(doc.id());
     e.set_recipient(caller.name);
@@ -823,36 +879,42 @@ class ExchangeImpl : public Exchange {
 
   // The document if the caller is a recipient (or the sender when allowed);
   // NOT_FOUND otherwise, so ids of others' documents reveal nothing.
-  absl::StatusOr<v1::Document> LoadVisible(const Principal& caller, const std::string& id,
+  absl::StatusOr<v1::Document> LoadVisible(const Principal& caller,
+                                           const std::string& id,
                                            bool allow_sender) {
     absl::StatusOr<v1::Document> doc = store_->GetDocument(id);
     auto not_found = [&] {
       return absl::NotFoundError(absl::StrCat(
           "document ", id, " not found among documents ",
-          allow_sender ? "sent by or addressed to " : "addressed to ", caller.name));
+          allow_sender ? "sent by or addressed to " : "addressed to ",
+          caller.name));
     };
     if (absl::IsNotFound(doc.status())) return not_found();
     if (!doc.ok()) return doc.status();
-    bool recipient = std::find(doc->recipients().begin(), doc->recipients().end(), caller.name) !=
-                     doc->recipients().end();
+    bool recipient =
+        std::find(doc->recipients().begin(), doc->recipients().end(),
+                  caller.name) != doc->recipients().end();
     bool sender = doc->sender() == caller.name;
     if (!recipient && !(allow_sender && sender)) return not_found();
     return doc;
   }
 
-  void GetDocumentStatus(const Principal& caller, const v1::GetDocumentStatusRequest& request,
+  void GetDocumentStatus(const Principal& caller,
+                         const v1::GetDocumentStatusRequest& request,
                          Callback<v1::DocumentStatus> done) override {
     workers_->Submit([this, caller, request, done = std::move(done)]() mutable {
       done(BuildDocumentStatus(caller, request.document_id()));
     });
   }
 
-  absl::StatusOr<v1::DocumentStatus> BuildDocumentStatus(const Principal& caller,
-                                                         const std::string& id) {
+  absl::StatusOr<v1::DocumentStatus> BuildDocumentStatus(
+      const Principal& caller, const std::string& id) {
     RETURN_IF_ERROR(RequireOrg(caller));
     RETURN_IF_ERROR(CheckDocumentId("document_id", id));
-    ASSIGN_OR_RETURN(v1::Document doc, LoadVisible(caller, id, /*allow_sender=*/true));
-    ASSIGN_OR_RETURN(std::vector<v1::StatusEvent> events, store_->ListDocumentEvents(id, 0));
+    ASSIGN_OR_RETURN(v1::Document doc,
+                     LoadVisible(caller, id, /*allow_sender=*/true));
+    ASSIGN_OR_RETURN(std::vector<v1::StatusEvent> events,
+                     store_->ListDocumentEvents(id, 0));
     bool is_sender = doc.sender() == caller.name;
     v1::DocumentStatus status;
     status.set_document_id(id);
@@ -876,35 +938,41 @@ class ExchangeImpl : public Exchange {
       *status.add_history() = e;
     }
     for (const std::string& r : doc.recipients()) {
-      if (auto it = rows.find(r); it != rows.end()) *status.add_recipients() = it->second;
+      if (auto it = rows.find(r); it != rows.end())
+        *status.add_recipients() = it->second;
     }
     return status;
   }
 
-  // ---- Watch -------------------------------------------------------------------
+  // ---- Watch
+  // -------------------------------------------------------------------
 
-  void Watch(const Principal& caller, const v1::WatchStatusRequest& request, EventSink sink,
+  void Watch(const Principal& caller, const v1::WatchStatusRequest& request,
+             EventSink sink,
              Callback<std::shared_ptr<WatchSession>> done) override {
     workers_->Submit([this, caller, request, sink = std::move(sink),
-                     done = std::move(done)]() mutable {
+                      done = std::move(done)]() mutable {
       if (absl::Status s = RequireOrg(caller); !s.ok()) return done(s);
       if (!request.document_id().empty()) {
-        if (absl::Status s = CheckDocumentId("document_id", request.document_id()); !s.ok()) {
+        if (absl::Status s =
+                CheckDocumentId("document_id", request.document_id());
+            !s.ok()) {
           return done(s);
         }
-        absl::StatusOr<v1::Document> doc = store_->GetDocument(request.document_id());
+        absl::StatusOr<v1::Document> doc =
+            store_->GetDocument(request.document_id());
         if (!doc.ok() || doc->sender() != caller.name) {
           if (doc.ok() || absl::IsNotFound(doc.status())) {
-            return done(absl::NotFoundError(absl::StrCat("document ", request.document_id(),
-                                                         " not found among documents sent by ",
-                                                         caller.name)));
+            return done(absl::NotFoundError(absl::StrCat(
+                "document ", request.document_id(),
+                " not found among documents sent by ", caller.name)));
           }
           return done(doc.status());
         }
       }
-      auto w = std::make_shared<WatcherImpl>(next_owner_.fetch_add(1), caller.name,
-                                             request.document_id(), request.after_sequence(),
-                                             std::move(sink));
+      auto w = std::make_shared<WatcherImpl>(
+          next_owner_.fetch_add(1), caller.name, request.document_id(),
+          request.after_sequence(), std::move(sink));
       w->ex_ = this;
       {
         absl::MutexLock lock(&watch_mu_);
@@ -936,7 +1004,8 @@ class ExchangeImpl : public Exchange {
   }
 
   void Publish(const std::vector<v1::StatusEvent>& events) {
-    std::vector<std::pair<std::shared_ptr<WatcherImpl>, const v1::StatusEvent*>> targets;
+    std::vector<std::pair<std::shared_ptr<WatcherImpl>, const v1::StatusEvent*>>
+        targets;
     {
       absl::MutexLock lock(&watch_mu_);
       if (watchers_.empty()) return;
@@ -963,7 +1032,8 @@ class ExchangeImpl : public Exchange {
         q.waiters.clear();
       }
     }
-    for (auto& done : waiting) done(absl::UnavailableError("broker is shutting down"));
+    for (auto& done : waiting)
+      done(absl::UnavailableError("broker is shutting down"));
   }
 
   ExchangeStats Stats() override {
@@ -986,7 +1056,8 @@ class ExchangeImpl : public Exchange {
   absl::Mutex mu_;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::unordered_map<std::string, OrgQueue> queues_ ABSL_GUARDED_BY(mu_);
-  std::unordered_map<uint64_t, std::weak_ptr<SessionImpl>> sessions_ ABSL_GUARDED_BY(mu_);
+  std::unordered_map<uint64_t, std::weak_ptr<SessionImpl>> sessions_
+      ABSL_GUARDED_BY(mu_);
   size_t cached_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t queued_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t leased_ ABSL_GUARDED_BY(mu_) = 0;
@@ -994,8 +1065,9 @@ class ExchangeImpl : public Exchange {
   uint64_t delivered_ ABSL_GUARDED_BY(mu_) = 0;
 
   absl::Mutex watch_mu_;
-  std::unordered_map<std::string, std::map<uint64_t, std::shared_ptr<WatcherImpl>>> watchers_
-      ABSL_GUARDED_BY(watch_mu_);
+  std::unordered_map<std::string,
+                     std::map<uint64_t, std::shared_ptr<WatcherImpl>>>
+      watchers_ ABSL_GUARDED_BY(watch_mu_);
 
   absl::Mutex writes_mu_;
   int pending_writes_ ABSL_GUARDED_BY(writes_mu_) = 0;
@@ -1004,7 +1076,8 @@ class ExchangeImpl : public Exchange {
   std::unique_ptr<WorkerPool> workers_;
 };
 
-void SessionImpl::Ack(std::vector<std::string> ids, std::vector<std::string> nack_ids) {
+void SessionImpl::Ack(std::vector<std::string> ids,
+                      std::vector<std::string> nack_ids) {
   ex_->SessionAck(this, std::move(ids), std::move(nack_ids));
 }
 
@@ -1031,16 +1104,19 @@ void WatcherImpl::Close() {
 absl::Status ExchangeOptions::Validate() const {
   absl::StatusOr<Principal> broker = ParseSpiffeId(broker_id);
   if (!broker.ok() || broker->kind != Principal::Kind::kBroker) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("exchange.broker_id: \"", broker_id, "\" is not a broker SPIFFE id"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "exchange.broker_id: \"", broker_id, "\" is not a broker SPIFFE id"));
   }
   for (size_t i = 0; i < local_orgs.size(); ++i) {
-    RETURN_IF_ERROR(ValidateOrgCode(local_orgs[i], absl::StrCat("orgs[", i, "].code")));
+    RETURN_IF_ERROR(
+        ValidateOrgCode(local_orgs[i], absl::StrCat("orgs[", i, "].code")));
   }
   if (max_document_bytes < 1024) {
-    return absl::InvalidArgumentError("limits.max_document_bytes: at least 1024");
+    return absl::InvalidArgumentError(
+        "limits.max_document_bytes: at least 1024");
   }
-  if (max_recipients == 0) return absl::InvalidArgumentError("limits.max_recipients: at least 1");
+  if (max_recipients == 0)
+    return absl::InvalidArgumentError("limits.max_recipients: at least 1");
   if (default_max_in_flight == 0 || default_max_in_flight > 10000) {
     return absl::InvalidArgumentError("limits.default_max_in_flight: 1..10000");
   }
@@ -1050,8 +1126,8 @@ absl::Status ExchangeOptions::Validate() const {
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::unique_ptr<Exchange>> Exchange::Open(const ExchangeOptions& options,
-                                                         storage::Store* store, Clock* clock) {
+absl::StatusOr<std::unique_ptr<Exchange>> Exchange::Open(
+    const ExchangeOptions& options, storage::Store* store, Clock* clock) {
   RETURN_IF_ERROR(options.Validate());
   auto ex = std::make_unique<ExchangeImpl>(options, store, clock);
   RETURN_IF_ERROR(ex->Load());

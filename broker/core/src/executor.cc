@@ -82,7 +82,9 @@ void Strand::Drain(std::shared_ptr<State> state) {
   }
 }
 
-Timer::Timer() { thread_ = std::thread([this] { Loop(); }); }
+Timer::Timer() {
+  thread_ = std::thread([this] { Loop(); });
+}
 
 Timer::~Timer() {
   {
@@ -101,12 +103,13 @@ void Timer::Loop() {
   absl::MutexLock lock(&mu_);
   while (!stopping_) {
     if (tasks_.empty()) {
-      mu_.AwaitWithTimeout(absl::Condition(
-                               +[](Timer* t) ABSL_EXCLUSIVE_LOCKS_REQUIRED(t->mu_) {
-                                 return !t->tasks_.empty() || t->stopping_;
-                               },
-                               this),
-                           absl::Seconds(1));
+      mu_.AwaitWithTimeout(
+          absl::Condition(
+              +[](Timer* t) ABSL_EXCLUSIVE_LOCKS_REQUIRED(t->mu_) {
+                return !t->tasks_.empty() || t->stopping_;
+              },
+              this),
+          absl::Seconds(1));
       continue;
     }
     absl::Time next = tasks_.begin()->first;
@@ -120,7 +123,8 @@ void Timer::Loop() {
       } args{this, size};
       mu_.AwaitWithDeadline(absl::Condition(
                                 +[](Args* a) ABSL_NO_THREAD_SAFETY_ANALYSIS {
-                                  return a->t->stopping_ || a->t->tasks_.size() != a->size;
+                                  return a->t->stopping_ ||
+                                         a->t->tasks_.size() != a->size;
                                 },
                                 &args),
                             next);

@@ -1,4 +1,3 @@
-#include "absl/strings/string_view.h"
 #include "broker/core/src/validation.h"
 
 #include <openssl/evp.h>
@@ -9,6 +8,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "lienthong/common/ids.h"
 #include "lienthong/common/org_code.h"
@@ -17,7 +17,8 @@ namespace lienthong::broker {
 namespace {
 
 absl::Status Invalid(absl::string_view field, absl::string_view why) {
-  return absl::InvalidArgumentError(absl::StrCat("document.", field, ": ", why));
+  return absl::InvalidArgumentError(
+      absl::StrCat("document.", field, ": ", why));
 }
 
 bool IsPrintable(absl::string_view s) {
@@ -27,7 +28,8 @@ bool IsPrintable(absl::string_view s) {
   return true;
 }
 
-absl::Status CheckText(absl::string_view field, absl::string_view value, size_t max) {
+absl::Status CheckText(absl::string_view field, absl::string_view value,
+                       size_t max) {
   if (value.size() > max) {
     return Invalid(field, absl::StrCat("longer than ", max, " bytes"));
   }
@@ -40,7 +42,8 @@ absl::Status CheckIssueDate(absl::string_view date) {
   absl::Time t;
   std::string err;
   if (date.size() != 10 || !absl::ParseTime("%Y-%m-%d", date, &t, &err)) {
-    return Invalid("metadata.issue_date", absl::StrCat("\"", date, "\" is not a date YYYY-MM-DD"));
+    return Invalid("metadata.issue_date",
+                   absl::StrCat("\"", date, "\" is not a date YYYY-MM-DD"));
   }
   return absl::OkStatus();
 }
@@ -50,58 +53,70 @@ absl::Status CheckIssueDate(absl::string_view date) {
 std::string Sha256Hex(absl::string_view data) {
   unsigned char md[SHA256_DIGEST_LENGTH];
   SHA256(reinterpret_cast<const unsigned char*>(data.data()), data.size(), md);
-  return absl::BytesToHexString(absl::string_view(reinterpret_cast<char*>(md), sizeof md));
+  return absl::BytesToHexString(
+      absl::string_view(reinterpret_cast<char*>(md), sizeof md));
 }
 
 std::string ContentSha256(const v1::Document& doc) {
   std::string canonical = "lienthong-content-v1\n";
   absl::StrAppend(&canonical, "body ", Sha256Hex(doc.body()), "\n");
   for (const v1::Attachment& a : doc.attachments()) {
-    absl::StrAppend(&canonical, "attachment ", Sha256Hex(a.content()), " ", a.content().size(),
-                    "\n");
+    absl::StrAppend(&canonical, "attachment ", Sha256Hex(a.content()), " ",
+                    a.content().size(), "\n");
   }
   return Sha256Hex(canonical);
 }
 
-absl::Status ValidateNewDocument(const v1::Document& doc, const Principal& caller,
+absl::Status ValidateNewDocument(const v1::Document& doc,
+                                 const Principal& caller,
                                  const ExchangeOptions& options) {
   if (!caller.is_org()) {
-    return absl::PermissionDeniedError(absl::StrCat(
-        caller.spiffe_id, " is not an organization; only organization certificates send documents"));
+    return absl::PermissionDeniedError(
+        absl::StrCat(caller.spiffe_id,
+                     " is not an organization; only organization certificates "
+                     "send documents"));
   }
-  if (!doc.id().empty()) return Invalid("id", "assigned by the broker; must be empty");
-  if (doc.trace_size() > 0) return Invalid("trace", "set by brokers; must be empty");
-  if (doc.has_accepted_at()) return Invalid("accepted_at", "set by the broker; must be empty");
+  if (!doc.id().empty())
+    return Invalid("id", "assigned by the broker; must be empty");
+  if (doc.trace_size() > 0)
+    return Invalid("trace", "set by brokers; must be empty");
+  if (doc.has_accepted_at())
+    return Invalid("accepted_at", "set by the broker; must be empty");
   if (!doc.content_sha256().empty()) {
     return Invalid("content_sha256", "computed by the broker; must be empty");
   }
 
   if (doc.sender().empty()) return Invalid("sender", "empty");
-  if (absl::Status s = ValidateOrgCode(doc.sender(), "document.sender"); !s.ok()) return s;
+  if (absl::Status s = ValidateOrgCode(doc.sender(), "document.sender");
+      !s.ok())
+    return s;
   if (doc.sender() != caller.name) {
     return absl::PermissionDeniedError(absl::StrCat(
-        "document.sender: ", doc.sender(), " is not the authenticated caller ", caller.name,
-        "; an organization may only send as itself"));
+        "document.sender: ", doc.sender(), " is not the authenticated caller ",
+        caller.name, "; an organization may only send as itself"));
   }
 
   if (doc.idempotency_key().size() > options.max_idempotency_key_bytes) {
     return Invalid("idempotency_key",
-                   absl::StrCat("longer than ", options.max_idempotency_key_bytes, " bytes"));
+                   absl::StrCat("longer than ",
+                                options.max_idempotency_key_bytes, " bytes"));
   }
   if (!IsPrintable(doc.idempotency_key())) {
     return Invalid("idempotency_key", "contains control characters");
   }
 
-  if (doc.recipients_size() == 0) return Invalid("recipients", "at least one recipient is needed");
+  if (doc.recipients_size() == 0)
+    return Invalid("recipients", "at least one recipient is needed");
   if (static_cast<size_t>(doc.recipients_size()) > options.max_recipients) {
-    return absl::ResourceExhaustedError(absl::StrCat("document.recipients: ", doc.recipients_size(),
-                                                     " recipients exceed the limit of ",
-                                                     options.max_recipients));
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "document.recipients: ", doc.recipients_size(),
+        " recipients exceed the limit of ", options.max_recipients));
   }
   std::set<absl::string_view> seen;
   for (int i = 0; i < doc.recipients_size(); ++i) {
     std::string field = absl::StrCat("document.recipients[", i, "]");
-    if (absl::Status s = ValidateOrgCode(doc.recipients(i), field); !s.ok()) return s;
+    if (absl::Status s = ValidateOrgCode(doc.recipients(i), field); !s.ok())
+      return s;
     if (!seen.insert(doc.recipients(i)).second) {
       return absl::InvalidArgumentError(
           absl::StrCat(field, ": ", doc.recipients(i), " is listed twice"));
@@ -110,77 +125,107 @@ absl::Status ValidateNewDocument(const v1::Document& doc, const Principal& calle
 
   if (!doc.has_metadata()) return Invalid("metadata", "missing");
   const v1::DocumentMetadata& m = doc.metadata();
-  if (m.subject().empty()) return Invalid("metadata.subject", "empty; every document needs a subject");
-  if (absl::Status s = CheckText("metadata.subject", m.subject(), 4096); !s.ok()) return s;
-  if (absl::Status s = CheckText("metadata.number", m.number(), 64); !s.ok()) return s;
-  if (absl::Status s = CheckText("metadata.notation", m.notation(), 128); !s.ok()) return s;
-  if (absl::Status s = CheckText("metadata.document_type", m.document_type(), 128); !s.ok()) return s;
-  if (absl::Status s = CheckText("metadata.signer", m.signer(), 256); !s.ok()) return s;
-  if (absl::Status s = CheckText("metadata.signer_title", m.signer_title(), 256); !s.ok()) return s;
-  if (absl::Status s = CheckText("metadata.place", m.place(), 256); !s.ok()) return s;
+  if (m.subject().empty())
+    return Invalid("metadata.subject", "empty; every document needs a subject");
+  if (absl::Status s = CheckText("metadata.subject", m.subject(), 4096);
+      !s.ok())
+    return s;
+  if (absl::Status s = CheckText("metadata.number", m.number(), 64); !s.ok())
+    return s;
+  if (absl::Status s = CheckText("metadata.notation", m.notation(), 128);
+      !s.ok())
+    return s;
+  if (absl::Status s =
+          CheckText("metadata.document_type", m.document_type(), 128);
+      !s.ok())
+    return s;
+  if (absl::Status s = CheckText("metadata.signer", m.signer(), 256); !s.ok())
+    return s;
+  if (absl::Status s =
+          CheckText("metadata.signer_title", m.signer_title(), 256);
+      !s.ok())
+    return s;
+  if (absl::Status s = CheckText("metadata.place", m.place(), 256); !s.ok())
+    return s;
   if (absl::Status s = CheckIssueDate(m.issue_date()); !s.ok()) return s;
-  if (!v1::Urgency_IsValid(m.urgency())) return Invalid("metadata.urgency", "unknown value");
+  if (!v1::Urgency_IsValid(m.urgency()))
+    return Invalid("metadata.urgency", "unknown value");
   if (!v1::Classification_IsValid(m.classification())) {
     return Invalid("metadata.classification", "unknown value");
   }
   if (!v1::BusinessType_IsValid(m.business_type())) {
     return Invalid("metadata.business_type", "unknown value");
   }
-  if (!v1::Origin_IsValid(m.origin())) return Invalid("metadata.origin", "unknown value");
+  if (!v1::Origin_IsValid(m.origin()))
+    return Invalid("metadata.origin", "unknown value");
   if (!v1::DecisionCategory_IsValid(m.decision_category())) {
     return Invalid("metadata.decision_category", "unknown value");
   }
   bool is_new = m.business_type() == v1::BUSINESS_TYPE_UNSPECIFIED ||
                 m.business_type() == v1::BUSINESS_TYPE_NEW;
   if (is_new && !m.refers_to().empty()) {
-    return Invalid("metadata.refers_to", "only RECALL, UPDATE and REPLACE refer to a document");
+    return Invalid("metadata.refers_to",
+                   "only RECALL, UPDATE and REPLACE refer to a document");
   }
   if (!is_new && !IsDocumentId(m.refers_to())) {
-    return Invalid("metadata.refers_to",
-                   absl::StrCat("\"", m.refers_to(), "\" is not a document id; ",
-                                v1::BusinessType_Name(m.business_type()), " must name the document"));
+    return Invalid(
+        "metadata.refers_to",
+        absl::StrCat("\"", m.refers_to(), "\" is not a document id; ",
+                     v1::BusinessType_Name(m.business_type()),
+                     " must name the document"));
   }
   if (m.classification() == v1::CLASSIFICATION_TOP_SECRET) {
     return absl::FailedPreconditionError(
-        "document.metadata.classification: top-secret (tuyệt mật) documents are outside the "
+        "document.metadata.classification: top-secret (tuyệt mật) documents "
+        "are outside the "
         "system's scope and are never carried");
   }
   if (m.classification() == v1::CLASSIFICATION_CONFIDENTIAL ||
       m.classification() == v1::CLASSIFICATION_SECRET) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "document.metadata.classification: ", v1::Classification_Name(m.classification()),
-        " documents must be end-to-end encrypted, which this broker does not support yet"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("document.metadata.classification: ",
+                     v1::Classification_Name(m.classification()),
+                     " documents must be end-to-end encrypted, which this "
+                     "broker does not support yet"));
   }
 
   if (doc.body().empty() && doc.attachments_size() == 0) {
     return Invalid("body", "empty; a document needs a body or an attachment");
   }
-  if (absl::Status s = CheckText("body_content_type", doc.body_content_type(), 128); !s.ok()) {
+  if (absl::Status s =
+          CheckText("body_content_type", doc.body_content_type(), 128);
+      !s.ok()) {
     return s;
   }
   for (int i = 0; i < doc.attachments_size(); ++i) {
     const v1::Attachment& a = doc.attachments(i);
     std::string field = absl::StrCat("attachments[", i, "]");
     if (a.name().empty()) return Invalid(absl::StrCat(field, ".name"), "empty");
-    if (a.name().find('/') != std::string::npos || a.name() == "." || a.name() == "..") {
+    if (a.name().find('/') != std::string::npos || a.name() == "." ||
+        a.name() == "..") {
       return Invalid(absl::StrCat(field, ".name"), "must be a plain file name");
     }
-    if (absl::Status s = CheckText(absl::StrCat(field, ".name"), a.name(), 255); !s.ok()) return s;
+    if (absl::Status s = CheckText(absl::StrCat(field, ".name"), a.name(), 255);
+        !s.ok())
+      return s;
     if (a.size() != 0 && a.size() != a.content().size()) {
       return Invalid(absl::StrCat(field, ".size"),
-                     absl::StrCat("says ", a.size(), " bytes but content has ", a.content().size()));
+                     absl::StrCat("says ", a.size(), " bytes but content has ",
+                                  a.content().size()));
     }
-    if (!a.sha256().empty() && absl::AsciiStrToLower(a.sha256()) != Sha256Hex(a.content())) {
-      return absl::DataLossError(absl::StrCat("document.", field,
-                                              ".sha256: content does not match its hash; "
-                                              "the attachment was altered or truncated"));
+    if (!a.sha256().empty() &&
+        absl::AsciiStrToLower(a.sha256()) != Sha256Hex(a.content())) {
+      return absl::DataLossError(
+          absl::StrCat("document.", field,
+                       ".sha256: content does not match its hash; "
+                       "the attachment was altered or truncated"));
     }
   }
   size_t bytes = doc.ByteSizeLong();
   if (bytes > options.max_document_bytes) {
-    return absl::ResourceExhaustedError(absl::StrCat("document: ", bytes,
-                                                     " bytes exceed the limit of ",
-                                                     options.max_document_bytes, " bytes"));
+    return absl::ResourceExhaustedError(
+        absl::StrCat("document: ", bytes, " bytes exceed the limit of ",
+                     options.max_document_bytes, " bytes"));
   }
   return absl::OkStatus();
 }

@@ -2,10 +2,10 @@
 #ifndef LIENTHONG_BROKER_CORE_SRC_VALIDATION_H_
 #define LIENTHONG_BROKER_CORE_SRC_VALIDATION_H_
 
-#include "absl/strings/string_view.h"
 #include <string>
 
 #include "absl/status/status.h"
+#include "absl/strings/string_view.h"
 #include "lienthong/broker/exchange.h"
 #include "lienthong/common/identity.h"
 #include "lienthong/v1/document.pb.h"
@@ -14,7 +14,8 @@ namespace lienthong::broker {
 
 // OK, or the precise status naming the offending field ("document.<field>").
 // Does not check that recipients are known (the exchange does).
-absl::Status ValidateNewDocument(const v1::Document& doc, const Principal& caller,
+absl::Status ValidateNewDocument(const v1::Document& doc,
+                                 const Principal& caller,
                                  const ExchangeOptions& options);
 
 // Lower-case hex SHA-256.

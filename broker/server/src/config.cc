@@ -1,4 +1,3 @@
-#include "absl/strings/string_view.h"
 #include "broker/server/src/config.h"
 
 #include <yaml-cpp/yaml.h>
@@ -10,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/string_view.h"
 #include "lienthong/common/identity.h"
 #include "lienthong/common/org_code.h"
 #include "lienthong/common/status_macros.h"
@@ -29,18 +29,21 @@ class Parser {
 
   absl::Status CheckKeys(const YAML::Node& map, absl::string_view where,
                          const std::set<std::string>& known) const {
-    if (!map.IsMap()) return Error(map, absl::StrCat(where, " must be a mapping"));
+    if (!map.IsMap())
+      return Error(map, absl::StrCat(where, " must be a mapping"));
     for (const auto& kv : map) {
       std::string key = kv.first.as<std::string>();
       if (!known.count(key)) {
-        return Error(kv.first, absl::StrCat("unknown field \"", key, "\" in ", where,
-                                            " (known: ", absl::StrJoin(known, ", "), ")"));
+        return Error(kv.first, absl::StrCat("unknown field \"", key, "\" in ",
+                                            where, " (known: ",
+                                            absl::StrJoin(known, ", "), ")"));
       }
     }
     return absl::OkStatus();
   }
 
-  absl::Status String(const YAML::Node& map, const char* key, std::string* out) const {
+  absl::Status String(const YAML::Node& map, const char* key,
+                      std::string* out) const {
     YAML::Node n = map[key];
     if (!n) return absl::OkStatus();
     if (!n.IsScalar()) return Error(n, absl::StrCat(key, " must be a string"));
@@ -49,7 +52,8 @@ class Parser {
   }
 
   template <typename T>
-  absl::Status Number(const YAML::Node& map, const char* key, T* out, T min, T max) const {
+  absl::Status Number(const YAML::Node& map, const char* key, T* out, T min,
+                      T max) const {
     YAML::Node n = map[key];
     if (!n) return absl::OkStatus();
     long long v;
@@ -57,7 +61,8 @@ class Parser {
       return Error(n, absl::StrCat(key, " must be an integer"));
     }
     if (v < static_cast<long long>(min) || v > static_cast<long long>(max)) {
-      return Error(n, absl::StrCat(key, " must be between ", min, " and ", max));
+      return Error(n,
+                   absl::StrCat(key, " must be between ", min, " and ", max));
     }
     *out = static_cast<T>(v);
     return absl::OkStatus();
@@ -68,7 +73,9 @@ class Parser {
 };
 
 std::string Resolve(const std::string& base_dir, const std::string& path) {
-  if (path.empty() || base_dir.empty() || std::filesystem::path(path).is_absolute()) return path;
+  if (path.empty() || base_dir.empty() ||
+      std::filesystem::path(path).is_absolute())
+    return path;
   return (std::filesystem::path(base_dir) / path).lexically_normal().string();
 }
 
@@ -99,45 +106,49 @@ storage::RocksDbOptions BrokerConfig::ToStorageOptions() const {
 absl::Status BrokerConfig::Validate() const {
   absl::StatusOr<Principal> id = ParseSpiffeId(SpiffeId());
   if (!id.ok()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("broker.name / broker.trust_domain: ", id.status().message()));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "broker.name / broker.trust_domain: ", id.status().message()));
   }
   if (listen.empty() || listen.find(':') == std::string::npos) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("listen: \"", listen, "\" must be host:port, e.g. 127.0.0.1:7443"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "listen: \"", listen, "\" must be host:port, e.g. 127.0.0.1:7443"));
   }
   if (data_dir.empty()) return absl::InvalidArgumentError("data_dir: empty");
   if (tls.certificate.empty() || tls.private_key.empty() || tls.ca.empty()) {
     return absl::InvalidArgumentError(
-        "tls: certificate, private_key and ca are all required; there is no plaintext listener");
+        "tls: certificate, private_key and ca are all required; there is no "
+        "plaintext listener");
   }
   std::set<std::string> seen;
   for (size_t i = 0; i < orgs.size(); ++i) {
-    RETURN_IF_ERROR(ValidateOrgCode(orgs[i].code, absl::StrCat("orgs[", i, "].code")));
+    RETURN_IF_ERROR(
+        ValidateOrgCode(orgs[i].code, absl::StrCat("orgs[", i, "].code")));
     if (!seen.insert(orgs[i].code).second) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("orgs[", i, "].code: ", orgs[i].code, " is listed twice"));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "orgs[", i, "].code: ", orgs[i].code, " is listed twice"));
     }
   }
   return ToExchangeOptions().Validate();
 }
 
-absl::StatusOr<BrokerConfig> ParseConfig(const std::string& yaml, const std::string& file_name) {
+absl::StatusOr<BrokerConfig> ParseConfig(const std::string& yaml,
+                                         const std::string& file_name) {
   YAML::Node root;
   try {
     root = YAML::Load(yaml);
   } catch (const YAML::Exception& e) {
-    return absl::InvalidArgumentError(absl::StrCat(file_name, ":", e.mark.line + 1, ":",
-                                                   e.mark.column + 1, ": ", e.msg));
+    return absl::InvalidArgumentError(absl::StrCat(
+        file_name, ":", e.mark.line + 1, ":", e.mark.column + 1, ": ", e.msg));
   }
   BrokerConfig c;
   if (!root || root.IsNull()) return c;
   Parser p(file_name);
-  std::string base_dir = std::filesystem::path(file_name).parent_path().string();
+  std::string base_dir =
+      std::filesystem::path(file_name).parent_path().string();
   try {
     RETURN_IF_ERROR(p.CheckKeys(root, "the configuration",
-                                {"broker", "listen", "data_dir", "tls", "orgs", "limits",
-                                 "worker_threads", "storage"}));
+                                {"broker", "listen", "data_dir", "tls", "orgs",
+                                 "limits", "worker_threads", "storage"}));
     if (YAML::Node b = root["broker"]) {
       RETURN_IF_ERROR(p.CheckKeys(b, "broker", {"name", "trust_domain"}));
       RETURN_IF_ERROR(p.String(b, "name", &c.name));
@@ -147,7 +158,8 @@ absl::StatusOr<BrokerConfig> ParseConfig(const std::string& yaml, const std::str
     RETURN_IF_ERROR(p.String(root, "data_dir", &c.data_dir));
     c.data_dir = Resolve(base_dir, c.data_dir);
     if (YAML::Node t = root["tls"]) {
-      RETURN_IF_ERROR(p.CheckKeys(t, "tls", {"certificate", "private_key", "ca", "refresh_seconds"}));
+      RETURN_IF_ERROR(p.CheckKeys(
+          t, "tls", {"certificate", "private_key", "ca", "refresh_seconds"}));
       RETURN_IF_ERROR(p.String(t, "certificate", &c.tls.certificate));
       RETURN_IF_ERROR(p.String(t, "private_key", &c.tls.private_key));
       RETURN_IF_ERROR(p.String(t, "ca", &c.tls.ca));
@@ -163,11 +175,13 @@ absl::StatusOr<BrokerConfig> ParseConfig(const std::string& yaml, const std::str
       c.orgs.clear();
       for (size_t i = 0; i < orgs.size(); ++i) {
         YAML::Node o = orgs[i];
-        RETURN_IF_ERROR(p.CheckKeys(o, absl::StrCat("orgs[", i, "]"), {"code", "name"}));
+        RETURN_IF_ERROR(
+            p.CheckKeys(o, absl::StrCat("orgs[", i, "]"), {"code", "name"}));
         OrgConfig org;
         RETURN_IF_ERROR(p.String(o, "code", &org.code));
         RETURN_IF_ERROR(p.String(o, "name", &org.name));
-        if (absl::Status s = ValidateOrgCode(org.code, absl::StrCat("orgs[", i, "].code"));
+        if (absl::Status s =
+                ValidateOrgCode(org.code, absl::StrCat("orgs[", i, "].code"));
             !s.ok()) {
           return p.Error(o["code"] ? o["code"] : o, s.message());
         }
@@ -175,33 +189,41 @@ absl::StatusOr<BrokerConfig> ParseConfig(const std::string& yaml, const std::str
       }
     }
     if (YAML::Node l = root["limits"]) {
-      RETURN_IF_ERROR(p.CheckKeys(l, "limits",
-                                  {"max_document_bytes", "max_recipients", "default_max_in_flight"}));
-      RETURN_IF_ERROR(p.Number<size_t>(l, "max_document_bytes", &c.max_document_bytes, 1024,
+      RETURN_IF_ERROR(p.CheckKeys(
+          l, "limits",
+          {"max_document_bytes", "max_recipients", "default_max_in_flight"}));
+      RETURN_IF_ERROR(p.Number<size_t>(l, "max_document_bytes",
+                                       &c.max_document_bytes, 1024,
                                        size_t{1} << 30));
-      RETURN_IF_ERROR(p.Number<size_t>(l, "max_recipients", &c.max_recipients, 1, 100000));
       RETURN_IF_ERROR(
-          p.Number<uint32_t>(l, "default_max_in_flight", &c.default_max_in_flight, 1, 10000));
+          p.Number<size_t>(l, "max_recipients", &c.max_recipients, 1, 100000));
+      RETURN_IF_ERROR(p.Number<uint32_t>(l, "default_max_in_flight",
+                                         &c.default_max_in_flight, 1, 10000));
     }
     if (YAML::Node s = root["storage"]) {
       RETURN_IF_ERROR(p.CheckKeys(s, "storage", {"block_cache_bytes"}));
-      RETURN_IF_ERROR(p.Number<size_t>(s, "block_cache_bytes", &c.block_cache_bytes, 1 << 20,
+      RETURN_IF_ERROR(p.Number<size_t>(s, "block_cache_bytes",
+                                       &c.block_cache_bytes, 1 << 20,
                                        size_t{64} << 30));
     }
-    RETURN_IF_ERROR(p.Number(root, "worker_threads", &c.worker_threads, 1, 256));
+    RETURN_IF_ERROR(
+        p.Number(root, "worker_threads", &c.worker_threads, 1, 256));
   } catch (const YAML::Exception& e) {
-    return absl::InvalidArgumentError(absl::StrCat(file_name, ":", e.mark.line + 1, ":",
-                                                   e.mark.column + 1, ": ", e.msg));
+    return absl::InvalidArgumentError(absl::StrCat(
+        file_name, ":", e.mark.line + 1, ":", e.mark.column + 1, ": ", e.msg));
   }
   if (absl::Status s = c.Validate(); !s.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat(file_name, ": ", s.message()));
+    return absl::InvalidArgumentError(
+        absl::StrCat(file_name, ": ", s.message()));
   }
   return c;
 }
 
 absl::StatusOr<BrokerConfig> LoadConfigFile(const std::string& path) {
   std::ifstream in(path);
-  if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot read the configuration file"));
+  if (!in)
+    return absl::NotFoundError(
+        absl::StrCat(path, ": cannot read the configuration file"));
   std::stringstream text;
   text << in.rdbuf();
   return ParseConfig(text.str(), path);

@@ -30,10 +30,11 @@ struct BrokerConfig {
   std::string listen = "127.0.0.1:7443";
   std::string data_dir = "lienthong-data/central";
   TlsConfig tls;
-  std::vector<OrgConfig> orgs = {{"000.00.00.G22", "Văn phòng Trung ương (demo)"},
-                                 {"000.00.00.H49", "UBND tỉnh (demo H49)"},
-                                 {"000.00.00.H50", "UBND tỉnh (demo H50)"},
-                                 {"000.01.23.H49", "Sở trực thuộc (demo H49)"}};
+  std::vector<OrgConfig> orgs = {
+      {"000.00.00.G22", "Văn phòng Trung ương (demo)"},
+      {"000.00.00.H49", "UBND tỉnh (demo H49)"},
+      {"000.00.00.H50", "UBND tỉnh (demo H50)"},
+      {"000.01.23.H49", "Sở trực thuộc (demo H49)"}};
   size_t max_document_bytes = 16 << 20;
   size_t max_recipients = 1000;
   uint32_t default_max_in_flight = 256;
@@ -50,7 +51,8 @@ struct BrokerConfig {
 // Parses YAML text; errors say "<file>:<line>:<column>: <what>". Unknown keys
 // are errors. Fields not given keep their defaults. Relative paths are
 // resolved against the directory of the file.
-absl::StatusOr<BrokerConfig> ParseConfig(const std::string& yaml, const std::string& file_name);
+absl::StatusOr<BrokerConfig> ParseConfig(const std::string& yaml,
+                                         const std::string& file_name);
 absl::StatusOr<BrokerConfig> LoadConfigFile(const std::string& path);
 
 }  // namespace lienthong::server

@@ -1,6 +1,5 @@
 // lienthongd: one Liên Thông broker. Mutual TLS on its only port; documents
 // in RocksDB; see README.md for the configuration reference.
-#include "absl/strings/string_view.h"
 #include <signal.h>
 
 #include <CLI/CLI.hpp>
@@ -10,6 +9,7 @@
 #include <memory>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "broker/server/src/config.h"
@@ -28,18 +28,21 @@ namespace lienthong::server {
 namespace {
 
 void Log(absl::string_view message) {
-  std::cerr << absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", absl::Now(), absl::UTCTimeZone())
+  std::cerr << absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", absl::Now(),
+                                absl::UTCTimeZone())
             << " lienthongd " << message << std::endl;
 }
 
 // Checks the TLS files before serving: a broker that starts with a wrong
 // certificate would only fail later, at every handshake.
 absl::Status CheckTlsFiles(const BrokerConfig& config) {
-  ASSIGN_OR_RETURN(CertificateInfo cert, ReadCertificateFile(config.tls.certificate));
+  ASSIGN_OR_RETURN(CertificateInfo cert,
+                   ReadCertificateFile(config.tls.certificate));
   if (cert.principal.spiffe_id != config.SpiffeId()) {
     return absl::InvalidArgumentError(absl::StrCat(
-        config.tls.certificate, ": certificate identity ", cert.principal.spiffe_id,
-        " is not this broker's ", config.SpiffeId(), " (check broker.name and broker.trust_domain)"));
+        config.tls.certificate, ": certificate identity ",
+        cert.principal.spiffe_id, " is not this broker's ", config.SpiffeId(),
+        " (check broker.name and broker.trust_domain)"));
   }
   if (cert.not_after < absl::Now()) {
     return absl::FailedPreconditionError(
@@ -48,19 +51,23 @@ absl::Status CheckTlsFiles(const BrokerConfig& config) {
   }
   RETURN_IF_ERROR(CheckPrivateKeyFile(config.tls.private_key));
   if (!std::filesystem::exists(config.tls.ca)) {
-    return absl::NotFoundError(absl::StrCat(config.tls.ca, ": cannot read the trust root"));
+    return absl::NotFoundError(
+        absl::StrCat(config.tls.ca, ": cannot read the trust root"));
   }
   return absl::OkStatus();
 }
 
-std::shared_ptr<grpc::ServerCredentials> ServerCredentials(const BrokerConfig& config) {
-  auto provider = std::make_shared<grpc::experimental::FileWatcherCertificateProvider>(
-      config.tls.private_key, config.tls.certificate, config.tls.ca,
-      absl::ToInt64Seconds(config.tls.refresh));
+std::shared_ptr<grpc::ServerCredentials> ServerCredentials(
+    const BrokerConfig& config) {
+  auto provider =
+      std::make_shared<grpc::experimental::FileWatcherCertificateProvider>(
+          config.tls.private_key, config.tls.certificate, config.tls.ca,
+          absl::ToInt64Seconds(config.tls.refresh));
   grpc::experimental::TlsServerCredentialsOptions options(provider);
   options.watch_root_certs();
   options.watch_identity_key_cert_pairs();
-  options.set_cert_request_type(GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
+  options.set_cert_request_type(
+      GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
   return grpc::experimental::TlsServerCredentials(options);
 }
 
@@ -83,17 +90,21 @@ int Serve(const BrokerConfig& config) {
     Log(absl::StrCat("error: ", exchange.status().ToString()));
     return 1;
   }
-  broker::ExchangeServiceImpl exchange_service(exchange->get(), config.trust_domain);
+  broker::ExchangeServiceImpl exchange_service(exchange->get(),
+                                               config.trust_domain);
   broker::HealthServiceImpl health;
 
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   int port = 0;
   builder.AddListeningPort(config.listen, ServerCredentials(config), &port);
-  builder.SetMaxReceiveMessageSize(static_cast<int>(config.max_document_bytes + (1 << 20)));
-  builder.SetMaxSendMessageSize(static_cast<int>(config.max_document_bytes * 2 + (8 << 20)));
+  builder.SetMaxReceiveMessageSize(
+      static_cast<int>(config.max_document_bytes + (1 << 20)));
+  builder.SetMaxSendMessageSize(
+      static_cast<int>(config.max_document_bytes * 2 + (8 << 20)));
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
-  builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 10000);
+  builder.AddChannelArgument(
+      GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 10000);
   builder.RegisterService(&exchange_service);
   builder.RegisterService(&health);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
@@ -103,9 +114,9 @@ int Serve(const BrokerConfig& config) {
   }
   std::string host = config.listen.substr(0, config.listen.rfind(':'));
   broker::ExchangeStats stats = (*exchange)->Stats();
-  Log(absl::StrCat("broker ", config.SpiffeId(), " serving ", config.orgs.size(),
-                   " orgs; data in ", config.data_dir, "; ", stats.queued,
-                   " deliveries waiting from before"));
+  Log(absl::StrCat("broker ", config.SpiffeId(), " serving ",
+                   config.orgs.size(), " orgs; data in ", config.data_dir, "; ",
+                   stats.queued, " deliveries waiting from before"));
   // The line tests and scripts wait for.
   std::cout << "lienthongd listening on " << host << ":" << port << std::endl;
 
@@ -144,29 +155,35 @@ int main(int argc, char** argv) {
 
   CLI::App app{"lienthongd: a Liên Thông document broker (mutual TLS only)"};
   std::string config_file, check_file, listen, data_dir, pki;
-  app.add_option("--config", config_file, "YAML configuration; embedded defaults without it");
-  app.add_option("--check-config", check_file, "validate a configuration file and exit");
-  app.add_option("--listen", listen, "override listen (host:port; port 0 picks one)");
+  app.add_option("--config", config_file,
+                 "YAML configuration; embedded defaults without it");
+  app.add_option("--check-config", check_file,
+                 "validate a configuration file and exit");
+  app.add_option("--listen", listen,
+                 "override listen (host:port; port 0 picks one)");
   app.add_option("--data-dir", data_dir, "override data_dir");
   app.add_option("--pki", pki,
-                 "take tls.* from a development PKI directory made by deploy/pki/make-dev-pki.sh "
+                 "take tls.* from a development PKI directory made by "
+                 "deploy/pki/make-dev-pki.sh "
                  "(ca.pem, brokers/<name>.pem/.key)");
   CLI11_PARSE(app, argc, argv);
 
   using lienthong::server::BrokerConfig;
   if (!check_file.empty()) {
-    absl::StatusOr<BrokerConfig> c = lienthong::server::LoadConfigFile(check_file);
+    absl::StatusOr<BrokerConfig> c =
+        lienthong::server::LoadConfigFile(check_file);
     if (!c.ok()) {
       std::cerr << "lienthongd: " << c.status().message() << std::endl;
       return 2;
     }
-    std::cout << check_file << ": OK (" << c->SpiffeId() << ", " << c->orgs.size() << " orgs)"
-              << std::endl;
+    std::cout << check_file << ": OK (" << c->SpiffeId() << ", "
+              << c->orgs.size() << " orgs)" << std::endl;
     return 0;
   }
   BrokerConfig config;
   if (!config_file.empty()) {
-    absl::StatusOr<BrokerConfig> c = lienthong::server::LoadConfigFile(config_file);
+    absl::StatusOr<BrokerConfig> c =
+        lienthong::server::LoadConfigFile(config_file);
     if (!c.ok()) {
       std::cerr << "lienthongd: " << c.status().message() << std::endl;
       return 2;

@@ -24,14 +24,16 @@ class RefCounted {
 
 // Finishes a unary reactor with the core's answer.
 template <typename T>
-Exchange::Callback<T> FinishWith(grpc::ServerUnaryReactor* reactor, T* response) {
+Exchange::Callback<T> FinishWith(grpc::ServerUnaryReactor* reactor,
+                                 T* response) {
   return [reactor, response](absl::StatusOr<T> r) {
     if (r.ok()) *response = *std::move(r);
     reactor->Finish(ToGrpcStatus(r.status()));
   };
 }
 
-grpc::ServerUnaryReactor* Refuse(grpc::CallbackServerContext* ctx, const absl::Status& status) {
+grpc::ServerUnaryReactor* Refuse(grpc::CallbackServerContext* ctx,
+                                 const absl::Status& status) {
   auto* reactor = ctx->DefaultReactor();
   reactor->Finish(ToGrpcStatus(status));
   return reactor;
@@ -40,7 +42,8 @@ grpc::ServerUnaryReactor* Refuse(grpc::CallbackServerContext* ctx, const absl::S
 // ---- SendStream ------------------------------------------------------------
 
 class SendStreamReactor final
-    : public grpc::ServerBidiReactor<v1::SendStreamRequest, v1::SendStreamResponse>,
+    : public grpc::ServerBidiReactor<v1::SendStreamRequest,
+                                     v1::SendStreamResponse>,
       public RefCounted {
  public:
   static constexpr int kMaxOutstanding = 8192;
@@ -138,7 +141,8 @@ class SendStreamReactor final
     }
   }
 
-  const std::unique_ptr<Exchange::SendSequence> sequence_;  // keeps the stream's order
+  const std::unique_ptr<Exchange::SendSequence>
+      sequence_;  // keeps the stream's order
   const Principal caller_;
   v1::SendStreamRequest request_;  // owned by the read in flight
 
@@ -176,12 +180,15 @@ class ReceiveReactor final
     }
     if (request_.has_start()) {
       if (session) {
-        End(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "start: sent twice on one stream"));
+        End(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                         "start: sent twice on one stream"));
         return;
       }
-      absl::StatusOr<std::shared_ptr<ReceiveSession>> opened = exchange_->OpenReceive(
-          caller_, request_.start().max_in_flight(),
-          [this](v1::ReceiveResponse response) { Deliver(std::move(response)); });
+      absl::StatusOr<std::shared_ptr<ReceiveSession>> opened =
+          exchange_->OpenReceive(caller_, request_.start().max_in_flight(),
+                                 [this](v1::ReceiveResponse response) {
+                                   Deliver(std::move(response));
+                                 });
       if (!opened.ok()) {
         End(ToGrpcStatus(opened.status()));
         return;
@@ -195,15 +202,17 @@ class ReceiveReactor final
       if (ended) (*opened)->Close();
     } else if (request_.has_ack()) {
       if (!session) {
-        End(grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
-                         "ack: the first message of a Receive stream must be start"));
+        End(grpc::Status(
+            grpc::StatusCode::FAILED_PRECONDITION,
+            "ack: the first message of a Receive stream must be start"));
         return;
       }
       v1::ReceiveAck* ack = request_.mutable_ack();
-      session->Ack({std::make_move_iterator(ack->mutable_document_ids()->begin()),
-                    std::make_move_iterator(ack->mutable_document_ids()->end())},
-                   {std::make_move_iterator(ack->mutable_nack_document_ids()->begin()),
-                    std::make_move_iterator(ack->mutable_nack_document_ids()->end())});
+      session->Ack(
+          {std::make_move_iterator(ack->mutable_document_ids()->begin()),
+           std::make_move_iterator(ack->mutable_document_ids()->end())},
+          {std::make_move_iterator(ack->mutable_nack_document_ids()->begin()),
+           std::make_move_iterator(ack->mutable_nack_document_ids()->end())});
     } else {
       End(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
                        "kind: a ReceiveRequest must carry start or ack"));
@@ -269,7 +278,9 @@ class ReceiveReactor final
   }
 
   void StartWriteLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    if (writing_ || finished_ || end_requested_ || pending_.deliveries_size() == 0) return;
+    if (writing_ || finished_ || end_requested_ ||
+        pending_.deliveries_size() == 0)
+      return;
     writing_ = true;
     response_.Swap(&pending_);
     pending_.Clear();
@@ -280,7 +291,8 @@ class ReceiveReactor final
     if (finished_ || writing_) return;
     if (broken_ || end_requested_) {
       finished_ = true;
-      Finish(broken_ && !end_requested_ ? grpc::Status::CANCELLED : end_status_);
+      Finish(broken_ && !end_requested_ ? grpc::Status::CANCELLED
+                                        : end_status_);
     }
   }
 
@@ -299,18 +311,23 @@ class ReceiveReactor final
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
 };
 
-// ---- WatchStatus -------------------------------------------------------------
+// ---- WatchStatus
+// -------------------------------------------------------------
 
-class WatchReactor final : public grpc::ServerWriteReactor<v1::StatusEvent>, public RefCounted {
+class WatchReactor final : public grpc::ServerWriteReactor<v1::StatusEvent>,
+                           public RefCounted {
  public:
   static constexpr size_t kMaxQueued = 10'000;
 
-  WatchReactor(Exchange* exchange, const Principal& caller, const v1::WatchStatusRequest& request) {
+  WatchReactor(Exchange* exchange, const Principal& caller,
+               const v1::WatchStatusRequest& request) {
     Ref();  // for the sink, released in OnDone after the session is closed
     Ref();  // for `done`
     exchange->Watch(
         caller, request,
-        [this](absl::StatusOr<v1::StatusEvent> e) { return OnEvent(std::move(e)); },
+        [this](absl::StatusOr<v1::StatusEvent> e) {
+          return OnEvent(std::move(e));
+        },
         [this](absl::StatusOr<std::shared_ptr<WatchSession>> s) {
           OnWatching(std::move(s));
           Unref();
@@ -380,10 +397,11 @@ class WatchReactor final : public grpc::ServerWriteReactor<v1::StatusEvent>, pub
       return false;
     }
     if (queue_.size() >= kMaxQueued) {
-      End(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
-                       absl::StrCat("watcher fell ", kMaxQueued,
-                                    " events behind; watch again with after_sequence=",
-                                    last_written_)));
+      End(grpc::Status(
+          grpc::StatusCode::RESOURCE_EXHAUSTED,
+          absl::StrCat("watcher fell ", kMaxQueued,
+                       " events behind; watch again with after_sequence=",
+                       last_written_)));
       MaybeFinishLocked();
       return false;
     }
@@ -428,30 +446,36 @@ class WatchReactor final : public grpc::ServerWriteReactor<v1::StatusEvent>, pub
 template <typename Request, typename Response>
 class RefuseBidi final : public grpc::ServerBidiReactor<Request, Response> {
  public:
-  explicit RefuseBidi(const absl::Status& status) { this->Finish(ToGrpcStatus(status)); }
+  explicit RefuseBidi(const absl::Status& status) {
+    this->Finish(ToGrpcStatus(status));
+  }
   void OnDone() override { delete this; }
 };
 
 class RefuseWrite final : public grpc::ServerWriteReactor<v1::StatusEvent> {
  public:
-  explicit RefuseWrite(const absl::Status& status) { Finish(ToGrpcStatus(status)); }
+  explicit RefuseWrite(const absl::Status& status) {
+    Finish(ToGrpcStatus(status));
+  }
   void OnDone() override { delete this; }
 };
 
 }  // namespace
 
-ExchangeServiceImpl::ExchangeServiceImpl(Exchange* exchange, std::string trust_domain)
+ExchangeServiceImpl::ExchangeServiceImpl(Exchange* exchange,
+                                         std::string trust_domain)
     : exchange_(exchange), trust_domain_(std::move(trust_domain)) {}
 
-absl::StatusOr<Principal> ExchangeServiceImpl::Caller(grpc::CallbackServerContext* ctx) const {
+absl::StatusOr<Principal> ExchangeServiceImpl::Caller(
+    grpc::CallbackServerContext* ctx) const {
   std::shared_ptr<const grpc::AuthContext> auth = ctx->auth_context();
   if (!auth) return absl::UnauthenticatedError("no transport security");
   return AuthenticatedPrincipal(*auth, trust_domain_);
 }
 
-grpc::ServerUnaryReactor* ExchangeServiceImpl::Send(grpc::CallbackServerContext* ctx,
-                                                    const v1::SendRequest* request,
-                                                    v1::SendResponse* response) {
+grpc::ServerUnaryReactor* ExchangeServiceImpl::Send(
+    grpc::CallbackServerContext* ctx, const v1::SendRequest* request,
+    v1::SendResponse* response) {
   absl::StatusOr<Principal> caller = Caller(ctx);
   if (!caller.ok()) return Refuse(ctx, caller.status());
   if (!request->has_document()) {
@@ -466,21 +490,24 @@ grpc::ServerBidiReactor<v1::SendStreamRequest, v1::SendStreamResponse>*
 ExchangeServiceImpl::SendStream(grpc::CallbackServerContext* ctx) {
   absl::StatusOr<Principal> caller = Caller(ctx);
   if (!caller.ok()) {
-    return new RefuseBidi<v1::SendStreamRequest, v1::SendStreamResponse>(caller.status());
+    return new RefuseBidi<v1::SendStreamRequest, v1::SendStreamResponse>(
+        caller.status());
   }
   return new SendStreamReactor(exchange_, *std::move(caller));
 }
 
-grpc::ServerBidiReactor<v1::ReceiveRequest, v1::ReceiveResponse>* ExchangeServiceImpl::Receive(
-    grpc::CallbackServerContext* ctx) {
+grpc::ServerBidiReactor<v1::ReceiveRequest, v1::ReceiveResponse>*
+ExchangeServiceImpl::Receive(grpc::CallbackServerContext* ctx) {
   absl::StatusOr<Principal> caller = Caller(ctx);
-  if (!caller.ok()) return new RefuseBidi<v1::ReceiveRequest, v1::ReceiveResponse>(caller.status());
+  if (!caller.ok())
+    return new RefuseBidi<v1::ReceiveRequest, v1::ReceiveResponse>(
+        caller.status());
   return new ReceiveReactor(exchange_, *std::move(caller));
 }
 
-grpc::ServerUnaryReactor* ExchangeServiceImpl::Fetch(grpc::CallbackServerContext* ctx,
-                                                     const v1::FetchRequest* request,
-                                                     v1::FetchResponse* response) {
+grpc::ServerUnaryReactor* ExchangeServiceImpl::Fetch(
+    grpc::CallbackServerContext* ctx, const v1::FetchRequest* request,
+    v1::FetchResponse* response) {
   absl::StatusOr<Principal> caller = Caller(ctx);
   if (!caller.ok()) return Refuse(ctx, caller.status());
   auto* reactor = ctx->DefaultReactor();
@@ -488,9 +515,9 @@ grpc::ServerUnaryReactor* ExchangeServiceImpl::Fetch(grpc::CallbackServerContext
   return reactor;
 }
 
-grpc::ServerUnaryReactor* ExchangeServiceImpl::Ack(grpc::CallbackServerContext* ctx,
-                                                   const v1::AckRequest* request,
-                                                   v1::AckResponse* response) {
+grpc::ServerUnaryReactor* ExchangeServiceImpl::Ack(
+    grpc::CallbackServerContext* ctx, const v1::AckRequest* request,
+    v1::AckResponse* response) {
   absl::StatusOr<Principal> caller = Caller(ctx);
   if (!caller.ok()) return Refuse(ctx, caller.status());
   auto* reactor = ctx->DefaultReactor();
@@ -498,9 +525,9 @@ grpc::ServerUnaryReactor* ExchangeServiceImpl::Ack(grpc::CallbackServerContext* 
   return reactor;
 }
 
-grpc::ServerUnaryReactor* ExchangeServiceImpl::ListInbox(grpc::CallbackServerContext* ctx,
-                                                         const v1::ListInboxRequest* request,
-                                                         v1::ListInboxResponse* response) {
+grpc::ServerUnaryReactor* ExchangeServiceImpl::ListInbox(
+    grpc::CallbackServerContext* ctx, const v1::ListInboxRequest* request,
+    v1::ListInboxResponse* response) {
   absl::StatusOr<Principal> caller = Caller(ctx);
   if (!caller.ok()) return Refuse(ctx, caller.status());
   auto* reactor = ctx->DefaultReactor();
@@ -508,9 +535,9 @@ grpc::ServerUnaryReactor* ExchangeServiceImpl::ListInbox(grpc::CallbackServerCon
   return reactor;
 }
 
-grpc::ServerUnaryReactor* ExchangeServiceImpl::ReportStatus(grpc::CallbackServerContext* ctx,
-                                                            const v1::ReportStatusRequest* request,
-                                                            v1::ReportStatusResponse* response) {
+grpc::ServerUnaryReactor* ExchangeServiceImpl::ReportStatus(
+    grpc::CallbackServerContext* ctx, const v1::ReportStatusRequest* request,
+    v1::ReportStatusResponse* response) {
   absl::StatusOr<Principal> caller = Caller(ctx);
   if (!caller.ok()) return Refuse(ctx, caller.status());
   auto* reactor = ctx->DefaultReactor();
@@ -519,12 +546,13 @@ grpc::ServerUnaryReactor* ExchangeServiceImpl::ReportStatus(grpc::CallbackServer
 }
 
 grpc::ServerUnaryReactor* ExchangeServiceImpl::GetDocumentStatus(
-    grpc::CallbackServerContext* ctx, const v1::GetDocumentStatusRequest* request,
-    v1::DocumentStatus* response) {
+    grpc::CallbackServerContext* ctx,
+    const v1::GetDocumentStatusRequest* request, v1::DocumentStatus* response) {
   absl::StatusOr<Principal> caller = Caller(ctx);
   if (!caller.ok()) return Refuse(ctx, caller.status());
   auto* reactor = ctx->DefaultReactor();
-  exchange_->GetDocumentStatus(*caller, *request, FinishWith(reactor, response));
+  exchange_->GetDocumentStatus(*caller, *request,
+                               FinishWith(reactor, response));
   return reactor;
 }
 

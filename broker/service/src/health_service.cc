@@ -30,21 +30,25 @@ class HealthWatch : public grpc::ServerWriteReactor<HealthCheckResponse> {
 }  // namespace
 
 grpc::ServerUnaryReactor* HealthServiceImpl::Check(
-    grpc::CallbackServerContext* ctx, const grpc::health::v1::HealthCheckRequest* request,
+    grpc::CallbackServerContext* ctx,
+    const grpc::health::v1::HealthCheckRequest* request,
     HealthCheckResponse* response) {
   auto* reactor = ctx->DefaultReactor();
   if (!Known(request->service())) {
-    reactor->Finish(grpc::Status(grpc::StatusCode::NOT_FOUND,
-                                 "unknown service \"" + request->service() + "\""));
+    reactor->Finish(
+        grpc::Status(grpc::StatusCode::NOT_FOUND,
+                     "unknown service \"" + request->service() + "\""));
     return reactor;
   }
-  response->set_status(serving_ ? HealthCheckResponse::SERVING : HealthCheckResponse::NOT_SERVING);
+  response->set_status(serving_ ? HealthCheckResponse::SERVING
+                                : HealthCheckResponse::NOT_SERVING);
   reactor->Finish(grpc::Status::OK);
   return reactor;
 }
 
 grpc::ServerWriteReactor<HealthCheckResponse>* HealthServiceImpl::Watch(
-    grpc::CallbackServerContext* ctx, const grpc::health::v1::HealthCheckRequest* request) {
+    grpc::CallbackServerContext* ctx,
+    const grpc::health::v1::HealthCheckRequest* request) {
   HealthCheckResponse::ServingStatus status =
       !Known(request->service()) ? HealthCheckResponse::SERVICE_UNKNOWN
       : serving_                 ? HealthCheckResponse::SERVING

@@ -3,16 +3,17 @@
 //   spiffe://<trust-domain>/broker/<name>      a broker
 //   spiffe://<trust-domain>/person/<id>        an operator, auditor, approver
 //
-//   ASSIGN_OR_RETURN(Principal p, ParseSpiffeId("spiffe://lt.gov.vn/org/000.00.00.H49"));
-//   p.kind == Principal::Kind::kOrg; p.name == "000.00.00.H49"
+//   ASSIGN_OR_RETURN(Principal p,
+//   ParseSpiffeId("spiffe://lt.gov.vn/org/000.00.00.H49")); p.kind ==
+//   Principal::Kind::kOrg; p.name == "000.00.00.H49"
 #ifndef LIENTHONG_COMMON_IDENTITY_H_
 #define LIENTHONG_COMMON_IDENTITY_H_
 
-#include "absl/strings/string_view.h"
 #include <string>
 #include <string_view>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 
 namespace lienthong {
 

@@ -4,10 +4,11 @@
 #ifndef LIENTHONG_COMMON_IDS_H_
 #define LIENTHONG_COMMON_IDS_H_
 
-#include "absl/strings/string_view.h"
 #include <cstdint>
 #include <string>
 #include <string_view>
+
+#include "absl/strings/string_view.h"
 
 namespace lienthong {
 

@@ -10,11 +10,11 @@
 #ifndef LIENTHONG_COMMON_ORG_CODE_H_
 #define LIENTHONG_COMMON_ORG_CODE_H_
 
-#include "absl/strings/string_view.h"
 #include <string>
 #include <string_view>
 
 #include "absl/status/status.h"
+#include "absl/strings/string_view.h"
 
 namespace lienthong {
 

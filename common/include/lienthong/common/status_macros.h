@@ -18,9 +18,9 @@
 #define LIENTHONG_CONCAT_INNER_(a, b) a##b
 #define LIENTHONG_CONCAT_(a, b) LIENTHONG_CONCAT_INNER_(a, b)
 
-#define RETURN_IF_ERROR(expr)                          \
-  do {                                                 \
-    ::absl::Status lienthong_status_ = (expr);         \
+#define RETURN_IF_ERROR(expr)                              \
+  do {                                                     \
+    ::absl::Status lienthong_status_ = (expr);             \
     if (!lienthong_status_.ok()) return lienthong_status_; \
   } while (0)
 
@@ -29,7 +29,7 @@
   if (!tmp.ok()) return std::move(tmp).status();         \
   lhs = std::move(tmp).value()
 
-#define ASSIGN_OR_RETURN(lhs, expr)                                         \
+#define ASSIGN_OR_RETURN(lhs, expr)                                        \
   LIENTHONG_ASSIGN_OR_RETURN_IMPL_(LIENTHONG_CONCAT_(statusor_, __LINE__), \
                                    lhs, expr)
 

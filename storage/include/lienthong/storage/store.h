@@ -5,8 +5,8 @@
 //
 //   ASSIGN_OR_RETURN(std::unique_ptr<Store> store, OpenRocksDbStore(options));
 //   WriteBatch batch;
-//   batch.document = doc;                       // guarded by its idempotency key
-//   batch.enqueue.push_back({recipient, priority, doc.id()});
+//   batch.document = doc;                       // guarded by its idempotency
+//   key batch.enqueue.push_back({recipient, priority, doc.id()});
 //   batch.events.push_back(accepted_event);
 //   store->Write(std::move(batch), [](absl::StatusOr<WriteResult> r) { ... });
 //
@@ -68,8 +68,8 @@ struct WriteBatch {
 struct WriteResult {
   // Set when `document`'s idempotency key had been used: the earlier id.
   std::optional<std::string> duplicate_of;
-  std::vector<QueueEntry> enqueued;        // with sequences
-  std::vector<v1::StatusEvent> events;     // with sequences
+  std::vector<QueueEntry> enqueued;     // with sequences
+  std::vector<v1::StatusEvent> events;  // with sequences
 };
 
 class Store {

@@ -4,8 +4,8 @@
 // event. Knows nothing of gRPC: the service layer turns RPCs into these calls.
 //
 //   ASSIGN_OR_RETURN(auto exchange, Exchange::Open(options, store.get()));
-//   exchange->Send(caller, document, [](absl::StatusOr<v1::SendResponse> r) {...});
-//   auto session = exchange->OpenReceive(caller, 256, sink);
+//   exchange->Send(caller, document, [](absl::StatusOr<v1::SendResponse> r)
+//   {...}); auto session = exchange->OpenReceive(caller, 256, sink);
 //   session->Ack({"01J..."}, {});
 //
 // All methods are thread-safe. Callbacks and sinks run on core threads, never
@@ -61,7 +61,8 @@ class ReceiveSession {
   // Acknowledges (removes from the queue, records DELIVERED) and negatively
   // acknowledges (back to the queue at once) documents this session holds.
   // Unknown ids are ignored: they were acknowledged before.
-  virtual void Ack(std::vector<std::string> ids, std::vector<std::string> nack_ids) = 0;
+  virtual void Ack(std::vector<std::string> ids,
+                   std::vector<std::string> nack_ids) = 0;
   // Ends the session: the sink is not called after Close returns and every
   // document it held unacknowledged becomes deliverable again. Idempotent.
   virtual void Close() = 0;
@@ -81,9 +82,9 @@ class WatchSession {
 };
 
 struct ExchangeStats {
-  uint64_t queued = 0;   // copies waiting or in flight
-  uint64_t leased = 0;   // in flight
-  uint64_t accepted = 0; // documents accepted since start
+  uint64_t queued = 0;    // copies waiting or in flight
+  uint64_t leased = 0;    // in flight
+  uint64_t accepted = 0;  // documents accepted since start
   uint64_t delivered = 0;
 };
 
@@ -94,9 +95,9 @@ class Exchange {
 
   // Rebuilds the delivery index from `store` (not owned; must outlive the
   // exchange). INVALID_ARGUMENT for bad options; the store's error otherwise.
-  static absl::StatusOr<std::unique_ptr<Exchange>> Open(const ExchangeOptions& options,
-                                                        storage::Store* store,
-                                                        Clock* clock = Clock::Real());
+  static absl::StatusOr<std::unique_ptr<Exchange>> Open(
+      const ExchangeOptions& options, storage::Store* store,
+      Clock* clock = Clock::Real());
   virtual ~Exchange() = default;
 
   // Accepts `document` from `caller`; `done` runs once it is durable, or with
@@ -128,9 +129,11 @@ class Exchange {
                      Callback<v1::FetchResponse> done) = 0;
   virtual void Ack(const Principal& caller, const v1::AckRequest& request,
                    Callback<v1::AckResponse> done) = 0;
-  virtual void ListInbox(const Principal& caller, const v1::ListInboxRequest& request,
+  virtual void ListInbox(const Principal& caller,
+                         const v1::ListInboxRequest& request,
                          Callback<v1::ListInboxResponse> done) = 0;
-  virtual void ReportStatus(const Principal& caller, const v1::ReportStatusRequest& request,
+  virtual void ReportStatus(const Principal& caller,
+                            const v1::ReportStatusRequest& request,
                             Callback<v1::ReportStatusResponse> done) = 0;
   virtual void GetDocumentStatus(const Principal& caller,
                                  const v1::GetDocumentStatusRequest& request,
@@ -139,8 +142,9 @@ class Exchange {
   // Replays the caller's events after `after_sequence`, then follows live
   // ones. `done` runs with the session or an error (NOT_FOUND for a document
   // the caller did not send).
-  virtual void Watch(const Principal& caller, const v1::WatchStatusRequest& request,
-                     EventSink sink, Callback<std::shared_ptr<WatchSession>> done) = 0;
+  virtual void Watch(const Principal& caller,
+                     const v1::WatchStatusRequest& request, EventSink sink,
+                     Callback<std::shared_ptr<WatchSession>> done) = 0;
 
   virtual ExchangeStats Stats() = 0;
 

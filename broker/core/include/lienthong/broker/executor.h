@@ -4,8 +4,8 @@
 #define LIENTHONG_BROKER_EXECUTOR_H_
 
 #include <deque>
-#include <memory>
 #include <map>
+#include <memory>
 #include <thread>
 #include <vector>
 
@@ -41,7 +41,9 @@ class WorkerPool {
 // Thread-safe; the pool must outlive every task submitted.
 class Strand {
  public:
-  explicit Strand(WorkerPool* pool) : state_(std::make_shared<State>()) { state_->pool = pool; }
+  explicit Strand(WorkerPool* pool) : state_(std::make_shared<State>()) {
+    state_->pool = pool;
+  }
   void Submit(absl::AnyInvocable<void()> task);
 
  private:
@@ -70,7 +72,8 @@ class Timer {
  private:
   void Loop();
   absl::Mutex mu_;
-  std::multimap<absl::Time, absl::AnyInvocable<void()>> tasks_ ABSL_GUARDED_BY(mu_);
+  std::multimap<absl::Time, absl::AnyInvocable<void()>> tasks_
+      ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::thread thread_;
 };

@@ -8,14 +8,14 @@
 #ifndef LIENTHONG_BROKER_SERVICE_H_
 #define LIENTHONG_BROKER_SERVICE_H_
 
-#include "absl/strings/string_view.h"
 #include <atomic>
 #include <string>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "grpcpp/grpcpp.h"
+#include "absl/strings/string_view.h"
 #include "grpc/health/v1/health.grpc.pb.h"
+#include "grpcpp/grpcpp.h"
 #include "lienthong/broker/exchange.h"
 #include "lienthong/common/identity.h"
 #include "lienthong/v1/exchange.grpc.pb.h"
@@ -28,36 +28,40 @@ grpc::Status ToGrpcStatus(const absl::Status& status);
 // The caller named by the single SPIFFE URI SAN of its client certificate.
 // UNAUTHENTICATED when there is no certificate, no or several URI SANs, a
 // URI that is not a Liên Thông identity, or another trust domain.
-absl::StatusOr<Principal> AuthenticatedPrincipal(const grpc::AuthContext& auth,
-                                                 absl::string_view trust_domain);
+absl::StatusOr<Principal> AuthenticatedPrincipal(
+    const grpc::AuthContext& auth, absl::string_view trust_domain);
 
 class ExchangeServiceImpl final : public v1::ExchangeService::CallbackService {
  public:
   // `exchange` is not owned and must outlive the server.
   ExchangeServiceImpl(Exchange* exchange, std::string trust_domain);
 
-  grpc::ServerUnaryReactor* Send(grpc::CallbackServerContext* ctx, const v1::SendRequest* request,
+  grpc::ServerUnaryReactor* Send(grpc::CallbackServerContext* ctx,
+                                 const v1::SendRequest* request,
                                  v1::SendResponse* response) override;
-  grpc::ServerBidiReactor<v1::SendStreamRequest, v1::SendStreamResponse>* SendStream(
-      grpc::CallbackServerContext* ctx) override;
+  grpc::ServerBidiReactor<v1::SendStreamRequest, v1::SendStreamResponse>*
+  SendStream(grpc::CallbackServerContext* ctx) override;
   grpc::ServerBidiReactor<v1::ReceiveRequest, v1::ReceiveResponse>* Receive(
       grpc::CallbackServerContext* ctx) override;
   grpc::ServerUnaryReactor* Fetch(grpc::CallbackServerContext* ctx,
                                   const v1::FetchRequest* request,
                                   v1::FetchResponse* response) override;
-  grpc::ServerUnaryReactor* Ack(grpc::CallbackServerContext* ctx, const v1::AckRequest* request,
+  grpc::ServerUnaryReactor* Ack(grpc::CallbackServerContext* ctx,
+                                const v1::AckRequest* request,
                                 v1::AckResponse* response) override;
   grpc::ServerUnaryReactor* ListInbox(grpc::CallbackServerContext* ctx,
                                       const v1::ListInboxRequest* request,
                                       v1::ListInboxResponse* response) override;
-  grpc::ServerUnaryReactor* ReportStatus(grpc::CallbackServerContext* ctx,
-                                         const v1::ReportStatusRequest* request,
-                                         v1::ReportStatusResponse* response) override;
-  grpc::ServerUnaryReactor* GetDocumentStatus(grpc::CallbackServerContext* ctx,
-                                              const v1::GetDocumentStatusRequest* request,
-                                              v1::DocumentStatus* response) override;
+  grpc::ServerUnaryReactor* ReportStatus(
+      grpc::CallbackServerContext* ctx, const v1::ReportStatusRequest* request,
+      v1::ReportStatusResponse* response) override;
+  grpc::ServerUnaryReactor* GetDocumentStatus(
+      grpc::CallbackServerContext* ctx,
+      const v1::GetDocumentStatusRequest* request,
+      v1::DocumentStatus* response) override;
   grpc::ServerWriteReactor<v1::StatusEvent>* WatchStatus(
-      grpc::CallbackServerContext* ctx, const v1::WatchStatusRequest* request) override;
+      grpc::CallbackServerContext* ctx,
+      const v1::WatchStatusRequest* request) override;
 
  private:
   absl::StatusOr<Principal> Caller(grpc::CallbackServerContext* ctx) const;
@@ -68,11 +72,13 @@ class ExchangeServiceImpl final : public v1::ExchangeService::CallbackService {
 
 // grpc.health.v1.Health from its generated descriptor, so grpcurl can call
 // it. "" and "lienthong.v1.ExchangeService" are SERVING until SetNotServing.
-class HealthServiceImpl final : public grpc::health::v1::Health::CallbackService {
+class HealthServiceImpl final
+    : public grpc::health::v1::Health::CallbackService {
  public:
-  grpc::ServerUnaryReactor* Check(grpc::CallbackServerContext* ctx,
-                                  const grpc::health::v1::HealthCheckRequest* request,
-                                  grpc::health::v1::HealthCheckResponse* response) override;
+  grpc::ServerUnaryReactor* Check(
+      grpc::CallbackServerContext* ctx,
+      const grpc::health::v1::HealthCheckRequest* request,
+      grpc::health::v1::HealthCheckResponse* response) override;
   grpc::ServerWriteReactor<grpc::health::v1::HealthCheckResponse>* Watch(
       grpc::CallbackServerContext* ctx,
       const grpc::health::v1::HealthCheckRequest* request) override;
