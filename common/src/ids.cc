@@ -1,6 +1,5 @@
 #include "lienthong/common/ids.h"
 
-#include <openssl/rand.h>
 
 #include <array>
 #include <cstdlib>
@@ -13,10 +12,6 @@ namespace lienthong {
 namespace {
 
 constexpr char kCrockford[] = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
-
-void RandomBytes(unsigned char* out, int n) {
-  if (RAND_bytes(out, n) != 1) std::abort();  // no entropy: cannot go on
-}
 
 }  // namespace
 
@@ -56,8 +51,14 @@ bool IsDocumentId(absl::string_view id) {
 }
 
 std::string RandomToken() {
+  // 128 bits from a per-thread generator seeded by the OS: unique with
+  // overwhelming probability, which is all an idempotency key needs.
+  thread_local absl::BitGen gen;
   std::array<unsigned char, 16> raw{};
-  RandomBytes(raw.data(), raw.size());
+  for (int half = 0; half < 2; ++half) {
+    uint64_t v = absl::Uniform<uint64_t>(gen);
+    for (int i = 0; i < 8; ++i) raw[8 * half + i] = (v >> (8 * i)) & 0xff;
+  }
   return absl::BytesToHexString(
       absl::string_view(reinterpret_cast<const char*>(raw.data()), raw.size()));
 }

@@ -18,7 +18,8 @@ std::string NewDocumentId(int64_t unix_millis);
 // True for a string NewDocumentId could have produced.
 bool IsDocumentId(absl::string_view id);
 
-// A random token for idempotency keys generated on the caller's behalf.
+// A random 128-bit token (32 hex digits) for idempotency keys generated on
+// the caller's behalf. Unique, not secret.
 std::string RandomToken();
 
 }  // namespace lienthong
