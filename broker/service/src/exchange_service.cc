@@ -473,6 +473,19 @@ absl::StatusOr<Principal> ExchangeServiceImpl::Caller(
   return AuthenticatedPrincipal(*auth, trust_domain_);
 }
 
+template <typename Request, typename Response>
+grpc::ServerUnaryReactor* ExchangeServiceImpl::Unary(
+    grpc::CallbackServerContext* ctx, const Request* request,
+    Response* response,
+    void (Exchange::*method)(const Principal&, const Request&,
+                             Exchange::Callback<Response>)) {
+  absl::StatusOr<Principal> caller = Caller(ctx);
+  if (!caller.ok()) return Refuse(ctx, caller.status());
+  auto* reactor = ctx->DefaultReactor();
+  (exchange_->*method)(*caller, *request, FinishWith(reactor, response));
+  return reactor;
+}
+
 grpc::ServerUnaryReactor* ExchangeServiceImpl::Send(
     grpc::CallbackServerContext* ctx, const v1::SendRequest* request,
     v1::SendResponse* response) {
@@ -508,52 +521,31 @@ ExchangeServiceImpl::Receive(grpc::CallbackServerContext* ctx) {
 grpc::ServerUnaryReactor* ExchangeServiceImpl::Fetch(
     grpc::CallbackServerContext* ctx, const v1::FetchRequest* request,
     v1::FetchResponse* response) {
-  absl::StatusOr<Principal> caller = Caller(ctx);
-  if (!caller.ok()) return Refuse(ctx, caller.status());
-  auto* reactor = ctx->DefaultReactor();
-  exchange_->Fetch(*caller, *request, FinishWith(reactor, response));
-  return reactor;
+  return Unary(ctx, request, response, &Exchange::Fetch);
 }
 
 grpc::ServerUnaryReactor* ExchangeServiceImpl::Ack(
     grpc::CallbackServerContext* ctx, const v1::AckRequest* request,
     v1::AckResponse* response) {
-  absl::StatusOr<Principal> caller = Caller(ctx);
-  if (!caller.ok()) return Refuse(ctx, caller.status());
-  auto* reactor = ctx->DefaultReactor();
-  exchange_->Ack(*caller, *request, FinishWith(reactor, response));
-  return reactor;
+  return Unary(ctx, request, response, &Exchange::Ack);
 }
 
 grpc::ServerUnaryReactor* ExchangeServiceImpl::ListInbox(
     grpc::CallbackServerContext* ctx, const v1::ListInboxRequest* request,
     v1::ListInboxResponse* response) {
-  absl::StatusOr<Principal> caller = Caller(ctx);
-  if (!caller.ok()) return Refuse(ctx, caller.status());
-  auto* reactor = ctx->DefaultReactor();
-  exchange_->ListInbox(*caller, *request, FinishWith(reactor, response));
-  return reactor;
+  return Unary(ctx, request, response, &Exchange::ListInbox);
 }
 
 grpc::ServerUnaryReactor* ExchangeServiceImpl::ReportStatus(
     grpc::CallbackServerContext* ctx, const v1::ReportStatusRequest* request,
     v1::ReportStatusResponse* response) {
-  absl::StatusOr<Principal> caller = Caller(ctx);
-  if (!caller.ok()) return Refuse(ctx, caller.status());
-  auto* reactor = ctx->DefaultReactor();
-  exchange_->ReportStatus(*caller, *request, FinishWith(reactor, response));
-  return reactor;
+  return Unary(ctx, request, response, &Exchange::ReportStatus);
 }
 
 grpc::ServerUnaryReactor* ExchangeServiceImpl::GetDocumentStatus(
     grpc::CallbackServerContext* ctx,
     const v1::GetDocumentStatusRequest* request, v1::DocumentStatus* response) {
-  absl::StatusOr<Principal> caller = Caller(ctx);
-  if (!caller.ok()) return Refuse(ctx, caller.status());
-  auto* reactor = ctx->DefaultReactor();
-  exchange_->GetDocumentStatus(*caller, *request,
-                               FinishWith(reactor, response));
-  return reactor;
+  return Unary(ctx, request, response, &Exchange::GetDocumentStatus);
 }
 
 grpc::ServerWriteReactor<v1::StatusEvent>* ExchangeServiceImpl::WatchStatus(

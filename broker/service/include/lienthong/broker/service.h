@@ -65,6 +65,13 @@ class ExchangeServiceImpl final : public v1::ExchangeService::CallbackService {
 
  private:
   absl::StatusOr<Principal> Caller(grpc::CallbackServerContext* ctx) const;
+  // Authenticates, calls `method` of the core, finishes with its answer.
+  template <typename Request, typename Response>
+  grpc::ServerUnaryReactor* Unary(
+      grpc::CallbackServerContext* ctx, const Request* request,
+      Response* response,
+      void (Exchange::*method)(const Principal&, const Request&,
+                               Exchange::Callback<Response>));
 
   Exchange* const exchange_;
   const std::string trust_domain_;
