@@ -129,6 +129,7 @@ int Serve(const BrokerConfig& config) {
   Log(absl::StrCat("signal ", signal, ": shutting down"));
   health.SetNotServing();
   (*exchange)->Shutdown();
+  exchange_service.Shutdown();
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
   server->Wait();
   exchange->reset();

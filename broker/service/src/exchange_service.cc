@@ -1,6 +1,7 @@
 #include <atomic>
 #include <deque>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "lienthong/broker/service.h"
@@ -21,6 +22,51 @@ class RefCounted {
  private:
   std::atomic<int> refs_{1};  // held by gRPC until OnDone
 };
+
+}  // namespace
+
+// Streams that stay open for hours (Receive, WatchStatus, SendStream) are
+// ended with UNAVAILABLE when the broker stops, so clients reconnect at once
+// and the server does not wait out its shutdown grace.
+class StreamRegistry {
+ public:
+  class Stream {
+   public:
+    virtual ~Stream() = default;
+    // Ends the stream soon with UNAVAILABLE. Called with the registry's lock
+    // held: must not call back into the registry.
+    virtual void StopForShutdown() = 0;
+  };
+
+  // False when the broker is already stopping: the stream must end at once.
+  bool Add(Stream* s) {
+    absl::MutexLock lock(&mu_);
+    if (stopping_) return false;
+    live_.insert(s);
+    return true;
+  }
+  void Remove(Stream* s) {
+    absl::MutexLock lock(&mu_);
+    live_.erase(s);
+  }
+  void StopAll() {
+    absl::MutexLock lock(&mu_);
+    stopping_ = true;
+    for (Stream* s : live_) s->StopForShutdown();
+  }
+
+ private:
+  absl::Mutex mu_;
+  absl::flat_hash_set<Stream*> live_ ABSL_GUARDED_BY(mu_);
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+namespace {
+
+grpc::Status ShuttingDown() {
+  return grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                      "broker is shutting down; reconnect");
+}
 
 // Finishes a unary reactor with the core's answer.
 template <typename T>
@@ -44,13 +90,29 @@ grpc::ServerUnaryReactor* Refuse(grpc::CallbackServerContext* ctx,
 class SendStreamReactor final
     : public grpc::ServerBidiReactor<v1::SendStreamRequest,
                                      v1::SendStreamResponse>,
-      public RefCounted {
+      public RefCounted,
+      public StreamRegistry::Stream {
  public:
   static constexpr int kMaxOutstanding = 8192;
 
-  SendStreamReactor(Exchange* exchange, Principal caller)
-      : sequence_(exchange->NewSendSequence()), caller_(std::move(caller)) {
+  SendStreamReactor(Exchange* exchange, Principal caller,
+                    StreamRegistry* registry)
+      : sequence_(exchange->NewSendSequence()),
+        caller_(std::move(caller)),
+        registry_(registry) {
+    if (!registry_->Add(this)) {
+      absl::MutexLock lock(&mu_);
+      stopping_ = true;
+      MaybeFinishLocked();
+      return;
+    }
     StartRead(&request_);
+  }
+
+  void StopForShutdown() override {
+    absl::MutexLock lock(&mu_);
+    stopping_ = true;
+    MaybeFinishLocked();
   }
 
   void OnReadDone(bool ok) override {
@@ -102,7 +164,10 @@ class SendStreamReactor final
     MaybeFinishLocked();
   }
 
-  void OnDone() override { Unref(); }
+  void OnDone() override {
+    registry_->Remove(this);
+    Unref();
+  }
 
  private:
   void Answer(uint64_t correlation, absl::StatusOr<v1::SendResponse> r) {
@@ -135,15 +200,17 @@ class SendStreamReactor final
       Finish(grpc::Status::CANCELLED);
       return;
     }
-    if (reads_done_ && outstanding_ == 0 && pending_.results_size() == 0) {
+    if ((reads_done_ || stopping_) && outstanding_ == 0 &&
+        pending_.results_size() == 0) {
       finished_ = true;
-      Finish(grpc::Status::OK);
+      Finish(reads_done_ ? grpc::Status::OK : ShuttingDown());
     }
   }
 
   const std::unique_ptr<Exchange::SendSequence>
       sequence_;  // keeps the stream's order
   const Principal caller_;
+  StreamRegistry* const registry_;
   v1::SendStreamRequest request_;  // owned by the read in flight
 
   absl::Mutex mu_;
@@ -154,6 +221,7 @@ class SendStreamReactor final
   bool reads_done_ ABSL_GUARDED_BY(mu_) = false;
   bool read_paused_ ABSL_GUARDED_BY(mu_) = false;
   bool broken_ ABSL_GUARDED_BY(mu_) = false;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
 };
 
@@ -161,12 +229,19 @@ class SendStreamReactor final
 
 class ReceiveReactor final
     : public grpc::ServerBidiReactor<v1::ReceiveRequest, v1::ReceiveResponse>,
-      public RefCounted {
+      public RefCounted,
+      public StreamRegistry::Stream {
  public:
-  ReceiveReactor(Exchange* exchange, Principal caller)
-      : exchange_(exchange), caller_(std::move(caller)) {
+  ReceiveReactor(Exchange* exchange, Principal caller, StreamRegistry* registry)
+      : exchange_(exchange), caller_(std::move(caller)), registry_(registry) {
+    if (!registry_->Add(this)) {
+      End(ShuttingDown());
+      return;
+    }
     StartRead(&request_);
   }
+
+  void StopForShutdown() override { End(ShuttingDown()); }
 
   void OnReadDone(bool ok) override {
     if (!ok) {  // the client closed its side or went away
@@ -248,6 +323,7 @@ class ReceiveReactor final
       session = std::move(session_);
     }
     if (session) session->Close();  // no Deliver after this returns
+    registry_->Remove(this);
     Unref();
   }
 
@@ -298,6 +374,7 @@ class ReceiveReactor final
 
   Exchange* const exchange_;
   const Principal caller_;
+  StreamRegistry* const registry_;
   v1::ReceiveRequest request_;
 
   absl::Mutex mu_;
@@ -315,12 +392,18 @@ class ReceiveReactor final
 // -------------------------------------------------------------
 
 class WatchReactor final : public grpc::ServerWriteReactor<v1::StatusEvent>,
-                           public RefCounted {
+                           public RefCounted,
+                           public StreamRegistry::Stream {
  public:
   static constexpr size_t kMaxQueued = 10'000;
 
   WatchReactor(Exchange* exchange, const Principal& caller,
-               const v1::WatchStatusRequest& request) {
+               const v1::WatchStatusRequest& request, StreamRegistry* registry)
+      : registry_(registry) {
+    if (!registry_->Add(this)) {
+      StopForShutdown();
+      return;
+    }
     Ref();  // for the sink, released in OnDone after the session is closed
     Ref();  // for `done`
     exchange->Watch(
@@ -362,7 +445,14 @@ class WatchReactor final : public grpc::ServerWriteReactor<v1::StatusEvent>,
       session->Close();
       Unref();  // the sink's reference: no event arrives after Close
     }
+    registry_->Remove(this);
     Unref();
+  }
+
+  void StopForShutdown() override {
+    absl::MutexLock lock(&mu_);
+    End(ShuttingDown());
+    MaybeFinishLocked();
   }
 
  private:
@@ -431,6 +521,7 @@ class WatchReactor final : public grpc::ServerWriteReactor<v1::StatusEvent>,
     Finish(end_status_);
   }
 
+  StreamRegistry* const registry_;
   absl::Mutex mu_;
   std::shared_ptr<WatchSession> session_ ABSL_GUARDED_BY(mu_);
   std::deque<v1::StatusEvent> queue_ ABSL_GUARDED_BY(mu_);
@@ -464,7 +555,13 @@ class RefuseWrite final : public grpc::ServerWriteReactor<v1::StatusEvent> {
 
 ExchangeServiceImpl::ExchangeServiceImpl(Exchange* exchange,
                                          std::string trust_domain)
-    : exchange_(exchange), trust_domain_(std::move(trust_domain)) {}
+    : exchange_(exchange),
+      trust_domain_(std::move(trust_domain)),
+      registry_(std::make_unique<StreamRegistry>()) {}
+
+ExchangeServiceImpl::~ExchangeServiceImpl() = default;
+
+void ExchangeServiceImpl::Shutdown() { registry_->StopAll(); }
 
 absl::StatusOr<Principal> ExchangeServiceImpl::Caller(
     grpc::CallbackServerContext* ctx) const {
@@ -506,7 +603,7 @@ ExchangeServiceImpl::SendStream(grpc::CallbackServerContext* ctx) {
     return new RefuseBidi<v1::SendStreamRequest, v1::SendStreamResponse>(
         caller.status());
   }
-  return new SendStreamReactor(exchange_, *std::move(caller));
+  return new SendStreamReactor(exchange_, *std::move(caller), registry_.get());
 }
 
 grpc::ServerBidiReactor<v1::ReceiveRequest, v1::ReceiveResponse>*
@@ -515,7 +612,7 @@ ExchangeServiceImpl::Receive(grpc::CallbackServerContext* ctx) {
   if (!caller.ok())
     return new RefuseBidi<v1::ReceiveRequest, v1::ReceiveResponse>(
         caller.status());
-  return new ReceiveReactor(exchange_, *std::move(caller));
+  return new ReceiveReactor(exchange_, *std::move(caller), registry_.get());
 }
 
 grpc::ServerUnaryReactor* ExchangeServiceImpl::Fetch(
@@ -552,7 +649,7 @@ grpc::ServerWriteReactor<v1::StatusEvent>* ExchangeServiceImpl::WatchStatus(
     grpc::CallbackServerContext* ctx, const v1::WatchStatusRequest* request) {
   absl::StatusOr<Principal> caller = Caller(ctx);
   if (!caller.ok()) return new RefuseWrite(caller.status());
-  return new WatchReactor(exchange_, *caller, *request);
+  return new WatchReactor(exchange_, *caller, *request, registry_.get());
 }
 
 }  // namespace lienthong::broker

@@ -22,6 +22,8 @@
 
 namespace lienthong::broker {
 
+class StreamRegistry;
+
 // The one translation of core statuses to gRPC: same code, same message.
 grpc::Status ToGrpcStatus(const absl::Status& status);
 
@@ -35,6 +37,12 @@ class ExchangeServiceImpl final : public v1::ExchangeService::CallbackService {
  public:
   // `exchange` is not owned and must outlive the server.
   ExchangeServiceImpl(Exchange* exchange, std::string trust_domain);
+  ~ExchangeServiceImpl() override;
+
+  // Ends every open stream (Receive, WatchStatus, SendStream) with
+  // UNAVAILABLE once its answers are written, and every new one at once.
+  // Call before grpc::Server::Shutdown so it need not wait out its grace.
+  void Shutdown();
 
   grpc::ServerUnaryReactor* Send(grpc::CallbackServerContext* ctx,
                                  const v1::SendRequest* request,
@@ -75,6 +83,7 @@ class ExchangeServiceImpl final : public v1::ExchangeService::CallbackService {
 
   Exchange* const exchange_;
   const std::string trust_domain_;
+  std::unique_ptr<StreamRegistry> registry_;
 };
 
 // grpc.health.v1.Health from its generated descriptor, so grpcurl can call
