@@ -590,6 +590,48 @@ TEST_F(ExchangeIntegrationTest, RawChannelWithAGoodCertificateWorks) {
   EXPECT_EQ(InboxTotal(kG22), 1);
 }
 
+TEST_F(ExchangeIntegrationTest,
+       StoppingTheBrokerEndsOpenStreamsWithUnavailable) {
+  // Agencies keep Receive and WatchStatus streams open all day; a stopping
+  // broker must end them at once with a status clients retry on, not leave
+  // them to be cancelled when the shutdown grace runs out.
+  std::shared_ptr<grpc::Channel> channel = OrgChannel(kH49);
+  std::unique_ptr<v1::ExchangeService::Stub> stub =
+      v1::ExchangeService::NewStub(channel);
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() +
+                       std::chrono::seconds(30));
+  std::unique_ptr<grpc::ClientReader<v1::StatusEvent>> watch =
+      stub->WatchStatus(&context, v1::WatchStatusRequest());
+  // The stream is established once the broker has seen it: wait for a
+  // document's ACCEPTED event to arrive on it.
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<Client> sender, Open(kH49));
+  ASSERT_OK(sender->Send(NewDocument({kG22}, "trước khi dừng")));
+  v1::StatusEvent event;
+  ASSERT_TRUE(watch->Read(&event));
+  EXPECT_EQ(event.delivery_state(), v1::DELIVERY_STATE_ACCEPTED);
+  sender.reset();
+
+  grpc::Status status;
+  std::thread reader([&] {
+    v1::StatusEvent more;
+    while (watch->Read(&more)) {
+    }
+    status = watch->Finish();
+    // An idle synchronous channel never reads the broker's GOAWAY; close it
+    // as an application would, so the broker's stop need not wait for it.
+    watch.reset();
+    stub.reset();
+    channel.reset();
+  });
+  ASSERT_OK(broker_.Stop());
+  reader.join();
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAVAILABLE)
+      << status.error_message();
+  EXPECT_THAT(status.error_message(), HasSubstr("shutting down"));
+  EXPECT_THAT(broker_.stderr_text(), HasSubstr("stopped"));
+}
+
 class OversizeTest : public ExchangeIntegrationTest {
  protected:
   OversizeTest() : ExchangeIntegrationTest(Options()) {}
