@@ -39,16 +39,21 @@ struct KvOp {
 class KvEngine {
  public:
   virtual ~KvEngine() = default;
-  // nullopt when absent. Thread-safe.
+  // Reads see only what a Sync (or Publish) has made visible: nothing that
+  // could still be lost in a crash. nullopt when absent. Thread-safe.
   virtual absl::StatusOr<std::optional<std::string>> Get(
+      Cf cf, absl::string_view key) = 0;
+  // Sees every commit, synced or not: for the committer's own checks.
+  virtual absl::StatusOr<std::optional<std::string>> GetLatest(
       Cf cf, absl::string_view key) = 0;
   // Applies `ops` atomically; durable before returning when `sync`. Called
   // from one thread at a time.
   virtual absl::Status Commit(const std::vector<KvOp>& ops, size_t bytes_hint,
                               bool sync) = 0;
-  // Makes every commit that returned before this call durable. May run
-  // concurrently with Commit.
-  virtual absl::Status Sync() = 0;
+  // Makes every commit that returned before this call durable and visible
+  // to Get and Scan. With `durable` false only visible (writes that asked
+  // for no sync). May run concurrently with Commit.
+  virtual absl::Status Sync(bool durable) = 0;
   // Visits keys >= start that begin with `prefix`, in order, while `fn`
   // returns true. Thread-safe.
   virtual absl::Status Scan(

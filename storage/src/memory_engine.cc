@@ -18,6 +18,11 @@ class MemoryEngine : public KvEngine {
     return it->second;
   }
 
+  absl::StatusOr<std::optional<std::string>> GetLatest(
+      Cf cf, absl::string_view key) override {
+    return Get(cf, key);
+  }
+
   absl::Status Commit(const std::vector<KvOp>& ops, size_t bytes_hint,
                       bool sync) override {
     absl::MutexLock lock(&mu_);
@@ -52,7 +57,7 @@ class MemoryEngine : public KvEngine {
     return absl::OkStatus();
   }
 
-  absl::Status Sync() override { return absl::OkStatus(); }
+  absl::Status Sync(bool durable) override { return absl::OkStatus(); }
 
   uint64_t ApproximateSizeBytes() override { return 0; }
 

@@ -11,6 +11,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
 #include "storage/src/kv_engine.h"
 
 namespace lienthong::storage {
@@ -44,6 +45,10 @@ class RocksDbEngine : public KvEngine {
       : db_(std::move(db)), cfs_(std::move(cfs)) {}
 
   ~RocksDbEngine() override {
+    {
+      absl::MutexLock lock(&view_mu_);
+      view_.reset();  // readers are gone: the store is being destroyed
+    }
     rocksdb::FlushOptions fo;
     (void)db_->Flush(fo, cfs_);
     for (auto* h : cfs_) (void)db_->DestroyColumnFamilyHandle(h);
@@ -52,13 +57,15 @@ class RocksDbEngine : public KvEngine {
 
   absl::StatusOr<std::optional<std::string>> Get(
       Cf cf, absl::string_view key) override {
-    std::string value;
-    rocksdb::Status s =
-        db_->Get(rocksdb::ReadOptions(), handle(cf),
-                 rocksdb::Slice(key.data(), key.size()), &value);
-    if (s.IsNotFound()) return std::nullopt;
-    if (!s.ok()) return FromRocksDb(s, "get");
-    return value;
+    std::shared_ptr<const View> view = CurrentView();
+    rocksdb::ReadOptions ro;
+    ro.snapshot = view ? view->snapshot : nullptr;
+    return GetWith(ro, cf, key);
+  }
+
+  absl::StatusOr<std::optional<std::string>> GetLatest(
+      Cf cf, absl::string_view key) override {
+    return GetWith(rocksdb::ReadOptions(), cf, key);
   }
 
   absl::Status Commit(const std::vector<KvOp>& ops, size_t bytes_hint,
@@ -84,8 +91,10 @@ class RocksDbEngine : public KvEngine {
   absl::Status Scan(Cf cf, absl::string_view start, absl::string_view prefix,
                     const std::function<bool(absl::string_view,
                                              absl::string_view)>& fn) override {
+    std::shared_ptr<const View> view = CurrentView();
     rocksdb::ReadOptions ro;
     ro.fill_cache = false;
+    ro.snapshot = view ? view->snapshot : nullptr;
     std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, handle(cf)));
     for (it->Seek(rocksdb::Slice(start.data(), start.size())); it->Valid();
          it->Next()) {
@@ -97,8 +106,17 @@ class RocksDbEngine : public KvEngine {
     return FromRocksDb(it->status(), "scan");
   }
 
-  absl::Status Sync() override {
-    return FromRocksDb(db_->SyncWAL(), "sync WAL");
+  absl::Status Sync(bool durable) override {
+    // The snapshot is taken before the sync, so it holds only what the sync
+    // covers; it becomes the read view once the sync succeeded.
+    auto view = std::make_shared<const View>(db_.get(), db_->GetSnapshot());
+    if (durable) {
+      absl::Status s = FromRocksDb(db_->SyncWAL(), "sync WAL");
+      if (!s.ok()) return s;
+    }
+    absl::MutexLock lock(&view_mu_);
+    view_ = std::move(view);
+    return absl::OkStatus();
   }
 
   uint64_t ApproximateSizeBytes() override {
@@ -116,6 +134,29 @@ class RocksDbEngine : public KvEngine {
   }
 
  private:
+  // A snapshot of what is durable; released when the last reader drops it.
+  struct View {
+    View(rocksdb::DB* db, const rocksdb::Snapshot* s) : db(db), snapshot(s) {}
+    ~View() { db->ReleaseSnapshot(snapshot); }
+    rocksdb::DB* db;
+    const rocksdb::Snapshot* snapshot;
+  };
+
+  std::shared_ptr<const View> CurrentView() {
+    absl::MutexLock lock(&view_mu_);
+    return view_;  // null before the first sync: all on disk is durable
+  }
+
+  absl::StatusOr<std::optional<std::string>> GetWith(
+      const rocksdb::ReadOptions& ro, Cf cf, absl::string_view key) {
+    std::string value;
+    rocksdb::Status s = db_->Get(ro, handle(cf),
+                                 rocksdb::Slice(key.data(), key.size()), &value);
+    if (s.IsNotFound()) return std::nullopt;
+    if (!s.ok()) return FromRocksDb(s, "get");
+    return value;
+  }
+
   rocksdb::ColumnFamilyHandle* handle(Cf cf) {
     return cfs_[static_cast<int>(cf)];
   }
@@ -123,6 +164,8 @@ class RocksDbEngine : public KvEngine {
   std::unique_ptr<rocksdb::DB> db_;
   std::vector<rocksdb::ColumnFamilyHandle*> cfs_;
   rocksdb::WriteBatch batch_;  // only Commit's caller thread touches it
+  absl::Mutex view_mu_;
+  std::shared_ptr<const View> view_ ABSL_GUARDED_BY(view_mu_);
 };
 
 }  // namespace
@@ -154,7 +197,8 @@ absl::StatusOr<std::unique_ptr<KvEngine>> OpenRocksDbEngine(
     cf_options.compression = rocksdb::kNoCompression;
     // Small memtables for the small-key families keep skiplist inserts in
     // cache; documents get room to batch their flushes.
-    cf_options.write_buffer_size = i == static_cast<int>(Cf::kDocuments) ? 64 << 20 : 8 << 20;
+    cf_options.write_buffer_size =
+        i == static_cast<int>(Cf::kDocuments) ? 64 << 20 : 8 << 20;
     // Queue keys (recipient, priority, sequence) and sender event keys
     // (sender, sequence) arrive in sequence order within their prefix:
     // insert hints make those memtable inserts nearly free.

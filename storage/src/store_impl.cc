@@ -221,7 +221,7 @@ class StoreImpl : public Store {
             r.duplicate_of = std::string(it->second);
           } else {
             absl::StatusOr<std::optional<std::string>> existing =
-                engine_->Get(Cf::kIdempotency, p.idempotency_key);
+                engine_->GetLatest(Cf::kIdempotency, p.idempotency_key);
             if (!existing.ok()) {
               results.push_back(existing.status());
               continue;
@@ -309,7 +309,7 @@ class StoreImpl : public Store {
       }
       bool needs_sync = false;
       for (const Committed& c : batch) needs_sync = needs_sync || c.needs_sync;
-      absl::Status synced = needs_sync ? engine_->Sync() : absl::OkStatus();
+      absl::Status synced = engine_->Sync(needs_sync);
       for (Committed& c : batch) {
         for (size_t i = 0; i < c.callbacks.size(); ++i) {
           if (!synced.ok() && c.results[i].ok()) c.results[i] = synced;
@@ -341,7 +341,7 @@ absl::StatusOr<std::unique_ptr<Store>> NewStoreOverEngine(
     std::unique_ptr<KvEngine> engine, size_t max_group_size,
     size_t max_group_bytes) {
   ASSIGN_OR_RETURN(std::optional<std::string> raw,
-                   engine->Get(Cf::kMeta, keys::kLastSequence));
+                   engine->GetLatest(Cf::kMeta, keys::kLastSequence));
   uint64_t last = 0;
   if (raw) {
     if (raw->size() != 8)
