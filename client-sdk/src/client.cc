@@ -196,17 +196,8 @@ class ClientImpl final : public Client {
     if (!status.ok()) return status;
 
     std::vector<IncomingDocument> documents;
-    std::vector<std::string> seen;
-    for (v1::Delivery& delivery : *response.mutable_deliveries()) {
-      if (connection_->dedup().Contains(delivery.document().id())) {
-        seen.push_back(delivery.document().id());
-        continue;
-      }
-      IncomingDocument incoming;
-      incoming.document.Swap(delivery.mutable_document());
-      incoming.attempt = delivery.attempt();
-      documents.push_back(std::move(incoming));
-    }
+    std::vector<std::string> seen =
+        connection_->TakeUnseen(response.mutable_deliveries(), &documents);
     if (!seen.empty()) {
       // Handled before: acknowledge now. Should this fail, they come again
       // and are skipped again.

@@ -78,6 +78,23 @@ absl::StatusOr<std::shared_ptr<Connection>> Connection::Open(
   return connection;
 }
 
+std::vector<std::string> Connection::TakeUnseen(
+    google::protobuf::RepeatedPtrField<v1::Delivery>* deliveries,
+    std::vector<IncomingDocument>* fresh) const {
+  std::vector<std::string> seen;
+  for (v1::Delivery& delivery : *deliveries) {
+    if (dedup_->Contains(delivery.document().id())) {
+      seen.push_back(delivery.document().id());
+      continue;
+    }
+    IncomingDocument incoming;
+    incoming.document.Swap(delivery.mutable_document());
+    incoming.attempt = delivery.attempt();
+    fresh->push_back(std::move(incoming));
+  }
+  return seen;
+}
+
 size_t Connection::FailOver(size_t failed) const {
   size_t next = (failed + 1) % endpoints_.size();
   size_t expected = failed;

@@ -51,6 +51,12 @@ class Connection {
   const std::string& org() const { return org_; }
   DedupSet& dedup() const { return *dedup_; }
 
+  // Moves the documents of `deliveries` the application has not seen yet
+  // into `fresh` and returns the ids of those it has (to acknowledge only).
+  std::vector<std::string> TakeUnseen(
+      google::protobuf::RepeatedPtrField<v1::Delivery>* deliveries,
+      std::vector<IncomingDocument>* fresh) const;
+
   size_t endpoint_count() const { return endpoints_.size(); }
   const std::string& endpoint(size_t index) const {
     return endpoints_[index].address;

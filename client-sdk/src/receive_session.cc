@@ -142,17 +142,8 @@ void ReceiveSessionImpl::OnReadDone(Call* call, bool ok) {
   }
   // Dedup lookups take only the dedup set's own short lock.
   std::vector<IncomingDocument> fresh;
-  std::vector<std::string> seen;
-  for (v1::Delivery& delivery : *call->read_buffer()->mutable_deliveries()) {
-    if (connection_->dedup().Contains(delivery.document().id())) {
-      seen.push_back(delivery.document().id());
-      continue;
-    }
-    IncomingDocument incoming;
-    incoming.document.Swap(delivery.mutable_document());
-    incoming.attempt = delivery.attempt();
-    fresh.push_back(std::move(incoming));
-  }
+  std::vector<std::string> seen = connection_->TakeUnseen(
+      call->read_buffer()->mutable_deliveries(), &fresh);
   {
     absl::MutexLock lock(&mu_);
     for (IncomingDocument& incoming : fresh) {

@@ -1,8 +1,6 @@
 #include "lienthong/common/ids.h"
 
-
 #include <array>
-#include <cstdlib>
 
 #include "absl/random/random.h"
 #include "absl/strings/escaping.h"

@@ -1,9 +1,11 @@
 // Key layout shared by the RocksDB and in-memory stores.
-//   documents      <document id>                         -> Document
-//   idempotency    <sender> 0x00 <key>                    -> document id
-//   queues         <recipient> 0x00 <priority> <seq BE64> -> document id 0x00
-//   sender events         <document id> 0x00 <seq BE64>          -> StatusEvent
-//   sender_events  <sender> 0x00 <seq BE64>               -> StatusEvent
+//   documents      <document id>                   -> Document
+//   idempotency    <sender> 0x00 <key>              -> document id
+//   queues         <recipient> 0x00 <priority> <seq BE64>
+//                                                   -> document id 0x00 sender
+//   events         <document id> 0x00 <seq BE64>    -> StatusEvent
+//   sender_events  <sender> 0x00 <seq BE64>         -> StatusEvent
+// Events are stored without their sequence: it is the key's last 8 bytes.
 #ifndef LIENTHONG_STORAGE_SRC_KEYS_H_
 #define LIENTHONG_STORAGE_SRC_KEYS_H_
 

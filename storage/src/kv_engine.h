@@ -39,17 +39,17 @@ struct KvOp {
 class KvEngine {
  public:
   virtual ~KvEngine() = default;
-  // Reads see only what a Sync (or Publish) has made visible: nothing that
-  // could still be lost in a crash. nullopt when absent. Thread-safe.
+  // Reads see only what a Sync has made visible: nothing that could still be
+  // lost in a crash. nullopt when absent. Thread-safe.
   virtual absl::StatusOr<std::optional<std::string>> Get(
       Cf cf, absl::string_view key) = 0;
   // Sees every commit, synced or not: for the committer's own checks.
   virtual absl::StatusOr<std::optional<std::string>> GetLatest(
       Cf cf, absl::string_view key) = 0;
-  // Applies `ops` atomically; durable before returning when `sync`. Called
-  // from one thread at a time.
-  virtual absl::Status Commit(const std::vector<KvOp>& ops, size_t bytes_hint,
-                              bool sync) = 0;
+  // Applies `ops` atomically, not yet durable nor visible to Get and Scan
+  // (see Sync). Called from one thread at a time.
+  virtual absl::Status Commit(const std::vector<KvOp>& ops,
+                              size_t bytes_hint) = 0;
   // Makes every commit that returned before this call durable and visible
   // to Get and Scan. With `durable` false only visible (writes that asked
   // for no sync). May run concurrently with Commit.
@@ -60,7 +60,6 @@ class KvEngine {
       Cf cf, absl::string_view start, absl::string_view prefix,
       const std::function<bool(absl::string_view key, absl::string_view value)>&
           fn) = 0;
-  virtual uint64_t ApproximateSizeBytes() = 0;
 };
 
 absl::StatusOr<std::unique_ptr<KvEngine>> OpenRocksDbEngine(

@@ -23,8 +23,8 @@ class MemoryEngine : public KvEngine {
     return Get(cf, key);
   }
 
-  absl::Status Commit(const std::vector<KvOp>& ops, size_t bytes_hint,
-                      bool sync) override {
+  absl::Status Commit(const std::vector<KvOp>& ops,
+                      size_t bytes_hint) override {
     absl::MutexLock lock(&mu_);
     for (const KvOp& op : ops) {
       auto& m = maps_[static_cast<int>(op.cf)];
@@ -58,8 +58,6 @@ class MemoryEngine : public KvEngine {
   }
 
   absl::Status Sync(bool durable) override { return absl::OkStatus(); }
-
-  uint64_t ApproximateSizeBytes() override { return 0; }
 
  private:
   absl::Mutex mu_;

@@ -135,10 +135,6 @@ class StoreImpl : public Store {
     return bad;
   }
 
-  uint64_t ApproximateSizeBytes() override {
-    return engine_->ApproximateSizeBytes();
-  }
-
  private:
   // A write, serialized by the caller.
   struct Pending {
@@ -270,8 +266,7 @@ class StoreImpl : public Store {
       std::string seq;
       keys::AppendBigEndian64(&seq, last_sequence_);
       ops.push_back(KvOp{Cf::kMeta, false, keys::kLastSequence, seq});
-      absl::Status s =
-          engine_->Commit(ops, bytes + 64 * ops.size(), /*sync=*/false);
+      absl::Status s = engine_->Commit(ops, bytes + 64 * ops.size());
       if (!s.ok()) {
         last_sequence_ = first_sequence;
         for (auto& r : results) {

@@ -22,11 +22,11 @@ TEST(RocksDbEngineTest, ReadsSeeOnlyWhatASyncCovered) {
                        OpenRocksDbEngine(options));
 
   std::vector<KvOp> first = {{Cf::kDocuments, false, "doc-1", "one"}};
-  ASSERT_OK(engine->Commit(first, 64, /*sync=*/false));
+  ASSERT_OK(engine->Commit(first, 64));
   ASSERT_OK(engine->Sync(/*durable=*/true));
 
   std::vector<KvOp> second = {{Cf::kDocuments, false, "doc-2", "two"}};
-  ASSERT_OK(engine->Commit(second, 64, /*sync=*/false));
+  ASSERT_OK(engine->Commit(second, 64));
   // Written, not yet synced: the committer sees it, readers do not.
   EXPECT_THAT(
       engine->GetLatest(Cf::kDocuments, "doc-2"),

@@ -9,6 +9,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
@@ -132,9 +133,10 @@ class SessionImpl : public ReceiveSession,
 
 class WatcherImpl : public WatchSession {
  public:
-  WatcherImpl(uint64_t id, std::string sender, std::string document_id,
-              uint64_t after, EventSink sink)
-      : id_(id),
+  WatcherImpl(ExchangeImpl* ex, uint64_t id, std::string sender,
+              std::string document_id, uint64_t after, EventSink sink)
+      : ex_(ex),
+        id_(id),
         sender_(std::move(sender)),
         document_id_(std::move(document_id)),
         last_sequence_(after),
@@ -180,10 +182,10 @@ class WatcherImpl : public WatchSession {
     buffer_.clear();
   }
 
+  ExchangeImpl* const ex_;
   const uint64_t id_;
   const std::string sender_;
   const std::string document_id_;
-  class ExchangeImpl* ex_ = nullptr;
 
  private:
   bool Matches(const v1::StatusEvent& e) const {
@@ -211,6 +213,7 @@ class ExchangeImpl : public Exchange {
   ExchangeImpl(const ExchangeOptions& options, storage::Store* store,
                Clock* clock)
       : options_(options),
+        trust_domain_(ParseSpiffeId(options.broker_id)->trust_domain),
         store_(store),
         clock_(clock),
         local_orgs_(options.local_orgs.begin(), options.local_orgs.end()),
@@ -316,7 +319,9 @@ class ExchangeImpl : public Exchange {
     *doc.mutable_accepted_at() = ToProto(now);
     for (v1::Attachment& a : *doc.mutable_attachments()) {
       a.set_size(a.content().size());
-      a.set_sha256(Sha256Hex(a.content()));
+      // Validation checked a given hash; lower-case it, or compute it.
+      a.set_sha256(a.sha256().empty() ? Sha256Hex(a.content())
+                                      : absl::AsciiStrToLower(a.sha256()));
     }
     doc.set_content_sha256(ContentSha256(doc));
     v1::Hop* hop = doc.add_trace();
@@ -544,21 +549,15 @@ class ExchangeImpl : public Exchange {
         s->pump_scheduled_ = true;  // this loop continues; no second pump
       }
       v1::ReceiveResponse response;
-      std::vector<Key> failed;
       for (const Handout& h : got) {
         absl::StatusOr<std::shared_ptr<const v1::Document>> doc =
             Materialize(h);
-        if (!doc.ok()) {
-          failed.push_back({h.qe.priority, h.qe.sequence});
-          continue;
-        }
+        // A document that cannot be read stays leased to this session (so it
+        // does not spin) until the session ends; it is retried then.
+        if (!doc.ok()) continue;
         v1::Delivery* d = response.add_deliveries();
         *d->mutable_document() = **doc;
         d->set_attempt(h.attempts);
-      }
-      if (!failed.empty()) {
-        // The document could not be read: leave the copies leased to this
-        // session (so they do not spin) until it ends; they are retried then.
       }
       if (response.deliveries_size() > 0 && !s->Emit(std::move(response)))
         return;
@@ -621,7 +620,7 @@ class ExchangeImpl : public Exchange {
                   absl::AnyInvocable<void(absl::Status)> done) {
     storage::WriteBatch batch;
     Timestamp now = ToProto(clock_->Now());
-    std::string actor = SpiffeId(TrustDomain(), Principal::Kind::kOrg, org);
+    std::string actor = SpiffeId(trust_domain_, Principal::Kind::kOrg, org);
     for (const storage::QueueEntry& qe : entries) {
       v1::StatusEvent e;
       e.set_document_id(qe.document_id);
@@ -971,9 +970,8 @@ class ExchangeImpl : public Exchange {
         }
       }
       auto w = std::make_shared<WatcherImpl>(
-          next_owner_.fetch_add(1), caller.name, request.document_id(),
+          this, next_owner_.fetch_add(1), caller.name, request.document_id(),
           request.after_sequence(), std::move(sink));
-      w->ex_ = this;
       {
         absl::MutexLock lock(&watch_mu_);
         watchers_[caller.name][w->id_] = w;
@@ -1041,13 +1039,9 @@ class ExchangeImpl : public Exchange {
     return ExchangeStats{queued_, leased_, accepted_, delivered_};
   }
 
-  std::string TrustDomain() const {
-    absl::StatusOr<Principal> p = ParseSpiffeId(options_.broker_id);
-    return p.ok() ? p->trust_domain : "";
-  }
-
  private:
   const ExchangeOptions options_;
+  const std::string trust_domain_;  // of options_.broker_id
   storage::Store* const store_;
   Clock* const clock_;
   const absl::flat_hash_set<std::string> local_orgs_;
@@ -1096,7 +1090,7 @@ void WatcherImpl::Close() {
     closed_ = true;
     sink_ = nullptr;
   }
-  if (ex_) ex_->Unwatch(this);
+  ex_->Unwatch(this);
 }
 
 }  // namespace

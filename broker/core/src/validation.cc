@@ -61,7 +61,7 @@ std::string ContentSha256(const v1::Document& doc) {
   std::string canonical = "lienthong-content-v1\n";
   absl::StrAppend(&canonical, "body ", Sha256Hex(doc.body()), "\n");
   for (const v1::Attachment& a : doc.attachments()) {
-    absl::StrAppend(&canonical, "attachment ", Sha256Hex(a.content()), " ",
+    absl::StrAppend(&canonical, "attachment ", a.sha256(), " ",
                     a.content().size(), "\n");
   }
   return Sha256Hex(canonical);

@@ -22,7 +22,8 @@ absl::Status ValidateNewDocument(const v1::Document& doc,
 std::string Sha256Hex(absl::string_view data);
 
 // SHA-256 over the body and every attachment's hash: what the sender's
-// content is, independent of metadata.
+// content is, independent of metadata. Each attachment's `sha256` must
+// already be its content's lower-case hex hash (the exchange sets it).
 std::string ContentSha256(const v1::Document& doc);
 
 }  // namespace lienthong::broker

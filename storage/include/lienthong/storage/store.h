@@ -5,8 +5,8 @@
 //
 //   ASSIGN_OR_RETURN(std::unique_ptr<Store> store, OpenRocksDbStore(options));
 //   WriteBatch batch;
-//   batch.document = doc;                       // guarded by its idempotency
-//   key batch.enqueue.push_back({recipient, priority, doc.id()});
+//   batch.document = doc;  // guarded by its idempotency key
+//   batch.enqueue.push_back({recipient, priority, doc.id(), doc.sender()});
 //   batch.events.push_back(accepted_event);
 //   store->Write(std::move(batch), [](absl::StatusOr<WriteResult> r) { ... });
 //
@@ -78,8 +78,8 @@ class Store {
 
   virtual ~Store() = default;
 
-  // Applies `batch` atomically; `done` runs once, on a store thread or
-  // inline, after the write is durable (or failed: UNAVAILABLE when the store
+  // Applies `batch` atomically; `done` runs once, on the store's syncer
+  // thread, after the write is durable (or failed: UNAVAILABLE when the store
   // is closing, INTERNAL / DATA_LOSS for I/O errors). `done` must not block.
   // Thread-safe.
   virtual void Write(WriteBatch batch, WriteCallback done) = 0;
@@ -108,9 +108,6 @@ class Store {
   // Used at startup to rebuild the in-memory delivery index.
   virtual absl::Status ScanQueues(
       const std::function<void(const QueueEntry&)>& fn) = 0;
-
-  // Approximate bytes on disk (0 for the in-memory store).
-  virtual uint64_t ApproximateSizeBytes() = 0;
 };
 
 struct RocksDbOptions {
