@@ -16,6 +16,7 @@
 #define LIENTHONG_POLICY_POLICY_H_
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -204,8 +205,9 @@ class Policy {
   // failed the fewest conditions, with the conditions. Slower: for operators.
   Explanation Explain(const Flow& flow, size_t max_near_misses = 5) const;
 
+  struct Impl;  // opaque: defined by the compiler
+
  private:
-  struct Impl;
   explicit Policy(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };
@@ -267,6 +269,9 @@ struct ServedPolicyOptions {
   // Decisions kept for dry runs. Default 10,000.
   size_t decision_log_capacity = 10000;
   CompileOptions compile;
+  // Where reloads and rejected policies are reported (one line each).
+  // Default: nowhere.
+  std::function<void(absl::string_view)> log;
 };
 
 // The policy a broker serves now, where it lives on disk, and its recent

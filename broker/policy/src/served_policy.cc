@@ -1,0 +1,272 @@
+// ServedPolicy, DecisionLog and DryRun.
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "absl/strings/str_cat.h"
+#include "lienthong/common/status_macros.h"
+#include "lienthong/policy/policy.h"
+
+namespace lienthong::policy {
+namespace {
+
+absl::Status ErrnoError(absl::string_view what, const std::string& path) {
+  return absl::InternalError(
+      absl::StrCat(what, " ", path, ": ", std::strerror(errno)));
+}
+
+absl::StatusOr<std::string> ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    return absl::NotFoundError(
+        absl::StrCat(path, ": cannot read the policy file"));
+  }
+  std::stringstream ss;
+  ss << in.rdbuf();
+  if (in.bad()) return absl::DataLossError(absl::StrCat(path, ": read error"));
+  return ss.str();
+}
+
+// Replaces `path` with `content` so that a crash leaves the old file or the
+// new one, never a mix: temporary file, fsync, rename, fsync the directory.
+absl::Status WriteFileAtomically(const std::string& path,
+                                 absl::string_view content) {
+  std::filesystem::path p(path);
+  std::string dir = p.has_parent_path() ? p.parent_path().string() : ".";
+  std::string tmp = absl::StrCat(path, ".tmp.", ::getpid());
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+  if (fd < 0) return ErrnoError("cannot create", tmp);
+  size_t done = 0;
+  while (done < content.size()) {
+    ssize_t n = ::write(fd, content.data() + done, content.size() - done);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      absl::Status s = ErrnoError("cannot write", tmp);
+      ::close(fd);
+      ::unlink(tmp.c_str());
+      return s;
+    }
+    done += static_cast<size_t>(n);
+  }
+  if (::fsync(fd) != 0) {
+    absl::Status s = ErrnoError("cannot sync", tmp);
+    ::close(fd);
+    ::unlink(tmp.c_str());
+    return s;
+  }
+  ::close(fd);
+  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+    absl::Status s = ErrnoError("cannot replace", path);
+    ::unlink(tmp.c_str());
+    return s;
+  }
+  int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd >= 0) {
+    ::fsync(dfd);
+    ::close(dfd);
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+// ---- DecisionLog ------------------------------------------------------------
+
+DecisionLog::DecisionLog(size_t capacity) : capacity_(capacity) {}
+
+void DecisionLog::Record(absl::Time at, const Flow& flow,
+                         const Decision& decision, const Policy& policy) {
+  if (capacity_ == 0) return;
+  RecordedDecision r;
+  r.at = at;
+  r.flow = flow;
+  r.effect = decision.effect;
+  r.policy_version = policy.version();
+  r.rules = decision.RuleNames(policy);
+  r.obligations = decision.obligations;
+  absl::MutexLock lock(&mu_);
+  if (ring_.size() < capacity_) {
+    ring_.push_back(std::move(r));
+  } else {
+    ring_[next_] = std::move(r);
+  }
+  next_ = (next_ + 1) % capacity_;
+  ++total_;
+}
+
+std::vector<RecordedDecision> DecisionLog::Recent(size_t limit) const {
+  absl::MutexLock lock(&mu_);
+  size_t n = std::min(limit, ring_.size());
+  std::vector<RecordedDecision> out;
+  out.reserve(n);
+  // The oldest kept entry is at next_ once the ring is full, at 0 before.
+  size_t start = ring_.size() < capacity_ ? 0 : next_;
+  for (size_t k = ring_.size() - n; k < ring_.size(); ++k) {
+    out.push_back(ring_[(start + k) % ring_.size()]);
+  }
+  return out;
+}
+
+DryRunReport DryRun(const std::vector<RecordedDecision>& decisions,
+                    const Policy& candidate) {
+  DryRunReport report;
+  for (const RecordedDecision& before : decisions) {
+    ++report.examined;
+    Decision after = candidate.Evaluate(before.flow);
+    if (after.effect == before.effect &&
+        after.obligations == before.obligations) {
+      ++report.unchanged;
+      continue;
+    }
+    DecisionChange c;
+    c.before = before;
+    c.after_effect = after.effect;
+    c.after_rules = after.RuleNames(candidate);
+    c.after_obligations = after.obligations;
+    report.changes.push_back(std::move(c));
+  }
+  return report;
+}
+
+// ---- ServedPolicy -----------------------------------------------------------
+
+ServedPolicy::ServedPolicy(const ServedPolicyOptions& options)
+    : options_(options), log_(options.decision_log_capacity) {}
+
+absl::StatusOr<std::unique_ptr<ServedPolicy>> ServedPolicy::Open(
+    const ServedPolicyOptions& options) {
+  std::unique_ptr<ServedPolicy> served(new ServedPolicy(options));
+  std::shared_ptr<const Policy> initial;
+  if (options.path.empty()) {
+    ASSIGN_OR_RETURN(initial, Policy::Compile(options.embedded_source,
+                                              "<embedded policy>",
+                                              options.compile));
+  } else {
+    ASSIGN_OR_RETURN(initial, Policy::CompileFile(options.path, options.compile));
+  }
+  {
+    absl::MutexLock lock(&served->mu_);
+    served->current_ = std::move(initial);
+    served->loaded_at_ = absl::Now();
+  }
+  if (!options.path.empty() && options.reload_interval > absl::ZeroDuration()) {
+    served->watcher_ = std::make_unique<std::thread>(
+        [s = served.get()] { s->WatchLoop(); });
+  }
+  return served;
+}
+
+ServedPolicy::~ServedPolicy() {
+  {
+    absl::MutexLock lock(&mu_);
+    stopping_ = true;
+  }
+  if (watcher_) watcher_->join();
+}
+
+std::shared_ptr<const Policy> ServedPolicy::Current() const {
+  absl::MutexLock lock(&mu_);
+  return current_;
+}
+
+absl::Status ServedPolicy::last_reload_status() const {
+  absl::MutexLock lock(&mu_);
+  return last_reload_;
+}
+
+absl::Time ServedPolicy::loaded_at() const {
+  absl::MutexLock lock(&mu_);
+  return loaded_at_;
+}
+
+void ServedPolicy::WatchLoop() {
+  absl::MutexLock lock(&mu_);
+  while (!stopping_) {
+    mu_.AwaitWithTimeout(absl::Condition(&stopping_), options_.reload_interval);
+    if (stopping_) break;
+    mu_.Unlock();
+    absl::Status s = ReloadFromFile();
+    if (!s.ok() && options_.log) options_.log(s.message());
+    mu_.Lock();
+  }
+}
+
+absl::Status ServedPolicy::ReloadFromFile() {
+  if (options_.path.empty()) return absl::OkStatus();
+  absl::MutexLock apply(&apply_mu_);
+  absl::StatusOr<std::string> text = ReadFile(options_.path);
+  std::shared_ptr<const Policy> current = Current();
+  absl::Status result;
+  if (text.ok()) {
+    if (current && *text == current->source()) return absl::OkStatus();
+    absl::StatusOr<std::shared_ptr<const Policy>> next =
+        Policy::Compile(*text, options_.path, options_.compile);
+    if (next.ok()) {
+      absl::MutexLock lock(&mu_);
+      current_ = *std::move(next);
+      loaded_at_ = absl::Now();
+      last_reload_ = absl::OkStatus();
+      if (options_.log) {
+        options_.log(absl::StrCat("policy ", current_->version(), " from ",
+                                  options_.path, " now serving (",
+                                  current_->rule_count(), " rules)"));
+      }
+      return absl::OkStatus();
+    }
+    result = absl::InvalidArgumentError(absl::StrCat(
+        next.status().message(), " — policy rejected; ",
+        current ? current->version() : "the previous policy",
+        " keeps serving"));
+  } else {
+    result = absl::Status(text.status().code(),
+                          absl::StrCat(text.status().message(),
+                                       " — the serving policy is unchanged"));
+  }
+  absl::MutexLock lock(&mu_);
+  last_reload_ = result;
+  return result;
+}
+
+absl::StatusOr<std::shared_ptr<const Policy>> ServedPolicy::Apply(
+    absl::string_view source) {
+  absl::MutexLock apply(&apply_mu_);
+  std::string name = options_.path.empty() ? "<applied policy>" : options_.path;
+  ASSIGN_OR_RETURN(std::shared_ptr<const Policy> next,
+                   Policy::Compile(source, name, options_.compile));
+  std::shared_ptr<const Policy> current = Current();
+  if (current && current->version() == next->version()) return current;
+  if (!options_.path.empty()) {
+    RETURN_IF_ERROR(WriteFileAtomically(options_.path, source));
+  }
+  absl::MutexLock lock(&mu_);
+  current_ = next;
+  loaded_at_ = absl::Now();
+  last_reload_ = absl::OkStatus();
+  if (options_.log) {
+    options_.log(absl::StrCat("policy ", next->version(), " applied (",
+                              next->rule_count(), " rules)"));
+  }
+  return next;
+}
+
+Decision ServedPolicy::Decide(const Flow& flow, absl::Time now,
+                              std::shared_ptr<const Policy>* policy_out) {
+  std::shared_ptr<const Policy> policy = Current();
+  Decision d;
+  if (policy == nullptr) {
+    d.cause = Cause::kError;
+    d.detail = "no policy is loaded";
+    return d;
+  }
+  d = policy->Evaluate(flow);
+  log_.Record(now, flow, d, *policy);
+  if (policy_out) *policy_out = std::move(policy);
+  return d;
+}
+
+}  // namespace lienthong::policy
