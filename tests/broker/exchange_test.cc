@@ -35,6 +35,7 @@ using ::lienthong::testing_util::Eventually;
 using ::lienthong::testing_util::IsOkAndHolds;
 using ::lienthong::testing_util::StatusIs;
 using ::lienthong::testing_util::TempDir;
+using ::testing::AllOf;
 using ::testing::ElementsAre;
 using ::testing::ElementsAreArray;
 using ::testing::HasSubstr;
@@ -49,6 +50,29 @@ constexpr char kH50[] = "000.00.00.H50";
 constexpr char kSub[] = "000.01.23.H49";  // a unit under H49, served here too
 // A well-formed code this broker does not serve.
 constexpr char kT99[] = "000.00.00.T99";
+
+// The policy the exchange tests run under: the four served orgs exchange
+// freely, AI personnel decisions are forbidden, and documents of type "Thư"
+// to H50 are limited to 1 KiB.
+constexpr char kTestPolicy[] = R"(
+groups:
+  served: {orgs: [000.00.00.G22, 000.00.00.H49, 000.00.00.H50, 000.01.23.H49]}
+rules:
+  - name: served-orgs-exchange
+    effect: permit
+    sender: {groups: [served]}
+    recipient: {groups: [served]}
+    obligations: {retention: 10y}
+  - name: letters-to-h50-are-small
+    effect: permit
+    recipient: {orgs: [000.00.00.H50]}
+    document_types: [Thư]
+    obligations: {max_size: 1KiB}
+  - name: no-ai-personnel-decisions
+    effect: forbid
+    origins: [ai]
+    decision_categories: [personnel]
+)";
 
 Principal MustParse(const std::string& uri) {
   absl::StatusOr<Principal> p = ParseSpiffeId(uri);
@@ -158,6 +182,10 @@ class ExchangeTest : public ::testing::TestWithParam<Backend> {
     h50_ = Org(kH50);
     g22_ = Org(kG22);
     sub_ = Org(kSub);
+    policy::ServedPolicyOptions policy_options;
+    policy_options.embedded_source = kTestPolicy;
+    ASSERT_OK_AND_ASSIGN(policy_, policy::ServedPolicy::Open(policy_options));
+    options_.policy = policy_.get();
     ASSERT_NO_FATAL_FAILURE(OpenStore());
     ASSERT_NO_FATAL_FAILURE(OpenExchange());
   }
@@ -311,6 +339,7 @@ class ExchangeTest : public ::testing::TestWithParam<Backend> {
   TempDir dir_;
   ExchangeOptions options_;
   Principal h49_, h50_, g22_, sub_;
+  std::unique_ptr<policy::ServedPolicy> policy_;
   // Declared last, so destroyed first: the exchange before the store, the
   // store before its directory.
   std::unique_ptr<storage::Store> store_;
@@ -601,6 +630,101 @@ TEST_P(ExchangeTest, BadInputGetsThePreciseCodeAndChangesNothing) {
 }
 
 // ---- Order ------------------------------------------------------------------
+
+// ---- Policy -----------------------------------------------------------------
+
+TEST_P(ExchangeTest, AcceptedEventsRecordThePolicyVersionAndPermittingRules) {
+  std::string id = MustSend(h49_, NewDocument(kH49, {kG22}));
+  ASSERT_OK_AND_ASSIGN(v1::DocumentStatus status, GetStatus(h49_, id));
+  ASSERT_THAT(status.history(), SizeIs(1));
+  const v1::PolicyDecision& policy = status.history(0).policy();
+  EXPECT_EQ(policy.policy_version(), policy_->Current()->version());
+  EXPECT_THAT(policy.rules(), ElementsAre("served-orgs-exchange"));
+  EXPECT_EQ(policy.obligations().retention().seconds(), 10 * 365 * 86400);
+  EXPECT_EQ(policy.broker(), kBrokerId);
+  // The decision log keeps it for dry runs.
+  std::vector<policy::RecordedDecision> recent =
+      policy_->decisions().Recent(10);
+  ASSERT_THAT(recent, SizeIs(1));
+  EXPECT_EQ(recent[0].flow.recipient, kG22);
+  EXPECT_EQ(recent[0].effect, policy::Effect::kPermit);
+}
+
+TEST_P(ExchangeTest, ForbiddenFlowIsRefusedNamingTheRuleAndNothingIsStored) {
+  v1::Document doc = NewDocument(kH49, {kG22, kH50});
+  doc.mutable_metadata()->set_origin(v1::ORIGIN_AI);
+  doc.mutable_metadata()->set_decision_category(
+      v1::DECISION_CATEGORY_PERSONNEL);
+  EXPECT_THAT(Send(h49_, doc),
+              StatusIs(absl::StatusCode::kPermissionDenied,
+                       AllOf(HasSubstr("document.recipients[0]"),
+                             HasSubstr("forbids"),
+                             HasSubstr("\"no-ai-personnel-decisions\""),
+                             HasSubstr(policy_->Current()->version().substr(
+                                 0, 19)))));
+  EXPECT_EQ(InboxTotal(g22_), 0);
+  EXPECT_EQ(InboxTotal(h50_), 0);
+  EXPECT_EQ(exchange_->Stats().accepted, 0u);
+  EXPECT_THAT(store_->ListSenderEvents(kH49, 0, 100), IsOkAndHolds(IsEmpty()));
+}
+
+TEST_P(ExchangeTest, OneUnpermittedRecipientRefusesTheWholeDocument) {
+  // Served here, but not in the policy's group: deny by default.
+  v1::Document doc = NewDocument(kH49, {kG22, kH50});
+  ASSERT_OK(policy_
+                ->Apply(R"(
+rules:
+  - name: only-to-the-centre
+    effect: permit
+    recipient: {orgs: [000.00.00.G22]}
+)")
+                .status());
+  EXPECT_THAT(Send(h49_, doc),
+              StatusIs(absl::StatusCode::kPermissionDenied,
+                       AllOf(HasSubstr("document.recipients[1]"),
+                             HasSubstr("deny by default"))));
+  EXPECT_EQ(InboxTotal(g22_), 0);
+  EXPECT_EQ(exchange_->Stats().accepted, 0u);
+}
+
+TEST_P(ExchangeTest, PermitsMaxSizeIsEnforced) {
+  v1::Document letter = NewDocument(kH49, {kH50});
+  letter.mutable_metadata()->set_document_type("Thư");
+  letter.set_body(std::string(2048, 'x'));
+  EXPECT_THAT(Send(h49_, letter),
+              StatusIs(absl::StatusCode::kResourceExhausted,
+                       AllOf(HasSubstr("2048 bytes"),
+                             HasSubstr("letters-to-h50-are-small"),
+                             HasSubstr("at most 1024"))));
+  EXPECT_EQ(InboxTotal(h50_), 0);
+  letter.set_body(std::string(1000, 'x'));
+  MustSend(h49_, letter);
+  EXPECT_EQ(InboxTotal(h50_), 1);
+}
+
+TEST_P(ExchangeTest, AppliedPolicyDecidesTheNextSend) {
+  std::string before = policy_->Current()->version();
+  MustSend(h49_, NewDocument(kH49, {kG22}));
+  ASSERT_OK(policy_
+                ->Apply(R"(
+rules:
+  - name: centre-only-sends
+    effect: permit
+    sender: {orgs: [000.00.00.G22]}
+)")
+                .status());
+  EXPECT_NE(policy_->Current()->version(), before);
+  EXPECT_THAT(Send(h49_, NewDocument(kH49, {kG22})),
+              StatusIs(absl::StatusCode::kPermissionDenied));
+  MustSend(g22_, NewDocument(kG22, {kH49}));
+  // A broken policy is refused and the serving one stays.
+  std::string serving = policy_->Current()->version();
+  EXPECT_THAT(policy_->Apply("rules: [{name: x, effect: maybe}]"),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("unknown effect \"maybe\"")));
+  EXPECT_EQ(policy_->Current()->version(), serving);
+  MustSend(g22_, NewDocument(kG22, {kH49}));
+}
 
 TEST_P(ExchangeTest, DocumentsOfOneUrgencyArriveInSendOrder) {
   std::vector<std::string> sent;

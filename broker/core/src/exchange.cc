@@ -11,6 +11,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "broker/core/src/validation.h"
@@ -19,6 +20,7 @@
 #include "lienthong/common/ids.h"
 #include "lienthong/common/org_code.h"
 #include "lienthong/common/status_macros.h"
+#include "lienthong/policy/proto_convert.h"
 
 namespace lienthong::broker {
 namespace {
@@ -215,6 +217,7 @@ class ExchangeImpl : public Exchange {
       : options_(options),
         trust_domain_(ParseSpiffeId(options.broker_id)->trust_domain),
         store_(store),
+        policy_(options.policy),
         clock_(clock),
         local_orgs_(options.local_orgs.begin(), options.local_orgs.end()),
         timer_(std::make_unique<Timer>()),
@@ -313,6 +316,14 @@ class ExchangeImpl : public Exchange {
       }
     }
     absl::Time now = clock_->Now();
+    // Every recipient's flow must be permitted; one refusal refuses the whole
+    // document, before anything is stored.
+    std::vector<v1::PolicyDecision> decisions;
+    decisions.reserve(doc.recipients_size());
+    if (absl::Status s = DecideFlows(caller, doc, now, &decisions); !s.ok()) {
+      done(s);
+      return;
+    }
     doc.set_id(NewDocumentId(absl::ToUnixMillis(now)));
     if (doc.idempotency_key().empty())
       doc.set_idempotency_key(absl::StrCat("broker:", doc.id()));
@@ -333,10 +344,12 @@ class ExchangeImpl : public Exchange {
     storage::WriteBatch batch;
     batch.document = d;
     int priority = storage::PriorityOf(d.metadata().urgency());
-    for (const std::string& r : d.recipients()) {
+    for (int i = 0; i < d.recipients_size(); ++i) {
+      const std::string& r = d.recipients(i);
       batch.enqueue.push_back(
           storage::Enqueue{r, priority, d.id(), d.sender()});
       v1::StatusEvent e;
+      *e.mutable_policy() = std::move(decisions[i]);
       e.set_document_id(d.id());
       e.set_recipient(r);
       *e.mutable_at() = d.accepted_at();
@@ -375,6 +388,79 @@ class ExchangeImpl : public Exchange {
           response.set_content_sha256(shared->content_sha256());
           done(std::move(response));
         });
+  }
+
+  // Decides the flow to each recipient. PERMISSION_DENIED naming the
+  // recipient, the policy version and the deciding rules;
+  // RESOURCE_EXHAUSTED when the document exceeds a permit's max_size;
+  // FAILED_PRECONDITION for an obligation the exchange cannot honour.
+  absl::Status DecideFlows(const Principal& caller, const v1::Document& doc,
+                           absl::Time now,
+                           std::vector<v1::PolicyDecision>* out) {
+    ASSIGN_OR_RETURN(policy::Flow flow, FlowOf(doc));
+    for (int i = 0; i < doc.recipients_size(); ++i) {
+      flow.recipient = doc.recipients(i);
+      flow.cross_broker = false;  // every recipient is local (checked above)
+      std::shared_ptr<const policy::Policy> policy;
+      policy::Decision decision = policy_->Decide(flow, now, &policy);
+      const std::string field = absl::StrCat("document.recipients[", i, "]");
+      if (!decision.permitted()) {
+        return absl::PermissionDeniedError(absl::StrCat(
+            field, ": ",
+            policy ? decision.Reason(*policy, flow)
+                   : "denied: no policy is loaded (fail closed)"));
+      }
+      const policy::Obligations& o = decision.obligations;
+      if (o.end_to_end_encryption || !o.approvals.empty()) {
+        // The policy compiler refuses these while the exchange lacks them;
+        // reaching here means a capability mismatch: fail closed.
+        return absl::FailedPreconditionError(absl::StrCat(
+            field, ": ", decision.Reason(*policy, flow), " obliges ",
+            o.DebugString(), ", which this broker cannot honour yet"));
+      }
+      if (o.max_size_bytes) {
+        size_t size = DocumentContentBytes(doc);
+        if (size > *o.max_size_bytes) {
+          return absl::ResourceExhaustedError(absl::StrCat(
+              field, ": the document's body and attachments are ", size,
+              " bytes; policy ", policy->version().substr(0, 19), " rule",
+              decision.rules.size() > 1 ? "s " : " ",
+              absl::StrJoin(decision.RuleNames(*policy), ", "),
+              " allow at most ", *o.max_size_bytes, " bytes to ", flow.recipient));
+        }
+      }
+      v1::PolicyDecision& wire = out->emplace_back();
+      policy::ToProto(decision, *policy, options_.broker_id, &wire);
+    }
+    return absl::OkStatus();
+  }
+
+  static size_t DocumentContentBytes(const v1::Document& doc) {
+    size_t size = doc.body().size();
+    for (const v1::Attachment& a : doc.attachments()) size += a.content().size();
+    return size;
+  }
+
+  static absl::StatusOr<policy::Flow> FlowOf(const v1::Document& doc) {
+    const v1::DocumentMetadata& m = doc.metadata();
+    policy::Flow flow;
+    flow.sender = doc.sender();
+    flow.document_type = m.document_type();
+    ASSIGN_OR_RETURN(flow.classification,
+                     policy::ClassificationFromProto(
+                         m.classification(), "document.metadata.classification"));
+    ASSIGN_OR_RETURN(flow.urgency, policy::UrgencyFromProto(
+                                       m.urgency(), "document.metadata.urgency"));
+    ASSIGN_OR_RETURN(flow.business_type,
+                     policy::BusinessTypeFromProto(
+                         m.business_type(), "document.metadata.business_type"));
+    ASSIGN_OR_RETURN(flow.origin, policy::OriginFromProto(
+                                      m.origin(), "document.metadata.origin"));
+    ASSIGN_OR_RETURN(flow.decision_category,
+                     policy::DecisionCategoryFromProto(
+                         m.decision_category(),
+                         "document.metadata.decision_category"));
+    return flow;
   }
 
   void ResolveDuplicate(const v1::Document& attempt,
@@ -1043,6 +1129,7 @@ class ExchangeImpl : public Exchange {
   const ExchangeOptions options_;
   const std::string trust_domain_;  // of options_.broker_id
   storage::Store* const store_;
+  policy::ServedPolicy* const policy_;
   Clock* const clock_;
   const absl::flat_hash_set<std::string> local_orgs_;
   std::atomic<uint64_t> next_owner_{kFetchOwner + 1};
@@ -1123,6 +1210,10 @@ absl::Status ExchangeOptions::Validate() const {
 absl::StatusOr<std::unique_ptr<Exchange>> Exchange::Open(
     const ExchangeOptions& options, storage::Store* store, Clock* clock) {
   RETURN_IF_ERROR(options.Validate());
+  if (options.policy == nullptr) {
+    return absl::InvalidArgumentError(
+        "exchange.policy: required; without a policy no flow is permitted");
+  }
   auto ex = std::make_unique<ExchangeImpl>(options, store, clock);
   RETURN_IF_ERROR(ex->Load());
   return std::unique_ptr<Exchange>(std::move(ex));

@@ -96,6 +96,23 @@ broker::ExchangeOptions BrokerConfig::ToExchangeOptions() const {
   return o;
 }
 
+policy::ServedPolicyOptions BrokerConfig::ToPolicyOptions() const {
+  policy::ServedPolicyOptions o;
+  o.path = policy.path;
+  if (o.path.empty()) o.embedded_source = std::string(EmbeddedDevelopmentPolicy());
+  o.reload_interval = policy.reload_interval;
+  o.decision_log_capacity = policy.decision_log_size;
+  return o;
+}
+
+std::vector<std::string> BrokerConfig::PersonIds(
+    const std::vector<std::string>& names) const {
+  std::vector<std::string> ids;
+  for (const std::string& n : names)
+    ids.push_back(lienthong::SpiffeId(trust_domain, Principal::Kind::kPerson, n));
+  return ids;
+}
+
 storage::RocksDbOptions BrokerConfig::ToStorageOptions() const {
   storage::RocksDbOptions o;
   o.path = data_dir;
@@ -148,7 +165,8 @@ absl::StatusOr<BrokerConfig> ParseConfig(const std::string& yaml,
   try {
     RETURN_IF_ERROR(p.CheckKeys(root, "the configuration",
                                 {"broker", "listen", "data_dir", "tls", "orgs",
-                                 "limits", "worker_threads", "storage"}));
+                                 "limits", "worker_threads", "storage",
+                                 "policy", "roles"}));
     if (YAML::Node b = root["broker"]) {
       RETURN_IF_ERROR(p.CheckKeys(b, "broker", {"name", "trust_domain"}));
       RETURN_IF_ERROR(p.String(b, "name", &c.name));
@@ -208,6 +226,55 @@ absl::StatusOr<BrokerConfig> ParseConfig(const std::string& yaml,
     }
     RETURN_IF_ERROR(
         p.Number(root, "worker_threads", &c.worker_threads, 1, 256));
+    if (YAML::Node pol = root["policy"]) {
+      RETURN_IF_ERROR(p.CheckKeys(pol, "policy",
+                                  {"file", "reload_seconds", "decision_log_size"}));
+      RETURN_IF_ERROR(p.String(pol, "file", &c.policy.path));
+      c.policy.path = Resolve(base_dir, c.policy.path);
+      int reload = 2;
+      RETURN_IF_ERROR(p.Number(pol, "reload_seconds", &reload, 0, 3600));
+      c.policy.reload_interval = absl::Seconds(reload);
+      RETURN_IF_ERROR(p.Number<size_t>(pol, "decision_log_size",
+                                       &c.policy.decision_log_size, 0, 1000000));
+    } else if (root["orgs"]) {
+      return p.Error(root["orgs"],
+                     "policy.file is required when the configuration lists "
+                     "its own orgs (the embedded development policy is "
+                     "written for the demo orgs only; deny-by-default means "
+                     "no policy, no flow)");
+    }
+    if (YAML::Node r = root["roles"]) {
+      RETURN_IF_ERROR(p.CheckKeys(r, "roles", {"operator", "auditor"}));
+      for (auto [key, dest] :
+           {std::pair<const char*, std::vector<std::string>*>{
+                "operator", &c.roles.operators},
+            {"auditor", &c.roles.auditors}}) {
+        YAML::Node list = r[key];
+        if (!list) {
+          dest->clear();
+          continue;
+        }
+        if (!list.IsSequence()) {
+          return p.Error(list, absl::StrCat("roles.", key,
+                                            " must be a list of person names"));
+        }
+        dest->clear();
+        for (const YAML::Node& item : list) {
+          if (!item.IsScalar()) {
+            return p.Error(item, absl::StrCat("roles.", key,
+                                              ": a person name is a string"));
+          }
+          std::string name = item.Scalar();
+          if (!ParseSpiffeId(lienthong::SpiffeId(
+                                 c.trust_domain, Principal::Kind::kPerson, name))
+                   .ok()) {
+            return p.Error(item, absl::StrCat("roles.", key, ": \"", name,
+                                              "\" is not a valid person name"));
+          }
+          dest->push_back(std::move(name));
+        }
+      }
+    }
   } catch (const YAML::Exception& e) {
     return absl::InvalidArgumentError(absl::StrCat(
         file_name, ":", e.mark.line + 1, ":", e.mark.column + 1, ": ", e.msg));

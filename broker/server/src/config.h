@@ -8,6 +8,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "lienthong/broker/exchange.h"
+#include "lienthong/policy/policy.h"
 #include "lienthong/storage/store.h"
 
 namespace lienthong::server {
@@ -22,6 +23,22 @@ struct TlsConfig {
   std::string private_key = "pki/brokers/central.key";
   std::string ca = "pki/ca.pem";
   absl::Duration refresh = absl::Seconds(60);
+};
+
+// Who may use the AdminService: person names in the broker's trust domain
+// (spiffe://<trust_domain>/person/<name>).
+struct RolesConfig {
+  std::vector<std::string> operators = {"operator"};
+  std::vector<std::string> auditors = {"auditor"};
+};
+
+struct PolicyConfig {
+  // Policy file. Empty: the embedded development policy, which is written
+  // for the embedded demo orgs; a configuration that lists its own orgs must
+  // name a policy file.
+  std::string path;
+  absl::Duration reload_interval = absl::Seconds(2);
+  size_t decision_log_size = 10000;
 };
 
 struct BrokerConfig {
@@ -40,13 +57,23 @@ struct BrokerConfig {
   uint32_t default_max_in_flight = 256;
   int worker_threads = 4;
   size_t block_cache_bytes = 64 << 20;
+  PolicyConfig policy;
+  RolesConfig roles;
 
   std::string SpiffeId() const;
   broker::ExchangeOptions ToExchangeOptions() const;
   storage::RocksDbOptions ToStorageOptions() const;
+  policy::ServedPolicyOptions ToPolicyOptions() const;
+  // SPIFFE ids of the people holding `names`.
+  std::vector<std::string> PersonIds(
+      const std::vector<std::string>& names) const;
   // INVALID_ARGUMENT naming the field.
   absl::Status Validate() const;
 };
+
+// The development policy used when no policy file is configured
+// (deploy/policy/lienthong-policy.yaml, embedded at build time).
+absl::string_view EmbeddedDevelopmentPolicy();
 
 // Parses YAML text; errors say "<file>:<line>:<column>: <what>". Unknown keys
 // are errors. Fields not given keep their defaults. Relative paths are

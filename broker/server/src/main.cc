@@ -18,10 +18,12 @@
 #include "grpcpp/security/server_credentials.h"
 #include "grpcpp/security/tls_certificate_provider.h"
 #include "grpcpp/security/tls_credentials_options.h"
+#include "lienthong/broker/admin_service.h"
 #include "lienthong/broker/exchange.h"
 #include "lienthong/broker/service.h"
 #include "lienthong/common/certificate.h"
 #include "lienthong/common/status_macros.h"
+#include "lienthong/policy/policy.h"
 #include "lienthong/storage/store.h"
 
 namespace lienthong::server {
@@ -84,8 +86,18 @@ int Serve(const BrokerConfig& config) {
     Log(absl::StrCat("error: ", store.status().ToString()));
     return 1;
   }
+  policy::ServedPolicyOptions policy_options = config.ToPolicyOptions();
+  policy_options.log = [](absl::string_view line) { Log(line); };
+  absl::StatusOr<std::unique_ptr<policy::ServedPolicy>> served_policy =
+      policy::ServedPolicy::Open(policy_options);
+  if (!served_policy.ok()) {
+    Log(absl::StrCat("error: policy: ", served_policy.status().message()));
+    return 1;
+  }
+  broker::ExchangeOptions exchange_options = config.ToExchangeOptions();
+  exchange_options.policy = served_policy->get();
   absl::StatusOr<std::unique_ptr<broker::Exchange>> exchange =
-      broker::Exchange::Open(config.ToExchangeOptions(), store->get());
+      broker::Exchange::Open(exchange_options, store->get());
   if (!exchange.ok()) {
     Log(absl::StrCat("error: ", exchange.status().ToString()));
     return 1;
@@ -93,6 +105,17 @@ int Serve(const BrokerConfig& config) {
   broker::ExchangeServiceImpl exchange_service(exchange->get(),
                                                config.trust_domain);
   broker::HealthServiceImpl health;
+  broker::AdminOptions admin_options;
+  admin_options.broker_id = config.SpiffeId();
+  admin_options.version = LIENTHONG_VERSION;
+  admin_options.operators = config.PersonIds(config.roles.operators);
+  admin_options.auditors = config.PersonIds(config.roles.auditors);
+  admin_options.policy = served_policy->get();
+  if (absl::Status s = admin_options.Validate(); !s.ok()) {
+    Log(absl::StrCat("error: roles: ", s.message()));
+    return 1;
+  }
+  broker::AdminServiceImpl admin_service(std::move(admin_options));
 
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
@@ -107,6 +130,7 @@ int Serve(const BrokerConfig& config) {
       GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 10000);
   builder.RegisterService(&exchange_service);
   builder.RegisterService(&health);
+  builder.RegisterService(&admin_service);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (!server || port == 0) {
     Log(absl::StrCat("error: cannot listen on ", config.listen));
@@ -114,9 +138,14 @@ int Serve(const BrokerConfig& config) {
   }
   std::string host = config.listen.substr(0, config.listen.rfind(':'));
   broker::ExchangeStats stats = (*exchange)->Stats();
+  std::shared_ptr<const policy::Policy> serving = (*served_policy)->Current();
   Log(absl::StrCat("broker ", config.SpiffeId(), " serving ",
                    config.orgs.size(), " orgs; data in ", config.data_dir, "; ",
-                   stats.queued, " deliveries waiting from before"));
+                   stats.queued, " deliveries waiting from before; policy ",
+                   serving->version(), " (", serving->rule_count(),
+                   " rules) from ",
+                   config.policy.path.empty() ? "the embedded development policy"
+                                              : config.policy.path));
   // The line tests and scripts wait for.
   std::cout << "lienthongd listening on " << host << ":" << port << std::endl;
 
@@ -133,6 +162,7 @@ int Serve(const BrokerConfig& config) {
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
   server->Wait();
   exchange->reset();
+  served_policy->reset();
   store->reset();
   Log("stopped");
   return 0;
@@ -155,7 +185,7 @@ int main(int argc, char** argv) {
   absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
 
   CLI::App app{"lienthongd: a Liên Thông document broker (mutual TLS only)"};
-  std::string config_file, check_file, listen, data_dir, pki;
+  std::string config_file, check_file, listen, data_dir, pki, policy_file;
   app.add_option("--config", config_file,
                  "YAML configuration; embedded defaults without it");
   app.add_option("--check-config", check_file,
@@ -163,6 +193,7 @@ int main(int argc, char** argv) {
   app.add_option("--listen", listen,
                  "override listen (host:port; port 0 picks one)");
   app.add_option("--data-dir", data_dir, "override data_dir");
+  app.add_option("--policy", policy_file, "override policy.file");
   app.add_option("--pki", pki,
                  "take tls.* from a development PKI directory made by "
                  "deploy/pki/make-dev-pki.sh "
@@ -177,8 +208,19 @@ int main(int argc, char** argv) {
       std::cerr << "lienthongd: " << c.status().message() << std::endl;
       return 2;
     }
+    lienthong::policy::ServedPolicyOptions po = c->ToPolicyOptions();
+    absl::StatusOr<std::shared_ptr<const lienthong::policy::Policy>> p =
+        po.path.empty()
+            ? lienthong::policy::Policy::Compile(po.embedded_source,
+                                                 "<embedded policy>")
+            : lienthong::policy::Policy::CompileFile(po.path);
+    if (!p.ok()) {
+      std::cerr << "lienthongd: policy: " << p.status().message() << std::endl;
+      return 2;
+    }
     std::cout << check_file << ": OK (" << c->SpiffeId() << ", "
-              << c->orgs.size() << " orgs)" << std::endl;
+              << c->orgs.size() << " orgs, policy " << (*p)->version() << " "
+              << (*p)->rule_count() << " rules)" << std::endl;
     return 0;
   }
   BrokerConfig config;
@@ -193,6 +235,7 @@ int main(int argc, char** argv) {
   }
   if (!listen.empty()) config.listen = listen;
   if (!data_dir.empty()) config.data_dir = data_dir;
+  if (!policy_file.empty()) config.policy.path = policy_file;
   if (!pki.empty()) {
     config.tls.ca = pki + "/ca.pem";
     config.tls.certificate = pki + "/brokers/" + config.name + ".pem";

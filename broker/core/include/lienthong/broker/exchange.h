@@ -23,6 +23,7 @@
 #include "absl/time/time.h"
 #include "lienthong/common/clock.h"
 #include "lienthong/common/identity.h"
+#include "lienthong/policy/policy.h"
 #include "lienthong/storage/store.h"
 #include "lienthong/v1/exchange.pb.h"
 
@@ -31,6 +32,9 @@ namespace lienthong::broker {
 struct ExchangeOptions {
   // SPIFFE id of this broker, recorded in each document's trace. Required.
   std::string broker_id;
+  // Decides every flow and records the decisions (not owned; must outlive
+  // the exchange). Required.
+  policy::ServedPolicy* policy = nullptr;
   // Organizations this broker serves; a recipient outside them is NOT_FOUND.
   std::vector<std::string> local_orgs;
   // Largest serialized document, bytes. Default 16 MiB.
@@ -102,7 +106,10 @@ class Exchange {
 
   // Accepts `document` from `caller`; `done` runs once it is durable, or with
   // INVALID_ARGUMENT naming the field, PERMISSION_DENIED (sender is not the
-  // caller), NOT_FOUND (unknown recipient), RESOURCE_EXHAUSTED (size limit),
+  // caller, or the policy does not permit the flow to some recipient: the
+  // message names the recipient, policy version and rules; nothing is
+  // stored), NOT_FOUND (unknown recipient), RESOURCE_EXHAUSTED (size limit,
+  // the broker's or a permit's max_size),
   // FAILED_PRECONDITION (classification out of scope), ALREADY_EXISTS (the
   // idempotency key was used for different content).
   virtual void Send(const Principal& caller, v1::Document document,
