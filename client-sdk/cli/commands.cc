@@ -28,27 +28,6 @@
 namespace lienthong::cli {
 namespace {
 
-absl::StatusOr<std::string> ReadLocalFile(const std::string& path) {
-  FILE* file = path == "-" ? stdin : std::fopen(path.c_str(), "rb");
-  if (file == nullptr) {
-    return absl::ErrnoToStatus(errno, absl::StrCat("\"", path, "\""));
-  }
-  std::string content;
-  char buf[1 << 16];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof(buf), file)) > 0) {
-    content.append(buf, n);
-  }
-  const bool failed = std::ferror(file) != 0;
-  const int error_number = errno;
-  if (file != stdin) std::fclose(file);
-  if (failed) {
-    return absl::ErrnoToStatus(error_number,
-                               absl::StrCat("reading \"", path, "\""));
-  }
-  return content;
-}
-
 std::string Sha256Hex(absl::string_view data) {
   unsigned char md[EVP_MAX_MD_SIZE];
   unsigned int md_len = 0;
@@ -197,6 +176,27 @@ void PrintEvent(const v1::StatusEvent& event, const OutputFlags& output) {
 }
 
 }  // namespace
+
+absl::StatusOr<std::string> ReadLocalFile(const std::string& path) {
+  FILE* file = path == "-" ? stdin : std::fopen(path.c_str(), "rb");
+  if (file == nullptr) {
+    return absl::ErrnoToStatus(errno, absl::StrCat("\"", path, "\""));
+  }
+  std::string content;
+  char buf[1 << 16];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof(buf), file)) > 0) {
+    content.append(buf, n);
+  }
+  const bool failed = std::ferror(file) != 0;
+  const int error_number = errno;
+  if (file != stdin) std::fclose(file);
+  if (failed) {
+    return absl::ErrnoToStatus(error_number,
+                               absl::StrCat("reading \"", path, "\""));
+  }
+  return content;
+}
 
 absl::StatusOr<v1::Document> BuildDocument(const SendFlags& flags) {
   v1::Document doc;

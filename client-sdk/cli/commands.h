@@ -62,6 +62,10 @@ struct WatchFlags {
   std::string document_id;
 };
 
+// The whole content of a local file, "-" for stdin; the errno-derived
+// status naming the path when it cannot be read.
+absl::StatusOr<std::string> ReadLocalFile(const std::string& path);
+
 // Builds the document from the flags and files; a usage error when a flag
 // value or a local file is unusable. Separate from RunSend so that bad input
 // is reported before connecting.

@@ -17,6 +17,8 @@ namespace lienthong::cli {
 namespace {
 
 constexpr char kUsagePayload[] = "type.googleapis.com/lienthong.cli.Usage";
+constexpr char kChecksPayload[] =
+    "type.googleapis.com/lienthong.cli.ChecksFailed";
 
 struct BusinessStatusInfo {
   v1::BusinessStatus status;
@@ -41,9 +43,15 @@ absl::Status UsageError(absl::Status status) {
   return status;
 }
 
+absl::Status ChecksFailed(absl::Status status) {
+  status.SetPayload(kChecksPayload, absl::Cord("1"));
+  return status;
+}
+
 int ExitCodeFor(const absl::Status& status) {
   if (status.ok()) return kExitOk;
   if (status.GetPayload(kUsagePayload).has_value()) return kExitUsage;
+  if (status.GetPayload(kChecksPayload).has_value()) return kExitOther;
   switch (status.code()) {
     case absl::StatusCode::kUnavailable:
     case absl::StatusCode::kDeadlineExceeded:
@@ -183,9 +191,11 @@ std::string FormatTimestamp(const google::protobuf::Timestamp& timestamp) {
   return absl::FormatTime("%Y-%m-%d %H:%M:%S", t, absl::LocalTimeZone());
 }
 
-std::string ToJson(const google::protobuf::Message& message) {
+std::string ToJson(const google::protobuf::Message& message,
+                   bool with_defaults) {
   google::protobuf::util::JsonPrintOptions options;
   options.preserve_proto_field_names = true;
+  options.always_print_primitive_fields = with_defaults;
   std::string json;
   if (!google::protobuf::util::MessageToJsonString(message, &json, options)
            .ok()) {

@@ -27,6 +27,9 @@ inline constexpr int kExitUnavailable = 4;
 // Marks `status` as a usage error (a bad flag value or an unusable local
 // file named on the command line): exit code 2 whatever its code.
 absl::Status UsageError(absl::Status status);
+// Marks `status` as checks that ran and failed (`policy test` cases): exit
+// code 1 whatever its code.
+absl::Status ChecksFailed(absl::Status status);
 int ExitCodeFor(const absl::Status& status);
 // "lienthong: <CODE>: <message>" on stderr.
 void PrintError(const absl::Status& status);
@@ -50,8 +53,11 @@ std::string EventName(const v1::StatusEvent& event);
 // Local time "2006-01-02 15:04:05", or "-" when unset.
 std::string FormatTimestamp(const google::protobuf::Timestamp& timestamp);
 
-// One line of JSON (proto field names, enums by name).
-std::string ToJson(const google::protobuf::Message& message);
+// One line of JSON (proto field names, enums by name). With
+// `with_defaults`, fields at their default value (false, 0, "", [])
+// are printed too, so that scripts can rely on every field being there.
+std::string ToJson(const google::protobuf::Message& message,
+                   bool with_defaults = false);
 // `text` as a quoted JSON string.
 std::string JsonString(absl::string_view text);
 

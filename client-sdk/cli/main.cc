@@ -18,6 +18,8 @@
 #include "absl/time/time.h"
 #include "client-sdk/cli/commands.h"
 #include "client-sdk/cli/format.h"
+#include "client-sdk/cli/policy_commands.h"
+#include "lienthong/admin_client.h"
 #include "lienthong/client.h"
 
 namespace lienthong::cli {
@@ -37,7 +39,8 @@ void InstallSignalHandlers() {
 
 constexpr char kFooter[] = R"(Environment:
   LIENTHONG_ENDPOINT  broker address(es) host:port, comma-separated (--endpoint)
-  LIENTHONG_CERT      this organization's certificate, PEM (--cert)
+  LIENTHONG_CERT      this organization's certificate, PEM (--cert); for the
+                      online `policy` commands a person's (operator, auditor)
   LIENTHONG_KEY       its private key, PEM (--key)
   LIENTHONG_CA        the trust root, PEM (--ca)
 
@@ -47,8 +50,10 @@ Global options may come before or after the subcommand, except that in
 
 Exit codes:
   0  success
-  1  any other error (a local file could not be written, an internal error)
-  2  usage error (bad option or value, unusable local file or certificate)
+  1  any other error (a local file could not be written, an internal error);
+     `policy test`: a test case failed
+  2  usage error (bad option or value, unusable local file or certificate);
+     `policy validate|test|explain --policy`: the policy does not compile
   3  the broker refused: INVALID_ARGUMENT, PERMISSION_DENIED, NOT_FOUND,
      FAILED_PRECONDITION, RESOURCE_EXHAUSTED, UNAUTHENTICATED, ...
   4  unavailable or timed out: no broker answered in time (UNAVAILABLE,
@@ -101,7 +106,9 @@ int Main(int argc, char** argv) {
                  "Broker address host:port; repeat for failover")
       ->envname("LIENTHONG_ENDPOINT")
       ->delimiter(',');
-  app.add_option("--cert", g.cert, "Organization certificate (PEM)")
+  app.add_option("--cert", g.cert,
+                 "Certificate (PEM): the organization's; a person's for the "
+                 "online policy commands")
       ->envname("LIENTHONG_CERT");
   app.add_option("--key", g.key, "Private key of the certificate (PEM)")
       ->envname("LIENTHONG_KEY");
@@ -212,6 +219,74 @@ int Main(int argc, char** argv) {
   watch_cmd->add_option("--document", watch.document_id,
                         "Only events of document ID");
 
+  // policy
+  CLI::App* policy_cmd = app.add_subcommand(
+      "policy",
+      "Validate, test and explain policies (offline); get, apply and dry-run "
+      "the broker's policy, list its decisions (as an operator or auditor)");
+  policy_cmd->require_subcommand(1);
+  policy_cmd->footer(
+      "validate, test and explain --policy run offline: no broker, no\n"
+      "certificate. The others call the broker's AdminService with a person\n"
+      "certificate (--cert/--key): auditors may read, only operators apply.\n"
+      "A flow is a YAML mapping as in test files, e.g.\n"
+      "  --flow '{sender: 000.01.23.H49, recipient: 000.00.00.G22, "
+      "origin: ai,\n"
+      "          decision_category: personnel}'\n"
+      "See broker/policy/README.md for the policy language.");
+  PolicyFlags policy_validate, policy_test, policy_explain, policy_get,
+      policy_apply, policy_dry_run, policy_decisions;
+  policy_decisions.limit = 100;
+  CLI::App* policy_validate_cmd = policy_cmd->add_subcommand(
+      "validate", "Compile a policy file and print its version (offline)");
+  policy_validate_cmd->add_option("FILE", policy_validate.file, "Policy file")
+      ->required();
+  CLI::App* policy_test_cmd = policy_cmd->add_subcommand(
+      "test", "Run a policy test file; exit 0 only if every case passes");
+  policy_test_cmd->add_option("TESTFILE", policy_test.file, "Test file")
+      ->required();
+  policy_test_cmd->add_option("--policy", policy_test.policy_file,
+                              "Test this policy file instead of the one the "
+                              "test file names");
+  CLI::App* policy_explain_cmd = policy_cmd->add_subcommand(
+      "explain",
+      "Decide one flow and say why: deciding rules, obligations, near misses");
+  policy_explain_cmd->add_option("--flow", policy_explain.flow, "The flow")
+      ->required();
+  policy_explain_cmd->add_option(
+      "--policy", policy_explain.policy_file,
+      "Decide offline with this policy file (default: ask the broker about "
+      "its serving policy)");
+  policy_explain_cmd
+      ->add_option("--near-misses", policy_explain.near_misses,
+                   "Show at most N rules that nearly matched (1..100)")
+      ->check(CLI::Range(1, 100))
+      ->capture_default_str();
+  CLI::App* policy_get_cmd =
+      policy_cmd->add_subcommand("get", "Show the broker's serving policy");
+  policy_get_cmd->add_flag("--source", policy_get.source_only,
+                           "Print only the policy text");
+  CLI::App* policy_apply_cmd = policy_cmd->add_subcommand(
+      "apply", "Replace the broker's policy (operators only)");
+  policy_apply_cmd->add_option("FILE", policy_apply.file, "Policy file")
+      ->required();
+  CLI::App* policy_dry_run_cmd = policy_cmd->add_subcommand(
+      "dry-run",
+      "Re-decide the broker's recent decisions with a candidate policy and "
+      "list those that would change");
+  policy_dry_run_cmd->add_option("FILE", policy_dry_run.file, "Candidate")
+      ->required();
+  policy_dry_run_cmd
+      ->add_option("--limit", policy_dry_run.limit,
+                   "Re-decide at most the N most recent decisions (0: all "
+                   "the broker keeps)")
+      ->capture_default_str();
+  CLI::App* policy_decisions_cmd = policy_cmd->add_subcommand(
+      "decisions", "List the broker's most recent policy decisions");
+  policy_decisions_cmd
+      ->add_option("--limit", policy_decisions.limit, "At most N")
+      ->capture_default_str();
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -219,6 +294,22 @@ int Main(int argc, char** argv) {
     PrintError(absl::InvalidArgumentError(e.what()));
     std::cerr << "Run with --help for more information." << std::endl;
     return kExitUsage;
+  }
+
+  const OutputFlags output{g.json};
+  // The offline policy commands need no broker and no certificate.
+  if (policy_validate_cmd->parsed() || policy_test_cmd->parsed() ||
+      (policy_explain_cmd->parsed() && !policy_explain.policy_file.empty())) {
+    absl::Status result;
+    if (policy_validate_cmd->parsed()) {
+      result = RunPolicyValidate(policy_validate, output);
+    } else if (policy_test_cmd->parsed()) {
+      result = RunPolicyTest(policy_test, output);
+    } else {
+      result = RunPolicyExplainOffline(policy_explain, output);
+    }
+    if (!result.ok()) PrintError(result);
+    return ExitCodeFor(result);
   }
 
   absl::Status checked = CheckGlobals(g);
@@ -244,6 +335,30 @@ int Main(int argc, char** argv) {
     options.initial_backoff =
         std::min(options.initial_backoff, options.max_backoff);
   }
+  if (policy_cmd->parsed()) {
+    absl::StatusOr<std::unique_ptr<AdminClient>> admin =
+        AdminClient::Open(options);
+    if (!admin.ok()) {
+      absl::Status status = UsageError(admin.status());
+      PrintError(status);
+      return ExitCodeFor(status);
+    }
+    absl::Status result;
+    if (policy_explain_cmd->parsed()) {
+      result = RunPolicyExplain(**admin, policy_explain, output);
+    } else if (policy_get_cmd->parsed()) {
+      result = RunPolicyGet(**admin, policy_get, output);
+    } else if (policy_apply_cmd->parsed()) {
+      result = RunPolicyApply(**admin, policy_apply, output);
+    } else if (policy_dry_run_cmd->parsed()) {
+      result = RunPolicyDryRun(**admin, policy_dry_run, output);
+    } else if (policy_decisions_cmd->parsed()) {
+      result = RunPolicyDecisions(**admin, policy_decisions, output);
+    }
+    if (!result.ok()) PrintError(result);
+    return ExitCodeFor(result);
+  }
+
   absl::StatusOr<std::unique_ptr<Client>> client = Client::Open(options);
   if (!client.ok()) {
     // Bad options or certificate files given on the command line.
@@ -253,7 +368,6 @@ int Main(int argc, char** argv) {
   }
 
   InstallSignalHandlers();
-  const OutputFlags output{g.json};
   absl::Status result;
   if (send_cmd->parsed()) {
     result = RunSend(**client, *document, output);

@@ -45,23 +45,23 @@ std::shared_ptr<grpc::Channel> MakeChannel(
 
 }  // namespace
 
-Connection::Connection(ClientOptions options, std::string org,
+Connection::Connection(ClientOptions options, Principal identity,
                        std::unique_ptr<DedupSet> dedup)
     : options_(std::move(options)),
-      org_(std::move(org)),
+      identity_(std::move(identity)),
       dedup_(std::move(dedup)) {}
 
 absl::StatusOr<std::shared_ptr<Connection>> Connection::Open(
-    const ClientOptions& options) {
+    const ClientOptions& options, Principal::Kind kind) {
   if (absl::Status s = options.Validate(); !s.ok()) return s;
-  absl::StatusOr<std::string> org = LoadOrgIdentity(options);
-  if (!org.ok()) return org.status();
+  absl::StatusOr<Principal> identity = LoadIdentity(options, kind);
+  if (!identity.ok()) return identity.status();
   absl::StatusOr<std::unique_ptr<DedupSet>> dedup =
       DedupSet::Open(options.dedup_capacity, options.dedup_state_file);
   if (!dedup.ok()) return dedup.status();
 
   std::shared_ptr<Connection> connection(
-      new Connection(options, *std::move(org), *std::move(dedup)));
+      new Connection(options, *std::move(identity), *std::move(dedup)));
   // One provider for all channels: it re-reads the files every minute, so
   // rotated certificates are used by new connections without a restart.
   auto certificates =
@@ -73,6 +73,7 @@ absl::StatusOr<std::shared_ptr<Connection>> Connection::Open(
     endpoint.address = address;
     endpoint.channel = MakeChannel(address, options, certificates);
     endpoint.stub = v1::ExchangeService::NewStub(endpoint.channel);
+    endpoint.admin_stub = v1::AdminService::NewStub(endpoint.channel);
     connection->endpoints_.push_back(std::move(endpoint));
   }
   return connection;
@@ -104,6 +105,24 @@ size_t Connection::FailOver(size_t failed) const {
 
 absl::Status Connection::Call(RetryOn retry_on, absl::Duration extra_deadline,
                               const Attempt& attempt) const {
+  return Retry(retry_on, extra_deadline,
+               [&](size_t index, grpc::ClientContext& context) {
+                 return attempt(*endpoints_[index].stub, context);
+               });
+}
+
+absl::Status Connection::CallAdmin(RetryOn retry_on,
+                                   const AdminAttempt& attempt) const {
+  return Retry(retry_on, absl::ZeroDuration(),
+               [&](size_t index, grpc::ClientContext& context) {
+                 return attempt(*endpoints_[index].admin_stub, context);
+               });
+}
+
+absl::Status Connection::Retry(
+    RetryOn retry_on, absl::Duration extra_deadline,
+    const std::function<grpc::Status(size_t, grpc::ClientContext&)>& attempt)
+    const {
   const absl::Time give_up = absl::Now() + options_.retry_budget;
   Backoff backoff(options_.initial_backoff, options_.max_backoff);
   size_t index = preferred_endpoint();
@@ -111,7 +130,7 @@ absl::Status Connection::Call(RetryOn retry_on, absl::Duration extra_deadline,
     grpc::ClientContext context;
     context.set_deadline(absl::ToChronoTime(
         absl::Now() + options_.call_timeout + extra_deadline));
-    grpc::Status status = attempt(*endpoints_[index].stub, context);
+    grpc::Status status = attempt(index, context);
     if (status.ok()) return absl::OkStatus();
     if (!IsRetryable(status.error_code(), retry_on)) {
       return FromGrpcStatus(status);

@@ -1,5 +1,5 @@
-// What a Client and the streams and sessions it opens share: the options,
-// the organization identity, one gRPC channel per broker endpoint with
+// What a Client (or an AdminClient) and the streams and sessions it opens
+// share: the options, the identity, one gRPC channel per broker endpoint with
 // mutual TLS, the endpoint currently preferred, the dedup set, and the retry
 // loop of unary calls. Internal to the SDK.
 //
@@ -22,6 +22,8 @@
 #include "client-sdk/src/dedup_set.h"
 #include "client-sdk/src/status.h"
 #include "lienthong/client.h"
+#include "lienthong/common/identity.h"
+#include "lienthong/v1/admin.grpc.pb.h"
 #include "lienthong/v1/exchange.grpc.pb.h"
 
 namespace lienthong::client_internal {
@@ -37,18 +39,26 @@ inline constexpr unsigned int kCertificateRefreshSeconds = 60;
 class Connection {
  public:
   using Stub = v1::ExchangeService::Stub;
+  using AdminStub = v1::AdminService::Stub;
   // One attempt of a unary call on `stub` with `context` (deadline set).
   using Attempt =
       std::function<grpc::Status(Stub& stub, grpc::ClientContext& context)>;
+  using AdminAttempt = std::function<grpc::Status(
+      AdminStub& stub, grpc::ClientContext& context)>;
 
-  // Validates `options`, checks the certificate files and reads the org
-  // identity (see LoadOrgIdentity), loads the dedup state file and creates
-  // the channels (which connect lazily). Errors as Client::Open.
+  // Validates `options`, checks the certificate files and reads the
+  // identity, which must be of kind `kind` (see LoadIdentity), loads the
+  // dedup state file and creates the channels (which connect lazily).
+  // Errors as Client::Open.
   static absl::StatusOr<std::shared_ptr<Connection>> Open(
-      const ClientOptions& options);
+      const ClientOptions& options,
+      Principal::Kind kind = Principal::Kind::kOrg);
 
   const ClientOptions& options() const { return options_; }
-  const std::string& org() const { return org_; }
+  // The identity of the certificate; org() is its name (an org code for a
+  // Client).
+  const Principal& identity() const { return identity_; }
+  const std::string& org() const { return identity_.name; }
   DedupSet& dedup() const { return *dedup_; }
 
   // Moves the documents of `deliveries` the application has not seen yet
@@ -78,19 +88,28 @@ class Connection {
   // translated status of the last attempt. Blocks; thread-safe.
   absl::Status Call(RetryOn retry_on, absl::Duration extra_deadline,
                     const Attempt& attempt) const;
+  // The same for a call of lienthong.v1.AdminService.
+  absl::Status CallAdmin(RetryOn retry_on, const AdminAttempt& attempt) const;
 
  private:
   struct Endpoint {
     std::string address;
     std::shared_ptr<grpc::Channel> channel;
     std::unique_ptr<Stub> stub;
+    std::unique_ptr<AdminStub> admin_stub;
   };
 
-  Connection(ClientOptions options, std::string org,
+  Connection(ClientOptions options, Principal identity,
              std::unique_ptr<DedupSet> dedup);
 
+  // Call and CallAdmin: `attempt` gets the endpoint index.
+  absl::Status Retry(
+      RetryOn retry_on, absl::Duration extra_deadline,
+      const std::function<grpc::Status(size_t, grpc::ClientContext&)>& attempt)
+      const;
+
   const ClientOptions options_;
-  const std::string org_;
+  const Principal identity_;
   const std::unique_ptr<DedupSet> dedup_;
   std::vector<Endpoint> endpoints_;  // fixed after Open
   mutable std::atomic<size_t> preferred_{0};

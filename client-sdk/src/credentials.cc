@@ -78,8 +78,22 @@ BioPtr MemoryBio(const std::string& data) {
 // Refuses to prompt on the terminal for the pass phrase of an encrypted key.
 int NoPassphrase(char*, int, int, void*) { return 0; }
 
-absl::StatusOr<std::string> CheckFiles(const ClientOptions& options) {
-  // The identity: the single SPIFFE URI SAN, which must name an org.
+// "an organization", "a person", "a broker"
+std::string WithArticle(Principal::Kind kind) {
+  switch (kind) {
+    case Principal::Kind::kOrg:
+      return "an organization";
+    case Principal::Kind::kPerson:
+      return "a person";
+    case Principal::Kind::kBroker:
+      return "a broker";
+  }
+  return "?";
+}
+
+absl::StatusOr<Principal> CheckFiles(const ClientOptions& options,
+                                     Principal::Kind required) {
+  // The identity: the single SPIFFE URI SAN, which must be of that kind.
   absl::StatusOr<CertificateInfo> info =
       ReadCertificateFile(options.certificate_file);
   if (!info.ok()) {
@@ -90,10 +104,10 @@ absl::StatusOr<std::string> CheckFiles(const ClientOptions& options) {
   const std::string cert_name =
       Named("certificate_file", options.certificate_file);
   const Principal& principal = info->principal;
-  if (!principal.is_org()) {
+  if (principal.kind != required) {
     return absl::InvalidArgumentError(absl::StrCat(
-        cert_name, ": identity \"", principal.spiffe_id, "\" is a ",
-        std::string(KindName(principal.kind)), ", not an organization"));
+        cert_name, ": identity \"", principal.spiffe_id, "\" is ",
+        WithArticle(principal.kind), ", not ", WithArticle(required)));
   }
   if (info->not_after < absl::Now()) {
     return absl::InvalidArgumentError(
@@ -139,17 +153,18 @@ absl::StatusOr<std::string> CheckFiles(const ClientOptions& options) {
     return absl::InvalidArgumentError(absl::StrCat(
         Named("ca_file", options.ca_file), ": holds no PEM certificate"));
   }
-  return principal.name;
+  return principal;
 }
 
 }  // namespace
 
-absl::StatusOr<std::string> LoadOrgIdentity(const ClientOptions& options) {
-  absl::StatusOr<std::string> org = CheckFiles(options);
+absl::StatusOr<Principal> LoadIdentity(const ClientOptions& options,
+                                       Principal::Kind required) {
+  absl::StatusOr<Principal> identity = CheckFiles(options, required);
   // Leave nothing in this thread's OpenSSL error queue for gRPC's TLS code
   // to trip over later.
   ERR_clear_error();
-  return org;
+  return identity;
 }
 
 }  // namespace lienthong::client_internal

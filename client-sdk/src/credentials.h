@@ -8,20 +8,24 @@
 
 #include "absl/status/statusor.h"
 #include "lienthong/client.h"
+#include "lienthong/common/identity.h"
 
 namespace lienthong::client_internal {
 
-// Returns the organization code named by the single SPIFFE URI SAN
-// (spiffe://<td>/org/<code>) of options.certificate_file, after checking
+// Returns the identity named by the single SPIFFE URI SAN of
+// options.certificate_file, which must be of kind `required` (an
+// organization spiffe://<td>/org/<code> for Client, a person
+// spiffe://<td>/person/<id> for AdminClient), after checking
 // that options.private_key_file holds its (unencrypted) key and
 // options.ca_file at least one certificate.
 //
 // NOT_FOUND naming the option and the path when a file is missing or
 // unreadable; INVALID_ARGUMENT naming them when a file is not PEM of the
 // expected kind, the certificate has no or several URI SANs (see
-// ReadCertificateFile), its identity is not an organization, it has expired,
-// or the key is encrypted or does not match it. Thread-safe.
-absl::StatusOr<std::string> LoadOrgIdentity(const ClientOptions& options);
+// ReadCertificateFile), its identity is not of kind `required`, it has
+// expired, or the key is encrypted or does not match it. Thread-safe.
+absl::StatusOr<Principal> LoadIdentity(const ClientOptions& options,
+                                       Principal::Kind required);
 
 }  // namespace lienthong::client_internal
 

@@ -6,7 +6,8 @@ namespace {
 using grpc::health::v1::HealthCheckResponse;
 
 bool Known(const std::string& service) {
-  return service.empty() || service == "lienthong.v1.ExchangeService";
+  return service.empty() || service == "lienthong.v1.ExchangeService" ||
+         service == "lienthong.v1.AdminService";
 }
 
 // Sends the status once and keeps the stream open until the client leaves or

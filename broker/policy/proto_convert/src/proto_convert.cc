@@ -10,8 +10,7 @@ namespace lienthong::policy {
 namespace {
 
 absl::Status UnknownValue(absl::string_view field, int v) {
-  return absl::InvalidArgumentError(
-      absl::StrCat(field, ": unknown value ", v));
+  return absl::InvalidArgumentError(absl::StrCat(field, ": unknown value ", v));
 }
 
 // `v` when it lies in [lo, hi], else the error.
@@ -36,7 +35,7 @@ void OutcomeToProto(Effect effect, const std::vector<std::string>& rules,
 
 }  // namespace
 
-// ---- enums: the policy enums are numbered as in lienthong.v1 -----------------
+// ---- enums: the policy enums are numbered as in lienthong.v1 ----------------
 
 v1::Classification ToProto(Classification v) {
   return static_cast<v1::Classification>(v);
@@ -110,7 +109,7 @@ absl::StatusOr<Effect> EffectFromProto(int v, absl::string_view field) {
   return UnknownValue(field, v);
 }
 
-// ---- flows -------------------------------------------------------------------
+// ---- flows ------------------------------------------------------------------
 
 void ToProto(const Flow& flow, v1::PolicyFlow* out) {
   out->set_sender(flow.sender);
@@ -138,8 +137,8 @@ absl::StatusOr<Flow> FlowFromProto(const v1::PolicyFlow& flow,
       UrgencyFromProto(flow.urgency(), Field(field, "urgency"));
   if (!urgency.ok()) return urgency.status();
   out.urgency = *urgency;
-  absl::StatusOr<BusinessType> business_type =
-      BusinessTypeFromProto(flow.business_type(), Field(field, "business_type"));
+  absl::StatusOr<BusinessType> business_type = BusinessTypeFromProto(
+      flow.business_type(), Field(field, "business_type"));
   if (!business_type.ok()) return business_type.status();
   out.business_type = *business_type;
   absl::StatusOr<Origin> origin =
@@ -154,7 +153,7 @@ absl::StatusOr<Flow> FlowFromProto(const v1::PolicyFlow& flow,
   return out;
 }
 
-// ---- obligations -------------------------------------------------------------
+// ---- obligations ------------------------------------------------------------
 
 void ToProto(const Obligations& obligations, v1::Obligations* out) {
   out->Clear();
@@ -196,7 +195,7 @@ absl::StatusOr<Obligations> ObligationsFromProto(
   return out;
 }
 
-// ---- decisions ---------------------------------------------------------------
+// ---- decisions --------------------------------------------------------------
 
 void ToProto(const Decision& decision, const Policy& policy,
              absl::string_view broker, v1::PolicyDecision* out) {
@@ -214,9 +213,9 @@ void ToProto(const Decision& decision, const Policy& policy,
 absl::StatusOr<Decision> DecisionFromProto(const v1::PolicyDecision& decision,
                                            const Policy& policy) {
   if (decision.policy_version() != policy.version()) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "decision.policy_version: ", decision.policy_version(),
-        " is not the policy at hand (", policy.version(), ")"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("decision.policy_version: ", decision.policy_version(),
+                     " is not the policy at hand (", policy.version(), ")"));
   }
   Decision out;
   bool all_permits = decision.rules_size() > 0;
@@ -327,7 +326,7 @@ void ToProto(const DryRunReport& report, absl::string_view candidate_version,
   }
 }
 
-// ---- time --------------------------------------------------------------------
+// ---- time -------------------------------------------------------------------
 
 void ToProto(absl::Time t, google::protobuf::Timestamp* out) {
   const int64_t seconds = absl::ToUnixSeconds(t);

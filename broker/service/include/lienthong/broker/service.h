@@ -87,7 +87,8 @@ class ExchangeServiceImpl final : public v1::ExchangeService::CallbackService {
 };
 
 // grpc.health.v1.Health from its generated descriptor, so grpcurl can call
-// it. "" and "lienthong.v1.ExchangeService" are SERVING until SetNotServing.
+// it. "", "lienthong.v1.ExchangeService" and "lienthong.v1.AdminService" are
+// SERVING until SetNotServing.
 class HealthServiceImpl final
     : public grpc::health::v1::Health::CallbackService {
  public:

@@ -1,0 +1,415 @@
+#include "lienthong/broker/admin_service.h"
+
+#include <cstdio>
+#include <cstdlib>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/time/clock.h"
+#include "lienthong/broker/executor.h"
+#include "lienthong/broker/service.h"
+#include "lienthong/common/org_code.h"
+#include "lienthong/policy/proto_convert.h"
+
+namespace lienthong::broker {
+namespace {
+
+constexpr char kOperator[] = "operator";
+constexpr char kAuditor[] = "auditor";
+constexpr char kDefaultCandidateName[] = "candidate.yaml";
+constexpr uint32_t kDefaultNearMisses = 5;
+constexpr uint32_t kMaxNearMisses = 100;
+constexpr uint32_t kDefaultDecisionLimit = 100;
+
+// `text` fit for one audit line: quotes and backslashes escaped, control
+// characters (newlines of a multi-line error) as \n or \xNN.
+std::string Quoted(absl::string_view text) {
+  std::string out = "\"";
+  for (char c : text) {
+    const unsigned char u = static_cast<unsigned char>(c);
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += c;
+    } else if (c == '\n') {
+      out += "\\n";
+    } else if (u < 0x20 || u == 0x7f) {
+      absl::StrAppend(&out, "\\x", absl::Hex(u, absl::kZeroPad2));
+    } else {
+      out += c;
+    }
+  }
+  out += '"';
+  return out;
+}
+
+// One line on stderr, written with a single call so that concurrent lines
+// do not interleave.
+void Audit(absl::string_view caller, absl::string_view peer,
+           absl::string_view method, const absl::Status& outcome,
+           absl::string_view detail) {
+  std::string line = absl::StrCat(
+      absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", absl::Now(),
+                       absl::UTCTimeZone()),
+      " lienthongd audit: caller=", caller, " peer=", peer, " method=", method,
+      " outcome=", absl::StatusCodeToString(outcome.code()));
+  if (!outcome.ok()) {
+    absl::StrAppend(&line, " error=", Quoted(outcome.message()));
+  }
+  if (!detail.empty()) absl::StrAppend(&line, " detail=", Quoted(detail));
+  line += '\n';
+  std::fwrite(line.data(), 1, line.size(), stderr);
+  std::fflush(stderr);
+}
+
+std::string CandidateName(const std::string& given) {
+  return given.empty() ? kDefaultCandidateName : given;
+}
+
+// A candidate policy from the request, compiled as the serving policy is.
+absl::StatusOr<std::shared_ptr<const policy::Policy>> CompileCandidate(
+    const policy::ServedPolicy& served, absl::string_view field,
+    const std::string& source, const std::string& file_name) {
+  if (source.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(field, ": empty"));
+  }
+  return policy::Policy::Compile(source, CandidateName(file_name),
+                                 served.options().compile);
+}
+
+absl::Status CheckOrg(absl::string_view code, absl::string_view field) {
+  if (code.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(field, ": missing"));
+  }
+  return ValidateOrgCode(code, field);
+}
+
+}  // namespace
+
+absl::Status AdminOptions::Validate() const {
+  absl::StatusOr<Principal> broker = ParseSpiffeId(broker_id);
+  if (!broker.ok() || broker->kind != Principal::Kind::kBroker) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "broker_id: \"", broker_id,
+        "\" is not a broker SPIFFE id spiffe://<trust-domain>/broker/<name>"));
+  }
+  for (const auto& [field, ids] :
+       {std::pair<const char*, const std::vector<std::string>*>{"operators",
+                                                                &operators},
+        {"auditors", &auditors}}) {
+    for (size_t i = 0; i < ids->size(); ++i) {
+      absl::StatusOr<Principal> p = ParseSpiffeId((*ids)[i]);
+      if (!p.ok() || p->kind != Principal::Kind::kPerson ||
+          p->trust_domain != broker->trust_domain) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(field, "[", i, "]: \"", (*ids)[i],
+                         "\" is not a person of this trust domain (spiffe://",
+                         broker->trust_domain, "/person/<id>)"));
+      }
+    }
+  }
+  if (policy == nullptr) {
+    return absl::InvalidArgumentError("policy: required");
+  }
+  if (worker_threads < 1) {
+    return absl::InvalidArgumentError("worker_threads: must be at least 1");
+  }
+  return absl::OkStatus();
+}
+
+AdminServiceImpl::AdminServiceImpl(AdminOptions options)
+    : options_(std::move(options)),
+      operators_(options_.operators.begin(), options_.operators.end()),
+      auditors_(options_.auditors.begin(), options_.auditors.end()) {
+  if (absl::Status s = options_.Validate(); !s.ok()) {
+    std::fprintf(stderr, "AdminServiceImpl: %s\n", s.ToString().c_str());
+    std::abort();
+  }
+  trust_domain_ = ParseSpiffeId(options_.broker_id)->trust_domain;
+  pool_ = std::make_unique<WorkerPool>(options_.worker_threads);
+}
+
+AdminServiceImpl::~AdminServiceImpl() = default;
+
+std::vector<std::string> AdminServiceImpl::RolesOf(
+    const Principal& caller) const {
+  std::vector<std::string> roles;
+  if (caller.kind != Principal::Kind::kPerson) return roles;
+  if (operators_.contains(caller.spiffe_id)) roles.push_back(kOperator);
+  if (auditors_.contains(caller.spiffe_id)) roles.push_back(kAuditor);
+  return roles;
+}
+
+absl::Status AdminServiceImpl::Authorize(const Principal& caller,
+                                         absl::string_view method,
+                                         Access access) const {
+  const bool is_operator = operators_.contains(caller.spiffe_id);
+  const bool is_auditor = auditors_.contains(caller.spiffe_id);
+  if (caller.kind == Principal::Kind::kPerson &&
+      (is_operator || (access == Access::kRead && is_auditor))) {
+    return absl::OkStatus();
+  }
+  const absl::string_view needed = access == Access::kOperate
+                                       ? "the operator role"
+                                       : "the operator or auditor role";
+  std::string has;
+  if (caller.kind != Principal::Kind::kPerson) {
+    has = absl::StrCat(
+        "it is ",
+        caller.kind == Principal::Kind::kOrg ? "an organization" : "a broker",
+        ", and roles are given only to persons");
+  } else {
+    std::vector<std::string> roles = RolesOf(caller);
+    has = roles.empty()
+              ? std::string("it has no role in this broker's configuration")
+              : absl::StrCat("it has only: ", absl::StrJoin(roles, ", "));
+  }
+  return absl::PermissionDeniedError(
+      absl::StrCat(caller.spiffe_id, " may not call ", method, ": it needs ",
+                   needed, "; ", has));
+}
+
+template <typename Request, typename Response>
+grpc::ServerUnaryReactor* AdminServiceImpl::Handle(
+    grpc::CallbackServerContext* ctx, absl::string_view method, Access access,
+    const Request* request, Response* response,
+    absl::Status (AdminServiceImpl::*work)(const Principal&, const Request&,
+                                           Response*, std::string*)) {
+  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  const std::string peer = ctx->peer();
+  std::shared_ptr<const grpc::AuthContext> auth = ctx->auth_context();
+  absl::StatusOr<Principal> caller =
+      auth ? AuthenticatedPrincipal(*auth, trust_domain_)
+           : absl::UnauthenticatedError("no transport security");
+  if (!caller.ok()) {
+    Audit("unauthenticated", peer, method, caller.status(), "");
+    reactor->Finish(ToGrpcStatus(caller.status()));
+    return reactor;
+  }
+  if (absl::Status allowed = Authorize(*caller, method, access);
+      !allowed.ok()) {
+    Audit(caller->spiffe_id, peer, method, allowed, "");
+    reactor->Finish(ToGrpcStatus(allowed));
+    return reactor;
+  }
+  pool_->Submit([this, reactor, request, response, work, peer,
+                 method = std::string(method), caller = *std::move(caller)] {
+    std::string detail;
+    absl::Status status = (this->*work)(caller, *request, response, &detail);
+    Audit(caller.spiffe_id, peer, method, status, detail);
+    reactor->Finish(ToGrpcStatus(status));
+  });
+  return reactor;
+}
+
+// ---- handlers ---------------------------------------------------------------
+
+grpc::ServerUnaryReactor* AdminServiceImpl::GetPolicy(
+    grpc::CallbackServerContext* ctx, const v1::GetPolicyRequest* request,
+    v1::GetPolicyResponse* response) {
+  return Handle(ctx, "GetPolicy", Access::kRead, request, response,
+                &AdminServiceImpl::DoGetPolicy);
+}
+
+grpc::ServerUnaryReactor* AdminServiceImpl::ValidatePolicy(
+    grpc::CallbackServerContext* ctx, const v1::ValidatePolicyRequest* request,
+    v1::ValidatePolicyResponse* response) {
+  return Handle(ctx, "ValidatePolicy", Access::kRead, request, response,
+                &AdminServiceImpl::DoValidatePolicy);
+}
+
+grpc::ServerUnaryReactor* AdminServiceImpl::ExplainPolicy(
+    grpc::CallbackServerContext* ctx, const v1::ExplainPolicyRequest* request,
+    v1::ExplainPolicyResponse* response) {
+  return Handle(ctx, "ExplainPolicy", Access::kRead, request, response,
+                &AdminServiceImpl::DoExplainPolicy);
+}
+
+grpc::ServerUnaryReactor* AdminServiceImpl::ApplyPolicy(
+    grpc::CallbackServerContext* ctx, const v1::ApplyPolicyRequest* request,
+    v1::ApplyPolicyResponse* response) {
+  return Handle(ctx, "ApplyPolicy", Access::kOperate, request, response,
+                &AdminServiceImpl::DoApplyPolicy);
+}
+
+grpc::ServerUnaryReactor* AdminServiceImpl::DryRunPolicy(
+    grpc::CallbackServerContext* ctx, const v1::DryRunPolicyRequest* request,
+    v1::DryRunPolicyResponse* response) {
+  return Handle(ctx, "DryRunPolicy", Access::kRead, request, response,
+                &AdminServiceImpl::DoDryRunPolicy);
+}
+
+grpc::ServerUnaryReactor* AdminServiceImpl::ListPolicyDecisions(
+    grpc::CallbackServerContext* ctx,
+    const v1::ListPolicyDecisionsRequest* request,
+    v1::ListPolicyDecisionsResponse* response) {
+  return Handle(ctx, "ListPolicyDecisions", Access::kRead, request, response,
+                &AdminServiceImpl::DoListPolicyDecisions);
+}
+
+grpc::ServerUnaryReactor* AdminServiceImpl::GetBrokerInfo(
+    grpc::CallbackServerContext* ctx, const v1::GetBrokerInfoRequest* request,
+    v1::GetBrokerInfoResponse* response) {
+  return Handle(ctx, "GetBrokerInfo", Access::kRead, request, response,
+                &AdminServiceImpl::DoGetBrokerInfo);
+}
+
+// ---- work (on the pool) -----------------------------------------------------
+
+absl::Status AdminServiceImpl::DoGetPolicy(const Principal& caller,
+                                           const v1::GetPolicyRequest& request,
+                                           v1::GetPolicyResponse* response,
+                                           std::string* detail) {
+  policy::ServedPolicy& served = *options_.policy;
+  std::shared_ptr<const policy::Policy> current = served.Current();
+  response->set_version(current->version());
+  response->set_source(current->source());
+  policy::ToProto(served.loaded_at(), response->mutable_loaded_at());
+  response->set_path(served.options().path);
+  if (absl::Status reload = served.last_reload_status(); !reload.ok()) {
+    response->set_last_reload_error(std::string(reload.message()));
+  }
+  response->set_rule_count(current->rule_count());
+  response->set_group_count(current->group_count());
+  *detail = current->version();
+  return absl::OkStatus();
+}
+
+absl::Status AdminServiceImpl::DoValidatePolicy(
+    const Principal& caller, const v1::ValidatePolicyRequest& request,
+    v1::ValidatePolicyResponse* response, std::string* detail) {
+  absl::StatusOr<std::shared_ptr<const policy::Policy>> candidate =
+      CompileCandidate(*options_.policy, "source", request.source(),
+                       request.file_name());
+  if (!candidate.ok()) {
+    if (candidate.status().code() != absl::StatusCode::kInvalidArgument) {
+      return candidate.status();
+    }
+    response->set_ok(false);
+    response->set_error(std::string(candidate.status().message()));
+    *detail = absl::StrCat("invalid: ", candidate.status().message());
+    return absl::OkStatus();
+  }
+  response->set_ok(true);
+  response->set_version((*candidate)->version());
+  response->set_rule_count((*candidate)->rule_count());
+  response->set_group_count((*candidate)->group_count());
+  *detail = absl::StrCat("valid: ", (*candidate)->version());
+  return absl::OkStatus();
+}
+
+absl::Status AdminServiceImpl::DoExplainPolicy(
+    const Principal& caller, const v1::ExplainPolicyRequest& request,
+    v1::ExplainPolicyResponse* response, std::string* detail) {
+  if (!request.has_flow()) {
+    return absl::InvalidArgumentError("flow: missing");
+  }
+  if (absl::Status s = CheckOrg(request.flow().sender(), "flow.sender");
+      !s.ok()) {
+    return s;
+  }
+  if (absl::Status s = CheckOrg(request.flow().recipient(), "flow.recipient");
+      !s.ok()) {
+    return s;
+  }
+  absl::StatusOr<policy::Flow> flow = policy::FlowFromProto(request.flow());
+  if (!flow.ok()) return flow.status();
+  uint32_t near_misses = request.max_near_misses();
+  if (near_misses == 0) near_misses = kDefaultNearMisses;
+  if (near_misses > kMaxNearMisses) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_near_misses: at most ", kMaxNearMisses));
+  }
+  std::shared_ptr<const policy::Policy> policy;
+  if (request.candidate_source().empty()) {
+    policy = options_.policy->Current();
+  } else {
+    absl::StatusOr<std::shared_ptr<const policy::Policy>> candidate =
+        CompileCandidate(*options_.policy, "candidate_source",
+                         request.candidate_source(),
+                         request.candidate_file_name());
+    if (!candidate.ok()) return candidate.status();
+    policy = *std::move(candidate);
+  }
+  policy::Explanation explanation = policy->Explain(*flow, near_misses);
+  policy::ToProto(explanation, *policy, response);
+  *detail = absl::StrCat(flow->DebugString(), ": ",
+                         policy::Name(explanation.decision.effect), " by ",
+                         policy->version());
+  return absl::OkStatus();
+}
+
+absl::Status AdminServiceImpl::DoApplyPolicy(
+    const Principal& caller, const v1::ApplyPolicyRequest& request,
+    v1::ApplyPolicyResponse* response, std::string* detail) {
+  if (request.source().empty()) {
+    return absl::InvalidArgumentError(
+        "source: empty; a policy names at least its rules");
+  }
+  policy::ServedPolicy& served = *options_.policy;
+  const std::string previous = served.Current()->version();
+  absl::StatusOr<std::shared_ptr<const policy::Policy>> applied =
+      served.Apply(request.source());
+  if (!applied.ok()) return applied.status();
+  const policy::Policy& now = **applied;
+  response->set_version(now.version());
+  response->set_previous_version(previous);
+  response->set_changed(now.version() != previous);
+  policy::ToProto(served.loaded_at(), response->mutable_loaded_at());
+  response->set_rule_count(now.rule_count());
+  response->set_group_count(now.group_count());
+  *detail =
+      response->changed()
+          ? absl::StrCat("applied ", now.version(), " (was ", previous, ")")
+          : absl::StrCat("unchanged: ", now.version(), " was already serving");
+  return absl::OkStatus();
+}
+
+absl::Status AdminServiceImpl::DoDryRunPolicy(
+    const Principal& caller, const v1::DryRunPolicyRequest& request,
+    v1::DryRunPolicyResponse* response, std::string* detail) {
+  policy::ServedPolicy& served = *options_.policy;
+  absl::StatusOr<std::shared_ptr<const policy::Policy>> candidate =
+      CompileCandidate(served, "candidate_source", request.candidate_source(),
+                       request.candidate_file_name());
+  if (!candidate.ok()) return candidate.status();
+  const size_t limit =
+      request.limit() == 0 ? served.decisions().capacity() : request.limit();
+  policy::DryRunReport report =
+      policy::DryRun(served.decisions().Recent(limit), **candidate);
+  policy::ToProto(report, (*candidate)->version(), response);
+  *detail = absl::StrCat((*candidate)->version(), ": ", report.examined,
+                         " examined, ", report.changes.size(), " changed");
+  return absl::OkStatus();
+}
+
+absl::Status AdminServiceImpl::DoListPolicyDecisions(
+    const Principal& caller, const v1::ListPolicyDecisionsRequest& request,
+    v1::ListPolicyDecisionsResponse* response, std::string* detail) {
+  const size_t limit =
+      request.limit() == 0 ? kDefaultDecisionLimit : request.limit();
+  for (const policy::RecordedDecision& recorded :
+       options_.policy->decisions().Recent(limit)) {
+    policy::ToProto(recorded, options_.broker_id, response->add_decisions());
+  }
+  *detail = absl::StrCat(response->decisions_size(), " decisions");
+  return absl::OkStatus();
+}
+
+absl::Status AdminServiceImpl::DoGetBrokerInfo(
+    const Principal& caller, const v1::GetBrokerInfoRequest& request,
+    v1::GetBrokerInfoResponse* response, std::string* detail) {
+  response->set_broker(options_.broker_id);
+  response->set_version(options_.version);
+  policy::ToProto(options_.started_at, response->mutable_started_at());
+  policy::ToProto(absl::Now() - options_.started_at,
+                  response->mutable_uptime());
+  response->set_policy_version(options_.policy->Current()->version());
+  response->set_caller(caller.spiffe_id);
+  for (const std::string& role : RolesOf(caller)) {
+    response->add_caller_roles(role);
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace lienthong::broker

@@ -1,0 +1,67 @@
+// The operator's side of Liên Thông: lienthong.v1.AdminService (policy get,
+// validate, explain, apply, dry run, recent decisions, broker info) with a
+// person certificate. The `lienthong policy ...` commands are built on it.
+//
+//   lienthong::ClientOptions options;
+//   options.endpoints = {"broker.h49.example:7443"};
+//   options.certificate_file = "operator.pem";  // spiffe://<td>/person/<id>
+//   options.private_key_file = "operator.key";
+//   options.ca_file = "ca.pem";
+//   ASSIGN_OR_RETURN(std::unique_ptr<lienthong::AdminClient> admin,
+//                    lienthong::AdminClient::Open(options));
+//   lienthong::v1::ApplyPolicyRequest apply;
+//   apply.set_source(policy_text);
+//   ASSIGN_OR_RETURN(lienthong::v1::ApplyPolicyResponse applied,
+//                    admin->ApplyPolicy(apply));
+//
+// Thread-safe. Each method returns the broker's answer, or its gRPC status
+// translated to absl::Status with the same code and message:
+// PERMISSION_DENIED when the person lacks the role (operators may call every
+// method, auditors every one but ApplyPolicy), INVALID_ARGUMENT naming the
+// field or "<file>:<line>:<column>: ..." for a policy that does not compile,
+// UNAVAILABLE / DEADLINE_EXCEEDED when no endpoint answered within the retry
+// budget. Every call is retried on UNAVAILABLE, failing over between
+// endpoints; the read methods also on DEADLINE_EXCEEDED. ApplyPolicy is
+// safe to repeat (applying the serving text again changes nothing) but is
+// not retried after a deadline, so that its answer says what it did.
+#ifndef LIENTHONG_ADMIN_CLIENT_H_
+#define LIENTHONG_ADMIN_CLIENT_H_
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "lienthong/client.h"
+#include "lienthong/v1/admin.pb.h"
+
+namespace lienthong {
+
+class AdminClient {
+ public:
+  // As Client::Open, except that the certificate must name a person
+  // (exactly one URI SAN spiffe://<td>/person/<id>); the dedup options are
+  // not used.
+  static absl::StatusOr<std::unique_ptr<AdminClient>> Open(
+      const ClientOptions& options);
+  virtual ~AdminClient() = default;
+
+  // The person id in this client's certificate.
+  virtual const std::string& person() const = 0;
+
+  virtual absl::StatusOr<v1::GetPolicyResponse> GetPolicy() = 0;
+  virtual absl::StatusOr<v1::ValidatePolicyResponse> ValidatePolicy(
+      const v1::ValidatePolicyRequest& request) = 0;
+  virtual absl::StatusOr<v1::ExplainPolicyResponse> ExplainPolicy(
+      const v1::ExplainPolicyRequest& request) = 0;
+  virtual absl::StatusOr<v1::ApplyPolicyResponse> ApplyPolicy(
+      const v1::ApplyPolicyRequest& request) = 0;
+  virtual absl::StatusOr<v1::DryRunPolicyResponse> DryRunPolicy(
+      const v1::DryRunPolicyRequest& request) = 0;
+  virtual absl::StatusOr<v1::ListPolicyDecisionsResponse> ListPolicyDecisions(
+      const v1::ListPolicyDecisionsRequest& request) = 0;
+  virtual absl::StatusOr<v1::GetBrokerInfoResponse> GetBrokerInfo() = 0;
+};
+
+}  // namespace lienthong
+
+#endif  // LIENTHONG_ADMIN_CLIENT_H_

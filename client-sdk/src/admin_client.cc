@@ -1,0 +1,99 @@
+// AdminClient::Open and its implementation: one unary call per method
+// through Connection::CallAdmin.
+#include "lienthong/admin_client.h"
+
+#include <grpcpp/grpcpp.h>
+
+#include <memory>
+#include <utility>
+
+#include "client-sdk/src/connection.h"
+#include "client-sdk/src/status.h"
+
+namespace lienthong {
+namespace client_internal {
+namespace {
+
+class AdminClientImpl final : public AdminClient {
+ public:
+  explicit AdminClientImpl(std::shared_ptr<Connection> connection)
+      : connection_(std::move(connection)) {}
+
+  const std::string& person() const override { return connection_->org(); }
+
+  absl::StatusOr<v1::GetPolicyResponse> GetPolicy() override {
+    return Read(v1::GetPolicyRequest(), &Connection::AdminStub::GetPolicy);
+  }
+  absl::StatusOr<v1::ValidatePolicyResponse> ValidatePolicy(
+      const v1::ValidatePolicyRequest& request) override {
+    return Read(request, &Connection::AdminStub::ValidatePolicy);
+  }
+  absl::StatusOr<v1::ExplainPolicyResponse> ExplainPolicy(
+      const v1::ExplainPolicyRequest& request) override {
+    return Read(request, &Connection::AdminStub::ExplainPolicy);
+  }
+  absl::StatusOr<v1::ApplyPolicyResponse> ApplyPolicy(
+      const v1::ApplyPolicyRequest& request) override {
+    return Unary(RetryOn::kUnavailable, request,
+                 &Connection::AdminStub::ApplyPolicy);
+  }
+  absl::StatusOr<v1::DryRunPolicyResponse> DryRunPolicy(
+      const v1::DryRunPolicyRequest& request) override {
+    return Read(request, &Connection::AdminStub::DryRunPolicy);
+  }
+  absl::StatusOr<v1::ListPolicyDecisionsResponse> ListPolicyDecisions(
+      const v1::ListPolicyDecisionsRequest& request) override {
+    return Read(request, &Connection::AdminStub::ListPolicyDecisions);
+  }
+  absl::StatusOr<v1::GetBrokerInfoResponse> GetBrokerInfo() override {
+    return Read(v1::GetBrokerInfoRequest(),
+                &Connection::AdminStub::GetBrokerInfo);
+  }
+
+ private:
+  template <typename Request, typename Response>
+  using Method = grpc::Status (Connection::AdminStub::*)(grpc::ClientContext*,
+                                                         const Request&,
+                                                         Response*);
+
+  template <typename Request, typename Response>
+  absl::StatusOr<Response> Unary(RetryOn retry_on, const Request& request,
+                                 Method<Request, Response> method) {
+    Response response;
+    absl::Status status = connection_->CallAdmin(
+        retry_on,
+        [&](Connection::AdminStub& stub, grpc::ClientContext& context) {
+          response.Clear();
+          return (stub.*method)(&context, request, &response);
+        });
+    if (!status.ok()) return status;
+    return response;
+  }
+
+  // Reads change nothing at the broker: repeating them is harmless.
+  template <typename Request, typename Response>
+  absl::StatusOr<Response> Read(const Request& request,
+                                Method<Request, Response> method) {
+    return Unary(RetryOn::kUnavailableOrDeadline, request, method);
+  }
+
+  const std::shared_ptr<Connection> connection_;
+};
+
+}  // namespace
+}  // namespace client_internal
+
+absl::StatusOr<std::unique_ptr<AdminClient>> AdminClient::Open(
+    const ClientOptions& options) {
+  ClientOptions admin = options;
+  admin.dedup_state_file.clear();  // an admin client receives no documents
+  admin.dedup_capacity = 1;
+  absl::StatusOr<std::shared_ptr<client_internal::Connection>> connection =
+      client_internal::Connection::Open(admin, Principal::Kind::kPerson);
+  if (!connection.ok()) return connection.status();
+  return std::unique_ptr<AdminClient>(
+      std::make_unique<client_internal::AdminClientImpl>(
+          *std::move(connection)));
+}
+
+}  // namespace lienthong
