@@ -3,10 +3,16 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include "lienthong/policy/policy.h"
+#include "tests/testing/status_matchers.h"
+
 namespace lienthong::server {
 namespace {
 
+using ::testing::AllOf;
+using ::testing::ElementsAre;
 using ::testing::HasSubstr;
+using ::testing::StartsWith;
 
 TEST(ConfigTest, EmptyFileKeepsEmbeddedDefaults) {
   absl::StatusOr<BrokerConfig> c = ParseConfig("", "broker.yaml");
@@ -39,6 +45,13 @@ limits:
 storage:
   block_cache_bytes: 16777216
 worker_threads: 2
+policy:
+  file: policy/h49.yaml
+  reload_seconds: 5
+  decision_log_size: 500
+roles:
+  operator: [tran-thi-b]
+  auditor: [kiem-toan, le-van-c]
 )",
                                                "/etc/lienthong/broker.yaml");
   ASSERT_TRUE(c.ok()) << c.status();
@@ -55,6 +68,39 @@ worker_threads: 2
   EXPECT_EQ(c->default_max_in_flight, 64u);
   EXPECT_EQ(c->block_cache_bytes, 16777216u);
   EXPECT_EQ(c->worker_threads, 2);
+  EXPECT_EQ(c->policy.path, "/etc/lienthong/policy/h49.yaml");
+  EXPECT_EQ(c->policy.reload_interval, absl::Seconds(5));
+  EXPECT_EQ(c->policy.decision_log_size, 500u);
+  EXPECT_THAT(c->PersonIds(c->roles.operators),
+              ElementsAre("spiffe://lienthong.gov.vn/person/tran-thi-b"));
+  EXPECT_THAT(c->roles.auditors, ElementsAre("kiem-toan", "le-van-c"));
+}
+
+TEST(ConfigTest, OwnOrgsNeedAPolicyFile) {
+  absl::StatusOr<BrokerConfig> c = ParseConfig(
+      "listen: 127.0.0.1:1\norgs:\n  - code: 000.00.00.H49\n", "b.yaml");
+  ASSERT_FALSE(c.ok());
+  EXPECT_THAT(std::string(c.status().message()),
+              AllOf(StartsWith("b.yaml:3:3: "),
+                    HasSubstr("policy.file is required")));
+  // The embedded demo orgs come with the embedded development policy.
+  c = ParseConfig("listen: 127.0.0.1:1\n", "b.yaml");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_TRUE(c->policy.path.empty());
+  EXPECT_OK(policy::Policy::Compile(EmbeddedDevelopmentPolicy(), "embedded")
+                .status());
+}
+
+TEST(ConfigTest, BadRolesAndPolicyFieldsAreNamed) {
+  absl::StatusOr<BrokerConfig> c =
+      ParseConfig("roles:\n  operator: alice\n", "b.yaml");
+  EXPECT_THAT(std::string(c.status().message()),
+              AllOf(StartsWith("b.yaml:2:13: "), HasSubstr("list of person")));
+  c = ParseConfig("roles:\n  admin: [alice]\n", "b.yaml");
+  EXPECT_THAT(std::string(c.status().message()),
+              AllOf(StartsWith("b.yaml:2:3: "), HasSubstr("unknown field")));
+  c = ParseConfig("policy:\n  reload_seconds: -1\n", "b.yaml");
+  EXPECT_THAT(std::string(c.status().message()), HasSubstr("reload_seconds"));
 }
 
 TEST(ConfigTest, UnknownFieldIsNamedWithLineAndColumn) {

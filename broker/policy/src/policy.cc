@@ -501,8 +501,14 @@ class Compiler {
     const Capabilities& c = options_.capabilities;
     const Obligations& o = rule.obligations;
     auto refuse = [&](absl::string_view what, absl::string_view why) {
+      YAML::Node at = node;  // the obligation's key where there is one
+      if (node.IsMap()) {
+        for (const auto& kv : node) {
+          if (kv.first.IsScalar() && kv.first.Scalar() == what) at = kv.first;
+        }
+      }
       return reader_.Error(
-          node, absl::StrCat("rule \"", rule.name, "\": obligation ", what,
+          at, absl::StrCat("rule \"", rule.name, "\": obligation ", what,
                              " cannot be enforced by this broker (", why,
                              "); remove it, or the broker would carry "
                              "documents without it"));

@@ -236,12 +236,6 @@ absl::StatusOr<BrokerConfig> ParseConfig(const std::string& yaml,
       c.policy.reload_interval = absl::Seconds(reload);
       RETURN_IF_ERROR(p.Number<size_t>(pol, "decision_log_size",
                                        &c.policy.decision_log_size, 0, 1000000));
-    } else if (root["orgs"]) {
-      return p.Error(root["orgs"],
-                     "policy.file is required when the configuration lists "
-                     "its own orgs (the embedded development policy is "
-                     "written for the demo orgs only; deny-by-default means "
-                     "no policy, no flow)");
     }
     if (YAML::Node r = root["roles"]) {
       RETURN_IF_ERROR(p.CheckKeys(r, "roles", {"operator", "auditor"}));
@@ -282,6 +276,19 @@ absl::StatusOr<BrokerConfig> ParseConfig(const std::string& yaml,
   if (absl::Status s = c.Validate(); !s.ok()) {
     return absl::InvalidArgumentError(
         absl::StrCat(file_name, ": ", s.message()));
+  }
+  if (root["orgs"] && !root["roles"]) {
+    // A deployment of its own grants no admin role by default: the demo
+    // names "operator" and "auditor" belong to the development setup.
+    c.roles.operators.clear();
+    c.roles.auditors.clear();
+  }
+  if (c.policy.path.empty() && root["orgs"]) {
+    return Parser(file_name).Error(
+        root["orgs"],
+        "policy.file is required when the configuration lists its own orgs "
+        "(the embedded development policy is written for the demo orgs only; "
+        "deny by default means no policy, no flow)");
   }
   return c;
 }

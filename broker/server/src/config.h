@@ -26,7 +26,9 @@ struct TlsConfig {
 };
 
 // Who may use the AdminService: person names in the broker's trust domain
-// (spiffe://<trust_domain>/person/<name>).
+// (spiffe://<trust_domain>/person/<name>). The defaults are the development
+// PKI's people and apply only to the embedded demo setup: a configuration
+// that lists its own orgs grants no role it does not name.
 struct RolesConfig {
   std::vector<std::string> operators = {"operator"};
   std::vector<std::string> auditors = {"auditor"};
