@@ -82,32 +82,41 @@ DecisionLog::DecisionLog(size_t capacity) : capacity_(capacity) {}
 void DecisionLog::Record(absl::Time at, const Flow& flow,
                          const Decision& decision, const Policy& policy) {
   if (capacity_ == 0) return;
-  RecordedDecision r;
-  r.at = at;
-  r.flow = flow;
-  r.effect = decision.effect;
-  r.policy_version = policy.version();
-  r.rules = decision.RuleNames(policy);
-  r.obligations = decision.obligations;
+  Entry e{at, flow, decision, policy.shared_from_this()};
+  e.decision.detail.clear();
   absl::MutexLock lock(&mu_);
   if (ring_.size() < capacity_) {
-    ring_.push_back(std::move(r));
+    ring_.push_back(std::move(e));
   } else {
-    ring_[next_] = std::move(r);
-  }
+    ring_[next_] = std::move(e);  // the old entry is freed under the lock,
+  }                               // but it holds no large allocation
   next_ = (next_ + 1) % capacity_;
   ++total_;
 }
 
 std::vector<RecordedDecision> DecisionLog::Recent(size_t limit) const {
-  absl::MutexLock lock(&mu_);
-  size_t n = std::min(limit, ring_.size());
+  std::vector<Entry> entries;
+  {
+    absl::MutexLock lock(&mu_);
+    size_t n = std::min(limit, ring_.size());
+    entries.reserve(n);
+    // The oldest kept entry is at next_ once the ring is full, at 0 before.
+    size_t start = ring_.size() < capacity_ ? 0 : next_;
+    for (size_t k = ring_.size() - n; k < ring_.size(); ++k) {
+      entries.push_back(ring_[(start + k) % ring_.size()]);
+    }
+  }
   std::vector<RecordedDecision> out;
-  out.reserve(n);
-  // The oldest kept entry is at next_ once the ring is full, at 0 before.
-  size_t start = ring_.size() < capacity_ ? 0 : next_;
-  for (size_t k = ring_.size() - n; k < ring_.size(); ++k) {
-    out.push_back(ring_[(start + k) % ring_.size()]);
+  out.reserve(entries.size());
+  for (const Entry& e : entries) {
+    RecordedDecision r;
+    r.at = e.at;
+    r.flow = e.flow;
+    r.effect = e.decision.effect;
+    r.policy_version = e.policy->version();
+    r.rules = e.decision.RuleNames(*e.policy);
+    r.obligations = e.decision.obligations;
+    out.push_back(std::move(r));
   }
   return out;
 }

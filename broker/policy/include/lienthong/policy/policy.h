@@ -171,7 +171,7 @@ struct CompileOptions {
   size_t max_source_bytes = 16 << 20;
 };
 
-class Policy {
+class Policy : public std::enable_shared_from_this<Policy> {
  public:
   // Parses and compiles YAML policy text. INVALID_ARGUMENT
   // "<file_name>:<line>:<column>: <what>" for unknown fields, unknown org
@@ -226,6 +226,8 @@ struct RecordedDecision {
 class DecisionLog {
  public:
   explicit DecisionLog(size_t capacity = 10000);
+  // `policy` must be owned by a shared_ptr (as Compile returns it); the log
+  // keeps it alive while its decisions are kept.
   void Record(absl::Time at, const Flow& flow, const Decision& decision,
               const Policy& policy);
   // Oldest first, at most `limit` of the newest.
@@ -233,9 +235,17 @@ class DecisionLog {
   size_t capacity() const { return capacity_; }
 
  private:
+  // What Record keeps: the deciding policy and rule indexes, so recording
+  // costs no string copies; names are resolved in Recent.
+  struct Entry {
+    absl::Time at;
+    Flow flow;
+    Decision decision;
+    std::shared_ptr<const Policy> policy;
+  };
   const size_t capacity_;
   mutable absl::Mutex mu_;
-  std::vector<RecordedDecision> ring_ ABSL_GUARDED_BY(mu_);
+  std::vector<Entry> ring_ ABSL_GUARDED_BY(mu_);
   size_t next_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t total_ ABSL_GUARDED_BY(mu_) = 0;
 };
