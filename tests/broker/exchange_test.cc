@@ -30,6 +30,7 @@ namespace {
 
 using ::google::protobuf::util::TimeUtil;
 using ::lienthong::testing_util::AsyncResult;
+using ::lienthong::testing_util::kAsyncTimeout;
 using ::lienthong::testing_util::Collector;
 using ::lienthong::testing_util::Eventually;
 using ::lienthong::testing_util::IsOkAndHolds;
@@ -39,6 +40,7 @@ using ::testing::AllOf;
 using ::testing::ElementsAre;
 using ::testing::ElementsAreArray;
 using ::testing::HasSubstr;
+using ::testing::UnorderedElementsAre;
 using ::testing::IsEmpty;
 using ::testing::MatchesRegex;
 using ::testing::SizeIs;
@@ -141,7 +143,9 @@ class Receiver {
     return absl::OkStatus();
   }
 
-  bool WaitForCount(size_t n) const { return got_.WaitForCount(n); }
+  bool WaitForCount(size_t n, absl::Duration timeout = kAsyncTimeout) const {
+    return got_.WaitForCount(n, timeout);
+  }
   size_t CountAfterQuiet() const { return got_.CountAfter(); }
   std::vector<v1::Delivery> deliveries() const { return got_.items(); }
   v1::Delivery delivery(size_t i) const { return got_.items().at(i); }
@@ -724,6 +728,62 @@ rules:
                        HasSubstr("unknown effect \"maybe\"")));
   EXPECT_EQ(policy_->Current()->version(), serving);
   MustSend(g22_, NewDocument(kG22, {kH49}));
+}
+
+TEST_P(ExchangeTest, PolicyAppliedAfterAcceptanceWithholdsWaitingCopies) {
+  std::string id = MustSend(h49_, NewDocument(kH49, {kG22, kH50, kSub}));
+  // The operator freezes flows to the centre and to H50 while the copies
+  // wait.
+  ASSERT_OK(policy_
+                ->Apply(R"(
+rules:
+  - name: only-inside-h49
+    effect: permit
+    sender: {provinces: [H49]}
+    recipient: {provinces: [H49]}
+  - name: freeze-to-h50
+    effect: forbid
+    recipient: {orgs: [000.00.00.H50]}
+)")
+                .status());
+  Receiver g22, sub;
+  ASSERT_OK(g22.Open(*exchange_, g22_, 10));
+  ASSERT_OK(sub.Open(*exchange_, sub_, 10));
+  ASSERT_TRUE(sub.WaitForCount(1));
+  EXPECT_EQ(sub.delivery(0).document().id(), id);
+  // The pull path is governed too.
+  ASSERT_OK_AND_ASSIGN(v1::FetchResponse fetched, Fetch(h50_, 0));
+  EXPECT_THAT(fetched.deliveries(), IsEmpty());
+  EXPECT_TRUE(Eventually([&] {
+    return InboxTotal(g22_) == 0 && InboxTotal(h50_) == 0;
+  }));
+  EXPECT_FALSE(g22.WaitForCount(1, absl::Milliseconds(200)));
+
+  ASSERT_OK_AND_ASSIGN(v1::DocumentStatus status, GetStatus(h49_, id));
+  ASSERT_THAT(status.recipients(), SizeIs(3));
+  EXPECT_EQ(status.recipients(0).delivery_state(), v1::DELIVERY_STATE_DENIED);
+  EXPECT_EQ(status.recipients(1).delivery_state(), v1::DELIVERY_STATE_DENIED);
+  EXPECT_EQ(status.recipients(2).delivery_state(), v1::DELIVERY_STATE_ACCEPTED);
+  std::vector<std::string> reasons;
+  for (const v1::StatusEvent& e : status.history()) {
+    if (e.delivery_state() != v1::DELIVERY_STATE_DENIED) continue;
+    reasons.push_back(e.reason());
+    EXPECT_EQ(e.policy().policy_version(), policy_->Current()->version());
+    EXPECT_EQ(e.actor(), kBrokerId);
+  }
+  EXPECT_THAT(reasons,
+              UnorderedElementsAre(
+                  AllOf(HasSubstr("withheld at delivery"),
+                        HasSubstr("deny by default"), HasSubstr(kG22)),
+                  AllOf(HasSubstr("withheld at delivery"),
+                        HasSubstr("\"freeze-to-h50\""))));
+  // Withheld copies are gone for good: a restart does not bring them back.
+  g22.Close();
+  sub.Close();
+  ASSERT_NO_FATAL_FAILURE(Restart());
+  EXPECT_EQ(InboxTotal(g22_), 0);
+  EXPECT_EQ(InboxTotal(h50_), 0);
+  EXPECT_EQ(InboxTotal(sub_), 1);
 }
 
 TEST_P(ExchangeTest, DocumentsOfOneUrgencyArriveInSendOrder) {

@@ -3,6 +3,7 @@
 #include <atomic>
 #include <deque>
 #include <map>
+#include <optional>
 #include <set>
 #include <unordered_map>
 #include <unordered_set>
@@ -597,15 +598,21 @@ class ExchangeImpl : public Exchange {
     workers_->Submit([this, got = std::move(got),
                       done = std::move(done)]() mutable {
       v1::FetchResponse response;
+      std::vector<v1::StatusEvent> denied;
       for (Handout& h : got) {
         absl::StatusOr<std::shared_ptr<const v1::Document>> doc =
             Materialize(h);
         if (!doc.ok())
           continue;  // logged by Materialize; stays leased, retried on expiry
+        if (std::optional<v1::StatusEvent> e = RecheckDelivery(**doc, h.qe)) {
+          denied.push_back(*std::move(e));
+          continue;
+        }
         v1::Delivery* d = response.add_deliveries();
         *d->mutable_document() = **doc;
         d->set_attempt(h.attempts);
       }
+      if (!denied.empty()) WithdrawDenied(std::move(denied));
       done(std::move(response));
     });
   }
@@ -635,16 +642,22 @@ class ExchangeImpl : public Exchange {
         s->pump_scheduled_ = true;  // this loop continues; no second pump
       }
       v1::ReceiveResponse response;
+      std::vector<v1::StatusEvent> denied;
       for (const Handout& h : got) {
         absl::StatusOr<std::shared_ptr<const v1::Document>> doc =
             Materialize(h);
         // A document that cannot be read stays leased to this session (so it
         // does not spin) until the session ends; it is retried then.
         if (!doc.ok()) continue;
+        if (std::optional<v1::StatusEvent> e = RecheckDelivery(**doc, h.qe)) {
+          denied.push_back(*std::move(e));
+          continue;
+        }
         v1::Delivery* d = response.add_deliveries();
         *d->mutable_document() = **doc;
         d->set_attempt(h.attempts);
       }
+      if (!denied.empty()) WithdrawDenied(std::move(denied));
       if (response.deliveries_size() > 0 && !s->Emit(std::move(response)))
         return;
     }
@@ -700,11 +713,84 @@ class ExchangeImpl : public Exchange {
     if (!to_commit.empty()) CommitAcks(s->org_, std::move(to_commit), nullptr);
   }
 
+  // Re-decides a delivery about to go out under the serving policy (the
+  // broker → recipient flow), so that a policy applied after a document was
+  // accepted also governs the copies still waiting. nullopt while permitted;
+  // otherwise the DENIED event naming the policy and rules.
+  std::optional<v1::StatusEvent> RecheckDelivery(
+      const v1::Document& doc, const storage::QueueEntry& qe) {
+    std::shared_ptr<const policy::Policy> policy = policy_->Current();
+    absl::StatusOr<policy::Flow> flow = FlowOf(doc);
+    policy::Decision decision;
+    if (flow.ok() && policy) {
+      flow->recipient = qe.recipient;
+      decision = policy->Evaluate(*flow);
+      if (decision.permitted()) return std::nullopt;
+    } else {
+      decision.cause = policy::Cause::kError;
+      decision.detail = flow.ok() ? "no policy is loaded"
+                                  : std::string(flow.status().message());
+    }
+    absl::Time now = clock_->Now();
+    v1::StatusEvent e;
+    e.set_document_id(qe.document_id);
+    e.set_recipient(qe.recipient);
+    *e.mutable_at() = ToProto(now);
+    e.set_delivery_state(v1::DELIVERY_STATE_DENIED);
+    e.set_actor(options_.broker_id);
+    e.set_sender(qe.sender);
+    if (flow.ok() && policy) {
+      e.set_reason(absl::StrCat("withheld at delivery: ",
+                                decision.Reason(*policy, *flow)));
+      policy::ToProto(decision, *policy, options_.broker_id, e.mutable_policy());
+      policy_->decisions().Record(now, *flow, decision, *policy);
+    } else {
+      e.set_reason(absl::StrCat("withheld at delivery (fail closed): ",
+                                decision.detail));
+    }
+    return e;
+  }
+
+  // Takes copies that RecheckDelivery refused out of whoever leased them
+  // and removes them durably with their DENIED events.
+  void WithdrawDenied(std::vector<v1::StatusEvent> events) {
+    std::map<std::string, std::pair<std::vector<storage::QueueEntry>,
+                                    std::vector<v1::StatusEvent>>>
+        by_org;
+    {
+      absl::MutexLock lock(&mu_);
+      for (v1::StatusEvent& ev : events) {
+        OrgQueue& q = queues_[ev.recipient()];
+        auto k = q.by_doc.find(ev.document_id());
+        if (k == q.by_doc.end()) continue;
+        Entry& e = q.entries.at(k->second);
+        if (e.state != Entry::State::kLeased) continue;  // acked meanwhile
+        --leased_;
+        if (auto sit = sessions_.find(e.owner); sit != sessions_.end()) {
+          if (auto s = sit->second.lock()) {
+            s->held_.erase(k->second);
+            --s->in_flight_;
+          }
+        }
+        q.fetch_leases.erase(k->second);
+        e.state = Entry::State::kAcking;
+        auto& [entries, evs] = by_org[ev.recipient()];
+        entries.push_back(e.qe);
+        evs.push_back(std::move(ev));
+      }
+      for (const auto& [org, unused] : by_org) WakeLocked(org);
+    }
+    for (auto& [org, work] : by_org) {
+      CommitRemoval(org, std::move(work.first), std::move(work.second),
+                    /*delivered=*/false, nullptr);
+    }
+  }
+
   // Removes acknowledged copies durably and records DELIVERED.
   void CommitAcks(const std::string& org,
                   std::vector<storage::QueueEntry> entries,
                   absl::AnyInvocable<void(absl::Status)> done) {
-    storage::WriteBatch batch;
+    std::vector<v1::StatusEvent> events;
     Timestamp now = ToProto(clock_->Now());
     std::string actor = SpiffeId(trust_domain_, Principal::Kind::kOrg, org);
     for (const storage::QueueEntry& qe : entries) {
@@ -715,12 +801,25 @@ class ExchangeImpl : public Exchange {
       e.set_delivery_state(v1::DELIVERY_STATE_DELIVERED);
       e.set_actor(actor);
       e.set_sender(qe.sender);
-      batch.events.push_back(std::move(e));
+      events.push_back(std::move(e));
     }
+    CommitRemoval(org, std::move(entries), std::move(events),
+                  /*delivered=*/true, std::move(done));
+  }
+
+  // Removes copies of `org`'s queue (in the kAcking state) durably with
+  // their terminal events; on failure they become deliverable again.
+  void CommitRemoval(const std::string& org,
+                     std::vector<storage::QueueEntry> entries,
+                     std::vector<v1::StatusEvent> events, bool delivered,
+                     absl::AnyInvocable<void(absl::Status)> done) {
+    storage::WriteBatch batch;
+    batch.events = std::move(events);
     batch.dequeue = entries;
     StoreWrite(
         std::move(batch),
-        [this, org, entries = std::move(entries), done = std::move(done)](
+        [this, org, delivered, entries = std::move(entries),
+         done = std::move(done)](
             absl::StatusOr<storage::WriteResult> r) mutable {
           {
             absl::MutexLock lock(&mu_);
@@ -729,7 +828,7 @@ class ExchangeImpl : public Exchange {
               Key key{qe.priority, qe.sequence};
               if (r.ok()) {
                 EraseEntryLocked(q, key);
-                ++delivered_;
+                if (delivered) ++delivered_;
               } else if (auto it = q.entries.find(key); it != q.entries.end()) {
                 it->second.state = Entry::State::kReady;
                 it->second.owner = 0;
