@@ -25,6 +25,7 @@
 #include "lienthong/client.h"
 #include "lienthong/v1/admin.grpc.pb.h"
 #include "tests/integration/broker_process.h"
+#include "tests/testing/async.h"
 #include "tests/testing/status_matchers.h"
 #include "tests/testing/temp_dir.h"
 
@@ -124,24 +125,26 @@ absl::Status ParseJson(absl::string_view json, Message* message) {
   return absl::OkStatus();
 }
 
-// The broker's config: the policy file in the test's directory, not
-// watched (reload_seconds 0: only Apply changes it), and the dev PKI's two
-// persons in their roles.
-std::string BrokerConfig(const std::string& policy_path) {
+// The broker's config: the policy file in the test's directory, by default
+// not watched (reload_seconds 0: only Apply changes it), and the dev PKI's
+// two persons in their roles.
+std::string BrokerConfig(const std::string& policy_path,
+                         int reload_seconds = 0) {
   return absl::StrCat("policy: {file: ", policy_path,
-                      ", reload_seconds: 0}\n"
+                      ", reload_seconds: ", reload_seconds, "}\n"
                       "roles: {operator: [operator], auditor: [auditor]}\n");
 }
 
 class AdminPolicyTest : public ::testing::Test {
  protected:
-  AdminPolicyTest()
+  explicit AdminPolicyTest(int reload_seconds = 0)
       : policy_path_(dir_.path() + "/policy.yaml"),
-        broker_(OptionsFor(policy_path_)) {}
+        broker_(OptionsFor(policy_path_, reload_seconds)) {}
 
-  static BrokerOptions OptionsFor(const std::string& policy_path) {
+  static BrokerOptions OptionsFor(const std::string& policy_path,
+                                  int reload_seconds) {
     BrokerOptions options;
-    options.config_yaml = BrokerConfig(policy_path);
+    options.config_yaml = BrokerConfig(policy_path, reload_seconds);
     return options;
   }
 
@@ -425,6 +428,46 @@ TEST_F(AdminPolicyTest, BrokenPolicyIsRejectedAndTheOldOneKeepsServing) {
       admin->ApplyPolicy(apply).status(),
       StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("source")));
   EXPECT_EQ(ServingVersion(), version);
+}
+
+// A broker that watches its policy file (reload every second): what an
+// operator who edits the file, or a config-management tool, relies on.
+class WatchedPolicyFileTest : public AdminPolicyTest {
+ protected:
+  WatchedPolicyFileTest() : AdminPolicyTest(/*reload_seconds=*/1) {}
+};
+
+TEST_F(WatchedPolicyFileTest, EditedFileIsSwappedInAndABrokenEditIsRejected) {
+  std::unique_ptr<AdminClient> auditor = Admin("auditor");
+  std::unique_ptr<Client> h49 = Org(kH49);
+  ASSERT_NE(auditor, nullptr);
+  ASSERT_NE(h49, nullptr);
+  const std::string initial = ServingVersion();
+  ASSERT_OK(h49->Send(NewDocument(kG22)).status());
+
+  // A broken edit: rejected whole, reported with file:line:column, and the
+  // serving policy stays.
+  ASSERT_OK(WriteFile(policy_path_, kBrokenPolicy));
+  ASSERT_TRUE(testing_util::Eventually([&] {
+    absl::StatusOr<v1::GetPolicyResponse> p = auditor->GetPolicy();
+    return p.ok() && !p->last_reload_error().empty();
+  }));
+  ASSERT_OK_AND_ASSIGN(v1::GetPolicyResponse broken, auditor->GetPolicy());
+  EXPECT_THAT(broken.last_reload_error(),
+              ::testing::ContainsRegex("policy\\.yaml:4:[0-9]+: unknown group"));
+  EXPECT_EQ(broken.version(), initial);
+  EXPECT_OK(h49->Send(NewDocument(kG22)).status());
+  EXPECT_THAT(broker_.stderr_text(), HasSubstr("policy rejected"));
+
+  // A good edit: swapped in without a restart; the next send obeys it.
+  ASSERT_OK(WriteFile(policy_path_, PolicyForbiddingH49ToCentre()));
+  ASSERT_TRUE(testing_util::Eventually(
+      [&] { return ServingVersion() != initial; }));
+  ASSERT_OK_AND_ASSIGN(v1::GetPolicyResponse swapped, auditor->GetPolicy());
+  EXPECT_THAT(swapped.last_reload_error(), IsEmpty());
+  EXPECT_THAT(h49->Send(NewDocument(kG22)).status(),
+              StatusIs(absl::StatusCode::kPermissionDenied,
+                       HasSubstr("\"freeze-h49-to-centre\"")));
 }
 
 TEST_F(AdminPolicyTest, ExplainNamesDecidingRulesAndNearMisses) {

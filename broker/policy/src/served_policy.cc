@@ -1,5 +1,6 @@
 // ServedPolicy, DecisionLog and DryRun.
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -14,6 +15,8 @@
 
 namespace lienthong::policy {
 namespace {
+
+constexpr absl::Duration kSettleTime = absl::Milliseconds(300);
 
 absl::Status ErrnoError(absl::string_view what, const std::string& path) {
   return absl::InternalError(
@@ -199,8 +202,22 @@ void ServedPolicy::WatchLoop() {
     mu_.AwaitWithTimeout(absl::Condition(&stopping_), options_.reload_interval);
     if (stopping_) break;
     mu_.Unlock();
-    absl::Status s = ReloadFromFile();
-    if (!s.ok() && options_.log) options_.log(s.message());
+    // An editor writing the file in place could be caught half way, and a
+    // truncated policy may well be valid YAML: wait until the file has not
+    // changed for a moment before reading it.
+    struct stat st;
+    bool settled =
+        ::stat(options_.path.c_str(), &st) != 0 ||
+        absl::Now() - absl::TimeFromTimespec(st.st_mtim) >= kSettleTime;
+    if (settled) {
+      absl::Status s = ReloadFromFile();
+      absl::MutexLock lock(&mu_);
+      // Report a rejection once, not at every tick.
+      if (!s.ok() && options_.log && s.message() != last_logged_error_) {
+        options_.log(s.message());
+      }
+      last_logged_error_ = s.ok() ? "" : std::string(s.message());
+    }
     mu_.Lock();
   }
 }

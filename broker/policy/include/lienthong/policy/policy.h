@@ -306,7 +306,9 @@ class ServedPolicy {
 
   // Re-reads the file now; swaps if its content changed and compiles. OK
   // when unchanged or swapped; the compile or read error otherwise (the old
-  // policy keeps serving). The watcher calls this every reload interval.
+  // policy keeps serving). The watcher calls this every reload interval,
+  // once the file has been unchanged for 300 ms (an editor writing in place
+  // is not caught half way), and logs each distinct rejection once.
   absl::Status ReloadFromFile();
 
   // The last reload error from the watcher (OK after a good reload).
@@ -332,6 +334,7 @@ class ServedPolicy {
   absl::Status last_reload_ ABSL_GUARDED_BY(mu_);
   absl::Time loaded_at_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  std::string last_logged_error_ ABSL_GUARDED_BY(mu_);
   absl::Mutex apply_mu_;  // serializes Apply and file reloads
   std::unique_ptr<std::thread> watcher_;
 };
