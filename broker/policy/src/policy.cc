@@ -215,39 +215,97 @@ using Bits = std::vector<uint64_t>;
 
 void SetBit(Bits& b, uint32_t i) { b[i >> 6] |= uint64_t{1} << (i & 63); }
 
-// Rules that mention an organization, by how they mention it.
+// A set of rules as its non-zero words: OR-ing it into a scratch bitset costs
+// one operation per word that holds any of its rules, however many rules.
+struct WordMask {
+  uint32_t word;
+  uint64_t mask;
+};
+using SparseBits = std::vector<WordMask>;
+
+SparseBits ToSparse(std::vector<uint32_t> rules) {
+  std::sort(rules.begin(), rules.end());
+  SparseBits out;
+  for (uint32_t r : rules) {
+    uint32_t w = r >> 6;
+    if (out.empty() || out.back().word != w) out.push_back({w, 0});
+    out.back().mask |= uint64_t{1} << (r & 63);
+  }
+  return out;
+}
+
+void OrInto(const SparseBits& set, Bits& out) {
+  for (const WordMask& wm : set) out[wm.word] |= wm.mask;
+}
+
+bool IsTopLevel(absl::string_view code) {
+  return code.substr(0, 10) == "000.00.00.";
+}
+
+// Rules that mention an organization, by how they mention it. Every code
+// ending in X lies under 000.00.00.X, so the rules for `any`, for province X
+// and for everything under 000.00.00.X are merged ahead of time into one
+// dense bitset per X: deciding a flow copies it and adds the few rules that
+// name the organization or a body between it and the top.
 struct OrgIndex {
   Bits any;  // rules with no condition on this side
-  absl::flat_hash_map<std::string, std::vector<uint32_t>> exact;
-  absl::flat_hash_map<std::string, std::vector<uint32_t>> under;
-  absl::flat_hash_map<std::string, std::vector<uint32_t>> province;
+  absl::flat_hash_map<std::string, Bits> by_top_level;
+  absl::flat_hash_map<std::string, SparseBits> exact;
+  absl::flat_hash_map<std::string, SparseBits> under;  // below top level
+
+  // While building: rule ids per key.
+  std::vector<uint32_t> any_ids;
+  absl::flat_hash_map<std::string, std::vector<uint32_t>> exact_ids, under_ids,
+      province_ids;
 
   void Add(const OrgSet& set, uint32_t rule) {
-    for (const std::string& o : set.orgs) exact[o].push_back(rule);
-    for (const std::string& u : set.under) under[u].push_back(rule);
-    for (const std::string& p : set.provinces) province[p].push_back(rule);
+    for (const std::string& o : set.orgs) exact_ids[o].push_back(rule);
+    for (const std::string& u : set.under) under_ids[u].push_back(rule);
+    for (const std::string& p : set.provinces) province_ids[p].push_back(rule);
   }
 
-  static void SetAll(const std::vector<uint32_t>* rules, Bits& out) {
-    if (rules == nullptr) return;
-    for (uint32_t r : *rules) SetBit(out, r);
+  void Finish(size_t words) {
+    any.assign(words, 0);
+    for (uint32_t r : any_ids) SetBit(any, r);
+    auto top = [&](const std::string& x) -> Bits& {
+      auto [it, inserted] = by_top_level.try_emplace(x);
+      if (inserted) it->second = any;
+      return it->second;
+    };
+    for (auto& [p, ids] : province_ids) {
+      Bits& b = top(p);
+      for (uint32_t r : ids) SetBit(b, r);
+    }
+    for (auto& [u, ids] : under_ids) {
+      if (IsTopLevel(u)) {
+        Bits& b = top(std::string(TopLevelGroup(u)));
+        for (uint32_t r : ids) SetBit(b, r);
+      } else {
+        under[u] = ToSparse(std::move(ids));
+      }
+    }
+    for (auto& [o, ids] : exact_ids) exact[o] = ToSparse(std::move(ids));
+    any_ids.clear();
+    exact_ids.clear();
+    under_ids.clear();
+    province_ids.clear();
   }
 
   // The rules whose condition on this side `org` meets. `org` is valid.
   void Fill(absl::string_view org, Bits& out) const {
-    std::copy(any.begin(), any.end(), out.begin());
-    if (auto it = exact.find(org); it != exact.end()) SetAll(&it->second, out);
+    auto base = by_top_level.find(TopLevelGroup(org));
+    const Bits& from = base == by_top_level.end() ? any : base->second;
+    std::copy(from.begin(), from.end(), out.begin());
+    if (auto it = exact.find(org); it != exact.end()) OrInto(it->second, out);
     if (!under.empty()) {
       // Codes are 13 characters: the copies stay in the small-string buffer.
       std::string current(org);
-      while (!current.empty()) {
+      while (!current.empty() && !IsTopLevel(current)) {
         if (auto it = under.find(current); it != under.end())
-          SetAll(&it->second, out);
+          OrInto(it->second, out);
         current = ParentOrgCode(current);
       }
     }
-    if (auto it = province.find(TopLevelGroup(org)); it != province.end())
-      SetAll(&it->second, out);
   }
 };
 
@@ -266,14 +324,13 @@ struct Policy::Impl {
   OrgIndex sender;
   OrgIndex recipient;
   Bits any_document_type;
-  absl::flat_hash_map<std::string, std::vector<uint32_t>> document_types;
+  absl::flat_hash_map<std::string, SparseBits> document_types;
   std::array<Bits, 5> by_classification;  // index: enum value
   std::array<Bits, 5> by_urgency;
   std::array<Bits, 5> by_business_type;
   std::array<Bits, 4> by_origin;
   std::array<Bits, 6> by_decision_category;
   std::array<Bits, 2> by_cross_broker;
-  bool any_approvals = false;
 
   void BuildIndex();
 };
@@ -283,21 +340,20 @@ void Policy::Impl::BuildIndex() {
   if (words == 0) words = 1;
   Bits zero(words, 0);
   forbids = zero;
-  sender.any = zero;
-  recipient.any = zero;
-  any_document_type = zero;
   for (auto* arr : {&by_classification, &by_urgency, &by_business_type})
     for (Bits& b : *arr) b = zero;
   for (Bits& b : by_origin) b = zero;
   for (Bits& b : by_decision_category) b = zero;
   for (Bits& b : by_cross_broker) b = zero;
+  std::vector<uint32_t> any_type_ids;
+  absl::flat_hash_map<std::string, std::vector<uint32_t>> type_ids;
 
   for (uint32_t i = 0; i < rules.size(); ++i) {
     const Rule& r = rules[i];
     if (r.effect == Effect::kDeny) SetBit(forbids, i);
     auto index_side = [&](const OrgMatcher& m, OrgIndex& idx) {
       if (m.any) {
-        SetBit(idx.any, i);
+        idx.any_ids.push_back(i);
         return;
       }
       idx.Add(m.direct, i);
@@ -306,10 +362,9 @@ void Policy::Impl::BuildIndex() {
     index_side(r.sender, sender);
     index_side(r.recipient, recipient);
     if (r.document_types.empty()) {
-      SetBit(any_document_type, i);
+      any_type_ids.push_back(i);
     } else {
-      for (const std::string& t : r.document_types)
-        document_types[t].push_back(i);
+      for (const std::string& t : r.document_types) type_ids[t].push_back(i);
     }
     for (int v = 1; v <= 4; ++v) {
       if (!r.has_max_classification ||
@@ -326,8 +381,12 @@ void Policy::Impl::BuildIndex() {
     for (int v = 0; v <= 1; ++v)
       if (!r.cross_broker || *r.cross_broker == (v == 1))
         SetBit(by_cross_broker[v], i);
-    if (!r.obligations.approvals.empty()) any_approvals = true;
   }
+  sender.Finish(words);
+  recipient.Finish(words);
+  any_document_type = zero;
+  for (uint32_t r : any_type_ids) SetBit(any_document_type, r);
+  for (auto& [t, ids] : type_ids) document_types[t] = ToSparse(std::move(ids));
 }
 
 namespace {
@@ -504,7 +563,9 @@ class Compiler {
       YAML::Node at = node;  // the obligation's key where there is one
       if (node.IsMap()) {
         for (const auto& kv : node) {
-          if (kv.first.IsScalar() && kv.first.Scalar() == what) at = kv.first;
+          if (kv.first.IsScalar() && kv.first.Scalar() == what) {
+            at.reset(kv.first);  // rebind; operator= would overwrite the map
+          }
         }
       }
       return reader_.Error(
@@ -721,7 +782,7 @@ Decision Policy::Evaluate(const Flow& flow) const {
     if (!p.document_types.empty()) {
       if (auto it = p.document_types.find(flow.document_type);
           it != p.document_types.end())
-        OrgIndex::SetAll(&it->second, types);
+        OrInto(it->second, types);
     }
     const uint64_t* cls =
         p.by_classification[static_cast<int>(flow.classification)].data();
@@ -734,11 +795,20 @@ Decision Policy::Evaluate(const Flow& flow) const {
             .data();
     const uint64_t* xb = p.by_cross_broker[flow.cross_broker ? 1 : 0].data();
     const uint64_t* fb = p.forbids.data();
+    const uint64_t* sn = senders.data();
+    const uint64_t* rc = recipients.data();
+    const uint64_t* ty = types.data();
 
+    // Intersect in place first (a simple loop the compiler vectorizes), then
+    // read out the few set bits.
+    uint64_t* hits = types.data();
+    for (size_t w = 0; w < p.words; ++w) {
+      hits[w] = sn[w] & rc[w] & ty[w] & cls[w] & urg[w] & bt[w] & org[w] &
+                dc[w] & xb[w];
+    }
     absl::InlinedVector<uint32_t, 4> permits;
     for (size_t w = 0; w < p.words; ++w) {
-      uint64_t m = senders[w] & recipients[w] & types[w] & cls[w] & urg[w] &
-                   bt[w] & org[w] & dc[w] & xb[w];
+      uint64_t m = hits[w];
       while (m != 0) {
         int bit = std::countr_zero(m);
         m &= m - 1;
