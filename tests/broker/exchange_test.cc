@@ -40,6 +40,8 @@ using ::testing::AllOf;
 using ::testing::ElementsAre;
 using ::testing::ElementsAreArray;
 using ::testing::HasSubstr;
+using ::testing::Property;
+using ::testing::Contains;
 using ::testing::UnorderedElementsAre;
 using ::testing::IsEmpty;
 using ::testing::MatchesRegex;
@@ -784,6 +786,34 @@ rules:
   EXPECT_EQ(InboxTotal(g22_), 0);
   EXPECT_EQ(InboxTotal(h50_), 0);
   EXPECT_EQ(InboxTotal(sub_), 1);
+}
+
+TEST_P(ExchangeTest, SizeLimitAppliedAfterAcceptanceWithholdsLargeCopies) {
+  v1::Document big = NewDocument(kH49, {kG22});
+  big.set_body(std::string(4096, 'x'));
+  std::string big_id = MustSend(h49_, big);
+  std::string small_id = MustSend(h49_, NewDocument(kH49, {kG22}));
+  ASSERT_OK(policy_
+                ->Apply(R"(
+rules:
+  - name: small-only
+    effect: permit
+    obligations: {max_size: 1KiB}
+)")
+                .status());
+  Receiver g22;
+  ASSERT_OK(g22.Open(*exchange_, g22_, 10));
+  ASSERT_TRUE(g22.WaitForCount(1));
+  EXPECT_EQ(g22.delivery(0).document().id(), small_id);
+  EXPECT_FALSE(g22.WaitForCount(2, absl::Milliseconds(200)));
+  ASSERT_OK_AND_ASSIGN(v1::DocumentStatus status, GetStatus(h49_, big_id));
+  ASSERT_THAT(status.recipients(), SizeIs(1));
+  EXPECT_EQ(status.recipients(0).delivery_state(), v1::DELIVERY_STATE_DENIED);
+  EXPECT_THAT(status.history(),
+              Contains(Property(&v1::StatusEvent::reason,
+                                AllOf(HasSubstr("4096 bytes"),
+                                      HasSubstr("small-only")))));
+  g22.Close();
 }
 
 TEST_P(ExchangeTest, DocumentsOfOneUrgencyArriveInSendOrder) {

@@ -93,6 +93,13 @@ struct Handout {
   std::shared_ptr<const v1::Document> doc;
 };
 
+// A copy RecheckDelivery refused, and the lease it was refused under.
+struct Withheld {
+  v1::StatusEvent event;
+  uint64_t owner;
+  uint32_t attempts;
+};
+
 class ExchangeImpl;
 
 class SessionImpl : public ReceiveSession,
@@ -411,27 +418,38 @@ class ExchangeImpl : public Exchange {
             policy ? decision.Reason(*policy, flow)
                    : "denied: no policy is loaded (fail closed)"));
       }
-      const policy::Obligations& o = decision.obligations;
-      if (o.end_to_end_encryption || !o.approvals.empty()) {
-        // The policy compiler refuses these while the exchange lacks them;
-        // reaching here means a capability mismatch: fail closed.
-        return absl::FailedPreconditionError(absl::StrCat(
-            field, ": ", decision.Reason(*policy, flow), " obliges ",
-            o.DebugString(), ", which this broker cannot honour yet"));
-      }
-      if (o.max_size_bytes) {
-        size_t size = DocumentContentBytes(doc);
-        if (size > *o.max_size_bytes) {
-          return absl::ResourceExhaustedError(absl::StrCat(
-              field, ": the document's body and attachments are ", size,
-              " bytes; policy ", policy->version().substr(0, 19), " rule",
-              decision.rules.size() > 1 ? "s " : " ",
-              absl::StrJoin(decision.RuleNames(*policy), ", "),
-              " allow at most ", *o.max_size_bytes, " bytes to ", flow.recipient));
-        }
-      }
+      RETURN_IF_ERROR(CheckObligations(decision, *policy, flow, doc, field));
       v1::PolicyDecision& wire = out->emplace_back();
       policy::ToProto(decision, *policy, options_.broker_id, &wire);
+    }
+    return absl::OkStatus();
+  }
+
+  // Whether the exchange honours what a permit obliges for `doc`:
+  // FAILED_PRECONDITION for an obligation it cannot honour (the compiler
+  // refuses those; reaching here is a capability mismatch: fail closed),
+  // RESOURCE_EXHAUSTED for a document above a permit's max_size.
+  static absl::Status CheckObligations(const policy::Decision& decision,
+                                       const policy::Policy& policy,
+                                       const policy::Flow& flow,
+                                       const v1::Document& doc,
+                                       absl::string_view field) {
+    const policy::Obligations& o = decision.obligations;
+    if (o.end_to_end_encryption || !o.approvals.empty()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          field, ": ", decision.Reason(policy, flow), " obliges ",
+          o.DebugString(), ", which this broker cannot honour yet"));
+    }
+    if (o.max_size_bytes) {
+      size_t size = DocumentContentBytes(doc);
+      if (size > *o.max_size_bytes) {
+        return absl::ResourceExhaustedError(absl::StrCat(
+            field, ": the document's body and attachments are ", size,
+            " bytes; policy ", policy.version().substr(0, 19), " rule",
+            decision.rules.size() > 1 ? "s " : " ",
+            absl::StrJoin(decision.RuleNames(policy), ", "), " allow at most ",
+            *o.max_size_bytes, " bytes to ", flow.recipient));
+      }
     }
     return absl::OkStatus();
   }
@@ -598,14 +616,14 @@ class ExchangeImpl : public Exchange {
     workers_->Submit([this, got = std::move(got),
                       done = std::move(done)]() mutable {
       v1::FetchResponse response;
-      std::vector<v1::StatusEvent> denied;
+      std::vector<Withheld> denied;
       for (Handout& h : got) {
         absl::StatusOr<std::shared_ptr<const v1::Document>> doc =
             Materialize(h);
         if (!doc.ok())
           continue;  // logged by Materialize; stays leased, retried on expiry
         if (std::optional<v1::StatusEvent> e = RecheckDelivery(**doc, h.qe)) {
-          denied.push_back(*std::move(e));
+          denied.push_back(Withheld{*std::move(e), kFetchOwner, h.attempts});
           continue;
         }
         v1::Delivery* d = response.add_deliveries();
@@ -642,7 +660,7 @@ class ExchangeImpl : public Exchange {
         s->pump_scheduled_ = true;  // this loop continues; no second pump
       }
       v1::ReceiveResponse response;
-      std::vector<v1::StatusEvent> denied;
+      std::vector<Withheld> denied;
       for (const Handout& h : got) {
         absl::StatusOr<std::shared_ptr<const v1::Document>> doc =
             Materialize(h);
@@ -650,7 +668,7 @@ class ExchangeImpl : public Exchange {
         // does not spin) until the session ends; it is retried then.
         if (!doc.ok()) continue;
         if (std::optional<v1::StatusEvent> e = RecheckDelivery(**doc, h.qe)) {
-          denied.push_back(*std::move(e));
+          denied.push_back(Withheld{*std::move(e), s->id_, h.attempts});
           continue;
         }
         v1::Delivery* d = response.add_deliveries();
@@ -722,10 +740,16 @@ class ExchangeImpl : public Exchange {
     std::shared_ptr<const policy::Policy> policy = policy_->Current();
     absl::StatusOr<policy::Flow> flow = FlowOf(doc);
     policy::Decision decision;
+    std::string broken_obligation;
     if (flow.ok() && policy) {
       flow->recipient = qe.recipient;
       decision = policy->Evaluate(*flow);
-      if (decision.permitted()) return std::nullopt;
+      if (decision.permitted()) {
+        absl::Status s =
+            CheckObligations(decision, *policy, *flow, doc, "delivery");
+        if (s.ok()) return std::nullopt;
+        broken_obligation = std::string(s.message());
+      }
     } else {
       decision.cause = policy::Cause::kError;
       decision.detail = flow.ok() ? "no policy is loaded"
@@ -739,7 +763,10 @@ class ExchangeImpl : public Exchange {
     e.set_delivery_state(v1::DELIVERY_STATE_DENIED);
     e.set_actor(options_.broker_id);
     e.set_sender(qe.sender);
-    if (flow.ok() && policy) {
+    if (!broken_obligation.empty()) {
+      e.set_reason(absl::StrCat("withheld at ", broken_obligation));
+      policy::ToProto(decision, *policy, options_.broker_id, e.mutable_policy());
+    } else if (flow.ok() && policy) {
       e.set_reason(absl::StrCat("withheld at delivery: ",
                                 decision.Reason(*policy, *flow)));
       policy::ToProto(decision, *policy, options_.broker_id, e.mutable_policy());
@@ -751,20 +778,25 @@ class ExchangeImpl : public Exchange {
     return e;
   }
 
-  // Takes copies that RecheckDelivery refused out of whoever leased them
-  // and removes them durably with their DENIED events.
-  void WithdrawDenied(std::vector<v1::StatusEvent> events) {
+  // Takes copies that RecheckDelivery refused out of the lease they were
+  // refused under (an entry re-leased since, after a lease expiry or a
+  // closed session, is left to its new holder's own re-check) and removes
+  // them durably with their DENIED events.
+  void WithdrawDenied(std::vector<Withheld> withheld) {
     std::map<std::string, std::pair<std::vector<storage::QueueEntry>,
                                     std::vector<v1::StatusEvent>>>
         by_org;
     {
       absl::MutexLock lock(&mu_);
-      for (v1::StatusEvent& ev : events) {
+      for (Withheld& w : withheld) {
+        v1::StatusEvent& ev = w.event;
         OrgQueue& q = queues_[ev.recipient()];
         auto k = q.by_doc.find(ev.document_id());
         if (k == q.by_doc.end()) continue;
         Entry& e = q.entries.at(k->second);
-        if (e.state != Entry::State::kLeased) continue;  // acked meanwhile
+        if (e.state != Entry::State::kLeased || e.owner != w.owner ||
+            e.attempts != w.attempts)
+          continue;  // acknowledged, released or re-leased meanwhile
         --leased_;
         if (auto sit = sessions_.find(e.owner); sit != sessions_.end()) {
           if (auto s = sit->second.lock()) {
@@ -830,12 +862,34 @@ class ExchangeImpl : public Exchange {
                 EraseEntryLocked(q, key);
                 if (delivered) ++delivered_;
               } else if (auto it = q.entries.find(key); it != q.entries.end()) {
+                if (!delivered) continue;  // retried below, after a pause
                 it->second.state = Entry::State::kReady;
                 it->second.owner = 0;
                 q.ready.insert(key);
               }
             }
-            if (!r.ok()) WakeLocked(org);
+            if (!r.ok() && delivered) WakeLocked(org);
+            // stopping_ (under mu_) is set before the timer goes away.
+            if (!r.ok() && !delivered && !stopping_) {
+              // The store is failing: re-deciding at once would spin. The
+              // copies stay out of circulation for a second, then are
+              // re-decided (and withheld again) on their next hand-out.
+              timer_->RunAfter(absl::Seconds(1), [this, org, entries] {
+                absl::MutexLock lock(&mu_);
+                OrgQueue& q = queues_[org];
+                for (const storage::QueueEntry& qe : entries) {
+                  Key key{qe.priority, qe.sequence};
+                  auto it = q.entries.find(key);
+                  if (it == q.entries.end() ||
+                      it->second.state != Entry::State::kAcking)
+                    continue;
+                  it->second.state = Entry::State::kReady;
+                  it->second.owner = 0;
+                  q.ready.insert(key);
+                }
+                WakeLocked(org);
+              });
+            }
           }
           if (r.ok()) Publish(r->events);
           if (done) done(r.status());

@@ -770,10 +770,9 @@ Decision Policy::Evaluate(const Flow& flow) const {
     }
     const Impl& p = *impl_;
     thread_local Bits senders, recipients, types;
-    if (senders.size() < p.words) {
-      senders.resize(p.words);
-      recipients.resize(p.words);
-      types.resize(p.words);
+    // Each on its own: a resize that throws must not leave one short.
+    for (Bits* b : {&senders, &recipients, &types}) {
+      if (b->size() < p.words) b->resize(p.words);
     }
     p.sender.Fill(flow.sender, senders);
     p.recipient.Fill(flow.recipient, recipients);

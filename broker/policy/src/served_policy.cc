@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "lienthong/common/status_macros.h"
@@ -87,12 +88,14 @@ void DecisionLog::Record(absl::Time at, const Flow& flow,
   if (capacity_ == 0) return;
   Entry e{at, flow, decision, policy.shared_from_this()};
   e.decision.detail.clear();
+  Entry evicted;  // destroyed after the lock: it may hold the last
+                 // reference to an old policy
   absl::MutexLock lock(&mu_);
   if (ring_.size() < capacity_) {
     ring_.push_back(std::move(e));
   } else {
-    ring_[next_] = std::move(e);  // the old entry is freed under the lock,
-  }                               // but it holds no large allocation
+    evicted = std::exchange(ring_[next_], std::move(e));
+  }
   next_ = (next_ + 1) % capacity_;
   ++total_;
 }
@@ -211,12 +214,15 @@ void ServedPolicy::WatchLoop() {
         absl::Now() - absl::TimeFromTimespec(st.st_mtim) >= kSettleTime;
     if (settled) {
       absl::Status s = ReloadFromFile();
-      absl::MutexLock lock(&mu_);
-      // Report a rejection once, not at every tick.
-      if (!s.ok() && options_.log && s.message() != last_logged_error_) {
-        options_.log(s.message());
+      bool report = false;
+      {
+        absl::MutexLock lock(&mu_);
+        // Report a rejection once, not at every tick.
+        report = !s.ok() && s.message() != last_logged_error_;
+        last_logged_error_ = s.ok() ? "" : std::string(s.message());
       }
-      last_logged_error_ = s.ok() ? "" : std::string(s.message());
+      // Outside the lock: the log callback may call back into this object.
+      if (report && options_.log) options_.log(s.message());
     }
     mu_.Lock();
   }
@@ -229,18 +235,25 @@ absl::Status ServedPolicy::ReloadFromFile() {
   std::shared_ptr<const Policy> current = Current();
   absl::Status result;
   if (text.ok()) {
-    if (current && *text == current->source()) return absl::OkStatus();
+    if (current && *text == current->source()) {
+      absl::MutexLock lock(&mu_);
+      last_reload_ = absl::OkStatus();  // e.g. a bad edit was reverted
+      return absl::OkStatus();
+    }
     absl::StatusOr<std::shared_ptr<const Policy>> next =
         Policy::Compile(*text, options_.path, options_.compile);
     if (next.ok()) {
-      absl::MutexLock lock(&mu_);
-      current_ = *std::move(next);
-      loaded_at_ = absl::Now();
-      last_reload_ = absl::OkStatus();
+      std::shared_ptr<const Policy> swapped = *next;
+      {
+        absl::MutexLock lock(&mu_);
+        current_ = *std::move(next);
+        loaded_at_ = absl::Now();
+        last_reload_ = absl::OkStatus();
+      }
       if (options_.log) {
-        options_.log(absl::StrCat("policy ", current_->version(), " from ",
+        options_.log(absl::StrCat("policy ", swapped->version(), " from ",
                                   options_.path, " now serving (",
-                                  current_->rule_count(), " rules)"));
+                                  swapped->rule_count(), " rules)"));
       }
       return absl::OkStatus();
     }
@@ -265,14 +278,28 @@ absl::StatusOr<std::shared_ptr<const Policy>> ServedPolicy::Apply(
   ASSIGN_OR_RETURN(std::shared_ptr<const Policy> next,
                    Policy::Compile(source, name, options_.compile));
   std::shared_ptr<const Policy> current = Current();
-  if (current && current->version() == next->version()) return current;
+  if (current && current->version() == next->version()) {
+    // Serving already; still repair the file if a rejected edit is on disk,
+    // or the next restart would fail on it.
+    if (!options_.path.empty()) {
+      absl::StatusOr<std::string> on_disk = ReadFile(options_.path);
+      if (!on_disk.ok() || *on_disk != source) {
+        RETURN_IF_ERROR(WriteFileAtomically(options_.path, source));
+      }
+      absl::MutexLock lock(&mu_);
+      last_reload_ = absl::OkStatus();
+    }
+    return current;
+  }
   if (!options_.path.empty()) {
     RETURN_IF_ERROR(WriteFileAtomically(options_.path, source));
   }
-  absl::MutexLock lock(&mu_);
-  current_ = next;
-  loaded_at_ = absl::Now();
-  last_reload_ = absl::OkStatus();
+  {
+    absl::MutexLock lock(&mu_);
+    current_ = next;
+    loaded_at_ = absl::Now();
+    last_reload_ = absl::OkStatus();
+  }
   if (options_.log) {
     options_.log(absl::StrCat("policy ", next->version(), " applied (",
                               next->rule_count(), " rules)"));
