@@ -748,6 +748,10 @@ rules:
     recipient: {orgs: [000.00.00.H50]}
 )")
                 .status());
+  // Not even the metadata of a withheld copy is listed.
+  EXPECT_EQ(InboxTotal(g22_), 0);
+  ASSERT_OK_AND_ASSIGN(v1::ListInboxResponse g22_inbox, ListInbox(g22_));
+  EXPECT_THAT(g22_inbox.entries(), IsEmpty());
   Receiver g22, sub;
   ASSERT_OK(g22.Open(*exchange_, g22_, 10));
   ASSERT_OK(sub.Open(*exchange_, sub_, 10));

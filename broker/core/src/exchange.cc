@@ -735,8 +735,10 @@ class ExchangeImpl : public Exchange {
   // broker → recipient flow), so that a policy applied after a document was
   // accepted also governs the copies still waiting. nullopt while permitted;
   // otherwise the DENIED event naming the policy and rules.
+  // `record`: log the denial in the decision log (false for listings).
   std::optional<v1::StatusEvent> RecheckDelivery(
-      const v1::Document& doc, const storage::QueueEntry& qe) {
+      const v1::Document& doc, const storage::QueueEntry& qe,
+      bool record = true) {
     std::shared_ptr<const policy::Policy> policy = policy_->Current();
     absl::StatusOr<policy::Flow> flow = FlowOf(doc);
     policy::Decision decision;
@@ -770,7 +772,7 @@ class ExchangeImpl : public Exchange {
       e.set_reason(absl::StrCat("withheld at delivery: ",
                                 decision.Reason(*policy, *flow)));
       policy::ToProto(decision, *policy, options_.broker_id, e.mutable_policy());
-      policy_->decisions().Record(now, *flow, decision, *policy);
+      if (record) policy_->decisions().Record(now, *flow, decision, *policy);
     } else {
       e.set_reason(absl::StrCat("withheld at delivery (fail closed): ",
                                 decision.detail));
@@ -1025,6 +1027,12 @@ class ExchangeImpl : public Exchange {
         absl::StatusOr<std::shared_ptr<const v1::Document>> doc =
             Materialize(h);
         if (!doc.ok()) continue;
+        // A copy the serving policy now withholds is not shown, not even
+        // its metadata; its next hand-out withdraws it.
+        if (RecheckDelivery(**doc, h.qe, /*record=*/false)) {
+          response.set_total(response.total() - 1);
+          continue;
+        }
         v1::InboxEntry* e = response.add_entries();
         e->set_document_id(h.qe.document_id);
         e->set_sender((*doc)->sender());
