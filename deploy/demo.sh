@@ -2,7 +2,8 @@
 # The README's run command: installs what is missing, builds, makes a
 # development PKI, starts a broker on its embedded defaults, and sends an
 # official document from a provincial committee (000.00.00.H49) to a central
-# body (000.00.00.G22): send, receive, acknowledge, report statuses, track.
+# body (000.00.00.G22): send, receive, acknowledge, report statuses, track;
+# then a flow the policy forbids, refused and explained.
 # With a terminal it then keeps the broker running until Ctrl-C.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -53,6 +54,15 @@ as 000.00.00.G22 status "$ID" arrived
 as 000.00.00.G22 status "$ID" assigned
 echo "== 000.00.00.H49 tracks what it sent"
 as 000.00.00.H49 track "$ID"
+
+echo "== policy: an AI-made personnel decision is refused (deny by default, forbid beats permit)"
+if as 000.00.00.G22 send --to 000.00.00.H49 --subject "Quyết định điều động cán bộ" \
+     --type "Quyết định" --origin ai --decision personnel "$DEMO/report.txt"; then
+  echo "the policy should have refused it"; exit 1
+fi
+echo "== policy: why (lienthong policy explain, offline, on the embedded development policy)"
+"$BIN/client-sdk/lienthong" policy explain --policy "$ROOT/deploy/policy/lienthong-policy.yaml" \
+  --flow '{sender: 000.00.00.G22, recipient: 000.00.00.H49, origin: ai, decision_category: personnel}'
 
 if [ -t 0 ] && [ -z "${CI:-}" ]; then
   echo "== the broker keeps running on 127.0.0.1:$PORT (PKI in $DEMO/pki); Ctrl-C stops it"
