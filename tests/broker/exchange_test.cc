@@ -30,22 +30,22 @@ namespace {
 
 using ::google::protobuf::util::TimeUtil;
 using ::lienthong::testing_util::AsyncResult;
-using ::lienthong::testing_util::kAsyncTimeout;
 using ::lienthong::testing_util::Collector;
 using ::lienthong::testing_util::Eventually;
 using ::lienthong::testing_util::IsOkAndHolds;
+using ::lienthong::testing_util::kAsyncTimeout;
 using ::lienthong::testing_util::StatusIs;
 using ::lienthong::testing_util::TempDir;
 using ::testing::AllOf;
+using ::testing::Contains;
 using ::testing::ElementsAre;
 using ::testing::ElementsAreArray;
 using ::testing::HasSubstr;
-using ::testing::Property;
-using ::testing::Contains;
-using ::testing::UnorderedElementsAre;
 using ::testing::IsEmpty;
 using ::testing::MatchesRegex;
+using ::testing::Property;
 using ::testing::SizeIs;
+using ::testing::UnorderedElementsAre;
 
 constexpr char kBrokerId[] = "spiffe://lienthong.local/broker/central";
 constexpr char kG22[] = "000.00.00.G22";
@@ -661,13 +661,12 @@ TEST_P(ExchangeTest, ForbiddenFlowIsRefusedNamingTheRuleAndNothingIsStored) {
   doc.mutable_metadata()->set_origin(v1::ORIGIN_AI);
   doc.mutable_metadata()->set_decision_category(
       v1::DECISION_CATEGORY_PERSONNEL);
-  EXPECT_THAT(Send(h49_, doc),
-              StatusIs(absl::StatusCode::kPermissionDenied,
-                       AllOf(HasSubstr("document.recipients[0]"),
-                             HasSubstr("forbids"),
-                             HasSubstr("\"no-ai-personnel-decisions\""),
-                             HasSubstr(policy_->Current()->version().substr(
-                                 0, 19)))));
+  EXPECT_THAT(
+      Send(h49_, doc),
+      StatusIs(absl::StatusCode::kPermissionDenied,
+               AllOf(HasSubstr("document.recipients[0]"), HasSubstr("forbids"),
+                     HasSubstr("\"no-ai-personnel-decisions\""),
+                     HasSubstr(policy_->Current()->version().substr(0, 19)))));
   EXPECT_EQ(InboxTotal(g22_), 0);
   EXPECT_EQ(InboxTotal(h50_), 0);
   EXPECT_EQ(exchange_->Stats().accepted, 0u);
@@ -760,9 +759,8 @@ rules:
   // The pull path is governed too.
   ASSERT_OK_AND_ASSIGN(v1::FetchResponse fetched, Fetch(h50_, 0));
   EXPECT_THAT(fetched.deliveries(), IsEmpty());
-  EXPECT_TRUE(Eventually([&] {
-    return InboxTotal(g22_) == 0 && InboxTotal(h50_) == 0;
-  }));
+  EXPECT_TRUE(Eventually(
+      [&] { return InboxTotal(g22_) == 0 && InboxTotal(h50_) == 0; }));
   EXPECT_FALSE(g22.WaitForCount(1, absl::Milliseconds(200)));
 
   ASSERT_OK_AND_ASSIGN(v1::DocumentStatus status, GetStatus(h49_, id));
@@ -777,12 +775,11 @@ rules:
     EXPECT_EQ(e.policy().policy_version(), policy_->Current()->version());
     EXPECT_EQ(e.actor(), kBrokerId);
   }
-  EXPECT_THAT(reasons,
-              UnorderedElementsAre(
-                  AllOf(HasSubstr("withheld at delivery"),
-                        HasSubstr("deny by default"), HasSubstr(kG22)),
-                  AllOf(HasSubstr("withheld at delivery"),
-                        HasSubstr("\"freeze-to-h50\""))));
+  EXPECT_THAT(reasons, UnorderedElementsAre(
+                           AllOf(HasSubstr("withheld at delivery"),
+                                 HasSubstr("deny by default"), HasSubstr(kG22)),
+                           AllOf(HasSubstr("withheld at delivery"),
+                                 HasSubstr("\"freeze-to-h50\""))));
   // Withheld copies are gone for good: a restart does not bring them back.
   g22.Close();
   sub.Close();
@@ -814,9 +811,9 @@ rules:
   ASSERT_THAT(status.recipients(), SizeIs(1));
   EXPECT_EQ(status.recipients(0).delivery_state(), v1::DELIVERY_STATE_DENIED);
   EXPECT_THAT(status.history(),
-              Contains(Property(&v1::StatusEvent::reason,
-                                AllOf(HasSubstr("4096 bytes"),
-                                      HasSubstr("small-only")))));
+              Contains(Property(
+                  &v1::StatusEvent::reason,
+                  AllOf(HasSubstr("4096 bytes"), HasSubstr("small-only")))));
   g22.Close();
 }
 

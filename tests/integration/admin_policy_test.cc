@@ -131,7 +131,8 @@ absl::Status ParseJson(absl::string_view json, Message* message) {
 std::string BrokerConfig(const std::string& policy_path,
                          int reload_seconds = 0) {
   return absl::StrCat("policy: {file: ", policy_path,
-                      ", reload_seconds: ", reload_seconds, "}\n"
+                      ", reload_seconds: ", reload_seconds,
+                      "}\n"
                       "roles: {operator: [operator], auditor: [auditor]}\n");
 }
 
@@ -453,16 +454,17 @@ TEST_F(WatchedPolicyFileTest, EditedFileIsSwappedInAndABrokenEditIsRejected) {
     return p.ok() && !p->last_reload_error().empty();
   }));
   ASSERT_OK_AND_ASSIGN(v1::GetPolicyResponse broken, auditor->GetPolicy());
-  EXPECT_THAT(broken.last_reload_error(),
-              ::testing::ContainsRegex("policy\\.yaml:4:[0-9]+: unknown group"));
+  EXPECT_THAT(
+      broken.last_reload_error(),
+      ::testing::ContainsRegex("policy\\.yaml:4:[0-9]+: unknown group"));
   EXPECT_EQ(broken.version(), initial);
   EXPECT_OK(h49->Send(NewDocument(kG22)).status());
   EXPECT_THAT(broker_.stderr_text(), HasSubstr("policy rejected"));
 
   // A good edit: swapped in without a restart; the next send obeys it.
   ASSERT_OK(WriteFile(policy_path_, PolicyForbiddingH49ToCentre()));
-  ASSERT_TRUE(testing_util::Eventually(
-      [&] { return ServingVersion() != initial; }));
+  ASSERT_TRUE(
+      testing_util::Eventually([&] { return ServingVersion() != initial; }));
   ASSERT_OK_AND_ASSIGN(v1::GetPolicyResponse swapped, auditor->GetPolicy());
   EXPECT_THAT(swapped.last_reload_error(), IsEmpty());
   EXPECT_THAT(h49->Send(NewDocument(kG22)).status(),

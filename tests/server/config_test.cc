@@ -80,9 +80,9 @@ TEST(ConfigTest, OwnOrgsNeedAPolicyFile) {
   absl::StatusOr<BrokerConfig> c = ParseConfig(
       "listen: 127.0.0.1:1\norgs:\n  - code: 000.00.00.H49\n", "b.yaml");
   ASSERT_FALSE(c.ok());
-  EXPECT_THAT(std::string(c.status().message()),
-              AllOf(StartsWith("b.yaml:3:3: "),
-                    HasSubstr("policy.file is required")));
+  EXPECT_THAT(
+      std::string(c.status().message()),
+      AllOf(StartsWith("b.yaml:3:3: "), HasSubstr("policy.file is required")));
   // The embedded demo orgs come with the embedded development policy.
   c = ParseConfig("listen: 127.0.0.1:1\n", "b.yaml");
   ASSERT_TRUE(c.ok()) << c.status();

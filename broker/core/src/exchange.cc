@@ -413,10 +413,10 @@ class ExchangeImpl : public Exchange {
       policy::Decision decision = policy_->Decide(flow, now, &policy);
       const std::string field = absl::StrCat("document.recipients[", i, "]");
       if (!decision.permitted()) {
-        return absl::PermissionDeniedError(absl::StrCat(
-            field, ": ",
-            policy ? decision.Reason(*policy, flow)
-                   : "denied: no policy is loaded (fail closed)"));
+        return absl::PermissionDeniedError(
+            absl::StrCat(field, ": ",
+                         policy ? decision.Reason(*policy, flow)
+                                : "denied: no policy is loaded (fail closed)"));
       }
       RETURN_IF_ERROR(CheckObligations(decision, *policy, flow, doc, field));
       v1::PolicyDecision& wire = out->emplace_back();
@@ -456,7 +456,8 @@ class ExchangeImpl : public Exchange {
 
   static size_t DocumentContentBytes(const v1::Document& doc) {
     size_t size = doc.body().size();
-    for (const v1::Attachment& a : doc.attachments()) size += a.content().size();
+    for (const v1::Attachment& a : doc.attachments())
+      size += a.content().size();
     return size;
   }
 
@@ -465,20 +466,22 @@ class ExchangeImpl : public Exchange {
     policy::Flow flow;
     flow.sender = doc.sender();
     flow.document_type = m.document_type();
-    ASSIGN_OR_RETURN(flow.classification,
-                     policy::ClassificationFromProto(
-                         m.classification(), "document.metadata.classification"));
-    ASSIGN_OR_RETURN(flow.urgency, policy::UrgencyFromProto(
-                                       m.urgency(), "document.metadata.urgency"));
+    ASSIGN_OR_RETURN(
+        flow.classification,
+        policy::ClassificationFromProto(m.classification(),
+                                        "document.metadata.classification"));
+    ASSIGN_OR_RETURN(
+        flow.urgency,
+        policy::UrgencyFromProto(m.urgency(), "document.metadata.urgency"));
     ASSIGN_OR_RETURN(flow.business_type,
                      policy::BusinessTypeFromProto(
                          m.business_type(), "document.metadata.business_type"));
     ASSIGN_OR_RETURN(flow.origin, policy::OriginFromProto(
                                       m.origin(), "document.metadata.origin"));
-    ASSIGN_OR_RETURN(flow.decision_category,
-                     policy::DecisionCategoryFromProto(
-                         m.decision_category(),
-                         "document.metadata.decision_category"));
+    ASSIGN_OR_RETURN(
+        flow.decision_category,
+        policy::DecisionCategoryFromProto(
+            m.decision_category(), "document.metadata.decision_category"));
     return flow;
   }
 
@@ -736,9 +739,9 @@ class ExchangeImpl : public Exchange {
   // accepted also governs the copies still waiting. nullopt while permitted;
   // otherwise the DENIED event naming the policy and rules.
   // `record`: log the denial in the decision log (false for listings).
-  std::optional<v1::StatusEvent> RecheckDelivery(
-      const v1::Document& doc, const storage::QueueEntry& qe,
-      bool record = true) {
+  std::optional<v1::StatusEvent> RecheckDelivery(const v1::Document& doc,
+                                                 const storage::QueueEntry& qe,
+                                                 bool record = true) {
     std::shared_ptr<const policy::Policy> policy = policy_->Current();
     absl::StatusOr<policy::Flow> flow = FlowOf(doc);
     policy::Decision decision;
@@ -767,11 +770,13 @@ class ExchangeImpl : public Exchange {
     e.set_sender(qe.sender);
     if (!broken_obligation.empty()) {
       e.set_reason(absl::StrCat("withheld at ", broken_obligation));
-      policy::ToProto(decision, *policy, options_.broker_id, e.mutable_policy());
+      policy::ToProto(decision, *policy, options_.broker_id,
+                      e.mutable_policy());
     } else if (flow.ok() && policy) {
       e.set_reason(absl::StrCat("withheld at delivery: ",
                                 decision.Reason(*policy, *flow)));
-      policy::ToProto(decision, *policy, options_.broker_id, e.mutable_policy());
+      policy::ToProto(decision, *policy, options_.broker_id,
+                      e.mutable_policy());
       if (record) policy_->decisions().Record(now, *flow, decision, *policy);
     } else {
       e.set_reason(absl::StrCat("withheld at delivery (fail closed): ",
@@ -851,10 +856,9 @@ class ExchangeImpl : public Exchange {
     batch.events = std::move(events);
     batch.dequeue = entries;
     StoreWrite(
-        std::move(batch),
-        [this, org, delivered, entries = std::move(entries),
-         done = std::move(done)](
-            absl::StatusOr<storage::WriteResult> r) mutable {
+        std::move(batch), [this, org, delivered, entries = std::move(entries),
+                           done = std::move(done)](
+                              absl::StatusOr<storage::WriteResult> r) mutable {
           {
             absl::MutexLock lock(&mu_);
             OrgQueue& q = queues_[org];

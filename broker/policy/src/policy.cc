@@ -93,14 +93,14 @@ struct OrgMatcher {
   std::string Describe() const {
     std::vector<std::string> parts;
     if (!direct.orgs.empty())
-      parts.push_back(absl::StrCat("orgs [", absl::StrJoin(direct.orgs, ", "),
-                                   "]"));
+      parts.push_back(
+          absl::StrCat("orgs [", absl::StrJoin(direct.orgs, ", "), "]"));
     if (!direct.under.empty())
-      parts.push_back(absl::StrCat(
-          "under [", absl::StrJoin(direct.under, ", "), "]"));
+      parts.push_back(
+          absl::StrCat("under [", absl::StrJoin(direct.under, ", "), "]"));
     if (!direct.provinces.empty())
-      parts.push_back(absl::StrCat(
-          "provinces [", absl::StrJoin(direct.provinces, ", "), "]"));
+      parts.push_back(absl::StrCat("provinces [",
+                                   absl::StrJoin(direct.provinces, ", "), "]"));
     if (!groups.empty())
       parts.push_back(
           absl::StrCat("groups [", absl::StrJoin(groups, ", "), "]"));
@@ -155,16 +155,14 @@ std::vector<std::string> FailedConditions(const Rule& rule, const Flow& flow) {
   if (!rule.document_types.empty() &&
       std::find(rule.document_types.begin(), rule.document_types.end(),
                 flow.document_type) == rule.document_types.end()) {
-    failed.push_back(absl::StrCat("document type \"", flow.document_type,
-                                  "\" is not one of [",
-                                  absl::StrJoin(rule.document_types, ", "),
-                                  "]"));
+    failed.push_back(absl::StrCat(
+        "document type \"", flow.document_type, "\" is not one of [",
+        absl::StrJoin(rule.document_types, ", "), "]"));
   }
   if (rule.has_max_classification &&
       flow.classification > rule.max_classification) {
     failed.push_back(absl::StrCat("classification ", Name(flow.classification),
-                                  " is above ",
-                                  Name(rule.max_classification)));
+                                  " is above ", Name(rule.max_classification)));
   }
   auto check = [&](uint32_t mask, int value, absl::string_view what,
                    absl::string_view word, int lo, int hi,
@@ -196,7 +194,8 @@ std::vector<std::string> FailedConditions(const Rule& rule, const Flow& flow) {
 void Merge(const Obligations& from, Obligations* into) {
   into->end_to_end_encryption |= from.end_to_end_encryption;
   into->paper_conversion_forbidden |= from.paper_conversion_forbidden;
-  if (from.retention && (!into->retention || *from.retention > *into->retention))
+  if (from.retention &&
+      (!into->retention || *from.retention > *into->retention))
     into->retention = from.retention;
   if (from.max_size_bytes &&
       (!into->max_size_bytes || *from.max_size_bytes < *into->max_size_bytes))
@@ -376,8 +375,7 @@ void Policy::Impl::BuildIndex() {
     for (int v = 1; v <= 3; ++v)
       if (r.origins & (1u << v)) SetBit(by_origin[v], i);
     for (int v = 0; v <= 5; ++v)
-      if (r.decision_categories & (1u << v))
-        SetBit(by_decision_category[v], i);
+      if (r.decision_categories & (1u << v)) SetBit(by_decision_category[v], i);
     for (int v = 0; v <= 1; ++v)
       if (!r.cross_broker || *r.cross_broker == (v == 1))
         SetBit(by_cross_broker[v], i);
@@ -409,18 +407,19 @@ class Compiler {
           ": empty policy; a policy needs at least one rule (an empty one "
           "would deny everything)"));
     }
-    RETURN_IF_ERROR(
-        reader_.CheckKeys(root, "the policy", {"description", "groups", "rules"}));
+    RETURN_IF_ERROR(reader_.CheckKeys(root, "the policy",
+                                      {"description", "groups", "rules"}));
     if (YAML::Node d = root["description"]) {
       ASSIGN_OR_RETURN(out->description, reader_.Scalar(d, "description"));
     }
     if (YAML::Node g = root["groups"]) RETURN_IF_ERROR(Groups(g, out));
     YAML::Node rules = root["rules"];
     if (!rules) {
-      return reader_.Error(root,
-                           "rules: required; with no rule every flow is denied");
+      return reader_.Error(
+          root, "rules: required; with no rule every flow is denied");
     }
-    if (!rules.IsSequence()) return reader_.Error(rules, "rules must be a list");
+    if (!rules.IsSequence())
+      return reader_.Error(rules, "rules must be a list");
     if (rules.size() == 0) {
       return reader_.Error(rules,
                            "rules: empty; with no rule every flow is denied");
@@ -431,10 +430,10 @@ class Compiler {
       RETURN_IF_ERROR(RuleValue(node, *out, &rule));
       auto [it, inserted] = names.emplace(rule.name, node.Mark().line + 1);
       if (!inserted) {
-        return reader_.Error(node["name"],
-                             absl::StrCat("duplicate rule name \"", rule.name,
-                                          "\" (first defined on line ",
-                                          it->second, ")"));
+        return reader_.Error(
+            node["name"],
+            absl::StrCat("duplicate rule name \"", rule.name,
+                         "\" (first defined on line ", it->second, ")"));
       }
       out->rules.push_back(std::move(rule));
     }
@@ -459,9 +458,9 @@ class Compiler {
     RETURN_IF_ERROR(reader_.CheckKeys(node, where, keys));
     if (node.size() == 0) {
       return reader_.Error(
-          node, absl::StrCat(where,
-                             ": give orgs, under, provinces or groups (omit ",
-                             where, " to match any organization)"));
+          node,
+          absl::StrCat(where, ": give orgs, under, provinces or groups (omit ",
+                       where, " to match any organization)"));
     }
     for (const char* key : {"orgs", "under"}) {
       YAML::Node n = node[key];
@@ -508,10 +507,11 @@ class Compiler {
             std::vector<std::string> defined;
             for (const auto& [name, s] : policy.groups) defined.push_back(name);
             return reader_.Error(
-                item, absl::StrCat("unknown group \"", g, "\" (defined: ",
-                                   defined.empty() ? "none"
-                                                   : absl::StrJoin(defined, ", "),
-                                   ")"));
+                item,
+                absl::StrCat(
+                    "unknown group \"", g, "\" (defined: ",
+                    defined.empty() ? "none" : absl::StrJoin(defined, ", "),
+                    ")"));
           }
         }
         groups->insert(groups->end(), names.begin(), names.end());
@@ -529,7 +529,8 @@ class Compiler {
       return reader_.Error(node, "groups must be a mapping of name to members");
     }
     for (const auto& kv : node) {
-      ASSIGN_OR_RETURN(std::string name, reader_.Scalar(kv.first, "group name"));
+      ASSIGN_OR_RETURN(std::string name,
+                       reader_.Scalar(kv.first, "group name"));
       if (!ValidName(name)) {
         return reader_.Error(
             kv.first, absl::StrCat("group name \"", name,
@@ -544,10 +545,11 @@ class Compiler {
       // CheckKeys rejects "groups" inside a group with the generic unknown
       // field message; say what is wrong instead.
       if (kv.second.IsMap() && kv.second["groups"]) {
-        return reader_.Error(kv.second["groups"],
-                             absl::StrCat("group \"", name,
-                                          "\": a group cannot contain groups; "
-                                          "list its orgs, under and provinces"));
+        return reader_.Error(
+            kv.second["groups"],
+            absl::StrCat("group \"", name,
+                         "\": a group cannot contain groups; "
+                         "list its orgs, under and provinces"));
       }
       RETURN_IF_ERROR(OrgSetValue(kv.second, absl::StrCat("group ", name),
                                   false, &set, nullptr, *out));
@@ -570,9 +572,9 @@ class Compiler {
       }
       return reader_.Error(
           at, absl::StrCat("rule \"", rule.name, "\": obligation ", what,
-                             " cannot be enforced by this broker (", why,
-                             "); remove it, or the broker would carry "
-                             "documents without it"));
+                           " cannot be enforced by this broker (", why,
+                           "); remove it, or the broker would carry "
+                           "documents without it"));
     };
     if (o.end_to_end_encryption && !c.end_to_end_encryption)
       return refuse("end_to_end_encryption",
@@ -667,9 +669,9 @@ class Compiler {
                                              ": a forbid rule carries no "
                                              "obligations"));
       }
-      ASSIGN_OR_RETURN(rule->obligations,
-                       reader_.ObligationsValue(
-                           n, absl::StrCat(where, " obligations")));
+      ASSIGN_OR_RETURN(
+          rule->obligations,
+          reader_.ObligationsValue(n, absl::StrCat(where, " obligations")));
       RETURN_IF_ERROR(CheckEnforceable(n, *rule));
     }
     return absl::OkStatus();
@@ -712,10 +714,8 @@ absl::StatusOr<std::shared_ptr<const Policy>> Policy::Compile(
   try {
     RETURN_IF_ERROR(compiler.Compile(yaml, impl.get()));
   } catch (const YAML::Exception& e) {
-    return absl::InvalidArgumentError(absl::StrCat(file_name, ":",
-                                                   e.mark.line + 1, ":",
-                                                   e.mark.column + 1, ": ",
-                                                   e.msg));
+    return absl::InvalidArgumentError(absl::StrCat(
+        file_name, ":", e.mark.line + 1, ":", e.mark.column + 1, ": ", e.msg));
   } catch (const std::exception& e) {
     return absl::InvalidArgumentError(
         absl::StrCat(file_name, ": cannot compile: ", e.what()));
@@ -790,8 +790,7 @@ Decision Policy::Evaluate(const Flow& flow) const {
         p.by_business_type[static_cast<int>(flow.business_type)].data();
     const uint64_t* org = p.by_origin[static_cast<int>(flow.origin)].data();
     const uint64_t* dc =
-        p.by_decision_category[static_cast<int>(flow.decision_category)]
-            .data();
+        p.by_decision_category[static_cast<int>(flow.decision_category)].data();
     const uint64_t* xb = p.by_cross_broker[flow.cross_broker ? 1 : 0].data();
     const uint64_t* fb = p.forbids.data();
     const uint64_t* sn = senders.data();
@@ -855,9 +854,8 @@ Explanation Policy::Explain(const Flow& flow, size_t max_near_misses) const {
   std::sort(misses.begin(), misses.end());
   for (size_t k = 0; k < misses.size() && k < max_near_misses; ++k) {
     uint32_t i = misses[k].second;
-    e.near_misses.push_back(NearMiss{impl_->rules[i].name,
-                                     impl_->rules[i].effect,
-                                     std::move(failed[i])});
+    e.near_misses.push_back(NearMiss{
+        impl_->rules[i].name, impl_->rules[i].effect, std::move(failed[i])});
   }
   return e;
 }
@@ -872,7 +870,8 @@ std::vector<std::string> Decision::RuleNames(const Policy& policy) const {
 std::string Decision::Reason(const Policy& policy, const Flow& flow) const {
   auto quoted = [&] {
     std::vector<std::string> q;
-    for (uint32_t r : rules) q.push_back(absl::StrCat("\"", policy.rule_name(r), "\""));
+    for (uint32_t r : rules)
+      q.push_back(absl::StrCat("\"", policy.rule_name(r), "\""));
     return absl::StrJoin(q, ", ");
   };
   std::string version = ShortVersion(policy.version());
@@ -889,9 +888,10 @@ std::string Decision::Reason(const Policy& policy, const Flow& flow) const {
     case Cause::kBuiltInGuard:
       return absl::StrCat("refused: ", detail);
     case Cause::kError:
-      return absl::StrCat("denied because the policy could not be evaluated "
-                          "(fail closed): ",
-                          detail);
+      return absl::StrCat(
+          "denied because the policy could not be evaluated "
+          "(fail closed): ",
+          detail);
   }
   return "denied";
 }
@@ -913,12 +913,14 @@ std::string Obligations::DebugString() const {
                                  a.org.empty() ? "sender" : a.org, ")"));
   }
   if (retention) {
-    parts.push_back(absl::StrCat("retention ",
-                                 absl::ToInt64Hours(*retention) % 24 == 0
-                                     ? absl::StrCat(absl::ToInt64Hours(*retention) / 24, "d")
-                                     : absl::StrCat(absl::ToInt64Hours(*retention), "h")));
+    parts.push_back(absl::StrCat(
+        "retention ",
+        absl::ToInt64Hours(*retention) % 24 == 0
+            ? absl::StrCat(absl::ToInt64Hours(*retention) / 24, "d")
+            : absl::StrCat(absl::ToInt64Hours(*retention), "h")));
   }
-  if (max_size_bytes) parts.push_back(absl::StrCat("max_size ", *max_size_bytes));
+  if (max_size_bytes)
+    parts.push_back(absl::StrCat("max_size ", *max_size_bytes));
   if (paper_conversion_forbidden) parts.push_back("paper_conversion_forbidden");
   return parts.empty() ? "none" : absl::StrJoin(parts, ", ");
 }

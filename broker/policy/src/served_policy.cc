@@ -89,7 +89,7 @@ void DecisionLog::Record(absl::Time at, const Flow& flow,
   Entry e{at, flow, decision, policy.shared_from_this()};
   e.decision.detail.clear();
   Entry evicted;  // destroyed after the lock: it may hold the last
-                 // reference to an old policy
+                  // reference to an old policy
   absl::MutexLock lock(&mu_);
   if (ring_.size() < capacity_) {
     ring_.push_back(std::move(e));
@@ -158,11 +158,12 @@ absl::StatusOr<std::unique_ptr<ServedPolicy>> ServedPolicy::Open(
   std::unique_ptr<ServedPolicy> served(new ServedPolicy(options));
   std::shared_ptr<const Policy> initial;
   if (options.path.empty()) {
-    ASSIGN_OR_RETURN(initial, Policy::Compile(options.embedded_source,
-                                              "<embedded policy>",
-                                              options.compile));
+    ASSIGN_OR_RETURN(
+        initial, Policy::Compile(options.embedded_source, "<embedded policy>",
+                                 options.compile));
   } else {
-    ASSIGN_OR_RETURN(initial, Policy::CompileFile(options.path, options.compile));
+    ASSIGN_OR_RETURN(initial,
+                     Policy::CompileFile(options.path, options.compile));
   }
   {
     absl::MutexLock lock(&served->mu_);
@@ -170,8 +171,8 @@ absl::StatusOr<std::unique_ptr<ServedPolicy>> ServedPolicy::Open(
     served->loaded_at_ = absl::Now();
   }
   if (!options.path.empty() && options.reload_interval > absl::ZeroDuration()) {
-    served->watcher_ = std::make_unique<std::thread>(
-        [s = served.get()] { s->WatchLoop(); });
+    served->watcher_ =
+        std::make_unique<std::thread>([s = served.get()] { s->WatchLoop(); });
   }
   return served;
 }
@@ -257,10 +258,10 @@ absl::Status ServedPolicy::ReloadFromFile() {
       }
       return absl::OkStatus();
     }
-    result = absl::InvalidArgumentError(absl::StrCat(
-        next.status().message(), " — policy rejected; ",
-        current ? current->version() : "the previous policy",
-        " keeps serving"));
+    result = absl::InvalidArgumentError(
+        absl::StrCat(next.status().message(), " — policy rejected; ",
+                     current ? current->version() : "the previous policy",
+                     " keeps serving"));
   } else {
     result = absl::Status(text.status().code(),
                           absl::StrCat(text.status().message(),

@@ -21,9 +21,10 @@ absl::StatusOr<uint64_t> ParseSize(absl::string_view text) {
     absl::string_view suffix;
     uint64_t factor;
   };
-  static constexpr Unit kUnits[] = {
-      {"GiB", uint64_t{1} << 30}, {"MiB", uint64_t{1} << 20},
-      {"KiB", uint64_t{1} << 10}, {"B", 1}};
+  static constexpr Unit kUnits[] = {{"GiB", uint64_t{1} << 30},
+                                    {"MiB", uint64_t{1} << 20},
+                                    {"KiB", uint64_t{1} << 10},
+                                    {"B", 1}};
   uint64_t factor = 1;
   for (const Unit& u : kUnits) {
     if (absl::EndsWith(t, u.suffix)) {
@@ -74,9 +75,11 @@ absl::StatusOr<PolicyTestFile> ParsePolicyTestFile(
     ASSIGN_OR_RETURN(YAML::Node root, reader.Load(yaml));
     if (!root.IsMap()) {
       return absl::InvalidArgumentError(absl::StrCat(
-          file_name, ": a policy test file is a mapping with policy and cases"));
+          file_name,
+          ": a policy test file is a mapping with policy and cases"));
     }
-    RETURN_IF_ERROR(reader.CheckKeys(root, "the test file", {"policy", "cases"}));
+    RETURN_IF_ERROR(
+        reader.CheckKeys(root, "the test file", {"policy", "cases"}));
     if (YAML::Node p = root["policy"]) {
       ASSIGN_OR_RETURN(std::string path, reader.Scalar(p, "policy"));
       std::filesystem::path fp(path);
@@ -92,15 +95,16 @@ absl::StatusOr<PolicyTestFile> ParsePolicyTestFile(
                           "cases: a non-empty list of test cases is required");
     }
     for (const YAML::Node& c : cases) {
-      RETURN_IF_ERROR(reader.CheckKeys(
-          c, "a test case", {"name", "flow", "expect", "rules", "obligations"}));
+      RETURN_IF_ERROR(
+          reader.CheckKeys(c, "a test case",
+                           {"name", "flow", "expect", "rules", "obligations"}));
       PolicyTestCase tc;
       tc.line = c.Mark().line + 1;
       if (!c["name"]) return reader.Error(c, "test case: name is required");
       ASSIGN_OR_RETURN(tc.name, reader.Scalar(c["name"], "name"));
       if (!c["flow"]) {
-        return reader.Error(c, absl::StrCat("test case \"", tc.name,
-                                            "\": flow is required"));
+        return reader.Error(
+            c, absl::StrCat("test case \"", tc.name, "\": flow is required"));
       }
       ASSIGN_OR_RETURN(tc.flow, reader.FlowValue(c["flow"]));
       if (!c["expect"]) {
@@ -108,15 +112,16 @@ absl::StatusOr<PolicyTestFile> ParsePolicyTestFile(
                                             "\": expect is required (permit "
                                             "or deny)"));
       }
-      ASSIGN_OR_RETURN(std::string expect, reader.Scalar(c["expect"], "expect"));
+      ASSIGN_OR_RETURN(std::string expect,
+                       reader.Scalar(c["expect"], "expect"));
       if (expect == "permit") {
         tc.expect = Effect::kPermit;
       } else if (expect == "deny") {
         tc.expect = Effect::kDeny;
       } else {
-        return reader.Error(c["expect"],
-                            absl::StrCat("expect: \"", expect,
-                                         "\" must be permit or deny"));
+        return reader.Error(
+            c["expect"],
+            absl::StrCat("expect: \"", expect, "\" must be permit or deny"));
       }
       if (YAML::Node r = c["rules"]) {
         if (!r.IsSequence()) return reader.Error(r, "rules must be a list");

@@ -14,15 +14,13 @@ namespace {
 template <typename E>
 struct Words;
 
-#define LIENTHONG_WORDS(E, ...)                                  \
-  template <>                                                    \
-  struct Words<E> {                                              \
-    static constexpr std::pair<absl::string_view, E> kAll[] = { \
-        __VA_ARGS__};                                            \
+#define LIENTHONG_WORDS(E, ...)                                              \
+  template <>                                                                \
+  struct Words<E> {                                                          \
+    static constexpr std::pair<absl::string_view, E> kAll[] = {__VA_ARGS__}; \
   };
 
-LIENTHONG_WORDS(Classification,
-                {"unclassified", Classification::kUnclassified},
+LIENTHONG_WORDS(Classification, {"unclassified", Classification::kUnclassified},
                 {"confidential", Classification::kConfidential},
                 {"secret", Classification::kSecret},
                 {"top_secret", Classification::kTopSecret})
@@ -75,9 +73,8 @@ absl::StatusOr<YAML::Node> YamlReader::Load(absl::string_view text) const {
     YAML::Node root = YAML::Load(std::string(text));
     return root;
   } catch (const YAML::Exception& e) {
-    return absl::InvalidArgumentError(absl::StrCat(file_, ":", e.mark.line + 1,
-                                                   ":", e.mark.column + 1,
-                                                   ": ", e.msg));
+    return absl::InvalidArgumentError(absl::StrCat(
+        file_, ":", e.mark.line + 1, ":", e.mark.column + 1, ": ", e.msg));
   }
 }
 
@@ -100,8 +97,8 @@ absl::Status YamlReader::CheckKeys(const YAML::Node& map,
   std::set<std::string> seen;
   for (const auto& kv : map) {
     if (!kv.first.IsScalar()) {
-      return Error(kv.first, absl::StrCat("keys in ", where,
-                                          " must be plain words"));
+      return Error(kv.first,
+                   absl::StrCat("keys in ", where, " must be plain words"));
     }
     const std::string& key = kv.first.Scalar();
     if (!known.count(key)) {
@@ -137,8 +134,7 @@ absl::StatusOr<bool> YamlReader::Bool(const YAML::Node& node,
 absl::StatusOr<std::vector<std::string>> YamlReader::StringList(
     const YAML::Node& node, absl::string_view what) const {
   if (!node.IsSequence()) {
-    return Error(node,
-                 absl::StrCat(what, " must be a list, e.g. [a, b]"));
+    return Error(node, absl::StrCat(what, " must be a list, e.g. [a, b]"));
   }
   if (node.size() == 0) {
     return Error(node, absl::StrCat(what,
@@ -308,7 +304,9 @@ absl::string_view Name(Urgency v) { return internal::WordOf(v); }
 absl::string_view Name(BusinessType v) { return internal::WordOf(v); }
 absl::string_view Name(Origin v) { return internal::WordOf(v); }
 absl::string_view Name(DecisionCategory v) { return internal::WordOf(v); }
-absl::string_view Name(Effect v) { return v == Effect::kPermit ? "permit" : "deny"; }
+absl::string_view Name(Effect v) {
+  return v == Effect::kPermit ? "permit" : "deny";
+}
 std::optional<Classification> ParseClassification(absl::string_view s) {
   return internal::ParseWord<Classification>(s);
 }

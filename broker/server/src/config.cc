@@ -99,7 +99,8 @@ broker::ExchangeOptions BrokerConfig::ToExchangeOptions() const {
 policy::ServedPolicyOptions BrokerConfig::ToPolicyOptions() const {
   policy::ServedPolicyOptions o;
   o.path = policy.path;
-  if (o.path.empty()) o.embedded_source = std::string(EmbeddedDevelopmentPolicy());
+  if (o.path.empty())
+    o.embedded_source = std::string(EmbeddedDevelopmentPolicy());
   o.reload_interval = policy.reload_interval;
   o.decision_log_capacity = policy.decision_log_size;
   return o;
@@ -109,7 +110,8 @@ std::vector<std::string> BrokerConfig::PersonIds(
     const std::vector<std::string>& names) const {
   std::vector<std::string> ids;
   for (const std::string& n : names)
-    ids.push_back(lienthong::SpiffeId(trust_domain, Principal::Kind::kPerson, n));
+    ids.push_back(
+        lienthong::SpiffeId(trust_domain, Principal::Kind::kPerson, n));
   return ids;
 }
 
@@ -163,10 +165,10 @@ absl::StatusOr<BrokerConfig> ParseConfig(const std::string& yaml,
   std::string base_dir =
       std::filesystem::path(file_name).parent_path().string();
   try {
-    RETURN_IF_ERROR(p.CheckKeys(root, "the configuration",
-                                {"broker", "listen", "data_dir", "tls", "orgs",
-                                 "limits", "worker_threads", "storage",
-                                 "policy", "roles"}));
+    RETURN_IF_ERROR(
+        p.CheckKeys(root, "the configuration",
+                    {"broker", "listen", "data_dir", "tls", "orgs", "limits",
+                     "worker_threads", "storage", "policy", "roles"}));
     if (YAML::Node b = root["broker"]) {
       RETURN_IF_ERROR(p.CheckKeys(b, "broker", {"name", "trust_domain"}));
       RETURN_IF_ERROR(p.String(b, "name", &c.name));
@@ -227,15 +229,15 @@ absl::StatusOr<BrokerConfig> ParseConfig(const std::string& yaml,
     RETURN_IF_ERROR(
         p.Number(root, "worker_threads", &c.worker_threads, 1, 256));
     if (YAML::Node pol = root["policy"]) {
-      RETURN_IF_ERROR(p.CheckKeys(pol, "policy",
-                                  {"file", "reload_seconds", "decision_log_size"}));
+      RETURN_IF_ERROR(p.CheckKeys(
+          pol, "policy", {"file", "reload_seconds", "decision_log_size"}));
       RETURN_IF_ERROR(p.String(pol, "file", &c.policy.path));
       c.policy.path = Resolve(base_dir, c.policy.path);
       int reload = 2;
       RETURN_IF_ERROR(p.Number(pol, "reload_seconds", &reload, 0, 3600));
       c.policy.reload_interval = absl::Seconds(reload);
-      RETURN_IF_ERROR(p.Number<size_t>(pol, "decision_log_size",
-                                       &c.policy.decision_log_size, 0, 1000000));
+      RETURN_IF_ERROR(p.Number<size_t>(
+          pol, "decision_log_size", &c.policy.decision_log_size, 0, 1000000));
     }
     if (YAML::Node r = root["roles"]) {
       RETURN_IF_ERROR(p.CheckKeys(r, "roles", {"operator", "auditor"}));
@@ -259,8 +261,9 @@ absl::StatusOr<BrokerConfig> ParseConfig(const std::string& yaml,
                                               ": a person name is a string"));
           }
           std::string name = item.Scalar();
-          if (!ParseSpiffeId(lienthong::SpiffeId(
-                                 c.trust_domain, Principal::Kind::kPerson, name))
+          if (!ParseSpiffeId(lienthong::SpiffeId(c.trust_domain,
+                                                 Principal::Kind::kPerson,
+                                                 name))
                    .ok()) {
             return p.Error(item, absl::StrCat("roles.", key, ": \"", name,
                                               "\" is not a valid person name"));

@@ -139,13 +139,13 @@ int Serve(const BrokerConfig& config) {
   std::string host = config.listen.substr(0, config.listen.rfind(':'));
   broker::ExchangeStats stats = (*exchange)->Stats();
   std::shared_ptr<const policy::Policy> serving = (*served_policy)->Current();
-  Log(absl::StrCat("broker ", config.SpiffeId(), " serving ",
-                   config.orgs.size(), " orgs; data in ", config.data_dir, "; ",
-                   stats.queued, " deliveries waiting from before; policy ",
-                   serving->version(), " (", serving->rule_count(),
-                   " rules) from ",
-                   config.policy.path.empty() ? "the embedded development policy"
-                                              : config.policy.path));
+  Log(absl::StrCat(
+      "broker ", config.SpiffeId(), " serving ", config.orgs.size(),
+      " orgs; data in ", config.data_dir, "; ", stats.queued,
+      " deliveries waiting from before; policy ", serving->version(), " (",
+      serving->rule_count(), " rules) from ",
+      config.policy.path.empty() ? "the embedded development policy"
+                                 : config.policy.path));
   // The line tests and scripts wait for.
   std::cout << "lienthongd listening on " << host << ":" << port << std::endl;
 
@@ -210,10 +210,9 @@ int main(int argc, char** argv) {
     }
     lienthong::policy::ServedPolicyOptions po = c->ToPolicyOptions();
     absl::StatusOr<std::shared_ptr<const lienthong::policy::Policy>> p =
-        po.path.empty()
-            ? lienthong::policy::Policy::Compile(po.embedded_source,
-                                                 "<embedded policy>")
-            : lienthong::policy::Policy::CompileFile(po.path);
+        po.path.empty() ? lienthong::policy::Policy::Compile(
+                              po.embedded_source, "<embedded policy>")
+                        : lienthong::policy::Policy::CompileFile(po.path);
     if (!p.ok()) {
       std::cerr << "lienthongd: policy: " << p.status().message() << std::endl;
       return 2;

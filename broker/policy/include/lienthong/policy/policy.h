@@ -66,8 +66,8 @@ std::optional<DecisionCategory> ParseDecisionCategory(absl::string_view s);
 
 // One document flow: what a decision is about.
 struct Flow {
-  std::string sender;     // org code of the sending organization
-  std::string recipient;  // org code of one recipient
+  std::string sender;         // org code of the sending organization
+  std::string recipient;      // org code of one recipient
   std::string document_type;  // metadata.document_type, e.g. "Quyết định"
   Classification classification = Classification::kUnclassified;
   Urgency urgency = Urgency::kNormal;

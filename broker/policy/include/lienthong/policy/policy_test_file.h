@@ -2,9 +2,10 @@
 // expects, so its policy can be kept under review in its own CI
 // (`lienthong policy test FILE`). Format: see broker/policy/README.md.
 //
-//   ASSIGN_OR_RETURN(PolicyTestFile tests, LoadPolicyTestFile("h49.test.yaml"));
-//   ASSIGN_OR_RETURN(auto policy, Policy::CompileFile(tests.policy_path));
-//   for (const PolicyTestResult& r : RunPolicyTests(tests, *policy)) ...
+//   ASSIGN_OR_RETURN(PolicyTestFile tests,
+//   LoadPolicyTestFile("h49.test.yaml")); ASSIGN_OR_RETURN(auto policy,
+//   Policy::CompileFile(tests.policy_path)); for (const PolicyTestResult& r :
+//   RunPolicyTests(tests, *policy)) ...
 #ifndef LIENTHONG_POLICY_POLICY_TEST_FILE_H_
 #define LIENTHONG_POLICY_POLICY_TEST_FILE_H_
 
