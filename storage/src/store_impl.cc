@@ -12,6 +12,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
@@ -21,6 +22,11 @@
 
 namespace lienthong::storage {
 namespace {
+
+// A sender_events value that refers to the event stored under its document
+// (a zero byte, then the document id). A serialized event never starts with
+// a zero byte, so data written before the index held references still reads.
+constexpr absl::string_view kEventRef("\0", 1);
 
 class StoreImpl : public Store {
  public:
@@ -75,7 +81,7 @@ class StoreImpl : public Store {
     for (v1::StatusEvent& e : p.events) {
       e.clear_sequence();  // the sequence lives in the key
       p.event_values.push_back(e.SerializeAsString());
-      p.bytes += p.event_values.back().size() * 2;
+      p.bytes += p.event_values.back().size() + e.document_id().size();
     }
     p.done = std::move(done);
     {
@@ -161,13 +167,37 @@ class StoreImpl : public Store {
         cf, keys::Sequenced(prefix, after + 1), keys::SequencedPrefix(prefix),
         [&](absl::string_view k, absl::string_view v) {
           if (out.size() >= limit) return false;
+          if (k.size() < 8) {
+            bad = absl::DataLossError("storage: corrupt status event key");
+            return false;
+          }
+          uint64_t sequence = keys::ReadBigEndian64(k.substr(k.size() - 8));
+          // A sender's index holds the document id; the event itself is
+          // stored once, under the document (older data holds the event).
+          std::optional<std::string> stored;
+          if (cf == Cf::kSenderEvents && absl::StartsWith(v, kEventRef)) {
+            v.remove_prefix(kEventRef.size());
+            absl::StatusOr<std::optional<std::string>> got = engine_->Get(
+                Cf::kEvents, keys::Sequenced(std::string(v), sequence));
+            if (!got.ok()) {
+              bad = got.status();
+              return false;
+            }
+            if (!*got) {
+              bad = absl::DataLossError(absl::StrCat(
+                  "storage: status event ", sequence, " of document ", v,
+                  " is indexed for its sender but missing"));
+              return false;
+            }
+            stored = std::move(*got);
+            v = *stored;
+          }
           v1::StatusEvent e;
-          if (k.size() < 8 ||
-              !e.ParseFromArray(v.data(), static_cast<int>(v.size()))) {
+          if (!e.ParseFromArray(v.data(), static_cast<int>(v.size()))) {
             bad = absl::DataLossError("storage: corrupt status event");
             return false;
           }
-          e.set_sequence(keys::ReadBigEndian64(k.substr(k.size() - 8)));
+          e.set_sequence(sequence);
           out.push_back(std::move(e));
           return true;
         }));
@@ -254,8 +284,11 @@ class StoreImpl : public Store {
         ops.push_back(
             KvOp{Cf::kEvents, false, scratch.back(), p.event_values[i]});
         scratch.push_back(keys::Sequenced(ev.sender(), ev.sequence()));
+        absl::string_view sender_key = scratch.back();
+        // The sender's index refers to the event; the event is stored once.
+        scratch.push_back(absl::StrCat(kEventRef, ev.document_id()));
         ops.push_back(
-            KvOp{Cf::kSenderEvents, false, scratch.back(), p.event_values[i]});
+            KvOp{Cf::kSenderEvents, false, sender_key, scratch.back()});
         r.events.push_back(std::move(ev));
       }
       sync = sync || p.sync;
