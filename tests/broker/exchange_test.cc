@@ -817,6 +817,23 @@ rules:
   g22.Close();
 }
 
+TEST_P(ExchangeTest, OnlyACopyHandedOutCanBeAcknowledged) {
+  std::string id = MustSend(h49_, NewDocument(kH49, {kG22}));
+  // Knowing the id (from the inbox listing, or from the sender) is not
+  // receiving the document: no DELIVERED is recorded, the copy stays.
+  ASSERT_OK_AND_ASSIGN(v1::AckResponse early, Ack(g22_, {id}));
+  EXPECT_EQ(early.acknowledged(), 0u);
+  EXPECT_EQ(InboxTotal(g22_), 1);
+  ASSERT_OK_AND_ASSIGN(v1::DocumentStatus status, GetStatus(h49_, id));
+  EXPECT_EQ(status.recipients(0).delivery_state(), v1::DELIVERY_STATE_ACCEPTED);
+  // Once fetched it can be.
+  ASSERT_OK_AND_ASSIGN(v1::FetchResponse fetched, Fetch(g22_, 0));
+  ASSERT_THAT(fetched.deliveries(), SizeIs(1));
+  ASSERT_OK_AND_ASSIGN(v1::AckResponse acked, Ack(g22_, {id}));
+  EXPECT_EQ(acked.acknowledged(), 1u);
+  EXPECT_TRUE(EventuallyDelivered(id, kG22));
+}
+
 TEST_P(ExchangeTest, DocumentsOfOneUrgencyArriveInSendOrder) {
   std::vector<std::string> sent;
   for (int i = 0; i < 50; ++i) {

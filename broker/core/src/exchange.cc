@@ -978,6 +978,11 @@ class ExchangeImpl : public Exchange {
         if (k == q.by_doc.end()) continue;
         Entry& e = q.entries.at(k->second);
         if (e.state == Entry::State::kAcking) continue;
+        // Only what was handed out can be acknowledged: a copy never handed
+        // out has not passed the delivery-time policy check (and may be
+        // withheld), so acknowledging it by id would record a delivery that
+        // did not happen.
+        if (e.state == Entry::State::kReady && e.attempts == 0) continue;
         if (e.state == Entry::State::kLeased) {
           --leased_;
           if (auto sit = sessions_.find(e.owner); sit != sessions_.end()) {
