@@ -119,12 +119,6 @@ std::string OutcomeText(const v1::PolicyOutcome& outcome) {
   return text;
 }
 
-// "sha256:1f2e3d4c5b6a" for a table column.
-std::string ShortVersion(const std::string& version) {
-  constexpr size_t kShown = sizeof("sha256:") - 1 + 12;
-  return version.size() > kShown ? version.substr(0, kShown) : version;
-}
-
 void PrintExplanation(const v1::PolicyFlow& flow,
                       const v1::ExplainPolicyResponse& explained,
                       const OutputFlags& output) {
@@ -361,7 +355,7 @@ absl::Status RunPolicyDecisions(AdminClient& admin, const PolicyFlags& flags,
                   d.effect() == v1::POLICY_EFFECT_PERMIT
                       ? ObligationsText(d.decision().obligations())
                       : "-",
-                  ShortVersion(d.decision().policy_version())});
+                  policy::ShortVersion(d.decision().policy_version())});
   }
   table.Print(std::cout);
   std::cout << listed.decisions_size() << " decision(s), oldest first"

@@ -445,7 +445,7 @@ class ExchangeImpl : public Exchange {
       if (size > *o.max_size_bytes) {
         return absl::ResourceExhaustedError(absl::StrCat(
             field, ": the document's body and attachments are ", size,
-            " bytes; policy ", policy.version().substr(0, 19), " rule",
+            " bytes; policy ", policy::ShortVersion(policy.version()), " rule",
             decision.rules.size() > 1 ? "s " : " ",
             absl::StrJoin(decision.RuleNames(policy), ", "), " allow at most ",
             *o.max_size_bytes, " bytes to ", flow.recipient));

@@ -11,9 +11,7 @@
 #include <algorithm>
 #include <array>
 #include <bit>
-#include <fstream>
 #include <map>
-#include <sstream>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/escaping.h"
@@ -35,12 +33,6 @@ std::string Sha256Hex(absl::string_view data) {
   SHA256(reinterpret_cast<const unsigned char*>(data.data()), data.size(), md);
   return absl::BytesToHexString(
       absl::string_view(reinterpret_cast<char*>(md), sizeof md));
-}
-
-// "sha256:1f2e3d4c5b6a" for messages; the full version is in structured
-// fields.
-std::string ShortVersion(absl::string_view version) {
-  return std::string(version.substr(0, 7 + 12));
 }
 
 bool ValidName(absl::string_view s) {
@@ -728,17 +720,9 @@ absl::StatusOr<std::shared_ptr<const Policy>> Policy::Compile(
 
 absl::StatusOr<std::shared_ptr<const Policy>> Policy::CompileFile(
     const std::string& path, const CompileOptions& options) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    return absl::NotFoundError(
-        absl::StrCat(path, ": cannot read the policy file"));
-  }
-  std::stringstream ss;
-  ss << in.rdbuf();
-  if (in.bad()) {
-    return absl::DataLossError(absl::StrCat(path, ": read error"));
-  }
-  return Compile(ss.str(), path, options);
+  ASSIGN_OR_RETURN(std::string source,
+                   internal::ReadTextFile(path, "policy file"));
+  return Compile(source, path, options);
 }
 
 const std::string& Policy::version() const { return impl_->version; }
@@ -858,6 +842,10 @@ Explanation Policy::Explain(const Flow& flow, size_t max_near_misses) const {
         impl_->rules[i].name, impl_->rules[i].effect, std::move(failed[i])});
   }
   return e;
+}
+
+std::string ShortVersion(absl::string_view version) {
+  return std::string(version.substr(0, sizeof("sha256:") - 1 + 12));
 }
 
 std::vector<std::string> Decision::RuleNames(const Policy& policy) const {

@@ -6,11 +6,12 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
-#include <sstream>
+#include <optional>
+#include <tuple>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "broker/policy/src/yaml_reader.h"
 #include "lienthong/common/status_macros.h"
 #include "lienthong/policy/policy.h"
 
@@ -25,15 +26,7 @@ absl::Status ErrnoError(absl::string_view what, const std::string& path) {
 }
 
 absl::StatusOr<std::string> ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    return absl::NotFoundError(
-        absl::StrCat(path, ": cannot read the policy file"));
-  }
-  std::stringstream ss;
-  ss << in.rdbuf();
-  if (in.bad()) return absl::DataLossError(absl::StrCat(path, ": read error"));
-  return ss.str();
+  return internal::ReadTextFile(path, "policy file");
 }
 
 // Replaces `path` with `content` so that a crash leaves the old file or the
@@ -201,6 +194,9 @@ absl::Time ServedPolicy::loaded_at() const {
 }
 
 void ServedPolicy::WatchLoop() {
+  // The file as last read (device, inode, size, modification time): an
+  // unchanged file is neither read nor compiled again.
+  std::optional<std::tuple<dev_t, ino_t, off_t, absl::Time>> last_read;
   absl::MutexLock lock(&mu_);
   while (!stopping_) {
     mu_.AwaitWithTimeout(absl::Condition(&stopping_), options_.reload_interval);
@@ -210,11 +206,17 @@ void ServedPolicy::WatchLoop() {
     // truncated policy may well be valid YAML: wait until the file has not
     // changed for a moment before reading it.
     struct stat st;
-    bool settled =
-        ::stat(options_.path.c_str(), &st) != 0 ||
-        absl::Now() - absl::TimeFromTimespec(st.st_mtim) >= kSettleTime;
-    if (settled) {
+    bool found = ::stat(options_.path.c_str(), &st) == 0;
+    auto seen = found ? std::make_optional(
+                            std::make_tuple(st.st_dev, st.st_ino, st.st_size,
+                                            absl::TimeFromTimespec(st.st_mtim)))
+                      : std::nullopt;
+    bool settled = !found || absl::Now() - std::get<3>(*seen) >= kSettleTime;
+    if (settled && (!found || seen != last_read)) {
       absl::Status s = ReloadFromFile();
+      // A policy that does not compile is not compiled again until it
+      // changes; a read error is retried.
+      if (s.ok() || absl::IsInvalidArgument(s)) last_read = seen;
       bool report = false;
       {
         absl::MutexLock lock(&mu_);

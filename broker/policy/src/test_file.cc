@@ -1,8 +1,6 @@
 // Policy test files, and the sizes and durations of the policy language.
 #include <algorithm>
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
@@ -146,14 +144,9 @@ absl::StatusOr<PolicyTestFile> ParsePolicyTestFile(
 }
 
 absl::StatusOr<PolicyTestFile> LoadPolicyTestFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    return absl::NotFoundError(
-        absl::StrCat(path, ": cannot read the policy test file"));
-  }
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ParsePolicyTestFile(ss.str(), path);
+  ASSIGN_OR_RETURN(std::string text,
+                   internal::ReadTextFile(path, "policy test file"));
+  return ParsePolicyTestFile(text, path);
 }
 
 std::vector<PolicyTestResult> RunPolicyTests(const PolicyTestFile& tests,

@@ -1,6 +1,8 @@
 #include "broker/policy/src/yaml_reader.h"
 
 #include <algorithm>
+#include <fstream>
+#include <sstream>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -66,6 +68,18 @@ std::string KnownWords() {
   std::vector<absl::string_view> names;
   for (const auto& [name, value] : Words<E>::kAll) names.push_back(name);
   return absl::StrJoin(names, ", ");
+}
+
+absl::StatusOr<std::string> ReadTextFile(const std::string& path,
+                                         absl::string_view what) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    return absl::NotFoundError(absl::StrCat(path, ": cannot read the ", what));
+  }
+  std::stringstream ss;
+  ss << in.rdbuf();
+  if (in.bad()) return absl::DataLossError(absl::StrCat(path, ": read error"));
+  return ss.str();
 }
 
 absl::StatusOr<YAML::Node> YamlReader::Load(absl::string_view text) const {

@@ -59,6 +59,11 @@ class YamlReader {
   std::string file_;
 };
 
+// The whole of a policy or policy test file. NOT_FOUND "<path>: cannot read
+// the <what>", DATA_LOSS on a read error.
+absl::StatusOr<std::string> ReadTextFile(const std::string& path,
+                                         absl::string_view what);
+
 // Enum words for EnumMask / EnumValue.
 template <typename E>
 std::optional<E> ParseWord(absl::string_view s);

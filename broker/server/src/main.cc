@@ -209,17 +209,18 @@ int main(int argc, char** argv) {
       return 2;
     }
     lienthong::policy::ServedPolicyOptions po = c->ToPolicyOptions();
-    absl::StatusOr<std::shared_ptr<const lienthong::policy::Policy>> p =
-        po.path.empty() ? lienthong::policy::Policy::Compile(
-                              po.embedded_source, "<embedded policy>")
-                        : lienthong::policy::Policy::CompileFile(po.path);
-    if (!p.ok()) {
-      std::cerr << "lienthongd: policy: " << p.status().message() << std::endl;
+    po.reload_interval = absl::ZeroDuration();  // load once, do not watch
+    absl::StatusOr<std::unique_ptr<lienthong::policy::ServedPolicy>> served =
+        lienthong::policy::ServedPolicy::Open(po);
+    if (!served.ok()) {
+      std::cerr << "lienthongd: policy: " << served.status().message()
+                << std::endl;
       return 2;
     }
+    std::shared_ptr<const lienthong::policy::Policy> p = (*served)->Current();
     std::cout << check_file << ": OK (" << c->SpiffeId() << ", "
-              << c->orgs.size() << " orgs, policy " << (*p)->version() << " "
-              << (*p)->rule_count() << " rules)" << std::endl;
+              << c->orgs.size() << " orgs, policy " << p->version() << " "
+              << p->rule_count() << " rules)" << std::endl;
     return 0;
   }
   BrokerConfig config;

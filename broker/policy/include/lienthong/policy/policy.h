@@ -133,6 +133,10 @@ enum class Cause {
 
 class Policy;
 
+// "sha256:1f2e3d4c5b6a": a policy version shortened to 12 hex digits, for
+// messages and table columns (structured fields carry the full version).
+std::string ShortVersion(absl::string_view version);
+
 struct Decision {
   Effect effect = Effect::kDeny;
   Cause cause = Cause::kError;
