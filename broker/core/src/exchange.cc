@@ -328,7 +328,7 @@ class ExchangeImpl : public Exchange {
     // document, before anything is stored.
     std::vector<v1::PolicyDecision> decisions;
     decisions.reserve(doc.recipients_size());
-    if (absl::Status s = DecideFlows(caller, doc, now, &decisions); !s.ok()) {
+    if (absl::Status s = DecideFlows(doc, now, &decisions); !s.ok()) {
       done(s);
       return;
     }
@@ -402,8 +402,7 @@ class ExchangeImpl : public Exchange {
   // recipient, the policy version and the deciding rules;
   // RESOURCE_EXHAUSTED when the document exceeds a permit's max_size;
   // FAILED_PRECONDITION for an obligation the exchange cannot honour.
-  absl::Status DecideFlows(const Principal& caller, const v1::Document& doc,
-                           absl::Time now,
+  absl::Status DecideFlows(const v1::Document& doc, absl::Time now,
                            std::vector<v1::PolicyDecision>* out) {
     ASSIGN_OR_RETURN(policy::Flow flow, FlowOf(doc));
     for (int i = 0; i < doc.recipients_size(); ++i) {
