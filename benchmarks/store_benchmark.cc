@@ -49,7 +49,7 @@ void BM_DurableAccept(benchmark::State& state) {
       lienthong::storage::WriteBatch batch;
       batch.document = MakeDocument(n++);
       batch.enqueue.push_back(
-          {"000.00.00.G22", 3, batch.document->id(), "000.00.00.H49"});
+          {"000.00.00.G22", 3, batch.document->id(), "000.00.00.H49", ""});
       (*store)->Write(std::move(batch),
                       [&](absl::StatusOr<lienthong::storage::WriteResult> r) {
                         if (!r.ok()) errors++;

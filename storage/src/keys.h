@@ -3,6 +3,7 @@
 //   idempotency    <sender> 0x00 <key>              -> document id
 //   queues         <recipient> 0x00 <priority> <seq BE64>
 //                                                   -> document id 0x00 sender
+//                                                      [0x00 payload]
 //   events         <document id> 0x00 <seq BE64>    -> StatusEvent
 //   sender_events  <sender> 0x00 <seq BE64>         -> StatusEvent
 // Events are stored without their sequence: it is the key's last 8 bytes.
@@ -47,11 +48,17 @@ inline std::string Queue(absl::string_view recipient, int priority,
   return k;
 }
 
+// document id 0x00 sender [0x00 payload]; senders never hold 0x00.
 inline std::string QueueValue(absl::string_view document_id,
-                              absl::string_view sender) {
+                              absl::string_view sender,
+                              absl::string_view payload) {
   std::string v(document_id);
   v.push_back('\0');
   v.append(sender.data(), sender.size());
+  if (!payload.empty()) {
+    v.push_back('\0');
+    v.append(payload.data(), payload.size());
+  }
   return v;
 }
 
@@ -67,7 +74,10 @@ inline std::optional<QueueEntry> ParseQueue(absl::string_view key,
   size_t sep = value.find('\0');
   if (sep == value.npos) return std::nullopt;
   e.document_id = std::string(value.substr(0, sep));
-  e.sender = std::string(value.substr(sep + 1));
+  absl::string_view rest = value.substr(sep + 1);
+  size_t sep2 = rest.find('\0');
+  e.sender = std::string(rest.substr(0, sep2));
+  if (sep2 != rest.npos) e.payload = std::string(rest.substr(sep2 + 1));
   return e;
 }
 

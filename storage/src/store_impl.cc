@@ -65,13 +65,19 @@ class StoreImpl : public Store {
       if (!doc.idempotency_key().empty()) {
         p.idempotency_key =
             keys::Idempotency(doc.sender(), doc.idempotency_key());
+        p.guard_value = doc.id();
       }
       p.has_document = true;
       p.bytes += p.document_value.size();
     }
+    if (batch.guard) {
+      p.idempotency_key = std::move(batch.guard->key);
+      p.guard_value = std::move(batch.guard->value);
+    }
     p.enqueue = std::move(batch.enqueue);
     for (Enqueue& q : p.enqueue) {
-      p.queue_values.push_back(keys::QueueValue(q.document_id, q.sender));
+      p.queue_values.push_back(
+          keys::QueueValue(q.document_id, q.sender, q.payload));
     }
     for (const QueueEntry& e : batch.dequeue) {
       p.dequeue_keys.push_back(
@@ -147,7 +153,8 @@ class StoreImpl : public Store {
     bool has_document = false;
     std::string document_id;
     std::string document_value;
-    std::string idempotency_key;  // empty: none
+    std::string idempotency_key;  // the guard's key; empty: none
+    std::string guard_value;
     std::vector<Enqueue> enqueue;
     std::vector<std::string> queue_values;
     std::vector<std::string> dequeue_keys;
@@ -241,34 +248,35 @@ class StoreImpl : public Store {
     size_t bytes = 0;
     for (Pending& p : group) {
       WriteResult r;
-      if (p.has_document) {
-        if (!p.idempotency_key.empty()) {
-          if (auto it = claimed.find(p.idempotency_key); it != claimed.end()) {
-            r.duplicate_of = std::string(it->second);
-          } else {
-            absl::StatusOr<std::optional<std::string>> existing =
-                engine_->GetLatest(Cf::kIdempotency, p.idempotency_key);
-            if (!existing.ok()) {
-              results.push_back(existing.status());
-              continue;
-            }
-            if (*existing) r.duplicate_of = **existing;
-          }
-          if (r.duplicate_of) {
-            results.push_back(std::move(r));
+      if (!p.idempotency_key.empty()) {
+        if (auto it = claimed.find(p.idempotency_key); it != claimed.end()) {
+          r.duplicate_of = std::string(it->second);
+        } else {
+          absl::StatusOr<std::optional<std::string>> existing =
+              engine_->GetLatest(Cf::kIdempotency, p.idempotency_key);
+          if (!existing.ok()) {
+            results.push_back(existing.status());
             continue;
           }
-          claimed.emplace(p.idempotency_key, p.document_id);
-          ops.push_back(
-              KvOp{Cf::kIdempotency, false, p.idempotency_key, p.document_id});
+          if (*existing) r.duplicate_of = **existing;
         }
+        if (r.duplicate_of) {
+          results.push_back(std::move(r));
+          continue;
+        }
+        claimed.emplace(p.idempotency_key, p.guard_value);
+        ops.push_back(
+            KvOp{Cf::kIdempotency, false, p.idempotency_key, p.guard_value});
+      }
+      if (p.has_document) {
         ops.push_back(
             KvOp{Cf::kDocuments, false, p.document_id, p.document_value});
       }
       for (size_t i = 0; i < p.enqueue.size(); ++i) {
         Enqueue& q = p.enqueue[i];
-        QueueEntry e{std::move(q.recipient), q.priority, ++last_sequence_,
-                     std::move(q.document_id), std::move(q.sender)};
+        QueueEntry e{std::move(q.recipient), q.priority,
+                     ++last_sequence_,   std::move(q.document_id),
+                     std::move(q.sender), std::move(q.payload)};
         scratch.push_back(keys::Queue(e.recipient, e.priority, e.sequence));
         ops.push_back(
             KvOp{Cf::kQueues, false, scratch.back(), p.queue_values[i]});

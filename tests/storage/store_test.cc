@@ -72,7 +72,7 @@ WriteBatch NewDocumentBatch(const std::string& id, const std::string& sender,
                             int priority = 3) {
   WriteBatch batch;
   batch.document = MakeDocument(id, sender, key);
-  batch.enqueue.push_back(Enqueue{recipient, priority, id, sender});
+  batch.enqueue.push_back(Enqueue{recipient, priority, id, sender, ""});
   batch.events.push_back(MakeEvent(id, sender, recipient));
   return batch;
 }
@@ -278,7 +278,7 @@ TEST_P(StoreTest, SequencesStrictlyIncreaseAcrossBatches) {
   for (int i = 0; i < 20; ++i) {
     WriteBatch batch =
         NewDocumentBatch(absl::StrCat("doc-", i), kH49, absl::StrCat("k", i));
-    batch.enqueue.push_back(Enqueue{kH50, 0, absl::StrCat("doc-", i), kH49});
+    batch.enqueue.push_back(Enqueue{kH50, 0, absl::StrCat("doc-", i), kH49, ""});
     batch.events.push_back(MakeEvent(absl::StrCat("doc-", i), kH49, kH50));
     ASSERT_OK_AND_ASSIGN(WriteResult r, store_->WriteSync(std::move(batch)));
     ASSERT_THAT(r.enqueued, SizeIs(2));
@@ -335,7 +335,7 @@ TEST_P(StoreTest, ScanQueuesOrdersByRecipientThenPriorityThenSequence) {
   };
   for (const auto& [recipient, priority, id] : writes) {
     WriteBatch batch;
-    batch.enqueue.push_back(Enqueue{recipient, priority, id, kH49});
+    batch.enqueue.push_back(Enqueue{recipient, priority, id, kH49, ""});
     ASSERT_OK(store_->WriteSync(std::move(batch)));
   }
   std::vector<QueueEntry> scanned = ScanAll();

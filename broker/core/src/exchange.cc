@@ -13,6 +13,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "broker/core/src/validation.h"
@@ -58,6 +59,42 @@ absl::Status CheckDocumentId(absl::string_view field, absl::string_view id) {
   return absl::OkStatus();
 }
 
+// Federation queues live beside the organizations' queues in the store,
+// under names no organization code can take: ">peer" holds the transfers
+// waiting for a peer (the outbox), "<peer" the status events going back to
+// it. An outbox entry's payload is "<previous broker>\n<r1>,<r2>..." (the
+// broker the document came from, empty at its first broker, and the
+// recipients the transfer carries); a return entry's payload is the
+// serialized event. A local copy's payload is the broker its document came
+// from (empty at the first broker): where its status events go back to.
+bool IsLinkQueue(absl::string_view name) {
+  return !name.empty() && (name[0] == '>' || name[0] == '<');
+}
+std::string OutboxName(absl::string_view peer) {
+  return absl::StrCat(">", peer);
+}
+std::string ReturnName(absl::string_view peer) {
+  return absl::StrCat("<", peer);
+}
+std::string OutboxPayload(absl::string_view previous,
+                          const std::vector<std::string>& recipients) {
+  return absl::StrCat(previous, "\n", absl::StrJoin(recipients, ","));
+}
+struct OutboxPayloadParts {
+  std::string previous;
+  std::vector<std::string> recipients;
+};
+OutboxPayloadParts ParseOutboxPayload(absl::string_view payload) {
+  OutboxPayloadParts parts;
+  size_t nl = payload.find('\n');
+  if (nl == payload.npos) return parts;
+  parts.previous = std::string(payload.substr(0, nl));
+  for (absl::string_view r :
+       absl::StrSplit(payload.substr(nl + 1), ',', absl::SkipEmpty()))
+    parts.recipients.emplace_back(r);
+  return parts;
+}
+
 struct Entry {
   enum class State { kReady, kLeased, kAcking };
   storage::QueueEntry qe;
@@ -100,7 +137,71 @@ struct Withheld {
   uint32_t attempts;
 };
 
+// One entry of a federation queue.
+struct LinkEntry {
+  storage::QueueEntry qe;
+  bool acking = false;   // being removed
+  uint64_t owner = 0;    // session holding it; 0: ready
+  absl::Time since;      // entered the queue (or the broker started)
+  std::shared_ptr<const v1::Document> doc;  // outbox: cached document
+  size_t cached_bytes = 0;
+};
+
+class LinkSessionImpl;
+
+struct LinkQueue {
+  std::map<Key, LinkEntry> entries;
+  absl::flat_hash_map<uint64_t, Key> by_sequence;
+  std::set<Key> ready;
+  std::weak_ptr<LinkSessionImpl> session;
+};
+
 class ExchangeImpl;
+
+class LinkSessionImpl : public PeerLinkSession,
+                        public std::enable_shared_from_this<LinkSessionImpl> {
+ public:
+  LinkSessionImpl(ExchangeImpl* ex, std::string queue, std::string peer,
+                  uint64_t id, uint32_t window, LinkSink sink)
+      : ex_(ex),
+        queue_(std::move(queue)),
+        peer_(std::move(peer)),
+        id_(id),
+        window_(window),
+        sink_(std::move(sink)) {}
+  void Custody(std::vector<v1::Custody> custody) override;
+  void EventsStored(std::vector<uint64_t> ids) override;
+  void Close() override;
+
+  bool Emit(LinkItems items) {
+    absl::MutexLock lock(&sink_mu_);
+    if (sink_closed_) return false;
+    sink_(std::move(items));
+    return true;
+  }
+  void CloseSink() {
+    absl::MutexLock lock(&sink_mu_);
+    sink_closed_ = true;
+    sink_ = nullptr;
+  }
+
+  ExchangeImpl* const ex_;
+  const std::string queue_;
+  const std::string peer_;
+  const uint64_t id_;
+  const uint32_t window_;
+
+  // Guarded by ExchangeImpl::mu_.
+  uint32_t in_flight_ = 0;
+  bool closed_ = false;
+  bool pump_scheduled_ = false;
+  std::set<Key> held_;
+
+ private:
+  absl::Mutex sink_mu_;
+  bool sink_closed_ ABSL_GUARDED_BY(sink_mu_) = false;
+  LinkSink sink_ ABSL_GUARDED_BY(sink_mu_);
+};
 
 class SessionImpl : public ReceiveSession,
                     public std::enable_shared_from_this<SessionImpl> {
@@ -224,10 +325,12 @@ class ExchangeImpl : public Exchange {
                Clock* clock)
       : options_(options),
         trust_domain_(ParseSpiffeId(options.broker_id)->trust_domain),
+        broker_name_(ParseSpiffeId(options.broker_id)->name),
         store_(store),
         policy_(options.policy),
         clock_(clock),
         local_orgs_(options.local_orgs.begin(), options.local_orgs.end()),
+        router_(options.peers, options.directory_stale_after),
         timer_(std::make_unique<Timer>()),
         workers_(std::make_unique<WorkerPool>(options.worker_threads)) {}
 
@@ -247,15 +350,18 @@ class ExchangeImpl : public Exchange {
   }
 
   // Every store write goes through here, so the destructor can wait for them.
-  void StoreWrite(storage::WriteBatch batch,
-                  storage::Store::WriteCallback done) {
+  // Entries it adds to federation queues join them once durable (`doc`:
+  // the document outbox entries carry, cached for sending).
+  void StoreWrite(storage::WriteBatch batch, storage::Store::WriteCallback done,
+                  std::shared_ptr<const v1::Document> doc = nullptr) {
     {
       absl::MutexLock lock(&writes_mu_);
       ++pending_writes_;
     }
     store_->Write(std::move(batch),
-                  [this, done = std::move(done)](
+                  [this, doc = std::move(doc), done = std::move(done)](
                       absl::StatusOr<storage::WriteResult> r) mutable {
+                    if (r.ok() && !r->duplicate_of) AddLinkEntries(*r, doc);
                     done(std::move(r));
                     absl::MutexLock lock(&writes_mu_);
                     --pending_writes_;
@@ -264,8 +370,14 @@ class ExchangeImpl : public Exchange {
 
   absl::Status Load() {
     absl::MutexLock lock(&mu_);
-    RETURN_IF_ERROR(store_->ScanQueues(
-        [&](const storage::QueueEntry& qe) { AddEntryLocked(qe, nullptr); }));
+    absl::Time now = clock_->Now();
+    RETURN_IF_ERROR(store_->ScanQueues([&](const storage::QueueEntry& qe) {
+      if (IsLinkQueue(qe.recipient)) {
+        AddLinkEntryLocked(qe, nullptr, now);
+      } else {
+        AddEntryLocked(qe, nullptr);
+      }
+    }));
     ScheduleReaper();
     return absl::OkStatus();
   }
@@ -315,20 +427,29 @@ class ExchangeImpl : public Exchange {
                        " is not served by this broker")));
       return;
     }
+    absl::Time now = clock_->Now();
+    // Where each copy goes: here (nullopt) or to a peer broker.
+    std::vector<std::optional<std::string>> next(doc.recipients_size());
     for (int i = 0; i < doc.recipients_size(); ++i) {
-      if (!local_orgs_.contains(doc.recipients(i))) {
+      const std::string& r = doc.recipients(i);
+      if (local_orgs_.contains(r)) continue;
+      absl::StatusOr<std::string> peer =
+          router_.Route(r, {broker_name_}, now);
+      if (!peer.ok() || router_.KnownUnreachable(r, now)) {
         done(absl::NotFoundError(absl::StrCat(
-            "document.recipients[", i, "]: organization ", doc.recipients(i),
-            " is not in this broker's directory")));
+            "document.recipients[", i, "]: organization ", r,
+            " is not served by this broker nor by any broker in its "
+            "directory",
+            peer.ok() ? "" : absl::StrCat(" (", peer.status().message(), ")"))));
         return;
       }
+      next[i] = *std::move(peer);
     }
-    absl::Time now = clock_->Now();
     // Every recipient's flow must be permitted; one refusal refuses the whole
     // document, before anything is stored.
     std::vector<v1::PolicyDecision> decisions;
     decisions.reserve(doc.recipients_size());
-    if (absl::Status s = DecideFlows(doc, now, &decisions); !s.ok()) {
+    if (absl::Status s = DecideFlows(doc, next, now, &decisions); !s.ok()) {
       done(s);
       return;
     }
@@ -352,10 +473,22 @@ class ExchangeImpl : public Exchange {
     storage::WriteBatch batch;
     batch.document = d;
     int priority = storage::PriorityOf(d.metadata().urgency());
+    // Remote copies: one transfer per peer, carrying its recipients.
+    std::map<std::string, std::vector<std::string>> by_peer;
+    for (int i = 0; i < d.recipients_size(); ++i) {
+      if (next[i]) by_peer[*next[i]].push_back(d.recipients(i));
+    }
+    for (const auto& [peer, recipients] : by_peer) {
+      batch.enqueue.push_back(storage::Enqueue{OutboxName(peer), priority,
+                                               d.id(), d.sender(),
+                                               OutboxPayload("", recipients)});
+    }
     for (int i = 0; i < d.recipients_size(); ++i) {
       const std::string& r = d.recipients(i);
-      batch.enqueue.push_back(
-          storage::Enqueue{r, priority, d.id(), d.sender()});
+      if (!next[i]) {
+        batch.enqueue.push_back(
+            storage::Enqueue{r, priority, d.id(), d.sender(), ""});
+      }
       v1::StatusEvent e;
       *e.mutable_policy() = std::move(decisions[i]);
       e.set_document_id(d.id());
@@ -384,6 +517,7 @@ class ExchangeImpl : public Exchange {
           {
             absl::MutexLock lock(&mu_);
             for (const storage::QueueEntry& qe : r->enqueued) {
+              if (IsLinkQueue(qe.recipient)) continue;  // StoreWrite did
               AddEntryLocked(qe, shared);
               WakeLocked(qe.recipient);
             }
@@ -395,19 +529,23 @@ class ExchangeImpl : public Exchange {
           *response.mutable_accepted_at() = shared->accepted_at();
           response.set_content_sha256(shared->content_sha256());
           done(std::move(response));
-        });
+        },
+        shared);
   }
 
   // Decides the flow to each recipient. PERMISSION_DENIED naming the
   // recipient, the policy version and the deciding rules;
   // RESOURCE_EXHAUSTED when the document exceeds a permit's max_size;
   // FAILED_PRECONDITION for an obligation the exchange cannot honour.
-  absl::Status DecideFlows(const v1::Document& doc, absl::Time now,
+  // `next[i]` set: the copy leaves for another broker (cross_broker).
+  absl::Status DecideFlows(const v1::Document& doc,
+                           const std::vector<std::optional<std::string>>& next,
+                           absl::Time now,
                            std::vector<v1::PolicyDecision>* out) {
     ASSIGN_OR_RETURN(policy::Flow flow, FlowOf(doc));
     for (int i = 0; i < doc.recipients_size(); ++i) {
       flow.recipient = doc.recipients(i);
-      flow.cross_broker = false;  // every recipient is local (checked above)
+      flow.cross_broker = next[i].has_value();
       std::shared_ptr<const policy::Policy> policy;
       policy::Decision decision = policy_->Decide(flow, now, &policy);
       const std::string field = absl::StrCat("document.recipients[", i, "]");
@@ -747,6 +885,7 @@ class ExchangeImpl : public Exchange {
     std::string broken_obligation;
     if (flow.ok() && policy) {
       flow->recipient = qe.recipient;
+      flow->cross_broker = !qe.payload.empty();  // came from another broker
       decision = policy->Evaluate(*flow);
       if (decision.permitted()) {
         absl::Status s =
@@ -852,6 +991,12 @@ class ExchangeImpl : public Exchange {
                      std::vector<v1::StatusEvent> events, bool delivered,
                      absl::AnyInvocable<void(absl::Status)> done) {
     storage::WriteBatch batch;
+    // A copy that came from another broker sends its event back there
+    // (`events` is parallel to `entries`).
+    for (size_t i = 0; i < entries.size() && i < events.size(); ++i) {
+      if (!entries[i].payload.empty())
+        AppendReturn(&batch, entries[i].payload, events[i]);
+    }
     batch.events = std::move(events);
     batch.dequeue = entries;
     StoreWrite(
@@ -1082,9 +1227,12 @@ class ExchangeImpl : public Exchange {
                     const v1::ReportStatusRequest& request,
                     Callback<v1::ReportStatusResponse> done) override {
     workers_->Submit([this, caller, request, done = std::move(done)]() mutable {
-      absl::StatusOr<v1::StatusEvent> event = BuildStatusEvent(caller, request);
+      std::string previous;
+      absl::StatusOr<v1::StatusEvent> event =
+          BuildStatusEvent(caller, request, &previous);
       if (!event.ok()) return done(event.status());
       storage::WriteBatch batch;
+      if (!previous.empty()) AppendReturn(&batch, previous, *event);
       batch.events.push_back(*std::move(event));
       StoreWrite(std::move(batch),
                  [this, done = std::move(done)](
@@ -1098,8 +1246,11 @@ class ExchangeImpl : public Exchange {
     });
   }
 
+  // `previous`: the broker the document came from, where the event goes
+  // back to ("" at the document's first broker).
   absl::StatusOr<v1::StatusEvent> BuildStatusEvent(
-      const Principal& caller, const v1::ReportStatusRequest& request) {
+      const Principal& caller, const v1::ReportStatusRequest& request,
+      std::string* previous) {
     RETURN_IF_ERROR(RequireOrg(caller));
     RETURN_IF_ERROR(CheckDocumentId("document_id", request.document_id()));
     if (request.status() == v1::BUSINESS_STATUS_UNSPECIFIED ||
@@ -1128,6 +1279,7 @@ class ExchangeImpl : public Exchange {
     e.set_reason(request.reason());
     e.set_actor(caller.spiffe_id);
     e.set_sender(doc.sender());
+    *previous = PreviousBroker(doc);
     return e;
   }
 
@@ -1271,6 +1423,640 @@ class ExchangeImpl : public Exchange {
     for (auto& [w, e] : targets) w->Live(*e);
   }
 
+  // ---- Federation
+  // ---------------------------------------------------------------
+
+  // The broker `doc` came to this one from ("" when this broker accepted it
+  // from its sender): the hop before this broker's last hop on the trace.
+  std::string PreviousBroker(const v1::Document& doc) const {
+    for (int i = doc.trace_size() - 1; i > 0; --i) {
+      if (doc.trace(i).broker() != options_.broker_id) continue;
+      absl::StatusOr<Principal> p = ParseSpiffeId(doc.trace(i - 1).broker());
+      return p.ok() ? p->name : std::string();
+    }
+    return "";
+  }
+
+  // Queues `event` to go back to the broker `previous`.
+  static void AppendReturn(storage::WriteBatch* batch,
+                           const std::string& previous,
+                           const v1::StatusEvent& event) {
+    v1::StatusEvent copy = event;
+    copy.clear_sequence();  // ours; the peer numbers its own
+    batch->enqueue.push_back(storage::Enqueue{
+        ReturnName(previous), 0, event.document_id(), event.sender(),
+        copy.SerializeAsString()});
+  }
+
+  void AddLinkEntries(const storage::WriteResult& r,
+                      const std::shared_ptr<const v1::Document>& doc) {
+    bool any = false;
+    for (const storage::QueueEntry& qe : r.enqueued)
+      any = any || IsLinkQueue(qe.recipient);
+    if (!any) return;
+    absl::Time now = clock_->Now();
+    absl::MutexLock lock(&mu_);
+    for (const storage::QueueEntry& qe : r.enqueued) {
+      if (!IsLinkQueue(qe.recipient)) continue;
+      AddLinkEntryLocked(qe, qe.recipient[0] == '>' ? doc : nullptr, now);
+      WakeLinkLocked(qe.recipient);
+    }
+  }
+
+  void AddLinkEntryLocked(const storage::QueueEntry& qe,
+                          std::shared_ptr<const v1::Document> doc,
+                          absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    LinkQueue& q = link_queues_[qe.recipient];
+    Key key{qe.priority, qe.sequence};
+    LinkEntry& e = q.entries[key];
+    e.qe = qe;
+    e.since = now;
+    if (doc) {
+      size_t bytes = doc->ByteSizeLong();
+      if (cached_bytes_ + bytes <= options_.delivery_cache_bytes) {
+        e.doc = std::move(doc);
+        e.cached_bytes = bytes;
+        cached_bytes_ += bytes;
+      }
+    }
+    q.by_sequence[qe.sequence] = key;
+    q.ready.insert(key);
+  }
+
+  void WakeLinkLocked(const std::string& queue)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    auto qit = link_queues_.find(queue);
+    if (qit == link_queues_.end() || qit->second.ready.empty()) return;
+    std::shared_ptr<LinkSessionImpl> s = qit->second.session.lock();
+    if (!s || s->closed_ || s->pump_scheduled_ || s->in_flight_ >= s->window_)
+      return;
+    s->pump_scheduled_ = true;
+    workers_->Submit([this, s] { PumpLink(s); });
+  }
+
+  void PumpLink(std::shared_ptr<LinkSessionImpl> s) {
+    const bool outbox = s->queue_[0] == '>';
+    for (;;) {
+      std::vector<Handout> got;
+      {
+        absl::MutexLock lock(&mu_);
+        s->pump_scheduled_ = false;
+        if (s->closed_ || stopping_) return;
+        LinkQueue& q = link_queues_[s->queue_];
+        size_t room = s->window_ - s->in_flight_;
+        size_t bytes = 0;
+        while (got.size() < std::min(room, kMaxDeliveriesPerMessage) &&
+               !q.ready.empty() && bytes < kMaxBytesPerMessage) {
+          Key key = *q.ready.begin();
+          q.ready.erase(q.ready.begin());
+          LinkEntry& e = q.entries.at(key);
+          e.owner = s->id_;
+          s->held_.insert(key);
+          bytes += outbox ? (e.doc ? e.cached_bytes : 64 << 10)
+                          : e.qe.payload.size();
+          got.push_back(Handout{e.qe, 0, e.doc});
+        }
+        s->in_flight_ += got.size();
+        if (got.empty()) return;
+        s->pump_scheduled_ = true;  // this loop continues; no second pump
+      }
+      LinkItems items;
+      for (const Handout& h : got) {
+        if (outbox) {
+          // A document that cannot be read stays with this session (so it
+          // does not spin) until the link ends; it is retried then.
+          absl::StatusOr<std::shared_ptr<const v1::Document>> doc =
+              Materialize(h);
+          if (!doc.ok()) continue;
+          v1::Transfer& t = items.transfers.emplace_back();
+          t.set_id(h.qe.sequence);
+          *t.mutable_document() = **doc;
+          for (std::string& r : ParseOutboxPayload(h.qe.payload).recipients)
+            t.add_recipients(std::move(r));
+        } else {
+          v1::ReturnedEvent& r = items.events.emplace_back();
+          r.set_id(h.qe.sequence);
+          if (!r.mutable_event()->ParseFromString(h.qe.payload)) {
+            items.events.pop_back();  // corrupt: stays held, see above
+          }
+        }
+      }
+      if ((!items.transfers.empty() || !items.events.empty()) &&
+          !s->Emit(std::move(items)))
+        return;
+    }
+  }
+
+  absl::StatusOr<std::shared_ptr<PeerLinkSession>> OpenLinkSession(
+      const std::string& peer, const std::string& queue, uint32_t window,
+      LinkSink sink) {
+    if (!router_.IsPeer(peer)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(peer, " is not a peer of this broker"));
+    }
+    if (window == 0 || window > 100000)
+      return absl::InvalidArgumentError("link window: 1..100000");
+    auto s = std::make_shared<LinkSessionImpl>(
+        this, queue, peer, next_owner_.fetch_add(1), window, std::move(sink));
+    std::shared_ptr<LinkSessionImpl> previous;
+    {
+      absl::MutexLock lock(&mu_);
+      LinkQueue& q = link_queues_[queue];
+      previous = q.session.lock();
+      q.session = s;
+    }
+    if (previous) previous->Close();  // its items go out on the new link
+    absl::MutexLock lock(&mu_);
+    link_sessions_[s->id_] = s;
+    WakeLinkLocked(queue);
+    return std::shared_ptr<PeerLinkSession>(s);
+  }
+
+  absl::StatusOr<std::shared_ptr<PeerLinkSession>> OpenOutbound(
+      const std::string& peer, uint32_t window, LinkSink sink) override {
+    return OpenLinkSession(peer, OutboxName(peer), window, std::move(sink));
+  }
+
+  absl::StatusOr<std::shared_ptr<PeerLinkSession>> OpenReturn(
+      const std::string& peer, uint32_t window, LinkSink sink) override {
+    return OpenLinkSession(peer, ReturnName(peer), window, std::move(sink));
+  }
+
+  void LinkClose(LinkSessionImpl* s) {
+    s->CloseSink();
+    absl::MutexLock lock(&mu_);
+    if (s->closed_) return;
+    s->closed_ = true;
+    link_sessions_.erase(s->id_);
+    LinkQueue& q = link_queues_[s->queue_];
+    for (const Key& key : s->held_) {
+      auto it = q.entries.find(key);
+      if (it == q.entries.end() || it->second.acking ||
+          it->second.owner != s->id_)
+        continue;
+      it->second.owner = 0;
+      q.ready.insert(key);
+    }
+    s->held_.clear();
+    s->in_flight_ = 0;
+    WakeLinkLocked(s->queue_);
+  }
+
+  // Takes the entries of `queue` named by `sequences` out of circulation
+  // for removal (those already gone or being removed are skipped).
+  std::vector<storage::QueueEntry> ClaimLinkEntriesLocked(
+      const std::string& queue, const std::vector<uint64_t>& sequences)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    std::vector<storage::QueueEntry> out;
+    LinkQueue& q = link_queues_[queue];
+    for (uint64_t seq : sequences) {
+      auto k = q.by_sequence.find(seq);
+      if (k == q.by_sequence.end()) continue;
+      LinkEntry& e = q.entries.at(k->second);
+      if (e.acking) continue;
+      if (e.owner != 0) {
+        if (auto it = link_sessions_.find(e.owner); it != link_sessions_.end()) {
+          if (auto holder = it->second.lock()) {
+            if (holder->held_.erase(k->second)) --holder->in_flight_;
+          }
+        }
+      }
+      q.ready.erase(k->second);
+      e.acking = true;
+      out.push_back(e.qe);
+    }
+    WakeLinkLocked(queue);
+    return out;
+  }
+
+  // Removes claimed entries with `batch` (which has their dequeues); on
+  // failure they go out again.
+  void CommitLinkRemoval(const std::string& queue,
+                         std::vector<storage::QueueEntry> entries,
+                         storage::WriteBatch batch) {
+    StoreWrite(std::move(batch),
+               [this, queue, entries = std::move(entries)](
+                   absl::StatusOr<storage::WriteResult> r) mutable {
+                 {
+                   absl::MutexLock lock(&mu_);
+                   LinkQueue& q = link_queues_[queue];
+                   for (const storage::QueueEntry& qe : entries) {
+                     Key key{qe.priority, qe.sequence};
+                     auto it = q.entries.find(key);
+                     if (it == q.entries.end()) continue;
+                     if (r.ok()) {
+                       cached_bytes_ -= it->second.cached_bytes;
+                       q.by_sequence.erase(qe.sequence);
+                       q.entries.erase(it);
+                     } else {
+                       it->second.acking = false;
+                       it->second.owner = 0;
+                       q.ready.insert(key);
+                     }
+                   }
+                   if (!r.ok()) WakeLinkLocked(queue);
+                 }
+                 if (r.ok()) Publish(r->events);
+               });
+  }
+
+  void LinkCustody(LinkSessionImpl* s, std::vector<v1::Custody> custody) {
+    absl::flat_hash_map<uint64_t, v1::Custody> by_id;
+    std::vector<uint64_t> ids;
+    for (v1::Custody& c : custody) {
+      ids.push_back(c.id());
+      by_id[c.id()] = std::move(c);
+    }
+    std::vector<storage::QueueEntry> entries;
+    {
+      absl::MutexLock lock(&mu_);
+      entries = ClaimLinkEntriesLocked(s->queue_, ids);
+    }
+    if (entries.empty()) return;
+    Timestamp now = ToProto(clock_->Now());
+    storage::WriteBatch batch;
+    batch.dequeue = entries;
+    std::string peer_id =
+        SpiffeId(trust_domain_, Principal::Kind::kBroker, s->peer_);
+    for (const storage::QueueEntry& qe : entries) {
+      const v1::Custody& c = by_id[qe.sequence];
+      absl::flat_hash_map<std::string, const v1::PolicyDecision*> decided;
+      for (const v1::CopyDecision& d : c.copies())
+        decided[d.recipient()] = &d.policy();
+      OutboxPayloadParts parts = ParseOutboxPayload(qe.payload);
+      for (const std::string& r : parts.recipients) {
+        v1::StatusEvent e;
+        e.set_document_id(qe.document_id);
+        e.set_recipient(r);
+        *e.mutable_at() = now;
+        e.set_actor(options_.broker_id);
+        e.set_sender(qe.sender);
+        if (c.has_error()) {
+          e.set_delivery_state(v1::DELIVERY_STATE_DENIED);
+          e.set_reason(absl::StrCat("refused by broker ", peer_id, ": ",
+                                    c.error().message()));
+        } else {
+          e.set_delivery_state(v1::DELIVERY_STATE_FORWARDED);
+          e.set_reason(absl::StrCat("in the custody of broker ", peer_id));
+          if (auto it = decided.find(r); it != decided.end())
+            *e.mutable_policy() = *it->second;
+        }
+        if (!parts.previous.empty()) AppendReturn(&batch, parts.previous, e);
+        batch.events.push_back(std::move(e));
+      }
+    }
+    CommitLinkRemoval(s->queue_, std::move(entries), std::move(batch));
+  }
+
+  void LinkEventsStored(LinkSessionImpl* s, std::vector<uint64_t> ids) {
+    std::vector<storage::QueueEntry> entries;
+    {
+      absl::MutexLock lock(&mu_);
+      entries = ClaimLinkEntriesLocked(s->queue_, ids);
+    }
+    if (entries.empty()) return;
+    storage::WriteBatch batch;
+    batch.dequeue = entries;
+    // Unsynced: if lost in a crash, the event goes back again and the peer
+    // recognizes it by its id.
+    batch.sync = false;
+    CommitLinkRemoval(s->queue_, std::move(entries), std::move(batch));
+  }
+
+  class InboundLinkImpl : public InboundLink {
+   public:
+    InboundLinkImpl(ExchangeImpl* ex, std::string peer)
+        : ex_(ex), peer_(std::move(peer)), strand_(ex->workers_.get()) {}
+    void Accept(v1::Transfer transfer,
+                absl::AnyInvocable<void(v1::Custody)> done) override {
+      strand_.Submit([ex = ex_, peer = peer_, t = std::move(transfer),
+                      done = std::move(done)]() mutable {
+        ex->AcceptTransfer(peer, std::move(t), std::move(done));
+      });
+    }
+    void Returned(v1::ReturnedEvent event,
+                  absl::AnyInvocable<void(absl::Status)> done) override {
+      strand_.Submit([ex = ex_, peer = peer_, e = std::move(event),
+                      done = std::move(done)]() mutable {
+        ex->AcceptReturnedEvent(peer, std::move(e), std::move(done));
+      });
+    }
+
+   private:
+    ExchangeImpl* const ex_;
+    const std::string peer_;
+    Strand strand_;
+  };
+
+  absl::StatusOr<std::unique_ptr<InboundLink>> OpenInbound(
+      const std::string& peer) override {
+    if (!router_.IsPeer(peer)) {
+      return absl::PermissionDeniedError(absl::StrCat(
+          "broker ", peer, " is not a peer of broker ", broker_name_));
+    }
+    return std::unique_ptr<InboundLink>(
+        std::make_unique<InboundLinkImpl>(this, peer));
+  }
+
+  // Checks a transfer before taking custody: FAILED_PRECONDITION /
+  // INVALID_ARGUMENT / DATA_LOSS naming the defect.
+  absl::Status CheckTransfer(const std::string& peer,
+                             const v1::Transfer& t) const {
+    const v1::Document& doc = t.document();
+    RETURN_IF_ERROR(CheckDocumentId("transfer.document.id", doc.id()));
+    RETURN_IF_ERROR(ValidateOrgCode(doc.sender(), "transfer.document.sender"));
+    if (doc.ByteSizeLong() > options_.max_document_bytes + (64 << 10)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "transfer.document: ", doc.ByteSizeLong(),
+          " bytes, above this broker's limit of ",
+          options_.max_document_bytes));
+    }
+    std::string peer_id = SpiffeId(trust_domain_, Principal::Kind::kBroker, peer);
+    if (doc.trace_size() == 0 || doc.trace(doc.trace_size() - 1).broker() != peer_id) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "transfer.document.trace: must end with the sending broker ",
+          peer_id));
+    }
+    if (t.recipients_size() == 0)
+      return absl::InvalidArgumentError("transfer.recipients: empty");
+    absl::flat_hash_set<std::string> seen;
+    for (int i = 0; i < t.recipients_size(); ++i) {
+      const std::string& r = t.recipients(i);
+      std::string field = absl::StrCat("transfer.recipients[", i, "]");
+      RETURN_IF_ERROR(ValidateOrgCode(r, field));
+      if (!seen.insert(r).second)
+        return absl::InvalidArgumentError(absl::StrCat(field, ": duplicate"));
+      if (std::find(doc.recipients().begin(), doc.recipients().end(), r) ==
+          doc.recipients().end()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(field, ": ", r, " is not a recipient of the document"));
+      }
+    }
+    // The content must be what the first broker hashed: a copy altered on
+    // the way is refused, not passed on.
+    v1::Document check = doc;
+    for (v1::Attachment& a : *check.mutable_attachments()) {
+      if (Sha256Hex(a.content()) != a.sha256()) {
+        return absl::DataLossError(absl::StrCat(
+            "transfer.document.attachments: \"", a.name(),
+            "\" does not match its SHA-256; the document was altered"));
+      }
+    }
+    if (ContentSha256(check) != doc.content_sha256()) {
+      return absl::DataLossError(
+          "transfer.document.content_sha256: does not match the body and "
+          "attachments; the document was altered");
+    }
+    return absl::OkStatus();
+  }
+
+  void AcceptTransfer(const std::string& peer, v1::Transfer t,
+                      absl::AnyInvocable<void(v1::Custody)> done) {
+    v1::Custody custody;
+    custody.set_id(t.id());
+    if (absl::Status s = CheckTransfer(peer, t); !s.ok()) {
+      custody.mutable_error()->set_code(static_cast<int>(s.code()));
+      custody.mutable_error()->set_message(
+          absl::StrCat("broker ", options_.broker_id, ": ", s.message()));
+      return done(std::move(custody));
+    }
+    absl::Time now = clock_->Now();
+    v1::Document doc = std::move(*t.mutable_document());
+    std::vector<std::string> recipients(t.recipients().begin(),
+                                        t.recipients().end());
+    absl::flat_hash_set<std::string> on_trace;
+    for (const v1::Hop& h : doc.trace()) {
+      if (absl::StatusOr<Principal> p = ParseSpiffeId(h.broker()); p.ok())
+        on_trace.insert(p->name);
+    }
+    std::string refusal;  // set: every copy is refused
+    if (on_trace.contains(broker_name_)) {
+      refusal = absl::StrCat("routing loop: document already passed through ",
+                             options_.broker_id);
+    } else if (static_cast<uint32_t>(doc.trace_size()) >= options_.max_hops) {
+      refusal = absl::StrCat("hop limit: the document has passed ",
+                             doc.trace_size(), " brokers, the most ",
+                             options_.broker_id, " allows is ",
+                             options_.max_hops);
+    }
+    on_trace.insert(broker_name_);
+    v1::Hop* hop = doc.add_trace();
+    hop->set_broker(options_.broker_id);
+    *hop->mutable_at() = ToProto(now);
+
+    absl::StatusOr<policy::Flow> flow = FlowOf(doc);
+    storage::WriteBatch batch;
+    std::vector<storage::Enqueue> local;
+    std::map<std::string, std::vector<std::string>> by_peer;
+    int priority = storage::PriorityOf(doc.metadata().urgency());
+    for (const std::string& r : recipients) {
+      std::string denied = refusal;
+      bool is_local = local_orgs_.contains(r);
+      std::optional<std::string> next;
+      if (denied.empty() && !is_local) {
+        absl::StatusOr<std::string> route = router_.Route(r, on_trace, now);
+        if (route.ok()) {
+          next = *route;
+        } else {
+          denied = absl::StrCat("broker ", options_.broker_id, ": ",
+                                route.status().message());
+        }
+      }
+      v1::PolicyDecision wire;
+      if (denied.empty()) {
+        std::shared_ptr<const policy::Policy> policy;
+        policy::Decision decision;
+        if (flow.ok()) {
+          policy::Flow f = *flow;
+          f.recipient = r;
+          f.cross_broker = true;
+          decision = policy_->Decide(f, now, &policy);
+          if (!decision.permitted()) {
+            denied = policy ? absl::StrCat("denied at ", options_.broker_id,
+                                           ": ", decision.Reason(*policy, f))
+                            : absl::StrCat("denied at ", options_.broker_id,
+                                           ": no policy is loaded (fail "
+                                           "closed)");
+          } else if (absl::Status s = CheckObligations(decision, *policy, f,
+                                                       doc, "transfer");
+                     !s.ok()) {
+            denied = absl::StrCat("denied at ", options_.broker_id, ": ",
+                                  s.message());
+          }
+          if (policy) policy::ToProto(decision, *policy, options_.broker_id, &wire);
+        } else {
+          denied = absl::StrCat("denied at ", options_.broker_id, ": ",
+                                flow.status().message());
+        }
+      }
+      if (!denied.empty()) {
+        v1::StatusEvent e;
+        e.set_document_id(doc.id());
+        e.set_recipient(r);
+        *e.mutable_at() = ToProto(now);
+        e.set_delivery_state(v1::DELIVERY_STATE_DENIED);
+        e.set_reason(std::move(denied));
+        e.set_actor(options_.broker_id);
+        e.set_sender(doc.sender());
+        if (wire.policy_version().size()) *e.mutable_policy() = wire;
+        AppendReturn(&batch, peer, e);
+        batch.events.push_back(std::move(e));
+        continue;
+      }
+      v1::CopyDecision* copy = custody.add_copies();
+      copy->set_recipient(r);
+      *copy->mutable_policy() = std::move(wire);
+      if (next) {
+        by_peer[*next].push_back(r);
+      } else {
+        batch.enqueue.push_back(
+            storage::Enqueue{r, priority, doc.id(), doc.sender(), peer});
+      }
+    }
+    for (const auto& [next_peer, rs] : by_peer) {
+      batch.enqueue.push_back(storage::Enqueue{OutboxName(next_peer), priority,
+                                               doc.id(), doc.sender(),
+                                               OutboxPayload(peer, rs)});
+    }
+    batch.guard = storage::Guard{
+        absl::StrCat("\x01xfer", std::string(1, '\0'), doc.id(),
+                     std::string(1, '\0'), absl::StrJoin(recipients, ",")),
+        doc.id()};
+    auto shared = std::make_shared<const v1::Document>(std::move(doc));
+    batch.document = *shared;
+    StoreWrite(
+        std::move(batch),
+        [this, shared, custody = std::move(custody), done = std::move(done)](
+            absl::StatusOr<storage::WriteResult> r) mutable {
+          if (!r.ok()) {
+            // Not in our custody: the peer keeps it and sends it again.
+            custody.clear_copies();
+            custody.mutable_error()->set_code(static_cast<int>(r.status().code()));
+            custody.mutable_error()->set_message(std::string(r.status().message()));
+            return done(std::move(custody));
+          }
+          if (r->duplicate_of) {
+            custody.clear_copies();  // decided when first taken
+            return done(std::move(custody));
+          }
+          {
+            absl::MutexLock lock(&mu_);
+            for (const storage::QueueEntry& qe : r->enqueued) {
+              if (IsLinkQueue(qe.recipient)) continue;
+              AddEntryLocked(qe, shared);
+              WakeLocked(qe.recipient);
+            }
+            ++accepted_;
+          }
+          Publish(r->events);
+          done(std::move(custody));
+        },
+        shared);
+  }
+
+  void AcceptReturnedEvent(const std::string& peer, v1::ReturnedEvent r,
+                           absl::AnyInvocable<void(absl::Status)> done) {
+    v1::StatusEvent e = std::move(*r.mutable_event());
+    if (absl::Status s = CheckDocumentId("event.document_id", e.document_id());
+        !s.ok()) {
+      return done(s);
+    }
+    absl::StatusOr<v1::Document> doc = store_->GetDocument(e.document_id());
+    if (absl::IsNotFound(doc.status())) {
+      return done(absl::InvalidArgumentError(absl::StrCat(
+          "returned event: document ", e.document_id(),
+          " never passed through broker ", options_.broker_id)));
+    }
+    if (!doc.ok()) return done(doc.status());
+    if (std::find(doc->recipients().begin(), doc->recipients().end(),
+                  e.recipient()) == doc->recipients().end() ||
+        e.sender() != doc->sender()) {
+      return done(absl::InvalidArgumentError(absl::StrCat(
+          "returned event: recipient ", e.recipient(), " or sender ",
+          e.sender(), " does not match document ", e.document_id())));
+    }
+    storage::WriteBatch batch;
+    std::string key = absl::StrCat("\x01ret", std::string(1, '\0'), peer,
+                                   std::string(1, '\0'));
+    for (int i = 7; i >= 0; --i)
+      key.push_back(static_cast<char>((r.id() >> (8 * i)) & 0xff));
+    batch.guard = storage::Guard{std::move(key), e.document_id()};
+    std::string previous = PreviousBroker(*doc);
+    if (!previous.empty()) AppendReturn(&batch, previous, e);
+    batch.events.push_back(std::move(e));
+    StoreWrite(std::move(batch),
+               [this, done = std::move(done)](
+                   absl::StatusOr<storage::WriteResult> r) mutable {
+                 if (!r.ok()) return done(r.status());
+                 if (!r->duplicate_of) Publish(r->events);
+                 done(absl::OkStatus());
+               });
+  }
+
+  void LearnDirectory(const std::string& peer,
+                      const v1::Announce& announce) override {
+    std::vector<DirectoryEntry> entries;
+    for (const v1::DirectoryEntry& e : announce.entries()) {
+      if (!ValidateOrgCode(e.org()).ok()) continue;
+      if (local_orgs_.contains(e.org())) continue;
+      entries.push_back(DirectoryEntry{e.org(), e.name(), e.broker(),
+                                       e.distance()});
+    }
+    router_.Learn(peer, std::move(entries), clock_->Now());
+  }
+
+  v1::Announce AnnounceTo(const std::string& peer) override {
+    std::vector<DirectoryEntry> own;
+    for (size_t i = 0; i < options_.local_orgs.size(); ++i) {
+      own.push_back(DirectoryEntry{
+          options_.local_orgs[i],
+          i < options_.local_org_names.size() ? options_.local_org_names[i]
+                                              : "",
+          broker_name_, 0});
+    }
+    v1::Announce announce;
+    announce.set_broker(broker_name_);
+    for (DirectoryEntry& e :
+         router_.AnnounceTo(peer, own, options_.max_hops, clock_->Now())) {
+      v1::DirectoryEntry* w = announce.add_entries();
+      w->set_org(std::move(e.org));
+      w->set_name(std::move(e.name));
+      w->set_broker(std::move(e.broker));
+      w->set_distance(e.distance);
+    }
+    return announce;
+  }
+
+  const Router& router() const override { return router_; }
+
+  std::vector<PeerQueueStats> PeerStats() override {
+    std::vector<PeerQueueStats> out;
+    absl::MutexLock lock(&mu_);
+    for (const PeerRoute& p : router_.peers()) {
+      PeerQueueStats& st = out.emplace_back();
+      st.peer = p.name;
+      if (auto it = link_queues_.find(OutboxName(p.name));
+          it != link_queues_.end()) {
+        const LinkQueue& q = it->second;
+        st.outbox = q.entries.size();
+        st.outbox_in_flight = q.entries.size() - q.ready.size();
+        for (const auto& [key, e] : q.entries) {
+          if (!st.oldest_outbox || e.since < *st.oldest_outbox)
+            st.oldest_outbox = e.since;
+        }
+        auto s = q.session.lock();
+        st.outbound_link = s && !s->closed_;
+      }
+      if (auto it = link_queues_.find(ReturnName(p.name));
+          it != link_queues_.end()) {
+        st.returns = it->second.entries.size();
+        auto s = it->second.session.lock();
+        st.inbound_link = s && !s->closed_;
+      }
+    }
+    return out;
+  }
+
   void Shutdown() override {
     std::vector<Callback<v1::FetchResponse>> waiting;
     {
@@ -1297,16 +2083,21 @@ class ExchangeImpl : public Exchange {
  private:
   const ExchangeOptions options_;
   const std::string trust_domain_;  // of options_.broker_id
+  const std::string broker_name_;   // of options_.broker_id
   storage::Store* const store_;
   policy::ServedPolicy* const policy_;
   Clock* const clock_;
   const absl::flat_hash_set<std::string> local_orgs_;
+  Router router_;
   std::atomic<uint64_t> next_owner_{kFetchOwner + 1};
 
   absl::Mutex mu_;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::unordered_map<std::string, OrgQueue> queues_ ABSL_GUARDED_BY(mu_);
   std::unordered_map<uint64_t, std::weak_ptr<SessionImpl>> sessions_
+      ABSL_GUARDED_BY(mu_);
+  std::unordered_map<std::string, LinkQueue> link_queues_ ABSL_GUARDED_BY(mu_);
+  std::unordered_map<uint64_t, std::weak_ptr<LinkSessionImpl>> link_sessions_
       ABSL_GUARDED_BY(mu_);
   size_t cached_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t queued_ ABSL_GUARDED_BY(mu_) = 0;
@@ -1340,6 +2131,16 @@ void SessionImpl::Close() {
   ex_->SessionClose(this);
 }
 
+void LinkSessionImpl::Custody(std::vector<v1::Custody> custody) {
+  ex_->LinkCustody(this, std::move(custody));
+}
+
+void LinkSessionImpl::EventsStored(std::vector<uint64_t> ids) {
+  ex_->LinkEventsStored(this, std::move(ids));
+}
+
+void LinkSessionImpl::Close() { ex_->LinkClose(this); }
+
 void WatcherImpl::Close() {
   {
     absl::MutexLock lock(&mu_);
@@ -1361,6 +2162,26 @@ absl::Status ExchangeOptions::Validate() const {
     RETURN_IF_ERROR(
         ValidateOrgCode(local_orgs[i], absl::StrCat("orgs[", i, "].code")));
   }
+  absl::flat_hash_set<std::string> peer_names;
+  int defaults = 0;
+  for (size_t i = 0; i < peers.size(); ++i) {
+    std::string where = absl::StrCat("peers[", i, "]");
+    RETURN_IF_ERROR(peers[i].Validate(where));
+    if (!peer_names.insert(peers[i].name).second) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(where, ".name: ", peers[i].name, " is listed twice"));
+    }
+    if (peers[i].name == broker->name) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          where, ".name: ", peers[i].name, " is this broker itself"));
+    }
+    if (peers[i].is_default && ++defaults > 1) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(where, ".default: only one peer can be the default"));
+    }
+  }
+  if (max_hops < 1 || max_hops > 64)
+    return absl::InvalidArgumentError("federation.max_hops: 1..64");
   if (max_document_bytes < 1024) {
     return absl::InvalidArgumentError(
         "limits.max_document_bytes: at least 1024");

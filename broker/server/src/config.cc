@@ -88,7 +88,13 @@ std::string BrokerConfig::SpiffeId() const {
 broker::ExchangeOptions BrokerConfig::ToExchangeOptions() const {
   broker::ExchangeOptions o;
   o.broker_id = SpiffeId();
-  for (const OrgConfig& org : orgs) o.local_orgs.push_back(org.code);
+  for (const OrgConfig& org : orgs) {
+    o.local_orgs.push_back(org.code);
+    o.local_org_names.push_back(org.name);
+  }
+  for (const PeerConfig& peer : peers) o.peers.push_back(peer.route);
+  o.max_hops = federation.max_hops;
+  o.directory_stale_after = 3 * federation.announce_interval;
   o.max_document_bytes = max_document_bytes;
   o.max_recipients = max_recipients;
   o.default_max_in_flight = default_max_in_flight;
@@ -147,6 +153,14 @@ absl::Status BrokerConfig::Validate() const {
           "orgs[", i, "].code: ", orgs[i].code, " is listed twice"));
     }
   }
+  for (size_t i = 0; i < peers.size(); ++i) {
+    const std::string& e = peers[i].endpoint;
+    if (e.empty() || e.find(':') == std::string::npos) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "peers[", i, "].endpoint: \"", e,
+          "\" must be host:port, e.g. 127.0.0.1:7443"));
+    }
+  }
   return ToExchangeOptions().Validate();
 }
 
@@ -168,7 +182,8 @@ absl::StatusOr<BrokerConfig> ParseConfig(const std::string& yaml,
     RETURN_IF_ERROR(
         p.CheckKeys(root, "the configuration",
                     {"broker", "listen", "data_dir", "tls", "orgs", "limits",
-                     "worker_threads", "storage", "policy", "roles"}));
+                     "worker_threads", "storage", "policy", "roles",
+                     "federation", "peers"}));
     if (YAML::Node b = root["broker"]) {
       RETURN_IF_ERROR(p.CheckKeys(b, "broker", {"name", "trust_domain"}));
       RETURN_IF_ERROR(p.String(b, "name", &c.name));
@@ -270,6 +285,64 @@ absl::StatusOr<BrokerConfig> ParseConfig(const std::string& yaml,
           }
           dest->push_back(std::move(name));
         }
+      }
+    }
+    if (YAML::Node f = root["federation"]) {
+      RETURN_IF_ERROR(p.CheckKeys(
+          f, "federation",
+          {"max_hops", "announce_seconds", "window", "reconnect_max_seconds"}));
+      RETURN_IF_ERROR(
+          p.Number<uint32_t>(f, "max_hops", &c.federation.max_hops, 1, 64));
+      int announce = 30;
+      RETURN_IF_ERROR(p.Number(f, "announce_seconds", &announce, 1, 3600));
+      c.federation.announce_interval = absl::Seconds(announce);
+      RETURN_IF_ERROR(
+          p.Number<uint32_t>(f, "window", &c.federation.window, 1, 100000));
+      int reconnect_max = 30;
+      RETURN_IF_ERROR(
+          p.Number(f, "reconnect_max_seconds", &reconnect_max, 1, 3600));
+      c.federation.reconnect_max = absl::Seconds(reconnect_max);
+    }
+    if (YAML::Node peers = root["peers"]) {
+      if (!peers.IsSequence()) return p.Error(peers, "peers must be a list");
+      for (size_t i = 0; i < peers.size(); ++i) {
+        YAML::Node n = peers[i];
+        std::string where = absl::StrCat("peers[", i, "]");
+        RETURN_IF_ERROR(p.CheckKeys(n, where,
+                                    {"name", "endpoint", "default", "serves"}));
+        PeerConfig peer;
+        RETURN_IF_ERROR(p.String(n, "name", &peer.route.name));
+        RETURN_IF_ERROR(p.String(n, "endpoint", &peer.endpoint));
+        if (YAML::Node d = n["default"]) {
+          if (!d.IsScalar() || !YAML::convert<bool>::decode(d, peer.route.is_default))
+            return p.Error(d, absl::StrCat(where, ".default must be true or false"));
+        }
+        if (YAML::Node sv = n["serves"]) {
+          RETURN_IF_ERROR(p.CheckKeys(sv, absl::StrCat(where, ".serves"),
+                                      {"orgs", "under", "provinces"}));
+          for (auto [key, dest] :
+               {std::pair<const char*, std::vector<std::string>*>{
+                    "orgs", &peer.route.orgs},
+                {"under", &peer.route.under},
+                {"provinces", &peer.route.provinces}}) {
+            YAML::Node list = sv[key];
+            if (!list) continue;
+            if (!list.IsSequence()) {
+              return p.Error(list, absl::StrCat(where, ".serves.", key,
+                                                " must be a list"));
+            }
+            for (const YAML::Node& item : list) {
+              if (!item.IsScalar()) {
+                return p.Error(item, absl::StrCat(where, ".serves.", key,
+                                                  ": items are strings"));
+              }
+              dest->push_back(item.Scalar());
+            }
+          }
+        }
+        if (absl::Status s = peer.route.Validate(where); !s.ok())
+          return p.Error(n, s.message());
+        c.peers.push_back(std::move(peer));
       }
     }
   } catch (const YAML::Exception& e) {

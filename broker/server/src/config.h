@@ -43,6 +43,21 @@ struct PolicyConfig {
   size_t decision_log_size = 10000;
 };
 
+// A peer broker: where to dial it and which recipients the route table
+// sends to it.
+struct PeerConfig {
+  broker::PeerRoute route;  // name, serves (orgs/under/provinces), default
+  std::string endpoint;     // host:port of its listener
+};
+
+struct FederationConfig {
+  uint32_t max_hops = 8;
+  absl::Duration announce_interval = absl::Seconds(30);
+  uint32_t window = 512;  // transfers in flight per link
+  absl::Duration reconnect_min = absl::Milliseconds(200);
+  absl::Duration reconnect_max = absl::Seconds(30);
+};
+
 struct BrokerConfig {
   std::string name = "central";
   std::string trust_domain = "lienthong.local";
@@ -61,6 +76,8 @@ struct BrokerConfig {
   size_t block_cache_bytes = 64 << 20;
   PolicyConfig policy;
   RolesConfig roles;
+  FederationConfig federation;
+  std::vector<PeerConfig> peers;
 
   std::string SpiffeId() const;
   broker::ExchangeOptions ToExchangeOptions() const;

@@ -20,6 +20,7 @@
 #include "grpcpp/security/tls_credentials_options.h"
 #include "lienthong/broker/admin_service.h"
 #include "lienthong/broker/exchange.h"
+#include "lienthong/broker/federation.h"
 #include "lienthong/broker/service.h"
 #include "lienthong/common/certificate.h"
 #include "lienthong/common/status_macros.h"
@@ -116,6 +117,23 @@ int Serve(const BrokerConfig& config) {
     return 1;
   }
   broker::AdminServiceImpl admin_service(std::move(admin_options));
+  broker::FederationServiceImpl federation_service(
+      exchange->get(), config.trust_domain, config.federation.window);
+  broker::PeerLinkOptions link_options;
+  link_options.trust_domain = config.trust_domain;
+  link_options.certificate_file = config.tls.certificate;
+  link_options.private_key_file = config.tls.private_key;
+  link_options.ca_file = config.tls.ca;
+  link_options.certificate_refresh = config.tls.refresh;
+  link_options.window = config.federation.window;
+  link_options.announce_interval = config.federation.announce_interval;
+  link_options.reconnect_min = config.federation.reconnect_min;
+  link_options.reconnect_max = config.federation.reconnect_max;
+  std::vector<broker::PeerEndpoint> peer_endpoints;
+  for (const PeerConfig& peer : config.peers)
+    peer_endpoints.push_back({peer.route.name, peer.endpoint});
+  broker::PeerLinks links(exchange->get(), std::move(link_options),
+                          std::move(peer_endpoints));
 
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
@@ -131,6 +149,7 @@ int Serve(const BrokerConfig& config) {
   builder.RegisterService(&exchange_service);
   builder.RegisterService(&health);
   builder.RegisterService(&admin_service);
+  builder.RegisterService(&federation_service);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (!server || port == 0) {
     Log(absl::StrCat("error: cannot listen on ", config.listen));
@@ -146,6 +165,15 @@ int Serve(const BrokerConfig& config) {
       serving->rule_count(), " rules) from ",
       config.policy.path.empty() ? "the embedded development policy"
                                  : config.policy.path));
+  if (!config.peers.empty()) {
+    std::string names;
+    for (const PeerConfig& peer : config.peers)
+      absl::StrAppend(&names, names.empty() ? "" : ", ", peer.route.name, " (",
+                      peer.endpoint, peer.route.is_default ? ", default" : "",
+                      ")");
+    Log(absl::StrCat("federation: peers ", names));
+  }
+  links.Start();
   // The line tests and scripts wait for.
   std::cout << "lienthongd listening on " << host << ":" << port << std::endl;
 
@@ -157,8 +185,10 @@ int Serve(const BrokerConfig& config) {
   sigwait(&signals, &signal);
   Log(absl::StrCat("signal ", signal, ": shutting down"));
   health.SetNotServing();
+  links.Stop();
   (*exchange)->Shutdown();
   exchange_service.Shutdown();
+  federation_service.Shutdown();
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
   server->Wait();
   exchange->reset();

@@ -4,69 +4,12 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "broker/service/src/streams.h"
 #include "lienthong/broker/service.h"
 
 namespace lienthong::broker {
 namespace {
 
-// Deletes itself when gRPC is done with it (OnDone) and every core callback
-// that captured it has run.
-class RefCounted {
- public:
-  virtual ~RefCounted() = default;
-  void Ref() { refs_.fetch_add(1, std::memory_order_relaxed); }
-  void Unref() {
-    if (refs_.fetch_sub(1, std::memory_order_acq_rel) == 1) delete this;
-  }
-
- private:
-  std::atomic<int> refs_{1};  // held by gRPC until OnDone
-};
-
-}  // namespace
-
-// Streams that stay open for hours (Receive, WatchStatus, SendStream) are
-// ended with UNAVAILABLE when the broker stops, so clients reconnect at once
-// and the server does not wait out its shutdown grace.
-class StreamRegistry {
- public:
-  class Stream {
-   public:
-    virtual ~Stream() = default;
-    // Ends the stream soon with UNAVAILABLE. Called with the registry's lock
-    // held: must not call back into the registry.
-    virtual void StopForShutdown() = 0;
-  };
-
-  // False when the broker is already stopping: the stream must end at once.
-  bool Add(Stream* s) {
-    absl::MutexLock lock(&mu_);
-    if (stopping_) return false;
-    live_.insert(s);
-    return true;
-  }
-  void Remove(Stream* s) {
-    absl::MutexLock lock(&mu_);
-    live_.erase(s);
-  }
-  void StopAll() {
-    absl::MutexLock lock(&mu_);
-    stopping_ = true;
-    for (Stream* s : live_) s->StopForShutdown();
-  }
-
- private:
-  absl::Mutex mu_;
-  absl::flat_hash_set<Stream*> live_ ABSL_GUARDED_BY(mu_);
-  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
-};
-
-namespace {
-
-grpc::Status ShuttingDown() {
-  return grpc::Status(grpc::StatusCode::UNAVAILABLE,
-                      "broker is shutting down; reconnect");
-}
 
 // Finishes a unary reactor with the core's answer.
 template <typename T>
@@ -532,15 +475,6 @@ class WatchReactor final : public grpc::ServerWriteReactor<v1::StatusEvent>,
   grpc::Status end_status_ ABSL_GUARDED_BY(mu_);
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
   bool done_ ABSL_GUARDED_BY(mu_) = false;
-};
-
-template <typename Request, typename Response>
-class RefuseBidi final : public grpc::ServerBidiReactor<Request, Response> {
- public:
-  explicit RefuseBidi(const absl::Status& status) {
-    this->Finish(ToGrpcStatus(status));
-  }
-  void OnDone() override { delete this; }
 };
 
 class RefuseWrite final : public grpc::ServerWriteReactor<v1::StatusEvent> {

@@ -36,12 +36,16 @@ inline constexpr int kPriorityLevels = 4;
 // One recipient's copy waiting in that recipient's queue. Queues are ordered
 // by (priority, sequence), so a higher urgency overtakes and order is kept
 // within one urgency.
+// `recipient` is an organization code, or a queue of the broker's own
+// (federation outboxes and return queues; see broker/core) that no
+// organization code can name. `payload` is the queue owner's own data.
 struct QueueEntry {
   std::string recipient;
   int priority = 0;
   uint64_t sequence = 0;
   std::string document_id;
   std::string sender;
+  std::string payload;
 };
 
 struct Enqueue {
@@ -49,6 +53,14 @@ struct Enqueue {
   int priority = 0;
   std::string document_id;
   std::string sender;
+  std::string payload;
+};
+
+// A key that lets a batch apply at most once: if `key` was stored before,
+// nothing of the batch is applied and the result reports the stored value.
+struct Guard {
+  std::string key;
+  std::string value;
 };
 
 // Everything one operation changes, applied atomically.
@@ -56,6 +68,10 @@ struct WriteBatch {
   // A new document. If (sender, idempotency_key) was stored before, nothing
   // of this batch is applied and the result reports the earlier id.
   std::optional<v1::Document> document;
+  // Replaces the document's (sender, idempotency key) guard, or guards a
+  // batch without a document. Guard keys share the idempotency keyspace:
+  // start them with a byte no sender can (e.g. "\x01fwd\0...").
+  std::optional<Guard> guard;
   std::vector<Enqueue> enqueue;
   std::vector<QueueEntry> dequeue;  // recipient, priority, sequence used
   // Sequences are assigned at commit; events are kept per document and per
@@ -66,7 +82,8 @@ struct WriteBatch {
 };
 
 struct WriteResult {
-  // Set when `document`'s idempotency key had been used: the earlier id.
+  // Set when the batch's guard (by default `document`'s idempotency key) had
+  // been used: the value stored with it (the earlier document id).
   std::optional<std::string> duplicate_of;
   std::vector<QueueEntry> enqueued;     // with sequences
   std::vector<v1::StatusEvent> events;  // with sequences

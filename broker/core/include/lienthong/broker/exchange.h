@@ -14,6 +14,7 @@
 #define LIENTHONG_BROKER_EXCHANGE_H_
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -22,10 +23,12 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "lienthong/common/clock.h"
+#include "lienthong/broker/routing.h"
 #include "lienthong/common/identity.h"
 #include "lienthong/policy/policy.h"
 #include "lienthong/storage/store.h"
 #include "lienthong/v1/exchange.pb.h"
+#include "lienthong/v1/federation.pb.h"
 
 namespace lienthong::broker {
 
@@ -35,8 +38,18 @@ struct ExchangeOptions {
   // Decides every flow and records the decisions (not owned; must outlive
   // the exchange). Required.
   policy::ServedPolicy* policy = nullptr;
-  // Organizations this broker serves; a recipient outside them is NOT_FOUND.
+  // Organizations this broker serves, and their names (parallel; may be
+  // shorter) for the federation directory.
   std::vector<std::string> local_orgs;
+  std::vector<std::string> local_org_names;
+  // Peer brokers with the route table. A recipient neither local nor
+  // routable is NOT_FOUND. Empty: a broker on its own.
+  std::vector<PeerRoute> peers;
+  // Most brokers on a document's trace; a transfer that would exceed it is
+  // DENIED. Default 8.
+  uint32_t max_hops = 8;
+  // A peer not heard from for this long is stale in the directory.
+  absl::Duration directory_stale_after = absl::Seconds(90);
   // Largest serialized document, bytes. Default 16 MiB.
   size_t max_document_bytes = 16 << 20;
   // Most recipients of one document. Default 1000.
@@ -83,6 +96,57 @@ class WatchSession {
   virtual ~WatchSession() = default;
   // No event reaches the sink after Close returns. Idempotent.
   virtual void Close() = 0;
+};
+
+// One federation link's view of a queue for a peer: the outbox (documents
+// waiting for the peer) on the link this broker dialed, or the status events
+// waiting to go back to the peer on the link the peer dialed. Items go out
+// in queue order, at most `window` unacknowledged; closing the session (the
+// link broke) makes them go out again on the next link.
+struct LinkItems {
+  std::vector<v1::Transfer> transfers;
+  std::vector<v1::ReturnedEvent> events;
+};
+using LinkSink = absl::AnyInvocable<void(LinkItems)>;
+
+class PeerLinkSession {
+ public:
+  virtual ~PeerLinkSession() = default;
+  // The peer holds these transfers durably (or refused them for good):
+  // they leave the outbox and FORWARDED (or DENIED) is recorded.
+  virtual void Custody(std::vector<v1::Custody> custody) = 0;
+  // The peer stored these returned events.
+  virtual void EventsStored(std::vector<uint64_t> ids) = 0;
+  // No item reaches the sink after Close returns. Idempotent.
+  virtual void Close() = 0;
+};
+
+// What the peer on the other end of a link hands to this broker, processed
+// in the order given (so per-sender order survives the hop).
+class InboundLink {
+ public:
+  virtual ~InboundLink() = default;
+  // Takes custody of a transfer: `done` runs once it is durable here, with
+  // the Custody to send back (carrying an error for a transfer refused for
+  // good). A transfer seen before is acknowledged again, not stored twice.
+  virtual void Accept(v1::Transfer transfer,
+                      absl::AnyInvocable<void(v1::Custody)> done) = 0;
+  // Stores a status event the peer returns (and passes it on towards the
+  // document's sender); `done` runs with OK once durable (then acknowledge
+  // it), or the error. A returned event seen before is not stored twice.
+  virtual void Returned(v1::ReturnedEvent event,
+                        absl::AnyInvocable<void(absl::Status)> done) = 0;
+};
+
+// A peer's queues, for operators.
+struct PeerQueueStats {
+  std::string peer;
+  uint64_t outbox = 0;            // transfers waiting or in flight
+  uint64_t outbox_in_flight = 0;  // handed to a link, no custody yet
+  std::optional<absl::Time> oldest_outbox;  // since it entered the outbox
+  uint64_t returns = 0;           // status events waiting to go back
+  bool outbound_link = false;     // a link we dialed is open
+  bool inbound_link = false;      // a link the peer dialed is open
 };
 
 struct ExchangeStats {
@@ -154,6 +218,25 @@ class Exchange {
                      Callback<std::shared_ptr<WatchSession>> done) = 0;
 
   virtual ExchangeStats Stats() = 0;
+
+  // ---- Federation (the link layer calls these) ----
+
+  // Opens the session for `peer`'s outbox (INVALID_ARGUMENT for a broker
+  // that is not a peer). A new session replaces the previous one.
+  virtual absl::StatusOr<std::shared_ptr<PeerLinkSession>> OpenOutbound(
+      const std::string& peer, uint32_t window, LinkSink sink) = 0;
+  // Opens the session for the status events going back to `peer`.
+  virtual absl::StatusOr<std::shared_ptr<PeerLinkSession>> OpenReturn(
+      const std::string& peer, uint32_t window, LinkSink sink) = 0;
+  // Inbound processing for one link from `peer`.
+  virtual absl::StatusOr<std::unique_ptr<InboundLink>> OpenInbound(
+      const std::string& peer) = 0;
+  // Directory: what `peer` announced, and what to announce to it.
+  virtual void LearnDirectory(const std::string& peer,
+                              const v1::Announce& announce) = 0;
+  virtual v1::Announce AnnounceTo(const std::string& peer) = 0;
+  virtual const Router& router() const = 0;
+  virtual std::vector<PeerQueueStats> PeerStats() = 0;
 
   // Ends waiting long polls with UNAVAILABLE so the server can stop quickly.
   // Call before shutting the server down.

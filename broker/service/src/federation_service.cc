@@ -1,0 +1,524 @@
+#include <condition_variable>
+#include <deque>
+#include <iostream>
+#include <random>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "broker/service/src/streams.h"
+#include "grpcpp/security/tls_certificate_provider.h"
+#include "grpcpp/security/tls_credentials_options.h"
+#include "lienthong/broker/federation.h"
+#include "lienthong/broker/service.h"
+
+namespace lienthong::broker {
+namespace {
+
+constexpr size_t kMaxTransfersPerMessage = 256;
+constexpr size_t kMaxBytesPerMessage = 4 << 20;
+constexpr int kMaxMessageBytes = 64 << 20;
+constexpr int kKeepaliveTimeMs = 20'000;
+constexpr int kKeepaliveTimeoutMs = 10'000;
+// A link that stayed up this long resets the reconnect backoff.
+constexpr absl::Duration kStableLink = absl::Seconds(10);
+
+void Log(absl::string_view message) {
+  std::cerr << absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", absl::Now(),
+                                absl::UTCTimeZone())
+            << " lienthongd federation: " << message << std::endl;
+}
+
+// ---- The served side of a link
+// ------------------------------------------------
+
+class LinkReactor final
+    : public grpc::ServerBidiReactor<v1::LinkRequest, v1::LinkResponse>,
+      public RefCounted,
+      public StreamRegistry::Stream {
+ public:
+  LinkReactor(Exchange* exchange, std::string peer,
+              std::unique_ptr<InboundLink> inbound, uint32_t window,
+              StreamRegistry* registry)
+      : exchange_(exchange),
+        peer_(std::move(peer)),
+        inbound_(std::move(inbound)),
+        window_(window),
+        registry_(registry) {
+    if (!registry_->Add(this)) {
+      End(ShuttingDown());
+      return;
+    }
+    StartSendInitialMetadata();  // the dialer checks who we are at once
+    Ref();  // for the return sink, released in OnDone after Close
+    absl::StatusOr<std::shared_ptr<PeerLinkSession>> returns =
+        exchange_->OpenReturn(peer_, window_, [this](LinkItems items) {
+          absl::MutexLock lock(&mu_);
+          if (finished_ || broken_ || end_requested_) return;
+          for (v1::ReturnedEvent& e : items.events)
+            pending_.add_events()->Swap(&e);
+          StartWriteLocked();
+        });
+    if (!returns.ok()) {
+      Unref();
+      End(ToGrpcStatus(returns.status()));
+      return;
+    }
+    {
+      absl::MutexLock lock(&mu_);
+      returns_ = *returns;
+      reading_ = true;
+    }
+    StartRead(&request_);
+  }
+
+  void StopForShutdown() override { End(ShuttingDown()); }
+
+  void OnReadDone(bool ok) override {
+    if (!ok) {  // the dialer closed its side or went away
+      End(grpc::Status::OK);
+      return;
+    }
+    std::shared_ptr<PeerLinkSession> returns;
+    {
+      absl::MutexLock lock(&mu_);
+      reading_ = false;
+      returns = returns_;
+      if (request_.has_announce()) {
+        exchange_->LearnDirectory(peer_, request_.announce());
+        *pending_.mutable_announce() = exchange_->AnnounceTo(peer_);
+        StartWriteLocked();
+      }
+    }
+    if (request_.event_acks_size() > 0 && returns) {
+      returns->EventsStored(
+          {request_.event_acks().begin(), request_.event_acks().end()});
+    }
+    for (v1::Transfer& t : *request_.mutable_transfers()) {
+      {
+        absl::MutexLock lock(&mu_);
+        ++outstanding_;
+      }
+      Ref();
+      inbound_->Accept(std::move(t), [this](v1::Custody custody) {
+        bool read = false;
+        {
+          absl::MutexLock lock(&mu_);
+          --outstanding_;
+          if (!finished_ && !broken_ && !end_requested_) {
+            *pending_.add_custody() = std::move(custody);
+            StartWriteLocked();
+            read = ResumeReadLocked();
+          }
+        }
+        if (read) StartRead(&request_);
+        Unref();
+      });
+    }
+    request_.Clear();
+    bool read;
+    {
+      absl::MutexLock lock(&mu_);
+      read = ResumeReadLocked();
+    }
+    if (read) StartRead(&request_);
+  }
+
+  void OnWriteDone(bool ok) override {
+    absl::MutexLock lock(&mu_);
+    writing_ = false;
+    if (!ok) {
+      broken_ = true;
+    } else {
+      StartWriteLocked();
+    }
+    MaybeFinishLocked();
+  }
+
+  void OnCancel() override {
+    {
+      absl::MutexLock lock(&mu_);
+      broken_ = true;
+    }
+    End(grpc::Status::CANCELLED);
+  }
+
+  void OnDone() override {
+    std::shared_ptr<PeerLinkSession> returns;
+    {
+      absl::MutexLock lock(&mu_);
+      returns = std::move(returns_);
+    }
+    if (returns) {
+      returns->Close();  // no event reaches the sink after this
+      Unref();           // the sink's reference
+    }
+    registry_->Remove(this);
+    Unref();
+  }
+
+ private:
+  // Reads the next message unless too many transfers await custody (the
+  // dialer's window bounds them; this bounds a dialer that ignores it).
+  bool ResumeReadLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (reading_ || read_closed_ || end_requested_ || finished_) return false;
+    if (outstanding_ > 2 * window_ + kMaxTransfersPerMessage) return false;
+    reading_ = true;
+    return true;
+  }
+
+  void End(grpc::Status status) {
+    std::shared_ptr<PeerLinkSession> returns;
+    {
+      absl::MutexLock lock(&mu_);
+      if (end_requested_) return;
+      end_requested_ = true;
+      read_closed_ = true;
+      end_status_ = std::move(status);
+      returns = returns_;
+      pending_.Clear();  // unacknowledged events go back on the next link
+      MaybeFinishLocked();
+    }
+    if (returns) returns->Close();
+  }
+
+  void StartWriteLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (writing_ || finished_ || end_requested_) return;
+    if (pending_.custody_size() == 0 && pending_.events_size() == 0 &&
+        !pending_.has_announce())
+      return;
+    writing_ = true;
+    response_.Swap(&pending_);
+    pending_.Clear();
+    StartWrite(&response_);
+  }
+
+  void MaybeFinishLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (finished_ || writing_) return;
+    if (broken_ || end_requested_) {
+      finished_ = true;
+      Finish(broken_ && !end_requested_ ? grpc::Status::CANCELLED
+                                        : end_status_);
+    }
+  }
+
+  Exchange* const exchange_;
+  const std::string peer_;
+  const std::unique_ptr<InboundLink> inbound_;
+  const uint32_t window_;
+  StreamRegistry* const registry_;
+  v1::LinkRequest request_;  // owned by the one read in flight
+
+  absl::Mutex mu_;
+  std::shared_ptr<PeerLinkSession> returns_ ABSL_GUARDED_BY(mu_);
+  v1::LinkResponse response_ ABSL_GUARDED_BY(mu_);
+  v1::LinkResponse pending_ ABSL_GUARDED_BY(mu_);
+  uint64_t outstanding_ ABSL_GUARDED_BY(mu_) = 0;
+  bool reading_ ABSL_GUARDED_BY(mu_) = false;
+  bool read_closed_ ABSL_GUARDED_BY(mu_) = false;
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  bool broken_ ABSL_GUARDED_BY(mu_) = false;
+  bool end_requested_ ABSL_GUARDED_BY(mu_) = false;
+  grpc::Status end_status_ ABSL_GUARDED_BY(mu_);
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+}  // namespace
+
+FederationServiceImpl::FederationServiceImpl(Exchange* exchange,
+                                             std::string trust_domain,
+                                             uint32_t window)
+    : exchange_(exchange),
+      trust_domain_(std::move(trust_domain)),
+      window_(window),
+      registry_(std::make_unique<StreamRegistry>()) {}
+
+FederationServiceImpl::~FederationServiceImpl() = default;
+
+void FederationServiceImpl::Shutdown() { registry_->StopAll(); }
+
+grpc::ServerBidiReactor<v1::LinkRequest, v1::LinkResponse>*
+FederationServiceImpl::Link(grpc::CallbackServerContext* ctx) {
+  using Refuse = RefuseBidi<v1::LinkRequest, v1::LinkResponse>;
+  std::shared_ptr<const grpc::AuthContext> auth = ctx->auth_context();
+  absl::StatusOr<Principal> caller =
+      auth ? AuthenticatedPrincipal(*auth, trust_domain_)
+           : absl::UnauthenticatedError("no verified client certificate");
+  if (!caller.ok()) return new Refuse(caller.status());
+  if (caller->kind != Principal::Kind::kBroker) {
+    return new Refuse(absl::PermissionDeniedError(
+        absl::StrCat(caller->spiffe_id,
+                     " is not a broker; FederationService serves peer "
+                     "brokers only")));
+  }
+  absl::StatusOr<std::unique_ptr<InboundLink>> inbound =
+      exchange_->OpenInbound(caller->name);
+  if (!inbound.ok()) return new Refuse(inbound.status());
+  return new LinkReactor(exchange_, caller->name, *std::move(inbound), window_,
+                         registry_.get());
+}
+
+// ---- The dialing side
+// ---------------------------------------------------------
+
+struct PeerLinks::Peer {
+  PeerEndpoint endpoint;
+  std::shared_ptr<grpc::Channel> channel;
+  std::thread thread;
+
+  absl::Mutex mu;
+  grpc::ClientContext* context ABSL_GUARDED_BY(mu) = nullptr;  // while linked
+  PeerLinkState state ABSL_GUARDED_BY(mu);
+};
+
+namespace {
+
+// What the link's reader and the core hand to its writer.
+struct LinkIo {
+  absl::Mutex mu;
+  std::deque<v1::Transfer> transfers ABSL_GUARDED_BY(mu);
+  std::vector<uint64_t> event_acks ABSL_GUARDED_BY(mu);
+  bool ended ABSL_GUARDED_BY(mu) = false;
+};
+
+}  // namespace
+
+PeerLinks::PeerLinks(Exchange* exchange, PeerLinkOptions options,
+                     std::vector<PeerEndpoint> peers)
+    : exchange_(exchange), options_(std::move(options)) {
+  auto certificates =
+      std::make_shared<grpc::experimental::FileWatcherCertificateProvider>(
+          options_.private_key_file, options_.certificate_file,
+          options_.ca_file, absl::ToInt64Seconds(options_.certificate_refresh));
+  for (PeerEndpoint& e : peers) {
+    auto p = std::make_unique<Peer>();
+    grpc::experimental::TlsChannelCredentialsOptions tls;
+    tls.set_certificate_provider(certificates);
+    tls.watch_root_certs();
+    tls.watch_identity_key_cert_pairs();
+    tls.set_verify_server_certs(true);
+    tls.set_certificate_verifier(
+        std::make_shared<grpc::experimental::HostNameCertificateVerifier>());
+    tls.set_check_call_host(true);
+    grpc::ChannelArguments args;
+    args.SetMaxReceiveMessageSize(kMaxMessageBytes);
+    args.SetMaxSendMessageSize(kMaxMessageBytes);
+    args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, kKeepaliveTimeMs);
+    args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, kKeepaliveTimeoutMs);
+    args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+    args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS,
+                static_cast<int>(absl::ToInt64Milliseconds(options_.reconnect_max)));
+    // Each link has a channel of its own, never shared with other traffic.
+    args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+    p->channel = grpc::CreateCustomChannel(
+        e.endpoint, grpc::experimental::TlsCredentials(tls), args);
+    {
+      absl::MutexLock lock(&p->mu);
+      p->state.peer = e.name;
+      p->state.endpoint = e.endpoint;
+    }
+    p->endpoint = std::move(e);
+    peers_.push_back(std::move(p));
+  }
+}
+
+PeerLinks::~PeerLinks() { Stop(); }
+
+void PeerLinks::Start() {
+  for (auto& p : peers_) {
+    Peer* peer = p.get();
+    peer->thread = std::thread([this, peer] { Run(peer); });
+  }
+}
+
+void PeerLinks::Stop() {
+  {
+    absl::MutexLock lock(&mu_);
+    if (stopping_) return;
+    stopping_ = true;
+  }
+  for (auto& p : peers_) {
+    absl::MutexLock lock(&p->mu);
+    if (p->context) p->context->TryCancel();
+  }
+  for (auto& p : peers_) {
+    if (p->thread.joinable()) p->thread.join();
+  }
+}
+
+std::vector<PeerLinkState> PeerLinks::States() {
+  std::vector<PeerLinkState> out;
+  for (auto& p : peers_) {
+    absl::MutexLock lock(&p->mu);
+    out.push_back(p->state);
+  }
+  return out;
+}
+
+void PeerLinks::Run(Peer* peer) {
+  std::mt19937_64 rng(std::random_device{}());
+  std::uniform_real_distribution<double> jitter(0.5, 1.5);
+  absl::Duration backoff = options_.reconnect_min;
+  for (;;) {
+    {
+      absl::MutexLock lock(&mu_);
+      if (stopping_) return;
+    }
+    absl::Time started = absl::Now();
+    absl::Status s = RunOnce(peer);
+    {
+      absl::MutexLock lock(&peer->mu);
+      peer->state.up = false;
+      peer->state.since = absl::Now();
+      peer->state.last_error = s.ToString();
+    }
+    if (absl::Now() - started > kStableLink) backoff = options_.reconnect_min;
+    absl::Duration wait = backoff * jitter(rng);
+    backoff = std::min(backoff * 2, options_.reconnect_max);
+    absl::MutexLock lock(&mu_);
+    if (stopping_) return;
+    Log(absl::StrCat("link to ", peer->endpoint.name, " (",
+                     peer->endpoint.endpoint, ") down: ", s.ToString(),
+                     "; retrying in ", absl::FormatDuration(wait)));
+    mu_.AwaitWithTimeout(absl::Condition(&stopping_), wait);
+  }
+}
+
+absl::Status PeerLinks::RunOnce(Peer* peer) {
+  const std::string& name = peer->endpoint.name;
+  auto stub = v1::FederationService::NewStub(peer->channel);
+  grpc::ClientContext ctx;
+  {
+    absl::MutexLock stop_lock(&mu_);
+    if (stopping_) return absl::CancelledError("stopping");
+    absl::MutexLock lock(&peer->mu);
+    peer->context = &ctx;
+  }
+  auto forget_context = [&] {
+    absl::MutexLock lock(&peer->mu);
+    peer->context = nullptr;
+  };
+  std::unique_ptr<grpc::ClientReaderWriter<v1::LinkRequest, v1::LinkResponse>>
+      stream = stub->Link(&ctx);
+  stream->WaitForInitialMetadata();
+  std::shared_ptr<const grpc::AuthContext> auth = ctx.auth_context();
+  if (!auth || !auth->IsPeerAuthenticated()) {  // never connected
+    ctx.TryCancel();
+    grpc::Status status = stream->Finish();
+    forget_context();
+    if (status.ok()) return absl::UnavailableError("link ended at once");
+    return absl::Status(static_cast<absl::StatusCode>(status.error_code()),
+                        status.error_message());
+  }
+  // The peer must be the broker we meant, not just any certificate our CA
+  // signed for this address.
+  absl::StatusOr<Principal> who =
+      auth ? AuthenticatedPrincipal(*auth, options_.trust_domain)
+           : absl::UnauthenticatedError("no verified server certificate");
+  if (!who.ok() || who->kind != Principal::Kind::kBroker ||
+      who->name != name) {
+    ctx.TryCancel();
+    stream->Finish();
+    forget_context();
+    return absl::PermissionDeniedError(absl::StrCat(
+        peer->endpoint.endpoint, " is not broker ", name, ": ",
+        who.ok() ? who->spiffe_id : std::string(who.status().message())));
+  }
+
+  auto io = std::make_shared<LinkIo>();
+  absl::StatusOr<std::shared_ptr<PeerLinkSession>> session =
+      exchange_->OpenOutbound(name, options_.window, [io](LinkItems items) {
+        absl::MutexLock lock(&io->mu);
+        for (v1::Transfer& t : items.transfers)
+          io->transfers.push_back(std::move(t));
+      });
+  absl::StatusOr<std::unique_ptr<InboundLink>> inbound =
+      exchange_->OpenInbound(name);
+  if (!session.ok() || !inbound.ok()) {
+    ctx.TryCancel();
+    stream->Finish();
+    forget_context();
+    return session.ok() ? inbound.status() : session.status();
+  }
+  {
+    absl::MutexLock lock(&peer->mu);
+    peer->state.up = true;
+    peer->state.since = absl::Now();
+    ++peer->state.connects;
+    peer->state.last_error.clear();
+  }
+  Log(absl::StrCat("link to ", name, " (", peer->endpoint.endpoint, ") up"));
+
+  std::shared_ptr<InboundLink> returned = *std::move(inbound);
+  std::thread reader([&, io, returned] {
+    v1::LinkResponse response;
+    while (stream->Read(&response)) {
+      if (response.custody_size() > 0) {
+        (*session)->Custody({std::make_move_iterator(
+                                 response.mutable_custody()->begin()),
+                             std::make_move_iterator(
+                                 response.mutable_custody()->end())});
+      }
+      for (v1::ReturnedEvent& e : *response.mutable_events()) {
+        uint64_t id = e.id();
+        returned->Returned(std::move(e), [io, id](absl::Status s) {
+          absl::MutexLock lock(&io->mu);
+          // A refused event is acknowledged too: it can never be stored,
+          // and resending it forever would block the ones behind it.
+          if (!s.ok() && !absl::IsInvalidArgument(s)) return;
+          if (!s.ok())
+            Log(absl::StrCat("returned event ", id, " dropped: ", s.ToString()));
+          io->event_acks.push_back(id);
+        });
+      }
+      if (response.has_announce())
+        exchange_->LearnDirectory(name, response.announce());
+      response.Clear();
+    }
+    absl::MutexLock lock(&io->mu);
+    io->ended = true;
+  });
+
+  absl::Time next_announce = absl::Now();
+  for (;;) {
+    v1::LinkRequest request;
+    {
+      absl::MutexLock lock(&io->mu);
+      auto ready = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(io->mu) {
+        return io->ended || !io->transfers.empty() ||
+               !io->event_acks.empty() || absl::Now() >= next_announce;
+      };
+      io->mu.AwaitWithDeadline(absl::Condition(&ready), next_announce);
+      if (io->ended) break;
+      size_t bytes = 0;
+      while (!io->transfers.empty() &&
+             static_cast<size_t>(request.transfers_size()) <
+                 kMaxTransfersPerMessage &&
+             bytes < kMaxBytesPerMessage) {
+        bytes += io->transfers.front().ByteSizeLong();
+        *request.add_transfers() = std::move(io->transfers.front());
+        io->transfers.pop_front();
+      }
+      for (uint64_t id : io->event_acks) request.add_event_acks(id);
+      io->event_acks.clear();
+    }
+    if (absl::Now() >= next_announce) {
+      *request.mutable_announce() = exchange_->AnnounceTo(name);
+      next_announce = absl::Now() + options_.announce_interval;
+    }
+    if (request.transfers_size() == 0 && request.event_acks_size() == 0 &&
+        !request.has_announce())
+      continue;
+    if (!stream->Write(request)) break;
+  }
+  // Whatever was sent without custody goes out again on the next link.
+  (*session)->Close();
+  ctx.TryCancel();
+  reader.join();
+  grpc::Status status = stream->Finish();
+  forget_context();
+  return absl::Status(static_cast<absl::StatusCode>(status.error_code()),
+                      status.error_message());
+}
+
+}  // namespace lienthong::broker
