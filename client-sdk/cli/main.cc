@@ -18,6 +18,7 @@
 #include "absl/time/time.h"
 #include "client-sdk/cli/commands.h"
 #include "client-sdk/cli/format.h"
+#include "client-sdk/cli/admin_commands.h"
 #include "client-sdk/cli/policy_commands.h"
 #include "lienthong/admin_client.h"
 #include "lienthong/client.h"
@@ -287,6 +288,26 @@ int Main(int argc, char** argv) {
       ->add_option("--limit", policy_decisions.limit, "At most N")
       ->capture_default_str();
 
+  // admin
+  CLI::App* admin_cmd = app.add_subcommand(
+      "admin",
+      "Ask the broker about itself (as an operator or auditor): info, peers, "
+      "directory");
+  admin_cmd->require_subcommand(1);
+  CLI::App* admin_info_cmd = admin_cmd->add_subcommand(
+      "info", "Broker identity, release, uptime, policy version, your roles");
+  CLI::App* admin_peers_cmd = admin_cmd->add_subcommand(
+      "peers",
+      "Peer brokers: link state, outbox backlog and oldest age, events "
+      "waiting to go back, directory freshness, routes");
+  std::string admin_directory_org;
+  CLI::App* admin_directory_cmd = admin_cmd->add_subcommand(
+      "directory",
+      "Organizations this broker and its peers serve, and where a document "
+      "for each goes now");
+  admin_directory_cmd->add_option("ORG", admin_directory_org,
+                                  "Only this organization code");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -335,7 +356,7 @@ int Main(int argc, char** argv) {
     options.initial_backoff =
         std::min(options.initial_backoff, options.max_backoff);
   }
-  if (policy_cmd->parsed()) {
+  if (policy_cmd->parsed() || admin_cmd->parsed()) {
     absl::StatusOr<std::unique_ptr<AdminClient>> admin =
         AdminClient::Open(options);
     if (!admin.ok()) {
@@ -354,6 +375,12 @@ int Main(int argc, char** argv) {
       result = RunPolicyDryRun(**admin, policy_dry_run, output);
     } else if (policy_decisions_cmd->parsed()) {
       result = RunPolicyDecisions(**admin, policy_decisions, output);
+    } else if (admin_info_cmd->parsed()) {
+      result = RunAdminInfo(**admin, output);
+    } else if (admin_peers_cmd->parsed()) {
+      result = RunAdminPeers(**admin, output);
+    } else if (admin_directory_cmd->parsed()) {
+      result = RunAdminDirectory(**admin, admin_directory_org, output);
     }
     if (!result.ok()) PrintError(result);
     return ExitCodeFor(result);

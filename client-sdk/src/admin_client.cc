@@ -49,6 +49,13 @@ class AdminClientImpl final : public AdminClient {
     return Read(v1::GetBrokerInfoRequest(),
                 &Connection::AdminStub::GetBrokerInfo);
   }
+  absl::StatusOr<v1::ListPeersResponse> ListPeers() override {
+    return Read(v1::ListPeersRequest(), &Connection::AdminStub::ListPeers);
+  }
+  absl::StatusOr<v1::ListDirectoryResponse> ListDirectory(
+      const v1::ListDirectoryRequest& request) override {
+    return Read(request, &Connection::AdminStub::ListDirectory);
+  }
 
  private:
   template <typename Request, typename Response>

@@ -106,17 +106,6 @@ int Serve(const BrokerConfig& config) {
   broker::ExchangeServiceImpl exchange_service(exchange->get(),
                                                config.trust_domain);
   broker::HealthServiceImpl health;
-  broker::AdminOptions admin_options;
-  admin_options.broker_id = config.SpiffeId();
-  admin_options.version = LIENTHONG_VERSION;
-  admin_options.operators = config.PersonIds(config.roles.operators);
-  admin_options.auditors = config.PersonIds(config.roles.auditors);
-  admin_options.policy = served_policy->get();
-  if (absl::Status s = admin_options.Validate(); !s.ok()) {
-    Log(absl::StrCat("error: roles: ", s.message()));
-    return 1;
-  }
-  broker::AdminServiceImpl admin_service(std::move(admin_options));
   broker::FederationServiceImpl federation_service(
       exchange->get(), config.trust_domain, config.federation.window);
   broker::PeerLinkOptions link_options;
@@ -134,6 +123,19 @@ int Serve(const BrokerConfig& config) {
     peer_endpoints.push_back({peer.route.name, peer.endpoint});
   broker::PeerLinks links(exchange->get(), std::move(link_options),
                           std::move(peer_endpoints));
+  broker::AdminOptions admin_options;
+  admin_options.broker_id = config.SpiffeId();
+  admin_options.version = LIENTHONG_VERSION;
+  admin_options.operators = config.PersonIds(config.roles.operators);
+  admin_options.auditors = config.PersonIds(config.roles.auditors);
+  admin_options.policy = served_policy->get();
+  admin_options.exchange = exchange->get();
+  admin_options.links = &links;
+  if (absl::Status s = admin_options.Validate(); !s.ok()) {
+    Log(absl::StrCat("error: roles: ", s.message()));
+    return 1;
+  }
+  broker::AdminServiceImpl admin_service(std::move(admin_options));
 
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;

@@ -254,6 +254,20 @@ grpc::ServerUnaryReactor* AdminServiceImpl::GetBrokerInfo(
                 &AdminServiceImpl::DoGetBrokerInfo);
 }
 
+grpc::ServerUnaryReactor* AdminServiceImpl::ListPeers(
+    grpc::CallbackServerContext* ctx, const v1::ListPeersRequest* request,
+    v1::ListPeersResponse* response) {
+  return Handle(ctx, "ListPeers", Access::kRead, request, response,
+                &AdminServiceImpl::DoListPeers);
+}
+
+grpc::ServerUnaryReactor* AdminServiceImpl::ListDirectory(
+    grpc::CallbackServerContext* ctx, const v1::ListDirectoryRequest* request,
+    v1::ListDirectoryResponse* response) {
+  return Handle(ctx, "ListDirectory", Access::kRead, request, response,
+                &AdminServiceImpl::DoListDirectory);
+}
+
 // ---- work (on the pool) -----------------------------------------------------
 
 absl::Status AdminServiceImpl::DoGetPolicy(const Principal& caller,
@@ -409,6 +423,104 @@ absl::Status AdminServiceImpl::DoGetBrokerInfo(
   for (const std::string& role : RolesOf(caller)) {
     response->add_caller_roles(role);
   }
+  return absl::OkStatus();
+}
+
+absl::Status AdminServiceImpl::DoListPeers(const Principal& caller,
+                                          const v1::ListPeersRequest& request,
+                                          v1::ListPeersResponse* response,
+                                          std::string* detail) {
+  if (!options_.exchange) {
+    return absl::FailedPreconditionError(
+        "this broker serves no exchange to report on");
+  }
+  absl::Time now = absl::Now();
+  absl::StatusOr<Principal> self = ParseSpiffeId(options_.broker_id);
+  std::vector<PeerQueueStats> queues = options_.exchange->PeerStats();
+  std::vector<PeerDirectory> directory =
+      options_.exchange->router().Directory(now);
+  std::vector<PeerLinkState> links;
+  if (options_.links) links = options_.links->States();
+  const std::vector<PeerRoute>& routes = options_.exchange->router().peers();
+  for (size_t i = 0; i < routes.size(); ++i) {
+    const PeerRoute& r = routes[i];
+    v1::PeerInfo* p = response->add_peers();
+    p->set_name(r.name);
+    p->set_broker(SpiffeId(self->trust_domain, Principal::Kind::kBroker, r.name));
+    v1::PeerRoutes* w = p->mutable_routes();
+    for (const std::string& o : r.orgs) w->add_orgs(o);
+    for (const std::string& u : r.under) w->add_under(u);
+    for (const std::string& v : r.provinces) w->add_provinces(v);
+    w->set_is_default(r.is_default);
+    for (const PeerLinkState& l : links) {
+      if (l.peer != r.name) continue;
+      p->set_endpoint(l.endpoint);
+      p->set_outbound_up(l.up);
+      if (l.since) policy::ToProto(*l.since, p->mutable_outbound_since());
+      p->set_outbound_connects(l.connects);
+      p->set_outbound_last_error(l.last_error);
+    }
+    for (const PeerQueueStats& q : queues) {
+      if (q.peer != r.name) continue;
+      p->set_inbound_up(q.inbound_link);
+      p->set_outbox(q.outbox);
+      p->set_outbox_in_flight(q.outbox_in_flight);
+      if (q.oldest_outbox)
+        policy::ToProto(now - *q.oldest_outbox, p->mutable_oldest_outbox_age());
+      p->set_returns(q.returns);
+    }
+    for (const PeerDirectory& d : directory) {
+      if (d.peer != r.name) continue;
+      if (d.heard_at) policy::ToProto(*d.heard_at, p->mutable_directory_heard_at());
+      p->set_directory_stale(d.stale);
+      p->set_directory_entries(d.entries.size());
+    }
+  }
+  *detail = absl::StrCat(response->peers_size(), " peers");
+  return absl::OkStatus();
+}
+
+absl::Status AdminServiceImpl::DoListDirectory(
+    const Principal& caller, const v1::ListDirectoryRequest& request,
+    v1::ListDirectoryResponse* response, std::string* detail) {
+  if (!options_.exchange) {
+    return absl::FailedPreconditionError(
+        "this broker serves no exchange to report on");
+  }
+  if (!request.org().empty()) {
+    if (absl::Status s = ValidateOrgCode(request.org(), "org"); !s.ok())
+      return s;
+  }
+  absl::Time now = absl::Now();
+  Exchange& exchange = *options_.exchange;
+  absl::StatusOr<Principal> self = ParseSpiffeId(options_.broker_id);
+  // This broker's own organizations first, as it announces them.
+  v1::Announce own = exchange.AnnounceTo("");
+  for (const v1::DirectoryEntry& e : own.entries()) {
+    if (e.distance() != 0 || e.broker() != self->name) continue;
+    if (!request.org().empty() && e.org() != request.org()) continue;
+    v1::DirectoryRow* row = response->add_rows();
+    row->set_org(e.org());
+    row->set_name(e.name());
+    row->set_broker(e.broker());
+    row->set_route("local");
+  }
+  for (const PeerDirectory& d : exchange.router().Directory(now)) {
+    for (const DirectoryEntry& e : d.entries) {
+      if (!request.org().empty() && e.org != request.org()) continue;
+      v1::DirectoryRow* row = response->add_rows();
+      row->set_org(e.org);
+      row->set_name(e.name);
+      row->set_broker(e.broker);
+      row->set_distance(e.distance);
+      row->set_via_peer(d.peer);
+      row->set_stale(d.stale);
+      absl::StatusOr<std::string> route =
+          exchange.router().Route(e.org, {self->name}, now);
+      row->set_route(route.ok() ? *route : std::string(route.status().message()));
+    }
+  }
+  *detail = absl::StrCat(response->rows_size(), " rows");
   return absl::OkStatus();
 }
 

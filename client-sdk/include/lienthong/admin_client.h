@@ -1,5 +1,6 @@
 // The operator's side of Liên Thông: lienthong.v1.AdminService (policy get,
-// validate, explain, apply, dry run, recent decisions, broker info) with a
+// validate, explain, apply, dry run, recent decisions, broker info; peers
+// and directory) with a
 // person certificate. The `lienthong policy ...` commands are built on it.
 //
 //   lienthong::ClientOptions options;
@@ -60,6 +61,10 @@ class AdminClient {
   virtual absl::StatusOr<v1::ListPolicyDecisionsResponse> ListPolicyDecisions(
       const v1::ListPolicyDecisionsRequest& request) = 0;
   virtual absl::StatusOr<v1::GetBrokerInfoResponse> GetBrokerInfo() = 0;
+  // Federation: peers with link state and backlogs, and the directory.
+  virtual absl::StatusOr<v1::ListPeersResponse> ListPeers() = 0;
+  virtual absl::StatusOr<v1::ListDirectoryResponse> ListDirectory(
+      const v1::ListDirectoryRequest& request) = 0;
 };
 
 }  // namespace lienthong

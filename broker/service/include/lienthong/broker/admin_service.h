@@ -37,6 +37,8 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "grpcpp/grpcpp.h"
+#include "lienthong/broker/exchange.h"
+#include "lienthong/broker/federation.h"
 #include "lienthong/common/identity.h"
 #include "lienthong/policy/policy.h"
 #include "lienthong/v1/admin.grpc.pb.h"
@@ -60,6 +62,11 @@ struct AdminOptions {
   // The policy the broker serves. Not owned; must outlive the service.
   // Required.
   policy::ServedPolicy* policy = nullptr;
+  // The exchange (peers, queues, directory) and the outgoing links. Not
+  // owned; must outlive the service. Optional: without them ListPeers and
+  // ListDirectory answer FAILED_PRECONDITION.
+  Exchange* exchange = nullptr;
+  PeerLinks* links = nullptr;
   // Threads for the blocking work of admin calls. Default 2.
   int worker_threads = 2;
 
@@ -100,6 +107,12 @@ class AdminServiceImpl final : public v1::AdminService::CallbackService {
   grpc::ServerUnaryReactor* GetBrokerInfo(
       grpc::CallbackServerContext* ctx, const v1::GetBrokerInfoRequest* request,
       v1::GetBrokerInfoResponse* response) override;
+  grpc::ServerUnaryReactor* ListPeers(
+      grpc::CallbackServerContext* ctx, const v1::ListPeersRequest* request,
+      v1::ListPeersResponse* response) override;
+  grpc::ServerUnaryReactor* ListDirectory(
+      grpc::CallbackServerContext* ctx, const v1::ListDirectoryRequest* request,
+      v1::ListDirectoryResponse* response) override;
 
  private:
   // Who may call a method.
@@ -147,6 +160,14 @@ class AdminServiceImpl final : public v1::AdminService::CallbackService {
   absl::Status DoGetBrokerInfo(const Principal& caller,
                                const v1::GetBrokerInfoRequest& request,
                                v1::GetBrokerInfoResponse* response,
+                               std::string* detail);
+  absl::Status DoListPeers(const Principal& caller,
+                           const v1::ListPeersRequest& request,
+                           v1::ListPeersResponse* response,
+                           std::string* detail);
+  absl::Status DoListDirectory(const Principal& caller,
+                               const v1::ListDirectoryRequest& request,
+                               v1::ListDirectoryResponse* response,
                                std::string* detail);
 
   const AdminOptions options_;

@@ -1,0 +1,106 @@
+#include "client-sdk/cli/admin_commands.h"
+
+#include <iostream>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/time/time.h"
+#include "client-sdk/cli/format.h"
+#include "lienthong/common/status_macros.h"
+
+namespace lienthong::cli {
+namespace {
+
+std::string Age(const google::protobuf::Duration& d) {
+  absl::Duration age = absl::Seconds(d.seconds()) + absl::Nanoseconds(d.nanos());
+  if (age < absl::Seconds(1)) return "<1s";
+  return absl::FormatDuration(absl::Trunc(age, absl::Seconds(1)));
+}
+
+std::string RoutesText(const v1::PeerRoutes& r) {
+  std::vector<std::string> parts;
+  if (r.is_default()) parts.push_back("default");
+  if (r.provinces_size())
+    parts.push_back(absl::StrCat("provinces ", absl::StrJoin(r.provinces(), ",")));
+  if (r.under_size())
+    parts.push_back(absl::StrCat("under ", absl::StrJoin(r.under(), ",")));
+  if (r.orgs_size())
+    parts.push_back(absl::StrCat("orgs ", absl::StrJoin(r.orgs(), ",")));
+  return parts.empty() ? "directory only" : absl::StrJoin(parts, "; ");
+}
+
+}  // namespace
+
+absl::Status RunAdminInfo(AdminClient& admin, const OutputFlags& output) {
+  ASSIGN_OR_RETURN(v1::GetBrokerInfoResponse info, admin.GetBrokerInfo());
+  if (output.json) {
+    std::cout << ToJson(info, /*with_defaults=*/true) << std::endl;
+    return absl::OkStatus();
+  }
+  std::cout << "broker   " << info.broker() << "\n"
+            << "version  " << info.version() << "\n"
+            << "started  " << FormatTimestamp(info.started_at()) << " (up "
+            << Age(info.uptime()) << ")\n"
+            << "policy   " << info.policy_version() << "\n"
+            << "you      " << info.caller() << " ("
+            << absl::StrJoin(info.caller_roles(), ", ") << ")" << std::endl;
+  return absl::OkStatus();
+}
+
+absl::Status RunAdminPeers(AdminClient& admin, const OutputFlags& output) {
+  ASSIGN_OR_RETURN(v1::ListPeersResponse peers, admin.ListPeers());
+  if (output.json) {
+    std::cout << ToJson(peers, /*with_defaults=*/true) << std::endl;
+    return absl::OkStatus();
+  }
+  Table table({"PEER", "ENDPOINT", "OUT", "IN", "OUTBOX", "OLDEST", "RETURNS",
+               "DIRECTORY", "ROUTES", "LAST ERROR"});
+  for (const v1::PeerInfo& p : peers.peers()) {
+    std::string directory =
+        p.has_directory_heard_at()
+            ? absl::StrCat(p.directory_entries(), " orgs",
+                           p.directory_stale() ? " (stale)" : "")
+            : "never heard";
+    table.AddRow(
+        {p.name(), p.endpoint(),
+         absl::StrCat(p.outbound_up() ? "up" : "down", " since ",
+                      FormatTimestamp(p.outbound_since())),
+         p.inbound_up() ? "up" : "down",
+         absl::StrCat(p.outbox(), p.outbox_in_flight()
+                                      ? absl::StrCat(" (", p.outbox_in_flight(),
+                                                     " in flight)")
+                                      : ""),
+         p.has_oldest_outbox_age() ? Age(p.oldest_outbox_age()) : "-",
+         absl::StrCat(p.returns()), directory, RoutesText(p.routes()),
+         p.outbound_last_error().empty() ? "-" : p.outbound_last_error()});
+  }
+  table.Print(std::cout);
+  std::cout << peers.peers_size() << " peer(s)" << std::endl;
+  return absl::OkStatus();
+}
+
+absl::Status RunAdminDirectory(AdminClient& admin, const std::string& org,
+                               const OutputFlags& output) {
+  v1::ListDirectoryRequest request;
+  request.set_org(org);
+  ASSIGN_OR_RETURN(v1::ListDirectoryResponse directory,
+                   admin.ListDirectory(request));
+  if (output.json) {
+    std::cout << ToJson(directory, /*with_defaults=*/true) << std::endl;
+    return absl::OkStatus();
+  }
+  Table table({"ORG", "NAME", "BROKER", "VIA", "HOPS", "ROUTE"});
+  for (const v1::DirectoryRow& r : directory.rows()) {
+    table.AddRow({r.org(), r.name().empty() ? "-" : r.name(), r.broker(),
+                  r.via_peer().empty()
+                      ? "-"
+                      : absl::StrCat(r.via_peer(), r.stale() ? " (stale)" : ""),
+                  r.via_peer().empty() ? "0" : absl::StrCat(r.distance() + 1),
+                  r.route()});
+  }
+  table.Print(std::cout);
+  std::cout << directory.rows_size() << " row(s)" << std::endl;
+  return absl::OkStatus();
+}
+
+}  // namespace lienthong::cli

@@ -1,0 +1,24 @@
+// `lienthong admin ...`: what an operator asks a broker about itself, with a
+// person certificate (operator or auditor): who it is (info), its peer
+// brokers with link state and backlogs (peers), and the federation directory
+// (directory). Tables by default, --json for scripts.
+#ifndef LIENTHONG_CLIENT_SDK_CLI_ADMIN_COMMANDS_H_
+#define LIENTHONG_CLIENT_SDK_CLI_ADMIN_COMMANDS_H_
+
+#include <string>
+
+#include "absl/status/status.h"
+#include "client-sdk/cli/commands.h"
+#include "lienthong/admin_client.h"
+
+namespace lienthong::cli {
+
+absl::Status RunAdminInfo(AdminClient& admin, const OutputFlags& output);
+absl::Status RunAdminPeers(AdminClient& admin, const OutputFlags& output);
+// `org`: only this organization; empty for all.
+absl::Status RunAdminDirectory(AdminClient& admin, const std::string& org,
+                               const OutputFlags& output);
+
+}  // namespace lienthong::cli
+
+#endif  // LIENTHONG_CLIENT_SDK_CLI_ADMIN_COMMANDS_H_
