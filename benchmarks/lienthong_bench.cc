@@ -1,8 +1,8 @@
 // lienthong-bench: load generator against a running broker over mutual TLS.
 //
-//   lienthong-bench --endpoint 127.0.0.1:7443 --pki pki --senders 4 \
-//       --receivers 2 --duration 10 --size 1024 [--rate 15000] [--broker-pid
-//       PID]
+//   lienthong-bench --endpoint 127.0.0.1:7443 --pki pki --senders 4
+//       --receivers 2 --duration 10 --size 1024 [--rate 15000]
+//       [--broker-pid PID] [--receive-endpoint 127.0.0.1:7444]
 //
 // Senders pipeline 1 KiB documents on SendStreams (every acknowledgement means
 // the document is durable: WAL synced); receivers take them on Receive
@@ -99,7 +99,13 @@ int main(int argc, char** argv) {
   app.add_option("--broker-pid", pid, "read the broker's peak RSS from /proc");
   app.add_option("--sender-org", sender_orgs, "sending organizations (cycled)");
   app.add_option("--recipient", recipient, "receiving organization");
+  std::string receive_endpoint;
+  app.add_option("--receive-endpoint", receive_endpoint,
+                 "broker the recipient takes documents from (default: "
+                 "--endpoint); another broker of a federation measures the "
+                 "hops between them");
   CLI11_PARSE(app, argc, argv);
+  if (receive_endpoint.empty()) receive_endpoint = endpoint;
   absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
 
   Latencies lat;
@@ -110,7 +116,7 @@ int main(int argc, char** argv) {
 
   // Receivers first, so nothing piles up.
   auto rx_client =
-      lienthong::Client::Open(OptionsFor(pki, endpoint, recipient));
+      lienthong::Client::Open(OptionsFor(pki, receive_endpoint, recipient));
   if (!rx_client.ok()) {
     std::cerr << "lienthong-bench: " << rx_client.status() << "\n";
     return 1;

@@ -22,6 +22,9 @@ constexpr int kKeepaliveTimeMs = 20'000;
 constexpr int kKeepaliveTimeoutMs = 10'000;
 // A link that stayed up this long resets the reconnect backoff.
 constexpr absl::Duration kStableLink = absl::Seconds(10);
+// Transfers outstanding and no custody for this long: the link is broken
+// (whatever was sent goes out again on a new one).
+constexpr absl::Duration kCustodyTimeout = absl::Seconds(60);
 
 void Log(absl::string_view message) {
   std::cerr << absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", absl::Now(),
@@ -79,10 +82,11 @@ class LinkReactor final
       End(grpc::Status::OK);
       return;
     }
+    // request_ stays ours (reading_ stays true, so no custody callback
+    // starts the next read into it) until it has been taken apart below.
     std::shared_ptr<PeerLinkSession> returns;
     {
       absl::MutexLock lock(&mu_);
-      reading_ = false;
       returns = returns_;
       if (request_.has_announce()) {
         exchange_->LearnDirectory(peer_, request_.announce());
@@ -119,6 +123,7 @@ class LinkReactor final
     bool read;
     {
       absl::MutexLock lock(&mu_);
+      reading_ = false;
       read = ResumeReadLocked();
     }
     if (read) StartRead(&request_);
@@ -279,6 +284,11 @@ struct LinkIo {
   std::deque<v1::Transfer> transfers ABSL_GUARDED_BY(mu);
   std::vector<uint64_t> event_acks ABSL_GUARDED_BY(mu);
   bool ended ABSL_GUARDED_BY(mu) = false;
+  // Transfers written and custody answers read on this link, and when the
+  // last answer came: a peer that stops answering is given up on.
+  uint64_t written ABSL_GUARDED_BY(mu) = 0;
+  uint64_t answered ABSL_GUARDED_BY(mu) = 0;
+  absl::Time progress ABSL_GUARDED_BY(mu) = absl::Now();
 };
 
 }  // namespace
@@ -454,6 +464,11 @@ absl::Status PeerLinks::RunOnce(Peer* peer) {
     v1::LinkResponse response;
     while (stream->Read(&response)) {
       if (response.custody_size() > 0) {
+        {
+          absl::MutexLock lock(&io->mu);
+          io->answered += response.custody_size();
+          io->progress = absl::Now();
+        }
         (*session)->Custody({std::make_move_iterator(
                                  response.mutable_custody()->begin()),
                              std::make_move_iterator(
@@ -480,6 +495,7 @@ absl::Status PeerLinks::RunOnce(Peer* peer) {
   });
 
   absl::Time next_announce = absl::Now();
+  absl::Status ended_by;
   for (;;) {
     v1::LinkRequest request;
     {
@@ -490,6 +506,15 @@ absl::Status PeerLinks::RunOnce(Peer* peer) {
       };
       io->mu.AwaitWithDeadline(absl::Condition(&ready), next_announce);
       if (io->ended) break;
+      if (io->written > io->answered &&
+          absl::Now() - io->progress > kCustodyTimeout) {
+        ended_by = absl::DeadlineExceededError(absl::StrCat(
+            "no custody answer for ", absl::FormatDuration(kCustodyTimeout),
+            " with ", io->written - io->answered,
+            " transfers outstanding; reconnecting"));
+        break;
+      }
+      if (io->written == io->answered) io->progress = absl::Now();
       size_t bytes = 0;
       while (!io->transfers.empty() &&
              static_cast<size_t>(request.transfers_size()) <
@@ -499,6 +524,7 @@ absl::Status PeerLinks::RunOnce(Peer* peer) {
         *request.add_transfers() = std::move(io->transfers.front());
         io->transfers.pop_front();
       }
+      io->written += request.transfers_size();
       for (uint64_t id : io->event_acks) request.add_event_acks(id);
       io->event_acks.clear();
     }
@@ -517,6 +543,7 @@ absl::Status PeerLinks::RunOnce(Peer* peer) {
   reader.join();
   grpc::Status status = stream->Finish();
   forget_context();
+  if (!ended_by.ok()) return ended_by;
   return absl::Status(static_cast<absl::StatusCode>(status.error_code()),
                       status.error_message());
 }
