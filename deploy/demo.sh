@@ -1,10 +1,17 @@
 #!/usr/bin/env bash
 # The README's run command: installs what is missing, builds, makes a
-# development PKI, starts a broker on its embedded defaults, and sends an
-# official document from a provincial committee (000.00.00.H49) to a central
-# body (000.00.00.G22): send, receive, acknowledge, report statuses, track;
-# then a flow the policy forbids, refused and explained.
-# With a terminal it then keeps the broker running until Ctrl-C.
+# development PKI and starts a small federation (deploy/federation.sh: a
+# central broker and three provincial brokers, separate lienthongd processes
+# on loopback), then shows what the system does, step by step:
+#   1. a provincial committee (000.00.00.H49) reports to the centre
+#      (000.00.00.G22): h49 -> central; the centre receives it and reports
+#      business statuses, which travel back to the sender;
+#   2. province H51 writes to province H49 through the centre (two hops);
+#   3. the centre goes down; H49 and H50 keep working over their direct link;
+#   4. H50's broker goes down; a document for it waits in h49's outbox and is
+#      delivered when h50 returns (store and forward);
+#   5. the policy refuses an AI-made personnel decision, and explains why.
+# From a terminal it then keeps the federation running until Ctrl-C.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -13,58 +20,95 @@ deploy/setup-debian.sh
 deploy/setup-debian.sh --build build >/dev/null
 
 DEMO="$ROOT/demo"
+FEDDIR="$DEMO/federation"
+BASE_PORT="${LIENTHONG_DEMO_PORT:-7443}"
+FED=("$ROOT/deploy/federation.sh" --dir "$FEDDIR" --base-port "$BASE_PORT")
 mkdir -p "$DEMO"
-deploy/pki/make-dev-pki.sh --out "$DEMO/pki" >/dev/null
-BIN="$ROOT/build"
-PORT="${LIENTHONG_DEMO_PORT:-7443}"
+# A previous demo's brokers (same directory) are stopped and its data kept.
+"${FED[@]}" stop >/dev/null 2>&1 || true
+trap '"${FED[@]}" stop >/dev/null 2>&1 || true' EXIT
+"${FED[@]}" start
+# shellcheck source=/dev/null
+source "$FEDDIR/env.sh"  # lt ORG|PERSON@BROKER lienthong-args...
 
-"$BIN/broker/server/lienthongd" --pki "$DEMO/pki" --listen "127.0.0.1:$PORT" \
-  --data-dir "$DEMO/data" >"$DEMO/broker.out" 2>"$DEMO/broker.log" &
-BROKER=$!
-trap 'kill $BROKER 2>/dev/null; wait $BROKER 2>/dev/null || true' EXIT
-for _ in $(seq 1 100); do
-  grep -q "listening on" "$DEMO/broker.out" 2>/dev/null && break
-  kill -0 $BROKER 2>/dev/null || { cat "$DEMO/broker.log"; exit 1; }
-  sleep 0.1
-done
-grep -q "listening on" "$DEMO/broker.out" || { echo "broker did not start"; cat "$DEMO/broker.log"; exit 1; }
-echo "== broker: $(cat "$DEMO/broker.out") (log: $DEMO/broker.log)"
-
-as() {  # as ORG lienthong-args...
-  local org=$1; shift
-  "$BIN/client-sdk/lienthong" --endpoint "127.0.0.1:$PORT" --ca "$DEMO/pki/ca.pem" \
-    --cert "$DEMO/pki/orgs/$org.pem" --key "$DEMO/pki/orgs/$org.key" "$@"
+# Waits (bounded) until broker $1 logs that its link to $2 is up.
+wait_link() {
+  for _ in $(seq 1 100); do
+    grep -q "link to $2 .* up" "$FEDDIR/$1/broker.log" 2>/dev/null && return 0
+    sleep 0.1
+  done
+  echo "the link $1 -> $2 did not come up"; tail -5 "$FEDDIR/$1/broker.log"; exit 1
+}
+wait_link h49 central; wait_link h49 h50; wait_link h51 central; wait_link central h49
+# Sends and prints the document id (exits if there is none).
+send() {  # send ORG lienthong-send-args...
+  local org=$1 out id; shift
+  out=$(lt "$org" --json send "$@")
+  id=$(echo "$out" | sed -n 's/.*"document_id": *"\([0-9A-Z]*\)".*/\1/p' | head -1)
+  [ -n "$id" ] || { echo "no document id in: $out" >&2; exit 1; }
+  echo "$id"
 }
 
 printf 'Kính gửi Văn phòng Trung ương,\nỦy ban nhân dân tỉnh báo cáo tình hình chuyển đổi số quý IV.\n' >"$DEMO/report.txt"
-echo "== 000.00.00.H49 sends a report to 000.00.00.G22"
-SENT=$(as 000.00.00.H49 --json send --to 000.00.00.G22 --subject "Báo cáo chuyển đổi số quý IV" \
+
+echo
+echo "== 1. 000.00.00.H49 (broker h49) reports to 000.00.00.G22 (broker central)"
+ID=$(send 000.00.00.H49 --to 000.00.00.G22 --subject "Báo cáo chuyển đổi số quý IV" \
   --number 123 --notation "BC-UBND" --type "Báo cáo" --signer "Nguyễn Văn A" \
   --issue-date "$(date +%F)" --urgency urgent "$DEMO/report.txt")
-echo "$SENT"
-ID=$(echo "$SENT" | sed -n 's/.*"document_id": *"\([0-9A-Z]*\)".*/\1/p' | head -1)
-[ -n "$ID" ] || { echo "no document id in the answer"; exit 1; }
+echo "sent $ID"
+echo "-- 000.00.00.G22 receives it at broker central and reports arrived (01), assigned (04)"
+lt 000.00.00.G22 receive --max 10 --wait 10 --out "$DEMO/inbox-G22"
+lt 000.00.00.G22 status "$ID" arrived
+lt 000.00.00.G22 status "$ID" assigned
+sleep 1  # the statuses travel back central -> h49
+echo "-- 000.00.00.H49 tracks it at its own broker: accepted, forwarded, delivered, statuses"
+lt 000.00.00.H49 track "$ID"
 
-echo "== 000.00.00.G22's inbox"
-as 000.00.00.G22 inbox
-echo "== 000.00.00.G22 receives and acknowledges it"
-as 000.00.00.G22 receive --max 10 --wait 5 --out "$DEMO/inbox"
-echo "== 000.00.00.G22 reports: arrived (01), then assigned (04)"
-as 000.00.00.G22 status "$ID" arrived
-as 000.00.00.G22 status "$ID" assigned
-echo "== 000.00.00.H49 tracks what it sent"
-as 000.00.00.H49 track "$ID"
+echo
+echo "== 2. 000.00.00.H51 (broker h51) writes to 000.00.00.H49: h51 -> central -> h49"
+ID=$(send 000.00.00.H51 --to 000.00.00.H49 --subject "Phối hợp tổ chức hội nghị" --type "Công văn" "$DEMO/report.txt")
+lt 000.00.00.H49 receive --max 10 --wait 10 --out "$DEMO/inbox-H49"
+sleep 1
+lt 000.00.00.H51 track "$ID"
 
-echo "== policy: an AI-made personnel decision is refused (deny by default, forbid beats permit)"
-if as 000.00.00.G22 send --to 000.00.00.H49 --subject "Quyết định điều động cán bộ" \
+echo
+echo "== 3. the centre goes down (kill -9); H49 and H50 keep working on their direct link"
+"${FED[@]}" kill central
+ID=$(send 000.00.00.H49 --to 000.00.00.H50 --subject "Đề nghị phối hợp liên tỉnh" --type "Công văn" "$DEMO/report.txt")
+lt 000.00.00.H50 receive --max 10 --wait 10 --out "$DEMO/inbox-H50"
+sleep 1
+lt 000.00.00.H49 track "$ID"
+"${FED[@]}" restart central
+
+echo
+echo "== 4. broker h50 goes down; a document for H50 waits in h49's outbox"
+"${FED[@]}" kill h50
+ID=$(send 000.00.00.H49 --to 000.00.00.H50 --subject "Gửi khi tỉnh bạn mất kết nối" --type "Công văn" "$DEMO/report.txt")
+lt operator@h49 admin peers
+echo "-- h50 returns: the outbox drains, H50 receives the document"
+"${FED[@]}" restart h50
+lt 000.00.00.H50 receive --max 10 --wait 20 --out "$DEMO/inbox-H50"
+sleep 1
+lt 000.00.00.H49 track "$ID"
+
+echo
+echo "== 5. policy: an AI-made personnel decision is refused (deny by default, forbid beats permit)"
+if lt 000.00.00.G22 send --to 000.00.00.H49 --subject "Quyết định điều động cán bộ" \
      --type "Quyết định" --origin ai --decision personnel "$DEMO/report.txt"; then
   echo "the policy should have refused it"; exit 1
 fi
-echo "== policy: why (lienthong policy explain, offline, on the embedded development policy)"
-"$BIN/client-sdk/lienthong" policy explain --policy "$ROOT/deploy/policy/lienthong-policy.yaml" \
+echo "-- why (lienthong policy explain, offline, on the federation's policy file)"
+"$ROOT/build/client-sdk/lienthong" policy explain --policy "$ROOT/deploy/policy/lienthong-policy.yaml" \
   --flow '{sender: 000.00.00.G22, recipient: 000.00.00.H49, origin: ai, decision_category: personnel}'
+echo "-- the directory as broker central sees it"
+lt operator@central admin directory
 
 if [ -t 0 ] && [ -z "${CI:-}" ]; then
-  echo "== the broker keeps running on 127.0.0.1:$PORT (PKI in $DEMO/pki); Ctrl-C stops it"
-  wait $BROKER
+  echo
+  echo "== the federation keeps running (configurations, data and logs in $FEDDIR)."
+  echo "   source $FEDDIR/env.sh and try: lt 000.00.00.H50 send --to 000.00.00.G22 --subject Thử FILE"
+  echo "   Ctrl-C stops it."
+  trap '"${FED[@]}" stop >/dev/null 2>&1 || true; exit 0' INT TERM
+  while sleep 3600; do :; done
 fi

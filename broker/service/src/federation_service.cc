@@ -539,7 +539,13 @@ absl::Status PeerLinks::RunOnce(Peer* peer) {
   }
   // Whatever was sent without custody goes out again on the next link.
   (*session)->Close();
-  ctx.TryCancel();
+  bool reader_ended;
+  {
+    absl::MutexLock lock(&io->mu);
+    reader_ended = io->ended;
+  }
+  // A stream the peer ended has its own status; one we end is cancelled.
+  if (!reader_ended) ctx.TryCancel();
   reader.join();
   grpc::Status status = stream->Finish();
   forget_context();
