@@ -2014,9 +2014,14 @@ class ExchangeImpl : public Exchange {
     std::vector<DirectoryEntry> entries;
     for (const v1::DirectoryEntry& e : announce.entries()) {
       if (!ValidateOrgCode(e.org()).ok()) continue;
-      if (local_orgs_.contains(e.org())) continue;
-      entries.push_back(DirectoryEntry{e.org(), e.name(), e.broker(),
-                                       e.distance()});
+      if (local_orgs_.contains(e.org()) || e.broker() == broker_name_)
+        continue;
+      if (std::find(e.path().begin(), e.path().end(), broker_name_) !=
+          e.path().end())
+        continue;  // it passed through here: a loop
+      entries.push_back(DirectoryEntry{
+          e.org(), e.name(), e.broker(), e.distance(),
+          std::vector<std::string>(e.path().begin(), e.path().end())});
     }
     router_.Learn(peer, std::move(entries), clock_->Now());
   }
@@ -2028,7 +2033,7 @@ class ExchangeImpl : public Exchange {
           options_.local_orgs[i],
           i < options_.local_org_names.size() ? options_.local_org_names[i]
                                               : "",
-          broker_name_, 0});
+          broker_name_, 0, {}});
     }
     v1::Announce announce;
     announce.set_broker(broker_name_);
@@ -2039,6 +2044,7 @@ class ExchangeImpl : public Exchange {
       w->set_name(std::move(e.name));
       w->set_broker(std::move(e.broker));
       w->set_distance(e.distance);
+      for (std::string& b : e.path) w->add_path(std::move(b));
     }
     return announce;
   }

@@ -149,6 +149,7 @@ void Router::Learn(const std::string& peer,
   Learned learned;
   learned.heard_at = now;
   for (DirectoryEntry& e : entries) {
+    e.path.push_back(peer);
     std::string org = e.org;
     auto [it, inserted] = learned.entries.emplace(org, e);
     if (!inserted && e.distance < it->second.distance) it->second = e;
@@ -169,6 +170,8 @@ std::vector<DirectoryEntry> Router::AnnounceTo(
       if (now - learned.heard_at > stale_after_) continue;
       for (const auto& [org, e] : learned.entries) {
         if (e.broker == peer) continue;
+        if (std::find(e.path.begin(), e.path.end(), peer) != e.path.end())
+          continue;  // it came through `peer`
         uint32_t distance = e.distance + 1;
         if (distance >= max_distance) continue;
         auto it = best.find(org);

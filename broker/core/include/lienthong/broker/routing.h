@@ -45,6 +45,11 @@ struct DirectoryEntry {
   std::string name;
   std::string broker;     // the broker that serves it
   uint32_t distance = 0;  // hops from the announcing peer
+  // Brokers the entry passed through, the serving broker first, up to the
+  // one that announced it to us (Learn appends the announcing peer).
+  // An entry is never announced to a broker on its path, so announcements
+  // cannot loop.
+  std::vector<std::string> path;
 };
 
 // What the directory knows through one peer.
@@ -78,13 +83,14 @@ class Router {
   bool IsPeer(absl::string_view name) const;
   const std::vector<PeerRoute>& peers() const { return peers_; }
 
-  // Replaces what `peer` announced.
+  // Replaces what `peer` announced (appending `peer` to each entry's path).
+  // A peer's entries stay until it announces again, even when it goes stale.
   void Learn(const std::string& peer, std::vector<DirectoryEntry> entries,
              absl::Time now);
-  // Forgets nothing: a peer's entries stay until it announces again.
 
   // What to announce to `peer`: `own` (distance 0) and the best entry for
-  // every org learned from other peers (distance + 1, below `max_distance`).
+  // every org learned from other peers (distance + 1, below `max_distance`),
+  // leaving out entries `peer` serves or already passed through.
   std::vector<DirectoryEntry> AnnounceTo(
       const std::string& peer, const std::vector<DirectoryEntry>& own,
       uint32_t max_distance, absl::Time now) const;
