@@ -152,6 +152,74 @@ TEST(ConfigTest, BadBrokerNameIsRefused) {
   EXPECT_THAT(c.status().message(), HasSubstr("broker.name"));
 }
 
+TEST(ConfigTest, PeersAndFederationAreRead) {
+  absl::StatusOr<BrokerConfig> c = ParseConfig(R"(
+broker: {name: h49}
+federation: {max_hops: 5, announce_seconds: 10, window: 64, reconnect_max_seconds: 3}
+peers:
+  - name: central
+    endpoint: 10.0.0.1:7443
+    default: true
+  - name: h50
+    endpoint: 10.0.0.2:7443
+    serves:
+      orgs: [000.00.00.H50]
+      under: [000.00.01.H50]
+      provinces: [H50]
+)",
+                                               "b.yaml");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->federation.max_hops, 5u);
+  EXPECT_EQ(c->federation.announce_interval, absl::Seconds(10));
+  EXPECT_EQ(c->federation.window, 64u);
+  EXPECT_EQ(c->federation.reconnect_max, absl::Seconds(3));
+  ASSERT_EQ(c->peers.size(), 2u);
+  EXPECT_EQ(c->peers[0].route.name, "central");
+  EXPECT_TRUE(c->peers[0].route.is_default);
+  EXPECT_EQ(c->peers[1].endpoint, "10.0.0.2:7443");
+  EXPECT_THAT(c->peers[1].route.orgs, ElementsAre("000.00.00.H50"));
+  EXPECT_THAT(c->peers[1].route.under, ElementsAre("000.00.01.H50"));
+  EXPECT_THAT(c->peers[1].route.provinces, ElementsAre("H50"));
+  broker::ExchangeOptions o = c->ToExchangeOptions();
+  EXPECT_EQ(o.peers.size(), 2u);
+  EXPECT_EQ(o.max_hops, 5u);
+  EXPECT_EQ(o.directory_stale_after, absl::Seconds(30));
+}
+
+TEST(ConfigTest, BadPeersAreNamed) {
+  struct Case {
+    const char* yaml;
+    const char* says;
+  } cases[] = {
+      {"peers:\n  - name: h50\n    endpoint: nohost\n", "peers[0].endpoint"},
+      {"peers:\n  - name: h50\n    endpoint: a:1\n    serves: {provinces: "
+       "[h50]}\n",
+       "peers[0].serves.provinces[0]"},
+      {"peers:\n  - name: h50\n    endpoint: a:1\n    serves: {orgs: [123]}\n",
+       "peers[0].serves.orgs[0]"},
+      {"peers:\n  - name: h50\n    endpoint: a:1\n    serves: {zones: [x]}\n",
+       "unknown field \"zones\""},
+      {"peers:\n  - {name: a, endpoint: a:1}\n  - {name: a, endpoint: b:1}\n",
+       "listed twice"},
+      {"peers:\n  - {name: central, endpoint: a:1}\n", "this broker itself"},
+      {"peers:\n  - {name: a, endpoint: a:1, default: true}\n"
+       "  - {name: b, endpoint: b:1, default: true}\n",
+       "only one peer can be the default"},
+      {"peers:\n  - {name: a, endpoint: a:1, default: maybe}\n",
+       "default must be true or false"},
+      {"peers:\n  - {name: \"a b\", endpoint: a:1}\n", "not a broker name"},
+      {"federation: {max_hops: 0}\n", "max_hops must be between 1"},
+      {"peers: {name: a}\n", "peers must be a list"},
+  };
+  for (const Case& c : cases) {
+    absl::StatusOr<BrokerConfig> parsed = ParseConfig(c.yaml, "b.yaml");
+    ASSERT_FALSE(parsed.ok()) << c.yaml;
+    EXPECT_EQ(parsed.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(std::string(parsed.status().message()), HasSubstr(c.says))
+        << c.yaml;
+  }
+}
+
 TEST(ConfigTest, ListenNeedsAPort) {
   absl::StatusOr<BrokerConfig> c = ParseConfig("listen: localhost\n", "b.yaml");
   ASSERT_FALSE(c.ok());

@@ -251,8 +251,9 @@ int main(int argc, char** argv) {
     }
     std::shared_ptr<const lienthong::policy::Policy> p = (*served)->Current();
     std::cout << check_file << ": OK (" << c->SpiffeId() << ", "
-              << c->orgs.size() << " orgs, policy " << p->version() << " "
-              << p->rule_count() << " rules)" << std::endl;
+              << c->orgs.size() << " orgs, " << c->peers.size()
+              << " peers, policy " << p->version() << " " << p->rule_count()
+              << " rules)" << std::endl;
     return 0;
   }
   BrokerConfig config;
