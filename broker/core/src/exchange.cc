@@ -1765,6 +1765,14 @@ class ExchangeImpl : public Exchange {
     const v1::Document& doc = t.document();
     RETURN_IF_ERROR(CheckDocumentId("transfer.document.id", doc.id()));
     RETURN_IF_ERROR(ValidateOrgCode(doc.sender(), "transfer.document.sender"));
+    // A document from an organization this broker serves starts here; one
+    // arriving from a peer claims a sender that is not the peer's to claim.
+    if (local_orgs_.contains(doc.sender())) {
+      return absl::PermissionDeniedError(absl::StrCat(
+          "transfer.document.sender: ", doc.sender(), " is served by ",
+          options_.broker_id, ", not by ",
+          SpiffeId(trust_domain_, Principal::Kind::kBroker, peer)));
+    }
     if (doc.ByteSizeLong() > options_.max_document_bytes + (64 << 10)) {
       return absl::InvalidArgumentError(absl::StrCat(
           "transfer.document: ", doc.ByteSizeLong(),
