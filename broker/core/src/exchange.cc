@@ -1313,6 +1313,23 @@ class ExchangeImpl : public Exchange {
     });
   }
 
+  // Progress of a copy: a later state never gives way to an earlier one.
+  static int StateRank(v1::DeliveryState state) {
+    switch (state) {
+      case v1::DELIVERY_STATE_UNSPECIFIED:
+        return 0;
+      case v1::DELIVERY_STATE_ACCEPTED:
+      case v1::DELIVERY_STATE_PENDING_APPROVAL:
+        return 1;
+      case v1::DELIVERY_STATE_FORWARDED:
+        return 2;
+      case v1::DELIVERY_STATE_DELIVERED:
+        return 3;
+      default:  // DENIED, EXPIRED, RECALLED: final
+        return 4;
+    }
+  }
+
   absl::StatusOr<v1::DocumentStatus> BuildDocumentStatus(
       const Principal& caller, const std::string& id) {
     RETURN_IF_ERROR(RequireOrg(caller));
@@ -1334,7 +1351,12 @@ class ExchangeImpl : public Exchange {
     for (const v1::StatusEvent& e : events) {
       auto it = rows.find(e.recipient());
       if (it == rows.end()) continue;
-      if (e.delivery_state() != v1::DELIVERY_STATE_UNSPECIFIED) {
+      // Events from other brokers can arrive out of order (a custody
+      // acknowledgement after the far end's DELIVERED): the state only moves
+      // forward; the history keeps every event as it came.
+      if (e.delivery_state() != v1::DELIVERY_STATE_UNSPECIFIED &&
+          StateRank(e.delivery_state()) >=
+              StateRank(it->second.delivery_state())) {
         it->second.set_delivery_state(e.delivery_state());
       }
       if (e.business_status() != v1::BUSINESS_STATUS_UNSPECIFIED) {
@@ -1667,10 +1689,16 @@ class ExchangeImpl : public Exchange {
       ids.push_back(c.id());
       by_id[c.id()] = std::move(c);
     }
+    std::vector<uint64_t> retry;
+    std::vector<uint64_t> settled;
+    for (uint64_t id : ids) {
+      (IsTransient(by_id[id]) ? retry : settled).push_back(id);
+    }
     std::vector<storage::QueueEntry> entries;
     {
       absl::MutexLock lock(&mu_);
-      entries = ClaimLinkEntriesLocked(s->queue_, ids);
+      if (!retry.empty()) RetryLinkEntriesLocked(s->queue_, retry);
+      entries = ClaimLinkEntriesLocked(s->queue_, settled);
     }
     if (entries.empty()) return;
     Timestamp now = ToProto(clock_->Now());
@@ -1695,17 +1723,70 @@ class ExchangeImpl : public Exchange {
           e.set_delivery_state(v1::DELIVERY_STATE_DENIED);
           e.set_reason(absl::StrCat("refused by broker ", peer_id, ": ",
                                     c.error().message()));
-        } else {
+        } else if (auto it = decided.find(r); it != decided.end()) {
           e.set_delivery_state(v1::DELIVERY_STATE_FORWARDED);
           e.set_reason(absl::StrCat("in the custody of broker ", peer_id));
-          if (auto it = decided.find(r); it != decided.end())
-            *e.mutable_policy() = *it->second;
+          *e.mutable_policy() = *it->second;
+        } else {
+          continue;  // the peer refused this copy: its DENIED comes back
         }
         if (!parts.previous.empty()) AppendReturn(&batch, parts.previous, e);
         batch.events.push_back(std::move(e));
       }
     }
     CommitLinkRemoval(s->queue_, std::move(entries), std::move(batch));
+  }
+
+  // A custody error the peer may get over (its store failed, it is
+  // stopping): the transfer stays in the outbox and goes again later.
+  static bool IsTransient(const v1::Custody& c) {
+    if (!c.has_error()) return false;
+    switch (static_cast<absl::StatusCode>(c.error().code())) {
+      case absl::StatusCode::kUnavailable:
+      case absl::StatusCode::kAborted:
+      case absl::StatusCode::kDeadlineExceeded:
+      case absl::StatusCode::kResourceExhausted:
+      case absl::StatusCode::kInternal:
+      case absl::StatusCode::kUnknown:
+        return true;
+      default:
+        return false;
+    }
+  }
+
+  // Takes the in-flight entries named by `sequences` from their session and
+  // makes them ready again after a pause (not at once: the peer just said
+  // it cannot take them).
+  void RetryLinkEntriesLocked(const std::string& queue,
+                              const std::vector<uint64_t>& sequences)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    LinkQueue& q = link_queues_[queue];
+    std::vector<Key> keys;
+    for (uint64_t seq : sequences) {
+      auto k = q.by_sequence.find(seq);
+      if (k == q.by_sequence.end()) continue;
+      LinkEntry& e = q.entries.at(k->second);
+      if (e.acking || e.owner == 0) continue;
+      if (auto it = link_sessions_.find(e.owner); it != link_sessions_.end()) {
+        if (auto holder = it->second.lock()) {
+          if (holder->held_.erase(k->second)) --holder->in_flight_;
+        }
+      }
+      e.owner = 0;
+      keys.push_back(k->second);
+    }
+    if (keys.empty() || stopping_) return;
+    timer_->RunAfter(absl::Seconds(1), [this, queue, keys] {
+      absl::MutexLock lock(&mu_);
+      LinkQueue& q = link_queues_[queue];
+      for (const Key& key : keys) {
+        auto it = q.entries.find(key);
+        if (it == q.entries.end() || it->second.acking || it->second.owner)
+          continue;
+        q.ready.insert(key);
+      }
+      WakeLinkLocked(queue);
+    });
   }
 
   void LinkEventsStored(LinkSessionImpl* s, std::vector<uint64_t> ids) {
@@ -1925,10 +2006,12 @@ class ExchangeImpl : public Exchange {
                                                doc.id(), doc.sender(),
                                                OutboxPayload(peer, rs)});
     }
+    // The guard keeps the decisions, so a transfer sent again after a lost
+    // custody gets the same answer.
     batch.guard = storage::Guard{
         absl::StrCat("\x01xfer", std::string(1, '\0'), doc.id(),
                      std::string(1, '\0'), absl::StrJoin(recipients, ",")),
-        doc.id()};
+        custody.SerializeAsString()};
     auto shared = std::make_shared<const v1::Document>(std::move(doc));
     batch.document = *shared;
     StoreWrite(
@@ -1937,13 +2020,22 @@ class ExchangeImpl : public Exchange {
             absl::StatusOr<storage::WriteResult> r) mutable {
           if (!r.ok()) {
             // Not in our custody: the peer keeps it and sends it again.
+            // Not in our custody: UNAVAILABLE tells the peer to keep it and
+            // send it again later.
             custody.clear_copies();
-            custody.mutable_error()->set_code(static_cast<int>(r.status().code()));
-            custody.mutable_error()->set_message(std::string(r.status().message()));
+            custody.mutable_error()->set_code(
+                static_cast<int>(absl::StatusCode::kUnavailable));
+            custody.mutable_error()->set_message(absl::StrCat(
+                "broker ", options_.broker_id,
+                " could not store the transfer: ", r.status().ToString()));
             return done(std::move(custody));
           }
           if (r->duplicate_of) {
-            custody.clear_copies();  // decided when first taken
+            // Taken before: answer as then.
+            uint64_t id = custody.id();
+            v1::Custody earlier;
+            if (earlier.ParseFromString(*r->duplicate_of)) custody = earlier;
+            custody.set_id(id);
             return done(std::move(custody));
           }
           {
