@@ -19,6 +19,7 @@
 #include "client-sdk/cli/commands.h"
 #include "client-sdk/cli/format.h"
 #include "client-sdk/cli/admin_commands.h"
+#include "client-sdk/cli/health_command.h"
 #include "client-sdk/cli/policy_commands.h"
 #include "lienthong/admin_client.h"
 #include "lienthong/client.h"
@@ -56,7 +57,8 @@ Exit codes:
   2  usage error (bad option or value, unusable local file or certificate);
      `policy validate|test|explain --policy`: the policy does not compile
   3  the broker refused: INVALID_ARGUMENT, PERMISSION_DENIED, NOT_FOUND,
-     FAILED_PRECONDITION, RESOURCE_EXHAUSTED, UNAUTHENTICATED, ...
+     FAILED_PRECONDITION, RESOURCE_EXHAUSTED, UNAUTHENTICATED, ...;
+     `health`: the broker answered NOT_SERVING
   4  unavailable or timed out: no broker answered in time (UNAVAILABLE,
      DEADLINE_EXCEEDED)
 Errors are printed on stderr as `lienthong: <CODE>: <message>`.)";
@@ -308,6 +310,10 @@ int Main(int argc, char** argv) {
   admin_directory_cmd->add_option("ORG", admin_directory_org,
                                   "Only this organization code");
 
+  // health
+  HealthFlags health;
+  CLI::App* health_cmd = AddHealthCommand(app, health);
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -339,9 +345,24 @@ int Main(int argc, char** argv) {
     document = BuildDocument(send);
     checked = document.status();
   }
+  if (checked.ok() && health_cmd->parsed() && g.endpoints.size() != 1) {
+    checked = UsageError(absl::InvalidArgumentError(
+        "health: give exactly one --endpoint (it checks one broker)"));
+  }
   if (!checked.ok()) {
     PrintError(checked);
     return ExitCodeFor(checked);
+  }
+  if (health_cmd->parsed()) {
+    HealthTarget target;
+    target.endpoint = g.endpoints[0];
+    target.certificate_file = g.cert;
+    target.private_key_file = g.key;
+    target.ca_file = g.ca;
+    if (g.timeout_seconds > 0) target.timeout = absl::Seconds(g.timeout_seconds);
+    absl::Status result = RunHealth(target, health, output);
+    if (!result.ok()) PrintError(result);
+    return ExitCodeFor(result);
   }
 
   ClientOptions options;

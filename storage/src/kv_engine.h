@@ -60,6 +60,8 @@ class KvEngine {
       Cf cf, absl::string_view start, absl::string_view prefix,
       const std::function<bool(absl::string_view key, absl::string_view value)>&
           fn) = 0;
+  // Bytes on disk (table files) and in memory (memtables). Thread-safe.
+  virtual std::pair<uint64_t, uint64_t> ApproximateSizes() = 0;
 };
 
 absl::StatusOr<std::unique_ptr<KvEngine>> OpenRocksDbEngine(

@@ -59,6 +59,14 @@ class MemoryEngine : public KvEngine {
 
   absl::Status Sync(bool durable) override { return absl::OkStatus(); }
 
+  std::pair<uint64_t, uint64_t> ApproximateSizes() override {
+    absl::MutexLock lock(&mu_);
+    uint64_t bytes = 0;
+    for (const auto& m : maps_)
+      for (const auto& [k, v] : m) bytes += k.size() + v.size();
+    return {0, bytes};
+  }
+
  private:
   absl::Mutex mu_;
   std::map<std::string, std::string> maps_[kCfCount] ABSL_GUARDED_BY(mu_);

@@ -105,6 +105,18 @@ class RocksDbEngine : public KvEngine {
     return FromRocksDb(it->status(), "scan");
   }
 
+  std::pair<uint64_t, uint64_t> ApproximateSizes() override {
+    uint64_t disk = 0, memory = 0;
+    for (auto* h : cfs_) {
+      uint64_t v = 0;
+      if (db_->GetIntProperty(h, "rocksdb.total-sst-files-size", &v))
+        disk += v;
+      if (db_->GetIntProperty(h, "rocksdb.cur-size-all-mem-tables", &v))
+        memory += v;
+    }
+    return {disk, memory};
+  }
+
   absl::Status Sync(bool durable) override {
     // The snapshot is taken before the sync, so it holds only what the sync
     // covers; it becomes the read view once the sync succeeded.

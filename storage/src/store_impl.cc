@@ -8,6 +8,7 @@
 // Nothing is acknowledged before its sync.
 #include <deque>
 #include <thread>
+#include <tuple>
 #include <unordered_map>
 
 #include "absl/base/thread_annotations.h"
@@ -344,8 +345,17 @@ class StoreImpl : public Store {
         batch.swap(to_sync_);
       }
       bool needs_sync = false;
-      for (const Committed& c : batch) needs_sync = needs_sync || c.needs_sync;
+      size_t writes = 0;
+      for (const Committed& c : batch) {
+        needs_sync = needs_sync || c.needs_sync;
+        writes += c.callbacks.size();
+      }
       absl::Status synced = engine_->Sync(needs_sync);
+      writes_.Add(writes);
+      if (needs_sync) {
+        syncs_.Add();
+        writes_per_sync_.Observe(static_cast<double>(writes));
+      }
       for (Committed& c : batch) {
         for (size_t i = 0; i < c.callbacks.size(); ++i) {
           if (!synced.ok() && c.results[i].ok()) c.results[i] = synced;
@@ -355,7 +365,19 @@ class StoreImpl : public Store {
     }
   }
 
+  StoreStats Stats() override {
+    StoreStats s;
+    s.writes = writes_.value();
+    s.syncs = syncs_.value();
+    s.writes_per_sync = writes_per_sync_.Read();
+    std::tie(s.disk_bytes, s.memory_bytes) = engine_->ApproximateSizes();
+    return s;
+  }
+
   const std::unique_ptr<KvEngine> engine_;
+  Counter writes_;
+  Counter syncs_;
+  Histogram writes_per_sync_{Histogram::SizeBounds()};
   uint64_t last_sequence_;  // only the committer thread touches it
   const size_t max_group_size_;
   const size_t max_group_bytes_;

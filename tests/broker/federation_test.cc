@@ -179,6 +179,7 @@ class FaultyStore : public storage::Store {
       const std::function<void(const storage::QueueEntry&)>& fn) override {
     return base_->ScanQueues(fn);
   }
+  storage::StoreStats Stats() override { return base_->Stats(); }
 
  private:
   std::unique_ptr<storage::Store> base_;

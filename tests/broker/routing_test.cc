@@ -267,13 +267,35 @@ TEST(RouterTest, AnnounceToPrefersOwnAndNearestEntries) {
               ElementsAre("000.00.00.G22@g/2", "000.00.00.H49@me/0"));
 }
 
-TEST(RouterTest, AnnounceToLeavesOutStalePeers) {
+// An outage does not make organizations unknown: what a stale peer
+// announced is passed on (it still routes there, after fresh entries).
+TEST(RouterTest, AnnounceToKeepsStalePeersEntries) {
   Router router({{.name = "x"}, {.name = "y"}}, kStale);
   router.Learn("x", {Entry(kG22, "x", 0)}, kT0);
   EXPECT_THAT(router.AnnounceTo("y", {}, 8, kT0 + absl::Seconds(90)),
               ElementsAre(Field(&DirectoryEntry::org, kG22)));
-  EXPECT_THAT(router.AnnounceTo("y", {}, 8, kT0 + absl::Seconds(91)),
-              IsEmpty());
+  EXPECT_THAT(router.AnnounceTo("y", {}, 8, kT0 + absl::Hours(1)),
+              ElementsAre(Field(&DirectoryEntry::org, kG22)));
+}
+
+// A broker's route table patterns travel in announcements, so that an
+// organization behind a broker that is down is still known to be reachable.
+TEST(RouterTest, AnnouncedRoutePatternsKeepOrgsReachable) {
+  Router centre({{.name = "h49"}, {.name = "h51", .provinces = {"H51"}},
+                 {.name = "h52", .under = {"000.00.00.H52"}}},
+                kStale);
+  Router::Patterns to_h49 = centre.PatternsFor("h49");
+  EXPECT_THAT(to_h49.provinces, ElementsAre("H51"));
+  EXPECT_THAT(to_h49.under, ElementsAre("000.00.00.H52"));
+  EXPECT_THAT(centre.PatternsFor("h51").provinces, IsEmpty());
+
+  Router h49({{.name = "central", .is_default = true}}, kStale);
+  h49.Learn("central", {Entry(kG22, "central", 0)}, kT0);
+  EXPECT_TRUE(h49.KnownUnreachable("000.01.23.H51", kT0));
+  h49.LearnPatterns("central", to_h49);
+  EXPECT_FALSE(h49.KnownUnreachable("000.01.23.H51", kT0));
+  EXPECT_FALSE(h49.KnownUnreachable("000.00.23.H52", kT0));
+  EXPECT_TRUE(h49.KnownUnreachable("000.01.23.H53", kT0));
 }
 
 // ---- KnownUnreachable -------------------------------------------------------

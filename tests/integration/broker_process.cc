@@ -160,9 +160,14 @@ absl::StatusOr<std::string> DevPkiDir() {
     p.path = p.dir.path() + "/pki";
     std::string script =
         std::string(LIENTHONG_SOURCE_DIR) + "/deploy/pki/make-dev-pki.sh";
-    absl::StatusOr<ProgramResult> run =
-        RunProgram({"/bin/bash", script, "--out", p.path, "--test-extras"},
-                   absl::Seconds(60));
+    std::vector<std::string> argv = {"/bin/bash", script, "--out", p.path,
+                                     "--test-extras"};
+    for (const char* broker : kDevPkiBrokers)
+      argv.insert(argv.end(), {"--broker", broker});
+    for (const char* org : kDevPkiOrgs) argv.insert(argv.end(), {"--org", org});
+    for (const char* person : {"operator", "auditor"})
+      argv.insert(argv.end(), {"--person", person});
+    absl::StatusOr<ProgramResult> run = RunProgram(argv, absl::Seconds(90));
     if (!run.ok()) {
       p.status = run.status();
     } else if (run->exit_code != 0) {

@@ -36,9 +36,24 @@ inline constexpr char kH49[] = "000.00.00.H49";
 inline constexpr char kH50[] = "000.00.00.H50";
 inline constexpr char kUnitH49[] = "000.01.23.H49";
 
-// The dev PKI (deploy/pki/make-dev-pki.sh --test-extras), made on first use
-// in a temp directory that lives until the test binary exits. Holds ca.pem,
-// brokers/central.{pem,key}, orgs/<code>.{pem,key}, persons/, bad/.
+// Organizations of the federation tests (served by h51, h50 and central).
+inline constexpr char kH51[] = "000.00.00.H51";
+inline constexpr char kUnitH50[] = "000.01.23.H50";
+inline constexpr char kUnitH51[] = "000.01.23.H51";
+inline constexpr char kUnitG22[] = "000.00.01.G22";
+
+// What the dev PKI issues: a broker certificate for each of kDevPkiBrokers
+// (brokers/<name>.{pem,key}) and an organization certificate for each of
+// kDevPkiOrgs (orgs/<code>.{pem,key}).
+inline constexpr const char* kDevPkiBrokers[] = {"central", "h49", "h50",
+                                                 "h51"};
+inline constexpr const char* kDevPkiOrgs[] = {kG22, kUnitG22, kH49, kUnitH49,
+                                              kH50, kUnitH50, kH51, kUnitH51};
+
+// The dev PKI (deploy/pki/make-dev-pki.sh --test-extras, with the brokers and
+// organizations above and the persons operator and auditor), made on first
+// use in a temp directory that lives until the test binary exits. Holds
+// ca.pem, brokers/<name>.{pem,key}, orgs/<code>.{pem,key}, persons/, bad/.
 absl::StatusOr<std::string> DevPkiDir();
 
 // Reads a whole file; NOT_FOUND naming it when it cannot be read.

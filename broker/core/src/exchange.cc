@@ -103,6 +103,8 @@ struct Entry {
   uint64_t owner = 0;
   std::shared_ptr<const v1::Document> doc;  // cached for fast delivery
   size_t cached_bytes = 0;
+  absl::Time since;                      // entered the queue (or start)
+  std::optional<absl::Time> accepted_at;  // at the first broker, if known
 };
 
 class SessionImpl;
@@ -387,9 +389,22 @@ class ExchangeImpl : public Exchange {
   void Send(const Principal& caller, v1::Document document,
             Callback<v1::SendResponse> done) override {
     workers_->Submit([this, caller, document = std::move(document),
-                      done = std::move(done)]() mutable {
+                      done = Measured(std::move(done))]() mutable {
       SendOnWorker(caller, std::move(document), std::move(done));
     });
+  }
+
+  // Counts how a send ended: its latency when accepted, its code when not.
+  Callback<v1::SendResponse> Measured(Callback<v1::SendResponse> done) {
+    return [this, start = absl::Now(), done = std::move(done)](
+               absl::StatusOr<v1::SendResponse> r) mutable {
+      if (r.ok()) {
+        metrics_.send_seconds.Observe(absl::ToDoubleSeconds(absl::Now() - start));
+      } else {
+        metrics_.refused.With(absl::StatusCodeToString(r.status().code())).Add();
+      }
+      done(std::move(r));
+    };
   }
 
   class SequenceImpl : public SendSequence {
@@ -399,7 +414,7 @@ class ExchangeImpl : public Exchange {
     void Send(const Principal& caller, v1::Document document,
               Callback<v1::SendResponse> done) override {
       strand_.Submit([ex = ex_, caller, document = std::move(document),
-                      done = std::move(done)]() mutable {
+                      done = ex_->Measured(std::move(done))]() mutable {
         ex->SendOnWorker(caller, std::move(document), std::move(done));
       });
     }
@@ -523,6 +538,7 @@ class ExchangeImpl : public Exchange {
             }
             ++accepted_;
           }
+          metrics_.accepted.Add();
           Publish(r->events);
           v1::SendResponse response;
           response.set_document_id(shared->id());
@@ -661,6 +677,11 @@ class ExchangeImpl : public Exchange {
     Key key{qe.priority, qe.sequence};
     Entry& e = q.entries[key];
     e.qe = qe;
+    e.since = clock_->Now();
+    if (doc && doc->has_accepted_at()) {
+      e.accepted_at = absl::FromUnixSeconds(doc->accepted_at().seconds()) +
+                      absl::Nanoseconds(doc->accepted_at().nanos());
+    }
     if (doc) {
       size_t bytes = doc->ByteSizeLong();
       if (cached_bytes_ + bytes <= options_.delivery_cache_bytes) {
@@ -1009,6 +1030,17 @@ class ExchangeImpl : public Exchange {
             for (const storage::QueueEntry& qe : entries) {
               Key key{qe.priority, qe.sequence};
               if (r.ok()) {
+                if (auto it = q.entries.find(key); it != q.entries.end()) {
+                  if (delivered) {
+                    metrics_.delivered.Add();
+                    if (it->second.accepted_at) {
+                      metrics_.delivery_seconds.Observe(absl::ToDoubleSeconds(
+                          clock_->Now() - *it->second.accepted_at));
+                    }
+                  } else {
+                    metrics_.denied.With("delivery").Add();
+                  }
+                }
                 EraseEntryLocked(q, key);
                 if (delivered) ++delivered_;
               } else if (auto it = q.entries.find(key); it != q.entries.end()) {
@@ -1734,6 +1766,14 @@ class ExchangeImpl : public Exchange {
         batch.events.push_back(std::move(e));
       }
     }
+    for (const storage::QueueEntry& qe : entries) {
+      if (by_id[qe.sequence].has_error()) {
+        metrics_.denied.With("peer").Add(
+            ParseOutboxPayload(qe.payload).recipients.size());
+      } else {
+        metrics_.transfers_out.Add();
+      }
+    }
     CommitLinkRemoval(s->queue_, std::move(entries), std::move(batch));
   }
 
@@ -2045,8 +2085,11 @@ class ExchangeImpl : public Exchange {
               AddEntryLocked(qe, shared);
               WakeLocked(qe.recipient);
             }
-            ++accepted_;
+            ++accepted_;  // in this broker's custody
           }
+          metrics_.transfers_in.Add();
+          if (!r->events.empty())
+            metrics_.denied.With("arrival").Add(r->events.size());
           Publish(r->events);
           done(std::move(custody));
         },
@@ -2104,7 +2147,10 @@ class ExchangeImpl : public Exchange {
                [this, done = std::move(done)](
                    absl::StatusOr<storage::WriteResult> r) mutable {
                  if (!r.ok()) return done(r.status());
-                 if (!r->duplicate_of) Publish(r->events);
+                 if (!r->duplicate_of) {
+                   metrics_.events_in.Add();
+                   Publish(r->events);
+                 }
                  done(absl::OkStatus());
                });
   }
@@ -2124,6 +2170,13 @@ class ExchangeImpl : public Exchange {
           std::vector<std::string>(e.path().begin(), e.path().end())});
     }
     router_.Learn(peer, std::move(entries), clock_->Now());
+    Router::Patterns patterns;
+    for (const std::string& p : announce.route_provinces())
+      patterns.provinces.push_back(p);
+    for (const std::string& u : announce.route_under()) {
+      if (ValidateOrgCode(u).ok()) patterns.under.push_back(u);
+    }
+    router_.LearnPatterns(peer, std::move(patterns));
   }
 
   v1::Announce AnnounceTo(const std::string& peer) override {
@@ -2137,6 +2190,10 @@ class ExchangeImpl : public Exchange {
     }
     v1::Announce announce;
     announce.set_broker(broker_name_);
+    Router::Patterns patterns = router_.PatternsFor(peer);
+    for (std::string& p : patterns.provinces)
+      announce.add_route_provinces(std::move(p));
+    for (std::string& u : patterns.under) announce.add_route_under(std::move(u));
     for (DirectoryEntry& e :
          router_.AnnounceTo(peer, own, options_.max_hops, clock_->Now())) {
       v1::DirectoryEntry* w = announce.add_entries();
@@ -2202,6 +2259,28 @@ class ExchangeImpl : public Exchange {
     return ExchangeStats{queued_, leased_, accepted_, delivered_};
   }
 
+  std::vector<OrgQueueStats> OrgStats() override {
+    std::vector<OrgQueueStats> out;
+    absl::MutexLock lock(&mu_);
+    for (const auto& [org, q] : queues_) {
+      if (q.entries.empty()) continue;
+      OrgQueueStats& st = out.emplace_back();
+      st.org = org;
+      st.waiting = q.entries.size();
+      st.in_flight = q.entries.size() - q.ready.size();
+      for (const auto& [key, e] : q.entries) {
+        if (!st.oldest || e.since < *st.oldest) st.oldest = e.since;
+      }
+    }
+    std::sort(out.begin(), out.end(),
+              [](const OrgQueueStats& a, const OrgQueueStats& b) {
+                return a.org < b.org;
+              });
+    return out;
+  }
+
+  const ExchangeMetrics& metrics() const override { return metrics_; }
+
  private:
   const ExchangeOptions options_;
   const std::string trust_domain_;  // of options_.broker_id
@@ -2213,6 +2292,7 @@ class ExchangeImpl : public Exchange {
   Router router_;
   std::atomic<uint64_t> next_owner_{kFetchOwner + 1};
 
+  ExchangeMetrics metrics_;
   absl::Mutex mu_;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::unordered_map<std::string, OrgQueue> queues_ ABSL_GUARDED_BY(mu_);

@@ -141,7 +141,35 @@ bool Router::KnownUnreachable(const std::string& org, absl::Time now) const {
     if (it == learned_.end()) return false;  // never heard: benefit of doubt
     if (it->second.entries.contains(org)) return false;
   }
+  for (const auto& [peer, patterns] : patterns_) {
+    for (const std::string& p : patterns.provinces)
+      if (TopLevelGroup(org) == p) return false;
+    for (const std::string& u : patterns.under)
+      if (IsUnder(org, u)) return false;
+  }
   return true;
+}
+
+Router::Patterns Router::PatternsFor(const std::string& peer) const {
+  Patterns out;
+  for (const PeerRoute& p : peers_) {
+    if (p.name == peer) continue;
+    out.provinces.insert(out.provinces.end(), p.provinces.begin(),
+                         p.provinces.end());
+    out.under.insert(out.under.end(), p.under.begin(), p.under.end());
+  }
+  std::sort(out.provinces.begin(), out.provinces.end());
+  out.provinces.erase(std::unique(out.provinces.begin(), out.provinces.end()),
+                      out.provinces.end());
+  std::sort(out.under.begin(), out.under.end());
+  out.under.erase(std::unique(out.under.begin(), out.under.end()),
+                  out.under.end());
+  return out;
+}
+
+void Router::LearnPatterns(const std::string& peer, Patterns patterns) {
+  absl::MutexLock lock(&mu_);
+  patterns_[peer] = std::move(patterns);
 }
 
 void Router::Learn(const std::string& peer,
@@ -167,7 +195,6 @@ std::vector<DirectoryEntry> Router::AnnounceTo(
     absl::MutexLock lock(&mu_);
     for (const auto& [from, learned] : learned_) {
       if (from == peer) continue;  // split horizon
-      if (now - learned.heard_at > stale_after_) continue;
       for (const auto& [org, e] : learned.entries) {
         if (e.broker == peer) continue;
         if (std::find(e.path.begin(), e.path.end(), peer) != e.path.end())

@@ -153,6 +153,12 @@ absl::Status BrokerConfig::Validate() const {
           "orgs[", i, "].code: ", orgs[i].code, " is listed twice"));
     }
   }
+  if (!metrics.listen.empty() && metrics.listen != "off" &&
+      metrics.listen.rfind(':') == std::string::npos) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "metrics.listen: \"", metrics.listen,
+        "\" must be host:port (e.g. 127.0.0.1:9464) or off"));
+  }
   for (size_t i = 0; i < peers.size(); ++i) {
     const std::string& e = peers[i].endpoint;
     if (e.empty() || e.find(':') == std::string::npos) {
@@ -183,7 +189,7 @@ absl::StatusOr<BrokerConfig> ParseConfig(const std::string& yaml,
         p.CheckKeys(root, "the configuration",
                     {"broker", "listen", "data_dir", "tls", "orgs", "limits",
                      "worker_threads", "storage", "policy", "roles",
-                     "federation", "peers"}));
+                     "federation", "peers", "metrics"}));
     if (YAML::Node b = root["broker"]) {
       RETURN_IF_ERROR(p.CheckKeys(b, "broker", {"name", "trust_domain"}));
       RETURN_IF_ERROR(p.String(b, "name", &c.name));
@@ -286,6 +292,11 @@ absl::StatusOr<BrokerConfig> ParseConfig(const std::string& yaml,
           dest->push_back(std::move(name));
         }
       }
+    }
+    if (YAML::Node m = root["metrics"]) {
+      RETURN_IF_ERROR(p.CheckKeys(m, "metrics", {"listen"}));
+      RETURN_IF_ERROR(p.String(m, "listen", &c.metrics.listen));
+      c.metrics.configured = true;
     }
     if (YAML::Node f = root["federation"]) {
       RETURN_IF_ERROR(p.CheckKeys(

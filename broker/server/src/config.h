@@ -58,6 +58,14 @@ struct FederationConfig {
   absl::Duration reconnect_max = absl::Seconds(30);
 };
 
+struct MetricsConfig {
+  // host:port of the /metrics HTTP endpoint; "off" or "" disables it.
+  std::string listen = "127.0.0.1:9464";
+  // Whether the configuration or a flag set `listen`: then failing to bind
+  // it stops the broker; the default only logs a warning.
+  bool configured = false;
+};
+
 struct BrokerConfig {
   std::string name = "central";
   std::string trust_domain = "lienthong.local";
@@ -78,6 +86,7 @@ struct BrokerConfig {
   RolesConfig roles;
   FederationConfig federation;
   std::vector<PeerConfig> peers;
+  MetricsConfig metrics;
 
   std::string SpiffeId() const;
   broker::ExchangeOptions ToExchangeOptions() const;

@@ -13,6 +13,8 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "broker/server/src/config.h"
+#include "broker/server/src/metrics_page.h"
+#include "broker/server/src/metrics_server.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/security/server_credentials.h"
@@ -176,6 +178,34 @@ int Serve(const BrokerConfig& config) {
     Log(absl::StrCat("federation: peers ", names));
   }
   links.Start();
+  std::unique_ptr<MetricsServer> metrics;
+  if (!config.metrics.listen.empty() && config.metrics.listen != "off") {
+    MetricsSources sources;
+    sources.exchange = exchange->get();
+    sources.store = store->get();
+    sources.links = &links;
+    sources.policy = served_policy->get();
+    sources.certificate_file = config.tls.certificate;
+    sources.started_at = absl::Now();
+    absl::StatusOr<std::unique_ptr<MetricsServer>> started =
+        MetricsServer::Start(config.metrics.listen,
+                             [sources] { return RenderMetrics(sources); });
+    if (started.ok()) {
+      metrics = *std::move(started);
+      std::string mhost =
+          config.metrics.listen.substr(0, config.metrics.listen.rfind(':'));
+      Log(absl::StrCat("metrics on http://", mhost, ":", metrics->port(),
+                       "/metrics"));
+    } else if (config.metrics.configured) {
+      Log(absl::StrCat("error: ", started.status().message()));
+      links.Stop();
+      server->Shutdown();
+      return 1;
+    } else {
+      Log(absl::StrCat("warning: no /metrics: ", started.status().message(),
+                       " (set metrics.listen, or off)"));
+    }
+  }
   // The line tests and scripts wait for.
   std::cout << "lienthongd listening on " << host << ":" << port << std::endl;
 
@@ -187,6 +217,7 @@ int Serve(const BrokerConfig& config) {
   sigwait(&signals, &signal);
   Log(absl::StrCat("signal ", signal, ": shutting down"));
   health.SetNotServing();
+  metrics.reset();
   links.Stop();
   (*exchange)->Shutdown();
   exchange_service.Shutdown();
@@ -226,6 +257,9 @@ int main(int argc, char** argv) {
                  "override listen (host:port; port 0 picks one)");
   app.add_option("--data-dir", data_dir, "override data_dir");
   app.add_option("--policy", policy_file, "override policy.file");
+  std::string metrics_listen;
+  app.add_option("--metrics-listen", metrics_listen,
+                 "override metrics.listen (host:port, port 0 picks one; off)");
   app.add_option("--pki", pki,
                  "take tls.* from a development PKI directory made by "
                  "deploy/pki/make-dev-pki.sh "
@@ -269,6 +303,10 @@ int main(int argc, char** argv) {
   if (!listen.empty()) config.listen = listen;
   if (!data_dir.empty()) config.data_dir = data_dir;
   if (!policy_file.empty()) config.policy.path = policy_file;
+  if (!metrics_listen.empty()) {
+    config.metrics.listen = metrics_listen;
+    config.metrics.configured = true;
+  }
   if (!pki.empty()) {
     config.tls.ca = pki + "/ca.pem";
     config.tls.certificate = pki + "/brokers/" + config.name + ".pem";

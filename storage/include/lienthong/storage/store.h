@@ -25,6 +25,7 @@
 #include "absl/functional/any_invocable.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "lienthong/common/metrics.h"
 #include "lienthong/v1/document.pb.h"
 
 namespace lienthong::storage {
@@ -89,6 +90,15 @@ struct WriteResult {
   std::vector<v1::StatusEvent> events;  // with sequences
 };
 
+// What the store did, for operators.
+struct StoreStats {
+  uint64_t writes = 0;  // write batches applied
+  uint64_t syncs = 0;   // WAL syncs (each makes a group of writes durable)
+  Histogram::Snapshot writes_per_sync;  // group commit batch sizes
+  uint64_t disk_bytes = 0;              // table files
+  uint64_t memory_bytes = 0;            // memtables
+};
+
 class Store {
  public:
   using WriteCallback = absl::AnyInvocable<void(absl::StatusOr<WriteResult>)>;
@@ -125,6 +135,8 @@ class Store {
   // Used at startup to rebuild the in-memory delivery index.
   virtual absl::Status ScanQueues(
       const std::function<void(const QueueEntry&)>& fn) = 0;
+
+  virtual StoreStats Stats() = 0;
 };
 
 struct RocksDbOptions {

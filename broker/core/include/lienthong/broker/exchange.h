@@ -25,6 +25,7 @@
 #include "lienthong/common/clock.h"
 #include "lienthong/broker/routing.h"
 #include "lienthong/common/identity.h"
+#include "lienthong/common/metrics.h"
 #include "lienthong/policy/policy.h"
 #include "lienthong/storage/store.h"
 #include "lienthong/v1/exchange.pb.h"
@@ -149,6 +150,32 @@ struct PeerQueueStats {
   bool inbound_link = false;      // a link the peer dialed is open
 };
 
+// An organization's queue, for operators.
+struct OrgQueueStats {
+  std::string org;
+  uint64_t waiting = 0;    // copies not yet acknowledged (in flight included)
+  uint64_t in_flight = 0;  // handed out, not yet acknowledged
+  std::optional<absl::Time> oldest;  // entered the queue (or broker start)
+};
+
+// What the exchange counts, for /metrics. Every member is thread-safe.
+struct ExchangeMetrics {
+  Counter accepted;    // documents accepted from this broker's senders
+  CounterVec refused;  // sends refused, nothing stored: by status code name
+  Counter delivered;   // copies acknowledged by their recipients here
+  // Copies denied after acceptance, by where: "delivery" (the policy at
+  // hand-out), "arrival" (this broker refused a copy a peer handed over),
+  // "peer" (a peer refused a transfer for good).
+  CounterVec denied;
+  Counter transfers_out;  // transfers a peer took into custody
+  Counter transfers_in;   // transfers taken from peers
+  Counter events_in;      // status events peers returned
+  // Send received → durable answer (accepted sends only).
+  Histogram send_seconds{Histogram::LatencyBounds()};
+  // Accepted at the document's first broker → acknowledged here.
+  Histogram delivery_seconds{Histogram::LatencyBounds()};
+};
+
 struct ExchangeStats {
   uint64_t queued = 0;    // copies waiting or in flight
   uint64_t leased = 0;    // in flight
@@ -218,6 +245,8 @@ class Exchange {
                      Callback<std::shared_ptr<WatchSession>> done) = 0;
 
   virtual ExchangeStats Stats() = 0;
+  virtual std::vector<OrgQueueStats> OrgStats() = 0;
+  virtual const ExchangeMetrics& metrics() const = 0;
 
   // ---- Federation (the link layer calls these) ----
 

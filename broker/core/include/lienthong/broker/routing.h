@@ -75,7 +75,8 @@ class Router {
 
   // Whether a send to `org` should be refused at once as unknown: nothing
   // routes it, or the directory has heard from every peer, none of them
-  // reaches `org` and no explicit route names it. While some peer has never
+  // announced `org` or a pattern (province, node) covering it, and no
+  // explicit route names it. While some peer has never
   // announced (after a restart, during an outage) a routable org is given
   // the benefit of the doubt: the far end decides.
   bool KnownUnreachable(const std::string& org, absl::Time now) const;
@@ -90,12 +91,25 @@ class Router {
 
   // What to announce to `peer`: `own` (distance 0) and the best entry for
   // every org learned from other peers (distance + 1, below `max_distance`),
-  // leaving out entries `peer` serves or already passed through.
+  // leaving out entries `peer` serves or already passed through. Entries of
+  // stale peers are announced too: an outage does not make organizations
+  // unknown.
   std::vector<DirectoryEntry> AnnounceTo(
       const std::string& peer, const std::vector<DirectoryEntry>& own,
       uint32_t max_distance, absl::Time now) const;
 
   std::vector<PeerDirectory> Directory(absl::Time now) const;
+
+  // Route patterns: the provinces and hierarchy nodes this broker's route
+  // table sends to peers other than `peer` (what `peer` may send here even
+  // for organizations nobody has announced, e.g. behind a broker that is
+  // down), and what `peer` announced of its own.
+  struct Patterns {
+    std::vector<std::string> provinces;
+    std::vector<std::string> under;
+  };
+  Patterns PatternsFor(const std::string& peer) const;
+  void LearnPatterns(const std::string& peer, Patterns patterns);
 
  private:
   struct Learned {
@@ -114,6 +128,7 @@ class Router {
   const absl::Duration stale_after_;
   mutable absl::Mutex mu_;
   absl::flat_hash_map<std::string, Learned> learned_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<std::string, Patterns> patterns_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace lienthong::broker

@@ -1,0 +1,172 @@
+#include "broker/server/src/metrics_server.h"
+
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
+#include "absl/strings/strip.h"
+
+namespace lienthong::server {
+namespace {
+
+constexpr size_t kMaxRequestBytes = 8192;
+constexpr int kIoTimeoutSeconds = 5;
+
+void WriteAll(int fd, absl::string_view data) {
+  while (!data.empty()) {
+    ssize_t n = send(fd, data.data(), data.size(), MSG_NOSIGNAL);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return;  // the scraper went away or timed out
+    data.remove_prefix(static_cast<size_t>(n));
+  }
+}
+
+void Respond(int fd, absl::string_view status, absl::string_view type,
+             absl::string_view body) {
+  WriteAll(fd, absl::StrCat("HTTP/1.1 ", status, "\r\nContent-Type: ", type,
+                            "\r\nContent-Length: ", body.size(),
+                            "\r\nConnection: close\r\n\r\n", body));
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(
+    const std::string& address, std::function<std::string()> render) {
+  size_t colon = address.rfind(':');
+  int port = -1;
+  if (colon == std::string::npos ||
+      !absl::SimpleAtoi(absl::string_view(address).substr(colon + 1), &port) ||
+      port < 0 || port > 65535) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "metrics.listen: \"", address, "\" must be host:port, e.g. 127.0.0.1:9464"));
+  }
+  std::string host = address.substr(0, colon);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']')
+    host = host.substr(1, host.size() - 2);
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+  addrinfo* found = nullptr;
+  if (int rc = getaddrinfo(host.empty() ? nullptr : host.c_str(),
+                           std::to_string(port).c_str(), &hints, &found);
+      rc != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "metrics.listen: cannot resolve \"", host, "\": ", gai_strerror(rc)));
+  }
+  int fd = socket(found->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  int one = 1;
+  if (fd >= 0) setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  if (fd < 0 || bind(fd, found->ai_addr, found->ai_addrlen) != 0 ||
+      listen(fd, 16) != 0) {
+    std::string why = std::strerror(errno);
+    if (fd >= 0) close(fd);
+    freeaddrinfo(found);
+    return absl::UnavailableError(
+        absl::StrCat("metrics.listen: cannot listen on ", address, ": ", why));
+  }
+  freeaddrinfo(found);
+  sockaddr_storage bound{};
+  socklen_t len = sizeof(bound);
+  getsockname(fd, reinterpret_cast<sockaddr*>(&bound), &len);
+  int bound_port =
+      bound.ss_family == AF_INET6
+          ? ntohs(reinterpret_cast<sockaddr_in6*>(&bound)->sin6_port)
+          : ntohs(reinterpret_cast<sockaddr_in*>(&bound)->sin_port);
+  int stop = eventfd(0, EFD_CLOEXEC);
+  if (stop < 0) {
+    close(fd);
+    return absl::InternalError("metrics: eventfd failed");
+  }
+  return std::unique_ptr<MetricsServer>(
+      new MetricsServer(fd, stop, bound_port, std::move(render)));
+}
+
+MetricsServer::MetricsServer(int listen_fd, int stop_fd, int port,
+                             std::function<std::string()> render)
+    : listen_fd_(listen_fd),
+      stop_fd_(stop_fd),
+      port_(port),
+      render_(std::move(render)) {
+  thread_ = std::thread([this] { Loop(); });
+}
+
+MetricsServer::~MetricsServer() {
+  uint64_t one = 1;
+  (void)!write(stop_fd_, &one, sizeof(one));
+  thread_.join();
+  close(listen_fd_);
+  close(stop_fd_);
+}
+
+void MetricsServer::Loop() {
+  for (;;) {
+    pollfd fds[2] = {{listen_fd_, POLLIN, 0}, {stop_fd_, POLLIN, 0}};
+    if (poll(fds, 2, -1) < 0) {
+      if (errno == EINTR) continue;
+      return;
+    }
+    if (fds[1].revents) return;
+    if (!(fds[0].revents & POLLIN)) continue;
+    int fd = accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
+    if (fd < 0) continue;
+    timeval timeout{kIoTimeoutSeconds, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof(timeout));
+    Serve(fd);
+    close(fd);
+  }
+}
+
+void MetricsServer::Serve(int fd) {
+  std::string request;
+  char buf[2048];
+  while (request.find("\r\n\r\n") == std::string::npos) {
+    if (request.size() > kMaxRequestBytes) {
+      Respond(fd, "431 Request Header Fields Too Large", "text/plain",
+              "request too large\n");
+      return;
+    }
+    ssize_t n = recv(fd, buf, sizeof(buf), 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return;  // closed or timed out before a whole request
+    request.append(buf, static_cast<size_t>(n));
+  }
+  absl::string_view line(request);
+  line = line.substr(0, line.find("\r\n"));
+  // "GET /metrics HTTP/1.1"
+  size_t sp1 = line.find(' ');
+  size_t sp2 = line.rfind(' ');
+  if (sp1 == absl::string_view::npos || sp2 == sp1 ||
+      !absl::StartsWith(line.substr(sp2 + 1), "HTTP/1.")) {
+    Respond(fd, "400 Bad Request", "text/plain", "malformed request line\n");
+    return;
+  }
+  absl::string_view method = line.substr(0, sp1);
+  absl::string_view target = line.substr(sp1 + 1, sp2 - sp1 - 1);
+  target = target.substr(0, target.find('?'));
+  if (target != "/metrics") {
+    Respond(fd, "404 Not Found", "text/plain", "only /metrics is served\n");
+    return;
+  }
+  if (method != "GET" && method != "HEAD") {
+    Respond(fd, "405 Method Not Allowed", "text/plain", "use GET\n");
+    return;
+  }
+  std::string body = render_();
+  if (method == "HEAD") body.clear();
+  Respond(fd, "200 OK", "text/plain; version=0.0.4; charset=utf-8", body);
+}
+
+}  // namespace lienthong::server
