@@ -387,6 +387,18 @@ sunk() {
 # ------------------------------------------------------------ files
 yq() { local s=${1//\'/\'\'}; printf "'%s'" "$s"; }
 
+# metrics_address NAME: where the broker serves /metrics: on loopback the
+# base port + 2021 + its index (7443 -> 9464..9467); in its namespace, 9464.
+metrics_address() {
+  local i=0 b
+  if [[ $MODE == netns ]]; then echo "$(ip_of "$1"):9464"; return; fi
+  for b in "${NAMES[@]}"; do
+    [[ $b == "$1" ]] && break
+    i=$((i + 1))
+  done
+  echo "127.0.0.1:$((BASE_PORT + 2021 + i))"
+}
+
 # write_config NAME: the broker's configuration on stdout.
 write_config() {
   local name=$1 b=$DIR/$1 code oname peer def prov listen
@@ -417,6 +429,8 @@ policy:
 roles:
   operator: [operator]
   auditor: [auditor]
+metrics:                        # Prometheus text at http://HOST:PORT/metrics
+  listen: $(metrics_address "$name")
 EOF
   [[ $PEERS -eq 1 ]] || return 0
   cat <<EOF
