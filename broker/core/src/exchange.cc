@@ -1736,6 +1736,10 @@ class ExchangeImpl : public Exchange {
     Timestamp now = ToProto(clock_->Now());
     storage::WriteBatch batch;
     batch.dequeue = entries;
+    // Unsynced: the peer holds the documents durably now. Should this write
+    // be lost with the machine, the transfers go again and the peer answers
+    // as the first time, so FORWARDED is recorded all the same.
+    batch.sync = false;
     std::string peer_id =
         SpiffeId(trust_domain_, Principal::Kind::kBroker, s->peer_);
     for (const storage::QueueEntry& qe : entries) {
