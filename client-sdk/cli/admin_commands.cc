@@ -42,6 +42,10 @@ absl::Status RunAdminInfo(AdminClient& admin, const OutputFlags& output) {
             << "started  " << FormatTimestamp(info.started_at()) << " (up "
             << Age(info.uptime()) << ")\n"
             << "policy   " << info.policy_version() << "\n"
+            << "config   " << info.config_sha256() << "\n"
+            << "data     " << info.data_disk_bytes() << " bytes on disk, "
+            << info.data_memory_bytes() << " in memtables\n"
+            << "log      " << info.log_level() << "\n"
             << "you      " << info.caller() << " ("
             << absl::StrJoin(info.caller_roles(), ", ") << ")" << std::endl;
   return absl::OkStatus();
@@ -100,6 +104,84 @@ absl::Status RunAdminDirectory(AdminClient& admin, const std::string& org,
   }
   table.Print(std::cout);
   std::cout << directory.rows_size() << " row(s)" << std::endl;
+  return absl::OkStatus();
+}
+
+absl::Status RunAdminQueues(AdminClient& admin, const OutputFlags& output) {
+  ASSIGN_OR_RETURN(v1::ListQueuesResponse queues, admin.ListQueues());
+  if (output.json) {
+    std::cout << ToJson(queues, /*with_defaults=*/true) << std::endl;
+    return absl::OkStatus();
+  }
+  Table table({"ORG", "WAITING", "IN FLIGHT", "OLDEST"});
+  uint64_t total = 0;
+  for (const v1::QueueInfo& q : queues.queues()) {
+    table.AddRow({q.org(), absl::StrCat(q.waiting()), absl::StrCat(q.in_flight()),
+                  q.has_oldest_age() ? Age(q.oldest_age()) : "-"});
+    total += q.waiting();
+  }
+  table.Print(std::cout);
+  std::cout << queues.queues_size() << " queue(s), " << total
+            << " copies waiting (peers' outboxes: lienthong admin peers)"
+            << std::endl;
+  return absl::OkStatus();
+}
+
+absl::Status RunAdminDocument(AdminClient& admin, const std::string& id,
+                              const OutputFlags& output) {
+  v1::GetDocumentRequest request;
+  request.set_document_id(id);
+  ASSIGN_OR_RETURN(v1::GetDocumentResponse d, admin.GetDocument(request));
+  if (output.json) {
+    std::cout << ToJson(d, /*with_defaults=*/true) << std::endl;
+    return absl::OkStatus();
+  }
+  const v1::DocumentStatus& s = d.status();
+  std::vector<std::string> hops;
+  for (const v1::Hop& h : d.trace()) hops.push_back(h.broker());
+  std::cout << "document  " << s.document_id() << "\n"
+            << "sender    " << s.sender() << "\n"
+            << "subject   " << s.metadata().subject() << "\n"
+            << "accepted  " << FormatTimestamp(s.accepted_at()) << "\n"
+            << "content   " << d.content_bytes() << " bytes, "
+            << d.attachments() << " attachment(s), sha256 "
+            << d.content_sha256() << "\n"
+            << "trace     " << absl::StrJoin(hops, " -> ") << "\n\n";
+  Table rows({"RECIPIENT", "DELIVERY", "STATUS", "UPDATED"});
+  for (const v1::RecipientStatus& r : s.recipients()) {
+    rows.AddRow({r.recipient(), DeliveryStateName(r.delivery_state()),
+                 r.business_status() ? BusinessStatusName(r.business_status())
+                                     : "-",
+                 FormatTimestamp(r.updated_at())});
+  }
+  rows.Print(std::cout);
+  std::cout << "\nhistory" << std::endl;
+  for (const v1::StatusEvent& e : s.history()) std::cout << EventLine(e) << "\n";
+  std::cout << std::flush;
+  return absl::OkStatus();
+}
+
+absl::Status RunAdminLogLevel(AdminClient& admin, const std::string& level,
+                              const OutputFlags& output) {
+  if (level.empty()) {
+    ASSIGN_OR_RETURN(v1::GetBrokerInfoResponse info, admin.GetBrokerInfo());
+    if (output.json) {
+      std::cout << "{\"level\":" << JsonString(info.log_level()) << "}"
+                << std::endl;
+    } else {
+      std::cout << info.log_level() << std::endl;
+    }
+    return absl::OkStatus();
+  }
+  v1::SetLogLevelRequest request;
+  request.set_level(level);
+  ASSIGN_OR_RETURN(v1::SetLogLevelResponse set, admin.SetLogLevel(request));
+  if (output.json) {
+    std::cout << ToJson(set, /*with_defaults=*/true) << std::endl;
+  } else {
+    std::cout << "log level " << set.previous() << " -> " << set.level()
+              << std::endl;
+  }
   return absl::OkStatus();
 }
 

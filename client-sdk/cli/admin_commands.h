@@ -1,7 +1,9 @@
 // `lienthong admin ...`: what an operator asks a broker about itself, with a
 // person certificate (operator or auditor): who it is (info), its peer
 // brokers with link state and backlogs (peers), and the federation directory
-// (directory). Tables by default, --json for scripts.
+// (directory), organizations' queues (queues), one document's route and
+// history (document), the log level (log-level). Tables by default, --json
+// for scripts.
 #ifndef LIENTHONG_CLIENT_SDK_CLI_ADMIN_COMMANDS_H_
 #define LIENTHONG_CLIENT_SDK_CLI_ADMIN_COMMANDS_H_
 
@@ -18,6 +20,12 @@ absl::Status RunAdminPeers(AdminClient& admin, const OutputFlags& output);
 // `org`: only this organization; empty for all.
 absl::Status RunAdminDirectory(AdminClient& admin, const std::string& org,
                                const OutputFlags& output);
+absl::Status RunAdminQueues(AdminClient& admin, const OutputFlags& output);
+absl::Status RunAdminDocument(AdminClient& admin, const std::string& id,
+                              const OutputFlags& output);
+// `level` empty: show the level (GetBrokerInfo); else set it.
+absl::Status RunAdminLogLevel(AdminClient& admin, const std::string& level,
+                              const OutputFlags& output);
 
 }  // namespace lienthong::cli
 

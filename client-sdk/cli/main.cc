@@ -309,6 +309,21 @@ int Main(int argc, char** argv) {
       "for each goes now");
   admin_directory_cmd->add_option("ORG", admin_directory_org,
                                   "Only this organization code");
+  CLI::App* admin_queues_cmd = admin_cmd->add_subcommand(
+      "queues", "Copies waiting per organization, in flight, oldest age");
+  std::string admin_document_id;
+  CLI::App* admin_document_cmd = admin_cmd->add_subcommand(
+      "document",
+      "One document by id: trace, recipients' states, full history (never "
+      "its content)");
+  admin_document_cmd->add_option("DOC_ID", admin_document_id, "Document id")
+      ->required();
+  std::string admin_log_level;
+  CLI::App* admin_log_level_cmd = admin_cmd->add_subcommand(
+      "log-level",
+      "Show the broker's log level, or set it at once (operators): debug, "
+      "info, warning, error");
+  admin_log_level_cmd->add_option("LEVEL", admin_log_level, "New level");
 
   // health
   HealthFlags health;
@@ -402,6 +417,12 @@ int Main(int argc, char** argv) {
       result = RunAdminPeers(**admin, output);
     } else if (admin_directory_cmd->parsed()) {
       result = RunAdminDirectory(**admin, admin_directory_org, output);
+    } else if (admin_queues_cmd->parsed()) {
+      result = RunAdminQueues(**admin, output);
+    } else if (admin_document_cmd->parsed()) {
+      result = RunAdminDocument(**admin, admin_document_id, output);
+    } else if (admin_log_level_cmd->parsed()) {
+      result = RunAdminLogLevel(**admin, admin_log_level, output);
     }
     if (!result.ok()) PrintError(result);
     return ExitCodeFor(result);

@@ -56,6 +56,18 @@ class AdminClientImpl final : public AdminClient {
       const v1::ListDirectoryRequest& request) override {
     return Read(request, &Connection::AdminStub::ListDirectory);
   }
+  absl::StatusOr<v1::ListQueuesResponse> ListQueues() override {
+    return Read(v1::ListQueuesRequest(), &Connection::AdminStub::ListQueues);
+  }
+  absl::StatusOr<v1::GetDocumentResponse> GetDocument(
+      const v1::GetDocumentRequest& request) override {
+    return Read(request, &Connection::AdminStub::GetDocument);
+  }
+  // Setting the same level twice does the same: safe to repeat.
+  absl::StatusOr<v1::SetLogLevelResponse> SetLogLevel(
+      const v1::SetLogLevelRequest& request) override {
+    return Read(request, &Connection::AdminStub::SetLogLevel);
+  }
 
  private:
   template <typename Request, typename Response>

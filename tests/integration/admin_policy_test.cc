@@ -264,8 +264,9 @@ TEST_F(AdminPolicyTest, OperatorAppliesAPolicyAndTheNextSendObeysIt) {
 
   // The call is audited: caller, method, outcome.
   EXPECT_THAT(broker_.stderr_text(),
-              AllOf(HasSubstr(absl::StrCat("audit: caller=", kOperator)),
-                    HasSubstr("method=ApplyPolicy outcome=OK"),
+              AllOf(HasSubstr(absl::StrCat(R"("component":"audit","caller":")",
+                                           kOperator, "\"")),
+                    HasSubstr(R"("method":"ApplyPolicy","outcome":"OK")"),
                     HasSubstr(applied.version())));
 }
 
@@ -323,9 +324,10 @@ TEST_F(AdminPolicyTest, AuditorReadsButMayNotApply) {
   EXPECT_GT(info.started_at().seconds(), 0);
 
   EXPECT_THAT(broker_.stderr_text(),
-              HasSubstr(absl::StrCat("audit: caller=", kAuditor, " peer=")));
+              HasSubstr(absl::StrCat(R"("component":"audit","caller":")",
+                                     kAuditor, R"(","peer":")")));
   EXPECT_THAT(broker_.stderr_text(),
-              HasSubstr("method=ApplyPolicy outcome=PERMISSION_DENIED"));
+              HasSubstr(R"("method":"ApplyPolicy","outcome":"PERMISSION_DENIED")"));
 }
 
 TEST_F(AdminPolicyTest, OrganizationsMayCallNoAdminMethod) {
@@ -422,7 +424,7 @@ TEST_F(AdminPolicyTest, BrokenPolicyIsRejectedAndTheOldOneKeepsServing) {
   EXPECT_OK(h49->Send(NewDocument(kG22)).status())
       << "the old policy must keep serving";
   EXPECT_THAT(broker_.stderr_text(),
-              HasSubstr("method=ApplyPolicy outcome=INVALID_ARGUMENT"));
+              HasSubstr(R"("method":"ApplyPolicy","outcome":"INVALID_ARGUMENT")"));
 
   apply.set_source("");
   EXPECT_THAT(

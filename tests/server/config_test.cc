@@ -220,6 +220,26 @@ TEST(ConfigTest, BadPeersAreNamed) {
   }
 }
 
+TEST(ConfigTest, LogAndMetricsAreReadAndChecked) {
+  absl::StatusOr<BrokerConfig> c = ParseConfig(
+      "log: {format: text, level: debug}\nmetrics: {listen: 127.0.0.1:9999}\n",
+      "b.yaml");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->log.format, "text");
+  EXPECT_EQ(c->log.level, "debug");
+  EXPECT_EQ(c->metrics.listen, "127.0.0.1:9999");
+  EXPECT_TRUE(c->metrics.configured);
+  absl::StatusOr<BrokerConfig> d = ParseConfig("", "b.yaml");
+  EXPECT_EQ(d->log.format, "json");
+  EXPECT_EQ(d->metrics.listen, "127.0.0.1:9464");
+  EXPECT_FALSE(d->metrics.configured);
+  for (const char* bad : {"log: {format: xml}\n", "log: {level: loud}\n",
+                          "metrics: {listen: nohost}\n", "log: {colour: red}\n"}) {
+    absl::StatusOr<BrokerConfig> e = ParseConfig(bad, "b.yaml");
+    EXPECT_EQ(e.status().code(), absl::StatusCode::kInvalidArgument) << bad;
+  }
+}
+
 TEST(ConfigTest, ListenNeedsAPort) {
   absl::StatusOr<BrokerConfig> c = ParseConfig("listen: localhost\n", "b.yaml");
   ASSERT_FALSE(c.ok());

@@ -1368,9 +1368,32 @@ class ExchangeImpl : public Exchange {
     RETURN_IF_ERROR(CheckDocumentId("document_id", id));
     ASSIGN_OR_RETURN(v1::Document doc,
                      LoadVisible(caller, id, /*allow_sender=*/true));
+    return StatusFor(doc, caller.name);
+  }
+
+  absl::StatusOr<std::pair<v1::Document, v1::DocumentStatus>> Inspect(
+      const std::string& id) override {
+    RETURN_IF_ERROR(CheckDocumentId("document_id", id));
+    absl::StatusOr<v1::Document> doc = store_->GetDocument(id);
+    if (absl::IsNotFound(doc.status())) {
+      return absl::NotFoundError(absl::StrCat(
+          "document ", id, " never passed through broker ",
+          options_.broker_id));
+    }
+    if (!doc.ok()) return doc.status();
+    ASSIGN_OR_RETURN(v1::DocumentStatus status, StatusFor(*doc, ""));
+    return std::make_pair(*std::move(doc), std::move(status));
+  }
+
+  // The status of `doc` as `viewer` may see it: every recipient for its
+  // sender (or for an operator: `viewer` empty), only the viewer's own row
+  // for a recipient.
+  absl::StatusOr<v1::DocumentStatus> StatusFor(const v1::Document& doc,
+                                               const std::string& viewer) {
+    const std::string& id = doc.id();
     ASSIGN_OR_RETURN(std::vector<v1::StatusEvent> events,
                      store_->ListDocumentEvents(id, 0));
-    bool is_sender = doc.sender() == caller.name;
+    bool is_sender = viewer.empty() || doc.sender() == viewer;
     v1::DocumentStatus status;
     status.set_document_id(id);
     status.set_sender(doc.sender());
@@ -1378,7 +1401,7 @@ class ExchangeImpl : public Exchange {
     *status.mutable_accepted_at() = doc.accepted_at();
     std::map<std::string, v1::RecipientStatus> rows;
     for (const std::string& r : doc.recipients()) {
-      if (is_sender || r == caller.name) rows[r].set_recipient(r);
+      if (is_sender || r == viewer) rows[r].set_recipient(r);
     }
     for (const v1::StatusEvent& e : events) {
       auto it = rows.find(e.recipient());

@@ -1,5 +1,6 @@
 #include "broker/server/src/config.h"
 
+#include <openssl/sha.h>
 #include <yaml-cpp/yaml.h>
 
 #include <filesystem>
@@ -7,10 +8,12 @@
 #include <set>
 #include <sstream>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/string_view.h"
 #include "lienthong/common/identity.h"
+#include "lienthong/common/log.h"
 #include "lienthong/common/org_code.h"
 #include "lienthong/common/status_macros.h"
 
@@ -153,6 +156,10 @@ absl::Status BrokerConfig::Validate() const {
           "orgs[", i, "].code: ", orgs[i].code, " is listed twice"));
     }
   }
+  if (absl::StatusOr<log::Format> f = log::ParseFormat(log.format); !f.ok())
+    return absl::InvalidArgumentError(absl::StrCat("log.format: ", f.status().message()));
+  if (absl::StatusOr<log::Level> l = log::ParseLevel(log.level); !l.ok())
+    return absl::InvalidArgumentError(absl::StrCat("log.level: ", l.status().message()));
   if (!metrics.listen.empty() && metrics.listen != "off" &&
       metrics.listen.rfind(':') == std::string::npos) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -189,7 +196,7 @@ absl::StatusOr<BrokerConfig> ParseConfig(const std::string& yaml,
         p.CheckKeys(root, "the configuration",
                     {"broker", "listen", "data_dir", "tls", "orgs", "limits",
                      "worker_threads", "storage", "policy", "roles",
-                     "federation", "peers", "metrics"}));
+                     "federation", "peers", "metrics", "log"}));
     if (YAML::Node b = root["broker"]) {
       RETURN_IF_ERROR(p.CheckKeys(b, "broker", {"name", "trust_domain"}));
       RETURN_IF_ERROR(p.String(b, "name", &c.name));
@@ -293,6 +300,11 @@ absl::StatusOr<BrokerConfig> ParseConfig(const std::string& yaml,
         }
       }
     }
+    if (YAML::Node l = root["log"]) {
+      RETURN_IF_ERROR(p.CheckKeys(l, "log", {"format", "level"}));
+      RETURN_IF_ERROR(p.String(l, "format", &c.log.format));
+      RETURN_IF_ERROR(p.String(l, "level", &c.log.level));
+    }
     if (YAML::Node m = root["metrics"]) {
       RETURN_IF_ERROR(p.CheckKeys(m, "metrics", {"listen"}));
       RETURN_IF_ERROR(p.String(m, "listen", &c.metrics.listen));
@@ -387,7 +399,15 @@ absl::StatusOr<BrokerConfig> LoadConfigFile(const std::string& path) {
         absl::StrCat(path, ": cannot read the configuration file"));
   std::stringstream text;
   text << in.rdbuf();
-  return ParseConfig(text.str(), path);
+  absl::StatusOr<BrokerConfig> c = ParseConfig(text.str(), path);
+  if (!c.ok()) return c;
+  unsigned char digest[SHA256_DIGEST_LENGTH];
+  const std::string bytes = text.str();
+  SHA256(reinterpret_cast<const unsigned char*>(bytes.data()), bytes.size(),
+         digest);
+  c->source_sha256 = absl::BytesToHexString(absl::string_view(
+      reinterpret_cast<const char*>(digest), sizeof(digest)));
+  return c;
 }
 
 }  // namespace lienthong::server

@@ -66,6 +66,12 @@ struct MetricsConfig {
   bool configured = false;
 };
 
+struct LogConfig {
+  std::string format = "json";  // json (one object per line) or text
+  std::string level = "info";   // debug, info, warning, error; changeable
+                                // at runtime (AdminService/SetLogLevel)
+};
+
 struct BrokerConfig {
   std::string name = "central";
   std::string trust_domain = "lienthong.local";
@@ -87,6 +93,10 @@ struct BrokerConfig {
   FederationConfig federation;
   std::vector<PeerConfig> peers;
   MetricsConfig metrics;
+  LogConfig log;
+  // SHA-256 (hex) of the file it was read from; "embedded defaults" when
+  // none was.
+  std::string source_sha256 = "embedded defaults";
 
   std::string SpiffeId() const;
   broker::ExchangeOptions ToExchangeOptions() const;

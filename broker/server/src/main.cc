@@ -25,6 +25,7 @@
 #include "lienthong/broker/federation.h"
 #include "lienthong/broker/service.h"
 #include "lienthong/common/certificate.h"
+#include "lienthong/common/log.h"
 #include "lienthong/common/status_macros.h"
 #include "lienthong/policy/policy.h"
 #include "lienthong/storage/store.h"
@@ -33,9 +34,11 @@ namespace lienthong::server {
 namespace {
 
 void Log(absl::string_view message) {
-  std::cerr << absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", absl::Now(),
-                                absl::UTCTimeZone())
-            << " lienthongd " << message << std::endl;
+  log::Write(log::Level::kInfo, "", message);
+}
+
+void LogError(absl::string_view message) {
+  log::Write(log::Level::kError, "", message);
 }
 
 // Checks the TLS files before serving: a broker that starts with a wrong
@@ -78,7 +81,7 @@ std::shared_ptr<grpc::ServerCredentials> ServerCredentials(
 
 int Serve(const BrokerConfig& config) {
   if (absl::Status s = CheckTlsFiles(config); !s.ok()) {
-    Log(absl::StrCat("error: ", s.ToString()));
+    LogError(absl::StrCat("", s.ToString()));
     return 1;
   }
   std::error_code ec;
@@ -86,15 +89,17 @@ int Serve(const BrokerConfig& config) {
   absl::StatusOr<std::unique_ptr<storage::Store>> store =
       storage::OpenRocksDbStore(config.ToStorageOptions());
   if (!store.ok()) {
-    Log(absl::StrCat("error: ", store.status().ToString()));
+    LogError(absl::StrCat("", store.status().ToString()));
     return 1;
   }
   policy::ServedPolicyOptions policy_options = config.ToPolicyOptions();
-  policy_options.log = [](absl::string_view line) { Log(line); };
+  policy_options.log = [](absl::string_view line) {
+    log::Write(log::Level::kWarning, "policy", line);
+  };
   absl::StatusOr<std::unique_ptr<policy::ServedPolicy>> served_policy =
       policy::ServedPolicy::Open(policy_options);
   if (!served_policy.ok()) {
-    Log(absl::StrCat("error: policy: ", served_policy.status().message()));
+    LogError(absl::StrCat("policy: ", served_policy.status().message()));
     return 1;
   }
   broker::ExchangeOptions exchange_options = config.ToExchangeOptions();
@@ -102,7 +107,7 @@ int Serve(const BrokerConfig& config) {
   absl::StatusOr<std::unique_ptr<broker::Exchange>> exchange =
       broker::Exchange::Open(exchange_options, store->get());
   if (!exchange.ok()) {
-    Log(absl::StrCat("error: ", exchange.status().ToString()));
+    LogError(absl::StrCat("", exchange.status().ToString()));
     return 1;
   }
   broker::ExchangeServiceImpl exchange_service(exchange->get(),
@@ -132,9 +137,11 @@ int Serve(const BrokerConfig& config) {
   admin_options.auditors = config.PersonIds(config.roles.auditors);
   admin_options.policy = served_policy->get();
   admin_options.exchange = exchange->get();
+  admin_options.store = store->get();
+  admin_options.config_sha256 = config.source_sha256;
   admin_options.links = &links;
   if (absl::Status s = admin_options.Validate(); !s.ok()) {
-    Log(absl::StrCat("error: roles: ", s.message()));
+    LogError(absl::StrCat("roles: ", s.message()));
     return 1;
   }
   broker::AdminServiceImpl admin_service(std::move(admin_options));
@@ -156,7 +163,7 @@ int Serve(const BrokerConfig& config) {
   builder.RegisterService(&federation_service);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (!server || port == 0) {
-    Log(absl::StrCat("error: cannot listen on ", config.listen));
+    LogError(absl::StrCat("cannot listen on ", config.listen));
     return 1;
   }
   std::string host = config.listen.substr(0, config.listen.rfind(':'));
@@ -197,12 +204,12 @@ int Serve(const BrokerConfig& config) {
       Log(absl::StrCat("metrics on http://", mhost, ":", metrics->port(),
                        "/metrics"));
     } else if (config.metrics.configured) {
-      Log(absl::StrCat("error: ", started.status().message()));
+      LogError(absl::StrCat("", started.status().message()));
       links.Stop();
       server->Shutdown();
       return 1;
     } else {
-      Log(absl::StrCat("warning: no /metrics: ", started.status().message(),
+      log::Write(log::Level::kWarning, "", absl::StrCat("no /metrics: ", started.status().message(),
                        " (set metrics.listen, or off)"));
     }
   }
@@ -257,6 +264,10 @@ int main(int argc, char** argv) {
                  "override listen (host:port; port 0 picks one)");
   app.add_option("--data-dir", data_dir, "override data_dir");
   app.add_option("--policy", policy_file, "override policy.file");
+  std::string log_format, log_level;
+  app.add_option("--log-format", log_format, "override log.format (json, text)");
+  app.add_option("--log-level", log_level,
+                 "override log.level (debug, info, warning, error)");
   std::string metrics_listen;
   app.add_option("--metrics-listen", metrics_listen,
                  "override metrics.listen (host:port, port 0 picks one; off)");
@@ -303,6 +314,8 @@ int main(int argc, char** argv) {
   if (!listen.empty()) config.listen = listen;
   if (!data_dir.empty()) config.data_dir = data_dir;
   if (!policy_file.empty()) config.policy.path = policy_file;
+  if (!log_format.empty()) config.log.format = log_format;
+  if (!log_level.empty()) config.log.level = log_level;
   if (!metrics_listen.empty()) {
     config.metrics.listen = metrics_listen;
     config.metrics.configured = true;
@@ -316,5 +329,7 @@ int main(int argc, char** argv) {
     std::cerr << "lienthongd: " << s.message() << std::endl;
     return 2;
   }
+  lienthong::log::SetFormat(*lienthong::log::ParseFormat(config.log.format));
+  lienthong::log::SetLevel(*lienthong::log::ParseLevel(config.log.level));
   return lienthong::server::Serve(config);
 }

@@ -9,7 +9,9 @@
 #include "absl/time/clock.h"
 #include "lienthong/broker/executor.h"
 #include "lienthong/broker/service.h"
+#include "lienthong/common/log.h"
 #include "lienthong/common/org_code.h"
+#include "lienthong/common/status_macros.h"
 #include "lienthong/policy/proto_convert.h"
 
 namespace lienthong::broker {
@@ -22,44 +24,17 @@ constexpr uint32_t kDefaultNearMisses = 5;
 constexpr uint32_t kMaxNearMisses = 100;
 constexpr uint32_t kDefaultDecisionLimit = 100;
 
-// `text` fit for one audit line: quotes and backslashes escaped, control
-// characters (newlines of a multi-line error) as \n or \xNN.
-std::string Quoted(absl::string_view text) {
-  std::string out = "\"";
-  for (char c : text) {
-    const unsigned char u = static_cast<unsigned char>(c);
-    if (c == '"' || c == '\\') {
-      out += '\\';
-      out += c;
-    } else if (c == '\n') {
-      out += "\\n";
-    } else if (u < 0x20 || u == 0x7f) {
-      absl::StrAppend(&out, "\\x", absl::Hex(u, absl::kZeroPad2));
-    } else {
-      out += c;
-    }
-  }
-  out += '"';
-  return out;
-}
-
-// One line on stderr, written with a single call so that concurrent lines
-// do not interleave.
+// One line in the log (component "audit") per call, refused ones included.
 void Audit(absl::string_view caller, absl::string_view peer,
            absl::string_view method, const absl::Status& outcome,
            absl::string_view detail) {
-  std::string line = absl::StrCat(
-      absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", absl::Now(),
-                       absl::UTCTimeZone()),
-      " lienthongd audit: caller=", caller, " peer=", peer, " method=", method,
-      " outcome=", absl::StatusCodeToString(outcome.code()));
-  if (!outcome.ok()) {
-    absl::StrAppend(&line, " error=", Quoted(outcome.message()));
-  }
-  if (!detail.empty()) absl::StrAppend(&line, " detail=", Quoted(detail));
-  line += '\n';
-  std::fwrite(line.data(), 1, line.size(), stderr);
-  std::fflush(stderr);
+  log::Fields fields = {{"caller", std::string(caller)},
+                        {"peer", std::string(peer)},
+                        {"method", std::string(method)},
+                        {"outcome", absl::StatusCodeToString(outcome.code())}};
+  if (!outcome.ok()) fields.emplace_back("error", std::string(outcome.message()));
+  if (!detail.empty()) fields.emplace_back("detail", std::string(detail));
+  log::Write(log::Level::kInfo, "audit", "", fields);
 }
 
 std::string CandidateName(const std::string& given) {
@@ -261,6 +236,27 @@ grpc::ServerUnaryReactor* AdminServiceImpl::ListPeers(
                 &AdminServiceImpl::DoListPeers);
 }
 
+grpc::ServerUnaryReactor* AdminServiceImpl::ListQueues(
+    grpc::CallbackServerContext* ctx, const v1::ListQueuesRequest* request,
+    v1::ListQueuesResponse* response) {
+  return Handle(ctx, "ListQueues", Access::kRead, request, response,
+                &AdminServiceImpl::DoListQueues);
+}
+
+grpc::ServerUnaryReactor* AdminServiceImpl::GetDocument(
+    grpc::CallbackServerContext* ctx, const v1::GetDocumentRequest* request,
+    v1::GetDocumentResponse* response) {
+  return Handle(ctx, "GetDocument", Access::kRead, request, response,
+                &AdminServiceImpl::DoGetDocument);
+}
+
+grpc::ServerUnaryReactor* AdminServiceImpl::SetLogLevel(
+    grpc::CallbackServerContext* ctx, const v1::SetLogLevelRequest* request,
+    v1::SetLogLevelResponse* response) {
+  return Handle(ctx, "SetLogLevel", Access::kOperate, request, response,
+                &AdminServiceImpl::DoSetLogLevel);
+}
+
 grpc::ServerUnaryReactor* AdminServiceImpl::ListDirectory(
     grpc::CallbackServerContext* ctx, const v1::ListDirectoryRequest* request,
     v1::ListDirectoryResponse* response) {
@@ -423,6 +419,13 @@ absl::Status AdminServiceImpl::DoGetBrokerInfo(
   for (const std::string& role : RolesOf(caller)) {
     response->add_caller_roles(role);
   }
+  response->set_log_level(std::string(log::LevelName(log::GetLevel())));
+  response->set_config_sha256(options_.config_sha256);
+  if (options_.store) {
+    storage::StoreStats st = options_.store->Stats();
+    response->set_data_disk_bytes(st.disk_bytes);
+    response->set_data_memory_bytes(st.memory_bytes);
+  }
   return absl::OkStatus();
 }
 
@@ -521,6 +524,64 @@ absl::Status AdminServiceImpl::DoListDirectory(
     }
   }
   *detail = absl::StrCat(response->rows_size(), " rows");
+  return absl::OkStatus();
+}
+
+absl::Status AdminServiceImpl::DoListQueues(const Principal& caller,
+                                           const v1::ListQueuesRequest& request,
+                                           v1::ListQueuesResponse* response,
+                                           std::string* detail) {
+  if (!options_.exchange) {
+    return absl::FailedPreconditionError(
+        "this broker serves no exchange to report on");
+  }
+  absl::Time now = absl::Now();
+  uint64_t waiting = 0;
+  for (const OrgQueueStats& q : options_.exchange->OrgStats()) {
+    v1::QueueInfo* info = response->add_queues();
+    info->set_org(q.org);
+    info->set_waiting(q.waiting);
+    info->set_in_flight(q.in_flight);
+    if (q.oldest) policy::ToProto(now - *q.oldest, info->mutable_oldest_age());
+    waiting += q.waiting;
+  }
+  *detail = absl::StrCat(response->queues_size(), " queues, ", waiting,
+                         " copies waiting");
+  return absl::OkStatus();
+}
+
+absl::Status AdminServiceImpl::DoGetDocument(
+    const Principal& caller, const v1::GetDocumentRequest& request,
+    v1::GetDocumentResponse* response, std::string* detail) {
+  if (!options_.exchange) {
+    return absl::FailedPreconditionError(
+        "this broker serves no exchange to report on");
+  }
+  *detail = request.document_id();
+  ASSIGN_OR_RETURN(auto found, options_.exchange->Inspect(request.document_id()));
+  auto& [doc, status] = found;
+  *response->mutable_status() = std::move(status);
+  for (const v1::Hop& h : doc.trace()) *response->add_trace() = h;
+  response->set_content_sha256(doc.content_sha256());
+  uint64_t bytes = doc.body().size();
+  for (const v1::Attachment& a : doc.attachments()) bytes += a.content().size();
+  response->set_content_bytes(bytes);
+  response->set_attachments(doc.attachments_size());
+  return absl::OkStatus();
+}
+
+absl::Status AdminServiceImpl::DoSetLogLevel(
+    const Principal& caller, const v1::SetLogLevelRequest& request,
+    v1::SetLogLevelResponse* response, std::string* detail) {
+  absl::StatusOr<log::Level> level = log::ParseLevel(request.level());
+  if (!level.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("level: ", level.status().message()));
+  }
+  response->set_previous(std::string(log::LevelName(log::GetLevel())));
+  log::SetLevel(*level);
+  response->set_level(std::string(log::LevelName(*level)));
+  *detail = absl::StrCat(response->previous(), " -> ", response->level());
   return absl::OkStatus();
 }
 

@@ -6,10 +6,37 @@
 #include "absl/synchronization/mutex.h"
 #include "broker/service/src/streams.h"
 #include "lienthong/broker/service.h"
+#include "lienthong/common/log.h"
 
 namespace lienthong::broker {
 namespace {
 
+// The id a client gave its call (metadata x-request-id), or one made up.
+std::string RequestId(grpc::CallbackServerContext* ctx) {
+  auto it = ctx->client_metadata().find("x-request-id");
+  if (it != ctx->client_metadata().end() && it->second.size() <= 128)
+    return std::string(it->second.data(), it->second.size());
+  static std::atomic<uint64_t> next{1};
+  return absl::StrCat("srv-", next.fetch_add(1));
+}
+
+// How a send ended, in the log: refusals at info (someone tried a flow that
+// is not allowed, or sent something malformed), acceptances at debug.
+void LogSend(const Principal& caller, const std::string& request_id,
+             const absl::StatusOr<v1::SendResponse>& r) {
+  log::Level level = r.ok() ? log::Level::kDebug : log::Level::kInfo;
+  if (!log::Enabled(level)) return;
+  log::Fields fields = {{"org", caller.name}, {"request_id", request_id}};
+  if (r.ok()) {
+    fields.emplace_back("document_id", r->document_id());
+    if (r->duplicate()) fields.emplace_back("duplicate", "true");
+    log::Write(level, "exchange", "send accepted", fields);
+  } else {
+    fields.emplace_back("code", absl::StatusCodeToString(r.status().code()));
+    fields.emplace_back("error", std::string(r.status().message()));
+    log::Write(level, "exchange", "send refused", fields);
+  }
+}
 
 // Finishes a unary reactor with the core's answer.
 template <typename T>
@@ -39,9 +66,10 @@ class SendStreamReactor final
   static constexpr int kMaxOutstanding = 8192;
 
   SendStreamReactor(Exchange* exchange, Principal caller,
-                    StreamRegistry* registry)
+                    std::string request_id, StreamRegistry* registry)
       : sequence_(exchange->NewSendSequence()),
         caller_(std::move(caller)),
+        request_id_(std::move(request_id)),
         registry_(registry) {
     if (!registry_->Add(this)) {
       absl::MutexLock lock(&mu_);
@@ -77,6 +105,8 @@ class SendStreamReactor final
       Ref();
       sequence_->Send(caller_, std::move(*item.mutable_document()),
                       [this, correlation](absl::StatusOr<v1::SendResponse> r) {
+                        LogSend(caller_,
+                                absl::StrCat(request_id_, "/", correlation), r);
                         Answer(correlation, std::move(r));
                         Unref();
                       });
@@ -153,6 +183,7 @@ class SendStreamReactor final
   const std::unique_ptr<Exchange::SendSequence>
       sequence_;  // keeps the stream's order
   const Principal caller_;
+  const std::string request_id_;  // of the stream; items add their id
   StreamRegistry* const registry_;
   v1::SendStreamRequest request_;  // owned by the read in flight
 
@@ -526,7 +557,14 @@ grpc::ServerUnaryReactor* ExchangeServiceImpl::Send(
     return Refuse(ctx, absl::InvalidArgumentError("document: missing"));
   }
   auto* reactor = ctx->DefaultReactor();
-  exchange_->Send(*caller, request->document(), FinishWith(reactor, response));
+  exchange_->Send(
+      *caller, request->document(),
+      [reactor, response, caller = *caller, request_id = RequestId(ctx)](
+          absl::StatusOr<v1::SendResponse> r) {
+        LogSend(caller, request_id, r);
+        if (r.ok()) *response = *std::move(r);
+        reactor->Finish(ToGrpcStatus(r.status()));
+      });
   return reactor;
 }
 
@@ -537,7 +575,8 @@ ExchangeServiceImpl::SendStream(grpc::CallbackServerContext* ctx) {
     return new RefuseBidi<v1::SendStreamRequest, v1::SendStreamResponse>(
         caller.status());
   }
-  return new SendStreamReactor(exchange_, *std::move(caller), registry_.get());
+  return new SendStreamReactor(exchange_, *std::move(caller), RequestId(ctx),
+                               registry_.get());
 }
 
 grpc::ServerBidiReactor<v1::ReceiveRequest, v1::ReceiveResponse>*

@@ -11,6 +11,7 @@
 #include "grpcpp/security/tls_credentials_options.h"
 #include "lienthong/broker/federation.h"
 #include "lienthong/broker/service.h"
+#include "lienthong/common/log.h"
 
 namespace lienthong::broker {
 namespace {
@@ -26,10 +27,9 @@ constexpr absl::Duration kStableLink = absl::Seconds(10);
 // (whatever was sent goes out again on a new one).
 constexpr absl::Duration kCustodyTimeout = absl::Seconds(60);
 
-void Log(absl::string_view message) {
-  std::cerr << absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", absl::Now(),
-                                absl::UTCTimeZone())
-            << " lienthongd federation: " << message << std::endl;
+void Log(absl::string_view message, log::Fields fields = {},
+         log::Level level = log::Level::kInfo) {
+  log::Write(level, "federation", message, fields);
 }
 
 // ---- The served side of a link
@@ -104,7 +104,19 @@ class LinkReactor final
         ++outstanding_;
       }
       Ref();
-      inbound_->Accept(std::move(t), [this](v1::Custody custody) {
+      std::string document_id = t.document().id();
+      inbound_->Accept(std::move(t), [this, document_id](v1::Custody custody) {
+        if (log::Enabled(log::Level::kDebug) || custody.has_error()) {
+          log::Fields fields = {{"peer", peer_}, {"document_id", document_id}};
+          if (custody.has_error())
+            fields.emplace_back("error", custody.error().message());
+          log::Write(custody.has_error() ? log::Level::kWarning
+                                         : log::Level::kDebug,
+                     "federation",
+                     custody.has_error() ? "transfer not taken"
+                                         : "transfer taken into custody",
+                     fields);
+        }
         bool read = false;
         {
           absl::MutexLock lock(&mu_);
@@ -389,7 +401,9 @@ void PeerLinks::Run(Peer* peer) {
     if (stopping_) return;
     Log(absl::StrCat("link to ", peer->endpoint.name, " (",
                      peer->endpoint.endpoint, ") down: ", s.ToString(),
-                     "; retrying in ", absl::FormatDuration(wait)));
+                     "; retrying in ", absl::FormatDuration(wait)),
+        {{"peer", peer->endpoint.name}, {"endpoint", peer->endpoint.endpoint}},
+        log::Level::kWarning);
     mu_.AwaitWithTimeout(absl::Condition(&stopping_), wait);
   }
 }
@@ -457,7 +471,8 @@ absl::Status PeerLinks::RunOnce(Peer* peer) {
     ++peer->state.connects;
     peer->state.last_error.clear();
   }
-  Log(absl::StrCat("link to ", name, " (", peer->endpoint.endpoint, ") up"));
+  Log(absl::StrCat("link to ", name, " (", peer->endpoint.endpoint, ") up"),
+      {{"peer", name}, {"endpoint", peer->endpoint.endpoint}});
 
   std::shared_ptr<InboundLink> returned = *std::move(inbound);
   std::thread reader([&, io, returned] {
@@ -476,13 +491,14 @@ absl::Status PeerLinks::RunOnce(Peer* peer) {
       }
       for (v1::ReturnedEvent& e : *response.mutable_events()) {
         uint64_t id = e.id();
-        returned->Returned(std::move(e), [io, id](absl::Status s) {
+        returned->Returned(std::move(e), [io, id, name](absl::Status s) {
           absl::MutexLock lock(&io->mu);
           // A refused event is acknowledged too: it can never be stored,
           // and resending it forever would block the ones behind it.
           if (!s.ok() && !absl::IsInvalidArgument(s)) return;
           if (!s.ok())
-            Log(absl::StrCat("returned event ", id, " dropped: ", s.ToString()));
+            Log(absl::StrCat("returned event ", id, " dropped: ", s.ToString()),
+                {{"peer", name}}, log::Level::kWarning);
           io->event_acks.push_back(id);
         });
       }

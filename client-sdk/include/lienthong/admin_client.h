@@ -65,6 +65,13 @@ class AdminClient {
   virtual absl::StatusOr<v1::ListPeersResponse> ListPeers() = 0;
   virtual absl::StatusOr<v1::ListDirectoryResponse> ListDirectory(
       const v1::ListDirectoryRequest& request) = 0;
+  // Queues per organization; one document's route and history (not its
+  // content); the log level (operators only).
+  virtual absl::StatusOr<v1::ListQueuesResponse> ListQueues() = 0;
+  virtual absl::StatusOr<v1::GetDocumentResponse> GetDocument(
+      const v1::GetDocumentRequest& request) = 0;
+  virtual absl::StatusOr<v1::SetLogLevelResponse> SetLogLevel(
+      const v1::SetLogLevelRequest& request) = 0;
 };
 
 }  // namespace lienthong

@@ -246,6 +246,12 @@ class Exchange {
 
   virtual ExchangeStats Stats() = 0;
   virtual std::vector<OrgQueueStats> OrgStats() = 0;
+  // For operators: a document and its status with every recipient's row and
+  // the full history, whoever sent it. The caller must not hand out its
+  // content. INVALID_ARGUMENT for a malformed id, NOT_FOUND when this broker
+  // never had it.
+  virtual absl::StatusOr<std::pair<v1::Document, v1::DocumentStatus>> Inspect(
+      const std::string& document_id) = 0;
   virtual const ExchangeMetrics& metrics() const = 0;
 
   // ---- Federation (the link layer calls these) ----

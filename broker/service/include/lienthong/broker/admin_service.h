@@ -18,12 +18,11 @@
 //
 // Roles come from the broker's configuration, never from the client:
 // operators may call every method; operators and auditors may call the read
-// methods (everything but ApplyPolicy). Anyone else, organizations and
+// methods (everything but ApplyPolicy and SetLogLevel). Anyone else, organizations and
 // brokers included, gets PERMISSION_DENIED naming the caller and the role
-// needed. Every call, refused ones included, is written as one line to
-// stderr: "<time> lienthongd audit: caller=<spiffe id> method=<name>
-// outcome=<CODE> detail=\"...\"". (A tamper-evident audit log replaces it
-// later.)
+// needed. Every call, refused ones included, is written as one log line
+// (component "audit": caller, peer, method, outcome, error, detail). (A
+// tamper-evident audit log replaces it later.)
 #ifndef LIENTHONG_BROKER_ADMIN_SERVICE_H_
 #define LIENTHONG_BROKER_ADMIN_SERVICE_H_
 
@@ -40,6 +39,7 @@
 #include "lienthong/broker/exchange.h"
 #include "lienthong/broker/federation.h"
 #include "lienthong/common/identity.h"
+#include "lienthong/storage/store.h"
 #include "lienthong/policy/policy.h"
 #include "lienthong/v1/admin.grpc.pb.h"
 
@@ -67,6 +67,10 @@ struct AdminOptions {
   // ListDirectory answer FAILED_PRECONDITION.
   Exchange* exchange = nullptr;
   PeerLinks* links = nullptr;
+  // The store (for GetBrokerInfo's data size). Optional.
+  storage::Store* store = nullptr;
+  // SHA-256 (hex) of the configuration file, or "embedded defaults".
+  std::string config_sha256;
   // Threads for the blocking work of admin calls. Default 2.
   int worker_threads = 2;
 
@@ -113,6 +117,15 @@ class AdminServiceImpl final : public v1::AdminService::CallbackService {
   grpc::ServerUnaryReactor* ListDirectory(
       grpc::CallbackServerContext* ctx, const v1::ListDirectoryRequest* request,
       v1::ListDirectoryResponse* response) override;
+  grpc::ServerUnaryReactor* ListQueues(
+      grpc::CallbackServerContext* ctx, const v1::ListQueuesRequest* request,
+      v1::ListQueuesResponse* response) override;
+  grpc::ServerUnaryReactor* GetDocument(
+      grpc::CallbackServerContext* ctx, const v1::GetDocumentRequest* request,
+      v1::GetDocumentResponse* response) override;
+  grpc::ServerUnaryReactor* SetLogLevel(
+      grpc::CallbackServerContext* ctx, const v1::SetLogLevelRequest* request,
+      v1::SetLogLevelResponse* response) override;
 
  private:
   // Who may call a method.
@@ -169,6 +182,18 @@ class AdminServiceImpl final : public v1::AdminService::CallbackService {
                                const v1::ListDirectoryRequest& request,
                                v1::ListDirectoryResponse* response,
                                std::string* detail);
+  absl::Status DoListQueues(const Principal& caller,
+                            const v1::ListQueuesRequest& request,
+                            v1::ListQueuesResponse* response,
+                            std::string* detail);
+  absl::Status DoGetDocument(const Principal& caller,
+                             const v1::GetDocumentRequest& request,
+                             v1::GetDocumentResponse* response,
+                             std::string* detail);
+  absl::Status DoSetLogLevel(const Principal& caller,
+                             const v1::SetLogLevelRequest& request,
+                             v1::SetLogLevelResponse* response,
+                             std::string* detail);
 
   const AdminOptions options_;
   std::string trust_domain_;  // of options_.broker_id
