@@ -12,7 +12,8 @@ namespace lienthong::cli {
 namespace {
 
 std::string Age(const google::protobuf::Duration& d) {
-  absl::Duration age = absl::Seconds(d.seconds()) + absl::Nanoseconds(d.nanos());
+  absl::Duration age =
+      absl::Seconds(d.seconds()) + absl::Nanoseconds(d.nanos());
   if (age < absl::Seconds(1)) return "<1s";
   return absl::FormatDuration(absl::Trunc(age, absl::Seconds(1)));
 }
@@ -21,7 +22,8 @@ std::string RoutesText(const v1::PeerRoutes& r) {
   std::vector<std::string> parts;
   if (r.is_default()) parts.push_back("default");
   if (r.provinces_size())
-    parts.push_back(absl::StrCat("provinces ", absl::StrJoin(r.provinces(), ",")));
+    parts.push_back(
+        absl::StrCat("provinces ", absl::StrJoin(r.provinces(), ",")));
   if (r.under_size())
     parts.push_back(absl::StrCat("under ", absl::StrJoin(r.under(), ",")));
   if (r.orgs_size())
@@ -116,7 +118,8 @@ absl::Status RunAdminQueues(AdminClient& admin, const OutputFlags& output) {
   Table table({"ORG", "WAITING", "IN FLIGHT", "OLDEST"});
   uint64_t total = 0;
   for (const v1::QueueInfo& q : queues.queues()) {
-    table.AddRow({q.org(), absl::StrCat(q.waiting()), absl::StrCat(q.in_flight()),
+    table.AddRow({q.org(), absl::StrCat(q.waiting()),
+                  absl::StrCat(q.in_flight()),
                   q.has_oldest_age() ? Age(q.oldest_age()) : "-"});
     total += q.waiting();
   }
@@ -149,14 +152,15 @@ absl::Status RunAdminDocument(AdminClient& admin, const std::string& id,
             << "trace     " << absl::StrJoin(hops, " -> ") << "\n\n";
   Table rows({"RECIPIENT", "DELIVERY", "STATUS", "UPDATED"});
   for (const v1::RecipientStatus& r : s.recipients()) {
-    rows.AddRow({r.recipient(), DeliveryStateName(r.delivery_state()),
-                 r.business_status() ? BusinessStatusName(r.business_status())
-                                     : "-",
-                 FormatTimestamp(r.updated_at())});
+    rows.AddRow(
+        {r.recipient(), DeliveryStateName(r.delivery_state()),
+         r.business_status() ? BusinessStatusName(r.business_status()) : "-",
+         FormatTimestamp(r.updated_at())});
   }
   rows.Print(std::cout);
   std::cout << "\nhistory" << std::endl;
-  for (const v1::StatusEvent& e : s.history()) std::cout << EventLine(e) << "\n";
+  for (const v1::StatusEvent& e : s.history())
+    std::cout << EventLine(e) << "\n";
   std::cout << std::flush;
   return absl::OkStatus();
 }

@@ -115,9 +115,9 @@ absl::Status RunHealth(const HealthTarget& target, const HealthFlags& flags,
   grpc::Status status = stub->Check(&context, request, &response);
   if (!status.ok()) {
     // gRPC and Abseil share the canonical code numbering.
-    return absl::Status(static_cast<absl::StatusCode>(status.error_code()),
-                        absl::StrCat(target.endpoint, ": ",
-                                     status.error_message()));
+    return absl::Status(
+        static_cast<absl::StatusCode>(status.error_code()),
+        absl::StrCat(target.endpoint, ": ", status.error_message()));
   }
   const std::string name =
       HealthCheckResponse::ServingStatus_Name(response.status());

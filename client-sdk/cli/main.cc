@@ -16,9 +16,9 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "client-sdk/cli/admin_commands.h"
 #include "client-sdk/cli/commands.h"
 #include "client-sdk/cli/format.h"
-#include "client-sdk/cli/admin_commands.h"
 #include "client-sdk/cli/health_command.h"
 #include "client-sdk/cli/policy_commands.h"
 #include "lienthong/admin_client.h"
@@ -374,7 +374,8 @@ int Main(int argc, char** argv) {
     target.certificate_file = g.cert;
     target.private_key_file = g.key;
     target.ca_file = g.ca;
-    if (g.timeout_seconds > 0) target.timeout = absl::Seconds(g.timeout_seconds);
+    if (g.timeout_seconds > 0)
+      target.timeout = absl::Seconds(g.timeout_seconds);
     absl::Status result = RunHealth(target, health, output);
     if (!result.ok()) PrintError(result);
     return ExitCodeFor(result);

@@ -116,7 +116,7 @@ absl::StatusOr<Format> ParseFormat(absl::string_view name) {
 }
 
 std::string FormatLine(Format format, Level level, absl::string_view component,
-                    absl::string_view message, const Fields& fields) {
+                       absl::string_view message, const Fields& fields) {
   std::string ts = absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", absl::Now(),
                                     absl::UTCTimeZone());
   std::string line;
@@ -156,7 +156,7 @@ void Write(Level level, absl::string_view component, absl::string_view message,
            const Fields& fields) {
   if (!Enabled(level)) return;
   std::string line = FormatLine(static_cast<Format>(g_format.load()), level,
-                             component, message, fields);
+                                component, message, fields);
   std::fwrite(line.data(), 1, line.size(), stderr);
   std::fflush(stderr);
 }

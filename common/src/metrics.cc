@@ -38,9 +38,9 @@ Counter& CounterVec::With(absl::string_view label_value) {
   absl::MutexLock lock(&mu_);
   auto it = counters_.find(label_value);
   if (it == counters_.end()) {
-    it = counters_
-             .emplace(std::string(label_value), std::make_unique<Counter>())
-             .first;
+    it =
+        counters_.emplace(std::string(label_value), std::make_unique<Counter>())
+            .first;
   }
   return *it->second;
 }
@@ -54,9 +54,8 @@ std::vector<std::pair<std::string, uint64_t>> CounterVec::Read() const {
 }
 
 std::vector<double> Histogram::LatencyBounds() {
-  return {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
-          0.05,   0.1,     0.25,   0.5,   1,      2.5,   5,    10,
-          30,     60};
+  return {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+          0.1,    0.25,    0.5,    1,     2.5,    5,     10,   30,    60};
 }
 
 std::vector<double> Histogram::SizeBounds() {
@@ -76,9 +75,8 @@ void Histogram::Observe(double value) {
   if (it != bounds_.end())
     buckets_[it - bounds_.begin()].fetch_add(1, std::memory_order_relaxed);
   count_.fetch_add(1, std::memory_order_relaxed);
-  sum_micros_.fetch_add(
-      static_cast<uint64_t>(std::max(0.0, value) * 1e6 + 0.5),
-      std::memory_order_relaxed);
+  sum_micros_.fetch_add(static_cast<uint64_t>(std::max(0.0, value) * 1e6 + 0.5),
+                        std::memory_order_relaxed);
 }
 
 Histogram::Snapshot Histogram::Read() const {

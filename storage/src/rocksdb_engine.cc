@@ -109,8 +109,7 @@ class RocksDbEngine : public KvEngine {
     uint64_t disk = 0, memory = 0;
     for (auto* h : cfs_) {
       uint64_t v = 0;
-      if (db_->GetIntProperty(h, "rocksdb.total-sst-files-size", &v))
-        disk += v;
+      if (db_->GetIntProperty(h, "rocksdb.total-sst-files-size", &v)) disk += v;
       if (db_->GetIntProperty(h, "rocksdb.cur-size-all-mem-tables", &v))
         memory += v;
     }

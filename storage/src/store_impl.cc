@@ -276,8 +276,8 @@ class StoreImpl : public Store {
       for (size_t i = 0; i < p.enqueue.size(); ++i) {
         Enqueue& q = p.enqueue[i];
         QueueEntry e{std::move(q.recipient), q.priority,
-                     ++last_sequence_,   std::move(q.document_id),
-                     std::move(q.sender), std::move(q.payload)};
+                     ++last_sequence_,       std::move(q.document_id),
+                     std::move(q.sender),    std::move(q.payload)};
         scratch.push_back(keys::Queue(e.recipient, e.priority, e.sequence));
         ops.push_back(
             KvOp{Cf::kQueues, false, scratch.back(), p.queue_values[i]});

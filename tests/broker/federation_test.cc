@@ -154,11 +154,10 @@ class FaultyStore : public storage::Store {
     }
     if (fail.ok()) return base_->Write(std::move(batch), std::move(done));
     // Fail on the store's own thread, as a real failure would.
-    base_->Write(storage::WriteBatch(),
-                 [fail, done = std::move(done)](
-                     absl::StatusOr<storage::WriteResult>) mutable {
-                   done(fail);
-                 });
+    base_->Write(
+        storage::WriteBatch(),
+        [fail, done = std::move(done)](
+            absl::StatusOr<storage::WriteResult>) mutable { done(fail); });
   }
   absl::StatusOr<v1::Document> GetDocument(const std::string& id) override {
     return base_->GetDocument(id);
@@ -570,12 +569,11 @@ class Receiver {
                     uint32_t max_in_flight = 100) {
     Collector<v1::Delivery> got = got_;
     absl::StatusOr<std::shared_ptr<ReceiveSession>> session =
-        exchange.OpenReceive(caller, max_in_flight,
-                             [got](v1::ReceiveResponse response) {
-                               for (v1::Delivery& d :
-                                    *response.mutable_deliveries())
-                                 got.Add(std::move(d));
-                             });
+        exchange.OpenReceive(
+            caller, max_in_flight, [got](v1::ReceiveResponse response) {
+              for (v1::Delivery& d : *response.mutable_deliveries())
+                got.Add(std::move(d));
+            });
     if (!session.ok()) return session.status();
     session_ = *std::move(session);
     return absl::OkStatus();
@@ -790,7 +788,8 @@ class FederationTest : public ::testing::Test {
                                                  v1::DeliveryState state) {
     std::optional<v1::StatusEvent> found;
     Eventually([&] {
-      std::vector<v1::StatusEvent> m = Matching(History(b, caller, id), r, state);
+      std::vector<v1::StatusEvent> m =
+          Matching(History(b, caller, id), r, state);
       if (m.empty()) return false;
       found = m.front();
       return true;
@@ -870,8 +869,8 @@ TEST_F(FederationTest, SendToPeerOrgIsForwardedDeliveredAndStatusesComeBack) {
   EXPECT_EQ(t.document().content_sha256(), sent.content_sha256());
 
   // Custody: FORWARDED at a, with b's decision.
-  ASSERT_TRUE(EventuallyState(*a_, h49_, id, kG22,
-                              v1::DELIVERY_STATE_FORWARDED));
+  ASSERT_TRUE(
+      EventuallyState(*a_, h49_, id, kG22, v1::DELIVERY_STATE_FORWARDED));
   std::vector<v1::StatusEvent> history = History(*a_, h49_, id);
   ASSERT_THAT(history, SizeIs(2));
   EXPECT_EQ(history[0].delivery_state(), v1::DELIVERY_STATE_ACCEPTED);
@@ -903,18 +902,18 @@ TEST_F(FederationTest, SendToPeerOrgIsForwardedDeliveredAndStatusesComeBack) {
 
   // DELIVERED comes back to a.
   g22.Ack({id});
-  ASSERT_TRUE(EventuallyState(*a_, h49_, id, kG22,
-                              v1::DELIVERY_STATE_DELIVERED));
+  ASSERT_TRUE(
+      EventuallyState(*a_, h49_, id, kG22, v1::DELIVERY_STATE_DELIVERED));
   history = History(*a_, h49_, id);
   ASSERT_THAT(history, SizeIs(3));
   EXPECT_EQ(history[2].actor(), g22_.spiffe_id);
   EXPECT_EQ(history[2].sender(), kH49);
   EXPECT_LT(history[1].sequence(), history[2].sequence());
   ASSERT_TRUE(watcher.events.WaitForCount(3));
-  EXPECT_THAT(States(watcher.events.items()),
-              ElementsAre(v1::DELIVERY_STATE_ACCEPTED,
-                          v1::DELIVERY_STATE_FORWARDED,
-                          v1::DELIVERY_STATE_DELIVERED));
+  EXPECT_THAT(
+      States(watcher.events.items()),
+      ElementsAre(v1::DELIVERY_STATE_ACCEPTED, v1::DELIVERY_STATE_FORWARDED,
+                  v1::DELIVERY_STATE_DELIVERED));
 
   // So does a business status reported at b.
   ASSERT_OK(ReportStatus(*b_, g22_, id, v1::BUSINESS_STATUS_ACCEPTED));
@@ -950,8 +949,8 @@ TEST_F(FederationTest, FetchAndAckAtTheFarEndReturnsDelivered) {
   ASSERT_OK_AND_ASSIGN(v1::AckResponse acked, Ack(*b_, g22_, {id}));
   EXPECT_EQ(acked.acknowledged(), 1u);
 
-  EXPECT_TRUE(EventuallyState(*a_, h49_, id, kG22,
-                              v1::DELIVERY_STATE_DELIVERED));
+  EXPECT_TRUE(
+      EventuallyState(*a_, h49_, id, kG22, v1::DELIVERY_STATE_DELIVERED));
   EXPECT_EQ(InboxTotal(*b_, g22_), 0);
 }
 
@@ -994,8 +993,8 @@ TEST_F(FederationTest, MiddleBrokerForwardsAndEventsTravelBackTwoHops) {
   }
 
   g22.Ack({id});
-  ASSERT_TRUE(EventuallyState(*a_, h49_, id, kG22,
-                              v1::DELIVERY_STATE_DELIVERED));
+  ASSERT_TRUE(
+      EventuallyState(*a_, h49_, id, kG22, v1::DELIVERY_STATE_DELIVERED));
   ASSERT_OK(ReportStatus(*b_, g22_, id, v1::BUSINESS_STATUS_COMPLETED));
   EXPECT_TRUE(Eventually([&] {
     std::optional<v1::RecipientStatus> row = RecipientRow(*a_, h49_, id, kG22);
@@ -1041,8 +1040,8 @@ TEST_F(FederationTest, TransferResentAfterLostCustodyIsStoredOnce) {
   EXPECT_EQ(ab.transfers().items()[1].document().id(), id);
   ASSERT_TRUE(ab.custody_passed().WaitForCount(1));
   EXPECT_FALSE(ab.custody().items()[1].has_error());
-  ASSERT_TRUE(EventuallyState(*a_, h49_, id, kG22,
-                              v1::DELIVERY_STATE_FORWARDED));
+  ASSERT_TRUE(
+      EventuallyState(*a_, h49_, id, kG22, v1::DELIVERY_STATE_FORWARDED));
   EXPECT_TRUE(EventuallyOutboxEmpty(*a_, "b"));
 
   // Stored once at b: one copy, delivered once.
@@ -1054,8 +1053,8 @@ TEST_F(FederationTest, TransferResentAfterLostCustodyIsStoredOnce) {
   ASSERT_TRUE(g22.WaitForCount(1));
   EXPECT_EQ(g22.CountAfterQuiet(), 1u);
   g22.Ack({id});
-  ASSERT_TRUE(EventuallyState(*a_, h49_, id, kG22,
-                              v1::DELIVERY_STATE_DELIVERED));
+  ASSERT_TRUE(
+      EventuallyState(*a_, h49_, id, kG22, v1::DELIVERY_STATE_DELIVERED));
   std::vector<v1::StatusEvent> history = History(*a_, h49_, id);
   EXPECT_THAT(Matching(history, kG22, v1::DELIVERY_STATE_FORWARDED), SizeIs(1));
   EXPECT_THAT(Matching(history, kG22, v1::DELIVERY_STATE_DELIVERED), SizeIs(1));
@@ -1099,8 +1098,8 @@ TEST_F(FederationTest, ReturnedEventResentAfterLostAckIsStoredOnce) {
 
   ASSERT_TRUE(ab.returned().WaitForCount(1));
   EXPECT_OK(ab.returned().items()[0]);
-  ASSERT_TRUE(EventuallyState(*a_, h49_, id, kG22,
-                              v1::DELIVERY_STATE_DELIVERED));
+  ASSERT_TRUE(
+      EventuallyState(*a_, h49_, id, kG22, v1::DELIVERY_STATE_DELIVERED));
   EXPECT_EQ(PeerStatsOf(*b_, "a").returns, 1u);  // never acknowledged
 
   // The link breaks and comes back: b returns the event again.
@@ -1144,18 +1143,17 @@ TEST_F(FederationTest, LocalAndRemoteRecipientsOfOneDocument) {
   ASSERT_TRUE(g23.WaitForCount(1));
   EXPECT_THAT(TraceOf(h50.deliveries()[0].document()), ElementsAre(kBrokerA));
   EXPECT_EQ(InboxTotal(*a_, g22_), 0) << "a keeps no copy for b's orgs";
-  EXPECT_TRUE(EventuallyState(*a_, h49_, id, kG22,
-                              v1::DELIVERY_STATE_FORWARDED));
-  EXPECT_TRUE(EventuallyState(*a_, h49_, id, kG23,
-                              v1::DELIVERY_STATE_FORWARDED));
+  EXPECT_TRUE(
+      EventuallyState(*a_, h49_, id, kG22, v1::DELIVERY_STATE_FORWARDED));
+  EXPECT_TRUE(
+      EventuallyState(*a_, h49_, id, kG23, v1::DELIVERY_STATE_FORWARDED));
   EXPECT_EQ(StateOf(*a_, h49_, id, kH50), v1::DELIVERY_STATE_ACCEPTED);
 
   h50.Ack({id});
   g22.Ack({id});
   g23.Ack({id});
   for (const char* r : {kH50, kG22, kG23}) {
-    EXPECT_TRUE(
-        EventuallyState(*a_, h49_, id, r, v1::DELIVERY_STATE_DELIVERED))
+    EXPECT_TRUE(EventuallyState(*a_, h49_, id, r, v1::DELIVERY_STATE_DELIVERED))
         << r;
   }
 }
@@ -1174,8 +1172,8 @@ TEST_F(FederationTest, LateCustodyDoesNotTurnDeliveredBackIntoForwarded) {
   ASSERT_OK(g22.Open(b_->ex(), g22_));
   ASSERT_TRUE(g22.WaitForCount(1));
   g22.Ack({id});
-  ASSERT_TRUE(EventuallyState(*a_, h49_, id, kG22,
-                              v1::DELIVERY_STATE_DELIVERED));
+  ASSERT_TRUE(
+      EventuallyState(*a_, h49_, id, kG22, v1::DELIVERY_STATE_DELIVERED));
 
   // The next link: a sends the transfer again, b acknowledges custody.
   ab.CloseOutbound();
@@ -1238,8 +1236,7 @@ TEST_F(FederationTest, TransientStoreFailureAtTheFarEndIsRetriedNotDenied) {
   EXPECT_EQ(c.error().code(), static_cast<int>(absl::StatusCode::kUnavailable));
   ASSERT_TRUE(ab.custody_passed().WaitForCount(1));
   absl::SleepFor(absl::Milliseconds(200));
-  EXPECT_THAT(Matching(History(*a_, h49_, id), kG22,
-                       v1::DELIVERY_STATE_DENIED),
+  EXPECT_THAT(Matching(History(*a_, h49_, id), kG22, v1::DELIVERY_STATE_DENIED),
               IsEmpty())
       << "a recorded a transient failure at b as a refusal for good";
   EXPECT_EQ(PeerStatsOf(*a_, "b").outbox, 1u)
@@ -1249,8 +1246,8 @@ TEST_F(FederationTest, TransientStoreFailureAtTheFarEndIsRetriedNotDenied) {
   b_store->FailWrites(absl::OkStatus());
   ab.CloseOutbound();
   ASSERT_OK(ab.OpenOutbound());
-  EXPECT_TRUE(Eventually([&] { return InboxTotal(*b_, g22_) == 1; },
-                         absl::Seconds(2)))
+  EXPECT_TRUE(
+      Eventually([&] { return InboxTotal(*b_, g22_) == 1; }, absl::Seconds(2)))
       << "the document never reached b";
   EXPECT_EQ(StateOf(*a_, h49_, id, kG22), v1::DELIVERY_STATE_FORWARDED);
 }
@@ -1266,8 +1263,8 @@ TEST_F(FederationTest, ResendAfterFarEndRestartIsStoredOnce) {
   ASSERT_NO_FATAL_FAILURE(Restart(*b_));
   Wire& again = Connect(*a_, *b_);
   ASSERT_TRUE(again.custody_passed().WaitForCount(1));
-  ASSERT_TRUE(EventuallyState(*a_, h49_, id, kG22,
-                              v1::DELIVERY_STATE_FORWARDED));
+  ASSERT_TRUE(
+      EventuallyState(*a_, h49_, id, kG22, v1::DELIVERY_STATE_FORWARDED));
   EXPECT_EQ(b_->ex().Stats().queued, 1u);
   EXPECT_EQ(InboxTotal(*b_, g22_), 1);
   Receiver g22;
@@ -1316,9 +1313,8 @@ TEST_F(FederationTest, FarEndDenialIsNotReportedAsForwarded) {
   doc.mutable_metadata()->set_document_type("Tờ trình");
   std::string id = MustSend(*a_, h49_, doc);
 
-  ASSERT_TRUE(
-      EventuallyEvent(*a_, h49_, id, kG22, v1::DELIVERY_STATE_DENIED)
-          .has_value());
+  ASSERT_TRUE(EventuallyEvent(*a_, h49_, id, kG22, v1::DELIVERY_STATE_DENIED)
+                  .has_value());
   ASSERT_TRUE(ab.custody().WaitForCount(1));
   v1::Custody c = ab.custody().items()[0];
   EXPECT_FALSE(c.has_error());
@@ -1331,8 +1327,7 @@ TEST_F(FederationTest, FarEndDenialIsNotReportedAsForwarded) {
   EXPECT_THAT(Matching(history, kG22, v1::DELIVERY_STATE_FORWARDED), IsEmpty())
       << "a records FORWARDED for a copy b denied";
   EXPECT_EQ(StateOf(*a_, h49_, id, kG22), v1::DELIVERY_STATE_DENIED)
-      << "states in order: "
-      << ::testing::PrintToString(States(history));
+      << "states in order: " << ::testing::PrintToString(States(history));
 }
 
 TEST_F(FederationTest, TransferThatAlreadyPassedTheReceiverIsDeniedAsLoop) {
@@ -1368,8 +1363,8 @@ TEST_F(FederationTest, TransferThatAlreadyPassedTheReceiverIsDeniedAsLoop) {
 }
 
 TEST_F(FederationTest, TransferAtTheHopLimitIsDenied) {
-  ASSERT_NO_FATAL_FAILURE(TwoBrokers(
-      kOpenPolicy, [](ExchangeOptions& o) { o.max_hops = 1; }));
+  ASSERT_NO_FATAL_FAILURE(
+      TwoBrokers(kOpenPolicy, [](ExchangeOptions& o) { o.max_hops = 1; }));
   Connect(*a_, *b_);
   std::string id = MustSend(*a_, h49_, NewDocument(kH49, {kG22}));
   std::optional<v1::StatusEvent> denied =
@@ -1488,7 +1483,8 @@ TEST_F(FederationTest, TransferNotFromTheLastBrokerOnItsTraceIsRefused) {
   v1::Transfer twice = t;
   twice.add_recipients(kG22);
   ASSERT_OK_AND_ASSIGN(c, AcceptSync(*from_a, twice));
-  EXPECT_THAT(c.error().message(), HasSubstr("transfer.recipients[1]: duplicate"));
+  EXPECT_THAT(c.error().message(),
+              HasSubstr("transfer.recipients[1]: duplicate"));
   v1::Transfer none = t;
   none.clear_recipients();
   ASSERT_OK_AND_ASSIGN(c, AcceptSync(*from_a, none));
@@ -1498,8 +1494,8 @@ TEST_F(FederationTest, TransferNotFromTheLastBrokerOnItsTraceIsRefused) {
 
   // The genuine transfer still goes through afterwards.
   ab.Deliver(t);
-  ASSERT_TRUE(EventuallyState(*a_, h49_, id, kG22,
-                              v1::DELIVERY_STATE_FORWARDED));
+  ASSERT_TRUE(
+      EventuallyState(*a_, h49_, id, kG22, v1::DELIVERY_STATE_FORWARDED));
   EXPECT_EQ(InboxTotal(*b_, g22_), 1);
 }
 
@@ -1523,14 +1519,14 @@ TEST_F(FederationTest, OnlyPeersCanOpenLinks) {
 TEST_F(FederationTest, SendToAnOrgNoRouteReachesIsNotFoundNamingIt) {
   ASSERT_NO_FATAL_FAILURE(TwoBrokers());
   Connect(*a_, *b_);
-  EXPECT_THAT(Send(*a_, h49_, NewDocument(kH49, {kX01})),
-              StatusIs(absl::StatusCode::kNotFound,
-                       AllOf(HasSubstr("document.recipients[0]"),
-                             HasSubstr(kX01))));
-  EXPECT_THAT(Send(*a_, h49_, NewDocument(kH49, {kG22, kX01})),
-              StatusIs(absl::StatusCode::kNotFound,
-                       AllOf(HasSubstr("document.recipients[1]"),
-                             HasSubstr(kX01))));
+  EXPECT_THAT(
+      Send(*a_, h49_, NewDocument(kH49, {kX01})),
+      StatusIs(absl::StatusCode::kNotFound,
+               AllOf(HasSubstr("document.recipients[0]"), HasSubstr(kX01))));
+  EXPECT_THAT(
+      Send(*a_, h49_, NewDocument(kH49, {kG22, kX01})),
+      StatusIs(absl::StatusCode::kNotFound,
+               AllOf(HasSubstr("document.recipients[1]"), HasSubstr(kX01))));
   EXPECT_EQ(a_->ex().Stats().accepted, 0u);
   EXPECT_EQ(PeerStatsOf(*a_, "b").outbox, 0u);
 }
@@ -1553,7 +1549,8 @@ TEST_F(FederationTest, WithOnlyADefaultPeerSendsAreForwarded) {
       EventuallyEvent(*a_, h49_, x01, kX01, v1::DELIVERY_STATE_DENIED);
   ASSERT_TRUE(denied.has_value());
   EXPECT_THAT(denied->reason(),
-              AllOf(HasSubstr(kBrokerB), HasSubstr("no route to " + std::string(kX01))));
+              AllOf(HasSubstr(kBrokerB),
+                    HasSubstr("no route to " + std::string(kX01))));
 
   // Once b has announced what it reaches, X01 is refused at once.
   a_->ex().LearnDirectory("b", b_->ex().AnnounceTo("a"));
@@ -1586,7 +1583,8 @@ TEST_F(FederationTest, DirectoryAnnouncementsRouteSendsThroughTheMiddle) {
   v1::Announce from_c = c_->ex().AnnounceTo("a");
   std::vector<std::string> announced;
   for (const v1::DirectoryEntry& e : from_c.entries())
-    announced.push_back(absl::StrCat(e.org(), "@", e.broker(), "/", e.distance()));
+    announced.push_back(
+        absl::StrCat(e.org(), "@", e.broker(), "/", e.distance()));
   // Split horizon: a's own H49 is not announced back to it.
   EXPECT_THAT(announced, ElementsAre("000.00.00.G22@b/1", "000.00.00.T99@c/0"));
   a_->ex().LearnDirectory("c", from_c);
@@ -1600,8 +1598,8 @@ TEST_F(FederationTest, DirectoryAnnouncementsRouteSendsThroughTheMiddle) {
   EXPECT_THAT(TraceOf(g22.deliveries()[0].document()),
               ElementsAre(kBrokerA, kBrokerC, kBrokerB));
   g22.Ack({id});
-  EXPECT_TRUE(EventuallyState(*a_, h49_, id, kG22,
-                              v1::DELIVERY_STATE_DELIVERED));
+  EXPECT_TRUE(
+      EventuallyState(*a_, h49_, id, kG22, v1::DELIVERY_STATE_DELIVERED));
 }
 
 TEST_F(FederationTest, LearnDirectoryIgnoresOwnAndMalformedOrgs) {
@@ -1620,7 +1618,8 @@ TEST_F(FederationTest, LearnDirectoryIgnoresOwnAndMalformedOrgs) {
   EXPECT_EQ(dir[0].entries[0].org, kG22);
 }
 
-// ---- Order --------------------------------------------------------------------
+// ---- Order
+// --------------------------------------------------------------------
 
 TEST_F(FederationTest, DocumentsFromOneSenderArriveInSendOrder) {
   ASSERT_NO_FATAL_FAILURE(TwoBrokers());
@@ -1628,8 +1627,8 @@ TEST_F(FederationTest, DocumentsFromOneSenderArriveInSendOrder) {
   // Five sent while the link is down.
   std::vector<std::string> ids;
   for (int i = 0; i < 5; ++i) {
-    ids.push_back(MustSend(*a_, h49_,
-                           NewDocument(kH49, {kG22}, absl::StrCat("Số ", i))));
+    ids.push_back(
+        MustSend(*a_, h49_, NewDocument(kH49, {kG22}, absl::StrCat("Số ", i))));
   }
   ASSERT_OK(ab.Open(/*window=*/2));
   // Twenty pipelined while it is up.
@@ -1669,7 +1668,8 @@ TEST_F(FederationTest, UrgentOvertakesNormalInTheOutbox) {
   EXPECT_THAT(Ids(g22.deliveries()), ElementsAre(u, n1, n2));
 }
 
-// ---- Restart ------------------------------------------------------------------
+// ---- Restart
+// ------------------------------------------------------------------
 
 TEST_F(FederationTest, OutboxSurvivesRestartAndIsSentOnTheNextLink) {
   ASSERT_NO_FATAL_FAILURE(TwoBrokers());
@@ -1722,12 +1722,13 @@ TEST_F(FederationTest, ReturnQueueSurvivesRestartOfTheFarEnd) {
   ASSERT_NO_FATAL_FAILURE(Restart(*b_));
   EXPECT_EQ(PeerStatsOf(*b_, "a").returns, 1u);
   Connect(*a_, *b_);
-  EXPECT_TRUE(EventuallyState(*a_, h49_, id, kG22,
-                              v1::DELIVERY_STATE_DELIVERED));
+  EXPECT_TRUE(
+      EventuallyState(*a_, h49_, id, kG22, v1::DELIVERY_STATE_DELIVERED));
   EXPECT_TRUE(EventuallyReturnsEmpty(*b_, "a"));
 }
 
-// ---- Options ------------------------------------------------------------------
+// ---- Options
+// ------------------------------------------------------------------
 
 TEST(FederationOptionsTest, PeerErrorsNameTheField) {
   ExchangeOptions o;
@@ -1740,10 +1741,10 @@ TEST(FederationOptionsTest, PeerErrorsNameTheField) {
   EXPECT_THAT(o.Validate(),
               StatusIs(absl::StatusCode::kInvalidArgument,
                        HasSubstr("peers[1].name: a is this broker itself")));
-  o.peers = {{.name = "b", .is_default = true}, {.name = "c", .is_default = true}};
-  EXPECT_THAT(o.Validate(),
-              StatusIs(absl::StatusCode::kInvalidArgument,
-                       HasSubstr("peers[1].default")));
+  o.peers = {{.name = "b", .is_default = true},
+             {.name = "c", .is_default = true}};
+  EXPECT_THAT(o.Validate(), StatusIs(absl::StatusCode::kInvalidArgument,
+                                     HasSubstr("peers[1].default")));
   o.peers = {{.name = "b", .provinces = {"h49"}}};
   EXPECT_THAT(o.Validate(),
               StatusIs(absl::StatusCode::kInvalidArgument,

@@ -113,12 +113,11 @@ TEST(RouterTest, PeersOnTheTraceAreSkipped) {
   EXPECT_THAT(router.Route(kH49Unit, {"exact"}, kT0), IsOkAndHolds("dept"));
   EXPECT_THAT(router.Route(kH49Unit, {"exact", "dept"}, kT0),
               IsOkAndHolds("central"));
-  EXPECT_THAT(
-      router.Route(kH49Unit, {"exact", "dept", "central"}, kT0),
-      StatusIs(absl::StatusCode::kNotFound,
-               AllOf(HasSubstr("no route to 000.01.23.H49"),
-                     HasSubstr("already on the document's trace"),
-                     HasSubstr("central, dept, exact"))));
+  EXPECT_THAT(router.Route(kH49Unit, {"exact", "dept", "central"}, kT0),
+              StatusIs(absl::StatusCode::kNotFound,
+                       AllOf(HasSubstr("no route to 000.01.23.H49"),
+                             HasSubstr("already on the document's trace"),
+                             HasSubstr("central, dept, exact"))));
 }
 
 TEST(RouterTest, NotFoundSaysWhy) {
@@ -148,8 +147,9 @@ TEST(RouterTest, IsPeer) {
 // ---- Directory --------------------------------------------------------------
 
 TEST(RouterTest, DirectoryRoutesWhenNoConfigRouteMatches) {
-  Router router({{.name = "x"}, {.name = "y"}, {.name = "h49", .provinces = {"H49"}}},
-                kStale);
+  Router router(
+      {{.name = "x"}, {.name = "y"}, {.name = "h49", .provinces = {"H49"}}},
+      kStale);
   EXPECT_THAT(router.Route(kG22, {}, kT0),
               StatusIs(absl::StatusCode::kNotFound));
   router.Learn("y", {Entry(kG22, "g22-broker", 1)}, kT0);
@@ -281,7 +281,8 @@ TEST(RouterTest, AnnounceToKeepsStalePeersEntries) {
 // A broker's route table patterns travel in announcements, so that an
 // organization behind a broker that is down is still known to be reachable.
 TEST(RouterTest, AnnouncedRoutePatternsKeepOrgsReachable) {
-  Router centre({{.name = "h49"}, {.name = "h51", .provinces = {"H51"}},
+  Router centre({{.name = "h49"},
+                 {.name = "h51", .provinces = {"H51"}},
                  {.name = "h52", .under = {"000.00.00.H52"}}},
                 kStale);
   Router::Patterns to_h49 = centre.PatternsFor("h49");
@@ -349,10 +350,10 @@ TEST(PeerRouteTest, ErrorsNameTheField) {
   EXPECT_THAT(PeerRoute{}.Validate("peers[2]"),
               StatusIs(absl::StatusCode::kInvalidArgument,
                        HasSubstr("peers[2].name: required")));
-  EXPECT_THAT(PeerRoute{.name = "bad/name"}.Validate("peers[0]"),
-              StatusIs(absl::StatusCode::kInvalidArgument,
-                       AllOf(HasSubstr("peers[0].name:"),
-                             HasSubstr("bad/name"))));
+  EXPECT_THAT(
+      PeerRoute{.name = "bad/name"}.Validate("peers[0]"),
+      StatusIs(absl::StatusCode::kInvalidArgument,
+               AllOf(HasSubstr("peers[0].name:"), HasSubstr("bad/name"))));
   EXPECT_THAT(
       (PeerRoute{.name = "a", .orgs = {kG22, "G22"}}.Validate("peers[1]")),
       StatusIs(absl::StatusCode::kInvalidArgument,
@@ -362,10 +363,10 @@ TEST(PeerRouteTest, ErrorsNameTheField) {
       StatusIs(absl::StatusCode::kInvalidArgument,
                HasSubstr("peers[0].serves.under[0]")));
   for (const char* bad : {"h49", "H4", "H490", "49H", ""}) {
-    EXPECT_THAT(
-        (PeerRoute{.name = "a", .provinces = {"H50", bad}}.Validate("peers[3]")),
-        StatusIs(absl::StatusCode::kInvalidArgument,
-                 HasSubstr("peers[3].serves.provinces[1]")))
+    EXPECT_THAT((PeerRoute{.name = "a", .provinces = {"H50", bad}}.Validate(
+                    "peers[3]")),
+                StatusIs(absl::StatusCode::kInvalidArgument,
+                         HasSubstr("peers[3].serves.provinces[1]")))
         << bad;
   }
 }

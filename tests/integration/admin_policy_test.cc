@@ -326,8 +326,9 @@ TEST_F(AdminPolicyTest, AuditorReadsButMayNotApply) {
   EXPECT_THAT(broker_.stderr_text(),
               HasSubstr(absl::StrCat(R"("component":"audit","caller":")",
                                      kAuditor, R"(","peer":")")));
-  EXPECT_THAT(broker_.stderr_text(),
-              HasSubstr(R"("method":"ApplyPolicy","outcome":"PERMISSION_DENIED")"));
+  EXPECT_THAT(
+      broker_.stderr_text(),
+      HasSubstr(R"("method":"ApplyPolicy","outcome":"PERMISSION_DENIED")"));
 }
 
 TEST_F(AdminPolicyTest, OrganizationsMayCallNoAdminMethod) {
@@ -423,8 +424,9 @@ TEST_F(AdminPolicyTest, BrokenPolicyIsRejectedAndTheOldOneKeepsServing) {
   EXPECT_EQ(on_disk, kInitialPolicy);
   EXPECT_OK(h49->Send(NewDocument(kG22)).status())
       << "the old policy must keep serving";
-  EXPECT_THAT(broker_.stderr_text(),
-              HasSubstr(R"("method":"ApplyPolicy","outcome":"INVALID_ARGUMENT")"));
+  EXPECT_THAT(
+      broker_.stderr_text(),
+      HasSubstr(R"("method":"ApplyPolicy","outcome":"INVALID_ARGUMENT")"));
 
   apply.set_source("");
   EXPECT_THAT(

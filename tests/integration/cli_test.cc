@@ -192,8 +192,8 @@ TEST_F(CliTest, HealthSaysServingAndExits4WhenUnreachable) {
   EXPECT_EQ(serving.exit_code, kExitOk) << Describe(serving);
   EXPECT_EQ(serving.stdout_text, "SERVING\n") << Describe(serving);
 
-  ProgramResult service = Cli(
-      kG22, {"health", "--service", "lienthong.v1.AdminService", "--json"});
+  ProgramResult service =
+      Cli(kG22, {"health", "--service", "lienthong.v1.AdminService", "--json"});
   EXPECT_EQ(service.exit_code, kExitOk) << Describe(service);
   EXPECT_THAT(service.stdout_text, HasSubstr("\"status\":\"SERVING\""))
       << Describe(service);
@@ -201,11 +201,11 @@ TEST_F(CliTest, HealthSaysServingAndExits4WhenUnreachable) {
   // A broker's own certificate will do too (what a probe has at hand).
   ASSERT_OK_AND_ASSIGN(
       ProgramResult as_broker,
-      RunProgram({LIENTHONG_CLI_PATH, "health", "--endpoint",
-                  broker_.endpoint(), "--cert", pki_ + "/brokers/central.pem",
-                  "--key", pki_ + "/brokers/central.key", "--ca",
-                  pki_ + "/ca.pem"},
-                 absl::Seconds(60)));
+      RunProgram(
+          {LIENTHONG_CLI_PATH, "health", "--endpoint", broker_.endpoint(),
+           "--cert", pki_ + "/brokers/central.pem", "--key",
+           pki_ + "/brokers/central.key", "--ca", pki_ + "/ca.pem"},
+          absl::Seconds(60)));
   EXPECT_EQ(as_broker.exit_code, kExitOk) << Describe(as_broker);
   EXPECT_EQ(as_broker.stdout_text, "SERVING\n") << Describe(as_broker);
 
@@ -215,8 +215,8 @@ TEST_F(CliTest, HealthSaysServingAndExits4WhenUnreachable) {
 
   ASSERT_OK_AND_ASSIGN(int port, PickFreePort());  // nothing listens there
   const absl::Time start = absl::Now();
-  ProgramResult unreachable = Cli(kH49, {"--timeout", "2", "health"},
-                                  absl::StrCat("127.0.0.1:", port));
+  ProgramResult unreachable =
+      Cli(kH49, {"--timeout", "2", "health"}, absl::StrCat("127.0.0.1:", port));
   EXPECT_EQ(unreachable.exit_code, kExitUnavailable) << Describe(unreachable);
   EXPECT_EQ(unreachable.stdout_text, "") << Describe(unreachable);
   EXPECT_THAT(unreachable.stderr_text,

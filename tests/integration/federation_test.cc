@@ -57,10 +57,10 @@ using ::lienthong::testing_util::Collector;
 using ::lienthong::testing_util::Eventually;
 using ::testing::Contains;
 using ::testing::ElementsAre;
-using ::testing::UnorderedElementsAre;
 using ::testing::ElementsAreArray;
 using ::testing::HasSubstr;
 using ::testing::IsEmpty;
+using ::testing::UnorderedElementsAre;
 
 constexpr absl::Duration kWait = absl::Seconds(20);
 constexpr char kTrustDomain[] = "lienthong.local";
@@ -1307,10 +1307,10 @@ TEST_F(FederationTest, SendingBrokerCrashMidTransferResendsWithoutDuplicates) {
     // transfer's custody answer may come back after the far end's
     // DELIVERED (returned events go out as soon as the link is up), so the
     // order of arrival is not asserted; the state (checked above) is.
-    EXPECT_THAT(Life(history),
-                UnorderedElementsAre("DELIVERY_STATE_ACCEPTED",
-                                     "DELIVERY_STATE_FORWARDED " + Custody("h50"),
-                                     "DELIVERY_STATE_DELIVERED"))
+    EXPECT_THAT(Life(history), UnorderedElementsAre(
+                                   "DELIVERY_STATE_ACCEPTED",
+                                   "DELIVERY_STATE_FORWARDED " + Custody("h50"),
+                                   "DELIVERY_STATE_DELIVERED"))
         << i << Dump(history);
   }
 }

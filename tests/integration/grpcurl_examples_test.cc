@@ -45,7 +45,8 @@
 #error "LIENTHONG_SOURCE_DIR must be defined (tests/integration/CMakeLists.txt)"
 #endif
 #ifndef LIENTHONG_REFLECT_PATH
-#error "LIENTHONG_REFLECT_PATH must be defined (tests/integration/CMakeLists.txt)"
+#error \
+    "LIENTHONG_REFLECT_PATH must be defined (tests/integration/CMakeLists.txt)"
 #endif
 
 namespace lienthong::integration {
@@ -117,16 +118,26 @@ std::string JsonQuote(absl::string_view text) {
   std::string out = "\"";
   for (char c : text) {
     switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\t': out += "\\t"; break;
-      case '\r': out += "\\r"; break;
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
       default:
         if (static_cast<unsigned char>(c) < 0x20) {
-          absl::StrAppend(&out, "\\u00",
-                          absl::Hex(static_cast<unsigned char>(c),
-                                    absl::kZeroPad2));
+          absl::StrAppend(
+              &out, "\\u00",
+              absl::Hex(static_cast<unsigned char>(c), absl::kZeroPad2));
         } else {
           out += c;
         }
@@ -215,8 +226,8 @@ class ReadmeShell {
     if (pos_ >= text_.size()) return Error("unclosed $(");
     std::string inner = text_.substr(start, pos_ - start);
     ++pos_;
-    auto it = substitutions_.find(std::string(
-        absl::StripAsciiWhitespace(inner)));
+    auto it =
+        substitutions_.find(std::string(absl::StripAsciiWhitespace(inner)));
     if (it == substitutions_.end()) {
       return Error(absl::StrCat("unknown command substitution $(", inner, ")"));
     }
@@ -230,8 +241,8 @@ class ReadmeShell {
     std::vector<std::string>& words = command.argv;
     std::string word;
     bool in_word = false;
-    std::string plain;        // the word's unquoted literal start
-    bool plain_open = true;   // nothing quoted or expanded yet in the word
+    std::string plain;             // the word's unquoted literal start
+    bool plain_open = true;        // nothing quoted or expanded yet in the word
     std::vector<bool> assignment;  // per word: NAME=... written plainly
     auto end_word = [&] {
       if (in_word) {
@@ -407,7 +418,8 @@ class ReadmeShell {
   int line_ = 0;
 };
 
-// ---- the fixture ----------------------------------------------------------------
+// ---- the fixture
+// ----------------------------------------------------------------
 
 absl::StatusOr<google::protobuf::Struct> ParseJsonObject(
     const std::string& text) {
@@ -442,9 +454,9 @@ class GrpcurlExamplesTest : public ::testing::Test {
     pki_ = new std::string(*pki);
     broker_ = new BrokerProcess();
     ASSERT_OK(broker_->Start());
-    absl::StatusOr<std::string> policy = ReadFile(
-        std::string(LIENTHONG_SOURCE_DIR) +
-        "/deploy/policy/lienthong-policy.yaml");
+    absl::StatusOr<std::string> policy =
+        ReadFile(std::string(LIENTHONG_SOURCE_DIR) +
+                 "/deploy/policy/lienthong-policy.yaml");
     ASSERT_OK(policy);
     policy_ = new std::string(*policy);
   }
@@ -484,8 +496,8 @@ class GrpcurlExamplesTest : public ::testing::Test {
   static ProgramResult Call(const std::string& cert, const std::string& method,
                             const std::string& json) {
     std::vector<std::string> argv = Tool(cert);
-    argv.insert(argv.end(), {"-max-time", "15", "-d", json,
-                             broker_->endpoint(), method});
+    argv.insert(argv.end(),
+                {"-max-time", "15", "-d", json, broker_->endpoint(), method});
     return Run(argv);
   }
 
@@ -493,11 +505,11 @@ class GrpcurlExamplesTest : public ::testing::Test {
 
   // Sends a document from H49 to G22 with lienthong-reflect; its id.
   static std::string SendDocument(const std::string& subject) {
-    ProgramResult sent = Call(
-        "orgs/000.00.00.H49", "lienthong.v1.ExchangeService/Send",
-        absl::StrCat(R"({"document":{"recipients":["000.00.00.G22"],)",
-                     R"("sender":"000.00.00.H49","metadata":{"subject":)",
-                     JsonQuote(subject), R"(},"body":"SGVsbG8="}})"));
+    ProgramResult sent =
+        Call("orgs/000.00.00.H49", "lienthong.v1.ExchangeService/Send",
+             absl::StrCat(R"({"document":{"recipients":["000.00.00.G22"],)",
+                          R"("sender":"000.00.00.H49","metadata":{"subject":)",
+                          JsonQuote(subject), R"(},"body":"SGVsbG8="}})"));
     EXPECT_EQ(sent.exit_code, 0) << sent.stderr_text;
     absl::StatusOr<google::protobuf::Struct> answer =
         ParseJsonObject(sent.stdout_text);
@@ -522,9 +534,8 @@ std::string* GrpcurlExamplesTest::policy_ = nullptr;
 enum class Access { kOperatorsOnly, kOperatorsAndAuditors, kUndocumented };
 
 absl::StatusOr<std::map<std::string, Access>> DocumentedAdminAccess() {
-  absl::StatusOr<std::string> proto =
-      ReadFile(std::string(LIENTHONG_SOURCE_DIR) +
-               "/proto/lienthong/v1/admin.proto");
+  absl::StatusOr<std::string> proto = ReadFile(
+      std::string(LIENTHONG_SOURCE_DIR) + "/proto/lienthong/v1/admin.proto");
   if (!proto.ok()) return proto.status();
   std::map<std::string, Access> access;
   bool in_service = false;
@@ -558,7 +569,8 @@ absl::StatusOr<std::map<std::string, Access>> DocumentedAdminAccess() {
   return access;
 }
 
-// ---- the README's examples -------------------------------------------------------
+// ---- the README's examples
+// -------------------------------------------------------
 
 // Runs the examples of `readme`'s section; gtest failures for what breaks.
 void RunReadmeExamples(const std::string& readme, const std::string& id,
@@ -582,8 +594,8 @@ void RunReadmeExamples(const std::string& readme, const std::string& id,
 
   std::set<std::string> seen;  // "list", "describe X", or the method
   for (ShellCommand& command : commands) {
-    SCOPED_TRACE(absl::StrCat("README.md:", command.line, ":\n",
-                              command.source));
+    SCOPED_TRACE(
+        absl::StrCat("README.md:", command.line, ":\n", command.source));
     // The README's placeholders, replaced word by word.
     std::vector<std::string>& argv = command.argv;
     ASSERT_EQ(argv[0], "grpcurl") << "only grpcurl commands are expected";
@@ -640,8 +652,7 @@ void RunReadmeExamples(const std::string& readme, const std::string& id,
     }
     // A call: the answer is one JSON object.
     seen.insert(verb);
-    ASSERT_OK_AND_ASSIGN(google::protobuf::Struct answer,
-                         ParseJsonObject(out));
+    ASSERT_OK_AND_ASSIGN(google::protobuf::Struct answer, ParseJsonObject(out));
     const std::string method = verb.substr(verb.find('/') + 1);
     if (verb == "grpc.health.v1.Health/Check") {
       EXPECT_EQ(StringField(answer, "status"), "SERVING") << out;
@@ -683,9 +694,9 @@ TEST_F(GrpcurlExamplesTest, EveryReadmeExampleRunsAndAnswers) {
   // A document whose id stands in for <ID>.
   const std::string id = SendDocument("cho <ID>");
   ASSERT_THAT(id, SizeIs(26));
-  ASSERT_OK_AND_ASSIGN(std::string readme,
-                       ReadFile(std::string(LIENTHONG_SOURCE_DIR) +
-                                "/README.md"));
+  ASSERT_OK_AND_ASSIGN(
+      std::string readme,
+      ReadFile(std::string(LIENTHONG_SOURCE_DIR) + "/README.md"));
   RunReadmeExamples(readme, id, Policy(), *pki_, broker_->endpoint());
 }
 
@@ -694,9 +705,9 @@ TEST_F(GrpcurlExamplesTest, EveryReadmeExampleRunsAndAnswers) {
 TEST_F(GrpcurlExamplesTest, ABrokenReadmeExampleFailsTheCheck) {
   const std::string id = SendDocument("cho <ID>");
   ASSERT_THAT(id, SizeIs(26));
-  ASSERT_OK_AND_ASSIGN(std::string readme,
-                       ReadFile(std::string(LIENTHONG_SOURCE_DIR) +
-                                "/README.md"));
+  ASSERT_OK_AND_ASSIGN(
+      std::string readme,
+      ReadFile(std::string(LIENTHONG_SOURCE_DIR) + "/README.md"));
   // What to break, how, and what the failure must name.
   struct Breakage {
     std::string from, to, named;
@@ -728,7 +739,8 @@ TEST_F(GrpcurlExamplesTest, ABrokenReadmeExampleFailsTheCheck) {
   }
 }
 
-// ---- every AdminService method, by role -------------------------------------------
+// ---- every AdminService method, by role
+// -------------------------------------------
 
 // What this test knows of a method beyond its access: a valid request, and
 // what the operator gets for an empty one (OK, or INVALID_ARGUMENT naming
@@ -805,9 +817,9 @@ TEST_F(GrpcurlExamplesTest, EveryAdminMethodByRole) {
 
     for (const char* person : {"persons/operator", "persons/auditor"}) {
       SCOPED_TRACE(person);
-      const std::string caller = absl::StrCat(
-          "spiffe://lienthong.local/person/",
-          absl::StripPrefix(person, "persons/"));
+      const std::string caller =
+          absl::StrCat("spiffe://lienthong.local/person/",
+                       absl::StripPrefix(person, "persons/"));
       const bool allowed =
           !operator_only || absl::string_view(person) == "persons/operator";
       for (const std::string& request : requests) {
@@ -874,9 +886,8 @@ TEST_F(GrpcurlExamplesTest, EveryAdminMethodByRole) {
                   HasSubstr(absl::StrCat(" may not call ", name)));
     }
   }
-  if (known.count("GetDocument") &&
-      std::find(methods.begin(), methods.end(), "GetDocument") !=
-          methods.end()) {
+  if (known.count("GetDocument") && std::find(methods.begin(), methods.end(),
+                                              "GetDocument") != methods.end()) {
     // NOT_FOUND when this broker never had it.
     ProgramResult missing =
         Call("persons/auditor", "lienthong.v1.AdminService/GetDocument",
@@ -886,8 +897,7 @@ TEST_F(GrpcurlExamplesTest, EveryAdminMethodByRole) {
 
   // Each call was audited, refusals included (whatever the log format).
   bool audited = false;
-  for (absl::string_view line :
-       absl::StrSplit(broker_->stderr_text(), '\n')) {
+  for (absl::string_view line : absl::StrSplit(broker_->stderr_text(), '\n')) {
     audited = audited || (absl::StrContains(line, "audit") &&
                           absl::StrContains(line, "ApplyPolicy") &&
                           absl::StrContains(line, "PERMISSION_DENIED") &&
@@ -900,21 +910,20 @@ TEST_F(GrpcurlExamplesTest, EveryAdminMethodByRole) {
 // checks above mean what they say.
 TEST_F(GrpcurlExamplesTest, TheToolReportsErrorsAsGrpcurlDoes) {
   // An unknown field in the request is refused before any call.
-  ProgramResult bad_field = Call("persons/operator",
-                                 "lienthong.v1.AdminService/GetPolicy",
-                                 R"({"no_such_field":1})");
+  ProgramResult bad_field =
+      Call("persons/operator", "lienthong.v1.AdminService/GetPolicy",
+           R"({"no_such_field":1})");
   EXPECT_EQ(bad_field.exit_code, 1) << bad_field.stderr_text;
   EXPECT_THAT(bad_field.stderr_text, HasSubstr("no_such_field"));
   // An unknown method too.
-  ProgramResult bad_method = Call(
-      "persons/operator", "lienthong.v1.AdminService/NoSuchMethod", "{}");
+  ProgramResult bad_method =
+      Call("persons/operator", "lienthong.v1.AdminService/NoSuchMethod", "{}");
   EXPECT_EQ(bad_method.exit_code, 1) << bad_method.stderr_text;
   EXPECT_THAT(bad_method.stderr_text, HasSubstr("NoSuchMethod"));
   // A refused call: 64 + the code, and the code and message on stderr.
-  ProgramResult bad_id =
-      Call("orgs/000.00.00.H49",
-           "lienthong.v1.ExchangeService/GetDocumentStatus",
-           R"({"document_id":"nope"})");
+  ProgramResult bad_id = Call("orgs/000.00.00.H49",
+                              "lienthong.v1.ExchangeService/GetDocumentStatus",
+                              R"({"document_id":"nope"})");
   EXPECT_EQ(bad_id.exit_code, kInvalidArgumentExit) << bad_id.stderr_text;
   EXPECT_THAT(bad_id.stderr_text, HasSubstr("Code: InvalidArgument"));
   EXPECT_THAT(bad_id.stderr_text, HasSubstr("document_id"));

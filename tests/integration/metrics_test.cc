@@ -83,14 +83,18 @@ TEST(MetricsIntegrationTest, CountersMoveWithTraffic) {
 
   std::string first = Scrape(metrics_port);
   ASSERT_THAT(first, StartsWith("HTTP/1.1 200 OK"));
-  ASSERT_THAT(first, HasSubstr("# TYPE lienthong_documents_accepted_total counter"));
+  ASSERT_THAT(first,
+              HasSubstr("# TYPE lienthong_documents_accepted_total counter"));
   std::map<std::string, double> before = Samples(first);
-  EXPECT_GT(Get(before, "lienthong_certificate_expiry_timestamp_seconds{file=\"" +
-                            *DevPkiDir() + "/brokers/central.pem\"}"),
-            0);
+  EXPECT_GT(
+      Get(before, "lienthong_certificate_expiry_timestamp_seconds{file=\"" +
+                      *DevPkiDir() + "/brokers/central.pem\"}"),
+      0);
 
-  ASSERT_OK_AND_ASSIGN(auto sender, Client::Open(broker.ClientOptionsFor(kH49)));
-  ASSERT_OK_AND_ASSIGN(auto receiver, Client::Open(broker.ClientOptionsFor(kG22)));
+  ASSERT_OK_AND_ASSIGN(auto sender,
+                       Client::Open(broker.ClientOptionsFor(kH49)));
+  ASSERT_OK_AND_ASSIGN(auto receiver,
+                       Client::Open(broker.ClientOptionsFor(kG22)));
   constexpr int kSent = 5;
   for (int i = 0; i < kSent; ++i) {
     ASSERT_OK(sender->Send(NewDocument(kG22, i)).status());
@@ -100,7 +104,8 @@ TEST(MetricsIntegrationTest, CountersMoveWithTraffic) {
   refused.mutable_metadata()->set_origin(v1::ORIGIN_AI);
   refused.mutable_metadata()->set_decision_category(
       v1::DECISION_CATEGORY_PERSONNEL);
-  ASSERT_OK_AND_ASSIGN(auto g22_sender, Client::Open(broker.ClientOptionsFor(kG22)));
+  ASSERT_OK_AND_ASSIGN(auto g22_sender,
+                       Client::Open(broker.ClientOptionsFor(kG22)));
   EXPECT_EQ(g22_sender->Send(refused).status().code(),
             absl::StatusCode::kPermissionDenied);
 
@@ -108,11 +113,14 @@ TEST(MetricsIntegrationTest, CountersMoveWithTraffic) {
   EXPECT_EQ(Get(queued, "lienthong_documents_accepted_total") -
                 Get(before, "lienthong_documents_accepted_total"),
             kSent);
-  EXPECT_EQ(Get(queued, "lienthong_sends_refused_total{code=\"PERMISSION_DENIED\"}"),
-            1);
-  EXPECT_EQ(Get(queued, "lienthong_queue_waiting{org=\"000.00.00.G22\"}"), kSent);
-  EXPECT_GE(Get(queued, "lienthong_queue_oldest_age_seconds{org=\"000.00.00.G22\"}"),
-            0);
+  EXPECT_EQ(
+      Get(queued, "lienthong_sends_refused_total{code=\"PERMISSION_DENIED\"}"),
+      1);
+  EXPECT_EQ(Get(queued, "lienthong_queue_waiting{org=\"000.00.00.G22\"}"),
+            kSent);
+  EXPECT_GE(
+      Get(queued, "lienthong_queue_oldest_age_seconds{org=\"000.00.00.G22\"}"),
+      0);
   EXPECT_EQ(Get(queued, "lienthong_send_seconds_count") -
                 Get(before, "lienthong_send_seconds_count"),
             kSent);

@@ -233,8 +233,9 @@ TEST(ConfigTest, LogAndMetricsAreReadAndChecked) {
   EXPECT_EQ(d->log.format, "json");
   EXPECT_EQ(d->metrics.listen, "127.0.0.1:9464");
   EXPECT_FALSE(d->metrics.configured);
-  for (const char* bad : {"log: {format: xml}\n", "log: {level: loud}\n",
-                          "metrics: {listen: nohost}\n", "log: {colour: red}\n"}) {
+  for (const char* bad :
+       {"log: {format: xml}\n", "log: {level: loud}\n",
+        "metrics: {listen: nohost}\n", "log: {colour: red}\n"}) {
     absl::StatusOr<BrokerConfig> e = ParseConfig(bad, "b.yaml");
     EXPECT_EQ(e.status().code(), absl::StatusCode::kInvalidArgument) << bad;
   }

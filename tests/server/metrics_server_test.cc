@@ -1,15 +1,14 @@
 #include "broker/server/src/metrics_server.h"
 
 #include <arpa/inet.h>
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <unistd.h>
 
 #include <atomic>
-
-#include <gmock/gmock.h>
-#include <gtest/gtest.h>
 
 #include "absl/time/clock.h"
 
@@ -49,9 +48,8 @@ class MetricsServerTest : public ::testing::Test {
  protected:
   void SetUp() override {
     absl::StatusOr<std::unique_ptr<MetricsServer>> s = MetricsServer::Start(
-        "127.0.0.1:0", [this] {
-          return "scrapes " + std::to_string(++scrapes_) + "\n";
-        });
+        "127.0.0.1:0",
+        [this] { return "scrapes " + std::to_string(++scrapes_) + "\n"; });
     ASSERT_TRUE(s.ok()) << s.status();
     server_ = *std::move(s);
     ASSERT_GT(server_->port(), 0);
@@ -61,8 +59,8 @@ class MetricsServerTest : public ::testing::Test {
 };
 
 TEST_F(MetricsServerTest, GetMetricsServesThePage) {
-  std::string a = Exchange(server_->port(),
-                           "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+  std::string a =
+      Exchange(server_->port(), "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
   EXPECT_THAT(a, StartsWith("HTTP/1.1 200 OK\r\n"));
   EXPECT_THAT(a, HasSubstr("Content-Type: text/plain; version=0.0.4"));
   EXPECT_THAT(a, HasSubstr("Content-Length: 10\r\n"));
@@ -79,8 +77,8 @@ TEST_F(MetricsServerTest, OtherRequestsGetPreciseErrors) {
               StartsWith("HTTP/1.1 405 "));
   EXPECT_THAT(Exchange(server_->port(), "garbage\r\n\r\n"),
               StartsWith("HTTP/1.1 400 "));
-  EXPECT_THAT(Exchange(server_->port(),
-                       "GET /metrics HTTP/1.1\r\nX: " + std::string(20000, 'a')),
+  EXPECT_THAT(Exchange(server_->port(), "GET /metrics HTTP/1.1\r\nX: " +
+                                            std::string(20000, 'a')),
               StartsWith("HTTP/1.1 431 "));
   EXPECT_EQ(scrapes_.load(), 0);  // none of them rendered the page
 }
@@ -96,9 +94,10 @@ TEST_F(MetricsServerTest, ASilentClientIsDroppedAndTheNextOneServed) {
 TEST(MetricsServerStartTest, BadOrTakenAddressesAreRefused) {
   EXPECT_EQ(MetricsServer::Start("nonsense", [] { return ""; }).status().code(),
             absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(
-      MetricsServer::Start("127.0.0.1:99999", [] { return ""; }).status().code(),
-      absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(MetricsServer::Start("127.0.0.1:99999", [] { return ""; })
+                .status()
+                .code(),
+            absl::StatusCode::kInvalidArgument);
   absl::StatusOr<std::unique_ptr<MetricsServer>> first =
       MetricsServer::Start("127.0.0.1:0", [] { return ""; });
   ASSERT_TRUE(first.ok());

@@ -278,7 +278,8 @@ TEST_P(StoreTest, SequencesStrictlyIncreaseAcrossBatches) {
   for (int i = 0; i < 20; ++i) {
     WriteBatch batch =
         NewDocumentBatch(absl::StrCat("doc-", i), kH49, absl::StrCat("k", i));
-    batch.enqueue.push_back(Enqueue{kH50, 0, absl::StrCat("doc-", i), kH49, ""});
+    batch.enqueue.push_back(
+        Enqueue{kH50, 0, absl::StrCat("doc-", i), kH49, ""});
     batch.events.push_back(MakeEvent(absl::StrCat("doc-", i), kH49, kH50));
     ASSERT_OK_AND_ASSIGN(WriteResult r, store_->WriteSync(std::move(batch)));
     ASSERT_THAT(r.enqueued, SizeIs(2));

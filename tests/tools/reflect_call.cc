@@ -109,8 +109,8 @@ Flags ParseFlags(int argc, char** argv) {
   Flags f;
   const std::set<std::string> bool_flags = {"plaintext", "emit-defaults"};
   const std::set<std::string> value_flags = {
-      "cacert", "cert",     "key", "authority",      "servername",
-      "d",      "H",        "max-time", "connect-timeout"};
+      "cacert", "cert", "key",      "authority",      "servername",
+      "d",      "H",    "max-time", "connect-timeout"};
   int i = 1;
   for (; i < argc; ++i) {
     std::string a = argv[i];
@@ -137,13 +137,20 @@ Flags ParseFlags(int argc, char** argv) {
       if (i + 1 >= argc) Usage("-" + name + " needs a value");
       value = argv[++i];
     }
-    if (name == "cacert") f.cacert = *value;
-    else if (name == "cert") f.cert = *value;
-    else if (name == "key") f.key = *value;
-    else if (name == "authority" || name == "servername") f.authority = *value;
-    else if (name == "d") f.data = *value;
-    else if (name == "H") f.headers.push_back(*value);
-    else if (name == "max-time") f.max_time = ParseSeconds(name, *value);
+    if (name == "cacert")
+      f.cacert = *value;
+    else if (name == "cert")
+      f.cert = *value;
+    else if (name == "key")
+      f.key = *value;
+    else if (name == "authority" || name == "servername")
+      f.authority = *value;
+    else if (name == "d")
+      f.data = *value;
+    else if (name == "H")
+      f.headers.push_back(*value);
+    else if (name == "max-time")
+      f.max_time = ParseSeconds(name, *value);
     else if (name == "connect-timeout")
       f.connect_timeout = ParseSeconds(name, *value);
   }
@@ -168,24 +175,42 @@ std::optional<std::string> ReadAll(const std::string& path) {
 // The names grpcurl prints (Go's codes.Code.String()).
 const char* GoCodeName(grpc::StatusCode code) {
   switch (code) {
-    case grpc::StatusCode::OK: return "OK";
-    case grpc::StatusCode::CANCELLED: return "Canceled";
-    case grpc::StatusCode::UNKNOWN: return "Unknown";
-    case grpc::StatusCode::INVALID_ARGUMENT: return "InvalidArgument";
-    case grpc::StatusCode::DEADLINE_EXCEEDED: return "DeadlineExceeded";
-    case grpc::StatusCode::NOT_FOUND: return "NotFound";
-    case grpc::StatusCode::ALREADY_EXISTS: return "AlreadyExists";
-    case grpc::StatusCode::PERMISSION_DENIED: return "PermissionDenied";
-    case grpc::StatusCode::RESOURCE_EXHAUSTED: return "ResourceExhausted";
-    case grpc::StatusCode::FAILED_PRECONDITION: return "FailedPrecondition";
-    case grpc::StatusCode::ABORTED: return "Aborted";
-    case grpc::StatusCode::OUT_OF_RANGE: return "OutOfRange";
-    case grpc::StatusCode::UNIMPLEMENTED: return "Unimplemented";
-    case grpc::StatusCode::INTERNAL: return "Internal";
-    case grpc::StatusCode::UNAVAILABLE: return "Unavailable";
-    case grpc::StatusCode::DATA_LOSS: return "DataLoss";
-    case grpc::StatusCode::UNAUTHENTICATED: return "Unauthenticated";
-    default: return "Code";
+    case grpc::StatusCode::OK:
+      return "OK";
+    case grpc::StatusCode::CANCELLED:
+      return "Canceled";
+    case grpc::StatusCode::UNKNOWN:
+      return "Unknown";
+    case grpc::StatusCode::INVALID_ARGUMENT:
+      return "InvalidArgument";
+    case grpc::StatusCode::DEADLINE_EXCEEDED:
+      return "DeadlineExceeded";
+    case grpc::StatusCode::NOT_FOUND:
+      return "NotFound";
+    case grpc::StatusCode::ALREADY_EXISTS:
+      return "AlreadyExists";
+    case grpc::StatusCode::PERMISSION_DENIED:
+      return "PermissionDenied";
+    case grpc::StatusCode::RESOURCE_EXHAUSTED:
+      return "ResourceExhausted";
+    case grpc::StatusCode::FAILED_PRECONDITION:
+      return "FailedPrecondition";
+    case grpc::StatusCode::ABORTED:
+      return "Aborted";
+    case grpc::StatusCode::OUT_OF_RANGE:
+      return "OutOfRange";
+    case grpc::StatusCode::UNIMPLEMENTED:
+      return "Unimplemented";
+    case grpc::StatusCode::INTERNAL:
+      return "Internal";
+    case grpc::StatusCode::UNAVAILABLE:
+      return "Unavailable";
+    case grpc::StatusCode::DATA_LOSS:
+      return "DataLoss";
+    case grpc::StatusCode::UNAUTHENTICATED:
+      return "Unauthenticated";
+    default:
+      return "Code";
   }
 }
 
@@ -200,7 +225,8 @@ const char* GoCodeName(grpc::StatusCode code) {
   Exit(kExitError);
 }
 
-// ---- reflection ---------------------------------------------------------------
+// ---- reflection
+// ---------------------------------------------------------------
 
 // One reflection stream, asked one question at a time. What it learns goes
 // into a database from which `pool` builds descriptors on demand.
@@ -325,12 +351,14 @@ class Reflector {
   std::set<std::string> loaded_symbols_;
 };
 
-// ---- commands -----------------------------------------------------------------
+// ---- commands
+// -----------------------------------------------------------------
 
 int List(Reflector& reflector, const Flags& flags) {
   if (flags.args.size() > 3) Usage("list takes at most one service");
   if (flags.args.size() == 2) {
-    for (const std::string& s : reflector.ListServices()) std::cout << s << "\n";
+    for (const std::string& s : reflector.ListServices())
+      std::cout << s << "\n";
     return 0;
   }
   const std::string& name = flags.args[2];
@@ -351,8 +379,8 @@ void DescribeOne(Reflector& reflector, const std::string& symbol) {
   std::string name = symbol;
   if (!name.empty() && name[0] == '.') name.erase(0, 1);
   if (!reflector.LoadSymbol(name)) {
-    Fail("Failed to resolve symbol \"" + name + "\": Symbol not found: " +
-         name);
+    Fail("Failed to resolve symbol \"" + name +
+         "\": Symbol not found: " + name);
   }
   const pb::DescriptorPool& pool = reflector.pool();
   if (const auto* d = pool.FindServiceByName(name)) {
@@ -403,12 +431,16 @@ std::vector<std::string> SplitJsonValues(const std::string& text) {
     for (; i < text.size(); ++i) {
       char c = text[i];
       if (in_string) {
-        if (c == '\\') ++i;
-        else if (c == '"') in_string = false;
+        if (c == '\\')
+          ++i;
+        else if (c == '"')
+          in_string = false;
         continue;
       }
-      if (c == '"') in_string = true;
-      else if (c == '{' || c == '[') ++depth;
+      if (c == '"')
+        in_string = true;
+      else if (c == '{' || c == '[')
+        ++depth;
       else if (c == '}' || c == ']') {
         if (--depth == 0) {
           ++i;
@@ -469,7 +501,8 @@ int Invoke(Reflector& reflector, const std::shared_ptr<grpc::Channel>& channel,
     texts = {"{}"};
   }
   if (!method->client_streaming() && texts.size() != 1) {
-    Fail("Error invoking method \"" + spec + "\": method is unary or server "
+    Fail("Error invoking method \"" + spec +
+         "\": method is unary or server "
          "streaming; it takes exactly one request message, not " +
          std::to_string(texts.size()));
   }
@@ -483,8 +516,10 @@ int Invoke(Reflector& reflector, const std::shared_ptr<grpc::Channel>& channel,
     std::unique_ptr<pb::Message> request(request_prototype->New());
     auto s = pb::util::JsonStringToMessage(text, request.get());
     if (!s.ok()) {
-      Fail("Error invoking method \"" + spec + "\": error getting request "
-           "data: " + s.ToString());
+      Fail("Error invoking method \"" + spec +
+           "\": error getting request "
+           "data: " +
+           s.ToString());
     }
     std::string bytes;
     request->SerializeToString(&bytes);
@@ -499,8 +534,7 @@ int Invoke(Reflector& reflector, const std::shared_ptr<grpc::Channel>& channel,
   if (deadline) context.set_deadline(*deadline);
   Reflector::AddHeaders(flags, &context);
   grpc::CompletionQueue cq;
-  const std::string path =
-      "/" + service->full_name() + "/" + method->name();
+  const std::string path = "/" + service->full_name() + "/" + method->name();
   std::unique_ptr<grpc::GenericClientAsyncReaderWriter> call =
       stub.PrepareCall(&context, path, &cq);
   auto wait = [&cq]() {
@@ -534,7 +568,8 @@ int Invoke(Reflector& reflector, const std::shared_ptr<grpc::Channel>& channel,
     }
     std::unique_ptr<pb::Message> response(response_prototype->New());
     if (!response->ParseFromString(bytes)) {
-      Fail("the answer does not parse as " + method->output_type()->full_name());
+      Fail("the answer does not parse as " +
+           method->output_type()->full_name());
     }
     if (count++ > 0) std::cout << "\n";
     std::cout << ToJson(*response, flags) << std::flush;
@@ -566,7 +601,8 @@ int main(int argc, char** argv) {
       if (!text) Fail("-" + flag + " " + path + ": cannot read");
       return *text;
     };
-    if (!flags.cacert.empty()) ssl.pem_root_certs = read("cacert", flags.cacert);
+    if (!flags.cacert.empty())
+      ssl.pem_root_certs = read("cacert", flags.cacert);
     if (!flags.cert.empty()) {
       ssl.pem_cert_chain = read("cert", flags.cert);
       ssl.pem_private_key = read("key", flags.key);

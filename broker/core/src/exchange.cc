@@ -103,7 +103,7 @@ struct Entry {
   uint64_t owner = 0;
   std::shared_ptr<const v1::Document> doc;  // cached for fast delivery
   size_t cached_bytes = 0;
-  absl::Time since;                      // entered the queue (or start)
+  absl::Time since;                       // entered the queue (or start)
   std::optional<absl::Time> accepted_at;  // at the first broker, if known
 };
 
@@ -142,9 +142,9 @@ struct Withheld {
 // One entry of a federation queue.
 struct LinkEntry {
   storage::QueueEntry qe;
-  bool acking = false;   // being removed
-  uint64_t owner = 0;    // session holding it; 0: ready
-  absl::Time since;      // entered the queue (or the broker started)
+  bool acking = false;  // being removed
+  uint64_t owner = 0;   // session holding it; 0: ready
+  absl::Time since;     // entered the queue (or the broker started)
   std::shared_ptr<const v1::Document> doc;  // outbox: cached document
   size_t cached_bytes = 0;
 };
@@ -399,9 +399,11 @@ class ExchangeImpl : public Exchange {
     return [this, start = absl::Now(), done = std::move(done)](
                absl::StatusOr<v1::SendResponse> r) mutable {
       if (r.ok()) {
-        metrics_.send_seconds.Observe(absl::ToDoubleSeconds(absl::Now() - start));
+        metrics_.send_seconds.Observe(
+            absl::ToDoubleSeconds(absl::Now() - start));
       } else {
-        metrics_.refused.With(absl::StatusCodeToString(r.status().code())).Add();
+        metrics_.refused.With(absl::StatusCodeToString(r.status().code()))
+            .Add();
       }
       done(std::move(r));
     };
@@ -448,14 +450,14 @@ class ExchangeImpl : public Exchange {
     for (int i = 0; i < doc.recipients_size(); ++i) {
       const std::string& r = doc.recipients(i);
       if (local_orgs_.contains(r)) continue;
-      absl::StatusOr<std::string> peer =
-          router_.Route(r, {broker_name_}, now);
+      absl::StatusOr<std::string> peer = router_.Route(r, {broker_name_}, now);
       if (!peer.ok() || router_.KnownUnreachable(r, now)) {
         done(absl::NotFoundError(absl::StrCat(
             "document.recipients[", i, "]: organization ", r,
             " is not served by this broker nor by any broker in its "
             "directory",
-            peer.ok() ? "" : absl::StrCat(" (", peer.status().message(), ")"))));
+            peer.ok() ? ""
+                      : absl::StrCat(" (", peer.status().message(), ")"))));
         return;
       }
       next[i] = *std::move(peer);
@@ -515,8 +517,9 @@ class ExchangeImpl : public Exchange {
       batch.events.push_back(std::move(e));
     }
     StoreWrite(
-        std::move(batch), [this, shared, done = std::move(done)](
-                              absl::StatusOr<storage::WriteResult> r) mutable {
+        std::move(batch),
+        [this, shared, done = std::move(done)](
+            absl::StatusOr<storage::WriteResult> r) mutable {
           if (!r.ok()) {
             done(r.status());
             return;
@@ -1376,9 +1379,9 @@ class ExchangeImpl : public Exchange {
     RETURN_IF_ERROR(CheckDocumentId("document_id", id));
     absl::StatusOr<v1::Document> doc = store_->GetDocument(id);
     if (absl::IsNotFound(doc.status())) {
-      return absl::NotFoundError(absl::StrCat(
-          "document ", id, " never passed through broker ",
-          options_.broker_id));
+      return absl::NotFoundError(absl::StrCat("document ", id,
+                                              " never passed through broker ",
+                                              options_.broker_id));
     }
     if (!doc.ok()) return doc.status();
     ASSIGN_OR_RETURN(v1::DocumentStatus status, StatusFor(*doc, ""));
@@ -1520,9 +1523,9 @@ class ExchangeImpl : public Exchange {
                            const v1::StatusEvent& event) {
     v1::StatusEvent copy = event;
     copy.clear_sequence();  // ours; the peer numbers its own
-    batch->enqueue.push_back(storage::Enqueue{
-        ReturnName(previous), 0, event.document_id(), event.sender(),
-        copy.SerializeAsString()});
+    batch->enqueue.push_back(
+        storage::Enqueue{ReturnName(previous), 0, event.document_id(),
+                         event.sender(), copy.SerializeAsString()});
   }
 
   void AddLinkEntries(const storage::WriteResult& r,
@@ -1692,7 +1695,8 @@ class ExchangeImpl : public Exchange {
       LinkEntry& e = q.entries.at(k->second);
       if (e.acking) continue;
       if (e.owner != 0) {
-        if (auto it = link_sessions_.find(e.owner); it != link_sessions_.end()) {
+        if (auto it = link_sessions_.find(e.owner);
+            it != link_sessions_.end()) {
           if (auto holder = it->second.lock()) {
             if (holder->held_.erase(k->second)) --holder->in_flight_;
           }
@@ -1922,13 +1926,15 @@ class ExchangeImpl : public Exchange {
           SpiffeId(trust_domain_, Principal::Kind::kBroker, peer)));
     }
     if (doc.ByteSizeLong() > options_.max_document_bytes + (64 << 10)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "transfer.document: ", doc.ByteSizeLong(),
-          " bytes, above this broker's limit of ",
-          options_.max_document_bytes));
+      return absl::InvalidArgumentError(
+          absl::StrCat("transfer.document: ", doc.ByteSizeLong(),
+                       " bytes, above this broker's limit of ",
+                       options_.max_document_bytes));
     }
-    std::string peer_id = SpiffeId(trust_domain_, Principal::Kind::kBroker, peer);
-    if (doc.trace_size() == 0 || doc.trace(doc.trace_size() - 1).broker() != peer_id) {
+    std::string peer_id =
+        SpiffeId(trust_domain_, Principal::Kind::kBroker, peer);
+    if (doc.trace_size() == 0 ||
+        doc.trace(doc.trace_size() - 1).broker() != peer_id) {
       return absl::InvalidArgumentError(absl::StrCat(
           "transfer.document.trace: must end with the sending broker ",
           peer_id));
@@ -1944,8 +1950,8 @@ class ExchangeImpl : public Exchange {
         return absl::InvalidArgumentError(absl::StrCat(field, ": duplicate"));
       if (std::find(doc.recipients().begin(), doc.recipients().end(), r) ==
           doc.recipients().end()) {
-        return absl::InvalidArgumentError(
-            absl::StrCat(field, ": ", r, " is not a recipient of the document"));
+        return absl::InvalidArgumentError(absl::StrCat(
+            field, ": ", r, " is not a recipient of the document"));
       }
     }
     // The content must be what the first broker hashed: a copy altered on
@@ -1989,10 +1995,10 @@ class ExchangeImpl : public Exchange {
       refusal = absl::StrCat("routing loop: document already passed through ",
                              options_.broker_id);
     } else if (static_cast<uint32_t>(doc.trace_size()) >= options_.max_hops) {
-      refusal = absl::StrCat("hop limit: the document has passed ",
-                             doc.trace_size(), " brokers, the most ",
-                             options_.broker_id, " allows is ",
-                             options_.max_hops);
+      refusal =
+          absl::StrCat("hop limit: the document has passed ", doc.trace_size(),
+                       " brokers, the most ", options_.broker_id, " allows is ",
+                       options_.max_hops);
     }
     on_trace.insert(broker_name_);
     v1::Hop* hop = doc.add_trace();
@@ -2038,7 +2044,8 @@ class ExchangeImpl : public Exchange {
             denied = absl::StrCat("denied at ", options_.broker_id, ": ",
                                   s.message());
           }
-          if (policy) policy::ToProto(decision, *policy, options_.broker_id, &wire);
+          if (policy)
+            policy::ToProto(decision, *policy, options_.broker_id, &wire);
         } else {
           denied = absl::StrCat("denied at ", options_.broker_id, ": ",
                                 flow.status().message());
@@ -2142,9 +2149,9 @@ class ExchangeImpl : public Exchange {
     if (!local_orgs_.contains(e.sender())) {
       absl::StatusOr<v1::Document> doc = store_->GetDocument(e.document_id());
       if (absl::IsNotFound(doc.status())) {
-        return done(absl::InvalidArgumentError(absl::StrCat(
-            "returned event: document ", e.document_id(),
-            " never passed through broker ", options_.broker_id)));
+        return done(absl::InvalidArgumentError(
+            absl::StrCat("returned event: document ", e.document_id(),
+                         " never passed through broker ", options_.broker_id)));
       }
       if (!doc.ok()) return done(doc.status());
       if (std::find(doc->recipients().begin(), doc->recipients().end(),
@@ -2156,10 +2163,10 @@ class ExchangeImpl : public Exchange {
       }
       previous = PreviousBroker(*doc);
       if (previous.empty()) {
-        return done(absl::InvalidArgumentError(absl::StrCat(
-            "returned event: document ", e.document_id(),
-            " did not come to broker ", options_.broker_id,
-            " from another broker")));
+        return done(absl::InvalidArgumentError(
+            absl::StrCat("returned event: document ", e.document_id(),
+                         " did not come to broker ", options_.broker_id,
+                         " from another broker")));
       }
     }
     storage::WriteBatch batch;
@@ -2187,8 +2194,7 @@ class ExchangeImpl : public Exchange {
     std::vector<DirectoryEntry> entries;
     for (const v1::DirectoryEntry& e : announce.entries()) {
       if (!ValidateOrgCode(e.org()).ok()) continue;
-      if (local_orgs_.contains(e.org()) || e.broker() == broker_name_)
-        continue;
+      if (local_orgs_.contains(e.org()) || e.broker() == broker_name_) continue;
       if (std::find(e.path().begin(), e.path().end(), broker_name_) !=
           e.path().end())
         continue;  // it passed through here: a loop
@@ -2209,18 +2215,21 @@ class ExchangeImpl : public Exchange {
   v1::Announce AnnounceTo(const std::string& peer) override {
     std::vector<DirectoryEntry> own;
     for (size_t i = 0; i < options_.local_orgs.size(); ++i) {
-      own.push_back(DirectoryEntry{
-          options_.local_orgs[i],
-          i < options_.local_org_names.size() ? options_.local_org_names[i]
-                                              : "",
-          broker_name_, 0, {}});
+      own.push_back(DirectoryEntry{options_.local_orgs[i],
+                                   i < options_.local_org_names.size()
+                                       ? options_.local_org_names[i]
+                                       : "",
+                                   broker_name_,
+                                   0,
+                                   {}});
     }
     v1::Announce announce;
     announce.set_broker(broker_name_);
     Router::Patterns patterns = router_.PatternsFor(peer);
     for (std::string& p : patterns.provinces)
       announce.add_route_provinces(std::move(p));
-    for (std::string& u : patterns.under) announce.add_route_under(std::move(u));
+    for (std::string& u : patterns.under)
+      announce.add_route_under(std::move(u));
     for (DirectoryEntry& e :
          router_.AnnounceTo(peer, own, options_.max_hops, clock_->Now())) {
       v1::DirectoryEntry* w = announce.add_entries();

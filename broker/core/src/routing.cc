@@ -32,7 +32,8 @@ bool ValidProvince(absl::string_view p) {
 }  // namespace
 
 absl::Status PeerRoute::Validate(absl::string_view where) const {
-  if (name.empty()) return absl::InvalidArgumentError(absl::StrCat(where, ".name: required"));
+  if (name.empty())
+    return absl::InvalidArgumentError(absl::StrCat(where, ".name: required"));
   for (char c : name) {
     if (!absl::ascii_isalnum(c) && c != '-' && c != '_' && c != '.') {
       return absl::InvalidArgumentError(absl::StrCat(
@@ -172,8 +173,8 @@ void Router::LearnPatterns(const std::string& peer, Patterns patterns) {
   patterns_[peer] = std::move(patterns);
 }
 
-void Router::Learn(const std::string& peer,
-                   std::vector<DirectoryEntry> entries, absl::Time now) {
+void Router::Learn(const std::string& peer, std::vector<DirectoryEntry> entries,
+                   absl::Time now) {
   Learned learned;
   learned.heard_at = now;
   for (DirectoryEntry& e : entries) {

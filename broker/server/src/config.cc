@@ -157,21 +157,23 @@ absl::Status BrokerConfig::Validate() const {
     }
   }
   if (absl::StatusOr<log::Format> f = log::ParseFormat(log.format); !f.ok())
-    return absl::InvalidArgumentError(absl::StrCat("log.format: ", f.status().message()));
+    return absl::InvalidArgumentError(
+        absl::StrCat("log.format: ", f.status().message()));
   if (absl::StatusOr<log::Level> l = log::ParseLevel(log.level); !l.ok())
-    return absl::InvalidArgumentError(absl::StrCat("log.level: ", l.status().message()));
+    return absl::InvalidArgumentError(
+        absl::StrCat("log.level: ", l.status().message()));
   if (!metrics.listen.empty() && metrics.listen != "off" &&
       metrics.listen.rfind(':') == std::string::npos) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "metrics.listen: \"", metrics.listen,
-        "\" must be host:port (e.g. 127.0.0.1:9464) or off"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("metrics.listen: \"", metrics.listen,
+                     "\" must be host:port (e.g. 127.0.0.1:9464) or off"));
   }
   for (size_t i = 0; i < peers.size(); ++i) {
     const std::string& e = peers[i].endpoint;
     if (e.empty() || e.find(':') == std::string::npos) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "peers[", i, "].endpoint: \"", e,
-          "\" must be host:port, e.g. 127.0.0.1:7443"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("peers[", i, "].endpoint: \"", e,
+                       "\" must be host:port, e.g. 127.0.0.1:7443"));
     }
   }
   return ToExchangeOptions().Validate();
@@ -331,14 +333,16 @@ absl::StatusOr<BrokerConfig> ParseConfig(const std::string& yaml,
       for (size_t i = 0; i < peers.size(); ++i) {
         YAML::Node n = peers[i];
         std::string where = absl::StrCat("peers[", i, "]");
-        RETURN_IF_ERROR(p.CheckKeys(n, where,
-                                    {"name", "endpoint", "default", "serves"}));
+        RETURN_IF_ERROR(
+            p.CheckKeys(n, where, {"name", "endpoint", "default", "serves"}));
         PeerConfig peer;
         RETURN_IF_ERROR(p.String(n, "name", &peer.route.name));
         RETURN_IF_ERROR(p.String(n, "endpoint", &peer.endpoint));
         if (YAML::Node d = n["default"]) {
-          if (!d.IsScalar() || !YAML::convert<bool>::decode(d, peer.route.is_default))
-            return p.Error(d, absl::StrCat(where, ".default must be true or false"));
+          if (!d.IsScalar() ||
+              !YAML::convert<bool>::decode(d, peer.route.is_default))
+            return p.Error(
+                d, absl::StrCat(where, ".default must be true or false"));
         }
         if (YAML::Node sv = n["serves"]) {
           RETURN_IF_ERROR(p.CheckKeys(sv, absl::StrCat(where, ".serves"),
@@ -405,8 +409,8 @@ absl::StatusOr<BrokerConfig> LoadConfigFile(const std::string& path) {
   const std::string bytes = text.str();
   SHA256(reinterpret_cast<const unsigned char*>(bytes.data()), bytes.size(),
          digest);
-  c->source_sha256 = absl::BytesToHexString(absl::string_view(
-      reinterpret_cast<const char*>(digest), sizeof(digest)));
+  c->source_sha256 = absl::BytesToHexString(
+      absl::string_view(reinterpret_cast<const char*>(digest), sizeof(digest)));
   return c;
 }
 

@@ -209,8 +209,9 @@ int Serve(const BrokerConfig& config) {
       server->Shutdown();
       return 1;
     } else {
-      log::Write(log::Level::kWarning, "", absl::StrCat("no /metrics: ", started.status().message(),
-                       " (set metrics.listen, or off)"));
+      log::Write(log::Level::kWarning, "",
+                 absl::StrCat("no /metrics: ", started.status().message(),
+                              " (set metrics.listen, or off)"));
     }
   }
   // The line tests and scripts wait for.
@@ -265,7 +266,8 @@ int main(int argc, char** argv) {
   app.add_option("--data-dir", data_dir, "override data_dir");
   app.add_option("--policy", policy_file, "override policy.file");
   std::string log_format, log_level;
-  app.add_option("--log-format", log_format, "override log.format (json, text)");
+  app.add_option("--log-format", log_format,
+                 "override log.format (json, text)");
   app.add_option("--log-level", log_level,
                  "override log.level (debug, info, warning, error)");
   std::string metrics_listen;

@@ -118,8 +118,8 @@ std::string RenderMetrics(const MetricsSources& s) {
 
   if (s.policy) {
     std::shared_ptr<const policy::Policy> p = s.policy->Current();
-    t.Gauge("lienthong_policy_info", "The serving policy version (value 1).",
-            1, {{"version", p ? p->version() : "none"}});
+    t.Gauge("lienthong_policy_info", "The serving policy version (value 1).", 1,
+            {{"version", p ? p->version() : "none"}});
     t.Gauge("lienthong_policy_rules", "Rules in the serving policy.",
             p ? p->rule_count() : 0);
     t.Gauge("lienthong_policy_last_reload_failed",

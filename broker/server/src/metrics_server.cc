@@ -48,8 +48,9 @@ absl::StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(
   if (colon == std::string::npos ||
       !absl::SimpleAtoi(absl::string_view(address).substr(colon + 1), &port) ||
       port < 0 || port > 65535) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "metrics.listen: \"", address, "\" must be host:port, e.g. 127.0.0.1:9464"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("metrics.listen: \"", address,
+                     "\" must be host:port, e.g. 127.0.0.1:9464"));
   }
   std::string host = address.substr(0, colon);
   if (host.size() >= 2 && host.front() == '[' && host.back() == ']')

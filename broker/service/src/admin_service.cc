@@ -32,7 +32,8 @@ void Audit(absl::string_view caller, absl::string_view peer,
                         {"peer", std::string(peer)},
                         {"method", std::string(method)},
                         {"outcome", absl::StatusCodeToString(outcome.code())}};
-  if (!outcome.ok()) fields.emplace_back("error", std::string(outcome.message()));
+  if (!outcome.ok())
+    fields.emplace_back("error", std::string(outcome.message()));
   if (!detail.empty()) fields.emplace_back("detail", std::string(detail));
   log::Write(log::Level::kInfo, "audit", "", fields);
 }
@@ -430,9 +431,9 @@ absl::Status AdminServiceImpl::DoGetBrokerInfo(
 }
 
 absl::Status AdminServiceImpl::DoListPeers(const Principal& caller,
-                                          const v1::ListPeersRequest& request,
-                                          v1::ListPeersResponse* response,
-                                          std::string* detail) {
+                                           const v1::ListPeersRequest& request,
+                                           v1::ListPeersResponse* response,
+                                           std::string* detail) {
   if (!options_.exchange) {
     return absl::FailedPreconditionError(
         "this broker serves no exchange to report on");
@@ -449,7 +450,8 @@ absl::Status AdminServiceImpl::DoListPeers(const Principal& caller,
     const PeerRoute& r = routes[i];
     v1::PeerInfo* p = response->add_peers();
     p->set_name(r.name);
-    p->set_broker(SpiffeId(self->trust_domain, Principal::Kind::kBroker, r.name));
+    p->set_broker(
+        SpiffeId(self->trust_domain, Principal::Kind::kBroker, r.name));
     v1::PeerRoutes* w = p->mutable_routes();
     for (const std::string& o : r.orgs) w->add_orgs(o);
     for (const std::string& u : r.under) w->add_under(u);
@@ -474,7 +476,8 @@ absl::Status AdminServiceImpl::DoListPeers(const Principal& caller,
     }
     for (const PeerDirectory& d : directory) {
       if (d.peer != r.name) continue;
-      if (d.heard_at) policy::ToProto(*d.heard_at, p->mutable_directory_heard_at());
+      if (d.heard_at)
+        policy::ToProto(*d.heard_at, p->mutable_directory_heard_at());
       p->set_directory_stale(d.stale);
       p->set_directory_entries(d.entries.size());
     }
@@ -520,17 +523,17 @@ absl::Status AdminServiceImpl::DoListDirectory(
       row->set_stale(d.stale);
       absl::StatusOr<std::string> route =
           exchange.router().Route(e.org, {self->name}, now);
-      row->set_route(route.ok() ? *route : std::string(route.status().message()));
+      row->set_route(route.ok() ? *route
+                                : std::string(route.status().message()));
     }
   }
   *detail = absl::StrCat(response->rows_size(), " rows");
   return absl::OkStatus();
 }
 
-absl::Status AdminServiceImpl::DoListQueues(const Principal& caller,
-                                           const v1::ListQueuesRequest& request,
-                                           v1::ListQueuesResponse* response,
-                                           std::string* detail) {
+absl::Status AdminServiceImpl::DoListQueues(
+    const Principal& caller, const v1::ListQueuesRequest& request,
+    v1::ListQueuesResponse* response, std::string* detail) {
   if (!options_.exchange) {
     return absl::FailedPreconditionError(
         "this broker serves no exchange to report on");
@@ -558,7 +561,8 @@ absl::Status AdminServiceImpl::DoGetDocument(
         "this broker serves no exchange to report on");
   }
   *detail = request.document_id();
-  ASSIGN_OR_RETURN(auto found, options_.exchange->Inspect(request.document_id()));
+  ASSIGN_OR_RETURN(auto found,
+                   options_.exchange->Inspect(request.document_id()));
   auto& [doc, status] = found;
   *response->mutable_status() = std::move(status);
   for (const v1::Hop& h : doc.trace()) *response->add_trace() = h;

@@ -559,8 +559,8 @@ grpc::ServerUnaryReactor* ExchangeServiceImpl::Send(
   auto* reactor = ctx->DefaultReactor();
   exchange_->Send(
       *caller, request->document(),
-      [reactor, response, caller = *caller, request_id = RequestId(ctx)](
-          absl::StatusOr<v1::SendResponse> r) {
+      [reactor, response, caller = *caller,
+       request_id = RequestId(ctx)](absl::StatusOr<v1::SendResponse> r) {
         LogSend(caller, request_id, r);
         if (r.ok()) *response = *std::move(r);
         reactor->Finish(ToGrpcStatus(r.status()));

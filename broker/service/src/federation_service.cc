@@ -110,12 +110,12 @@ class LinkReactor final
           log::Fields fields = {{"peer", peer_}, {"document_id", document_id}};
           if (custody.has_error())
             fields.emplace_back("error", custody.error().message());
-          log::Write(custody.has_error() ? log::Level::kWarning
-                                         : log::Level::kDebug,
-                     "federation",
-                     custody.has_error() ? "transfer not taken"
-                                         : "transfer taken into custody",
-                     fields);
+          log::Write(
+              custody.has_error() ? log::Level::kWarning : log::Level::kDebug,
+              "federation",
+              custody.has_error() ? "transfer not taken"
+                                  : "transfer taken into custody",
+              fields);
         }
         bool read = false;
         {
@@ -328,8 +328,9 @@ PeerLinks::PeerLinks(Exchange* exchange, PeerLinkOptions options,
     args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, kKeepaliveTimeMs);
     args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, kKeepaliveTimeoutMs);
     args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
-    args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS,
-                static_cast<int>(absl::ToInt64Milliseconds(options_.reconnect_max)));
+    args.SetInt(
+        GRPC_ARG_MAX_RECONNECT_BACKOFF_MS,
+        static_cast<int>(absl::ToInt64Milliseconds(options_.reconnect_max)));
     // Each link has a channel of its own, never shared with other traffic.
     args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
     p->channel = grpc::CreateCustomChannel(
@@ -439,8 +440,7 @@ absl::Status PeerLinks::RunOnce(Peer* peer) {
   absl::StatusOr<Principal> who =
       auth ? AuthenticatedPrincipal(*auth, options_.trust_domain)
            : absl::UnauthenticatedError("no verified server certificate");
-  if (!who.ok() || who->kind != Principal::Kind::kBroker ||
-      who->name != name) {
+  if (!who.ok() || who->kind != Principal::Kind::kBroker || who->name != name) {
     ctx.TryCancel();
     stream->Finish();
     forget_context();
@@ -484,10 +484,9 @@ absl::Status PeerLinks::RunOnce(Peer* peer) {
           io->answered += response.custody_size();
           io->progress = absl::Now();
         }
-        (*session)->Custody({std::make_move_iterator(
-                                 response.mutable_custody()->begin()),
-                             std::make_move_iterator(
-                                 response.mutable_custody()->end())});
+        (*session)->Custody(
+            {std::make_move_iterator(response.mutable_custody()->begin()),
+             std::make_move_iterator(response.mutable_custody()->end())});
       }
       for (v1::ReturnedEvent& e : *response.mutable_events()) {
         uint64_t id = e.id();
@@ -517,8 +516,8 @@ absl::Status PeerLinks::RunOnce(Peer* peer) {
     {
       absl::MutexLock lock(&io->mu);
       auto ready = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(io->mu) {
-        return io->ended || !io->transfers.empty() ||
-               !io->event_acks.empty() || absl::Now() >= next_announce;
+        return io->ended || !io->transfers.empty() || !io->event_acks.empty() ||
+               absl::Now() >= next_announce;
       };
       io->mu.AwaitWithDeadline(absl::Condition(&ready), next_announce);
       if (io->ended) break;

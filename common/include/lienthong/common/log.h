@@ -45,7 +45,7 @@ void Write(Level level, absl::string_view component, absl::string_view message,
 
 // The line Write would produce (for tests).
 std::string FormatLine(Format format, Level level, absl::string_view component,
-                    absl::string_view message, const Fields& fields);
+                       absl::string_view message, const Fields& fields);
 
 }  // namespace lienthong::log
 

@@ -22,8 +22,8 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
-#include "lienthong/common/clock.h"
 #include "lienthong/broker/routing.h"
+#include "lienthong/common/clock.h"
 #include "lienthong/common/identity.h"
 #include "lienthong/common/metrics.h"
 #include "lienthong/policy/policy.h"
@@ -142,12 +142,12 @@ class InboundLink {
 // A peer's queues, for operators.
 struct PeerQueueStats {
   std::string peer;
-  uint64_t outbox = 0;            // transfers waiting or in flight
-  uint64_t outbox_in_flight = 0;  // handed to a link, no custody yet
+  uint64_t outbox = 0;                      // transfers waiting or in flight
+  uint64_t outbox_in_flight = 0;            // handed to a link, no custody yet
   std::optional<absl::Time> oldest_outbox;  // since it entered the outbox
-  uint64_t returns = 0;           // status events waiting to go back
-  bool outbound_link = false;     // a link we dialed is open
-  bool inbound_link = false;      // a link the peer dialed is open
+  uint64_t returns = 0;                     // status events waiting to go back
+  bool outbound_link = false;               // a link we dialed is open
+  bool inbound_link = false;                // a link the peer dialed is open
 };
 
 // An organization's queue, for operators.

@@ -69,8 +69,7 @@ class Router {
   // The peer for `org`, avoiding the `excluded` brokers; NOT_FOUND saying
   // why when none can take it.
   absl::StatusOr<std::string> Route(
-      const std::string& org,
-      const absl::flat_hash_set<std::string>& excluded,
+      const std::string& org, const absl::flat_hash_set<std::string>& excluded,
       absl::Time now) const;
 
   // Whether a send to `org` should be refused at once as unknown: nothing
@@ -94,9 +93,10 @@ class Router {
   // leaving out entries `peer` serves or already passed through. Entries of
   // stale peers are announced too: an outage does not make organizations
   // unknown.
-  std::vector<DirectoryEntry> AnnounceTo(
-      const std::string& peer, const std::vector<DirectoryEntry>& own,
-      uint32_t max_distance, absl::Time now) const;
+  std::vector<DirectoryEntry> AnnounceTo(const std::string& peer,
+                                         const std::vector<DirectoryEntry>& own,
+                                         uint32_t max_distance,
+                                         absl::Time now) const;
 
   std::vector<PeerDirectory> Directory(absl::Time now) const;
 

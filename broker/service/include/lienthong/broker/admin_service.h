@@ -18,10 +18,10 @@
 //
 // Roles come from the broker's configuration, never from the client:
 // operators may call every method; operators and auditors may call the read
-// methods (everything but ApplyPolicy and SetLogLevel). Anyone else, organizations and
-// brokers included, gets PERMISSION_DENIED naming the caller and the role
-// needed. Every call, refused ones included, is written as one log line
-// (component "audit": caller, peer, method, outcome, error, detail). (A
+// methods (everything but ApplyPolicy and SetLogLevel). Anyone else,
+// organizations and brokers included, gets PERMISSION_DENIED naming the caller
+// and the role needed. Every call, refused ones included, is written as one log
+// line (component "audit": caller, peer, method, outcome, error, detail). (A
 // tamper-evident audit log replaces it later.)
 #ifndef LIENTHONG_BROKER_ADMIN_SERVICE_H_
 #define LIENTHONG_BROKER_ADMIN_SERVICE_H_
@@ -39,8 +39,8 @@
 #include "lienthong/broker/exchange.h"
 #include "lienthong/broker/federation.h"
 #include "lienthong/common/identity.h"
-#include "lienthong/storage/store.h"
 #include "lienthong/policy/policy.h"
+#include "lienthong/storage/store.h"
 #include "lienthong/v1/admin.grpc.pb.h"
 
 namespace lienthong::broker {
@@ -111,9 +111,9 @@ class AdminServiceImpl final : public v1::AdminService::CallbackService {
   grpc::ServerUnaryReactor* GetBrokerInfo(
       grpc::CallbackServerContext* ctx, const v1::GetBrokerInfoRequest* request,
       v1::GetBrokerInfoResponse* response) override;
-  grpc::ServerUnaryReactor* ListPeers(
-      grpc::CallbackServerContext* ctx, const v1::ListPeersRequest* request,
-      v1::ListPeersResponse* response) override;
+  grpc::ServerUnaryReactor* ListPeers(grpc::CallbackServerContext* ctx,
+                                      const v1::ListPeersRequest* request,
+                                      v1::ListPeersResponse* response) override;
   grpc::ServerUnaryReactor* ListDirectory(
       grpc::CallbackServerContext* ctx, const v1::ListDirectoryRequest* request,
       v1::ListDirectoryResponse* response) override;
