@@ -24,7 +24,9 @@
 namespace lienthong::integration {
 namespace {
 
+using ::testing::AllOf;
 using ::testing::HasSubstr;
+using ::testing::Not;
 using ::testing::SizeIs;
 
 constexpr int kExitOk = 0;
@@ -76,6 +78,25 @@ class CliTest : public ::testing::Test {
         absl::StrCat(pki_, "/orgs/", org, ".pem"),
         "--key",
         absl::StrCat(pki_, "/orgs/", org, ".key"),
+        "--ca",
+        absl::StrCat(pki_, "/ca.pem")};
+    argv.insert(argv.end(), args.begin(), args.end());
+    absl::StatusOr<ProgramResult> r = RunProgram(argv, absl::Seconds(60));
+    EXPECT_OK(r);
+    return r.value_or(ProgramResult{});
+  }
+
+  // Runs `lienthong` with a person's certificate (persons/<person>.pem).
+  ProgramResult AdminCli(const std::string& person,
+                         const std::vector<std::string>& args) {
+    std::vector<std::string> argv = {
+        LIENTHONG_CLI_PATH,
+        "--endpoint",
+        broker_.endpoint(),
+        "--cert",
+        absl::StrCat(pki_, "/persons/", person, ".pem"),
+        "--key",
+        absl::StrCat(pki_, "/persons/", person, ".key"),
         "--ca",
         absl::StrCat(pki_, "/ca.pem")};
     argv.insert(argv.end(), args.begin(), args.end());
@@ -223,6 +244,60 @@ TEST_F(CliTest, HealthSaysServingAndExits4WhenUnreachable) {
               ::testing::AnyOf(HasSubstr("UNAVAILABLE"),
                                HasSubstr("DEADLINE_EXCEEDED")));
   EXPECT_LT(absl::Now() - start, absl::Seconds(30));
+}
+
+// `lienthong admin ...` goes through the generated AdminService stubs (the
+// SDK's AdminClient): every operator view answers, roles hold.
+TEST_F(CliTest, AdminCommandsAnswerOperatorsAndAuditorsOnly) {
+  ProgramResult sent =
+      Cli(kH49, {"send", "--to", kG22, "--subject", "Kiểm tra", body_file_});
+  ASSERT_EQ(sent.exit_code, kExitOk) << Describe(sent);
+  std::vector<std::string> words =
+      absl::StrSplit(sent.stdout_text, ' ', absl::SkipEmpty());
+  ASSERT_GE(words.size(), 2u) << Describe(sent);
+  const std::string id = words[1];
+
+  ProgramResult queues = AdminCli("operator", {"admin", "queues", "--json"});
+  ASSERT_EQ(queues.exit_code, 0) << queues.stderr_text;
+  EXPECT_THAT(queues.stdout_text,
+              AllOf(HasSubstr(absl::StrCat("\"org\":\"", kG22, "\"")),
+                    HasSubstr("\"waiting\":\"1\"")));
+
+  ProgramResult doc = AdminCli("auditor", {"admin", "document", id, "--json"});
+  ASSERT_EQ(doc.exit_code, 0) << doc.stderr_text;
+  EXPECT_THAT(doc.stdout_text,
+              AllOf(HasSubstr(id), HasSubstr("DELIVERY_STATE_ACCEPTED"),
+                    HasSubstr("broker/central")));
+  EXPECT_THAT(doc.stdout_text, Not(HasSubstr("Kính gửi")))
+      << "an operator view must not carry the content";
+  ProgramResult missing =
+      AdminCli("operator", {"admin", "document", "01ARZ3NDEKTSV4RRFFQ69G5FAV"});
+  EXPECT_EQ(missing.exit_code, 3) << missing.stderr_text;
+  EXPECT_THAT(missing.stderr_text, HasSubstr("NOT_FOUND"));
+
+  ProgramResult set = AdminCli("operator", {"admin", "log-level", "debug"});
+  ASSERT_EQ(set.exit_code, 0) << set.stderr_text;
+  EXPECT_THAT(set.stdout_text, HasSubstr("-> debug"));
+  ProgramResult shown = AdminCli("auditor", {"admin", "log-level"});
+  EXPECT_EQ(shown.stdout_text, "debug\n");
+  ProgramResult refused = AdminCli("auditor", {"admin", "log-level", "error"});
+  EXPECT_EQ(refused.exit_code, 3);
+  EXPECT_THAT(refused.stderr_text, HasSubstr("PERMISSION_DENIED"));
+  ProgramResult bad = AdminCli("operator", {"admin", "log-level", "loud"});
+  EXPECT_EQ(bad.exit_code, 3);
+  EXPECT_THAT(bad.stderr_text, HasSubstr("INVALID_ARGUMENT"));
+  AdminCli("operator", {"admin", "log-level", "info"});
+
+  for (const char* view : {"info", "peers", "directory"}) {
+    ProgramResult r = AdminCli("auditor", {"admin", view});
+    EXPECT_EQ(r.exit_code, 0) << view << ": " << r.stderr_text;
+  }
+  ProgramResult directory =
+      AdminCli("operator", {"admin", "directory", "--json"});
+  EXPECT_THAT(directory.stdout_text, HasSubstr("\"route\":\"local\""));
+  // An organization certificate is not a person's: a usage error here.
+  ProgramResult as_org = Cli(kH49, {"admin", "queues"});
+  EXPECT_EQ(as_org.exit_code, 2) << as_org.stderr_text;
 }
 
 TEST_F(CliTest, MissingRequiredFlagIsAUsageError) {
