@@ -70,33 +70,27 @@ class CliTest : public ::testing::Test {
   ProgramResult Cli(const std::string& org,
                     const std::vector<std::string>& args,
                     const std::string& endpoint = "") {
-    std::vector<std::string> argv = {
-        LIENTHONG_CLI_PATH,
-        "--endpoint",
-        endpoint.empty() ? broker_.endpoint() : endpoint,
-        "--cert",
-        absl::StrCat(pki_, "/orgs/", org, ".pem"),
-        "--key",
-        absl::StrCat(pki_, "/orgs/", org, ".key"),
-        "--ca",
-        absl::StrCat(pki_, "/ca.pem")};
-    argv.insert(argv.end(), args.begin(), args.end());
-    absl::StatusOr<ProgramResult> r = RunProgram(argv, absl::Seconds(60));
-    EXPECT_OK(r);
-    return r.value_or(ProgramResult{});
+    return Run(absl::StrCat("orgs/", org), args, endpoint);
   }
 
   // Runs `lienthong` with a person's certificate (persons/<person>.pem).
   ProgramResult AdminCli(const std::string& person,
                          const std::vector<std::string>& args) {
+    return Run(absl::StrCat("persons/", person), args, "");
+  }
+
+  // `identity`: the certificate's path in the dev PKI, without ".pem".
+  ProgramResult Run(const std::string& identity,
+                    const std::vector<std::string>& args,
+                    const std::string& endpoint) {
     std::vector<std::string> argv = {
         LIENTHONG_CLI_PATH,
         "--endpoint",
-        broker_.endpoint(),
+        endpoint.empty() ? broker_.endpoint() : endpoint,
         "--cert",
-        absl::StrCat(pki_, "/persons/", person, ".pem"),
+        absl::StrCat(pki_, "/", identity, ".pem"),
         "--key",
-        absl::StrCat(pki_, "/persons/", person, ".key"),
+        absl::StrCat(pki_, "/", identity, ".key"),
         "--ca",
         absl::StrCat(pki_, "/ca.pem")};
     argv.insert(argv.end(), args.begin(), args.end());
