@@ -1705,6 +1705,29 @@ TEST_F(FederationTest, OutboxSurvivesRestartAndIsSentOnTheNextLink) {
                               v1::DELIVERY_STATE_DELIVERED));
 }
 
+// A peer dropped from the configuration leaves its outbox stored and shown
+// (configured = false), and it goes out once the peer is configured again.
+TEST_F(FederationTest, OutboxOfAPeerNoLongerConfiguredIsKeptAndShown) {
+  ASSERT_NO_FATAL_FAILURE(TwoBrokers());
+  ASSERT_OK_AND_ASSIGN(v1::SendResponse sent,
+                       Send(*a_, h49_, NewDocument(kH49, {kG22})));
+  std::vector<PeerRoute> peers = a_->options.peers;
+  a_->options.peers.clear();
+  ASSERT_NO_FATAL_FAILURE(Restart(*a_));
+  std::vector<PeerQueueStats> stats = a_->ex().PeerStats();
+  ASSERT_EQ(stats.size(), 1u);
+  EXPECT_EQ(stats[0].peer, "b");
+  EXPECT_FALSE(stats[0].configured);
+  EXPECT_EQ(stats[0].outbox, 1u);
+
+  a_->options.peers = peers;
+  ASSERT_NO_FATAL_FAILURE(Restart(*a_));
+  EXPECT_TRUE(PeerStatsOf(*a_, "b").configured);
+  Connect(*a_, *b_);
+  ASSERT_TRUE(EventuallyState(*a_, h49_, sent.document_id(), kG22,
+                              v1::DELIVERY_STATE_FORWARDED));
+}
+
 TEST_F(FederationTest, ReturnQueueSurvivesRestartOfTheFarEnd) {
   ASSERT_NO_FATAL_FAILURE(TwoBrokers());
   Wire& ab = Connect(*a_, *b_, /*open=*/false);

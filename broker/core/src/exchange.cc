@@ -2269,6 +2269,25 @@ class ExchangeImpl : public Exchange {
         st.inbound_link = s && !s->closed_;
       }
     }
+    // Queues left behind by peers the configuration no longer names.
+    std::map<std::string, PeerQueueStats> orphans;
+    for (const auto& [name, q] : link_queues_) {
+      std::string peer = name.substr(1);
+      if (q.entries.empty() || router_.IsPeer(peer)) continue;
+      PeerQueueStats& st = orphans[peer];
+      st.peer = peer;
+      st.configured = false;
+      if (name[0] == '>') {
+        st.outbox = q.entries.size();
+        for (const auto& [key, e] : q.entries) {
+          if (!st.oldest_outbox || e.since < *st.oldest_outbox)
+            st.oldest_outbox = e.since;
+        }
+      } else {
+        st.returns = q.entries.size();
+      }
+    }
+    for (auto& [peer, st] : orphans) out.push_back(std::move(st));
     return out;
   }
 

@@ -184,6 +184,15 @@ int Serve(const BrokerConfig& config) {
                       ")");
     Log(absl::StrCat("federation: peers ", names));
   }
+  for (const broker::PeerQueueStats& q : (*exchange)->PeerStats()) {
+    if (q.configured) continue;
+    log::Write(log::Level::kWarning, "federation",
+               absl::StrCat(q.outbox, " transfers and ", q.returns,
+                            " status events wait for broker ", q.peer,
+                            ", which is no longer a configured peer; they "
+                            "stay stored until it is configured again"),
+               {{"peer", q.peer}});
+  }
   links.Start();
   std::unique_ptr<MetricsServer> metrics;
   if (!config.metrics.listen.empty() && config.metrics.listen != "off") {

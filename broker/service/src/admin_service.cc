@@ -482,6 +482,20 @@ absl::Status AdminServiceImpl::DoListPeers(const Principal& caller,
       p->set_directory_entries(d.entries.size());
     }
   }
+  for (const PeerQueueStats& q : queues) {
+    if (q.configured) continue;
+    v1::PeerInfo* p = response->add_peers();
+    p->set_name(q.peer);
+    p->set_broker(
+        SpiffeId(self->trust_domain, Principal::Kind::kBroker, q.peer));
+    p->set_outbox(q.outbox);
+    if (q.oldest_outbox)
+      policy::ToProto(now - *q.oldest_outbox, p->mutable_oldest_outbox_age());
+    p->set_returns(q.returns);
+    p->set_outbound_last_error(
+        "not a configured peer any more: what waits for it stays stored until "
+        "it is configured again");
+  }
   *detail = absl::StrCat(response->peers_size(), " peers");
   return absl::OkStatus();
 }

@@ -519,10 +519,13 @@ absl::Status PeerLinks::RunOnce(Peer* peer) {
         return io->ended || !io->transfers.empty() || !io->event_acks.empty() ||
                absl::Now() >= next_announce;
       };
-      io->mu.AwaitWithDeadline(absl::Condition(&ready), next_announce);
+      absl::Time wake = next_announce;
+      if (io->written > io->answered)
+        wake = std::min(wake, io->progress + kCustodyTimeout);
+      io->mu.AwaitWithDeadline(absl::Condition(&ready), wake);
       if (io->ended) break;
       if (io->written > io->answered &&
-          absl::Now() - io->progress > kCustodyTimeout) {
+          absl::Now() - io->progress >= kCustodyTimeout) {
         ended_by = absl::DeadlineExceededError(absl::StrCat(
             "no custody answer for ", absl::FormatDuration(kCustodyTimeout),
             " with ", io->written - io->answered,

@@ -148,6 +148,9 @@ struct PeerQueueStats {
   uint64_t returns = 0;                     // status events waiting to go back
   bool outbound_link = false;               // a link we dialed is open
   bool inbound_link = false;                // a link the peer dialed is open
+  // False for a broker no longer in the configuration whose queues still
+  // hold something: it waits there until the peer is configured again.
+  bool configured = true;
 };
 
 // An organization's queue, for operators.
