@@ -105,6 +105,9 @@ class LinkReactor final
       }
       Ref();
       std::string document_id = t.document().id();
+      if (log::Enabled(log::Level::kDebug))
+        log::Write(log::Level::kDebug, "federation", "transfer received",
+                   {{"peer", peer_}, {"document_id", document_id}});
       inbound_->Accept(std::move(t), [this, document_id](v1::Custody custody) {
         if (log::Enabled(log::Level::kDebug) || custody.has_error()) {
           log::Fields fields = {{"peer", peer_}, {"document_id", document_id}};
