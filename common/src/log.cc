@@ -77,6 +77,43 @@ void AppendTextValue(std::string* out, absl::string_view s) {
   out->push_back('"');
 }
 
+std::string FormatLine(Format format, Level level, absl::string_view component,
+                       absl::string_view message, const Fields& fields) {
+  std::string ts = absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", absl::Now(),
+                                    absl::UTCTimeZone());
+  std::string line;
+  if (format == Format::kJson) {
+    absl::StrAppend(&line, "{\"ts\":\"", ts, "\",\"level\":\"",
+                    LevelName(level), "\"");
+    if (!component.empty()) {
+      line.append(",\"component\":");
+      AppendJsonString(&line, component);
+    }
+    if (!message.empty()) {
+      line.append(",\"msg\":");
+      AppendJsonString(&line, message);
+    }
+    for (const auto& [key, value] : fields) {
+      line.push_back(',');
+      AppendJsonString(&line, key);
+      line.push_back(':');
+      AppendJsonString(&line, value);
+    }
+    line.append("}\n");
+    return line;
+  }
+  absl::StrAppend(&line, ts, " lienthongd");
+  if (level != Level::kInfo) absl::StrAppend(&line, " ", LevelName(level));
+  if (!component.empty()) absl::StrAppend(&line, " ", component, ":");
+  if (!message.empty()) absl::StrAppend(&line, " ", message);
+  for (const auto& [key, value] : fields) {
+    absl::StrAppend(&line, " ", key, "=");
+    AppendTextValue(&line, value);
+  }
+  line.push_back('\n');
+  return line;
+}
+
 }  // namespace
 
 void SetFormat(Format format) { g_format = static_cast<int>(format); }
@@ -113,43 +150,6 @@ absl::StatusOr<Format> ParseFormat(absl::string_view name) {
   if (name == "text") return Format::kText;
   return absl::InvalidArgumentError(
       absl::StrCat("log format \"", name, "\": use json or text"));
-}
-
-std::string FormatLine(Format format, Level level, absl::string_view component,
-                       absl::string_view message, const Fields& fields) {
-  std::string ts = absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", absl::Now(),
-                                    absl::UTCTimeZone());
-  std::string line;
-  if (format == Format::kJson) {
-    absl::StrAppend(&line, "{\"ts\":\"", ts, "\",\"level\":\"",
-                    LevelName(level), "\"");
-    if (!component.empty()) {
-      line.append(",\"component\":");
-      AppendJsonString(&line, component);
-    }
-    if (!message.empty()) {
-      line.append(",\"msg\":");
-      AppendJsonString(&line, message);
-    }
-    for (const auto& [key, value] : fields) {
-      line.push_back(',');
-      AppendJsonString(&line, key);
-      line.push_back(':');
-      AppendJsonString(&line, value);
-    }
-    line.append("}\n");
-    return line;
-  }
-  absl::StrAppend(&line, ts, " lienthongd");
-  if (level != Level::kInfo) absl::StrAppend(&line, " ", LevelName(level));
-  if (!component.empty()) absl::StrAppend(&line, " ", component, ":");
-  if (!message.empty()) absl::StrAppend(&line, " ", message);
-  for (const auto& [key, value] : fields) {
-    absl::StrAppend(&line, " ", key, "=");
-    AppendTextValue(&line, value);
-  }
-  line.push_back('\n');
-  return line;
 }
 
 void Write(Level level, absl::string_view component, absl::string_view message,

@@ -149,6 +149,32 @@ struct LinkEntry {
   size_t cached_bytes = 0;
 };
 
+// A sink called under its own lock until closed: once Close returns, it is
+// never called again (so its owner may go away).
+template <typename T>
+class ClosableSink {
+ public:
+  explicit ClosableSink(absl::AnyInvocable<void(T)> sink)
+      : sink_(std::move(sink)) {}
+  // Calls the sink unless closed. Returns false if closed.
+  bool Emit(T value) {
+    absl::MutexLock lock(&mu_);
+    if (closed_) return false;
+    sink_(std::move(value));
+    return true;
+  }
+  void Close() {
+    absl::MutexLock lock(&mu_);
+    closed_ = true;
+    sink_ = nullptr;
+  }
+
+ private:
+  absl::Mutex mu_;
+  bool closed_ ABSL_GUARDED_BY(mu_) = false;
+  absl::AnyInvocable<void(T)> sink_ ABSL_GUARDED_BY(mu_);
+};
+
 class LinkSessionImpl;
 
 struct LinkQueue {
@@ -175,34 +201,18 @@ class LinkSessionImpl : public PeerLinkSession,
   void EventsStored(std::vector<uint64_t> ids) override;
   void Close() override;
 
-  bool Emit(LinkItems items) {
-    absl::MutexLock lock(&sink_mu_);
-    if (sink_closed_) return false;
-    sink_(std::move(items));
-    return true;
-  }
-  void CloseSink() {
-    absl::MutexLock lock(&sink_mu_);
-    sink_closed_ = true;
-    sink_ = nullptr;
-  }
-
   ExchangeImpl* const ex_;
   const std::string queue_;
   const std::string peer_;
   const uint64_t id_;
   const uint32_t window_;
+  ClosableSink<LinkItems> sink_;
 
   // Guarded by ExchangeImpl::mu_.
   uint32_t in_flight_ = 0;
   bool closed_ = false;
   bool pump_scheduled_ = false;
   std::set<Key> held_;
-
- private:
-  absl::Mutex sink_mu_;
-  bool sink_closed_ ABSL_GUARDED_BY(sink_mu_) = false;
-  LinkSink sink_ ABSL_GUARDED_BY(sink_mu_);
 };
 
 class SessionImpl : public ReceiveSession,
@@ -219,29 +229,17 @@ class SessionImpl : public ReceiveSession,
            std::vector<std::string> nack_ids) override;
   void Close() override;
 
-  // Calls the sink unless closed. Returns false if closed.
-  bool Emit(v1::ReceiveResponse response) {
-    absl::MutexLock lock(&sink_mu_);
-    if (sink_closed_) return false;
-    sink_(std::move(response));
-    return true;
-  }
-
   ExchangeImpl* const ex_;
   const std::string org_;
   const uint64_t id_;
   const uint32_t window_;
+  ClosableSink<v1::ReceiveResponse> sink_;
 
   // Guarded by ExchangeImpl::mu_.
   uint32_t in_flight_ = 0;
   bool closed_ = false;
   bool pump_scheduled_ = false;
   std::set<Key> held_;
-
- private:
-  absl::Mutex sink_mu_;
-  bool sink_closed_ ABSL_GUARDED_BY(sink_mu_) = false;
-  DeliverySink sink_ ABSL_GUARDED_BY(sink_mu_);
 };
 
 class WatcherImpl : public WatchSession {
@@ -451,7 +449,7 @@ class ExchangeImpl : public Exchange {
       const std::string& r = doc.recipients(i);
       if (local_orgs_.contains(r)) continue;
       absl::StatusOr<std::string> peer = router_.Route(r, {broker_name_}, now);
-      if (!peer.ok() || router_.KnownUnreachable(r, now)) {
+      if (!peer.ok() || !router_.MayBeServed(r)) {
         done(absl::NotFoundError(absl::StrCat(
             "document.recipients[", i, "]: organization ", r,
             " is not served by this broker nor by any broker in its "
@@ -840,7 +838,7 @@ class ExchangeImpl : public Exchange {
         d->set_attempt(h.attempts);
       }
       if (!denied.empty()) WithdrawDenied(std::move(denied));
-      if (response.deliveries_size() > 0 && !s->Emit(std::move(response)))
+      if (response.deliveries_size() > 0 && !s->sink_.Emit(std::move(response)))
         return;
     }
   }
@@ -1622,7 +1620,7 @@ class ExchangeImpl : public Exchange {
         }
       }
       if ((!items.transfers.empty() || !items.events.empty()) &&
-          !s->Emit(std::move(items)))
+          !s->sink_.Emit(std::move(items)))
         return;
     }
   }
@@ -1663,7 +1661,7 @@ class ExchangeImpl : public Exchange {
   }
 
   void LinkClose(LinkSessionImpl* s) {
-    s->CloseSink();
+    s->sink_.Close();
     absl::MutexLock lock(&mu_);
     if (s->closed_) return;
     s->closed_ = true;
@@ -1682,6 +1680,17 @@ class ExchangeImpl : public Exchange {
     WakeLinkLocked(s->queue_);
   }
 
+  // Frees the window slot the session holding `e` (if any) spent on it.
+  void ReleaseFromHolderLocked(const LinkEntry& e, const Key& key)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (e.owner == 0) return;
+    auto it = link_sessions_.find(e.owner);
+    if (it == link_sessions_.end()) return;
+    if (auto holder = it->second.lock()) {
+      if (holder->held_.erase(key)) --holder->in_flight_;
+    }
+  }
+
   // Takes the entries of `queue` named by `sequences` out of circulation
   // for removal (those already gone or being removed are skipped).
   std::vector<storage::QueueEntry> ClaimLinkEntriesLocked(
@@ -1694,14 +1703,7 @@ class ExchangeImpl : public Exchange {
       if (k == q.by_sequence.end()) continue;
       LinkEntry& e = q.entries.at(k->second);
       if (e.acking) continue;
-      if (e.owner != 0) {
-        if (auto it = link_sessions_.find(e.owner);
-            it != link_sessions_.end()) {
-          if (auto holder = it->second.lock()) {
-            if (holder->held_.erase(k->second)) --holder->in_flight_;
-          }
-        }
-      }
+      ReleaseFromHolderLocked(e, k->second);
       q.ready.erase(k->second);
       e.acking = true;
       out.push_back(e.qe);
@@ -1838,11 +1840,7 @@ class ExchangeImpl : public Exchange {
       if (k == q.by_sequence.end()) continue;
       LinkEntry& e = q.entries.at(k->second);
       if (e.acking || e.owner == 0) continue;
-      if (auto it = link_sessions_.find(e.owner); it != link_sessions_.end()) {
-        if (auto holder = it->second.lock()) {
-          if (holder->held_.erase(k->second)) --holder->in_flight_;
-        }
-      }
+      ReleaseFromHolderLocked(e, k->second);
       e.owner = 0;
       keys.push_back(k->second);
     }
@@ -2255,10 +2253,7 @@ class ExchangeImpl : public Exchange {
         const LinkQueue& q = it->second;
         st.outbox = q.entries.size();
         st.outbox_in_flight = q.entries.size() - q.ready.size();
-        for (const auto& [key, e] : q.entries) {
-          if (!st.oldest_outbox || e.since < *st.oldest_outbox)
-            st.oldest_outbox = e.since;
-        }
+        st.oldest_outbox = OldestSince(q.entries);
         auto s = q.session.lock();
         st.outbound_link = s && !s->closed_;
       }
@@ -2279,10 +2274,7 @@ class ExchangeImpl : public Exchange {
       st.configured = false;
       if (name[0] == '>') {
         st.outbox = q.entries.size();
-        for (const auto& [key, e] : q.entries) {
-          if (!st.oldest_outbox || e.since < *st.oldest_outbox)
-            st.oldest_outbox = e.since;
-        }
+        st.oldest_outbox = OldestSince(q.entries);
       } else {
         st.returns = q.entries.size();
       }
@@ -2314,6 +2306,21 @@ class ExchangeImpl : public Exchange {
     return ExchangeStats{queued_, leased_, accepted_, delivered_};
   }
 
+  // When the oldest of `entries` entered its queue. Within one priority,
+  // queue order is arrival order, so only the first entry of each priority
+  // needs looking at (not every entry, with the exchange's lock held).
+  template <typename T>
+  static std::optional<absl::Time> OldestSince(
+      const std::map<Key, T>& entries) {
+    std::optional<absl::Time> oldest;
+    for (int p = 0; p < storage::kPriorityLevels; ++p) {
+      auto it = entries.lower_bound(Key{p, 0});
+      if (it == entries.end() || it->first.first != p) continue;
+      if (!oldest || it->second.since < *oldest) oldest = it->second.since;
+    }
+    return oldest;
+  }
+
   std::vector<OrgQueueStats> OrgStats() override {
     std::vector<OrgQueueStats> out;
     absl::MutexLock lock(&mu_);
@@ -2323,9 +2330,7 @@ class ExchangeImpl : public Exchange {
       st.org = org;
       st.waiting = q.entries.size();
       st.in_flight = q.entries.size() - q.ready.size();
-      for (const auto& [key, e] : q.entries) {
-        if (!st.oldest || e.since < *st.oldest) st.oldest = e.since;
-      }
+      st.oldest = OldestSince(q.entries);
     }
     std::sort(out.begin(), out.end(),
               [](const OrgQueueStats& a, const OrgQueueStats& b) {
@@ -2380,11 +2385,7 @@ void SessionImpl::Ack(std::vector<std::string> ids,
 }
 
 void SessionImpl::Close() {
-  {
-    absl::MutexLock lock(&sink_mu_);
-    sink_closed_ = true;
-    sink_ = nullptr;
-  }
+  sink_.Close();
   ex_->SessionClose(this);
 }
 

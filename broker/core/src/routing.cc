@@ -134,21 +134,24 @@ absl::StatusOr<std::string> Router::Route(
 }
 
 bool Router::KnownUnreachable(const std::string& org, absl::Time now) const {
-  if (!Route(org, {}, now).ok()) return true;
-  if (ConfigRoute(org, {})) return false;
+  return !Route(org, {}, now).ok() || !MayBeServed(org);
+}
+
+bool Router::MayBeServed(const std::string& org) const {
+  if (ConfigRoute(org, {})) return true;
   absl::MutexLock lock(&mu_);
   for (const PeerRoute& p : peers_) {
     auto it = learned_.find(p.name);
-    if (it == learned_.end()) return false;  // never heard: benefit of doubt
-    if (it->second.entries.contains(org)) return false;
+    if (it == learned_.end()) return true;  // never heard: benefit of doubt
+    if (it->second.entries.contains(org)) return true;
   }
   for (const auto& [peer, patterns] : patterns_) {
     for (const std::string& p : patterns.provinces)
-      if (TopLevelGroup(org) == p) return false;
+      if (TopLevelGroup(org) == p) return true;
     for (const std::string& u : patterns.under)
-      if (IsUnder(org, u)) return false;
+      if (IsUnder(org, u)) return true;
   }
-  return true;
+  return false;
 }
 
 Router::Patterns Router::PatternsFor(const std::string& peer) const {

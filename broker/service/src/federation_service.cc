@@ -1,6 +1,5 @@
-#include <condition_variable>
 #include <deque>
-#include <iostream>
+#include <optional>
 #include <random>
 
 #include "absl/strings/str_cat.h"
@@ -84,13 +83,18 @@ class LinkReactor final
     }
     // request_ stays ours (reading_ stays true, so no custody callback
     // starts the next read into it) until it has been taken apart below.
+    // The directory is learned and answered outside the stream's lock.
+    std::optional<v1::Announce> answer;
+    if (request_.has_announce()) {
+      exchange_->LearnDirectory(peer_, request_.announce());
+      answer = exchange_->AnnounceTo(peer_);
+    }
     std::shared_ptr<PeerLinkSession> returns;
     {
       absl::MutexLock lock(&mu_);
       returns = returns_;
-      if (request_.has_announce()) {
-        exchange_->LearnDirectory(peer_, request_.announce());
-        *pending_.mutable_announce() = exchange_->AnnounceTo(peer_);
+      if (answer) {
+        *pending_.mutable_announce() = *std::move(answer);
         StartWriteLocked();
       }
     }

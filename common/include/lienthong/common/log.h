@@ -43,10 +43,6 @@ absl::StatusOr<Format> ParseFormat(absl::string_view name);
 void Write(Level level, absl::string_view component, absl::string_view message,
            const Fields& fields = {});
 
-// The line Write would produce (for tests).
-std::string FormatLine(Format format, Level level, absl::string_view component,
-                       absl::string_view message, const Fields& fields);
-
 }  // namespace lienthong::log
 
 #endif  // LIENTHONG_COMMON_LOG_H_

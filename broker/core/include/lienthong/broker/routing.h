@@ -79,6 +79,9 @@ class Router {
   // announced (after a restart, during an outage) a routable org is given
   // the benefit of the doubt: the far end decides.
   bool KnownUnreachable(const std::string& org, absl::Time now) const;
+  // KnownUnreachable without the routing half: for a caller that has
+  // already routed `org`.
+  bool MayBeServed(const std::string& org) const;
 
   bool IsPeer(absl::string_view name) const;
   const std::vector<PeerRoute>& peers() const { return peers_; }
