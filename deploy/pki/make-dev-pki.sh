@@ -36,6 +36,8 @@ Output (DIR):
                                  IP:127.0.0.1, IP:::1 (+ extra hosts);
                                  EKU serverAuth, clientAuth
   orgs/CODE.{key,pem}            URI spiffe://TD/org/CODE only; EKU clientAuth; CN=CODE
+  orgs/CODE.enc.{key,pem}        the org's end-to-end encryption certificate: the
+                                 same URI SAN, key usage keyAgreement only, no EKU
   persons/ID.{key,pem}           URI spiffe://TD/person/ID only; EKU clientAuth
 
 With --test-extras, DIR/bad/ additionally holds:
@@ -188,6 +190,7 @@ rand_serial() {
 }
 
 # leaf_ext_file PATH EKU SAN...: write an x509 extension config (section [leaf]).
+# EKU "-" writes none; LEAF_KU (default digitalSignature) sets the key usage.
 # With no SAN arguments, no subjectAltName is written at all.
 leaf_ext_file() {
   local path=$1 eku=$2
@@ -195,8 +198,8 @@ leaf_ext_file() {
   {
     echo "[ leaf ]"
     echo "basicConstraints = critical, CA:FALSE"
-    echo "keyUsage = critical, digitalSignature"
-    echo "extendedKeyUsage = $eku"
+    echo "keyUsage = critical, ${LEAF_KU:-digitalSignature}"
+    [[ $eku == - ]] || echo "extendedKeyUsage = $eku"
     echo "subjectKeyIdentifier = hash"
     echo "authorityKeyIdentifier = keyid:always"
     if [[ $# -gt 0 ]]; then
@@ -321,6 +324,10 @@ done
 for code in "${ORGS[@]}"; do
   leaf org "$OUT/orgs/$code" "/O=Lien Thong Dev/OU=org/CN=$code" \
     "clientAuth" "URI:spiffe://$TD/org/$code"
+  # The end-to-end encryption certificate: same identity, its own key, for
+  # key agreement only.
+  LEAF_KU=keyAgreement leaf "org encryption" "$OUT/orgs/$code.enc" \
+    "/O=Lien Thong Dev/OU=org-encryption/CN=$code" "-" "URI:spiffe://$TD/org/$code"
 done
 
 for p in "${PERSONS[@]}"; do
