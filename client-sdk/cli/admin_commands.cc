@@ -95,14 +95,17 @@ absl::Status RunAdminDirectory(AdminClient& admin, const std::string& org,
     std::cout << ToJson(directory, /*with_defaults=*/true) << std::endl;
     return absl::OkStatus();
   }
-  Table table({"ORG", "NAME", "BROKER", "VIA", "HOPS", "ROUTE"});
+  Table table({"ORG", "NAME", "BROKER", "VIA", "HOPS", "ROUTE", "E2E CERT"});
   for (const v1::DirectoryRow& r : directory.rows()) {
     table.AddRow({r.org(), r.name().empty() ? "-" : r.name(), r.broker(),
                   r.via_peer().empty()
                       ? "-"
                       : absl::StrCat(r.via_peer(), r.stale() ? " (stale)" : ""),
                   r.via_peer().empty() ? "0" : absl::StrCat(r.distance() + 1),
-                  r.route()});
+                  r.route(),
+                  r.encryption_certificate_sha256().empty()
+                      ? "-"
+                      : r.encryption_certificate_sha256().substr(0, 16)});
   }
   table.Print(std::cout);
   std::cout << directory.rows_size() << " row(s)" << std::endl;

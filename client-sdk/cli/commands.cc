@@ -167,7 +167,9 @@ void PrintReceived(const IncomingDocument& incoming, bool bodies_in_files,
   }
   std::cout << doc.id() << "  " << doc.sender() << "  "
             << UrgencyName(doc.metadata().urgency()) << "  "
-            << doc.metadata().subject() << std::endl;
+            << doc.metadata().subject()
+            << (incoming.was_sealed ? "  [sealed end-to-end]" : "")
+            << std::endl;
 }
 
 // Prints one status event as a line of text or JSON.
@@ -265,13 +267,30 @@ absl::Status RunSend(Client& client, const v1::Document& document,
                                              receipt.accepted_at,
                                              absl::UTCTimeZone()))
               << ",\"content_sha256\":" << JsonString(receipt.content_sha256)
-              << "}" << std::endl;
+              << ",\"sealed\":" << (receipt.sealed ? "true" : "false") << "}"
+              << std::endl;
     return absl::OkStatus();
   }
   std::cout << "sent " << receipt.document_id << " to " << recipients
             << " recipient(s)"
             << (receipt.duplicate ? " (duplicate of an earlier send)" : "")
-            << std::endl;
+            << (receipt.sealed ? ", sealed end-to-end" : "") << std::endl;
+  return absl::OkStatus();
+}
+
+absl::Status RunKeysPublish(Client& client, const OutputFlags& output) {
+  ASSIGN_OR_RETURN(v1::PublishEncryptionCertificateResponse r,
+                   client.PublishEncryptionCertificate());
+  if (output.json) {
+    std::cout << ToJson(r) << std::endl;
+    return absl::OkStatus();
+  }
+  std::cout << "published the encryption certificate of " << r.org()
+            << " (sha256 " << r.certificate_sha256() << ", valid until "
+            << absl::FormatTime("%Y-%m-%d",
+                                absl::FromUnixSeconds(r.not_after().seconds()),
+                                absl::UTCTimeZone())
+            << ")" << std::endl;
   return absl::OkStatus();
 }
 

@@ -85,6 +85,7 @@ absl::Status RunTrack(Client& client, const TrackFlags& flags,
                       const OutputFlags& output, const std::atomic<bool>& stop);
 absl::Status RunWatch(Client& client, const WatchFlags& flags,
                       const OutputFlags& output, const std::atomic<bool>& stop);
+absl::Status RunKeysPublish(Client& client, const OutputFlags& output);
 
 }  // namespace lienthong::cli
 

@@ -68,6 +68,8 @@ struct GlobalFlags {
   std::string cert;
   std::string key;
   std::string ca;
+  std::string enc_cert;
+  std::string enc_key;
   bool json = false;
   double timeout_seconds = 0;
 };
@@ -116,6 +118,13 @@ int Main(int argc, char** argv) {
   app.add_option("--key", g.key, "Private key of the certificate (PEM)")
       ->envname("LIENTHONG_KEY");
   app.add_option("--ca", g.ca, "Trust root (PEM)")->envname("LIENTHONG_CA");
+  app.add_option("--enc-cert", g.enc_cert,
+                 "The organization's end-to-end encryption certificate (PEM): "
+                 "to open sealed documents, and for `keys publish`")
+      ->envname("LIENTHONG_ENC_CERT");
+  app.add_option("--enc-key", g.enc_key,
+                 "Private key of the encryption certificate (PEM)")
+      ->envname("LIENTHONG_ENC_KEY");
   app.add_flag("--json", g.json, "Machine-readable JSON on stdout");
   app.add_option("--timeout", g.timeout_seconds,
                  "Give up after SECONDS (per call and in total); default: "
@@ -160,6 +169,10 @@ int Main(int argc, char** argv) {
                        "Attach FILE inline (repeatable)");
   send_cmd->add_option("BODY_FILE", send.body_file, "Body file, - for stdin")
       ->required();
+  bool seal = false;
+  send_cmd->add_flag("--seal", seal,
+                     "Seal end-to-end for the recipients whatever the "
+                     "classification (confidential and secret always are)");
 
   // receive
   ReceiveFlags receive;
@@ -325,6 +338,15 @@ int Main(int argc, char** argv) {
       "info, warning, error");
   admin_log_level_cmd->add_option("LEVEL", admin_log_level, "New level");
 
+  // keys
+  CLI::App* keys_cmd =
+      app.add_subcommand("keys", "End-to-end encryption certificates");
+  keys_cmd->require_subcommand(1);
+  CLI::App* keys_publish_cmd = keys_cmd->add_subcommand(
+      "publish",
+      "Publish --enc-cert as this organization's encryption certificate: "
+      "senders seal for it from then on");
+
   // health
   HealthFlags health;
   CLI::App* health_cmd = AddHealthCommand(app, health);
@@ -386,6 +408,9 @@ int Main(int argc, char** argv) {
   options.certificate_file = g.cert;
   options.private_key_file = g.key;
   options.ca_file = g.ca;
+  options.encryption_certificate_file = g.enc_cert;
+  options.encryption_key_file = g.enc_key;
+  options.seal_all = seal;
   if (g.timeout_seconds > 0) {
     options.call_timeout = absl::Seconds(g.timeout_seconds);
     options.retry_budget = absl::Seconds(g.timeout_seconds);
@@ -451,6 +476,8 @@ int Main(int argc, char** argv) {
     result = RunTrack(**client, track, output, g_stop);
   } else if (watch_cmd->parsed()) {
     result = RunWatch(**client, watch, output, g_stop);
+  } else if (keys_publish_cmd->parsed()) {
+    result = RunKeysPublish(**client, output);
   }
   if (!result.ok()) PrintError(result);
   return ExitCodeFor(result);

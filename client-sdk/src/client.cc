@@ -60,6 +60,24 @@ absl::Status ClientOptions::Validate() const {
   if (dedup_capacity == 0) {
     return absl::InvalidArgumentError("dedup_capacity: must be at least 1");
   }
+  if (encryption_certificate_file.empty() != encryption_key_file.empty()) {
+    return absl::InvalidArgumentError(
+        "encryption_certificate_file, encryption_key_file: set both or "
+        "neither");
+  }
+  for (size_t i = 0; i < retired_encryption_keys.size(); ++i) {
+    if (retired_encryption_keys[i].certificate_file.empty() ||
+        retired_encryption_keys[i].private_key_file.empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("retired_encryption_keys[", i,
+                       "]: certificate_file and private_key_file are both "
+                       "required"));
+    }
+  }
+  if (encryption_certificate_cache < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(
+        "encryption_certificate_cache: must not be negative");
+  }
   return absl::OkStatus();
 }
 
@@ -140,6 +158,9 @@ class ClientImpl final : public Client {
     v1::SendRequest request;
     *request.mutable_document() = document;
     PrepareForSend(connection_->org(), request.mutable_document());
+    if (absl::Status s = connection_->SealIfNeeded(request.mutable_document());
+        !s.ok())
+      return s;
     v1::SendResponse response;
     // The idempotency key makes a repeat after a lost answer harmless.
     absl::Status status = connection_->Call(
@@ -148,7 +169,29 @@ class ClientImpl final : public Client {
           return stub.Send(&context, request, &response);
         });
     if (!status.ok()) return status;
-    return ToReceipt(response, request.document().idempotency_key());
+    return ToReceipt(response, request.document().idempotency_key(),
+                     request.document().has_sealed());
+  }
+
+  absl::StatusOr<v1::PublishEncryptionCertificateResponse>
+  PublishEncryptionCertificate() override {
+    const std::string& pem = connection_->sealer().certificate_pem();
+    if (pem.empty()) {
+      return absl::FailedPreconditionError(
+          "encryption_certificate_file: not set; there is nothing to publish");
+    }
+    v1::PublishEncryptionCertificateRequest request;
+    request.set_certificate(pem);
+    v1::PublishEncryptionCertificateResponse response;
+    // Publishing the same certificate twice is harmless.
+    absl::Status status = connection_->Call(
+        RetryOn::kUnavailableOrDeadline, absl::ZeroDuration(),
+        [&](Connection::Stub& stub, grpc::ClientContext& context) {
+          return stub.PublishEncryptionCertificate(&context, request,
+                                                   &response);
+        });
+    if (!status.ok()) return status;
+    return response;
   }
 
   absl::StatusOr<std::unique_ptr<SendStream>> OpenSendStream(
@@ -198,6 +241,10 @@ class ClientImpl final : public Client {
     std::vector<IncomingDocument> documents;
     std::vector<std::string> seen =
         connection_->TakeUnseen(response.mutable_deliveries(), &documents);
+    // Rejected sealed documents are acknowledged with the seen ones; on
+    // FAILED_PRECONDITION every fetched document waits for its lease to end.
+    if (absl::Status s = connection_->OpenSealed(&documents, &seen); !s.ok())
+      return s;
     if (!seen.empty()) {
       // Handled before: acknowledge now. Should this fail, they come again
       // and are skipped again.

@@ -1,5 +1,6 @@
 #include "client-sdk/src/connection.h"
 
+#include <grpc/support/log.h>
 #include <grpcpp/security/credentials.h>
 #include <grpcpp/security/tls_certificate_provider.h>
 #include <grpcpp/security/tls_certificate_verifier.h>
@@ -46,10 +47,80 @@ std::shared_ptr<grpc::Channel> MakeChannel(
 }  // namespace
 
 Connection::Connection(ClientOptions options, Principal identity,
-                       std::unique_ptr<DedupSet> dedup)
+                       std::unique_ptr<DedupSet> dedup,
+                       std::unique_ptr<Sealer> sealer)
     : options_(std::move(options)),
       identity_(std::move(identity)),
-      dedup_(std::move(dedup)) {}
+      dedup_(std::move(dedup)),
+      sealer_(std::move(sealer)) {}
+
+absl::Status Connection::SealIfNeeded(v1::Document* document) const {
+  if (!sealer_->MustSeal(*document)) return absl::OkStatus();
+  return sealer_->Seal(
+      document,
+      [this](const std::vector<std::string>& orgs)
+          -> absl::StatusOr<v1::GetEncryptionCertificatesResponse> {
+        v1::GetEncryptionCertificatesRequest request;
+        for (const std::string& org : orgs) request.add_orgs(org);
+        v1::GetEncryptionCertificatesResponse response;
+        absl::Status status =
+            Call(RetryOn::kUnavailableOrDeadline, absl::ZeroDuration(),
+                 [&](Stub& stub, grpc::ClientContext& context) {
+                   response.Clear();
+                   return stub.GetEncryptionCertificates(&context, request,
+                                                         &response);
+                 });
+        if (!status.ok()) return status;
+        return response;
+      });
+}
+
+absl::Status Connection::OpenSealed(std::vector<IncomingDocument>* documents,
+                                    std::vector<std::string>* rejected) const {
+  for (auto it = documents->begin(); it != documents->end();) {
+    if (!it->document.has_sealed()) {
+      ++it;
+      continue;
+    }
+    absl::Status opened = sealer_->Open(&it->document);
+    if (opened.ok()) {
+      it->was_sealed = true;
+      ++it;
+      continue;
+    }
+    if (absl::IsFailedPrecondition(opened)) return opened;
+    // Altered or malformed: it will never open. Tell the sender, then let
+    // it go; the application never sees it.
+    const std::string id = it->document.id();
+    gpr_log(GPR_ERROR, "lienthong: rejecting %s: %s", id.c_str(),
+            opened.ToString().c_str());
+    v1::ReportStatusRequest request;
+    request.set_document_id(id);
+    request.set_status(v1::BUSINESS_STATUS_REJECTED);
+    request.set_reason(absl::StrCat(
+        "the recipient's SDK could not open the sealed content (",
+        absl::StatusCodeToString(opened.code()), "): ", opened.message()));
+    v1::ReportStatusResponse response;
+    absl::Status reported =
+        Call(RetryOn::kUnavailable, absl::ZeroDuration(),
+             [&](Stub& stub, grpc::ClientContext& context) {
+               return stub.ReportStatus(&context, request, &response);
+             });
+    if (!reported.ok()) {
+      // Not acknowledged either: it comes again and is reported again.
+      gpr_log(GPR_ERROR, "lienthong: reporting %s as REJECTED: %s", id.c_str(),
+              reported.ToString().c_str());
+      it = documents->erase(it);
+      continue;
+    }
+    if (absl::Status s = dedup_->Add({id}); !s.ok()) {
+      gpr_log(GPR_ERROR, "lienthong: %s", s.ToString().c_str());
+    }
+    rejected->push_back(id);
+    it = documents->erase(it);
+  }
+  return absl::OkStatus();
+}
 
 absl::StatusOr<std::shared_ptr<Connection>> Connection::Open(
     const ClientOptions& options, Principal::Kind kind) {
@@ -60,8 +131,11 @@ absl::StatusOr<std::shared_ptr<Connection>> Connection::Open(
       DedupSet::Open(options.dedup_capacity, options.dedup_state_file);
   if (!dedup.ok()) return dedup.status();
 
-  std::shared_ptr<Connection> connection(
-      new Connection(options, *std::move(identity), *std::move(dedup)));
+  absl::StatusOr<std::unique_ptr<Sealer>> sealer =
+      Sealer::Create(options, *identity);
+  if (!sealer.ok()) return sealer.status();
+  std::shared_ptr<Connection> connection(new Connection(
+      options, *std::move(identity), *std::move(dedup), *std::move(sealer)));
   // One provider for all channels: it re-reads the files every minute, so
   // rotated certificates are used by new connections without a restart.
   auto certificates =
@@ -150,8 +224,9 @@ void PrepareForSend(const std::string& org, v1::Document* document) {
 }
 
 SendReceipt ToReceipt(const v1::SendResponse& response,
-                      const std::string& idempotency_key) {
+                      const std::string& idempotency_key, bool sealed) {
   SendReceipt receipt;
+  receipt.sealed = sealed;
   receipt.document_id = response.document_id();
   receipt.idempotency_key = idempotency_key;
   receipt.duplicate = response.duplicate();

@@ -20,6 +20,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "client-sdk/src/dedup_set.h"
+#include "client-sdk/src/sealer.h"
 #include "client-sdk/src/status.h"
 #include "lienthong/client.h"
 #include "lienthong/common/identity.h"
@@ -60,6 +61,21 @@ class Connection {
   const Principal& identity() const { return identity_; }
   const std::string& org() const { return identity_.name; }
   DedupSet& dedup() const { return *dedup_; }
+  Sealer& sealer() const { return *sealer_; }
+
+  // Seals `document` when it must be (Sealer::MustSeal), fetching the
+  // recipients' certificates through this connection. Errors as
+  // Sealer::Seal. Blocks; thread-safe.
+  absl::Status SealIfNeeded(v1::Document* document) const;
+
+  // Opens the sealed documents among `documents` (marking them was_sealed).
+  // One that cannot be opened for good (altered, malformed) is reported
+  // REJECTED to its sender with the reason, remembered as seen and removed;
+  // its id is appended to `rejected` for the caller to acknowledge. A
+  // FAILED_PRECONDITION (no key for it) is returned at once: configuration,
+  // the documents stay queued at the broker.
+  absl::Status OpenSealed(std::vector<IncomingDocument>* documents,
+                          std::vector<std::string>* rejected) const;
 
   // Moves the documents of `deliveries` the application has not seen yet
   // into `fresh` and returns the ids of those it has (to acknowledge only).
@@ -100,7 +116,7 @@ class Connection {
   };
 
   Connection(ClientOptions options, Principal identity,
-             std::unique_ptr<DedupSet> dedup);
+             std::unique_ptr<DedupSet> dedup, std::unique_ptr<Sealer> sealer);
 
   // Call and CallAdmin: `attempt` gets the endpoint index.
   absl::Status Retry(
@@ -111,6 +127,7 @@ class Connection {
   const ClientOptions options_;
   const Principal identity_;
   const std::unique_ptr<DedupSet> dedup_;
+  const std::unique_ptr<Sealer> sealer_;
   std::vector<Endpoint> endpoints_;  // fixed after Open
   mutable std::atomic<size_t> preferred_{0};
 };
@@ -121,7 +138,7 @@ void PrepareForSend(const std::string& org, v1::Document* document);
 
 // The receipt for `response` to a document sent with `idempotency_key`.
 SendReceipt ToReceipt(const v1::SendResponse& response,
-                      const std::string& idempotency_key);
+                      const std::string& idempotency_key, bool sealed);
 
 }  // namespace lienthong::client_internal
 

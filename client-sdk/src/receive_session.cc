@@ -310,6 +310,37 @@ void ReceiveSessionImpl::HandlerLoop() {
       incoming = std::move(work_.front());
       work_.pop_front();
     }
+    const std::string sealed_id = incoming.document.id();
+    if (incoming.document.has_sealed()) {
+      std::vector<IncomingDocument> one;
+      one.push_back(std::move(incoming));
+      std::vector<std::string> rejected;
+      absl::Status opened = connection_->OpenSealed(&one, &rejected);
+      if (!opened.ok() || one.empty()) {
+        absl::MutexLock lock(&mu_);
+        handling_.erase(sealed_id);
+        if (!opened.ok()) {
+          // No key for it here: a configuration problem. The document stays
+          // queued at the broker; the application hears of it from Wait.
+          if (!stopping_ && !ended_) {
+            ended_ = true;
+            finished_ = true;
+            final_status_ = opened;
+            work_.clear();
+          }
+          return;
+        }
+        // Rejected (already remembered as seen): acknowledge. Not
+        // reported: deliver again later, to report it again.
+        if (rejected.empty()) {
+          nacks_.push_back(sealed_id);
+        } else {
+          for (std::string& id : rejected) acks_.push_back(std::move(id));
+        }
+        continue;
+      }
+      incoming = std::move(one.front());
+    }
     absl::Status status;
     try {
       status = handler_(incoming);

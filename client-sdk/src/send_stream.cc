@@ -73,6 +73,13 @@ bool SendStreamImpl::CanSubmitLocked() const {
 
 void SendStreamImpl::Submit(v1::Document document, Callback done) {
   PrepareForSend(connection_->org(), &document);
+  // Sealing may fetch certificates: before the lock, on the caller's thread.
+  if (absl::Status sealed = connection_->SealIfNeeded(&document);
+      !sealed.ok()) {
+    absl::MutexLock lock(&mu_);
+    completions_.push_back({std::move(done), std::move(sealed)});
+    return;
+  }
   WriteAction action = WriteAction::kNone;
   Call* call = nullptr;
   {
@@ -203,7 +210,8 @@ void SendStreamImpl::HandleResultLocked(v1::SendStreamResult& result,
   if (it == pending_.end()) return;  // already answered, or not ours
   Item& item = it->second;
   if (result.has_accepted()) {
-    CompleteLocked(id, ToReceipt(result.accepted(), item.idempotency_key));
+    CompleteLocked(id, ToReceipt(result.accepted(), item.idempotency_key,
+                                 item.document.has_sealed()));
     return;
   }
   absl::Status status =

@@ -510,6 +510,8 @@ std::string HexOf(absl::string_view raw) {
   return out;
 }
 
+std::string Sha256Hex(absl::string_view bytes) { return HexOf(Sha256(bytes)); }
+
 absl::StatusOr<EncryptionCertificate> VerifyEncryptionCertificate(
     absl::string_view certificate, absl::string_view trust_root_pem,
     absl::string_view trust_domain, absl::Time now) {

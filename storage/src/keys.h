@@ -6,6 +6,7 @@
 //                                                      [0x00 payload]
 //   events         <document id> 0x00 <seq BE64>    -> StatusEvent
 //   sender_events  <sender> 0x00 <seq BE64>         -> StatusEvent
+//   default (meta) meta/last_sequence, record/<key> -> Record value
 // Events are stored without their sequence: it is the key's last 8 bytes.
 #ifndef LIENTHONG_STORAGE_SRC_KEYS_H_
 #define LIENTHONG_STORAGE_SRC_KEYS_H_
@@ -96,6 +97,8 @@ inline std::string SequencedPrefix(absl::string_view prefix) {
 }
 
 inline constexpr absl::string_view kLastSequence = "meta/last_sequence";
+// Records (Store::ScanRecords) live in the meta column family under this.
+inline constexpr absl::string_view kRecordPrefix = "record/";
 
 }  // namespace lienthong::storage::keys
 

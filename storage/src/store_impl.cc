@@ -84,6 +84,11 @@ class StoreImpl : public Store {
       p.dequeue_keys.push_back(
           keys::Queue(e.recipient, e.priority, e.sequence));
     }
+    for (Record& r : batch.records) {
+      r.key = absl::StrCat(keys::kRecordPrefix, r.key);
+      p.bytes += r.key.size() + r.value.size();
+    }
+    p.records = std::move(batch.records);
     p.events = std::move(batch.events);
     for (v1::StatusEvent& e : p.events) {
       e.clear_sequence();  // the sequence lives in the key
@@ -132,6 +137,18 @@ class StoreImpl : public Store {
     return ListEvents(Cf::kSenderEvents, sender, after_sequence, limit);
   }
 
+  absl::Status ScanRecords(
+      absl::string_view prefix,
+      const std::function<void(const Record&)>& fn) override {
+    const std::string full = absl::StrCat(keys::kRecordPrefix, prefix);
+    return engine_->Scan(
+        Cf::kMeta, full, full, [&](absl::string_view k, absl::string_view v) {
+          fn(Record{std::string(k.substr(keys::kRecordPrefix.size())),
+                    std::string(v)});
+          return true;
+        });
+  }
+
   absl::Status ScanQueues(
       const std::function<void(const QueueEntry&)>& fn) override {
     absl::Status bad;
@@ -161,6 +178,7 @@ class StoreImpl : public Store {
     std::vector<std::string> dequeue_keys;
     std::vector<v1::StatusEvent> events;
     std::vector<std::string> event_values;
+    std::vector<Record> records;  // keys with keys::kRecordPrefix
     bool sync = true;
     size_t bytes = 0;
     WriteCallback done;
@@ -282,6 +300,9 @@ class StoreImpl : public Store {
         ops.push_back(
             KvOp{Cf::kQueues, false, scratch.back(), p.queue_values[i]});
         r.enqueued.push_back(std::move(e));
+      }
+      for (const Record& rec : p.records) {
+        ops.push_back(KvOp{Cf::kMeta, rec.value.empty(), rec.key, rec.value});
       }
       for (const std::string& key : p.dequeue_keys) {
         ops.push_back(KvOp{Cf::kQueues, true, key, {}});

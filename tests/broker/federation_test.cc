@@ -178,6 +178,11 @@ class FaultyStore : public storage::Store {
       const std::function<void(const storage::QueueEntry&)>& fn) override {
     return base_->ScanQueues(fn);
   }
+  absl::Status ScanRecords(
+      absl::string_view prefix,
+      const std::function<void(const storage::Record&)>& fn) override {
+    return base_->ScanRecords(prefix, fn);
+  }
   storage::StoreStats Stats() override { return base_->Stats(); }
 
  private:

@@ -247,11 +247,12 @@ TEST(CompileErrorTest, UnenforceableObligationsPointAtTheObligation) {
   };
   Capabilities no_retention;
   no_retention.retention = false;
+  Capabilities no_e2e;
+  no_e2e.end_to_end_encryption = false;
   const Case cases[] = {
       {WithRule("    obligations:\n      retention: 10y\n"
                 "      end_to_end_encryption: true\n"),
-       "end_to_end_encryption",
-       {}},
+       "end_to_end_encryption", no_e2e},
       {WithRule("    obligations:\n      max_size: 20MiB\n"
                 "      approval: {role: lanh-dao}\n"),
        "approval",

@@ -33,6 +33,7 @@ using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::IsEmpty;
 using ::testing::Optional;
+using ::testing::Pair;
 using ::testing::SizeIs;
 
 constexpr char kH49[] = "000.00.00.H49";
@@ -298,6 +299,30 @@ TEST_P(StoreTest, SequencesStrictlyIncreaseAcrossBatches) {
 
 // What only a store on disk can show: it survives being closed.
 using DurableStoreTest = StoreTest;
+
+TEST_P(StoreTest, RecordsAreWrittenScannedByPrefixAndErased) {
+  WriteBatch batch;
+  batch.records = {{"enc/000.00.00.H49", "cert-a"},
+                   {"enc/000.00.00.H50", "cert-b"},
+                   {"other/x", "y"}};
+  ASSERT_OK(store_->WriteSync(std::move(batch)).status());
+  std::vector<std::pair<std::string, std::string>> seen;
+  auto collect = [&](const Record& r) { seen.emplace_back(r.key, r.value); };
+  ASSERT_OK(store_->ScanRecords("enc/", collect));
+  EXPECT_THAT(seen, ElementsAre(Pair("enc/000.00.00.H49", "cert-a"),
+                                Pair("enc/000.00.00.H50", "cert-b")));
+  // A record is replaced, and erased by an empty value.
+  WriteBatch change;
+  change.records = {{"enc/000.00.00.H49", "cert-a2"},
+                    {"enc/000.00.00.H50", ""}};
+  ASSERT_OK(store_->WriteSync(std::move(change)).status());
+  if (durable()) ASSERT_NO_FATAL_FAILURE(Reopen());
+  seen.clear();
+  ASSERT_OK(store_->ScanRecords("enc/", collect));
+  EXPECT_THAT(seen, ElementsAre(Pair("enc/000.00.00.H49", "cert-a2")));
+  // Records never show up as queues or sequences.
+  EXPECT_THAT(ScanAll(), SizeIs(0));
+}
 
 TEST_P(DurableStoreTest, SequencesContinueAboveTheOldMaximumAfterReopen) {
   uint64_t old_max = 0;

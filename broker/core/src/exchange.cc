@@ -34,6 +34,10 @@ constexpr uint64_t kFetchOwner = 1;  // owner id of fetch leases
 constexpr size_t kMaxDeliveriesPerMessage = 256;
 constexpr size_t kMaxBytesPerMessage = 4 << 20;
 constexpr size_t kMaxWatchBuffer = 100'000;
+// Store records of published encryption certificates: this prefix + org.
+constexpr absl::string_view kCertificateRecord = "encryption-certificate/";
+// Largest encryption certificate accepted or relayed, bytes.
+constexpr size_t kMaxCertificateBytes = 16 << 10;
 
 Timestamp ToProto(absl::Time t) {
   return google::protobuf::util::TimeUtil::NanosecondsToTimestamp(
@@ -369,6 +373,12 @@ class ExchangeImpl : public Exchange {
   }
 
   absl::Status Load() {
+    RETURN_IF_ERROR(
+        store_->ScanRecords(kCertificateRecord, [&](const storage::Record& r) {
+          std::string org = r.key.substr(kCertificateRecord.size());
+          absl::MutexLock lock(&certificates_mu_);
+          if (local_orgs_.contains(org)) certificates_[org] = r.value;
+        }));
     absl::MutexLock lock(&mu_);
     absl::Time now = clock_->Now();
     RETURN_IF_ERROR(store_->ScanQueues([&](const storage::QueueEntry& qe) {
@@ -589,7 +599,14 @@ class ExchangeImpl : public Exchange {
                                        const v1::Document& doc,
                                        absl::string_view field) {
     const policy::Obligations& o = decision.obligations;
-    if (o.end_to_end_encryption || !o.approvals.empty()) {
+    if (o.end_to_end_encryption && !doc.has_sealed()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          field, ": ", decision.Reason(policy, flow),
+          " obliges end_to_end_encryption: the document must be sealed for "
+          "its recipients (the SDK seals it with seal_all or a classification "
+          "of confidential or secret)"));
+    }
+    if (!o.approvals.empty()) {
       return absl::FailedPreconditionError(absl::StrCat(
           field, ": ", decision.Reason(policy, flow), " obliges ",
           o.DebugString(), ", which this broker cannot honour yet"));
@@ -609,7 +626,7 @@ class ExchangeImpl : public Exchange {
   }
 
   static size_t DocumentContentBytes(const v1::Document& doc) {
-    size_t size = doc.body().size();
+    size_t size = doc.body().size() + doc.sealed().ciphertext().size();
     for (const v1::Attachment& a : doc.attachments())
       size += a.content().size();
     return size;
@@ -2198,7 +2215,10 @@ class ExchangeImpl : public Exchange {
         continue;  // it passed through here: a loop
       entries.push_back(DirectoryEntry{
           e.org(), e.name(), e.broker(), e.distance(),
-          std::vector<std::string>(e.path().begin(), e.path().end())});
+          std::vector<std::string>(e.path().begin(), e.path().end()),
+          e.encryption_certificate().size() <= kMaxCertificateBytes
+              ? e.encryption_certificate()
+              : ""});
     }
     router_.Learn(peer, std::move(entries), clock_->Now());
     Router::Patterns patterns;
@@ -2212,14 +2232,17 @@ class ExchangeImpl : public Exchange {
 
   v1::Announce AnnounceTo(const std::string& peer) override {
     std::vector<DirectoryEntry> own;
-    for (size_t i = 0; i < options_.local_orgs.size(); ++i) {
-      own.push_back(DirectoryEntry{options_.local_orgs[i],
-                                   i < options_.local_org_names.size()
-                                       ? options_.local_org_names[i]
-                                       : "",
-                                   broker_name_,
-                                   0,
-                                   {}});
+    {
+      absl::MutexLock lock(&certificates_mu_);
+      for (size_t i = 0; i < options_.local_orgs.size(); ++i) {
+        DirectoryEntry& e = own.emplace_back();
+        e.org = options_.local_orgs[i];
+        if (i < options_.local_org_names.size())
+          e.name = options_.local_org_names[i];
+        e.broker = broker_name_;
+        if (auto it = certificates_.find(e.org); it != certificates_.end())
+          e.encryption_certificate = it->second;
+      }
     }
     v1::Announce announce;
     announce.set_broker(broker_name_);
@@ -2236,11 +2259,100 @@ class ExchangeImpl : public Exchange {
       w->set_broker(std::move(e.broker));
       w->set_distance(e.distance);
       for (std::string& b : e.path) w->add_path(std::move(b));
+      w->set_encryption_certificate(std::move(e.encryption_certificate));
     }
     return announce;
   }
 
   const Router& router() const override { return router_; }
+
+  // ---- End-to-end encryption directory ---------------------------------
+
+  void PublishEncryptionCertificate(
+      const Principal& caller,
+      const v1::PublishEncryptionCertificateRequest& request,
+      Callback<v1::PublishEncryptionCertificateResponse> done) override {
+    if (absl::Status s = RequireOrg(caller); !s.ok()) return done(s);
+    if (!local_orgs_.contains(caller.name)) {
+      return done(absl::PermissionDeniedError(
+          absl::StrCat("organization ", caller.name,
+                       " is not served by this broker; publish at its own "
+                       "broker")));
+    }
+    if (!options_.verify_encryption_certificate) {
+      return done(absl::FailedPreconditionError(
+          "this broker has no trust root to verify encryption certificates "
+          "with"));
+    }
+    if (request.certificate().empty() ||
+        request.certificate().size() > kMaxCertificateBytes) {
+      return done(absl::InvalidArgumentError(absl::StrCat(
+          "certificate: must be 1..", kMaxCertificateBytes, " bytes")));
+    }
+    workers_->Submit([this, caller, request, done = std::move(done)]() mutable {
+      absl::StatusOr<sealing::EncryptionCertificate> cert =
+          options_.verify_encryption_certificate(request.certificate());
+      if (!cert.ok()) return done(cert.status());
+      if (cert->org != caller.name) {
+        return done(absl::PermissionDeniedError(absl::StrCat(
+            "certificate: it is ", cert->org, "'s encryption certificate; ",
+            caller.name, " may only publish its own")));
+      }
+      v1::PublishEncryptionCertificateResponse response;
+      response.set_org(cert->org);
+      response.set_certificate_sha256(sealing::HexOf(cert->sha256));
+      *response.mutable_not_after() = ToProto(cert->not_after);
+      storage::WriteBatch batch;
+      batch.records.push_back(
+          {absl::StrCat(kCertificateRecord, cert->org), cert->der});
+      StoreWrite(std::move(batch),
+                 [this, org = cert->org, der = cert->der,
+                  response = std::move(response), done = std::move(done)](
+                     absl::StatusOr<storage::WriteResult> r) mutable {
+                   if (!r.ok()) return done(r.status());
+                   {
+                     absl::MutexLock lock(&certificates_mu_);
+                     certificates_[org] = std::move(der);
+                   }
+                   done(std::move(response));
+                 });
+    });
+  }
+
+  void GetEncryptionCertificates(
+      const Principal& caller,
+      const v1::GetEncryptionCertificatesRequest& request,
+      Callback<v1::GetEncryptionCertificatesResponse> done) override {
+    if (request.orgs_size() > 1000) {
+      return done(absl::InvalidArgumentError("orgs: at most 1000"));
+    }
+    for (int i = 0; i < request.orgs_size(); ++i) {
+      if (absl::Status s =
+              ValidateOrgCode(request.orgs(i), absl::StrCat("orgs[", i, "]"));
+          !s.ok())
+        return done(s);
+    }
+    v1::GetEncryptionCertificatesResponse response;
+    const absl::Time now = clock_->Now();
+    for (const std::string& org : request.orgs()) {
+      v1::EncryptionCertificate c;
+      c.set_org(org);
+      if (local_orgs_.contains(org)) {
+        absl::MutexLock lock(&certificates_mu_);
+        auto it = certificates_.find(org);
+        if (it == certificates_.end()) continue;
+        c.set_certificate(it->second);
+        c.set_broker(broker_name_);
+      } else {
+        std::optional<DirectoryEntry> e = router_.Find(org, now);
+        if (!e || e->encryption_certificate.empty()) continue;
+        c.set_certificate(std::move(e->encryption_certificate));
+        c.set_broker(std::move(e->broker));
+      }
+      *response.add_certificates() = std::move(c);
+    }
+    done(std::move(response));
+  }
 
   std::vector<PeerQueueStats> PeerStats() override {
     std::vector<PeerQueueStats> out;
@@ -2366,6 +2478,11 @@ class ExchangeImpl : public Exchange {
   uint64_t leased_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t accepted_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t delivered_ ABSL_GUARDED_BY(mu_) = 0;
+
+  // Encryption certificates (DER) published by this broker's own orgs.
+  absl::Mutex certificates_mu_;
+  absl::flat_hash_map<std::string, std::string> certificates_
+      ABSL_GUARDED_BY(certificates_mu_);
 
   absl::Mutex watch_mu_;
   std::unordered_map<std::string,

@@ -223,6 +223,25 @@ std::vector<DirectoryEntry> Router::AnnounceTo(
   return out;
 }
 
+std::optional<DirectoryEntry> Router::Find(const std::string& org,
+                                           absl::Time now) const {
+  absl::MutexLock lock(&mu_);
+  const DirectoryEntry* best = nullptr;
+  std::tuple<bool, uint32_t, std::string> best_key;
+  for (const auto& [peer, learned] : learned_) {
+    auto it = learned.entries.find(org);
+    if (it == learned.entries.end()) continue;
+    auto key = std::make_tuple(now - learned.heard_at > stale_after_,
+                               it->second.distance, peer);
+    if (best == nullptr || key < best_key) {
+      best = &it->second;
+      best_key = std::move(key);
+    }
+  }
+  if (best == nullptr) return std::nullopt;
+  return *best;
+}
+
 std::vector<PeerDirectory> Router::Directory(absl::Time now) const {
   std::vector<PeerDirectory> out;
   absl::MutexLock lock(&mu_);

@@ -48,6 +48,96 @@ absl::Status CheckIssueDate(absl::string_view date) {
   return absl::OkStatus();
 }
 
+absl::string_view ClassificationName(v1::Classification c) {
+  switch (c) {
+    case v1::CLASSIFICATION_CONFIDENTIAL:
+      return "confidential (mật)";
+    case v1::CLASSIFICATION_SECRET:
+      return "secret (tối mật)";
+    default:
+      return "unclassified";
+  }
+}
+
+// Bytes of one wrapped-key field: generous for any cipher module, small
+// enough that keys cannot smuggle content.
+constexpr size_t kMaxKeyFieldBytes = 1024;
+
+// A sealed document: ciphertext only, and one wrapped key per recipient.
+// The broker cannot check the cryptography (it holds no key); the recipient
+// does.
+absl::Status ValidateSealed(const v1::Document& doc,
+                            const ExchangeOptions& options) {
+  if (!doc.body().empty()) {
+    return Invalid("body",
+                   "must be empty in a sealed document: the content travels "
+                   "only inside document.sealed");
+  }
+  if (!doc.body_content_type().empty()) {
+    return Invalid("body_content_type",
+                   "must be empty in a sealed document (it is sealed too)");
+  }
+  if (doc.attachments_size() > 0) {
+    return Invalid("attachments",
+                   "must be empty in a sealed document: attachments travel "
+                   "inside document.sealed");
+  }
+  const v1::Sealed& sealed = doc.sealed();
+  if (sealed.scheme().empty()) return Invalid("sealed.scheme", "empty");
+  if (absl::Status s = CheckText("sealed.scheme", sealed.scheme(), 128);
+      !s.ok())
+    return s;
+  if (sealed.nonce().empty() || sealed.nonce().size() > kMaxKeyFieldBytes) {
+    return Invalid("sealed.nonce",
+                   absl::StrCat("must be 1..", kMaxKeyFieldBytes, " bytes"));
+  }
+  if (sealed.ciphertext().empty()) {
+    return Invalid("sealed.ciphertext", "empty; a document needs content");
+  }
+  std::set<absl::string_view> recipients(doc.recipients().begin(),
+                                         doc.recipients().end());
+  std::set<absl::string_view> keyed;
+  for (int i = 0; i < sealed.keys_size(); ++i) {
+    const v1::WrappedKey& k = sealed.keys(i);
+    const std::string field = absl::StrCat("sealed.keys[", i, "]");
+    if (!recipients.contains(k.org())) {
+      return Invalid(
+          absl::StrCat(field, ".org"),
+          absl::StrCat("\"", k.org(), "\" is not a recipient of the document"));
+    }
+    if (!keyed.insert(k.org()).second) {
+      return Invalid(absl::StrCat(field, ".org"),
+                     absl::StrCat(k.org(), " has two keys"));
+    }
+    for (const auto& [name, value] :
+         {std::pair<absl::string_view, const std::string*>{
+              "certificate_sha256", &k.certificate_sha256()},
+          {"ephemeral_public_key", &k.ephemeral_public_key()},
+          {"nonce", &k.nonce()},
+          {"wrapped_key", &k.wrapped_key()}}) {
+      if (value->empty() || value->size() > kMaxKeyFieldBytes) {
+        return Invalid(
+            absl::StrCat(field, ".", name),
+            absl::StrCat("must be 1..", kMaxKeyFieldBytes, " bytes"));
+      }
+    }
+  }
+  for (const std::string& r : doc.recipients()) {
+    if (!keyed.contains(r)) {
+      return Invalid("sealed.keys",
+                     absl::StrCat("no key for recipient ", r,
+                                  ": it could not open the document"));
+    }
+  }
+  size_t bytes = doc.ByteSizeLong();
+  if (bytes > options.max_document_bytes) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("document: ", bytes, " bytes exceed the limit of ",
+                     options.max_document_bytes, " bytes"));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 std::string Sha256Hex(absl::string_view data) {
@@ -59,6 +149,12 @@ std::string Sha256Hex(absl::string_view data) {
 
 std::string ContentSha256(const v1::Document& doc) {
   std::string canonical = "lienthong-content-v1\n";
+  if (doc.has_sealed()) {
+    // Only the ciphertext is ever seen by brokers.
+    absl::StrAppend(&canonical, "sealed ", Sha256Hex(doc.sealed().scheme()),
+                    " ", Sha256Hex(doc.sealed().ciphertext()), "\n");
+    return Sha256Hex(canonical);
+  }
   absl::StrAppend(&canonical, "body ", Sha256Hex(doc.body()), "\n");
   for (const v1::Attachment& a : doc.attachments()) {
     absl::StrAppend(&canonical, "attachment ", a.sha256(), " ",
@@ -180,13 +276,14 @@ absl::Status ValidateNewDocument(const v1::Document& doc,
         "are outside the "
         "system's scope and are never carried");
   }
+  if (doc.has_sealed()) return ValidateSealed(doc, options);
   if (m.classification() == v1::CLASSIFICATION_CONFIDENTIAL ||
       m.classification() == v1::CLASSIFICATION_SECRET) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("document.metadata.classification: ",
-                     v1::Classification_Name(m.classification()),
-                     " documents must be end-to-end encrypted, which this "
-                     "broker does not support yet"));
+    return absl::FailedPreconditionError(absl::StrCat(
+        "document.sealed: a ", ClassificationName(m.classification()),
+        " document must be end-to-end encrypted for its recipients; this one "
+        "carries plaintext and is refused (the SDK seals it when the "
+        "recipients have published encryption certificates)"));
   }
 
   if (doc.body().empty() && doc.attachments_size() == 0) {

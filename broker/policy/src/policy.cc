@@ -570,7 +570,7 @@ class Compiler {
     };
     if (o.end_to_end_encryption && !c.end_to_end_encryption)
       return refuse("end_to_end_encryption",
-                    "end-to-end encryption is not available yet");
+                    "end-to-end encryption is disabled here");
     if (!o.approvals.empty() && !c.approval)
       return refuse("approval", "human approval is not available yet");
     if (o.retention && !c.retention)

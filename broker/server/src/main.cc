@@ -5,8 +5,10 @@
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <memory>
+#include <sstream>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
@@ -26,6 +28,7 @@
 #include "lienthong/broker/service.h"
 #include "lienthong/common/certificate.h"
 #include "lienthong/common/log.h"
+#include "lienthong/common/sealing.h"
 #include "lienthong/common/status_macros.h"
 #include "lienthong/policy/policy.h"
 #include "lienthong/storage/store.h"
@@ -104,6 +107,22 @@ int Serve(const BrokerConfig& config) {
   }
   broker::ExchangeOptions exchange_options = config.ToExchangeOptions();
   exchange_options.policy = served_policy->get();
+  // The trust root is read at each publish, so a rotated CA file applies
+  // without a restart (publishing is rare).
+  exchange_options.verify_encryption_certificate =
+      [ca = config.tls.ca,
+       trust_domain = config.trust_domain](absl::string_view certificate)
+      -> absl::StatusOr<sealing::EncryptionCertificate> {
+    std::ifstream in(ca, std::ios::binary);
+    if (!in) {
+      return absl::UnavailableError(
+          absl::StrCat(ca, ": cannot read the trust root"));
+    }
+    std::stringstream pem;
+    pem << in.rdbuf();
+    return sealing::VerifyEncryptionCertificate(certificate, pem.str(),
+                                                trust_domain, absl::Now());
+  };
   absl::StatusOr<std::unique_ptr<broker::Exchange>> exchange =
       broker::Exchange::Open(exchange_options, store->get());
   if (!exchange.ok()) {

@@ -11,6 +11,7 @@
 #include "lienthong/broker/service.h"
 #include "lienthong/common/log.h"
 #include "lienthong/common/org_code.h"
+#include "lienthong/common/sealing.h"
 #include "lienthong/common/status_macros.h"
 #include "lienthong/policy/proto_convert.h"
 
@@ -524,6 +525,10 @@ absl::Status AdminServiceImpl::DoListDirectory(
     row->set_name(e.name());
     row->set_broker(e.broker());
     row->set_route("local");
+    if (!e.encryption_certificate().empty()) {
+      row->set_encryption_certificate_sha256(
+          sealing::Sha256Hex(e.encryption_certificate()));
+    }
   }
   for (const PeerDirectory& d : exchange.router().Directory(now)) {
     for (const DirectoryEntry& e : d.entries) {
@@ -535,6 +540,10 @@ absl::Status AdminServiceImpl::DoListDirectory(
       row->set_distance(e.distance);
       row->set_via_peer(d.peer);
       row->set_stale(d.stale);
+      if (!e.encryption_certificate.empty()) {
+        row->set_encryption_certificate_sha256(
+            sealing::Sha256Hex(e.encryption_certificate));
+      }
       absl::StatusOr<std::string> route =
           exchange.router().Route(e.org, {self->name}, now);
       row->set_route(route.ok() ? *route

@@ -600,6 +600,20 @@ grpc::ServerUnaryReactor* ExchangeServiceImpl::Ack(
   return Unary(ctx, request, response, &Exchange::Ack);
 }
 
+grpc::ServerUnaryReactor* ExchangeServiceImpl::PublishEncryptionCertificate(
+    grpc::CallbackServerContext* ctx,
+    const v1::PublishEncryptionCertificateRequest* request,
+    v1::PublishEncryptionCertificateResponse* response) {
+  return Unary(ctx, request, response, &Exchange::PublishEncryptionCertificate);
+}
+
+grpc::ServerUnaryReactor* ExchangeServiceImpl::GetEncryptionCertificates(
+    grpc::CallbackServerContext* ctx,
+    const v1::GetEncryptionCertificatesRequest* request,
+    v1::GetEncryptionCertificatesResponse* response) {
+  return Unary(ctx, request, response, &Exchange::GetEncryptionCertificates);
+}
+
 grpc::ServerUnaryReactor* ExchangeServiceImpl::ListInbox(
     grpc::CallbackServerContext* ctx, const v1::ListInboxRequest* request,
     v1::ListInboxResponse* response) {

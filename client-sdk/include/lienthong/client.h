@@ -65,6 +65,27 @@ struct ClientOptions {
   // How many received ids are remembered. Default 1,000,000.
   size_t dedup_capacity = 1'000'000;
 
+  // End-to-end encryption. This organization's encryption certificate
+  // (PEM: key usage keyAgreement, the same SPIFFE id as certificate_file,
+  // issued by the trust root) and its private key: needed to open sealed
+  // documents, and what PublishEncryptionCertificate publishes. Default
+  // empty: sealed documents cannot be received.
+  std::string encryption_certificate_file;
+  std::string encryption_key_file;
+  // Earlier encryption certificates and keys, still needed for documents
+  // sealed before a rotation reached every sender.
+  struct KeyPairFiles {
+    std::string certificate_file;
+    std::string private_key_file;
+  };
+  std::vector<KeyPairFiles> retired_encryption_keys;
+  // Seal every document sent. Confidential and secret documents are always
+  // sealed (the broker refuses them in plaintext). Default false.
+  bool seal_all = false;
+  // How long recipients' verified encryption certificates are reused before
+  // they are fetched again. Default 5 min.
+  absl::Duration encryption_certificate_cache = absl::Minutes(5);
+
   // INVALID_ARGUMENT naming the field when an option is unusable.
   absl::Status Validate() const;
 };
@@ -75,13 +96,18 @@ struct SendReceipt {
   std::string idempotency_key;
   bool duplicate = false;  // the key had been used; nothing new was stored
   absl::Time accepted_at;
-  std::string content_sha256;
+  std::string content_sha256;  // over the ciphertext when sealed
+  bool sealed = false;         // sealed end-to-end for the recipients
 };
 
 // A document handed to the application by Receive or Fetch.
 struct IncomingDocument {
+  // A sealed document arrives opened: body and attachments in plaintext,
+  // `sealed` cleared.
   v1::Document document;
   uint32_t attempt = 1;
+  // It travelled end-to-end encrypted and was opened here.
+  bool was_sealed = false;
 };
 
 struct ReceiveOptions {
@@ -133,7 +159,18 @@ class Client {
   // Sends one document and returns once it is durable at the broker. Fills
   // sender (this org) and a fresh idempotency key when empty; retries
   // UNAVAILABLE with the same key, so a retry never makes a second copy.
+  // A confidential or secret document (every one with seal_all) is sealed
+  // for its recipients first: FAILED_PRECONDITION names a recipient that
+  // has published no encryption certificate; INVALID_ARGUMENT one whose
+  // certificate does not verify against ca_file.
   virtual absl::StatusOr<SendReceipt> Send(const v1::Document& document) = 0;
+
+  // Makes options.encryption_certificate_file this organization's
+  // encryption certificate at its broker (and, through the directory, at
+  // every broker): senders seal for it from then on. FAILED_PRECONDITION
+  // when none is configured; the broker's verdict otherwise.
+  virtual absl::StatusOr<v1::PublishEncryptionCertificateResponse>
+  PublishEncryptionCertificate() = 0;
 
   // Opens a pipelined stream for high-volume senders.
   virtual absl::StatusOr<std::unique_ptr<SendStream>> OpenSendStream(
@@ -142,7 +179,11 @@ class Client {
   // Receives documents for this org and calls `handler` once per document
   // (duplicates from redelivery are suppressed). A document is acknowledged
   // only after `handler` returns OK; otherwise it is delivered again later.
-  // Reconnects with backoff on UNAVAILABLE.
+  // Reconnects with backoff on UNAVAILABLE. Sealed documents are opened
+  // first: one that was altered (DATA_LOSS) is reported REJECTED to its
+  // sender with the reason and acknowledged, never handed over; one this
+  // client has no key for ends the session with FAILED_PRECONDITION and
+  // stays queued at the broker.
   using Handler = std::function<absl::Status(const IncomingDocument&)>;
   virtual absl::StatusOr<std::unique_ptr<ReceiveSession>> Receive(
       Handler handler, const ReceiveOptions& options = {}) = 0;

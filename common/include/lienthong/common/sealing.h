@@ -54,8 +54,10 @@ absl::StatusOr<EncryptionCertificate> VerifyEncryptionCertificate(
     absl::string_view certificate, absl::string_view trust_root_pem,
     absl::string_view trust_domain, absl::Time now);
 
-// Hex of SHA-256 of `bytes`, or of raw digest bytes already computed.
+// Lower-case hex of raw bytes (e.g. EncryptionCertificate::sha256).
 std::string HexOf(absl::string_view raw);
+// Lower-case hex SHA-256 of `bytes`.
+std::string Sha256Hex(absl::string_view bytes);
 
 // The content key, wrapped for one recipient.
 struct WrappedKey {

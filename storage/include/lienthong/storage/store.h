@@ -64,6 +64,14 @@ struct Guard {
   std::string value;
 };
 
+// A small named value the broker keeps besides documents and queues (e.g.
+// an organization's published encryption certificate). Keys are the
+// broker's own; an empty value erases the record.
+struct Record {
+  std::string key;
+  std::string value;
+};
+
 // Everything one operation changes, applied atomically.
 struct WriteBatch {
   // A new document. If (sender, idempotency_key) was stored before, nothing
@@ -78,6 +86,7 @@ struct WriteBatch {
   // Sequences are assigned at commit; events are kept per document and per
   // the document's sender (field `sender` must be set).
   std::vector<v1::StatusEvent> events;
+  std::vector<Record> records;
   // Want a synced write. Default true.
   bool sync = true;
 };
@@ -135,6 +144,12 @@ class Store {
   // Used at startup to rebuild the in-memory delivery index.
   virtual absl::Status ScanQueues(
       const std::function<void(const QueueEntry&)>& fn) = 0;
+
+  // Calls `fn` for every record whose key starts with `prefix`, in key
+  // order. Thread-safe; may block on I/O.
+  virtual absl::Status ScanRecords(
+      absl::string_view prefix,
+      const std::function<void(const Record&)>& fn) = 0;
 
   virtual StoreStats Stats() = 0;
 };

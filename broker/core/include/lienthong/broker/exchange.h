@@ -13,6 +13,7 @@
 #ifndef LIENTHONG_BROKER_EXCHANGE_H_
 #define LIENTHONG_BROKER_EXCHANGE_H_
 
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -26,6 +27,7 @@
 #include "lienthong/common/clock.h"
 #include "lienthong/common/identity.h"
 #include "lienthong/common/metrics.h"
+#include "lienthong/common/sealing.h"
 #include "lienthong/policy/policy.h"
 #include "lienthong/storage/store.h"
 #include "lienthong/v1/exchange.pb.h"
@@ -65,6 +67,13 @@ struct ExchangeOptions {
   size_t delivery_cache_bytes = 256 << 20;
   // Threads for blocking work. Default 4.
   int worker_threads = 4;
+  // Checks an encryption certificate an organization publishes (PEM or
+  // DER): normally sealing::VerifyEncryptionCertificate with the broker's
+  // trust root, trust domain and the current time. Unset: publishing is
+  // refused with FAILED_PRECONDITION.
+  std::function<absl::StatusOr<sealing::EncryptionCertificate>(
+      absl::string_view certificate)>
+      verify_encryption_certificate;
 
   absl::Status Validate() const;
 };
@@ -246,6 +255,26 @@ class Exchange {
   virtual void Watch(const Principal& caller,
                      const v1::WatchStatusRequest& request, EventSink sink,
                      Callback<std::shared_ptr<WatchSession>> done) = 0;
+
+  // ---- End-to-end encryption directory ----
+
+  // Makes `request.certificate` the caller's encryption certificate: the
+  // one senders seal for. The caller must be an organization this broker
+  // serves (PERMISSION_DENIED), the certificate must verify
+  // (options.verify_encryption_certificate: INVALID_ARGUMENT or
+  // FAILED_PRECONDITION saying why) and name the caller (PERMISSION_DENIED).
+  // Durable when `done` runs with OK; announced to peers from then on.
+  virtual void PublishEncryptionCertificate(
+      const Principal& caller,
+      const v1::PublishEncryptionCertificateRequest& request,
+      Callback<v1::PublishEncryptionCertificateResponse> done) = 0;
+  // The certificates of `request.orgs` that this broker serves or its
+  // directory knows (INVALID_ARGUMENT for a malformed code or more than 1000
+  // orgs). Callers verify them against their own trust root.
+  virtual void GetEncryptionCertificates(
+      const Principal& caller,
+      const v1::GetEncryptionCertificatesRequest& request,
+      Callback<v1::GetEncryptionCertificatesResponse> done) = 0;
 
   virtual ExchangeStats Stats() = 0;
   virtual std::vector<OrgQueueStats> OrgStats() = 0;

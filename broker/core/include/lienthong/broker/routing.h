@@ -50,6 +50,8 @@ struct DirectoryEntry {
   // An entry is never announced to a broker on its path, so announcements
   // cannot loop.
   std::vector<std::string> path;
+  // The organization's published encryption certificate (DER); empty: none.
+  std::string encryption_certificate;
 };
 
 // What the directory knows through one peer.
@@ -102,6 +104,11 @@ class Router {
                                          absl::Time now) const;
 
   std::vector<PeerDirectory> Directory(absl::Time now) const;
+
+  // The best entry any peer announced for `org` (fresh before stale, then
+  // fewest hops), or nullopt.
+  std::optional<DirectoryEntry> Find(const std::string& org,
+                                     absl::Time now) const;
 
   // Route patterns: the provinces and hierarchy nodes this broker's route
   // table sends to peers other than `peer` (what `peer` may send here even

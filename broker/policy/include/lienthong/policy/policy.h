@@ -112,7 +112,7 @@ struct Obligations {
 // Obligations this broker can enforce. Compiling a policy that attaches any
 // other obligation fails with an error naming the rule and the obligation.
 struct Capabilities {
-  bool end_to_end_encryption = false;
+  bool end_to_end_encryption = true;
   bool approval = false;
   bool retention = true;
   bool max_size = true;

@@ -70,6 +70,14 @@ class ExchangeServiceImpl final : public v1::ExchangeService::CallbackService {
   grpc::ServerWriteReactor<v1::StatusEvent>* WatchStatus(
       grpc::CallbackServerContext* ctx,
       const v1::WatchStatusRequest* request) override;
+  grpc::ServerUnaryReactor* PublishEncryptionCertificate(
+      grpc::CallbackServerContext* ctx,
+      const v1::PublishEncryptionCertificateRequest* request,
+      v1::PublishEncryptionCertificateResponse* response) override;
+  grpc::ServerUnaryReactor* GetEncryptionCertificates(
+      grpc::CallbackServerContext* ctx,
+      const v1::GetEncryptionCertificatesRequest* request,
+      v1::GetEncryptionCertificatesResponse* response) override;
 
  private:
   absl::StatusOr<Principal> Caller(grpc::CallbackServerContext* ctx) const;
