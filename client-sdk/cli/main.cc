@@ -45,6 +45,7 @@ constexpr char kFooter[] = R"(Environment:
                       online `policy` commands a person's (operator, auditor)
   LIENTHONG_KEY       its private key, PEM (--key)
   LIENTHONG_CA        the trust root, PEM (--ca)
+  LIENTHONG_CRL_DIR   hashed directory of CRLs, optional (--crl-dir)
 
 Global options may come before or after the subcommand, except that in
 `send` --key is the idempotency key: there give the private key before
@@ -68,6 +69,7 @@ struct GlobalFlags {
   std::string cert;
   std::string key;
   std::string ca;
+  std::string crl_dir;
   bool json = false;
   double timeout_seconds = 0;
 };
@@ -116,6 +118,10 @@ int Main(int argc, char** argv) {
   app.add_option("--key", g.key, "Private key of the certificate (PEM)")
       ->envname("LIENTHONG_KEY");
   app.add_option("--ca", g.ca, "Trust root (PEM)")->envname("LIENTHONG_CA");
+  app.add_option("--crl-dir", g.crl_dir,
+                 "OpenSSL hashed directory of CRLs (<hash>.r0, ...): the "
+                 "broker's certificate and this one are checked against it")
+      ->envname("LIENTHONG_CRL_DIR");
   app.add_flag("--json", g.json, "Machine-readable JSON on stdout");
   app.add_option("--timeout", g.timeout_seconds,
                  "Give up after SECONDS (per call and in total); default: "
@@ -374,6 +380,7 @@ int Main(int argc, char** argv) {
     target.certificate_file = g.cert;
     target.private_key_file = g.key;
     target.ca_file = g.ca;
+    target.crl_directory = g.crl_dir;
     if (g.timeout_seconds > 0)
       target.timeout = absl::Seconds(g.timeout_seconds);
     absl::Status result = RunHealth(target, health, output);
@@ -386,6 +393,7 @@ int Main(int argc, char** argv) {
   options.certificate_file = g.cert;
   options.private_key_file = g.key;
   options.ca_file = g.ca;
+  options.crl_directory = g.crl_dir;
   if (g.timeout_seconds > 0) {
     options.call_timeout = absl::Seconds(g.timeout_seconds);
     options.retry_budget = absl::Seconds(g.timeout_seconds);
