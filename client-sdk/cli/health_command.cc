@@ -53,6 +53,21 @@ absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> Credentials(
                    ReadPem("--cert", target.certificate_file));
   ASSIGN_OR_RETURN(std::string key, ReadPem("--key", target.private_key_file));
   ASSIGN_OR_RETURN(std::string ca, ReadPem("--ca", target.ca_file));
+  if (!target.crl_directory.empty()) {
+    absl::StatusOr<CrlDirectoryInfo> crls =
+        CheckCrlDirectory(target.crl_directory, target.ca_file);
+    if (!crls.ok()) {
+      return absl::Status(crls.status().code(),
+                          absl::StrCat("--crl-dir ", crls.status().message()));
+    }
+    ASSIGN_OR_RETURN(std::string revoked,
+                     FindRevocation(target.crl_directory, target.ca_file,
+                                    target.certificate_file));
+    if (!revoked.empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--cert ", target.certificate_file, ": ", revoked));
+    }
+  }
 
   auto provider =
       std::make_shared<grpc::experimental::StaticDataCertificateProvider>(
@@ -66,6 +81,8 @@ absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> Credentials(
   tls.set_certificate_verifier(
       std::make_shared<grpc::experimental::HostNameCertificateVerifier>());
   tls.set_check_call_host(true);
+  if (!target.crl_directory.empty())
+    tls.set_crl_directory(target.crl_directory);
   return grpc::experimental::TlsCredentials(tls);
 }
 

@@ -36,6 +36,7 @@ struct HealthTarget {
   std::string certificate_file;
   std::string private_key_file;
   std::string ca_file;
+  std::string crl_directory;  // optional: OpenSSL hashed directory of CRLs
   absl::Duration timeout = absl::Seconds(10);  // the one attempt's deadline
 };
 

@@ -45,6 +45,7 @@ constexpr char kFooter[] = R"(Environment:
                       online `policy` commands a person's (operator, auditor)
   LIENTHONG_KEY       its private key, PEM (--key)
   LIENTHONG_CA        the trust root, PEM (--ca)
+  LIENTHONG_CRL_DIR   hashed directory of CRLs, optional (--crl-dir)
 
 Global options may come before or after the subcommand, except that in
 `send` --key is the idempotency key: there give the private key before
@@ -70,6 +71,7 @@ struct GlobalFlags {
   std::string ca;
   std::string enc_cert;
   std::string enc_key;
+  std::string crl_dir;
   bool json = false;
   double timeout_seconds = 0;
 };
@@ -125,6 +127,10 @@ int Main(int argc, char** argv) {
   app.add_option("--enc-key", g.enc_key,
                  "Private key of the encryption certificate (PEM)")
       ->envname("LIENTHONG_ENC_KEY");
+  app.add_option("--crl-dir", g.crl_dir,
+                 "OpenSSL hashed directory of CRLs (<hash>.r0, ...): the "
+                 "broker's certificate and this one are checked against it")
+      ->envname("LIENTHONG_CRL_DIR");
   app.add_flag("--json", g.json, "Machine-readable JSON on stdout");
   app.add_option("--timeout", g.timeout_seconds,
                  "Give up after SECONDS (per call and in total); default: "
@@ -396,6 +402,7 @@ int Main(int argc, char** argv) {
     target.certificate_file = g.cert;
     target.private_key_file = g.key;
     target.ca_file = g.ca;
+    target.crl_directory = g.crl_dir;
     if (g.timeout_seconds > 0)
       target.timeout = absl::Seconds(g.timeout_seconds);
     absl::Status result = RunHealth(target, health, output);
@@ -411,6 +418,7 @@ int Main(int argc, char** argv) {
   options.encryption_certificate_file = g.enc_cert;
   options.encryption_key_file = g.enc_key;
   options.seal_all = seal;
+  options.crl_directory = g.crl_dir;
   if (g.timeout_seconds > 0) {
     options.call_timeout = absl::Seconds(g.timeout_seconds);
     options.retry_budget = absl::Seconds(g.timeout_seconds);

@@ -18,6 +18,7 @@
 #include "absl/time/clock.h"
 #include "client-sdk/src/backoff.h"
 #include "client-sdk/src/connection.h"
+#include "client-sdk/src/credentials.h"
 #include "client-sdk/src/receive_session.h"
 #include "client-sdk/src/send_stream.h"
 #include "client-sdk/src/status.h"
@@ -320,6 +321,7 @@ class ClientImpl final : public Client {
     StopWatcher watcher(stop);
     uint64_t last_sequence = after_sequence;
     size_t endpoint = connection_->preferred_endpoint();
+    absl::Time refused_since = absl::InfiniteFuture();
     while (!stop.load()) {
       grpc::ClientContext context;
       watcher.Register(&context);
@@ -346,10 +348,21 @@ class ClientImpl final : public Client {
       }
       watcher.Unregister();
       if (stop.load() || !callback_error.ok()) context.TryCancel();
-      const grpc::Status status = reader->Finish();
+      const grpc::Status status =
+          ExplainConnectFailure(connection_->options(), reader->Finish());
       if (!callback_error.ok()) return callback_error;
       if (stop.load()) break;
       if (EndsLongLivedStream(status.error_code())) {
+        return FromGrpcStatus(status);
+      }
+      // Refused at the handshake for a whole retry budget: the broker does
+      // not accept this certificate; say so instead of retrying unseen.
+      if (!IsClosedAtHandshake(status)) {
+        refused_since = absl::InfiniteFuture();
+      } else if (refused_since == absl::InfiniteFuture()) {
+        refused_since = absl::Now();
+      } else if (absl::Now() - refused_since >=
+                 connection_->options().retry_budget) {
         return FromGrpcStatus(status);
       }
       // UNAVAILABLE, a broker that ended the stream, ...: resume after the

@@ -31,6 +31,8 @@ std::shared_ptr<grpc::Channel> MakeChannel(
   tls.set_certificate_verifier(
       std::make_shared<grpc::experimental::HostNameCertificateVerifier>());
   tls.set_check_call_host(true);
+  if (!options.crl_directory.empty())
+    tls.set_crl_directory(options.crl_directory);
 
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(kMaxReceiveMessageBytes);
@@ -204,7 +206,8 @@ absl::Status Connection::Retry(
     grpc::ClientContext context;
     context.set_deadline(absl::ToChronoTime(
         absl::Now() + options_.call_timeout + extra_deadline));
-    grpc::Status status = attempt(index, context);
+    grpc::Status status =
+        ExplainConnectFailure(options_, attempt(index, context));
     if (status.ok()) return absl::OkStatus();
     if (!IsRetryable(status.error_code(), retry_on)) {
       return FromGrpcStatus(status);

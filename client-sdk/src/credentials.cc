@@ -13,6 +13,7 @@
 #include <cstring>
 #include <memory>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/clock.h"
@@ -153,10 +154,83 @@ absl::StatusOr<Principal> CheckFiles(const ClientOptions& options,
     return absl::InvalidArgumentError(absl::StrCat(
         Named("ca_file", options.ca_file), ": holds no PEM certificate"));
   }
+
+  // Revocation: the CRLs must be usable (or every handshake fails), and a
+  // certificate they list would only be refused by the broker later with a
+  // bare closed connection.
+  if (!options.crl_directory.empty()) {
+    const std::string crl_name = Named("crl_directory", options.crl_directory);
+    absl::StatusOr<CrlDirectoryInfo> crls =
+        CheckCrlDirectory(options.crl_directory, options.ca_file);
+    if (!crls.ok()) {
+      return absl::Status(
+          crls.status().code(),
+          absl::StrCat(crl_name, ": ", crls.status().message()));
+    }
+    absl::StatusOr<std::string> revoked = FindRevocation(
+        options.crl_directory, options.ca_file, options.certificate_file);
+    if (!revoked.ok()) {
+      return absl::Status(
+          revoked.status().code(),
+          absl::StrCat(crl_name, ": ", revoked.status().message()));
+    }
+    if (!revoked->empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(cert_name, ": ", *revoked));
+    }
+  }
   return principal;
 }
 
 }  // namespace
+
+bool IsClosedAtHandshake(const grpc::Status& status) {
+  // gRPC 1.51: "failed to connect to all addresses; last error: UNAVAILABLE:
+  // ipv4:127.0.0.1:7443: Socket closed" (TLS 1.3 completes on the client
+  // before the broker has verified its certificate).
+  // A broker certificate this client refuses reads "Tls handshake failed:
+  // ... certificate verify failed" instead, and is not this.
+  return status.error_code() == grpc::StatusCode::UNAVAILABLE &&
+         absl::StrContains(status.error_message(), "failed to connect") &&
+         absl::StrContains(status.error_message(), "Socket closed");
+}
+
+grpc::Status ExplainConnectFailure(const ClientOptions& options,
+                                   const grpc::Status& status) {
+  if (!IsClosedAtHandshake(status)) return status;
+  const std::string cert_name =
+      Named("certificate_file", options.certificate_file);
+  absl::StatusOr<CertificateInfo> info =
+      ReadCertificateFile(options.certificate_file);
+  if (info.ok() && info->not_after < absl::Now()) {
+    return grpc::Status(
+        grpc::StatusCode::UNAUTHENTICATED,
+        absl::StrCat(cert_name, ": expired on ",
+                     absl::FormatTime(absl::RFC3339_sec, info->not_after,
+                                      absl::UTCTimeZone()),
+                     "; the broker refuses it at the TLS handshake (",
+                     status.error_message(), ")"));
+  }
+  if (!options.crl_directory.empty()) {
+    absl::StatusOr<std::string> revoked = FindRevocation(
+        options.crl_directory, options.ca_file, options.certificate_file);
+    ERR_clear_error();
+    if (revoked.ok() && !revoked->empty()) {
+      return grpc::Status(
+          grpc::StatusCode::UNAUTHENTICATED,
+          absl::StrCat(cert_name, ": ", *revoked,
+                       "; the broker refuses it at the TLS handshake (",
+                       status.error_message(), ")"));
+    }
+  }
+  return grpc::Status(
+      status.error_code(),
+      absl::StrCat(status.error_message(),
+                   " (the broker closed the connection during the TLS "
+                   "handshake: if this persists it refuses this client's "
+                   "certificate, e.g. revoked or from another CA; its log "
+                   "says why)"));
+}
 
 absl::StatusOr<Principal> LoadIdentity(const ClientOptions& options,
                                        Principal::Kind required) {

@@ -4,6 +4,8 @@
 #ifndef LIENTHONG_CLIENT_SDK_SRC_CREDENTIALS_H_
 #define LIENTHONG_CLIENT_SDK_SRC_CREDENTIALS_H_
 
+#include <grpcpp/support/status.h>
+
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -26,6 +28,22 @@ namespace lienthong::client_internal {
 // expired, or the key is encrypted or does not match it. Thread-safe.
 absl::StatusOr<Principal> LoadIdentity(const ClientOptions& options,
                                        Principal::Kind required);
+
+// Whether `status` is a connection the broker closed during the TLS
+// handshake, before answering anything: what a gRPC client sees when the
+// broker refuses its certificate (the broker sends no TLS alert), but also
+// what any endpoint that drops new TLS connections looks like.
+bool IsClosedAtHandshake(const grpc::Status& status);
+
+// Explains a call that failed with IsClosedAtHandshake. When this client's
+// certificate has expired since Open, or options.crl_directory is set and
+// lists it as revoked, returns UNAUTHENTICATED naming certificate_file and
+// why (retrying cannot help until the certificate is replaced); otherwise
+// `status` with a note that the broker may be refusing the certificate.
+// Any other status is returned unchanged. Reads the certificate and CRL
+// files; thread-safe.
+grpc::Status ExplainConnectFailure(const ClientOptions& options,
+                                   const grpc::Status& status);
 
 }  // namespace lienthong::client_internal
 

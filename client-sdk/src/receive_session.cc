@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "client-sdk/src/credentials.h"
 
 namespace lienthong::client_internal {
 namespace {
@@ -176,7 +177,12 @@ void ReceiveSessionImpl::OnWriteDone(Call* call, bool ok) {
   if (release != nullptr) release->RemoveHold();
 }
 
-void ReceiveSessionImpl::OnCallDone(Call* call, const grpc::Status& status) {
+void ReceiveSessionImpl::OnCallDone(Call* call,
+                                    const grpc::Status& call_status) {
+  // Outside the lock: on a refused handshake this reads the certificate
+  // (and CRL) files, a few small local reads.
+  const grpc::Status status =
+      ExplainConnectFailure(connection_->options(), call_status);
   absl::MutexLock lock(&mu_);
   const absl::Time opened_at = current_.opened_at;
   finished_calls_.push_back(std::move(current_.call));
@@ -190,6 +196,19 @@ void ReceiveSessionImpl::OnCallDone(Call* call, const grpc::Status& status) {
     return;
   }
   const absl::Time now = absl::Now();
+  // A broker that closes every new connection at the handshake for a whole
+  // retry budget refuses this certificate: end rather than retry unseen.
+  if (!IsClosedAtHandshake(status)) {
+    refused_since_ = absl::InfiniteFuture();
+  } else if (refused_since_ == absl::InfiniteFuture()) {
+    refused_since_ = now;
+  } else if (now - refused_since_ >= connection_->options().retry_budget) {
+    ended_ = true;
+    finished_ = true;
+    final_status_ = FromGrpcStatus(status);
+    work_.clear();
+    return;
+  }
   if (now - opened_at >= kHealthyCallAge) backoff_.Reset();
   endpoint_ = connection_->FailOver(endpoint_);
   reconnect_pending_ = true;

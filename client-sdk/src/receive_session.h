@@ -118,6 +118,9 @@ class ReceiveSessionImpl final : public ReceiveSession {
   Backoff backoff_ ABSL_GUARDED_BY(mu_);
   bool reconnect_pending_ ABSL_GUARDED_BY(mu_) = false;
   absl::Time reconnect_at_ ABSL_GUARDED_BY(mu_);
+  // Since when every call has ended with the broker closing the connection
+  // at the TLS handshake; InfiniteFuture when the last one did not.
+  absl::Time refused_since_ ABSL_GUARDED_BY(mu_) = absl::InfiniteFuture();
   absl::Time driver_wake_at_ ABSL_GUARDED_BY(mu_) = absl::InfiniteFuture();
 
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;

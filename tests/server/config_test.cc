@@ -76,6 +76,41 @@ roles:
   EXPECT_THAT(c->roles.auditors, ElementsAre("kiem-toan", "le-van-c"));
 }
 
+TEST(ConfigTest, RevocationAndConnectionAgeAreRead) {
+  absl::StatusOr<BrokerConfig> c = ParseConfig("", "broker.yaml");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->tls.crl_directory, "");  // off by default
+  EXPECT_EQ(c->tls.max_connection_age, absl::Hours(1));
+  EXPECT_EQ(c->tls.max_connection_age_grace, absl::Seconds(30));
+
+  c = ParseConfig(R"(
+tls:
+  crl_directory: pki/crl
+  max_connection_age_seconds: 600
+  max_connection_age_grace_seconds: 5
+)",
+                  "/etc/lienthong/broker.yaml");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->tls.crl_directory, "/etc/lienthong/pki/crl");
+  EXPECT_EQ(c->tls.max_connection_age, absl::Seconds(600));
+  EXPECT_EQ(c->tls.max_connection_age_grace, absl::Seconds(5));
+
+  c = ParseConfig("tls:\n  max_connection_age_seconds: 0\n", "b.yaml");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->tls.max_connection_age, absl::ZeroDuration());  // no maximum
+
+  c = ParseConfig("tls:\n  max_connection_age_seconds: -1\n", "b.yaml");
+  EXPECT_THAT(c.status().message(),
+              HasSubstr("b.yaml:2:31: max_connection_age_seconds must be "
+                        "between 0 and 604800"));
+  c = ParseConfig("tls:\n  max_connection_age_grace_seconds: soon\n", "b.yaml");
+  EXPECT_THAT(c.status().message(),
+              HasSubstr("max_connection_age_grace_seconds must be an integer"));
+  c = ParseConfig("tls:\n  crl_directory: [a, b]\n", "b.yaml");
+  EXPECT_THAT(c.status().message(),
+              HasSubstr("crl_directory must be a string"));
+}
+
 TEST(ConfigTest, OwnOrgsNeedAPolicyFile) {
   absl::StatusOr<BrokerConfig> c = ParseConfig(
       "listen: 127.0.0.1:1\norgs:\n  - code: 000.00.00.H49\n", "b.yaml");

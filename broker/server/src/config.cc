@@ -208,18 +208,31 @@ absl::StatusOr<BrokerConfig> ParseConfig(const std::string& yaml,
     RETURN_IF_ERROR(p.String(root, "data_dir", &c.data_dir));
     c.data_dir = Resolve(base_dir, c.data_dir);
     if (YAML::Node t = root["tls"]) {
-      RETURN_IF_ERROR(p.CheckKeys(
-          t, "tls", {"certificate", "private_key", "ca", "refresh_seconds"}));
+      RETURN_IF_ERROR(
+          p.CheckKeys(t, "tls",
+                      {"certificate", "private_key", "ca", "refresh_seconds",
+                       "crl_directory", "max_connection_age_seconds",
+                       "max_connection_age_grace_seconds"}));
       RETURN_IF_ERROR(p.String(t, "certificate", &c.tls.certificate));
       RETURN_IF_ERROR(p.String(t, "private_key", &c.tls.private_key));
       RETURN_IF_ERROR(p.String(t, "ca", &c.tls.ca));
+      RETURN_IF_ERROR(p.String(t, "crl_directory", &c.tls.crl_directory));
       int refresh = 60;
       RETURN_IF_ERROR(p.Number(t, "refresh_seconds", &refresh, 1, 86400));
       c.tls.refresh = absl::Seconds(refresh);
+      int max_age = 3600;
+      RETURN_IF_ERROR(
+          p.Number(t, "max_connection_age_seconds", &max_age, 0, 7 * 86400));
+      c.tls.max_connection_age = absl::Seconds(max_age);
+      int grace = 30;
+      RETURN_IF_ERROR(
+          p.Number(t, "max_connection_age_grace_seconds", &grace, 0, 3600));
+      c.tls.max_connection_age_grace = absl::Seconds(grace);
     }
     c.tls.certificate = Resolve(base_dir, c.tls.certificate);
     c.tls.private_key = Resolve(base_dir, c.tls.private_key);
     c.tls.ca = Resolve(base_dir, c.tls.ca);
+    c.tls.crl_directory = Resolve(base_dir, c.tls.crl_directory);
     if (YAML::Node orgs = root["orgs"]) {
       if (!orgs.IsSequence()) return p.Error(orgs, "orgs must be a list");
       c.orgs.clear();

@@ -23,6 +23,15 @@ struct TlsConfig {
   std::string private_key = "pki/brokers/central.key";
   std::string ca = "pki/ca.pem";
   absl::Duration refresh = absl::Seconds(60);
+  // OpenSSL hashed directory of CRLs (<issuer hash>.r0, .r1, ...) checked on
+  // every handshake, of callers and of dialled peers. Empty: no revocation
+  // checking. When set it must hold a CRL of the trust root.
+  std::string crl_directory;
+  // A connection older than this is sent GOAWAY and closed after the grace,
+  // so a peer whose certificate was revoked since it connected must
+  // handshake again. Zero: no maximum age.
+  absl::Duration max_connection_age = absl::Seconds(3600);
+  absl::Duration max_connection_age_grace = absl::Seconds(30);
 };
 
 // Who may use the AdminService: person names in the broker's trust domain

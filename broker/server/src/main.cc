@@ -65,6 +65,22 @@ absl::Status CheckTlsFiles(const BrokerConfig& config) {
     return absl::NotFoundError(
         absl::StrCat(config.tls.ca, ": cannot read the trust root"));
   }
+  if (!config.tls.crl_directory.empty()) {
+    absl::StatusOr<CrlDirectoryInfo> crls =
+        CheckCrlDirectory(config.tls.crl_directory, config.tls.ca);
+    if (!crls.ok()) {
+      return absl::Status(
+          crls.status().code(),
+          absl::StrCat("tls.crl_directory: ", crls.status().message()));
+    }
+    Log(absl::StrCat("tls: revocation checked against ",
+                     config.tls.crl_directory, " (", crls->crl_files,
+                     " CRL files; newest ", crls->newest_file, " lists ",
+                     crls->revoked, " revoked certificates; next update ",
+                     absl::FormatTime(absl::RFC3339_sec, crls->next_update,
+                                      absl::UTCTimeZone()),
+                     ")"));
+  }
   return absl::OkStatus();
 }
 
@@ -79,6 +95,10 @@ std::shared_ptr<grpc::ServerCredentials> ServerCredentials(
   options.watch_identity_key_cert_pairs();
   options.set_cert_request_type(
       GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
+  // gRPC's OpenSSL checks every caller's chain against the CRLs here; see
+  // deploy/DEPLOYMENT.md for when a new CRL file is read.
+  if (!config.tls.crl_directory.empty())
+    options.set_crl_directory(config.tls.crl_directory);
   return grpc::experimental::TlsServerCredentials(options);
 }
 
@@ -140,6 +160,7 @@ int Serve(const BrokerConfig& config) {
   link_options.private_key_file = config.tls.private_key;
   link_options.ca_file = config.tls.ca;
   link_options.certificate_refresh = config.tls.refresh;
+  link_options.crl_directory = config.tls.crl_directory;
   link_options.window = config.federation.window;
   link_options.announce_interval = config.federation.announce_interval;
   link_options.reconnect_min = config.federation.reconnect_min;
@@ -176,6 +197,17 @@ int Serve(const BrokerConfig& config) {
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
   builder.AddChannelArgument(
       GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 10000);
+  if (config.tls.max_connection_age > absl::ZeroDuration()) {
+    // A connection this old gets GOAWAY (gRPC adds up to +-10 % jitter) and
+    // is closed after the grace, ending the calls still open on it: a peer
+    // whose certificate has been revoked since must handshake again.
+    builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_MS,
+                               static_cast<int>(absl::ToInt64Milliseconds(
+                                   config.tls.max_connection_age)));
+    builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_GRACE_MS,
+                               static_cast<int>(absl::ToInt64Milliseconds(
+                                   config.tls.max_connection_age_grace)));
+  }
   builder.RegisterService(&exchange_service);
   builder.RegisterService(&health);
   builder.RegisterService(&admin_service);

@@ -329,6 +329,8 @@ PeerLinks::PeerLinks(Exchange* exchange, PeerLinkOptions options,
     tls.set_certificate_verifier(
         std::make_shared<grpc::experimental::HostNameCertificateVerifier>());
     tls.set_check_call_host(true);
+    if (!options_.crl_directory.empty())
+      tls.set_crl_directory(options_.crl_directory);
     grpc::ChannelArguments args;
     args.SetMaxReceiveMessageSize(kMaxMessageBytes);
     args.SetMaxSendMessageSize(kMaxMessageBytes);

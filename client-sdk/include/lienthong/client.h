@@ -19,7 +19,11 @@
 // method returns the broker's gRPC status translated to absl::Status with the
 // same code and message (INVALID_ARGUMENT naming the field, PERMISSION_DENIED,
 // RESOURCE_EXHAUSTED naming the limit, ...), or UNAVAILABLE / DEADLINE_EXCEEDED
-// when no endpoint answered within the retry budget.
+// when no endpoint answered within the retry budget. A broker refusing this
+// client's certificate closes the connection at the TLS handshake without
+// saying why: that is UNAUTHENTICATED naming certificate_file when it has
+// expired or crl_directory lists it as revoked (not retried), otherwise
+// UNAVAILABLE with a note on the handshake.
 #ifndef LIENTHONG_CLIENT_H_
 #define LIENTHONG_CLIENT_H_
 
@@ -47,6 +51,11 @@ struct ClientOptions {
   std::string certificate_file;
   std::string private_key_file;
   std::string ca_file;
+  // OpenSSL hashed directory of CRLs (<issuer hash>.r0, .r1, ...; e.g. a copy
+  // of the broker's tls.crl_directory): the broker's certificate, and at
+  // Open this client's own, are checked against it. Empty: no revocation
+  // checking. Default empty.
+  std::string crl_directory;
   // Overrides the name checked against the broker certificate (default: the
   // host part of the endpoint).
   std::string server_name_override;
@@ -127,6 +136,11 @@ class ReceiveSession {
   virtual void Stop() = 0;
   // Blocks until the session ends by Stop or by an error that retries cannot
   // cure (PERMISSION_DENIED, UNAUTHENTICATED, ...); returns that error or OK.
+  // A broker that refuses this client's certificate at the TLS handshake
+  // ends the session too: at once with UNAUTHENTICATED naming the file when
+  // the certificate has expired or ClientOptions::crl_directory lists it as
+  // revoked, otherwise with UNAVAILABLE once every reconnect for
+  // ClientOptions::retry_budget was refused that way.
   virtual absl::Status Wait() = 0;
 };
 
@@ -148,7 +162,9 @@ class Client {
  public:
   // Loads the certificates and connects lazily. INVALID_ARGUMENT for bad
   // options, NOT_FOUND / INVALID_ARGUMENT for unreadable or unusable
-  // certificate files (naming the file).
+  // certificate files (naming the file; an expired certificate, or one
+  // crl_directory lists as revoked, is unusable), FAILED_PRECONDITION /
+  // NOT_FOUND naming crl_directory when it holds no current CRL of ca_file.
   static absl::StatusOr<std::unique_ptr<Client>> Open(
       const ClientOptions& options);
   virtual ~Client() = default;
@@ -179,11 +195,12 @@ class Client {
   // Receives documents for this org and calls `handler` once per document
   // (duplicates from redelivery are suppressed). A document is acknowledged
   // only after `handler` returns OK; otherwise it is delivered again later.
-  // Reconnects with backoff on UNAVAILABLE. Sealed documents are opened
-  // first: one that was altered (DATA_LOSS) is reported REJECTED to its
-  // sender with the reason and acknowledged, never handed over; one this
-  // client has no key for ends the session with FAILED_PRECONDITION and
-  // stays queued at the broker.
+  // Reconnects with backoff on UNAVAILABLE (a broker's maximum connection
+  // age ends the stream now and then; it resumes on a new connection).
+  // Sealed documents are opened first: one that was altered (DATA_LOSS) is
+  // reported REJECTED to its sender with the reason and acknowledged, never
+  // handed over; one this client has no key for ends the session with
+  // FAILED_PRECONDITION and stays queued at the broker.
   using Handler = std::function<absl::Status(const IncomingDocument&)>;
   virtual absl::StatusOr<std::unique_ptr<ReceiveSession>> Receive(
       Handler handler, const ReceiveOptions& options = {}) = 0;

@@ -63,6 +63,9 @@ struct PeerLinkOptions {
   std::string private_key_file;
   std::string ca_file;
   absl::Duration certificate_refresh = absl::Seconds(60);
+  // OpenSSL hashed directory of CRLs the peer brokers' certificates are
+  // checked against; empty: no revocation checking. Default empty.
+  std::string crl_directory;
   // Transfers in flight (sent, no custody yet) per link.
   uint32_t window = 512;
   // How often the directory is announced on an open link.
