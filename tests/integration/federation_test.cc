@@ -23,6 +23,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
 #include <functional>
 #include <map>
 #include <memory>
@@ -709,6 +710,88 @@ TEST_F(FederationTest, ThroughTheCentreAndStatusesBackHopByHop) {
   session->Stop();
   unit_session->Stop();
   EXPECT_OK(watch.status());
+}
+
+// ---- End-to-end encryption across brokers
+// ------------------------------------
+
+TEST_F(FederationTest, ASealedDocumentCrossesTheCentreWithTheFarCertificate) {
+  constexpr char kSealedPermit[] =
+      R"(description: federation tests, up to secret
+rules:
+  - name: federation-permit
+    effect: permit
+    sender: {provinces: [H49, H50, H51, G22]}
+    recipient: {provinces: [H49, H50, H51, G22]}
+    max_classification: secret
+)";
+  for (const char* b : {"central", "h49", "h51"})
+    fed_.SetPolicy(b, kSealedPermit);
+  ASSERT_OK(fed_.Start({"central", "h49", "h51"}));
+  ASSERT_OK_AND_ASSIGN(std::string pki, DevPkiDir());
+  // H51 publishes its encryption certificate at its own broker, h51.
+  ClientOptions recipient_options = fed_.OptionsFor("h51", kH51);
+  recipient_options.encryption_certificate_file =
+      absl::StrCat(pki, "/orgs/", kH51, ".enc.pem");
+  recipient_options.encryption_key_file =
+      absl::StrCat(pki, "/orgs/", kH51, ".enc.key");
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<Client> recipient,
+                       Client::Open(recipient_options));
+  ASSERT_OK(recipient->PublishEncryptionCertificate().status());
+
+  // It reaches h49 through the centre's announcements; until then a sealed
+  // send is refused for want of a certificate, never sent in plaintext.
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<Client> sender, fed_.Open("h49", kH49));
+  const std::string marker = "MAT-QUA-TRUNG-UONG-4c1d";
+  v1::Document doc = NewDocument({kH51}, "Báo cáo mật", "sealed-1",
+                                 absl::StrCat("nội dung ", marker));
+  doc.mutable_metadata()->set_classification(v1::CLASSIFICATION_CONFIDENTIAL);
+  absl::StatusOr<SendReceipt> receipt;
+  ASSERT_TRUE(Eventually(
+      [&] {
+        receipt = sender->Send(doc);
+        if (!receipt.ok()) {
+          EXPECT_TRUE(absl::IsFailedPrecondition(receipt.status()))
+              << receipt.status();
+        }
+        return receipt.ok();
+      },
+      kWait))
+      << receipt.status() << fed_.Logs();
+  EXPECT_TRUE(receipt->sealed);
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<AdminClient> admin, fed_.Admin("h49"));
+  v1::ListDirectoryRequest request;
+  request.set_org(kH51);
+  ASSERT_OK_AND_ASSIGN(v1::ListDirectoryResponse directory,
+                       admin->ListDirectory(request));
+  ASSERT_GT(directory.rows_size(), 0);
+  EXPECT_EQ(directory.rows(0).encryption_certificate_sha256().size(), 64u);
+
+  Collector<IncomingDocument> received;
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<ReceiveSession> session,
+                       recipient->Receive([&](const IncomingDocument& d) {
+                         received.Add(d);
+                         return absl::OkStatus();
+                       }));
+  ASSERT_TRUE(received.WaitForCount(1, kWait)) << fed_.Logs();
+  const IncomingDocument got = received.items()[0];
+  EXPECT_EQ(got.document.id(), receipt->document_id);
+  EXPECT_TRUE(got.was_sealed);
+  EXPECT_EQ(got.document.body(), doc.body());
+  EXPECT_EQ(got.document.trace_size(), 3);
+  session->Stop();
+  // No broker on the way ever held the plaintext.
+  ASSERT_OK(fed_.StopAll());
+  for (const char* b : {"central", "h49", "h51"}) {
+    for (const auto& entry : std::filesystem::recursive_directory_iterator(
+             fed_.broker(b).data_dir())) {
+      if (!entry.is_regular_file()) continue;
+      absl::StatusOr<std::string> bytes = ReadFile(entry.path().string());
+      ASSERT_OK(bytes);
+      EXPECT_EQ(bytes->find(marker), std::string::npos)
+          << b << ": " << entry.path();
+    }
+  }
 }
 
 // ---- A direct link, the centre down -----------------------------------------
