@@ -11,10 +11,12 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "gmock/gmock.h"
+#include "google/protobuf/util/message_differencer.h"
 #include "google/protobuf/util/time_util.h"
 #include "gtest/gtest.h"
 #include "lienthong/common/clock.h"
@@ -28,6 +30,7 @@
 namespace lienthong::broker {
 namespace {
 
+using ::google::protobuf::util::MessageDifferencer;
 using ::google::protobuf::util::TimeUtil;
 using ::lienthong::testing_util::AsyncResult;
 using ::lienthong::testing_util::Collector;
@@ -104,6 +107,26 @@ v1::Document NewDocument(
   doc.set_body("Nội dung văn bản");
   doc.set_body_content_type("text/plain; charset=utf-8");
   return doc;
+}
+
+// Replaces the content by a sealed envelope of the right shape (the broker
+// cannot check its cryptography) for every recipient.
+void Seal(v1::Document& d) {
+  d.clear_body();
+  d.clear_body_content_type();
+  d.mutable_metadata()->set_classification(v1::CLASSIFICATION_SECRET);
+  v1::Sealed* s = d.mutable_sealed();
+  s->set_scheme("lienthong-e2e-v1/ECDH-P256/HKDF-SHA256/AES-256-GCM");
+  s->set_nonce(std::string(12, 'n'));
+  s->set_ciphertext(std::string(40, 'c'));
+  for (const std::string& r : d.recipients()) {
+    v1::WrappedKey* k = s->add_keys();
+    k->set_org(r);
+    k->set_certificate_sha256(std::string(32, 'h'));
+    k->set_ephemeral_public_key(std::string(65, 'e'));
+    k->set_nonce(std::string(12, 'n'));
+    k->set_wrapped_key(std::string(48, 'w'));
+  }
 }
 
 v1::Document WithUrgency(v1::Document doc, v1::Urgency urgency) {
@@ -192,6 +215,20 @@ class ExchangeTest : public ::testing::TestWithParam<Backend> {
     policy_options.embedded_source = kTestPolicy;
     ASSERT_OK_AND_ASSIGN(policy_, policy::ServedPolicy::Open(policy_options));
     options_.policy = policy_.get();
+    // Stands in for certificate verification: "ENC:<org>" is org's
+    // certificate, anything else does not verify.
+    options_.verify_encryption_certificate = [](absl::string_view c)
+        -> absl::StatusOr<sealing::EncryptionCertificate> {
+      if (!absl::StartsWith(c, "ENC:")) {
+        return absl::InvalidArgumentError("encryption certificate: not one");
+      }
+      sealing::EncryptionCertificate cert;
+      cert.org = std::string(c.substr(4));
+      cert.der = std::string(c);
+      cert.sha256 = std::string(32, 'x');
+      cert.not_after = absl::FromUnixSeconds(2000000000);
+      return cert;
+    };
     ASSERT_NO_FATAL_FAILURE(OpenStore());
     ASSERT_NO_FATAL_FAILURE(OpenExchange());
   }
@@ -587,6 +624,50 @@ TEST_P(ExchangeTest, BadInputGetsThePreciseCodeAndChangesNothing) {
              v1::CLASSIFICATION_TOP_SECRET);
        },
        StatusCode::kFailedPrecondition, "document.metadata.classification"},
+      {"confidential in plaintext", h49_,
+       [](v1::Document& d) {
+         d.mutable_metadata()->set_classification(
+             v1::CLASSIFICATION_CONFIDENTIAL);
+       },
+       StatusCode::kFailedPrecondition, "document.sealed"},
+      {"sealed with a plaintext body too", h49_,
+       [](v1::Document& d) {
+         Seal(d);
+         d.set_body("leak");
+       },
+       StatusCode::kInvalidArgument, "document.body"},
+      {"sealed with a plaintext attachment too", h49_,
+       [](v1::Document& d) {
+         Seal(d);
+         v1::Attachment* a = d.add_attachments();
+         a->set_name("a.txt");
+         a->set_content("leak");
+       },
+       StatusCode::kInvalidArgument, "document.attachments"},
+      {"sealed without a key for a recipient", h49_,
+       [](v1::Document& d) {
+         Seal(d);
+         d.add_recipients(kSub);
+       },
+       StatusCode::kInvalidArgument, "document.sealed.keys"},
+      {"sealed with a key for a non-recipient", h49_,
+       [](v1::Document& d) {
+         Seal(d);
+         d.mutable_sealed()->mutable_keys(0)->set_org(kT99);
+       },
+       StatusCode::kInvalidArgument, "document.sealed.keys[0].org"},
+      {"sealed without ciphertext", h49_,
+       [](v1::Document& d) {
+         Seal(d);
+         d.mutable_sealed()->clear_ciphertext();
+       },
+       StatusCode::kInvalidArgument, "document.sealed.ciphertext"},
+      {"sealed with an empty wrapped key", h49_,
+       [](v1::Document& d) {
+         Seal(d);
+         d.mutable_sealed()->mutable_keys(0)->clear_wrapped_key();
+       },
+       StatusCode::kInvalidArgument, "document.sealed.keys[0].wrapped_key"},
       {"RECALL without refers_to", h49_,
        [](v1::Document& d) {
          d.mutable_metadata()->set_business_type(v1::BUSINESS_TYPE_RECALL);
@@ -638,6 +719,72 @@ TEST_P(ExchangeTest, BadInputGetsThePreciseCodeAndChangesNothing) {
 // ---- Order ------------------------------------------------------------------
 
 // ---- Policy -----------------------------------------------------------------
+
+TEST_P(ExchangeTest, ASealedSecretDocumentIsCarriedAsItCame) {
+  v1::Document doc = NewDocument(kH49, {kG22, kH50});
+  Seal(doc);
+  ASSERT_OK_AND_ASSIGN(v1::SendResponse sent, Send(h49_, doc));
+  Receiver g22;
+  ASSERT_OK(g22.Open(*exchange_, g22_, 10));
+  ASSERT_TRUE(g22.WaitForCount(1));
+  const v1::Document& d = g22.delivery(0).document();
+  EXPECT_TRUE(MessageDifferencer::Equals(d.sealed(), doc.sealed()));
+  EXPECT_TRUE(d.body().empty());
+  EXPECT_EQ(d.content_sha256(), sent.content_sha256());
+  // The content hash covers the ciphertext: other ciphertext, other hash.
+  v1::Document other = NewDocument(kH49, {kG22});
+  Seal(other);
+  other.mutable_sealed()->set_ciphertext(std::string(40, 'd'));
+  ASSERT_OK_AND_ASSIGN(v1::SendResponse sent2, Send(h49_, other));
+  EXPECT_NE(sent2.content_sha256(), sent.content_sha256());
+}
+
+TEST_P(ExchangeTest, PublishedEncryptionCertificatesAreServedKeptAndAnnounced) {
+  auto publish = [&](const Principal& caller, const std::string& cert) {
+    v1::PublishEncryptionCertificateRequest request;
+    request.set_certificate(cert);
+    AsyncResult<v1::PublishEncryptionCertificateResponse> result;
+    exchange_->PublishEncryptionCertificate(caller, request, result.Callback());
+    return result.Wait();
+  };
+  auto get = [&](std::vector<std::string> orgs) {
+    v1::GetEncryptionCertificatesRequest request;
+    for (auto& o : orgs) request.add_orgs(std::move(o));
+    AsyncResult<v1::GetEncryptionCertificatesResponse> result;
+    exchange_->GetEncryptionCertificates(h49_, request, result.Callback());
+    return result.Wait();
+  };
+  EXPECT_THAT(publish(h49_, "ENC:000.00.00.H50"),
+              StatusIs(absl::StatusCode::kPermissionDenied, HasSubstr(kH50)));
+  EXPECT_THAT(publish(h49_, "garbage"), StatusIs(absl::StatusCode::kInvalidArgument));
+  EXPECT_THAT(publish(MustParse("spiffe://lienthong.local/person/operator"),
+                      "ENC:000.00.00.H49"),
+              StatusIs(absl::StatusCode::kPermissionDenied));
+  ASSERT_OK_AND_ASSIGN(v1::PublishEncryptionCertificateResponse r,
+                       publish(h50_, "ENC:000.00.00.H50"));
+  EXPECT_EQ(r.org(), kH50);
+  EXPECT_THAT(get({"bad-code"}), StatusIs(absl::StatusCode::kInvalidArgument));
+  ASSERT_OK_AND_ASSIGN(v1::GetEncryptionCertificatesResponse got,
+                       get({kH50, kH49}));
+  ASSERT_EQ(got.certificates_size(), 1);  // H49 has published nothing
+  EXPECT_EQ(got.certificates(0).org(), kH50);
+  EXPECT_EQ(got.certificates(0).certificate(), "ENC:000.00.00.H50");
+
+  // Kept across a restart, and announced with the org to peers.
+  ASSERT_NO_FATAL_FAILURE(Restart());
+  ASSERT_OK_AND_ASSIGN(got, get({kH50}));
+  ASSERT_EQ(got.certificates_size(), 1);
+  v1::Announce announce = exchange_->AnnounceTo("");
+  bool announced = false;
+  for (const v1::DirectoryEntry& e : announce.entries()) {
+    if (e.org() == kH50)
+      announced = e.encryption_certificate() == "ENC:000.00.00.H50";
+    if (e.org() == kH49) EXPECT_TRUE(e.encryption_certificate().empty());
+  }
+  EXPECT_TRUE(announced) << announce.DebugString();
+  // A republished one replaces it.
+  ASSERT_OK(publish(h50_, "ENC:000.00.00.H50").status());
+}
 
 TEST_P(ExchangeTest, AcceptedEventsRecordThePolicyVersionAndPermittingRules) {
   std::string id = MustSend(h49_, NewDocument(kH49, {kG22}));
