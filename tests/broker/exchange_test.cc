@@ -727,7 +727,8 @@ TEST_P(ExchangeTest, ASealedSecretDocumentIsCarriedAsItCame) {
   Receiver g22;
   ASSERT_OK(g22.Open(*exchange_, g22_, 10));
   ASSERT_TRUE(g22.WaitForCount(1));
-  const v1::Document& d = g22.delivery(0).document();
+  const v1::Delivery got = g22.delivery(0);
+  const v1::Document& d = got.document();
   EXPECT_TRUE(MessageDifferencer::Equals(d.sealed(), doc.sealed()));
   EXPECT_TRUE(d.body().empty());
   EXPECT_EQ(d.content_sha256(), sent.content_sha256());
