@@ -10,7 +10,9 @@
 #   3. the centre goes down; H49 and H50 keep working over their direct link;
 #   4. H50's broker goes down; a document for it waits in h49's outbox and is
 #      delivered when h50 returns (store and forward);
-#   5. the policy refuses an AI-made personnel decision, and explains why.
+#   5. the policy refuses an AI-made personnel decision, and explains why;
+#   6. a confidential report is sealed end to end by the sender's SDK: the
+#      centre reads it, no broker's files hold its text.
 # From a terminal it then keeps the federation running until Ctrl-C.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -101,7 +103,27 @@ fi
 echo "-- why (lienthong policy explain, offline, on the federation's policy file)"
 "$ROOT/build/client-sdk/lienthong" policy explain --policy "$ROOT/deploy/policy/lienthong-policy.yaml" \
   --flow '{sender: 000.00.00.G22, recipient: 000.00.00.H49, origin: ai, decision_category: personnel}'
-echo "-- the directory as broker central sees it"
+
+echo
+echo "== 6. a confidential report, sealed end to end: only the centre can read it"
+echo "-- 000.00.00.G22 publishes its encryption certificate at broker central (announced to every broker)"
+lt 000.00.00.G22 keys publish
+MARKER="Số liệu mật $(date +%s)"
+printf 'Kính gửi Văn phòng Trung ương,\nBáo cáo mật: %s.\n' "$MARKER" >"$DEMO/confidential.txt"
+ID=""
+for _ in $(seq 1 40); do  # until h49 has heard of the certificate (seconds)
+  ID=$(send 000.00.00.H49 --to 000.00.00.G22 --subject "Báo cáo mật về nhân sự" \
+    --type "Báo cáo" --classification confidential "$DEMO/confidential.txt" 2>/dev/null) && break
+  sleep 0.5
+done
+[ -n "$ID" ] || { lt 000.00.00.H49 send --to 000.00.00.G22 --subject x --classification confidential "$DEMO/confidential.txt"; exit 1; }
+echo "sent $ID, sealed by the sender's SDK for 000.00.00.G22"
+lt 000.00.00.G22 receive --max 10 --wait 10 --out "$DEMO/inbox-G22"
+if grep -rqF "$MARKER" "$FEDDIR"/*/data; then
+  echo "the text of the confidential report is in a broker's files"; exit 1
+fi
+echo "-- its text is in G22's inbox ($DEMO/inbox-G22) and in no broker's files (h49, central)"
+echo "-- the directory as broker central sees it (E2E CERT: published encryption certificates)"
 lt operator@central admin directory
 
 if [ -t 0 ] && [ -z "${CI:-}" ]; then

@@ -513,12 +513,12 @@ write_env() {
     echo "LT_CLI=$(printf '%q' "$CLI")"
     echo "LT_PKI=$(printf '%q' "$PKI")"
     echo "lt() {"
-    echo "  local who=\${1:?usage: lt ORG|PERSON@BROKER lienthong-args...} ep cert"
+    echo "  local who=\${1:?usage: lt ORG|PERSON@BROKER lienthong-args...} ep cert enc=() extra=()"
     echo "  shift"
     echo "  case \$who in"
     for name in "${NAMES[@]}"; do
       while IFS='|' read -r code _; do
-        echo "    $code) ep=$(endpoint "$name") cert=orgs/$code ;;"
+        echo "    $code) ep=$(endpoint "$name") cert=orgs/$code enc=(orgs/$code.enc) ;;"
       done < <(orgs "$name")
     done
     for name in "${NAMES[@]}"; do
@@ -526,7 +526,11 @@ write_env() {
     done
     echo "    *) echo \"lt: unknown organization or PERSON@BROKER: \$who\" >&2; return 2 ;;"
     echo "  esac"
-    echo "  \"\$LT_CLI\" --endpoint \"\$ep\" --ca \"\$LT_PKI/ca.pem\" --cert \"\$LT_PKI/\$cert.pem\" --key \"\$LT_PKI/\$cert.key\" \"\$@\""
+    echo "  # An organization's encryption key pair opens what is sealed for it."
+    echo "  if [ \${#enc[@]} -gt 0 ] && [ -f \"\$LT_PKI/\${enc[0]}.pem\" ]; then"
+    echo "    extra=(--enc-cert \"\$LT_PKI/\${enc[0]}.pem\" --enc-key \"\$LT_PKI/\${enc[0]}.key\")"
+    echo "  fi"
+    echo "  \"\$LT_CLI\" --endpoint \"\$ep\" --ca \"\$LT_PKI/ca.pem\" --cert \"\$LT_PKI/\$cert.pem\" --key \"\$LT_PKI/\$cert.key\" \"\${extra[@]}\" \"\$@\""
     echo "}"
   } >"$tmp"
   install_file "$tmp" "$DIR/env.sh"

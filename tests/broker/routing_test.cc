@@ -373,3 +373,32 @@ TEST(PeerRouteTest, ErrorsNameTheField) {
 
 }  // namespace
 }  // namespace lienthong::broker
+
+namespace lienthong::broker {
+namespace {
+
+TEST(RouterLearnTest, ReportsAChangeAndFindsTheBestEntryWithItsCertificate) {
+  Router router({}, absl::Seconds(90));
+  const absl::Time t0 = absl::FromUnixSeconds(1'800'000'000);
+  DirectoryEntry far{"000.00.00.H51", "", "h51", 1, {"h51"}, ""};
+  EXPECT_TRUE(router.Learn("central", {far}, t0));
+  // The same announcement again is no change; a published certificate is.
+  EXPECT_FALSE(router.Learn("central", {far}, t0 + absl::Seconds(30)));
+  far.encryption_certificate = "der";
+  EXPECT_TRUE(router.Learn("central", {far}, t0 + absl::Seconds(60)));
+  std::optional<DirectoryEntry> found =
+      router.Find("000.00.00.H51", t0 + absl::Seconds(60));
+  ASSERT_TRUE(found.has_value());
+  EXPECT_EQ(found->encryption_certificate, "der");
+  EXPECT_EQ(found->broker, "h51");
+  EXPECT_FALSE(router.Find("000.00.00.H52", t0).has_value());
+  // A fresh, nearer entry wins over a stale one.
+  DirectoryEntry near{"000.00.00.H51", "", "h51", 0, {}, "der2"};
+  router.Learn("h51", {near}, t0 + absl::Seconds(200));
+  found = router.Find("000.00.00.H51", t0 + absl::Seconds(200));
+  ASSERT_TRUE(found.has_value());
+  EXPECT_EQ(found->encryption_certificate, "der2");
+}
+
+}  // namespace
+}  // namespace lienthong::broker

@@ -2220,7 +2220,8 @@ class ExchangeImpl : public Exchange {
               ? e.encryption_certificate()
               : ""});
     }
-    router_.Learn(peer, std::move(entries), clock_->Now());
+    if (router_.Learn(peer, std::move(entries), clock_->Now()))
+      directory_generation_.fetch_add(1);
     Router::Patterns patterns;
     for (const std::string& p : announce.route_provinces())
       patterns.provinces.push_back(p);
@@ -2265,6 +2266,9 @@ class ExchangeImpl : public Exchange {
   }
 
   const Router& router() const override { return router_; }
+  uint64_t directory_generation() const override {
+    return directory_generation_.load();
+  }
 
   // ---- End-to-end encryption directory ---------------------------------
 
@@ -2314,6 +2318,7 @@ class ExchangeImpl : public Exchange {
                      absl::MutexLock lock(&certificates_mu_);
                      certificates_[org] = std::move(der);
                    }
+                   directory_generation_.fetch_add(1);
                    done(std::move(response));
                  });
     });
@@ -2479,6 +2484,7 @@ class ExchangeImpl : public Exchange {
   uint64_t accepted_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t delivered_ ABSL_GUARDED_BY(mu_) = 0;
 
+  std::atomic<uint64_t> directory_generation_{0};
   // Encryption certificates (DER) published by this broker's own orgs.
   absl::Mutex certificates_mu_;
   absl::flat_hash_map<std::string, std::string> certificates_

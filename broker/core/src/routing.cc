@@ -176,7 +176,7 @@ void Router::LearnPatterns(const std::string& peer, Patterns patterns) {
   patterns_[peer] = std::move(patterns);
 }
 
-void Router::Learn(const std::string& peer, std::vector<DirectoryEntry> entries,
+bool Router::Learn(const std::string& peer, std::vector<DirectoryEntry> entries,
                    absl::Time now) {
   Learned learned;
   learned.heard_at = now;
@@ -187,7 +187,10 @@ void Router::Learn(const std::string& peer, std::vector<DirectoryEntry> entries,
     if (!inserted && e.distance < it->second.distance) it->second = e;
   }
   absl::MutexLock lock(&mu_);
-  learned_[peer] = std::move(learned);
+  Learned& slot = learned_[peer];
+  const bool changed = slot.entries != learned.entries;
+  slot = std::move(learned);
+  return changed;
 }
 
 std::vector<DirectoryEntry> Router::AnnounceTo(

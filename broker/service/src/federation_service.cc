@@ -25,6 +25,8 @@ constexpr absl::Duration kStableLink = absl::Seconds(10);
 // Transfers outstanding and no custody for this long: the link is broken
 // (whatever was sent goes out again on a new one).
 constexpr absl::Duration kCustodyTimeout = absl::Seconds(60);
+// How often a dialer looks for directory changes to announce at once.
+constexpr absl::Duration kDirectoryCheck = absl::Seconds(1);
 
 void Log(absl::string_view message, log::Fields fields = {},
          log::Level level = log::Level::kInfo) {
@@ -519,6 +521,9 @@ absl::Status PeerLinks::RunOnce(Peer* peer) {
   });
 
   absl::Time next_announce = absl::Now();
+  // What the directory looked like at the last announce; a change is
+  // announced within kDirectoryCheck instead of the interval.
+  uint64_t announced_generation = exchange_->directory_generation();
   absl::Status ended_by;
   for (;;) {
     v1::LinkRequest request;
@@ -528,7 +533,7 @@ absl::Status PeerLinks::RunOnce(Peer* peer) {
         return io->ended || !io->transfers.empty() || !io->event_acks.empty() ||
                absl::Now() >= next_announce;
       };
-      absl::Time wake = next_announce;
+      absl::Time wake = std::min(next_announce, absl::Now() + kDirectoryCheck);
       if (io->written > io->answered)
         wake = std::min(wake, io->progress + kCustodyTimeout);
       io->mu.AwaitWithDeadline(absl::Condition(&ready), wake);
@@ -555,7 +560,9 @@ absl::Status PeerLinks::RunOnce(Peer* peer) {
       for (uint64_t id : io->event_acks) request.add_event_acks(id);
       io->event_acks.clear();
     }
-    if (absl::Now() >= next_announce) {
+    const uint64_t generation = exchange_->directory_generation();
+    if (absl::Now() >= next_announce || generation != announced_generation) {
+      announced_generation = generation;
       *request.mutable_announce() = exchange_->AnnounceTo(name);
       next_announce = absl::Now() + options_.announce_interval;
     }

@@ -302,6 +302,11 @@ class Exchange {
   virtual void LearnDirectory(const std::string& peer,
                               const v1::Announce& announce) = 0;
   virtual v1::Announce AnnounceTo(const std::string& peer) = 0;
+  // Grows whenever what this broker announces may have changed (an
+  // organization published an encryption certificate, a peer announced
+  // something new): links announce again at once instead of waiting for
+  // their interval.
+  virtual uint64_t directory_generation() const = 0;
   virtual const Router& router() const = 0;
   virtual std::vector<PeerQueueStats> PeerStats() = 0;
 

@@ -52,6 +52,9 @@ struct DirectoryEntry {
   std::vector<std::string> path;
   // The organization's published encryption certificate (DER); empty: none.
   std::string encryption_certificate;
+
+  friend bool operator==(const DirectoryEntry&,
+                         const DirectoryEntry&) = default;
 };
 
 // What the directory knows through one peer.
@@ -90,7 +93,8 @@ class Router {
 
   // Replaces what `peer` announced (appending `peer` to each entry's path).
   // A peer's entries stay until it announces again, even when it goes stale.
-  void Learn(const std::string& peer, std::vector<DirectoryEntry> entries,
+  // Returns whether they differ from what `peer` announced before.
+  bool Learn(const std::string& peer, std::vector<DirectoryEntry> entries,
              absl::Time now);
 
   // What to announce to `peer`: `own` (distance 0) and the best entry for
