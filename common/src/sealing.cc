@@ -590,4 +590,33 @@ std::unique_ptr<ContentCipher> NewDefaultCipher() {
   return std::make_unique<DefaultCipher>();
 }
 
+absl::StatusOr<std::string> AeadSeal(absl::string_view key,
+                                     absl::string_view plaintext,
+                                     absl::string_view associated_data) {
+  if (key.size() != kKeyBytes) {
+    return absl::InvalidArgumentError("sealing: the key must be 32 bytes");
+  }
+  std::string out = RandomBytes(kNonceBytes);
+  absl::StatusOr<std::string> sealed =
+      GcmSeal(key, out, plaintext, associated_data);
+  if (!sealed.ok()) return sealed.status();
+  out.append(*sealed);
+  return out;
+}
+
+absl::StatusOr<std::string> AeadOpen(absl::string_view key,
+                                     absl::string_view sealed,
+                                     absl::string_view associated_data) {
+  if (key.size() != kKeyBytes) {
+    return absl::InvalidArgumentError("sealing: the key must be 32 bytes");
+  }
+  if (sealed.size() < kNonceBytes + kTagBytes) {
+    return absl::InvalidArgumentError("sealing: sealed data is too short");
+  }
+  return GcmOpen(key, sealed.substr(0, kNonceBytes),
+                 sealed.substr(kNonceBytes), associated_data, "sealed data");
+}
+
+std::string RandomKey() { return RandomBytes(kKeyBytes); }
+
 }  // namespace lienthong::sealing

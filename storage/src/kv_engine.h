@@ -71,7 +71,7 @@ std::unique_ptr<KvEngine> NewMemoryEngine();
 // The store over an engine; takes ownership.
 absl::StatusOr<std::unique_ptr<Store>> NewStoreOverEngine(
     std::unique_ptr<KvEngine> engine, size_t max_group_size,
-    size_t max_group_bytes);
+    size_t max_group_bytes, const EncryptionOptions& encryption);
 
 }  // namespace lienthong::storage
 

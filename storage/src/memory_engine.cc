@@ -79,8 +79,13 @@ std::unique_ptr<KvEngine> NewMemoryEngine() {
 }
 
 std::unique_ptr<Store> NewMemoryStore() {
-  auto store = NewStoreOverEngine(NewMemoryEngine(), 4096, 32 << 20);
+  auto store = NewStoreOverEngine(NewMemoryEngine(), 4096, 32 << 20, {});
   return std::move(store).value();  // cannot fail on an empty memory engine
+}
+
+absl::StatusOr<std::unique_ptr<Store>> NewMemoryStore(
+    const EncryptionOptions& encryption) {
+  return NewStoreOverEngine(NewMemoryEngine(), 4096, 32 << 20, encryption);
 }
 
 }  // namespace lienthong::storage

@@ -224,7 +224,7 @@ absl::StatusOr<std::unique_ptr<Store>> OpenRocksDbStore(
   auto engine = OpenRocksDbEngine(options);
   if (!engine.ok()) return engine.status();
   return NewStoreOverEngine(std::move(engine).value(), options.max_group_size,
-                            options.max_group_bytes);
+                            options.max_group_bytes, options.encryption);
 }
 
 }  // namespace lienthong::storage

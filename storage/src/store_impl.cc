@@ -18,6 +18,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "lienthong/common/status_macros.h"
+#include "storage/src/data_keys.h"
 #include "storage/src/keys.h"
 #include "storage/src/kv_engine.h"
 
@@ -31,9 +32,11 @@ constexpr absl::string_view kEventRef("\0", 1);
 
 class StoreImpl : public Store {
  public:
-  StoreImpl(std::unique_ptr<KvEngine> engine, uint64_t last_sequence,
-            size_t max_group_size, size_t max_group_bytes)
+  StoreImpl(std::unique_ptr<KvEngine> engine, std::unique_ptr<DataKeys> keys,
+            uint64_t last_sequence, size_t max_group_size,
+            size_t max_group_bytes)
       : engine_(std::move(engine)),
+        keys_(std::move(keys)),
         last_sequence_(last_sequence),
         max_group_size_(max_group_size),
         max_group_bytes_(max_group_bytes) {
@@ -62,7 +65,13 @@ class StoreImpl : public Store {
     if (batch.document) {
       const v1::Document& doc = *batch.document;
       p.document_id = doc.id();
-      p.document_value = doc.SerializeAsString();
+      absl::StatusOr<std::string> value =
+          keys_->Seal(doc.SerializeAsString(), doc.id());
+      if (!value.ok()) {
+        done(value.status());
+        return;
+      }
+      p.document_value = *std::move(value);
       if (!doc.idempotency_key().empty()) {
         p.idempotency_key =
             keys::Idempotency(doc.sender(), doc.idempotency_key());
@@ -113,8 +122,10 @@ class StoreImpl : public Store {
     if (!raw)
       return absl::NotFoundError(
           absl::StrCat("document ", document_id, " not found"));
+    ASSIGN_OR_RETURN(std::string value,
+                     keys_->Open(*std::move(raw), document_id));
     v1::Document doc;
-    if (!doc.ParseFromString(*raw)) {
+    if (!doc.ParseFromString(value)) {
       return absl::DataLossError(
           absl::StrCat("storage: document ", document_id, " is corrupt"));
     }
@@ -148,6 +159,20 @@ class StoreImpl : public Store {
           return true;
         });
   }
+
+  absl::Status RotateKeys(const EncryptionOptions& options) override {
+    // One rotation at a time; the store keeps serving meanwhile.
+    absl::MutexLock rotating(&rotate_mu_);
+    ASSIGN_OR_RETURN(DataKeys::Rotation rotation,
+                     keys_->PrepareRotation(options));
+    WriteBatch batch;
+    batch.records = rotation.records;
+    RETURN_IF_ERROR(WriteSync(std::move(batch)).status());
+    keys_->Install(std::move(rotation));
+    return absl::OkStatus();
+  }
+
+  EncryptionInfo Encryption() override { return keys_->Info(); }
 
   absl::Status ScanQueues(
       const std::function<void(const QueueEntry&)>& fn) override {
@@ -396,6 +421,8 @@ class StoreImpl : public Store {
   }
 
   const std::unique_ptr<KvEngine> engine_;
+  const std::unique_ptr<DataKeys> keys_;
+  absl::Mutex rotate_mu_;
   Counter writes_;
   Counter syncs_;
   Histogram writes_per_sync_{Histogram::SizeBounds()};
@@ -418,7 +445,9 @@ class StoreImpl : public Store {
 
 absl::StatusOr<std::unique_ptr<Store>> NewStoreOverEngine(
     std::unique_ptr<KvEngine> engine, size_t max_group_size,
-    size_t max_group_bytes) {
+    size_t max_group_bytes, const EncryptionOptions& encryption) {
+  ASSIGN_OR_RETURN(std::unique_ptr<DataKeys> keys,
+                   DataKeys::Load(*engine, encryption));
   ASSIGN_OR_RETURN(std::optional<std::string> raw,
                    engine->GetLatest(Cf::kMeta, keys::kLastSequence));
   uint64_t last = 0;
@@ -427,8 +456,9 @@ absl::StatusOr<std::unique_ptr<Store>> NewStoreOverEngine(
       return absl::DataLossError("storage: malformed last sequence");
     last = keys::ReadBigEndian64(*raw);
   }
-  return std::unique_ptr<Store>(std::make_unique<StoreImpl>(
-      std::move(engine), last, max_group_size, max_group_bytes));
+  return std::unique_ptr<Store>(
+      std::make_unique<StoreImpl>(std::move(engine), std::move(keys), last,
+                                  max_group_size, max_group_bytes));
 }
 
 }  // namespace lienthong::storage

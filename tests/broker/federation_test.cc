@@ -183,6 +183,10 @@ class FaultyStore : public storage::Store {
       const std::function<void(const storage::Record&)>& fn) override {
     return base_->ScanRecords(prefix, fn);
   }
+  absl::Status RotateKeys(const storage::EncryptionOptions& options) override {
+    return base_->RotateKeys(options);
+  }
+  storage::EncryptionInfo Encryption() override { return base_->Encryption(); }
   storage::StoreStats Stats() override { return base_->Stats(); }
 
  private:

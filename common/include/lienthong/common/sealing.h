@@ -122,6 +122,21 @@ class ContentCipher {
 // The kDefaultScheme cipher over OpenSSL 3's EVP API.
 std::unique_ptr<ContentCipher> NewDefaultCipher();
 
+// Symmetric sealing for data a party keeps for itself (e.g. encryption at
+// rest): AES-256-GCM under a 32-byte `key` with a random 96-bit nonce;
+// returns nonce || ciphertext || tag. INTERNAL when the crypto library
+// fails.
+absl::StatusOr<std::string> AeadSeal(absl::string_view key,
+                                     absl::string_view plaintext,
+                                     absl::string_view associated_data);
+// The reverse: DATA_LOSS when authentication fails (altered, another key,
+// other associated data), INVALID_ARGUMENT when too short.
+absl::StatusOr<std::string> AeadOpen(absl::string_view key,
+                                     absl::string_view sealed,
+                                     absl::string_view associated_data);
+// 32 random bytes for AeadSeal.
+std::string RandomKey();
+
 }  // namespace lienthong::sealing
 
 #endif  // LIENTHONG_COMMON_SEALING_H_

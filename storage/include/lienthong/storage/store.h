@@ -99,6 +99,25 @@ struct WriteResult {
   std::vector<v1::StatusEvent> events;  // with sequences
 };
 
+// Encryption at rest of stored documents (content, attachments, metadata):
+// each is sealed with AES-256-GCM under a data key; data keys are kept in
+// the store wrapped by the master key, which never is.
+struct EncryptionOptions {
+  // 32 bytes. Empty: documents are written unencrypted; a store that holds
+  // encrypted data then refuses to open.
+  std::string master_key;
+  // Earlier master keys: data keys still wrapped by one of them are
+  // re-wrapped under `master_key` when the store opens or rotates.
+  std::vector<std::string> previous_master_keys;
+};
+
+struct EncryptionInfo {
+  bool enabled = false;
+  std::string master_key_id;  // hex; identifies the master key, reveals nothing
+  std::string data_key_id;    // hex; the key new documents are sealed with
+  size_t data_keys = 0;       // data keys in the store
+};
+
 // What the store did, for operators.
 struct StoreStats {
   uint64_t writes = 0;  // write batches applied
@@ -151,6 +170,15 @@ class Store {
       absl::string_view prefix,
       const std::function<void(const Record&)>& fn) = 0;
 
+  // Starts a new data key for documents written from now on and re-wraps
+  // every data key under `options.master_key` (one wrapped by another
+  // master key needs it in previous_master_keys). Stored documents keep
+  // their data keys; nothing is re-encrypted. Durable when it returns OK.
+  // INVALID_ARGUMENT without a 32-byte master key; FAILED_PRECONDITION when
+  // a data key cannot be unwrapped. Thread-safe; the store keeps serving.
+  virtual absl::Status RotateKeys(const EncryptionOptions& options) = 0;
+  virtual EncryptionInfo Encryption() = 0;
+
   virtual StoreStats Stats() = 0;
 };
 
@@ -163,6 +191,8 @@ struct RocksDbOptions {
   size_t max_group_size = 4096;
   // Most bytes merged into one commit. Default 32 MiB.
   size_t max_group_bytes = 32 << 20;
+  // Default: no encryption at rest.
+  EncryptionOptions encryption;
 
   absl::Status Validate() const;
 };
@@ -176,6 +206,9 @@ absl::StatusOr<std::unique_ptr<Store>> OpenRocksDbStore(
 // A volatile store for tests: the same logic over sorted maps, without
 // durability.
 std::unique_ptr<Store> NewMemoryStore();
+// The same, encrypting documents at rest as OpenRocksDbStore does.
+absl::StatusOr<std::unique_ptr<Store>> NewMemoryStore(
+    const EncryptionOptions& encryption);
 
 }  // namespace lienthong::storage
 

@@ -1,0 +1,211 @@
+// Encryption at rest with real RocksDB: what a copied data directory shows
+// without the master key, key rotation while serving, master key rotation,
+// and a sealed value moved to another document.
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "lienthong/common/sealing.h"
+#include "lienthong/storage/store.h"
+#include "rocksdb/db.h"
+#include "tests/testing/status_matchers.h"
+#include "tests/testing/temp_dir.h"
+
+namespace lienthong::storage {
+namespace {
+
+using ::lienthong::testing_util::StatusIs;
+using ::lienthong::testing_util::TempDir;
+using ::testing::HasSubstr;
+
+constexpr char kMarker[] = "QUYET-DINH-NHAN-SU-9e1f";
+
+v1::Document MakeDocument(const std::string& id, const std::string& text) {
+  v1::Document doc;
+  doc.set_id(id);
+  doc.set_sender("000.00.00.H49");
+  doc.set_idempotency_key(absl::StrCat("key-", id));
+  doc.add_recipients("000.00.00.G22");
+  doc.mutable_metadata()->set_subject(absl::StrCat("Trích yếu ", text));
+  doc.set_body(absl::StrCat("Nội dung ", text));
+  v1::Attachment* a = doc.add_attachments();
+  a->set_name("phu-luc.txt");
+  a->set_content(absl::StrCat("Phụ lục ", text));
+  return doc;
+}
+
+bool DirectoryContains(const std::string& dir, const std::string& needle) {
+  for (const auto& entry : std::filesystem::recursive_directory_iterator(dir)) {
+    if (!entry.is_regular_file()) continue;
+    std::ifstream in(entry.path(), std::ios::binary);
+    std::stringstream s;
+    s << in.rdbuf();
+    if (s.str().find(needle) != std::string::npos) return true;
+  }
+  return false;
+}
+
+class EncryptionTest : public ::testing::Test {
+ protected:
+  absl::StatusOr<std::unique_ptr<Store>> Open(EncryptionOptions encryption) {
+    RocksDbOptions options;
+    options.path = dir_.path() + "/db";
+    options.encryption = std::move(encryption);
+    return OpenRocksDbStore(options);
+  }
+  static EncryptionOptions With(std::string master,
+                                std::vector<std::string> previous = {}) {
+    EncryptionOptions e;
+    e.master_key = std::move(master);
+    e.previous_master_keys = std::move(previous);
+    return e;
+  }
+  static absl::Status Put(Store& store, const v1::Document& doc) {
+    WriteBatch batch;
+    batch.document = doc;
+    return store.WriteSync(std::move(batch)).status();
+  }
+  static void ExpectReads(Store& store, const std::string& id,
+                          const std::string& text) {
+    absl::StatusOr<v1::Document> doc = store.GetDocument(id);
+    ASSERT_OK(doc);
+    EXPECT_EQ(doc->body(), absl::StrCat("Nội dung ", text));
+    EXPECT_EQ(doc->attachments(0).content(), absl::StrCat("Phụ lục ", text));
+  }
+
+  TempDir dir_;
+  const std::string master_ = sealing::RandomKey();
+  const std::string next_master_ = sealing::RandomKey();
+};
+
+TEST_F(EncryptionTest, ACopiedDataDirectoryShowsNoContentWithoutTheKey) {
+  {
+    ASSERT_OK_AND_ASSIGN(std::unique_ptr<Store> store, Open(With(master_)));
+    EXPECT_TRUE(store->Encryption().enabled);
+    ASSERT_OK(Put(*store, MakeDocument("doc-1", kMarker)));
+    ExpectReads(*store, "doc-1", kMarker);
+  }
+  // Neither the WAL nor the tables hold any of its text.
+  EXPECT_FALSE(DirectoryContains(dir_.path(), kMarker));
+  EXPECT_FALSE(DirectoryContains(dir_.path(), "Nội dung"));
+  // Without the key the store does not open; with it everything reads.
+  EXPECT_THAT(Open({}).status(),
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       HasSubstr("storage.master_key_file")));
+  EXPECT_THAT(Open(With(sealing::RandomKey())).status(),
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       HasSubstr("not configured")));
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<Store> store, Open(With(master_)));
+  ExpectReads(*store, "doc-1", kMarker);
+}
+
+TEST_F(EncryptionTest, TheControlWithoutEncryptionShowsTheText) {
+  {
+    ASSERT_OK_AND_ASSIGN(std::unique_ptr<Store> store, Open({}));
+    EXPECT_FALSE(store->Encryption().enabled);
+    ASSERT_OK(Put(*store, MakeDocument("doc-1", kMarker)));
+  }
+  EXPECT_TRUE(DirectoryContains(dir_.path(), kMarker));
+  // Turning encryption on later: the old document still reads, new ones are
+  // sealed.
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<Store> store, Open(With(master_)));
+  ExpectReads(*store, "doc-1", kMarker);
+  ASSERT_OK(Put(*store, MakeDocument("doc-2", "second")));
+  ExpectReads(*store, "doc-2", "second");
+}
+
+TEST_F(EncryptionTest, RotationWhileServingKeepsEveryDocumentReadable) {
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<Store> store, Open(With(master_)));
+  ASSERT_OK(Put(*store, MakeDocument("doc-1", "one")));
+  const EncryptionInfo before = store->Encryption();
+  // A new data key and a new master key, without closing the store.
+  ASSERT_OK(store->RotateKeys(With(next_master_)));
+  const EncryptionInfo after = store->Encryption();
+  EXPECT_NE(after.data_key_id, before.data_key_id);
+  EXPECT_NE(after.master_key_id, before.master_key_id);
+  EXPECT_EQ(after.data_keys, 2u);
+  ASSERT_OK(Put(*store, MakeDocument("doc-2", "two")));
+  ExpectReads(*store, "doc-1", "one");
+  ExpectReads(*store, "doc-2", "two");
+  EXPECT_THAT(store->RotateKeys(With("short")),
+              StatusIs(absl::StatusCode::kInvalidArgument));
+  store.reset();
+  // Every data key is wrapped by the new master key now; the old one alone
+  // opens nothing.
+  EXPECT_THAT(Open(With(master_)).status(),
+              StatusIs(absl::StatusCode::kFailedPrecondition));
+  ASSERT_OK_AND_ASSIGN(store, Open(With(next_master_)));
+  ExpectReads(*store, "doc-1", "one");
+  ExpectReads(*store, "doc-2", "two");
+}
+
+TEST_F(EncryptionTest, APreviousMasterKeyIsReplacedWhenTheStoreOpens) {
+  {
+    ASSERT_OK_AND_ASSIGN(std::unique_ptr<Store> store, Open(With(master_)));
+    ASSERT_OK(Put(*store, MakeDocument("doc-1", "one")));
+  }
+  {
+    ASSERT_OK_AND_ASSIGN(std::unique_ptr<Store> store,
+                         Open(With(next_master_, {master_})));
+    ExpectReads(*store, "doc-1", "one");
+  }
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<Store> store, Open(With(next_master_)));
+  ExpectReads(*store, "doc-1", "one");
+}
+
+TEST_F(EncryptionTest, ASealedValueMovedToAnotherDocumentDoesNotOpen) {
+  {
+    ASSERT_OK_AND_ASSIGN(std::unique_ptr<Store> store, Open(With(master_)));
+    ASSERT_OK(Put(*store, MakeDocument("doc-a", "a")));
+    ASSERT_OK(Put(*store, MakeDocument("doc-b", "b")));
+  }
+  {
+    // Someone with write access to the files, but not the key, swaps them.
+    rocksdb::DBOptions db_options;
+    std::vector<rocksdb::ColumnFamilyDescriptor> cfs;
+    std::vector<std::string> names;
+    ASSERT_TRUE(
+        rocksdb::DB::ListColumnFamilies(db_options, dir_.path() + "/db", &names)
+            .ok());
+    for (const std::string& n : names)
+      cfs.emplace_back(n, rocksdb::ColumnFamilyOptions());
+    std::vector<rocksdb::ColumnFamilyHandle*> handles;
+    rocksdb::DB* raw = nullptr;
+    ASSERT_TRUE(
+        rocksdb::DB::Open(db_options, dir_.path() + "/db", cfs, &handles, &raw)
+            .ok());
+    std::unique_ptr<rocksdb::DB> db(raw);
+    rocksdb::ColumnFamilyHandle* documents = nullptr;
+    for (size_t i = 0; i < names.size(); ++i)
+      if (names[i] == "documents") documents = handles[i];
+    ASSERT_NE(documents, nullptr);
+    std::string a;
+    ASSERT_TRUE(db->Get(rocksdb::ReadOptions(), documents, "doc-a", &a).ok());
+    EXPECT_EQ(a.find("Nội dung"), std::string::npos);
+    ASSERT_TRUE(db->Put(rocksdb::WriteOptions(), documents, "doc-b", a).ok());
+    for (auto* h : handles) ASSERT_TRUE(db->DestroyColumnFamilyHandle(h).ok());
+  }
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<Store> store, Open(With(master_)));
+  ExpectReads(*store, "doc-a", "a");
+  EXPECT_THAT(store->GetDocument("doc-b").status(),
+              StatusIs(absl::StatusCode::kDataLoss, HasSubstr("doc-b")));
+}
+
+TEST_F(EncryptionTest, TheMemoryStoreEncryptsToo) {
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<Store> store,
+                       NewMemoryStore(With(master_)));
+  ASSERT_OK(Put(*store, MakeDocument("doc-1", "one")));
+  ExpectReads(*store, "doc-1", "one");
+  EXPECT_TRUE(store->Encryption().enabled);
+  EXPECT_THAT(NewMemoryStore(With("not 32 bytes")).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument));
+}
+
+}  // namespace
+}  // namespace lienthong::storage
