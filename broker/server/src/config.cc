@@ -1,6 +1,7 @@
 #include "broker/server/src/config.h"
 
 #include <openssl/sha.h>
+#include <sys/stat.h>
 #include <yaml-cpp/yaml.h>
 
 #include <filesystem>
@@ -8,8 +9,10 @@
 #include <set>
 #include <sstream>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/string_view.h"
 #include "lienthong/common/identity.h"
@@ -122,6 +125,59 @@ std::vector<std::string> BrokerConfig::PersonIds(
     ids.push_back(
         lienthong::SpiffeId(trust_domain, Principal::Kind::kPerson, n));
   return ids;
+}
+
+namespace {
+
+absl::StatusOr<std::string> ReadMasterKey(const std::string& path,
+                                          absl::string_view field) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(field, ": cannot read ", path));
+  }
+  if ((st.st_mode & 077) != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(field, ": ", path, " is readable by others (mode ",
+                     absl::StrFormat("%04o", st.st_mode & 07777),
+                     "); the master key must be mode 0600: chmod 600 ", path));
+  }
+  std::ifstream in(path);
+  std::string text((std::istreambuf_iterator<char>(in)),
+                   std::istreambuf_iterator<char>());
+  absl::string_view hex = absl::StripAsciiWhitespace(text);
+  if (hex.size() != 64 ||
+      hex.find_first_not_of("0123456789abcdefABCDEF") != hex.npos) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        field, ": ", path,
+        " must hold the 32-byte key as 64 hex characters (make one with: "
+        "openssl rand -hex 32 > FILE; chmod 600 FILE)"));
+  }
+  return absl::HexStringToBytes(hex);
+}
+
+}  // namespace
+
+absl::StatusOr<storage::EncryptionOptions> BrokerConfig::ReadStorageKeys()
+    const {
+  storage::EncryptionOptions keys;
+  if (!master_key_file.empty()) {
+    ASSIGN_OR_RETURN(keys.master_key,
+                     ReadMasterKey(master_key_file, "storage.master_key_file"));
+  }
+  for (size_t i = 0; i < previous_master_key_files.size(); ++i) {
+    ASSIGN_OR_RETURN(
+        std::string key,
+        ReadMasterKey(
+            previous_master_key_files[i],
+            absl::StrCat("storage.previous_master_key_files[", i, "]")));
+    keys.previous_master_keys.push_back(std::move(key));
+  }
+  if (keys.master_key.empty() && !keys.previous_master_keys.empty()) {
+    return absl::InvalidArgumentError(
+        "storage.previous_master_key_files: needs storage.master_key_file");
+  }
+  return keys;
 }
 
 storage::RocksDbOptions BrokerConfig::ToStorageOptions() const {
@@ -264,10 +320,30 @@ absl::StatusOr<BrokerConfig> ParseConfig(const std::string& yaml,
                                          &c.default_max_in_flight, 1, 10000));
     }
     if (YAML::Node s = root["storage"]) {
-      RETURN_IF_ERROR(p.CheckKeys(s, "storage", {"block_cache_bytes"}));
+      RETURN_IF_ERROR(p.CheckKeys(s, "storage",
+                                  {"block_cache_bytes", "master_key_file",
+                                   "previous_master_key_files"}));
       RETURN_IF_ERROR(p.Number<size_t>(s, "block_cache_bytes",
                                        &c.block_cache_bytes, 1 << 20,
                                        size_t{64} << 30));
+      RETURN_IF_ERROR(p.String(s, "master_key_file", &c.master_key_file));
+      if (YAML::Node list = s["previous_master_key_files"]) {
+        if (!list.IsSequence()) {
+          return p.Error(list,
+                         "storage.previous_master_key_files must be a list");
+        }
+        for (const YAML::Node& item : list) {
+          if (!item.IsScalar()) {
+            return p.Error(item,
+                           "storage.previous_master_key_files: each entry "
+                           "must be a file path");
+          }
+          c.previous_master_key_files.push_back(item.as<std::string>());
+        }
+      }
+      c.master_key_file = Resolve(base_dir, c.master_key_file);
+      for (std::string& f : c.previous_master_key_files)
+        f = Resolve(base_dir, f);
     }
     RETURN_IF_ERROR(
         p.Number(root, "worker_threads", &c.worker_threads, 1, 256));

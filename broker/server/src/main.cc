@@ -109,8 +109,22 @@ int Serve(const BrokerConfig& config) {
   }
   std::error_code ec;
   std::filesystem::create_directories(config.data_dir, ec);
+  storage::RocksDbOptions storage_options = config.ToStorageOptions();
+  {
+    absl::StatusOr<storage::EncryptionOptions> keys = config.ReadStorageKeys();
+    if (!keys.ok()) {
+      LogError(std::string(keys.status().message()));
+      return 1;
+    }
+    if (keys->master_key.empty()) {
+      log::Write(log::Level::kWarning, "",
+                 "storage.master_key_file is not set: documents are stored "
+                 "unencrypted at rest");
+    }
+    storage_options.encryption = *std::move(keys);
+  }
   absl::StatusOr<std::unique_ptr<storage::Store>> store =
-      storage::OpenRocksDbStore(config.ToStorageOptions());
+      storage::OpenRocksDbStore(storage_options);
   if (!store.ok()) {
     LogError(absl::StrCat("", store.status().ToString()));
     return 1;
@@ -178,6 +192,9 @@ int Serve(const BrokerConfig& config) {
   admin_options.policy = served_policy->get();
   admin_options.exchange = exchange->get();
   admin_options.store = store->get();
+  admin_options.read_storage_keys = [&config] {
+    return config.ReadStorageKeys();
+  };
   admin_options.config_sha256 = config.source_sha256;
   admin_options.links = &links;
   if (absl::Status s = admin_options.Validate(); !s.ok()) {

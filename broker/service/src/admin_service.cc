@@ -259,11 +259,27 @@ grpc::ServerUnaryReactor* AdminServiceImpl::SetLogLevel(
                 &AdminServiceImpl::DoSetLogLevel);
 }
 
+grpc::ServerUnaryReactor* AdminServiceImpl::RotateStorageKeys(
+    grpc::CallbackServerContext* ctx,
+    const v1::RotateStorageKeysRequest* request,
+    v1::RotateStorageKeysResponse* response) {
+  return Handle(ctx, "RotateStorageKeys", Access::kOperate, request, response,
+                &AdminServiceImpl::DoRotateStorageKeys);
+}
+
 grpc::ServerUnaryReactor* AdminServiceImpl::ListDirectory(
     grpc::CallbackServerContext* ctx, const v1::ListDirectoryRequest* request,
     v1::ListDirectoryResponse* response) {
   return Handle(ctx, "ListDirectory", Access::kRead, request, response,
                 &AdminServiceImpl::DoListDirectory);
+}
+
+static void ToProto(const storage::EncryptionInfo& info,
+                    v1::StorageEncryption* out) {
+  out->set_enabled(info.enabled);
+  out->set_master_key_id(info.master_key_id);
+  out->set_data_key_id(info.data_key_id);
+  out->set_data_keys(static_cast<uint32_t>(info.data_keys));
 }
 
 // ---- work (on the pool) -----------------------------------------------------
@@ -427,6 +443,8 @@ absl::Status AdminServiceImpl::DoGetBrokerInfo(
     storage::StoreStats st = options_.store->Stats();
     response->set_data_disk_bytes(st.disk_bytes);
     response->set_data_memory_bytes(st.memory_bytes);
+    ToProto(options_.store->Encryption(),
+            response->mutable_storage_encryption());
   }
   return absl::OkStatus();
 }
@@ -594,6 +612,30 @@ absl::Status AdminServiceImpl::DoGetDocument(
   for (const v1::Attachment& a : doc.attachments()) bytes += a.content().size();
   response->set_content_bytes(bytes);
   response->set_attachments(doc.attachments_size());
+  return absl::OkStatus();
+}
+
+absl::Status AdminServiceImpl::DoRotateStorageKeys(
+    const Principal& caller, const v1::RotateStorageKeysRequest& request,
+    v1::RotateStorageKeysResponse* response, std::string* detail) {
+  if (!options_.store || !options_.read_storage_keys) {
+    return absl::FailedPreconditionError(
+        "this broker has no store keys to rotate");
+  }
+  ASSIGN_OR_RETURN(storage::EncryptionOptions keys,
+                   options_.read_storage_keys());
+  if (keys.master_key.empty()) {
+    return absl::FailedPreconditionError(
+        "storage.master_key_file is not set: encryption at rest is off; set "
+        "it and restart to turn it on");
+  }
+  const storage::EncryptionInfo before = options_.store->Encryption();
+  RETURN_IF_ERROR(options_.store->RotateKeys(keys));
+  ToProto(options_.store->Encryption(), response->mutable_encryption());
+  *detail = absl::StrCat("data key ", before.data_key_id, " -> ",
+                         response->encryption().data_key_id(), ", master key ",
+                         before.master_key_id, " -> ",
+                         response->encryption().master_key_id());
   return absl::OkStatus();
 }
 

@@ -26,6 +26,7 @@
 #ifndef LIENTHONG_BROKER_ADMIN_SERVICE_H_
 #define LIENTHONG_BROKER_ADMIN_SERVICE_H_
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -69,6 +70,9 @@ struct AdminOptions {
   PeerLinks* links = nullptr;
   // The store (for GetBrokerInfo's data size). Optional.
   storage::Store* store = nullptr;
+  // Reads the storage master key files afresh, for RotateStorageKeys.
+  // Unset: RotateStorageKeys answers FAILED_PRECONDITION.
+  std::function<absl::StatusOr<storage::EncryptionOptions>()> read_storage_keys;
   // SHA-256 (hex) of the configuration file, or "embedded defaults".
   std::string config_sha256;
   // Threads for the blocking work of admin calls. Default 2.
@@ -126,6 +130,10 @@ class AdminServiceImpl final : public v1::AdminService::CallbackService {
   grpc::ServerUnaryReactor* SetLogLevel(
       grpc::CallbackServerContext* ctx, const v1::SetLogLevelRequest* request,
       v1::SetLogLevelResponse* response) override;
+  grpc::ServerUnaryReactor* RotateStorageKeys(
+      grpc::CallbackServerContext* ctx,
+      const v1::RotateStorageKeysRequest* request,
+      v1::RotateStorageKeysResponse* response) override;
 
  private:
   // Who may call a method.
@@ -190,6 +198,10 @@ class AdminServiceImpl final : public v1::AdminService::CallbackService {
                              const v1::GetDocumentRequest& request,
                              v1::GetDocumentResponse* response,
                              std::string* detail);
+  absl::Status DoRotateStorageKeys(const Principal& caller,
+                                   const v1::RotateStorageKeysRequest& request,
+                                   v1::RotateStorageKeysResponse* response,
+                                   std::string* detail);
   absl::Status DoSetLogLevel(const Principal& caller,
                              const v1::SetLogLevelRequest& request,
                              v1::SetLogLevelResponse* response,
