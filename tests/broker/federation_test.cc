@@ -183,6 +183,21 @@ class FaultyStore : public storage::Store {
       const std::function<void(const storage::Record&)>& fn) override {
     return base_->ScanRecords(prefix, fn);
   }
+  storage::AuditHead GetAuditHead() override { return base_->GetAuditHead(); }
+  absl::StatusOr<std::optional<storage::AuditHead>> ReadAuditHeadRecord()
+      override {
+    return base_->ReadAuditHeadRecord();
+  }
+  absl::Status ScanAuditEntries(
+      uint64_t first,
+      const std::function<bool(uint64_t, absl::string_view)>& fn) override {
+    return base_->ScanAuditEntries(first, fn);
+  }
+  absl::Status ScanAuditCheckpoints(
+      uint64_t first,
+      const std::function<bool(uint64_t, absl::string_view)>& fn) override {
+    return base_->ScanAuditCheckpoints(first, fn);
+  }
   storage::StoreStats Stats() override { return base_->Stats(); }
 
  private:
