@@ -1,25 +1,11 @@
 #include "lienthong/storage/store.h"
 
-#include <openssl/sha.h>
-
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
 
 namespace lienthong::storage {
 
-std::string AuditChainHash(absl::string_view previous, uint64_t index,
-                           absl::string_view entry_bytes) {
-  std::string message;
-  message.reserve(previous.size() + 8 + entry_bytes.size());
-  message.append(previous.data(), previous.size());
-  for (int i = 7; i >= 0; --i)
-    message.push_back(static_cast<char>((index >> (8 * i)) & 0xff));
-  message.append(entry_bytes.data(), entry_bytes.size());
-  std::string out(SHA256_DIGEST_LENGTH, '\0');
-  SHA256(reinterpret_cast<const unsigned char*>(message.data()),
-         message.size(), reinterpret_cast<unsigned char*>(out.data()));
-  return out;
-}
+
 
 int PriorityOf(v1::Urgency urgency) {
   switch (urgency) {

@@ -17,6 +17,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
+#include "lienthong/audit/chain.h"
 #include "lienthong/common/status_macros.h"
 #include "storage/src/keys.h"
 #include "storage/src/kv_engine.h"
@@ -344,7 +345,7 @@ class StoreImpl : public Store {
       if (!p.audit_values.empty()) r.first_audit_index = audit_head_.size + 1;
       for (std::string& entry : p.audit_values) {
         const uint64_t index = ++audit_head_.size;
-        audit_head_.hash = AuditChainHash(audit_head_.hash, index, entry);
+        audit_head_.hash = audit::AuditChainHash(audit_head_.hash, index, entry);
         v1::StoredAuditEntry stored;
         stored.set_index(index);
         stored.set_entry(std::move(entry));

@@ -89,7 +89,7 @@ struct WriteBatch {
   std::vector<v1::StatusEvent> events;
   std::vector<Record> records;
   // Audit entries, appended to the audit chain in this order (see
-  // AuditChainHash) by the same atomic, synced write as the rest of the
+  // audit::AuditChainHash) by the same atomic, synced write as the rest of the
   // batch; not appended when the batch is a duplicate. Nothing can erase or
   // replace an entry once appended.
   std::vector<v1::AuditEntry> audit;
@@ -117,10 +117,6 @@ struct AuditHead {
   std::string hash = std::string(32, '\0');
 };
 
-// head(i) = SHA-256(head(i-1) || BE64(i) || entry_bytes): the chain rule
-// (proto/lienthong/v1/audit.proto). `previous` must be 32 bytes.
-std::string AuditChainHash(absl::string_view previous, uint64_t index,
-                           absl::string_view entry_bytes);
 
 // What the store did, for operators.
 struct StoreStats {
