@@ -84,8 +84,8 @@ std::string AuditChainHash(absl::string_view previous, uint64_t index,
     message.push_back(static_cast<char>((index >> (8 * i)) & 0xff));
   message.append(entry_bytes.data(), entry_bytes.size());
   std::string out(SHA256_DIGEST_LENGTH, '\0');
-  SHA256(reinterpret_cast<const unsigned char*>(message.data()),
-         message.size(), reinterpret_cast<unsigned char*>(out.data()));
+  SHA256(reinterpret_cast<const unsigned char*>(message.data()), message.size(),
+         reinterpret_cast<unsigned char*>(out.data()));
   return out;
 }
 
@@ -127,7 +127,8 @@ absl::StatusOr<std::unique_ptr<CheckpointSigner>> CheckpointSigner::FromPem(
   }
   Bio bio = MemBio(key_pem);
   auto key = std::make_unique<Key>();
-  key->pkey.reset(PEM_read_bio_PrivateKey(bio.get(), nullptr, nullptr, nullptr));
+  key->pkey.reset(
+      PEM_read_bio_PrivateKey(bio.get(), nullptr, nullptr, nullptr));
   ERR_clear_error();
   if (!key->pkey) {
     return absl::InvalidArgumentError(
@@ -176,8 +177,7 @@ absl::Status VerifyCheckpointSignature(const v1::AuditCheckpoint& c,
                                        absl::string_view trust_root_pem) {
   X509Ptr cert = ReadCertificate(c.certificate_pem());
   if (!cert) {
-    return absl::InvalidArgumentError(
-        "certificate_pem: not a PEM certificate");
+    return absl::InvalidArgumentError("certificate_pem: not a PEM certificate");
   }
   std::vector<std::string> uris = Uris(cert.get());
   if (uris.size() != 1 || uris[0] != c.broker()) {
@@ -188,14 +188,14 @@ absl::Status VerifyCheckpointSignature(const v1::AuditCheckpoint& c,
   }
   const std::string text = CheckpointText(c);
   MdCtx ctx(EVP_MD_CTX_new());
-  if (!ctx ||
-      EVP_DigestVerifyInit(ctx.get(), nullptr, EVP_sha256(), nullptr,
-                           X509_get0_pubkey(cert.get())) != 1) {
+  if (!ctx || EVP_DigestVerifyInit(ctx.get(), nullptr, EVP_sha256(), nullptr,
+                                   X509_get0_pubkey(cert.get())) != 1) {
     return absl::InternalError(
         absl::StrCat("audit: verifying a checkpoint: ", OpenSslReason()));
   }
   if (EVP_DigestVerify(
-          ctx.get(), reinterpret_cast<const unsigned char*>(c.signature().data()),
+          ctx.get(),
+          reinterpret_cast<const unsigned char*>(c.signature().data()),
           c.signature().size(),
           reinterpret_cast<const unsigned char*>(text.data()),
           text.size()) != 1) {
@@ -217,8 +217,8 @@ absl::Status VerifyCheckpointSignature(const v1::AuditCheckpoint& c,
     return absl::InvalidArgumentError("trust root: holds no PEM certificate");
   }
   StoreCtx ctx2(X509_STORE_CTX_new());
-  if (!ctx2 || X509_STORE_CTX_init(ctx2.get(), store.get(), cert.get(),
-                                   nullptr) != 1) {
+  if (!ctx2 ||
+      X509_STORE_CTX_init(ctx2.get(), store.get(), cert.get(), nullptr) != 1) {
     return absl::InternalError(
         absl::StrCat("audit: certificate verification: ", OpenSslReason()));
   }
@@ -295,16 +295,16 @@ void AuditVerifier::AddEntry(uint64_t index, absl::string_view raw) {
   v1::StoredAuditEntry stored;
   bool misplaced = false;
   if (!stored.ParseFromArray(raw.data(), static_cast<int>(raw.size()))) {
-    Problem(index, absl::StrCat("entry ", index,
-                                ": unreadable (corrupt or edited)"));
+    Problem(index,
+            absl::StrCat("entry ", index, ": unreadable (corrupt or edited)"));
     computed_ = AuditChainHash(computed_, index, raw);
     recorded_.assign(kHashBytes, '\0');
   } else {
     if (stored.index() != index) {
       misplaced = true;
-      Problem(index, absl::StrCat("entry at position ", index,
-                                  " is entry ", stored.index(),
-                                  " (reordered, moved or edited)"));
+      Problem(index,
+              absl::StrCat("entry at position ", index, " is entry ",
+                           stored.index(), " (reordered, moved or edited)"));
     } else if (stored.hash() !=
                AuditChainHash(recorded_, index, stored.entry())) {
       Problem(index,
@@ -341,11 +341,10 @@ AuditVerification AuditVerifier::Finish(
   const uint64_t last = expected_ - 1;
   for (auto it = checkpoints_.upper_bound(last); it != checkpoints_.end();
        ++it) {
-    Problem(last + 1,
-            absl::StrCat("checkpoint at size ", it->first,
-                         " is signed, but the log ends at entry ", last,
-                         ": entries ", last + 1, " to ", it->first,
-                         " are missing (truncated)"));
+    Problem(last + 1, absl::StrCat("checkpoint at size ", it->first,
+                                   " is signed, but the log ends at entry ",
+                                   last, ": entries ", last + 1, " to ",
+                                   it->first, " are missing (truncated)"));
   }
   if (head_record) {
     const auto& [size, hash] = *head_record;
@@ -354,10 +353,9 @@ AuditVerification AuditVerifier::Finish(
                                      " entries, but the log ends at entry ",
                                      last, " (truncated)"));
     } else if (size < last) {
-      Problem(size + 1,
-              absl::StrCat("entries ", size + 1, " to ", last,
-                           " lie beyond the head record (", size,
-                           " entries): written outside the broker"));
+      Problem(size + 1, absl::StrCat("entries ", size + 1, " to ", last,
+                                     " lie beyond the head record (", size,
+                                     " entries): written outside the broker"));
     } else if (hash != recorded_) {
       Problem(last, absl::StrCat("the head record's hash does not match "
                                  "entry ",

@@ -18,7 +18,7 @@ namespace lienthong::storage {
 namespace {
 
 const std::array<const char*, kCfCount> kCfNames = {
-    "default", "documents", "idempotency", "queues",
+    "default", "documents",     "idempotency", "queues",
     "events",  "sender_events", "audit"};
 
 // The one translation of RocksDB errors.

@@ -5,8 +5,6 @@
 
 namespace lienthong::storage {
 
-
-
 int PriorityOf(v1::Urgency urgency) {
   switch (urgency) {
     case v1::URGENCY_EXPRESS:

@@ -37,8 +37,7 @@ constexpr absl::string_view kEventRef("\0", 1);
 class StoreImpl : public Store {
  public:
   StoreImpl(std::unique_ptr<KvEngine> engine, uint64_t last_sequence,
-            AuditHead audit_head, size_t max_group_size,
-            size_t max_group_bytes)
+            AuditHead audit_head, size_t max_group_size, size_t max_group_bytes)
       : engine_(std::move(engine)),
         last_sequence_(last_sequence),
         audit_head_(audit_head),
@@ -195,7 +194,7 @@ class StoreImpl : public Store {
     std::vector<std::string> dequeue_keys;
     std::vector<v1::StatusEvent> events;
     std::vector<std::string> event_values;
-    std::vector<Record> records;  // keys with keys::kRecordPrefix
+    std::vector<Record> records;            // keys with keys::kRecordPrefix
     std::vector<std::string> audit_values;  // serialized AuditEntry
     std::optional<uint64_t> checkpoint_size;
     std::string checkpoint_value;  // serialized AuditCheckpoint
@@ -345,7 +344,8 @@ class StoreImpl : public Store {
       if (!p.audit_values.empty()) r.first_audit_index = audit_head_.size + 1;
       for (std::string& entry : p.audit_values) {
         const uint64_t index = ++audit_head_.size;
-        audit_head_.hash = audit::AuditChainHash(audit_head_.hash, index, entry);
+        audit_head_.hash =
+            audit::AuditChainHash(audit_head_.hash, index, entry);
         v1::StoredAuditEntry stored;
         stored.set_index(index);
         stored.set_entry(std::move(entry));

@@ -108,16 +108,16 @@ void AuditLog::Append(v1::AuditEntry entry,
                       absl::AnyInvocable<void(absl::Status)> done) {
   storage::WriteBatch batch;
   AddTo(&batch, std::move(entry));
-  store_->Write(std::move(batch),
-                [done = std::move(done)](
-                    absl::StatusOr<storage::WriteResult> r) mutable {
-                  if (!r.ok()) {
-                    log::Write(log::Level::kError, "audit",
-                               "an audit entry could not be stored",
-                               {{"error", std::string(r.status().message())}});
-                  }
-                  if (done) done(r.status());
-                });
+  store_->Write(
+      std::move(batch),
+      [done = std::move(done)](absl::StatusOr<storage::WriteResult> r) mutable {
+        if (!r.ok()) {
+          log::Write(log::Level::kError, "audit",
+                     "an audit entry could not be stored",
+                     {{"error", std::string(r.status().message())}});
+        }
+        if (done) done(r.status());
+      });
 }
 
 void AuditLog::CheckpointLoop() {
@@ -127,7 +127,7 @@ void AuditLog::CheckpointLoop() {
       absl::MutexLock lock(&mu_);
       mu_.AwaitWithTimeout(absl::Condition(
                                +[](AuditLog* l) ABSL_EXCLUSIVE_LOCKS_REQUIRED(
-                                   l->mu_) { return l->wake_ || l->closing_; },
+                                    l->mu_) { return l->wake_ || l->closing_; },
                                this),
                            absl::Milliseconds(200));
       if (closing_) return;
@@ -181,8 +181,8 @@ absl::StatusOr<audit::AuditVerification> AuditLog::Verify() {
   ASSIGN_OR_RETURN(std::optional<storage::AuditHead> head,
                    store_->ReadAuditHeadRecord());
   const uint64_t through = head ? head->size : UINT64_MAX;
-  RETURN_IF_ERROR(store_->ScanAuditEntries(
-      1, [&](uint64_t index, absl::string_view raw) {
+  RETURN_IF_ERROR(
+      store_->ScanAuditEntries(1, [&](uint64_t index, absl::string_view raw) {
         if (index > through) return false;  // appended since
         verifier.AddEntry(index, raw);
         return true;
@@ -192,8 +192,8 @@ absl::StatusOr<audit::AuditVerification> AuditLog::Verify() {
   return verifier.Finish(record);
 }
 
-absl::StatusOr<AuditPage> AuditLog::Read(uint64_t after_index,
-                                         uint64_t through, size_t limit) {
+absl::StatusOr<AuditPage> AuditLog::Read(uint64_t after_index, uint64_t through,
+                                         size_t limit) {
   AuditPage page;
   if (after_index == 0 || through == 0) {
     absl::Status bad;

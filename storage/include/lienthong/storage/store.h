@@ -117,7 +117,6 @@ struct AuditHead {
   std::string hash = std::string(32, '\0');
 };
 
-
 // What the store did, for operators.
 struct StoreStats {
   uint64_t writes = 0;  // write batches applied
