@@ -210,12 +210,14 @@ absl::StatusOr<AuditPage> AuditLog::Read(uint64_t after_index, uint64_t through,
     ASSIGN_OR_RETURN(std::optional<storage::AuditHead> head,
                      store_->ReadAuditHeadRecord());
     through = head ? head->size : 0;
+    if (head) page.head_hash = head->hash;
   }
   page.through = through;
   if (after_index >= through) return page;
   RETURN_IF_ERROR(store_->ScanAuditEntries(
       after_index + 1, [&](uint64_t index, absl::string_view raw) {
         if (index > through || page.entries.size() >= limit) return false;
+        page.last_key = index;
         v1::StoredAuditEntry& e = page.entries.emplace_back();
         if (!e.ParseFromArray(raw.data(), static_cast<int>(raw.size()))) {
           e.Clear();

@@ -402,23 +402,22 @@ class ExchangeImpl : public Exchange {
                                           const v1::Document& doc,
                                           Callback<v1::SendResponse> done) {
     if (!options_.audit) return done;
-    return [this, actor = caller.spiffe_id, org = doc.recipients_size() == 1
-                                                      ? doc.recipients(0)
-                                                      : doc.sender(),
-            done = std::move(done)](
-               absl::StatusOr<v1::SendResponse> r) mutable {
-      if (!r.ok()) {
-        v1::AuditEntry a;
-        a.set_kind(v1::AUDIT_KIND_SEND_REFUSED);
-        a.set_actor(actor);
-        a.set_org(org);
-        a.set_action("Send");
-        a.set_outcome(absl::StatusCodeToString(r.status().code()));
-        a.set_detail(std::string(r.status().message()));
-        options_.audit->Append(std::move(a));
-      }
-      done(std::move(r));
-    };
+    return
+        [this, actor = caller.spiffe_id,
+         org = doc.recipients_size() == 1 ? doc.recipients(0) : doc.sender(),
+         done = std::move(done)](absl::StatusOr<v1::SendResponse> r) mutable {
+          if (!r.ok()) {
+            v1::AuditEntry a;
+            a.set_kind(v1::AUDIT_KIND_SEND_REFUSED);
+            a.set_actor(actor);
+            a.set_org(org);
+            a.set_action("Send");
+            a.set_outcome(absl::StatusCodeToString(r.status().code()));
+            a.set_detail(std::string(r.status().message()));
+            options_.audit->Append(std::move(a));
+          }
+          done(std::move(r));
+        };
   }
 
   absl::Status Load() {

@@ -60,7 +60,9 @@ struct AuditPage {
   // Only on the first page (after_index 0): every checkpoint, and the head
   // record the page is bounded by.
   std::vector<v1::AuditCheckpoint> checkpoints;
-  uint64_t through = 0;  // the last index this export covers
+  uint64_t through = 0;   // the last index this export covers
+  std::string head_hash;  // first page: the head record's hash
+  uint64_t last_key = 0;  // index the last entry is stored under
 };
 
 class AuditLog {
