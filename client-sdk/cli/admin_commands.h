@@ -24,6 +24,19 @@ absl::Status RunAdminQueues(AdminClient& admin, const OutputFlags& output);
 absl::Status RunAdminDocument(AdminClient& admin, const std::string& id,
                               const OutputFlags& output);
 // `level` empty: show the level (GetBrokerInfo); else set it.
+// Asks the broker to verify its audit log; DATA_LOSS naming the first
+// problem when it finds one.
+absl::Status RunAdminAuditVerify(AdminClient& admin, const OutputFlags& output);
+// Writes the whole audit log (AuditExport as JSON) to `out`.
+absl::Status RunAdminAuditExport(AdminClient& admin, const std::string& out,
+                                 const OutputFlags& output);
+// Offline: checks an export with only the CA file: the chain, every
+// checkpoint's signature and that its certificate chains to the CA.
+// DATA_LOSS naming the first problem; INVALID_ARGUMENT for an unreadable
+// file.
+absl::Status RunAuditVerifyExport(const std::string& file,
+                                  const std::string& ca_file,
+                                  const OutputFlags& output);
 absl::Status RunAdminLogLevel(AdminClient& admin, const std::string& level,
                               const OutputFlags& output);
 

@@ -343,6 +343,35 @@ int Main(int argc, char** argv) {
       "Show the broker's log level, or set it at once (operators): debug, "
       "info, warning, error");
   admin_log_level_cmd->add_option("LEVEL", admin_log_level, "New level");
+  CLI::App* admin_audit_cmd = admin_cmd->add_subcommand(
+      "audit", "The broker's tamper-evident audit log");
+  admin_audit_cmd->require_subcommand(1);
+  CLI::App* admin_audit_verify_cmd = admin_audit_cmd->add_subcommand(
+      "verify",
+      "Have the broker walk its audit log: a failing exit status and the "
+      "entries named when one was edited, removed or reordered, or the log "
+      "was cut");
+  std::string admin_audit_out;
+  CLI::App* admin_audit_export_cmd = admin_audit_cmd->add_subcommand(
+      "export",
+      "Write the whole audit log with its signed checkpoints and the broker's "
+      "certificate to --out (JSON), for an external auditor");
+  admin_audit_export_cmd->add_option("--out", admin_audit_out, "File to write")
+      ->required();
+
+  // audit (offline)
+  CLI::App* audit_cmd =
+      app.add_subcommand("audit", "Audit log exports, checked offline");
+  audit_cmd->require_subcommand(1);
+  std::string audit_export_file;
+  CLI::App* audit_verify_export_cmd = audit_cmd->add_subcommand(
+      "verify-export",
+      "Check an export with only the CA (--ca): the hash chain, every "
+      "checkpoint's signature, and that the signing certificate chains to "
+      "the CA. No broker is needed.");
+  audit_verify_export_cmd
+      ->add_option("FILE", audit_export_file, "Export to check")
+      ->required();
 
   // keys
   CLI::App* keys_cmd =
@@ -378,6 +407,12 @@ int Main(int argc, char** argv) {
     } else {
       result = RunPolicyExplainOffline(policy_explain, output);
     }
+    if (!result.ok()) PrintError(result);
+    return ExitCodeFor(result);
+  }
+
+  if (audit_verify_export_cmd->parsed()) {
+    absl::Status result = RunAuditVerifyExport(audit_export_file, g.ca, output);
     if (!result.ok()) PrintError(result);
     return ExitCodeFor(result);
   }
@@ -455,6 +490,10 @@ int Main(int argc, char** argv) {
       result = RunAdminQueues(**admin, output);
     } else if (admin_document_cmd->parsed()) {
       result = RunAdminDocument(**admin, admin_document_id, output);
+    } else if (admin_audit_verify_cmd->parsed()) {
+      result = RunAdminAuditVerify(**admin, output);
+    } else if (admin_audit_export_cmd->parsed()) {
+      result = RunAdminAuditExport(**admin, admin_audit_out, output);
     } else if (admin_log_level_cmd->parsed()) {
       result = RunAdminLogLevel(**admin, admin_log_level, output);
     }

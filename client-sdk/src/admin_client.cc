@@ -68,6 +68,13 @@ class AdminClientImpl final : public AdminClient {
       const v1::SetLogLevelRequest& request) override {
     return Read(request, &Connection::AdminStub::SetLogLevel);
   }
+  absl::StatusOr<v1::VerifyAuditResponse> VerifyAudit() override {
+    return Read(v1::VerifyAuditRequest(), &Connection::AdminStub::VerifyAudit);
+  }
+  absl::StatusOr<v1::ExportAuditResponse> ExportAudit(
+      const v1::ExportAuditRequest& request) override {
+    return Read(request, &Connection::AdminStub::ExportAudit);
+  }
 
  private:
   template <typename Request, typename Response>

@@ -7,6 +7,9 @@
 //   events         <document id> 0x00 <seq BE64>    -> StatusEvent
 //   sender_events  <sender> 0x00 <seq BE64>         -> StatusEvent
 //   default (meta) meta/last_sequence, record/<key> -> Record value
+//                  meta/audit_head                  -> size BE64, hash (32)
+//   audit          'e' <index BE64>                 -> StoredAuditEntry
+//                  'c' <tree size BE64>             -> AuditCheckpoint
 // Events are stored without their sequence: it is the key's last 8 bytes.
 #ifndef LIENTHONG_STORAGE_SRC_KEYS_H_
 #define LIENTHONG_STORAGE_SRC_KEYS_H_
@@ -97,6 +100,16 @@ inline std::string SequencedPrefix(absl::string_view prefix) {
 }
 
 inline constexpr absl::string_view kLastSequence = "meta/last_sequence";
+inline constexpr absl::string_view kAuditHead = "meta/audit_head";
+inline constexpr char kAuditEntryTag = 'e';
+inline constexpr char kAuditCheckpointTag = 'c';
+
+inline std::string Audit(char tag, uint64_t n) {
+  std::string k(1, tag);
+  AppendBigEndian64(&k, n);
+  return k;
+}
+
 // Records (Store::ScanRecords) live in the meta column family under this.
 inline constexpr absl::string_view kRecordPrefix = "record/";
 

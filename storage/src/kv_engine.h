@@ -24,9 +24,10 @@ enum class Cf {
   kIdempotency,
   kQueues,
   kEvents,
-  kSenderEvents
+  kSenderEvents,
+  kAudit  // the audit chain: written only by the committer, never erased
 };
-inline constexpr int kCfCount = 6;
+inline constexpr int kCfCount = 7;
 
 // Views into strings the caller keeps alive until Commit returns.
 struct KvOp {

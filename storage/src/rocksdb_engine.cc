@@ -18,7 +18,8 @@ namespace lienthong::storage {
 namespace {
 
 const std::array<const char*, kCfCount> kCfNames = {
-    "default", "documents", "idempotency", "queues", "events", "sender_events"};
+    "default", "documents",     "idempotency", "queues",
+    "events",  "sender_events", "audit"};
 
 // The one translation of RocksDB errors.
 absl::Status FromRocksDb(const rocksdb::Status& s, absl::string_view context) {

@@ -17,12 +17,17 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
+#include "lienthong/audit/chain.h"
 #include "lienthong/common/status_macros.h"
 #include "storage/src/data_keys.h"
 #include "storage/src/keys.h"
 #include "storage/src/kv_engine.h"
 
 namespace lienthong::storage {
+
+absl::StatusOr<std::optional<AuditHead>> ParseAuditHead(
+    const std::optional<std::string>& raw);
+
 namespace {
 
 // A sender_events value that refers to the event stored under its document
@@ -33,11 +38,13 @@ constexpr absl::string_view kEventRef("\0", 1);
 class StoreImpl : public Store {
  public:
   StoreImpl(std::unique_ptr<KvEngine> engine, std::unique_ptr<DataKeys> keys,
-            uint64_t last_sequence, size_t max_group_size,
-            size_t max_group_bytes)
+            uint64_t last_sequence, AuditHead audit_head,
+            size_t max_group_size, size_t max_group_bytes)
       : engine_(std::move(engine)),
         keys_(std::move(keys)),
         last_sequence_(last_sequence),
+        audit_head_(audit_head),
+        published_audit_head_(std::move(audit_head)),
         max_group_size_(max_group_size),
         max_group_bytes_(max_group_bytes) {
     committer_ = std::thread([this] { CommitLoop(); });
@@ -103,6 +110,15 @@ class StoreImpl : public Store {
       e.clear_sequence();  // the sequence lives in the key
       p.event_values.push_back(e.SerializeAsString());
       p.bytes += p.event_values.back().size() + e.document_id().size();
+    }
+    for (const v1::AuditEntry& a : batch.audit) {
+      p.audit_values.push_back(a.SerializeAsString());
+      p.bytes += p.audit_values.back().size() + 64;
+    }
+    if (batch.audit_checkpoint) {
+      p.checkpoint_size = batch.audit_checkpoint->tree_size();
+      p.checkpoint_value = batch.audit_checkpoint->SerializeAsString();
+      p.bytes += p.checkpoint_value.size();
     }
     p.done = std::move(done);
     {
@@ -203,7 +219,10 @@ class StoreImpl : public Store {
     std::vector<std::string> dequeue_keys;
     std::vector<v1::StatusEvent> events;
     std::vector<std::string> event_values;
-    std::vector<Record> records;  // keys with keys::kRecordPrefix
+    std::vector<Record> records;            // keys with keys::kRecordPrefix
+    std::vector<std::string> audit_values;  // serialized AuditEntry
+    std::optional<uint64_t> checkpoint_size;
+    std::string checkpoint_value;  // serialized AuditCheckpoint
     bool sync = true;
     size_t bytes = 0;
     WriteCallback done;
@@ -288,6 +307,7 @@ class StoreImpl : public Store {
     // Idempotency keys claimed earlier in this group.
     absl::flat_hash_map<absl::string_view, absl::string_view> claimed;
     const uint64_t first_sequence = last_sequence_;
+    const AuditHead first_audit_head = audit_head_;
     bool sync = false;
     size_t bytes = 0;
     for (Pending& p : group) {
@@ -346,6 +366,26 @@ class StoreImpl : public Store {
             KvOp{Cf::kSenderEvents, false, sender_key, scratch.back()});
         r.events.push_back(std::move(ev));
       }
+      if (!p.audit_values.empty()) r.first_audit_index = audit_head_.size + 1;
+      for (std::string& entry : p.audit_values) {
+        const uint64_t index = ++audit_head_.size;
+        audit_head_.hash =
+            audit::AuditChainHash(audit_head_.hash, index, entry);
+        v1::StoredAuditEntry stored;
+        stored.set_index(index);
+        stored.set_entry(std::move(entry));
+        stored.set_hash(audit_head_.hash);
+        scratch.push_back(keys::Audit(keys::kAuditEntryTag, index));
+        absl::string_view key = scratch.back();
+        scratch.push_back(stored.SerializeAsString());
+        ops.push_back(KvOp{Cf::kAudit, false, key, scratch.back()});
+      }
+      if (p.checkpoint_size) {
+        scratch.push_back(
+            keys::Audit(keys::kAuditCheckpointTag, *p.checkpoint_size));
+        ops.push_back(
+            KvOp{Cf::kAudit, false, scratch.back(), p.checkpoint_value});
+      }
       sync = sync || p.sync;
       bytes += p.bytes;
       results.push_back(std::move(r));
@@ -354,12 +394,22 @@ class StoreImpl : public Store {
       std::string seq;
       keys::AppendBigEndian64(&seq, last_sequence_);
       ops.push_back(KvOp{Cf::kMeta, false, keys::kLastSequence, seq});
+      std::string audit_head;
+      if (audit_head_.size != first_audit_head.size) {
+        keys::AppendBigEndian64(&audit_head, audit_head_.size);
+        audit_head.append(audit_head_.hash);
+        ops.push_back(KvOp{Cf::kMeta, false, keys::kAuditHead, audit_head});
+      }
       absl::Status s = engine_->Commit(ops, bytes + 64 * ops.size());
       if (!s.ok()) {
         last_sequence_ = first_sequence;
+        audit_head_ = first_audit_head;
         for (auto& r : results) {
           if (r.ok()) r = s;
         }
+      } else if (audit_head_.size != first_audit_head.size) {
+        absl::MutexLock lock(&audit_mu_);
+        published_audit_head_ = audit_head_;
       }
     }
     Committed committed;
@@ -411,6 +461,47 @@ class StoreImpl : public Store {
     }
   }
 
+  AuditHead GetAuditHead() override {
+    absl::MutexLock lock(&audit_mu_);
+    return published_audit_head_;
+  }
+
+  absl::StatusOr<std::optional<AuditHead>> ReadAuditHeadRecord() override {
+    ASSIGN_OR_RETURN(std::optional<std::string> raw,
+                     engine_->Get(Cf::kMeta, keys::kAuditHead));
+    return ParseAuditHead(raw);
+  }
+
+  absl::Status ScanAuditEntries(
+      uint64_t first_index,
+      const std::function<bool(uint64_t, absl::string_view)>& fn) override {
+    return ScanAudit(keys::kAuditEntryTag, first_index, fn);
+  }
+
+  absl::Status ScanAuditCheckpoints(
+      uint64_t first_size,
+      const std::function<bool(uint64_t, absl::string_view)>& fn) override {
+    return ScanAudit(keys::kAuditCheckpointTag, first_size, fn);
+  }
+
+  absl::Status ScanAudit(
+      char tag, uint64_t first,
+      const std::function<bool(uint64_t, absl::string_view)>& fn) {
+    const std::string prefix(1, tag);
+    absl::Status bad;
+    RETURN_IF_ERROR(engine_->Scan(
+        Cf::kAudit, keys::Audit(tag, first), prefix,
+        [&](absl::string_view k, absl::string_view v) {
+          if (k.size() != 9) {
+            bad = absl::DataLossError(
+                "storage: malformed key in the audit column family");
+            return false;
+          }
+          return fn(keys::ReadBigEndian64(k.substr(1)), v);
+        }));
+    return bad;
+  }
+
   StoreStats Stats() override {
     StoreStats s;
     s.writes = writes_.value();
@@ -427,6 +518,9 @@ class StoreImpl : public Store {
   Counter syncs_;
   Histogram writes_per_sync_{Histogram::SizeBounds()};
   uint64_t last_sequence_;  // only the committer thread touches it
+  AuditHead audit_head_;    // only the committer thread touches it
+  absl::Mutex audit_mu_;
+  AuditHead published_audit_head_ ABSL_GUARDED_BY(audit_mu_);
   const size_t max_group_size_;
   const size_t max_group_bytes_;
 
@@ -443,6 +537,17 @@ class StoreImpl : public Store {
 
 }  // namespace
 
+absl::StatusOr<std::optional<AuditHead>> ParseAuditHead(
+    const std::optional<std::string>& raw) {
+  if (!raw) return std::nullopt;
+  if (raw->size() != 8 + 32)
+    return absl::DataLossError("storage: malformed audit head record");
+  AuditHead head;
+  head.size = keys::ReadBigEndian64(*raw);
+  head.hash = raw->substr(8);
+  return head;
+}
+
 absl::StatusOr<std::unique_ptr<Store>> NewStoreOverEngine(
     std::unique_ptr<KvEngine> engine, size_t max_group_size,
     size_t max_group_bytes, const EncryptionOptions& encryption) {
@@ -456,9 +561,13 @@ absl::StatusOr<std::unique_ptr<Store>> NewStoreOverEngine(
       return absl::DataLossError("storage: malformed last sequence");
     last = keys::ReadBigEndian64(*raw);
   }
-  return std::unique_ptr<Store>(
-      std::make_unique<StoreImpl>(std::move(engine), std::move(keys), last,
-                                  max_group_size, max_group_bytes));
+  // The chain continues from its head record (committed with every append).
+  ASSIGN_OR_RETURN(std::optional<std::string> raw_head,
+                   engine->GetLatest(Cf::kMeta, keys::kAuditHead));
+  ASSIGN_OR_RETURN(std::optional<AuditHead> head, ParseAuditHead(raw_head));
+  return std::unique_ptr<Store>(std::make_unique<StoreImpl>(
+      std::move(engine), std::move(keys), last, head.value_or(AuditHead()),
+      max_group_size, max_group_bytes));
 }
 
 }  // namespace lienthong::storage

@@ -187,6 +187,21 @@ class FaultyStore : public storage::Store {
     return base_->RotateKeys(options);
   }
   storage::EncryptionInfo Encryption() override { return base_->Encryption(); }
+  storage::AuditHead GetAuditHead() override { return base_->GetAuditHead(); }
+  absl::StatusOr<std::optional<storage::AuditHead>> ReadAuditHeadRecord()
+      override {
+    return base_->ReadAuditHeadRecord();
+  }
+  absl::Status ScanAuditEntries(
+      uint64_t first,
+      const std::function<bool(uint64_t, absl::string_view)>& fn) override {
+    return base_->ScanAuditEntries(first, fn);
+  }
+  absl::Status ScanAuditCheckpoints(
+      uint64_t first,
+      const std::function<bool(uint64_t, absl::string_view)>& fn) override {
+    return base_->ScanAuditCheckpoints(first, fn);
+  }
   storage::StoreStats Stats() override { return base_->Stats(); }
 
  private:

@@ -358,6 +358,7 @@ class ExchangeImpl : public Exchange {
   // the document outbox entries carry, cached for sending).
   void StoreWrite(storage::WriteBatch batch, storage::Store::WriteCallback done,
                   std::shared_ptr<const v1::Document> doc = nullptr) {
+    if (options_.audit) AuditEvents(&batch);
     {
       absl::MutexLock lock(&writes_mu_);
       ++pending_writes_;
@@ -370,6 +371,53 @@ class ExchangeImpl : public Exchange {
                     absl::MutexLock lock(&writes_mu_);
                     --pending_writes_;
                   });
+  }
+
+  // One audit entry per status event, on the batch that stores the event.
+  void AuditEvents(storage::WriteBatch* batch) {
+    for (const v1::StatusEvent& e : batch->events) {
+      v1::AuditEntry a;
+      *a.mutable_time() = e.at();
+      a.set_kind(AuditKindOf(e));
+      a.set_actor(e.actor());
+      a.set_document_id(e.document_id());
+      a.set_org(e.recipient());
+      a.set_action(e.business_status() != v1::BUSINESS_STATUS_UNSPECIFIED
+                       ? v1::BusinessStatus_Name(e.business_status())
+                       : v1::DeliveryState_Name(e.delivery_state()));
+      a.set_outcome("OK");
+      std::string detail = e.reason();
+      if (e.has_policy()) {
+        absl::StrAppend(&detail, detail.empty() ? "" : "; ", "policy ",
+                        e.policy().policy_version(), " rules ",
+                        absl::StrJoin(e.policy().rules(), ","));
+      }
+      a.set_detail(std::move(detail));
+      options_.audit->AddTo(batch, std::move(a));
+    }
+  }
+
+  // Records a refused send (nothing of it is stored) before answering.
+  Callback<v1::SendResponse> AuditRefusal(const Principal& caller,
+                                          const v1::Document& doc,
+                                          Callback<v1::SendResponse> done) {
+    if (!options_.audit) return done;
+    return
+        [this, actor = caller.spiffe_id,
+         org = doc.recipients_size() == 1 ? doc.recipients(0) : doc.sender(),
+         done = std::move(done)](absl::StatusOr<v1::SendResponse> r) mutable {
+          if (!r.ok()) {
+            v1::AuditEntry a;
+            a.set_kind(v1::AUDIT_KIND_SEND_REFUSED);
+            a.set_actor(actor);
+            a.set_org(org);
+            a.set_action("Send");
+            a.set_outcome(absl::StatusCodeToString(r.status().code()));
+            a.set_detail(std::string(r.status().message()));
+            options_.audit->Append(std::move(a));
+          }
+          done(std::move(r));
+        };
   }
 
   absl::Status Load() {
@@ -442,6 +490,7 @@ class ExchangeImpl : public Exchange {
   // returns, so the order of calls is the order of queue positions.
   void SendOnWorker(const Principal& caller, v1::Document doc,
                     Callback<v1::SendResponse> done) {
+    done = AuditRefusal(caller, doc, std::move(done));
     if (absl::Status s = ValidateNewDocument(doc, caller, options_); !s.ok()) {
       done(s);
       return;

@@ -254,7 +254,7 @@ absl::StatusOr<BrokerConfig> ParseConfig(const std::string& yaml,
         p.CheckKeys(root, "the configuration",
                     {"broker", "listen", "data_dir", "tls", "orgs", "limits",
                      "worker_threads", "storage", "policy", "roles",
-                     "federation", "peers", "metrics", "log"}));
+                     "federation", "peers", "metrics", "log", "audit"}));
     if (YAML::Node b = root["broker"]) {
       RETURN_IF_ERROR(p.CheckKeys(b, "broker", {"name", "trust_domain"}));
       RETURN_IF_ERROR(p.String(b, "name", &c.name));
@@ -390,6 +390,14 @@ absl::StatusOr<BrokerConfig> ParseConfig(const std::string& yaml,
           dest->push_back(std::move(name));
         }
       }
+    }
+    if (YAML::Node a = root["audit"]) {
+      RETURN_IF_ERROR(
+          p.CheckKeys(a, "audit", {"checkpoint_every", "checkpoint_seconds"}));
+      RETURN_IF_ERROR(p.Number<uint64_t>(
+          a, "checkpoint_every", &c.audit.checkpoint_every, 1, 100000000));
+      RETURN_IF_ERROR(p.Number(a, "checkpoint_seconds",
+                               &c.audit.checkpoint_seconds, 1, 86400));
     }
     if (YAML::Node l = root["log"]) {
       RETURN_IF_ERROR(p.CheckKeys(l, "log", {"format", "level"}));

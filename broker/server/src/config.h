@@ -81,6 +81,12 @@ struct LogConfig {
                                 // at runtime (AdminService/SetLogLevel)
 };
 
+// The tamper-evident audit log (checkpoints signed with tls.private_key).
+struct AuditConfig {
+  uint64_t checkpoint_every = 1000;  // entries between signed checkpoints
+  int checkpoint_seconds = 60;       // and at least this often (seconds)
+};
+
 struct BrokerConfig {
   std::string name = "central";
   std::string trust_domain = "lienthong.local";
@@ -109,6 +115,7 @@ struct BrokerConfig {
   std::vector<PeerConfig> peers;
   MetricsConfig metrics;
   LogConfig log;
+  AuditConfig audit;
   // SHA-256 (hex) of the file it was read from; "embedded defaults" when
   // none was.
   std::string source_sha256 = "embedded defaults";

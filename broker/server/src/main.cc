@@ -139,8 +139,41 @@ int Serve(const BrokerConfig& config) {
     LogError(absl::StrCat("policy: ", served_policy.status().message()));
     return 1;
   }
+  // The audit log, its checkpoints signed with the broker's TLS key.
+  std::unique_ptr<broker::AuditLog> audit_log;
+  {
+    std::ifstream cert_in(config.tls.certificate),
+        key_in(config.tls.private_key), ca_in(config.tls.ca);
+    std::stringstream cert_pem, key_pem, ca_pem;
+    cert_pem << cert_in.rdbuf();
+    key_pem << key_in.rdbuf();
+    ca_pem << ca_in.rdbuf();
+    absl::StatusOr<std::unique_ptr<audit::CheckpointSigner>> signer =
+        audit::CheckpointSigner::FromPem(cert_pem.str(), key_pem.str());
+    if (!signer.ok()) {
+      LogError(absl::StrCat(config.tls.private_key, ": ",
+                            signer.status().message()));
+      return 1;
+    }
+    broker::AuditOptions audit_options;
+    audit_options.broker_id = config.SpiffeId();
+    audit_options.signer = std::move(signer).value();
+    audit_options.trust_root_pem = ca_pem.str();
+    audit_options.checkpoint_every = config.audit.checkpoint_every;
+    audit_options.checkpoint_interval =
+        absl::Seconds(config.audit.checkpoint_seconds);
+    absl::StatusOr<std::unique_ptr<broker::AuditLog>> opened =
+        broker::AuditLog::Open(audit_options, store->get());
+    if (!opened.ok()) {
+      LogError(absl::StrCat("audit: ", opened.status().message()));
+      return 1;
+    }
+    audit_log = std::move(opened).value();
+    broker::SetAuthenticationAudit(audit_log.get());
+  }
   broker::ExchangeOptions exchange_options = config.ToExchangeOptions();
   exchange_options.policy = served_policy->get();
+  exchange_options.audit = audit_log.get();
   // The trust root is read at each publish, so a rotated CA file applies
   // without a restart (publishing is rare).
   exchange_options.verify_encryption_certificate =
@@ -195,6 +228,7 @@ int Serve(const BrokerConfig& config) {
   admin_options.read_storage_keys = [&config] {
     return config.ReadStorageKeys();
   };
+  admin_options.audit = audit_log.get();
   admin_options.config_sha256 = config.source_sha256;
   admin_options.links = &links;
   if (absl::Status s = admin_options.Validate(); !s.ok()) {
@@ -310,6 +344,8 @@ int Serve(const BrokerConfig& config) {
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
   server->Wait();
   exchange->reset();
+  broker::SetAuthenticationAudit(nullptr);
+  audit_log.reset();  // its closing checkpoint, before the store closes
   served_policy->reset();
   store->reset();
   Log("stopped");

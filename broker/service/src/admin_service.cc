@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
+#include "lienthong/audit/chain.h"
 #include "lienthong/broker/executor.h"
 #include "lienthong/broker/service.h"
 #include "lienthong/common/log.h"
@@ -26,9 +27,9 @@ constexpr uint32_t kMaxNearMisses = 100;
 constexpr uint32_t kDefaultDecisionLimit = 100;
 
 // One line in the log (component "audit") per call, refused ones included.
-void Audit(absl::string_view caller, absl::string_view peer,
-           absl::string_view method, const absl::Status& outcome,
-           absl::string_view detail) {
+void LogAudit(absl::string_view caller, absl::string_view peer,
+              absl::string_view method, const absl::Status& outcome,
+              absl::string_view detail) {
   log::Fields fields = {{"caller", std::string(caller)},
                         {"peer", std::string(peer)},
                         {"method", std::string(method)},
@@ -159,24 +160,54 @@ grpc::ServerUnaryReactor* AdminServiceImpl::Handle(
       auth ? AuthenticatedPrincipal(*auth, trust_domain_)
            : absl::UnauthenticatedError("no transport security");
   if (!caller.ok()) {
-    Audit("unauthenticated", peer, method, caller.status(), "");
+    AuditAuthenticationFailure(peer, absl::StrCat("AdminService/", method),
+                               caller.status());
+    LogAudit("unauthenticated", peer, method, caller.status(), "");
     reactor->Finish(ToGrpcStatus(caller.status()));
     return reactor;
   }
   if (absl::Status allowed = Authorize(*caller, method, access);
       !allowed.ok()) {
-    Audit(caller->spiffe_id, peer, method, allowed, "");
-    reactor->Finish(ToGrpcStatus(allowed));
+    Audit(caller->spiffe_id, peer, method, access, allowed, "",
+          [reactor, allowed] { reactor->Finish(ToGrpcStatus(allowed)); });
     return reactor;
   }
-  pool_->Submit([this, reactor, request, response, work, peer,
+  pool_->Submit([this, reactor, request, response, work, peer, access,
                  method = std::string(method), caller = *std::move(caller)] {
     std::string detail;
     absl::Status status = (this->*work)(caller, *request, response, &detail);
-    Audit(caller.spiffe_id, peer, method, status, detail);
-    reactor->Finish(ToGrpcStatus(status));
+    Audit(caller.spiffe_id, peer, method, access, status, detail,
+          [reactor, status] { reactor->Finish(ToGrpcStatus(status)); });
   });
   return reactor;
+}
+
+void AdminServiceImpl::Audit(absl::string_view caller, absl::string_view peer,
+                             absl::string_view method, Access access,
+                             const absl::Status& outcome,
+                             absl::string_view detail,
+                             absl::AnyInvocable<void()> done) {
+  LogAudit(caller, peer, method, outcome, detail);
+  if (options_.audit == nullptr) {
+    done();
+    return;
+  }
+  v1::AuditEntry e;
+  e.set_kind(method == "ApplyPolicy" && outcome.ok()
+                 ? v1::AUDIT_KIND_POLICY_CHANGE
+             : access == Access::kOperate ? v1::AUDIT_KIND_ADMIN_CHANGE
+                                          : v1::AUDIT_KIND_ADMIN_READ);
+  e.set_actor(std::string(caller));
+  e.set_peer(std::string(peer));
+  e.set_action(absl::StrCat("AdminService/", method));
+  e.set_outcome(absl::StatusCodeToString(outcome.code()));
+  e.set_detail(outcome.ok() ? std::string(detail)
+                            : absl::StrCat(outcome.message(),
+                                           detail.empty() ? "" : "; ", detail));
+  // The answer goes out once the entry is durable; a call whose entry
+  // cannot be stored still answers (the error is logged).
+  options_.audit->Append(
+      std::move(e), [done = std::move(done)](absl::Status) mutable { done(); });
 }
 
 // ---- handlers ---------------------------------------------------------------
@@ -282,7 +313,79 @@ static void ToProto(const storage::EncryptionInfo& info,
   out->set_data_keys(static_cast<uint32_t>(info.data_keys));
 }
 
+grpc::ServerUnaryReactor* AdminServiceImpl::VerifyAudit(
+    grpc::CallbackServerContext* ctx, const v1::VerifyAuditRequest* request,
+    v1::VerifyAuditResponse* response) {
+  return Handle(ctx, "VerifyAudit", Access::kRead, request, response,
+                &AdminServiceImpl::DoVerifyAudit);
+}
+
+grpc::ServerUnaryReactor* AdminServiceImpl::ExportAudit(
+    grpc::CallbackServerContext* ctx, const v1::ExportAuditRequest* request,
+    v1::ExportAuditResponse* response) {
+  return Handle(ctx, "ExportAudit", Access::kRead, request, response,
+                &AdminServiceImpl::DoExportAudit);
+}
+
 // ---- work (on the pool) -----------------------------------------------------
+
+absl::Status AdminServiceImpl::DoVerifyAudit(
+    const Principal& caller, const v1::VerifyAuditRequest& request,
+    v1::VerifyAuditResponse* response, std::string* detail) {
+  if (!options_.audit) {
+    return absl::FailedPreconditionError("this broker keeps no audit log");
+  }
+  ASSIGN_OR_RETURN(audit::AuditVerification v, options_.audit->Verify());
+  response->set_ok(v.ok());
+  response->set_entries(v.entries);
+  response->set_checkpoints(v.checkpoints);
+  response->set_verified_size(v.verified_size);
+  response->set_first_bad_index(v.first_bad_index);
+  for (std::string& p : v.problems) response->add_problems(std::move(p));
+  response->set_head_hash(audit::Hex(v.head_hash));
+  *detail = v.ok() ? absl::StrCat("intact: ", v.entries, " entries, ",
+                                  v.checkpoints, " checkpoints")
+                   : absl::StrCat("TAMPERED: ", response->problems(0));
+  return absl::OkStatus();
+}
+
+absl::Status AdminServiceImpl::DoExportAudit(
+    const Principal& caller, const v1::ExportAuditRequest& request,
+    v1::ExportAuditResponse* response, std::string* detail) {
+  constexpr uint32_t kDefaultLimit = 1000, kMaxLimit = 10000;
+  if (!options_.audit) {
+    return absl::FailedPreconditionError("this broker keeps no audit log");
+  }
+  if (request.limit() > kMaxLimit) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("limit: at most ", kMaxLimit));
+  }
+  if (request.after_index() > 0 && request.through() == 0) {
+    return absl::InvalidArgumentError(
+        "through: required after the first page (the first page's answer)");
+  }
+  const uint32_t limit = request.limit() == 0 ? kDefaultLimit : request.limit();
+  ASSIGN_OR_RETURN(
+      AuditPage page,
+      options_.audit->Read(request.after_index(), request.through(), limit));
+  response->set_broker(options_.audit->broker_id());
+  response->set_through(page.through);
+  if (request.after_index() == 0) {
+    response->set_certificate_pem(options_.audit->certificate_pem());
+    response->set_head_hash(page.head_hash);
+    for (v1::AuditCheckpoint& c : page.checkpoints)
+      *response->add_checkpoints() = std::move(c);
+  }
+  const uint64_t last =
+      page.entries.empty() ? request.after_index() : page.last_key;
+  for (v1::StoredAuditEntry& e : page.entries)
+    *response->add_entries() = std::move(e);
+  if (!page.entries.empty() && last < page.through)
+    response->set_next_after_index(last);
+  *detail = absl::StrCat("entries ", request.after_index() + 1, "..", last,
+                         " of ", page.through);
+  return absl::OkStatus();
+}
 
 absl::Status AdminServiceImpl::DoGetPolicy(const Principal& caller,
                                            const v1::GetPolicyRequest& request,

@@ -1,8 +1,43 @@
+#include <atomic>
+
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "lienthong/broker/service.h"
 
 namespace lienthong::broker {
+namespace {
+std::atomic<AuditLog*> authentication_audit{nullptr};
+}  // namespace
+
+void SetAuthenticationAudit(AuditLog* log) {
+  authentication_audit.store(log, std::memory_order_release);
+}
+
+void AuditAuthenticationFailure(absl::string_view peer,
+                                absl::string_view method,
+                                const absl::Status& why) {
+  AuditLog* log = authentication_audit.load(std::memory_order_acquire);
+  if (log == nullptr) return;
+  v1::AuditEntry e;
+  e.set_kind(v1::AUDIT_KIND_AUTH_FAILED);
+  e.set_actor("unauthenticated");
+  e.set_peer(std::string(peer));
+  e.set_action(std::string(method));
+  e.set_outcome(absl::StatusCodeToString(why.code()));
+  e.set_detail(std::string(why.message()));
+  log->Append(std::move(e));
+}
+
+absl::StatusOr<Principal> AuthenticateCaller(const grpc::AuthContext* auth,
+                                             absl::string_view trust_domain,
+                                             absl::string_view peer,
+                                             absl::string_view method) {
+  absl::StatusOr<Principal> p =
+      auth ? AuthenticatedPrincipal(*auth, trust_domain)
+           : absl::UnauthenticatedError("no transport security");
+  if (!p.ok()) AuditAuthenticationFailure(peer, method, p.status());
+  return p;
+}
 
 grpc::Status ToGrpcStatus(const absl::Status& status) {
   if (status.ok()) return grpc::Status::OK;

@@ -531,8 +531,8 @@ void ExchangeServiceImpl::Shutdown() { registry_->StopAll(); }
 absl::StatusOr<Principal> ExchangeServiceImpl::Caller(
     grpc::CallbackServerContext* ctx) const {
   std::shared_ptr<const grpc::AuthContext> auth = ctx->auth_context();
-  if (!auth) return absl::UnauthenticatedError("no transport security");
-  return AuthenticatedPrincipal(*auth, trust_domain_);
+  return AuthenticateCaller(auth.get(), trust_domain_, ctx->peer(),
+                            "ExchangeService");
 }
 
 template <typename Request, typename Response>

@@ -267,9 +267,8 @@ grpc::ServerBidiReactor<v1::LinkRequest, v1::LinkResponse>*
 FederationServiceImpl::Link(grpc::CallbackServerContext* ctx) {
   using Refuse = RefuseBidi<v1::LinkRequest, v1::LinkResponse>;
   std::shared_ptr<const grpc::AuthContext> auth = ctx->auth_context();
-  absl::StatusOr<Principal> caller =
-      auth ? AuthenticatedPrincipal(*auth, trust_domain_)
-           : absl::UnauthenticatedError("no verified client certificate");
+  absl::StatusOr<Principal> caller = AuthenticateCaller(
+      auth.get(), trust_domain_, ctx->peer(), "FederationService/Link");
   if (!caller.ok()) return new Refuse(caller.status());
   if (caller->kind != Principal::Kind::kBroker) {
     return new Refuse(absl::PermissionDeniedError(

@@ -72,6 +72,12 @@ class AdminClient {
       const v1::GetDocumentRequest& request) = 0;
   virtual absl::StatusOr<v1::SetLogLevelResponse> SetLogLevel(
       const v1::SetLogLevelRequest& request) = 0;
+  // The tamper-evident audit log: verify it where it is stored, or export
+  // one page of it (entries, checkpoints, the broker's certificate) for an
+  // external auditor. Both calls are themselves audited.
+  virtual absl::StatusOr<v1::VerifyAuditResponse> VerifyAudit() = 0;
+  virtual absl::StatusOr<v1::ExportAuditResponse> ExportAudit(
+      const v1::ExportAuditRequest& request) = 0;
 };
 
 }  // namespace lienthong

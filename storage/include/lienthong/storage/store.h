@@ -26,6 +26,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "lienthong/common/metrics.h"
+#include "lienthong/v1/audit.pb.h"
 #include "lienthong/v1/document.pb.h"
 
 namespace lienthong::storage {
@@ -87,6 +88,14 @@ struct WriteBatch {
   // the document's sender (field `sender` must be set).
   std::vector<v1::StatusEvent> events;
   std::vector<Record> records;
+  // Audit entries, appended to the audit chain in this order (see
+  // audit::AuditChainHash) by the same atomic, synced write as the rest of the
+  // batch; not appended when the batch is a duplicate. Nothing can erase or
+  // replace an entry once appended.
+  std::vector<v1::AuditEntry> audit;
+  // A signed checkpoint of the audit chain, stored under its tree size (a
+  // second one for the same size replaces nothing: the first stays).
+  std::optional<v1::AuditCheckpoint> audit_checkpoint;
   // Want a synced write. Default true.
   bool sync = true;
 };
@@ -97,6 +106,15 @@ struct WriteResult {
   std::optional<std::string> duplicate_of;
   std::vector<QueueEntry> enqueued;     // with sequences
   std::vector<v1::StatusEvent> events;  // with sequences
+  // Index of the batch's first audit entry (0: the batch had none).
+  uint64_t first_audit_index = 0;
+};
+
+// The audit chain's head: how many entries it holds and the hash of the
+// last one (32 zero bytes for an empty chain).
+struct AuditHead {
+  uint64_t size = 0;
+  std::string hash = std::string(32, '\0');
 };
 
 // Encryption at rest of stored documents (content, attachments, metadata):
@@ -178,6 +196,27 @@ class Store {
   // a data key cannot be unwrapped. Thread-safe; the store keeps serving.
   virtual absl::Status RotateKeys(const EncryptionOptions& options) = 0;
   virtual EncryptionInfo Encryption() = 0;
+  // ---- The audit chain (read only: there is no API that changes it) ----
+
+  // The head after every write committed so far (possibly not yet synced;
+  // a write made after this call is ordered after those entries).
+  // Thread-safe.
+  virtual AuditHead GetAuditHead() = 0;
+  // The head record the store keeps beside the chain (nullopt: no entry was
+  // ever appended). DATA_LOSS if malformed. Thread-safe.
+  virtual absl::StatusOr<std::optional<AuditHead>> ReadAuditHeadRecord() = 0;
+  // Visits the stored entries with key index >= `first_index` in key order,
+  // raw (`value` is a serialized StoredAuditEntry, unchecked), while `fn`
+  // returns true. Thread-safe; may block on I/O.
+  virtual absl::Status ScanAuditEntries(
+      uint64_t first_index,
+      const std::function<bool(uint64_t index, absl::string_view value)>&
+          fn) = 0;
+  // Likewise for checkpoints (serialized AuditCheckpoint) by tree size.
+  virtual absl::Status ScanAuditCheckpoints(
+      uint64_t first_size,
+      const std::function<bool(uint64_t size, absl::string_view value)>&
+          fn) = 0;
 
   virtual StoreStats Stats() = 0;
 };

@@ -23,6 +23,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "lienthong/broker/audit.h"
 #include "lienthong/broker/routing.h"
 #include "lienthong/common/clock.h"
 #include "lienthong/common/identity.h"
@@ -74,6 +75,11 @@ struct ExchangeOptions {
   std::function<absl::StatusOr<sealing::EncryptionCertificate>(
       absl::string_view certificate)>
       verify_encryption_certificate;
+
+  // Records every status event (accepted, forwarded, delivered, reported,
+  // denied) and every refused send in the audit log, each event on the
+  // write that stores it. Not owned; must outlive the exchange. Optional.
+  AuditLog* audit = nullptr;
 
   absl::Status Validate() const;
 };

@@ -21,8 +21,9 @@
 // methods (everything but ApplyPolicy and SetLogLevel). Anyone else,
 // organizations and brokers included, gets PERMISSION_DENIED naming the caller
 // and the role needed. Every call, refused ones included, is written as one log
-// line (component "audit": caller, peer, method, outcome, error, detail). (A
-// tamper-evident audit log replaces it later.)
+// line (component "audit": caller, peer, method, outcome, error, detail) and,
+// when `audit` is set, appended to the tamper-evident audit log (reads of
+// the audit log included) before the answer goes out.
 #ifndef LIENTHONG_BROKER_ADMIN_SERVICE_H_
 #define LIENTHONG_BROKER_ADMIN_SERVICE_H_
 
@@ -73,6 +74,10 @@ struct AdminOptions {
   // Reads the storage master key files afresh, for RotateStorageKeys.
   // Unset: RotateStorageKeys answers FAILED_PRECONDITION.
   std::function<absl::StatusOr<storage::EncryptionOptions>()> read_storage_keys;
+  // The tamper-evident audit log: every call is appended to it, and
+  // VerifyAudit / ExportAudit read it. Not owned; must outlive the service.
+  // Optional: without it those two answer FAILED_PRECONDITION.
+  AuditLog* audit = nullptr;
   // SHA-256 (hex) of the configuration file, or "embedded defaults".
   std::string config_sha256;
   // Threads for the blocking work of admin calls. Default 2.
@@ -134,6 +139,12 @@ class AdminServiceImpl final : public v1::AdminService::CallbackService {
       grpc::CallbackServerContext* ctx,
       const v1::RotateStorageKeysRequest* request,
       v1::RotateStorageKeysResponse* response) override;
+  grpc::ServerUnaryReactor* VerifyAudit(
+      grpc::CallbackServerContext* ctx, const v1::VerifyAuditRequest* request,
+      v1::VerifyAuditResponse* response) override;
+  grpc::ServerUnaryReactor* ExportAudit(
+      grpc::CallbackServerContext* ctx, const v1::ExportAuditRequest* request,
+      v1::ExportAuditResponse* response) override;
 
  private:
   // Who may call a method.
@@ -202,6 +213,20 @@ class AdminServiceImpl final : public v1::AdminService::CallbackService {
                                    const v1::RotateStorageKeysRequest& request,
                                    v1::RotateStorageKeysResponse* response,
                                    std::string* detail);
+  absl::Status DoVerifyAudit(const Principal& caller,
+                             const v1::VerifyAuditRequest& request,
+                             v1::VerifyAuditResponse* response,
+                             std::string* detail);
+  absl::Status DoExportAudit(const Principal& caller,
+                             const v1::ExportAuditRequest& request,
+                             v1::ExportAuditResponse* response,
+                             std::string* detail);
+  // One log line, and one audit entry when options_.audit is set; `done`
+  // runs once the entry is durable (at once without an audit log).
+  void Audit(absl::string_view caller, absl::string_view peer,
+             absl::string_view method, Access access,
+             const absl::Status& outcome, absl::string_view detail,
+             absl::AnyInvocable<void()> done);
   absl::Status DoSetLogLevel(const Principal& caller,
                              const v1::SetLogLevelRequest& request,
                              v1::SetLogLevelResponse* response,

@@ -16,6 +16,7 @@
 #include "absl/strings/string_view.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
+#include "lienthong/broker/audit.h"
 #include "lienthong/broker/exchange.h"
 #include "lienthong/common/identity.h"
 #include "lienthong/v1/exchange.grpc.pb.h"
@@ -32,6 +33,22 @@ grpc::Status ToGrpcStatus(const absl::Status& status);
 // URI that is not a Liên Thông identity, or another trust domain.
 absl::StatusOr<Principal> AuthenticatedPrincipal(
     const grpc::AuthContext& auth, absl::string_view trust_domain);
+
+// Where failed authentications are recorded (AUDIT_KIND_AUTH_FAILED, with
+// the peer address, the method and why), for every service of the process.
+// Null (the default): nowhere. `log` must outlive the server's calls.
+// Thread-safe.
+void SetAuthenticationAudit(AuditLog* log);
+// AuthenticatedPrincipal (`auth` may be null: UNAUTHENTICATED), recording a
+// failure in the log SetAuthenticationAudit named.
+absl::StatusOr<Principal> AuthenticateCaller(const grpc::AuthContext* auth,
+                                             absl::string_view trust_domain,
+                                             absl::string_view peer,
+                                             absl::string_view method);
+// Records a failed authentication seen elsewhere.
+void AuditAuthenticationFailure(absl::string_view peer,
+                                absl::string_view method,
+                                const absl::Status& why);
 
 class ExchangeServiceImpl final : public v1::ExchangeService::CallbackService {
  public:
