@@ -413,7 +413,7 @@ TEST_P(AuditLogTest, CheckpointsEveryNEntries) {
   AppendSync(9);
   // The checkpoint thread wakes when 4 entries were staged since its last.
   int found = 0;
-  for (int i = 0; i < 100 && found < 2; ++i) {
+  for (int i = 0; i < 400 && found < 2; ++i) {  // up to 20 s
     found = 0;
     ASSERT_OK(store_->ScanAuditCheckpoints(0, [&](uint64_t, absl::string_view) {
       ++found;

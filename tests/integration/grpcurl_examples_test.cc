@@ -14,6 +14,8 @@
 // Then every AdminService method reflection lists is called, still through
 // lienthong-reflect (no generated stubs), as the operator, the auditor and
 // an organization, and the access rules of admin.proto are checked.
+#include <sys/stat.h>
+
 #include <algorithm>
 #include <iostream>
 #include <map>
@@ -38,6 +40,7 @@
 #include "google/protobuf/util/json_util.h"
 #include "gtest/gtest-spi.h"
 #include "gtest/gtest.h"
+#include "lienthong/common/sealing.h"
 #include "tests/integration/broker_process.h"
 #include "tests/testing/status_matchers.h"
 
@@ -452,7 +455,14 @@ class GrpcurlExamplesTest : public ::testing::Test {
     absl::StatusOr<std::string> pki = DevPkiDir();
     ASSERT_OK(pki);
     pki_ = new std::string(*pki);
-    broker_ = new BrokerProcess();
+    // With encryption at rest, so that RotateStorageKeys has keys to rotate.
+    const std::string key_file = *pki_ + "/grpcurl-test-master.key";
+    ASSERT_OK(WriteFile(key_file, sealing::HexOf(sealing::RandomKey())));
+    ASSERT_EQ(::chmod(key_file.c_str(), 0600), 0);
+    BrokerOptions options;
+    options.config_yaml =
+        absl::StrCat("storage: {master_key_file: ", key_file, "}\n");
+    broker_ = new BrokerProcess(options);
     ASSERT_OK(broker_->Start());
     absl::StatusOr<std::string> policy =
         ReadFile(std::string(LIENTHONG_SOURCE_DIR) +
@@ -774,6 +784,7 @@ TEST_F(GrpcurlExamplesTest, EveryAdminMethodByRole) {
        {absl::StrCat(R"({"document_id":")", id, R"("})"), "document_id"}},
       // The level the broker runs at already.
       {"SetLogLevel", {R"({"level":"info"})", "level"}},
+      {"RotateStorageKeys", {"{}", ""}},
   };
   ASSERT_OK_AND_ASSIGN(auto documented, DocumentedAdminAccess());
 
