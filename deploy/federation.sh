@@ -58,7 +58,8 @@ Options:
 Layout of DIR:
   pki/                          dev PKI (deploy/pki/make-dev-pki.sh)
   NAME/config.yaml              the broker's configuration
-  NAME/data/                    its RocksDB directory
+  NAME/data/                    its RocksDB directory (documents encrypted at rest)
+  NAME/master.key               its storage master key (mode 0600)
   NAME/broker.out, broker.log   its stdout ("listening on ...") and stderr (appended)
   NAME/pid                      its process id while it runs
   env.sh                        source it for 'lt WHO lienthong-args...'
@@ -196,7 +197,8 @@ fi
 if ! [[ $BASE_PORT =~ ^[1-9][0-9]{0,4}$ ]] || ((BASE_PORT + 3 > 65535)); then
   die "--base-port must be a number from 1 to 65532, got '$BASE_PORT'"
 fi
-SETTINGS="mode=$MODE base_port=$BASE_PORT peers=$PEERS dir=$DIR"
+# config=N: bumped when the generated configuration changes shape.
+SETTINGS="mode=$MODE base_port=$BASE_PORT peers=$PEERS dir=$DIR config=2"
 
 # One command at a time per DIR (brokers do not inherit the lock: 9>&-).
 command -v flock >/dev/null 2>&1 || die "flock (util-linux) not found"
@@ -424,6 +426,8 @@ EOF
   cat <<EOF
 limits:
   max_document_bytes: 16777216
+storage:                        # documents encrypted at rest; the key stays outside data/
+  master_key_file: $(yq "$b/master.key")
 policy:
   file: $(yq "$POLICY")
 roles:
@@ -483,6 +487,9 @@ make_configs() {
   make_pki
   for name in "${NAMES[@]}"; do
     mkdir -p "$DIR/$name/data"
+    if [[ ! -s $DIR/$name/master.key ]]; then
+      (umask 077 && openssl rand -hex 32 >"$DIR/$name/master.key")
+    fi
     cfg=$DIR/$name/config.yaml
     if [[ -z $force && -f $cfg ]]; then
       if grep -qxF "# federation.sh settings: $SETTINGS" "$cfg"; then

@@ -52,6 +52,16 @@ absl::Status RunAdminInfo(AdminClient& admin, const OutputFlags& output) {
             << "config   " << info.config_sha256() << "\n"
             << "data     " << info.data_disk_bytes() << " bytes on disk, "
             << info.data_memory_bytes() << " in memtables\n"
+            << "at rest  "
+            << (info.storage_encryption().enabled()
+                    ? absl::StrCat("AES-256-GCM, master key ",
+                                   info.storage_encryption().master_key_id(),
+                                   ", data key ",
+                                   info.storage_encryption().data_key_id(),
+                                   " (", info.storage_encryption().data_keys(),
+                                   " data keys)")
+                    : std::string("not encrypted (storage.master_key_file)"))
+            << "\n"
             << "log      " << info.log_level() << "\n"
             << "you      " << info.caller() << " ("
             << absl::StrJoin(info.caller_roles(), ", ") << ")" << std::endl;
@@ -328,6 +338,21 @@ absl::Status RunAuditVerifyExport(const std::string& file,
               << " are not yet covered by a signed checkpoint" << std::endl;
   }
   return Report(v, file, output);
+}
+
+absl::Status RunAdminRotateStorageKeys(AdminClient& admin,
+                                       const OutputFlags& output) {
+  ASSIGN_OR_RETURN(v1::RotateStorageKeysResponse r, admin.RotateStorageKeys());
+  if (output.json) {
+    std::cout << ToJson(r, /*with_defaults=*/true) << std::endl;
+    return absl::OkStatus();
+  }
+  std::cout << "new documents are sealed with data key "
+            << r.encryption().data_key_id() << "; all "
+            << r.encryption().data_keys()
+            << " data keys are wrapped by master key "
+            << r.encryption().master_key_id() << std::endl;
+  return absl::OkStatus();
 }
 
 }  // namespace lienthong::cli

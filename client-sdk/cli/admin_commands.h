@@ -37,6 +37,8 @@ absl::Status RunAdminAuditExport(AdminClient& admin, const std::string& out,
 absl::Status RunAuditVerifyExport(const std::string& file,
                                   const std::string& ca_file,
                                   const OutputFlags& output);
+absl::Status RunAdminRotateStorageKeys(AdminClient& admin,
+                                       const OutputFlags& output);
 absl::Status RunAdminLogLevel(AdminClient& admin, const std::string& level,
                               const OutputFlags& output);
 

@@ -343,6 +343,11 @@ int Main(int argc, char** argv) {
       "Show the broker's log level, or set it at once (operators): debug, "
       "info, warning, error");
   admin_log_level_cmd->add_option("LEVEL", admin_log_level, "New level");
+  CLI::App* admin_rotate_cmd = admin_cmd->add_subcommand(
+      "rotate-storage-keys",
+      "Encryption at rest (operators): a new data key for new documents, "
+      "every data key re-wrapped under the master key in "
+      "storage.master_key_file, without a restart");
   CLI::App* admin_audit_cmd = admin_cmd->add_subcommand(
       "audit", "The broker's tamper-evident audit log");
   admin_audit_cmd->require_subcommand(1);
@@ -494,6 +499,8 @@ int Main(int argc, char** argv) {
       result = RunAdminAuditVerify(**admin, output);
     } else if (admin_audit_export_cmd->parsed()) {
       result = RunAdminAuditExport(**admin, admin_audit_out, output);
+    } else if (admin_rotate_cmd->parsed()) {
+      result = RunAdminRotateStorageKeys(**admin, output);
     } else if (admin_log_level_cmd->parsed()) {
       result = RunAdminLogLevel(**admin, admin_log_level, output);
     }

@@ -75,6 +75,11 @@ class AdminClientImpl final : public AdminClient {
       const v1::ExportAuditRequest& request) override {
     return Read(request, &Connection::AdminStub::ExportAudit);
   }
+  absl::StatusOr<v1::RotateStorageKeysResponse> RotateStorageKeys() override {
+    // A repeat only rotates once more: harmless.
+    return Read(v1::RotateStorageKeysRequest(),
+                &Connection::AdminStub::RotateStorageKeys);
+  }
 
  private:
   template <typename Request, typename Response>

@@ -9,6 +9,7 @@
 #include <grpcpp/security/tls_certificate_provider.h>
 #include <grpcpp/security/tls_certificate_verifier.h>
 #include <grpcpp/security/tls_credentials_options.h>
+#include <sys/stat.h>
 
 #include <atomic>
 #include <filesystem>
@@ -23,8 +24,10 @@
 #include "absl/time/clock.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "lienthong/admin_client.h"
 #include "lienthong/client.h"
 #include "lienthong/v1/exchange.grpc.pb.h"
+#include "rocksdb/db.h"
 #include "tests/integration/broker_process.h"
 #include "tests/testing/async.h"
 #include "tests/testing/status_matchers.h"
@@ -86,13 +89,22 @@ bool DirectoryContains(const std::string& dir, const std::string& needle) {
 
 class SealingTest : public ::testing::Test {
  protected:
-  SealingTest() : broker_(Options(dir_)) {}
+  explicit SealingTest(bool at_rest = false)
+      : broker_(Options(dir_, at_rest)) {}
 
-  static BrokerOptions Options(const testing_util::TempDir& dir) {
+  static BrokerOptions Options(const testing_util::TempDir& dir, bool at_rest) {
     const std::string policy = dir.path() + "/policy.yaml";
     EXPECT_OK(WriteFile(policy, kPolicy));
+    std::string storage;
+    if (at_rest) {
+      const std::string key = dir.path() + "/master.key";
+      EXPECT_OK(WriteFile(key, sealing::HexOf(sealing::RandomKey())));
+      EXPECT_EQ(::chmod(key.c_str(), 0600), 0);
+      storage = absl::StrCat("storage: {master_key_file: ", key, "}\n");
+    }
     BrokerOptions o;
     o.config_yaml = absl::StrCat(
+        storage,
         "broker: {name: central, trust_domain: lienthong.local}\n"
         "orgs:\n"
         "  - {code: ",
@@ -420,6 +432,121 @@ TEST_F(SealingTest, APublishedCertificateSurvivesARestart) {
   Received got = ReceiveOne(*Open(kH50));
   ASSERT_EQ(got.documents.size(), 1u);
   EXPECT_EQ(got.documents[0].document.body(), "sau khởi động lại");
+}
+
+// ---- Encryption at rest, and the audit log, with a real broker -------------
+
+class AtRestTest : public SealingTest {
+ protected:
+  AtRestTest() : SealingTest(/*at_rest=*/true) {}
+
+  std::unique_ptr<AdminClient> Operator() {
+    ClientOptions o = broker_.ClientOptionsFor(kH49);
+    o.certificate_file = PkiPath("persons/operator.pem");
+    o.private_key_file = PkiPath("persons/operator.key");
+    absl::StatusOr<std::unique_ptr<AdminClient>> admin = AdminClient::Open(o);
+    EXPECT_OK(admin);
+    return admin.ok() ? *std::move(admin) : nullptr;
+  }
+};
+
+TEST_F(AtRestTest, DocumentsAreEncryptedAtRestAcrossAKeyRotation) {
+  std::unique_ptr<AdminClient> admin = Operator();
+  ASSERT_NE(admin, nullptr);
+  absl::StatusOr<v1::GetBrokerInfoResponse> info = admin->GetBrokerInfo();
+  ASSERT_OK(info);
+  EXPECT_TRUE(info->storage_encryption().enabled());
+  const std::string first_key = info->storage_encryption().data_key_id();
+
+  std::unique_ptr<Client> sender = Open(kH49);
+  ASSERT_OK(sender
+                ->Send(NewDocument({kH50}, "Công văn", "TRUOC-XOAY-KHOA-1a2b",
+                                   v1::CLASSIFICATION_UNCLASSIFIED))
+                .status());
+  absl::StatusOr<v1::RotateStorageKeysResponse> rotated =
+      admin->RotateStorageKeys();
+  ASSERT_OK(rotated);
+  EXPECT_NE(rotated->encryption().data_key_id(), first_key);
+  EXPECT_EQ(rotated->encryption().data_keys(), 2u);
+  ASSERT_OK(sender
+                ->Send(NewDocument({kH50}, "Công văn", "SAU-XOAY-KHOA-3c4d",
+                                   v1::CLASSIFICATION_UNCLASSIFIED))
+                .status());
+
+  ASSERT_OK(broker_.Stop());
+  EXPECT_FALSE(DirectoryContains(broker_.data_dir(), "TRUOC-XOAY-KHOA-1a2b"));
+  EXPECT_FALSE(DirectoryContains(broker_.data_dir(), "SAU-XOAY-KHOA-3c4d"));
+  ASSERT_OK(broker_.Start());
+
+  // Both still deliver, sealed with their own data keys.
+  std::unique_ptr<Client> recipient = Open(kH50);
+  absl::StatusOr<std::vector<IncomingDocument>> got =
+      recipient->Fetch(10, absl::Seconds(5));
+  ASSERT_OK(got);
+  std::vector<std::string> bodies;
+  for (const IncomingDocument& d : *got) bodies.push_back(d.document.body());
+  EXPECT_THAT(bodies, ::testing::UnorderedElementsAre("TRUOC-XOAY-KHOA-1a2b",
+                                                      "SAU-XOAY-KHOA-3c4d"));
+
+  // The audit log of all this verifies.
+  admin = Operator();
+  absl::StatusOr<v1::VerifyAuditResponse> verified = admin->VerifyAudit();
+  ASSERT_OK(verified);
+  EXPECT_TRUE(verified->ok()) << verified->DebugString();
+  EXPECT_GE(verified->entries(), 4u);  // 2 accepted, info, rotation
+}
+
+TEST_F(AtRestTest, AnEditedAuditEntryIsFoundAfterARestart) {
+  std::unique_ptr<Client> sender = Open(kH49);
+  for (int i = 0; i < 5; ++i) {
+    ASSERT_OK(sender
+                  ->Send(NewDocument({kH50}, absl::StrCat("Công văn ", i), "x",
+                                     v1::CLASSIFICATION_UNCLASSIFIED))
+                  .status());
+  }
+  ASSERT_OK(broker_.Stop());  // a clean stop signs a last checkpoint
+  {
+    // Someone with the files edits the third entry of the audit log.
+    rocksdb::DBOptions db_options;
+    std::vector<std::string> names;
+    ASSERT_TRUE(
+        rocksdb::DB::ListColumnFamilies(db_options, broker_.data_dir(), &names)
+            .ok());
+    std::vector<rocksdb::ColumnFamilyDescriptor> cfs;
+    for (const std::string& n : names)
+      cfs.emplace_back(n, rocksdb::ColumnFamilyOptions());
+    std::vector<rocksdb::ColumnFamilyHandle*> handles;
+    rocksdb::DB* raw = nullptr;
+    ASSERT_TRUE(
+        rocksdb::DB::Open(db_options, broker_.data_dir(), cfs, &handles, &raw)
+            .ok());
+    std::unique_ptr<rocksdb::DB> db(raw);
+    rocksdb::ColumnFamilyHandle* audit = nullptr;
+    for (size_t i = 0; i < names.size(); ++i)
+      if (names[i] == "audit") audit = handles[i];
+    ASSERT_NE(audit, nullptr) << "no audit column family";
+    std::unique_ptr<rocksdb::Iterator> it(
+        db->NewIterator(rocksdb::ReadOptions(), audit));
+    it->SeekToFirst();
+    for (int i = 0; i < 2 && it->Valid(); ++i) it->Next();
+    ASSERT_TRUE(it->Valid());
+    std::string key = it->key().ToString();
+    std::string value = it->value().ToString();
+    it.reset();
+    // A character of the stored entry, not its framing.
+    value[value.size() / 2] ^= 0x01;
+    ASSERT_TRUE(db->Put(rocksdb::WriteOptions(), audit, key, value).ok());
+    for (auto* h : handles) ASSERT_TRUE(db->DestroyColumnFamilyHandle(h).ok());
+  }
+  ASSERT_OK(broker_.Start());
+  std::unique_ptr<AdminClient> admin = Operator();
+  ASSERT_NE(admin, nullptr);
+  absl::StatusOr<v1::VerifyAuditResponse> verified = admin->VerifyAudit();
+  ASSERT_OK(verified);
+  EXPECT_FALSE(verified->ok());
+  ASSERT_FALSE(verified->problems().empty());
+  EXPECT_THAT(verified->problems(0), HasSubstr("entry"))
+      << verified->DebugString();
 }
 
 }  // namespace

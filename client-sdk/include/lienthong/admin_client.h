@@ -78,6 +78,9 @@ class AdminClient {
   virtual absl::StatusOr<v1::VerifyAuditResponse> VerifyAudit() = 0;
   virtual absl::StatusOr<v1::ExportAuditResponse> ExportAudit(
       const v1::ExportAuditRequest& request) = 0;
+  // Encryption at rest: a new data key, every key re-wrapped under the
+  // master key the broker's files hold now. Operators only.
+  virtual absl::StatusOr<v1::RotateStorageKeysResponse> RotateStorageKeys() = 0;
 };
 
 }  // namespace lienthong
