@@ -740,6 +740,28 @@ TEST_P(ExchangeTest, ASealedSecretDocumentIsCarriedAsItCame) {
   EXPECT_NE(sent2.content_sha256(), sent.content_sha256());
 }
 
+TEST_P(ExchangeTest, ASealedDocumentResealedForAResendIsTheSameSend) {
+  // A restarted application sends the same document with the same key; its
+  // SDK seals it again, which gives other ciphertext.
+  v1::Document doc = NewDocument(kH49, {kG22});
+  doc.set_idempotency_key("qd-mat-1");
+  Seal(doc);
+  ASSERT_OK_AND_ASSIGN(v1::SendResponse first, Send(h49_, doc));
+  doc.mutable_sealed()->set_ciphertext(std::string(40, 'z'));
+  ASSERT_OK_AND_ASSIGN(v1::SendResponse again, Send(h49_, doc));
+  EXPECT_TRUE(again.duplicate());
+  EXPECT_EQ(again.document_id(), first.document_id());
+  EXPECT_EQ(InboxTotal(g22_), 1);
+  // Other metadata under the same key is still a different document.
+  doc.mutable_metadata()->set_subject("another subject");
+  EXPECT_THAT(Send(h49_, doc), StatusIs(absl::StatusCode::kAlreadyExists,
+                                        HasSubstr("document.idempotency_key")));
+  // So is a plaintext document under a sealed one's key.
+  v1::Document plain = NewDocument(kH49, {kG22});
+  plain.set_idempotency_key("qd-mat-1");
+  EXPECT_THAT(Send(h49_, plain), StatusIs(absl::StatusCode::kAlreadyExists));
+}
+
 TEST_P(ExchangeTest, PublishedEncryptionCertificatesAreServedKeptAndAnnounced) {
   auto publish = [&](const Principal& caller, const std::string& cert) {
     v1::PublishEncryptionCertificateRequest request;
@@ -757,7 +779,8 @@ TEST_P(ExchangeTest, PublishedEncryptionCertificatesAreServedKeptAndAnnounced) {
   };
   EXPECT_THAT(publish(h49_, "ENC:000.00.00.H50"),
               StatusIs(absl::StatusCode::kPermissionDenied, HasSubstr(kH50)));
-  EXPECT_THAT(publish(h49_, "garbage"), StatusIs(absl::StatusCode::kInvalidArgument));
+  EXPECT_THAT(publish(h49_, "garbage"),
+              StatusIs(absl::StatusCode::kInvalidArgument));
   EXPECT_THAT(publish(MustParse("spiffe://lienthong.local/person/operator"),
                       "ENC:000.00.00.H49"),
               StatusIs(absl::StatusCode::kPermissionDenied));

@@ -713,8 +713,13 @@ class ExchangeImpl : public Exchange {
       done(earlier.status());
       return;
     }
+    // Sealing is randomized, so a sender that seals again for a resend (a
+    // restarted application) makes other ciphertext of the same content:
+    // sealed documents match by scheme, metadata and recipients.
+    const bool both_sealed = earlier->has_sealed() && attempt.has_sealed();
     bool same =
-        earlier->content_sha256() == attempt.content_sha256() &&
+        (both_sealed ? earlier->sealed().scheme() == attempt.sealed().scheme()
+                     : earlier->content_sha256() == attempt.content_sha256()) &&
         earlier->metadata().SerializeAsString() ==
             attempt.metadata().SerializeAsString() &&
         std::equal(earlier->recipients().begin(), earlier->recipients().end(),
