@@ -11,6 +11,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "lienthong/common/certificate.h"
 
 namespace lienthong::audit {
 namespace {
@@ -44,33 +45,6 @@ X509Ptr ReadCertificate(absl::string_view pem) {
   X509Ptr cert(PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr));
   ERR_clear_error();
   return cert;
-}
-
-bool IsP256(EVP_PKEY* key) {
-  if (key == nullptr || !EVP_PKEY_is_a(key, "EC")) return false;
-  char group[64] = {0};
-  size_t len = 0;
-  if (EVP_PKEY_get_group_name(key, group, sizeof(group), &len) != 1)
-    return false;
-  return absl::string_view(group, len) == "prime256v1";
-}
-
-// The certificate's URI SANs.
-std::vector<std::string> Uris(X509* cert) {
-  std::vector<std::string> uris;
-  auto* names = static_cast<GENERAL_NAMES*>(
-      X509_get_ext_d2i(cert, NID_subject_alt_name, nullptr, nullptr));
-  if (names) {
-    for (int i = 0; i < sk_GENERAL_NAME_num(names); ++i) {
-      const GENERAL_NAME* n = sk_GENERAL_NAME_value(names, i);
-      if (n->type != GEN_URI) continue;
-      const ASN1_IA5STRING* s = n->d.uniformResourceIdentifier;
-      uris.emplace_back(reinterpret_cast<const char*>(ASN1_STRING_get0_data(s)),
-                        ASN1_STRING_length(s));
-    }
-    GENERAL_NAMES_free(names);
-  }
-  return uris;
 }
 
 }  // namespace
@@ -134,7 +108,7 @@ absl::StatusOr<std::unique_ptr<CheckpointSigner>> CheckpointSigner::FromPem(
     return absl::InvalidArgumentError(
         "audit signing key: not a PEM private key");
   }
-  if (!IsP256(key->pkey.get())) {
+  if (!IsEcP256(key->pkey.get())) {
     return absl::InvalidArgumentError("audit signing key: not an EC P-256 key");
   }
   if (X509_check_private_key(cert.get(), key->pkey.get()) != 1) {
@@ -179,7 +153,7 @@ absl::Status VerifyCheckpointSignature(const v1::AuditCheckpoint& c,
   if (!cert) {
     return absl::InvalidArgumentError("certificate_pem: not a PEM certificate");
   }
-  std::vector<std::string> uris = Uris(cert.get());
+  std::vector<std::string> uris = CertificateUris(cert.get());
   if (uris.size() != 1 || uris[0] != c.broker()) {
     return absl::InvalidArgumentError(absl::StrCat(
         "certificate_pem: the signing certificate is not ", c.broker(),

@@ -1,26 +1,24 @@
 #include "client-sdk/src/sealer.h"
 
 #include <algorithm>
-#include <fstream>
-#include <sstream>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
+#include "lienthong/common/certificate.h"
 
 namespace lienthong::client_internal {
 namespace {
 
+// The file named by `option`; NOT_FOUND naming both when unreadable.
 absl::StatusOr<std::string> ReadFile(const std::string& path,
                                      absl::string_view option) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
+  absl::StatusOr<std::string> text = ReadPemFile(path);
+  if (!text.ok()) {
     return absl::NotFoundError(absl::StrCat(option, ": cannot read ", path));
   }
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
+  return text;
 }
 
 sealing::Envelope ToEnvelope(const v1::Sealed& sealed) {

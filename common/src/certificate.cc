@@ -21,7 +21,7 @@
 namespace lienthong {
 namespace {
 
-absl::StatusOr<std::string> ReadFile(const std::string& path) {
+absl::StatusOr<std::string> ReadFileImpl(const std::string& path) {
   std::error_code ec;
   if (std::filesystem::is_directory(path, ec)) {
     return absl::InvalidArgumentError(
@@ -43,7 +43,7 @@ absl::Time FromAsn1(const ASN1_TIME* t) {
 }  // namespace
 
 absl::StatusOr<CertificateInfo> ReadCertificateFile(const std::string& path) {
-  absl::StatusOr<std::string> pem = ReadFile(path);
+  absl::StatusOr<std::string> pem = ReadPemFile(path);
   if (!pem.ok()) return pem.status();
   std::unique_ptr<BIO, decltype(&BIO_free)> bio(
       BIO_new_mem_buf(pem->data(), pem->size()), BIO_free);
@@ -53,19 +53,7 @@ absl::StatusOr<CertificateInfo> ReadCertificateFile(const std::string& path) {
     return absl::InvalidArgumentError(
         absl::StrCat(path, ": no PEM certificate in the file"));
   }
-  std::vector<std::string> uris;
-  auto* names = static_cast<GENERAL_NAMES*>(
-      X509_get_ext_d2i(cert.get(), NID_subject_alt_name, nullptr, nullptr));
-  if (names) {
-    for (int i = 0; i < sk_GENERAL_NAME_num(names); ++i) {
-      const GENERAL_NAME* n = sk_GENERAL_NAME_value(names, i);
-      if (n->type != GEN_URI) continue;
-      const ASN1_IA5STRING* s = n->d.uniformResourceIdentifier;
-      uris.emplace_back(reinterpret_cast<const char*>(ASN1_STRING_get0_data(s)),
-                        ASN1_STRING_length(s));
-    }
-    GENERAL_NAMES_free(names);
-  }
+  std::vector<std::string> uris = CertificateUris(cert.get());
   if (uris.size() != 1) {
     return absl::InvalidArgumentError(absl::StrCat(
         path, ": the certificate has ", uris.size(),
@@ -87,7 +75,7 @@ absl::StatusOr<CertificateInfo> ReadCertificateFile(const std::string& path) {
 int NoPassphrase(char*, int, int, void*) { return -1; }
 
 absl::Status CheckPrivateKeyFile(const std::string& path) {
-  absl::StatusOr<std::string> pem = ReadFile(path);
+  absl::StatusOr<std::string> pem = ReadPemFile(path);
   if (!pem.ok()) return pem.status();
   std::unique_ptr<BIO, decltype(&BIO_free)> bio(
       BIO_new_mem_buf(pem->data(), pem->size()), BIO_free);
@@ -116,7 +104,7 @@ std::string NameOf(const X509_NAME* name) {
 
 // Every certificate of a PEM file.
 absl::StatusOr<std::vector<X509Ptr>> ReadCertificates(const std::string& path) {
-  absl::StatusOr<std::string> pem = ReadFile(path);
+  absl::StatusOr<std::string> pem = ReadPemFile(path);
   if (!pem.ok()) return pem.status();
   std::unique_ptr<BIO, decltype(&BIO_free)> bio(
       BIO_new_mem_buf(pem->data(), pem->size()), BIO_free);
@@ -152,7 +140,7 @@ absl::StatusOr<RootCrls> LoadRootCrls(const std::string& directory,
     std::string path = (std::filesystem::path(directory) / name).string();
     std::error_code ec;
     if (!std::filesystem::exists(path, ec)) break;
-    absl::StatusOr<std::string> pem = ReadFile(path);
+    absl::StatusOr<std::string> pem = ReadPemFile(path);
     if (!pem.ok()) return pem.status();
     std::unique_ptr<BIO, decltype(&BIO_free)> bio(
         BIO_new_mem_buf(pem->data(), pem->size()), BIO_free);
@@ -283,6 +271,36 @@ absl::StatusOr<std::string> FindRevocation(
         reason, " (", crls->newest_file, ")");
   }
   return std::string();
+}
+
+absl::StatusOr<std::string> ReadPemFile(const std::string& path) {
+  return ReadFileImpl(path);
+}
+
+std::vector<std::string> CertificateUris(X509* cert) {
+  std::vector<std::string> uris;
+  auto* names = static_cast<GENERAL_NAMES*>(
+      X509_get_ext_d2i(cert, NID_subject_alt_name, nullptr, nullptr));
+  if (names) {
+    for (int i = 0; i < sk_GENERAL_NAME_num(names); ++i) {
+      const GENERAL_NAME* n = sk_GENERAL_NAME_value(names, i);
+      if (n->type != GEN_URI) continue;
+      const ASN1_IA5STRING* s = n->d.uniformResourceIdentifier;
+      uris.emplace_back(reinterpret_cast<const char*>(ASN1_STRING_get0_data(s)),
+                        ASN1_STRING_length(s));
+    }
+    GENERAL_NAMES_free(names);
+  }
+  return uris;
+}
+
+bool IsEcP256(const EVP_PKEY* key) {
+  if (key == nullptr || !EVP_PKEY_is_a(key, "EC")) return false;
+  char group[64] = {0};
+  size_t len = 0;
+  if (EVP_PKEY_get_group_name(key, group, sizeof(group), &len) != 1)
+    return false;
+  return absl::string_view(group, len) == "prime256v1";
 }
 
 }  // namespace lienthong

@@ -27,6 +27,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
+#include "lienthong/common/certificate.h"
 #include "lienthong/common/identity.h"
 
 namespace lienthong::sealing {
@@ -119,19 +120,7 @@ absl::Time FromAsn1(const ASN1_TIME* t) {
 
 // The single URI SAN, or an error naming what is wrong.
 absl::StatusOr<std::string> SingleUri(X509* cert) {
-  std::vector<std::string> uris;
-  auto* names = static_cast<GENERAL_NAMES*>(
-      X509_get_ext_d2i(cert, NID_subject_alt_name, nullptr, nullptr));
-  if (names) {
-    for (int i = 0; i < sk_GENERAL_NAME_num(names); ++i) {
-      const GENERAL_NAME* n = sk_GENERAL_NAME_value(names, i);
-      if (n->type != GEN_URI) continue;
-      const ASN1_IA5STRING* s = n->d.uniformResourceIdentifier;
-      uris.emplace_back(reinterpret_cast<const char*>(ASN1_STRING_get0_data(s)),
-                        ASN1_STRING_length(s));
-    }
-    GENERAL_NAMES_free(names);
-  }
+  std::vector<std::string> uris = CertificateUris(cert);
   if (uris.size() != 1) {
     return absl::InvalidArgumentError(
         absl::StrCat("encryption certificate: has ", uris.size(),
@@ -139,18 +128,6 @@ absl::StatusOr<std::string> SingleUri(X509* cert) {
                      "required"));
   }
   return uris[0];
-}
-
-bool IsP256(EVP_PKEY* key) {
-  if (key == nullptr || EVP_PKEY_get_base_id(key) != EVP_PKEY_EC) return false;
-  char group[64] = {0};
-  size_t len = 0;
-  if (EVP_PKEY_get_utf8_string_param(key, OSSL_PKEY_PARAM_GROUP_NAME, group,
-                                     sizeof(group), &len) != 1) {
-    return false;
-  }
-  return absl::string_view(group, len) == "prime256v1" ||
-         absl::string_view(group, len) == "P-256";
 }
 
 absl::StatusOr<std::string> EncodedPublicKey(EVP_PKEY* key) {
@@ -354,7 +331,7 @@ class DefaultCipher final : public ContentCipher {
     for (const EncryptionCertificate& r : recipients) {
       X509Ptr cert = ParseCertificate(r.der);
       EVP_PKEY* recipient_key = cert ? X509_get0_pubkey(cert.get()) : nullptr;
-      if (!IsP256(recipient_key)) {
+      if (!IsEcP256(recipient_key)) {
         return absl::InvalidArgumentError(
             absl::StrCat("sealing: the encryption certificate of ", r.org,
                          " has no EC P-256 key"));
@@ -484,7 +461,7 @@ class DefaultCipher final : public ContentCipher {
       return absl::InvalidArgumentError(
           "encryption key: no unencrypted PEM private key");
     }
-    if (!IsP256(key.get())) {
+    if (!IsEcP256(key.get())) {
       return absl::InvalidArgumentError("encryption key: not an EC P-256 key");
     }
     if (EVP_PKEY_eq(key.get(), X509_get0_pubkey(cert.get())) != 1) {
@@ -541,7 +518,7 @@ absl::StatusOr<EncryptionCertificate> VerifyEncryptionCertificate(
         absl::StrCat("encryption certificate of ", who->name,
                      ": its key usage does not allow keyAgreement"));
   }
-  if (!IsP256(X509_get0_pubkey(cert.get()))) {
+  if (!IsEcP256(X509_get0_pubkey(cert.get()))) {
     return absl::InvalidArgumentError(absl::StrCat(
         "encryption certificate of ", who->name, ": not an EC P-256 key"));
   }
@@ -613,8 +590,8 @@ absl::StatusOr<std::string> AeadOpen(absl::string_view key,
   if (sealed.size() < kNonceBytes + kTagBytes) {
     return absl::InvalidArgumentError("sealing: sealed data is too short");
   }
-  return GcmOpen(key, sealed.substr(0, kNonceBytes),
-                 sealed.substr(kNonceBytes), associated_data, "sealed data");
+  return GcmOpen(key, sealed.substr(0, kNonceBytes), sealed.substr(kNonceBytes),
+                 associated_data, "sealed data");
 }
 
 std::string RandomKey() { return RandomBytes(kKeyBytes); }

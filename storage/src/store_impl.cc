@@ -38,8 +38,8 @@ constexpr absl::string_view kEventRef("\0", 1);
 class StoreImpl : public Store {
  public:
   StoreImpl(std::unique_ptr<KvEngine> engine, std::unique_ptr<DataKeys> keys,
-            uint64_t last_sequence, AuditHead audit_head,
-            size_t max_group_size, size_t max_group_bytes)
+            uint64_t last_sequence, AuditHead audit_head, size_t max_group_size,
+            size_t max_group_bytes)
       : engine_(std::move(engine)),
         keys_(std::move(keys)),
         last_sequence_(last_sequence),

@@ -36,6 +36,7 @@
 namespace lienthong::integration {
 namespace {
 
+using ::lienthong::testing_util::DirectoryContains;
 using ::lienthong::testing_util::Eventually;
 using ::lienthong::testing_util::StatusIs;
 using ::testing::AllOf;
@@ -73,18 +74,6 @@ v1::Document NewDocument(const std::vector<std::string>& to,
   doc.set_body(body);
   doc.set_body_content_type("text/plain; charset=utf-8");
   return doc;
-}
-
-// Whether any file under `dir` contains `needle`.
-bool DirectoryContains(const std::string& dir, const std::string& needle) {
-  for (const auto& entry : std::filesystem::recursive_directory_iterator(dir)) {
-    if (!entry.is_regular_file()) continue;
-    std::ifstream in(entry.path(), std::ios::binary);
-    std::stringstream s;
-    s << in.rdbuf();
-    if (s.str().find(needle) != std::string::npos) return true;
-  }
-  return false;
 }
 
 class SealingTest : public ::testing::Test {

@@ -20,6 +20,7 @@
 namespace lienthong::storage {
 namespace {
 
+using ::lienthong::testing_util::DirectoryContains;
 using ::lienthong::testing_util::StatusIs;
 using ::lienthong::testing_util::TempDir;
 using ::testing::HasSubstr;
@@ -38,17 +39,6 @@ v1::Document MakeDocument(const std::string& id, const std::string& text) {
   a->set_name("phu-luc.txt");
   a->set_content(absl::StrCat("Phụ lục ", text));
   return doc;
-}
-
-bool DirectoryContains(const std::string& dir, const std::string& needle) {
-  for (const auto& entry : std::filesystem::recursive_directory_iterator(dir)) {
-    if (!entry.is_regular_file()) continue;
-    std::ifstream in(entry.path(), std::ios::binary);
-    std::stringstream s;
-    s << in.rdbuf();
-    if (s.str().find(needle) != std::string::npos) return true;
-  }
-  return false;
 }
 
 class EncryptionTest : public ::testing::Test {

@@ -11,6 +11,8 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
+#include <sstream>
 #include <string>
 #include <system_error>
 
@@ -42,6 +44,20 @@ class TempDir {
  private:
   std::string path_;
 };
+
+// Whether any file under `dir` holds `needle` (e.g. a document's text in a
+// broker's data directory).
+inline bool DirectoryContains(const std::string& dir,
+                              const std::string& needle) {
+  for (const auto& entry : std::filesystem::recursive_directory_iterator(dir)) {
+    if (!entry.is_regular_file()) continue;
+    std::ifstream in(entry.path(), std::ios::binary);
+    std::stringstream s;
+    s << in.rdbuf();
+    if (s.str().find(needle) != std::string::npos) return true;
+  }
+  return false;
+}
 
 }  // namespace lienthong::testing_util
 

@@ -180,15 +180,13 @@ int Serve(const BrokerConfig& config) {
       [ca = config.tls.ca,
        trust_domain = config.trust_domain](absl::string_view certificate)
       -> absl::StatusOr<sealing::EncryptionCertificate> {
-    std::ifstream in(ca, std::ios::binary);
-    if (!in) {
+    absl::StatusOr<std::string> pem = ReadPemFile(ca);
+    if (!pem.ok()) {
       return absl::UnavailableError(
           absl::StrCat(ca, ": cannot read the trust root"));
     }
-    std::stringstream pem;
-    pem << in.rdbuf();
-    return sealing::VerifyEncryptionCertificate(certificate, pem.str(),
-                                                trust_domain, absl::Now());
+    return sealing::VerifyEncryptionCertificate(certificate, *pem, trust_domain,
+                                                absl::Now());
   };
   absl::StatusOr<std::unique_ptr<broker::Exchange>> exchange =
       broker::Exchange::Open(exchange_options, store->get());

@@ -4,7 +4,10 @@
 #ifndef LIENTHONG_COMMON_CERTIFICATE_H_
 #define LIENTHONG_COMMON_CERTIFICATE_H_
 
+#include <openssl/types.h>
+
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
@@ -26,6 +29,16 @@ absl::StatusOr<CertificateInfo> ReadCertificateFile(const std::string& path);
 // NOT_FOUND / INVALID_ARGUMENT naming the file unless it holds a PEM private
 // key.
 absl::Status CheckPrivateKeyFile(const std::string& path);
+
+// The whole of a PEM (or any small) file: NOT_FOUND naming it when it cannot
+// be read, INVALID_ARGUMENT for a directory. Thread-safe.
+absl::StatusOr<std::string> ReadPemFile(const std::string& path);
+
+// The URI subject alternative names of `cert`, in order.
+std::vector<std::string> CertificateUris(X509* cert);
+
+// Whether `key` is an EC key on P-256 (prime256v1).
+bool IsEcP256(const EVP_PKEY* key);
 
 // What a CRL directory holds for the trust roots of a CA file.
 struct CrlDirectoryInfo {
