@@ -10,6 +10,7 @@
 //                  meta/audit_head                  -> size BE64, hash (32)
 //   audit          'e' <index BE64>                 -> StoredAuditEntry
 //                  'c' <tree size BE64>             -> AuditCheckpoint
+//                  'd' <document id> 0x00 <index BE64> -> "" (by document)
 // Events are stored without their sequence: it is the key's last 8 bytes.
 #ifndef LIENTHONG_STORAGE_SRC_KEYS_H_
 #define LIENTHONG_STORAGE_SRC_KEYS_H_
@@ -107,6 +108,16 @@ inline constexpr char kAuditCheckpointTag = 'c';
 inline std::string Audit(char tag, uint64_t n) {
   std::string k(1, tag);
   AppendBigEndian64(&k, n);
+  return k;
+}
+
+inline constexpr char kAuditDocumentTag = 'd';
+inline std::string AuditByDocument(absl::string_view document_id,
+                                   uint64_t index) {
+  std::string k(1, kAuditDocumentTag);
+  k.append(document_id.data(), document_id.size());
+  k.push_back('\0');
+  AppendBigEndian64(&k, index);
   return k;
 }
 

@@ -113,7 +113,8 @@ class StoreImpl : public Store {
     }
     for (const v1::AuditEntry& a : batch.audit) {
       p.audit_values.push_back(a.SerializeAsString());
-      p.bytes += p.audit_values.back().size() + 64;
+      p.audit_documents.push_back(a.document_id());
+      p.bytes += p.audit_values.back().size() + 64 + a.document_id().size();
     }
     if (batch.audit_checkpoint) {
       p.checkpoint_size = batch.audit_checkpoint->tree_size();
@@ -221,6 +222,7 @@ class StoreImpl : public Store {
     std::vector<std::string> event_values;
     std::vector<Record> records;            // keys with keys::kRecordPrefix
     std::vector<std::string> audit_values;  // serialized AuditEntry
+    std::vector<std::string> audit_documents;  // their document ids
     std::optional<uint64_t> checkpoint_size;
     std::string checkpoint_value;  // serialized AuditCheckpoint
     bool sync = true;
@@ -367,7 +369,8 @@ class StoreImpl : public Store {
         r.events.push_back(std::move(ev));
       }
       if (!p.audit_values.empty()) r.first_audit_index = audit_head_.size + 1;
-      for (std::string& entry : p.audit_values) {
+      for (size_t i = 0; i < p.audit_values.size(); ++i) {
+        std::string& entry = p.audit_values[i];
         const uint64_t index = ++audit_head_.size;
         audit_head_.hash =
             audit::AuditChainHash(audit_head_.hash, index, entry);
@@ -379,6 +382,11 @@ class StoreImpl : public Store {
         absl::string_view key = scratch.back();
         scratch.push_back(stored.SerializeAsString());
         ops.push_back(KvOp{Cf::kAudit, false, key, scratch.back()});
+        if (!p.audit_documents[i].empty()) {
+          scratch.push_back(
+              keys::AuditByDocument(p.audit_documents[i], index));
+          ops.push_back(KvOp{Cf::kAudit, false, scratch.back(), ""});
+        }
       }
       if (p.checkpoint_size) {
         scratch.push_back(
@@ -482,6 +490,40 @@ class StoreImpl : public Store {
       uint64_t first_size,
       const std::function<bool(uint64_t, absl::string_view)>& fn) override {
     return ScanAudit(keys::kAuditCheckpointTag, first_size, fn);
+  }
+
+  absl::Status ScanAuditEntriesForDocument(
+      absl::string_view document_id,
+      const std::function<bool(uint64_t, absl::string_view)>& fn) override {
+    std::string prefix(1, keys::kAuditDocumentTag);
+    prefix.append(document_id.data(), document_id.size());
+    prefix.push_back('\0');
+    std::vector<uint64_t> indices;
+    absl::Status bad;
+    RETURN_IF_ERROR(engine_->Scan(
+        Cf::kAudit, prefix, prefix,
+        [&](absl::string_view k, absl::string_view) {
+          if (k.size() != prefix.size() + 8) {
+            bad = absl::DataLossError(
+                "storage: malformed key in the audit column family");
+            return false;
+          }
+          indices.push_back(keys::ReadBigEndian64(k.substr(prefix.size())));
+          return true;
+        }));
+    RETURN_IF_ERROR(bad);
+    for (uint64_t index : indices) {
+      ASSIGN_OR_RETURN(std::optional<std::string> value,
+                       engine_->Get(Cf::kAudit,
+                                    keys::Audit(keys::kAuditEntryTag, index)));
+      if (!value) {
+        return absl::DataLossError(absl::StrCat(
+            "storage: audit entry ", index, " of document ", document_id,
+            " is indexed but missing"));
+      }
+      if (!fn(index, *value)) break;
+    }
+    return absl::OkStatus();
   }
 
   absl::Status ScanAudit(

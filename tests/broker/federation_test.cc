@@ -202,6 +202,11 @@ class FaultyStore : public storage::Store {
       const std::function<bool(uint64_t, absl::string_view)>& fn) override {
     return base_->ScanAuditCheckpoints(first, fn);
   }
+  absl::Status ScanAuditEntriesForDocument(
+      absl::string_view document_id,
+      const std::function<bool(uint64_t, absl::string_view)>& fn) override {
+    return base_->ScanAuditEntriesForDocument(document_id, fn);
+  }
   storage::StoreStats Stats() override { return base_->Stats(); }
 
  private:

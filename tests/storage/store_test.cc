@@ -316,12 +316,53 @@ TEST_P(StoreTest, RecordsAreWrittenScannedByPrefixAndErased) {
   change.records = {{"enc/000.00.00.H49", "cert-a2"},
                     {"enc/000.00.00.H50", ""}};
   ASSERT_OK(store_->WriteSync(std::move(change)).status());
-  if (durable()) ASSERT_NO_FATAL_FAILURE(Reopen());
+  if (durable()) {
+    ASSERT_NO_FATAL_FAILURE(Reopen());
+  }
   seen.clear();
   ASSERT_OK(store_->ScanRecords("enc/", collect));
   EXPECT_THAT(seen, ElementsAre(Pair("enc/000.00.00.H49", "cert-a2")));
   // Records never show up as queues or sequences.
   EXPECT_THAT(ScanAll(), SizeIs(0));
+}
+
+TEST_P(StoreTest, AuditEntriesAreFoundByTheirDocument) {
+  auto entry = [](const std::string& doc, const std::string& action) {
+    v1::AuditEntry e;
+    e.set_document_id(doc);
+    e.set_action(action);
+    return e;
+  };
+  WriteBatch first;
+  first.audit = {entry("doc-1", "send"), entry("doc-10", "send"),
+                 entry("", "admin")};
+  ASSERT_OK(store_->WriteSync(std::move(first)).status());
+  WriteBatch second;
+  second.audit = {entry("doc-1", "deliver")};
+  ASSERT_OK(store_->WriteSync(std::move(second)).status());
+  if (durable()) {
+    ASSERT_NO_FATAL_FAILURE(Reopen());
+  }
+  std::vector<std::pair<uint64_t, std::string>> seen;
+  ASSERT_OK(store_->ScanAuditEntriesForDocument(
+      "doc-1", [&](uint64_t index, absl::string_view raw) {
+        v1::StoredAuditEntry stored;
+        v1::AuditEntry e;
+        EXPECT_TRUE(stored.ParseFromString(std::string(raw)));
+        EXPECT_TRUE(e.ParseFromString(stored.entry()));
+        EXPECT_EQ(stored.index(), index);
+        seen.emplace_back(index, e.action());
+        return true;
+      }));
+  // Not doc-10 (a longer id with the same prefix), not the admin entry.
+  EXPECT_THAT(seen, ElementsAre(Pair(1u, "send"), Pair(4u, "deliver")));
+  // The chain itself is unchanged: four entries.
+  int entries = 0;
+  ASSERT_OK(store_->ScanAuditEntries(1, [&](uint64_t, absl::string_view) {
+    ++entries;
+    return true;
+  }));
+  EXPECT_EQ(entries, 4);
 }
 
 TEST_P(DurableStoreTest, SequencesContinueAboveTheOldMaximumAfterReopen) {

@@ -212,6 +212,13 @@ class Store {
       uint64_t first_index,
       const std::function<bool(uint64_t index, absl::string_view value)>&
           fn) = 0;
+  // Visits, in index order, the stored entries whose AuditEntry names
+  // `document_id` (entries appended before this index existed are not
+  // found). DATA_LOSS when the index names a missing entry.
+  virtual absl::Status ScanAuditEntriesForDocument(
+      absl::string_view document_id,
+      const std::function<bool(uint64_t index, absl::string_view value)>&
+          fn) = 0;
   // Likewise for checkpoints (serialized AuditCheckpoint) by tree size.
   virtual absl::Status ScanAuditCheckpoints(
       uint64_t first_size,
