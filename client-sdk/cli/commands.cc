@@ -22,6 +22,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "client-sdk/cli/evidence_commands.h"
 #include "client-sdk/cli/format.h"
 #include "lienthong/common/status_macros.h"
 
@@ -254,8 +255,13 @@ absl::StatusOr<v1::Document> BuildDocument(const SendFlags& flags) {
 }
 
 absl::Status RunSend(Client& client, const v1::Document& document,
+                     const std::string& receipt_file,
                      const OutputFlags& output) {
   ASSIGN_OR_RETURN(SendReceipt receipt, client.Send(document));
+  if (!receipt_file.empty()) {
+    RETURN_IF_ERROR(
+        WriteJsonFile(receipt.custody_receipt, receipt_file, "--receipt"));
+  }
   const int recipients = document.recipients_size();
   if (output.json) {
     std::cout << "{\"document_id\":" << JsonString(receipt.document_id)
@@ -267,14 +273,20 @@ absl::Status RunSend(Client& client, const v1::Document& document,
                                              receipt.accepted_at,
                                              absl::UTCTimeZone()))
               << ",\"content_sha256\":" << JsonString(receipt.content_sha256)
-              << ",\"sealed\":" << (receipt.sealed ? "true" : "false") << "}"
+              << ",\"sealed\":" << (receipt.sealed ? "true" : "false")
+              << ",\"document_sha256\":"
+              << JsonString(receipt.custody_receipt.document_sha256())
+              << ",\"custodian\":"
+              << JsonString(receipt.custody_receipt.broker()) << "}"
               << std::endl;
     return absl::OkStatus();
   }
   std::cout << "sent " << receipt.document_id << " to " << recipients
             << " recipient(s)"
             << (receipt.duplicate ? " (duplicate of an earlier send)" : "")
-            << (receipt.sealed ? ", sealed end-to-end" : "") << std::endl;
+            << (receipt.sealed ? ", sealed end-to-end" : "")
+            << "; signed, custody receipt from "
+            << receipt.custody_receipt.broker() << std::endl;
   return absl::OkStatus();
 }
 

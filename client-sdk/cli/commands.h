@@ -71,7 +71,9 @@ absl::StatusOr<std::string> ReadLocalFile(const std::string& path);
 // is reported before connecting.
 absl::StatusOr<v1::Document> BuildDocument(const SendFlags& flags);
 
+// With `receipt_file`, the custody receipt is written there (JSON).
 absl::Status RunSend(Client& client, const v1::Document& document,
+                     const std::string& receipt_file,
                      const OutputFlags& output);
 // Stops (with --follow, --watch) when `stop` becomes true.
 absl::Status RunReceive(Client& client, const ReceiveFlags& flags,

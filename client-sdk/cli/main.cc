@@ -18,6 +18,7 @@
 #include "absl/time/time.h"
 #include "client-sdk/cli/admin_commands.h"
 #include "client-sdk/cli/commands.h"
+#include "client-sdk/cli/evidence_commands.h"
 #include "client-sdk/cli/format.h"
 #include "client-sdk/cli/health_command.h"
 #include "client-sdk/cli/policy_commands.h"
@@ -175,6 +176,10 @@ int Main(int argc, char** argv) {
                        "Attach FILE inline (repeatable)");
   send_cmd->add_option("BODY_FILE", send.body_file, "Body file, - for stdin")
       ->required();
+  std::string receipt_file;
+  send_cmd->add_option("--receipt", receipt_file,
+                       "Write the broker's signed custody receipt here (JSON); "
+                       "check it with `lienthong verify`");
   bool seal = false;
   send_cmd->add_flag("--seal", seal,
                      "Seal end-to-end for the recipients whatever the "
@@ -378,6 +383,36 @@ int Main(int argc, char** argv) {
       ->add_option("FILE", audit_export_file, "Export to check")
       ->required();
 
+  // evidence and verify
+  std::string evidence_id, evidence_out;
+  CLI::App* evidence_cmd = app.add_subcommand(
+      "evidence",
+      "Write the evidence of a document this organization sent or received "
+      "(its signed manifest, custody receipt, status history and audit "
+      "entries, signed by the broker) to --out, for `lienthong verify`");
+  evidence_cmd->add_option("DOCUMENT_ID", evidence_id, "Document id")
+      ->required();
+  evidence_cmd->add_option("--out", evidence_out, "File to write")->required();
+  std::string admin_evidence_id, admin_evidence_out;
+  CLI::App* admin_evidence_cmd = admin_cmd->add_subcommand(
+      "evidence",
+      "Write the evidence of any document this broker handled to --out "
+      "(operators and auditors; the call is audited)");
+  admin_evidence_cmd->add_option("DOCUMENT_ID", admin_evidence_id,
+                                 "Document id")
+      ->required();
+  admin_evidence_cmd->add_option("--out", admin_evidence_out, "File to write")
+      ->required();
+  std::string verify_file;
+  CLI::App* verify_cmd = app.add_subcommand(
+      "verify",
+      "Check an evidence export or a custody receipt offline with only the "
+      "CA (--ca): every signature (the sender's, the broker's), that the "
+      "receipt is for the signed document, and the audit entries' chain "
+      "hashes. No broker is needed.");
+  verify_cmd->add_option("FILE", verify_file, "Evidence or receipt file")
+      ->required();
+
   // keys
   CLI::App* keys_cmd =
       app.add_subcommand("keys", "End-to-end encryption certificates");
@@ -418,6 +453,11 @@ int Main(int argc, char** argv) {
 
   if (audit_verify_export_cmd->parsed()) {
     absl::Status result = RunAuditVerifyExport(audit_export_file, g.ca, output);
+    if (!result.ok()) PrintError(result);
+    return ExitCodeFor(result);
+  }
+  if (verify_cmd->parsed()) {
+    absl::Status result = RunVerify(verify_file, g.ca, output);
     if (!result.ok()) PrintError(result);
     return ExitCodeFor(result);
   }
@@ -501,6 +541,9 @@ int Main(int argc, char** argv) {
       result = RunAdminAuditExport(**admin, admin_audit_out, output);
     } else if (admin_rotate_cmd->parsed()) {
       result = RunAdminRotateStorageKeys(**admin, output);
+    } else if (admin_evidence_cmd->parsed()) {
+      result = RunAdminEvidence(**admin, admin_evidence_id, admin_evidence_out,
+                                output);
     } else if (admin_log_level_cmd->parsed()) {
       result = RunAdminLogLevel(**admin, admin_log_level, output);
     }
@@ -519,7 +562,9 @@ int Main(int argc, char** argv) {
   InstallSignalHandlers();
   absl::Status result;
   if (send_cmd->parsed()) {
-    result = RunSend(**client, *document, output);
+    result = RunSend(**client, *document, receipt_file, output);
+  } else if (evidence_cmd->parsed()) {
+    result = RunEvidence(**client, evidence_id, evidence_out, output);
   } else if (receive_cmd->parsed()) {
     result = RunReceive(**client, receive, output, g_stop);
   } else if (inbox_cmd->parsed()) {

@@ -75,6 +75,12 @@ class AdminClientImpl final : public AdminClient {
       const v1::ExportAuditRequest& request) override {
     return Read(request, &Connection::AdminStub::ExportAudit);
   }
+  absl::StatusOr<v1::EvidenceExport> ExportEvidence(
+      const std::string& document_id) override {
+    v1::ExportEvidenceRequest request;
+    request.set_document_id(document_id);
+    return Read(request, &Connection::AdminStub::ExportEvidence);
+  }
   absl::StatusOr<v1::RotateStorageKeysResponse> RotateStorageKeys() override {
     // A repeat only rotates once more: harmless.
     return Read(v1::RotateStorageKeysRequest(),

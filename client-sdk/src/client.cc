@@ -162,6 +162,12 @@ class ClientImpl final : public Client {
     if (absl::Status s = connection_->SealIfNeeded(request.mutable_document());
         !s.ok())
       return s;
+    const std::string digest =
+        signing::DocumentDigest(request.document());
+    if (absl::Status s =
+            connection_->SignBatch({request.mutable_document()}, {digest});
+        !s.ok())
+      return s;
     v1::SendResponse response;
     // The idempotency key makes a repeat after a lost answer harmless.
     absl::Status status = connection_->Call(
@@ -170,8 +176,23 @@ class ClientImpl final : public Client {
           return stub.Send(&context, request, &response);
         });
     if (!status.ok()) return status;
-    return ToReceipt(response, request.document().idempotency_key(),
-                     request.document().has_sealed());
+    return connection_->Receipt(response, request.document().idempotency_key(),
+                                request.document().has_sealed(), digest,
+                                request.document().signature());
+  }
+
+  absl::StatusOr<v1::EvidenceExport> GetEvidence(
+      const std::string& document_id) override {
+    v1::GetEvidenceRequest request;
+    request.set_document_id(document_id);
+    v1::EvidenceExport response;
+    absl::Status status = connection_->Call(
+        RetryOn::kUnavailableOrDeadline, absl::ZeroDuration(),
+        [&](Connection::Stub& stub, grpc::ClientContext& context) {
+          return stub.GetEvidence(&context, request, &response);
+        });
+    if (!status.ok()) return status;
+    return response;
   }
 
   absl::StatusOr<v1::PublishEncryptionCertificateResponse>
@@ -244,7 +265,7 @@ class ClientImpl final : public Client {
         connection_->TakeUnseen(response.mutable_deliveries(), &documents);
     // Rejected sealed documents are acknowledged with the seen ones; on
     // FAILED_PRECONDITION every fetched document waits for its lease to end.
-    if (absl::Status s = connection_->OpenSealed(&documents, &seen); !s.ok())
+    if (absl::Status s = connection_->VerifyAndOpen(&documents, &seen); !s.ok())
       return s;
     if (!seen.empty()) {
       // Handled before: acknowledge now. Should this fail, they come again

@@ -12,6 +12,7 @@
 #include "absl/time/clock.h"
 #include "client-sdk/src/backoff.h"
 #include "client-sdk/src/credentials.h"
+#include "lienthong/common/certificate.h"
 #include "lienthong/common/ids.h"
 
 namespace lienthong::client_internal {
@@ -50,11 +51,71 @@ std::shared_ptr<grpc::Channel> MakeChannel(
 
 Connection::Connection(ClientOptions options, Principal identity,
                        std::unique_ptr<DedupSet> dedup,
-                       std::unique_ptr<Sealer> sealer)
+                       std::unique_ptr<Sealer> sealer,
+                       std::unique_ptr<signing::Signer> signer,
+                       std::unique_ptr<signing::SignatureVerifier> verifier)
     : options_(std::move(options)),
       identity_(std::move(identity)),
       dedup_(std::move(dedup)),
-      sealer_(std::move(sealer)) {}
+      sealer_(std::move(sealer)),
+      signer_(std::move(signer)),
+      verifier_(std::move(verifier)) {}
+
+absl::Status Connection::SignBatch(
+    const std::vector<v1::Document*>& documents,
+    const std::vector<std::string>& digests) const {
+  if (documents.empty()) return absl::OkStatus();
+  if (!signer_) {
+    return absl::FailedPreconditionError(
+        "only an organization's client signs documents");
+  }
+  absl::StatusOr<std::vector<v1::Signature>> signatures =
+      signer_->SignBatch(digests, absl::Now());
+  if (!signatures.ok()) return signatures.status();
+  for (size_t i = 0; i < documents.size(); ++i)
+    *documents[i]->mutable_signature() = std::move((*signatures)[i]);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<SendReceipt> Connection::Receipt(
+    const v1::SendResponse& response, const std::string& idempotency_key,
+    bool sealed, absl::string_view digest,
+    const v1::Signature& signature) const {
+  const v1::CustodyReceipt& r = response.receipt();
+  auto refuse = [&](absl::string_view why) {
+    return absl::UnauthenticatedError(absl::StrCat(
+        "the broker's custody receipt for document ", response.document_id(),
+        " ", why, "; the document may be stored: a resend with idempotency "
+        "key \"", idempotency_key, "\" is safe"));
+  };
+  if (!response.has_receipt()) return refuse("is missing");
+  absl::StatusOr<signing::Signatory> who =
+      signing::VerifyReceipt(*verifier_, r);
+  if (!who.ok()) {
+    return refuse(absl::StrCat("does not verify: ", who.status().message()));
+  }
+  if (r.document_id() != response.document_id() || r.sender() != org() ||
+      r.idempotency_key() != idempotency_key) {
+    return refuse("is about another document");
+  }
+  // A duplicate's receipt is that of the copy stored first, which may have
+  // been sealed or signed differently.
+  if (!response.duplicate() &&
+      (r.document_sha256() != signing::Hex(digest) ||
+       r.sender_signature_sha256() !=
+           signing::Hex(signing::Sha256(signature.signature())))) {
+    return refuse("names other content or another signature than was sent");
+  }
+  SendReceipt receipt;
+  receipt.sealed = sealed;
+  receipt.document_id = response.document_id();
+  receipt.idempotency_key = idempotency_key;
+  receipt.duplicate = response.duplicate();
+  receipt.accepted_at = FromTimestamp(response.accepted_at());
+  receipt.content_sha256 = response.content_sha256();
+  receipt.custody_receipt = r;
+  return receipt;
+}
 
 absl::Status Connection::SealIfNeeded(v1::Document* document) const {
   if (!sealer_->MustSeal(*document)) return absl::OkStatus();
@@ -77,31 +138,60 @@ absl::Status Connection::SealIfNeeded(v1::Document* document) const {
       });
 }
 
-absl::Status Connection::OpenSealed(std::vector<IncomingDocument>* documents,
-                                    std::vector<std::string>* rejected) const {
+absl::Status Connection::VerifyAndOpen(
+    std::vector<IncomingDocument>* documents,
+    std::vector<std::string>* rejected) const {
   for (auto it = documents->begin(); it != documents->end();) {
-    if (!it->document.has_sealed()) {
+    std::string refusal;
+    const v1::Document& doc = it->document;
+    if (!doc.has_signature()) {
+      if (!options_.accept_unsigned) {
+        refusal =
+            "the recipient's SDK refused it: it carries no signature of its "
+            "sender";
+      }
+    } else {
+      // The certificate must have been valid when the first broker took
+      // the document.
+      std::optional<absl::Time> accepted;
+      if (doc.has_accepted_at()) accepted = FromTimestamp(doc.accepted_at());
+      absl::StatusOr<signing::Signatory> who =
+          signing::VerifyDocumentSignature(*verifier_, doc, accepted);
+      if (!who.ok()) {
+        refusal = absl::StrCat(
+            "the recipient's SDK refused the sender's signature (",
+            absl::StatusCodeToString(who.status().code()),
+            "): ", who.status().message());
+      } else {
+        it->signed_by = who->principal.spiffe_id;
+        it->signed_at = who->signed_at;
+      }
+    }
+    if (refusal.empty() && it->document.has_sealed()) {
+      absl::Status opened = sealer_->Open(&it->document);
+      if (opened.ok()) {
+        it->was_sealed = true;
+      } else if (absl::IsFailedPrecondition(opened)) {
+        return opened;
+      } else {
+        refusal = absl::StrCat(
+            "the recipient's SDK could not open the sealed content (",
+            absl::StatusCodeToString(opened.code()), "): ", opened.message());
+      }
+    }
+    if (refusal.empty()) {
       ++it;
       continue;
     }
-    absl::Status opened = sealer_->Open(&it->document);
-    if (opened.ok()) {
-      it->was_sealed = true;
-      ++it;
-      continue;
-    }
-    if (absl::IsFailedPrecondition(opened)) return opened;
-    // Altered or malformed: it will never open. Tell the sender, then let
-    // it go; the application never sees it.
+    // Forged, altered or malformed: it will never be good. Tell the sender,
+    // then let it go; the application never sees it.
     const std::string id = it->document.id();
     gpr_log(GPR_ERROR, "lienthong: rejecting %s: %s", id.c_str(),
-            opened.ToString().c_str());
+            refusal.c_str());
     v1::ReportStatusRequest request;
     request.set_document_id(id);
     request.set_status(v1::BUSINESS_STATUS_REJECTED);
-    request.set_reason(absl::StrCat(
-        "the recipient's SDK could not open the sealed content (",
-        absl::StatusCodeToString(opened.code()), "): ", opened.message()));
+    request.set_reason(refusal);
     v1::ReportStatusResponse response;
     absl::Status reported =
         Call(RetryOn::kUnavailable, absl::ZeroDuration(),
@@ -136,8 +226,30 @@ absl::StatusOr<std::shared_ptr<Connection>> Connection::Open(
   absl::StatusOr<std::unique_ptr<Sealer>> sealer =
       Sealer::Create(options, *identity);
   if (!sealer.ok()) return sealer.status();
+  std::unique_ptr<signing::Signer> signer;
+  if (identity->is_org()) {
+    absl::StatusOr<std::unique_ptr<signing::Signer>> s =
+        signing::Signer::FromFiles(options.certificate_file,
+                                   options.private_key_file);
+    if (!s.ok()) return s.status();
+    signer = *std::move(s);
+  }
+  absl::StatusOr<std::string> ca = ReadPemFile(options.ca_file);
+  if (!ca.ok()) return ca.status();
+  signing::VerifierOptions verifier_options;
+  verifier_options.trust_root_pem = *std::move(ca);
+  verifier_options.trust_domain = identity->trust_domain;
+  verifier_options.crl_directory = options.crl_directory;
+  absl::StatusOr<std::unique_ptr<signing::SignatureVerifier>> verifier =
+      signing::SignatureVerifier::Create(std::move(verifier_options));
+  if (!verifier.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("ca_file ", options.ca_file, ": ",
+                     verifier.status().message()));
+  }
   std::shared_ptr<Connection> connection(new Connection(
-      options, *std::move(identity), *std::move(dedup), *std::move(sealer)));
+      options, *std::move(identity), *std::move(dedup), *std::move(sealer),
+      std::move(signer), *std::move(verifier)));
   // One provider for all channels: it re-reads the files every minute, so
   // rotated certificates are used by new connections without a restart.
   auto certificates =
@@ -224,18 +336,6 @@ void PrepareForSend(const std::string& org, v1::Document* document) {
   if (document->idempotency_key().empty()) {
     document->set_idempotency_key(RandomToken());
   }
-}
-
-SendReceipt ToReceipt(const v1::SendResponse& response,
-                      const std::string& idempotency_key, bool sealed) {
-  SendReceipt receipt;
-  receipt.sealed = sealed;
-  receipt.document_id = response.document_id();
-  receipt.idempotency_key = idempotency_key;
-  receipt.duplicate = response.duplicate();
-  receipt.accepted_at = FromTimestamp(response.accepted_at());
-  receipt.content_sha256 = response.content_sha256();
-  return receipt;
 }
 
 }  // namespace lienthong::client_internal

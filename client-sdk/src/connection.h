@@ -21,6 +21,7 @@
 #include "absl/time/time.h"
 #include "client-sdk/src/dedup_set.h"
 #include "client-sdk/src/sealer.h"
+#include "lienthong/signing/signing.h"
 #include "client-sdk/src/status.h"
 #include "lienthong/client.h"
 #include "lienthong/common/identity.h"
@@ -68,14 +69,27 @@ class Connection {
   // Sealer::Seal. Blocks; thread-safe.
   absl::Status SealIfNeeded(v1::Document* document) const;
 
-  // Opens the sealed documents among `documents` (marking them was_sealed).
-  // One that cannot be opened for good (altered, malformed) is reported
-  // REJECTED to its sender with the reason, remembered as seen and removed;
-  // its id is appended to `rejected` for the caller to acknowledge. A
-  // FAILED_PRECONDITION (no key for it) is returned at once: configuration,
-  // the documents stay queued at the broker.
-  absl::Status OpenSealed(std::vector<IncomingDocument>* documents,
-                          std::vector<std::string>* rejected) const;
+  // Verifies the sender's signature of each of `documents` and opens the
+  // sealed ones (marking them was_sealed). One whose signature is missing
+  // (unless accept_unsigned) or does not verify, or that cannot be opened
+  // for good (altered, malformed) is reported REJECTED to its sender with
+  // the reason, remembered as seen and removed; its id is appended to
+  // `rejected` for the caller to acknowledge. A FAILED_PRECONDITION (no key
+  // for it) is returned at once: configuration, the documents stay queued
+  // at the broker.
+  absl::Status VerifyAndOpen(std::vector<IncomingDocument>* documents,
+                             std::vector<std::string>* rejected) const;
+
+  // Signs `documents` (org clients) as one batch; `digests` are their
+  // signing::DocumentDigest. INTERNAL when the crypto library fails.
+  absl::Status SignBatch(const std::vector<v1::Document*>& documents,
+                         const std::vector<std::string>& digests) const;
+  // What the broker answered for a document with `digest` and `signature`,
+  // once its custody receipt verifies: UNAUTHENTICATED otherwise.
+  absl::StatusOr<SendReceipt> Receipt(const v1::SendResponse& response,
+                                      const std::string& idempotency_key,
+                                      bool sealed, absl::string_view digest,
+                                      const v1::Signature& signature) const;
 
   // Moves the documents of `deliveries` the application has not seen yet
   // into `fresh` and returns the ids of those it has (to acknowledge only).
@@ -116,7 +130,9 @@ class Connection {
   };
 
   Connection(ClientOptions options, Principal identity,
-             std::unique_ptr<DedupSet> dedup, std::unique_ptr<Sealer> sealer);
+             std::unique_ptr<DedupSet> dedup, std::unique_ptr<Sealer> sealer,
+             std::unique_ptr<signing::Signer> signer,
+             std::unique_ptr<signing::SignatureVerifier> verifier);
 
   // Call and CallAdmin: `attempt` gets the endpoint index.
   absl::Status Retry(
@@ -128,6 +144,8 @@ class Connection {
   const Principal identity_;
   const std::unique_ptr<DedupSet> dedup_;
   const std::unique_ptr<Sealer> sealer_;
+  const std::unique_ptr<signing::Signer> signer_;  // null for persons
+  const std::unique_ptr<signing::SignatureVerifier> verifier_;
   std::vector<Endpoint> endpoints_;  // fixed after Open
   mutable std::atomic<size_t> preferred_{0};
 };
@@ -137,8 +155,6 @@ class Connection {
 void PrepareForSend(const std::string& org, v1::Document* document);
 
 // The receipt for `response` to a document sent with `idempotency_key`.
-SendReceipt ToReceipt(const v1::SendResponse& response,
-                      const std::string& idempotency_key, bool sealed);
 
 }  // namespace lienthong::client_internal
 

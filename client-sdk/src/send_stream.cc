@@ -1,5 +1,7 @@
 #include "client-sdk/src/send_stream.h"
 
+#include <grpc/support/log.h>
+
 #include <utility>
 
 #include "absl/time/clock.h"
@@ -80,6 +82,9 @@ void SendStreamImpl::Submit(v1::Document document, Callback done) {
     completions_.push_back({std::move(done), std::move(sealed)});
     return;
   }
+  // What the signature covers, hashed on the caller's thread; the batch is
+  // signed when it is written.
+  std::string digest = signing::DocumentDigest(document);
   WriteAction action = WriteAction::kNone;
   Call* call = nullptr;
   {
@@ -98,6 +103,7 @@ void SendStreamImpl::Submit(v1::Document document, Callback done) {
     }
     const uint64_t id = next_correlation_id_++;
     Item& item = pending_[id];
+    item.digest = std::move(digest);
     item.idempotency_key = document.idempotency_key();
     item.document = std::move(document);
     item.done = std::move(done);
@@ -145,6 +151,8 @@ SendStreamImpl::WriteAction SendStreamImpl::NextWriteLocked() {
   v1::SendStreamRequest* request = c.call->write_buffer();
   request->Clear();
   size_t bytes = 0;
+  std::vector<v1::Document*> unsigned_documents;
+  std::vector<std::string> digests;
   while (!unsent_.empty() && request->items_size() < kMaxItemsPerSendMessage &&
          bytes < kMaxBytesPerSendMessage) {
     const uint64_t id = unsent_.front();
@@ -158,6 +166,17 @@ SendStreamImpl::WriteAction SendStreamImpl::NextWriteLocked() {
     item->mutable_document()->Swap(&pending.document);
     pending.in_write = true;
     bytes += item->document().ByteSizeLong();
+    // A document written again after a reconnect keeps its signature.
+    if (!item->document().has_signature()) {
+      unsigned_documents.push_back(item->mutable_document());
+      digests.push_back(pending.digest);
+    }
+  }
+  // One signature over the Merkle root of the documents in this write.
+  if (absl::Status s = connection_->SignBatch(unsigned_documents, digests);
+      !s.ok()) {
+    gpr_log(GPR_ERROR, "lienthong: signing a batch: %s",
+            s.ToString().c_str());
   }
   if (request->items_size() > 0) {
     c.write_busy = true;
@@ -210,8 +229,10 @@ void SendStreamImpl::HandleResultLocked(v1::SendStreamResult& result,
   if (it == pending_.end()) return;  // already answered, or not ours
   Item& item = it->second;
   if (result.has_accepted()) {
-    CompleteLocked(id, ToReceipt(result.accepted(), item.idempotency_key,
-                                 item.document.has_sealed()));
+    CompleteLocked(id, connection_->Receipt(
+                           result.accepted(), item.idempotency_key,
+                           item.document.has_sealed(), item.digest,
+                           item.document.signature()));
     return;
   }
   absl::Status status =

@@ -797,9 +797,8 @@ absl::StatusOr<EvidenceReport> VerifyEvidence(
       mismatches.push_back("recipients");
     if (r.idempotency_key() != e.manifest().idempotency_key())
       mismatches.push_back("idempotency_key");
-    if (r.accepted_at().SerializeAsString() !=
-        e.accepted_at().SerializeAsString())
-      mismatches.push_back("accepted_at");
+    if (FromProto(r.accepted_at()) < FromProto(e.accepted_at()))
+      mismatches.push_back("accepted_at (before the first broker's)");
     const std::string sig_sha =
         e.has_sender_signature()
             ? Hex(Sha256(e.sender_signature().signature()))
@@ -808,7 +807,7 @@ absl::StatusOr<EvidenceReport> VerifyEvidence(
       mismatches.push_back("sender_signature_sha256");
     if (mismatches.empty()) {
       ok(absl::StrCat("custody receipt by ", r.broker(), ": document ",
-                      e.document_id(), " accepted at ",
+                      e.document_id(), " in its custody since ",
                       Rfc3339(FromProto(r.accepted_at()))));
     } else {
       bad(absl::StrCat("receipt: does not match the evidence in ",

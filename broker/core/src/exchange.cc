@@ -18,6 +18,7 @@
 #include "absl/synchronization/mutex.h"
 #include "broker/core/src/validation.h"
 #include "google/protobuf/util/time_util.h"
+#include "lienthong/audit/chain.h"
 #include "lienthong/broker/executor.h"
 #include "lienthong/common/ids.h"
 #include "lienthong/common/org_code.h"
@@ -502,6 +503,14 @@ class ExchangeImpl : public Exchange {
       return;
     }
     absl::Time now = clock_->Now();
+    // What the sender signed (and what the receipt names), computed before
+    // the broker adds its own fields.
+    std::string digest = signing::DocumentDigest(doc);
+    if (absl::Status s = CheckSignature(doc, digest, "document", now, now);
+        !s.ok()) {
+      done(s);
+      return;
+    }
     // Where each copy goes: here (nullopt) or to a peer broker.
     std::vector<std::optional<std::string>> next(doc.recipients_size());
     for (int i = 0; i < doc.recipients_size(); ++i) {
@@ -575,7 +584,7 @@ class ExchangeImpl : public Exchange {
     }
     StoreWrite(
         std::move(batch),
-        [this, shared, done = std::move(done)](
+        [this, shared, digest = std::move(digest), done = std::move(done)](
             absl::StatusOr<storage::WriteResult> r) mutable {
           if (!r.ok()) {
             done(r.status());
@@ -604,9 +613,72 @@ class ExchangeImpl : public Exchange {
           response.set_document_id(shared->id());
           *response.mutable_accepted_at() = shared->accepted_at();
           response.set_content_sha256(shared->content_sha256());
+          *response.mutable_receipt() = ReceiptFor(*shared, digest);
           done(std::move(response));
         },
         shared);
+  }
+
+  // A document's signature: verified when present (also that the
+  // certificate is valid at `valid_at`), required when the options say so.
+  // `field` prefixes messages ("document", "transfer.document").
+  absl::Status CheckSignature(const v1::Document& doc,
+                              const std::string& digest,
+                              absl::string_view field, absl::Time valid_at,
+                              absl::Time now) const {
+    if (!doc.has_signature()) {
+      if (!options_.require_signatures) return absl::OkStatus();
+      return absl::FailedPreconditionError(absl::StrCat(
+          field, ".signature: missing; broker ", options_.broker_id,
+          " accepts only documents signed by their sender's organization "
+          "key (the SDK signs them)"));
+    }
+    if (!options_.signatures) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          field, ".signature: broker ", options_.broker_id,
+          " has no trust root to verify signatures with"));
+    }
+    if (doc.idempotency_key().empty()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          field,
+          ".idempotency_key: required for a signed document (the signature "
+          "covers it)"));
+    }
+    absl::StatusOr<signing::Signatory> who = options_.signatures->Verify(
+        digest, doc.signature(), absl::StrCat(field, ".signature"), valid_at,
+        now);
+    if (!who.ok()) return who.status();
+    if (!who->principal.is_org() || who->principal.name != doc.sender()) {
+      return absl::PermissionDeniedError(absl::StrCat(
+          field, ".signature: signed by ", who->principal.spiffe_id,
+          ", not by the sender ", doc.sender(),
+          "; an organization signs only its own documents"));
+    }
+    return absl::OkStatus();
+  }
+
+  // This broker's custody receipt for a stored document, to be signed by
+  // the service layer. `digest`: signing::DocumentDigest of it.
+  v1::CustodyReceipt ReceiptFor(const v1::Document& doc,
+                                absl::string_view digest) const {
+    v1::CustodyReceipt r;
+    r.set_document_id(doc.id());
+    r.set_document_sha256(signing::Hex(digest));
+    r.set_content_sha256(doc.content_sha256());
+    r.set_sender(doc.sender());
+    *r.mutable_recipients() = doc.recipients();
+    r.set_idempotency_key(doc.idempotency_key());
+    // The time this broker took custody: the last hop that is ours.
+    *r.mutable_accepted_at() = doc.accepted_at();
+    for (const v1::Hop& h : doc.trace()) {
+      if (h.broker() == options_.broker_id) *r.mutable_accepted_at() = h.at();
+    }
+    r.set_broker(options_.broker_id);
+    if (doc.has_signature()) {
+      r.set_sender_signature_sha256(
+          signing::Hex(signing::Sha256(doc.signature().signature())));
+    }
+    return r;
   }
 
   // Decides the flow to each recipient. PERMISSION_DENIED naming the
@@ -736,6 +808,8 @@ class ExchangeImpl : public Exchange {
     response.set_duplicate(true);
     *response.mutable_accepted_at() = earlier->accepted_at();
     response.set_content_sha256(earlier->content_sha256());
+    *response.mutable_receipt() =
+        ReceiptFor(*earlier, signing::DocumentDigest(*earlier));
     done(std::move(response));
   }
 
@@ -1457,6 +1531,78 @@ class ExchangeImpl : public Exchange {
     return std::make_pair(*std::move(doc), std::move(status));
   }
 
+  absl::StatusOr<v1::Evidence> Evidence(const std::string& id) override {
+    ASSIGN_OR_RETURN(auto found, Inspect(id));
+    auto& [doc, status] = found;
+    v1::Evidence e;
+    e.set_broker(options_.broker_id);
+    *e.mutable_exported_at() = ToProto(clock_->Now());
+    e.set_document_id(doc.id());
+    *e.mutable_manifest() = signing::ManifestOf(doc);
+    if (doc.has_signature()) *e.mutable_sender_signature() = doc.signature();
+    e.set_content_sha256(doc.content_sha256());
+    *e.mutable_accepted_at() = doc.accepted_at();
+    *e.mutable_trace() = doc.trace();
+    *e.mutable_receipt() =
+        ReceiptFor(doc, signing::ManifestDigest(e.manifest()));
+    *e.mutable_history() = std::move(*status.mutable_history());
+    // The audit head first: entries found after it are beyond it and left
+    // for the next export.
+    const storage::AuditHead head = store_->GetAuditHead();
+    e.set_audit_size(head.size);
+    e.set_audit_head(head.hash);
+    std::vector<std::pair<uint64_t, std::string>> entries;
+    RETURN_IF_ERROR(store_->ScanAuditEntriesForDocument(
+        id, [&](uint64_t index, absl::string_view raw) {
+          if (index > head.size) return false;
+          entries.emplace_back(index, std::string(raw));
+          return true;
+        }));
+    for (auto& [index, raw] : entries) {
+      v1::EvidenceAuditEntry* out = e.add_audit_entries();
+      if (!out->mutable_entry()->ParseFromString(raw)) {
+        return absl::DataLossError(
+            absl::StrCat("audit entry ", index, " is malformed in storage"));
+      }
+      std::string previous(audit::kHashBytes, '\0');
+      if (index > 1) {
+        absl::Status bad;
+        RETURN_IF_ERROR(store_->ScanAuditEntries(
+            index - 1, [&](uint64_t i, absl::string_view prev_raw) {
+              v1::StoredAuditEntry prev;
+              if (i != index - 1 || !prev.ParseFromString(std::string(prev_raw))) {
+                bad = absl::DataLossError(absl::StrCat(
+                    "audit entry ", index - 1, " is missing or malformed"));
+              } else {
+                previous = prev.hash();
+              }
+              return false;
+            }));
+        RETURN_IF_ERROR(bad);
+      }
+      out->set_previous_hash(std::move(previous));
+    }
+    return e;
+  }
+
+  void GetEvidence(const Principal& caller,
+                   const v1::GetEvidenceRequest& request,
+                   Callback<v1::Evidence> done) override {
+    workers_->Submit([this, caller, request, done = std::move(done)]() mutable {
+      absl::Status s = RequireOrg(caller);
+      if (s.ok()) s = CheckDocumentId("document_id", request.document_id());
+      if (s.ok()) {
+        s = LoadVisible(caller, request.document_id(), /*allow_sender=*/true)
+                .status();
+      }
+      if (!s.ok()) {
+        done(s);
+        return;
+      }
+      done(Evidence(request.document_id()));
+    });
+  }
+
   // The status of `doc` as `viewer` may see it: every recipient for its
   // sender (or for an operator: `viewer` empty), only the viewer's own row
   // for a recipient.
@@ -2037,7 +2183,17 @@ class ExchangeImpl : public Exchange {
           "transfer.document.content_sha256: does not match the body and "
           "attachments; the document was altered");
     }
-    return absl::OkStatus();
+    // The sender's own signature, so that no broker on the way can make up
+    // or alter a document in an organization's name. Its certificate must
+    // have been valid when the first broker accepted the document (it may
+    // have waited in outboxes since).
+    absl::Time accepted =
+        doc.has_accepted_at()
+            ? absl::FromUnixSeconds(doc.accepted_at().seconds()) +
+                  absl::Nanoseconds(doc.accepted_at().nanos())
+            : clock_->Now();
+    return CheckSignature(doc, signing::DocumentDigest(doc),
+                          "transfer.document", accepted, clock_->Now());
   }
 
   void AcceptTransfer(const std::string& peer, v1::Transfer t,

@@ -105,6 +105,7 @@ broker::ExchangeOptions BrokerConfig::ToExchangeOptions() const {
   o.max_recipients = max_recipients;
   o.default_max_in_flight = default_max_in_flight;
   o.worker_threads = worker_threads;
+  o.require_signatures = security.require_signatures;
   return o;
 }
 
@@ -254,7 +255,8 @@ absl::StatusOr<BrokerConfig> ParseConfig(const std::string& yaml,
         p.CheckKeys(root, "the configuration",
                     {"broker", "listen", "data_dir", "tls", "orgs", "limits",
                      "worker_threads", "storage", "policy", "roles",
-                     "federation", "peers", "metrics", "log", "audit"}));
+                     "federation", "peers", "metrics", "log", "audit",
+                     "security"}));
     if (YAML::Node b = root["broker"]) {
       RETURN_IF_ERROR(p.CheckKeys(b, "broker", {"name", "trust_domain"}));
       RETURN_IF_ERROR(p.String(b, "name", &c.name));
@@ -398,6 +400,16 @@ absl::StatusOr<BrokerConfig> ParseConfig(const std::string& yaml,
           a, "checkpoint_every", &c.audit.checkpoint_every, 1, 100000000));
       RETURN_IF_ERROR(p.Number(a, "checkpoint_seconds",
                                &c.audit.checkpoint_seconds, 1, 86400));
+    }
+    if (YAML::Node sec = root["security"]) {
+      RETURN_IF_ERROR(p.CheckKeys(sec, "security", {"require_signatures"}));
+      if (YAML::Node r = sec["require_signatures"]) {
+        if (!r.IsScalar() || !YAML::convert<bool>::decode(
+                                 r, c.security.require_signatures)) {
+          return p.Error(r,
+                         "security.require_signatures must be true or false");
+        }
+      }
     }
     if (YAML::Node l = root["log"]) {
       RETURN_IF_ERROR(p.CheckKeys(l, "log", {"format", "level"}));

@@ -87,6 +87,14 @@ struct AuditConfig {
   int checkpoint_seconds = 60;       // and at least this often (seconds)
 };
 
+// Signatures: senders' signatures verified, custody receipts and evidence
+// signed with tls.private_key.
+struct SecurityConfig {
+  // Refuse documents their sender did not sign (from organizations and from
+  // peer brokers alike). Turn off only while agencies move to a signing SDK.
+  bool require_signatures = true;
+};
+
 struct BrokerConfig {
   std::string name = "central";
   std::string trust_domain = "lienthong.local";
@@ -116,6 +124,7 @@ struct BrokerConfig {
   MetricsConfig metrics;
   LogConfig log;
   AuditConfig audit;
+  SecurityConfig security;
   // SHA-256 (hex) of the file it was read from; "embedded defaults" when
   // none was.
   std::string source_sha256 = "embedded defaults";

@@ -188,14 +188,48 @@ int Serve(const BrokerConfig& config) {
     return sealing::VerifyEncryptionCertificate(certificate, *pem, trust_domain,
                                                 absl::Now());
   };
+  // Senders' signatures are checked against the trust root (and the CRL
+  // directory); receipts and evidence are signed with the broker's key.
+  std::shared_ptr<const signing::Signer> broker_signer;
+  {
+    absl::StatusOr<std::unique_ptr<signing::Signer>> signer =
+        signing::Signer::FromFiles(config.tls.certificate,
+                                   config.tls.private_key);
+    if (!signer.ok()) {
+      LogError(absl::StrCat("tls: ", signer.status().message()));
+      return 1;
+    }
+    broker_signer = std::move(signer).value();
+    signing::VerifierOptions verifier_options;
+    absl::StatusOr<std::string> ca = ReadPemFile(config.tls.ca);
+    if (!ca.ok()) {
+      LogError(absl::StrCat("tls.ca: ", ca.status().message()));
+      return 1;
+    }
+    verifier_options.trust_root_pem = *std::move(ca);
+    verifier_options.trust_domain = config.trust_domain;
+    verifier_options.crl_directory = config.tls.crl_directory;
+    absl::StatusOr<std::unique_ptr<signing::SignatureVerifier>> verifier =
+        signing::SignatureVerifier::Create(std::move(verifier_options));
+    if (!verifier.ok()) {
+      LogError(absl::StrCat("tls.ca: ", verifier.status().message()));
+      return 1;
+    }
+    exchange_options.signatures = std::move(verifier).value();
+  }
+  if (!config.security.require_signatures) {
+    log::Write(log::Level::kWarning, "",
+               "security.require_signatures is false: unsigned documents are "
+               "accepted");
+  }
   absl::StatusOr<std::unique_ptr<broker::Exchange>> exchange =
       broker::Exchange::Open(exchange_options, store->get());
   if (!exchange.ok()) {
     LogError(absl::StrCat("", exchange.status().ToString()));
     return 1;
   }
-  broker::ExchangeServiceImpl exchange_service(exchange->get(),
-                                               config.trust_domain);
+  broker::ExchangeServiceImpl exchange_service(
+      exchange->get(), config.trust_domain, broker_signer);
   broker::HealthServiceImpl health;
   broker::FederationServiceImpl federation_service(
       exchange->get(), config.trust_domain, config.federation.window);
@@ -227,6 +261,7 @@ int Serve(const BrokerConfig& config) {
     return config.ReadStorageKeys();
   };
   admin_options.audit = audit_log.get();
+  admin_options.signer = broker_signer;
   admin_options.config_sha256 = config.source_sha256;
   admin_options.links = &links;
   if (absl::Status s = admin_options.Validate(); !s.ok()) {

@@ -10,6 +10,7 @@
 #include "lienthong/audit/chain.h"
 #include "lienthong/broker/executor.h"
 #include "lienthong/broker/service.h"
+#include "lienthong/common/ids.h"
 #include "lienthong/common/log.h"
 #include "lienthong/common/org_code.h"
 #include "lienthong/common/sealing.h"
@@ -166,17 +167,23 @@ grpc::ServerUnaryReactor* AdminServiceImpl::Handle(
     reactor->Finish(ToGrpcStatus(caller.status()));
     return reactor;
   }
+  // Reads of one document are found in that document's evidence.
+  std::string document_id;
+  if constexpr (requires(const Request& r) { r.document_id(); }) {
+    document_id = request->document_id();
+  }
   if (absl::Status allowed = Authorize(*caller, method, access);
       !allowed.ok()) {
-    Audit(caller->spiffe_id, peer, method, access, allowed, "",
+    Audit(caller->spiffe_id, peer, method, access, allowed, "", document_id,
           [reactor, allowed] { reactor->Finish(ToGrpcStatus(allowed)); });
     return reactor;
   }
   pool_->Submit([this, reactor, request, response, work, peer, access,
-                 method = std::string(method), caller = *std::move(caller)] {
+                 document_id, method = std::string(method),
+                 caller = *std::move(caller)] {
     std::string detail;
     absl::Status status = (this->*work)(caller, *request, response, &detail);
-    Audit(caller.spiffe_id, peer, method, access, status, detail,
+    Audit(caller.spiffe_id, peer, method, access, status, detail, document_id,
           [reactor, status] { reactor->Finish(ToGrpcStatus(status)); });
   });
   return reactor;
@@ -186,6 +193,7 @@ void AdminServiceImpl::Audit(absl::string_view caller, absl::string_view peer,
                              absl::string_view method, Access access,
                              const absl::Status& outcome,
                              absl::string_view detail,
+                             absl::string_view document_id,
                              absl::AnyInvocable<void()> done) {
   LogAudit(caller, peer, method, outcome, detail);
   if (options_.audit == nullptr) {
@@ -200,6 +208,7 @@ void AdminServiceImpl::Audit(absl::string_view caller, absl::string_view peer,
   e.set_actor(std::string(caller));
   e.set_peer(std::string(peer));
   e.set_action(absl::StrCat("AdminService/", method));
+  if (IsDocumentId(document_id)) e.set_document_id(std::string(document_id));
   e.set_outcome(absl::StatusCodeToString(outcome.code()));
   e.set_detail(outcome.ok() ? std::string(detail)
                             : absl::StrCat(outcome.message(),
@@ -318,6 +327,28 @@ grpc::ServerUnaryReactor* AdminServiceImpl::VerifyAudit(
     v1::VerifyAuditResponse* response) {
   return Handle(ctx, "VerifyAudit", Access::kRead, request, response,
                 &AdminServiceImpl::DoVerifyAudit);
+}
+
+grpc::ServerUnaryReactor* AdminServiceImpl::ExportEvidence(
+    grpc::CallbackServerContext* ctx, const v1::ExportEvidenceRequest* request,
+    v1::EvidenceExport* response) {
+  return Handle(ctx, "ExportEvidence", Access::kRead, request, response,
+                &AdminServiceImpl::DoExportEvidence);
+}
+
+absl::Status AdminServiceImpl::DoExportEvidence(
+    const Principal& caller, const v1::ExportEvidenceRequest& request,
+    v1::EvidenceExport* response, std::string* detail) {
+  if (!options_.exchange || !options_.signer) {
+    return absl::FailedPreconditionError(
+        "this broker has no exchange or no key to sign evidence with");
+  }
+  *detail = request.document_id();
+  ASSIGN_OR_RETURN(v1::Evidence evidence,
+                   options_.exchange->Evidence(request.document_id()));
+  ASSIGN_OR_RETURN(*response,
+                   SignEvidence(*options_.signer, std::move(evidence)));
+  return absl::OkStatus();
 }
 
 grpc::ServerUnaryReactor* AdminServiceImpl::ExportAudit(

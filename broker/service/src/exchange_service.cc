@@ -7,6 +7,7 @@
 #include "broker/service/src/streams.h"
 #include "lienthong/broker/service.h"
 #include "lienthong/common/log.h"
+#include "lienthong/common/status_macros.h"
 
 namespace lienthong::broker {
 namespace {
@@ -66,11 +67,13 @@ class SendStreamReactor final
   static constexpr int kMaxOutstanding = 8192;
 
   SendStreamReactor(Exchange* exchange, Principal caller,
-                    std::string request_id, StreamRegistry* registry)
+                    std::string request_id, StreamRegistry* registry,
+                    const signing::Signer* signer)
       : sequence_(exchange->NewSendSequence()),
         caller_(std::move(caller)),
         request_id_(std::move(request_id)),
-        registry_(registry) {
+        registry_(registry),
+        signer_(signer) {
     if (!registry_->Add(this)) {
       absl::MutexLock lock(&mu_);
       stopping_ = true;
@@ -163,6 +166,19 @@ class SendStreamReactor final
     writing_ = true;
     response_.Swap(&pending_);
     pending_.Clear();
+    // One signature for every receipt in this write: the busier the
+    // stream, the larger the batch.
+    if (signer_ != nullptr) {
+      std::vector<v1::CustodyReceipt*> receipts;
+      for (v1::SendStreamResult& r : *response_.mutable_results()) {
+        if (r.has_accepted() && r.accepted().has_receipt())
+          receipts.push_back(r.mutable_accepted()->mutable_receipt());
+      }
+      if (absl::Status s = SignReceipts(*signer_, receipts); !s.ok()) {
+        log::Write(log::Level::kError, request_id_,
+                   absl::StrCat("receipts left unsigned: ", s.message()));
+      }
+    }
     StartWrite(&response_);
   }
 
@@ -185,6 +201,7 @@ class SendStreamReactor final
   const Principal caller_;
   const std::string request_id_;  // of the stream; items add their id
   StreamRegistry* const registry_;
+  const signing::Signer* const signer_;  // may be null
   v1::SendStreamRequest request_;  // owned by the read in flight
 
   absl::Mutex mu_;
@@ -518,10 +535,37 @@ class RefuseWrite final : public grpc::ServerWriteReactor<v1::StatusEvent> {
 
 }  // namespace
 
-ExchangeServiceImpl::ExchangeServiceImpl(Exchange* exchange,
-                                         std::string trust_domain)
+absl::Status SignReceipts(const signing::Signer& signer,
+                          const std::vector<v1::CustodyReceipt*>& receipts) {
+  if (receipts.empty()) return absl::OkStatus();
+  std::vector<std::string> digests;
+  digests.reserve(receipts.size());
+  for (const v1::CustodyReceipt* r : receipts)
+    digests.push_back(signing::ReceiptDigest(*r));
+  ASSIGN_OR_RETURN(std::vector<v1::Signature> signatures,
+                   signer.SignBatch(digests, absl::Now()));
+  for (size_t i = 0; i < receipts.size(); ++i)
+    *receipts[i]->mutable_signature() = std::move(signatures[i]);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<v1::EvidenceExport> SignEvidence(const signing::Signer& signer,
+                                                v1::Evidence evidence) {
+  RETURN_IF_ERROR(SignReceipts(signer, {evidence.mutable_receipt()}));
+  v1::EvidenceExport out;
+  out.set_evidence(evidence.SerializeAsString());
+  ASSIGN_OR_RETURN(
+      *out.mutable_signature(),
+      signer.Sign(signing::Sha256(out.evidence()), absl::Now()));
+  return out;
+}
+
+ExchangeServiceImpl::ExchangeServiceImpl(
+    Exchange* exchange, std::string trust_domain,
+    std::shared_ptr<const signing::Signer> signer)
     : exchange_(exchange),
       trust_domain_(std::move(trust_domain)),
+      signer_(std::move(signer)),
       registry_(std::make_unique<StreamRegistry>()) {}
 
 ExchangeServiceImpl::~ExchangeServiceImpl() = default;
@@ -559,10 +603,20 @@ grpc::ServerUnaryReactor* ExchangeServiceImpl::Send(
   auto* reactor = ctx->DefaultReactor();
   exchange_->Send(
       *caller, request->document(),
-      [reactor, response, caller = *caller,
-       request_id = RequestId(ctx)](absl::StatusOr<v1::SendResponse> r) {
+      [reactor, response, caller = *caller, request_id = RequestId(ctx),
+       signer = signer_](absl::StatusOr<v1::SendResponse> r) {
         LogSend(caller, request_id, r);
-        if (r.ok()) *response = *std::move(r);
+        if (r.ok()) {
+          *response = *std::move(r);
+          if (signer && response->has_receipt()) {
+            if (absl::Status s =
+                    SignReceipts(*signer, {response->mutable_receipt()});
+                !s.ok()) {
+              log::Write(log::Level::kError, request_id,
+                         absl::StrCat("receipt left unsigned: ", s.message()));
+            }
+          }
+        }
         reactor->Finish(ToGrpcStatus(r.status()));
       });
   return reactor;
@@ -576,7 +630,7 @@ ExchangeServiceImpl::SendStream(grpc::CallbackServerContext* ctx) {
         caller.status());
   }
   return new SendStreamReactor(exchange_, *std::move(caller), RequestId(ctx),
-                               registry_.get());
+                               registry_.get(), signer_.get());
 }
 
 grpc::ServerBidiReactor<v1::ReceiveRequest, v1::ReceiveResponse>*
@@ -612,6 +666,31 @@ grpc::ServerUnaryReactor* ExchangeServiceImpl::GetEncryptionCertificates(
     const v1::GetEncryptionCertificatesRequest* request,
     v1::GetEncryptionCertificatesResponse* response) {
   return Unary(ctx, request, response, &Exchange::GetEncryptionCertificates);
+}
+
+grpc::ServerUnaryReactor* ExchangeServiceImpl::GetEvidence(
+    grpc::CallbackServerContext* ctx, const v1::GetEvidenceRequest* request,
+    v1::EvidenceExport* response) {
+  absl::StatusOr<Principal> caller = Caller(ctx);
+  if (!caller.ok()) return Refuse(ctx, caller.status());
+  if (!signer_) {
+    return Refuse(ctx, absl::FailedPreconditionError(
+                           "this broker has no key to sign evidence with"));
+  }
+  auto* reactor = ctx->DefaultReactor();
+  exchange_->GetEvidence(
+      *caller, *request,
+      [reactor, response, signer = signer_](absl::StatusOr<v1::Evidence> e) {
+        if (!e.ok()) {
+          reactor->Finish(ToGrpcStatus(e.status()));
+          return;
+        }
+        absl::StatusOr<v1::EvidenceExport> signed_evidence =
+            SignEvidence(*signer, *std::move(e));
+        if (signed_evidence.ok()) *response = *std::move(signed_evidence);
+        reactor->Finish(ToGrpcStatus(signed_evidence.status()));
+      });
+  return reactor;
 }
 
 grpc::ServerUnaryReactor* ExchangeServiceImpl::ListInbox(

@@ -81,6 +81,10 @@ class AdminClient {
   // Encryption at rest: a new data key, every key re-wrapped under the
   // master key the broker's files hold now. Operators only.
   virtual absl::StatusOr<v1::RotateStorageKeysResponse> RotateStorageKeys() = 0;
+  // The evidence of one document, signed by the broker (see `lienthong
+  // verify`). Operators and auditors; the call is audited.
+  virtual absl::StatusOr<v1::EvidenceExport> ExportEvidence(
+      const std::string& document_id) = 0;
 };
 
 }  // namespace lienthong

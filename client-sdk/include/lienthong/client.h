@@ -95,6 +95,16 @@ struct ClientOptions {
   // they are fetched again. Default 5 min.
   absl::Duration encryption_certificate_cache = absl::Minutes(5);
 
+  // Signatures. Every document sent is signed with this organization's key
+  // (certificate_file / private_key_file): a SendStream signs each batch it
+  // writes with one signature over the batch's Merkle root. Every custody
+  // receipt and every received document's signature is verified against
+  // ca_file (and crl_directory). A received document without a valid
+  // signature of its sender is reported REJECTED and never handed over,
+  // unless it is unsigned and this is true (for brokers configured with
+  // security.require_signatures: false). Default false.
+  bool accept_unsigned = false;
+
   // INVALID_ARGUMENT naming the field when an option is unusable.
   absl::Status Validate() const;
 };
@@ -107,6 +117,10 @@ struct SendReceipt {
   absl::Time accepted_at;
   std::string content_sha256;  // over the ciphertext when sealed
   bool sealed = false;         // sealed end-to-end for the recipients
+  // The broker's signed custody receipt, verified against ca_file. Keep it:
+  // `lienthong verify` checks it offline. For a duplicate, the receipt of
+  // the document stored first.
+  v1::CustodyReceipt custody_receipt;
 };
 
 // A document handed to the application by Receive or Fetch.
@@ -117,6 +131,10 @@ struct IncomingDocument {
   uint32_t attempt = 1;
   // It travelled end-to-end encrypted and was opened here.
   bool was_sealed = false;
+  // Who signed it (the sender's SPIFFE id) and when; empty / InfinitePast
+  // for an unsigned document taken with accept_unsigned.
+  std::string signed_by;
+  absl::Time signed_at = absl::InfinitePast();
 };
 
 struct ReceiveOptions {
@@ -178,8 +196,16 @@ class Client {
   // A confidential or secret document (every one with seal_all) is sealed
   // for its recipients first: FAILED_PRECONDITION names a recipient that
   // has published no encryption certificate; INVALID_ARGUMENT one whose
-  // certificate does not verify against ca_file.
+  // certificate does not verify against ca_file. The document is signed
+  // with this organization's key; UNAUTHENTICATED when the broker's custody
+  // receipt is missing or does not verify (the document may be stored: a
+  // resend with the same key is safe).
   virtual absl::StatusOr<SendReceipt> Send(const v1::Document& document) = 0;
+
+  // The evidence of a document this org sent or received (see
+  // `lienthong verify`), signed by the broker.
+  virtual absl::StatusOr<v1::EvidenceExport> GetEvidence(
+      const std::string& document_id) = 0;
 
   // Makes options.encryption_certificate_file this organization's
   // encryption certificate at its broker (and, through the directory, at
@@ -197,10 +223,11 @@ class Client {
   // only after `handler` returns OK; otherwise it is delivered again later.
   // Reconnects with backoff on UNAVAILABLE (a broker's maximum connection
   // age ends the stream now and then; it resumes on a new connection).
-  // Sealed documents are opened first: one that was altered (DATA_LOSS) is
-  // reported REJECTED to its sender with the reason and acknowledged, never
-  // handed over; one this client has no key for ends the session with
-  // FAILED_PRECONDITION and stays queued at the broker.
+  // Each document's signature is verified and sealed documents are opened
+  // first: one whose signature does not verify (or is missing) and one that
+  // was altered (DATA_LOSS) are reported REJECTED to the sender with the
+  // reason and acknowledged, never handed over; one this client has no key
+  // for ends the session with FAILED_PRECONDITION and stays queued.
   using Handler = std::function<absl::Status(const IncomingDocument&)>;
   virtual absl::StatusOr<std::unique_ptr<ReceiveSession>> Receive(
       Handler handler, const ReceiveOptions& options = {}) = 0;

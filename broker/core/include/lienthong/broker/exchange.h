@@ -30,6 +30,7 @@
 #include "lienthong/common/metrics.h"
 #include "lienthong/common/sealing.h"
 #include "lienthong/policy/policy.h"
+#include "lienthong/signing/signing.h"
 #include "lienthong/storage/store.h"
 #include "lienthong/v1/exchange.pb.h"
 #include "lienthong/v1/federation.pb.h"
@@ -75,6 +76,15 @@ struct ExchangeOptions {
   std::function<absl::StatusOr<sealing::EncryptionCertificate>(
       absl::string_view certificate)>
       verify_encryption_certificate;
+
+  // Verifies senders' signatures (signing::VerifyDocumentSignature) on
+  // every document sent here or handed over by a peer broker. Unset: a
+  // signed document is refused with FAILED_PRECONDITION.
+  std::shared_ptr<const signing::SignatureVerifier> signatures;
+  // Refuse unsigned documents (FAILED_PRECONDITION), from organizations and
+  // from peer brokers alike. lienthongd's security.require_signatures
+  // (default true) sets it; requires `signatures`.
+  bool require_signatures = false;
 
   // Records every status event (accepted, forwarded, delivered, reported,
   // denied) and every refused send in the audit log, each event on the
@@ -219,8 +229,12 @@ class Exchange {
   // message names the recipient, policy version and rules; nothing is
   // stored), NOT_FOUND (unknown recipient), RESOURCE_EXHAUSTED (size limit,
   // the broker's or a permit's max_size),
-  // FAILED_PRECONDITION (classification out of scope), ALREADY_EXISTS (the
-  // idempotency key was used for different content).
+  // FAILED_PRECONDITION (classification out of scope; unsigned when
+  // signatures are required), ALREADY_EXISTS (the idempotency key was used
+  // for different content). A signature that does not verify is
+  // INVALID_ARGUMENT, one by another organization or with an untrusted,
+  // expired or revoked certificate PERMISSION_DENIED. The response carries
+  // the custody receipt, unsigned: the service layer signs it.
   virtual void Send(const Principal& caller, v1::Document document,
                     Callback<v1::SendResponse> done) = 0;
 
@@ -290,6 +304,15 @@ class Exchange {
   // never had it.
   virtual absl::StatusOr<std::pair<v1::Document, v1::DocumentStatus>> Inspect(
       const std::string& document_id) = 0;
+  // The evidence of a document (its receipt and the evidence unsigned: the
+  // service layer signs them). Errors as Inspect. May block on storage.
+  virtual absl::StatusOr<v1::Evidence> Evidence(
+      const std::string& document_id) = 0;
+  // The same for an organization that sent or received the document
+  // (NOT_FOUND otherwise, as for a document that does not exist).
+  virtual void GetEvidence(const Principal& caller,
+                           const v1::GetEvidenceRequest& request,
+                           Callback<v1::Evidence> done) = 0;
   virtual const ExchangeMetrics& metrics() const = 0;
 
   // ---- Federation (the link layer calls these) ----

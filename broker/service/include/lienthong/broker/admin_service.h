@@ -42,6 +42,7 @@
 #include "lienthong/broker/federation.h"
 #include "lienthong/common/identity.h"
 #include "lienthong/policy/policy.h"
+#include "lienthong/signing/signing.h"
 #include "lienthong/storage/store.h"
 #include "lienthong/v1/admin.grpc.pb.h"
 
@@ -78,6 +79,9 @@ struct AdminOptions {
   // VerifyAudit / ExportAudit read it. Not owned; must outlive the service.
   // Optional: without it those two answer FAILED_PRECONDITION.
   AuditLog* audit = nullptr;
+  // The broker's key, signing evidence (ExportEvidence). Optional: without
+  // it ExportEvidence answers FAILED_PRECONDITION.
+  std::shared_ptr<const signing::Signer> signer;
   // SHA-256 (hex) of the configuration file, or "embedded defaults".
   std::string config_sha256;
   // Threads for the blocking work of admin calls. Default 2.
@@ -145,6 +149,10 @@ class AdminServiceImpl final : public v1::AdminService::CallbackService {
   grpc::ServerUnaryReactor* ExportAudit(
       grpc::CallbackServerContext* ctx, const v1::ExportAuditRequest* request,
       v1::ExportAuditResponse* response) override;
+  grpc::ServerUnaryReactor* ExportEvidence(
+      grpc::CallbackServerContext* ctx,
+      const v1::ExportEvidenceRequest* request,
+      v1::EvidenceExport* response) override;
 
  private:
   // Who may call a method.
@@ -221,12 +229,16 @@ class AdminServiceImpl final : public v1::AdminService::CallbackService {
                              const v1::ExportAuditRequest& request,
                              v1::ExportAuditResponse* response,
                              std::string* detail);
+  absl::Status DoExportEvidence(const Principal& caller,
+                                const v1::ExportEvidenceRequest& request,
+                                v1::EvidenceExport* response,
+                                std::string* detail);
   // One log line, and one audit entry when options_.audit is set; `done`
   // runs once the entry is durable (at once without an audit log).
   void Audit(absl::string_view caller, absl::string_view peer,
              absl::string_view method, Access access,
              const absl::Status& outcome, absl::string_view detail,
-             absl::AnyInvocable<void()> done);
+             absl::string_view document_id, absl::AnyInvocable<void()> done);
   absl::Status DoSetLogLevel(const Principal& caller,
                              const v1::SetLogLevelRequest& request,
                              v1::SetLogLevelResponse* response,

@@ -9,7 +9,9 @@
 #define LIENTHONG_BROKER_SERVICE_H_
 
 #include <atomic>
+#include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -19,6 +21,7 @@
 #include "lienthong/broker/audit.h"
 #include "lienthong/broker/exchange.h"
 #include "lienthong/common/identity.h"
+#include "lienthong/signing/signing.h"
 #include "lienthong/v1/exchange.grpc.pb.h"
 
 namespace lienthong::broker {
@@ -50,10 +53,21 @@ void AuditAuthenticationFailure(absl::string_view peer,
                                 absl::string_view method,
                                 const absl::Status& why);
 
+// Signs `receipts` as one batch (one ECDSA signature over their Merkle
+// root) with the broker's key. INTERNAL when the crypto library fails.
+absl::Status SignReceipts(const signing::Signer& signer,
+                          const std::vector<v1::CustodyReceipt*>& receipts);
+// Signs the evidence's receipt, then the evidence as a whole.
+absl::StatusOr<v1::EvidenceExport> SignEvidence(const signing::Signer& signer,
+                                                v1::Evidence evidence);
+
 class ExchangeServiceImpl final : public v1::ExchangeService::CallbackService {
  public:
-  // `exchange` is not owned and must outlive the server.
-  ExchangeServiceImpl(Exchange* exchange, std::string trust_domain);
+  // `exchange` is not owned and must outlive the server. `signer` (the
+  // broker's key) signs custody receipts and evidence; without it receipts
+  // go unsigned and GetEvidence is FAILED_PRECONDITION.
+  ExchangeServiceImpl(Exchange* exchange, std::string trust_domain,
+                      std::shared_ptr<const signing::Signer> signer = nullptr);
   ~ExchangeServiceImpl() override;
 
   // Ends every open stream (Receive, WatchStatus, SendStream) with
@@ -95,6 +109,9 @@ class ExchangeServiceImpl final : public v1::ExchangeService::CallbackService {
       grpc::CallbackServerContext* ctx,
       const v1::GetEncryptionCertificatesRequest* request,
       v1::GetEncryptionCertificatesResponse* response) override;
+  grpc::ServerUnaryReactor* GetEvidence(grpc::CallbackServerContext* ctx,
+                                        const v1::GetEvidenceRequest* request,
+                                        v1::EvidenceExport* response) override;
 
  private:
   absl::StatusOr<Principal> Caller(grpc::CallbackServerContext* ctx) const;
@@ -108,6 +125,7 @@ class ExchangeServiceImpl final : public v1::ExchangeService::CallbackService {
 
   Exchange* const exchange_;
   const std::string trust_domain_;
+  const std::shared_ptr<const signing::Signer> signer_;
   std::unique_ptr<StreamRegistry> registry_;
 };
 
