@@ -12,7 +12,10 @@
 #      delivered when h50 returns (store and forward);
 #   5. the policy refuses an AI-made personnel decision, and explains why;
 #   6. a confidential report is sealed end to end by the sender's SDK: the
-#      centre reads it, no broker's files hold its text.
+#      centre reads it, no broker's files hold its text;
+#   7. every document is signed by its sender: the custody receipt and the
+#      evidence of the first document are checked offline with only the CA,
+#      and a tampered copy of the evidence is caught.
 # From a terminal it then keeps the federation running until Ctrl-C.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -57,8 +60,9 @@ echo
 echo "== 1. 000.00.00.H49 (broker h49) reports to 000.00.00.G22 (broker central)"
 ID=$(send 000.00.00.H49 --to 000.00.00.G22 --subject "Báo cáo chuyển đổi số quý IV" \
   --number 123 --notation "BC-UBND" --type "Báo cáo" --signer "Nguyễn Văn A" \
-  --issue-date "$(date +%F)" --urgency urgent "$DEMO/report.txt")
-echo "sent $ID"
+  --issue-date "$(date +%F)" --urgency urgent --receipt "$DEMO/receipt.json" "$DEMO/report.txt")
+FIRST=$ID
+echo "sent $ID (signed by H49; h49's custody receipt in $DEMO/receipt.json)"
 echo "-- 000.00.00.G22 receives it at broker central and reports arrived (01), assigned (04)"
 lt 000.00.00.G22 receive --max 10 --wait 10 --out "$DEMO/inbox-G22"
 lt 000.00.00.G22 status "$ID" arrived
@@ -125,6 +129,26 @@ fi
 echo "-- its text is in G22's inbox ($DEMO/inbox-G22) and in no broker's files (h49, central)"
 echo "-- the directory as broker central sees it (E2E CERT: published encryption certificates)"
 lt operator@central admin directory
+
+echo
+echo "== 7. signatures and evidence: checked offline with nothing but the CA"
+echo "-- the custody receipt broker h49 signed when it took the first document"
+"$ROOT/build/client-sdk/lienthong" --ca "$FEDDIR/pki/ca.pem" verify "$DEMO/receipt.json"
+echo "-- the evidence of it at broker central: H49's signature, central's receipt, statuses, audit entries"
+lt 000.00.00.G22 evidence "$FIRST" --out "$DEMO/evidence.json"
+"$ROOT/build/client-sdk/lienthong" --ca "$FEDDIR/pki/ca.pem" verify "$DEMO/evidence.json"
+echo "-- one byte of the evidence changed: caught"
+python3 - "$DEMO/evidence.json" "$DEMO/evidence-tampered.json" <<'EOF'
+import base64, json, sys
+e = json.load(open(sys.argv[1]))
+b = bytearray(base64.b64decode(e["evidence"]))
+b[len(b) // 2] ^= 1
+e["evidence"] = base64.b64encode(bytes(b)).decode()
+json.dump(e, open(sys.argv[2], "w"))
+EOF
+if "$ROOT/build/client-sdk/lienthong" --ca "$FEDDIR/pki/ca.pem" verify "$DEMO/evidence-tampered.json"; then
+  echo "a tampered evidence file verified"; exit 1
+fi
 
 if [ -t 0 ] && [ -z "${CI:-}" ]; then
   echo

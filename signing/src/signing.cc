@@ -488,6 +488,10 @@ struct SignatureVerifier::State {
 
 SignatureVerifier::SignatureVerifier(std::unique_ptr<State> state)
     : state_(std::move(state)) {}
+
+absl::Duration SignatureVerifier::max_clock_skew() const {
+  return state_->options.max_clock_skew;
+}
 SignatureVerifier::~SignatureVerifier() = default;
 
 absl::StatusOr<std::unique_ptr<SignatureVerifier>> SignatureVerifier::Create(
@@ -797,7 +801,10 @@ absl::StatusOr<EvidenceReport> VerifyEvidence(
       mismatches.push_back("recipients");
     if (r.idempotency_key() != e.manifest().idempotency_key())
       mismatches.push_back("idempotency_key");
-    if (FromProto(r.accepted_at()) < FromProto(e.accepted_at()))
+    // Brokers' clocks differ a little; custody long before the first
+    // broker accepted the document is a lie.
+    if (FromProto(r.accepted_at()) <
+        FromProto(e.accepted_at()) - verifier.max_clock_skew())
       mismatches.push_back("accepted_at (before the first broker's)");
     const std::string sig_sha =
         e.has_sender_signature()

@@ -17,6 +17,7 @@
 #include <optional>
 #include <sstream>
 
+#include "lienthong/signing/signing.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -145,6 +146,26 @@ absl::Status WriteFile(const std::string& path, const std::string& content) {
   out.close();
   if (!out) return absl::InternalError(absl::StrCat(path, ": cannot write"));
   return absl::OkStatus();
+}
+
+absl::Status SignWith(const std::string& certificate, const std::string& key,
+                      v1::Document* doc) {
+  absl::StatusOr<std::string> dir = DevPkiDir();
+  if (!dir.ok()) return dir.status();
+  absl::StatusOr<std::unique_ptr<signing::Signer>> signer =
+      signing::Signer::FromFiles(absl::StrCat(*dir, "/", certificate),
+                                 absl::StrCat(*dir, "/", key));
+  if (!signer.ok()) return signer.status();
+  absl::StatusOr<v1::Signature> signature =
+      (*signer)->Sign(signing::DocumentDigest(*doc), absl::Now());
+  if (!signature.ok()) return signature.status();
+  *doc->mutable_signature() = *std::move(signature);
+  return absl::OkStatus();
+}
+
+absl::Status SignAs(const std::string& key_of, v1::Document* doc) {
+  return SignWith(absl::StrCat("orgs/", key_of, ".pem"),
+                  absl::StrCat("orgs/", key_of, ".key"), doc);
 }
 
 absl::StatusOr<std::string> DevPkiDir() {

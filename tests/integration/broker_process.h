@@ -60,6 +60,13 @@ absl::StatusOr<std::string> DevPkiDir();
 absl::StatusOr<std::string> ReadFile(const std::string& path);
 absl::Status WriteFile(const std::string& path, const std::string& content);
 
+// Signs `doc` as the SDK would, with the dev PKI's key of the organization
+// `key_of` (orgs/<code>.{pem,key}), or of `certificate` / `key` relative to
+// the dev PKI directory when given: for raw sends that bypass the SDK.
+absl::Status SignAs(const std::string& key_of, v1::Document* doc);
+absl::Status SignWith(const std::string& certificate, const std::string& key,
+                      v1::Document* doc);
+
 // A port on 127.0.0.1 that nothing listened on a moment ago.
 absl::StatusOr<int> PickFreePort();
 

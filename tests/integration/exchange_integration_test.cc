@@ -207,6 +207,8 @@ class ExchangeIntegrationTest : public ::testing::Test {
     *request.mutable_document() = NewDocument({kG22}, "raw send");
     request.mutable_document()->set_sender(kH49);
     request.mutable_document()->set_idempotency_key("raw-1");
+    if (absl::Status s = SignAs(kH49, request.mutable_document()); !s.ok())
+      return grpc::Status(grpc::StatusCode::INTERNAL, std::string(s.message()));
     v1::SendResponse response;
     return stub->Send(&context, request, &response);
   }

@@ -459,9 +459,12 @@ class GrpcurlExamplesTest : public ::testing::Test {
     const std::string key_file = *pki_ + "/grpcurl-test-master.key";
     ASSERT_OK(WriteFile(key_file, sealing::HexOf(sealing::RandomKey())));
     ASSERT_EQ(::chmod(key_file.c_str(), 0600), 0);
+    // grpcurl cannot sign documents: the README's Send example is for a
+    // broker that accepts unsigned ones (security.require_signatures).
     BrokerOptions options;
     options.config_yaml =
-        absl::StrCat("storage: {master_key_file: ", key_file, "}\n");
+        absl::StrCat("storage: {master_key_file: ", key_file, "}\n",
+                     "security: {require_signatures: false}\n");
     broker_ = new BrokerProcess(options);
     ASSERT_OK(broker_->Start());
     absl::StatusOr<std::string> policy =
@@ -785,6 +788,8 @@ TEST_F(GrpcurlExamplesTest, EveryAdminMethodByRole) {
       // The level the broker runs at already.
       {"SetLogLevel", {R"({"level":"info"})", "level"}},
       {"RotateStorageKeys", {"{}", ""}},
+      {"ExportEvidence",
+       {absl::StrCat(R"({"document_id":")", id, R"("})"), "document_id"}},
   };
   ASSERT_OK_AND_ASSIGN(auto documented, DocumentedAdminAccess());
 

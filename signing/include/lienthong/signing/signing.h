@@ -152,6 +152,8 @@ class SignatureVerifier {
                                    std::optional<absl::Time> also_valid_at,
                                    absl::Time now = absl::Now()) const;
 
+  absl::Duration max_clock_skew() const;
+
  private:
   struct State;
   explicit SignatureVerifier(std::unique_ptr<State> state);
