@@ -178,7 +178,7 @@ class ClientImpl final : public Client {
     if (!status.ok()) return status;
     return connection_->Receipt(response, request.document().idempotency_key(),
                                 request.document().has_sealed(), digest,
-                                request.document().signature());
+                                request.document().signature().signature());
   }
 
   absl::StatusOr<v1::EvidenceExport> GetEvidence(

@@ -80,7 +80,7 @@ absl::Status Connection::SignBatch(
 absl::StatusOr<SendReceipt> Connection::Receipt(
     const v1::SendResponse& response, const std::string& idempotency_key,
     bool sealed, absl::string_view digest,
-    const v1::Signature& signature) const {
+    absl::string_view signature) const {
   const v1::CustodyReceipt& r = response.receipt();
   auto refuse = [&](absl::string_view why) {
     return absl::UnauthenticatedError(absl::StrCat(
@@ -103,7 +103,7 @@ absl::StatusOr<SendReceipt> Connection::Receipt(
   if (!response.duplicate() &&
       (r.document_sha256() != signing::Hex(digest) ||
        r.sender_signature_sha256() !=
-           signing::Hex(signing::Sha256(signature.signature())))) {
+           signing::Hex(signing::Sha256(signature)))) {
     return refuse("names other content or another signature than was sent");
   }
   SendReceipt receipt;

@@ -84,12 +84,13 @@ class Connection {
   // signing::DocumentDigest. INTERNAL when the crypto library fails.
   absl::Status SignBatch(const std::vector<v1::Document*>& documents,
                          const std::vector<std::string>& digests) const;
-  // What the broker answered for a document with `digest` and `signature`,
-  // once its custody receipt verifies: UNAUTHENTICATED otherwise.
+  // What the broker answered for a document with `digest` and signature
+  // bytes `signature`, once its custody receipt verifies: UNAUTHENTICATED
+  // otherwise.
   absl::StatusOr<SendReceipt> Receipt(const v1::SendResponse& response,
                                       const std::string& idempotency_key,
                                       bool sealed, absl::string_view digest,
-                                      const v1::Signature& signature) const;
+                                      absl::string_view signature) const;
 
   // Moves the documents of `deliveries` the application has not seen yet
   // into `fresh` and returns the ids of those it has (to acknowledge only).

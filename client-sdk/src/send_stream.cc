@@ -104,6 +104,7 @@ void SendStreamImpl::Submit(v1::Document document, Callback done) {
     const uint64_t id = next_correlation_id_++;
     Item& item = pending_[id];
     item.digest = std::move(digest);
+    item.sealed = document.has_sealed();
     item.idempotency_key = document.idempotency_key();
     item.document = std::move(document);
     item.done = std::move(done);
@@ -152,6 +153,7 @@ SendStreamImpl::WriteAction SendStreamImpl::NextWriteLocked() {
   request->Clear();
   size_t bytes = 0;
   std::vector<v1::Document*> unsigned_documents;
+  std::vector<Item*> unsigned_items;
   std::vector<std::string> digests;
   while (!unsent_.empty() && request->items_size() < kMaxItemsPerSendMessage &&
          bytes < kMaxBytesPerSendMessage) {
@@ -169,6 +171,7 @@ SendStreamImpl::WriteAction SendStreamImpl::NextWriteLocked() {
     // A document written again after a reconnect keeps its signature.
     if (!item->document().has_signature()) {
       unsigned_documents.push_back(item->mutable_document());
+      unsigned_items.push_back(&pending);
       digests.push_back(pending.digest);
     }
   }
@@ -177,6 +180,11 @@ SendStreamImpl::WriteAction SendStreamImpl::NextWriteLocked() {
       !s.ok()) {
     gpr_log(GPR_ERROR, "lienthong: signing a batch: %s",
             s.ToString().c_str());
+  } else {
+    for (size_t i = 0; i < unsigned_items.size(); ++i) {
+      unsigned_items[i]->signature =
+          unsigned_documents[i]->signature().signature();
+    }
   }
   if (request->items_size() > 0) {
     c.write_busy = true;
@@ -229,10 +237,10 @@ void SendStreamImpl::HandleResultLocked(v1::SendStreamResult& result,
   if (it == pending_.end()) return;  // already answered, or not ours
   Item& item = it->second;
   if (result.has_accepted()) {
-    CompleteLocked(id, connection_->Receipt(
-                           result.accepted(), item.idempotency_key,
-                           item.document.has_sealed(), item.digest,
-                           item.document.signature()));
+    // The document may still be lent to a write: use what was kept.
+    CompleteLocked(id, connection_->Receipt(result.accepted(),
+                                            item.idempotency_key, item.sealed,
+                                            item.digest, item.signature));
     return;
   }
   absl::Status status =

@@ -80,6 +80,8 @@ class SendStreamImpl final : public SendStream {
   struct Item {
     v1::Document document;  // lent to the write buffer while in_write
     std::string digest;     // signing::DocumentDigest of the document
+    std::string signature;  // its signature's bytes, once signed
+    bool sealed = false;
     std::string idempotency_key;
     Callback done;
     absl::Time submitted_at;

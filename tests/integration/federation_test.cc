@@ -1297,6 +1297,8 @@ TEST_F(FederationTest, SendingBrokerCrashMidTransferResendsWithoutDuplicates) {
   ASSERT_OK(fed_.broker("h50").Stop());
   std::vector<std::string> sent(kDocuments);
   std::atomic<int> failed{0};
+  absl::Mutex first_error_mu;
+  absl::Status first_error;
   {
     ASSERT_OK_AND_ASSIGN(std::unique_ptr<Client> sender,
                          fed_.Open("h49", kH49));
@@ -1310,12 +1312,14 @@ TEST_F(FederationTest, SendingBrokerCrashMidTransferResendsWithoutDuplicates) {
                          sent[i] = r->document_id;
                        } else {
                          failed.fetch_add(1);
+                         absl::MutexLock lock(&first_error_mu);
+                         if (first_error.ok()) first_error = r.status();
                        }
                      });
     }
     ASSERT_OK(stream->Close());
   }
-  ASSERT_EQ(failed.load(), 0);
+  ASSERT_EQ(failed.load(), 0) << first_error;
 
   // h50 returns and h49 starts sending its backlog; kill -9 h49 once some of
   // it has arrived, restart it: it sends again what had no custody yet.
