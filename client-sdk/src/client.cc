@@ -58,6 +58,11 @@ absl::Status ClientOptions::Validate() const {
     return absl::InvalidArgumentError(
         "max_backoff: must not be less than initial_backoff");
   }
+  if (signature_batch_interval < absl::ZeroDuration() ||
+      signature_batch_interval > absl::Seconds(1)) {
+    return absl::InvalidArgumentError(
+        "signature_batch_interval: must be 0..1 s");
+  }
   if (dedup_capacity == 0) {
     return absl::InvalidArgumentError("dedup_capacity: must be at least 1");
   }

@@ -110,6 +110,7 @@ void SendStreamImpl::Submit(v1::Document document, Callback done) {
     item.done = std::move(done);
     item.submitted_at = absl::Now();
     unsent_.push_back(id);
+    ++unsigned_waiting_;
     action = NextWriteLocked();
     call = current_.call.get();
   }
@@ -149,6 +150,19 @@ SendStreamImpl::WriteAction SendStreamImpl::NextWriteLocked() {
       c.broken || c.read_done || c.cancelled) {
     return WriteAction::kNone;
   }
+  // At most one signed batch per interval: new documents that come sooner
+  // wait for others to share their signature.
+  const absl::Time now = absl::Now();
+  if (unsigned_waiting_ > 0) {
+    if (unsigned_waiting_ < static_cast<size_t>(kMaxItemsPerSendMessage) &&
+        !closing_ &&
+        now < last_batch_at_ +
+                  connection_->options().signature_batch_interval) {
+      return WriteAction::kNone;
+    }
+    last_batch_at_ = now;
+  }
+  unsigned_waiting_ = 0;
   v1::SendStreamRequest* request = c.call->write_buffer();
   request->Clear();
   size_t bytes = 0;
@@ -420,6 +434,10 @@ void SendStreamImpl::OnCallDone(Call* call, const grpc::Status& status) {
 
 absl::Time SendStreamImpl::NextTimerLocked() const {
   absl::Time next = absl::InfiniteFuture();
+  if (unsigned_waiting_ > 0) {
+    next = std::min(
+        next, last_batch_at_ + connection_->options().signature_batch_interval);
+  }
   if (reconnect_pending_) next = std::min(next, reconnect_at_);
   if (!retry_at_.empty()) next = std::min(next, retry_at_.begin()->first);
   if (current_.call != nullptr && !current_.cancelled) {

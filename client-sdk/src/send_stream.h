@@ -2,11 +2,15 @@
 // Internal to the SDK.
 //
 // How it works:
-//  - Submit gives the document a correlation id and queues it. When no write
-//    is in flight it is written at once; otherwise it waits, and everything
-//    queued meanwhile goes out in the next SendStreamRequest (up to 256 items
-//    or about 4 MiB). This coalescing is what lets one stream carry tens of
-//    thousands of documents a second.
+//  - Submit gives the document a correlation id and queues it. It is
+//    written once no write is in flight and either 256 documents wait or
+//    ClientOptions::signature_batch_interval (5 ms) has passed since the
+//    last batch (an idle stream writes at once); everything queued goes out
+//    in one SendStreamRequest (up to 256 items or about 4 MiB), signed with
+//    one signature over the Merkle root of the batch.
+//    This coalescing is what lets one stream carry tens of thousands of
+//    documents a second: one ECDSA signature costs as much as hashing dozens
+//    of documents, for the sender and for every party that verifies it.
 //  - Documents are moved, not copied, into the request being written and
 //    moved back when the write completes, so each one stays available for a
 //    resubmission until the broker answered it.
@@ -163,6 +167,12 @@ class SendStreamImpl final : public SendStream {
   absl::Time reconnect_at_ ABSL_GUARDED_BY(mu_);
   // When the worker wakes up at the latest; an earlier timer wakes it.
   absl::Time worker_wake_at_ ABSL_GUARDED_BY(mu_) = absl::InfiniteFuture();
+  // Documents submitted and not signed yet, and when the last batch was
+  // signed: new documents are written (and signed as one batch) once
+  // kMaxItemsPerSendMessage wait or ClientOptions::signature_batch_interval
+  // has passed since the last batch.
+  size_t unsigned_waiting_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::Time last_batch_at_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
 
   bool closing_ ABSL_GUARDED_BY(mu_) = false;   // Close called
   bool finished_ ABSL_GUARDED_BY(mu_) = false;  // closed after all answers

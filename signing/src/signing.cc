@@ -39,6 +39,16 @@ using StoreCtx = std::unique_ptr<X509_STORE_CTX,
 constexpr size_t kMaxCacheEntries = 8192;
 constexpr size_t kMaxAuditPath = 64;
 
+// SHA-256 fetched once: OpenSSL 3 looks an implicitly fetched algorithm up
+// again on every use, which costs more than hashing a small input.
+const EVP_MD* Sha256Md() {
+  static const EVP_MD* const md = [] {
+    EVP_MD* fetched = EVP_MD_fetch(nullptr, "SHA256", nullptr);
+    return fetched != nullptr ? fetched : EVP_sha256();
+  }();
+  return md;
+}
+
 std::string OpenSslReason() {
   unsigned long e = ERR_get_error();
   char buf[256] = "unknown error";
@@ -56,7 +66,7 @@ Bio MemBio(absl::string_view s) {
 class Canon {
  public:
   explicit Canon(absl::string_view header) : ctx_(EVP_MD_CTX_new()) {
-    EVP_DigestInit_ex(ctx_.get(), EVP_sha256(), nullptr);
+    EVP_DigestInit_ex2(ctx_.get(), Sha256Md(), nullptr);
     Raw(header);
   }
   void Field(absl::string_view v) {
@@ -167,7 +177,7 @@ absl::StatusOr<std::string> EcdsaSign(EVP_PKEY* key, absl::string_view text) {
   size_t len = 0;
   const auto* in = reinterpret_cast<const unsigned char*>(text.data());
   if (!ctx ||
-      EVP_DigestSignInit(ctx.get(), nullptr, EVP_sha256(), nullptr, key) !=
+      EVP_DigestSignInit(ctx.get(), nullptr, Sha256Md(), nullptr, key) !=
           1 ||
       EVP_DigestSign(ctx.get(), nullptr, &len, in, text.size()) != 1) {
     return absl::InternalError(
@@ -209,8 +219,9 @@ std::string Hex(absl::string_view raw) { return absl::BytesToHexString(raw); }
 
 std::string Sha256(absl::string_view bytes) {
   std::string out(SHA256_DIGEST_LENGTH, '\0');
-  SHA256(reinterpret_cast<const unsigned char*>(bytes.data()), bytes.size(),
-         reinterpret_cast<unsigned char*>(out.data()));
+  EVP_Digest(bytes.data(), bytes.size(),
+             reinterpret_cast<unsigned char*>(out.data()), nullptr,
+             Sha256Md(), nullptr);
   return out;
 }
 
@@ -472,15 +483,26 @@ struct CertEntry {
 
 }  // namespace
 
+// Batch signatures that verified, shared by every verifier of the process
+// (an application with clients for several organizations, a broker's
+// links): signature bytes -> SHA-256(signed text || certificate digest).
+// What a hit vouches for is the ECDSA check alone; each verifier still
+// checks the certificate against its own trust root.
+struct VerifiedSignatures {
+  absl::Mutex mu;
+  absl::flat_hash_map<std::string, std::string> map ABSL_GUARDED_BY(mu);
+};
+VerifiedSignatures& Verified() {
+  static VerifiedSignatures* const v = new VerifiedSignatures;
+  return *v;
+}
+
 struct SignatureVerifier::State {
   VerifierOptions options;
   mutable absl::Mutex mu;
+  // Certificate DER -> what verifying it found.
   mutable absl::flat_hash_map<std::string, std::shared_ptr<const CertEntry>>
       certs ABSL_GUARDED_BY(mu);
-  // Signature bytes -> SHA-256(signed text || certificate digest) that
-  // verified with them.
-  mutable absl::flat_hash_map<std::string, std::string> verified
-      ABSL_GUARDED_BY(mu);
 
   absl::StatusOr<std::shared_ptr<const CertEntry>> Certificate(
       absl::string_view der, absl::string_view field, absl::Time now) const;
@@ -516,10 +538,11 @@ absl::StatusOr<std::shared_ptr<const CertEntry>>
 SignatureVerifier::State::Certificate(absl::string_view der,
                                       absl::string_view field,
                                       absl::Time now) const {
-  const std::string key = Sha256(der);
+  // Keyed by the DER itself: hashing it with SHA-256 for every document
+  // would cost more than the lookup.
   {
-    absl::MutexLock lock(&mu);
-    auto it = certs.find(key);
+    absl::ReaderMutexLock lock(&mu);
+    auto it = certs.find(der);
     if (it != certs.end() && now - it->second->checked < options.cache_ttl)
       return it->second;
   }
@@ -587,7 +610,7 @@ SignatureVerifier::State::Certificate(absl::string_view der,
   }
   auto entry = std::make_shared<CertEntry>();
   entry->principal = std::move(principal);
-  entry->sha256_hex = Hex(key);
+  entry->sha256_hex = Hex(Sha256(der));
   EVP_PKEY_up_ref(pkey);
   entry->key = std::shared_ptr<EVP_PKEY>(pkey, EVP_PKEY_free);
   entry->not_before = absl::InfinitePast();
@@ -603,7 +626,7 @@ SignatureVerifier::State::Certificate(absl::string_view der,
   entry->checked = now;
   absl::MutexLock lock(&mu);
   if (certs.size() >= kMaxCacheEntries) certs.clear();
-  certs[key] = entry;
+  certs[std::string(der)] = entry;
   return std::shared_ptr<const CertEntry>(std::move(entry));
 }
 
@@ -657,15 +680,16 @@ absl::StatusOr<Signatory> SignatureVerifier::Verify(
   }
   const std::string text = SignedText(s.tree_size(), *root, signed_at);
   const std::string check = Sha256(absl::StrCat(text, cert->sha256_hex));
+  VerifiedSignatures& verified = Verified();
   bool known = false;
   {
-    absl::MutexLock lock(&st.mu);
-    auto it = st.verified.find(s.signature());
-    known = it != st.verified.end() && it->second == check;
+    absl::ReaderMutexLock lock(&verified.mu);
+    auto it = verified.map.find(s.signature());
+    known = it != verified.map.end() && it->second == check;
   }
   if (!known) {
     MdCtx ctx(EVP_MD_CTX_new());
-    if (!ctx || EVP_DigestVerifyInit(ctx.get(), nullptr, EVP_sha256(), nullptr,
+    if (!ctx || EVP_DigestVerifyInit(ctx.get(), nullptr, Sha256Md(), nullptr,
                                      cert->key.get()) != 1) {
       return absl::InternalError(
           absl::StrCat("signature verifier: ", OpenSslReason()));
@@ -683,9 +707,9 @@ absl::StatusOr<Signatory> SignatureVerifier::Verify(
           ": what it covers was altered after signing, or it was made with "
           "another key"));
     }
-    absl::MutexLock lock(&st.mu);
-    if (st.verified.size() >= kMaxCacheEntries) st.verified.clear();
-    st.verified[s.signature()] = check;
+    absl::MutexLock lock(&verified.mu);
+    if (verified.map.size() >= kMaxCacheEntries) verified.map.clear();
+    verified.map[s.signature()] = check;
   }
   return Signatory{cert->principal, cert->sha256_hex, signed_at};
 }

@@ -4,6 +4,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "broker/service/src/receipt_batcher.h"
 #include "broker/service/src/streams.h"
 #include "lienthong/broker/service.h"
 #include "lienthong/common/log.h"
@@ -68,12 +69,12 @@ class SendStreamReactor final
 
   SendStreamReactor(Exchange* exchange, Principal caller,
                     std::string request_id, StreamRegistry* registry,
-                    const signing::Signer* signer)
+                    ReceiptBatcher* receipts)
       : sequence_(exchange->NewSendSequence()),
         caller_(std::move(caller)),
         request_id_(std::move(request_id)),
         registry_(registry),
-        signer_(signer) {
+        receipts_(receipts) {
     if (!registry_->Add(this)) {
       absl::MutexLock lock(&mu_);
       stopping_ = true;
@@ -110,8 +111,7 @@ class SendStreamReactor final
                       [this, correlation](absl::StatusOr<v1::SendResponse> r) {
                         LogSend(caller_,
                                 absl::StrCat(request_id_, "/", correlation), r);
-                        Answer(correlation, std::move(r));
-                        Unref();
+                        SignThenAnswer(correlation, std::move(r));
                       });
     }
     request_.Clear();
@@ -146,6 +146,29 @@ class SendStreamReactor final
   }
 
  private:
+  // Answers once the receipt is signed (in a batch shared with the other
+  // streams), then drops the reference the send held.
+  void SignThenAnswer(uint64_t correlation,
+                      absl::StatusOr<v1::SendResponse> r) {
+    if (receipts_ == nullptr || !r.ok() || !r->has_receipt()) {
+      Answer(correlation, std::move(r));
+      Unref();
+      return;
+    }
+    auto response = std::make_unique<v1::SendResponse>(*std::move(r));
+    v1::CustodyReceipt* receipt = response->mutable_receipt();
+    receipts_->Sign(receipt, [this, correlation,
+                              response = std::move(response)](
+                                 absl::Status signed_ok) mutable {
+      if (!signed_ok.ok()) {
+        log::Write(log::Level::kError, request_id_,
+                   absl::StrCat("receipt left unsigned: ", signed_ok.message()));
+      }
+      Answer(correlation, std::move(*response));
+      Unref();
+    });
+  }
+
   void Answer(uint64_t correlation, absl::StatusOr<v1::SendResponse> r) {
     absl::MutexLock lock(&mu_);
     --outstanding_;
@@ -166,19 +189,6 @@ class SendStreamReactor final
     writing_ = true;
     response_.Swap(&pending_);
     pending_.Clear();
-    // One signature for every receipt in this write: the busier the
-    // stream, the larger the batch.
-    if (signer_ != nullptr) {
-      std::vector<v1::CustodyReceipt*> receipts;
-      for (v1::SendStreamResult& r : *response_.mutable_results()) {
-        if (r.has_accepted() && r.accepted().has_receipt())
-          receipts.push_back(r.mutable_accepted()->mutable_receipt());
-      }
-      if (absl::Status s = SignReceipts(*signer_, receipts); !s.ok()) {
-        log::Write(log::Level::kError, request_id_,
-                   absl::StrCat("receipts left unsigned: ", s.message()));
-      }
-    }
     StartWrite(&response_);
   }
 
@@ -201,7 +211,7 @@ class SendStreamReactor final
   const Principal caller_;
   const std::string request_id_;  // of the stream; items add their id
   StreamRegistry* const registry_;
-  const signing::Signer* const signer_;  // may be null
+  ReceiptBatcher* const receipts_;  // may be null
   v1::SendStreamRequest request_;  // owned by the read in flight
 
   absl::Mutex mu_;
@@ -562,10 +572,14 @@ absl::StatusOr<v1::EvidenceExport> SignEvidence(const signing::Signer& signer,
 
 ExchangeServiceImpl::ExchangeServiceImpl(
     Exchange* exchange, std::string trust_domain,
-    std::shared_ptr<const signing::Signer> signer)
+    std::shared_ptr<const signing::Signer> signer,
+    absl::Duration receipt_batch_interval)
     : exchange_(exchange),
       trust_domain_(std::move(trust_domain)),
       signer_(std::move(signer)),
+      receipts_(signer_ ? std::make_unique<ReceiptBatcher>(
+                              signer_, receipt_batch_interval)
+                        : nullptr),
       registry_(std::make_unique<StreamRegistry>()) {}
 
 ExchangeServiceImpl::~ExchangeServiceImpl() = default;
@@ -604,20 +618,26 @@ grpc::ServerUnaryReactor* ExchangeServiceImpl::Send(
   exchange_->Send(
       *caller, request->document(),
       [reactor, response, caller = *caller, request_id = RequestId(ctx),
-       signer = signer_](absl::StatusOr<v1::SendResponse> r) {
+       receipts = receipts_.get()](absl::StatusOr<v1::SendResponse> r) {
         LogSend(caller, request_id, r);
-        if (r.ok()) {
-          *response = *std::move(r);
-          if (signer && response->has_receipt()) {
-            if (absl::Status s =
-                    SignReceipts(*signer, {response->mutable_receipt()});
-                !s.ok()) {
-              log::Write(log::Level::kError, request_id,
-                         absl::StrCat("receipt left unsigned: ", s.message()));
-            }
-          }
+        if (!r.ok()) {
+          reactor->Finish(ToGrpcStatus(r.status()));
+          return;
         }
-        reactor->Finish(ToGrpcStatus(r.status()));
+        *response = *std::move(r);
+        if (receipts == nullptr || !response->has_receipt()) {
+          reactor->Finish(grpc::Status::OK);
+          return;
+        }
+        receipts->Sign(response->mutable_receipt(),
+                       [reactor, request_id](absl::Status signed_ok) {
+                         if (!signed_ok.ok()) {
+                           log::Write(log::Level::kError, request_id,
+                                      absl::StrCat("receipt left unsigned: ",
+                                                   signed_ok.message()));
+                         }
+                         reactor->Finish(grpc::Status::OK);
+                       });
       });
   return reactor;
 }
@@ -630,7 +650,7 @@ ExchangeServiceImpl::SendStream(grpc::CallbackServerContext* ctx) {
         caller.status());
   }
   return new SendStreamReactor(exchange_, *std::move(caller), RequestId(ctx),
-                               registry_.get(), signer_.get());
+                               registry_.get(), receipts_.get());
 }
 
 grpc::ServerBidiReactor<v1::ReceiveRequest, v1::ReceiveResponse>*

@@ -104,6 +104,14 @@ struct ClientOptions {
   // unless it is unsigned and this is true (for brokers configured with
   // security.require_signatures: false). Default false.
   bool accept_unsigned = false;
+  // A SendStream signs at most one batch per interval: a document
+  // submitted sooner after the last batch waits (at most this long; not at
+  // all when 256 wait, or on Close) to share one signature with the others.
+  // An idle stream signs and sends at once. Longer means fewer signatures
+  // for the sender, its broker and the recipients to make and check (an
+  // ECDSA verification costs about as much as storing a small document).
+  // Default 5 ms.
+  absl::Duration signature_batch_interval = absl::Milliseconds(5);
 
   // INVALID_ARGUMENT naming the field when an option is unusable.
   absl::Status Validate() const;

@@ -16,6 +16,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "absl/time/time.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
 #include "lienthong/broker/audit.h"
@@ -61,13 +62,20 @@ absl::Status SignReceipts(const signing::Signer& signer,
 absl::StatusOr<v1::EvidenceExport> SignEvidence(const signing::Signer& signer,
                                                 v1::Evidence evidence);
 
+class ReceiptBatcher;
+
 class ExchangeServiceImpl final : public v1::ExchangeService::CallbackService {
  public:
   // `exchange` is not owned and must outlive the server. `signer` (the
   // broker's key) signs custody receipts and evidence; without it receipts
-  // go unsigned and GetEvidence is FAILED_PRECONDITION.
-  ExchangeServiceImpl(Exchange* exchange, std::string trust_domain,
-                      std::shared_ptr<const signing::Signer> signer = nullptr);
+  // go unsigned and GetEvidence is FAILED_PRECONDITION. Receipts of every
+  // send share one signature per batch, at most one batch per
+  // `receipt_batch_interval` (a receipt waits at most that long). Destroy
+  // after the server shut down.
+  ExchangeServiceImpl(
+      Exchange* exchange, std::string trust_domain,
+      std::shared_ptr<const signing::Signer> signer = nullptr,
+      absl::Duration receipt_batch_interval = absl::Milliseconds(5));
   ~ExchangeServiceImpl() override;
 
   // Ends every open stream (Receive, WatchStatus, SendStream) with
@@ -126,6 +134,7 @@ class ExchangeServiceImpl final : public v1::ExchangeService::CallbackService {
   Exchange* const exchange_;
   const std::string trust_domain_;
   const std::shared_ptr<const signing::Signer> signer_;
+  std::unique_ptr<ReceiptBatcher> receipts_;
   std::unique_ptr<StreamRegistry> registry_;
 };
 
