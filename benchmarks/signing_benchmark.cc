@@ -33,8 +33,8 @@
 namespace {
 
 using lienthong::signing::DocumentDigest;
-using lienthong::signing::Signer;
 using lienthong::signing::SignatureVerifier;
+using lienthong::signing::Signer;
 using lienthong::v1::Document;
 using lienthong::v1::Signature;
 
@@ -123,7 +123,8 @@ void BM_VerifyBatch(benchmark::State& state) {
     state.PauseTiming();
     std::vector<Document> docs = Documents(n);
     for (Document& d : docs) {
-      d.set_idempotency_key(absl::StrCat("round-", round, "-", d.idempotency_key()));
+      d.set_idempotency_key(
+          absl::StrCat("round-", round, "-", d.idempotency_key()));
     }
     ++round;
     std::vector<std::string> digests;

@@ -130,10 +130,9 @@ absl::Status VerifyEvidenceFile(const std::string& file,
                        ? ""
                        : " (end-to-end encrypted)")};
   for (const v1::StatusEvent& ev : e.history()) {
-    summary.push_back(absl::StrCat(FormatTimestamp(ev.at()), "  ",
-                                   ev.recipient(), "  ", EventName(ev),
-                                   ev.reason().empty() ? "" : "  ",
-                                   ev.reason()));
+    summary.push_back(absl::StrCat(
+        FormatTimestamp(ev.at()), "  ", ev.recipient(), "  ", EventName(ev),
+        ev.reason().empty() ? "" : "  ", ev.reason()));
   }
   return Print(file, "evidence", report.checked, report.problems, summary,
                output);
@@ -168,7 +167,8 @@ absl::Status VerifyReceiptFile(const std::string& file,
 
 absl::Status WriteJsonFile(const google::protobuf::Message& message,
                            const std::string& path, absl::string_view flag) {
-  if (path.empty()) return absl::InvalidArgumentError(absl::StrCat(flag, ": required"));
+  if (path.empty())
+    return absl::InvalidArgumentError(absl::StrCat(flag, ": required"));
   std::string json;
   google::protobuf::util::JsonPrintOptions o;
   o.add_whitespace = true;

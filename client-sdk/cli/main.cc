@@ -398,8 +398,8 @@ int Main(int argc, char** argv) {
       "evidence",
       "Write the evidence of any document this broker handled to --out "
       "(operators and auditors; the call is audited)");
-  admin_evidence_cmd->add_option("DOCUMENT_ID", admin_evidence_id,
-                                 "Document id")
+  admin_evidence_cmd
+      ->add_option("DOCUMENT_ID", admin_evidence_id, "Document id")
       ->required();
   admin_evidence_cmd->add_option("--out", admin_evidence_out, "File to write")
       ->required();

@@ -167,8 +167,7 @@ class ClientImpl final : public Client {
     if (absl::Status s = connection_->SealIfNeeded(request.mutable_document());
         !s.ok())
       return s;
-    const std::string digest =
-        signing::DocumentDigest(request.document());
+    const std::string digest = signing::DocumentDigest(request.document());
     if (absl::Status s =
             connection_->SignBatch({request.mutable_document()}, {digest});
         !s.ok())

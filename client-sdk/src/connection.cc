@@ -79,14 +79,15 @@ absl::Status Connection::SignBatch(
 
 absl::StatusOr<SendReceipt> Connection::Receipt(
     const v1::SendResponse& response, const std::string& idempotency_key,
-    bool sealed, absl::string_view digest,
-    absl::string_view signature) const {
+    bool sealed, absl::string_view digest, absl::string_view signature) const {
   const v1::CustodyReceipt& r = response.receipt();
   auto refuse = [&](absl::string_view why) {
-    return absl::UnauthenticatedError(absl::StrCat(
-        "the broker's custody receipt for document ", response.document_id(),
-        " ", why, "; the document may be stored: a resend with idempotency "
-        "key \"", idempotency_key, "\" is safe"));
+    return absl::UnauthenticatedError(
+        absl::StrCat("the broker's custody receipt for document ",
+                     response.document_id(), " ", why,
+                     "; the document may be stored: a resend with idempotency "
+                     "key \"",
+                     idempotency_key, "\" is safe"));
   };
   if (!response.has_receipt()) return refuse("is missing");
   absl::StatusOr<signing::Signatory> who =
@@ -100,10 +101,9 @@ absl::StatusOr<SendReceipt> Connection::Receipt(
   }
   // A duplicate's receipt is that of the copy stored first, which may have
   // been sealed or signed differently.
-  if (!response.duplicate() &&
-      (r.document_sha256() != signing::Hex(digest) ||
-       r.sender_signature_sha256() !=
-           signing::Hex(signing::Sha256(signature)))) {
+  if (!response.duplicate() && (r.document_sha256() != signing::Hex(digest) ||
+                                r.sender_signature_sha256() !=
+                                    signing::Hex(signing::Sha256(signature)))) {
     return refuse("names other content or another signature than was sent");
   }
   SendReceipt receipt;
@@ -158,10 +158,10 @@ absl::Status Connection::VerifyAndOpen(
       absl::StatusOr<signing::Signatory> who =
           signing::VerifyDocumentSignature(*verifier_, doc, accepted);
       if (!who.ok()) {
-        refusal = absl::StrCat(
-            "the recipient's SDK refused the sender's signature (",
-            absl::StatusCodeToString(who.status().code()),
-            "): ", who.status().message());
+        refusal =
+            absl::StrCat("the recipient's SDK refused the sender's signature (",
+                         absl::StatusCodeToString(who.status().code()),
+                         "): ", who.status().message());
       } else {
         it->signed_by = who->principal.spiffe_id;
         it->signed_at = who->signed_at;
@@ -243,9 +243,8 @@ absl::StatusOr<std::shared_ptr<Connection>> Connection::Open(
   absl::StatusOr<std::unique_ptr<signing::SignatureVerifier>> verifier =
       signing::SignatureVerifier::Create(std::move(verifier_options));
   if (!verifier.ok()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("ca_file ", options.ca_file, ": ",
-                     verifier.status().message()));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "ca_file ", options.ca_file, ": ", verifier.status().message()));
   }
   std::shared_ptr<Connection> connection(new Connection(
       options, *std::move(identity), *std::move(dedup), *std::move(sealer),

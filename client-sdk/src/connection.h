@@ -21,10 +21,10 @@
 #include "absl/time/time.h"
 #include "client-sdk/src/dedup_set.h"
 #include "client-sdk/src/sealer.h"
-#include "lienthong/signing/signing.h"
 #include "client-sdk/src/status.h"
 #include "lienthong/client.h"
 #include "lienthong/common/identity.h"
+#include "lienthong/signing/signing.h"
 #include "lienthong/v1/admin.grpc.pb.h"
 #include "lienthong/v1/exchange.grpc.pb.h"
 

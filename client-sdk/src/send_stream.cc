@@ -156,8 +156,8 @@ SendStreamImpl::WriteAction SendStreamImpl::NextWriteLocked() {
   if (unsigned_waiting_ > 0) {
     if (unsigned_waiting_ < static_cast<size_t>(kMaxItemsPerSendMessage) &&
         !closing_ &&
-        now < last_batch_at_ +
-                  connection_->options().signature_batch_interval) {
+        now <
+            last_batch_at_ + connection_->options().signature_batch_interval) {
       return WriteAction::kNone;
     }
     last_batch_at_ = now;
@@ -192,8 +192,7 @@ SendStreamImpl::WriteAction SendStreamImpl::NextWriteLocked() {
   // One signature over the Merkle root of the documents in this write.
   if (absl::Status s = connection_->SignBatch(unsigned_documents, digests);
       !s.ok()) {
-    gpr_log(GPR_ERROR, "lienthong: signing a batch: %s",
-            s.ToString().c_str());
+    gpr_log(GPR_ERROR, "lienthong: signing a batch: %s", s.ToString().c_str());
   } else {
     for (size_t i = 0; i < unsigned_items.size(); ++i) {
       unsigned_items[i]->signature =
@@ -252,9 +251,9 @@ void SendStreamImpl::HandleResultLocked(v1::SendStreamResult& result,
   Item& item = it->second;
   if (result.has_accepted()) {
     // The document may still be lent to a write: use what was kept.
-    CompleteLocked(id, connection_->Receipt(result.accepted(),
-                                            item.idempotency_key, item.sealed,
-                                            item.digest, item.signature));
+    CompleteLocked(
+        id, connection_->Receipt(result.accepted(), item.idempotency_key,
+                                 item.sealed, item.digest, item.signature));
     return;
   }
   absl::Status status =

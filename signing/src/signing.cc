@@ -116,7 +116,8 @@ std::string HashParts(std::initializer_list<absl::string_view> parts) {
       ctx(EVP_MD_CTX_new());
   std::string out(SHA256_DIGEST_LENGTH, '\0');
   EVP_DigestInit_ex2(ctx.get(), Sha256Md(), nullptr);
-  for (absl::string_view p : parts) EVP_DigestUpdate(ctx.get(), p.data(), p.size());
+  for (absl::string_view p : parts)
+    EVP_DigestUpdate(ctx.get(), p.data(), p.size());
   EVP_DigestFinal_ex(ctx.get(), reinterpret_cast<unsigned char*>(out.data()),
                      nullptr);
   return out;
@@ -182,11 +183,9 @@ absl::StatusOr<std::string> EcdsaSign(EVP_PKEY* key, absl::string_view text) {
   size_t len = 0;
   const auto* in = reinterpret_cast<const unsigned char*>(text.data());
   if (!ctx ||
-      EVP_DigestSignInit(ctx.get(), nullptr, Sha256Md(), nullptr, key) !=
-          1 ||
+      EVP_DigestSignInit(ctx.get(), nullptr, Sha256Md(), nullptr, key) != 1 ||
       EVP_DigestSign(ctx.get(), nullptr, &len, in, text.size()) != 1) {
-    return absl::InternalError(
-        absl::StrCat("signing: ", OpenSslReason()));
+    return absl::InternalError(absl::StrCat("signing: ", OpenSslReason()));
   }
   std::string signature(len, '\0');
   if (EVP_DigestSign(ctx.get(),
@@ -306,8 +305,8 @@ std::string MerkleRoot(const std::vector<std::string>& digests) {
   return BuildTree(digests, 0, digests.size(), nullptr);
 }
 
-std::vector<std::string> MerkleAuditPath(const std::vector<std::string>& digests,
-                                         size_t index) {
+std::vector<std::string> MerkleAuditPath(
+    const std::vector<std::string>& digests, size_t index) {
   if (index >= digests.size()) return {};
   std::vector<std::vector<std::string>> paths(digests.size());
   BuildTree(digests, 0, digests.size(), &paths);
@@ -444,8 +443,7 @@ absl::StatusOr<std::vector<v1::Signature>> Signer::SignBatch(
   const absl::Time signed_at = FromProto(at);
   ASSIGN_OR_RETURN(
       std::string signature,
-      EcdsaSign(key_->pkey.get(),
-                SignedText(digests.size(), root, signed_at)));
+      EcdsaSign(key_->pkey.get(), SignedText(digests.size(), root, signed_at)));
   std::vector<v1::Signature> out(digests.size());
   for (size_t i = 0; i < digests.size(); ++i) {
     v1::Signature& s = out[i];
@@ -556,21 +554,21 @@ SignatureVerifier::State::Certificate(absl::string_view der,
       Principal principal,
       CertificatePrincipal(cert.get(), absl::StrCat(field, ".certificate")));
   if (principal.trust_domain != options.trust_domain) {
-    return absl::PermissionDeniedError(absl::StrCat(
-        field, ".certificate: ", principal.spiffe_id,
-        " is not in the trust domain ", options.trust_domain));
+    return absl::PermissionDeniedError(
+        absl::StrCat(field, ".certificate: ", principal.spiffe_id,
+                     " is not in the trust domain ", options.trust_domain));
   }
   EVP_PKEY* pkey = X509_get0_pubkey(cert.get());
   if (pkey == nullptr || !IsEcP256(pkey)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        field, ".certificate: the key of ", principal.spiffe_id,
-        " is not EC P-256"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(field, ".certificate: the key of ", principal.spiffe_id,
+                     " is not EC P-256"));
   }
   if ((X509_get_extension_flags(cert.get()) & EXFLAG_KUSAGE) &&
       !(X509_get_key_usage(cert.get()) & KU_DIGITAL_SIGNATURE)) {
-    return absl::PermissionDeniedError(absl::StrCat(
-        field, ".certificate: the certificate of ", principal.spiffe_id,
-        " does not allow digitalSignature"));
+    return absl::PermissionDeniedError(
+        absl::StrCat(field, ".certificate: the certificate of ",
+                     principal.spiffe_id, " does not allow digitalSignature"));
   }
 
   Store store(X509_STORE_new());
@@ -587,9 +585,9 @@ SignatureVerifier::State::Certificate(absl::string_view der,
     if (lookup == nullptr ||
         X509_LOOKUP_add_dir(lookup, options.crl_directory.c_str(),
                             X509_FILETYPE_PEM) != 1) {
-      return absl::InternalError(absl::StrCat(
-          "signature verifier: CRL directory ", options.crl_directory, ": ",
-          OpenSslReason()));
+      return absl::InternalError(
+          absl::StrCat("signature verifier: CRL directory ",
+                       options.crl_directory, ": ", OpenSslReason()));
     }
     flags |= X509_V_FLAG_CRL_CHECK;
   }
@@ -634,10 +632,9 @@ absl::StatusOr<Signatory> SignatureVerifier::Verify(
     std::optional<absl::Time> also_valid_at, absl::Time now) const {
   const State& st = *state_;
   if (s.scheme() != kScheme) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(field, ".scheme: \"", s.scheme(),
-                     "\" is not a signature scheme this party knows (",
-                     kScheme, ")"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        field, ".scheme: \"", s.scheme(),
+        "\" is not a signature scheme this party knows (", kScheme, ")"));
   }
   if (digest.size() != kDigestBytes) {
     return absl::InvalidArgumentError(
@@ -664,9 +661,8 @@ absl::StatusOr<Signatory> SignatureVerifier::Verify(
     if (!at.has_value()) continue;
     if (*at < cert->not_before || *at > cert->not_after) {
       return absl::PermissionDeniedError(absl::StrCat(
-          field, ".certificate: the certificate of ",
-          cert->principal.spiffe_id, " (or its CA) is not valid at ",
-          Rfc3339(*at), "; it is valid from ",
+          field, ".certificate: the certificate of ", cert->principal.spiffe_id,
+          " (or its CA) is not valid at ", Rfc3339(*at), "; it is valid from ",
           Rfc3339(cert->not_before), " to ", Rfc3339(cert->not_after)));
     }
   }
@@ -723,10 +719,10 @@ absl::StatusOr<Signatory> VerifyDocumentSignature(
                    verifier.Verify(DocumentDigest(doc), doc.signature(),
                                    "document.signature", also_valid_at, now));
   if (!who.principal.is_org() || who.principal.name != doc.sender()) {
-    return absl::PermissionDeniedError(absl::StrCat(
-        "document.signature: signed by ", who.principal.spiffe_id,
-        ", not by the sender ", doc.sender(),
-        "; an organization signs only its own documents"));
+    return absl::PermissionDeniedError(
+        absl::StrCat("document.signature: signed by ", who.principal.spiffe_id,
+                     ", not by the sender ", doc.sender(),
+                     "; an organization signs only its own documents"));
   }
   return who;
 }
@@ -761,7 +757,9 @@ absl::StatusOr<EvidenceReport> VerifyEvidence(
         "evidence: empty or not a serialized Evidence");
   }
   const v1::Evidence& e = report.evidence;
-  auto ok = [&](std::string line) { report.checked.push_back(std::move(line)); };
+  auto ok = [&](std::string line) {
+    report.checked.push_back(std::move(line));
+  };
   auto bad = [&](std::string line) {
     report.problems.push_back(std::move(line));
   };
@@ -774,10 +772,9 @@ absl::StatusOr<EvidenceReport> VerifyEvidence(
     bad(std::string(broker.status().message()));
   } else if (broker->principal.kind != Principal::Kind::kBroker ||
              broker->principal.spiffe_id != e.broker()) {
-    bad(absl::StrCat("evidence.signature: signed by ",
-                     broker->principal.spiffe_id,
-                     ", not by the broker the evidence names (", e.broker(),
-                     ")"));
+    bad(absl::StrCat(
+        "evidence.signature: signed by ", broker->principal.spiffe_id,
+        ", not by the broker the evidence names (", e.broker(), ")"));
   } else {
     ok(absl::StrCat("evidence signed by ", e.broker(), " at ",
                     Rfc3339(broker->signed_at)));
@@ -788,9 +785,8 @@ absl::StatusOr<EvidenceReport> VerifyEvidence(
   if (!e.has_sender_signature()) {
     bad("sender_signature: the document was accepted unsigned");
   } else {
-    absl::StatusOr<Signatory> sender =
-        verifier.Verify(digest, e.sender_signature(), "sender_signature",
-                        std::nullopt, now);
+    absl::StatusOr<Signatory> sender = verifier.Verify(
+        digest, e.sender_signature(), "sender_signature", std::nullopt, now);
     if (!sender.ok()) {
       bad(std::string(sender.status().message()));
     } else if (!sender->principal.is_org() ||
@@ -830,9 +826,8 @@ absl::StatusOr<EvidenceReport> VerifyEvidence(
         FromProto(e.accepted_at()) - verifier.max_clock_skew())
       mismatches.push_back("accepted_at (before the first broker's)");
     const std::string sig_sha =
-        e.has_sender_signature()
-            ? Hex(Sha256(e.sender_signature().signature()))
-            : "";
+        e.has_sender_signature() ? Hex(Sha256(e.sender_signature().signature()))
+                                 : "";
     if (r.sender_signature_sha256() != sig_sha)
       mismatches.push_back("sender_signature_sha256");
     if (mismatches.empty()) {
@@ -872,10 +867,11 @@ absl::StatusOr<EvidenceReport> VerifyEvidence(
         (e.audit_size() != 0 && s.index() > e.audit_size())) {
       bad(absl::StrCat(where, ": index out of order or beyond the head"));
     } else if (a.previous_hash().size() != audit::kHashBytes ||
-               audit::AuditChainHash(a.previous_hash(), s.index(),
-                                     s.entry()) != s.hash()) {
-      bad(absl::StrCat(where, ": its hash does not follow from the entry "
-                              "and the hash before it (edited)"));
+               audit::AuditChainHash(a.previous_hash(), s.index(), s.entry()) !=
+                   s.hash()) {
+      bad(absl::StrCat(where,
+                       ": its hash does not follow from the entry "
+                       "and the hash before it (edited)"));
     } else if (!entry.ParseFromString(s.entry()) ||
                entry.document_id() != e.document_id()) {
       bad(absl::StrCat(where, ": not about document ", e.document_id()));

@@ -220,8 +220,8 @@ class StoreImpl : public Store {
     std::vector<std::string> dequeue_keys;
     std::vector<v1::StatusEvent> events;
     std::vector<std::string> event_values;
-    std::vector<Record> records;            // keys with keys::kRecordPrefix
-    std::vector<std::string> audit_values;  // serialized AuditEntry
+    std::vector<Record> records;               // keys with keys::kRecordPrefix
+    std::vector<std::string> audit_values;     // serialized AuditEntry
     std::vector<std::string> audit_documents;  // their document ids
     std::optional<uint64_t> checkpoint_size;
     std::string checkpoint_value;  // serialized AuditCheckpoint
@@ -383,8 +383,7 @@ class StoreImpl : public Store {
         scratch.push_back(stored.SerializeAsString());
         ops.push_back(KvOp{Cf::kAudit, false, key, scratch.back()});
         if (!p.audit_documents[i].empty()) {
-          scratch.push_back(
-              keys::AuditByDocument(p.audit_documents[i], index));
+          scratch.push_back(keys::AuditByDocument(p.audit_documents[i], index));
           ops.push_back(KvOp{Cf::kAudit, false, scratch.back(), ""});
         }
       }
@@ -513,13 +512,13 @@ class StoreImpl : public Store {
         }));
     RETURN_IF_ERROR(bad);
     for (uint64_t index : indices) {
-      ASSIGN_OR_RETURN(std::optional<std::string> value,
-                       engine_->Get(Cf::kAudit,
-                                    keys::Audit(keys::kAuditEntryTag, index)));
+      ASSIGN_OR_RETURN(
+          std::optional<std::string> value,
+          engine_->Get(Cf::kAudit, keys::Audit(keys::kAuditEntryTag, index)));
       if (!value) {
-        return absl::DataLossError(absl::StrCat(
-            "storage: audit entry ", index, " of document ", document_id,
-            " is indexed but missing"));
+        return absl::DataLossError(absl::StrCat("storage: audit entry ", index,
+                                                " of document ", document_id,
+                                                " is indexed but missing"));
       }
       if (!fn(index, *value)) break;
     }

@@ -17,13 +17,13 @@
 #include <optional>
 #include <sstream>
 
-#include "lienthong/signing/signing.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/clock.h"
+#include "lienthong/signing/signing.h"
 
 #ifndef LIENTHONG_SOURCE_DIR
 #error "LIENTHONG_SOURCE_DIR must be defined (tests/integration/CMakeLists.txt)"

@@ -197,8 +197,7 @@ class SealingTest : public ::testing::Test {
     // Signed as the SDK would: what is tested is the content, not the
     // signature.
     if (absl::Status s = SignAs(org, &doc); !s.ok()) {
-      return grpc::Status(grpc::StatusCode::INTERNAL,
-                          std::string(s.message()));
+      return grpc::Status(grpc::StatusCode::INTERNAL, std::string(s.message()));
     }
     grpc::ClientContext context;
     context.set_deadline(std::chrono::system_clock::now() +

@@ -4,8 +4,6 @@
 // custody receipt, and the evidence of a document verifies offline with only
 // the CA (in the library and through `lienthong verify`), while a tampered
 // copy does not. A recipient refuses a document its sender did not sign.
-#include "lienthong/signing/signing.h"
-
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/security/tls_certificate_provider.h>
 #include <grpcpp/security/tls_certificate_verifier.h>
@@ -24,6 +22,7 @@
 #include "gtest/gtest.h"
 #include "lienthong/admin_client.h"
 #include "lienthong/client.h"
+#include "lienthong/signing/signing.h"
 #include "lienthong/v1/exchange.grpc.pb.h"
 #include "tests/integration/broker_process.h"
 #include "tests/testing/async.h"
@@ -131,8 +130,7 @@ class SignaturesTest : public ::testing::Test {
   }
 
   // Receives what arrives for `client` within `wait`.
-  std::vector<IncomingDocument> ReceiveFor(Client& client,
-                                           absl::Duration wait,
+  std::vector<IncomingDocument> ReceiveFor(Client& client, absl::Duration wait,
                                            size_t expect = 1) {
     absl::Mutex mu;
     std::vector<IncomingDocument> got;
@@ -231,8 +229,7 @@ TEST_F(SignaturesTest, UnsignedAlteredAndForgedDocumentsAreRefused) {
   ASSERT_OK(SignAs(kH50, &forged));
   s = RawSend(kH49, forged);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED);
-  EXPECT_THAT(s.error_message(),
-              HasSubstr("not by the sender 000.00.00.H49"));
+  EXPECT_THAT(s.error_message(), HasSubstr("not by the sender 000.00.00.H49"));
 
   // Signed with an expired certificate, and with one of another CA.
   v1::Document expired = NewDocument(kG22, "Hết hạn");
@@ -267,10 +264,9 @@ TEST_F(SignaturesTest, EvidenceVerifiesOfflineAndATamperedCopyDoesNot) {
                        sender->Send(NewDocument(kG22, "Quyết định số 15")));
   std::unique_ptr<Client> recipient = Open(kG22);
   ASSERT_EQ(ReceiveFor(*recipient, kWait).size(), 1u);
-  ASSERT_OK(recipient
-                ->ReportStatus(receipt.document_id,
-                               v1::BUSINESS_STATUS_ACCEPTED)
-                .status());
+  ASSERT_OK(
+      recipient->ReportStatus(receipt.document_id, v1::BUSINESS_STATUS_ACCEPTED)
+          .status());
 
   // The sender's and the recipient's evidence; a third party gets none.
   ASSERT_OK_AND_ASSIGN(v1::EvidenceExport exported,

@@ -57,9 +57,9 @@ TEST(MerkleTest, EveryLeafOfEverySizeProvesItsPlace) {
   }
   EXPECT_THAT(RootFromAuditPath(Digest(0), 3, 3, {}),
               StatusIs(absl::StatusCode::kInvalidArgument));
-  EXPECT_THAT(RootFromAuditPath(Digest(0), 0, 4, {Digest(1)}),
-              StatusIs(absl::StatusCode::kInvalidArgument,
-                       HasSubstr("shorter")));
+  EXPECT_THAT(
+      RootFromAuditPath(Digest(0), 0, 4, {Digest(1)}),
+      StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("shorter")));
 }
 
 class SigningTest : public ::testing::Test {
@@ -139,8 +139,8 @@ TEST_F(SigningTest, ABatchOfDocumentsSharesOneSignatureAndEachVerifies) {
     EXPECT_EQ(sigs[i].signature(), sigs[0].signature());
     EXPECT_EQ(sigs[i].tree_size(), 7u);
     *docs[i].mutable_signature() = sigs[i];
-    ASSERT_OK_AND_ASSIGN(
-        Signatory who, VerifyDocumentSignature(*verifier, docs[i], std::nullopt));
+    ASSERT_OK_AND_ASSIGN(Signatory who, VerifyDocumentSignature(
+                                            *verifier, docs[i], std::nullopt));
     EXPECT_EQ(who.principal.name, kH49);
   }
   // Another document's place in the batch proves nothing for this one.
@@ -168,28 +168,30 @@ TEST_F(SigningTest, EveryPartOfTheDocumentIsCovered) {
   const std::string digest = DocumentDigest(base);
   std::vector<std::pair<std::string, std::function<void(v1::Document*)>>>
       changes = {
-          {"subject", [](v1::Document* d) {
+          {"subject",
+           [](v1::Document* d) {
              d->mutable_metadata()->set_subject("Quyết định khác");
            }},
-          {"classification", [](v1::Document* d) {
+          {"classification",
+           [](v1::Document* d) {
              d->mutable_metadata()->set_classification(
                  v1::CLASSIFICATION_CONFIDENTIAL);
            }},
           {"body", [](v1::Document* d) { d->set_body("nội dung khác"); }},
-          {"attachment", [](v1::Document* d) {
+          {"attachment",
+           [](v1::Document* d) {
              d->mutable_attachments(0)->set_content("%PDF-1.7 khác");
            }},
-          {"attachment name", [](v1::Document* d) {
+          {"attachment name",
+           [](v1::Document* d) {
              d->mutable_attachments(0)->set_name("khac.pdf");
            }},
           {"recipients", [](v1::Document* d) { d->add_recipients(kH49); }},
           {"sender", [](v1::Document* d) { d->set_sender(kG22); }},
-          {"idempotency key", [](v1::Document* d) {
-             d->set_idempotency_key("other");
-           }},
-          {"sealed ciphertext", [](v1::Document* d) {
-             d->mutable_sealed()->set_ciphertext("x");
-           }},
+          {"idempotency key",
+           [](v1::Document* d) { d->set_idempotency_key("other"); }},
+          {"sealed ciphertext",
+           [](v1::Document* d) { d->mutable_sealed()->set_ciphertext("x"); }},
       };
   for (const auto& [what, change] : changes) {
     v1::Document d = base;
@@ -226,48 +228,48 @@ TEST_F(SigningTest, UntrustedExpiredAndFutureSignaturesAreRefused) {
   ASSERT_TRUE(foreign);
   ASSERT_OK_AND_ASSIGN(*d.mutable_signature(),
                        foreign->Sign(digest, absl::Now()));
-  EXPECT_THAT(VerifyDocumentSignature(*verifier, d, std::nullopt),
-              StatusIs(absl::StatusCode::kPermissionDenied,
-                       HasSubstr("not trusted")));
+  EXPECT_THAT(
+      VerifyDocumentSignature(*verifier, d, std::nullopt),
+      StatusIs(absl::StatusCode::kPermissionDenied, HasSubstr("not trusted")));
 
   std::unique_ptr<Signer> expired =
       SignerFor("bad/expired-org.pem", "bad/expired-org.key");
   ASSERT_TRUE(expired);
   ASSERT_OK_AND_ASSIGN(*d.mutable_signature(),
                        expired->Sign(digest, absl::Now()));
-  EXPECT_THAT(VerifyDocumentSignature(*verifier, d, std::nullopt),
-              StatusIs(absl::StatusCode::kPermissionDenied,
-                       HasSubstr("not valid at")));
+  EXPECT_THAT(
+      VerifyDocumentSignature(*verifier, d, std::nullopt),
+      StatusIs(absl::StatusCode::kPermissionDenied, HasSubstr("not valid at")));
   // Backdated into its validity, it is still refused: the CA (made by
   // this test) was not valid then, and a broker also checks it now.
-  const absl::Time then = absl::FromCivil(absl::CivilDay(2020, 1, 15),
-                                          absl::UTCTimeZone());
+  const absl::Time then =
+      absl::FromCivil(absl::CivilDay(2020, 1, 15), absl::UTCTimeZone());
   ASSERT_OK_AND_ASSIGN(*d.mutable_signature(), expired->Sign(digest, then));
-  EXPECT_THAT(VerifyDocumentSignature(*verifier, d, absl::Now()),
-              StatusIs(absl::StatusCode::kPermissionDenied,
-                       HasSubstr("not valid at")));
+  EXPECT_THAT(
+      VerifyDocumentSignature(*verifier, d, absl::Now()),
+      StatusIs(absl::StatusCode::kPermissionDenied, HasSubstr("not valid at")));
 
   std::unique_ptr<Signer> h49 = Org(kH49);
   ASSERT_OK_AND_ASSIGN(*d.mutable_signature(),
                        h49->Sign(digest, absl::Now() + absl::Hours(1)));
-  EXPECT_THAT(VerifyDocumentSignature(*verifier, d, std::nullopt),
-              StatusIs(absl::StatusCode::kInvalidArgument,
-                       HasSubstr("in the future")));
+  EXPECT_THAT(
+      VerifyDocumentSignature(*verifier, d, std::nullopt),
+      StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("in the future")));
 
   ASSERT_OK_AND_ASSIGN(*d.mutable_signature(), h49->Sign(digest, absl::Now()));
   d.mutable_signature()->set_scheme("rsa-md5");
-  EXPECT_THAT(VerifyDocumentSignature(*verifier, d, std::nullopt),
-              StatusIs(absl::StatusCode::kInvalidArgument,
-                       HasSubstr("scheme")));
+  EXPECT_THAT(
+      VerifyDocumentSignature(*verifier, d, std::nullopt),
+      StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("scheme")));
   d.clear_signature();
-  EXPECT_THAT(VerifyDocumentSignature(*verifier, d, std::nullopt),
-              StatusIs(absl::StatusCode::kInvalidArgument,
-                       HasSubstr("missing")));
+  EXPECT_THAT(
+      VerifyDocumentSignature(*verifier, d, std::nullopt),
+      StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("missing")));
 }
 
 TEST_F(SigningTest, AReceiptVerifiesOnlyAsItsBrokersUnaltered) {
-  std::unique_ptr<Signer> broker = SignerFor("brokers/central.pem",
-                                             "brokers/central.key");
+  std::unique_ptr<Signer> broker =
+      SignerFor("brokers/central.pem", "brokers/central.key");
   std::unique_ptr<SignatureVerifier> verifier = Verifier();
   ASSERT_TRUE(broker && verifier);
   v1::CustodyReceipt r;
@@ -280,8 +282,7 @@ TEST_F(SigningTest, AReceiptVerifiesOnlyAsItsBrokersUnaltered) {
   ASSERT_OK_AND_ASSIGN(*r.mutable_signature(),
                        broker->Sign(ReceiptDigest(r), absl::Now()));
   ASSERT_OK_AND_ASSIGN(Signatory who, VerifyReceipt(*verifier, r));
-  EXPECT_EQ(who.principal.spiffe_id,
-            "spiffe://lienthong.local/broker/central");
+  EXPECT_EQ(who.principal.spiffe_id, "spiffe://lienthong.local/broker/central");
 
   v1::CustodyReceipt altered = r;
   altered.mutable_accepted_at()->set_seconds(1700000001);

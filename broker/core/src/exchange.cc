@@ -634,9 +634,9 @@ class ExchangeImpl : public Exchange {
           "key (the SDK signs them)"));
     }
     if (!options_.signatures) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          field, ".signature: broker ", options_.broker_id,
-          " has no trust root to verify signatures with"));
+      return absl::FailedPreconditionError(
+          absl::StrCat(field, ".signature: broker ", options_.broker_id,
+                       " has no trust root to verify signatures with"));
     }
     if (doc.idempotency_key().empty()) {
       return absl::InvalidArgumentError(absl::StrCat(
@@ -1570,7 +1570,8 @@ class ExchangeImpl : public Exchange {
         RETURN_IF_ERROR(store_->ScanAuditEntries(
             index - 1, [&](uint64_t i, absl::string_view prev_raw) {
               v1::StoredAuditEntry prev;
-              if (i != index - 1 || !prev.ParseFromString(std::string(prev_raw))) {
+              if (i != index - 1 ||
+                  !prev.ParseFromString(std::string(prev_raw))) {
                 bad = absl::DataLossError(absl::StrCat(
                     "audit entry ", index - 1, " is missing or malformed"));
               } else {

@@ -251,12 +251,11 @@ absl::StatusOr<BrokerConfig> ParseConfig(const std::string& yaml,
   std::string base_dir =
       std::filesystem::path(file_name).parent_path().string();
   try {
-    RETURN_IF_ERROR(
-        p.CheckKeys(root, "the configuration",
-                    {"broker", "listen", "data_dir", "tls", "orgs", "limits",
-                     "worker_threads", "storage", "policy", "roles",
-                     "federation", "peers", "metrics", "log", "audit",
-                     "security"}));
+    RETURN_IF_ERROR(p.CheckKeys(
+        root, "the configuration",
+        {"broker", "listen", "data_dir", "tls", "orgs", "limits",
+         "worker_threads", "storage", "policy", "roles", "federation", "peers",
+         "metrics", "log", "audit", "security"}));
     if (YAML::Node b = root["broker"]) {
       RETURN_IF_ERROR(p.CheckKeys(b, "broker", {"name", "trust_domain"}));
       RETURN_IF_ERROR(p.String(b, "name", &c.name));
@@ -404,8 +403,8 @@ absl::StatusOr<BrokerConfig> ParseConfig(const std::string& yaml,
     if (YAML::Node sec = root["security"]) {
       RETURN_IF_ERROR(p.CheckKeys(sec, "security", {"require_signatures"}));
       if (YAML::Node r = sec["require_signatures"]) {
-        if (!r.IsScalar() || !YAML::convert<bool>::decode(
-                                 r, c.security.require_signatures)) {
+        if (!r.IsScalar() ||
+            !YAML::convert<bool>::decode(r, c.security.require_signatures)) {
           return p.Error(r,
                          "security.require_signatures must be true or false");
         }

@@ -157,16 +157,17 @@ class SendStreamReactor final
     }
     auto response = std::make_unique<v1::SendResponse>(*std::move(r));
     v1::CustodyReceipt* receipt = response->mutable_receipt();
-    receipts_->Sign(receipt, [this, correlation,
-                              response = std::move(response)](
-                                 absl::Status signed_ok) mutable {
-      if (!signed_ok.ok()) {
-        log::Write(log::Level::kError, request_id_,
-                   absl::StrCat("receipt left unsigned: ", signed_ok.message()));
-      }
-      Answer(correlation, std::move(*response));
-      Unref();
-    });
+    receipts_->Sign(
+        receipt, [this, correlation, response = std::move(response)](
+                     absl::Status signed_ok) mutable {
+          if (!signed_ok.ok()) {
+            log::Write(
+                log::Level::kError, request_id_,
+                absl::StrCat("receipt left unsigned: ", signed_ok.message()));
+          }
+          Answer(correlation, std::move(*response));
+          Unref();
+        });
   }
 
   void Answer(uint64_t correlation, absl::StatusOr<v1::SendResponse> r) {
@@ -212,7 +213,7 @@ class SendStreamReactor final
   const std::string request_id_;  // of the stream; items add their id
   StreamRegistry* const registry_;
   ReceiptBatcher* const receipts_;  // may be null
-  v1::SendStreamRequest request_;  // owned by the read in flight
+  v1::SendStreamRequest request_;   // owned by the read in flight
 
   absl::Mutex mu_;
   v1::SendStreamResponse response_ ABSL_GUARDED_BY(mu_);  // the write in flight
@@ -564,9 +565,8 @@ absl::StatusOr<v1::EvidenceExport> SignEvidence(const signing::Signer& signer,
   RETURN_IF_ERROR(SignReceipts(signer, {evidence.mutable_receipt()}));
   v1::EvidenceExport out;
   out.set_evidence(evidence.SerializeAsString());
-  ASSIGN_OR_RETURN(
-      *out.mutable_signature(),
-      signer.Sign(signing::Sha256(out.evidence()), absl::Now()));
+  ASSIGN_OR_RETURN(*out.mutable_signature(),
+                   signer.Sign(signing::Sha256(out.evidence()), absl::Now()));
   return out;
 }
 

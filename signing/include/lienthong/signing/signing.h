@@ -60,8 +60,8 @@ std::string Sha256(absl::string_view bytes);  // raw
 // The root over `digests` (at least one).
 std::string MerkleRoot(const std::vector<std::string>& digests);
 // The audit path of digests[index], leaf to root.
-std::vector<std::string> MerkleAuditPath(const std::vector<std::string>& digests,
-                                         size_t index);
+std::vector<std::string> MerkleAuditPath(
+    const std::vector<std::string>& digests, size_t index);
 // The root a leaf and its audit path lead to. INVALID_ARGUMENT when index,
 // size and path do not fit together.
 absl::StatusOr<std::string> RootFromAuditPath(
