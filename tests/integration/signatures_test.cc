@@ -267,6 +267,21 @@ TEST_F(SignaturesTest, EvidenceVerifiesOfflineAndATamperedCopyDoesNot) {
   ASSERT_OK(
       recipient->ReportStatus(receipt.document_id, v1::BUSINESS_STATUS_ACCEPTED)
           .status());
+  // The acknowledgement travels on its own: wait until the history holds
+  // DELIVERED as well as the reported status.
+  ASSERT_TRUE(Eventually(
+      [&] {
+        absl::StatusOr<v1::DocumentStatus> st =
+            sender->GetDocumentStatus(receipt.document_id);
+        if (!st.ok()) return false;
+        bool delivered = false, accepted = false;
+        for (const v1::StatusEvent& e : st->history()) {
+          delivered |= e.delivery_state() == v1::DELIVERY_STATE_DELIVERED;
+          accepted |= e.business_status() == v1::BUSINESS_STATUS_ACCEPTED;
+        }
+        return delivered && accepted;
+      },
+      kWait));
 
   // The sender's and the recipient's evidence; a third party gets none.
   ASSERT_OK_AND_ASSIGN(v1::EvidenceExport exported,

@@ -23,6 +23,7 @@ using ::testing::HasSubstr;
 constexpr char kTrustDomain[] = "lienthong.local";
 constexpr char kH49[] = "000.00.00.H49";
 constexpr char kG22[] = "000.00.00.G22";
+constexpr char kH50[] = "000.00.00.H50";
 
 std::string Read(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -66,10 +67,11 @@ class SigningTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     dir_ = new TempDir();
-    const std::string cmd = absl::StrCat(
-        "/bin/bash '", LIENTHONG_SOURCE_DIR,
-        "/deploy/pki/make-dev-pki.sh' --test-extras --out '", dir_->path(),
-        "' --org ", kH49, " --org ", kG22, " --broker central >/dev/null");
+    const std::string cmd =
+        absl::StrCat("/bin/bash '", LIENTHONG_SOURCE_DIR,
+                     "/deploy/pki/make-dev-pki.sh' --test-extras --out '",
+                     dir_->path(), "' --org ", kH49, " --org ", kG22, " --org ",
+                     kH50, " --broker central >/dev/null");
     ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
   }
   static void TearDownTestSuite() {
@@ -265,6 +267,40 @@ TEST_F(SigningTest, UntrustedExpiredAndFutureSignaturesAreRefused) {
   EXPECT_THAT(
       VerifyDocumentSignature(*verifier, d, std::nullopt),
       StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("missing")));
+}
+
+TEST_F(SigningTest, ASignatureWithARevokedCertificateIsRefused) {
+  // H50's organization key is compromised and its certificate revoked.
+  const std::string cmd = absl::StrCat(
+      "/bin/bash '", LIENTHONG_SOURCE_DIR, "/deploy/pki/revoke.sh' --out '",
+      dir_->path(), "' --reason keyCompromise '",
+      Path(absl::StrCat("orgs/", kH50, ".pem")), "' >/dev/null 2>&1");
+  ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
+  VerifierOptions options;
+  options.trust_root_pem = Read(Path("ca.pem"));
+  options.trust_domain = kTrustDomain;
+  options.crl_directory = Path("crl");
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<SignatureVerifier> with_crl,
+                       SignatureVerifier::Create(std::move(options)));
+
+  std::unique_ptr<Signer> h50 = Org(kH50);
+  ASSERT_TRUE(h50);
+  v1::Document d = Document("Ký bằng khóa đã thu hồi");
+  d.set_sender(kH50);
+  ASSERT_OK_AND_ASSIGN(*d.mutable_signature(),
+                       h50->Sign(DocumentDigest(d), absl::Now()));
+  EXPECT_THAT(VerifyDocumentSignature(*with_crl, d, absl::Now()),
+              StatusIs(absl::StatusCode::kPermissionDenied,
+                       HasSubstr("certificate revoked")));
+  // The control: the same CRL lets H49 through, and without the CRL the
+  // revoked signature would have passed.
+  std::unique_ptr<Signer> h49 = Org(kH49);
+  v1::Document ok = Document("Ký hợp lệ");
+  ASSERT_OK_AND_ASSIGN(*ok.mutable_signature(),
+                       h49->Sign(DocumentDigest(ok), absl::Now()));
+  EXPECT_OK(VerifyDocumentSignature(*with_crl, ok, absl::Now()).status());
+  std::unique_ptr<SignatureVerifier> without_crl = Verifier();
+  EXPECT_OK(VerifyDocumentSignature(*without_crl, d, absl::Now()).status());
 }
 
 TEST_F(SigningTest, AReceiptVerifiesOnlyAsItsBrokersUnaltered) {
