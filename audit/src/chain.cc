@@ -12,33 +12,18 @@
 
 #include "absl/strings/str_cat.h"
 #include "lienthong/common/certificate.h"
+#include "lienthong/common/openssl.h"
 
 namespace lienthong::audit {
 namespace {
 
-template <typename T, void (*F)(T*)>
-struct Deleter {
-  void operator()(T* p) const { F(p); }
-};
-using Bio = std::unique_ptr<BIO, Deleter<BIO, BIO_free_all>>;
-using X509Ptr = std::unique_ptr<X509, Deleter<X509, X509_free>>;
-using Pkey = std::unique_ptr<EVP_PKEY, Deleter<EVP_PKEY, EVP_PKEY_free>>;
-using MdCtx = std::unique_ptr<EVP_MD_CTX, Deleter<EVP_MD_CTX, EVP_MD_CTX_free>>;
-using Store = std::unique_ptr<X509_STORE, Deleter<X509_STORE, X509_STORE_free>>;
-using StoreCtx = std::unique_ptr<X509_STORE_CTX,
-                                 Deleter<X509_STORE_CTX, X509_STORE_CTX_free>>;
-
-std::string OpenSslReason() {
-  unsigned long e = ERR_get_error();
-  char buf[256] = "unknown error";
-  if (e != 0) ERR_error_string_n(e, buf, sizeof(buf));
-  ERR_clear_error();
-  return buf;
-}
-
-Bio MemBio(absl::string_view s) {
-  return Bio(BIO_new_mem_buf(s.data(), static_cast<int>(s.size())));
-}
+using openssl::Bio;
+using openssl::MdCtx;
+using openssl::MemBio;
+using openssl::Pkey;
+using openssl::Store;
+using openssl::StoreCtx;
+using openssl::X509Ptr;
 
 X509Ptr ReadCertificate(absl::string_view pem) {
   Bio bio = MemBio(pem);
@@ -131,7 +116,7 @@ absl::Status CheckpointSigner::Sign(v1::AuditCheckpoint* checkpoint) const {
                      reinterpret_cast<const unsigned char*>(text.data()),
                      text.size()) != 1) {
     return absl::InternalError(
-        absl::StrCat("audit: signing a checkpoint: ", OpenSslReason()));
+        absl::StrCat("audit: signing a checkpoint: ", openssl::Reason()));
   }
   std::string signature(len, '\0');
   if (EVP_DigestSign(ctx.get(),
@@ -139,7 +124,7 @@ absl::Status CheckpointSigner::Sign(v1::AuditCheckpoint* checkpoint) const {
                      reinterpret_cast<const unsigned char*>(text.data()),
                      text.size()) != 1) {
     return absl::InternalError(
-        absl::StrCat("audit: signing a checkpoint: ", OpenSslReason()));
+        absl::StrCat("audit: signing a checkpoint: ", openssl::Reason()));
   }
   signature.resize(len);
   checkpoint->set_signature(std::move(signature));
@@ -165,7 +150,7 @@ absl::Status VerifyCheckpointSignature(const v1::AuditCheckpoint& c,
   if (!ctx || EVP_DigestVerifyInit(ctx.get(), nullptr, EVP_sha256(), nullptr,
                                    X509_get0_pubkey(cert.get())) != 1) {
     return absl::InternalError(
-        absl::StrCat("audit: verifying a checkpoint: ", OpenSslReason()));
+        absl::StrCat("audit: verifying a checkpoint: ", openssl::Reason()));
   }
   if (EVP_DigestVerify(
           ctx.get(),
@@ -178,15 +163,8 @@ absl::Status VerifyCheckpointSignature(const v1::AuditCheckpoint& c,
         "signature: does not verify with the signing certificate");
   }
   if (trust_root_pem.empty()) return absl::OkStatus();
-  Store store(X509_STORE_new());
-  Bio bio = MemBio(trust_root_pem);
   int roots = 0;
-  while (X509* ca = PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr)) {
-    X509_STORE_add_cert(store.get(), ca);
-    X509_free(ca);
-    ++roots;
-  }
-  ERR_clear_error();
+  Store store = openssl::TrustStore(trust_root_pem, &roots);
   if (roots == 0) {
     return absl::InvalidArgumentError("trust root: holds no PEM certificate");
   }
@@ -194,7 +172,7 @@ absl::Status VerifyCheckpointSignature(const v1::AuditCheckpoint& c,
   if (!ctx2 ||
       X509_STORE_CTX_init(ctx2.get(), store.get(), cert.get(), nullptr) != 1) {
     return absl::InternalError(
-        absl::StrCat("audit: certificate verification: ", OpenSslReason()));
+        absl::StrCat("audit: certificate verification: ", openssl::Reason()));
   }
   // Valid when it signed, not necessarily now.
   X509_STORE_CTX_set_time(ctx2.get(), 0, c.time().seconds());

@@ -1,12 +1,11 @@
 #include "client-sdk/cli/admin_commands.h"
 
-#include <fstream>
 #include <iostream>
-#include <sstream>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/time.h"
+#include "client-sdk/cli/evidence_commands.h"
 #include "client-sdk/cli/format.h"
 #include "google/protobuf/util/json_util.h"
 #include "lienthong/audit/chain.h"
@@ -209,18 +208,6 @@ absl::Status RunAdminLogLevel(AdminClient& admin, const std::string& level,
 
 namespace {
 
-absl::StatusOr<std::string> ReadWholeFile(const std::string& path,
-                                          absl::string_view what) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(what, ": cannot read ", path));
-  }
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
 // Prints a verification; DATA_LOSS naming the first problem.
 absl::Status Report(const v1::VerifyAuditResponse& v, absl::string_view where,
                     const OutputFlags& output) {
@@ -270,20 +257,7 @@ absl::Status RunAdminAuditExport(AdminClient& admin, const std::string& out,
     if (page.next_after_index() == 0) break;
     request.set_after_index(page.next_after_index());
   }
-  std::string json;
-  google::protobuf::util::JsonPrintOptions o;
-  o.add_whitespace = true;
-  o.preserve_proto_field_names = true;
-  if (!google::protobuf::util::MessageToJsonString(exported, &json, o).ok()) {
-    return absl::InternalError("audit export: cannot write JSON");
-  }
-  std::ofstream file(out, std::ios::binary | std::ios::trunc);
-  file << json;
-  file.close();
-  if (!file) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--out: cannot write ", out));
-  }
+  RETURN_IF_ERROR(WriteJsonFile(exported, out, "--out"));
   if (output.json) {
     std::cout << "{\"file\":" << JsonString(out)
               << ",\"entries\":" << exported.entries_size()
@@ -301,8 +275,8 @@ absl::Status RunAuditVerifyExport(const std::string& file,
                                   const std::string& ca_file,
                                   const OutputFlags& output) {
   if (ca_file.empty()) return absl::InvalidArgumentError("--ca: required");
-  ASSIGN_OR_RETURN(std::string json, ReadWholeFile(file, "FILE"));
-  ASSIGN_OR_RETURN(std::string ca, ReadWholeFile(ca_file, "--ca"));
+  ASSIGN_OR_RETURN(std::string json, ReadFileFor(file, "FILE"));
+  ASSIGN_OR_RETURN(std::string ca, ReadFileFor(ca_file, "--ca"));
   v1::AuditExport exported;
   if (auto s = google::protobuf::util::JsonStringToMessage(json, &exported);
       !s.ok()) {

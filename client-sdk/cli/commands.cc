@@ -85,32 +85,6 @@ std::string SafeFileName(absl::string_view name) {
   return out;
 }
 
-absl::Status WriteFileDurably(const std::string& path, absl::string_view data) {
-  int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
-  if (fd < 0) {
-    return absl::ErrnoToStatus(errno, absl::StrCat("creating \"", path, "\""));
-  }
-  while (!data.empty()) {
-    ssize_t n = write(fd, data.data(), data.size());
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      int error_number = errno;
-      close(fd);
-      return absl::ErrnoToStatus(error_number,
-                                 absl::StrCat("writing \"", path, "\""));
-    }
-    data.remove_prefix(static_cast<size_t>(n));
-  }
-  if (fsync(fd) != 0) {
-    int error_number = errno;
-    close(fd);
-    return absl::ErrnoToStatus(error_number,
-                               absl::StrCat("syncing \"", path, "\""));
-  }
-  close(fd);
-  return absl::OkStatus();
-}
-
 // Writes DIR/<id>.body and DIR/<id>.<attachment name>, synced, so that the
 // document may be acknowledged afterwards.
 absl::Status WriteDocument(const std::string& dir, const v1::Document& doc) {
@@ -179,6 +153,42 @@ void PrintEvent(const v1::StatusEvent& event, const OutputFlags& output) {
 }
 
 }  // namespace
+
+absl::Status WriteFileDurably(const std::string& path, absl::string_view data) {
+  int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+  if (fd < 0) {
+    return absl::ErrnoToStatus(errno, absl::StrCat("creating \"", path, "\""));
+  }
+  while (!data.empty()) {
+    ssize_t n = write(fd, data.data(), data.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      int error_number = errno;
+      close(fd);
+      return absl::ErrnoToStatus(error_number,
+                                 absl::StrCat("writing \"", path, "\""));
+    }
+    data.remove_prefix(static_cast<size_t>(n));
+  }
+  if (fsync(fd) != 0) {
+    int error_number = errno;
+    close(fd);
+    return absl::ErrnoToStatus(error_number,
+                               absl::StrCat("syncing \"", path, "\""));
+  }
+  close(fd);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> ReadFileFor(const std::string& path,
+                                        absl::string_view what) {
+  absl::StatusOr<std::string> content = ReadLocalFile(path);
+  if (!content.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        what, ": cannot read ", path, " (", content.status().message(), ")"));
+  }
+  return content;
+}
 
 absl::StatusOr<std::string> ReadLocalFile(const std::string& path) {
   FILE* file = path == "-" ? stdin : std::fopen(path.c_str(), "rb");

@@ -65,6 +65,13 @@ struct WatchFlags {
 // The whole content of a local file, "-" for stdin; the errno-derived
 // status naming the path when it cannot be read.
 absl::StatusOr<std::string> ReadLocalFile(const std::string& path);
+// The same for the file a flag or argument names: INVALID_ARGUMENT
+// "<what>: cannot read <path> (<why>)".
+absl::StatusOr<std::string> ReadFileFor(const std::string& path,
+                                        absl::string_view what);
+// Writes `data` to `path` (mode 0640, truncating) and fsyncs it; the
+// errno-derived status naming the path otherwise.
+absl::Status WriteFileDurably(const std::string& path, absl::string_view data);
 
 // Builds the document from the flags and files; a usage error when a flag
 // value or a local file is unusable. Separate from RunSend so that bad input

@@ -1,8 +1,6 @@
 #include "client-sdk/cli/evidence_commands.h"
 
-#include <fstream>
 #include <iostream>
-#include <sstream>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -14,18 +12,6 @@
 
 namespace lienthong::cli {
 namespace {
-
-absl::StatusOr<std::string> ReadFile(const std::string& path,
-                                     absl::string_view what) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(what, ": cannot read ", path));
-  }
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
 
 absl::Status WroteEvidence(const v1::EvidenceExport& exported,
                            const std::string& out, const OutputFlags& output) {
@@ -63,7 +49,7 @@ absl::StatusOr<std::string> TrustDomainOf(absl::string_view broker) {
 
 absl::StatusOr<std::unique_ptr<signing::SignatureVerifier>> VerifierFor(
     const std::string& ca_file, absl::string_view broker) {
-  ASSIGN_OR_RETURN(std::string ca, ReadFile(ca_file, "--ca"));
+  ASSIGN_OR_RETURN(std::string ca, ReadFileFor(ca_file, "--ca"));
   ASSIGN_OR_RETURN(std::string trust_domain, TrustDomainOf(broker));
   signing::VerifierOptions options;
   options.trust_root_pem = std::move(ca);
@@ -167,8 +153,9 @@ absl::Status VerifyReceiptFile(const std::string& file,
 
 absl::Status WriteJsonFile(const google::protobuf::Message& message,
                            const std::string& path, absl::string_view flag) {
-  if (path.empty())
+  if (path.empty()) {
     return absl::InvalidArgumentError(absl::StrCat(flag, ": required"));
+  }
   std::string json;
   google::protobuf::util::JsonPrintOptions o;
   o.add_whitespace = true;
@@ -176,12 +163,9 @@ absl::Status WriteJsonFile(const google::protobuf::Message& message,
   if (!google::protobuf::util::MessageToJsonString(message, &json, o).ok()) {
     return absl::InternalError("cannot write JSON");
   }
-  std::ofstream file(path, std::ios::binary | std::ios::trunc);
-  file << json;
-  file.close();
-  if (!file) {
+  if (absl::Status s = WriteFileDurably(path, json); !s.ok()) {
     return absl::InvalidArgumentError(
-        absl::StrCat(flag, ": cannot write ", path));
+        absl::StrCat(flag, ": cannot write ", path, " (", s.message(), ")"));
   }
   return absl::OkStatus();
 }
@@ -207,7 +191,7 @@ absl::Status RunAdminEvidence(AdminClient& admin,
 absl::Status RunVerify(const std::string& file, const std::string& ca_file,
                        const OutputFlags& output) {
   if (ca_file.empty()) return absl::InvalidArgumentError("--ca: required");
-  ASSIGN_OR_RETURN(std::string json, ReadFile(file, "FILE"));
+  ASSIGN_OR_RETURN(std::string json, ReadFileFor(file, "FILE"));
   v1::EvidenceExport exported;
   if (google::protobuf::util::JsonStringToMessage(json, &exported).ok() &&
       !exported.evidence().empty()) {

@@ -101,9 +101,10 @@ absl::StatusOr<SendReceipt> Connection::Receipt(
   }
   // A duplicate's receipt is that of the copy stored first, which may have
   // been sealed or signed differently.
-  if (!response.duplicate() && (r.document_sha256() != signing::Hex(digest) ||
-                                r.sender_signature_sha256() !=
-                                    signing::Hex(signing::Sha256(signature)))) {
+  if (!response.duplicate() &&
+      (r.document_sha256() != sealing::HexOf(digest) ||
+       r.sender_signature_sha256() !=
+           sealing::HexOf(signing::Sha256(signature)))) {
     return refuse("names other content or another signature than was sent");
   }
   SendReceipt receipt;

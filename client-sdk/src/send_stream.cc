@@ -251,9 +251,12 @@ void SendStreamImpl::HandleResultLocked(v1::SendStreamResult& result,
   Item& item = it->second;
   if (result.has_accepted()) {
     // The document may still be lent to a write: use what was kept.
-    CompleteLocked(
-        id, connection_->Receipt(result.accepted(), item.idempotency_key,
-                                 item.sealed, item.digest, item.signature));
+    completions_.emplace_back(
+        std::move(item.done),
+        Accepted{std::move(*result.mutable_accepted()),
+                 std::move(item.idempotency_key), std::move(item.digest),
+                 std::move(item.signature), item.sealed});
+    pending_.erase(it);
     return;
   }
   absl::Status status =
@@ -550,6 +553,11 @@ void SendStreamImpl::WorkerLoop() {
     if (!batch.empty()) {
       for (Completion& completion : batch) {
         if (!completion.done) continue;
+        if (completion.accepted) {
+          const Accepted& a = *completion.accepted;
+          completion.result = connection_->Receipt(
+              a.response, a.idempotency_key, a.sealed, a.digest, a.signature);
+        }
         try {
           completion.done(std::move(completion.result));
         } catch (...) {

@@ -39,6 +39,7 @@
 #include <deque>
 #include <map>
 #include <memory>
+#include <optional>
 #include <thread>
 #include <vector>
 
@@ -94,9 +95,25 @@ class SendStreamImpl final : public SendStream {
     bool in_write = false;
     bool awaiting_retry = false;  // in retry_at_
   };
+  // What the broker accepted, with what was sent: its custody receipt is
+  // verified on the worker thread, not on gRPC's under the lock.
+  struct Accepted {
+    v1::SendResponse response;
+    std::string idempotency_key;
+    std::string digest;
+    std::string signature;
+    bool sealed = false;
+  };
   struct Completion {
+    Completion(Callback d, absl::StatusOr<SendReceipt> r)
+        : done(std::move(d)), result(std::move(r)) {}
+    Completion(Callback d, Accepted a)
+        : done(std::move(d)),
+          result(absl::UnknownError("the receipt is not checked yet")),
+          accepted(std::move(a)) {}
     Callback done;
     absl::StatusOr<SendReceipt> result;
+    std::optional<Accepted> accepted;  // set: `result` is made from it
   };
   // The RPC in progress; there is at most one, and the next starts only
   // after OnDone of the previous.

@@ -29,6 +29,7 @@
 #include "absl/strings/string_view.h"
 #include "lienthong/common/certificate.h"
 #include "lienthong/common/identity.h"
+#include "lienthong/common/openssl.h"
 
 namespace lienthong::sealing {
 namespace {
@@ -39,16 +40,12 @@ constexpr size_t kTagBytes = 16;
 // An uncompressed P-256 point.
 constexpr size_t kPointBytes = 65;
 
-template <typename T, void (*F)(T*)>
-struct Deleter {
-  void operator()(T* p) const { F(p); }
-};
-using Bio = std::unique_ptr<BIO, Deleter<BIO, BIO_free_all>>;
-using X509Ptr = std::unique_ptr<X509, Deleter<X509, X509_free>>;
-using Store = std::unique_ptr<X509_STORE, Deleter<X509_STORE, X509_STORE_free>>;
-using StoreCtx = std::unique_ptr<X509_STORE_CTX,
-                                 Deleter<X509_STORE_CTX, X509_STORE_CTX_free>>;
-using Pkey = std::unique_ptr<EVP_PKEY, Deleter<EVP_PKEY, EVP_PKEY_free>>;
+using openssl::Bio;
+using openssl::Deleter;
+using openssl::Pkey;
+using openssl::Store;
+using openssl::StoreCtx;
+using openssl::X509Ptr;
 using PkeyCtx =
     std::unique_ptr<EVP_PKEY_CTX, Deleter<EVP_PKEY_CTX, EVP_PKEY_CTX_free>>;
 using CipherCtx = std::unique_ptr<EVP_CIPHER_CTX,
@@ -522,16 +519,8 @@ absl::StatusOr<EncryptionCertificate> VerifyEncryptionCertificate(
     return absl::InvalidArgumentError(absl::StrCat(
         "encryption certificate of ", who->name, ": not an EC P-256 key"));
   }
-  Store store(X509_STORE_new());
-  Bio bio(BIO_new_mem_buf(trust_root_pem.data(),
-                          static_cast<int>(trust_root_pem.size())));
   int roots = 0;
-  while (X509* ca = PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr)) {
-    X509_STORE_add_cert(store.get(), ca);
-    X509_free(ca);
-    ++roots;
-  }
-  ERR_clear_error();
+  Store store = openssl::TrustStore(trust_root_pem, &roots);
   if (roots == 0) {
     return absl::InvalidArgumentError(
         "encryption certificate: the trust root holds no PEM certificate");

@@ -13,29 +13,25 @@
 #include <utility>
 
 #include "absl/container/flat_hash_map.h"
-#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
 #include "lienthong/audit/chain.h"
 #include "lienthong/common/certificate.h"
+#include "lienthong/common/openssl.h"
 #include "lienthong/common/status_macros.h"
 
 namespace lienthong::signing {
 namespace {
 
-template <typename T, void (*F)(T*)>
-struct Deleter {
-  void operator()(T* p) const { F(p); }
-};
-using Bio = std::unique_ptr<BIO, Deleter<BIO, BIO_free_all>>;
-using X509Ptr = std::unique_ptr<X509, Deleter<X509, X509_free>>;
-using Pkey = std::unique_ptr<EVP_PKEY, Deleter<EVP_PKEY, EVP_PKEY_free>>;
-using MdCtx = std::unique_ptr<EVP_MD_CTX, Deleter<EVP_MD_CTX, EVP_MD_CTX_free>>;
-using Store = std::unique_ptr<X509_STORE, Deleter<X509_STORE, X509_STORE_free>>;
-using StoreCtx = std::unique_ptr<X509_STORE_CTX,
-                                 Deleter<X509_STORE_CTX, X509_STORE_CTX_free>>;
+using openssl::Bio;
+using openssl::MdCtx;
+using openssl::MemBio;
+using openssl::Pkey;
+using openssl::Store;
+using openssl::StoreCtx;
+using openssl::X509Ptr;
 
 constexpr size_t kMaxCacheEntries = 8192;
 constexpr size_t kMaxAuditPath = 64;
@@ -48,18 +44,6 @@ const EVP_MD* Sha256Md() {
     return fetched != nullptr ? fetched : EVP_sha256();
   }();
   return md;
-}
-
-std::string OpenSslReason() {
-  unsigned long e = ERR_get_error();
-  char buf[256] = "unknown error";
-  if (e != 0) ERR_error_string_n(e, buf, sizeof(buf));
-  ERR_clear_error();
-  return buf;
-}
-
-Bio MemBio(absl::string_view s) {
-  return Bio(BIO_new_mem_buf(s.data(), static_cast<int>(s.size())));
 }
 
 // A streaming canonical encoder: each field as <length> ":" <bytes> "\n",
@@ -106,14 +90,13 @@ std::string SealedSha256(const v1::Sealed& s) {
     c.Field(k.nonce());
     c.Field(k.wrapped_key());
   }
-  return Hex(c.Finish());
+  return sealing::HexOf(c.Finish());
 }
 
 // SHA-256 over the concatenation of `parts`, with this thread's context:
 // allocating a context per hash costs more than hashing 100 bytes.
 std::string HashParts(std::initializer_list<absl::string_view> parts) {
-  thread_local std::unique_ptr<EVP_MD_CTX, Deleter<EVP_MD_CTX, EVP_MD_CTX_free>>
-      ctx(EVP_MD_CTX_new());
+  thread_local MdCtx ctx(EVP_MD_CTX_new());
   std::string out(SHA256_DIGEST_LENGTH, '\0');
   EVP_DigestInit_ex2(ctx.get(), Sha256Md(), nullptr);
   for (absl::string_view p : parts)
@@ -185,13 +168,13 @@ absl::StatusOr<std::string> EcdsaSign(EVP_PKEY* key, absl::string_view text) {
   if (!ctx ||
       EVP_DigestSignInit(ctx.get(), nullptr, Sha256Md(), nullptr, key) != 1 ||
       EVP_DigestSign(ctx.get(), nullptr, &len, in, text.size()) != 1) {
-    return absl::InternalError(absl::StrCat("signing: ", OpenSslReason()));
+    return absl::InternalError(absl::StrCat("signing: ", openssl::Reason()));
   }
   std::string signature(len, '\0');
   if (EVP_DigestSign(ctx.get(),
                      reinterpret_cast<unsigned char*>(signature.data()), &len,
                      in, text.size()) != 1) {
-    return absl::InternalError(absl::StrCat("signing: ", OpenSslReason()));
+    return absl::InternalError(absl::StrCat("signing: ", openssl::Reason()));
   }
   signature.resize(len);
   return signature;
@@ -219,8 +202,6 @@ absl::StatusOr<Principal> CertificatePrincipal(X509* cert,
 
 // ---- What is signed ---------------------------------------------------------
 
-std::string Hex(absl::string_view raw) { return absl::BytesToHexString(raw); }
-
 std::string Sha256(absl::string_view bytes) { return HashParts({bytes}); }
 
 v1::DocumentManifest ManifestOf(const v1::Document& doc) {
@@ -233,13 +214,13 @@ v1::DocumentManifest ManifestOf(const v1::Document& doc) {
     m.set_sealed_sha256(SealedSha256(doc.sealed()));
     return m;
   }
-  m.set_body_sha256(Hex(Sha256(doc.body())));
+  m.set_body_sha256(sealing::HexOf(Sha256(doc.body())));
   m.set_body_content_type(doc.body_content_type());
   for (const v1::Attachment& a : doc.attachments()) {
     v1::AttachmentDigest* d = m.add_attachments();
     d->set_name(a.name());
     d->set_content_type(a.content_type());
-    d->set_sha256(Hex(Sha256(a.content())));
+    d->set_sha256(sealing::HexOf(Sha256(a.content())));
     d->set_size(a.content().size());
   }
   return m;
@@ -358,7 +339,7 @@ std::string SignedText(uint64_t tree_size, absl::string_view root,
   google::protobuf::Timestamp t = ToProto(signed_at);
   return absl::StrFormat(
       "lienthong signature v1\nsize %d\nroot %s\ntime %d.%09d\n", tree_size,
-      Hex(root), t.seconds(), t.nanos());
+      sealing::HexOf(root), t.seconds(), t.nanos());
 }
 
 // ---- Signing ----------------------------------------------------------------
@@ -406,7 +387,7 @@ absl::StatusOr<std::unique_ptr<Signer>> Signer::FromPem(
   int len = i2d_X509(cert.get(), &der);
   if (len <= 0) {
     return absl::InternalError(
-        absl::StrCat("signing certificate: ", OpenSslReason()));
+        absl::StrCat("signing certificate: ", openssl::Reason()));
   }
   std::string der_bytes(reinterpret_cast<char*>(der), len);
   OPENSSL_free(der);
@@ -518,10 +499,9 @@ absl::StatusOr<std::unique_ptr<SignatureVerifier>> SignatureVerifier::Create(
   if (options.trust_domain.empty()) {
     return absl::InvalidArgumentError("signature verifier: no trust domain");
   }
-  Bio bio = MemBio(options.trust_root_pem);
-  X509Ptr first(PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr));
-  ERR_clear_error();
-  if (!first) {
+  int roots = 0;
+  openssl::TrustStore(options.trust_root_pem, &roots);
+  if (roots == 0) {
     return absl::InvalidArgumentError(
         "signature verifier: the trust root holds no PEM certificate");
   }
@@ -571,13 +551,8 @@ SignatureVerifier::State::Certificate(absl::string_view der,
                      principal.spiffe_id, " does not allow digitalSignature"));
   }
 
-  Store store(X509_STORE_new());
-  Bio bio = MemBio(options.trust_root_pem);
-  while (X509* ca = PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr)) {
-    X509_STORE_add_cert(store.get(), ca);
-    X509_free(ca);
-  }
-  ERR_clear_error();
+  int roots = 0;
+  Store store = openssl::TrustStore(options.trust_root_pem, &roots);
   unsigned long flags = X509_V_FLAG_NO_CHECK_TIME;
   if (!options.crl_directory.empty()) {
     X509_LOOKUP* lookup =
@@ -587,7 +562,7 @@ SignatureVerifier::State::Certificate(absl::string_view der,
                             X509_FILETYPE_PEM) != 1) {
       return absl::InternalError(
           absl::StrCat("signature verifier: CRL directory ",
-                       options.crl_directory, ": ", OpenSslReason()));
+                       options.crl_directory, ": ", openssl::Reason()));
     }
     flags |= X509_V_FLAG_CRL_CHECK;
   }
@@ -596,7 +571,7 @@ SignatureVerifier::State::Certificate(absl::string_view der,
   if (!ctx ||
       X509_STORE_CTX_init(ctx.get(), store.get(), cert.get(), nullptr) != 1) {
     return absl::InternalError(
-        absl::StrCat("signature verifier: ", OpenSslReason()));
+        absl::StrCat("signature verifier: ", openssl::Reason()));
   }
   if (X509_verify_cert(ctx.get()) != 1) {
     int err = X509_STORE_CTX_get_error(ctx.get());
@@ -607,7 +582,7 @@ SignatureVerifier::State::Certificate(absl::string_view der,
   }
   auto entry = std::make_shared<CertEntry>();
   entry->principal = std::move(principal);
-  entry->sha256_hex = Hex(Sha256(der));
+  entry->sha256_hex = sealing::HexOf(Sha256(der));
   EVP_PKEY_up_ref(pkey);
   entry->key = std::shared_ptr<EVP_PKEY>(pkey, EVP_PKEY_free);
   entry->not_before = absl::InfinitePast();
@@ -687,7 +662,7 @@ absl::StatusOr<Signatory> SignatureVerifier::Verify(
     if (!ctx || EVP_DigestVerifyInit(ctx.get(), nullptr, Sha256Md(), nullptr,
                                      cert->key.get()) != 1) {
       return absl::InternalError(
-          absl::StrCat("signature verifier: ", OpenSslReason()));
+          absl::StrCat("signature verifier: ", openssl::Reason()));
     }
     if (EVP_DigestVerify(
             ctx.get(),
@@ -711,20 +686,30 @@ absl::StatusOr<Signatory> SignatureVerifier::Verify(
 
 absl::StatusOr<Signatory> VerifyDocumentSignature(
     const SignatureVerifier& verifier, const v1::Document& doc,
+    absl::string_view digest, absl::string_view field,
     std::optional<absl::Time> also_valid_at, absl::Time now) {
   if (!doc.has_signature()) {
-    return absl::InvalidArgumentError("document.signature: missing");
+    return absl::InvalidArgumentError(
+        absl::StrCat(field, ".signature: missing"));
   }
-  ASSIGN_OR_RETURN(Signatory who,
-                   verifier.Verify(DocumentDigest(doc), doc.signature(),
-                                   "document.signature", also_valid_at, now));
+  ASSIGN_OR_RETURN(
+      Signatory who,
+      verifier.Verify(digest, doc.signature(),
+                      absl::StrCat(field, ".signature"), also_valid_at, now));
   if (!who.principal.is_org() || who.principal.name != doc.sender()) {
     return absl::PermissionDeniedError(
-        absl::StrCat("document.signature: signed by ", who.principal.spiffe_id,
+        absl::StrCat(field, ".signature: signed by ", who.principal.spiffe_id,
                      ", not by the sender ", doc.sender(),
                      "; an organization signs only its own documents"));
   }
   return who;
+}
+
+absl::StatusOr<Signatory> VerifyDocumentSignature(
+    const SignatureVerifier& verifier, const v1::Document& doc,
+    std::optional<absl::Time> also_valid_at, absl::Time now) {
+  return VerifyDocumentSignature(verifier, doc, DocumentDigest(doc), "document",
+                                 also_valid_at, now);
 }
 
 absl::StatusOr<Signatory> VerifyReceipt(const SignatureVerifier& verifier,
@@ -795,7 +780,7 @@ absl::StatusOr<EvidenceReport> VerifyEvidence(
                        sender->principal.spiffe_id, ", not by the sender ",
                        e.manifest().sender()));
     } else {
-      ok(absl::StrCat("document ", Hex(digest), " signed by ",
+      ok(absl::StrCat("document ", sealing::HexOf(digest), " signed by ",
                       e.manifest().sender(), " at ",
                       Rfc3339(sender->signed_at)));
     }
@@ -809,7 +794,7 @@ absl::StatusOr<EvidenceReport> VerifyEvidence(
   } else {
     std::vector<std::string> mismatches;
     if (r.document_id() != e.document_id()) mismatches.push_back("document_id");
-    if (r.document_sha256() != Hex(digest))
+    if (r.document_sha256() != sealing::HexOf(digest))
       mismatches.push_back("document_sha256");
     if (r.content_sha256() != e.content_sha256())
       mismatches.push_back("content_sha256");
@@ -826,8 +811,9 @@ absl::StatusOr<EvidenceReport> VerifyEvidence(
         FromProto(e.accepted_at()) - verifier.max_clock_skew())
       mismatches.push_back("accepted_at (before the first broker's)");
     const std::string sig_sha =
-        e.has_sender_signature() ? Hex(Sha256(e.sender_signature().signature()))
-                                 : "";
+        e.has_sender_signature()
+            ? sealing::HexOf(Sha256(e.sender_signature().signature()))
+            : "";
     if (r.sender_signature_sha256() != sig_sha)
       mismatches.push_back("sender_signature_sha256");
     if (mismatches.empty()) {
@@ -882,7 +868,7 @@ absl::StatusOr<EvidenceReport> VerifyEvidence(
   }
   ok(absl::StrCat(good, " of ", e.audit_entries_size(),
                   " audit entries chain-hashed correctly (head ",
-                  e.audit_size(), " ", Hex(e.audit_head()), ")"));
+                  e.audit_size(), " ", sealing::HexOf(e.audit_head()), ")"));
   return report;
 }
 

@@ -195,7 +195,7 @@ TEST_F(SignaturesTest, ASignedSendGetsAReceiptAndTheRecipientSeesTheSigner) {
   EXPECT_EQ(got[0].signed_by, "spiffe://lienthong.local/org/000.00.00.H49");
   // The receipt names exactly what the recipient got.
   EXPECT_EQ(r.document_sha256(),
-            signing::Hex(signing::DocumentDigest(got[0].document)));
+            sealing::HexOf(signing::DocumentDigest(got[0].document)));
 
   // A resend with the same key is the same document, with the same receipt.
   v1::Document again = doc;

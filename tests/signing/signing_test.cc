@@ -160,7 +160,8 @@ TEST_F(SigningTest, WhatTheBrokerAddsDoesNotChangeTheDigest) {
   d.add_trace()->set_broker("spiffe://lienthong.local/broker/central");
   d.mutable_accepted_at()->set_seconds(1700000000);
   d.set_content_sha256("ab");
-  d.mutable_attachments(0)->set_sha256(Hex(Sha256(d.attachments(0).content())));
+  d.mutable_attachments(0)->set_sha256(
+      sealing::HexOf(Sha256(d.attachments(0).content())));
   d.mutable_attachments(0)->set_size(d.attachments(0).content().size());
   EXPECT_EQ(DocumentDigest(d), before);
 }
@@ -310,7 +311,7 @@ TEST_F(SigningTest, AReceiptVerifiesOnlyAsItsBrokersUnaltered) {
   ASSERT_TRUE(broker && verifier);
   v1::CustodyReceipt r;
   r.set_document_id("01JABC");
-  r.set_document_sha256(Hex(Digest(1)));
+  r.set_document_sha256(sealing::HexOf(Digest(1)));
   r.set_sender(kH49);
   r.add_recipients(kG22);
   r.mutable_accepted_at()->set_seconds(1700000000);

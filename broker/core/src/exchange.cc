@@ -644,17 +644,9 @@ class ExchangeImpl : public Exchange {
           ".idempotency_key: required for a signed document (the signature "
           "covers it)"));
     }
-    absl::StatusOr<signing::Signatory> who = options_.signatures->Verify(
-        digest, doc.signature(), absl::StrCat(field, ".signature"), valid_at,
-        now);
-    if (!who.ok()) return who.status();
-    if (!who->principal.is_org() || who->principal.name != doc.sender()) {
-      return absl::PermissionDeniedError(absl::StrCat(
-          field, ".signature: signed by ", who->principal.spiffe_id,
-          ", not by the sender ", doc.sender(),
-          "; an organization signs only its own documents"));
-    }
-    return absl::OkStatus();
+    return signing::VerifyDocumentSignature(*options_.signatures, doc, digest,
+                                            field, valid_at, now)
+        .status();
   }
 
   // This broker's custody receipt for a stored document, to be signed by
@@ -663,7 +655,7 @@ class ExchangeImpl : public Exchange {
                                 absl::string_view digest) const {
     v1::CustodyReceipt r;
     r.set_document_id(doc.id());
-    r.set_document_sha256(signing::Hex(digest));
+    r.set_document_sha256(sealing::HexOf(digest));
     r.set_content_sha256(doc.content_sha256());
     r.set_sender(doc.sender());
     *r.mutable_recipients() = doc.recipients();
@@ -676,7 +668,7 @@ class ExchangeImpl : public Exchange {
     r.set_broker(options_.broker_id);
     if (doc.has_signature()) {
       r.set_sender_signature_sha256(
-          signing::Hex(signing::Sha256(doc.signature().signature())));
+          sealing::HexOf(signing::Sha256(doc.signature().signature())));
     }
     return r;
   }

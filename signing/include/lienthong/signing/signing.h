@@ -30,6 +30,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "lienthong/common/identity.h"
+#include "lienthong/common/sealing.h"
 #include "lienthong/v1/document.pb.h"
 #include "lienthong/v1/evidence.pb.h"
 
@@ -51,9 +52,8 @@ std::string DocumentDigest(const v1::Document& doc);
 // SHA-256 of the receipt's canonical encoding, its signature excluded, raw.
 std::string ReceiptDigest(const v1::CustodyReceipt& receipt);
 
-// Lower-case hex / SHA-256 helpers.
-std::string Hex(absl::string_view raw);
-std::string Sha256(absl::string_view bytes);  // raw
+// SHA-256, raw (sealing::HexOf makes the hex the messages carry).
+std::string Sha256(absl::string_view bytes);
 
 // ---- Merkle trees (RFC 9162) ------------------------------------------------
 
@@ -166,6 +166,12 @@ class SignatureVerifier {
 absl::StatusOr<Signatory> VerifyDocumentSignature(
     const SignatureVerifier& verifier, const v1::Document& doc,
     std::optional<absl::Time> also_valid_at, absl::Time now = absl::Now());
+// The same with the document's DocumentDigest already computed, errors
+// naming `field` ("document", "transfer.document").
+absl::StatusOr<Signatory> VerifyDocumentSignature(
+    const SignatureVerifier& verifier, const v1::Document& doc,
+    absl::string_view digest, absl::string_view field,
+    std::optional<absl::Time> also_valid_at, absl::Time now);
 
 // A receipt's signature: Verify, then the signatory must be the broker the
 // receipt names.
