@@ -181,27 +181,8 @@ class AdminPolicyTest : public ::testing::Test {
   // An AdminService stub presenting `org`'s certificate: the SDK would
   // refuse to open an AdminClient with it.
   std::unique_ptr<v1::AdminService::Stub> OrgAdminStub(const std::string& org) {
-    auto read = [&](const std::string& rel) {
-      absl::StatusOr<std::string> text = ReadFile(absl::StrCat(pki_, "/", rel));
-      EXPECT_OK(text);
-      return text.value_or("");
-    };
-    auto provider =
-        std::make_shared<grpc::experimental::StaticDataCertificateProvider>(
-            read("ca.pem"),
-            std::vector<grpc::experimental::IdentityKeyCertPair>{
-                {read(absl::StrCat("orgs/", org, ".key")),
-                 read(absl::StrCat("orgs/", org, ".pem"))}});
-    grpc::experimental::TlsChannelCredentialsOptions options;
-    options.set_certificate_provider(provider);
-    options.watch_root_certs();
-    options.watch_identity_key_cert_pairs();
-    options.set_verify_server_certs(true);
-    options.set_certificate_verifier(
-        std::make_shared<grpc::experimental::HostNameCertificateVerifier>());
-    return v1::AdminService::NewStub(grpc::CreateCustomChannel(
-        broker_.endpoint(), grpc::experimental::TlsCredentials(options),
-        grpc::ChannelArguments()));
+    return v1::AdminService::NewStub(
+        RawChannel(broker_.endpoint(), absl::StrCat("orgs/", org)));
   }
 
   std::string ServingVersion() {

@@ -23,6 +23,9 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/clock.h"
+#include "grpcpp/security/tls_certificate_provider.h"
+#include "grpcpp/security/tls_certificate_verifier.h"
+#include "grpcpp/security/tls_credentials_options.h"
 #include "lienthong/signing/signing.h"
 
 #ifndef LIENTHONG_SOURCE_DIR
@@ -166,6 +169,36 @@ absl::Status SignWith(const std::string& certificate, const std::string& key,
 absl::Status SignAs(const std::string& key_of, v1::Document* doc) {
   return SignWith(absl::StrCat("orgs/", key_of, ".pem"),
                   absl::StrCat("orgs/", key_of, ".key"), doc);
+}
+
+std::shared_ptr<grpc::Channel> RawChannel(const std::string& endpoint,
+                                          const std::string& identity) {
+  const std::string dir = DevPkiDir().value_or("");
+  auto read = [&](const std::string& rel) {
+    return ReadFile(absl::StrCat(dir, "/", rel)).value_or("");
+  };
+  std::shared_ptr<grpc::experimental::StaticDataCertificateProvider> provider;
+  grpc::experimental::TlsChannelCredentialsOptions options;
+  if (identity.empty()) {
+    provider =
+        std::make_shared<grpc::experimental::StaticDataCertificateProvider>(
+            read("ca.pem"));
+  } else {
+    provider =
+        std::make_shared<grpc::experimental::StaticDataCertificateProvider>(
+            read("ca.pem"),
+            std::vector<grpc::experimental::IdentityKeyCertPair>{
+                {read(identity + ".key"), read(identity + ".pem")}});
+    options.watch_identity_key_cert_pairs();
+  }
+  options.set_certificate_provider(provider);
+  options.watch_root_certs();
+  options.set_verify_server_certs(true);
+  options.set_certificate_verifier(
+      std::make_shared<grpc::experimental::HostNameCertificateVerifier>());
+  return grpc::CreateCustomChannel(endpoint,
+                                   grpc::experimental::TlsCredentials(options),
+                                   grpc::ChannelArguments());
 }
 
 absl::StatusOr<std::string> DevPkiDir() {

@@ -25,6 +25,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "grpcpp/grpcpp.h"
 #include "lienthong/client.h"
 #include "tests/testing/temp_dir.h"
 
@@ -66,6 +67,13 @@ absl::Status WriteFile(const std::string& path, const std::string& content);
 absl::Status SignAs(const std::string& key_of, v1::Document* doc);
 absl::Status SignWith(const std::string& certificate, const std::string& key,
                       v1::Document* doc);
+
+// A mutual-TLS channel to `endpoint` that bypasses the SDK, trusting the
+// dev PKI's ca.pem and presenting `identity` (a path in the dev PKI without
+// extension, e.g. "orgs/000.00.00.H49" or "bad/expired-org": its .pem and
+// .key), or no client certificate when `identity` is empty.
+std::shared_ptr<grpc::Channel> RawChannel(const std::string& endpoint,
+                                          const std::string& identity);
 
 // A port on 127.0.0.1 that nothing listened on a moment ago.
 absl::StatusOr<int> PickFreePort();

@@ -166,35 +166,8 @@ class ExchangeIntegrationTest : public ::testing::Test {
 
   // A channel that bypasses the SDK: trusts `root_pem`, presents
   // `cert_pem`/`key_pem` when given.
-  std::shared_ptr<grpc::Channel> RawChannel(const std::string& root_pem,
-                                            const std::string& cert_pem = "",
-                                            const std::string& key_pem = "") {
-    std::shared_ptr<grpc::experimental::StaticDataCertificateProvider> provider;
-    if (cert_pem.empty()) {
-      provider =
-          std::make_shared<grpc::experimental::StaticDataCertificateProvider>(
-              root_pem);
-    } else {
-      provider =
-          std::make_shared<grpc::experimental::StaticDataCertificateProvider>(
-              root_pem, std::vector<grpc::experimental::IdentityKeyCertPair>{
-                            {key_pem, cert_pem}});
-    }
-    grpc::experimental::TlsChannelCredentialsOptions options;
-    options.set_certificate_provider(provider);
-    options.watch_root_certs();
-    if (!cert_pem.empty()) options.watch_identity_key_cert_pairs();
-    options.set_verify_server_certs(true);
-    options.set_certificate_verifier(
-        std::make_shared<grpc::experimental::HostNameCertificateVerifier>());
-    return grpc::CreateCustomChannel(
-        broker_.endpoint(), grpc::experimental::TlsCredentials(options),
-        grpc::ChannelArguments());
-  }
-
   std::shared_ptr<grpc::Channel> OrgChannel(const std::string& org) {
-    return RawChannel(Pki("ca.pem"), Pki(absl::StrCat("orgs/", org, ".pem")),
-                      Pki(absl::StrCat("orgs/", org, ".key")));
+    return RawChannel(broker_.endpoint(), absl::StrCat("orgs/", org));
   }
 
   // Sends a valid document H49 -> G22 on `channel`, deadline 5 s.
@@ -544,21 +517,19 @@ TEST_F(ExchangeIntegrationTest, SpoofedSenderIsPermissionDenied) {
 }
 
 TEST_F(ExchangeIntegrationTest, NoClientCertificateIsRefusedAtTheHandshake) {
-  grpc::Status s = RawSend(RawChannel(Pki("ca.pem")));
+  grpc::Status s = RawSend(RawChannel(broker_.endpoint(), ""));
   EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAVAILABLE) << s.error_message();
   EXPECT_EQ(InboxTotal(kG22), 0);
 }
 
 TEST_F(ExchangeIntegrationTest, CertificateFromAForeignCaIsRefused) {
-  grpc::Status s = RawSend(RawChannel(Pki("ca.pem"), Pki("bad/foreign-org.pem"),
-                                      Pki("bad/foreign-org.key")));
+  grpc::Status s = RawSend(RawChannel(broker_.endpoint(), "bad/foreign-org"));
   EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAVAILABLE) << s.error_message();
   EXPECT_EQ(InboxTotal(kG22), 0);
 }
 
 TEST_F(ExchangeIntegrationTest, ExpiredCertificateIsRefused) {
-  grpc::Status s = RawSend(RawChannel(Pki("ca.pem"), Pki("bad/expired-org.pem"),
-                                      Pki("bad/expired-org.key")));
+  grpc::Status s = RawSend(RawChannel(broker_.endpoint(), "bad/expired-org"));
   EXPECT_FALSE(s.ok());
   EXPECT_THAT(s.error_code(), AnyOf(grpc::StatusCode::UNAVAILABLE,
                                     grpc::StatusCode::UNAUTHENTICATED))
@@ -567,8 +538,7 @@ TEST_F(ExchangeIntegrationTest, ExpiredCertificateIsRefused) {
 }
 
 TEST_F(ExchangeIntegrationTest, CertificateWithoutSanIsUnauthenticated) {
-  grpc::Status s = RawSend(RawChannel(Pki("ca.pem"), Pki("bad/nosan-org.pem"),
-                                      Pki("bad/nosan-org.key")));
+  grpc::Status s = RawSend(RawChannel(broker_.endpoint(), "bad/nosan-org"));
   EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAUTHENTICATED)
       << s.error_message();
   EXPECT_THAT(s.error_message(), HasSubstr("URI SAN"));
@@ -576,8 +546,7 @@ TEST_F(ExchangeIntegrationTest, CertificateWithoutSanIsUnauthenticated) {
 }
 
 TEST_F(ExchangeIntegrationTest, CertificateWithTwoUriSansIsUnauthenticated) {
-  grpc::Status s = RawSend(RawChannel(Pki("ca.pem"), Pki("bad/twosan-org.pem"),
-                                      Pki("bad/twosan-org.key")));
+  grpc::Status s = RawSend(RawChannel(broker_.endpoint(), "bad/twosan-org"));
   EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAUTHENTICATED)
       << s.error_message();
   EXPECT_THAT(s.error_message(), HasSubstr("exactly one"));

@@ -171,21 +171,8 @@ class SealingTest : public ::testing::Test {
 
   // A raw ExchangeService stub as `org`, bypassing the SDK.
   std::unique_ptr<v1::ExchangeService::Stub> RawStub(const std::string& org) {
-    auto provider =
-        std::make_shared<grpc::experimental::StaticDataCertificateProvider>(
-            Pki("ca.pem"), std::vector<grpc::experimental::IdentityKeyCertPair>{
-                               {Pki(absl::StrCat("orgs/", org, ".key")),
-                                Pki(absl::StrCat("orgs/", org, ".pem"))}});
-    grpc::experimental::TlsChannelCredentialsOptions options;
-    options.set_certificate_provider(provider);
-    options.watch_root_certs();
-    options.watch_identity_key_cert_pairs();
-    options.set_verify_server_certs(true);
-    options.set_certificate_verifier(
-        std::make_shared<grpc::experimental::HostNameCertificateVerifier>());
-    return v1::ExchangeService::NewStub(grpc::CreateCustomChannel(
-        broker_.endpoint(), grpc::experimental::TlsCredentials(options),
-        grpc::ChannelArguments()));
+    return v1::ExchangeService::NewStub(
+        RawChannel(broker_.endpoint(), absl::StrCat("orgs/", org)));
   }
 
   grpc::Status RawSend(const std::string& org, v1::Document doc,

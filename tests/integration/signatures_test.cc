@@ -99,25 +99,8 @@ class SignaturesTest : public ::testing::Test {
   // test made one.
   grpc::Status RawSend(const std::string& org, v1::Document doc,
                        std::string* document_id = nullptr) {
-    auto read = [&](const std::string& rel) {
-      return ReadFile(absl::StrCat(pki_, "/", rel)).value_or("");
-    };
-    auto provider =
-        std::make_shared<grpc::experimental::StaticDataCertificateProvider>(
-            read("ca.pem"),
-            std::vector<grpc::experimental::IdentityKeyCertPair>{
-                {read(absl::StrCat("orgs/", org, ".key")),
-                 read(absl::StrCat("orgs/", org, ".pem"))}});
-    grpc::experimental::TlsChannelCredentialsOptions options;
-    options.set_certificate_provider(provider);
-    options.watch_root_certs();
-    options.watch_identity_key_cert_pairs();
-    options.set_verify_server_certs(true);
-    options.set_certificate_verifier(
-        std::make_shared<grpc::experimental::HostNameCertificateVerifier>());
-    auto stub = v1::ExchangeService::NewStub(grpc::CreateCustomChannel(
-        broker_.endpoint(), grpc::experimental::TlsCredentials(options),
-        grpc::ChannelArguments()));
+    auto stub = v1::ExchangeService::NewStub(
+        RawChannel(broker_.endpoint(), absl::StrCat("orgs/", org)));
     grpc::ClientContext context;
     context.set_deadline(std::chrono::system_clock::now() +
                          std::chrono::seconds(10));
