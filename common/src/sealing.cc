@@ -484,6 +484,34 @@ std::string HexOf(absl::string_view raw) {
   return out;
 }
 
+std::string Sha256Raw(absl::string_view bytes) { return Sha256(bytes); }
+
+Sha256Stream::Sha256Stream() : ctx_(EVP_MD_CTX_new()) {
+  if (ctx_ == nullptr ||
+      EVP_DigestInit_ex(static_cast<EVP_MD_CTX*>(ctx_), EVP_sha256(),
+                        nullptr) != 1) {
+    abort();  // out of memory: nothing sensible to do
+  }
+}
+
+Sha256Stream::~Sha256Stream() {
+  EVP_MD_CTX_free(static_cast<EVP_MD_CTX*>(ctx_));
+}
+
+void Sha256Stream::Update(absl::string_view piece) {
+  EVP_DigestUpdate(static_cast<EVP_MD_CTX*>(ctx_), piece.data(),
+                   piece.size());
+}
+
+std::string Sha256Stream::Finish() {
+  std::string out(32, '\0');
+  unsigned int len = 0;
+  auto* ctx = static_cast<EVP_MD_CTX*>(ctx_);
+  EVP_DigestFinal_ex(ctx, reinterpret_cast<unsigned char*>(out.data()), &len);
+  EVP_DigestInit_ex(ctx, EVP_sha256(), nullptr);
+  return out;
+}
+
 std::string Sha256Hex(absl::string_view bytes) { return HexOf(Sha256(bytes)); }
 
 absl::StatusOr<EncryptionCertificate> VerifyEncryptionCertificate(

@@ -220,8 +220,14 @@ v1::DocumentManifest ManifestOf(const v1::Document& doc) {
     v1::AttachmentDigest* d = m.add_attachments();
     d->set_name(a.name());
     d->set_content_type(a.content_type());
-    d->set_sha256(sealing::HexOf(Sha256(a.content())));
-    d->set_size(a.content().size());
+    if (a.stored()) {
+      // Uploaded apart: covered by the hash it is stored and checked under.
+      d->set_sha256(a.sha256());
+      d->set_size(a.size());
+    } else {
+      d->set_sha256(sealing::HexOf(Sha256(a.content())));
+      d->set_size(a.content().size());
+    }
   }
   return m;
 }

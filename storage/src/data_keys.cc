@@ -156,6 +156,10 @@ bool DataKeys::enabled() const {
   return !current_id_.empty();
 }
 
+bool DataKeys::IsSealed(absl::string_view stored) {
+  return absl::StartsWith(stored, kMarker);
+}
+
 absl::StatusOr<std::string> DataKeys::Seal(absl::string_view plaintext,
                                            absl::string_view key) const {
   absl::ReaderMutexLock lock(&mu_);

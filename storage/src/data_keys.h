@@ -39,6 +39,8 @@ class DataKeys {
       KvEngine& engine, const EncryptionOptions& options);
 
   bool enabled() const;
+  // Whether `stored` is a sealed value (starts with the marker).
+  static bool IsSealed(absl::string_view stored);
 
   // The value to store for `plaintext` under `key`.
   absl::StatusOr<std::string> Seal(absl::string_view plaintext,

@@ -191,6 +191,21 @@ class StoreImpl : public Store {
 
   EncryptionInfo Encryption() override { return keys_->Info(); }
 
+  absl::StatusOr<std::optional<std::string>> SealBeside(
+      absl::string_view plaintext, absl::string_view context) override {
+    if (!keys_->enabled()) return std::nullopt;
+    return keys_->Seal(plaintext, context);
+  }
+
+  absl::StatusOr<std::string> OpenBeside(std::string sealed,
+                                         absl::string_view context) override {
+    if (!DataKeys::IsSealed(sealed)) {
+      return absl::DataLossError(absl::StrCat(
+          "storage: ", context, " should be encrypted at rest and is not"));
+    }
+    return keys_->Open(std::move(sealed), context);
+  }
+
   absl::Status ScanQueues(
       const std::function<void(const QueueEntry&)>& fn) override {
     absl::Status bad;

@@ -187,6 +187,14 @@ class FaultyStore : public storage::Store {
     return base_->RotateKeys(options);
   }
   storage::EncryptionInfo Encryption() override { return base_->Encryption(); }
+  absl::StatusOr<std::optional<std::string>> SealBeside(
+      absl::string_view plaintext, absl::string_view context) override {
+    return base_->SealBeside(plaintext, context);
+  }
+  absl::StatusOr<std::string> OpenBeside(std::string sealed,
+                                         absl::string_view context) override {
+    return base_->OpenBeside(std::move(sealed), context);
+  }
   storage::AuditHead GetAuditHead() override { return base_->GetAuditHead(); }
   absl::StatusOr<std::optional<storage::AuditHead>> ReadAuditHeadRecord()
       override {

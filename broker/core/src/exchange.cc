@@ -511,6 +511,12 @@ class ExchangeImpl : public Exchange {
       done(s);
       return;
     }
+    if (absl::Status s = CheckStoredAttachments(
+            doc, storage::OrgUploader(doc.sender()), "document");
+        !s.ok()) {
+      done(s);
+      return;
+    }
     // Where each copy goes: here (nullopt) or to a peer broker.
     std::vector<std::optional<std::string>> next(doc.recipients_size());
     for (int i = 0; i < doc.recipients_size(); ++i) {
@@ -541,6 +547,7 @@ class ExchangeImpl : public Exchange {
       doc.set_idempotency_key(absl::StrCat("broker:", doc.id()));
     *doc.mutable_accepted_at() = ToProto(now);
     for (v1::Attachment& a : *doc.mutable_attachments()) {
+      if (a.stored()) continue;  // checked against the attachment store
       a.set_size(a.content().size());
       // Validation checked a given hash; lower-case it, or compute it.
       a.set_sha256(a.sha256().empty() ? Sha256Hex(a.content())
@@ -555,6 +562,7 @@ class ExchangeImpl : public Exchange {
     const v1::Document& d = *shared;
     storage::WriteBatch batch;
     batch.document = d;
+    batch.records = storage::AttachmentReferences(d);
     int priority = storage::PriorityOf(d.metadata().urgency());
     // Remote copies: one transfer per peer, carrying its recipients.
     std::map<std::string, std::vector<std::string>> by_peer;
@@ -617,6 +625,30 @@ class ExchangeImpl : public Exchange {
           done(std::move(response));
         },
         shared);
+  }
+
+  // Each stored attachment must be complete here and uploaded by
+  // `uploader` (the sender, or the peer broker that pushed it).
+  absl::Status CheckStoredAttachments(const v1::Document& doc,
+                                      const std::string& uploader,
+                                      absl::string_view field) const {
+    for (int i = 0; i < doc.attachments_size(); ++i) {
+      const v1::Attachment& a = doc.attachments(i);
+      if (!a.stored()) continue;
+      std::string name = absl::StrCat(field, ".attachments[", i, "]");
+      if (options_.attachments == nullptr) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            name, ": this broker keeps no attachment store; send the "
+                  "content inline"));
+      }
+      if (absl::Status s =
+              options_.attachments->CheckUsable(uploader, a.sha256(), a.size());
+          !s.ok()) {
+        return absl::Status(s.code(), absl::StrCat(name, " (\"", a.name(),
+                                                   "\"): ", s.message()));
+      }
+    }
+    return absl::OkStatus();
   }
 
   // A document's signature: verified when present (also that the
@@ -741,7 +773,7 @@ class ExchangeImpl : public Exchange {
   static size_t DocumentContentBytes(const v1::Document& doc) {
     size_t size = doc.body().size() + doc.sealed().ciphertext().size();
     for (const v1::Attachment& a : doc.attachments())
-      size += a.content().size();
+      size += a.stored() ? a.size() : a.content().size();
     return size;
   }
 
@@ -1523,6 +1555,37 @@ class ExchangeImpl : public Exchange {
     return std::make_pair(*std::move(doc), std::move(status));
   }
 
+  absl::StatusOr<v1::Attachment> FindAttachment(
+      const Principal& caller, const std::string& document_id,
+      const std::string& sha256) override {
+    RETURN_IF_ERROR(RequireOrg(caller));
+    RETURN_IF_ERROR(CheckDocumentId("document_id", document_id));
+    ASSIGN_OR_RETURN(v1::Document doc,
+                     LoadVisible(caller, document_id, /*allow_sender=*/true));
+    auto not_found = [&] {
+      return absl::NotFoundError(absl::StrCat(
+          "document ", document_id,
+          " has no stored attachment with SHA-256 ", sha256,
+          " that ", caller.name, " may read"));
+    };
+    const v1::Attachment* found = nullptr;
+    for (const v1::Attachment& a : doc.attachments()) {
+      if (a.stored() && a.sha256() == sha256) found = &a;
+    }
+    if (found == nullptr) return not_found();
+    if (doc.sender() != caller.name) {
+      // A recipient whose copy the policy denied never had the document.
+      ASSIGN_OR_RETURN(v1::DocumentStatus status,
+                       StatusFor(doc, caller.name));
+      for (const v1::RecipientStatus& row : status.recipients()) {
+        if (row.recipient() == caller.name &&
+            row.delivery_state() == v1::DELIVERY_STATE_DENIED)
+          return not_found();
+      }
+    }
+    return *found;
+  }
+
   absl::StatusOr<v1::Evidence> Evidence(const std::string& id) override {
     ASSIGN_OR_RETURN(auto found, Inspect(id));
     auto& [doc, status] = found;
@@ -2165,7 +2228,16 @@ class ExchangeImpl : public Exchange {
     // The content must be what the first broker hashed: a copy altered on
     // the way is refused, not passed on.
     for (const v1::Attachment& a : doc.attachments()) {
-      if (Sha256Hex(a.content()) != a.sha256()) {
+      if (a.stored()) {
+        if (!a.content().empty() || !IsLowerHex64(a.sha256())) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              "transfer.document.attachments: \"", a.name(),
+              "\" is stored: it needs a SHA-256 and no inline content"));
+        }
+        continue;
+      }
+      if (Sha256Hex(a.content()) != a.sha256() ||
+          a.size() != a.content().size()) {
         return absl::DataLossError(absl::StrCat(
             "transfer.document.attachments: \"", a.name(),
             "\" does not match its SHA-256; the document was altered"));
@@ -2185,8 +2257,18 @@ class ExchangeImpl : public Exchange {
             ? absl::FromUnixSeconds(doc.accepted_at().seconds()) +
                   absl::Nanoseconds(doc.accepted_at().nanos())
             : clock_->Now();
-    return CheckSignature(doc, signing::DocumentDigest(doc),
-                          "transfer.document", accepted, clock_->Now());
+    RETURN_IF_ERROR(CheckSignature(doc, signing::DocumentDigest(doc),
+                                   "transfer.document", accepted,
+                                   clock_->Now()));
+    // The peer pushes a document's stored attachments before the document;
+    // one missing is not a defect of the transfer: it is taken later.
+    if (absl::Status s = CheckStoredAttachments(
+            doc, storage::BrokerUploader(peer), "transfer.document");
+        !s.ok()) {
+      return absl::UnavailableError(absl::StrCat(
+          s.message(), " (not pushed yet: the transfer is taken once it is)"));
+    }
+    return absl::OkStatus();
   }
 
   void AcceptTransfer(const std::string& peer, v1::Transfer t,
@@ -2306,6 +2388,8 @@ class ExchangeImpl : public Exchange {
         custody.SerializeAsString()};
     auto shared = std::make_shared<const v1::Document>(std::move(doc));
     batch.document = *shared;
+    for (storage::Record& r : storage::AttachmentReferences(*shared))
+      batch.records.push_back(std::move(r));
     StoreWrite(
         std::move(batch),
         [this, shared, custody = std::move(custody), done = std::move(done)](

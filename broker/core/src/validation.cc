@@ -140,6 +140,14 @@ absl::Status ValidateSealed(const v1::Document& doc,
 
 }  // namespace
 
+bool IsLowerHex64(absl::string_view s) {
+  if (s.size() != 64) return false;
+  for (char c : s) {
+    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
+  }
+  return true;
+}
+
 std::string Sha256Hex(absl::string_view data) {
   unsigned char md[SHA256_DIGEST_LENGTH];
   SHA256(reinterpret_cast<const unsigned char*>(data.data()), data.size(), md);
@@ -158,7 +166,7 @@ std::string ContentSha256(const v1::Document& doc) {
   absl::StrAppend(&canonical, "body ", Sha256Hex(doc.body()), "\n");
   for (const v1::Attachment& a : doc.attachments()) {
     absl::StrAppend(&canonical, "attachment ", a.sha256(), " ",
-                    a.content().size(), "\n");
+                    a.stored() ? a.size() : a.content().size(), "\n");
   }
   return Sha256Hex(canonical);
 }
@@ -305,6 +313,21 @@ absl::Status ValidateNewDocument(const v1::Document& doc,
     if (absl::Status s = CheckText(absl::StrCat(field, ".name"), a.name(), 255);
         !s.ok())
       return s;
+    if (a.stored()) {
+      // Uploaded beforehand (AttachmentService); the exchange checks it is
+      // complete and the sender's.
+      if (!a.content().empty()) {
+        return Invalid(absl::StrCat(field, ".content"),
+                       "must be empty for a stored attachment (its content "
+                       "was uploaded separately)");
+      }
+      if (!IsLowerHex64(a.sha256())) {
+        return Invalid(absl::StrCat(field, ".sha256"),
+                       "a stored attachment needs the SHA-256 of its content "
+                       "as 64 lower-case hex digits");
+      }
+      continue;
+    }
     if (a.size() != 0 && a.size() != a.content().size()) {
       return Invalid(absl::StrCat(field, ".size"),
                      absl::StrCat("says ", a.size(), " bytes but content has ",

@@ -188,6 +188,20 @@ storage::RocksDbOptions BrokerConfig::ToStorageOptions() const {
   return o;
 }
 
+storage::AttachmentOptions BrokerConfig::ToAttachmentOptions() const {
+  storage::AttachmentOptions o;
+  o.directory = attachments.directory.empty()
+                    ? absl::StrCat(data_dir, "/attachments")
+                    : attachments.directory;
+  o.max_bytes = attachments.max_bytes;
+  o.chunk_size = attachments.chunk_bytes;
+  o.sync_bytes = attachments.sync_bytes;
+  o.usable_for = absl::Hours(attachments.usable_hours);
+  o.partial_kept_for = absl::Hours(attachments.partial_kept_hours);
+  o.min_free_bytes = attachments.min_free_bytes;
+  return o;
+}
+
 absl::Status BrokerConfig::Validate() const {
   absl::StatusOr<Principal> id = ParseSpiffeId(SpiffeId());
   if (!id.ok()) {
@@ -254,7 +268,8 @@ absl::StatusOr<BrokerConfig> ParseConfig(const std::string& yaml,
     RETURN_IF_ERROR(p.CheckKeys(
         root, "the configuration",
         {"broker", "listen", "data_dir", "tls", "orgs", "limits",
-         "worker_threads", "storage", "policy", "roles", "federation", "peers",
+         "worker_threads", "storage", "attachments", "policy", "roles",
+         "federation", "peers",
          "metrics", "log", "audit", "security"}));
     if (YAML::Node b = root["broker"]) {
       RETURN_IF_ERROR(p.CheckKeys(b, "broker", {"name", "trust_domain"}));
@@ -399,6 +414,35 @@ absl::StatusOr<BrokerConfig> ParseConfig(const std::string& yaml,
           a, "checkpoint_every", &c.audit.checkpoint_every, 1, 100000000));
       RETURN_IF_ERROR(p.Number(a, "checkpoint_seconds",
                                &c.audit.checkpoint_seconds, 1, 86400));
+    }
+    if (YAML::Node a = root["attachments"]) {
+      RETURN_IF_ERROR(p.CheckKeys(
+          a, "attachments",
+          {"directory", "max_bytes", "chunk_bytes", "sync_bytes",
+           "usable_hours", "partial_kept_hours", "min_free_bytes",
+           "gc_minutes"}));
+      RETURN_IF_ERROR(p.String(a, "directory", &c.attachments.directory));
+      if (!c.attachments.directory.empty())
+        c.attachments.directory = Resolve(base_dir, c.attachments.directory);
+      RETURN_IF_ERROR(p.Number<uint64_t>(a, "max_bytes",
+                                         &c.attachments.max_bytes, 1,
+                                         uint64_t{1} << 42));
+      RETURN_IF_ERROR(p.Number<uint64_t>(a, "chunk_bytes",
+                                         &c.attachments.chunk_bytes, 4096,
+                                         2 << 20));
+      RETURN_IF_ERROR(p.Number<uint64_t>(a, "sync_bytes",
+                                         &c.attachments.sync_bytes, 4096,
+                                         uint64_t{1} << 32));
+      RETURN_IF_ERROR(p.Number(a, "usable_hours", &c.attachments.usable_hours,
+                               1, 24 * 365));
+      RETURN_IF_ERROR(p.Number(a, "partial_kept_hours",
+                               &c.attachments.partial_kept_hours, 1,
+                               24 * 365));
+      RETURN_IF_ERROR(p.Number<uint64_t>(a, "min_free_bytes",
+                                         &c.attachments.min_free_bytes, 0,
+                                         uint64_t{1} << 42));
+      RETURN_IF_ERROR(p.Number(a, "gc_minutes", &c.attachments.gc_minutes, 1,
+                               24 * 60));
     }
     if (YAML::Node sec = root["security"]) {
       RETURN_IF_ERROR(p.CheckKeys(sec, "security", {"require_signatures"}));

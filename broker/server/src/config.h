@@ -9,6 +9,7 @@
 #include "absl/time/time.h"
 #include "lienthong/broker/exchange.h"
 #include "lienthong/policy/policy.h"
+#include "lienthong/storage/attachments.h"
 #include "lienthong/storage/store.h"
 
 namespace lienthong::server {
@@ -95,6 +96,20 @@ struct SecurityConfig {
   bool require_signatures = true;
 };
 
+// Stored attachments (AttachmentService).
+struct AttachmentsConfig {
+  // Where attachment files live. Default: <data_dir>/attachments.
+  std::string directory;
+  uint64_t max_bytes = uint64_t{2} << 30;
+  uint64_t chunk_bytes = 1 << 20;
+  uint64_t sync_bytes = 16 << 20;
+  int usable_hours = 24;
+  int partial_kept_hours = 72;
+  uint64_t min_free_bytes = 256 << 20;
+  // How often unreferenced attachments and stale uploads are collected.
+  int gc_minutes = 60;
+};
+
 struct BrokerConfig {
   std::string name = "central";
   std::string trust_domain = "lienthong.local";
@@ -125,6 +140,7 @@ struct BrokerConfig {
   LogConfig log;
   AuditConfig audit;
   SecurityConfig security;
+  AttachmentsConfig attachments;
   // SHA-256 (hex) of the file it was read from; "embedded defaults" when
   // none was.
   std::string source_sha256 = "embedded defaults";
@@ -136,6 +152,7 @@ struct BrokerConfig {
   absl::StatusOr<storage::EncryptionOptions> ReadStorageKeys() const;
   broker::ExchangeOptions ToExchangeOptions() const;
   storage::RocksDbOptions ToStorageOptions() const;
+  storage::AttachmentOptions ToAttachmentOptions() const;
   policy::ServedPolicyOptions ToPolicyOptions() const;
   // SPIFFE ids of the people holding `names`.
   std::vector<std::string> PersonIds(

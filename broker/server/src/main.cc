@@ -8,11 +8,14 @@
 #include <fstream>
 #include <iostream>
 #include <memory>
+#include <set>
+#include <thread>
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "broker/server/src/config.h"
 #include "broker/server/src/metrics_page.h"
@@ -23,6 +26,7 @@
 #include "grpcpp/security/tls_certificate_provider.h"
 #include "grpcpp/security/tls_credentials_options.h"
 #include "lienthong/broker/admin_service.h"
+#include "lienthong/broker/attachment_service.h"
 #include "lienthong/broker/exchange.h"
 #include "lienthong/broker/federation.h"
 #include "lienthong/broker/service.h"
@@ -31,6 +35,7 @@
 #include "lienthong/common/sealing.h"
 #include "lienthong/common/status_macros.h"
 #include "lienthong/policy/policy.h"
+#include "lienthong/storage/attachments.h"
 #include "lienthong/storage/store.h"
 
 namespace lienthong::server {
@@ -171,8 +176,16 @@ int Serve(const BrokerConfig& config) {
     audit_log = std::move(opened).value();
     broker::SetAuthenticationAudit(audit_log.get());
   }
+  absl::StatusOr<std::unique_ptr<storage::AttachmentStore>> attachments =
+      storage::AttachmentStore::Open(config.ToAttachmentOptions(),
+                                     store->get());
+  if (!attachments.ok()) {
+    LogError(absl::StrCat("attachments: ", attachments.status().message()));
+    return 1;
+  }
   broker::ExchangeOptions exchange_options = config.ToExchangeOptions();
   exchange_options.policy = served_policy->get();
+  exchange_options.attachments = attachments->get();
   exchange_options.audit = audit_log.get();
   // The trust root is read at each publish, so a rotated CA file applies
   // without a restart (publishing is rare).
@@ -244,6 +257,12 @@ int Serve(const BrokerConfig& config) {
   link_options.announce_interval = config.federation.announce_interval;
   link_options.reconnect_min = config.federation.reconnect_min;
   link_options.reconnect_max = config.federation.reconnect_max;
+  link_options.attachments = attachments->get();
+  std::set<std::string> peer_names;
+  for (const PeerConfig& peer : config.peers)
+    peer_names.insert(peer.route.name);
+  broker::AttachmentServiceImpl attachment_service(
+      exchange->get(), attachments->get(), config.trust_domain, peer_names);
   std::vector<broker::PeerEndpoint> peer_endpoints;
   for (const PeerConfig& peer : config.peers)
     peer_endpoints.push_back({peer.route.name, peer.endpoint});
@@ -296,6 +315,7 @@ int Serve(const BrokerConfig& config) {
   builder.RegisterService(&health);
   builder.RegisterService(&admin_service);
   builder.RegisterService(&federation_service);
+  builder.RegisterService(&attachment_service);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (!server || port == 0) {
     LogError(absl::StrCat("cannot listen on ", config.listen));
@@ -329,12 +349,34 @@ int Serve(const BrokerConfig& config) {
                {{"peer", q.peer}});
   }
   links.Start();
+  // Unreferenced attachments and stale uploads go now and then.
+  absl::Notification stop_collecting;
+  std::thread collector([&] {
+    const absl::Duration every = absl::Minutes(config.attachments.gc_minutes);
+    do {
+      absl::StatusOr<storage::AttachmentCollection> c =
+          (*attachments)->CollectGarbage();
+      if (!c.ok()) {
+        log::Write(log::Level::kError, "attachments",
+                   absl::StrCat("collection failed: ", c.status().ToString()));
+      } else if (c->attachments_removed + c->partial_uploads_removed > 0) {
+        log::Write(log::Level::kInfo, "attachments",
+                   absl::StrCat("collected ", c->attachments_removed,
+                                " unreferenced attachments and ",
+                                c->partial_uploads_removed,
+                                " abandoned uploads: ", c->bytes_freed,
+                                " bytes freed"));
+      }
+    } while (!stop_collecting.WaitForNotificationWithTimeout(every));
+  });
   std::unique_ptr<MetricsServer> metrics;
   if (!config.metrics.listen.empty() && config.metrics.listen != "off") {
     MetricsSources sources;
     sources.exchange = exchange->get();
     sources.store = store->get();
     sources.links = &links;
+    sources.attachments = attachments->get();
+    sources.attachment_metrics = &attachment_service.metrics();
     sources.policy = served_policy->get();
     sources.certificate_file = config.tls.certificate;
     sources.started_at = absl::Now();
@@ -350,6 +392,8 @@ int Serve(const BrokerConfig& config) {
     } else if (config.metrics.configured) {
       LogError(absl::StrCat("", started.status().message()));
       links.Stop();
+      stop_collecting.Notify();
+      collector.join();
       server->Shutdown();
       return 1;
     } else {
@@ -374,12 +418,16 @@ int Serve(const BrokerConfig& config) {
   (*exchange)->Shutdown();
   exchange_service.Shutdown();
   federation_service.Shutdown();
+  attachment_service.Shutdown();
+  stop_collecting.Notify();
+  collector.join();
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
   server->Wait();
   exchange->reset();
   broker::SetAuthenticationAudit(nullptr);
   audit_log.reset();  // its closing checkpoint, before the store closes
   served_policy->reset();
+  attachments->reset();
   store->reset();
   Log("stopped");
   return 0;

@@ -106,6 +106,38 @@ std::string RenderMetrics(const MetricsSources& s) {
   t.Gauge("lienthong_store_memory_bytes", "RocksDB memtables, bytes.",
           st.memory_bytes);
 
+  if (s.attachment_metrics != nullptr) {
+    const broker::AttachmentMetrics& am = *s.attachment_metrics;
+    t.Counter("lienthong_attachment_bytes_in_total",
+              "Attachment chunk bytes verified and stored (or compared).",
+              am.bytes_in.value());
+    t.Counter("lienthong_attachment_bytes_out_total",
+              "Attachment chunk bytes sent to downloaders.",
+              am.bytes_out.value());
+    t.Counter("lienthong_attachment_uploads_completed_total",
+              "Attachment uploads completed and verified.",
+              am.uploads_completed.value());
+    for (const auto& [code, n] : am.refused.Read()) {
+      t.Counter("lienthong_attachment_calls_refused_total",
+                "Attachment uploads and downloads refused, by status code.",
+                n, {{"code", code}});
+    }
+  }
+  if (s.attachments != nullptr) {
+    absl::StatusOr<storage::AttachmentStats> as = s.attachments->Stats();
+    if (as.ok()) {
+      t.Gauge("lienthong_attachments_stored", "Complete stored attachments.",
+              as->attachments);
+      t.Gauge("lienthong_attachments_stored_bytes",
+              "Content bytes of the complete stored attachments.", as->bytes);
+      t.Gauge("lienthong_attachment_partial_uploads",
+              "Interrupted uploads kept for their resume.",
+              as->partial_uploads);
+      t.Gauge("lienthong_attachment_uploads_running", "Uploads running now.",
+              as->uploads_running);
+    }
+  }
+
   // Re-read at every scrape: the file watcher may have rotated it.
   absl::StatusOr<CertificateInfo> cert =
       ReadCertificateFile(s.certificate_file);

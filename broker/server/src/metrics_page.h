@@ -6,9 +6,11 @@
 #include <string>
 
 #include "absl/time/time.h"
+#include "lienthong/broker/attachment_service.h"
 #include "lienthong/broker/exchange.h"
 #include "lienthong/broker/federation.h"
 #include "lienthong/policy/policy.h"
+#include "lienthong/storage/attachments.h"
 #include "lienthong/storage/store.h"
 
 namespace lienthong::server {
@@ -18,6 +20,8 @@ struct MetricsSources {
   storage::Store* store = nullptr;
   broker::PeerLinks* links = nullptr;
   policy::ServedPolicy* policy = nullptr;
+  storage::AttachmentStore* attachments = nullptr;
+  const broker::AttachmentMetrics* attachment_metrics = nullptr;
   std::string certificate_file;  // the broker's; its expiry is reported
   std::string ca_file;
   absl::Time started_at;

@@ -1,6 +1,7 @@
 #include <deque>
 #include <optional>
 #include <random>
+#include <set>
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
@@ -9,6 +10,7 @@
 #include "grpcpp/security/tls_certificate_provider.h"
 #include "grpcpp/security/tls_credentials_options.h"
 #include "lienthong/broker/federation.h"
+#include "lienthong/broker/attachment_service.h"
 #include "lienthong/broker/service.h"
 #include "lienthong/common/log.h"
 
@@ -519,6 +521,9 @@ absl::Status PeerLinks::RunOnce(Peer* peer) {
     io->ended = true;
   });
 
+  // Attachments the peer has confirmed complete on this link.
+  std::set<std::string> pushed;
+  auto attachment_stub = v1::AttachmentService::NewStub(peer->channel);
   absl::Time next_announce = absl::Now();
   // What the directory looked like at the last announce; a change is
   // announced within kDirectoryCheck instead of the interval.
@@ -526,6 +531,7 @@ absl::Status PeerLinks::RunOnce(Peer* peer) {
   absl::Status ended_by;
   for (;;) {
     v1::LinkRequest request;
+    std::vector<std::string> to_push;
     {
       absl::MutexLock lock(&io->mu);
       auto ready = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(io->mu) {
@@ -546,8 +552,22 @@ absl::Status PeerLinks::RunOnce(Peer* peer) {
         break;
       }
       if (io->written == io->answered) io->progress = absl::Now();
+      // A transfer's stored attachments go before it: the peer takes the
+      // transfer only once it holds them.
+      if (options_.attachments != nullptr) {
+        size_t n = 0;
+        for (const v1::Transfer& t : io->transfers) {
+          if (n++ >= kMaxTransfersPerMessage) break;
+          for (const v1::Attachment& a : t.document().attachments()) {
+            if (a.stored() && !pushed.count(a.sha256()) &&
+                std::find(to_push.begin(), to_push.end(), a.sha256()) ==
+                    to_push.end())
+              to_push.push_back(a.sha256());
+          }
+        }
+      }
       size_t bytes = 0;
-      while (!io->transfers.empty() &&
+      while (to_push.empty() && !io->transfers.empty() &&
              static_cast<size_t>(request.transfers_size()) <
                  kMaxTransfersPerMessage &&
              bytes < kMaxBytesPerMessage) {
@@ -558,6 +578,22 @@ absl::Status PeerLinks::RunOnce(Peer* peer) {
       io->written += request.transfers_size();
       for (uint64_t id : io->event_acks) request.add_event_acks(id);
       io->event_acks.clear();
+    }
+    if (!to_push.empty()) {
+      for (const std::string& sha256 : to_push) {
+        absl::Status s = PushAttachment(*options_.attachments,
+                                        *attachment_stub, sha256);
+        if (!s.ok()) {
+          // The link starts over (with backoff); the push resumes where the
+          // peer stands.
+          ended_by = absl::UnavailableError(absl::StrCat(
+              "pushing attachment ", sha256, " to ", name, ": ", s.ToString()));
+          break;
+        }
+        pushed.insert(sha256);
+      }
+      if (!ended_by.ok()) break;
+      continue;
     }
     const uint64_t generation = exchange_->directory_generation();
     if (absl::Now() >= next_announce || generation != announced_generation) {

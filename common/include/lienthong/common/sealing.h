@@ -58,6 +58,24 @@ absl::StatusOr<EncryptionCertificate> VerifyEncryptionCertificate(
 std::string HexOf(absl::string_view raw);
 // Lower-case hex SHA-256 of `bytes`.
 std::string Sha256Hex(absl::string_view bytes);
+// SHA-256 of `bytes`, raw (32 bytes).
+std::string Sha256Raw(absl::string_view bytes);
+
+// SHA-256 over content given in pieces (an attachment streamed in chunks).
+class Sha256Stream {
+ public:
+  Sha256Stream();
+  ~Sha256Stream();
+  Sha256Stream(const Sha256Stream&) = delete;
+  Sha256Stream& operator=(const Sha256Stream&) = delete;
+  void Update(absl::string_view piece);
+  // The digest of everything given since construction or the last Finish
+  // (raw, 32 bytes); the stream starts over.
+  std::string Finish();
+
+ private:
+  void* ctx_;  // EVP_MD_CTX
+};
 
 // The content key, wrapped for one recipient.
 struct WrappedKey {

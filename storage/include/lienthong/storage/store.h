@@ -196,6 +196,16 @@ class Store {
   // a data key cannot be unwrapped. Thread-safe; the store keeps serving.
   virtual absl::Status RotateKeys(const EncryptionOptions& options) = 0;
   virtual EncryptionInfo Encryption() = 0;
+  // Encryption at rest of what the broker keeps beside the store (attachment
+  // chunks), under the current data key and bound to `context` (sealed data
+  // moved to another context does not open). nullopt when encryption at
+  // rest is off. Thread-safe.
+  virtual absl::StatusOr<std::optional<std::string>> SealBeside(
+      absl::string_view plaintext, absl::string_view context) = 0;
+  // Opens what SealBeside made: DATA_LOSS when it is not sealed or fails
+  // authentication, FAILED_PRECONDITION when its data key is not loaded.
+  virtual absl::StatusOr<std::string> OpenBeside(
+      std::string sealed, absl::string_view context) = 0;
   // ---- The audit chain (read only: there is no API that changes it) ----
 
   // The head after every write committed so far (possibly not yet synced;

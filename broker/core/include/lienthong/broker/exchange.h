@@ -31,6 +31,7 @@
 #include "lienthong/common/sealing.h"
 #include "lienthong/policy/policy.h"
 #include "lienthong/signing/signing.h"
+#include "lienthong/storage/attachments.h"
 #include "lienthong/storage/store.h"
 #include "lienthong/v1/exchange.pb.h"
 #include "lienthong/v1/federation.pb.h"
@@ -85,6 +86,12 @@ struct ExchangeOptions {
   // from peer brokers alike. lienthongd's security.require_signatures
   // (default true) sets it; requires `signatures`.
   bool require_signatures = false;
+
+  // Where stored attachments (Attachment.stored) are kept: a document
+  // referencing one is accepted only when its sender (or, from a peer, the
+  // peer broker) uploaded it completely. Not owned. Unset: such documents
+  // are refused with FAILED_PRECONDITION.
+  storage::AttachmentStore* attachments = nullptr;
 
   // Records every status event (accepted, forwarded, delivered, reported,
   // denied) and every refused send in the audit log, each event on the
@@ -313,6 +320,14 @@ class Exchange {
   virtual void GetEvidence(const Principal& caller,
                            const v1::GetEvidenceRequest& request,
                            Callback<v1::Evidence> done) = 0;
+  // The stored attachment `sha256` of a document the caller sent or
+  // received (its copy not denied), for AttachmentService/Download.
+  // NOT_FOUND alike when the document does not exist, the caller has no
+  // part in it, or it references no such stored attachment. May block on
+  // storage.
+  virtual absl::StatusOr<v1::Attachment> FindAttachment(
+      const Principal& caller, const std::string& document_id,
+      const std::string& sha256) = 0;
   virtual const ExchangeMetrics& metrics() const = 0;
 
   // ---- Federation (the link layer calls these) ----

@@ -68,6 +68,10 @@ struct PeerLinkOptions {
   std::string crl_directory;
   // Transfers in flight (sent, no custody yet) per link.
   uint32_t window = 512;
+  // Where stored attachments are: those of a transfer are pushed to the peer
+  // (AttachmentService/Upload) before it. Not owned. Unset: transfers with
+  // stored attachments wait (the peer refuses them as incomplete).
+  storage::AttachmentStore* attachments = nullptr;
   // How often the directory is announced on an open link.
   absl::Duration announce_interval = absl::Seconds(30);
   // Reconnect backoff: doubles from min to max, with ±50 % jitter; back to

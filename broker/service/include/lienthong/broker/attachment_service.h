@@ -1,0 +1,81 @@
+// AttachmentService (proto/lienthong/v1/attachments.proto): uploads and
+// downloads of stored attachments, over the storage::AttachmentStore.
+// Served with gRPC's synchronous API: each call runs on a thread of its own
+// and blocks on disk and on the stream's flow control, a chunk at a time.
+//
+//   AttachmentServiceImpl attachments(exchange.get(), store.get(),
+//                                     "lienthong.local", {"central"});
+//   builder.RegisterService(&attachments);
+//
+// PeerAttachments pushes the stored attachments of a transfer to a peer
+// broker before the transfer (federation).
+#ifndef LIENTHONG_BROKER_ATTACHMENT_SERVICE_H_
+#define LIENTHONG_BROKER_ATTACHMENT_SERVICE_H_
+
+#include <atomic>
+#include <memory>
+#include <set>
+#include <string>
+
+#include "grpcpp/grpcpp.h"
+#include "lienthong/broker/exchange.h"
+#include "lienthong/common/metrics.h"
+#include "lienthong/storage/attachments.h"
+#include "lienthong/v1/attachments.grpc.pb.h"
+
+namespace lienthong::broker {
+
+// Bytes and outcomes, for /metrics.
+struct AttachmentMetrics {
+  Counter bytes_in;       // chunk bytes verified and stored (or compared)
+  Counter bytes_out;      // chunk bytes sent to downloaders
+  Counter uploads_completed;
+  CounterVec refused;     // uploads and downloads refused, by status code
+};
+
+class AttachmentServiceImpl final : public v1::AttachmentService::Service {
+ public:
+  // Not owned; all must outlive the server. `peers`: broker names that may
+  // push attachments (the configured peers).
+  AttachmentServiceImpl(Exchange* exchange, storage::AttachmentStore* store,
+                        std::string trust_domain, std::set<std::string> peers);
+
+  // Ends running transfers at their next chunk with UNAVAILABLE (clients
+  // resume elsewhere or later). Call before grpc::Server::Shutdown.
+  void Shutdown() { stopping_ = true; }
+
+  const AttachmentMetrics& metrics() const { return metrics_; }
+
+  grpc::Status Upload(grpc::ServerContext* ctx,
+                      grpc::ServerReaderWriter<v1::UploadResponse,
+                                               v1::UploadRequest>* stream)
+      override;
+  grpc::Status Download(grpc::ServerContext* ctx,
+                        const v1::DownloadRequest* request,
+                        grpc::ServerWriter<v1::DownloadResponse>* writer)
+      override;
+
+ private:
+  absl::StatusOr<Principal> Caller(grpc::ServerContext* ctx,
+                                   absl::string_view method) const;
+  grpc::Status Refuse(const absl::Status& status);
+
+  Exchange* const exchange_;
+  storage::AttachmentStore* const store_;
+  const std::string trust_domain_;
+  const std::set<std::string> peers_;
+  std::atomic<bool> stopping_{false};
+  AttachmentMetrics metrics_;
+};
+
+// Uploads attachment `sha256` from `store` to the broker behind `stub`, as
+// this broker (resuming what the peer has; nothing when it has it all).
+// OK once the peer holds it complete; the peer's error otherwise
+// (DEADLINE_EXCEEDED below 1 MiB/s).
+absl::Status PushAttachment(storage::AttachmentStore& store,
+                            v1::AttachmentService::StubInterface& stub,
+                            const std::string& sha256);
+
+}  // namespace lienthong::broker
+
+#endif  // LIENTHONG_BROKER_ATTACHMENT_SERVICE_H_

@@ -1,0 +1,257 @@
+#include "lienthong/broker/attachment_service.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "lienthong/attachments.h"
+#include "lienthong/broker/service.h"
+#include "lienthong/common/log.h"
+
+namespace lienthong::broker {
+namespace {
+
+void Log(log::Level level, absl::string_view message, log::Fields fields) {
+  log::Write(level, "attachments", message, fields);
+}
+
+bool IsLowerHex64(absl::string_view s) {
+  if (s.size() != 64) return false;
+  for (char c : s) {
+    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
+  }
+  return true;
+}
+
+v1::UploadResponse ResponseOf(const storage::AttachmentUpload& upload) {
+  const storage::UploadProgress& p = upload.progress();
+  v1::UploadResponse r;
+  r.set_chunk_size(upload.chunk_size());
+  r.set_durable_bytes(p.durable_bytes);
+  r.set_complete(p.complete);
+  r.set_resumed_bytes(p.resumed_bytes);
+  if (p.complete) {
+    r.mutable_usable_until()->set_seconds(absl::ToUnixSeconds(p.usable_until));
+  }
+  return r;
+}
+
+// A stored attachment read as a source for pushing it on: any range,
+// assembled from the stored chunks (the peer's chunk size may differ).
+class StoredSource final : public AttachmentSource {
+ public:
+  explicit StoredSource(std::unique_ptr<storage::AttachmentReader> reader)
+      : reader_(std::move(reader)) {}
+  uint64_t size() const override { return reader_->size(); }
+  absl::StatusOr<std::string> Read(uint64_t offset, uint64_t length) override {
+    std::string out;
+    out.reserve(length);
+    const uint64_t chunk = reader_->chunk_size();
+    while (out.size() < length) {
+      uint64_t at = offset + out.size();
+      uint64_t start = at / chunk * chunk;
+      if (cached_offset_ != start || cached_.empty()) {
+        absl::StatusOr<v1::Chunk> c = reader_->Read(start);
+        if (!c.ok()) return c.status();
+        cached_ = std::move(*c->mutable_data());
+        cached_offset_ = start;
+      }
+      uint64_t from = at - start;
+      uint64_t take = std::min<uint64_t>(length - out.size(),
+                                         cached_.size() - from);
+      out.append(cached_, from, take);
+    }
+    return out;
+  }
+
+ private:
+  std::unique_ptr<storage::AttachmentReader> reader_;
+  std::string cached_;
+  uint64_t cached_offset_ = 0;
+};
+
+}  // namespace
+
+AttachmentServiceImpl::AttachmentServiceImpl(Exchange* exchange,
+                                             storage::AttachmentStore* store,
+                                             std::string trust_domain,
+                                             std::set<std::string> peers)
+    : exchange_(exchange),
+      store_(store),
+      trust_domain_(std::move(trust_domain)),
+      peers_(std::move(peers)) {}
+
+absl::StatusOr<Principal> AttachmentServiceImpl::Caller(
+    grpc::ServerContext* ctx, absl::string_view method) const {
+  std::shared_ptr<const grpc::AuthContext> auth = ctx->auth_context();
+  return AuthenticateCaller(auth.get(), trust_domain_, ctx->peer(), method);
+}
+
+grpc::Status AttachmentServiceImpl::Refuse(const absl::Status& status) {
+  metrics_.refused.With(absl::StatusCodeToString(status.code())).Add();
+  return ToGrpcStatus(status);
+}
+
+grpc::Status AttachmentServiceImpl::Upload(
+    grpc::ServerContext* ctx,
+    grpc::ServerReaderWriter<v1::UploadResponse, v1::UploadRequest>* stream) {
+  absl::StatusOr<Principal> caller =
+      Caller(ctx, "/lienthong.v1.AttachmentService/Upload");
+  if (!caller.ok()) return Refuse(caller.status());
+  std::string uploader;
+  if (caller->is_org()) {
+    uploader = storage::OrgUploader(caller->name);
+  } else if (caller->kind == Principal::Kind::kBroker &&
+             peers_.count(caller->name)) {
+    uploader = storage::BrokerUploader(caller->name);
+  } else {
+    return Refuse(absl::PermissionDeniedError(
+        absl::StrCat(caller->spiffe_id,
+                     " may not upload attachments: only organizations and "
+                     "peer brokers do")));
+  }
+  if (stopping_) return Refuse(absl::UnavailableError("broker stopping"));
+  v1::UploadRequest request;
+  if (!stream->Read(&request)) {
+    return Refuse(absl::InvalidArgumentError(
+        "upload: the stream ended before its start message"));
+  }
+  if (!request.has_start()) {
+    return Refuse(absl::InvalidArgumentError(
+        "upload: the first message must be `start` (sha256 and size)"));
+  }
+  const std::string sha256 = request.start().sha256();
+  const uint64_t size = request.start().size();
+  absl::StatusOr<std::unique_ptr<storage::AttachmentUpload>> begun =
+      store_->BeginUpload(uploader, sha256, size);
+  if (!begun.ok()) return Refuse(begun.status());
+  storage::AttachmentUpload& upload = **begun;
+  log::Fields fields = {{"uploader", uploader}, {"sha256", sha256},
+                        {"size", absl::StrCat(size)}};
+  if (!stream->Write(ResponseOf(upload))) {
+    return Refuse(absl::CancelledError("upload: the caller went away"));
+  }
+  absl::Status failed;
+  while (!upload.progress().complete) {
+    if (stopping_) {
+      failed = absl::UnavailableError(
+          "broker stopping: the upload resumes where it stands");
+      break;
+    }
+    request.Clear();
+    if (!stream->Read(&request)) break;  // half-closed, or gone
+    if (!request.has_chunk()) {
+      failed = absl::InvalidArgumentError(
+          "upload: after `start`, only chunks may follow");
+      break;
+    }
+    uint64_t bytes = request.chunk().data().size();
+    absl::StatusOr<bool> moved = upload.Write(request.chunk());
+    if (!moved.ok()) {
+      failed = moved.status();
+      break;
+    }
+    metrics_.bytes_in.Add(bytes);
+    if (*moved && !stream->Write(ResponseOf(upload))) break;
+  }
+  if (!upload.progress().complete) {
+    // Whatever arrived stays: a new upload goes on from here.
+    absl::StatusOr<bool> moved = upload.Checkpoint();
+    if (!moved.ok() && failed.ok()) failed = moved.status();
+    if (failed.ok() && moved.ok() && *moved)
+      stream->Write(ResponseOf(upload));
+    Log(log::Level::kInfo,
+        absl::StrCat("upload interrupted at ", upload.progress().durable_bytes,
+                     " of ", size, " bytes",
+                     failed.ok() ? "" : absl::StrCat(": ", failed.ToString())),
+        fields);
+    if (!failed.ok()) return Refuse(failed);
+    return grpc::Status::OK;
+  }
+  metrics_.uploads_completed.Add();
+  Log(log::Level::kInfo,
+      absl::StrCat("attachment stored (", upload.progress().resumed_bytes,
+                   " bytes were there before)"),
+      fields);
+  return grpc::Status::OK;
+}
+
+grpc::Status AttachmentServiceImpl::Download(
+    grpc::ServerContext* ctx, const v1::DownloadRequest* request,
+    grpc::ServerWriter<v1::DownloadResponse>* writer) {
+  absl::StatusOr<Principal> caller =
+      Caller(ctx, "/lienthong.v1.AttachmentService/Download");
+  if (!caller.ok()) return Refuse(caller.status());
+  if (!IsLowerHex64(request->sha256())) {
+    return Refuse(absl::InvalidArgumentError(
+        "sha256: must be the attachment's SHA-256 as 64 lower-case hex "
+        "digits"));
+  }
+  absl::StatusOr<v1::Attachment> attachment = exchange_->FindAttachment(
+      *caller, request->document_id(), request->sha256());
+  if (!attachment.ok()) return Refuse(attachment.status());
+  absl::StatusOr<std::unique_ptr<storage::AttachmentReader>> reader =
+      store_->Open(request->sha256());
+  if (absl::IsNotFound(reader.status())) {
+    return Refuse(absl::DataLossError(absl::StrCat(
+        "attachment ", request->sha256(), " of document ",
+        request->document_id(), " is missing at this broker")));
+  }
+  if (!reader.ok()) return Refuse(reader.status());
+  const uint64_t size = (*reader)->size();
+  const uint64_t chunk_size = (*reader)->chunk_size();
+  if (request->offset() > size) {
+    return Refuse(absl::OutOfRangeError(absl::StrCat(
+        "offset: ", request->offset(), " is beyond the attachment's ", size,
+        " bytes")));
+  }
+  v1::DownloadResponse response;
+  response.set_size(size);
+  response.set_chunk_size(chunk_size);
+  if (request->offset() == size) {
+    writer->Write(response);
+    return grpc::Status::OK;
+  }
+  for (uint64_t at = request->offset() / chunk_size * chunk_size; at < size;
+       at += chunk_size) {
+    if (stopping_) return Refuse(absl::UnavailableError("broker stopping"));
+    if (ctx->IsCancelled()) return grpc::Status::CANCELLED;
+    absl::StatusOr<v1::Chunk> chunk = (*reader)->Read(at);
+    if (!chunk.ok()) {
+      Log(log::Level::kError, chunk.status().ToString(),
+          {{"sha256", request->sha256()},
+           {"document_id", request->document_id()}});
+      return Refuse(chunk.status());
+    }
+    if (at < request->offset()) {
+      // A resumed download starts inside this chunk.
+      chunk->mutable_data()->erase(0, request->offset() - at);
+      chunk->set_offset(request->offset());
+      chunk->set_sha256(Sha256HexOf(chunk->data()));
+    }
+    uint64_t bytes = chunk->data().size();
+    *response.mutable_chunk() = *std::move(chunk);
+    if (!writer->Write(response)) return grpc::Status::CANCELLED;
+    metrics_.bytes_out.Add(bytes);
+  }
+  return grpc::Status::OK;
+}
+
+absl::Status PushAttachment(storage::AttachmentStore& store,
+                            v1::AttachmentService::StubInterface& stub,
+                            const std::string& sha256) {
+  absl::StatusOr<std::unique_ptr<storage::AttachmentReader>> reader =
+      store.Open(sha256);
+  if (!reader.ok()) return reader.status();
+  StoredSource source(*std::move(reader));
+  grpc::ClientContext ctx;
+  // A link slower than 1 MiB/s is taken for broken (the next try resumes).
+  ctx.set_deadline(absl::ToChronoTime(
+      absl::Now() + absl::Minutes(1) +
+      absl::Seconds(static_cast<int64_t>(source.size() >> 20))));
+  absl::StatusOr<v1::UploadResponse> r =
+      UploadOnce(stub, ctx, source, sha256, nullptr);
+  return r.status();
+}
+
+}  // namespace lienthong::broker

@@ -1,0 +1,879 @@
+// Attachment files and their records.
+//
+//   <directory>/blobs/<sha[0:2]>/<sha>       a complete attachment
+//   <directory>/partial/<sha>.<uploader id>  an upload in progress
+//
+// Chunk i of a file sits at i * (chunk_size + overhead), where overhead is
+// what sealing at rest adds to each chunk (0 when off). Records (store
+// records, synced):
+//   att/b/<sha>             -> StoredAttachment
+//   att/u/<sha>/<uploader>  -> AttachmentUploadState (durable progress)
+//   att/g/<sha>/<uploader>  -> AttachmentGrant
+//   att/r/<sha>/<document>  -> "1" (the document references it)
+#include "lienthong/storage/attachments.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <set>
+#include <utility>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "google/protobuf/timestamp.pb.h"
+#include "lienthong/common/sealing.h"
+#include "lienthong/common/status_macros.h"
+
+namespace lienthong::storage {
+namespace {
+
+constexpr absl::string_view kBlobPrefix = "att/b/";
+constexpr absl::string_view kUploadPrefix = "att/u/";
+constexpr absl::string_view kGrantPrefix = "att/g/";
+constexpr absl::string_view kRefPrefix = "att/r/";
+// Sends that checked a right just before it lapsed are still in flight.
+constexpr absl::Duration kGrantGrace = absl::Hours(1);
+
+bool IsSha256Hex(absl::string_view s) {
+  if (s.size() != 64) return false;
+  for (char c : s) {
+    if (!absl::ascii_isdigit(c) && !(c >= 'a' && c <= 'f')) return false;
+  }
+  return true;
+}
+
+google::protobuf::Timestamp TimestampOf(absl::Time t) {
+  google::protobuf::Timestamp ts;
+  ts.set_seconds(absl::ToUnixSeconds(t));
+  return ts;
+}
+
+absl::Time TimeOf(const google::protobuf::Timestamp& ts) {
+  return absl::FromUnixSeconds(ts.seconds());
+}
+
+absl::Status Errno(absl::string_view what, const std::string& path) {
+  int e = errno;
+  std::string message = absl::StrCat("attachments: ", what, " ", path, ": ",
+                                     std::strerror(e));
+  if (e == ENOSPC || e == EDQUOT)
+    return absl::ResourceExhaustedError(message);
+  return absl::InternalError(message);
+}
+
+absl::Status FsyncPath(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return Errno("open", path);
+  int rc = ::fsync(fd);
+  ::close(fd);
+  if (rc != 0) return Errno("fsync", path);
+  return absl::OkStatus();
+}
+
+absl::Status PwriteAll(int fd, absl::string_view data, uint64_t at,
+                       const std::string& path) {
+  while (!data.empty()) {
+    ssize_t n = ::pwrite(fd, data.data(), data.size(), static_cast<off_t>(at));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return Errno("write", path);
+    }
+    data.remove_prefix(static_cast<size_t>(n));
+    at += static_cast<uint64_t>(n);
+  }
+  return absl::OkStatus();
+}
+
+// Reads exactly `len` bytes at `at`; DATA_LOSS when the file is shorter.
+absl::StatusOr<std::string> PreadAll(int fd, uint64_t len, uint64_t at,
+                                     const std::string& path) {
+  std::string out(len, '\0');
+  uint64_t got = 0;
+  while (got < len) {
+    ssize_t n = ::pread(fd, out.data() + got, len - got,
+                        static_cast<off_t>(at + got));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return Errno("read", path);
+    }
+    if (n == 0) {
+      return absl::DataLossError(absl::StrCat(
+          "attachments: ", path, " is truncated: ", at + got,
+          " bytes where at least ", at + len, " should be"));
+    }
+    got += static_cast<uint64_t>(n);
+  }
+  return out;
+}
+
+// The chunk layout shared by uploads and readers.
+struct Layout {
+  uint64_t size = 0;
+  uint64_t chunk_size = 0;
+  bool encrypted = false;
+  uint64_t overhead = 0;
+
+  uint64_t chunks() const { return (size + chunk_size - 1) / chunk_size; }
+  uint64_t ChunkBytes(uint64_t index) const {
+    return std::min(chunk_size, size - index * chunk_size);
+  }
+  uint64_t FileOffset(uint64_t index) const {
+    return index * (chunk_size + overhead);
+  }
+};
+
+std::string ChunkContext(absl::string_view sha256, uint64_t index) {
+  return absl::StrCat("attachment ", sha256, " chunk ", index);
+}
+
+// Reads chunk `index` of a file laid out as `layout`, opened when sealed.
+absl::StatusOr<std::string> ReadChunk(Store* store, int fd,
+                                      const std::string& path,
+                                      const Layout& layout,
+                                      absl::string_view sha256,
+                                      uint64_t index) {
+  uint64_t plain = layout.ChunkBytes(index);
+  ASSIGN_OR_RETURN(
+      std::string raw,
+      PreadAll(fd, plain + (layout.encrypted ? layout.overhead : 0),
+               layout.FileOffset(index), path));
+  if (!layout.encrypted) return raw;
+  return store->OpenBeside(std::move(raw), ChunkContext(sha256, index));
+}
+
+class AttachmentStoreImpl;
+
+class ReaderImpl final : public AttachmentReader {
+ public:
+  ReaderImpl(Store* store, int fd, std::string path, std::string sha256,
+             v1::StoredAttachment meta)
+      : store_(store),
+        fd_(fd),
+        path_(std::move(path)),
+        sha256_(std::move(sha256)),
+        meta_(std::move(meta)) {
+    layout_.size = meta_.size();
+    layout_.chunk_size = meta_.chunk_size();
+    layout_.encrypted = meta_.encrypted();
+    layout_.overhead = meta_.record_overhead();
+  }
+  ~ReaderImpl() override { ::close(fd_); }
+
+  uint64_t size() const override { return layout_.size; }
+  uint64_t chunk_size() const override { return layout_.chunk_size; }
+
+  absl::StatusOr<v1::Chunk> Read(uint64_t offset) override {
+    if (offset % layout_.chunk_size != 0 || offset >= layout_.size) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "offset: ", offset, " is not the start of a chunk of attachment ",
+          sha256_, " (", layout_.size, " bytes in chunks of ",
+          layout_.chunk_size, ")"));
+    }
+    uint64_t index = offset / layout_.chunk_size;
+    if (index >= static_cast<uint64_t>(meta_.chunk_sha256_size())) {
+      return absl::DataLossError(absl::StrCat(
+          "attachments: the record of ", sha256_, " lacks chunk ", index));
+    }
+    ASSIGN_OR_RETURN(std::string data, ReadChunk(store_, fd_, path_, layout_,
+                                                 sha256_, index));
+    std::string digest = sealing::Sha256Raw(data);
+    if (digest != meta_.chunk_sha256(static_cast<int>(index))) {
+      return absl::DataLossError(absl::StrCat(
+          "attachments: chunk ", index, " of ", sha256_,
+          " does not match its recorded SHA-256: the file ", path_,
+          " was altered or damaged"));
+    }
+    v1::Chunk chunk;
+    chunk.set_offset(offset);
+    chunk.set_data(std::move(data));
+    chunk.set_sha256(sealing::HexOf(digest));
+    return chunk;
+  }
+
+ private:
+  Store* const store_;
+  const int fd_;
+  const std::string path_;
+  const std::string sha256_;
+  const v1::StoredAttachment meta_;
+  Layout layout_;
+};
+
+class AttachmentStoreImpl final : public AttachmentStore {
+ public:
+  AttachmentStoreImpl(const AttachmentOptions& options, Store* store,
+                      Clock* clock)
+      : options_(options), store_(store), clock_(clock) {}
+
+  const AttachmentOptions& options() const override { return options_; }
+
+  absl::StatusOr<std::unique_ptr<AttachmentUpload>> BeginUpload(
+      absl::string_view uploader, absl::string_view sha256,
+      uint64_t size) override;
+
+  absl::Status CheckUsable(absl::string_view uploader,
+                           absl::string_view sha256, uint64_t size) override {
+    if (!IsSha256Hex(sha256)) {
+      return absl::InvalidArgumentError(
+          "sha256: must be 64 lower-case hex digits");
+    }
+    ASSIGN_OR_RETURN(std::optional<v1::StoredAttachment> meta,
+                     ReadBlob(sha256));
+    if (!meta) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "attachment ", sha256,
+          " has not been uploaded to this broker (upload it with "
+          "AttachmentService/Upload first)"));
+    }
+    if (meta->size() != size) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("attachment ", sha256, " has ", meta->size(),
+                       " bytes, not ", size));
+    }
+    ASSIGN_OR_RETURN(std::optional<std::string> grant,
+                     ReadRecord(GrantKey(sha256, uploader)));
+    v1::AttachmentGrant g;
+    if (!grant || !g.ParseFromString(*grant)) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("attachment ", sha256, " has not been uploaded by ",
+                       uploader, " (upload it with AttachmentService/Upload)"));
+    }
+    if (TimeOf(g.at()) + options_.usable_for < clock_->Now()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "attachment ", sha256, " was uploaded by ", uploader, " at ",
+          absl::FormatTime(TimeOf(g.at())),
+          ", longer ago than attachments.usable_for: upload it again (only "
+          "what the broker lacks is sent)"));
+    }
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<std::unique_ptr<AttachmentReader>> Open(
+      absl::string_view sha256) override {
+    if (!IsSha256Hex(sha256)) {
+      return absl::InvalidArgumentError(
+          "sha256: must be 64 lower-case hex digits");
+    }
+    ASSIGN_OR_RETURN(std::optional<v1::StoredAttachment> meta,
+                     ReadBlob(sha256));
+    if (!meta) {
+      return absl::NotFoundError(
+          absl::StrCat("attachment ", sha256, " is not stored here"));
+    }
+    std::string path = BlobPath(sha256);
+    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+      if (errno == ENOENT) {
+        return absl::DataLossError(absl::StrCat(
+            "attachments: the file of ", sha256, " (", path, ") is missing"));
+      }
+      return Errno("open", path);
+    }
+    return std::make_unique<ReaderImpl>(store_, fd, std::move(path),
+                                        std::string(sha256), *std::move(meta));
+  }
+
+  absl::StatusOr<AttachmentCollection> CollectGarbage() override;
+  absl::StatusOr<AttachmentStats> Stats() override;
+
+  // ---- for uploads ----
+  Store* store() const { return store_; }
+  Clock* clock() const { return clock_; }
+
+  std::string BlobPath(absl::string_view sha256) const {
+    return absl::StrCat(options_.directory, "/blobs/", sha256.substr(0, 2),
+                        "/", sha256);
+  }
+  std::string PartialPath(absl::string_view sha256,
+                          absl::string_view uploader) const {
+    return absl::StrCat(options_.directory, "/partial/", sha256, ".",
+                        sealing::Sha256Hex(uploader).substr(0, 16));
+  }
+  static std::string BlobKey(absl::string_view sha256) {
+    return absl::StrCat(kBlobPrefix, sha256);
+  }
+  static std::string UploadKey(absl::string_view sha256,
+                               absl::string_view uploader) {
+    return absl::StrCat(kUploadPrefix, sha256, "/", uploader);
+  }
+  static std::string GrantKey(absl::string_view sha256,
+                              absl::string_view uploader) {
+    return absl::StrCat(kGrantPrefix, sha256, "/", uploader);
+  }
+
+  absl::StatusOr<std::optional<std::string>> ReadRecord(
+      const std::string& key) {
+    std::optional<std::string> value;
+    RETURN_IF_ERROR(store_->ScanRecords(key, [&](const Record& r) {
+      if (r.key == key) value = r.value;
+    }));
+    return value;
+  }
+
+  absl::StatusOr<std::optional<v1::StoredAttachment>> ReadBlob(
+      absl::string_view sha256) {
+    ASSIGN_OR_RETURN(std::optional<std::string> raw,
+                     ReadRecord(BlobKey(sha256)));
+    if (!raw) return std::nullopt;
+    v1::StoredAttachment meta;
+    if (!meta.ParseFromString(*raw)) {
+      return absl::DataLossError(absl::StrCat(
+          "attachments: the record of ", sha256, " is malformed"));
+    }
+    return meta;
+  }
+
+  // The overhead sealing adds to a chunk (0: encryption at rest is off).
+  absl::StatusOr<std::optional<uint64_t>> SealOverhead() {
+    ASSIGN_OR_RETURN(std::optional<std::string> sealed,
+                     store_->SealBeside("", "overhead"));
+    if (!sealed) return std::nullopt;
+    return sealed->size();
+  }
+
+  // Makes `path` the complete attachment `sha256` and records it with the
+  // uploader's grant, in one synced write (the upload's record goes).
+  absl::Status Complete(const std::string& partial, absl::string_view sha256,
+                        absl::string_view uploader,
+                        std::optional<v1::StoredAttachment> meta) {
+    absl::MutexLock lock(&mu_);
+    WriteBatch batch;
+    if (meta) {
+      ASSIGN_OR_RETURN(std::optional<v1::StoredAttachment> existing,
+                       ReadBlob(sha256));
+      if (existing) {
+        // Another uploader completed the same content meanwhile.
+        ::unlink(partial.c_str());
+      } else {
+        std::string path = BlobPath(sha256);
+        std::string dir = path.substr(0, path.rfind('/'));
+        std::error_code ec;
+        std::filesystem::create_directories(dir, ec);
+        if (ec) {
+          return absl::InternalError(
+              absl::StrCat("attachments: mkdir ", dir, ": ", ec.message()));
+        }
+        if (::rename(partial.c_str(), path.c_str()) != 0)
+          return Errno("rename to", path);
+        RETURN_IF_ERROR(FsyncPath(dir));
+        RETURN_IF_ERROR(FsyncPath(partial.substr(0, partial.rfind('/'))));
+        *meta->mutable_stored_at() = TimestampOf(clock_->Now());
+        batch.records.push_back({BlobKey(sha256), meta->SerializeAsString()});
+      }
+    }
+    v1::AttachmentGrant grant;
+    *grant.mutable_at() = TimestampOf(clock_->Now());
+    batch.records.push_back(
+        {GrantKey(sha256, uploader), grant.SerializeAsString()});
+    batch.records.push_back({UploadKey(sha256, uploader), ""});
+    return store_->WriteSync(std::move(batch)).status();
+  }
+
+  void EndUpload(const std::string& key) {
+    absl::MutexLock lock(&mu_);
+    active_.erase(key);
+  }
+
+ private:
+  const AttachmentOptions options_;
+  Store* const store_;
+  Clock* const clock_;
+  absl::Mutex mu_;
+  // sha256 "/" uploader of the uploads running now.
+  std::set<std::string> active_ ABSL_GUARDED_BY(mu_);
+};
+
+class UploadImpl final : public AttachmentUpload {
+ public:
+  UploadImpl(AttachmentStoreImpl* owner, std::string uploader,
+             std::string sha256, Layout layout)
+      : owner_(owner),
+        uploader_(std::move(uploader)),
+        sha256_(std::move(sha256)),
+        layout_(layout) {}
+
+  ~UploadImpl() override {
+    if (fd_ >= 0) ::close(fd_);
+    owner_->EndUpload(absl::StrCat(sha256_, "/", uploader_));
+  }
+
+  // Picks up what is durable: from an earlier upload of this uploader
+  // (its partial file, each chunk checked against the recorded hashes), or
+  // the stored attachment itself when another uploader completed it
+  // (`existing`: then chunks are only compared, never written).
+  absl::Status Start(std::optional<v1::StoredAttachment> existing);
+
+  uint64_t chunk_size() const override { return layout_.chunk_size; }
+  const UploadProgress& progress() const override { return progress_; }
+
+  absl::StatusOr<bool> Write(const v1::Chunk& chunk) override;
+
+  absl::StatusOr<bool> Checkpoint() override {
+    if (progress_.complete || written_ == progress_.durable_bytes) return false;
+    if (!existing_ && ::fdatasync(fd_) != 0) return Errno("fdatasync", path_);
+    v1::AttachmentUploadState state;
+    state.set_size(layout_.size);
+    state.set_chunk_size(layout_.chunk_size);
+    state.set_encrypted(layout_.encrypted);
+    state.set_record_overhead(layout_.overhead);
+    for (const std::string& h : hashes_) state.add_chunk_sha256(h);
+    *state.mutable_updated_at() = TimestampOf(owner_->clock()->Now());
+    WriteBatch batch;
+    batch.records.push_back({AttachmentStoreImpl::UploadKey(sha256_, uploader_),
+                             state.SerializeAsString()});
+    RETURN_IF_ERROR(owner_->store()->WriteSync(std::move(batch)).status());
+    progress_.durable_bytes = written_;
+    return true;
+  }
+
+ private:
+  absl::Status Finish();
+  // Forgets everything written: the upload starts over.
+  void Reset() {
+    written_ = 0;
+    hashes_.clear();
+    whole_.Finish();
+    progress_.durable_bytes = 0;
+    progress_.resumed_bytes = 0;
+    WriteBatch batch;
+    batch.records.push_back(
+        {AttachmentStoreImpl::UploadKey(sha256_, uploader_), ""});
+    owner_->store()->WriteSync(std::move(batch)).IgnoreError();
+    if (fd_ >= 0) {
+      if (::ftruncate(fd_, 0) != 0) {
+        // The file is rewritten from the start anyway.
+      }
+    }
+  }
+
+  AttachmentStoreImpl* const owner_;
+  const std::string uploader_;
+  const std::string sha256_;
+  Layout layout_;
+  std::optional<v1::StoredAttachment> existing_;
+  std::unique_ptr<AttachmentReader> existing_reader_;
+  std::string path_;
+  int fd_ = -1;
+  uint64_t written_ = 0;
+  std::vector<std::string> hashes_;  // raw, one per chunk written
+  sealing::Sha256Stream whole_;
+  UploadProgress progress_;
+};
+
+absl::Status UploadImpl::Start(std::optional<v1::StoredAttachment> existing) {
+  Store* store = owner_->store();
+  if (existing) {
+    existing_ = std::move(existing);
+    // The same uploader proved it holds this content before: its right is
+    // renewed without sending it again.
+    ASSIGN_OR_RETURN(std::optional<std::string> grant,
+                     owner_->ReadRecord(
+                         AttachmentStoreImpl::GrantKey(sha256_, uploader_)));
+    v1::AttachmentGrant g;
+    if (grant && g.ParseFromString(*grant) &&
+        TimeOf(g.at()) + owner_->options().usable_for >=
+            owner_->clock()->Now()) {
+      RETURN_IF_ERROR(owner_->Complete("", sha256_, uploader_, std::nullopt));
+      progress_.durable_bytes = progress_.resumed_bytes = layout_.size;
+      progress_.complete = true;
+      progress_.usable_until =
+          owner_->clock()->Now() + owner_->options().usable_for;
+      return absl::OkStatus();
+    }
+    ASSIGN_OR_RETURN(existing_reader_, owner_->Open(sha256_));
+  } else {
+    path_ = owner_->PartialPath(sha256_, uploader_);
+    std::error_code ec;
+    std::filesystem::create_directories(path_.substr(0, path_.rfind('/')), ec);
+    fd_ = ::open(path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd_ < 0) return Errno("open", path_);
+  }
+  ASSIGN_OR_RETURN(std::optional<std::string> raw,
+                   owner_->ReadRecord(
+                       AttachmentStoreImpl::UploadKey(sha256_, uploader_)));
+  v1::AttachmentUploadState state;
+  if (raw && state.ParseFromString(*raw) && state.size() == layout_.size &&
+      state.chunk_size() == layout_.chunk_size &&
+      (existing_ || (state.encrypted() == layout_.encrypted &&
+                     state.record_overhead() == layout_.overhead))) {
+    // Resume: re-read what is durable, checking each chunk, to continue the
+    // hash of the whole.
+    Layout source = layout_;
+    if (existing_) {
+      source.encrypted = existing_->encrypted();
+      source.overhead = existing_->record_overhead();
+    }
+    for (int i = 0; i < state.chunk_sha256_size(); ++i) {
+      absl::StatusOr<std::string> data;
+      if (existing_) {
+        absl::StatusOr<v1::Chunk> c =
+            existing_reader_->Read(static_cast<uint64_t>(i) *
+                                   layout_.chunk_size);
+        data = c.ok() ? absl::StatusOr<std::string>(c->data())
+                      : absl::StatusOr<std::string>(c.status());
+      } else {
+        data = ReadChunk(store, fd_, path_, source, sha256_,
+                         static_cast<uint64_t>(i));
+      }
+      if (!data.ok() || sealing::Sha256Raw(*data) != state.chunk_sha256(i))
+        break;  // lost or damaged since: go on from the chunk before
+      whole_.Update(*data);
+      hashes_.push_back(state.chunk_sha256(i));
+      written_ += data->size();
+    }
+    progress_.durable_bytes = written_;
+    progress_.resumed_bytes = written_;
+  }
+  if (written_ == layout_.size) {
+    // Everything arrived before (an empty attachment at once): check the
+    // whole and complete.
+    RETURN_IF_ERROR(Finish());
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<bool> UploadImpl::Write(const v1::Chunk& chunk) {
+  if (progress_.complete) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("attachment ", sha256_,
+                     " is complete: no more chunks are taken"));
+  }
+  const uint64_t index = written_ / layout_.chunk_size;
+  if (chunk.offset() != written_) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "chunk.offset: ", chunk.offset(), ", but the upload has ", written_,
+        " bytes: the next chunk starts at ", written_));
+  }
+  const uint64_t expected = layout_.ChunkBytes(index);
+  if (chunk.data().size() != expected) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "chunk.data: chunk ", index, " (offset ", chunk.offset(), ") has ",
+        chunk.data().size(), " bytes; it must have ", expected,
+        expected == layout_.chunk_size ? " (the chunk size)"
+                                       : " (the rest of the content)"));
+  }
+  if (!IsSha256Hex(chunk.sha256())) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "chunk.sha256: chunk ", index,
+        " needs the SHA-256 of its data as 64 lower-case hex digits"));
+  }
+  std::string digest = sealing::Sha256Raw(chunk.data());
+  if (sealing::HexOf(digest) != chunk.sha256()) {
+    return absl::DataLossError(absl::StrCat(
+        "chunk ", index, " (offset ", chunk.offset(), ", ",
+        chunk.data().size(),
+        " bytes) does not match its sha256: it was damaged on the way; send "
+        "it again"));
+  }
+  if (existing_) {
+    if (index >= static_cast<uint64_t>(existing_->chunk_sha256_size()) ||
+        existing_->chunk_sha256(static_cast<int>(index)) != digest) {
+      return absl::DataLossError(absl::StrCat(
+          "chunk ", index, " (offset ", chunk.offset(),
+          ") is not part of the content with SHA-256 ", sha256_,
+          ": the content differs from its announced hash"));
+    }
+  } else {
+    std::optional<std::string> sealed;
+    if (layout_.encrypted) {
+      ASSIGN_OR_RETURN(sealed, owner_->store()->SealBeside(
+                                   chunk.data(), ChunkContext(sha256_, index)));
+      if (!sealed || sealed->size() != expected + layout_.overhead) {
+        return absl::FailedPreconditionError(
+            "attachments: encryption at rest changed during the upload; "
+            "start it again");
+      }
+    }
+    RETURN_IF_ERROR(PwriteAll(fd_, sealed ? *sealed : chunk.data(),
+                              layout_.FileOffset(index), path_));
+  }
+  whole_.Update(chunk.data());
+  hashes_.push_back(std::move(digest));
+  written_ += expected;
+  if (written_ == layout_.size) {
+    RETURN_IF_ERROR(Finish());
+    return true;
+  }
+  if (written_ - progress_.durable_bytes >= owner_->options().sync_bytes)
+    return Checkpoint();
+  return false;
+}
+
+absl::Status UploadImpl::Finish() {
+  std::string whole = sealing::HexOf(whole_.Finish());
+  if (whole != sha256_) {
+    uint64_t bytes = written_;
+    Reset();
+    return absl::DataLossError(absl::StrCat(
+        "attachment: the ", bytes, " bytes received have SHA-256 ", whole,
+        ", not the announced ", sha256_,
+        "; nothing was kept: the upload starts over"));
+  }
+  std::optional<v1::StoredAttachment> meta;
+  if (!existing_) {
+    if (::fdatasync(fd_) != 0) return Errno("fdatasync", path_);
+    ::close(fd_);
+    fd_ = -1;
+    meta.emplace();
+    meta->set_size(layout_.size);
+    meta->set_chunk_size(layout_.chunk_size);
+    meta->set_encrypted(layout_.encrypted);
+    meta->set_record_overhead(layout_.overhead);
+    for (const std::string& h : hashes_) meta->add_chunk_sha256(h);
+  }
+  RETURN_IF_ERROR(
+      owner_->Complete(path_, sha256_, uploader_, std::move(meta)));
+  progress_.durable_bytes = layout_.size;
+  progress_.complete = true;
+  progress_.usable_until =
+      owner_->clock()->Now() + owner_->options().usable_for;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<AttachmentUpload>>
+AttachmentStoreImpl::BeginUpload(absl::string_view uploader,
+                                 absl::string_view sha256, uint64_t size) {
+  if (!IsSha256Hex(sha256)) {
+    return absl::InvalidArgumentError(
+        "start.sha256: must be the SHA-256 of the whole content as 64 "
+        "lower-case hex digits");
+  }
+  if (uploader.empty()) {
+    return absl::InvalidArgumentError("attachments: uploader: empty");
+  }
+  if (size > options_.max_bytes) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "start.size: ", size, " bytes exceed the attachment limit of ",
+        options_.max_bytes, " bytes (attachments.max_bytes)"));
+  }
+  const std::string key = absl::StrCat(sha256, "/", uploader);
+  std::optional<v1::StoredAttachment> existing;
+  {
+    absl::MutexLock lock(&mu_);
+    if (!active_.insert(key).second) {
+      return absl::AbortedError(absl::StrCat(
+          "an upload of attachment ", sha256, " by ", uploader,
+          " is already running; wait for it or end it first"));
+    }
+    absl::StatusOr<std::optional<v1::StoredAttachment>> blob =
+        ReadBlob(sha256);
+    if (!blob.ok()) {
+      active_.erase(key);
+      return blob.status();
+    }
+    existing = *std::move(blob);
+  }
+  Layout layout;
+  layout.size = size;
+  layout.chunk_size = options_.chunk_size;
+  // From here the upload owns `key` in active_: its destructor releases it.
+  auto release = [&](absl::Status s) {
+    EndUpload(key);
+    return s;
+  };
+  if (existing) {
+    if (existing->size() != size) {
+      return release(absl::InvalidArgumentError(absl::StrCat(
+          "start.size: ", size, " bytes, but the content with SHA-256 ",
+          sha256, " has ", existing->size())));
+    }
+    layout.chunk_size = existing->chunk_size();
+  } else {
+    absl::StatusOr<std::optional<uint64_t>> overhead = SealOverhead();
+    if (!overhead.ok()) return release(overhead.status());
+    layout.encrypted = overhead->has_value();
+    layout.overhead = overhead->value_or(0);
+    struct statvfs fs;
+    if (::statvfs(options_.directory.c_str(), &fs) == 0) {
+      uint64_t free_bytes =
+          static_cast<uint64_t>(fs.f_bavail) * static_cast<uint64_t>(fs.f_frsize);
+      uint64_t needed = size + layout.chunks() * layout.overhead +
+                        options_.min_free_bytes;
+      if (free_bytes < needed) {
+        return release(absl::ResourceExhaustedError(absl::StrCat(
+            "start.size: an attachment of ", size, " bytes does not fit: the "
+            "broker has ", free_bytes, " bytes of disk free and keeps ",
+            options_.min_free_bytes, " in reserve")));
+      }
+    }
+  }
+  auto upload = std::make_unique<UploadImpl>(this, std::string(uploader),
+                                             std::string(sha256), layout);
+  RETURN_IF_ERROR(upload->Start(std::move(existing)));
+  return upload;
+}
+
+absl::StatusOr<AttachmentCollection> AttachmentStoreImpl::CollectGarbage() {
+  AttachmentCollection result;
+  const absl::Time now = clock_->Now();
+  WriteBatch batch;
+  // Uploads: the interrupted ones kept too long go.
+  std::set<std::string> uploading;  // sha256 with an upload kept
+  std::set<std::string> partial_files;
+  std::vector<std::string> stale_partials;
+  absl::MutexLock lock(&mu_);
+  RETURN_IF_ERROR(store_->ScanRecords(kUploadPrefix, [&](const Record& r) {
+    absl::string_view rest = absl::string_view(r.key).substr(kUploadPrefix.size());
+    std::string sha(rest.substr(0, 64));
+    std::string uploader(rest.size() > 65 ? rest.substr(65) : "");
+    v1::AttachmentUploadState state;
+    bool parsed = state.ParseFromString(r.value);
+    if (active_.count(absl::StrCat(sha, "/", uploader)) ||
+        (parsed && TimeOf(state.updated_at()) + options_.partial_kept_for >=
+                       now)) {
+      uploading.insert(sha);
+      partial_files.insert(PartialPath(sha, uploader));
+      return;
+    }
+    batch.records.push_back({r.key, ""});
+    stale_partials.push_back(PartialPath(sha, uploader));
+    ++result.partial_uploads_removed;
+  }));
+  for (const std::string& key : active_) {
+    std::string sha = key.substr(0, 64);
+    uploading.insert(sha);
+    partial_files.insert(PartialPath(sha, key.substr(65)));
+  }
+  // Rights to reference: those lapsed (with the grace) go.
+  std::set<std::string> granted;
+  RETURN_IF_ERROR(store_->ScanRecords(kGrantPrefix, [&](const Record& r) {
+    std::string sha(
+        absl::string_view(r.key).substr(kGrantPrefix.size(), 64));
+    v1::AttachmentGrant g;
+    if (g.ParseFromString(r.value) &&
+        TimeOf(g.at()) + options_.usable_for + kGrantGrace >= now) {
+      granted.insert(sha);
+      return;
+    }
+    batch.records.push_back({r.key, ""});
+    ++result.grants_expired;
+  }));
+  std::set<std::string> referenced;
+  RETURN_IF_ERROR(store_->ScanRecords(kRefPrefix, [&](const Record& r) {
+    referenced.insert(
+        std::string(absl::string_view(r.key).substr(kRefPrefix.size(), 64)));
+  }));
+  std::set<std::string> kept_blobs;
+  std::vector<std::string> dead_blobs;
+  RETURN_IF_ERROR(store_->ScanRecords(kBlobPrefix, [&](const Record& r) {
+    std::string sha(absl::string_view(r.key).substr(kBlobPrefix.size()));
+    if (referenced.count(sha) || granted.count(sha) || uploading.count(sha)) {
+      kept_blobs.insert(BlobPath(sha));
+      return;
+    }
+    v1::StoredAttachment meta;
+    if (meta.ParseFromString(r.value)) result.bytes_freed += meta.size();
+    batch.records.push_back({r.key, ""});
+    dead_blobs.push_back(BlobPath(sha));
+    ++result.attachments_removed;
+  }));
+  // Records first: a file whose record is gone is garbage; a record whose
+  // file is gone would be a lie.
+  if (!batch.records.empty())
+    RETURN_IF_ERROR(store_->WriteSync(std::move(batch)).status());
+  for (const std::string& path : stale_partials) ::unlink(path.c_str());
+  for (const std::string& path : dead_blobs) ::unlink(path.c_str());
+  // Files no record names (a crash between writing a file and its record).
+  std::error_code ec;
+  for (const char* sub : {"/partial", "/blobs"}) {
+    std::string root = absl::StrCat(options_.directory, sub);
+    for (auto it = std::filesystem::recursive_directory_iterator(root, ec);
+         !ec && it != std::filesystem::recursive_directory_iterator();
+         it.increment(ec)) {
+      if (!it->is_regular_file(ec)) continue;
+      std::string path = it->path().string();
+      bool known = absl::string_view(sub) == "/partial"
+                       ? partial_files.count(path) > 0
+                       : kept_blobs.count(path) > 0;
+      if (known) continue;
+      uint64_t bytes = it->file_size(ec);
+      if (::unlink(path.c_str()) == 0) result.bytes_freed += bytes;
+    }
+  }
+  return result;
+}
+
+absl::StatusOr<AttachmentStats> AttachmentStoreImpl::Stats() {
+  AttachmentStats stats;
+  RETURN_IF_ERROR(store_->ScanRecords(kBlobPrefix, [&](const Record& r) {
+    v1::StoredAttachment meta;
+    if (!meta.ParseFromString(r.value)) return;
+    ++stats.attachments;
+    stats.bytes += meta.size();
+  }));
+  RETURN_IF_ERROR(store_->ScanRecords(kUploadPrefix, [&](const Record& r) {
+    v1::AttachmentUploadState state;
+    if (!state.ParseFromString(r.value)) return;
+    ++stats.partial_uploads;
+    uint64_t durable = 0;
+    for (int i = 0; i < state.chunk_sha256_size(); ++i)
+      durable += std::min(state.chunk_size(), state.size() - durable);
+    stats.partial_bytes += durable;
+  }));
+  absl::MutexLock lock(&mu_);
+  stats.uploads_running = active_.size();
+  return stats;
+}
+
+}  // namespace
+
+absl::Status AttachmentOptions::Validate() const {
+  if (directory.empty())
+    return absl::InvalidArgumentError("attachments.directory: empty");
+  if (chunk_size < 4096 || chunk_size > (4 << 20)) {
+    return absl::InvalidArgumentError(
+        "attachments.chunk_size: must be 4 KiB .. 4 MiB");
+  }
+  if (max_bytes == 0)
+    return absl::InvalidArgumentError("attachments.max_bytes: must be > 0");
+  if (sync_bytes < chunk_size) {
+    return absl::InvalidArgumentError(
+        "attachments.sync_bytes: must be at least chunk_size");
+  }
+  if (usable_for <= absl::ZeroDuration() ||
+      partial_kept_for <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(
+        "attachments: usable_for and partial_kept_for must be positive");
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<AttachmentStore>> AttachmentStore::Open(
+    const AttachmentOptions& options, Store* store, Clock* clock) {
+  RETURN_IF_ERROR(options.Validate());
+  for (const char* sub : {"/blobs", "/partial"}) {
+    std::error_code ec;
+    std::string dir = absl::StrCat(options.directory, sub);
+    std::filesystem::create_directories(dir, ec);
+    if (ec) {
+      return absl::InternalError(
+          absl::StrCat("attachments: mkdir ", dir, ": ", ec.message()));
+    }
+    ::chmod(dir.c_str(), 0700);
+  }
+  return std::unique_ptr<AttachmentStore>(
+      new AttachmentStoreImpl(options, store, clock));
+}
+
+std::vector<Record> AttachmentReferences(const v1::Document& document) {
+  std::vector<Record> records;
+  for (const v1::Attachment& a : document.attachments()) {
+    if (!a.stored()) continue;
+    records.push_back(
+        {absl::StrCat(kRefPrefix, a.sha256(), "/", document.id()), "1"});
+  }
+  return records;
+}
+
+}  // namespace lienthong::storage
