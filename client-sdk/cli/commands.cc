@@ -22,6 +22,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "client-sdk/cli/attachment_commands.h"
 #include "client-sdk/cli/evidence_commands.h"
 #include "client-sdk/cli/format.h"
 #include "lienthong/common/status_macros.h"
@@ -45,49 +46,11 @@ std::string BaseName(const std::string& path) {
   return slash == std::string::npos ? path : path.substr(slash + 1);
 }
 
-std::string GuessContentType(const std::string& name) {
-  static const std::pair<const char*, const char*> kTypes[] = {
-      {".pdf", "application/pdf"},
-      {".xml", "application/xml"},
-      {".json", "application/json"},
-      {".txt", "text/plain; charset=utf-8"},
-      {".html", "text/html; charset=utf-8"},
-      {".doc", "application/msword"},
-      {".docx",
-       "application/vnd.openxmlformats-officedocument.wordprocessingml."
-       "document"},
-      {".xls", "application/vnd.ms-excel"},
-      {".xlsx",
-       "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"},
-      {".odt", "application/vnd.oasis.opendocument.text"},
-      {".png", "image/png"},
-      {".jpg", "image/jpeg"},
-      {".jpeg", "image/jpeg"},
-      {".zip", "application/zip"},
-  };
-  const std::string lower = absl::AsciiStrToLower(name);
-  for (const auto& [suffix, type] : kTypes) {
-    if (absl::EndsWith(lower, suffix)) return type;
-  }
-  return "application/octet-stream";
-}
-
-// A file-name component from text the broker (or a remote sender) chose:
-// no path separators, no control characters, no leading dot.
-std::string SafeFileName(absl::string_view name) {
-  std::string out;
-  for (char c : name) {
-    const unsigned char u = static_cast<unsigned char>(c);
-    out += (u < 0x20 || u == 0x7f || c == '/' || c == '\\') ? '_' : c;
-  }
-  if (out.empty()) out.push_back('_');
-  if (out[0] == '.') out[0] = '_';
-  return out;
-}
-
-// Writes DIR/<id>.body and DIR/<id>.<attachment name>, synced, so that the
-// document may be acknowledged afterwards.
-absl::Status WriteDocument(const std::string& dir, const v1::Document& doc) {
+// Writes DIR/<id>.body and DIR/<id>.<attachment name>, synced (stored
+// attachments downloaded and verified), so that the document may be
+// acknowledged afterwards.
+absl::Status WriteDocument(Client& client, const std::string& dir,
+                           const v1::Document& doc) {
   const std::string base = absl::StrCat(dir, "/", SafeFileName(doc.id()));
   RETURN_IF_ERROR(WriteFileDurably(absl::StrCat(base, ".body"), doc.body()));
   absl::flat_hash_set<std::string> used = {"body"};
@@ -96,6 +59,11 @@ absl::Status WriteDocument(const std::string& dir, const v1::Document& doc) {
     std::string name = SafeFileName(attachment.name());
     if (!used.insert(name).second) name = absl::StrCat(i + 1, "-", name);
     used.insert(name);
+    if (attachment.stored()) {
+      RETURN_IF_ERROR(DownloadToFile(client, doc.id(), attachment,
+                                     absl::StrCat(base, ".", name)));
+      continue;
+    }
     RETURN_IF_ERROR(
         WriteFileDurably(absl::StrCat(base, ".", name), attachment.content()));
   }
@@ -153,6 +121,46 @@ void PrintEvent(const v1::StatusEvent& event, const OutputFlags& output) {
 }
 
 }  // namespace
+
+std::string GuessContentType(const std::string& name) {
+  static const std::pair<const char*, const char*> kTypes[] = {
+      {".pdf", "application/pdf"},
+      {".xml", "application/xml"},
+      {".json", "application/json"},
+      {".txt", "text/plain; charset=utf-8"},
+      {".html", "text/html; charset=utf-8"},
+      {".doc", "application/msword"},
+      {".docx",
+       "application/vnd.openxmlformats-officedocument.wordprocessingml."
+       "document"},
+      {".xls", "application/vnd.ms-excel"},
+      {".xlsx",
+       "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"},
+      {".odt", "application/vnd.oasis.opendocument.text"},
+      {".png", "image/png"},
+      {".jpg", "image/jpeg"},
+      {".jpeg", "image/jpeg"},
+      {".zip", "application/zip"},
+  };
+  const std::string lower = absl::AsciiStrToLower(name);
+  for (const auto& [suffix, type] : kTypes) {
+    if (absl::EndsWith(lower, suffix)) return type;
+  }
+  return "application/octet-stream";
+}
+
+// A file-name component from text the broker (or a remote sender) chose:
+// no path separators, no control characters, no leading dot.
+std::string SafeFileName(absl::string_view name) {
+  std::string out;
+  for (char c : name) {
+    const unsigned char u = static_cast<unsigned char>(c);
+    out += (u < 0x20 || u == 0x7f || c == '/' || c == '\\') ? '_' : c;
+  }
+  if (out.empty()) out.push_back('_');
+  if (out[0] == '.') out[0] = '_';
+  return out;
+}
 
 absl::Status WriteFileDurably(const std::string& path, absl::string_view data) {
   int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
@@ -251,7 +259,7 @@ absl::StatusOr<v1::Document> BuildDocument(const SendFlags& flags) {
   if (!body.ok()) return UsageError(body.status());
   doc.set_body(*std::move(body));
   doc.set_body_content_type(flags.content_type);
-  for (const std::string& path : flags.attachments) {
+  for (const std::string& path : flags.inline_attachments) {
     absl::StatusOr<std::string> content = ReadLocalFile(path);
     if (!content.ok()) return UsageError(content.status());
     v1::Attachment& attachment = *doc.add_attachments();
@@ -264,9 +272,11 @@ absl::StatusOr<v1::Document> BuildDocument(const SendFlags& flags) {
   return doc;
 }
 
-absl::Status RunSend(Client& client, const v1::Document& document,
+absl::Status RunSend(Client& client, v1::Document document,
+                     const std::vector<std::string>& stored_attachments,
                      const std::string& receipt_file,
                      const OutputFlags& output) {
+  RETURN_IF_ERROR(UploadAttachments(client, stored_attachments, &document));
   ASSIGN_OR_RETURN(SendReceipt receipt, client.Send(document));
   if (!receipt_file.empty()) {
     RETURN_IF_ERROR(
@@ -334,7 +344,7 @@ absl::Status RunReceive(Client& client, const ReceiveFlags& flags,
     absl::Status failure;
     for (const IncomingDocument& incoming : documents) {
       if (to_files) {
-        failure = WriteDocument(flags.out_dir, incoming.document);
+        failure = WriteDocument(client, flags.out_dir, incoming.document);
         if (!failure.ok()) break;
       }
       PrintReceived(incoming, to_files, output);
@@ -352,7 +362,7 @@ absl::Status RunReceive(Client& client, const ReceiveFlags& flags,
   absl::Mutex print_mu;
   auto handler = [&](const IncomingDocument& incoming) -> absl::Status {
     if (to_files) {
-      absl::Status written = WriteDocument(flags.out_dir, incoming.document);
+      absl::Status written = WriteDocument(client, flags.out_dir, incoming.document);
       if (!written.ok()) {
         PrintError(written);
         return written;  // nacked: delivered again later

@@ -35,7 +35,8 @@ struct SendFlags {
   std::string refers_to;
   std::string idempotency_key;
   std::string content_type;
-  std::vector<std::string> attachments;
+  std::vector<std::string> attachments;         // streamed, stored
+  std::vector<std::string> inline_attachments;  // inside the document
   std::string body_file;  // "-" for stdin
 };
 
@@ -78,8 +79,17 @@ absl::Status WriteFileDurably(const std::string& path, absl::string_view data);
 // is reported before connecting.
 absl::StatusOr<v1::Document> BuildDocument(const SendFlags& flags);
 
+// The content type a file name suggests (application/octet-stream when it
+// suggests none).
+std::string GuessContentType(const std::string& name);
+// A file-name component from text the broker (or a remote sender) chose:
+// no path separators, no control characters, no leading dot.
+std::string SafeFileName(absl::string_view name);
+
 // With `receipt_file`, the custody receipt is written there (JSON).
-absl::Status RunSend(Client& client, const v1::Document& document,
+// Uploads `stored_attachments` (files, streamed), then sends.
+absl::Status RunSend(Client& client, v1::Document document,
+                     const std::vector<std::string>& stored_attachments,
                      const std::string& receipt_file,
                      const OutputFlags& output);
 // Stops (with --follow, --watch) when `stop` becomes true.

@@ -17,6 +17,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "client-sdk/cli/admin_commands.h"
+#include "client-sdk/cli/attachment_commands.h"
 #include "client-sdk/cli/commands.h"
 #include "client-sdk/cli/evidence_commands.h"
 #include "client-sdk/cli/format.h"
@@ -172,8 +173,17 @@ int Main(int argc, char** argv) {
                        "Idempotency key (default: a fresh random key)");
   send_cmd->add_option("--content-type", send.content_type,
                        "Content type of the body");
-  send_cmd->add_option("--attach", send.attachments,
-                       "Attach FILE inline (repeatable)");
+  send_cmd
+      ->add_option("--attach", send.attachments,
+                   "Attach FILE (repeatable): streamed to the broker in "
+                   "verified chunks before the document, resumable, any size "
+                   "up to the broker's attachments.max_bytes")
+      ->check(CLI::ExistingFile);
+  send_cmd
+      ->add_option("--attach-inline", send.inline_attachments,
+                   "Attach FILE inside the document itself (repeatable; "
+                   "small files, and documents sealed end-to-end)")
+      ->check(CLI::ExistingFile);
   send_cmd->add_option("BODY_FILE", send.body_file, "Body file, - for stdin")
       ->required();
   std::string receipt_file;
@@ -384,6 +394,22 @@ int Main(int argc, char** argv) {
       ->required();
 
   // evidence and verify
+  // download
+  DownloadFlags download;
+  CLI::App* download_cmd = app.add_subcommand(
+      "download",
+      "Download the stored attachments of a document this organization sent "
+      "or received, verified against the hashes its sender signed");
+  download_cmd->add_option("DOCUMENT_ID", download.document_id, "Document id")
+      ->required();
+  download_cmd
+      ->add_option("--out", download.out_dir,
+                   "Write DIR/<id>.<attachment name> (via .part files, "
+                   "resumed by running again)")
+      ->required();
+  download_cmd->add_option("--name", download.names,
+                           "Only this attachment (repeatable)");
+
   std::string evidence_id, evidence_out;
   CLI::App* evidence_cmd = app.add_subcommand(
       "evidence",
@@ -562,7 +588,12 @@ int Main(int argc, char** argv) {
   InstallSignalHandlers();
   absl::Status result;
   if (send_cmd->parsed()) {
-    result = RunSend(**client, *document, receipt_file, output);
+    result =
+        RunSend(**client, *document, send.attachments, receipt_file, output);
+  } else if (download_cmd->parsed()) {
+    std::error_code ec;
+    std::filesystem::create_directories(download.out_dir, ec);
+    result = RunDownload(**client, download, output);
   } else if (evidence_cmd->parsed()) {
     result = RunEvidence(**client, evidence_id, evidence_out, output);
   } else if (receive_cmd->parsed()) {

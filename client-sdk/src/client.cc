@@ -17,6 +17,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "client-sdk/src/backoff.h"
+#include "client-sdk/src/client_attachments.h"
 #include "client-sdk/src/connection.h"
 #include "client-sdk/src/credentials.h"
 #include "client-sdk/src/receive_session.h"
@@ -159,6 +160,29 @@ class ClientImpl final : public Client {
       : connection_(std::move(connection)) {}
 
   const std::string& org() const override { return connection_->org(); }
+
+  absl::StatusOr<v1::Attachment> UploadAttachment(
+      AttachmentSource& source, const std::string& name,
+      const std::string& content_type,
+      const ProgressCallback& progress) override {
+    return client_internal::UploadAttachment(*connection_, source, name,
+                                             content_type, progress);
+  }
+
+  absl::Status DownloadAttachment(const std::string& document_id,
+                                  const v1::Attachment& attachment,
+                                  AttachmentSink& sink,
+                                  const ProgressCallback& progress) override {
+    return client_internal::DownloadAttachment(*connection_, document_id,
+                                               attachment, sink, progress);
+  }
+
+  absl::Status DownloadAttachmentToFile(
+      const std::string& document_id, const v1::Attachment& attachment,
+      const std::string& path, const ProgressCallback& progress) override {
+    return client_internal::DownloadAttachmentToFile(
+        *connection_, document_id, attachment, path, progress);
+  }
 
   absl::StatusOr<SendReceipt> Send(const v1::Document& document) override {
     v1::SendRequest request;

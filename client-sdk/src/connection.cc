@@ -120,6 +120,17 @@ absl::StatusOr<SendReceipt> Connection::Receipt(
 
 absl::Status Connection::SealIfNeeded(v1::Document* document) const {
   if (!sealer_->MustSeal(*document)) return absl::OkStatus();
+  for (const v1::Attachment& a : document->attachments()) {
+    if (a.stored()) {
+      // Its plaintext went to the broker: sealing the document now would
+      // promise a confidentiality the attachment never had.
+      return absl::FailedPreconditionError(absl::StrCat(
+          "attachments: \"", a.name(),
+          "\" is a stored attachment, and this document must be sealed end "
+          "to end; stored attachments are not sealed yet: attach it inline "
+          "(up to the broker's document size limit)"));
+    }
+  }
   return sealer_->Seal(
       document,
       [this](const std::vector<std::string>& orgs)
@@ -262,6 +273,8 @@ absl::StatusOr<std::shared_ptr<Connection>> Connection::Open(
     endpoint.channel = MakeChannel(address, options, certificates);
     endpoint.stub = v1::ExchangeService::NewStub(endpoint.channel);
     endpoint.admin_stub = v1::AdminService::NewStub(endpoint.channel);
+    endpoint.attachment_stub =
+        v1::AttachmentService::NewStub(endpoint.channel);
     connection->endpoints_.push_back(std::move(endpoint));
   }
   return connection;

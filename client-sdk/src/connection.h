@@ -26,6 +26,7 @@
 #include "lienthong/common/identity.h"
 #include "lienthong/signing/signing.h"
 #include "lienthong/v1/admin.grpc.pb.h"
+#include "lienthong/v1/attachments.grpc.pb.h"
 #include "lienthong/v1/exchange.grpc.pb.h"
 
 namespace lienthong::client_internal {
@@ -103,6 +104,9 @@ class Connection {
     return endpoints_[index].address;
   }
   Stub& stub(size_t index) const { return *endpoints_[index].stub; }
+  v1::AttachmentService::Stub& attachment_stub(size_t index) const {
+    return *endpoints_[index].attachment_stub;
+  }
 
   // The endpoint new calls start on.
   size_t preferred_endpoint() const {
@@ -128,6 +132,7 @@ class Connection {
     std::shared_ptr<grpc::Channel> channel;
     std::unique_ptr<Stub> stub;
     std::unique_ptr<AdminStub> admin_stub;
+    std::unique_ptr<v1::AttachmentService::Stub> attachment_stub;
   };
 
   Connection(ClientOptions options, Principal identity,

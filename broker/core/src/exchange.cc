@@ -1673,6 +1673,11 @@ class ExchangeImpl : public Exchange {
     status.set_sender(doc.sender());
     *status.mutable_metadata() = doc.metadata();
     *status.mutable_accepted_at() = doc.accepted_at();
+    for (const v1::Attachment& a : doc.attachments()) {
+      v1::Attachment* listed = status.add_attachments();
+      *listed = a;
+      listed->clear_content();
+    }
     std::map<std::string, v1::RecipientStatus> rows;
     for (const std::string& r : doc.recipients()) {
       if (is_sender || r == viewer) rows[r].set_recipient(r);

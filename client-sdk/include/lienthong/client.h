@@ -38,6 +38,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "lienthong/attachments.h"
 #include "lienthong/v1/exchange.pb.h"
 
 namespace lienthong {
@@ -209,6 +210,39 @@ class Client {
   // receipt is missing or does not verify (the document may be stored: a
   // resend with the same key is safe).
   virtual absl::StatusOr<SendReceipt> Send(const v1::Document& document) = 0;
+
+  // ---- Stored attachments (large content beside the document) ----
+
+  // Uploads `source` to the broker in verified chunks and returns the
+  // attachment to add to a document (name, content_type, sha256, size,
+  // stored): `*doc.add_attachments() = *attachment;`, then Send. The content
+  // is read twice (once to hash it), a chunk at a time. An interrupted
+  // upload resumes from what the broker holds durably, within retry_budget
+  // of the last progress; a later call with the same content goes on from
+  // there too (and sends nothing when the broker already has it from this
+  // org). INVALID_ARGUMENT for a bad name, RESOURCE_EXHAUSTED above the
+  // broker's attachments.max_bytes, DATA_LOSS when the content changed while
+  // it was sent. A document that must be sealed end to end cannot carry
+  // stored attachments yet (Send: FAILED_PRECONDITION).
+  virtual absl::StatusOr<v1::Attachment> UploadAttachment(
+      AttachmentSource& source, const std::string& name,
+      const std::string& content_type,
+      const ProgressCallback& progress = nullptr) = 0;
+
+  // Streams a stored attachment of a document this org sent or received
+  // into `sink` (which must start empty), checking every chunk and, at the
+  // end, the whole content against attachment.sha256 (DATA_LOSS naming the
+  // attachment: the sink then holds content to discard). Resumes after
+  // interruptions within retry_budget of the last progress.
+  virtual absl::Status DownloadAttachment(
+      const std::string& document_id, const v1::Attachment& attachment,
+      AttachmentSink& sink, const ProgressCallback& progress = nullptr) = 0;
+
+  // The same into `path`: written to `path`.part (a later call continues
+  // it), synced, and renamed to `path` only once verified.
+  virtual absl::Status DownloadAttachmentToFile(
+      const std::string& document_id, const v1::Attachment& attachment,
+      const std::string& path, const ProgressCallback& progress = nullptr) = 0;
 
   // The evidence of a document this org sent or received (see
   // `lienthong verify`), signed by the broker.
