@@ -3,6 +3,8 @@
 //   lienthong-bench --endpoint 127.0.0.1:7443 --pki pki --senders 4
 //       --receivers 2 --duration 10 --size 1024 [--rate 15000]
 //       [--broker-pid PID] [--receive-endpoint 127.0.0.1:7444]
+//   lienthong-bench --endpoint 127.0.0.1:7443 --pki pki --attachment-size 1GiB
+//       [--attachments 3] [--broker-pid PID]
 //
 // Senders pipeline 1 KiB documents on SendStreams (every acknowledgement means
 // the document is durable: WAL synced); receivers take them on Receive
@@ -12,8 +14,10 @@
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <atomic>
+#include <cctype>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <iostream>
 #include <string>
@@ -23,6 +27,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/synchronization/mutex.h"
+#include "lienthong/attachments.h"
 #include "lienthong/client.h"
 
 namespace {
@@ -72,6 +77,183 @@ lienthong::ClientOptions OptionsFor(const std::string& pki,
   return o;
 }
 
+// Resident set now and at its peak (VmRSS, VmHWM) of a process, bytes.
+std::pair<uint64_t, uint64_t> Rss(int pid) {
+  std::ifstream in(pid > 0 ? absl::StrCat("/proc/", pid, "/status")
+                           : std::string("/proc/self/status"));
+  std::string line;
+  uint64_t rss = 0, hwm = 0;
+  while (std::getline(in, line)) {
+    if (line.rfind("VmRSS:", 0) == 0) rss = std::atoll(line.c_str() + 6) * 1024;
+    if (line.rfind("VmHWM:", 0) == 0) hwm = std::atoll(line.c_str() + 6) * 1024;
+  }
+  return {rss, hwm};
+}
+
+// "1GiB", "512MiB", "64KiB", "1000000": bytes; 0 when malformed.
+uint64_t ParseBytes(const std::string& text) {
+  size_t digits = 0;
+  while (digits < text.size() && std::isdigit(text[digits])) ++digits;
+  if (digits == 0) return 0;
+  uint64_t n = std::stoull(text.substr(0, digits));
+  std::string unit = text.substr(digits);
+  if (unit.empty() || unit == "B") return n;
+  if (unit == "KiB") return n << 10;
+  if (unit == "MiB") return n << 20;
+  if (unit == "GiB") return n << 30;
+  return 0;
+}
+
+// Content made up on the fly, the same for the same (seed, offset): an
+// attachment of any size without a file or memory to hold it.
+class GeneratedSource final : public lienthong::AttachmentSource {
+ public:
+  GeneratedSource(uint64_t seed, uint64_t size) : seed_(seed), size_(size) {}
+  uint64_t size() const override { return size_; }
+  absl::StatusOr<std::string> Read(uint64_t offset, uint64_t length) override {
+    std::string out(length, '\0');
+    for (uint64_t i = 0; i < length;) {
+      uint64_t word = (offset + i) / 8;
+      uint64_t z = seed_ + word * 0x9e3779b97f4a7c15ULL;  // splitmix64
+      z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+      z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+      z ^= z >> 31;
+      uint64_t from = (offset + i) % 8;
+      uint64_t take = std::min<uint64_t>(8 - from, length - i);
+      memcpy(out.data() + i, reinterpret_cast<const char*>(&z) + from, take);
+      i += take;
+    }
+    return out;
+  }
+
+ private:
+  const uint64_t seed_;
+  const uint64_t size_;
+};
+
+// Counts what arrives; the SDK checks every chunk and the whole hash.
+class CountingSink final : public lienthong::AttachmentSink {
+ public:
+  uint64_t offset() const override { return offset_; }
+  absl::Status Write(absl::string_view data) override {
+    offset_ += data.size();
+    return absl::OkStatus();
+  }
+
+ private:
+  uint64_t offset_ = 0;
+};
+
+// --attachment-size: one sender uploads `count` attachments of `size` bytes
+// and sends a document with each; one receiver takes each document and
+// downloads its attachment (verified) while the next one is uploading.
+int RunAttachments(const std::string& pki, const std::string& endpoint,
+                   const std::string& receive_endpoint,
+                   const std::string& sender, const std::string& recipient,
+                   uint64_t size, int count, int broker_pid) {
+  auto tx = lienthong::Client::Open(OptionsFor(pki, endpoint, sender));
+  auto rx =
+      lienthong::Client::Open(OptionsFor(pki, receive_endpoint, recipient));
+  if (!tx.ok() || !rx.ok()) {
+    std::cerr << "lienthong-bench: " << (tx.ok() ? rx.status() : tx.status())
+              << "\n";
+    return 1;
+  }
+  const auto sdk_before = Rss(0);
+  const auto broker_before = Rss(broker_pid);
+  std::atomic<bool> failed{false};
+  std::atomic<int64_t> upload_ns{0}, download_ns{0};
+  const uint64_t seed = static_cast<uint64_t>(NowNanos());
+  const int64_t start = NowNanos();
+  std::thread receiver([&] {
+    int done = 0;
+    const int64_t give_up = NowNanos() + int64_t{3600} * 1'000'000'000;
+    while (done < count && !failed.load() && NowNanos() < give_up) {
+      auto docs = (*rx)->Fetch(1, absl::Seconds(1));
+      if (!docs.ok()) {
+        std::cerr << "fetch: " << docs.status() << "\n";
+        failed = true;
+        return;
+      }
+      for (const lienthong::IncomingDocument& in : *docs) {
+        for (const lienthong::v1::Attachment& a : in.document.attachments()) {
+          CountingSink sink;
+          int64_t t0 = NowNanos();
+          absl::Status s = (*rx)->DownloadAttachment(in.document.id(), a, sink);
+          download_ns += NowNanos() - t0;
+          if (!s.ok()) {
+            std::cerr << "download: " << s << "\n";
+            failed = true;
+            return;
+          }
+        }
+        if (absl::Status s = (*rx)->Ack({in.document.id()}); !s.ok()) {
+          std::cerr << "ack: " << s << "\n";
+          failed = true;
+          return;
+        }
+        ++done;
+      }
+    }
+    if (done < count) failed = true;
+  });
+  for (int i = 0; i < count && !failed.load(); ++i) {
+    GeneratedSource source(seed + static_cast<uint64_t>(i) * 7919, size);
+    int64_t t0 = NowNanos();
+    auto attachment = (*tx)->UploadAttachment(
+        source, absl::StrCat("bench-", i, ".bin"), "application/octet-stream");
+    upload_ns += NowNanos() - t0;
+    if (!attachment.ok()) {
+      std::cerr << "upload: " << attachment.status() << "\n";
+      failed = true;
+      break;
+    }
+    lienthong::v1::Document doc;
+    doc.add_recipients(recipient);
+    doc.mutable_metadata()->set_subject("lienthong-bench attachment");
+    doc.mutable_metadata()->set_document_type("Công văn");
+    doc.set_body("attachment benchmark");
+    *doc.add_attachments() = *attachment;
+    auto sent = (*tx)->Send(doc);
+    if (!sent.ok()) {
+      std::cerr << "send: " << sent.status() << "\n";
+      failed = true;
+    }
+  }
+  receiver.join();
+  const double seconds = (NowNanos() - start) / 1e9;
+  const auto sdk_after = Rss(0);
+  const auto broker_after = Rss(broker_pid);
+  const double mib = static_cast<double>(size) / (1 << 20);
+  auto mib_s = [&](int64_t ns) {
+    return ns > 0 ? mib * count / (ns / 1e9) : 0.0;
+  };
+  std::printf(
+      "lienthong-bench: %d attachment(s) of %.0f MiB, %s -> %s, uploads "
+      "overlapping downloads\n",
+      count, mib, sender.c_str(), recipient.c_str());
+  std::printf(
+      "  send->receive throughput:    %8.1f MiB/s (%.1f s, from the "
+      "first upload to the last verified download)\n",
+      mib * count / seconds, seconds);
+  std::printf("  upload (hash + chunks):      %8.1f MiB/s\n",
+              mib_s(upload_ns.load()));
+  std::printf("  download (chunks, verified): %8.1f MiB/s\n",
+              mib_s(download_ns.load()));
+  std::printf(
+      "  SDK peak RSS growth:         %8.1f MiB (%.1f -> peak %.1f)\n",
+      (static_cast<double>(sdk_after.second) - sdk_before.first) / (1 << 20),
+      sdk_before.first / 1048576.0, sdk_after.second / 1048576.0);
+  if (broker_pid > 0) {
+    std::printf(
+        "  broker peak RSS growth:      %8.1f MiB (%.1f -> peak %.1f)\n",
+        (static_cast<double>(broker_after.second) - broker_before.first) /
+            (1 << 20),
+        broker_before.first / 1048576.0, broker_after.second / 1048576.0);
+  }
+  return failed.load() ? 1 : 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -104,9 +286,34 @@ int main(int argc, char** argv) {
                  "broker the recipient takes documents from (default: "
                  "--endpoint); another broker of a federation measures the "
                  "hops between them");
+  std::string attachment_size;
+  int attachment_count = 3;
+  app.add_option("--attachment-size", attachment_size,
+                 "measure stored attachments instead: SIZE (e.g. 1GiB) each, "
+                 "from --sender-org (default 000.00.00.G22) to --recipient "
+                 "(default 000.00.00.H49)");
+  app.add_option("--attachments", attachment_count,
+                 "with --attachment-size: how many");
   CLI11_PARSE(app, argc, argv);
   if (receive_endpoint.empty()) receive_endpoint = endpoint;
   absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
+  if (!attachment_size.empty()) {
+    uint64_t bytes = ParseBytes(attachment_size);
+    if (bytes == 0 || attachment_count < 1) {
+      std::cerr << "lienthong-bench: --attachment-size \"" << attachment_size
+                << "\": expected e.g. 1GiB, 256MiB or bytes; --attachments "
+                   "at least 1\n";
+      return 2;
+    }
+    // The dev policy caps reports to the centre at 20 MiB: by default the
+    // centre sends to a province.
+    bool default_orgs = app.count("--sender-org") == 0;
+    return RunAttachments(
+        pki, endpoint, receive_endpoint,
+        default_orgs ? "000.00.00.G22" : sender_orgs[0],
+        app.count("--recipient") == 0 ? "000.00.00.H49" : recipient, bytes,
+        attachment_count, pid);
+  }
 
   Latencies lat;
   std::atomic<bool> stop_sending{false};

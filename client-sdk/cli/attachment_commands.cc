@@ -42,25 +42,26 @@ class ProgressBar {
 
  private:
   void Draw(absl::Time now, bool done) {
-    const uint64_t moved = last_.bytes > last_.resumed ? last_.bytes - last_.resumed : 0;
+    const uint64_t moved =
+        last_.bytes > last_.resumed ? last_.bytes - last_.resumed : 0;
     const double seconds = std::max(1e-3, absl::ToDoubleSeconds(now - start_));
     const double rate = static_cast<double>(moved) / seconds;
     std::string line;
     if (done) {
-      line = absl::StrCat(verb_, " ", label_, ": ", Mebibytes(last_.total),
-                          " in ", absl::StrFormat("%.1f s", seconds), " (",
-                          Mebibytes(static_cast<uint64_t>(rate)), "/s)",
-                          last_.resumed > 0
-                              ? absl::StrCat(", ", Mebibytes(last_.resumed),
-                                             " already there")
-                              : "");
+      line = absl::StrCat(
+          verb_, " ", label_, ": ", Mebibytes(last_.total), " in ",
+          absl::StrFormat("%.1f s", seconds), " (",
+          Mebibytes(static_cast<uint64_t>(rate)), "/s)",
+          last_.resumed > 0
+              ? absl::StrCat(", ", Mebibytes(last_.resumed), " already there")
+              : "");
       std::cerr << (tty_ ? "\r\033[K" : "") << line << std::endl;
       return;
     }
-    const double fraction =
-        last_.total == 0 ? 1.0
-                         : static_cast<double>(last_.bytes) /
-                               static_cast<double>(last_.total);
+    const double fraction = last_.total == 0
+                                ? 1.0
+                                : static_cast<double>(last_.bytes) /
+                                      static_cast<double>(last_.total);
     constexpr int kWidth = 28;
     int filled = static_cast<int>(fraction * kWidth);
     std::string bar(static_cast<size_t>(filled), '=');
@@ -71,8 +72,8 @@ class ProgressBar {
       left = absl::FormatDuration(absl::Seconds(static_cast<int64_t>(
           static_cast<double>(last_.total - last_.bytes) / rate + 0.5)));
     }
-    line = absl::StrFormat("%s [%s] %3d%%  %s / %s  %s/s  %s left",
-                           label_, bar, static_cast<int>(fraction * 100),
+    line = absl::StrFormat("%s [%s] %3d%%  %s / %s  %s/s  %s left", label_, bar,
+                           static_cast<int>(fraction * 100),
                            Mebibytes(last_.bytes), Mebibytes(last_.total),
                            Mebibytes(static_cast<uint64_t>(rate)), left);
     std::cerr << "\r\033[K" << line << std::flush;
@@ -99,9 +100,9 @@ absl::Status UploadAttachments(Client& client,
   for (const std::string& path : paths) {
     absl::StatusOr<std::unique_ptr<AttachmentSource>> source = FileSource(path);
     if (!source.ok()) {
-      return UsageError(absl::Status(
-          source.status().code(),
-          absl::StrCat("--attach: ", source.status().message())));
+      return UsageError(
+          absl::Status(source.status().code(),
+                       absl::StrCat("--attach: ", source.status().message())));
     }
     const std::string name = BaseNameOf(path);
     ProgressBar bar("uploaded", name);
@@ -137,24 +138,23 @@ absl::Status RunDownload(Client& client, const DownloadFlags& flags,
     if (!wanted.empty() && !wanted.count(a.name())) continue;
     if (!a.stored()) {
       if (!wanted.empty()) {
-        return UsageError(absl::InvalidArgumentError(absl::StrCat(
-            "--name ", a.name(), ": an inline attachment; `lienthong receive "
-            "--out DIR` writes it with the document")));
+        return UsageError(absl::InvalidArgumentError(
+            absl::StrCat("--name ", a.name(),
+                         ": an inline attachment; `lienthong receive "
+                         "--out DIR` writes it with the document")));
       }
       continue;
     }
     std::string name = SafeFileName(a.name());
     if (!used.insert(name).second) name = absl::StrCat(fetched + 1, "-", name);
-    const std::string path =
-        absl::StrCat(flags.out_dir, "/", SafeFileName(flags.document_id), ".",
-                     name);
+    const std::string path = absl::StrCat(
+        flags.out_dir, "/", SafeFileName(flags.document_id), ".", name);
     RETURN_IF_ERROR(DownloadToFile(client, flags.document_id, a, path));
     ++fetched;
     wanted.erase(a.name());
     if (output.json) {
       std::cout << "{\"name\":" << JsonString(a.name())
-                << ",\"path\":" << JsonString(path)
-                << ",\"size\":" << a.size()
+                << ",\"path\":" << JsonString(path) << ",\"size\":" << a.size()
                 << ",\"sha256\":" << JsonString(a.sha256()) << "}" << std::endl;
     } else {
       std::cout << path << "  " << a.size() << " bytes  sha256 " << a.sha256()
@@ -162,9 +162,9 @@ absl::Status RunDownload(Client& client, const DownloadFlags& flags,
     }
   }
   if (!flags.names.empty() && !wanted.empty()) {
-    return absl::NotFoundError(
-        absl::StrCat("document ", flags.document_id, " has no attachment \"",
-                     *wanted.begin(), "\""));
+    return absl::NotFoundError(absl::StrCat("document ", flags.document_id,
+                                            " has no attachment \"",
+                                            *wanted.begin(), "\""));
   }
   if (fetched == 0 && !output.json) {
     std::cerr << "document " << flags.document_id

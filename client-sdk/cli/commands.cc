@@ -362,7 +362,8 @@ absl::Status RunReceive(Client& client, const ReceiveFlags& flags,
   absl::Mutex print_mu;
   auto handler = [&](const IncomingDocument& incoming) -> absl::Status {
     if (to_files) {
-      absl::Status written = WriteDocument(client, flags.out_dir, incoming.document);
+      absl::Status written =
+          WriteDocument(client, flags.out_dir, incoming.document);
       if (!written.ok()) {
         PrintError(written);
         return written;  // nacked: delivered again later

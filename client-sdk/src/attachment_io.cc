@@ -36,9 +36,9 @@ class FileSourceImpl final : public AttachmentSource {
             absl::StrCat("read ", path_, ": ", std::strerror(errno)));
       }
       if (n == 0) {
-        return absl::DataLossError(absl::StrCat(
-            path_, " shrank to ", offset + got, " bytes while being sent (it had ",
-            size_, ")"));
+        return absl::DataLossError(
+            absl::StrCat(path_, " shrank to ", offset + got,
+                         " bytes while being sent (it had ", size_, ")"));
       }
       got += static_cast<uint64_t>(n);
     }
@@ -77,8 +77,8 @@ absl::StatusOr<std::unique_ptr<AttachmentSource>> FileSource(
     return absl::InvalidArgumentError(
         absl::StrCat(path, ": not a regular file"));
   }
-  return std::unique_ptr<AttachmentSource>(new FileSourceImpl(
-      fd, path, static_cast<uint64_t>(st.st_size)));
+  return std::unique_ptr<AttachmentSource>(
+      new FileSourceImpl(fd, path, static_cast<uint64_t>(st.st_size)));
 }
 
 absl::StatusOr<std::string> Sha256OfSource(AttachmentSource& source) {
@@ -151,9 +151,9 @@ absl::StatusOr<v1::UploadResponse> UploadOnce(
   grpc::Status s = stream->Finish();
   if (!s.ok()) return FromGrpc(s);
   if (!last.complete()) {
-    return absl::UnavailableError(absl::StrCat(
-        "the upload ended with ", last.durable_bytes(), " of ", source.size(),
-        " bytes durable at the broker"));
+    return absl::UnavailableError(
+        absl::StrCat("the upload ended with ", last.durable_bytes(), " of ",
+                     source.size(), " bytes durable at the broker"));
   }
   return last;
 }
@@ -182,9 +182,9 @@ absl::StatusOr<uint64_t> DownloadOnce(
     if (!response.has_chunk()) continue;
     const v1::Chunk& chunk = response.chunk();
     if (chunk.offset() != sink.offset()) {
-      failed = absl::DataLossError(absl::StrCat(
-          "the broker sent a chunk at offset ", chunk.offset(), " where ",
-          sink.offset(), " was due"));
+      failed = absl::DataLossError(
+          absl::StrCat("the broker sent a chunk at offset ", chunk.offset(),
+                       " where ", sink.offset(), " was due"));
       break;
     }
     if (sealing::Sha256Hex(chunk.data()) != chunk.sha256()) {
@@ -212,9 +212,8 @@ absl::StatusOr<uint64_t> DownloadOnce(
   if (!s.ok()) return FromGrpc(s);
   if (!sized) return absl::UnavailableError("download ended without an answer");
   if (sink.offset() != size) {
-    return absl::UnavailableError(absl::StrCat("the download ended at ",
-                                               sink.offset(), " of ", size,
-                                               " bytes"));
+    return absl::UnavailableError(absl::StrCat(
+        "the download ended at ", sink.offset(), " of ", size, " bytes"));
   }
   return size;
 }

@@ -87,8 +87,8 @@ class FileSink final : public AttachmentSink {
   uint64_t offset() const override { return offset_; }
   absl::Status Write(absl::string_view data) override {
     while (!data.empty()) {
-      ssize_t n = ::pwrite(fd_, data.data(), data.size(),
-                           static_cast<off_t>(offset_));
+      ssize_t n =
+          ::pwrite(fd_, data.data(), data.size(), static_cast<off_t>(offset_));
       if (n < 0) {
         if (errno == EINTR) continue;
         return absl::InternalError(
@@ -130,8 +130,8 @@ absl::Status Download(const Connection& connection,
                       const v1::Attachment& attachment, HashingSink& sink,
                       const ProgressCallback& progress) {
   RETURN_IF_ERROR(RetryTransfer(
-      connection, [&](size_t index, grpc::ClientContext& context,
-                      bool* progressed) {
+      connection,
+      [&](size_t index, grpc::ClientContext& context, bool* progressed) {
         context.set_deadline(absl::ToChronoTime(
             absl::Now() + AttemptDeadline(connection.options(),
                                           attachment.size() - sink.offset())));
@@ -150,9 +150,10 @@ absl::Status Download(const Connection& connection,
   std::string whole = sink.Finish();
   if (whole != attachment.sha256()) {
     return absl::DataLossError(absl::StrCat(
-        "attachment \"", attachment.name(), "\": the content received has "
-        "SHA-256 ", whole, ", not the ", attachment.sha256(),
-        " its sender signed"));
+        "attachment \"", attachment.name(),
+        "\": the content received has "
+        "SHA-256 ",
+        whole, ", not the ", attachment.sha256(), " its sender signed"));
   }
   return absl::OkStatus();
 }
@@ -171,20 +172,20 @@ absl::StatusOr<v1::Attachment> UploadAttachment(
   ASSIGN_OR_RETURN(std::string sha256, Sha256OfSource(source));
   uint64_t furthest = 0;
   RETURN_IF_ERROR(RetryTransfer(
-      connection, [&](size_t index, grpc::ClientContext& context,
-                      bool* progressed) {
+      connection,
+      [&](size_t index, grpc::ClientContext& context, bool* progressed) {
         context.set_deadline(absl::ToChronoTime(
-            absl::Now() + AttemptDeadline(connection.options(),
-                                          source.size() - furthest)));
-        absl::StatusOr<v1::UploadResponse> r = UploadOnce(
-            connection.attachment_stub(index), context, source, sha256,
-            [&](const TransferProgress& p) {
-              if (p.bytes > furthest) {
-                furthest = p.bytes;
-                *progressed = true;
-              }
-              if (progress) progress(p);
-            });
+            absl::Now() +
+            AttemptDeadline(connection.options(), source.size() - furthest)));
+        absl::StatusOr<v1::UploadResponse> r =
+            UploadOnce(connection.attachment_stub(index), context, source,
+                       sha256, [&](const TransferProgress& p) {
+                         if (p.bytes > furthest) {
+                           furthest = p.bytes;
+                           *progressed = true;
+                         }
+                         if (progress) progress(p);
+                       });
         return r.status();
       }));
   v1::Attachment attachment;
@@ -257,8 +258,8 @@ absl::Status DownloadAttachmentToFile(const Connection& connection,
   }
   RETURN_IF_ERROR(file.Close());
   if (::rename(part.c_str(), path.c_str()) != 0) {
-    return absl::InternalError(absl::StrCat("rename ", part, " to ", path,
-                                            ": ", std::strerror(errno)));
+    return absl::InternalError(absl::StrCat("rename ", part, " to ", path, ": ",
+                                            std::strerror(errno)));
   }
   std::string dir = path.find('/') == std::string::npos
                         ? "."

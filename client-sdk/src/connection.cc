@@ -37,6 +37,8 @@ std::shared_ptr<grpc::Channel> MakeChannel(
 
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(kMaxReceiveMessageBytes);
+  args.SetInt(GRPC_ARG_HTTP2_BDP_PROBE, 0);
+  args.SetInt(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, kStreamWindowBytes);
   args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, kKeepaliveTimeMs);
   args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, kMaxReconnectBackoffMs);
@@ -273,8 +275,7 @@ absl::StatusOr<std::shared_ptr<Connection>> Connection::Open(
     endpoint.channel = MakeChannel(address, options, certificates);
     endpoint.stub = v1::ExchangeService::NewStub(endpoint.channel);
     endpoint.admin_stub = v1::AdminService::NewStub(endpoint.channel);
-    endpoint.attachment_stub =
-        v1::AttachmentService::NewStub(endpoint.channel);
+    endpoint.attachment_stub = v1::AttachmentService::NewStub(endpoint.channel);
     connection->endpoints_.push_back(std::move(endpoint));
   }
   return connection;

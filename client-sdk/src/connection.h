@@ -34,6 +34,9 @@ namespace lienthong::client_internal {
 // Channel settings (see DESIGN: the SDK keeps connections alive and notices
 // dead brokers quickly).
 inline constexpr int kMaxReceiveMessageBytes = 64 << 20;
+// A fixed receive window per stream (no BDP probing): a download cannot run
+// more than this ahead of the application's sink.
+inline constexpr int kStreamWindowBytes = 8 << 20;
 inline constexpr int kKeepaliveTimeMs = 30'000;
 inline constexpr int kMaxReconnectBackoffMs = 5'000;
 // Rotated certificate and key files are re-read this often.

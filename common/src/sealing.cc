@@ -487,9 +487,8 @@ std::string HexOf(absl::string_view raw) {
 std::string Sha256Raw(absl::string_view bytes) { return Sha256(bytes); }
 
 Sha256Stream::Sha256Stream() : ctx_(EVP_MD_CTX_new()) {
-  if (ctx_ == nullptr ||
-      EVP_DigestInit_ex(static_cast<EVP_MD_CTX*>(ctx_), EVP_sha256(),
-                        nullptr) != 1) {
+  if (ctx_ == nullptr || EVP_DigestInit_ex(static_cast<EVP_MD_CTX*>(ctx_),
+                                           EVP_sha256(), nullptr) != 1) {
     abort();  // out of memory: nothing sensible to do
   }
 }
@@ -499,8 +498,7 @@ Sha256Stream::~Sha256Stream() {
 }
 
 void Sha256Stream::Update(absl::string_view piece) {
-  EVP_DigestUpdate(static_cast<EVP_MD_CTX*>(ctx_), piece.data(),
-                   piece.size());
+  EVP_DigestUpdate(static_cast<EVP_MD_CTX*>(ctx_), piece.data(), piece.size());
 }
 
 std::string Sha256Stream::Finish() {

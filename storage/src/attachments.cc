@@ -55,20 +55,21 @@ bool IsSha256Hex(absl::string_view s) {
 
 google::protobuf::Timestamp TimestampOf(absl::Time t) {
   google::protobuf::Timestamp ts;
-  ts.set_seconds(absl::ToUnixSeconds(t));
+  const int64_t nanos = absl::ToUnixNanos(t);
+  ts.set_seconds(nanos / 1'000'000'000);
+  ts.set_nanos(static_cast<int32_t>(nanos % 1'000'000'000));
   return ts;
 }
 
 absl::Time TimeOf(const google::protobuf::Timestamp& ts) {
-  return absl::FromUnixSeconds(ts.seconds());
+  return absl::FromUnixSeconds(ts.seconds()) + absl::Nanoseconds(ts.nanos());
 }
 
 absl::Status Errno(absl::string_view what, const std::string& path) {
   int e = errno;
-  std::string message = absl::StrCat("attachments: ", what, " ", path, ": ",
-                                     std::strerror(e));
-  if (e == ENOSPC || e == EDQUOT)
-    return absl::ResourceExhaustedError(message);
+  std::string message =
+      absl::StrCat("attachments: ", what, " ", path, ": ", std::strerror(e));
+  if (e == ENOSPC || e == EDQUOT) return absl::ResourceExhaustedError(message);
   return absl::InternalError(message);
 }
 
@@ -101,16 +102,16 @@ absl::StatusOr<std::string> PreadAll(int fd, uint64_t len, uint64_t at,
   std::string out(len, '\0');
   uint64_t got = 0;
   while (got < len) {
-    ssize_t n = ::pread(fd, out.data() + got, len - got,
-                        static_cast<off_t>(at + got));
+    ssize_t n =
+        ::pread(fd, out.data() + got, len - got, static_cast<off_t>(at + got));
     if (n < 0) {
       if (errno == EINTR) continue;
       return Errno("read", path);
     }
     if (n == 0) {
-      return absl::DataLossError(absl::StrCat(
-          "attachments: ", path, " is truncated: ", at + got,
-          " bytes where at least ", at + len, " should be"));
+      return absl::DataLossError(
+          absl::StrCat("attachments: ", path, " is truncated: ", at + got,
+                       " bytes where at least ", at + len, " should be"));
     }
     got += static_cast<uint64_t>(n);
   }
@@ -182,17 +183,17 @@ class ReaderImpl final : public AttachmentReader {
     }
     uint64_t index = offset / layout_.chunk_size;
     if (index >= static_cast<uint64_t>(meta_.chunk_sha256_size())) {
-      return absl::DataLossError(absl::StrCat(
-          "attachments: the record of ", sha256_, " lacks chunk ", index));
+      return absl::DataLossError(absl::StrCat("attachments: the record of ",
+                                              sha256_, " lacks chunk ", index));
     }
-    ASSIGN_OR_RETURN(std::string data, ReadChunk(store_, fd_, path_, layout_,
-                                                 sha256_, index));
+    ASSIGN_OR_RETURN(std::string data,
+                     ReadChunk(store_, fd_, path_, layout_, sha256_, index));
     std::string digest = sealing::Sha256Raw(data);
     if (digest != meta_.chunk_sha256(static_cast<int>(index))) {
-      return absl::DataLossError(absl::StrCat(
-          "attachments: chunk ", index, " of ", sha256_,
-          " does not match its recorded SHA-256: the file ", path_,
-          " was altered or damaged"));
+      return absl::DataLossError(
+          absl::StrCat("attachments: chunk ", index, " of ", sha256_,
+                       " does not match its recorded SHA-256: the file ", path_,
+                       " was altered or damaged"));
     }
     v1::Chunk chunk;
     chunk.set_offset(offset);
@@ -222,8 +223,8 @@ class AttachmentStoreImpl final : public AttachmentStore {
       absl::string_view uploader, absl::string_view sha256,
       uint64_t size) override;
 
-  absl::Status CheckUsable(absl::string_view uploader,
-                           absl::string_view sha256, uint64_t size) override {
+  absl::Status CheckUsable(absl::string_view uploader, absl::string_view sha256,
+                           uint64_t size) override {
     if (!IsSha256Hex(sha256)) {
       return absl::InvalidArgumentError(
           "sha256: must be 64 lower-case hex digits");
@@ -231,15 +232,14 @@ class AttachmentStoreImpl final : public AttachmentStore {
     ASSIGN_OR_RETURN(std::optional<v1::StoredAttachment> meta,
                      ReadBlob(sha256));
     if (!meta) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "attachment ", sha256,
-          " has not been uploaded to this broker (upload it with "
-          "AttachmentService/Upload first)"));
+      return absl::FailedPreconditionError(
+          absl::StrCat("attachment ", sha256,
+                       " has not been uploaded to this broker (upload it with "
+                       "AttachmentService/Upload first)"));
     }
     if (meta->size() != size) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("attachment ", sha256, " has ", meta->size(),
-                       " bytes, not ", size));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "attachment ", sha256, " has ", meta->size(), " bytes, not ", size));
     }
     ASSIGN_OR_RETURN(std::optional<std::string> grant,
                      ReadRecord(GrantKey(sha256, uploader)));
@@ -292,8 +292,8 @@ class AttachmentStoreImpl final : public AttachmentStore {
   Clock* clock() const { return clock_; }
 
   std::string BlobPath(absl::string_view sha256) const {
-    return absl::StrCat(options_.directory, "/blobs/", sha256.substr(0, 2),
-                        "/", sha256);
+    return absl::StrCat(options_.directory, "/blobs/", sha256.substr(0, 2), "/",
+                        sha256);
   }
   std::string PartialPath(absl::string_view sha256,
                           absl::string_view uploader) const {
@@ -328,8 +328,8 @@ class AttachmentStoreImpl final : public AttachmentStore {
     if (!raw) return std::nullopt;
     v1::StoredAttachment meta;
     if (!meta.ParseFromString(*raw)) {
-      return absl::DataLossError(absl::StrCat(
-          "attachments: the record of ", sha256, " is malformed"));
+      return absl::DataLossError(
+          absl::StrCat("attachments: the record of ", sha256, " is malformed"));
     }
     return meta;
   }
@@ -477,9 +477,9 @@ absl::Status UploadImpl::Start(std::optional<v1::StoredAttachment> existing) {
     existing_ = std::move(existing);
     // The same uploader proved it holds this content before: its right is
     // renewed without sending it again.
-    ASSIGN_OR_RETURN(std::optional<std::string> grant,
-                     owner_->ReadRecord(
-                         AttachmentStoreImpl::GrantKey(sha256_, uploader_)));
+    ASSIGN_OR_RETURN(
+        std::optional<std::string> grant,
+        owner_->ReadRecord(AttachmentStoreImpl::GrantKey(sha256_, uploader_)));
     v1::AttachmentGrant g;
     if (grant && g.ParseFromString(*grant) &&
         TimeOf(g.at()) + owner_->options().usable_for >=
@@ -499,9 +499,9 @@ absl::Status UploadImpl::Start(std::optional<v1::StoredAttachment> existing) {
     fd_ = ::open(path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
     if (fd_ < 0) return Errno("open", path_);
   }
-  ASSIGN_OR_RETURN(std::optional<std::string> raw,
-                   owner_->ReadRecord(
-                       AttachmentStoreImpl::UploadKey(sha256_, uploader_)));
+  ASSIGN_OR_RETURN(
+      std::optional<std::string> raw,
+      owner_->ReadRecord(AttachmentStoreImpl::UploadKey(sha256_, uploader_)));
   v1::AttachmentUploadState state;
   if (raw && state.ParseFromString(*raw) && state.size() == layout_.size &&
       state.chunk_size() == layout_.chunk_size &&
@@ -517,9 +517,8 @@ absl::Status UploadImpl::Start(std::optional<v1::StoredAttachment> existing) {
     for (int i = 0; i < state.chunk_sha256_size(); ++i) {
       absl::StatusOr<std::string> data;
       if (existing_) {
-        absl::StatusOr<v1::Chunk> c =
-            existing_reader_->Read(static_cast<uint64_t>(i) *
-                                   layout_.chunk_size);
+        absl::StatusOr<v1::Chunk> c = existing_reader_->Read(
+            static_cast<uint64_t>(i) * layout_.chunk_size);
         data = c.ok() ? absl::StatusOr<std::string>(c->data())
                       : absl::StatusOr<std::string>(c.status());
       } else {
@@ -545,15 +544,14 @@ absl::Status UploadImpl::Start(std::optional<v1::StoredAttachment> existing) {
 
 absl::StatusOr<bool> UploadImpl::Write(const v1::Chunk& chunk) {
   if (progress_.complete) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("attachment ", sha256_,
-                     " is complete: no more chunks are taken"));
+    return absl::FailedPreconditionError(absl::StrCat(
+        "attachment ", sha256_, " is complete: no more chunks are taken"));
   }
   const uint64_t index = written_ / layout_.chunk_size;
   if (chunk.offset() != written_) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "chunk.offset: ", chunk.offset(), ", but the upload has ", written_,
-        " bytes: the next chunk starts at ", written_));
+    return absl::InvalidArgumentError(
+        absl::StrCat("chunk.offset: ", chunk.offset(), ", but the upload has ",
+                     written_, " bytes: the next chunk starts at ", written_));
   }
   const uint64_t expected = layout_.ChunkBytes(index);
   if (chunk.data().size() != expected) {
@@ -571,18 +569,17 @@ absl::StatusOr<bool> UploadImpl::Write(const v1::Chunk& chunk) {
   std::string digest = sealing::Sha256Raw(chunk.data());
   if (sealing::HexOf(digest) != chunk.sha256()) {
     return absl::DataLossError(absl::StrCat(
-        "chunk ", index, " (offset ", chunk.offset(), ", ",
-        chunk.data().size(),
+        "chunk ", index, " (offset ", chunk.offset(), ", ", chunk.data().size(),
         " bytes) does not match its sha256: it was damaged on the way; send "
         "it again"));
   }
   if (existing_) {
     if (index >= static_cast<uint64_t>(existing_->chunk_sha256_size()) ||
         existing_->chunk_sha256(static_cast<int>(index)) != digest) {
-      return absl::DataLossError(absl::StrCat(
-          "chunk ", index, " (offset ", chunk.offset(),
-          ") is not part of the content with SHA-256 ", sha256_,
-          ": the content differs from its announced hash"));
+      return absl::DataLossError(
+          absl::StrCat("chunk ", index, " (offset ", chunk.offset(),
+                       ") is not part of the content with SHA-256 ", sha256_,
+                       ": the content differs from its announced hash"));
     }
   } else {
     std::optional<std::string> sealed;
@@ -615,10 +612,10 @@ absl::Status UploadImpl::Finish() {
   if (whole != sha256_) {
     uint64_t bytes = written_;
     Reset();
-    return absl::DataLossError(absl::StrCat(
-        "attachment: the ", bytes, " bytes received have SHA-256 ", whole,
-        ", not the announced ", sha256_,
-        "; nothing was kept: the upload starts over"));
+    return absl::DataLossError(
+        absl::StrCat("attachment: the ", bytes, " bytes received have SHA-256 ",
+                     whole, ", not the announced ", sha256_,
+                     "; nothing was kept: the upload starts over"));
   }
   std::optional<v1::StoredAttachment> meta;
   if (!existing_) {
@@ -632,8 +629,7 @@ absl::Status UploadImpl::Finish() {
     meta->set_record_overhead(layout_.overhead);
     for (const std::string& h : hashes_) meta->add_chunk_sha256(h);
   }
-  RETURN_IF_ERROR(
-      owner_->Complete(path_, sha256_, uploader_, std::move(meta)));
+  RETURN_IF_ERROR(owner_->Complete(path_, sha256_, uploader_, std::move(meta)));
   progress_.durable_bytes = layout_.size;
   progress_.complete = true;
   progress_.usable_until =
@@ -662,12 +658,11 @@ AttachmentStoreImpl::BeginUpload(absl::string_view uploader,
   {
     absl::MutexLock lock(&mu_);
     if (!active_.insert(key).second) {
-      return absl::AbortedError(absl::StrCat(
-          "an upload of attachment ", sha256, " by ", uploader,
-          " is already running; wait for it or end it first"));
+      return absl::AbortedError(
+          absl::StrCat("an upload of attachment ", sha256, " by ", uploader,
+                       " is already running; wait for it or end it first"));
     }
-    absl::StatusOr<std::optional<v1::StoredAttachment>> blob =
-        ReadBlob(sha256);
+    absl::StatusOr<std::optional<v1::StoredAttachment>> blob = ReadBlob(sha256);
     if (!blob.ok()) {
       active_.erase(key);
       return blob.status();
@@ -685,8 +680,8 @@ AttachmentStoreImpl::BeginUpload(absl::string_view uploader,
   if (existing) {
     if (existing->size() != size) {
       return release(absl::InvalidArgumentError(absl::StrCat(
-          "start.size: ", size, " bytes, but the content with SHA-256 ",
-          sha256, " has ", existing->size())));
+          "start.size: ", size, " bytes, but the content with SHA-256 ", sha256,
+          " has ", existing->size())));
     }
     layout.chunk_size = existing->chunk_size();
   } else {
@@ -696,15 +691,17 @@ AttachmentStoreImpl::BeginUpload(absl::string_view uploader,
     layout.overhead = overhead->value_or(0);
     struct statvfs fs;
     if (::statvfs(options_.directory.c_str(), &fs) == 0) {
-      uint64_t free_bytes =
-          static_cast<uint64_t>(fs.f_bavail) * static_cast<uint64_t>(fs.f_frsize);
-      uint64_t needed = size + layout.chunks() * layout.overhead +
-                        options_.min_free_bytes;
+      uint64_t free_bytes = static_cast<uint64_t>(fs.f_bavail) *
+                            static_cast<uint64_t>(fs.f_frsize);
+      uint64_t needed =
+          size + layout.chunks() * layout.overhead + options_.min_free_bytes;
       if (free_bytes < needed) {
-        return release(absl::ResourceExhaustedError(absl::StrCat(
-            "start.size: an attachment of ", size, " bytes does not fit: the "
-            "broker has ", free_bytes, " bytes of disk free and keeps ",
-            options_.min_free_bytes, " in reserve")));
+        return release(absl::ResourceExhaustedError(
+            absl::StrCat("start.size: an attachment of ", size,
+                         " bytes does not fit: the "
+                         "broker has ",
+                         free_bytes, " bytes of disk free and keeps ",
+                         options_.min_free_bytes, " in reserve")));
       }
     }
   }
@@ -724,14 +721,15 @@ absl::StatusOr<AttachmentCollection> AttachmentStoreImpl::CollectGarbage() {
   std::vector<std::string> stale_partials;
   absl::MutexLock lock(&mu_);
   RETURN_IF_ERROR(store_->ScanRecords(kUploadPrefix, [&](const Record& r) {
-    absl::string_view rest = absl::string_view(r.key).substr(kUploadPrefix.size());
+    absl::string_view rest =
+        absl::string_view(r.key).substr(kUploadPrefix.size());
     std::string sha(rest.substr(0, 64));
     std::string uploader(rest.size() > 65 ? rest.substr(65) : "");
     v1::AttachmentUploadState state;
     bool parsed = state.ParseFromString(r.value);
     if (active_.count(absl::StrCat(sha, "/", uploader)) ||
-        (parsed && TimeOf(state.updated_at()) + options_.partial_kept_for >=
-                       now)) {
+        (parsed &&
+         TimeOf(state.updated_at()) + options_.partial_kept_for >= now)) {
       uploading.insert(sha);
       partial_files.insert(PartialPath(sha, uploader));
       return;
@@ -748,8 +746,7 @@ absl::StatusOr<AttachmentCollection> AttachmentStoreImpl::CollectGarbage() {
   // Rights to reference: those lapsed (with the grace) go.
   std::set<std::string> granted;
   RETURN_IF_ERROR(store_->ScanRecords(kGrantPrefix, [&](const Record& r) {
-    std::string sha(
-        absl::string_view(r.key).substr(kGrantPrefix.size(), 64));
+    std::string sha(absl::string_view(r.key).substr(kGrantPrefix.size(), 64));
     v1::AttachmentGrant g;
     if (g.ParseFromString(r.value) &&
         TimeOf(g.at()) + options_.usable_for + kGrantGrace >= now) {
@@ -772,8 +769,6 @@ absl::StatusOr<AttachmentCollection> AttachmentStoreImpl::CollectGarbage() {
       kept_blobs.insert(BlobPath(sha));
       return;
     }
-    v1::StoredAttachment meta;
-    if (meta.ParseFromString(r.value)) result.bytes_freed += meta.size();
     batch.records.push_back({r.key, ""});
     dead_blobs.push_back(BlobPath(sha));
     ++result.attachments_removed;
@@ -782,8 +777,16 @@ absl::StatusOr<AttachmentCollection> AttachmentStoreImpl::CollectGarbage() {
   // file is gone would be a lie.
   if (!batch.records.empty())
     RETURN_IF_ERROR(store_->WriteSync(std::move(batch)).status());
-  for (const std::string& path : stale_partials) ::unlink(path.c_str());
-  for (const std::string& path : dead_blobs) ::unlink(path.c_str());
+  for (const std::string& path : stale_partials) {
+    struct stat st;
+    if (::stat(path.c_str(), &st) == 0 && ::unlink(path.c_str()) == 0)
+      result.bytes_freed += static_cast<uint64_t>(st.st_size);
+  }
+  for (const std::string& path : dead_blobs) {
+    struct stat st;
+    if (::stat(path.c_str(), &st) == 0 && ::unlink(path.c_str()) == 0)
+      result.bytes_freed += static_cast<uint64_t>(st.st_size);
+  }
   // Files no record names (a crash between writing a file and its record).
   std::error_code ec;
   for (const char* sub : {"/partial", "/blobs"}) {

@@ -12,7 +12,9 @@
 // statuses hop by hop to the sender's watch; a far broker's policy denial
 // comes back as DENIED naming that broker and its rules; every copy is
 // delivered once, in per-sender order, across stopped and crashed brokers;
-// only configured peer brokers may open a link.
+// a document's stored attachments reach each recipient's broker with it, to
+// be downloaded there byte for byte; only configured peer brokers may open a
+// link.
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/security/credentials.h>
 #include <grpcpp/security/tls_certificate_provider.h>
@@ -23,10 +25,12 @@
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <functional>
 #include <map>
 #include <memory>
+#include <random>
 #include <string>
 #include <thread>
 #include <utility>
@@ -43,6 +47,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "lienthong/admin_client.h"
+#include "lienthong/attachments.h"
 #include "lienthong/client.h"
 #include "lienthong/v1/exchange.grpc.pb.h"
 #include "lienthong/v1/federation.grpc.pb.h"
@@ -997,6 +1002,251 @@ TEST_F(FederationTest, OneDocumentFansOutOverEveryRoute) {
   EXPECT_EQ(directory.rows(0).route(), "central");
   EXPECT_EQ(directory.rows(0).distance(), 1u);
   for (auto& session : sessions) session->Stop();
+}
+
+// ---- Stored attachments: pushed ahead of their documents, hop by hop --------
+
+// `size` bytes of pseudo-random content, the same for the same seed.
+std::string RandomContent(size_t size, uint64_t seed) {
+  std::mt19937_64 random(seed);
+  std::string out(size, '\0');
+  for (size_t i = 0; i < size; i += 8) {
+    const uint64_t word = random();
+    std::memcpy(out.data() + i, &word, std::min<size_t>(8, size - i));
+  }
+  return out;
+}
+
+// A download held in memory.
+class StringSink final : public AttachmentSink {
+ public:
+  uint64_t offset() const override { return data_.size(); }
+  absl::Status Write(absl::string_view data) override {
+    data_.append(data.data(), data.size());
+    return absl::OkStatus();
+  }
+  const std::string& data() const { return data_; }
+
+ private:
+  std::string data_;
+};
+
+// Writes `content` to `dir`/`name` and uploads that file to `client`'s
+// broker as a stored attachment, as an application would.
+absl::StatusOr<v1::Attachment> UploadFile(Client* client,
+                                          const std::string& dir,
+                                          const std::string& name,
+                                          const std::string& content,
+                                          const std::string& content_type) {
+  const std::string path = absl::StrCat(dir, "/", name);
+  if (absl::Status s = WriteFile(path, content); !s.ok()) return s;
+  absl::StatusOr<std::unique_ptr<AttachmentSource>> source = FileSource(path);
+  if (!source.ok()) return source.status();
+  return client->UploadAttachment(**source, name, content_type);
+}
+
+// What a recipient checks of a received stored attachment: listed as sent,
+// without content.
+void ExpectListedAsSent(const v1::Attachment& got, const v1::Attachment& sent,
+                        const std::string& who) {
+  EXPECT_EQ(got.name(), sent.name()) << who;
+  EXPECT_EQ(got.content_type(), sent.content_type()) << who;
+  EXPECT_EQ(got.sha256(), sent.sha256()) << who;
+  EXPECT_EQ(got.size(), sent.size()) << who;
+  EXPECT_TRUE(got.stored()) << who;
+  EXPECT_TRUE(got.content().empty())
+      << who << ": " << got.content().size() << " bytes inline";
+}
+
+// Downloads `attachment` of document `id` from `client`'s own broker, into
+// a file and into memory, and checks both against `original` (sizes are
+// printed, never the content).
+void ExpectDownloadsAs(Client* client, const std::string& id,
+                       const v1::Attachment& attachment,
+                       const std::string& original, const std::string& dir,
+                       const std::string& who) {
+  const std::string path = absl::StrCat(dir, "/", who, "-", attachment.name());
+  absl::Status to_file = client->DownloadAttachmentToFile(id, attachment, path);
+  EXPECT_OK(to_file) << who << " " << attachment.name();
+  if (to_file.ok()) {
+    absl::StatusOr<std::string> bytes = ReadFile(path);
+    ASSERT_OK(bytes) << who;
+    EXPECT_EQ(bytes->size(), original.size()) << who << " " << path;
+    EXPECT_TRUE(*bytes == original) << who << " " << path << ": other bytes";
+    EXPECT_FALSE(std::filesystem::exists(path + ".part")) << who;
+  }
+  StringSink memory;
+  EXPECT_OK(client->DownloadAttachment(id, attachment, memory))
+      << who << " " << attachment.name();
+  EXPECT_EQ(memory.data().size(), original.size()) << who;
+  EXPECT_TRUE(memory.data() == original) << who << ": other bytes in memory";
+}
+
+TEST_F(FederationTest, StoredAttachmentsTravelEveryRouteAndDownloadAtHome) {
+  ASSERT_OK(fed_.Start({"central", "h49", "h50", "h51"}));
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<Client> sender, fed_.Open("h49", kH49));
+  // One copy for the centre, one over the direct link to h50, one through
+  // the centre to h51: each recipient downloads from its own broker.
+  const std::vector<std::pair<std::string, std::string>> recipients = {
+      {"central", kG22}, {"h50", kH50}, {"h51", kH51}};
+  std::vector<std::unique_ptr<Client>> clients;
+  std::vector<std::unique_ptr<ReceiveSession>> sessions;
+  std::vector<Collector<IncomingDocument>> got(recipients.size());
+  for (size_t i = 0; i < recipients.size(); ++i) {
+    ASSERT_OK_AND_ASSIGN(std::unique_ptr<Client> c,
+                         fed_.Open(recipients[i].first, recipients[i].second));
+    Collector<IncomingDocument> sink = got[i];
+    ASSERT_OK_AND_ASSIGN(std::unique_ptr<ReceiveSession> session,
+                         c->Receive([sink](const IncomingDocument& d) {
+                           sink.Add(d);
+                           return absl::OkStatus();
+                         }));
+    clients.push_back(std::move(c));
+    sessions.push_back(std::move(session));
+  }
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<AdminClient> h49_admin,
+                       fed_.Admin("h49"));
+  ASSERT_TRUE(WaitForDirectory(h49_admin.get(), kH51)) << fed_.Logs();
+
+  // A few MiB that end inside a chunk (1 MiB chunks), and nothing at all.
+  testing_util::TempDir files;
+  ASSERT_FALSE(files.path().empty());
+  const std::string scan = RandomContent((3 << 20) + 12345, 49);
+  ASSERT_OK_AND_ASSIGN(v1::Attachment big,
+                       UploadFile(sender.get(), files.path(), "ho-so-quet.pdf",
+                                  scan, "application/pdf"));
+  ASSERT_OK_AND_ASSIGN(
+      v1::Attachment empty,
+      UploadFile(sender.get(), files.path(), "ghi-chu.txt", "", "text/plain"));
+  EXPECT_TRUE(big.stored());
+  EXPECT_EQ(big.size(), scan.size());
+  EXPECT_EQ(big.sha256(), Sha256HexOf(scan));
+  EXPECT_TRUE(empty.stored());
+  EXPECT_EQ(empty.size(), 0u);
+  EXPECT_EQ(empty.sha256(), Sha256HexOf(""));
+
+  WatchRecorder watch(sender.get(), "");
+  std::vector<std::string> to;
+  for (const auto& [broker, org] : recipients) to.push_back(org);
+  v1::Document doc = NewDocument(to, "Hồ sơ kèm tệp lớn");
+  *doc.add_attachments() = big;
+  *doc.add_attachments() = empty;
+  ASSERT_OK_AND_ASSIGN(SendReceipt receipt, sender->Send(doc));
+  const std::string id = receipt.document_id;
+
+  const std::map<std::string, size_t> hops = {{kG22, 2}, {kH50, 2}, {kH51, 3}};
+  for (size_t i = 0; i < recipients.size(); ++i) {
+    const std::string& org = recipients[i].second;
+    ASSERT_TRUE(got[i].WaitForCount(1, kWait)) << org << fed_.Logs();
+    const v1::Document received = got[i].items()[0].document;
+    EXPECT_EQ(received.id(), id) << org;
+    EXPECT_EQ(static_cast<size_t>(received.trace_size()), hops.at(org))
+        << org << " " << received.DebugString();
+    EXPECT_EQ(received.content_sha256(), receipt.content_sha256) << org;
+    ASSERT_EQ(received.attachments_size(), 2) << org;
+    ExpectListedAsSent(received.attachments(0), big, org);
+    ExpectListedAsSent(received.attachments(1), empty, org);
+    ExpectDownloadsAs(clients[i].get(), id, received.attachments(0), scan,
+                      files.path(), org);
+    ExpectDownloadsAs(clients[i].get(), id, received.attachments(1), "",
+                      files.path(), org);
+  }
+  for (const auto& [broker, org] : recipients) {
+    ASSERT_TRUE(
+        watch.WaitFor(IsDelivery(id, org, v1::DELIVERY_STATE_DELIVERED)))
+        << org << Dump(watch.Of(id, org)) << fed_.Logs();
+  }
+  EXPECT_THAT(Life(watch.Of(id, kH51)),
+              ElementsAre("DELIVERY_STATE_ACCEPTED",
+                          "DELIVERY_STATE_FORWARDED " + Custody("central"),
+                          "DELIVERY_STATE_FORWARDED " + Custody("h51"),
+                          "DELIVERY_STATE_DELIVERED"))
+      << Dump(watch.Of(id, kH51));
+  ASSERT_OK_AND_ASSIGN(v1::DocumentStatus status,
+                       sender->GetDocumentStatus(id));
+  for (const auto& [broker, org] : recipients) {
+    const v1::RecipientStatus* r = FindRecipient(status, org);
+    ASSERT_NE(r, nullptr) << status.DebugString();
+    EXPECT_EQ(r->delivery_state(), v1::DELIVERY_STATE_DELIVERED) << org;
+  }
+
+  // The sender downloads from its own broker too; an organization the
+  // document was not for does not, though its broker holds the content.
+  StringSink own;
+  EXPECT_OK(sender->DownloadAttachment(id, big, own));
+  EXPECT_TRUE(own.data() == scan) << own.data().size() << " bytes";
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<Client> bystander,
+                       fed_.Open("h51", kUnitH51));
+  StringSink nothing;
+  absl::Status refused = bystander->DownloadAttachment(id, big, nothing);
+  EXPECT_EQ(refused.code(), absl::StatusCode::kNotFound) << refused;
+  EXPECT_TRUE(nothing.data().empty());
+  for (auto& session : sessions) session->Stop();
+}
+
+TEST_F(FederationTest, AStoredAttachmentWaitsAtTheCentreWhileItsBrokerIsDown) {
+  // All four, so that h49 has heard from both its peers (see
+  // ASendToAProvinceDownLongerThanTheStalePeriodIsQueued).
+  ASSERT_OK(fed_.Start({"central", "h49", "h50", "h51"}));
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<AdminClient> admin, fed_.Admin("h49"));
+  ASSERT_TRUE(WaitForDirectory(admin.get(), kH51)) << fed_.Logs();
+  ASSERT_OK(fed_.broker("h51").Stop());
+
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<Client> sender, fed_.Open("h49", kH49));
+  WatchRecorder watch(sender.get(), "");
+  testing_util::TempDir files;
+  ASSERT_FALSE(files.path().empty());
+  const std::string plan = RandomContent((5 << 20) + 777, 51);
+  ASSERT_OK_AND_ASSIGN(v1::Attachment attachment,
+                       UploadFile(sender.get(), files.path(), "ke-hoach.zip",
+                                  plan, "application/zip"));
+  v1::Document doc = NewDocument({kH51}, "Kế hoạch kèm tệp, H51 đang ngừng");
+  *doc.add_attachments() = attachment;
+  absl::StatusOr<SendReceipt> receipt = sender->Send(doc);
+  ASSERT_OK(receipt) << fed_.Logs();
+  const std::string id = receipt->document_id;
+
+  // The centre takes the document (and so the attachment) into its custody
+  // and holds both, across a restart of its own, until h51 is back.
+  ASSERT_TRUE(watch.WaitFor(IsDelivery(id, kH51, v1::DELIVERY_STATE_FORWARDED)))
+      << Dump(watch.Of(id, kH51)) << fed_.Logs();
+  ASSERT_OK(fed_.broker("central").Stop());
+  ASSERT_OK(fed_.Start({"central"}));
+  absl::SleepFor(absl::Seconds(1));
+  EXPECT_THAT(Life(watch.Of(id, kH51)),
+              ElementsAre("DELIVERY_STATE_ACCEPTED",
+                          "DELIVERY_STATE_FORWARDED " + Custody("central")))
+      << Dump(watch.Of(id, kH51));
+
+  ASSERT_OK(fed_.Start({"h51"}));
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<Client> recipient,
+                       fed_.Open("h51", kH51));
+  Collector<IncomingDocument> got;
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<ReceiveSession> session,
+                       recipient->Receive([&](const IncomingDocument& d) {
+                         got.Add(d);
+                         return absl::OkStatus();
+                       }));
+  ASSERT_TRUE(got.WaitForCount(1, absl::Seconds(40))) << fed_.Logs();
+  const v1::Document received = got.items()[0].document;
+  EXPECT_EQ(received.id(), id);
+  EXPECT_EQ(received.trace_size(), 3) << received.DebugString();
+  ASSERT_EQ(received.attachments_size(), 1);
+  ExpectListedAsSent(received.attachments(0), attachment, kH51);
+  ExpectDownloadsAs(recipient.get(), id, received.attachments(0), plan,
+                    files.path(), kH51);
+  ASSERT_TRUE(watch.WaitFor(IsDelivery(id, kH51, v1::DELIVERY_STATE_DELIVERED)))
+      << Dump(watch.Of(id, kH51)) << fed_.Logs();
+  EXPECT_THAT(Life(watch.Of(id, kH51)),
+              ElementsAre("DELIVERY_STATE_ACCEPTED",
+                          "DELIVERY_STATE_FORWARDED " + Custody("central"),
+                          "DELIVERY_STATE_FORWARDED " + Custody("h51"),
+                          "DELIVERY_STATE_DELIVERED"))
+      << Dump(watch.Of(id, kH51));
+  EXPECT_TRUE(WaitForRowState(sender.get(), id, kH51,
+                              v1::DELIVERY_STATE_DELIVERED, absl::Seconds(5)));
+  EXPECT_EQ(got.CountAfter(absl::Milliseconds(500)), 1u);
+  session->Stop();
 }
 
 // ---- Statuses and documents wait while the centre is down -------------------

@@ -637,9 +637,10 @@ class ExchangeImpl : public Exchange {
       if (!a.stored()) continue;
       std::string name = absl::StrCat(field, ".attachments[", i, "]");
       if (options_.attachments == nullptr) {
-        return absl::FailedPreconditionError(absl::StrCat(
-            name, ": this broker keeps no attachment store; send the "
-                  "content inline"));
+        return absl::FailedPreconditionError(
+            absl::StrCat(name,
+                         ": this broker keeps no attachment store; send the "
+                         "content inline"));
       }
       if (absl::Status s =
               options_.attachments->CheckUsable(uploader, a.sha256(), a.size());
@@ -1564,9 +1565,8 @@ class ExchangeImpl : public Exchange {
                      LoadVisible(caller, document_id, /*allow_sender=*/true));
     auto not_found = [&] {
       return absl::NotFoundError(absl::StrCat(
-          "document ", document_id,
-          " has no stored attachment with SHA-256 ", sha256,
-          " that ", caller.name, " may read"));
+          "document ", document_id, " has no stored attachment with SHA-256 ",
+          sha256, " that ", caller.name, " may read"));
     };
     const v1::Attachment* found = nullptr;
     for (const v1::Attachment& a : doc.attachments()) {
@@ -1575,8 +1575,7 @@ class ExchangeImpl : public Exchange {
     if (found == nullptr) return not_found();
     if (doc.sender() != caller.name) {
       // A recipient whose copy the policy denied never had the document.
-      ASSIGN_OR_RETURN(v1::DocumentStatus status,
-                       StatusFor(doc, caller.name));
+      ASSIGN_OR_RETURN(v1::DocumentStatus status, StatusFor(doc, caller.name));
       for (const v1::RecipientStatus& row : status.recipients()) {
         if (row.recipient() == caller.name &&
             row.delivery_state() == v1::DELIVERY_STATE_DENIED)

@@ -269,8 +269,7 @@ absl::StatusOr<BrokerConfig> ParseConfig(const std::string& yaml,
         root, "the configuration",
         {"broker", "listen", "data_dir", "tls", "orgs", "limits",
          "worker_threads", "storage", "attachments", "policy", "roles",
-         "federation", "peers",
-         "metrics", "log", "audit", "security"}));
+         "federation", "peers", "metrics", "log", "audit", "security"}));
     if (YAML::Node b = root["broker"]) {
       RETURN_IF_ERROR(p.CheckKeys(b, "broker", {"name", "trust_domain"}));
       RETURN_IF_ERROR(p.String(b, "name", &c.name));
@@ -324,9 +323,13 @@ absl::StatusOr<BrokerConfig> ParseConfig(const std::string& yaml,
       }
     }
     if (YAML::Node l = root["limits"]) {
-      RETURN_IF_ERROR(p.CheckKeys(
-          l, "limits",
-          {"max_document_bytes", "max_recipients", "default_max_in_flight"}));
+      RETURN_IF_ERROR(
+          p.CheckKeys(l, "limits",
+                      {"max_document_bytes", "max_recipients",
+                       "default_max_in_flight", "stream_window_bytes"}));
+      RETURN_IF_ERROR(p.Number<size_t>(l, "stream_window_bytes",
+                                       &c.stream_window_bytes, 65536,
+                                       size_t{1} << 30));
       RETURN_IF_ERROR(p.Number<size_t>(l, "max_document_bytes",
                                        &c.max_document_bytes, 1024,
                                        size_t{1} << 30));
@@ -416,33 +419,29 @@ absl::StatusOr<BrokerConfig> ParseConfig(const std::string& yaml,
                                &c.audit.checkpoint_seconds, 1, 86400));
     }
     if (YAML::Node a = root["attachments"]) {
-      RETURN_IF_ERROR(p.CheckKeys(
-          a, "attachments",
-          {"directory", "max_bytes", "chunk_bytes", "sync_bytes",
-           "usable_hours", "partial_kept_hours", "min_free_bytes",
-           "gc_minutes"}));
+      RETURN_IF_ERROR(
+          p.CheckKeys(a, "attachments",
+                      {"directory", "max_bytes", "chunk_bytes", "sync_bytes",
+                       "usable_hours", "partial_kept_hours", "min_free_bytes",
+                       "gc_minutes"}));
       RETURN_IF_ERROR(p.String(a, "directory", &c.attachments.directory));
       if (!c.attachments.directory.empty())
         c.attachments.directory = Resolve(base_dir, c.attachments.directory);
-      RETURN_IF_ERROR(p.Number<uint64_t>(a, "max_bytes",
-                                         &c.attachments.max_bytes, 1,
-                                         uint64_t{1} << 42));
-      RETURN_IF_ERROR(p.Number<uint64_t>(a, "chunk_bytes",
-                                         &c.attachments.chunk_bytes, 4096,
-                                         2 << 20));
-      RETURN_IF_ERROR(p.Number<uint64_t>(a, "sync_bytes",
-                                         &c.attachments.sync_bytes, 4096,
-                                         uint64_t{1} << 32));
+      RETURN_IF_ERROR(p.Number<uint64_t>(
+          a, "max_bytes", &c.attachments.max_bytes, 1, uint64_t{1} << 42));
+      RETURN_IF_ERROR(p.Number<uint64_t>(
+          a, "chunk_bytes", &c.attachments.chunk_bytes, 4096, 2 << 20));
+      RETURN_IF_ERROR(p.Number<uint64_t>(
+          a, "sync_bytes", &c.attachments.sync_bytes, 4096, uint64_t{1} << 32));
       RETURN_IF_ERROR(p.Number(a, "usable_hours", &c.attachments.usable_hours,
                                1, 24 * 365));
       RETURN_IF_ERROR(p.Number(a, "partial_kept_hours",
-                               &c.attachments.partial_kept_hours, 1,
-                               24 * 365));
+                               &c.attachments.partial_kept_hours, 1, 24 * 365));
       RETURN_IF_ERROR(p.Number<uint64_t>(a, "min_free_bytes",
                                          &c.attachments.min_free_bytes, 0,
                                          uint64_t{1} << 42));
-      RETURN_IF_ERROR(p.Number(a, "gc_minutes", &c.attachments.gc_minutes, 1,
-                               24 * 60));
+      RETURN_IF_ERROR(
+          p.Number(a, "gc_minutes", &c.attachments.gc_minutes, 1, 24 * 60));
     }
     if (YAML::Node sec = root["security"]) {
       RETURN_IF_ERROR(p.CheckKeys(sec, "security", {"require_signatures"}));

@@ -123,6 +123,11 @@ struct BrokerConfig {
       {"000.01.23.H49", "Sở trực thuộc (demo H49)"}};
   size_t max_document_bytes = 16 << 20;
   size_t max_recipients = 1000;
+  // Bytes a client may send on one stream ahead of what the broker has
+  // read (the HTTP/2 window): bounds the memory a fast uploader can make the
+  // broker hold, and the throughput of one stream over a long link
+  // (window / round trip: 8 MiB over 30 ms is about 280 MB/s).
+  size_t stream_window_bytes = 8 << 20;
   uint32_t default_max_in_flight = 256;
   int worker_threads = 4;
   size_t block_cache_bytes = 64 << 20;

@@ -9,8 +9,8 @@
 #include <iostream>
 #include <memory>
 #include <set>
-#include <thread>
 #include <sstream>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
@@ -298,6 +298,13 @@ int Serve(const BrokerConfig& config) {
   builder.SetMaxSendMessageSize(
       static_cast<int>(config.max_document_bytes * 2 + (8 << 20)));
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  // A fixed receive window per stream instead of gRPC's BDP probing, which
+  // on a fast link lets a client push hundreds of MiB of attachment chunks
+  // into the broker's memory ahead of the disk (see
+  // limits.stream_window_bytes).
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_BDP_PROBE, 0);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES,
+                             static_cast<int>(config.stream_window_bytes));
   builder.AddChannelArgument(
       GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 10000);
   if (config.tls.max_connection_age > absl::ZeroDuration()) {

@@ -119,8 +119,8 @@ std::string RenderMetrics(const MetricsSources& s) {
               am.uploads_completed.value());
     for (const auto& [code, n] : am.refused.Read()) {
       t.Counter("lienthong_attachment_calls_refused_total",
-                "Attachment uploads and downloads refused, by status code.",
-                n, {{"code", code}});
+                "Attachment uploads and downloads refused, by status code.", n,
+                {{"code", code}});
     }
   }
   if (s.attachments != nullptr) {

@@ -57,8 +57,8 @@ class StoredSource final : public AttachmentSource {
         cached_offset_ = start;
       }
       uint64_t from = at - start;
-      uint64_t take = std::min<uint64_t>(length - out.size(),
-                                         cached_.size() - from);
+      uint64_t take =
+          std::min<uint64_t>(length - out.size(), cached_.size() - from);
       out.append(cached_, from, take);
     }
     return out;
@@ -126,8 +126,8 @@ grpc::Status AttachmentServiceImpl::Upload(
       store_->BeginUpload(uploader, sha256, size);
   if (!begun.ok()) return Refuse(begun.status());
   storage::AttachmentUpload& upload = **begun;
-  log::Fields fields = {{"uploader", uploader}, {"sha256", sha256},
-                        {"size", absl::StrCat(size)}};
+  log::Fields fields = {
+      {"uploader", uploader}, {"sha256", sha256}, {"size", absl::StrCat(size)}};
   if (!stream->Write(ResponseOf(upload))) {
     return Refuse(absl::CancelledError("upload: the caller went away"));
   }
@@ -158,8 +158,7 @@ grpc::Status AttachmentServiceImpl::Upload(
     // Whatever arrived stays: a new upload goes on from here.
     absl::StatusOr<bool> moved = upload.Checkpoint();
     if (!moved.ok() && failed.ok()) failed = moved.status();
-    if (failed.ok() && moved.ok() && *moved)
-      stream->Write(ResponseOf(upload));
+    if (failed.ok() && moved.ok() && *moved) stream->Write(ResponseOf(upload));
     Log(log::Level::kInfo,
         absl::StrCat("upload interrupted at ", upload.progress().durable_bytes,
                      " of ", size, " bytes",
@@ -193,17 +192,17 @@ grpc::Status AttachmentServiceImpl::Download(
   absl::StatusOr<std::unique_ptr<storage::AttachmentReader>> reader =
       store_->Open(request->sha256());
   if (absl::IsNotFound(reader.status())) {
-    return Refuse(absl::DataLossError(absl::StrCat(
-        "attachment ", request->sha256(), " of document ",
-        request->document_id(), " is missing at this broker")));
+    return Refuse(absl::DataLossError(
+        absl::StrCat("attachment ", request->sha256(), " of document ",
+                     request->document_id(), " is missing at this broker")));
   }
   if (!reader.ok()) return Refuse(reader.status());
   const uint64_t size = (*reader)->size();
   const uint64_t chunk_size = (*reader)->chunk_size();
   if (request->offset() > size) {
-    return Refuse(absl::OutOfRangeError(absl::StrCat(
-        "offset: ", request->offset(), " is beyond the attachment's ", size,
-        " bytes")));
+    return Refuse(absl::OutOfRangeError(
+        absl::StrCat("offset: ", request->offset(),
+                     " is beyond the attachment's ", size, " bytes")));
   }
   v1::DownloadResponse response;
   response.set_size(size);

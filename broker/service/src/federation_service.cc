@@ -9,8 +9,8 @@
 #include "broker/service/src/streams.h"
 #include "grpcpp/security/tls_certificate_provider.h"
 #include "grpcpp/security/tls_credentials_options.h"
-#include "lienthong/broker/federation.h"
 #include "lienthong/broker/attachment_service.h"
+#include "lienthong/broker/federation.h"
 #include "lienthong/broker/service.h"
 #include "lienthong/common/log.h"
 
@@ -581,8 +581,8 @@ absl::Status PeerLinks::RunOnce(Peer* peer) {
     }
     if (!to_push.empty()) {
       for (const std::string& sha256 : to_push) {
-        absl::Status s = PushAttachment(*options_.attachments,
-                                        *attachment_stub, sha256);
+        absl::Status s =
+            PushAttachment(*options_.attachments, *attachment_stub, sha256);
         if (!s.ok()) {
           // The link starts over (with backoff); the push resumes where the
           // peer stands.

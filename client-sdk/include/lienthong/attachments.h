@@ -60,9 +60,9 @@ absl::StatusOr<std::string> Sha256OfSource(AttachmentSource& source);
 
 // Bytes moved so far and in all (for progress bars).
 struct TransferProgress {
-  uint64_t bytes = 0;        // at the broker (upload) / here (download)
+  uint64_t bytes = 0;  // at the broker (upload) / here (download)
   uint64_t total = 0;
-  uint64_t resumed = 0;      // not sent again: already there
+  uint64_t resumed = 0;  // not sent again: already there
 };
 using ProgressCallback = std::function<void(const TransferProgress&)>;
 

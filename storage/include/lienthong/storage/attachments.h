@@ -110,7 +110,7 @@ struct AttachmentCollection {
   uint64_t partial_uploads_removed = 0;
   uint64_t attachments_removed = 0;
   uint64_t grants_expired = 0;
-  uint64_t bytes_freed = 0;
+  uint64_t bytes_freed = 0;  // on disk
 };
 
 struct AttachmentStats {
@@ -143,10 +143,10 @@ class AttachmentStore {
 
   // OK when the attachment is complete with this size and `uploader`
   // completed an upload of it within usable_for; FAILED_PRECONDITION
-  // saying which is missing otherwise. Thread-safe.
+  // saying which is missing otherwise (INVALID_ARGUMENT for a size that is
+  // not the stored content's). Thread-safe.
   virtual absl::Status CheckUsable(absl::string_view uploader,
-                                   absl::string_view sha256,
-                                   uint64_t size) = 0;
+                                   absl::string_view sha256, uint64_t size) = 0;
 
   // NOT_FOUND when no complete attachment has this hash. Thread-safe.
   virtual absl::StatusOr<std::unique_ptr<AttachmentReader>> Open(

@@ -27,10 +27,10 @@ namespace lienthong::broker {
 
 // Bytes and outcomes, for /metrics.
 struct AttachmentMetrics {
-  Counter bytes_in;       // chunk bytes verified and stored (or compared)
-  Counter bytes_out;      // chunk bytes sent to downloaders
+  Counter bytes_in;   // chunk bytes verified and stored (or compared)
+  Counter bytes_out;  // chunk bytes sent to downloaders
   Counter uploads_completed;
-  CounterVec refused;     // uploads and downloads refused, by status code
+  CounterVec refused;  // uploads and downloads refused, by status code
 };
 
 class AttachmentServiceImpl final : public v1::AttachmentService::Service {
@@ -46,14 +46,13 @@ class AttachmentServiceImpl final : public v1::AttachmentService::Service {
 
   const AttachmentMetrics& metrics() const { return metrics_; }
 
-  grpc::Status Upload(grpc::ServerContext* ctx,
-                      grpc::ServerReaderWriter<v1::UploadResponse,
-                                               v1::UploadRequest>* stream)
+  grpc::Status Upload(
+      grpc::ServerContext* ctx,
+      grpc::ServerReaderWriter<v1::UploadResponse, v1::UploadRequest>* stream)
       override;
-  grpc::Status Download(grpc::ServerContext* ctx,
-                        const v1::DownloadRequest* request,
-                        grpc::ServerWriter<v1::DownloadResponse>* writer)
-      override;
+  grpc::Status Download(
+      grpc::ServerContext* ctx, const v1::DownloadRequest* request,
+      grpc::ServerWriter<v1::DownloadResponse>* writer) override;
 
  private:
   absl::StatusOr<Principal> Caller(grpc::ServerContext* ctx,

@@ -1,0 +1,919 @@
+// The attachment store as uploaders and readers rely on it: chunks checked
+// one by one and the content as a whole, uploads resumed after an
+// interruption and a broker restart, content stored once however many
+// uploaders send it (each proving it holds all of it), altered files
+// reported, nothing in the clear on disk with encryption at rest, and
+// garbage collection that never takes what a document or a live right still
+// needs. Run against the in-memory store and RocksDB, each with and without
+// encryption at rest.
+#include "lienthong/storage/attachments.h"
+
+#include <cctype>
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <optional>
+#include <ostream>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "lienthong/common/clock.h"
+#include "lienthong/common/sealing.h"
+#include "lienthong/common/status_macros.h"
+#include "lienthong/storage/store.h"
+#include "tests/testing/status_matchers.h"
+#include "tests/testing/temp_dir.h"
+
+namespace lienthong::storage {
+namespace {
+
+using ::lienthong::testing_util::DirectoryContains;
+using ::lienthong::testing_util::IsOkAndHolds;
+using ::lienthong::testing_util::StatusIs;
+using ::lienthong::testing_util::TempDir;
+using ::testing::HasSubstr;
+using ::testing::SizeIs;
+
+constexpr uint64_t kChunk = 4096;
+constexpr uint64_t kSync = 2 * kChunk;
+constexpr uint64_t kMaxBytes = 64 * kChunk;
+
+// `size` bytes that differ with `seed`.
+std::string Content(uint64_t size, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::string s(size, '\0');
+  for (char& c : s) c = static_cast<char>(rng() & 0xff);
+  return s;
+}
+
+v1::Chunk ChunkOf(const std::string& content, uint64_t offset,
+                  uint64_t chunk_size = kChunk) {
+  v1::Chunk chunk;
+  chunk.set_offset(offset);
+  chunk.set_data(content.substr(offset, chunk_size));
+  chunk.set_sha256(sealing::Sha256Hex(chunk.data()));
+  return chunk;
+}
+
+// Writes the chunks of `content` that start in [from, to).
+absl::Status WriteChunks(AttachmentUpload& upload, const std::string& content,
+                         uint64_t from, uint64_t to) {
+  for (uint64_t at = from; at < to; at += upload.chunk_size()) {
+    RETURN_IF_ERROR(
+        upload.Write(ChunkOf(content, at, upload.chunk_size())).status());
+  }
+  return absl::OkStatus();
+}
+
+// Every regular file under `dir`.
+std::vector<std::string> FilesUnder(const std::string& dir) {
+  std::vector<std::string> files;
+  for (const auto& entry : std::filesystem::recursive_directory_iterator(dir)) {
+    if (entry.is_regular_file()) files.push_back(entry.path().string());
+  }
+  return files;
+}
+
+// Flips the bits of the byte at `offset` of the file at `path`.
+void DamageByte(const std::string& path, uint64_t offset) {
+  std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
+  ASSERT_TRUE(f.is_open()) << path;
+  f.seekg(static_cast<std::streamoff>(offset));
+  char c = 0;
+  ASSERT_TRUE(f.get(c)) << path << " has no byte " << offset;
+  f.seekp(static_cast<std::streamoff>(offset));
+  f.put(static_cast<char>(~c));
+  ASSERT_TRUE(f.good());
+}
+
+struct Engine {
+  const char* name;
+  bool rocksdb;
+  bool encrypted;
+};
+
+void PrintTo(const Engine& engine, std::ostream* os) { *os << engine.name; }
+
+class AttachmentStoreTest : public ::testing::TestWithParam<Engine> {
+ protected:
+  void SetUp() override {
+    options_.directory = dir_.path() + "/attachments";
+    options_.chunk_size = kChunk;
+    options_.sync_bytes = kSync;
+    options_.max_bytes = kMaxBytes;
+    options_.min_free_bytes = 0;
+    ASSERT_OK(OpenStore());
+    ASSERT_OK(OpenAttachments());
+  }
+
+  absl::Status OpenStore() {
+    EncryptionOptions encryption;
+    if (GetParam().encrypted) encryption.master_key = master_key_;
+    if (GetParam().rocksdb) {
+      RocksDbOptions options;
+      options.path = dir_.path() + "/db";
+      options.encryption = encryption;
+      ASSIGN_OR_RETURN(store_, OpenRocksDbStore(options));
+    } else if (GetParam().encrypted) {
+      ASSIGN_OR_RETURN(store_, NewMemoryStore(encryption));
+    } else {
+      store_ = NewMemoryStore();
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status OpenAttachments() {
+    ASSIGN_OR_RETURN(attachments_,
+                     AttachmentStore::Open(options_, store_.get(), &clock_));
+    return absl::OkStatus();
+  }
+
+  // A broker restart: the attachment store is opened again, and with
+  // RocksDB the store too (the in-memory store has nothing to reopen).
+  absl::Status Restart() {
+    attachments_.reset();
+    if (GetParam().rocksdb) {
+      store_.reset();
+      RETURN_IF_ERROR(OpenStore());
+    }
+    return OpenAttachments();
+  }
+
+  // A whole upload by `uploader`, sent from where BeginUpload says.
+  absl::StatusOr<UploadProgress> Upload(const std::string& uploader,
+                                        const std::string& content) {
+    ASSIGN_OR_RETURN(
+        std::unique_ptr<AttachmentUpload> upload,
+        attachments_->BeginUpload(uploader, sealing::Sha256Hex(content),
+                                  content.size()));
+    RETURN_IF_ERROR(WriteChunks(
+        *upload, content, upload->progress().durable_bytes, content.size()));
+    EXPECT_TRUE(upload->progress().complete);
+    return upload->progress();
+  }
+
+  // The stored content, read chunk by chunk, each chunk checked to carry its
+  // offset and the SHA-256 of its data.
+  absl::StatusOr<std::string> ReadAll(const std::string& sha256) {
+    ASSIGN_OR_RETURN(std::unique_ptr<AttachmentReader> reader,
+                     attachments_->Open(sha256));
+    std::string content;
+    for (uint64_t at = 0; at < reader->size(); at += reader->chunk_size()) {
+      ASSIGN_OR_RETURN(v1::Chunk chunk, reader->Read(at));
+      EXPECT_EQ(chunk.offset(), at);
+      EXPECT_EQ(chunk.sha256(), sealing::Sha256Hex(chunk.data()));
+      EXPECT_LE(chunk.data().size(), reader->chunk_size());
+      content += chunk.data();
+    }
+    return content;
+  }
+
+  // Bytes one chunk takes on disk (more than kChunk when sealed at rest).
+  uint64_t ChunkStride() {
+    absl::StatusOr<std::optional<std::string>> sealed =
+        store_->SealBeside("", "overhead");
+    EXPECT_OK(sealed);
+    EXPECT_EQ(sealed.ok() && sealed->has_value(), GetParam().encrypted);
+    return kChunk + (sealed.ok() && *sealed ? (*sealed)->size() : 0);
+  }
+
+  std::string PartialDir() const { return options_.directory + "/partial"; }
+  std::string BlobsDir() const { return options_.directory + "/blobs"; }
+
+  TempDir dir_;
+  FakeClock clock_;
+  const std::string master_key_ = sealing::RandomKey();
+  const std::string a_ = OrgUploader("000.00.00.H49");
+  const std::string b_ = OrgUploader("000.00.00.G22");
+  AttachmentOptions options_;
+  std::unique_ptr<Store> store_;
+  std::unique_ptr<AttachmentStore> attachments_;
+};
+
+TEST_P(AttachmentStoreTest, UploadsOfEverySizeReadBackUsableByTheirUploader) {
+  const uint64_t sizes[] = {0, 1, 3 * kChunk, 3 * kChunk + kChunk / 2};
+  uint32_t seed = 1;
+  for (uint64_t size : sizes) {
+    SCOPED_TRACE(absl::StrCat("size ", size));
+    const std::string content = Content(size, seed++);
+    const std::string sha = sealing::Sha256Hex(content);
+    ASSERT_OK_AND_ASSIGN(std::unique_ptr<AttachmentUpload> upload,
+                         attachments_->BeginUpload(a_, sha, size));
+    EXPECT_EQ(upload->chunk_size(), kChunk);
+    EXPECT_EQ(upload->progress().resumed_bytes, 0u);
+    if (size == 0) {
+      // Nothing to send: complete at once.
+      EXPECT_TRUE(upload->progress().complete);
+    } else {
+      EXPECT_FALSE(upload->progress().complete);
+      EXPECT_EQ(upload->progress().durable_bytes, 0u);
+      for (uint64_t at = 0; at < size; at += kChunk) {
+        bool last = at + kChunk >= size;
+        absl::StatusOr<bool> durable = upload->Write(ChunkOf(content, at));
+        ASSERT_OK(durable) << "chunk at " << at;
+        EXPECT_EQ(upload->progress().complete, last);
+        if (last) {
+          EXPECT_TRUE(*durable);
+        }
+      }
+    }
+    EXPECT_TRUE(upload->progress().complete);
+    EXPECT_EQ(upload->progress().durable_bytes, size);
+    EXPECT_EQ(upload->progress().usable_until,
+              clock_.Now() + options_.usable_for);
+    // Nothing more is taken.
+    EXPECT_THAT(upload->Write(ChunkOf(content, size)),
+                StatusIs(absl::StatusCode::kFailedPrecondition));
+    upload.reset();
+
+    ASSERT_OK_AND_ASSIGN(std::unique_ptr<AttachmentReader> reader,
+                         attachments_->Open(sha));
+    EXPECT_EQ(reader->size(), size);
+    EXPECT_EQ(reader->chunk_size(), kChunk);
+    EXPECT_THAT(ReadAll(sha), IsOkAndHolds(content));
+    if (size > 0) {
+      // Not the start of a chunk; past the end.
+      EXPECT_THAT(reader->Read(1),
+                  StatusIs(absl::StatusCode::kInvalidArgument));
+      EXPECT_THAT(reader->Read(((size + kChunk - 1) / kChunk) * kChunk),
+                  StatusIs(absl::StatusCode::kInvalidArgument));
+    }
+
+    EXPECT_OK(attachments_->CheckUsable(a_, sha, size));
+    EXPECT_THAT(attachments_->CheckUsable(b_, sha, size),
+                StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr(b_)));
+  }
+  ASSERT_OK_AND_ASSIGN(AttachmentStats stats, attachments_->Stats());
+  EXPECT_EQ(stats.attachments, 4u);
+  EXPECT_EQ(stats.bytes, 1 + 3 * kChunk + 3 * kChunk + kChunk / 2);
+  EXPECT_EQ(stats.partial_uploads, 0u);
+  EXPECT_EQ(stats.uploads_running, 0u);
+}
+
+TEST_P(AttachmentStoreTest, UnknownContentIsNeitherReadableNorUsable) {
+  const std::string sha = sealing::Sha256Hex("never uploaded");
+  EXPECT_THAT(attachments_->Open(sha), StatusIs(absl::StatusCode::kNotFound));
+  EXPECT_THAT(attachments_->CheckUsable(a_, sha, 14),
+              StatusIs(absl::StatusCode::kFailedPrecondition));
+  EXPECT_THAT(attachments_->Open("XYZ"),
+              StatusIs(absl::StatusCode::kInvalidArgument));
+}
+
+TEST_P(AttachmentStoreTest, AChunkNotMatchingItsHashIsRefusedAndNothingMoves) {
+  const std::string content = Content(3 * kChunk, 7);
+  const std::string sha = sealing::Sha256Hex(content);
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<AttachmentUpload> upload,
+                       attachments_->BeginUpload(a_, sha, content.size()));
+  ASSERT_OK(upload->Write(ChunkOf(content, 0)));
+
+  v1::Chunk damaged = ChunkOf(content, kChunk);
+  damaged.mutable_data()->at(100) ^= 0x01;
+  EXPECT_THAT(upload->Write(damaged),
+              StatusIs(absl::StatusCode::kDataLoss, HasSubstr("chunk 1")));
+  EXPECT_EQ(upload->progress().durable_bytes, 0u);
+  EXPECT_FALSE(upload->progress().complete);
+
+  // The same chunk, sent again intact, is taken where the damaged one was.
+  ASSERT_OK(upload->Write(ChunkOf(content, kChunk)));
+  ASSERT_OK(upload->Write(ChunkOf(content, 2 * kChunk)));
+  EXPECT_TRUE(upload->progress().complete);
+  upload.reset();
+  EXPECT_THAT(ReadAll(sha), IsOkAndHolds(content));
+}
+
+TEST_P(AttachmentStoreTest, MalformedChunksAreRefusedNamingTheField) {
+  const std::string content = Content(2 * kChunk + 10, 8);
+  const std::string sha = sealing::Sha256Hex(content);
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<AttachmentUpload> upload,
+                       attachments_->BeginUpload(a_, sha, content.size()));
+
+  // Not where the upload stands.
+  EXPECT_THAT(
+      upload->Write(ChunkOf(content, kChunk)),
+      StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("chunk.offset")));
+  // Shorter than chunk_size, and not the last chunk.
+  EXPECT_THAT(
+      upload->Write(ChunkOf(content, 0, kChunk - 1)),
+      StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("chunk.data")));
+  // Not a SHA-256 in hex.
+  v1::Chunk bad_hash = ChunkOf(content, 0);
+  bad_hash.set_sha256("not a hash");
+  EXPECT_THAT(
+      upload->Write(bad_hash),
+      StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("chunk.sha256")));
+
+  ASSERT_OK(WriteChunks(*upload, content, 0, 2 * kChunk));
+  // The last chunk must be exactly the rest of the content.
+  v1::Chunk too_long = ChunkOf(content, 2 * kChunk);
+  too_long.mutable_data()->append("x");
+  too_long.set_sha256(sealing::Sha256Hex(too_long.data()));
+  EXPECT_THAT(
+      upload->Write(too_long),
+      StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("chunk.data")));
+  EXPECT_FALSE(upload->progress().complete);
+
+  ASSERT_OK(upload->Write(ChunkOf(content, 2 * kChunk)));
+  EXPECT_TRUE(upload->progress().complete);
+  upload.reset();
+  EXPECT_THAT(ReadAll(sha), IsOkAndHolds(content));
+}
+
+TEST_P(AttachmentStoreTest, MalformedOrOversizedUploadsAreRefused) {
+  const std::string sha = sealing::Sha256Hex("x");
+  std::string upper = sha;
+  for (char& c : upper) c = static_cast<char>(std::toupper(c));
+  for (const std::string& bad : {std::string(""), sha.substr(1), upper,
+                                 sha + "0", std::string(64, 'g')}) {
+    EXPECT_THAT(
+        attachments_->BeginUpload(a_, bad, 1),
+        StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("sha256")))
+        << bad;
+  }
+  EXPECT_THAT(
+      attachments_->BeginUpload(a_, sha, kMaxBytes + 1),
+      StatusIs(absl::StatusCode::kResourceExhausted, HasSubstr("max_bytes")));
+  EXPECT_OK(attachments_->BeginUpload(a_, sha, kMaxBytes));
+}
+
+TEST_P(AttachmentStoreTest, OneUploadAtATimePerUploaderAndContent) {
+  const std::string content = Content(2 * kChunk, 9);
+  const std::string sha = sealing::Sha256Hex(content);
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<AttachmentUpload> first,
+                       attachments_->BeginUpload(a_, sha, content.size()));
+  EXPECT_THAT(attachments_->BeginUpload(a_, sha, content.size()),
+              StatusIs(absl::StatusCode::kAborted));
+  // Another uploader of the same content is not held up.
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<AttachmentUpload> other,
+                       attachments_->BeginUpload(b_, sha, content.size()));
+  ASSERT_OK_AND_ASSIGN(AttachmentStats stats, attachments_->Stats());
+  EXPECT_EQ(stats.uploads_running, 2u);
+
+  first.reset();
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<AttachmentUpload> again,
+                       attachments_->BeginUpload(a_, sha, content.size()));
+  ASSERT_OK(WriteChunks(*again, content, 0, content.size()));
+  EXPECT_TRUE(again->progress().complete);
+}
+
+TEST_P(AttachmentStoreTest, ContentNotMatchingTheAnnouncedHashStartsOver) {
+  const std::string announced = Content(3 * kChunk + 100, 10);
+  const std::string sha = sealing::Sha256Hex(announced);
+  std::string sent = announced;
+  sent[sent.size() - 1] ^= 0x01;  // each chunk valid on its own
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<AttachmentUpload> upload,
+                       attachments_->BeginUpload(a_, sha, sent.size()));
+  ASSERT_OK(WriteChunks(*upload, sent, 0, 3 * kChunk));
+  EXPECT_EQ(upload->progress().durable_bytes, 2 * kChunk);  // checkpointed
+  EXPECT_THAT(upload->Write(ChunkOf(sent, 3 * kChunk)),
+              StatusIs(absl::StatusCode::kDataLoss, HasSubstr(sha)));
+  EXPECT_FALSE(upload->progress().complete);
+  EXPECT_EQ(upload->progress().durable_bytes, 0u);
+  EXPECT_THAT(attachments_->Open(sha), StatusIs(absl::StatusCode::kNotFound));
+  EXPECT_THAT(attachments_->CheckUsable(a_, sha, sent.size()),
+              StatusIs(absl::StatusCode::kFailedPrecondition));
+
+  // The same stream starts over from offset 0.
+  EXPECT_THAT(upload->Write(ChunkOf(announced, 3 * kChunk)),
+              StatusIs(absl::StatusCode::kInvalidArgument));
+  ASSERT_OK(WriteChunks(*upload, announced, 0, kChunk));
+  upload.reset();
+
+  // So does a new upload: nothing of the wrong content was kept.
+  ASSERT_OK_AND_ASSIGN(upload,
+                       attachments_->BeginUpload(a_, sha, announced.size()));
+  EXPECT_EQ(upload->progress().durable_bytes, 0u);
+  EXPECT_EQ(upload->progress().resumed_bytes, 0u);
+  ASSERT_OK(WriteChunks(*upload, announced, 0, announced.size()));
+  EXPECT_TRUE(upload->progress().complete);
+  upload.reset();
+  EXPECT_THAT(ReadAll(sha), IsOkAndHolds(announced));
+  EXPECT_OK(attachments_->CheckUsable(a_, sha, announced.size()));
+}
+
+TEST_P(AttachmentStoreTest, AnInterruptedUploadResumesAfterARestart) {
+  const std::string content = Content(8 * kChunk, 11);
+  const std::string sha = sealing::Sha256Hex(content);
+  {
+    ASSERT_OK_AND_ASSIGN(std::unique_ptr<AttachmentUpload> upload,
+                         attachments_->BeginUpload(a_, sha, content.size()));
+    // Durable every kSync bytes (two chunks), not at every chunk.
+    EXPECT_THAT(upload->Write(ChunkOf(content, 0)), IsOkAndHolds(false));
+    EXPECT_EQ(upload->progress().durable_bytes, 0u);
+    EXPECT_THAT(upload->Write(ChunkOf(content, kChunk)), IsOkAndHolds(true));
+    EXPECT_EQ(upload->progress().durable_bytes, 2 * kChunk);
+    ASSERT_OK(WriteChunks(*upload, content, 2 * kChunk, 5 * kChunk));
+    EXPECT_EQ(upload->progress().durable_bytes, 4 * kChunk);
+    // The stream ends early: what arrived is made durable.
+    EXPECT_THAT(upload->Checkpoint(), IsOkAndHolds(true));
+    EXPECT_EQ(upload->progress().durable_bytes, 5 * kChunk);
+    EXPECT_THAT(upload->Checkpoint(), IsOkAndHolds(false));
+  }
+  ASSERT_OK(Restart());
+
+  ASSERT_OK_AND_ASSIGN(AttachmentStats stats, attachments_->Stats());
+  EXPECT_EQ(stats.partial_uploads, 1u);
+  EXPECT_EQ(stats.partial_bytes, 5 * kChunk);
+
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<AttachmentUpload> upload,
+                       attachments_->BeginUpload(a_, sha, content.size()));
+  EXPECT_EQ(upload->progress().durable_bytes, 5 * kChunk);
+  EXPECT_EQ(upload->progress().resumed_bytes, 5 * kChunk);
+  EXPECT_FALSE(upload->progress().complete);
+  // What is durable is not taken again.
+  EXPECT_THAT(upload->Write(ChunkOf(content, 0)),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr(absl::StrCat(5 * kChunk))));
+  ASSERT_OK(WriteChunks(*upload, content, 5 * kChunk, content.size()));
+  EXPECT_TRUE(upload->progress().complete);
+  upload.reset();
+  EXPECT_THAT(ReadAll(sha), IsOkAndHolds(content));
+  EXPECT_OK(attachments_->CheckUsable(a_, sha, content.size()));
+  // Nothing of the upload is left behind.
+  EXPECT_THAT(FilesUnder(PartialDir()), SizeIs(0));
+  ASSERT_OK_AND_ASSIGN(stats, attachments_->Stats());
+  EXPECT_EQ(stats.partial_uploads, 0u);
+}
+
+TEST_P(AttachmentStoreTest, AResumedUploadGoesBackBeforeADamagedChunk) {
+  const std::string content = Content(6 * kChunk + 5, 12);
+  const std::string sha = sealing::Sha256Hex(content);
+  const uint64_t stride = ChunkStride();
+  {
+    ASSERT_OK_AND_ASSIGN(std::unique_ptr<AttachmentUpload> upload,
+                         attachments_->BeginUpload(a_, sha, content.size()));
+    ASSERT_OK(WriteChunks(*upload, content, 0, 4 * kChunk));
+    EXPECT_EQ(upload->progress().durable_bytes, 4 * kChunk);
+  }
+  std::vector<std::string> partials = FilesUnder(PartialDir());
+  ASSERT_THAT(partials, SizeIs(1));
+  EXPECT_EQ(std::filesystem::file_size(partials[0]), 4 * stride);
+  DamageByte(partials[0], 2 * stride + 123);  // in chunk 2
+  ASSERT_OK(Restart());
+
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<AttachmentUpload> upload,
+                       attachments_->BeginUpload(a_, sha, content.size()));
+  EXPECT_EQ(upload->progress().durable_bytes, 2 * kChunk);
+  EXPECT_EQ(upload->progress().resumed_bytes, 2 * kChunk);
+  ASSERT_OK(WriteChunks(*upload, content, 2 * kChunk, content.size()));
+  EXPECT_TRUE(upload->progress().complete);
+  upload.reset();
+  EXPECT_THAT(ReadAll(sha), IsOkAndHolds(content));
+}
+
+TEST_P(AttachmentStoreTest, ASecondUploaderSendsEverythingAndItIsStoredOnce) {
+  const std::string content = Content(3 * kChunk + 7, 13);
+  const std::string sha = sealing::Sha256Hex(content);
+  ASSERT_OK(Upload(a_, content));
+
+  // B learns nothing from the content being stored: it starts at 0 and
+  // must send all of it before it may reference it.
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<AttachmentUpload> upload,
+                       attachments_->BeginUpload(b_, sha, content.size()));
+  EXPECT_FALSE(upload->progress().complete);
+  EXPECT_EQ(upload->progress().durable_bytes, 0u);
+  EXPECT_EQ(upload->progress().resumed_bytes, 0u);
+  EXPECT_THAT(attachments_->CheckUsable(b_, sha, content.size()),
+              StatusIs(absl::StatusCode::kFailedPrecondition));
+
+  // A chunk that is not the stored one, though it matches its own hash.
+  v1::Chunk other = ChunkOf(Content(kChunk, 99), 0);
+  EXPECT_THAT(upload->Write(other),
+              StatusIs(absl::StatusCode::kDataLoss, HasSubstr("chunk 0")));
+  ASSERT_OK(WriteChunks(*upload, content, 0, 2 * kChunk));
+  v1::Chunk other_last = ChunkOf(Content(kChunk, 98), 0);
+  other_last.set_offset(2 * kChunk);
+  EXPECT_THAT(upload->Write(other_last),
+              StatusIs(absl::StatusCode::kDataLoss, HasSubstr("chunk 2")));
+  EXPECT_THAT(attachments_->CheckUsable(b_, sha, content.size()),
+              StatusIs(absl::StatusCode::kFailedPrecondition));
+  ASSERT_OK(WriteChunks(*upload, content, 2 * kChunk, content.size()));
+  EXPECT_TRUE(upload->progress().complete);
+  EXPECT_EQ(upload->progress().durable_bytes, content.size());
+  upload.reset();
+
+  EXPECT_OK(attachments_->CheckUsable(b_, sha, content.size()));
+  EXPECT_OK(attachments_->CheckUsable(a_, sha, content.size()));
+  EXPECT_THAT(FilesUnder(BlobsDir()), SizeIs(1));
+  EXPECT_THAT(FilesUnder(PartialDir()), SizeIs(0));
+  EXPECT_THAT(ReadAll(sha), IsOkAndHolds(content));
+  ASSERT_OK_AND_ASSIGN(AttachmentStats stats, attachments_->Stats());
+  EXPECT_EQ(stats.attachments, 1u);
+}
+
+TEST_P(AttachmentStoreTest, ALiveRightIsRenewedWithoutSendingAgain) {
+  const std::string content = Content(2 * kChunk, 14);
+  const std::string sha = sealing::Sha256Hex(content);
+  ASSERT_OK(Upload(a_, content));
+
+  clock_.Advance(options_.usable_for - absl::Hours(1));
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<AttachmentUpload> upload,
+                       attachments_->BeginUpload(a_, sha, content.size()));
+  EXPECT_TRUE(upload->progress().complete);
+  EXPECT_EQ(upload->progress().durable_bytes, content.size());
+  EXPECT_EQ(upload->progress().usable_until,
+            clock_.Now() + options_.usable_for);
+  upload.reset();
+
+  // Usable past the first right's end.
+  clock_.Advance(absl::Hours(2));
+  EXPECT_OK(attachments_->CheckUsable(a_, sha, content.size()));
+
+  // Once the right has lapsed, the content has to be sent again.
+  clock_.Advance(options_.usable_for);
+  EXPECT_THAT(attachments_->CheckUsable(a_, sha, content.size()),
+              StatusIs(absl::StatusCode::kFailedPrecondition));
+  ASSERT_OK_AND_ASSIGN(upload,
+                       attachments_->BeginUpload(a_, sha, content.size()));
+  EXPECT_FALSE(upload->progress().complete);
+  EXPECT_EQ(upload->progress().durable_bytes, 0u);
+  ASSERT_OK(WriteChunks(*upload, content, 0, content.size()));
+  EXPECT_TRUE(upload->progress().complete);
+  upload.reset();
+  EXPECT_OK(attachments_->CheckUsable(a_, sha, content.size()));
+}
+
+TEST_P(AttachmentStoreTest, ConcurrentUploadsOfTheSameContentStoreItOnce) {
+  const std::string content = Content(3 * kChunk, 15);
+  const std::string sha = sealing::Sha256Hex(content);
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<AttachmentUpload> by_a,
+                       attachments_->BeginUpload(a_, sha, content.size()));
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<AttachmentUpload> by_b,
+                       attachments_->BeginUpload(b_, sha, content.size()));
+  ASSERT_OK(WriteChunks(*by_a, content, 0, 2 * kChunk));
+  ASSERT_OK(WriteChunks(*by_b, content, 0, content.size()));
+  ASSERT_OK(WriteChunks(*by_a, content, 2 * kChunk, content.size()));
+  EXPECT_TRUE(by_a->progress().complete);
+  EXPECT_TRUE(by_b->progress().complete);
+  by_a.reset();
+  by_b.reset();
+
+  EXPECT_OK(attachments_->CheckUsable(a_, sha, content.size()));
+  EXPECT_OK(attachments_->CheckUsable(b_, sha, content.size()));
+  EXPECT_THAT(FilesUnder(BlobsDir()), SizeIs(1));
+  EXPECT_THAT(FilesUnder(PartialDir()), SizeIs(0));
+  EXPECT_THAT(ReadAll(sha), IsOkAndHolds(content));
+}
+
+TEST_P(AttachmentStoreTest, AnAlteredFileReadsAsDataLoss) {
+  const std::string content = Content(3 * kChunk, 16);
+  const std::string sha = sealing::Sha256Hex(content);
+  const uint64_t stride = ChunkStride();
+  ASSERT_OK(Upload(a_, content));
+  std::vector<std::string> blobs = FilesUnder(BlobsDir());
+  ASSERT_THAT(blobs, SizeIs(1));
+  EXPECT_EQ(std::filesystem::path(blobs[0]).filename().string(), sha);
+  EXPECT_EQ(std::filesystem::file_size(blobs[0]), 3 * stride);
+  DamageByte(blobs[0], stride + 17);  // in chunk 1
+
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<AttachmentReader> reader,
+                       attachments_->Open(sha));
+  ASSERT_OK_AND_ASSIGN(v1::Chunk first, reader->Read(0));
+  EXPECT_EQ(first.data(), content.substr(0, kChunk));
+  EXPECT_THAT(reader->Read(kChunk), StatusIs(absl::StatusCode::kDataLoss));
+  EXPECT_OK(reader->Read(2 * kChunk));
+  reader.reset();
+
+  // Cut short: the last chunk is missing.
+  std::filesystem::resize_file(blobs[0], 2 * stride + 10);
+  ASSERT_OK_AND_ASSIGN(reader, attachments_->Open(sha));
+  EXPECT_THAT(reader->Read(2 * kChunk), StatusIs(absl::StatusCode::kDataLoss));
+  reader.reset();
+
+  // Gone.
+  std::filesystem::remove(blobs[0]);
+  EXPECT_THAT(attachments_->Open(sha), StatusIs(absl::StatusCode::kDataLoss));
+}
+
+TEST_P(AttachmentStoreTest, NoContentIsOnDiskInTheClearWithEncryptionAtRest) {
+  constexpr char kMarker[] = "QUYET-DINH-BO-NHIEM-7c3a";
+  std::string content;
+  while (content.size() < 2 * kChunk + kChunk / 2)
+    content += absl::StrCat(kMarker, " ");
+  const std::string sha = sealing::Sha256Hex(content);
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<AttachmentUpload> upload,
+                       attachments_->BeginUpload(a_, sha, content.size()));
+  ASSERT_OK(WriteChunks(*upload, content, 0, 2 * kChunk));
+  // Partly uploaded: in the partial file.
+  EXPECT_EQ(DirectoryContains(PartialDir(), kMarker), !GetParam().encrypted);
+  ASSERT_OK(WriteChunks(*upload, content, 2 * kChunk, content.size()));
+  EXPECT_TRUE(upload->progress().complete);
+  upload.reset();
+  // Complete: in the blob file (without encryption, where the search does
+  // find it, which shows the search works).
+  EXPECT_EQ(DirectoryContains(BlobsDir(), kMarker), !GetParam().encrypted);
+  if (GetParam().encrypted) {
+    EXPECT_FALSE(DirectoryContains(dir_.path(), kMarker));
+  }
+  EXPECT_THAT(ReadAll(sha), IsOkAndHolds(content));
+}
+
+TEST_P(AttachmentStoreTest, GarbageCollectionKeepsWhatIsReferencedOrUsable) {
+  const std::string referenced = Content(2 * kChunk + 1, 17);
+  const std::string unreferenced = Content(3 * kChunk + 2, 18);
+  const std::string referenced_sha = sealing::Sha256Hex(referenced);
+  const std::string unreferenced_sha = sealing::Sha256Hex(unreferenced);
+  ASSERT_OK(Upload(a_, referenced));
+  ASSERT_OK(Upload(a_, unreferenced));
+
+  v1::Document doc;
+  doc.set_id("doc-1");
+  v1::Attachment* stored = doc.add_attachments();
+  stored->set_sha256(referenced_sha);
+  stored->set_size(referenced.size());
+  stored->set_stored(true);
+  v1::Attachment* inline_attachment = doc.add_attachments();
+  inline_attachment->set_content("inline");
+  inline_attachment->set_sha256(unreferenced_sha);  // not stored: no tie
+  WriteBatch batch;
+  batch.records = AttachmentReferences(doc);
+  EXPECT_THAT(batch.records, SizeIs(1));
+  ASSERT_OK(store_->WriteSync(std::move(batch)));
+
+  // While the uploader's right lasts, both stay.
+  ASSERT_OK_AND_ASSIGN(AttachmentCollection collected,
+                       attachments_->CollectGarbage());
+  EXPECT_EQ(collected.attachments_removed, 0u);
+  EXPECT_EQ(collected.grants_expired, 0u);
+  EXPECT_EQ(collected.bytes_freed, 0u);
+  EXPECT_THAT(FilesUnder(BlobsDir()), SizeIs(2));
+
+  // The right has lapsed, but sends that checked it may be in flight.
+  clock_.Advance(options_.usable_for + absl::Minutes(59));
+  EXPECT_THAT(
+      attachments_->CheckUsable(a_, unreferenced_sha, unreferenced.size()),
+      StatusIs(absl::StatusCode::kFailedPrecondition));
+  ASSERT_OK_AND_ASSIGN(collected, attachments_->CollectGarbage());
+  EXPECT_EQ(collected.attachments_removed, 0u);
+  EXPECT_OK(attachments_->Open(unreferenced_sha));
+
+  // An hour's grace later, the unreferenced one goes.
+  clock_.Advance(absl::Minutes(2));
+  ASSERT_OK_AND_ASSIGN(collected, attachments_->CollectGarbage());
+  EXPECT_EQ(collected.attachments_removed, 1u);
+  EXPECT_EQ(collected.grants_expired, 2u);
+  // On disk: the content, and what sealing at rest adds to each chunk.
+  EXPECT_GE(collected.bytes_freed, unreferenced.size());
+  EXPECT_LE(collected.bytes_freed, unreferenced.size() + 4 * 64);
+  EXPECT_THAT(attachments_->Open(unreferenced_sha),
+              StatusIs(absl::StatusCode::kNotFound));
+  std::vector<std::string> blobs = FilesUnder(BlobsDir());
+  ASSERT_THAT(blobs, SizeIs(1));
+  EXPECT_EQ(std::filesystem::path(blobs[0]).filename().string(),
+            referenced_sha);
+
+  // The referenced one stays however long it is kept.
+  clock_.Advance(absl::Hours(24 * 365));
+  ASSERT_OK_AND_ASSIGN(collected, attachments_->CollectGarbage());
+  EXPECT_EQ(collected.attachments_removed, 0u);
+  EXPECT_EQ(collected.bytes_freed, 0u);
+  ASSERT_OK(Restart());
+  ASSERT_OK_AND_ASSIGN(collected, attachments_->CollectGarbage());
+  EXPECT_EQ(collected.attachments_removed, 0u);
+  EXPECT_THAT(ReadAll(referenced_sha), IsOkAndHolds(referenced));
+  ASSERT_OK_AND_ASSIGN(AttachmentStats stats, attachments_->Stats());
+  EXPECT_EQ(stats.attachments, 1u);
+  EXPECT_EQ(stats.bytes, referenced.size());
+}
+
+TEST_P(AttachmentStoreTest, GarbageCollectionRemovesUploadsLeftTooLong) {
+  const std::string content = Content(5 * kChunk, 19);
+  const std::string sha = sealing::Sha256Hex(content);
+  {
+    ASSERT_OK_AND_ASSIGN(std::unique_ptr<AttachmentUpload> upload,
+                         attachments_->BeginUpload(a_, sha, content.size()));
+    ASSERT_OK(WriteChunks(*upload, content, 0, 3 * kChunk));
+    EXPECT_EQ(upload->progress().durable_bytes, 2 * kChunk);
+  }
+  ASSERT_THAT(FilesUnder(PartialDir()), SizeIs(1));
+  const std::string partial = FilesUnder(PartialDir())[0];
+
+  clock_.Advance(options_.partial_kept_for - absl::Minutes(1));
+  ASSERT_OK_AND_ASSIGN(AttachmentCollection collected,
+                       attachments_->CollectGarbage());
+  EXPECT_EQ(collected.partial_uploads_removed, 0u);
+  EXPECT_TRUE(std::filesystem::exists(partial));
+  ASSERT_OK_AND_ASSIGN(AttachmentStats stats, attachments_->Stats());
+  EXPECT_EQ(stats.partial_uploads, 1u);
+  EXPECT_EQ(stats.partial_bytes, 2 * kChunk);
+
+  clock_.Advance(absl::Minutes(2));
+  ASSERT_OK(Restart());
+  ASSERT_OK_AND_ASSIGN(collected, attachments_->CollectGarbage());
+  EXPECT_EQ(collected.partial_uploads_removed, 1u);
+  EXPECT_FALSE(std::filesystem::exists(partial));
+  // The partial file's bytes were freed too.
+  EXPECT_GE(collected.bytes_freed, 2 * kChunk);
+  ASSERT_OK_AND_ASSIGN(stats, attachments_->Stats());
+  EXPECT_EQ(stats.partial_uploads, 0u);
+
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<AttachmentUpload> upload,
+                       attachments_->BeginUpload(a_, sha, content.size()));
+  EXPECT_EQ(upload->progress().durable_bytes, 0u);
+  EXPECT_EQ(upload->progress().resumed_bytes, 0u);
+  ASSERT_OK(WriteChunks(*upload, content, 0, content.size()));
+  EXPECT_TRUE(upload->progress().complete);
+  upload.reset();
+  EXPECT_THAT(ReadAll(sha), IsOkAndHolds(content));
+}
+
+TEST_P(AttachmentStoreTest, GarbageCollectionLeavesARunningUploadAlone) {
+  const std::string content = Content(3 * kChunk, 20);
+  const std::string sha = sealing::Sha256Hex(content);
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<AttachmentUpload> upload,
+                       attachments_->BeginUpload(a_, sha, content.size()));
+  ASSERT_OK(upload->Write(ChunkOf(content, 0)));  // nothing durable yet
+  clock_.Advance(options_.partial_kept_for + absl::Hours(1));
+  ASSERT_OK_AND_ASSIGN(AttachmentCollection collected,
+                       attachments_->CollectGarbage());
+  EXPECT_EQ(collected.partial_uploads_removed, 0u);
+  EXPECT_EQ(collected.bytes_freed, 0u);
+  EXPECT_THAT(FilesUnder(PartialDir()), SizeIs(1));
+  ASSERT_OK(WriteChunks(*upload, content, kChunk, content.size()));
+  EXPECT_TRUE(upload->progress().complete);
+  upload.reset();
+  EXPECT_THAT(ReadAll(sha), IsOkAndHolds(content));
+}
+
+TEST_P(AttachmentStoreTest, AFailedBeginLeavesNoUploadRunning) {
+  // An empty content whose hash is not that of nothing.
+  const std::string wrong = sealing::Sha256Hex("not empty");
+  for (int i = 0; i < 2; ++i) {
+    EXPECT_THAT(attachments_->BeginUpload(a_, wrong, 0),
+                StatusIs(absl::StatusCode::kDataLoss));
+  }
+  // A size that is not the stored content's.
+  const std::string content = Content(kChunk + 1, 21);
+  const std::string sha = sealing::Sha256Hex(content);
+  ASSERT_OK(Upload(a_, content));
+  for (int i = 0; i < 2; ++i) {
+    EXPECT_THAT(
+        attachments_->BeginUpload(b_, sha, content.size() + 1),
+        StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("start.size")));
+  }
+  ASSERT_OK_AND_ASSIGN(AttachmentStats stats, attachments_->Stats());
+  EXPECT_EQ(stats.uploads_running, 0u);
+  EXPECT_OK(Upload(b_, content));
+}
+
+TEST_P(AttachmentStoreTest, AnUploadThatWouldFillTheDiskIsRefused) {
+  options_.min_free_bytes = uint64_t{1} << 60;  // more than any disk
+  ASSERT_OK(OpenAttachments());
+  const std::string sha = sealing::Sha256Hex("x");
+  for (int i = 0; i < 2; ++i) {
+    EXPECT_THAT(attachments_->BeginUpload(a_, sha, 1),
+                StatusIs(absl::StatusCode::kResourceExhausted));
+  }
+  ASSERT_OK_AND_ASSIGN(AttachmentStats stats, attachments_->Stats());
+  EXPECT_EQ(stats.uploads_running, 0u);
+}
+
+TEST_P(AttachmentStoreTest, AttachmentsKeepTheirChunkSizeWhenTheOptionChanges) {
+  const std::string content = Content(3 * kChunk + 3, 22);
+  const std::string sha = sealing::Sha256Hex(content);
+  ASSERT_OK(Upload(a_, content));
+  options_.chunk_size = 2 * kChunk;
+  options_.sync_bytes = 2 * kChunk;
+  ASSERT_OK(Restart());
+
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<AttachmentReader> reader,
+                       attachments_->Open(sha));
+  EXPECT_EQ(reader->chunk_size(), kChunk);
+  EXPECT_THAT(ReadAll(sha), IsOkAndHolds(content));
+  // A second uploader sends it in the stored chunks.
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<AttachmentUpload> upload,
+                       attachments_->BeginUpload(b_, sha, content.size()));
+  EXPECT_EQ(upload->chunk_size(), kChunk);
+  ASSERT_OK(WriteChunks(*upload, content, 0, content.size()));
+  EXPECT_TRUE(upload->progress().complete);
+}
+
+TEST_P(AttachmentStoreTest, ASecondUploaderResumesAfterARestart) {
+  const std::string content = Content(5 * kChunk, 23);
+  const std::string sha = sealing::Sha256Hex(content);
+  ASSERT_OK(Upload(a_, content));
+  {
+    ASSERT_OK_AND_ASSIGN(std::unique_ptr<AttachmentUpload> upload,
+                         attachments_->BeginUpload(b_, sha, content.size()));
+    ASSERT_OK(WriteChunks(*upload, content, 0, 3 * kChunk));
+    EXPECT_THAT(upload->Checkpoint(), IsOkAndHolds(true));
+    EXPECT_EQ(upload->progress().durable_bytes, 3 * kChunk);
+  }
+  ASSERT_OK(Restart());
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<AttachmentUpload> upload,
+                       attachments_->BeginUpload(b_, sha, content.size()));
+  EXPECT_EQ(upload->progress().durable_bytes, 3 * kChunk);
+  EXPECT_EQ(upload->progress().resumed_bytes, 3 * kChunk);
+  EXPECT_THAT(attachments_->CheckUsable(b_, sha, content.size()),
+              StatusIs(absl::StatusCode::kFailedPrecondition));
+  ASSERT_OK(WriteChunks(*upload, content, 3 * kChunk, content.size()));
+  EXPECT_TRUE(upload->progress().complete);
+  upload.reset();
+  EXPECT_OK(attachments_->CheckUsable(b_, sha, content.size()));
+  EXPECT_THAT(FilesUnder(BlobsDir()), SizeIs(1));
+}
+
+TEST_P(AttachmentStoreTest, AnUploadResumesFromTheContentAnotherCompleted) {
+  const std::string content = Content(4 * kChunk + 9, 24);
+  const std::string sha = sealing::Sha256Hex(content);
+  {
+    ASSERT_OK_AND_ASSIGN(std::unique_ptr<AttachmentUpload> upload,
+                         attachments_->BeginUpload(a_, sha, content.size()));
+    ASSERT_OK(WriteChunks(*upload, content, 0, 2 * kChunk));
+    EXPECT_EQ(upload->progress().durable_bytes, 2 * kChunk);
+  }
+  ASSERT_OK(Upload(b_, content));
+  ASSERT_OK(Restart());
+
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<AttachmentUpload> upload,
+                       attachments_->BeginUpload(a_, sha, content.size()));
+  EXPECT_EQ(upload->progress().durable_bytes, 2 * kChunk);
+  EXPECT_FALSE(upload->progress().complete);
+  ASSERT_OK(WriteChunks(*upload, content, 2 * kChunk, content.size()));
+  EXPECT_TRUE(upload->progress().complete);
+  upload.reset();
+  EXPECT_OK(attachments_->CheckUsable(a_, sha, content.size()));
+
+  // A's partial file is left over; the next collection removes it and
+  // keeps the attachment.
+  ASSERT_OK_AND_ASSIGN(AttachmentCollection collected,
+                       attachments_->CollectGarbage());
+  EXPECT_EQ(collected.attachments_removed, 0u);
+  EXPECT_THAT(FilesUnder(PartialDir()), SizeIs(0));
+  EXPECT_THAT(FilesUnder(BlobsDir()), SizeIs(1));
+  EXPECT_THAT(ReadAll(sha), IsOkAndHolds(content));
+}
+
+TEST_P(AttachmentStoreTest, ContentSealedUnderAnEarlierDataKeyStillReads) {
+  if (!GetParam().encrypted) GTEST_SKIP() << "no encryption at rest";
+  const std::string stored = Content(2 * kChunk + 1, 25);
+  const std::string resumed = Content(4 * kChunk, 26);
+  ASSERT_OK(Upload(a_, stored));
+  {
+    ASSERT_OK_AND_ASSIGN(std::unique_ptr<AttachmentUpload> upload,
+                         attachments_->BeginUpload(
+                             a_, sealing::Sha256Hex(resumed), resumed.size()));
+    ASSERT_OK(WriteChunks(*upload, resumed, 0, 2 * kChunk));
+  }
+  EncryptionOptions encryption;
+  encryption.master_key = master_key_;
+  ASSERT_OK(store_->RotateKeys(encryption));
+  ASSERT_OK(Restart());
+
+  EXPECT_THAT(ReadAll(sealing::Sha256Hex(stored)), IsOkAndHolds(stored));
+  // Half sealed under the old data key, half under the new one.
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<AttachmentUpload> upload,
+                       attachments_->BeginUpload(
+                           a_, sealing::Sha256Hex(resumed), resumed.size()));
+  EXPECT_EQ(upload->progress().durable_bytes, 2 * kChunk);
+  ASSERT_OK(WriteChunks(*upload, resumed, 2 * kChunk, resumed.size()));
+  EXPECT_TRUE(upload->progress().complete);
+  upload.reset();
+  EXPECT_THAT(ReadAll(sealing::Sha256Hex(resumed)), IsOkAndHolds(resumed));
+}
+
+TEST_P(AttachmentStoreTest, TheRightLastsUntilTheUsableUntilItWasGiven) {
+  // Uploads end at any instant, not on a whole second.
+  clock_.Advance(absl::Milliseconds(600));
+  const std::string content = Content(kChunk, 27);
+  const std::string sha = sealing::Sha256Hex(content);
+  ASSERT_OK_AND_ASSIGN(UploadProgress progress, Upload(a_, content));
+  ASSERT_TRUE(progress.complete);
+  clock_.Advance(progress.usable_until - clock_.Now() - absl::Milliseconds(1));
+  EXPECT_OK(attachments_->CheckUsable(a_, sha, content.size()));
+}
+
+TEST(AttachmentOptionsTest, ValidateNamesTheBadField) {
+  AttachmentOptions options;
+  EXPECT_THAT(options.Validate(), StatusIs(absl::StatusCode::kInvalidArgument,
+                                           HasSubstr("directory")));
+  options.directory = "/tmp/x";
+  EXPECT_OK(options.Validate());
+  options.chunk_size = 100;
+  EXPECT_THAT(options.Validate(), StatusIs(absl::StatusCode::kInvalidArgument,
+                                           HasSubstr("chunk_size")));
+  options.chunk_size = kChunk;
+  options.sync_bytes = kChunk - 1;
+  EXPECT_THAT(options.Validate(), StatusIs(absl::StatusCode::kInvalidArgument,
+                                           HasSubstr("sync_bytes")));
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Engines, AttachmentStoreTest,
+    ::testing::Values(Engine{"Memory", false, false},
+                      Engine{"MemoryEncrypted", false, true},
+                      Engine{"RocksDb", true, false},
+                      Engine{"RocksDbEncrypted", true, true}),
+    [](const ::testing::TestParamInfo<Engine>& info) {
+      return std::string(info.param.name);
+    });
+
+}  // namespace
+}  // namespace lienthong::storage
