@@ -104,7 +104,9 @@ absl::StatusOr<v1::UploadResponse> UploadOnce(
   bool answered = false;
   if (stream->Write(request) && stream->Read(&last)) answered = true;
   if (!answered) {
-    context.TryCancel();
+    // The broker ended the stream (it refused the start): its status says
+    // why. Cancelling here would replace it with CANCELLED.
+    stream->WritesDone();
     grpc::Status s = stream->Finish();
     if (s.ok()) return absl::UnavailableError("upload ended without an answer");
     return FromGrpc(s);

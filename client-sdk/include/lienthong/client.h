@@ -132,6 +132,19 @@ struct SendReceipt {
   v1::CustodyReceipt custody_receipt;
 };
 
+// Per-call options of Client::UploadAttachment.
+struct UploadOptions {
+  // Encrypt the content end to end before it leaves this process, under a
+  // fresh key (see Attachment.Sealing in document.proto: AES-256-GCM in
+  // 1 MiB segments), so that brokers store and forward only ciphertext. The
+  // returned attachment then carries the key in `sealing`: it may go only
+  // into a document that is sealed (confidential, secret, or every one with
+  // ClientOptions::seal_all), which carries the key inside its sealed
+  // content to the recipients. Stored attachments of a document that must
+  // be sealed have to be uploaded this way. Default false.
+  bool seal = false;
+};
+
 // A document handed to the application by Receive or Fetch.
 struct IncomingDocument {
   // A sealed document arrives opened: body and attachments in plaintext,
@@ -222,24 +235,52 @@ class Client {
   // there too (and sends nothing when the broker already has it from this
   // org). INVALID_ARGUMENT for a bad name, RESOURCE_EXHAUSTED above the
   // broker's attachments.max_bytes, DATA_LOSS when the content changed while
-  // it was sent. A document that must be sealed end to end cannot carry
-  // stored attachments yet (Send: FAILED_PRECONDITION).
+  // it was sent. Uploads the content as it is: a document that must be
+  // sealed end to end refuses such an attachment (Send: FAILED_PRECONDITION);
+  // use the overload with UploadOptions::seal for those.
   virtual absl::StatusOr<v1::Attachment> UploadAttachment(
       AttachmentSource& source, const std::string& name,
       const std::string& content_type,
       const ProgressCallback& progress = nullptr) = 0;
+
+  // The same with `options`. With options.seal the content is encrypted on
+  // the fly as it is read (a segment of 1 MiB at a time, never whole in
+  // memory) and the ciphertext is uploaded: the attachment returned has the
+  // ciphertext's sha256 and size and, in `sealing`, the key and the
+  // plaintext's SHA-256 and size; progress counts ciphertext bytes. The
+  // content is read twice, as above; DATA_LOSS when it changed in between
+  // (its segments are never encrypted twice with different content under
+  // one nonce). Each sealed upload has its own key, so unlike a plain
+  // upload a new call with the same content uploads it again. Thread-safe
+  // as the other methods; errors as above.
+  absl::StatusOr<v1::Attachment> UploadAttachment(
+      AttachmentSource& source, const std::string& name,
+      const std::string& content_type, const UploadOptions& options,
+      const ProgressCallback& progress = nullptr);
 
   // Streams a stored attachment of a document this org sent or received
   // into `sink` (which must start empty), checking every chunk and, at the
   // end, the whole content against attachment.sha256 (DATA_LOSS naming the
   // attachment: the sink then holds content to discard). Resumes after
   // interruptions within retry_budget of the last progress.
+  //
+  // An attachment with `sealing` (of a sealed document, as Receive or Fetch
+  // handed it over opened, or as UploadAttachment returned it to its
+  // sender) is decrypted on the way: the sink receives the plaintext, a
+  // segment (1 MiB) at a time once its authentication tag verified; at the
+  // end the ciphertext's SHA-256 and size and the plaintext's must be those
+  // in the attachment, which the sender's signature covers. DATA_LOSS naming
+  // the attachment when anything does not verify (altered, reordered, cut
+  // short, another blob); FAILED_PRECONDITION for a scheme this SDK cannot
+  // open.
   virtual absl::Status DownloadAttachment(
       const std::string& document_id, const v1::Attachment& attachment,
       AttachmentSink& sink, const ProgressCallback& progress = nullptr) = 0;
 
   // The same into `path`: written to `path`.part (a later call continues
-  // it), synced, and renamed to `path` only once verified.
+  // it), synced, and renamed to `path` only once verified. A sealed
+  // attachment's .part file holds only plaintext that verified, a whole
+  // segment at a time; a later call continues after its last whole segment.
   virtual absl::Status DownloadAttachmentToFile(
       const std::string& document_id, const v1::Attachment& attachment,
       const std::string& path, const ProgressCallback& progress = nullptr) = 0;

@@ -1,0 +1,824 @@
+// Stored attachments with a real lienthongd: content uploaded in verified
+// chunks beside the document (AttachmentService), referenced by hash in a
+// signed document, downloaded identical by the recipient. Round trips of
+// awkward sizes, a multi-gigabyte sparse file, a damaged chunk, an upload
+// interrupted on the client and resumed, a broker killed with kill -9 in the
+// middle of an upload, who may download and reference what, the limits that
+// count stored attachments, and the `lienthong` CLI's --attach / download.
+#include "lienthong/attachments.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <memory>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "gmock/gmock.h"
+#include "grpcpp/grpcpp.h"
+#include "gtest/gtest.h"
+#include "lienthong/client.h"
+#include "lienthong/common/sealing.h"
+#include "lienthong/v1/attachments.grpc.pb.h"
+#include "tests/integration/broker_process.h"
+#include "tests/testing/async.h"
+#include "tests/testing/status_matchers.h"
+#include "tests/testing/temp_dir.h"
+
+#ifndef LIENTHONG_CLI_PATH
+#error "LIENTHONG_CLI_PATH must be defined (tests/integration/CMakeLists.txt)"
+#endif
+
+namespace lienthong::integration {
+namespace {
+
+using ::lienthong::testing_util::Eventually;
+using ::lienthong::testing_util::StatusIs;
+using ::testing::AllOf;
+using ::testing::HasSubstr;
+using ::testing::SizeIs;
+
+// The brokers of most tests keep small chunks, so that a few hundred KiB
+// span several chunks and several syncs.
+constexpr uint64_t kChunk = 64 << 10;
+constexpr uint64_t kSync = 128 << 10;
+constexpr uint64_t kMaxBytes = 32 << 20;
+constexpr absl::Duration kWait = absl::Seconds(15);
+
+using UploadStream =
+    grpc::ClientReaderWriter<v1::UploadRequest, v1::UploadResponse>;
+
+BrokerOptions SmallChunks() {
+  BrokerOptions o;
+  o.config_yaml =
+      absl::StrCat("attachments: {chunk_bytes: ", kChunk,
+                   ", sync_bytes: ", kSync, ", max_bytes: ", kMaxBytes, "}\n");
+  return o;
+}
+
+// `size` bytes that differ with `seed`, the same on every call.
+std::string Content(uint64_t size, uint64_t seed) {
+  std::mt19937_64 random(seed);
+  std::string out(size, '\0');
+  for (uint64_t i = 0; i < size; i += 8) {
+    uint64_t word = random();
+    std::memcpy(out.data() + i, &word, std::min<uint64_t>(8, size - i));
+  }
+  return out;
+}
+
+// An attachment held in memory; counts what was read.
+class StringSource : public AttachmentSource {
+ public:
+  explicit StringSource(std::string content) : content_(std::move(content)) {}
+  uint64_t size() const override { return content_.size(); }
+  absl::StatusOr<std::string> Read(uint64_t offset, uint64_t length) override {
+    bytes_read_ += length;
+    return content_.substr(offset, length);
+  }
+  uint64_t bytes_read() const { return bytes_read_; }
+
+ private:
+  const std::string content_;
+  uint64_t bytes_read_ = 0;
+};
+
+// Keeps nothing but the SHA-256 of what it was given.
+class DigestSink : public AttachmentSink {
+ public:
+  uint64_t offset() const override { return offset_; }
+  absl::Status Write(absl::string_view data) override {
+    hash_.Update(data);
+    offset_ += data.size();
+    return absl::OkStatus();
+  }
+  std::string HexDigest() { return sealing::HexOf(hash_.Finish()); }
+
+ private:
+  sealing::Sha256Stream hash_;
+  uint64_t offset_ = 0;
+};
+
+// SHA-256 of a file, read a MiB at a time.
+absl::StatusOr<std::string> Sha256OfFile(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return absl::NotFoundError(path);
+  sealing::Sha256Stream hash;
+  std::string buffer(1 << 20, '\0');
+  for (;;) {
+    ssize_t n = ::read(fd, buffer.data(), buffer.size());
+    if (n < 0) {
+      ::close(fd);
+      return absl::InternalError(absl::StrCat("read ", path));
+    }
+    if (n == 0) break;
+    hash.Update(absl::string_view(buffer.data(), static_cast<size_t>(n)));
+  }
+  ::close(fd);
+  return sealing::HexOf(hash.Finish());
+}
+
+v1::Document NewDocument(const std::string& to, const std::string& subject) {
+  v1::Document doc;
+  doc.add_recipients(to);
+  v1::DocumentMetadata* m = doc.mutable_metadata();
+  m->set_subject(subject);
+  m->set_number("42");
+  m->set_notation("BC-UBND");
+  m->set_document_type("Báo cáo");
+  doc.set_body(absl::StrCat("Kèm theo: ", subject));
+  doc.set_body_content_type("text/plain; charset=utf-8");
+  return doc;
+}
+
+v1::UploadRequest StartOf(const std::string& sha256, uint64_t size) {
+  v1::UploadRequest request;
+  request.mutable_start()->set_sha256(sha256);
+  request.mutable_start()->set_size(size);
+  return request;
+}
+
+// The chunk of `content` at `offset`, with its hash.
+v1::UploadRequest ChunkOf(const std::string& content, uint64_t offset,
+                          uint64_t chunk_size) {
+  v1::UploadRequest request;
+  v1::Chunk* chunk = request.mutable_chunk();
+  chunk->set_offset(offset);
+  chunk->set_data(content.substr(offset, chunk_size));
+  chunk->set_sha256(Sha256HexOf(chunk->data()));
+  return request;
+}
+
+void SetDeadline(grpc::ClientContext& context, absl::Duration timeout) {
+  context.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
+}
+
+class AttachmentsTest : public ::testing::Test {
+ protected:
+  explicit AttachmentsTest(BrokerOptions options = SmallChunks())
+      : broker_(std::move(options)) {}
+
+  void SetUp() override {
+    ASSERT_OK(broker_.Start());
+    ASSERT_OK_AND_ASSIGN(pki_, DevPkiDir());
+    ASSERT_FALSE(work_.path().empty());
+  }
+  void TearDown() override { EXPECT_OK(broker_.Stop()); }
+
+  std::unique_ptr<Client> Open(const std::string& org) {
+    absl::StatusOr<std::unique_ptr<Client>> c =
+        Client::Open(broker_.ClientOptionsFor(org));
+    EXPECT_OK(c);
+    return c.ok() ? *std::move(c) : nullptr;
+  }
+
+  std::unique_ptr<v1::AttachmentService::Stub> RawStub(const std::string& org) {
+    return v1::AttachmentService::NewStub(
+        RawChannel(broker_.endpoint(), absl::StrCat("orgs/", org)));
+  }
+
+  std::string WriteTemp(const std::string& name, const std::string& content) {
+    std::string path = absl::StrCat(work_.path(), "/", name);
+    EXPECT_OK(WriteFile(path, content));
+    return path;
+  }
+
+  // Takes document `id` from `client`'s inbox within kWait and acknowledges
+  // it; an empty document when it did not come.
+  IncomingDocument FetchDocument(Client& client, const std::string& id) {
+    for (absl::Time deadline = absl::Now() + kWait; absl::Now() < deadline;) {
+      absl::StatusOr<std::vector<IncomingDocument>> got =
+          client.Fetch(10, absl::Seconds(2));
+      EXPECT_OK(got);
+      if (!got.ok()) break;
+      for (const IncomingDocument& d : *got) {
+        EXPECT_OK(client.Ack({d.document.id()}));
+        if (d.document.id() == id) return d;
+      }
+    }
+    ADD_FAILURE() << "document " << id << " did not arrive within "
+                  << absl::FormatDuration(kWait);
+    return {};
+  }
+
+  uint64_t InboxTotal(const std::string& org) {
+    std::unique_ptr<Client> c = Open(org);
+    if (c == nullptr) return ~uint64_t{0};
+    absl::StatusOr<v1::ListInboxResponse> inbox = c->ListInbox(10);
+    EXPECT_OK(inbox);
+    return inbox.ok() ? inbox->total() : ~uint64_t{0};
+  }
+
+  BrokerProcess broker_;
+  testing_util::TempDir work_;
+  std::string pki_;
+};
+
+// ---- 1. Round trips -------------------------------------------------------
+
+TEST_F(AttachmentsTest, AwkwardSizesRoundTripThroughASignedDocument) {
+  struct Case {
+    std::string name;
+    uint64_t size;
+  };
+  const std::vector<Case> cases = {
+      {"rong.bin", 0},
+      {"mot-byte.bin", 1},
+      {"ba-khoi.pdf", 3 * kChunk},
+      {"le.docx", 5 * kChunk + 12345},
+  };
+  std::unique_ptr<Client> sender = Open(kH49);
+  std::unique_ptr<Client> recipient = Open(kG22);
+  ASSERT_NE(sender, nullptr);
+  ASSERT_NE(recipient, nullptr);
+
+  v1::Document doc = NewDocument(kG22, "Hồ sơ kèm tệp");
+  std::vector<std::string> contents;
+  for (size_t i = 0; i < cases.size(); ++i) {
+    contents.push_back(Content(cases[i].size, 100 + i));
+    std::string path = WriteTemp(cases[i].name, contents[i]);
+    ASSERT_OK_AND_ASSIGN(std::unique_ptr<AttachmentSource> source,
+                         FileSource(path));
+    TransferProgress last;
+    ASSERT_OK_AND_ASSIGN(v1::Attachment a,
+                         sender->UploadAttachment(
+                             *source, cases[i].name, "application/octet-stream",
+                             [&](const TransferProgress& p) { last = p; }));
+    EXPECT_TRUE(a.stored());
+    EXPECT_TRUE(a.content().empty());
+    EXPECT_EQ(a.name(), cases[i].name);
+    EXPECT_EQ(a.size(), cases[i].size);
+    EXPECT_EQ(a.sha256(), Sha256HexOf(contents[i]));
+    EXPECT_EQ(last.total, cases[i].size);
+    EXPECT_EQ(last.bytes, cases[i].size) << cases[i].name;
+    *doc.add_attachments() = a;
+  }
+  ASSERT_OK_AND_ASSIGN(SendReceipt receipt, sender->Send(doc));
+
+  // The sender's status lists them, without content.
+  ASSERT_OK_AND_ASSIGN(v1::DocumentStatus status,
+                       sender->GetDocumentStatus(receipt.document_id));
+  ASSERT_THAT(status.attachments(), SizeIs(cases.size()));
+  for (size_t i = 0; i < cases.size(); ++i) {
+    EXPECT_EQ(status.attachments(i).sha256(), Sha256HexOf(contents[i]));
+    EXPECT_TRUE(status.attachments(i).stored());
+  }
+
+  IncomingDocument got = FetchDocument(*recipient, receipt.document_id);
+  ASSERT_EQ(got.document.id(), receipt.document_id);
+  EXPECT_EQ(got.signed_by, "spiffe://lienthong.local/org/000.00.00.H49");
+  ASSERT_THAT(got.document.attachments(), SizeIs(cases.size()));
+  for (size_t i = 0; i < cases.size(); ++i) {
+    const v1::Attachment& a = got.document.attachments(i);
+    SCOPED_TRACE(cases[i].name);
+    EXPECT_EQ(a.name(), cases[i].name);
+    EXPECT_TRUE(a.stored());
+    EXPECT_TRUE(a.content().empty());
+    EXPECT_EQ(a.size(), cases[i].size);
+    EXPECT_EQ(a.sha256(), Sha256HexOf(contents[i]));
+    std::string out = absl::StrCat(work_.path(), "/nhan-", cases[i].name);
+    ASSERT_OK(recipient->DownloadAttachmentToFile(got.document.id(), a, out));
+    ASSERT_OK_AND_ASSIGN(std::string downloaded, ReadFile(out));
+    EXPECT_EQ(downloaded.size(), contents[i].size());
+    EXPECT_TRUE(downloaded == contents[i]) << "the bytes differ";
+    EXPECT_FALSE(std::filesystem::exists(out + ".part"));
+  }
+}
+
+// ---- 2. A multi-gigabyte sparse attachment --------------------------------
+
+BrokerOptions LargeAttachments() {
+  BrokerOptions o;
+  o.config_yaml =
+      absl::StrCat("attachments: {max_bytes: ", uint64_t{3} << 30, "}\n");
+  return o;
+}
+
+class LargeAttachmentTest : public AttachmentsTest {
+ protected:
+  LargeAttachmentTest() : AttachmentsTest(LargeAttachments()) {}
+};
+
+TEST_F(LargeAttachmentTest, ASparseTwoAndAHalfGibFileRoundTrips) {
+  constexpr uint64_t kSize = (uint64_t{5} << 30) / 2;  // 2.5 GiB
+  struct statvfs fs;
+  ASSERT_EQ(::statvfs(work_.path().c_str(), &fs), 0);
+  const uint64_t free_bytes = static_cast<uint64_t>(fs.f_bavail) * fs.f_frsize;
+  if (free_bytes < (uint64_t{8} << 30)) {
+    GTEST_SKIP() << "needs 8 GiB free in " << work_.path() << " (the broker "
+                 << "stores 2.5 GiB); only " << (free_bytes >> 20)
+                 << " MiB are";
+  }
+  // Holes, and a few bytes that are not zero: at both ends, across a chunk
+  // boundary, and at 2^31 (offsets that overflow 32-bit signed integers).
+  const std::string path = work_.path() + "/ban-do.tif";
+  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(::ftruncate(fd, static_cast<off_t>(kSize)), 0);
+  const std::vector<std::pair<uint64_t, std::string>> marks = {
+      {0, "LT"},
+      {(1 << 20) - 1, "biên"},
+      {(uint64_t{1} << 30) + 12345, "giữa"},
+      {uint64_t{1} << 31, "2^31"},
+      {kSize - 3, "end"},
+  };
+  for (const auto& [at, text] : marks) {
+    ASSERT_EQ(::pwrite(fd, text.data(), text.size(), static_cast<off_t>(at)),
+              static_cast<ssize_t>(text.size()));
+  }
+  ::close(fd);
+  const absl::Time start = absl::Now();
+  ASSERT_OK_AND_ASSIGN(const std::string expected, Sha256OfFile(path));
+
+  std::unique_ptr<Client> sender = Open(kG22);
+  std::unique_ptr<Client> recipient = Open(kH49);
+  ASSERT_NE(sender, nullptr);
+  ASSERT_NE(recipient, nullptr);
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<AttachmentSource> source,
+                       FileSource(path));
+  ASSERT_OK_AND_ASSIGN(
+      v1::Attachment a,
+      sender->UploadAttachment(*source, "ban-do.tif", "image/tiff"));
+  const absl::Duration uploaded = absl::Now() - start;
+  EXPECT_EQ(a.size(), kSize);
+  EXPECT_EQ(a.sha256(), expected);
+  v1::Document doc = NewDocument(kH49, "Bản đồ quy hoạch");
+  *doc.add_attachments() = a;
+  ASSERT_OK_AND_ASSIGN(SendReceipt receipt, sender->Send(doc));
+
+  IncomingDocument got = FetchDocument(*recipient, receipt.document_id);
+  ASSERT_THAT(got.document.attachments(), SizeIs(1));
+  EXPECT_FALSE(got.signed_by.empty());
+  DigestSink sink;
+  ASSERT_OK(recipient->DownloadAttachment(receipt.document_id,
+                                          got.document.attachments(0), sink));
+  EXPECT_EQ(sink.offset(), kSize);
+  EXPECT_EQ(sink.HexDigest(), expected);
+  const absl::Duration took = absl::Now() - start;
+  std::printf("2.5 GiB: hashed and uploaded in %s, round trip in %s\n",
+              absl::FormatDuration(uploaded).c_str(),
+              absl::FormatDuration(took).c_str());
+}
+
+// ---- 3. A damaged chunk ---------------------------------------------------
+
+TEST_F(AttachmentsTest, ADamagedChunkIsRefusedAndCannotBeReferenced) {
+  const std::string content = Content(2 * kChunk + 100, 3);
+  const std::string sha256 = Sha256HexOf(content);
+  auto stub = RawStub(kH49);
+  grpc::ClientContext context;
+  SetDeadline(context, kWait);
+  std::unique_ptr<UploadStream> stream = stub->Upload(&context);
+  ASSERT_TRUE(stream->Write(StartOf(sha256, content.size())));
+  v1::UploadResponse first;
+  ASSERT_TRUE(stream->Read(&first));
+  EXPECT_EQ(first.chunk_size(), kChunk);
+  EXPECT_EQ(first.durable_bytes(), 0u);
+  // Chunk 0's data with the hash of other data.
+  v1::UploadRequest damaged = ChunkOf(content, 0, kChunk);
+  damaged.mutable_chunk()->set_sha256(Sha256HexOf("something else"));
+  stream->Write(damaged);
+  v1::UploadResponse extra;
+  EXPECT_FALSE(stream->Read(&extra))
+      << "an answer after a damaged chunk: " << extra.ShortDebugString();
+  grpc::Status s = stream->Finish();
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::DATA_LOSS) << s.error_message();
+  EXPECT_THAT(s.error_message(), HasSubstr("chunk 0"));
+
+  // A document referencing it is refused; nothing is stored.
+  std::unique_ptr<Client> sender = Open(kH49);
+  ASSERT_NE(sender, nullptr);
+  v1::Document doc = NewDocument(kG22, "Tệp hỏng");
+  v1::Attachment* a = doc.add_attachments();
+  a->set_name("hong.bin");
+  a->set_content_type("application/octet-stream");
+  a->set_sha256(sha256);
+  a->set_size(content.size());
+  a->set_stored(true);
+  EXPECT_THAT(sender->Send(doc),
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       AllOf(HasSubstr("attachments[0]"), HasSubstr(sha256))));
+  EXPECT_EQ(InboxTotal(kG22), 0u);
+
+  // The content itself, sent intact, is taken from the start.
+  StringSource source(content);
+  uint64_t resumed = ~uint64_t{0};
+  ASSERT_OK_AND_ASSIGN(
+      v1::Attachment good,
+      sender->UploadAttachment(source, "hong.bin", "application/octet-stream",
+                               [&](const TransferProgress& p) {
+                                 resumed = std::min(resumed, p.resumed);
+                               }));
+  EXPECT_EQ(resumed, 0u);
+  EXPECT_EQ(good.sha256(), sha256);
+}
+
+// ---- 4. Interrupted on the client, resumed --------------------------------
+
+// Fails once with INTERNAL (not retried by the SDK) when the upload, after
+// the SDK has hashed the whole, asks for the chunk at `fail_at` or beyond,
+// and only once the broker has written everything sent before it (so that
+// the failure is the source's, not a race with the network).
+class FailingSource : public StringSource {
+ public:
+  FailingSource(std::string content, uint64_t fail_at, std::string partial_dir,
+                std::string sha256)
+      : StringSource(std::move(content)),
+        fail_at_(fail_at),
+        partial_dir_(std::move(partial_dir)),
+        sha256_(std::move(sha256)) {}
+
+  absl::StatusOr<std::string> Read(uint64_t offset, uint64_t length) override {
+    if (hashed_ && !failed_ && offset >= fail_at_ && offset < size()) {
+      failed_ = true;
+      sent_before_failure_ = offset;
+      broker_had_it_ =
+          Eventually([&] { return PartialBytes() >= offset; }, kWait);
+      return absl::InternalError("simulated: the disk holding the scan failed");
+    }
+    if (offset + length == size()) hashed_ = true;  // the SDK's hash pass
+    return StringSource::Read(offset, length);
+  }
+
+  bool failed() const { return failed_; }
+  bool broker_had_it() const { return broker_had_it_; }
+  uint64_t sent_before_failure() const { return sent_before_failure_; }
+
+ private:
+  // Bytes of the broker's file of this upload in progress.
+  uint64_t PartialBytes() const {
+    std::error_code ec;
+    for (const auto& e :
+         std::filesystem::directory_iterator(partial_dir_, ec)) {
+      if (absl::StartsWith(e.path().filename().string(), sha256_))
+        return e.file_size(ec);
+    }
+    return 0;
+  }
+
+  const uint64_t fail_at_;
+  const std::string partial_dir_;
+  const std::string sha256_;
+  bool hashed_ = false;
+  bool failed_ = false;
+  bool broker_had_it_ = false;
+  uint64_t sent_before_failure_ = 0;
+};
+
+TEST_F(AttachmentsTest, AnUploadInterruptedAtSixtyPercentResumes) {
+  constexpr uint64_t kSize = 64 * kChunk;  // 4 MiB
+  const std::string content = Content(kSize, 4);
+  const std::string sha256 = Sha256HexOf(content);
+  std::unique_ptr<Client> sender = Open(kG22);
+  ASSERT_NE(sender, nullptr);
+
+  FailingSource failing(content, kSize * 6 / 10,
+                        broker_.data_dir() + "/attachments/partial", sha256);
+  absl::StatusOr<v1::Attachment> first =
+      sender->UploadAttachment(failing, "quet.pdf", "application/pdf");
+  ASSERT_TRUE(failing.failed());
+  EXPECT_TRUE(failing.broker_had_it())
+      << "the broker did not write the first " << failing.sent_before_failure()
+      << " bytes within " << absl::FormatDuration(kWait);
+  EXPECT_THAT(first, StatusIs(absl::StatusCode::kInternal,
+                              HasSubstr("the disk holding the scan failed")));
+  const uint64_t sent = failing.sent_before_failure();
+  EXPECT_GE(sent, kSize * 6 / 10);
+
+  StringSource again(content);
+  uint64_t resumed = 0;
+  uint64_t bytes_at_first_answer = ~uint64_t{0};
+  ASSERT_OK_AND_ASSIGN(
+      v1::Attachment a,
+      sender->UploadAttachment(
+          again, "quet.pdf", "application/pdf", [&](const TransferProgress& p) {
+            resumed = std::max(resumed, p.resumed);
+            bytes_at_first_answer = std::min(bytes_at_first_answer, p.bytes);
+          }));
+  // Everything durable was kept: at least what the syncs made durable, at
+  // most what was sent.
+  EXPECT_GE(resumed, kSize / 2);
+  EXPECT_GE(resumed, sent / kSync * kSync);
+  EXPECT_LE(resumed, sent);
+  EXPECT_EQ(bytes_at_first_answer, resumed);
+  // ... and not sent again: the second upload read the whole once to hash
+  // it, then only what the broker lacked.
+  EXPECT_EQ(again.bytes_read(), kSize + (kSize - resumed));
+
+  v1::Document doc = NewDocument(kH49, "Bản quét");
+  *doc.add_attachments() = a;
+  ASSERT_OK_AND_ASSIGN(SendReceipt receipt, sender->Send(doc));
+  std::unique_ptr<Client> recipient = Open(kH49);
+  ASSERT_NE(recipient, nullptr);
+  IncomingDocument got = FetchDocument(*recipient, receipt.document_id);
+  ASSERT_THAT(got.document.attachments(), SizeIs(1));
+  const std::string out = work_.path() + "/quet.pdf";
+  ASSERT_OK(recipient->DownloadAttachmentToFile(
+      receipt.document_id, got.document.attachments(0), out));
+  ASSERT_OK_AND_ASSIGN(std::string downloaded, ReadFile(out));
+  EXPECT_TRUE(downloaded == content) << "the bytes differ";
+}
+
+// ---- 5. kill -9 in the middle of an upload --------------------------------
+
+TEST_F(AttachmentsTest, KillNineMidUploadLosesNothingAcknowledged) {
+  constexpr uint64_t kSize = 128 * kChunk;  // 8 MiB
+  // At most this much is sent ahead of the broker's acknowledgements, so
+  // that the kill lands in the middle of the upload.
+  constexpr uint64_t kWindow = 4 * kChunk;
+  const std::string content = Content(kSize, 5);
+  const std::string sha256 = Sha256HexOf(content);
+
+  uint64_t acked_before_kill = 0;
+  uint64_t sent_before_kill = 0;
+  bool reached = false;
+  grpc::Status killed_stream;
+  {
+    auto stub = RawStub(kG22);
+    grpc::ClientContext context;
+    SetDeadline(context, absl::Seconds(60));
+    std::unique_ptr<UploadStream> stream = stub->Upload(&context);
+    ASSERT_TRUE(stream->Write(StartOf(sha256, kSize)));
+    v1::UploadResponse first;
+    ASSERT_TRUE(stream->Read(&first));
+    ASSERT_EQ(first.chunk_size(), kChunk);
+    ASSERT_EQ(first.durable_bytes(), 0u);
+
+    std::atomic<uint64_t> acked{0};
+    std::atomic<bool> complete{false};
+    std::thread reader([&] {
+      v1::UploadResponse r;
+      while (stream->Read(&r)) {
+        if (r.durable_bytes() > acked.load()) acked.store(r.durable_bytes());
+        if (r.complete()) complete.store(true);
+      }
+    });
+    uint64_t at = 0;
+    const absl::Time deadline = absl::Now() + absl::Seconds(30);
+    while (absl::Now() < deadline && at < kSize) {
+      if (acked.load() >= kSize * 4 / 10) {
+        reached = true;
+        break;
+      }
+      if (at - std::min(at, acked.load()) >= kWindow) {
+        absl::SleepFor(absl::Milliseconds(1));
+        continue;
+      }
+      if (!stream->Write(ChunkOf(content, at, kChunk))) break;
+      at += kChunk;
+    }
+    sent_before_kill = at;
+    broker_.Kill9();
+    reader.join();  // the connection is gone: Read ends
+    killed_stream = stream->Finish();
+    acked_before_kill = acked.load();
+    EXPECT_FALSE(complete.load());
+  }
+  std::printf("kill -9 with %llu bytes acknowledged durable, %llu sent\n",
+              static_cast<unsigned long long>(acked_before_kill),
+              static_cast<unsigned long long>(sent_before_kill));
+  ASSERT_TRUE(reached) << "no acknowledgement of 40% within 30 s; "
+                       << acked_before_kill << " bytes acknowledged, "
+                       << sent_before_kill << " sent";
+  EXPECT_FALSE(killed_stream.ok());
+  EXPECT_LT(acked_before_kill, kSize);
+  ASSERT_OK(broker_.Start());
+
+  // The same upload again: nothing acknowledged was lost.
+  {
+    auto stub = RawStub(kG22);
+    grpc::ClientContext context;
+    SetDeadline(context, absl::Seconds(60));
+    std::unique_ptr<UploadStream> stream = stub->Upload(&context);
+    ASSERT_TRUE(stream->Write(StartOf(sha256, kSize)));
+    v1::UploadResponse first;
+    ASSERT_TRUE(stream->Read(&first)) << stream->Finish().error_message();
+    std::printf("after the restart: %llu bytes durable\n",
+                static_cast<unsigned long long>(first.durable_bytes()));
+    EXPECT_GE(first.durable_bytes(), acked_before_kill);
+    EXPECT_LE(first.durable_bytes(), sent_before_kill);
+    EXPECT_EQ(first.resumed_bytes(), first.durable_bytes());
+    EXPECT_FALSE(first.complete());
+    ASSERT_EQ(first.chunk_size(), kChunk);
+    ASSERT_EQ(first.durable_bytes() % kChunk, 0u);
+    for (uint64_t at = first.durable_bytes(); at < kSize; at += kChunk) {
+      ASSERT_TRUE(stream->Write(ChunkOf(content, at, kChunk)))
+          << stream->Finish().error_message();
+    }
+    stream->WritesDone();
+    v1::UploadResponse last = first;
+    for (v1::UploadResponse r; stream->Read(&r);) last = r;
+    grpc::Status s = stream->Finish();
+    ASSERT_TRUE(s.ok()) << s.error_message();
+    EXPECT_TRUE(last.complete());
+    EXPECT_EQ(last.durable_bytes(), kSize);
+  }
+
+  // A document of the uploader referencing it is accepted, and downloads
+  // identical.
+  std::unique_ptr<Client> sender = Open(kG22);
+  std::unique_ptr<Client> recipient = Open(kH49);
+  ASSERT_NE(sender, nullptr);
+  ASSERT_NE(recipient, nullptr);
+  v1::Document doc = NewDocument(kH49, "Sau sự cố");
+  v1::Attachment* a = doc.add_attachments();
+  a->set_name("sau-su-co.bin");
+  a->set_content_type("application/octet-stream");
+  a->set_sha256(sha256);
+  a->set_size(kSize);
+  a->set_stored(true);
+  ASSERT_OK_AND_ASSIGN(SendReceipt receipt, sender->Send(doc));
+  IncomingDocument got = FetchDocument(*recipient, receipt.document_id);
+  ASSERT_THAT(got.document.attachments(), SizeIs(1));
+  const std::string out = work_.path() + "/sau-su-co.bin";
+  ASSERT_OK(recipient->DownloadAttachmentToFile(
+      receipt.document_id, got.document.attachments(0), out));
+  ASSERT_OK_AND_ASSIGN(std::string downloaded, ReadFile(out));
+  EXPECT_TRUE(downloaded == content) << "the bytes differ";
+}
+
+// ---- 6. Who may download and reference what; limits ------------------------
+
+TEST_F(AttachmentsTest, OnlyTheSenderAndRecipientsDownload) {
+  std::unique_ptr<Client> sender = Open(kG22);
+  std::unique_ptr<Client> recipient = Open(kH49);
+  std::unique_ptr<Client> outsider = Open(kH50);
+  ASSERT_NE(sender, nullptr);
+  ASSERT_NE(recipient, nullptr);
+  ASSERT_NE(outsider, nullptr);
+  const std::string content = Content(3 * kChunk + 7, 6);
+  StringSource source(content);
+  ASSERT_OK_AND_ASSIGN(
+      v1::Attachment a,
+      sender->UploadAttachment(source, "mat.bin", "application/octet-stream"));
+  v1::Document doc = NewDocument(kH49, "Chỉ H49");
+  *doc.add_attachments() = a;
+  ASSERT_OK_AND_ASSIGN(SendReceipt receipt, sender->Send(doc));
+
+  DigestSink outsider_sink;
+  EXPECT_THAT(
+      outsider->DownloadAttachment(receipt.document_id, a, outsider_sink),
+      StatusIs(absl::StatusCode::kNotFound));
+  EXPECT_EQ(outsider_sink.offset(), 0u);
+  const std::string outsider_path = work_.path() + "/h50.bin";
+  EXPECT_THAT(
+      outsider->DownloadAttachmentToFile(receipt.document_id, a, outsider_path),
+      StatusIs(absl::StatusCode::kNotFound));
+  EXPECT_FALSE(std::filesystem::exists(outsider_path));
+
+  // The recipient and the sender may.
+  for (Client* c : {recipient.get(), sender.get()}) {
+    DigestSink sink;
+    EXPECT_OK(c->DownloadAttachment(receipt.document_id, a, sink)) << c->org();
+    EXPECT_EQ(sink.HexDigest(), Sha256HexOf(content)) << c->org();
+  }
+}
+
+TEST_F(AttachmentsTest, ASenderMayReferenceOnlyWhatItUploaded) {
+  // H50 uploads; G22 references it without having uploaded it.
+  std::unique_ptr<Client> uploader = Open(kH50);
+  std::unique_ptr<Client> sender = Open(kG22);
+  ASSERT_NE(uploader, nullptr);
+  ASSERT_NE(sender, nullptr);
+  const std::string content = Content(2 * kChunk, 7);
+  StringSource source(content);
+  ASSERT_OK_AND_ASSIGN(v1::Attachment a,
+                       uploader->UploadAttachment(source, "cua-h50.bin",
+                                                  "application/octet-stream"));
+  v1::Document doc = NewDocument(kH49, "Mượn tệp");
+  *doc.add_attachments() = a;
+  EXPECT_THAT(
+      sender->Send(doc),
+      StatusIs(absl::StatusCode::kFailedPrecondition,
+               AllOf(HasSubstr("attachments[0]"), HasSubstr("cua-h50.bin"),
+                     HasSubstr(a.sha256()), HasSubstr(kG22))));
+  EXPECT_EQ(InboxTotal(kH49), 0u);
+
+  // Once G22 has uploaded it itself (the content is compared with the
+  // stored one), the same document goes through.
+  StringSource own(content);
+  ASSERT_OK(
+      sender->UploadAttachment(own, "cua-h50.bin", "application/octet-stream")
+          .status());
+  EXPECT_OK(sender->Send(doc).status());
+  EXPECT_EQ(InboxTotal(kH49), 1u);
+}
+
+TEST_F(AttachmentsTest, AnAttachmentAboveMaxBytesIsRefusedAtTheStart) {
+  // Raw: the start message alone is refused, before any chunk.
+  {
+    auto stub = RawStub(kG22);
+    grpc::ClientContext context;
+    SetDeadline(context, kWait);
+    std::unique_ptr<UploadStream> stream = stub->Upload(&context);
+    ASSERT_TRUE(stream->Write(StartOf(Sha256HexOf("x"), kMaxBytes + 1)));
+    v1::UploadResponse r;
+    EXPECT_FALSE(stream->Read(&r)) << r.ShortDebugString();
+    grpc::Status s = stream->Finish();
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED)
+        << s.error_message();
+    EXPECT_THAT(s.error_message(), HasSubstr("attachments.max_bytes"));
+  }
+  // Through the SDK: the content is read once to hash it, and no more. (A
+  // short retry budget: the refusal is an answer, not to be retried; should
+  // the SDK retry it, the test fails sooner.)
+  ClientOptions options = broker_.ClientOptionsFor(kG22);
+  options.retry_budget = absl::Seconds(3);
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<Client> sender, Client::Open(options));
+  StringSource big(Content(kMaxBytes + 1, 8));
+  EXPECT_THAT(
+      sender->UploadAttachment(big, "qua-lon.bin", "application/octet-stream"),
+      StatusIs(absl::StatusCode::kResourceExhausted,
+               HasSubstr("attachments.max_bytes")));
+  EXPECT_EQ(big.bytes_read(), kMaxBytes + 1);
+  // At the limit it is taken.
+  StringSource at_limit(Content(kMaxBytes, 9));
+  EXPECT_OK(
+      sender
+          ->UploadAttachment(at_limit, "vua-du.bin", "application/octet-stream")
+          .status());
+}
+
+TEST_F(AttachmentsTest, PolicySizeLimitsCountStoredAttachments) {
+  // H49 → G22 carries at most 20 MiB (dev policy provinces-report-to-centre).
+  std::unique_ptr<Client> sender = Open(kH49);
+  ASSERT_NE(sender, nullptr);
+  StringSource source(Content(25 << 20, 10));
+  ASSERT_OK_AND_ASSIGN(v1::Attachment a,
+                       sender->UploadAttachment(source, "25MiB.bin",
+                                                "application/octet-stream"));
+  v1::Document doc = NewDocument(kG22, "Quá cỡ");
+  *doc.add_attachments() = a;
+  EXPECT_THAT(sender->Send(doc),
+              StatusIs(absl::StatusCode::kResourceExhausted,
+                       HasSubstr("provinces-report-to-centre")));
+  EXPECT_EQ(InboxTotal(kG22), 0u);
+}
+
+// ---- 7. The CLI ------------------------------------------------------------
+
+std::string Describe(const ProgramResult& r) {
+  return absl::StrCat("exit ", r.exit_code, r.timed_out ? " (timed out)" : "",
+                      r.signal ? absl::StrCat(" signal ", r.signal) : "",
+                      "\n--- stdout ---\n", r.stdout_text, "--- stderr ---\n",
+                      r.stderr_text);
+}
+
+TEST_F(AttachmentsTest, CliSendAttachAndDownload) {
+  auto cli = [&](const std::string& org, std::vector<std::string> args) {
+    std::vector<std::string> argv = {LIENTHONG_CLI_PATH,
+                                     "--endpoint",
+                                     broker_.endpoint(),
+                                     "--cert",
+                                     absl::StrCat(pki_, "/orgs/", org, ".pem"),
+                                     "--key",
+                                     absl::StrCat(pki_, "/orgs/", org, ".key"),
+                                     "--ca",
+                                     absl::StrCat(pki_, "/ca.pem")};
+    argv.insert(argv.end(), args.begin(), args.end());
+    absl::StatusOr<ProgramResult> r = RunProgram(argv, absl::Seconds(60));
+    EXPECT_OK(r);
+    return r.value_or(ProgramResult{});
+  };
+  const std::string content = Content((5 << 20) + 321, 11);
+  const std::string file = WriteTemp("bao-cao-quy.pdf", content);
+  const std::string body = WriteTemp("cong-van.txt", "Kính gửi Văn phòng.\n");
+
+  ProgramResult sent = cli(kH49, {"send", "--to", kG22, "--subject",
+                                  "Báo cáo quý", "--attach", file, body});
+  ASSERT_EQ(sent.exit_code, 0) << Describe(sent);
+  std::vector<std::string> words =
+      absl::StrSplit(sent.stdout_text, ' ', absl::SkipEmpty());
+  ASSERT_GE(words.size(), 2u) << Describe(sent);
+  ASSERT_EQ(words[0], "sent") << Describe(sent);
+  const std::string id = words[1];
+
+  const std::string out_dir = work_.path() + "/tai-ve";
+  ProgramResult downloaded = cli(kG22, {"download", id, "--out", out_dir});
+  ASSERT_EQ(downloaded.exit_code, 0) << Describe(downloaded);
+  const std::string path = absl::StrCat(out_dir, "/", id, ".bao-cao-quy.pdf");
+  EXPECT_THAT(downloaded.stdout_text,
+              AllOf(HasSubstr(path), HasSubstr(Sha256HexOf(content)),
+                    HasSubstr("verified")));
+  ASSERT_OK_AND_ASSIGN(std::string got, ReadFile(path));
+  EXPECT_EQ(got.size(), content.size());
+  EXPECT_TRUE(got == content) << "the bytes differ";
+}
+
+}  // namespace
+}  // namespace lienthong::integration
