@@ -95,8 +95,10 @@ std::string BaseNameOf(const std::string& path) {
 }  // namespace
 
 absl::Status UploadAttachments(Client& client,
-                               const std::vector<std::string>& paths,
+                               const std::vector<std::string>& paths, bool seal,
                                v1::Document* document) {
+  UploadOptions options;
+  options.seal = seal;
   for (const std::string& path : paths) {
     absl::StatusOr<std::unique_ptr<AttachmentSource>> source = FileSource(path);
     if (!source.ok()) {
@@ -108,7 +110,7 @@ absl::Status UploadAttachments(Client& client,
     ProgressBar bar("uploaded", name);
     ASSIGN_OR_RETURN(v1::Attachment attachment,
                      client.UploadAttachment(
-                         **source, name, GuessContentType(name),
+                         **source, name, GuessContentType(name), options,
                          [&bar](const TransferProgress& p) { bar.Update(p); }));
     bar.Done();
     *document->add_attachments() = std::move(attachment);

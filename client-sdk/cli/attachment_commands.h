@@ -20,10 +20,11 @@ struct DownloadFlags {
   std::vector<std::string> names;  // empty: every stored attachment
 };
 
-// Uploads each file of `paths` (streamed, resumable) and adds it to
+// Uploads each file of `paths` (streamed, resumable; encrypted end to end
+// when `seal`, for a document that will be sealed) and adds it to
 // `document` as a stored attachment.
 absl::Status UploadAttachments(Client& client,
-                               const std::vector<std::string>& paths,
+                               const std::vector<std::string>& paths, bool seal,
                                v1::Document* document);
 
 // Downloads `attachment` of document `document_id` to `path` (verified;

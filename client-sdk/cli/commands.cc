@@ -274,9 +274,15 @@ absl::StatusOr<v1::Document> BuildDocument(const SendFlags& flags) {
 
 absl::Status RunSend(Client& client, v1::Document document,
                      const std::vector<std::string>& stored_attachments,
-                     const std::string& receipt_file,
+                     bool seal_all, const std::string& receipt_file,
                      const OutputFlags& output) {
-  RETURN_IF_ERROR(UploadAttachments(client, stored_attachments, &document));
+  // What the SDK will seal (Sealer::MustSeal): its attachments are
+  // encrypted end to end as they are uploaded.
+  const v1::Classification c = document.metadata().classification();
+  const bool sealed = seal_all || c == v1::CLASSIFICATION_CONFIDENTIAL ||
+                      c == v1::CLASSIFICATION_SECRET;
+  RETURN_IF_ERROR(
+      UploadAttachments(client, stored_attachments, sealed, &document));
   ASSIGN_OR_RETURN(SendReceipt receipt, client.Send(document));
   if (!receipt_file.empty()) {
     RETURN_IF_ERROR(

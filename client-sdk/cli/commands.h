@@ -37,7 +37,7 @@ struct SendFlags {
   std::string content_type;
   std::vector<std::string> attachments;         // streamed, stored
   std::vector<std::string> inline_attachments;  // inside the document
-  std::string body_file;  // "-" for stdin
+  std::string body_file;                        // "-" for stdin
 };
 
 struct ReceiveFlags {
@@ -90,7 +90,7 @@ std::string SafeFileName(absl::string_view name);
 // Uploads `stored_attachments` (files, streamed), then sends.
 absl::Status RunSend(Client& client, v1::Document document,
                      const std::vector<std::string>& stored_attachments,
-                     const std::string& receipt_file,
+                     bool seal_all, const std::string& receipt_file,
                      const OutputFlags& output);
 // Stops (with --follow, --watch) when `stop` becomes true.
 absl::Status RunReceive(Client& client, const ReceiveFlags& flags,

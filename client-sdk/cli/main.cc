@@ -588,8 +588,8 @@ int Main(int argc, char** argv) {
   InstallSignalHandlers();
   absl::Status result;
   if (send_cmd->parsed()) {
-    result =
-        RunSend(**client, *document, send.attachments, receipt_file, output);
+    result = RunSend(**client, *document, send.attachments, seal, receipt_file,
+                     output);
   } else if (download_cmd->parsed()) {
     std::error_code ec;
     std::filesystem::create_directories(download.out_dir, ec);

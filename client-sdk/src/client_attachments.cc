@@ -1,21 +1,384 @@
 #include "client-sdk/src/client_attachments.h"
 
 #include <fcntl.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <array>
 #include <cerrno>
 #include <cstring>
+#include <memory>
+#include <optional>
 #include <utility>
+#include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "client-sdk/src/backoff.h"
+#include "lienthong/client.h"
+#include "lienthong/common/openssl.h"
 #include "lienthong/common/sealing.h"
 #include "lienthong/common/status_macros.h"
 
 namespace lienthong::client_internal {
 namespace {
+
+// ---- Sealed attachments (Attachment.Sealing, kAttachmentSealingScheme) ----
+
+// Plaintext bytes of every segment but the last; fixed by the scheme,
+// independent of the broker's chunk size.
+constexpr uint64_t kSegmentBytes = uint64_t{1} << 20;
+constexpr uint64_t kTagBytes = 16;
+constexpr uint64_t kSealedSegmentBytes = kSegmentBytes + kTagBytes;
+constexpr size_t kKeyBytes = 32;
+constexpr size_t kNonceBytes = 12;
+// Far above any broker's attachments.max_bytes; keeps sizes from overflowing.
+constexpr uint64_t kMaxSealedPlaintext = uint64_t{1} << 56;
+constexpr absl::string_view kSegmentLabel = "lienthong-attachment-v1";
+
+uint64_t SegmentCount(uint64_t plaintext_size) {
+  // An empty plaintext is one empty (last) segment.
+  return plaintext_size == 0
+             ? 1
+             : (plaintext_size + kSegmentBytes - 1) / kSegmentBytes;
+}
+
+uint64_t SealedSize(uint64_t plaintext_size) {
+  return plaintext_size + kTagBytes * SegmentCount(plaintext_size);
+}
+
+void AppendBigEndian(uint64_t v, std::string* out) {
+  for (int shift = 56; shift >= 0; shift -= 8)
+    out->push_back(static_cast<char>((v >> shift) & 0xff));
+}
+
+std::string SegmentNonce(uint64_t index) {
+  std::string nonce(kNonceBytes - 8, '\0');
+  AppendBigEndian(index, &nonce);
+  return nonce;
+}
+
+// Binds a segment to its place: neither reordered nor taken for the last
+// (cut short), nor a last one dropped.
+std::string SegmentAad(uint64_t index, bool last) {
+  std::string aad(kSegmentLabel);
+  AppendBigEndian(index, &aad);
+  aad.push_back(last ? '\1' : '\0');
+  return aad;
+}
+
+using CipherCtx =
+    std::unique_ptr<EVP_CIPHER_CTX,
+                    openssl::Deleter<EVP_CIPHER_CTX, EVP_CIPHER_CTX_free>>;
+
+// AES-256-GCM of segment `index` under `key`: ciphertext || tag. (The
+// common AeadSeal draws a random nonce; segments need theirs by position.)
+absl::StatusOr<std::string> SealSegment(absl::string_view key, uint64_t index,
+                                        bool last,
+                                        absl::string_view plaintext) {
+  const std::string nonce = SegmentNonce(index);
+  const std::string aad = SegmentAad(index, last);
+  CipherCtx ctx(EVP_CIPHER_CTX_new());
+  std::string out(plaintext.size() + kTagBytes, '\0');
+  auto* o = reinterpret_cast<unsigned char*>(out.data());
+  int n = 0;
+  int total = 0;
+  if (!ctx ||
+      EVP_EncryptInit_ex(ctx.get(), EVP_aes_256_gcm(), nullptr, nullptr,
+                         nullptr) != 1 ||
+      EVP_CIPHER_CTX_ctrl(ctx.get(), EVP_CTRL_GCM_SET_IVLEN, kNonceBytes,
+                          nullptr) != 1 ||
+      EVP_EncryptInit_ex(
+          ctx.get(), nullptr, nullptr,
+          reinterpret_cast<const unsigned char*>(key.data()),
+          reinterpret_cast<const unsigned char*>(nonce.data())) != 1 ||
+      EVP_EncryptUpdate(ctx.get(), nullptr, &n,
+                        reinterpret_cast<const unsigned char*>(aad.data()),
+                        static_cast<int>(aad.size())) != 1 ||
+      EVP_EncryptUpdate(
+          ctx.get(), o, &n,
+          reinterpret_cast<const unsigned char*>(plaintext.data()),
+          static_cast<int>(plaintext.size())) != 1) {
+    return absl::InternalError(
+        absl::StrCat("sealing an attachment segment: ", openssl::Reason()));
+  }
+  total = n;
+  if (EVP_EncryptFinal_ex(ctx.get(), o + total, &n) != 1 ||
+      EVP_CIPHER_CTX_ctrl(ctx.get(), EVP_CTRL_GCM_GET_TAG, kTagBytes,
+                          o + total + n) != 1) {
+    return absl::InternalError(
+        absl::StrCat("sealing an attachment segment: ", openssl::Reason()));
+  }
+  total += n;
+  out.resize(static_cast<size_t>(total) + kTagBytes);
+  return out;
+}
+
+// The reverse; nullopt when the segment does not authenticate (altered,
+// moved, another key, taken for the last or not the last). INTERNAL when
+// the crypto library fails.
+absl::StatusOr<std::optional<std::string>> OpenSegment(
+    absl::string_view key, uint64_t index, bool last,
+    absl::string_view sealed) {
+  if (sealed.size() < kTagBytes) return std::optional<std::string>();
+  const std::string nonce = SegmentNonce(index);
+  const std::string aad = SegmentAad(index, last);
+  const absl::string_view body = sealed.substr(0, sealed.size() - kTagBytes);
+  std::string tag(sealed.substr(body.size()));
+  CipherCtx ctx(EVP_CIPHER_CTX_new());
+  std::string out(body.size(), '\0');
+  auto* o = reinterpret_cast<unsigned char*>(out.data());
+  int n = 0;
+  if (!ctx ||
+      EVP_DecryptInit_ex(ctx.get(), EVP_aes_256_gcm(), nullptr, nullptr,
+                         nullptr) != 1 ||
+      EVP_CIPHER_CTX_ctrl(ctx.get(), EVP_CTRL_GCM_SET_IVLEN, kNonceBytes,
+                          nullptr) != 1 ||
+      EVP_DecryptInit_ex(
+          ctx.get(), nullptr, nullptr,
+          reinterpret_cast<const unsigned char*>(key.data()),
+          reinterpret_cast<const unsigned char*>(nonce.data())) != 1 ||
+      EVP_DecryptUpdate(ctx.get(), nullptr, &n,
+                        reinterpret_cast<const unsigned char*>(aad.data()),
+                        static_cast<int>(aad.size())) != 1 ||
+      EVP_DecryptUpdate(ctx.get(), o, &n,
+                        reinterpret_cast<const unsigned char*>(body.data()),
+                        static_cast<int>(body.size())) != 1 ||
+      EVP_CIPHER_CTX_ctrl(ctx.get(), EVP_CTRL_GCM_SET_TAG, kTagBytes,
+                          tag.data()) != 1) {
+    return absl::InternalError(
+        absl::StrCat("opening an attachment segment: ", openssl::Reason()));
+  }
+  const int total = n;
+  if (EVP_DecryptFinal_ex(ctx.get(), o + total, &n) != 1) {
+    openssl::Reason();  // clears the queue
+    OPENSSL_cleanse(out.data(), out.size());
+    return std::optional<std::string>();
+  }
+  out.resize(static_cast<size_t>(total + n));
+  return std::optional<std::string>(std::move(out));
+}
+
+// The ciphertext of a plaintext source, made on demand a segment at a time
+// (Read maps to whole segments; the last one made is kept, as uploads and
+// hashing read in order). Each segment's plaintext is remembered by a
+// digest the first time it is encrypted: a later read of other content
+// (the file changed) fails instead of encrypting it under the same nonce,
+// which would give away both plaintexts and the authentication key.
+class SealingSource final : public AttachmentSource {
+ public:
+  SealingSource(AttachmentSource& plain, std::string key)
+      : plain_(plain),
+        key_(std::move(key)),
+        count_(SegmentCount(plain.size())),
+        digests_(count_) {}
+  ~SealingSource() override { OPENSSL_cleanse(key_.data(), key_.size()); }
+
+  uint64_t size() const override { return SealedSize(plain_.size()); }
+
+  absl::StatusOr<std::string> Read(uint64_t offset, uint64_t length) override {
+    std::string out;
+    out.reserve(length);
+    while (length > 0) {
+      const uint64_t index = offset / kSealedSegmentBytes;
+      const uint64_t within = offset % kSealedSegmentBytes;
+      ASSIGN_OR_RETURN(const std::string* segment, Segment(index));
+      if (within >= segment->size()) {
+        return absl::InternalError(absl::StrCat(
+            "attachment ciphertext: read at ", offset, " past its end"));
+      }
+      const uint64_t n = std::min<uint64_t>(length, segment->size() - within);
+      out.append(*segment, within, n);
+      offset += n;
+      length -= n;
+    }
+    return out;
+  }
+
+  // SHA-256 (hex) of the whole plaintext: hashed as the segments were first
+  // encrypted in order (hashing the ciphertext does that), or read now.
+  absl::StatusOr<std::string> PlaintextSha256() {
+    cached_.reset();
+    while (hashed_ < count_) {
+      ASSIGN_OR_RETURN(const std::string* ignored, Segment(hashed_));
+      (void)ignored;
+    }
+    if (!plaintext_sha256_) plaintext_sha256_ = sealing::HexOf(whole_.Finish());
+    return *plaintext_sha256_;
+  }
+
+  const std::string& key() const { return key_; }
+
+ private:
+  using Digest = std::array<char, 16>;  // a prefix of the SHA-256
+
+  absl::StatusOr<const std::string*> Segment(uint64_t index) {
+    if (cached_ && cached_index_ == index) return &*cached_;
+    if (index >= count_) {
+      return absl::InternalError(
+          absl::StrCat("attachment ciphertext: no segment ", index));
+    }
+    const uint64_t at = index * kSegmentBytes;
+    const uint64_t length = std::min(kSegmentBytes, plain_.size() - at);
+    std::string plain;
+    if (length > 0) {
+      ASSIGN_OR_RETURN(plain, plain_.Read(at, length));
+      if (plain.size() != length) {
+        return absl::DataLossError(absl::StrCat(
+            "the attachment's source gave ", plain.size(), " bytes at ", at,
+            " where ", length, " were asked for"));
+      }
+    }
+    const std::string full = sealing::Sha256Raw(plain);
+    Digest digest;
+    std::copy_n(full.data(), digest.size(), digest.begin());
+    if (!digests_[index]) {
+      digests_[index] = digest;
+    } else if (*digests_[index] != digest) {
+      OPENSSL_cleanse(plain.data(), plain.size());
+      return absl::DataLossError(absl::StrCat(
+          "the attachment's content changed while it was sent (bytes ", at,
+          " to ", at + length, " differ from their first reading)"));
+    }
+    if (index == hashed_) {
+      whole_.Update(plain);
+      ++hashed_;
+    }
+    cached_.reset();
+    ASSIGN_OR_RETURN(std::string sealed,
+                     SealSegment(key_, index, index + 1 == count_, plain));
+    OPENSSL_cleanse(plain.data(), plain.size());
+    cached_ = std::move(sealed);
+    cached_index_ = index;
+    return &*cached_;
+  }
+
+  AttachmentSource& plain_;
+  std::string key_;
+  const uint64_t count_;
+  std::vector<std::optional<Digest>> digests_;  // by segment
+  std::optional<std::string> cached_;           // sealed segment cached_index_
+  uint64_t cached_index_ = 0;
+  uint64_t hashed_ = 0;  // segments fed to whole_, in order
+  sealing::Sha256Stream whole_;
+  std::optional<std::string> plaintext_sha256_;
+};
+
+// Takes a sealed attachment's ciphertext in order (from the segment
+// `first_segment` on) and gives `out` its plaintext a segment at a time,
+// once the segment authenticates: nothing unverified reaches `out`, and at
+// most one segment is held. offset() is in ciphertext bytes, so that a
+// download resumes where it stopped.
+class OpeningSink final : public AttachmentSink {
+ public:
+  OpeningSink(const v1::Attachment& attachment, AttachmentSink& out,
+              uint64_t first_segment)
+      : attachment_(attachment),
+        out_(out),
+        count_(SegmentCount(attachment.sealing().plaintext_size())),
+        next_(first_segment) {}
+
+  uint64_t offset() const override {
+    if (next_ >= count_) return attachment_.size();
+    return next_ * kSealedSegmentBytes + buffer_.size();
+  }
+
+  absl::Status Write(absl::string_view data) override {
+    while (!data.empty()) {
+      if (next_ >= count_) {
+        return Damaged("the broker sent more than its segments");
+      }
+      const uint64_t want = SealedLength(next_) - buffer_.size();
+      const size_t take =
+          static_cast<size_t>(std::min<uint64_t>(want, data.size()));
+      buffer_.append(data.data(), take);
+      data.remove_prefix(take);
+      if (buffer_.size() < SealedLength(next_)) continue;
+      ASSIGN_OR_RETURN(std::optional<std::string> plain,
+                       OpenSegment(attachment_.sealing().content_key(), next_,
+                                   next_ + 1 == count_, buffer_));
+      if (!plain) {
+        return Damaged(absl::StrCat("segment ", next_, " of ", count_,
+                                    " does not authenticate: altered, moved "
+                                    "or cut short"));
+      }
+      hash_.Update(*plain);
+      plaintext_bytes_ += plain->size();
+      absl::Status written = out_.Write(*plain);
+      OPENSSL_cleanse(plain->data(), plain->size());
+      RETURN_IF_ERROR(written);
+      buffer_.clear();
+      ++next_;
+    }
+    return absl::OkStatus();
+  }
+
+  // Plaintext that an earlier call verified and wrote (segment
+  // next_ on): hashed, not written again.
+  void Prefix(absl::string_view plain) {
+    hash_.Update(plain);
+    plaintext_bytes_ += plain.size();
+    ++next_;
+  }
+
+  // After the last byte: every segment arrived and the plaintext is the
+  // one the sender signed.
+  absl::Status Finish() {
+    if (next_ != count_ || !buffer_.empty()) {
+      return Damaged(absl::StrCat("only ", next_, " of ", count_,
+                                  " segments arrived whole"));
+    }
+    const v1::Attachment::Sealing& s = attachment_.sealing();
+    if (plaintext_bytes_ != s.plaintext_size()) {
+      return Damaged(absl::StrCat("it opened to ", plaintext_bytes_,
+                                  " bytes; the document says ",
+                                  s.plaintext_size()));
+    }
+    const std::string whole = sealing::HexOf(hash_.Finish());
+    if (whole != s.plaintext_sha256()) {
+      return Damaged(absl::StrCat("it opened to content with SHA-256 ", whole,
+                                  ", not the ", s.plaintext_sha256(),
+                                  " its sender signed"));
+    }
+    return absl::OkStatus();
+  }
+
+  uint64_t count() const { return count_; }
+
+ private:
+  // Ciphertext bytes of segment `index`.
+  uint64_t SealedLength(uint64_t index) const {
+    return index + 1 < count_
+               ? kSealedSegmentBytes
+               : attachment_.size() - index * kSealedSegmentBytes;
+  }
+  absl::Status Damaged(absl::string_view why) const {
+    return absl::DataLossError(absl::StrCat("attachment \"", attachment_.name(),
+                                            "\" (sealed): ", why));
+  }
+
+  const v1::Attachment& attachment_;
+  AttachmentSink& out_;
+  const uint64_t count_;
+  uint64_t next_;  // the segment being received
+  std::string buffer_;
+  uint64_t plaintext_bytes_ = 0;
+  sealing::Sha256Stream hash_;
+};
+
+bool IsLowerHex64(absl::string_view s) {
+  if (s.size() != 64) return false;
+  for (char c : s) {
+    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
+  }
+  return true;
+}
+
+// ---- Transfers ----
 
 // Transfers are resumable: whatever broke them, the next attempt goes on
 // from what the other side holds. DATA_LOSS (the content is not what its
@@ -125,11 +488,22 @@ absl::Status CheckStored(const v1::Attachment& attachment) {
   return absl::OkStatus();
 }
 
+// A sealed attachment about to be downloaded: one this SDK can open. It
+// comes from a signed document, so a malformed one never will open.
+absl::Status CheckOpenable(const v1::Attachment& attachment) {
+  absl::Status s = ValidateSealing(attachment);
+  if (absl::IsInvalidArgument(s)) {
+    return absl::DataLossError(absl::StrCat("attachment \"", attachment.name(),
+                                            "\" (sealed): ", s.message()));
+  }
+  return s;
+}
+
 absl::Status Download(const Connection& connection,
                       const std::string& document_id,
                       const v1::Attachment& attachment, HashingSink& sink,
                       const ProgressCallback& progress) {
-  RETURN_IF_ERROR(RetryTransfer(
+  absl::Status transferred = RetryTransfer(
       connection,
       [&](size_t index, grpc::ClientContext& context, bool* progressed) {
         context.set_deadline(absl::ToChronoTime(
@@ -141,7 +515,14 @@ absl::Status Download(const Connection& connection,
                          document_id, attachment.sha256(), sink, progress);
         *progressed = sink.offset() > before;
         return size.status();
-      }));
+      });
+  if (absl::IsDataLoss(transferred) &&
+      !absl::StartsWith(transferred.message(), "attachment \"")) {
+    // A damaged chunk, here or in the broker's store: say whose.
+    return absl::DataLossError(absl::StrCat("attachment \"", attachment.name(),
+                                            "\": ", transferred.message()));
+  }
+  RETURN_IF_ERROR(transferred);
   if (sink.offset() != attachment.size()) {
     return absl::DataLossError(absl::StrCat(
         "attachment \"", attachment.name(), "\": the broker sent ",
@@ -197,6 +578,59 @@ absl::StatusOr<v1::Attachment> UploadAttachment(
   return attachment;
 }
 
+absl::StatusOr<v1::Attachment> UploadSealedAttachment(
+    AttachmentSource& source,
+    const std::function<absl::StatusOr<v1::Attachment>(AttachmentSource&)>&
+        upload) {
+  if (source.size() > kMaxSealedPlaintext) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("attachment: ", source.size(),
+                     " bytes are more than a sealed attachment can hold"));
+  }
+  SealingSource sealed(source, sealing::RandomKey());
+  ASSIGN_OR_RETURN(v1::Attachment attachment, upload(sealed));
+  ASSIGN_OR_RETURN(std::string plaintext_sha256, sealed.PlaintextSha256());
+  v1::Attachment::Sealing* s = attachment.mutable_sealing();
+  s->set_scheme(std::string(kAttachmentSealingScheme));
+  s->set_content_key(sealed.key());
+  s->set_plaintext_sha256(std::move(plaintext_sha256));
+  s->set_plaintext_size(source.size());
+  return attachment;
+}
+
+absl::Status ValidateSealing(const v1::Attachment& attachment) {
+  const v1::Attachment::Sealing& s = attachment.sealing();
+  if (s.scheme() != kAttachmentSealingScheme) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("attachment \"", attachment.name(), "\" is sealed with \"",
+                     s.scheme(), "\", which this SDK cannot open (it opens ",
+                     kAttachmentSealingScheme, ")"));
+  }
+  auto invalid = [&](absl::string_view field, absl::string_view why) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "attachment \"", attachment.name(), "\": ", field, ": ", why));
+  };
+  if (!attachment.stored()) {
+    return invalid("sealing", "only a stored attachment is sealed on its own");
+  }
+  if (s.content_key().size() != kKeyBytes) {
+    return invalid("sealing.content_key",
+                   absl::StrCat("must be ", kKeyBytes, " bytes"));
+  }
+  if (!IsLowerHex64(s.plaintext_sha256())) {
+    return invalid("sealing.plaintext_sha256",
+                   "must be 64 lower-case hex digits");
+  }
+  if (s.plaintext_size() > kMaxSealedPlaintext ||
+      attachment.size() != SealedSize(s.plaintext_size())) {
+    return invalid(
+        "size",
+        absl::StrCat(attachment.size(), " bytes of ciphertext cannot hold the ",
+                     s.plaintext_size(), " bytes of plaintext"));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status DownloadAttachment(const Connection& connection,
                                 const std::string& document_id,
                                 const v1::Attachment& attachment,
@@ -207,8 +641,19 @@ absl::Status DownloadAttachment(const Connection& connection,
     return absl::InvalidArgumentError(
         "sink: must start empty (DownloadAttachmentToFile resumes a file)");
   }
-  HashingSink hashing(sink);
-  return Download(connection, document_id, attachment, hashing, progress);
+  if (!attachment.has_sealing()) {
+    HashingSink hashing(sink);
+    return Download(connection, document_id, attachment, hashing, progress);
+  }
+  // The ciphertext is checked as a whole (against the hash the sender
+  // signed inside the sealed content), and so is every segment and then
+  // the plaintext: a broker can neither alter nor swap the content.
+  RETURN_IF_ERROR(CheckOpenable(attachment));
+  OpeningSink opening(attachment, sink, /*first_segment=*/0);
+  HashingSink hashing(opening);
+  RETURN_IF_ERROR(
+      Download(connection, document_id, attachment, hashing, progress));
+  return opening.Finish();
 }
 
 absl::Status DownloadAttachmentToFile(const Connection& connection,
@@ -217,6 +662,11 @@ absl::Status DownloadAttachmentToFile(const Connection& connection,
                                       const std::string& path,
                                       const ProgressCallback& progress) {
   RETURN_IF_ERROR(CheckStored(attachment));
+  const bool sealed = attachment.has_sealing();
+  if (sealed) RETURN_IF_ERROR(CheckOpenable(attachment));
+  // What the file will hold: the plaintext of a sealed attachment.
+  const uint64_t final_size =
+      sealed ? attachment.sealing().plaintext_size() : attachment.size();
   const std::string part = absl::StrCat(path, ".part");
   int fd = ::open(part.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
   if (fd < 0) {
@@ -225,31 +675,55 @@ absl::Status DownloadAttachmentToFile(const Connection& connection,
   }
   struct stat st;
   uint64_t have = ::fstat(fd, &st) == 0 ? static_cast<uint64_t>(st.st_size) : 0;
-  if (have > attachment.size()) {
-    if (::ftruncate(fd, 0) != 0) {
+  // A sealed attachment's .part holds whole verified segments, unless a
+  // crash cut one: that one is received again.
+  uint64_t keep = have > final_size ? 0 : have;
+  if (sealed) keep -= keep % kSegmentBytes;
+  if (keep != have) {
+    if (::ftruncate(fd, static_cast<off_t>(keep)) != 0) {
       ::close(fd);
       return absl::InternalError(
           absl::StrCat("truncate ", part, ": ", std::strerror(errno)));
     }
-    have = 0;
+    have = keep;
   }
   FileSink file(fd, part, have);
-  HashingSink hashing(file);
-  // What an earlier call received is hashed again, then continued.
+  std::optional<OpeningSink> opening;
+  if (sealed) opening.emplace(attachment, file, /*first_segment=*/0);
+  HashingSink hashing(sealed ? static_cast<AttachmentSink&>(*opening)
+                             : static_cast<AttachmentSink&>(file));
+  // What an earlier call received is hashed again, then continued. For a
+  // sealed attachment that is plaintext, a segment (kSegmentBytes) a piece:
+  // encrypted again, it gives the very ciphertext received then (same key,
+  // same nonce, same content), so the whole ciphertext's hash is checked
+  // on a resumed download too.
   std::string piece;
   for (uint64_t at = 0; at < have;) {
-    piece.resize(std::min<uint64_t>(1 << 20, have - at));
+    piece.resize(std::min<uint64_t>(kSegmentBytes, have - at));
     ssize_t n = ::pread(fd, piece.data(), piece.size(), static_cast<off_t>(at));
     if (n <= 0) {
       return absl::InternalError(
           absl::StrCat("read ", part, ": ", std::strerror(errno)));
     }
+    if (static_cast<size_t>(n) != piece.size() && sealed) {
+      return absl::InternalError(absl::StrCat("read ", part, ": short read"));
+    }
     piece.resize(static_cast<size_t>(n));
-    hashing.Prefix(piece);
+    if (sealed) {
+      const uint64_t index = at / kSegmentBytes;
+      ASSIGN_OR_RETURN(std::string again,
+                       SealSegment(attachment.sealing().content_key(), index,
+                                   index + 1 == opening->count(), piece));
+      hashing.Prefix(again);
+      opening->Prefix(piece);
+    } else {
+      hashing.Prefix(piece);
+    }
     at += static_cast<uint64_t>(n);
   }
   absl::Status s =
       Download(connection, document_id, attachment, hashing, progress);
+  if (s.ok() && sealed) s = opening->Finish();
   if (!s.ok()) {
     // Damaged content is not worth resuming; anything else is kept for the
     // next call to continue.
@@ -273,3 +747,20 @@ absl::Status DownloadAttachmentToFile(const Connection& connection,
 }
 
 }  // namespace lienthong::client_internal
+
+namespace lienthong {
+
+absl::StatusOr<v1::Attachment> Client::UploadAttachment(
+    AttachmentSource& source, const std::string& name,
+    const std::string& content_type, const UploadOptions& options,
+    const ProgressCallback& progress) {
+  if (!options.seal) {
+    return UploadAttachment(source, name, content_type, progress);
+  }
+  return client_internal::UploadSealedAttachment(
+      source, [&](AttachmentSource& ciphertext) {
+        return UploadAttachment(ciphertext, name, content_type, progress);
+      });
+}
+
+}  // namespace lienthong

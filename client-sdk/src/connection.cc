@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "client-sdk/src/backoff.h"
+#include "client-sdk/src/client_attachments.h"
 #include "client-sdk/src/credentials.h"
 #include "lienthong/common/certificate.h"
 #include "lienthong/common/ids.h"
@@ -121,18 +122,36 @@ absl::StatusOr<SendReceipt> Connection::Receipt(
 }
 
 absl::Status Connection::SealIfNeeded(v1::Document* document) const {
-  if (!sealer_->MustSeal(*document)) return absl::OkStatus();
-  for (const v1::Attachment& a : document->attachments()) {
-    if (a.stored()) {
+  const bool must_seal = sealer_->MustSeal(*document);
+  for (int i = 0; i < document->attachments_size(); ++i) {
+    const v1::Attachment& a = document->attachments(i);
+    if (a.has_sealing()) {
+      if (!must_seal) {
+        // The key would travel in plaintext, or not at all.
+        return absl::FailedPreconditionError(absl::StrCat(
+            "document.attachments[", i, "]: \"", a.name(),
+            "\" was uploaded sealed end to end (UploadOptions::seal), and "
+            "this document is not sealed: its recipients could not read the "
+            "attachment, whose key travels only inside sealed content. Send "
+            "it in a confidential or secret document (or with "
+            "ClientOptions::seal_all), or upload it again without sealing"));
+      }
+      if (absl::Status s = ValidateSealing(a); !s.ok()) {
+        return absl::Status(s.code(), absl::StrCat("document.attachments[", i,
+                                                   "]: ", s.message()));
+      }
+    } else if (must_seal && a.stored()) {
       // Its plaintext went to the broker: sealing the document now would
       // promise a confidentiality the attachment never had.
       return absl::FailedPreconditionError(absl::StrCat(
-          "attachments: \"", a.name(),
-          "\" is a stored attachment, and this document must be sealed end "
-          "to end; stored attachments are not sealed yet: attach it inline "
-          "(up to the broker's document size limit)"));
+          "document.attachments[", i, "]: \"", a.name(),
+          "\" was uploaded in plaintext, and this document must be sealed "
+          "end to end: upload it again with UploadOptions::seal "
+          "(Client::UploadAttachment), so that only its ciphertext reaches "
+          "the broker"));
     }
   }
+  if (!must_seal) return absl::OkStatus();
   return sealer_->Seal(
       document,
       [this](const std::vector<std::string>& orgs)

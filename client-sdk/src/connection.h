@@ -70,7 +70,9 @@ class Connection {
 
   // Seals `document` when it must be (Sealer::MustSeal), fetching the
   // recipients' certificates through this connection. Errors as
-  // Sealer::Seal. Blocks; thread-safe.
+  // Sealer::Seal; FAILED_PRECONDITION for a stored attachment uploaded
+  // without sealing in a document that must be sealed, or uploaded sealed
+  // in one that is not. Blocks; thread-safe.
   absl::Status SealIfNeeded(v1::Document* document) const;
 
   // Verifies the sender's signature of each of `documents` and opens the

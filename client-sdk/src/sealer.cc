@@ -1,7 +1,10 @@
 #include "client-sdk/src/sealer.h"
 
 #include <algorithm>
+#include <cstdint>
+#include <string>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -46,6 +49,43 @@ void ToProto(sealing::Envelope env, v1::Sealed* out) {
     w->set_nonce(std::move(k.nonce));
     w->set_wrapped_key(std::move(k.wrapped_key));
   }
+}
+
+// What the outer document shows of `content`'s attachments: for each
+// stored one, only what brokers need to check, forward and serve its
+// ciphertext (name, type and key stay sealed).
+google::protobuf::RepeatedPtrField<v1::Attachment> StoredReferences(
+    const v1::SealedContent& content) {
+  google::protobuf::RepeatedPtrField<v1::Attachment> out;
+  for (const v1::Attachment& a : content.attachments()) {
+    if (!a.stored()) continue;
+    v1::Attachment* r = out.Add();
+    r->set_stored(true);
+    r->set_sha256(a.sha256());
+    r->set_size(a.size());
+  }
+  return out;
+}
+
+// The same references in any order (a sealed document as it arrived and
+// what its content says it must carry).
+bool SameReferences(
+    const google::protobuf::RepeatedPtrField<v1::Attachment>& expected,
+    const google::protobuf::RepeatedPtrField<v1::Attachment>& got) {
+  if (expected.size() != got.size()) return false;
+  std::vector<std::pair<std::string, uint64_t>> want;
+  std::vector<std::pair<std::string, uint64_t>> have;
+  for (const v1::Attachment& a : expected)
+    want.emplace_back(a.sha256(), a.size());
+  for (const v1::Attachment& a : got) {
+    if (!a.stored() || !a.name().empty() || !a.content_type().empty() ||
+        !a.content().empty() || a.has_sealing())
+      return false;
+    have.emplace_back(a.sha256(), a.size());
+  }
+  std::sort(want.begin(), want.end());
+  std::sort(have.begin(), have.end());
+  return want == have;
 }
 
 }  // namespace
@@ -115,6 +155,16 @@ bool Sealer::MustSeal(const v1::Document& document) const {
 }
 
 absl::Status Sealer::Seal(v1::Document* document, const Fetch& fetch) {
+  for (const v1::Attachment& a : document->attachments()) {
+    if (a.stored() && !a.has_sealing()) {
+      // Its plaintext went to the broker: sealing the document now would
+      // promise a confidentiality the attachment never had.
+      return absl::FailedPreconditionError(absl::StrCat(
+          "attachments: \"", a.name(),
+          "\" was uploaded in plaintext, and this document must be sealed "
+          "end to end: upload it with UploadOptions::seal"));
+    }
+  }
   const absl::Time now = absl::Now();
   std::vector<sealing::EncryptionCertificate> certificates;
   std::vector<std::string> missing;
@@ -183,13 +233,15 @@ absl::Status Sealer::Seal(v1::Document* document, const Fetch& fetch) {
   content.set_body(document->body());
   content.set_body_content_type(document->body_content_type());
   *content.mutable_attachments() = document->attachments();
+  google::protobuf::RepeatedPtrField<v1::Attachment> references =
+      StoredReferences(content);
   absl::StatusOr<sealing::Envelope> env =
       cipher_->Seal(content.SerializeAsString(),
                     SealedAssociatedData(*document), certificates);
   if (!env.ok()) return env.status();
   document->clear_body();
   document->clear_body_content_type();
-  document->clear_attachments();
+  *document->mutable_attachments() = std::move(references);
   ToProto(*std::move(env), document->mutable_sealed());
   return absl::OkStatus();
 }
@@ -223,6 +275,20 @@ absl::Status Sealer::Open(v1::Document* document) const {
     return absl::DataLossError(
         absl::StrCat("document ", document->id(),
                      ": the sealed content opened but is not a SealedContent"));
+  }
+  // The references outside (which no signature covers) must name exactly
+  // the stored attachments inside (which the sender's signature covers):
+  // otherwise a broker changed them, and the attachments could not be
+  // downloaded as the sender meant.
+  google::protobuf::RepeatedPtrField<v1::Attachment> expected =
+      StoredReferences(content);
+  if (!SameReferences(expected, document->attachments())) {
+    return absl::DataLossError(absl::StrCat(
+        "document ", document->id(),
+        ": its attachment references do not match the stored attachments of "
+        "its sealed content (",
+        document->attachments_size(), " references, ", expected.size(),
+        " stored attachments): altered on the way"));
   }
   document->clear_sealed();
   document->set_body(std::move(*content.mutable_body()));

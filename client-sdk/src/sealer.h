@@ -50,19 +50,27 @@ class Sealer {
   // Whether Seal must run before `document` is sent.
   bool MustSeal(const v1::Document& document) const;
 
-  // Replaces the content of `document` by its sealed form. Certificates not
+  // Replaces the content of `document` by its sealed form: body, body
+  // content type and every attachment go into the SealedContent (stored
+  // ones with their Attachment.sealing, the key of their ciphertext), and
+  // the outer attachments become one reference per stored attachment with
+  // only stored, sha256 and size (of its ciphertext). Certificates not
   // cached (or cached longer than options.encryption_certificate_cache) are
-  // fetched with `fetch` and verified. FAILED_PRECONDITION naming every
-  // recipient that has published no certificate; INVALID_ARGUMENT /
-  // FAILED_PRECONDITION for a certificate that does not verify; `fetch`'s
-  // error. On error `document` is unchanged.
+  // fetched with `fetch` and verified. FAILED_PRECONDITION for a stored
+  // attachment uploaded without sealing, and naming every recipient that
+  // has published no certificate; INVALID_ARGUMENT / FAILED_PRECONDITION
+  // for a certificate that does not verify; `fetch`'s error. On error
+  // `document` is unchanged.
   absl::Status Seal(v1::Document* document, const Fetch& fetch);
 
   // Opens a sealed `document` in place (nothing to do when it is not
-  // sealed). FAILED_PRECONDITION when this client cannot open it (no key for
-  // the certificate it was sealed for, another scheme): configuration, the
+  // sealed): its attachments become those of the SealedContent, stored ones
+  // with their keys (Client::DownloadAttachment decrypts them).
+  // FAILED_PRECONDITION when this client cannot open it (no key for the
+  // certificate it was sealed for, another scheme): configuration, the
   // document should wait; DATA_LOSS / INVALID_ARGUMENT when it was altered
-  // or is malformed: it never will open.
+  // or is malformed (also when its outer attachment references are not
+  // exactly those of its sealed stored attachments): it never will open.
   absl::Status Open(v1::Document* document) const;
 
   // This organization's current encryption certificate (PEM), for

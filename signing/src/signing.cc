@@ -212,6 +212,13 @@ v1::DocumentManifest ManifestOf(const v1::Document& doc) {
   *m.mutable_metadata() = doc.metadata();
   if (doc.has_sealed()) {
     m.set_sealed_sha256(SealedSha256(doc.sealed()));
+    // The bare references to its stored ciphertexts, so that brokers too
+    // can tell they are the sender's.
+    for (const v1::Attachment& a : doc.attachments()) {
+      v1::AttachmentDigest* d = m.add_attachments();
+      d->set_sha256(a.sha256());
+      d->set_size(a.size());
+    }
     return m;
   }
   m.set_body_sha256(sealing::HexOf(Sha256(doc.body())));

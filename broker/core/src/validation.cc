@@ -63,7 +63,9 @@ absl::string_view ClassificationName(v1::Classification c) {
 // enough that keys cannot smuggle content.
 constexpr size_t kMaxKeyFieldBytes = 1024;
 
-// A sealed document: ciphertext only, and one wrapped key per recipient.
+// A sealed document: ciphertext only, one wrapped key per recipient, and
+// for each stored attachment (encrypted by the sender before upload) a bare
+// reference by which the broker checks, forwards and serves its ciphertext.
 // The broker cannot check the cryptography (it holds no key); the recipient
 // does.
 absl::Status ValidateSealed(const v1::Document& doc,
@@ -77,10 +79,40 @@ absl::Status ValidateSealed(const v1::Document& doc,
     return Invalid("body_content_type",
                    "must be empty in a sealed document (it is sealed too)");
   }
-  if (doc.attachments_size() > 0) {
-    return Invalid("attachments",
-                   "must be empty in a sealed document: attachments travel "
-                   "inside document.sealed");
+  for (int i = 0; i < doc.attachments_size(); ++i) {
+    const v1::Attachment& a = doc.attachments(i);
+    const std::string field = absl::StrCat("attachments[", i, "]");
+    if (!a.stored()) {
+      return Invalid(field,
+                     "a sealed document carries inline attachments only "
+                     "inside document.sealed; outside it only references to "
+                     "stored attachments (stored, sha256, size)");
+    }
+    if (!a.name().empty()) {
+      return Invalid(absl::StrCat(field, ".name"),
+                     "must be empty in a sealed document: the name is sealed "
+                     "with the content");
+    }
+    if (!a.content_type().empty()) {
+      return Invalid(absl::StrCat(field, ".content_type"),
+                     "must be empty in a sealed document: the content type "
+                     "is sealed with the content");
+    }
+    if (!a.content().empty()) {
+      return Invalid(absl::StrCat(field, ".content"),
+                     "must be empty for a stored attachment (its content "
+                     "was uploaded separately)");
+    }
+    if (a.has_sealing()) {
+      return Invalid(absl::StrCat(field, ".sealing"),
+                     "holds the attachment's key: it travels only inside "
+                     "document.sealed");
+    }
+    if (!IsLowerHex64(a.sha256())) {
+      return Invalid(absl::StrCat(field, ".sha256"),
+                     "a stored attachment needs the SHA-256 of its content "
+                     "as 64 lower-case hex digits");
+    }
   }
   const v1::Sealed& sealed = doc.sealed();
   if (sealed.scheme().empty()) return Invalid("sealed.scheme", "empty");
@@ -313,6 +345,13 @@ absl::Status ValidateNewDocument(const v1::Document& doc,
     if (absl::Status s = CheckText(absl::StrCat(field, ".name"), a.name(), 255);
         !s.ok())
       return s;
+    if (a.has_sealing()) {
+      return Invalid(absl::StrCat(field, ".sealing"),
+                     "holds the key of an attachment encrypted end to end: "
+                     "it may travel only inside a sealed document's content, "
+                     "and this document is not sealed (its recipients could "
+                     "not read the attachment otherwise)");
+    }
     if (a.stored()) {
       // Uploaded beforehand (AttachmentService); the exchange checks it is
       // complete and the sender's.

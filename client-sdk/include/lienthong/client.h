@@ -147,8 +147,9 @@ struct UploadOptions {
 
 // A document handed to the application by Receive or Fetch.
 struct IncomingDocument {
-  // A sealed document arrives opened: body and attachments in plaintext,
-  // `sealed` cleared.
+  // A sealed document arrives opened: body and inline attachments in
+  // plaintext, stored attachments as their sender uploaded them (with the
+  // key in `sealing`: DownloadAttachment decrypts them), `sealed` cleared.
   v1::Document document;
   uint32_t attempt = 1;
   // It travelled end-to-end encrypted and was opened here.
