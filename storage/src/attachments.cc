@@ -225,12 +225,7 @@ class AttachmentStoreImpl final : public AttachmentStore {
 
   absl::Status CheckUsable(absl::string_view uploader, absl::string_view sha256,
                            uint64_t size) override {
-    if (!IsSha256Hex(sha256)) {
-      return absl::InvalidArgumentError(
-          "sha256: must be 64 lower-case hex digits");
-    }
-    ASSIGN_OR_RETURN(std::optional<v1::StoredAttachment> meta,
-                     ReadBlob(sha256));
+    ASSIGN_OR_RETURN(std::optional<v1::StoredAttachment> meta, Lookup(sha256));
     if (!meta) {
       return absl::FailedPreconditionError(
           absl::StrCat("attachment ", sha256,
@@ -261,12 +256,7 @@ class AttachmentStoreImpl final : public AttachmentStore {
 
   absl::StatusOr<std::unique_ptr<AttachmentReader>> Open(
       absl::string_view sha256) override {
-    if (!IsSha256Hex(sha256)) {
-      return absl::InvalidArgumentError(
-          "sha256: must be 64 lower-case hex digits");
-    }
-    ASSIGN_OR_RETURN(std::optional<v1::StoredAttachment> meta,
-                     ReadBlob(sha256));
+    ASSIGN_OR_RETURN(std::optional<v1::StoredAttachment> meta, Lookup(sha256));
     if (!meta) {
       return absl::NotFoundError(
           absl::StrCat("attachment ", sha256, " is not stored here"));
@@ -332,6 +322,16 @@ class AttachmentStoreImpl final : public AttachmentStore {
           absl::StrCat("attachments: the record of ", sha256, " is malformed"));
     }
     return meta;
+  }
+
+  // ReadBlob for a hash given by a caller: INVALID_ARGUMENT when malformed.
+  absl::StatusOr<std::optional<v1::StoredAttachment>> Lookup(
+      absl::string_view sha256) {
+    if (!IsSha256Hex(sha256)) {
+      return absl::InvalidArgumentError(
+          "sha256: must be 64 lower-case hex digits");
+    }
+    return ReadBlob(sha256);
   }
 
   // The overhead sealing adds to a chunk (0: encryption at rest is off).

@@ -49,6 +49,7 @@
 #include "lienthong/admin_client.h"
 #include "lienthong/attachments.h"
 #include "lienthong/client.h"
+#include "lienthong/common/status_macros.h"
 #include "lienthong/v1/exchange.grpc.pb.h"
 #include "lienthong/v1/federation.grpc.pb.h"
 #include "tests/integration/broker_process.h"
@@ -600,6 +601,32 @@ class FederationTest : public ::testing::Test {
     EXPECT_OK(s) << fed_.Logs();
   }
 
+  // One receive session per (broker, organization), each collecting what
+  // it is handed.
+  struct Receivers {
+    std::vector<std::unique_ptr<Client>> clients;
+    std::vector<std::unique_ptr<ReceiveSession>> sessions;
+    std::vector<Collector<IncomingDocument>> got;
+  };
+  absl::StatusOr<Receivers> ReceiveAt(
+      const std::vector<std::pair<std::string, std::string>>& recipients) {
+    Receivers r;
+    r.got.resize(recipients.size());
+    for (size_t i = 0; i < recipients.size(); ++i) {
+      ASSIGN_OR_RETURN(std::unique_ptr<Client> c,
+                       fed_.Open(recipients[i].first, recipients[i].second));
+      Collector<IncomingDocument> sink = r.got[i];
+      ASSIGN_OR_RETURN(std::unique_ptr<ReceiveSession> session,
+                       c->Receive([sink](const IncomingDocument& d) {
+                         sink.Add(d);
+                         return absl::OkStatus();
+                       }));
+      r.clients.push_back(std::move(c));
+      r.sessions.push_back(std::move(session));
+    }
+    return r;
+  }
+
   Federation fed_;
 };
 
@@ -923,21 +950,8 @@ TEST_F(FederationTest, OneDocumentFansOutOverEveryRoute) {
   // one through the centre to h51.
   const std::vector<std::pair<std::string, std::string>> recipients = {
       {"h49", kUnitH49}, {"central", kG22}, {"h50", kH50}, {"h51", kUnitH51}};
-  std::vector<std::unique_ptr<Client>> clients;
-  std::vector<std::unique_ptr<ReceiveSession>> sessions;
-  std::vector<Collector<IncomingDocument>> got(recipients.size());
-  for (size_t i = 0; i < recipients.size(); ++i) {
-    ASSERT_OK_AND_ASSIGN(std::unique_ptr<Client> c,
-                         fed_.Open(recipients[i].first, recipients[i].second));
-    Collector<IncomingDocument> sink = got[i];
-    ASSERT_OK_AND_ASSIGN(std::unique_ptr<ReceiveSession> session,
-                         c->Receive([sink](const IncomingDocument& d) {
-                           sink.Add(d);
-                           return absl::OkStatus();
-                         }));
-    clients.push_back(std::move(c));
-    sessions.push_back(std::move(session));
-  }
+  ASSERT_OK_AND_ASSIGN(Receivers receivers, ReceiveAt(recipients));
+  std::vector<Collector<IncomingDocument>>& got = receivers.got;
   // The directory converges within an announce interval of the last start
   // (before that, h49 may refuse H51 as unknown: see
   // ASendToAProvinceWhoseBrokerIsDownIsQueuedNotRefused).
@@ -1001,7 +1015,7 @@ TEST_F(FederationTest, OneDocumentFansOutOverEveryRoute) {
   EXPECT_EQ(directory.rows(0).via_peer(), "central");
   EXPECT_EQ(directory.rows(0).route(), "central");
   EXPECT_EQ(directory.rows(0).distance(), 1u);
-  for (auto& session : sessions) session->Stop();
+  for (auto& session : receivers.sessions) session->Stop();
 }
 
 // ---- Stored attachments: pushed ahead of their documents, hop by hop --------
@@ -1089,21 +1103,8 @@ TEST_F(FederationTest, StoredAttachmentsTravelEveryRouteAndDownloadAtHome) {
   // the centre to h51: each recipient downloads from its own broker.
   const std::vector<std::pair<std::string, std::string>> recipients = {
       {"central", kG22}, {"h50", kH50}, {"h51", kH51}};
-  std::vector<std::unique_ptr<Client>> clients;
-  std::vector<std::unique_ptr<ReceiveSession>> sessions;
-  std::vector<Collector<IncomingDocument>> got(recipients.size());
-  for (size_t i = 0; i < recipients.size(); ++i) {
-    ASSERT_OK_AND_ASSIGN(std::unique_ptr<Client> c,
-                         fed_.Open(recipients[i].first, recipients[i].second));
-    Collector<IncomingDocument> sink = got[i];
-    ASSERT_OK_AND_ASSIGN(std::unique_ptr<ReceiveSession> session,
-                         c->Receive([sink](const IncomingDocument& d) {
-                           sink.Add(d);
-                           return absl::OkStatus();
-                         }));
-    clients.push_back(std::move(c));
-    sessions.push_back(std::move(session));
-  }
+  ASSERT_OK_AND_ASSIGN(Receivers receivers, ReceiveAt(recipients));
+  std::vector<Collector<IncomingDocument>>& got = receivers.got;
   ASSERT_OK_AND_ASSIGN(std::unique_ptr<AdminClient> h49_admin,
                        fed_.Admin("h49"));
   ASSERT_TRUE(WaitForDirectory(h49_admin.get(), kH51)) << fed_.Logs();
@@ -1146,10 +1147,10 @@ TEST_F(FederationTest, StoredAttachmentsTravelEveryRouteAndDownloadAtHome) {
     ASSERT_EQ(received.attachments_size(), 2) << org;
     ExpectListedAsSent(received.attachments(0), big, org);
     ExpectListedAsSent(received.attachments(1), empty, org);
-    ExpectDownloadsAs(clients[i].get(), id, received.attachments(0), scan,
-                      files.path(), org);
-    ExpectDownloadsAs(clients[i].get(), id, received.attachments(1), "",
-                      files.path(), org);
+    ExpectDownloadsAs(receivers.clients[i].get(), id, received.attachments(0),
+                      scan, files.path(), org);
+    ExpectDownloadsAs(receivers.clients[i].get(), id, received.attachments(1),
+                      "", files.path(), org);
   }
   for (const auto& [broker, org] : recipients) {
     ASSERT_TRUE(
@@ -1181,7 +1182,7 @@ TEST_F(FederationTest, StoredAttachmentsTravelEveryRouteAndDownloadAtHome) {
   absl::Status refused = bystander->DownloadAttachment(id, big, nothing);
   EXPECT_EQ(refused.code(), absl::StatusCode::kNotFound) << refused;
   EXPECT_TRUE(nothing.data().empty());
-  for (auto& session : sessions) session->Stop();
+  for (auto& session : receivers.sessions) session->Stop();
 }
 
 TEST_F(FederationTest, AStoredAttachmentWaitsAtTheCentreWhileItsBrokerIsDown) {
