@@ -1250,6 +1250,64 @@ TEST_F(FederationTest, AStoredAttachmentWaitsAtTheCentreWhileItsBrokerIsDown) {
   session->Stop();
 }
 
+// A forwarding broker that lost an attachment (its file deleted behind its
+// back) cannot push it: the copy is DENIED with the reason, instead of the
+// link to the peer stalling on it for ever, and the link carries on.
+TEST_F(FederationTest, AnAttachmentLostAtTheCentreDeniesItsCopyNotTheLink) {
+  ASSERT_OK(fed_.Start({"central", "h49", "h50", "h51"}));
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<AdminClient> admin, fed_.Admin("h49"));
+  ASSERT_TRUE(WaitForDirectory(admin.get(), kH51)) << fed_.Logs();
+  ASSERT_OK(fed_.broker("h51").Stop());
+
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<Client> sender, fed_.Open("h49", kH49));
+  WatchRecorder watch(sender.get(), "");
+  testing_util::TempDir files;
+  ASSERT_FALSE(files.path().empty());
+  const std::string content = RandomContent((2 << 20) + 99, 52);
+  ASSERT_OK_AND_ASSIGN(v1::Attachment attachment,
+                       UploadFile(sender.get(), files.path(), "mat.bin",
+                                  content, "application/octet-stream"));
+  v1::Document doc = NewDocument({kH51}, "Tệp bị mất ở trung tâm");
+  *doc.add_attachments() = attachment;
+  ASSERT_OK_AND_ASSIGN(SendReceipt lost, sender->Send(doc));
+  ASSERT_TRUE(watch.WaitFor(
+      IsDelivery(lost.document_id, kH51, v1::DELIVERY_STATE_FORWARDED)))
+      << Dump(watch.Of(lost.document_id, kH51)) << fed_.Logs();
+  // The centre holds it; its file goes while h51 is away.
+  const std::string blob =
+      absl::StrCat(fed_.broker("central").data_dir(), "/attachments/blobs/",
+                   attachment.sha256().substr(0, 2), "/", attachment.sha256());
+  ASSERT_TRUE(std::filesystem::exists(blob)) << blob;
+  ASSERT_TRUE(std::filesystem::remove(blob));
+  // A plain document behind it still gets through once h51 is back.
+  ASSERT_OK_AND_ASSIGN(SendReceipt plain,
+                       sender->Send(NewDocument({kH51}, "Văn bản sau đó")));
+
+  ASSERT_OK(fed_.Start({"h51"}));
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<Client> recipient,
+                       fed_.Open("h51", kH51));
+  Collector<std::string> got;
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<ReceiveSession> session,
+                       recipient->Receive([&](const IncomingDocument& d) {
+                         got.Add(d.document.id());
+                         return absl::OkStatus();
+                       }));
+  ASSERT_TRUE(watch.WaitFor(
+      IsDelivery(lost.document_id, kH51, v1::DELIVERY_STATE_DENIED)))
+      << Dump(watch.Of(lost.document_id, kH51)) << fed_.Logs();
+  for (const v1::StatusEvent& e : watch.Of(lost.document_id, kH51)) {
+    if (e.delivery_state() != v1::DELIVERY_STATE_DENIED) continue;
+    EXPECT_THAT(e.reason(), HasSubstr(attachment.sha256())) << Dump({e});
+    EXPECT_THAT(e.reason(), HasSubstr("lost")) << Dump({e});
+  }
+  ASSERT_TRUE(watch.WaitFor(
+      IsDelivery(plain.document_id, kH51, v1::DELIVERY_STATE_DELIVERED)))
+      << Dump(watch.Of(plain.document_id, kH51)) << fed_.Logs();
+  EXPECT_EQ(got.CountAfter(absl::Milliseconds(500)), 1u);
+  EXPECT_THAT(got.items(), ElementsAre(plain.document_id));
+  session->Stop();
+}
+
 // ---- Statuses and documents wait while the centre is down -------------------
 
 TEST_F(FederationTest, StatusesAndDocumentsWaitWhileTheCentreIsDown) {

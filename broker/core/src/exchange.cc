@@ -2063,8 +2063,9 @@ class ExchangeImpl : public Exchange {
         e.set_sender(qe.sender);
         if (c.has_error()) {
           e.set_delivery_state(v1::DELIVERY_STATE_DENIED);
-          e.set_reason(absl::StrCat("refused by broker ", peer_id, ": ",
-                                    c.error().message()));
+          e.set_reason(c.local() ? c.error().message()
+                                 : absl::StrCat("refused by broker ", peer_id,
+                                                ": ", c.error().message()));
         } else if (auto it = decided.find(r); it != decided.end()) {
           e.set_delivery_state(v1::DELIVERY_STATE_FORWARDED);
           e.set_reason(absl::StrCat("in the custody of broker ", peer_id));

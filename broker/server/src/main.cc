@@ -248,6 +248,7 @@ int Serve(const BrokerConfig& config) {
       exchange->get(), config.trust_domain, config.federation.window);
   broker::PeerLinkOptions link_options;
   link_options.trust_domain = config.trust_domain;
+  link_options.broker_id = config.SpiffeId();
   link_options.certificate_file = config.tls.certificate;
   link_options.private_key_file = config.tls.private_key;
   link_options.ca_file = config.tls.ca;

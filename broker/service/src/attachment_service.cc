@@ -52,7 +52,10 @@ class StoredSource final : public AttachmentSource {
       uint64_t start = at / chunk * chunk;
       if (cached_offset_ != start || cached_.empty()) {
         absl::StatusOr<v1::Chunk> c = reader_->Read(start);
-        if (!c.ok()) return c.status();
+        if (!c.ok()) {
+          failed_ = c.status();
+          return c.status();
+        }
         cached_ = std::move(*c->mutable_data());
         cached_offset_ = start;
       }
@@ -63,9 +66,12 @@ class StoredSource final : public AttachmentSource {
     }
     return out;
   }
+  // Why a Read failed (this broker's copy), OK if none did.
+  const absl::Status& failed() const { return failed_; }
 
  private:
   std::unique_ptr<storage::AttachmentReader> reader_;
+  absl::Status failed_;
   std::string cached_;
   uint64_t cached_offset_ = 0;
 };
@@ -238,10 +244,15 @@ grpc::Status AttachmentServiceImpl::Download(
 
 absl::Status PushAttachment(storage::AttachmentStore& store,
                             v1::AttachmentService::StubInterface& stub,
-                            const std::string& sha256) {
+                            const std::string& sha256, bool* local_loss) {
+  auto lost = [local_loss](const absl::Status& s) {
+    if (local_loss != nullptr)
+      *local_loss = absl::IsNotFound(s) || absl::IsDataLoss(s);
+    return s;
+  };
   absl::StatusOr<std::unique_ptr<storage::AttachmentReader>> reader =
       store.Open(sha256);
-  if (!reader.ok()) return reader.status();
+  if (!reader.ok()) return lost(reader.status());
   StoredSource source(*std::move(reader));
   grpc::ClientContext ctx;
   // A link slower than 1 MiB/s is taken for broken (the next try resumes).
@@ -250,6 +261,7 @@ absl::Status PushAttachment(storage::AttachmentStore& store,
       absl::Seconds(static_cast<int64_t>(source.size() >> 20))));
   absl::StatusOr<v1::UploadResponse> r =
       UploadOnce(stub, ctx, source, sha256, nullptr);
+  if (!source.failed().ok()) return lost(source.failed());
   return r.status();
 }
 

@@ -490,6 +490,7 @@ absl::Status PeerLinks::RunOnce(Peer* peer) {
   std::thread reader([&, io, returned] {
     v1::LinkResponse response;
     while (stream->Read(&response)) {
+      for (v1::Custody& c : *response.mutable_custody()) c.clear_local();
       if (response.custody_size() > 0) {
         {
           absl::MutexLock lock(&io->mu);
@@ -581,8 +582,44 @@ absl::Status PeerLinks::RunOnce(Peer* peer) {
     }
     if (!to_push.empty()) {
       for (const std::string& sha256 : to_push) {
-        absl::Status s =
-            PushAttachment(*options_.attachments, *attachment_stub, sha256);
+        bool local_loss = false;
+        absl::Status s = PushAttachment(*options_.attachments, *attachment_stub,
+                                        sha256, &local_loss);
+        if (local_loss) {
+          // This broker lost its copy: no retry can send it. The copies of
+          // the documents that need it are DENIED with the reason (their
+          // senders see it), and the link goes on with the others.
+          std::vector<v1::Custody> refused;
+          {
+            absl::MutexLock lock(&io->mu);
+            for (auto it = io->transfers.begin(); it != io->transfers.end();) {
+              bool needs = false;
+              for (const v1::Attachment& a : it->document().attachments())
+                needs = needs || (a.stored() && a.sha256() == sha256);
+              if (!needs) {
+                ++it;
+                continue;
+              }
+              v1::Custody c;
+              c.set_id(it->id());
+              c.mutable_error()->set_code(
+                  static_cast<int>(absl::StatusCode::kDataLoss));
+              c.set_local(true);
+              c.mutable_error()->set_message(absl::StrCat(
+                  "lost at broker ", options_.broker_id, ": attachment ",
+                  sha256, " of this document (", s.message(),
+                  "); it cannot be handed to ", name));
+              refused.push_back(std::move(c));
+              it = io->transfers.erase(it);
+            }
+          }
+          Log(absl::StrCat("attachment ", sha256, " is lost here (",
+                           s.ToString(), "): ", refused.size(),
+                           " transfer(s) to ", name, " refused"),
+              {{"peer", name}}, log::Level::kError);
+          (*session)->Custody(std::move(refused));
+          continue;
+        }
         if (!s.ok()) {
           // The link starts over (with backoff); the push resumes where the
           // peer stands.

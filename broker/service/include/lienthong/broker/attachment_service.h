@@ -70,10 +70,13 @@ class AttachmentServiceImpl final : public v1::AttachmentService::Service {
 // Uploads attachment `sha256` from `store` to the broker behind `stub`, as
 // this broker (resuming what the peer has; nothing when it has it all).
 // OK once the peer holds it complete; the peer's error otherwise
-// (DEADLINE_EXCEEDED below 1 MiB/s).
+// (DEADLINE_EXCEEDED below 1 MiB/s). `local_loss` (optional) is set when
+// this broker's own copy is missing or damaged (NOT_FOUND / DATA_LOSS from
+// `store`): pushing again cannot help.
 absl::Status PushAttachment(storage::AttachmentStore& store,
                             v1::AttachmentService::StubInterface& stub,
-                            const std::string& sha256);
+                            const std::string& sha256,
+                            bool* local_loss = nullptr);
 
 }  // namespace lienthong::broker
 

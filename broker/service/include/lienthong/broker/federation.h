@@ -57,6 +57,8 @@ class FederationServiceImpl final
 
 struct PeerLinkOptions {
   std::string trust_domain;
+  // This broker's SPIFFE id, for what it reports itself.
+  std::string broker_id;
   // This broker's certificate, key and trust root (re-read every
   // `certificate_refresh`, so rotated files apply to new connections).
   std::string certificate_file;
