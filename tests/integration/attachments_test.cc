@@ -35,6 +35,8 @@
 #include "lienthong/client.h"
 #include "lienthong/common/sealing.h"
 #include "lienthong/v1/attachments.grpc.pb.h"
+#include "lienthong/v1/audit.pb.h"
+#include "lienthong/v1/evidence.pb.h"
 #include "tests/integration/broker_process.h"
 #include "tests/testing/async.h"
 #include "tests/testing/status_matchers.h"
@@ -687,6 +689,30 @@ TEST_F(AttachmentsTest, OnlyTheSenderAndRecipientsDownload) {
     EXPECT_OK(c->DownloadAttachment(receipt.document_id, a, sink)) << c->org();
     EXPECT_EQ(sink.HexDigest(), Sha256HexOf(content)) << c->org();
   }
+
+  // Every read and every refused try is in the document's evidence: who,
+  // which content, how much, and the outcome.
+  ASSERT_OK_AND_ASSIGN(v1::EvidenceExport exported,
+                       sender->GetEvidence(receipt.document_id));
+  v1::Evidence evidence;
+  ASSERT_TRUE(evidence.ParseFromString(exported.evidence()));
+  std::vector<std::string> reads;
+  for (const v1::EvidenceAuditEntry& stored : evidence.audit_entries()) {
+    v1::AuditEntry e;
+    ASSERT_TRUE(e.ParseFromString(stored.entry().entry()));
+    if (e.kind() != v1::AUDIT_KIND_ATTACHMENT_READ) continue;
+    EXPECT_THAT(e.detail(), HasSubstr(a.sha256())) << e.DebugString();
+    reads.push_back(absl::StrCat(e.org(), " ", e.outcome()));
+    if (e.outcome() == "OK") {
+      EXPECT_THAT(e.detail(),
+                  HasSubstr(absl::StrCat(content.size(), " bytes sent")))
+          << e.DebugString();
+    }
+  }
+  EXPECT_THAT(reads, ::testing::ElementsAre(absl::StrCat(kH50, " NOT_FOUND"),
+                                            absl::StrCat(kH50, " NOT_FOUND"),
+                                            absl::StrCat(kH49, " OK"),
+                                            absl::StrCat(kG22, " OK")));
 }
 
 TEST_F(AttachmentsTest, ASenderMayReferenceOnlyWhatItUploaded) {

@@ -263,7 +263,8 @@ int Serve(const BrokerConfig& config) {
   for (const PeerConfig& peer : config.peers)
     peer_names.insert(peer.route.name);
   broker::AttachmentServiceImpl attachment_service(
-      exchange->get(), attachments->get(), config.trust_domain, peer_names);
+      exchange->get(), attachments->get(), config.trust_domain, peer_names,
+      audit_log.get());
   std::vector<broker::PeerEndpoint> peer_endpoints;
   for (const PeerConfig& peer : config.peers)
     peer_endpoints.push_back({peer.route.name, peer.endpoint});

@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
 #include "lienthong/attachments.h"
 #include "lienthong/broker/service.h"
 #include "lienthong/common/log.h"
@@ -81,11 +82,13 @@ class StoredSource final : public AttachmentSource {
 AttachmentServiceImpl::AttachmentServiceImpl(Exchange* exchange,
                                              storage::AttachmentStore* store,
                                              std::string trust_domain,
-                                             std::set<std::string> peers)
+                                             std::set<std::string> peers,
+                                             AuditLog* audit)
     : exchange_(exchange),
       store_(store),
       trust_domain_(std::move(trust_domain)),
-      peers_(std::move(peers)) {}
+      peers_(std::move(peers)),
+      audit_(audit) {}
 
 absl::StatusOr<Principal> AttachmentServiceImpl::Caller(
     grpc::ServerContext* ctx, absl::string_view method) const {
@@ -174,6 +177,19 @@ grpc::Status AttachmentServiceImpl::Upload(
     return grpc::Status::OK;
   }
   metrics_.uploads_completed.Add();
+  if (audit_ != nullptr) {
+    v1::AuditEntry e;
+    e.set_kind(v1::AUDIT_KIND_ATTACHMENT_STORED);
+    e.set_actor(caller->spiffe_id);
+    e.set_peer(ctx->peer());
+    if (caller->is_org()) e.set_org(caller->name);
+    e.set_action("AttachmentService/Upload");
+    e.set_outcome("OK");
+    e.set_detail(absl::StrCat("sha256 ", sha256, ", ", size, " bytes, ",
+                              upload.progress().resumed_bytes,
+                              " of them there before"));
+    audit_->Append(std::move(e));
+  }
   Log(log::Level::kInfo,
       absl::StrCat("attachment stored (", upload.progress().resumed_bytes,
                    " bytes were there before)"),
@@ -187,6 +203,41 @@ grpc::Status AttachmentServiceImpl::Download(
   absl::StatusOr<Principal> caller =
       Caller(ctx, "/lienthong.v1.AttachmentService/Download");
   if (!caller.ok()) return Refuse(caller.status());
+  uint64_t sent = 0;
+  grpc::Status status = Serve(ctx, *caller, *request, writer, &sent);
+  if (audit_ != nullptr && !request->document_id().empty() &&
+      request->document_id().size() <= 64) {
+    // Who read which attachment of which document, and how much: in the
+    // document's evidence (refusals too: someone tried).
+    v1::AuditEntry e;
+    e.set_kind(v1::AUDIT_KIND_ATTACHMENT_READ);
+    e.set_actor(caller->spiffe_id);
+    e.set_peer(ctx->peer());
+    e.set_document_id(request->document_id());
+    if (caller->is_org()) e.set_org(caller->name);
+    e.set_action("AttachmentService/Download");
+    e.set_outcome(absl::StatusCodeToString(
+        static_cast<absl::StatusCode>(status.error_code())));
+    e.set_detail(absl::StrCat(
+        "sha256 ", request->sha256().substr(0, 64), " from offset ",
+        request->offset(), ": ", sent, " bytes sent",
+        status.ok() ? "" : absl::StrCat("; ", status.error_message())));
+    // The call ends once its entry is durable, so the evidence fetched next
+    // shows it.
+    absl::Notification durable;
+    audit_->Append(std::move(e),
+                   [&durable](absl::Status) { durable.Notify(); });
+    durable.WaitForNotification();
+  }
+  return status;
+}
+
+grpc::Status AttachmentServiceImpl::Serve(
+    grpc::ServerContext* ctx, const Principal& principal,
+    const v1::DownloadRequest& req,
+    grpc::ServerWriter<v1::DownloadResponse>* writer, uint64_t* sent) {
+  const v1::DownloadRequest* request = &req;
+  const Principal* caller = &principal;
   if (!IsLowerHex64(request->sha256())) {
     return Refuse(absl::InvalidArgumentError(
         "sha256: must be the attachment's SHA-256 as 64 lower-case hex "
@@ -238,6 +289,7 @@ grpc::Status AttachmentServiceImpl::Download(
     *response.mutable_chunk() = *std::move(chunk);
     if (!writer->Write(response)) return grpc::Status::CANCELLED;
     metrics_.bytes_out.Add(bytes);
+    *sent += bytes;
   }
   return grpc::Status::OK;
 }

@@ -18,6 +18,7 @@
 #include <string>
 
 #include "grpcpp/grpcpp.h"
+#include "lienthong/broker/audit.h"
 #include "lienthong/broker/exchange.h"
 #include "lienthong/common/metrics.h"
 #include "lienthong/storage/attachments.h"
@@ -36,9 +37,12 @@ struct AttachmentMetrics {
 class AttachmentServiceImpl final : public v1::AttachmentService::Service {
  public:
   // Not owned; all must outlive the server. `peers`: broker names that may
-  // push attachments (the configured peers).
+  // push attachments (the configured peers). `audit` (optional) records
+  // every download of a document's attachment (refusals included, in that
+  // document's evidence) and every completed upload.
   AttachmentServiceImpl(Exchange* exchange, storage::AttachmentStore* store,
-                        std::string trust_domain, std::set<std::string> peers);
+                        std::string trust_domain, std::set<std::string> peers,
+                        AuditLog* audit = nullptr);
 
   // Ends running transfers at their next chunk with UNAVAILABLE (clients
   // resume elsewhere or later). Call before grpc::Server::Shutdown.
@@ -58,11 +62,17 @@ class AttachmentServiceImpl final : public v1::AttachmentService::Service {
   absl::StatusOr<Principal> Caller(grpc::ServerContext* ctx,
                                    absl::string_view method) const;
   grpc::Status Refuse(const absl::Status& status);
+  // Download once authenticated; counts the bytes it sent into `sent`.
+  grpc::Status Serve(grpc::ServerContext* ctx, const Principal& caller,
+                     const v1::DownloadRequest& request,
+                     grpc::ServerWriter<v1::DownloadResponse>* writer,
+                     uint64_t* sent);
 
   Exchange* const exchange_;
   storage::AttachmentStore* const store_;
   const std::string trust_domain_;
   const std::set<std::string> peers_;
+  AuditLog* const audit_;
   std::atomic<bool> stopping_{false};
   AttachmentMetrics metrics_;
 };
