@@ -2,7 +2,6 @@
 
 #include <fcntl.h>
 #include <openssl/crypto.h>
-#include <openssl/evp.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -20,7 +19,6 @@
 #include "absl/time/clock.h"
 #include "client-sdk/src/backoff.h"
 #include "lienthong/client.h"
-#include "lienthong/common/openssl.h"
 #include "lienthong/common/sealing.h"
 #include "lienthong/common/status_macros.h"
 
@@ -71,51 +69,18 @@ std::string SegmentAad(uint64_t index, bool last) {
   return aad;
 }
 
-using CipherCtx =
-    std::unique_ptr<EVP_CIPHER_CTX,
-                    openssl::Deleter<EVP_CIPHER_CTX, EVP_CIPHER_CTX_free>>;
-
-// AES-256-GCM of segment `index` under `key`: ciphertext || tag. (The
-// common AeadSeal draws a random nonce; segments need theirs by position.)
+// AES-256-GCM of segment `index` under `key`: ciphertext || tag, with the
+// segment's position as nonce (the key serves one content only).
 absl::StatusOr<std::string> SealSegment(absl::string_view key, uint64_t index,
                                         bool last,
                                         absl::string_view plaintext) {
-  const std::string nonce = SegmentNonce(index);
-  const std::string aad = SegmentAad(index, last);
-  CipherCtx ctx(EVP_CIPHER_CTX_new());
-  std::string out(plaintext.size() + kTagBytes, '\0');
-  auto* o = reinterpret_cast<unsigned char*>(out.data());
-  int n = 0;
-  int total = 0;
-  if (!ctx ||
-      EVP_EncryptInit_ex(ctx.get(), EVP_aes_256_gcm(), nullptr, nullptr,
-                         nullptr) != 1 ||
-      EVP_CIPHER_CTX_ctrl(ctx.get(), EVP_CTRL_GCM_SET_IVLEN, kNonceBytes,
-                          nullptr) != 1 ||
-      EVP_EncryptInit_ex(
-          ctx.get(), nullptr, nullptr,
-          reinterpret_cast<const unsigned char*>(key.data()),
-          reinterpret_cast<const unsigned char*>(nonce.data())) != 1 ||
-      EVP_EncryptUpdate(ctx.get(), nullptr, &n,
-                        reinterpret_cast<const unsigned char*>(aad.data()),
-                        static_cast<int>(aad.size())) != 1 ||
-      EVP_EncryptUpdate(
-          ctx.get(), o, &n,
-          reinterpret_cast<const unsigned char*>(plaintext.data()),
-          static_cast<int>(plaintext.size())) != 1) {
-    return absl::InternalError(
-        absl::StrCat("sealing an attachment segment: ", openssl::Reason()));
+  absl::StatusOr<std::string> sealed = sealing::AeadSealWithNonce(
+      key, SegmentNonce(index), plaintext, SegmentAad(index, last));
+  if (!sealed.ok()) {
+    return absl::InternalError(absl::StrCat("sealing an attachment segment: ",
+                                            sealed.status().message()));
   }
-  total = n;
-  if (EVP_EncryptFinal_ex(ctx.get(), o + total, &n) != 1 ||
-      EVP_CIPHER_CTX_ctrl(ctx.get(), EVP_CTRL_GCM_GET_TAG, kTagBytes,
-                          o + total + n) != 1) {
-    return absl::InternalError(
-        absl::StrCat("sealing an attachment segment: ", openssl::Reason()));
-  }
-  total += n;
-  out.resize(static_cast<size_t>(total) + kTagBytes);
-  return out;
+  return sealed;
 }
 
 // The reverse; nullopt when the segment does not authenticate (altered,
@@ -125,42 +90,14 @@ absl::StatusOr<std::optional<std::string>> OpenSegment(
     absl::string_view key, uint64_t index, bool last,
     absl::string_view sealed) {
   if (sealed.size() < kTagBytes) return std::optional<std::string>();
-  const std::string nonce = SegmentNonce(index);
-  const std::string aad = SegmentAad(index, last);
-  const absl::string_view body = sealed.substr(0, sealed.size() - kTagBytes);
-  std::string tag(sealed.substr(body.size()));
-  CipherCtx ctx(EVP_CIPHER_CTX_new());
-  std::string out(body.size(), '\0');
-  auto* o = reinterpret_cast<unsigned char*>(out.data());
-  int n = 0;
-  if (!ctx ||
-      EVP_DecryptInit_ex(ctx.get(), EVP_aes_256_gcm(), nullptr, nullptr,
-                         nullptr) != 1 ||
-      EVP_CIPHER_CTX_ctrl(ctx.get(), EVP_CTRL_GCM_SET_IVLEN, kNonceBytes,
-                          nullptr) != 1 ||
-      EVP_DecryptInit_ex(
-          ctx.get(), nullptr, nullptr,
-          reinterpret_cast<const unsigned char*>(key.data()),
-          reinterpret_cast<const unsigned char*>(nonce.data())) != 1 ||
-      EVP_DecryptUpdate(ctx.get(), nullptr, &n,
-                        reinterpret_cast<const unsigned char*>(aad.data()),
-                        static_cast<int>(aad.size())) != 1 ||
-      EVP_DecryptUpdate(ctx.get(), o, &n,
-                        reinterpret_cast<const unsigned char*>(body.data()),
-                        static_cast<int>(body.size())) != 1 ||
-      EVP_CIPHER_CTX_ctrl(ctx.get(), EVP_CTRL_GCM_SET_TAG, kTagBytes,
-                          tag.data()) != 1) {
-    return absl::InternalError(
-        absl::StrCat("opening an attachment segment: ", openssl::Reason()));
+  absl::StatusOr<std::string> plain = sealing::AeadOpenWithNonce(
+      key, SegmentNonce(index), sealed, SegmentAad(index, last));
+  if (absl::IsDataLoss(plain.status())) return std::optional<std::string>();
+  if (!plain.ok()) {
+    return absl::InternalError(absl::StrCat("opening an attachment segment: ",
+                                            plain.status().message()));
   }
-  const int total = n;
-  if (EVP_DecryptFinal_ex(ctx.get(), o + total, &n) != 1) {
-    openssl::Reason();  // clears the queue
-    OPENSSL_cleanse(out.data(), out.size());
-    return std::optional<std::string>();
-  }
-  out.resize(static_cast<size_t>(total + n));
-  return std::optional<std::string>(std::move(out));
+  return std::optional<std::string>(*std::move(plain));
 }
 
 // The ciphertext of a plaintext source, made on demand a segment at a time

@@ -609,6 +609,34 @@ absl::StatusOr<std::string> AeadOpen(absl::string_view key,
                  associated_data, "sealed data");
 }
 
+absl::StatusOr<std::string> AeadSealWithNonce(
+    absl::string_view key, absl::string_view nonce, absl::string_view plaintext,
+    absl::string_view associated_data) {
+  if (key.size() != kKeyBytes || nonce.size() != kNonceBytes) {
+    return absl::InvalidArgumentError(
+        "sealing: the key must be 32 bytes and the nonce 12");
+  }
+  return GcmSeal(key, nonce, plaintext, associated_data);
+}
+
+absl::StatusOr<std::string> AeadOpenWithNonce(
+    absl::string_view key, absl::string_view nonce, absl::string_view sealed,
+    absl::string_view associated_data) {
+  if (key.size() != kKeyBytes || nonce.size() != kNonceBytes) {
+    return absl::InvalidArgumentError(
+        "sealing: the key must be 32 bytes and the nonce 12");
+  }
+  return GcmOpen(key, nonce, sealed, associated_data, "sealed data");
+}
+
+bool IsSha256Hex(absl::string_view text) {
+  if (text.size() != 64) return false;
+  for (char c : text) {
+    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
+  }
+  return true;
+}
+
 std::string RandomKey() { return RandomBytes(kKeyBytes); }
 
 }  // namespace lienthong::sealing

@@ -45,14 +45,6 @@ constexpr absl::string_view kRefPrefix = "att/r/";
 // Sends that checked a right just before it lapsed are still in flight.
 constexpr absl::Duration kGrantGrace = absl::Hours(1);
 
-bool IsSha256Hex(absl::string_view s) {
-  if (s.size() != 64) return false;
-  for (char c : s) {
-    if (!absl::ascii_isdigit(c) && !(c >= 'a' && c <= 'f')) return false;
-  }
-  return true;
-}
-
 google::protobuf::Timestamp TimestampOf(absl::Time t) {
   google::protobuf::Timestamp ts;
   const int64_t nanos = absl::ToUnixNanos(t);
@@ -327,7 +319,7 @@ class AttachmentStoreImpl final : public AttachmentStore {
   // ReadBlob for a hash given by a caller: INVALID_ARGUMENT when malformed.
   absl::StatusOr<std::optional<v1::StoredAttachment>> Lookup(
       absl::string_view sha256) {
-    if (!IsSha256Hex(sha256)) {
+    if (!sealing::IsSha256Hex(sha256)) {
       return absl::InvalidArgumentError(
           "sha256: must be 64 lower-case hex digits");
     }
@@ -561,7 +553,7 @@ absl::StatusOr<bool> UploadImpl::Write(const v1::Chunk& chunk) {
         expected == layout_.chunk_size ? " (the chunk size)"
                                        : " (the rest of the content)"));
   }
-  if (!IsSha256Hex(chunk.sha256())) {
+  if (!sealing::IsSha256Hex(chunk.sha256())) {
     return absl::InvalidArgumentError(absl::StrCat(
         "chunk.sha256: chunk ", index,
         " needs the SHA-256 of its data as 64 lower-case hex digits"));
@@ -644,7 +636,7 @@ absl::Status UploadImpl::Finish() {
 absl::StatusOr<std::unique_ptr<AttachmentUpload>>
 AttachmentStoreImpl::BeginUpload(absl::string_view uploader,
                                  absl::string_view sha256, uint64_t size) {
-  if (!IsSha256Hex(sha256)) {
+  if (!sealing::IsSha256Hex(sha256)) {
     return absl::InvalidArgumentError(
         "start.sha256: must be the SHA-256 of the whole content as 64 "
         "lower-case hex digits");

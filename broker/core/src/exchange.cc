@@ -2234,7 +2234,7 @@ class ExchangeImpl : public Exchange {
     // the way is refused, not passed on.
     for (const v1::Attachment& a : doc.attachments()) {
       if (a.stored()) {
-        if (!a.content().empty() || !IsLowerHex64(a.sha256())) {
+        if (!a.content().empty() || !sealing::IsSha256Hex(a.sha256())) {
           return absl::InvalidArgumentError(absl::StrCat(
               "transfer.document.attachments: \"", a.name(),
               "\" is stored: it needs a SHA-256 and no inline content"));

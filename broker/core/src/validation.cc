@@ -12,6 +12,7 @@
 #include "absl/time/time.h"
 #include "lienthong/common/ids.h"
 #include "lienthong/common/org_code.h"
+#include "lienthong/common/sealing.h"
 
 namespace lienthong::broker {
 namespace {
@@ -108,7 +109,7 @@ absl::Status ValidateSealed(const v1::Document& doc,
                      "holds the attachment's key: it travels only inside "
                      "document.sealed");
     }
-    if (!IsLowerHex64(a.sha256())) {
+    if (!sealing::IsSha256Hex(a.sha256())) {
       return Invalid(absl::StrCat(field, ".sha256"),
                      "a stored attachment needs the SHA-256 of its content "
                      "as 64 lower-case hex digits");
@@ -171,14 +172,6 @@ absl::Status ValidateSealed(const v1::Document& doc,
 }
 
 }  // namespace
-
-bool IsLowerHex64(absl::string_view s) {
-  if (s.size() != 64) return false;
-  for (char c : s) {
-    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
-  }
-  return true;
-}
 
 std::string Sha256Hex(absl::string_view data) {
   unsigned char md[SHA256_DIGEST_LENGTH];
@@ -360,7 +353,7 @@ absl::Status ValidateNewDocument(const v1::Document& doc,
                        "must be empty for a stored attachment (its content "
                        "was uploaded separately)");
       }
-      if (!IsLowerHex64(a.sha256())) {
+      if (!sealing::IsSha256Hex(a.sha256())) {
         return Invalid(absl::StrCat(field, ".sha256"),
                        "a stored attachment needs the SHA-256 of its content "
                        "as 64 lower-case hex digits");

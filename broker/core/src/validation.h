@@ -20,8 +20,6 @@ absl::Status ValidateNewDocument(const v1::Document& doc,
 
 // Lower-case hex SHA-256.
 std::string Sha256Hex(absl::string_view data);
-// 64 lower-case hex digits (a SHA-256 as documents carry it).
-bool IsLowerHex64(absl::string_view s);
 
 // SHA-256 over the body and every attachment's hash: what the sender's
 // content is, independent of metadata. Each attachment's `sha256` must

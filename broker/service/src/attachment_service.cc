@@ -8,20 +8,13 @@
 #include "lienthong/attachments.h"
 #include "lienthong/broker/service.h"
 #include "lienthong/common/log.h"
+#include "lienthong/common/sealing.h"
 
 namespace lienthong::broker {
 namespace {
 
 void Log(log::Level level, absl::string_view message, log::Fields fields) {
   log::Write(level, "attachments", message, fields);
-}
-
-bool IsLowerHex64(absl::string_view s) {
-  if (s.size() != 64) return false;
-  for (char c : s) {
-    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
-  }
-  return true;
 }
 
 v1::UploadResponse ResponseOf(const storage::AttachmentUpload& upload) {
@@ -238,7 +231,7 @@ grpc::Status AttachmentServiceImpl::Serve(
     grpc::ServerWriter<v1::DownloadResponse>* writer, uint64_t* sent) {
   const v1::DownloadRequest* request = &req;
   const Principal* caller = &principal;
-  if (!IsLowerHex64(request->sha256())) {
+  if (!sealing::IsSha256Hex(request->sha256())) {
     return Refuse(absl::InvalidArgumentError(
         "sha256: must be the attachment's SHA-256 as 64 lower-case hex "
         "digits"));

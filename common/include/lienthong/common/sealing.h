@@ -152,6 +152,18 @@ absl::StatusOr<std::string> AeadSeal(absl::string_view key,
 absl::StatusOr<std::string> AeadOpen(absl::string_view key,
                                      absl::string_view sealed,
                                      absl::string_view associated_data);
+// AES-256-GCM with a nonce the caller chooses (12 bytes; it must never
+// repeat under one key: e.g. a segment's position under a key used for one
+// content only): ciphertext || 16-byte tag, and the reverse (DATA_LOSS when
+// authentication fails).
+absl::StatusOr<std::string> AeadSealWithNonce(
+    absl::string_view key, absl::string_view nonce, absl::string_view plaintext,
+    absl::string_view associated_data);
+absl::StatusOr<std::string> AeadOpenWithNonce(
+    absl::string_view key, absl::string_view nonce, absl::string_view sealed,
+    absl::string_view associated_data);
+// 64 lower-case hex digits: a SHA-256 as documents and attachments carry it.
+bool IsSha256Hex(absl::string_view text);
 // 32 random bytes for AeadSeal.
 std::string RandomKey();
 
