@@ -62,6 +62,21 @@ std::string WholeSha256() {
   return lienthong::sealing::HexOf(whole.Finish());
 }
 
+// Every chunk of the content through `upload`, which must then be complete.
+absl::Status WriteAll(lienthong::storage::AttachmentUpload& upload) {
+  for (uint64_t i = 0; i < kTotal / kChunk; ++i) {
+    lienthong::v1::Chunk chunk;
+    chunk.set_offset(i * kChunk);
+    chunk.set_data(ChunkAt(i));
+    chunk.set_sha256(lienthong::sealing::Sha256Hex(chunk.data()));
+    absl::StatusOr<bool> r = upload.Write(chunk);
+    if (!r.ok()) return r.status();
+  }
+  if (!upload.progress().complete)
+    return absl::InternalError("the upload is not complete");
+  return absl::OkStatus();
+}
+
 void BM_SyncedStream(benchmark::State& state) {
   std::string dir = TempDir();
   for (auto _ : state) {
@@ -116,18 +131,10 @@ void Upload(benchmark::State& state, bool sealed) {
       state.SkipWithError(std::string(upload.status().message()).c_str());
       break;
     }
-    for (uint64_t i = 0; i < kTotal / kChunk; ++i) {
-      lienthong::v1::Chunk chunk;
-      chunk.set_offset(i * kChunk);
-      chunk.set_data(ChunkAt(i));
-      chunk.set_sha256(lienthong::sealing::Sha256Hex(chunk.data()));
-      auto r = (*upload)->Write(chunk);
-      if (!r.ok()) {
-        state.SkipWithError(std::string(r.status().message()).c_str());
-        break;
-      }
+    if (absl::Status s = WriteAll(**upload); !s.ok()) {
+      state.SkipWithError(std::string(s.message()).c_str());
+      break;
     }
-    if (!(*upload)->progress().complete) state.SkipWithError("not complete");
     state.PauseTiming();
     upload->reset();
     attachments->reset();
@@ -156,12 +163,9 @@ void BM_Read(benchmark::State& state) {
   const std::string sha = WholeSha256();
   {
     auto upload = (*attachments)->BeginUpload("org:bench", sha, kTotal);
-    for (uint64_t i = 0; i < kTotal / kChunk; ++i) {
-      lienthong::v1::Chunk chunk;
-      chunk.set_offset(i * kChunk);
-      chunk.set_data(ChunkAt(i));
-      chunk.set_sha256(lienthong::sealing::Sha256Hex(chunk.data()));
-      (void)(*upload)->Write(chunk);
+    if (!upload.ok() || !WriteAll(**upload).ok()) {
+      state.SkipWithError("upload");
+      return;
     }
   }
   for (auto _ : state) {

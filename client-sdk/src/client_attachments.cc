@@ -307,14 +307,6 @@ class OpeningSink final : public AttachmentSink {
   sealing::Sha256Stream hash_;
 };
 
-bool IsLowerHex64(absl::string_view s) {
-  if (s.size() != 64) return false;
-  for (char c : s) {
-    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
-  }
-  return true;
-}
-
 // ---- Transfers ----
 
 // Transfers are resumable: whatever broke them, the next attempt goes on
@@ -408,7 +400,6 @@ class FileSink final : public AttachmentSink {
     }
     return absl::OkStatus();
   }
-  int fd() const { return fd_; }
 
  private:
   int fd_;
@@ -554,7 +545,7 @@ absl::Status ValidateSealing(const v1::Attachment& attachment) {
     return invalid("sealing.content_key",
                    absl::StrCat("must be ", kKeyBytes, " bytes"));
   }
-  if (!IsLowerHex64(s.plaintext_sha256())) {
+  if (!sealing::IsSha256Hex(s.plaintext_sha256())) {
     return invalid("sealing.plaintext_sha256",
                    "must be 64 lower-case hex digits");
   }

@@ -32,6 +32,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "google/protobuf/timestamp.pb.h"
+#include "google/protobuf/util/time_util.h"
 #include "lienthong/common/sealing.h"
 #include "lienthong/common/status_macros.h"
 
@@ -46,15 +47,13 @@ constexpr absl::string_view kRefPrefix = "att/r/";
 constexpr absl::Duration kGrantGrace = absl::Hours(1);
 
 google::protobuf::Timestamp TimestampOf(absl::Time t) {
-  google::protobuf::Timestamp ts;
-  const int64_t nanos = absl::ToUnixNanos(t);
-  ts.set_seconds(nanos / 1'000'000'000);
-  ts.set_nanos(static_cast<int32_t>(nanos % 1'000'000'000));
-  return ts;
+  return google::protobuf::util::TimeUtil::NanosecondsToTimestamp(
+      absl::ToUnixNanos(t));
 }
 
 absl::Time TimeOf(const google::protobuf::Timestamp& ts) {
-  return absl::FromUnixSeconds(ts.seconds()) + absl::Nanoseconds(ts.nanos());
+  return absl::FromUnixNanos(
+      google::protobuf::util::TimeUtil::TimestampToNanoseconds(ts));
 }
 
 absl::Status Errno(absl::string_view what, const std::string& path) {
@@ -228,22 +227,36 @@ class AttachmentStoreImpl final : public AttachmentStore {
       return absl::InvalidArgumentError(absl::StrCat(
           "attachment ", sha256, " has ", meta->size(), " bytes, not ", size));
     }
-    ASSIGN_OR_RETURN(std::optional<std::string> grant,
-                     ReadRecord(GrantKey(sha256, uploader)));
-    v1::AttachmentGrant g;
-    if (!grant || !g.ParseFromString(*grant)) {
+    ASSIGN_OR_RETURN(std::optional<absl::Time> granted,
+                     GrantedAt(sha256, uploader));
+    if (!granted) {
       return absl::FailedPreconditionError(
           absl::StrCat("attachment ", sha256, " has not been uploaded by ",
                        uploader, " (upload it with AttachmentService/Upload)"));
     }
-    if (TimeOf(g.at()) + options_.usable_for < clock_->Now()) {
+    if (!Usable(*granted)) {
       return absl::FailedPreconditionError(absl::StrCat(
           "attachment ", sha256, " was uploaded by ", uploader, " at ",
-          absl::FormatTime(TimeOf(g.at())),
+          absl::FormatTime(*granted),
           ", longer ago than attachments.usable_for: upload it again (only "
           "what the broker lacks is sent)"));
     }
     return absl::OkStatus();
+  }
+
+  // When `uploader` last completed an upload of `sha256` (nullopt: never,
+  // or its right was collected).
+  absl::StatusOr<std::optional<absl::Time>> GrantedAt(
+      absl::string_view sha256, absl::string_view uploader) {
+    ASSIGN_OR_RETURN(std::optional<std::string> raw,
+                     ReadRecord(GrantKey(sha256, uploader)));
+    v1::AttachmentGrant g;
+    if (!raw || !g.ParseFromString(*raw)) return std::nullopt;
+    return TimeOf(g.at());
+  }
+  // Whether a right given at `granted` still lets its holder reference.
+  bool Usable(absl::Time granted) const {
+    return granted + options_.usable_for >= clock_->Now();
   }
 
   absl::StatusOr<std::unique_ptr<AttachmentReader>> Open(
@@ -469,13 +482,9 @@ absl::Status UploadImpl::Start(std::optional<v1::StoredAttachment> existing) {
     existing_ = std::move(existing);
     // The same uploader proved it holds this content before: its right is
     // renewed without sending it again.
-    ASSIGN_OR_RETURN(
-        std::optional<std::string> grant,
-        owner_->ReadRecord(AttachmentStoreImpl::GrantKey(sha256_, uploader_)));
-    v1::AttachmentGrant g;
-    if (grant && g.ParseFromString(*grant) &&
-        TimeOf(g.at()) + owner_->options().usable_for >=
-            owner_->clock()->Now()) {
+    ASSIGN_OR_RETURN(std::optional<absl::Time> granted,
+                     owner_->GrantedAt(sha256_, uploader_));
+    if (granted && owner_->Usable(*granted)) {
       RETURN_IF_ERROR(owner_->Complete("", sha256_, uploader_, std::nullopt));
       progress_.durable_bytes = progress_.resumed_bytes = layout_.size;
       progress_.complete = true;

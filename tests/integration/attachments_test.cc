@@ -202,6 +202,20 @@ class AttachmentsTest : public ::testing::Test {
 
   // Takes document `id` from `client`'s inbox within kWait and acknowledges
   // it; an empty document when it did not come.
+  // `recipient` receives document `id`, whose one attachment downloads to
+  // a file (`file_name` in the work directory) holding exactly `content`.
+  void ExpectItsAttachmentDownloads(Client& recipient, const std::string& id,
+                                    const std::string& content,
+                                    const std::string& file_name) {
+    IncomingDocument got = FetchDocument(recipient, id);
+    ASSERT_THAT(got.document.attachments(), SizeIs(1));
+    const std::string out = work_.path() + "/" + file_name;
+    ASSERT_OK(recipient.DownloadAttachmentToFile(
+        id, got.document.attachments(0), out));
+    ASSERT_OK_AND_ASSIGN(std::string downloaded, ReadFile(out));
+    EXPECT_TRUE(downloaded == content) << "the bytes differ";
+  }
+
   IncomingDocument FetchDocument(Client& client, const std::string& id) {
     for (absl::Time deadline = absl::Now() + kWait; absl::Now() < deadline;) {
       absl::StatusOr<std::vector<IncomingDocument>> got =
@@ -527,13 +541,8 @@ TEST_F(AttachmentsTest, AnUploadInterruptedAtSixtyPercentResumes) {
   ASSERT_OK_AND_ASSIGN(SendReceipt receipt, sender->Send(doc));
   std::unique_ptr<Client> recipient = Open(kH49);
   ASSERT_NE(recipient, nullptr);
-  IncomingDocument got = FetchDocument(*recipient, receipt.document_id);
-  ASSERT_THAT(got.document.attachments(), SizeIs(1));
-  const std::string out = work_.path() + "/quet.pdf";
-  ASSERT_OK(recipient->DownloadAttachmentToFile(
-      receipt.document_id, got.document.attachments(0), out));
-  ASSERT_OK_AND_ASSIGN(std::string downloaded, ReadFile(out));
-  EXPECT_TRUE(downloaded == content) << "the bytes differ";
+  ExpectItsAttachmentDownloads(*recipient, receipt.document_id, content,
+                               "quet.pdf");
 }
 
 // ---- 5. kill -9 in the middle of an upload --------------------------------
@@ -645,13 +654,8 @@ TEST_F(AttachmentsTest, KillNineMidUploadLosesNothingAcknowledged) {
   a->set_size(kSize);
   a->set_stored(true);
   ASSERT_OK_AND_ASSIGN(SendReceipt receipt, sender->Send(doc));
-  IncomingDocument got = FetchDocument(*recipient, receipt.document_id);
-  ASSERT_THAT(got.document.attachments(), SizeIs(1));
-  const std::string out = work_.path() + "/sau-su-co.bin";
-  ASSERT_OK(recipient->DownloadAttachmentToFile(
-      receipt.document_id, got.document.attachments(0), out));
-  ASSERT_OK_AND_ASSIGN(std::string downloaded, ReadFile(out));
-  EXPECT_TRUE(downloaded == content) << "the bytes differ";
+  ExpectItsAttachmentDownloads(*recipient, receipt.document_id, content,
+                               "sau-su-co.bin");
 }
 
 // ---- 6. Who may download and reference what; limits ------------------------

@@ -627,6 +627,20 @@ class FederationTest : public ::testing::Test {
     return r;
   }
 
+  // All four brokers, until h49 knows where H51 is (all four, so that h49
+  // has heard from both its peers: see
+  // ASendToAProvinceDownLongerThanTheStalePeriodIsQueued); then h51 stops,
+  // so documents for H51 wait at the centre.
+  absl::Status StartAllWithH51Down() {
+    RETURN_IF_ERROR(fed_.Start({"central", "h49", "h50", "h51"}));
+    ASSIGN_OR_RETURN(std::unique_ptr<AdminClient> admin, fed_.Admin("h49"));
+    if (!WaitForDirectory(admin.get(), kH51)) {
+      return absl::DeadlineExceededError(
+          absl::StrCat("h49 never learned where H51 is\n", fed_.Logs()));
+    }
+    return fed_.broker("h51").Stop();
+  }
+
   Federation fed_;
 };
 
@@ -1186,12 +1200,7 @@ TEST_F(FederationTest, StoredAttachmentsTravelEveryRouteAndDownloadAtHome) {
 }
 
 TEST_F(FederationTest, AStoredAttachmentWaitsAtTheCentreWhileItsBrokerIsDown) {
-  // All four, so that h49 has heard from both its peers (see
-  // ASendToAProvinceDownLongerThanTheStalePeriodIsQueued).
-  ASSERT_OK(fed_.Start({"central", "h49", "h50", "h51"}));
-  ASSERT_OK_AND_ASSIGN(std::unique_ptr<AdminClient> admin, fed_.Admin("h49"));
-  ASSERT_TRUE(WaitForDirectory(admin.get(), kH51)) << fed_.Logs();
-  ASSERT_OK(fed_.broker("h51").Stop());
+  ASSERT_OK(StartAllWithH51Down());
 
   ASSERT_OK_AND_ASSIGN(std::unique_ptr<Client> sender, fed_.Open("h49", kH49));
   WatchRecorder watch(sender.get(), "");
@@ -1254,10 +1263,7 @@ TEST_F(FederationTest, AStoredAttachmentWaitsAtTheCentreWhileItsBrokerIsDown) {
 // back) cannot push it: the copy is DENIED with the reason, instead of the
 // link to the peer stalling on it for ever, and the link carries on.
 TEST_F(FederationTest, AnAttachmentLostAtTheCentreDeniesItsCopyNotTheLink) {
-  ASSERT_OK(fed_.Start({"central", "h49", "h50", "h51"}));
-  ASSERT_OK_AND_ASSIGN(std::unique_ptr<AdminClient> admin, fed_.Admin("h49"));
-  ASSERT_TRUE(WaitForDirectory(admin.get(), kH51)) << fed_.Logs();
-  ASSERT_OK(fed_.broker("h51").Stop());
+  ASSERT_OK(StartAllWithH51Down());
 
   ASSERT_OK_AND_ASSIGN(std::unique_ptr<Client> sender, fed_.Open("h49", kH49));
   WatchRecorder watch(sender.get(), "");

@@ -1673,9 +1673,13 @@ class ExchangeImpl : public Exchange {
     *status.mutable_metadata() = doc.metadata();
     *status.mutable_accepted_at() = doc.accepted_at();
     for (const v1::Attachment& a : doc.attachments()) {
+      // Described, never copied with its content (inline ones may be large).
       v1::Attachment* listed = status.add_attachments();
-      *listed = a;
-      listed->clear_content();
+      listed->set_name(a.name());
+      listed->set_content_type(a.content_type());
+      listed->set_sha256(a.sha256());
+      listed->set_size(a.size());
+      listed->set_stored(a.stored());
     }
     std::map<std::string, v1::RecipientStatus> rows;
     for (const std::string& r : doc.recipients()) {

@@ -226,56 +226,54 @@ grpc::Status AttachmentServiceImpl::Download(
 }
 
 grpc::Status AttachmentServiceImpl::Serve(
-    grpc::ServerContext* ctx, const Principal& principal,
-    const v1::DownloadRequest& req,
+    grpc::ServerContext* ctx, const Principal& caller,
+    const v1::DownloadRequest& request,
     grpc::ServerWriter<v1::DownloadResponse>* writer, uint64_t* sent) {
-  const v1::DownloadRequest* request = &req;
-  const Principal* caller = &principal;
-  if (!sealing::IsSha256Hex(request->sha256())) {
+  if (!sealing::IsSha256Hex(request.sha256())) {
     return Refuse(absl::InvalidArgumentError(
         "sha256: must be the attachment's SHA-256 as 64 lower-case hex "
         "digits"));
   }
   absl::StatusOr<v1::Attachment> attachment = exchange_->FindAttachment(
-      *caller, request->document_id(), request->sha256());
+      caller, request.document_id(), request.sha256());
   if (!attachment.ok()) return Refuse(attachment.status());
   absl::StatusOr<std::unique_ptr<storage::AttachmentReader>> reader =
-      store_->Open(request->sha256());
+      store_->Open(request.sha256());
   if (absl::IsNotFound(reader.status())) {
     return Refuse(absl::DataLossError(
-        absl::StrCat("attachment ", request->sha256(), " of document ",
-                     request->document_id(), " is missing at this broker")));
+        absl::StrCat("attachment ", request.sha256(), " of document ",
+                     request.document_id(), " is missing at this broker")));
   }
   if (!reader.ok()) return Refuse(reader.status());
   const uint64_t size = (*reader)->size();
   const uint64_t chunk_size = (*reader)->chunk_size();
-  if (request->offset() > size) {
+  if (request.offset() > size) {
     return Refuse(absl::OutOfRangeError(
-        absl::StrCat("offset: ", request->offset(),
+        absl::StrCat("offset: ", request.offset(),
                      " is beyond the attachment's ", size, " bytes")));
   }
   v1::DownloadResponse response;
   response.set_size(size);
   response.set_chunk_size(chunk_size);
-  if (request->offset() == size) {
+  if (request.offset() == size) {
     writer->Write(response);
     return grpc::Status::OK;
   }
-  for (uint64_t at = request->offset() / chunk_size * chunk_size; at < size;
+  for (uint64_t at = request.offset() / chunk_size * chunk_size; at < size;
        at += chunk_size) {
     if (stopping_) return Refuse(absl::UnavailableError("broker stopping"));
     if (ctx->IsCancelled()) return grpc::Status::CANCELLED;
     absl::StatusOr<v1::Chunk> chunk = (*reader)->Read(at);
     if (!chunk.ok()) {
       Log(log::Level::kError, chunk.status().ToString(),
-          {{"sha256", request->sha256()},
-           {"document_id", request->document_id()}});
+          {{"sha256", request.sha256()},
+           {"document_id", request.document_id()}});
       return Refuse(chunk.status());
     }
-    if (at < request->offset()) {
+    if (at < request.offset()) {
       // A resumed download starts inside this chunk.
-      chunk->mutable_data()->erase(0, request->offset() - at);
-      chunk->set_offset(request->offset());
+      chunk->mutable_data()->erase(0, request.offset() - at);
+      chunk->set_offset(request.offset());
       chunk->set_sha256(Sha256HexOf(chunk->data()));
     }
     uint64_t bytes = chunk->data().size();

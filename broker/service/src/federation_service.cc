@@ -313,6 +313,26 @@ struct LinkIo {
   absl::Time progress ABSL_GUARDED_BY(mu) = absl::Now();
 };
 
+// Whether `t`'s document has stored attachment `sha256`.
+bool Needs(const v1::Transfer& t, const std::string& sha256) {
+  for (const v1::Attachment& a : t.document().attachments()) {
+    if (a.stored() && a.sha256() == sha256) return true;
+  }
+  return false;
+}
+
+// The stored attachments of `t` not in `pushed`, each once.
+std::vector<std::string> Unpushed(const v1::Transfer& t,
+                                  const std::set<std::string>& pushed) {
+  std::vector<std::string> out;
+  for (const v1::Attachment& a : t.document().attachments()) {
+    if (a.stored() && !pushed.count(a.sha256()) &&
+        std::find(out.begin(), out.end(), a.sha256()) == out.end())
+      out.push_back(a.sha256());
+  }
+  return out;
+}
+
 }  // namespace
 
 PeerLinks::PeerLinks(Exchange* exchange, PeerLinkOptions options,
@@ -553,25 +573,18 @@ absl::Status PeerLinks::RunOnce(Peer* peer) {
         break;
       }
       if (io->written == io->answered) io->progress = absl::Now();
-      // A transfer's stored attachments go before it: the peer takes the
-      // transfer only once it holds them.
-      if (options_.attachments != nullptr) {
-        size_t n = 0;
-        for (const v1::Transfer& t : io->transfers) {
-          if (n++ >= kMaxTransfersPerMessage) break;
-          for (const v1::Attachment& a : t.document().attachments()) {
-            if (a.stored() && !pushed.count(a.sha256()) &&
-                std::find(to_push.begin(), to_push.end(), a.sha256()) ==
-                    to_push.end())
-              to_push.push_back(a.sha256());
-          }
-        }
-      }
+      // A transfer's stored attachments go before it (the peer takes it
+      // only once it holds them): the batch stops at the first transfer
+      // with one not pushed on this link yet; they are pushed after it.
       size_t bytes = 0;
-      while (to_push.empty() && !io->transfers.empty() &&
+      while (!io->transfers.empty() &&
              static_cast<size_t>(request.transfers_size()) <
                  kMaxTransfersPerMessage &&
              bytes < kMaxBytesPerMessage) {
+        if (options_.attachments != nullptr) {
+          to_push = Unpushed(io->transfers.front(), pushed);
+          if (!to_push.empty()) break;
+        }
         bytes += io->transfers.front().ByteSizeLong();
         *request.add_transfers() = std::move(io->transfers.front());
         io->transfers.pop_front();
@@ -580,6 +593,16 @@ absl::Status PeerLinks::RunOnce(Peer* peer) {
       for (uint64_t id : io->event_acks) request.add_event_acks(id);
       io->event_acks.clear();
     }
+    const uint64_t generation = exchange_->directory_generation();
+    if (absl::Now() >= next_announce || generation != announced_generation) {
+      announced_generation = generation;
+      *request.mutable_announce() = exchange_->AnnounceTo(name);
+      next_announce = absl::Now() + options_.announce_interval;
+    }
+    if ((request.transfers_size() > 0 || request.event_acks_size() > 0 ||
+         request.has_announce()) &&
+        !stream->Write(request))
+      break;
     if (!to_push.empty()) {
       for (const std::string& sha256 : to_push) {
         bool local_loss = false;
@@ -593,10 +616,7 @@ absl::Status PeerLinks::RunOnce(Peer* peer) {
           {
             absl::MutexLock lock(&io->mu);
             for (auto it = io->transfers.begin(); it != io->transfers.end();) {
-              bool needs = false;
-              for (const v1::Attachment& a : it->document().attachments())
-                needs = needs || (a.stored() && a.sha256() == sha256);
-              if (!needs) {
+              if (!Needs(*it, sha256)) {
                 ++it;
                 continue;
               }
@@ -630,18 +650,7 @@ absl::Status PeerLinks::RunOnce(Peer* peer) {
         pushed.insert(sha256);
       }
       if (!ended_by.ok()) break;
-      continue;
     }
-    const uint64_t generation = exchange_->directory_generation();
-    if (absl::Now() >= next_announce || generation != announced_generation) {
-      announced_generation = generation;
-      *request.mutable_announce() = exchange_->AnnounceTo(name);
-      next_announce = absl::Now() + options_.announce_interval;
-    }
-    if (request.transfers_size() == 0 && request.event_acks_size() == 0 &&
-        !request.has_announce())
-      continue;
-    if (!stream->Write(request)) break;
   }
   // Whatever was sent without custody goes out again on the next link.
   (*session)->Close();

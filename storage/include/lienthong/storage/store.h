@@ -204,8 +204,8 @@ class Store {
       absl::string_view plaintext, absl::string_view context) = 0;
   // Opens what SealBeside made: DATA_LOSS when it is not sealed or fails
   // authentication, FAILED_PRECONDITION when its data key is not loaded.
-  virtual absl::StatusOr<std::string> OpenBeside(
-      std::string sealed, absl::string_view context) = 0;
+  virtual absl::StatusOr<std::string> OpenBeside(std::string sealed,
+                                                 absl::string_view context) = 0;
   // ---- The audit chain (read only: there is no API that changes it) ----
 
   // The head after every write committed so far (possibly not yet synced;
