@@ -23,6 +23,7 @@
 #include "client-sdk/cli/format.h"
 #include "client-sdk/cli/health_command.h"
 #include "client-sdk/cli/policy_commands.h"
+#include "client-sdk/cli/workflow_commands.h"
 #include "lienthong/admin_client.h"
 #include "lienthong/client.h"
 
@@ -429,6 +430,47 @@ int Main(int argc, char** argv) {
       ->required();
   admin_evidence_cmd->add_option("--out", admin_evidence_out, "File to write")
       ->required();
+  // recall, paper conversion
+  RecallFlags recall;
+  CLI::App* recall_cmd = app.add_subcommand(
+      "recall",
+      "Ask the recipients of a document this organization sent to withdraw "
+      "it (a RECALL; each answers with `lienthong status DOC_ID "
+      "agreed|refused`; a copy not yet delivered is withdrawn at once)");
+  recall_cmd->add_option("DOC_ID", recall.document_id, "Document recalled")
+      ->required();
+  recall_cmd->add_option("--to", recall.to,
+                         "Recipient asked (repeatable; default: every "
+                         "recipient of the document)");
+  recall_cmd->add_option("--reason", recall.reason, "Why (the recall's body)");
+  recall_cmd->add_option("--subject", recall.subject,
+                         "Subject of the recall document");
+  PaperConvertFlags paper;
+  CLI::App* paper_cmd = app.add_subcommand(
+      "paper-convert",
+      "Record that a document this organization sent or received was "
+      "converted to paper (reason required; audited; its sender sees it)");
+  paper_cmd->add_option("DOC_ID", paper.document_id, "Document id")->required();
+  paper_cmd->add_option("--reason", paper.reason, "Why it had to be on paper")
+      ->required();
+  paper_cmd->add_option("--by", paper.by, "The official who converted it");
+  uint32_t paper_limit = 100;
+  CLI::App* paper_list_cmd = app.add_subcommand(
+      "paper-conversions", "List this organization's paper conversions");
+  paper_list_cmd->add_option("--limit", paper_limit, "At most N, newest first")
+      ->capture_default_str();
+  std::string admin_paper_org;
+  uint32_t admin_paper_limit = 100;
+  CLI::App* admin_paper_cmd = admin_cmd->add_subcommand(
+      "paper-conversions",
+      "List an organization's paper conversions recorded at this broker "
+      "(operators and auditors)");
+  admin_paper_cmd->add_option("ORG", admin_paper_org, "Organization code")
+      ->required();
+  admin_paper_cmd
+      ->add_option("--limit", admin_paper_limit, "At most N, newest first")
+      ->capture_default_str();
+
   std::string verify_file;
   CLI::App* verify_cmd = app.add_subcommand(
       "verify",
@@ -570,6 +612,9 @@ int Main(int argc, char** argv) {
     } else if (admin_evidence_cmd->parsed()) {
       result = RunAdminEvidence(**admin, admin_evidence_id, admin_evidence_out,
                                 output);
+    } else if (admin_paper_cmd->parsed()) {
+      result = RunAdminPaperConversions(**admin, admin_paper_org,
+                                        admin_paper_limit, output);
     } else if (admin_log_level_cmd->parsed()) {
       result = RunAdminLogLevel(**admin, admin_log_level, output);
     }
@@ -606,6 +651,12 @@ int Main(int argc, char** argv) {
     result = RunTrack(**client, track, output, g_stop);
   } else if (watch_cmd->parsed()) {
     result = RunWatch(**client, watch, output, g_stop);
+  } else if (recall_cmd->parsed()) {
+    result = RunRecall(**client, recall, output);
+  } else if (paper_cmd->parsed()) {
+    result = RunPaperConvert(**client, paper, output);
+  } else if (paper_list_cmd->parsed()) {
+    result = RunPaperConversions(**client, paper_limit, output);
   } else if (keys_publish_cmd->parsed()) {
     result = RunKeysPublish(**client, output);
   }

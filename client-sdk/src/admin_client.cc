@@ -81,6 +81,13 @@ class AdminClientImpl final : public AdminClient {
     request.set_document_id(document_id);
     return Read(request, &Connection::AdminStub::ExportEvidence);
   }
+  absl::StatusOr<v1::ListPaperConversionsResponse> ListPaperConversions(
+      const std::string& org, uint32_t limit) override {
+    v1::ListOrgPaperConversionsRequest request;
+    request.set_org(org);
+    request.set_limit(limit);
+    return Read(request, &Connection::AdminStub::ListPaperConversions);
+  }
   absl::StatusOr<v1::RotateStorageKeysResponse> RotateStorageKeys() override {
     // A repeat only rotates once more: harmless.
     return Read(v1::RotateStorageKeysRequest(),

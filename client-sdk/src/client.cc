@@ -347,6 +347,40 @@ class ClientImpl final : public Client {
     return response.event();
   }
 
+  absl::StatusOr<v1::RecordPaperConversionResponse> RecordPaperConversion(
+      const std::string& document_id, const std::string& reason,
+      const std::string& converted_by) override {
+    v1::RecordPaperConversionRequest request;
+    request.set_document_id(document_id);
+    request.set_reason(reason);
+    request.set_converted_by(converted_by);
+    v1::RecordPaperConversionResponse response;
+    // Not idempotent at the broker: repeated only when it surely was not
+    // processed.
+    absl::Status status = connection_->Call(
+        RetryOn::kUnavailable, absl::ZeroDuration(),
+        [&](Connection::Stub& stub, grpc::ClientContext& context) {
+          return stub.RecordPaperConversion(&context, request, &response);
+        });
+    if (!status.ok()) return status;
+    return response;
+  }
+
+  absl::StatusOr<std::vector<v1::PaperConversion>> ListPaperConversions(
+      uint32_t limit) override {
+    v1::ListPaperConversionsRequest request;
+    request.set_limit(limit);
+    v1::ListPaperConversionsResponse response;
+    absl::Status status = connection_->Call(
+        RetryOn::kUnavailableOrDeadline, absl::ZeroDuration(),
+        [&](Connection::Stub& stub, grpc::ClientContext& context) {
+          return stub.ListPaperConversions(&context, request, &response);
+        });
+    if (!status.ok()) return status;
+    return std::vector<v1::PaperConversion>(response.conversions().begin(),
+                                            response.conversions().end());
+  }
+
   absl::StatusOr<v1::DocumentStatus> GetDocumentStatus(
       const std::string& document_id) override {
     v1::GetDocumentStatusRequest request;
@@ -447,6 +481,24 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Open(
   if (!connection.ok()) return connection.status();
   return std::unique_ptr<Client>(
       std::make_unique<client_internal::ClientImpl>(*std::move(connection)));
+}
+
+v1::Document NewChangeRequest(const std::string& original_id,
+                              const std::vector<std::string>& recipients,
+                              v1::BusinessType type, const std::string& subject,
+                              const std::string& reason) {
+  v1::Document doc;
+  for (const std::string& r : recipients) doc.add_recipients(r);
+  v1::DocumentMetadata* m = doc.mutable_metadata();
+  m->set_subject(subject);
+  m->set_business_type(type);
+  m->set_refers_to(original_id);
+  m->set_urgency(v1::URGENCY_EXPRESS);
+  if (!reason.empty()) {
+    doc.set_body(reason);
+    doc.set_body_content_type("text/plain; charset=utf-8");
+  }
+  return doc;
 }
 
 }  // namespace lienthong

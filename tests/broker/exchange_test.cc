@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <functional>
 #include <memory>
 #include <ostream>
@@ -1341,6 +1342,286 @@ TEST_P(ExchangeTest, RecipientStatusReportsReachTheSender) {
 }
 
 // ---- Watch ------------------------------------------------------------------
+
+// ---- Recall, update, replace; paper conversion -----------------------------
+
+// A RECALL (or UPDATE / REPLACE) of `original` from `sender` to `recipients`.
+v1::Document ChangeRequest(const std::string& sender,
+                           std::vector<std::string> recipients,
+                           const std::string& original, v1::BusinessType type,
+                           v1::Urgency urgency = v1::URGENCY_NORMAL) {
+  v1::Document doc = NewDocument(sender, std::move(recipients),
+                                 "Thu hồi Quyết định số 123/QĐ-UBND");
+  doc.mutable_metadata()->set_business_type(type);
+  doc.mutable_metadata()->set_refers_to(original);
+  doc.mutable_metadata()->set_urgency(urgency);
+  return doc;
+}
+
+// "<recipient> <step>" for each event of `status`' history, where a step
+// is the delivery state or business status name without its prefix.
+std::vector<std::string> Steps(const v1::DocumentStatus& status,
+                               const std::string& recipient) {
+  std::vector<std::string> out;
+  for (const v1::StatusEvent& e : status.history()) {
+    if (e.recipient() != recipient) continue;
+    if (e.has_paper_conversion()) {
+      out.push_back("PAPER");
+    } else if (e.business_status() != v1::BUSINESS_STATUS_UNSPECIFIED) {
+      out.push_back(v1::BusinessStatus_Name(e.business_status())
+                        .substr(strlen("BUSINESS_STATUS_")));
+    } else {
+      out.push_back(v1::DeliveryState_Name(e.delivery_state())
+                        .substr(strlen("DELIVERY_STATE_")));
+    }
+  }
+  return out;
+}
+
+TEST_P(ExchangeTest, RecallOfDeliveredCopiesIsAgreedOrRefusedByEachRecipient) {
+  std::string id = MustSend(h49_, NewDocument(kH49, {kG22, kH50}));
+  ASSERT_OK_AND_ASSIGN(v1::FetchResponse g22_got, Fetch(g22_, 0));
+  ASSERT_OK_AND_ASSIGN(v1::FetchResponse h50_got, Fetch(h50_, 0));
+  ASSERT_OK(Ack(g22_, {id}));
+  ASSERT_OK(Ack(h50_, {id}));
+  ASSERT_TRUE(EventuallyDelivered(id, kG22));
+  ASSERT_TRUE(EventuallyDelivered(id, kH50));
+  Watcher watch;
+  ASSERT_OK(Watch(h49_, id, 0, watch));
+
+  std::string recall = MustSend(
+      h49_, ChangeRequest(kH49, {kG22, kH50}, id, v1::BUSINESS_TYPE_RECALL));
+  // Both recipients get the recall itself.
+  ASSERT_OK_AND_ASSIGN(g22_got, Fetch(g22_, 0));
+  ASSERT_THAT(g22_got.deliveries(), SizeIs(1));
+  EXPECT_EQ(g22_got.deliveries(0).document().metadata().refers_to(), id);
+  ASSERT_OK(Ack(g22_, {recall}));
+
+  ASSERT_OK_AND_ASSIGN(
+      v1::ReportStatusResponse agreed,
+      ReportStatus(g22_, id, v1::BUSINESS_STATUS_AGREED, "Đồng ý thu hồi"));
+  EXPECT_EQ(agreed.event().related_document_id(), recall);
+  EXPECT_EQ(agreed.event().related_business_type(), v1::BUSINESS_TYPE_RECALL);
+  ASSERT_OK(ReportStatus(h50_, id, v1::BUSINESS_STATUS_REFUSED,
+                         "Văn bản đã được thi hành"));
+  // Once per request.
+  EXPECT_THAT(ReportStatus(g22_, id, v1::BUSINESS_STATUS_REFUSED, "Đổi ý"),
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       HasSubstr("already answered")));
+
+  ASSERT_OK_AND_ASSIGN(v1::DocumentStatus status, GetStatus(h49_, id));
+  EXPECT_THAT(Steps(status, kG22),
+              ElementsAre("ACCEPTED", "DELIVERED", "RECALL_OR_UPDATE_REQUESTED",
+                          "AGREED", "RECALLED"));
+  EXPECT_THAT(Steps(status, kH50),
+              ElementsAre("ACCEPTED", "DELIVERED", "RECALL_OR_UPDATE_REQUESTED",
+                          "REFUSED"));
+  EXPECT_EQ(DeliveryStateOf(id, kG22), v1::DELIVERY_STATE_RECALLED);
+  EXPECT_EQ(DeliveryStateOf(id, kH50), v1::DELIVERY_STATE_DELIVERED);
+  for (const v1::StatusEvent& e : status.history()) {
+    if (e.business_status() == v1::BUSINESS_STATUS_RECALL_OR_UPDATE_REQUESTED ||
+        e.delivery_state() == v1::DELIVERY_STATE_RECALLED) {
+      EXPECT_EQ(e.related_document_id(), recall);
+    }
+  }
+  // The sender's watch saw every step, live.
+  EXPECT_TRUE(watch.events.WaitForCount(status.history_size()));
+  EXPECT_THAT(Sequences(watch.events.items()),
+              ElementsAreArray(Sequences(
+                  {status.history().begin(), status.history().end()})));
+  watch.session->Close();
+}
+
+TEST_P(ExchangeTest, RecallWithdrawsACopyNotYetDeliveredEvenAfterRestart) {
+  std::string id = MustSend(h49_, NewDocument(kH49, {kG22}));
+  // An express recall: it would overtake the original in the queue.
+  std::string recall =
+      MustSend(h49_, ChangeRequest(kH49, {kG22}, id, v1::BUSINESS_TYPE_RECALL,
+                                   v1::URGENCY_EXPRESS));
+  EXPECT_TRUE(Eventually([&] {
+    return DeliveryStateOf(id, kG22) == v1::DELIVERY_STATE_RECALLED;
+  }));
+  ASSERT_OK_AND_ASSIGN(v1::ListInboxResponse inbox, ListInbox(g22_));
+  ASSERT_THAT(inbox.entries(), SizeIs(1));
+  EXPECT_EQ(inbox.entries(0).document_id(), recall);
+  ASSERT_NO_FATAL_FAILURE(Restart());
+  Receiver g22;
+  ASSERT_OK(g22.Open(*exchange_, g22_, 10));
+  ASSERT_TRUE(g22.WaitForCount(1));
+  EXPECT_EQ(g22.CountAfterQuiet(), 1u);
+  EXPECT_EQ(g22.delivery(0).document().id(), recall);
+  // Nothing is left to answer.
+  EXPECT_THAT(
+      ReportStatus(g22_, id, v1::BUSINESS_STATUS_AGREED),
+      StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("withdrawn")));
+  ASSERT_OK_AND_ASSIGN(v1::DocumentStatus status, GetStatus(h49_, id));
+  EXPECT_THAT(
+      Steps(status, kG22),
+      ElementsAre("ACCEPTED", "RECALL_OR_UPDATE_REQUESTED", "RECALLED"));
+  EXPECT_THAT(status.history(status.history_size() - 1).reason(),
+              HasSubstr("withdrawn before delivery"));
+  g22.Close();
+}
+
+TEST_P(ExchangeTest, AgreedRecallTakesAHandedOutUnacknowledgedCopyOffTheQueue) {
+  std::string id = MustSend(h49_, NewDocument(kH49, {kG22}));
+  ASSERT_OK_AND_ASSIGN(v1::FetchResponse got, Fetch(g22_, 0, 1));
+  ASSERT_THAT(got.deliveries(), SizeIs(1));
+  // In flight when the recall comes: the recipient may have seen it, so it
+  // is asked.
+  std::string recall =
+      MustSend(h49_, ChangeRequest(kH49, {kG22}, id, v1::BUSINESS_TYPE_RECALL));
+  EXPECT_EQ(DeliveryStateOf(id, kG22), v1::DELIVERY_STATE_ACCEPTED);
+  ASSERT_OK(ReportStatus(g22_, id, v1::BUSINESS_STATUS_AGREED));
+  EXPECT_EQ(DeliveryStateOf(id, kG22), v1::DELIVERY_STATE_RECALLED);
+  ASSERT_OK_AND_ASSIGN(v1::AckResponse acked, Ack(g22_, {id}));
+  EXPECT_EQ(acked.acknowledged(), 0u);
+  clock_.Advance(absl::Seconds(5));  // the lease is over
+  ASSERT_NO_FATAL_FAILURE(Restart());
+  Receiver g22;
+  ASSERT_OK(g22.Open(*exchange_, g22_, 10));
+  ASSERT_TRUE(g22.WaitForCount(1));
+  EXPECT_EQ(g22.CountAfterQuiet(), 1u);
+  EXPECT_EQ(g22.delivery(0).document().id(), recall);
+  EXPECT_EQ(DeliveryStateOf(id, kG22), v1::DELIVERY_STATE_RECALLED);
+  g22.Close();
+}
+
+TEST_P(ExchangeTest, UpdateAgreedSupersedesTheOldDocumentInItsHistory) {
+  std::string id = MustSend(h49_, NewDocument(kH49, {kG22}));
+  ASSERT_OK_AND_ASSIGN(v1::FetchResponse got, Fetch(g22_, 0));
+  ASSERT_OK(Ack(g22_, {id}));
+  ASSERT_TRUE(EventuallyDelivered(id, kG22));
+  std::string update = MustSend(
+      h49_, ChangeRequest(kH49, {kG22}, id, v1::BUSINESS_TYPE_REPLACE));
+  ASSERT_OK_AND_ASSIGN(got, Fetch(g22_, 0));
+  ASSERT_THAT(got.deliveries(), SizeIs(1));
+  EXPECT_EQ(got.deliveries(0).document().id(), update);
+  ASSERT_OK(ReportStatus(g22_, id, v1::BUSINESS_STATUS_AGREED));
+  ASSERT_OK_AND_ASSIGN(v1::DocumentStatus status, GetStatus(h49_, id));
+  EXPECT_THAT(Steps(status, kG22),
+              ElementsAre("ACCEPTED", "DELIVERED", "RECALL_OR_UPDATE_REQUESTED",
+                          "AGREED"));
+  EXPECT_THAT(
+      status.history(status.history_size() - 1).reason(),
+      HasSubstr(absl::StrCat("superseded by the replacement ", update)));
+  // An UPDATE or REPLACE leaves the old copy where it was.
+  EXPECT_EQ(DeliveryStateOf(id, kG22), v1::DELIVERY_STATE_DELIVERED);
+}
+
+TEST_P(ExchangeTest, RecallsAreCheckedAgainstTheDocumentTheyReferTo) {
+  std::string id = MustSend(h49_, NewDocument(kH49, {kG22}));
+  std::string from_h50 = MustSend(h50_, NewDocument(kH50, {kG22}));
+  EXPECT_THAT(Send(h49_, ChangeRequest(kH49, {kG22}, NewDocumentId(1),
+                                       v1::BUSINESS_TYPE_RECALL)),
+              StatusIs(absl::StatusCode::kNotFound,
+                       HasSubstr("document.metadata.refers_to")));
+  EXPECT_THAT(Send(h49_, ChangeRequest(kH49, {kG22}, from_h50,
+                                       v1::BUSINESS_TYPE_RECALL)),
+              StatusIs(absl::StatusCode::kNotFound,
+                       HasSubstr("document.metadata.refers_to")));
+  EXPECT_THAT(
+      Send(h49_, ChangeRequest(kH49, {kH50}, id, v1::BUSINESS_TYPE_UPDATE)),
+      StatusIs(absl::StatusCode::kInvalidArgument,
+               HasSubstr("document.recipients[0]: 000.00.00.H50 is not a "
+                         "recipient")));
+  // Statuses 13, 15, 16 belong to the exchange.
+  EXPECT_THAT(
+      ReportStatus(g22_, id, v1::BUSINESS_STATUS_RECALL_OR_UPDATE_REQUESTED),
+      StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("status: 13")));
+  EXPECT_THAT(ReportStatus(g22_, id, v1::BUSINESS_STATUS_AGREED),
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       HasSubstr("none is pending")));
+  ASSERT_OK_AND_ASSIGN(v1::DocumentStatus status, GetStatus(h49_, id));
+  EXPECT_THAT(Steps(status, kG22), ElementsAre("ACCEPTED"));
+}
+
+absl::StatusOr<v1::RecordPaperConversionResponse> ConvertToPaper(
+    Exchange& exchange, const Principal& caller, const std::string& id,
+    const std::string& reason, const std::string& by = "") {
+  v1::RecordPaperConversionRequest request;
+  request.set_document_id(id);
+  request.set_reason(reason);
+  request.set_converted_by(by);
+  AsyncResult<v1::RecordPaperConversionResponse> result;
+  exchange.RecordPaperConversion(caller, request, result.Callback());
+  return result.Wait();
+}
+
+TEST_P(ExchangeTest, PaperConversionsAreRecordedWithReasonWhoAndWhen) {
+  std::string id = MustSend(h49_, NewDocument(kH49, {kG22}));
+  EXPECT_THAT(ConvertToPaper(*exchange_, g22_, id, "  "),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("reason: required")));
+  // Not a party: as if it did not exist.
+  EXPECT_THAT(ConvertToPaper(*exchange_, h50_, id, "In để lưu"),
+              StatusIs(absl::StatusCode::kNotFound));
+  ASSERT_OK_AND_ASSIGN(v1::DocumentStatus before, GetStatus(h49_, id));
+  EXPECT_EQ(before.history_size(), 1);
+
+  clock_.Advance(absl::Minutes(3));
+  ASSERT_OK_AND_ASSIGN(
+      v1::RecordPaperConversionResponse converted,
+      ConvertToPaper(*exchange_, g22_, id, "Trình lãnh đạo ký bản giấy",
+                     "Nguyễn Văn A"));
+  EXPECT_EQ(converted.conversion().org(), kG22);
+  EXPECT_EQ(converted.conversion().actor(), g22_.spiffe_id);
+  EXPECT_EQ(converted.conversion().converted_by(), "Nguyễn Văn A");
+  EXPECT_EQ(Nanos(converted.conversion().at()),
+            absl::ToUnixNanos(clock_.Now()));
+  ASSERT_OK(ConvertToPaper(*exchange_, h49_, id, "Lưu trữ bản giấy"));
+
+  ASSERT_OK_AND_ASSIGN(v1::DocumentStatus status, GetStatus(h49_, id));
+  EXPECT_THAT(Steps(status, kG22), ElementsAre("ACCEPTED", "PAPER"));
+  EXPECT_THAT(Steps(status, kH49), ElementsAre("PAPER"));
+  EXPECT_EQ(DeliveryStateOf(id, kG22), v1::DELIVERY_STATE_ACCEPTED);
+
+  AsyncResult<v1::ListPaperConversionsResponse> listed;
+  exchange_->ListPaperConversions(g22_, v1::ListPaperConversionsRequest(),
+                                  listed.Callback());
+  ASSERT_OK_AND_ASSIGN(v1::ListPaperConversionsResponse g22_list,
+                       listed.Wait());
+  ASSERT_THAT(g22_list.conversions(), SizeIs(1));
+  EXPECT_EQ(g22_list.conversions(0).reason(), "Trình lãnh đạo ký bản giấy");
+  EXPECT_EQ(g22_list.conversions(0).document_id(), id);
+  ASSERT_OK_AND_ASSIGN(std::vector<v1::PaperConversion> h49_list,
+                       exchange_->PaperConversions(kH49, 0));
+  ASSERT_THAT(h49_list, SizeIs(1));
+  EXPECT_EQ(h49_list[0].reason(), "Lưu trữ bản giấy");
+  EXPECT_THAT(exchange_->PaperConversions("H49", 0),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("org")));
+}
+
+TEST_P(ExchangeTest, PaperConversionForbiddenByPolicyIsRefusedNamingTheRule) {
+  ASSERT_OK(policy_
+                ->Apply(R"(
+rules:
+  - name: served-orgs-exchange
+    effect: permit
+    sender: {orgs: [000.00.00.H49]}
+    recipient: {orgs: [000.00.00.G22, 000.00.00.H50]}
+  - name: no-paper-to-the-centre
+    effect: permit
+    recipient: {orgs: [000.00.00.G22]}
+    obligations: {paper_conversion_forbidden: true}
+)")
+                .status());
+  std::string to_g22 = MustSend(h49_, NewDocument(kH49, {kG22}));
+  std::string to_h50 = MustSend(h49_, NewDocument(kH49, {kH50}));
+  EXPECT_THAT(ConvertToPaper(*exchange_, g22_, to_g22, "In"),
+              StatusIs(absl::StatusCode::kPermissionDenied,
+                       AllOf(HasSubstr("no-paper-to-the-centre"),
+                             HasSubstr("paper_conversion_forbidden"))));
+  EXPECT_THAT(ConvertToPaper(*exchange_, h49_, to_g22, "In"),
+              StatusIs(absl::StatusCode::kPermissionDenied,
+                       HasSubstr("no-paper-to-the-centre")));
+  ASSERT_OK(ConvertToPaper(*exchange_, h50_, to_h50, "In"));
+  ASSERT_OK_AND_ASSIGN(std::vector<v1::PaperConversion> g22_list,
+                       exchange_->PaperConversions(kG22, 0));
+  EXPECT_THAT(g22_list, IsEmpty());
+  ASSERT_OK_AND_ASSIGN(v1::DocumentStatus status, GetStatus(h49_, to_g22));
+  EXPECT_THAT(Steps(status, kG22), ElementsAre("ACCEPTED"));
+}
 
 TEST_P(ExchangeTest, WatchReplaysThenFollowsLiveEventsEachOnceInOrder) {
   std::string a = MustSend(h49_, NewDocument(kH49, {kG22, kH50}));  // 2 events

@@ -33,6 +33,8 @@ absl::Status AuditOptions::Validate() const {
 }
 
 v1::AuditKind AuditKindOf(const v1::StatusEvent& e) {
+  if (e.has_paper_conversion()) return v1::AUDIT_KIND_PAPER_CONVERSION;
+  if (!e.related_document_id().empty()) return v1::AUDIT_KIND_RECALL;
   if (e.business_status() != v1::BUSINESS_STATUS_UNSPECIFIED)
     return v1::AUDIT_KIND_STATUS_REPORTED;
   switch (e.delivery_state()) {

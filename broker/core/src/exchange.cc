@@ -11,7 +11,9 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
@@ -39,6 +41,25 @@ constexpr size_t kMaxWatchBuffer = 100'000;
 constexpr absl::string_view kCertificateRecord = "encryption-certificate/";
 // Largest encryption certificate accepted or relayed, bytes.
 constexpr size_t kMaxCertificateBytes = 16 << 10;
+// Store records of recall/update/replace requests for a copy: this prefix
+// + "<document id>/<recipient>" (see ExchangeImpl::AddChangeRequest).
+constexpr absl::string_view kRecallRecord = "recall/";
+// Store records of paper conversions: this prefix + "<org>/<20-digit unix
+// nanos>/<document id>", a serialized v1::PaperConversion.
+constexpr absl::string_view kPaperRecord = "paper-conversion/";
+
+// A recall, update or replace request for one recipient's copy, and its
+// answer (kPending until the recipient reports 15 or 16).
+constexpr int kPending = 0;
+constexpr int kAgreed = 1;
+constexpr int kRefused = 2;
+struct RecallState {
+  std::string request_id;  // the RECALL/UPDATE/REPLACE document
+  std::string sender;      // its sender (and the sender of the copy)
+  v1::BusinessType type = v1::BUSINESS_TYPE_UNSPECIFIED;
+  int answer = kPending;
+  bool answering = false;  // an answer is being stored (not stored)
+};
 
 Timestamp ToProto(absl::Time t) {
   return google::protobuf::util::TimeUtil::NanosecondsToTimestamp(
@@ -383,11 +404,22 @@ class ExchangeImpl : public Exchange {
       a.set_actor(e.actor());
       a.set_document_id(e.document_id());
       a.set_org(e.recipient());
-      a.set_action(e.business_status() != v1::BUSINESS_STATUS_UNSPECIFIED
+      a.set_action(e.has_paper_conversion() ? "PAPER_CONVERSION"
+                   : e.business_status() != v1::BUSINESS_STATUS_UNSPECIFIED
                        ? v1::BusinessStatus_Name(e.business_status())
                        : v1::DeliveryState_Name(e.delivery_state()));
       a.set_outcome("OK");
       std::string detail = e.reason();
+      if (!e.related_document_id().empty()) {
+        absl::StrAppend(&detail, detail.empty() ? "" : "; ",
+                        v1::BusinessType_Name(e.related_business_type()), " ",
+                        e.related_document_id());
+      }
+      if (e.has_paper_conversion() &&
+          !e.paper_conversion().converted_by().empty()) {
+        absl::StrAppend(&detail, "; converted by ",
+                        e.paper_conversion().converted_by());
+      }
       if (e.has_policy()) {
         absl::StrAppend(&detail, detail.empty() ? "" : "; ", "policy ",
                         e.policy().policy_version(), " rules ",
@@ -427,6 +459,17 @@ class ExchangeImpl : public Exchange {
           std::string org = r.key.substr(kCertificateRecord.size());
           absl::MutexLock lock(&certificates_mu_);
           if (local_orgs_.contains(org)) certificates_[org] = r.value;
+        }));
+    RETURN_IF_ERROR(
+        store_->ScanRecords(kRecallRecord, [&](const storage::Record& r) {
+          absl::string_view rest =
+              absl::string_view(r.key).substr(kRecallRecord.size());
+          size_t slash = rest.find('/');
+          std::optional<RecallState> st = DecodeRecall(r.value);
+          if (slash == rest.npos || !st) return;
+          absl::MutexLock lock(&recall_mu_);
+          recalls_[{std::string(rest.substr(0, slash)),
+                    std::string(rest.substr(slash + 1))}] = *std::move(st);
         }));
     absl::MutexLock lock(&mu_);
     absl::Time now = clock_->Now();
@@ -517,6 +560,10 @@ class ExchangeImpl : public Exchange {
       done(s);
       return;
     }
+    if (absl::Status s = CheckRefersTo(doc); !s.ok()) {
+      done(s);
+      return;
+    }
     // Where each copy goes: here (nullopt) or to a peer broker.
     std::vector<std::optional<std::string>> next(doc.recipients_size());
     for (int i = 0; i < doc.recipients_size(); ++i) {
@@ -590,10 +637,15 @@ class ExchangeImpl : public Exchange {
       e.set_sender(d.sender());
       batch.events.push_back(std::move(e));
     }
+    std::vector<std::string> local;
+    for (int i = 0; i < d.recipients_size(); ++i)
+      if (!next[i]) local.push_back(d.recipients(i));
+    AddChangeRequest(d, {d.recipients().begin(), d.recipients().end()}, &batch);
     StoreWrite(
         std::move(batch),
-        [this, shared, digest = std::move(digest), done = std::move(done)](
-            absl::StatusOr<storage::WriteResult> r) mutable {
+        [this, shared, local = std::move(local), digest = std::move(digest),
+         done =
+             std::move(done)](absl::StatusOr<storage::WriteResult> r) mutable {
           if (!r.ok()) {
             done(r.status());
             return;
@@ -617,6 +669,7 @@ class ExchangeImpl : public Exchange {
           }
           metrics_.accepted.Add();
           Publish(r->events);
+          ChangeRequestStored(*shared, local);
           v1::SendResponse response;
           response.set_document_id(shared->id());
           *response.mutable_accepted_at() = shared->accepted_at();
@@ -1071,6 +1124,7 @@ class ExchangeImpl : public Exchange {
   std::optional<v1::StatusEvent> RecheckDelivery(const v1::Document& doc,
                                                  const storage::QueueEntry& qe,
                                                  bool record = true) {
+    if (std::optional<v1::StatusEvent> e = RecallAtHandout(qe)) return e;
     std::shared_ptr<const policy::Policy> policy = policy_->Current();
     absl::StatusOr<policy::Flow> flow = FlowOf(doc);
     policy::Decision decision;
@@ -1189,12 +1243,19 @@ class ExchangeImpl : public Exchange {
       if (!entries[i].payload.empty())
         AppendReturn(&batch, entries[i].payload, events[i]);
     }
+    // Copies withdrawn by a recall are not counted as denied.
+    absl::flat_hash_set<std::string> recalled;
+    for (const v1::StatusEvent& e : events) {
+      if (e.delivery_state() == v1::DELIVERY_STATE_RECALLED)
+        recalled.insert(e.document_id());
+    }
     batch.events = std::move(events);
     batch.dequeue = entries;
     StoreWrite(
-        std::move(batch), [this, org, delivered, entries = std::move(entries),
-                           done = std::move(done)](
-                              absl::StatusOr<storage::WriteResult> r) mutable {
+        std::move(batch),
+        [this, org, delivered, entries = std::move(entries),
+         recalled = std::move(recalled), done = std::move(done)](
+            absl::StatusOr<storage::WriteResult> r) mutable {
           {
             absl::MutexLock lock(&mu_);
             OrgQueue& q = queues_[org];
@@ -1208,7 +1269,7 @@ class ExchangeImpl : public Exchange {
                       metrics_.delivery_seconds.Observe(absl::ToDoubleSeconds(
                           clock_->Now() - *it->second.accepted_at));
                     }
-                  } else {
+                  } else if (!recalled.contains(qe.document_id)) {
                     metrics_.denied.With("delivery").Add();
                   }
                 }
@@ -1434,6 +1495,11 @@ class ExchangeImpl : public Exchange {
       absl::StatusOr<v1::StatusEvent> event =
           BuildStatusEvent(caller, request, &previous);
       if (!event.ok()) return done(event.status());
+      if (event->business_status() == v1::BUSINESS_STATUS_AGREED ||
+          event->business_status() == v1::BUSINESS_STATUS_REFUSED) {
+        return AnswerChangeRequest(caller, *std::move(event), previous,
+                                   std::move(done));
+      }
       storage::WriteBatch batch;
       if (!previous.empty()) AppendReturn(&batch, previous, *event);
       batch.events.push_back(*std::move(event));
@@ -1474,6 +1540,13 @@ class ExchangeImpl : public Exchange {
     ASSIGN_OR_RETURN(v1::Document doc,
                      LoadVisible(caller, request.document_id(),
                                  /*allow_sender=*/false));
+    if (request.status() == v1::BUSINESS_STATUS_RECALL_OR_UPDATE_REQUESTED) {
+      return absl::InvalidArgumentError(
+          "status: 13 (RECALL_OR_UPDATE_REQUESTED) is recorded when the "
+          "sender sends a RECALL, UPDATE or REPLACE document referring to "
+          "this one (metadata.refers_to); a recipient answers it with 15 "
+          "AGREED or 16 REFUSED");
+    }
     v1::StatusEvent e;
     e.set_document_id(doc.id());
     e.set_recipient(caller.name);
@@ -1687,7 +1760,13 @@ class ExchangeImpl : public Exchange {
     }
     for (const v1::StatusEvent& e : events) {
       auto it = rows.find(e.recipient());
-      if (it == rows.end()) continue;
+      if (it == rows.end()) {
+        // The sender's own paper conversion is no recipient's step.
+        if (is_sender && e.has_paper_conversion() &&
+            e.recipient() == doc.sender())
+          *status.add_history() = e;
+        continue;
+      }
       // Events from other brokers can arrive out of order (a custody
       // acknowledgement after the far end's DELIVERED): the state only moves
       // forward; the history keeps every event as it came.
@@ -2389,6 +2468,10 @@ class ExchangeImpl : public Exchange {
                                                doc.id(), doc.sender(),
                                                OutboxPayload(peer, rs)});
     }
+    std::vector<std::string> served;  // local copies: change requests apply
+    for (const storage::Enqueue& q : batch.enqueue)
+      if (!IsLinkQueue(q.recipient)) served.push_back(q.recipient);
+    AddChangeRequest(doc, served, &batch);
     // The guard keeps the decisions, so a transfer sent again after a lost
     // custody gets the same answer.
     batch.guard = storage::Guard{
@@ -2401,8 +2484,9 @@ class ExchangeImpl : public Exchange {
       batch.records.push_back(std::move(r));
     StoreWrite(
         std::move(batch),
-        [this, shared, custody = std::move(custody), done = std::move(done)](
-            absl::StatusOr<storage::WriteResult> r) mutable {
+        [this, shared, served = std::move(served), custody = std::move(custody),
+         done =
+             std::move(done)](absl::StatusOr<storage::WriteResult> r) mutable {
           if (!r.ok()) {
             // Not in our custody: the peer keeps it and sends it again.
             // Not in our custody: UNAVAILABLE tells the peer to keep it and
@@ -2433,9 +2517,12 @@ class ExchangeImpl : public Exchange {
             ++accepted_;  // in this broker's custody
           }
           metrics_.transfers_in.Add();
-          if (!r->events.empty())
-            metrics_.denied.With("arrival").Add(r->events.size());
+          size_t denied = 0;
+          for (const v1::StatusEvent& e : r->events)
+            denied += e.delivery_state() == v1::DELIVERY_STATE_DENIED;
+          if (denied) metrics_.denied.With("arrival").Add(denied);
           Publish(r->events);
+          ChangeRequestStored(*shared, served);
           done(std::move(custody));
         },
         shared);
@@ -2752,6 +2839,542 @@ class ExchangeImpl : public Exchange {
     return out;
   }
 
+  // ---- Recall, update, replace
+  // ----------------------------------------------------
+  //
+  // A RECALL, UPDATE or REPLACE document (a "change request") sent with
+  // metadata.refers_to = X records status 13 on X's copies; the recipient
+  // answers on X with 15 or 16. Each broker serving a recipient keeps the
+  // request pending for that copy in a record (kRecallRecord + X + "/" + r),
+  // mirrored in recalls_; a pending RECALL keeps X's copy from ever being
+  // handed out again (it is withdrawn, RECALLED, instead), whether X waited
+  // here when the recall came or arrives after it (an urgent recall
+  // overtaking a normal X).
+
+  static bool IsChangeRequest(const v1::Document& doc) {
+    switch (doc.metadata().business_type()) {
+      case v1::BUSINESS_TYPE_RECALL:
+      case v1::BUSINESS_TYPE_UPDATE:
+      case v1::BUSINESS_TYPE_REPLACE:
+        return true;
+      default:
+        return false;
+    }
+  }
+
+  static std::string RecallKey(absl::string_view document_id,
+                               absl::string_view recipient) {
+    return absl::StrCat(kRecallRecord, document_id, "/", recipient);
+  }
+
+  static std::string EncodeRecall(const RecallState& st) {
+    return absl::StrCat(st.request_id, "\n", st.sender, "\n",
+                        static_cast<int>(st.type), "\n",
+                        static_cast<int>(st.answer));
+  }
+
+  static std::optional<RecallState> DecodeRecall(absl::string_view value) {
+    std::vector<std::string> parts = absl::StrSplit(value, '\n');
+    int type = 0, answer = 0;
+    if (parts.size() != 4 || !absl::SimpleAtoi(parts[2], &type) ||
+        !absl::SimpleAtoi(parts[3], &answer) ||
+        !v1::BusinessType_IsValid(type)) {
+      return std::nullopt;
+    }
+    RecallState st;
+    st.request_id = parts[0];
+    st.sender = parts[1];
+    st.type = static_cast<v1::BusinessType>(type);
+    st.answer = answer;
+    return st;
+  }
+
+  // At the sender's broker: X (metadata.refers_to) must be a document this
+  // sender sent to every recipient of `doc`, whose copy is not final.
+  absl::Status CheckRefersTo(const v1::Document& doc) {
+    if (!IsChangeRequest(doc)) return absl::OkStatus();
+    const std::string& x = doc.metadata().refers_to();
+    absl::StatusOr<v1::Document> original = store_->GetDocument(x);
+    if (absl::IsNotFound(original.status()) ||
+        (original.ok() && original->sender() != doc.sender())) {
+      return absl::NotFoundError(
+          absl::StrCat("document.metadata.refers_to: document ", x,
+                       " not found among documents sent by ", doc.sender()));
+    }
+    if (!original.ok()) return original.status();
+    ASSIGN_OR_RETURN(std::vector<v1::StatusEvent> events,
+                     store_->ListDocumentEvents(x, 0));
+    absl::flat_hash_map<std::string, v1::DeliveryState> state;
+    for (const v1::StatusEvent& e : events) {
+      if (e.delivery_state() == v1::DELIVERY_STATE_UNSPECIFIED) continue;
+      v1::DeliveryState& s = state[e.recipient()];
+      if (StateRank(e.delivery_state()) >= StateRank(s)) s = e.delivery_state();
+    }
+    for (int i = 0; i < doc.recipients_size(); ++i) {
+      const std::string& r = doc.recipients(i);
+      if (std::find(original->recipients().begin(),
+                    original->recipients().end(),
+                    r) == original->recipients().end()) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "document.recipients[", i, "]: ", r, " is not a recipient of ",
+            "document ", x, " (metadata.refers_to)"));
+      }
+      auto it = state.find(r);
+      if (it != state.end() && StateRank(it->second) == 4) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "document.recipients[", i, "]: the copy of document ", x, " for ",
+            r, " is already ", v1::DeliveryState_Name(it->second),
+            "; there is nothing to recall, update or replace"));
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  // Adds to `batch` what change request `doc` does: status 13 on the copy
+  // of X for each of `recipients`, and a pending request for each of them
+  // this broker serves.
+  void AddChangeRequest(const v1::Document& doc,
+                        const std::vector<std::string>& recipients,
+                        storage::WriteBatch* batch) {
+    if (!IsChangeRequest(doc)) return;
+    const std::string& x = doc.metadata().refers_to();
+    const v1::BusinessType type = doc.metadata().business_type();
+    for (const std::string& r : recipients) {
+      v1::StatusEvent e;
+      e.set_document_id(x);
+      e.set_recipient(r);
+      *e.mutable_at() = ToProto(clock_->Now());
+      e.set_business_status(v1::BUSINESS_STATUS_RECALL_OR_UPDATE_REQUESTED);
+      e.set_reason(absl::StrCat(BusinessTypeWord(type),
+                                " requested by the sender with document ",
+                                doc.id()));
+      e.set_actor(SpiffeId(trust_domain_, Principal::Kind::kOrg, doc.sender()));
+      e.set_sender(doc.sender());
+      e.set_related_document_id(doc.id());
+      e.set_related_business_type(type);
+      batch->events.push_back(std::move(e));
+      if (local_orgs_.contains(r)) {
+        RecallState st;
+        st.request_id = doc.id();
+        st.sender = doc.sender();
+        st.type = type;
+        batch->records.push_back(
+            storage::Record{RecallKey(x, r), EncodeRecall(st)});
+      }
+    }
+  }
+
+  static absl::string_view BusinessTypeWord(v1::BusinessType type) {
+    switch (type) {
+      case v1::BUSINESS_TYPE_RECALL:
+        return "recall";
+      case v1::BUSINESS_TYPE_UPDATE:
+        return "update";
+      case v1::BUSINESS_TYPE_REPLACE:
+        return "replacement";
+      default:
+        return "new document";
+    }
+  }
+
+  v1::StatusEvent RecalledEvent(const std::string& document_id,
+                                const std::string& recipient,
+                                const std::string& sender,
+                                const RecallState& st, std::string actor,
+                                std::string reason) {
+    v1::StatusEvent e;
+    e.set_document_id(document_id);
+    e.set_recipient(recipient);
+    *e.mutable_at() = ToProto(clock_->Now());
+    e.set_delivery_state(v1::DELIVERY_STATE_RECALLED);
+    e.set_reason(std::move(reason));
+    e.set_actor(std::move(actor));
+    e.set_sender(sender);
+    e.set_related_document_id(st.request_id);
+    e.set_related_business_type(st.type);
+    return e;
+  }
+
+  // Once change request `doc` is durable here: its pending requests take
+  // effect, and a RECALL withdraws the copies of X that wait here and were
+  // never handed out.
+  void ChangeRequestStored(const v1::Document& doc,
+                           const std::vector<std::string>& local) {
+    if (!IsChangeRequest(doc)) return;
+    const std::string& x = doc.metadata().refers_to();
+    RecallState st;
+    st.request_id = doc.id();
+    st.sender = doc.sender();
+    st.type = doc.metadata().business_type();
+    {
+      absl::MutexLock lock(&recall_mu_);
+      for (const std::string& r : local) recalls_[{x, r}] = st;
+    }
+    if (st.type != v1::BUSINESS_TYPE_RECALL) return;
+    std::vector<std::pair<storage::QueueEntry, v1::StatusEvent>> withdrawn;
+    {
+      absl::MutexLock lock(&mu_);
+      for (const std::string& r : local) {
+        auto qit = queues_.find(r);
+        if (qit == queues_.end()) continue;
+        OrgQueue& q = qit->second;
+        auto k = q.by_doc.find(x);
+        if (k == q.by_doc.end()) continue;
+        Entry& e = q.entries.at(k->second);
+        if (e.qe.sender != st.sender) continue;
+        if (e.state != Entry::State::kReady) continue;  // in flight: answered
+        q.ready.erase(k->second);
+        e.state = Entry::State::kAcking;
+        withdrawn.push_back(
+            {e.qe, RecalledEvent(x, r, e.qe.sender, st, options_.broker_id,
+                                 WithdrawnReason(st))});
+      }
+    }
+    for (auto& [qe, event] : withdrawn) {
+      std::string org = qe.recipient;
+      CommitRemoval(org, {qe}, {std::move(event)}, /*delivered=*/false,
+                    nullptr);
+    }
+  }
+
+  static std::string WithdrawnReason(const RecallState& st) {
+    return absl::StrCat(
+        "withdrawn before delivery: recalled by its sender with document ",
+        st.request_id);
+  }
+
+  // At hand-out: a copy with a RECALL pending (or agreed) is withdrawn, not
+  // delivered.
+  std::optional<v1::StatusEvent> RecallAtHandout(
+      const storage::QueueEntry& qe) {
+    RecallState st;
+    {
+      absl::MutexLock lock(&recall_mu_);
+      auto it = recalls_.find({qe.document_id, qe.recipient});
+      if (it == recalls_.end() || it->second.type != v1::BUSINESS_TYPE_RECALL ||
+          it->second.answer == kRefused || it->second.sender != qe.sender) {
+        return std::nullopt;
+      }
+      st = it->second;
+    }
+    return RecalledEvent(qe.document_id, qe.recipient, qe.sender, st,
+                         options_.broker_id, WithdrawnReason(st));
+  }
+
+  // The recipient's answer (15 AGREED or 16 REFUSED, `event` built by
+  // BuildStatusEvent) to the change request pending for its copy of X.
+  void AnswerChangeRequest(const Principal& caller, v1::StatusEvent event,
+                           const std::string& previous,
+                           Callback<v1::ReportStatusResponse> done) {
+    const std::string x = event.document_id();
+    const std::string status_name =
+        v1::BusinessStatus_Name(event.business_status());
+    RecallState st;
+    {
+      absl::MutexLock lock(&recall_mu_);
+      auto it = recalls_.find({x, caller.name});
+      if (it == recalls_.end()) {
+        return done(absl::FailedPreconditionError(
+            absl::StrCat("status: ", status_name,
+                         " answers a recall, update or replace "
+                         "request (13), and none is pending for document ",
+                         x, " at ", caller.name)));
+      }
+      if (it->second.answer != kPending || it->second.answering) {
+        return done(absl::FailedPreconditionError(
+            absl::StrCat("status: the ", BusinessTypeWord(it->second.type),
+                         " request ", it->second.request_id, " for document ",
+                         x, " was already answered by ", caller.name)));
+      }
+      it->second.answering = true;
+      st = it->second;
+    }
+    auto clear_answering = [this, x, org = caller.name] {
+      absl::MutexLock lock(&recall_mu_);
+      if (auto it = recalls_.find({x, org}); it != recalls_.end())
+        it->second.answering = false;
+    };
+    const bool agreed = event.business_status() == v1::BUSINESS_STATUS_AGREED;
+    const bool recall = st.type == v1::BUSINESS_TYPE_RECALL;
+    if (recall) {
+      // Withdrawn before delivery already: nothing is left to answer.
+      absl::StatusOr<std::vector<v1::StatusEvent>> events =
+          store_->ListDocumentEvents(x, 0);
+      if (!events.ok()) {
+        clear_answering();
+        return done(events.status());
+      }
+      for (const v1::StatusEvent& e : *events) {
+        if (e.recipient() == caller.name &&
+            e.delivery_state() == v1::DELIVERY_STATE_RECALLED) {
+          clear_answering();
+          return done(absl::FailedPreconditionError(absl::StrCat(
+              "status: document ", x, " was withdrawn from ", caller.name,
+              "'s queue before it was delivered (RECALLED: ", e.reason(),
+              "); there is nothing to agree or refuse")));
+        }
+      }
+    }
+    event.set_related_document_id(st.request_id);
+    event.set_related_business_type(st.type);
+    if (agreed && !recall) {
+      event.set_reason(absl::StrCat(
+          event.reason(), event.reason().empty() ? "" : "; ", "superseded by ",
+          st.type == v1::BUSINESS_TYPE_UPDATE ? "the update "
+                                              : "the "
+                                                "replacement ",
+          st.request_id));
+    }
+    storage::WriteBatch batch;
+    RecallState answered = st;
+    answered.answer = agreed ? kAgreed : kRefused;
+    batch.records.push_back(
+        storage::Record{RecallKey(x, caller.name), EncodeRecall(answered)});
+    batch.events.push_back(event);
+    // An agreed recall: the copy is RECALLED, and out of the queue if it
+    // still waits there (also handed out and not acknowledged).
+    std::optional<storage::QueueEntry> taken;
+    std::optional<Entry::State> taken_from;
+    if (agreed && recall) {
+      batch.events.push_back(RecalledEvent(
+          x, caller.name, event.sender(), st, caller.spiffe_id,
+          absl::StrCat(caller.name, " agreed to the recall ", st.request_id)));
+      absl::MutexLock lock(&mu_);
+      OrgQueue& q = queues_[caller.name];
+      if (auto k = q.by_doc.find(x); k != q.by_doc.end()) {
+        Entry& e = q.entries.at(k->second);
+        if (e.state != Entry::State::kAcking) {
+          TakeOutOfCirculationLocked(q, k->second, e);
+          taken = e.qe;
+          batch.dequeue.push_back(e.qe);
+        }
+      }
+    }
+    if (!previous.empty()) {
+      for (const v1::StatusEvent& e : batch.events)
+        AppendReturn(&batch, previous, e);
+    }
+    StoreWrite(
+        std::move(batch),
+        [this, x, org = caller.name, answered, taken, done = std::move(done)](
+            absl::StatusOr<storage::WriteResult> r) mutable {
+          {
+            absl::MutexLock lock(&recall_mu_);
+            if (auto it = recalls_.find({x, org}); it != recalls_.end()) {
+              it->second.answering = false;
+              if (r.ok() && it->second.request_id == answered.request_id)
+                it->second.answer = answered.answer;
+            }
+          }
+          if (taken) {
+            absl::MutexLock lock(&mu_);
+            OrgQueue& q = queues_[org];
+            Key key{taken->priority, taken->sequence};
+            if (r.ok()) {
+              EraseEntryLocked(q, key);
+            } else if (auto it = q.entries.find(key); it != q.entries.end()) {
+              it->second.state = Entry::State::kReady;
+              it->second.owner = 0;
+              q.ready.insert(key);
+              WakeLocked(org);
+            }
+          }
+          if (!r.ok()) return done(r.status());
+          Publish(r->events);
+          v1::ReportStatusResponse response;
+          *response.mutable_event() = r->events.front();
+          done(std::move(response));
+        });
+  }
+
+  // Takes a ready or leased copy out of circulation (kAcking) before it is
+  // removed: its lease, if any, ends and its holder's window opens.
+  void TakeOutOfCirculationLocked(OrgQueue& q, const Key& key, Entry& e)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (e.state == Entry::State::kLeased) {
+      --leased_;
+      if (auto sit = sessions_.find(e.owner); sit != sessions_.end()) {
+        if (auto s = sit->second.lock()) {
+          s->held_.erase(key);
+          --s->in_flight_;
+        }
+      }
+      q.fetch_leases.erase(key);
+      WakeLocked(e.qe.recipient);
+    } else {
+      q.ready.erase(key);
+    }
+    e.state = Entry::State::kAcking;
+    e.owner = 0;
+  }
+
+  // ---- Paper conversion
+  // ------------------------------------------------------------
+
+  void RecordPaperConversion(
+      const Principal& caller, const v1::RecordPaperConversionRequest& request,
+      Callback<v1::RecordPaperConversionResponse> done) override {
+    workers_->Submit([this, caller, request, done = std::move(done)]() mutable {
+      std::string previous;
+      absl::StatusOr<v1::StatusEvent> event =
+          BuildPaperConversion(caller, request, &previous);
+      if (!event.ok()) return done(event.status());
+      const v1::PaperConversion& c = event->paper_conversion();
+      storage::WriteBatch batch;
+      batch.records.push_back(storage::Record{
+          absl::StrCat(
+              kPaperRecord, c.org(), "/",
+              absl::StrFormat(
+                  "%020d",
+                  google::protobuf::util::TimeUtil::TimestampToNanoseconds(
+                      c.at())),
+              "/", c.document_id()),
+          c.SerializeAsString()});
+      if (!previous.empty()) AppendReturn(&batch, previous, *event);
+      batch.events.push_back(*std::move(event));
+      StoreWrite(std::move(batch),
+                 [this, done = std::move(done)](
+                     absl::StatusOr<storage::WriteResult> r) mutable {
+                   if (!r.ok()) return done(r.status());
+                   Publish(r->events);
+                   v1::RecordPaperConversionResponse response;
+                   *response.mutable_conversion() =
+                       r->events.front().paper_conversion();
+                   *response.mutable_event() = r->events.front();
+                   done(std::move(response));
+                 });
+    });
+  }
+
+  // The paper conversion event, after every check; `previous`: the broker
+  // the document came from, where the event goes back to.
+  absl::StatusOr<v1::StatusEvent> BuildPaperConversion(
+      const Principal& caller, const v1::RecordPaperConversionRequest& request,
+      std::string* previous) {
+    RETURN_IF_ERROR(RequireOrg(caller));
+    RETURN_IF_ERROR(CheckDocumentId("document_id", request.document_id()));
+    if (absl::StripAsciiWhitespace(request.reason()).empty()) {
+      return absl::InvalidArgumentError(
+          "reason: required: say why the document has to be on paper");
+    }
+    if (request.reason().size() > 4096) {
+      return absl::InvalidArgumentError("reason: longer than 4096 bytes");
+    }
+    if (request.converted_by().size() > 256) {
+      return absl::InvalidArgumentError("converted_by: longer than 256 bytes");
+    }
+    const std::string& id = request.document_id();
+    ASSIGN_OR_RETURN(v1::Document doc,
+                     LoadVisible(caller, id, /*allow_sender=*/true));
+    const bool is_sender = doc.sender() == caller.name;
+    ASSIGN_OR_RETURN(std::vector<v1::StatusEvent> events,
+                     store_->ListDocumentEvents(id, 0));
+    if (!is_sender) {
+      // A recipient whose copy the policy denied never had the document.
+      for (const v1::StatusEvent& e : events) {
+        if (e.recipient() == caller.name &&
+            e.delivery_state() == v1::DELIVERY_STATE_DENIED) {
+          return absl::NotFoundError(
+              absl::StrCat("document ", id,
+                           " not found among documents sent by or addressed "
+                           "to ",
+                           caller.name));
+        }
+      }
+    }
+    auto forbidden = [&](const v1::PolicyDecision& p, absl::string_view to) {
+      return absl::PermissionDeniedError(absl::StrCat(
+          "document ", id, ": converting it to paper is forbidden by policy ",
+          p.policy_version(), " rule", p.rules_size() == 1 ? " \"" : "s \"",
+          absl::StrJoin(p.rules(), "\", \""),
+          "\" (obligation paper_conversion_forbidden, flow ", doc.sender(),
+          " -> ", to, ")"));
+    };
+    // As decided when the document was accepted (at its first broker)...
+    for (const v1::StatusEvent& e : events) {
+      if ((is_sender || e.recipient() == caller.name) && e.has_policy() &&
+          e.delivery_state() != v1::DELIVERY_STATE_DENIED &&
+          e.policy().obligations().paper_conversion_forbidden()) {
+        return forbidden(e.policy(), e.recipient());
+      }
+    }
+    // ... and as the serving policy decides the flow now.
+    std::shared_ptr<const policy::Policy> policy = policy_->Current();
+    absl::StatusOr<policy::Flow> flow = FlowOf(doc);
+    if (policy && flow.ok()) {
+      for (const std::string& r : doc.recipients()) {
+        if (!is_sender && r != caller.name) continue;
+        policy::Flow f = *flow;
+        f.recipient = r;
+        f.cross_broker =
+            !local_orgs_.contains(doc.sender()) || !local_orgs_.contains(r);
+        policy::Decision decision = policy->Evaluate(f);
+        if (decision.permitted() &&
+            decision.obligations.paper_conversion_forbidden) {
+          v1::PolicyDecision wire;
+          policy::ToProto(decision, *policy, options_.broker_id, &wire);
+          return forbidden(wire, r);
+        }
+      }
+    }
+    absl::Time now = clock_->Now();
+    v1::StatusEvent e;
+    e.set_document_id(id);
+    e.set_recipient(caller.name);
+    *e.mutable_at() = ToProto(now);
+    e.set_reason(request.reason());
+    e.set_actor(caller.spiffe_id);
+    e.set_sender(doc.sender());
+    v1::PaperConversion* c = e.mutable_paper_conversion();
+    c->set_document_id(id);
+    c->set_org(caller.name);
+    c->set_actor(caller.spiffe_id);
+    c->set_converted_by(request.converted_by());
+    c->set_reason(request.reason());
+    *c->mutable_at() = e.at();
+    c->set_broker(options_.broker_id);
+    *previous = is_sender ? "" : PreviousBroker(doc);
+    return e;
+  }
+
+  void ListPaperConversions(
+      const Principal& caller, const v1::ListPaperConversionsRequest& request,
+      Callback<v1::ListPaperConversionsResponse> done) override {
+    workers_->Submit([this, caller, request, done = std::move(done)]() mutable {
+      if (absl::Status s = RequireOrg(caller); !s.ok()) return done(s);
+      absl::StatusOr<std::vector<v1::PaperConversion>> got =
+          PaperConversions(caller.name, request.limit());
+      if (!got.ok()) return done(got.status());
+      v1::ListPaperConversionsResponse response;
+      for (v1::PaperConversion& c : *got)
+        *response.add_conversions() = std::move(c);
+      done(std::move(response));
+    });
+  }
+
+  absl::StatusOr<std::vector<v1::PaperConversion>> PaperConversions(
+      const std::string& org, uint32_t limit) override {
+    RETURN_IF_ERROR(ValidateOrgCode(org, "org"));
+    if (limit > 1000) return absl::InvalidArgumentError("limit: at most 1000");
+    if (limit == 0) limit = 100;
+    std::vector<v1::PaperConversion> all;
+    absl::Status bad;
+    RETURN_IF_ERROR(store_->ScanRecords(
+        absl::StrCat(kPaperRecord, org, "/"), [&](const storage::Record& r) {
+          v1::PaperConversion c;
+          if (!c.ParseFromString(r.value)) {
+            bad = absl::DataLossError(absl::StrCat(
+                "paper conversion record ", r.key, " is malformed in storage"));
+            return;
+          }
+          all.push_back(std::move(c));
+        }));
+    RETURN_IF_ERROR(bad);
+    std::reverse(all.begin(), all.end());  // newest first
+    if (all.size() > limit) all.resize(limit);
+    return all;
+  }
+
   const ExchangeMetrics& metrics() const override { return metrics_; }
 
  private:
@@ -2790,6 +3413,12 @@ class ExchangeImpl : public Exchange {
   std::unordered_map<std::string,
                      std::map<uint64_t, std::shared_ptr<WatcherImpl>>>
       watchers_ ABSL_GUARDED_BY(watch_mu_);
+
+  // Change requests for copies this broker serves, by (document, recipient):
+  // the kRecallRecord records, loaded at start.
+  absl::Mutex recall_mu_;
+  absl::flat_hash_map<std::pair<std::string, std::string>, RecallState> recalls_
+      ABSL_GUARDED_BY(recall_mu_);
 
   absl::Mutex writes_mu_;
   int pending_writes_ ABSL_GUARDED_BY(writes_mu_) = 0;

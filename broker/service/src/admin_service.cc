@@ -336,6 +336,30 @@ grpc::ServerUnaryReactor* AdminServiceImpl::ExportEvidence(
                 &AdminServiceImpl::DoExportEvidence);
 }
 
+grpc::ServerUnaryReactor* AdminServiceImpl::ListPaperConversions(
+    grpc::CallbackServerContext* ctx,
+    const v1::ListOrgPaperConversionsRequest* request,
+    v1::ListPaperConversionsResponse* response) {
+  return Handle(ctx, "ListPaperConversions", Access::kRead, request, response,
+                &AdminServiceImpl::DoListPaperConversions);
+}
+
+absl::Status AdminServiceImpl::DoListPaperConversions(
+    const Principal& caller, const v1::ListOrgPaperConversionsRequest& request,
+    v1::ListPaperConversionsResponse* response, std::string* detail) {
+  if (!options_.exchange) {
+    return absl::FailedPreconditionError(
+        "this broker serves no exchange to report on");
+  }
+  *detail = request.org();
+  ASSIGN_OR_RETURN(
+      std::vector<v1::PaperConversion> conversions,
+      options_.exchange->PaperConversions(request.org(), request.limit()));
+  for (v1::PaperConversion& c : conversions)
+    *response->add_conversions() = std::move(c);
+  return absl::OkStatus();
+}
+
 absl::Status AdminServiceImpl::DoExportEvidence(
     const Principal& caller, const v1::ExportEvidenceRequest& request,
     v1::EvidenceExport* response, std::string* detail) {

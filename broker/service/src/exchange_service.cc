@@ -731,6 +731,20 @@ grpc::ServerUnaryReactor* ExchangeServiceImpl::GetDocumentStatus(
   return Unary(ctx, request, response, &Exchange::GetDocumentStatus);
 }
 
+grpc::ServerUnaryReactor* ExchangeServiceImpl::RecordPaperConversion(
+    grpc::CallbackServerContext* ctx,
+    const v1::RecordPaperConversionRequest* request,
+    v1::RecordPaperConversionResponse* response) {
+  return Unary(ctx, request, response, &Exchange::RecordPaperConversion);
+}
+
+grpc::ServerUnaryReactor* ExchangeServiceImpl::ListPaperConversions(
+    grpc::CallbackServerContext* ctx,
+    const v1::ListPaperConversionsRequest* request,
+    v1::ListPaperConversionsResponse* response) {
+  return Unary(ctx, request, response, &Exchange::ListPaperConversions);
+}
+
 grpc::ServerWriteReactor<v1::StatusEvent>* ExchangeServiceImpl::WatchStatus(
     grpc::CallbackServerContext* ctx, const v1::WatchStatusRequest* request) {
   absl::StatusOr<Principal> caller = Caller(ctx);

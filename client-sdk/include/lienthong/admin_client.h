@@ -85,6 +85,10 @@ class AdminClient {
   // verify`). Operators and auditors; the call is audited.
   virtual absl::StatusOr<v1::EvidenceExport> ExportEvidence(
       const std::string& document_id) = 0;
+  // The paper conversions of `org` recorded at this broker, newest first
+  // (limit 0: 100). Operators and auditors.
+  virtual absl::StatusOr<v1::ListPaperConversionsResponse> ListPaperConversions(
+      const std::string& org, uint32_t limit) = 0;
 };
 
 }  // namespace lienthong

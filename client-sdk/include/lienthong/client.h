@@ -326,10 +326,47 @@ class Client {
   // What waits for this org, without taking it.
   virtual absl::StatusOr<v1::ListInboxResponse> ListInbox(uint32_t limit) = 0;
 
-  // Reports a business status (01-06, 13, 15, 16) on a received document.
+  // Reports a business status (01-06, 15, 16) on a received document.
   virtual absl::StatusOr<v1::StatusEvent> ReportStatus(
       const std::string& document_id, v1::BusinessStatus status,
       const std::string& reason = "") = 0;
+
+  // ---- Recall, update, replace (see StatusEvent.related_document_id) ----
+  //
+  //   v1::Document recall = NewChangeRequest(original_id, {"000.00.00.G22"},
+  //       v1::BUSINESS_TYPE_RECALL, "Thu hồi QĐ 123/QĐ-UBND");
+  //   ASSIGN_OR_RETURN(SendReceipt r, client->Send(recall));
+  //   // at the recipient, on receiving it:
+  //   client->AnswerChangeRequest(original_id, /*agree=*/true, "");
+  //
+  // Answers the recall, update or replace request pending for this org's
+  // copy of `document_id` (the original, not the request): 15 AGREED or 16
+  // REFUSED (a refusal needs a reason). FAILED_PRECONDITION when none is
+  // pending (or it was answered, or the copy was withdrawn before delivery).
+  absl::StatusOr<v1::StatusEvent> AnswerChangeRequest(
+      const std::string& document_id, bool agree,
+      const std::string& reason = "") {
+    return ReportStatus(
+        document_id,
+        agree ? v1::BUSINESS_STATUS_AGREED : v1::BUSINESS_STATUS_REFUSED,
+        reason);
+  }
+
+  // ---- Paper conversion ----
+
+  // Records that this org converted a document it sent or received to
+  // paper, with the reason (required) and, optionally, the official who
+  // did it. INVALID_ARGUMENT naming `reason`; PERMISSION_DENIED naming the
+  // policy rule that forbids it; NOT_FOUND for a document this org has no
+  // part in. Not repeated on failure (each call is one conversion).
+  virtual absl::StatusOr<v1::RecordPaperConversionResponse>
+  RecordPaperConversion(const std::string& document_id,
+                        const std::string& reason,
+                        const std::string& converted_by = "") = 0;
+  // This org's conversions recorded at its broker, newest first (limit 0:
+  // 100, at most 1000).
+  virtual absl::StatusOr<std::vector<v1::PaperConversion>> ListPaperConversions(
+      uint32_t limit = 0) = 0;
 
   // The status of a document this org sent or received.
   virtual absl::StatusOr<v1::DocumentStatus> GetDocumentStatus(
@@ -344,6 +381,16 @@ class Client {
       const std::function<void(const v1::StatusEvent&)>& on_event,
       const std::atomic<bool>& stop) = 0;
 };
+
+// A RECALL, UPDATE or REPLACE of `original_id` (which this org sent to
+// each of `recipients`) for Client::Send. An UPDATE or REPLACE gets its new
+// body and attachments from the caller; a RECALL carries `subject` (and
+// `reason` as its body, if any). Express urgency: it may overtake the
+// original, which the broker handles.
+v1::Document NewChangeRequest(const std::string& original_id,
+                              const std::vector<std::string>& recipients,
+                              v1::BusinessType type, const std::string& subject,
+                              const std::string& reason = "");
 
 }  // namespace lienthong
 

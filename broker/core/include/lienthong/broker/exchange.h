@@ -330,6 +330,30 @@ class Exchange {
       const std::string& sha256) = 0;
   virtual const ExchangeMetrics& metrics() const = 0;
 
+  // ---- Paper conversion ----
+
+  // Records that the caller converted a document it sent or received (its
+  // copy not denied) to paper. INVALID_ARGUMENT naming `reason` (required)
+  // or `converted_by`; NOT_FOUND when the caller has no part in the
+  // document (as for one that does not exist); PERMISSION_DENIED naming the
+  // policy version and rules when a permit of the document's flow (as
+  // decided on acceptance, or by the serving policy now) carries the
+  // obligation paper_conversion_forbidden. Otherwise the conversion record,
+  // its audit entry and a status event (seen by the document's sender, and
+  // returned to the sender's broker) are stored in one durable write.
+  virtual void RecordPaperConversion(
+      const Principal& caller, const v1::RecordPaperConversionRequest& request,
+      Callback<v1::RecordPaperConversionResponse> done) = 0;
+  // The caller's own conversions recorded at this broker, newest first.
+  virtual void ListPaperConversions(
+      const Principal& caller, const v1::ListPaperConversionsRequest& request,
+      Callback<v1::ListPaperConversionsResponse> done) = 0;
+  // The same for any organization `org`, for operators and auditors.
+  // INVALID_ARGUMENT for a malformed org or a limit above 1000. May block on
+  // storage.
+  virtual absl::StatusOr<std::vector<v1::PaperConversion>> PaperConversions(
+      const std::string& org, uint32_t limit) = 0;
+
   // ---- Federation (the link layer calls these) ----
 
   // Opens the session for `peer`'s outbox (INVALID_ARGUMENT for a broker

@@ -153,6 +153,10 @@ class AdminServiceImpl final : public v1::AdminService::CallbackService {
       grpc::CallbackServerContext* ctx,
       const v1::ExportEvidenceRequest* request,
       v1::EvidenceExport* response) override;
+  grpc::ServerUnaryReactor* ListPaperConversions(
+      grpc::CallbackServerContext* ctx,
+      const v1::ListOrgPaperConversionsRequest* request,
+      v1::ListPaperConversionsResponse* response) override;
 
  private:
   // Who may call a method.
@@ -233,6 +237,10 @@ class AdminServiceImpl final : public v1::AdminService::CallbackService {
                                 const v1::ExportEvidenceRequest& request,
                                 v1::EvidenceExport* response,
                                 std::string* detail);
+  absl::Status DoListPaperConversions(
+      const Principal& caller,
+      const v1::ListOrgPaperConversionsRequest& request,
+      v1::ListPaperConversionsResponse* response, std::string* detail);
   // One log line, and one audit entry when options_.audit is set; `done`
   // runs once the entry is durable (at once without an audit log).
   void Audit(absl::string_view caller, absl::string_view peer,

@@ -120,6 +120,14 @@ class ExchangeServiceImpl final : public v1::ExchangeService::CallbackService {
   grpc::ServerUnaryReactor* GetEvidence(grpc::CallbackServerContext* ctx,
                                         const v1::GetEvidenceRequest* request,
                                         v1::EvidenceExport* response) override;
+  grpc::ServerUnaryReactor* RecordPaperConversion(
+      grpc::CallbackServerContext* ctx,
+      const v1::RecordPaperConversionRequest* request,
+      v1::RecordPaperConversionResponse* response) override;
+  grpc::ServerUnaryReactor* ListPaperConversions(
+      grpc::CallbackServerContext* ctx,
+      const v1::ListPaperConversionsRequest* request,
+      v1::ListPaperConversionsResponse* response) override;
 
  private:
   absl::StatusOr<Principal> Caller(grpc::CallbackServerContext* ctx) const;
