@@ -62,6 +62,7 @@ namespace {
 
 using ::lienthong::testing_util::Collector;
 using ::lienthong::testing_util::Eventually;
+using ::lienthong::testing_util::StatusIs;
 using ::testing::Contains;
 using ::testing::ElementsAre;
 using ::testing::ElementsAreArray;
@@ -2063,6 +2064,147 @@ TEST_F(FederationTest, HopLimitAtTheReceivingBrokerComesBackAsDenied) {
 }
 
 // ---- Only configured peer brokers may link ----------------------------------
+
+// ---- Recall across brokers
+// ----------------------------------------------------
+
+// Fetches at `client` until `n` documents came (or the time is up),
+// acknowledging them; their ids in arrival order.
+std::vector<std::string> FetchAll(Client& client, size_t n,
+                                  absl::Duration timeout = kWait) {
+  std::vector<std::string> ids;
+  const absl::Time deadline = absl::Now() + timeout;
+  while (ids.size() < n && absl::Now() < deadline) {
+    absl::StatusOr<std::vector<IncomingDocument>> got =
+        client.Fetch(100, absl::Seconds(1));
+    if (!got.ok()) continue;
+    std::vector<std::string> batch;
+    for (const IncomingDocument& d : *got) batch.push_back(d.document.id());
+    if (!batch.empty() && client.Ack(batch).ok())
+      ids.insert(ids.end(), batch.begin(), batch.end());
+  }
+  return ids;
+}
+
+// The last `n` steps of a copy's life.
+std::vector<std::string> LastSteps(const std::vector<v1::StatusEvent>& events,
+                                   size_t n) {
+  std::vector<std::string> life = Life(events);
+  if (life.size() > n) life.erase(life.begin(), life.end() - n);
+  return life;
+}
+
+TEST_F(FederationTest, RecallThroughTheCentreIsAnsweredAndWithdraws) {
+  ASSERT_OK(fed_.Start({"central", "h49", "h51"}));
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<Client> sender, fed_.Open("h49", kH49));
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<Client> recipient,
+                       fed_.Open("h51", kH51));
+  WatchRecorder watch(sender.get(), "");
+  ASSERT_OK_AND_ASSIGN(SendReceipt agreed_doc,
+                       sender->Send(NewDocument({kH51}, "Công văn A")));
+  ASSERT_OK_AND_ASSIGN(SendReceipt refused_doc,
+                       sender->Send(NewDocument({kH51}, "Công văn B")));
+  const std::string a = agreed_doc.document_id, b = refused_doc.document_id;
+  EXPECT_THAT(FetchAll(*recipient, 2), ElementsAre(a, b)) << fed_.Logs();
+  ASSERT_TRUE(
+      WaitForRowState(sender.get(), a, kH51, v1::DELIVERY_STATE_DELIVERED));
+  ASSERT_TRUE(
+      WaitForRowState(sender.get(), b, kH51, v1::DELIVERY_STATE_DELIVERED));
+
+  ASSERT_OK_AND_ASSIGN(SendReceipt recall_a,
+                       sender->Send(NewChangeRequest(
+                           a, {kH51}, v1::BUSINESS_TYPE_RECALL, "Thu hồi A")));
+  ASSERT_OK_AND_ASSIGN(SendReceipt recall_b,
+                       sender->Send(NewChangeRequest(
+                           b, {kH51}, v1::BUSINESS_TYPE_RECALL, "Thu hồi B")));
+  EXPECT_TRUE(watch.WaitFor(
+      IsBusiness(a, kH51, v1::BUSINESS_STATUS_RECALL_OR_UPDATE_REQUESTED)));
+  EXPECT_THAT(FetchAll(*recipient, 2),
+              UnorderedElementsAre(recall_a.document_id, recall_b.document_id))
+      << fed_.Logs();
+  // The recipient's broker knows of the requests: it takes the answers.
+  ASSERT_OK(recipient->AnswerChangeRequest(a, /*agree=*/true));
+  ASSERT_OK(recipient->AnswerChangeRequest(b, /*agree=*/false,
+                                           "Văn bản đã được thi hành"));
+
+  ASSERT_TRUE(watch.WaitFor(IsDelivery(a, kH51, v1::DELIVERY_STATE_RECALLED)))
+      << Dump(watch.Of(a, kH51)) << fed_.Logs();
+  ASSERT_TRUE(watch.WaitFor(IsBusiness(b, kH51, v1::BUSINESS_STATUS_REFUSED)))
+      << Dump(watch.Of(b, kH51)) << fed_.Logs();
+  EXPECT_THAT(LastSteps(watch.Of(a, kH51), 3),
+              ElementsAre("BUSINESS_STATUS_RECALL_OR_UPDATE_REQUESTED",
+                          "BUSINESS_STATUS_AGREED", "DELIVERY_STATE_RECALLED"))
+      << Dump(watch.Of(a, kH51));
+  EXPECT_THAT(LastSteps(watch.Of(b, kH51), 2),
+              ElementsAre("BUSINESS_STATUS_RECALL_OR_UPDATE_REQUESTED",
+                          "BUSINESS_STATUS_REFUSED"))
+      << Dump(watch.Of(b, kH51));
+  ASSERT_OK_AND_ASSIGN(v1::DocumentStatus status, sender->GetDocumentStatus(a));
+  EXPECT_EQ(status.recipients(0).delivery_state(), v1::DELIVERY_STATE_RECALLED);
+  EXPECT_EQ(status.recipients(0).business_status(), v1::BUSINESS_STATUS_AGREED);
+  EXPECT_THAT(LastSteps({status.history().begin(), status.history().end()}, 3),
+              ElementsAre("BUSINESS_STATUS_RECALL_OR_UPDATE_REQUESTED",
+                          "BUSINESS_STATUS_AGREED", "DELIVERY_STATE_RECALLED"));
+  ASSERT_OK_AND_ASSIGN(status, sender->GetDocumentStatus(b));
+  EXPECT_EQ(status.recipients(0).delivery_state(),
+            v1::DELIVERY_STATE_DELIVERED);
+
+  // A copy waiting at the far broker, never handed out: an express recall
+  // withdraws it there at once, and it is never delivered, not after a
+  // restart either.
+  ASSERT_OK_AND_ASSIGN(SendReceipt waiting,
+                       sender->Send(NewDocument({kH51}, "Công văn C")));
+  const std::string c = waiting.document_id;
+  ASSERT_TRUE(watch.WaitFor([&](const v1::StatusEvent& e) {
+    return e.document_id() == c &&
+           e.delivery_state() == v1::DELIVERY_STATE_FORWARDED &&
+           e.reason() == Custody("h51");
+  })) << fed_.Logs();
+  ASSERT_OK_AND_ASSIGN(SendReceipt recall_c,
+                       sender->Send(NewChangeRequest(
+                           c, {kH51}, v1::BUSINESS_TYPE_RECALL, "Thu hồi C")));
+  ASSERT_TRUE(watch.WaitFor(IsDelivery(c, kH51, v1::DELIVERY_STATE_RECALLED)))
+      << Dump(watch.Of(c, kH51)) << fed_.Logs();
+  recipient.reset();
+  ASSERT_OK(fed_.broker("h51").Stop());
+  ASSERT_OK(fed_.broker("h51").Start());
+  ASSERT_OK_AND_ASSIGN(recipient, fed_.Open("h51", kH51));
+  EXPECT_THAT(FetchAll(*recipient, 1), ElementsAre(recall_c.document_id));
+  EXPECT_THAT(FetchAll(*recipient, 1, absl::Seconds(2)), IsEmpty());
+  EXPECT_THAT(recipient->AnswerChangeRequest(c, /*agree=*/true),
+              StatusIs(absl::StatusCode::kFailedPrecondition));
+}
+
+// An express recall overtakes its normal original in the centre's outbox
+// while the far broker is down: the original, arriving after its recall, is
+// withdrawn instead of delivered.
+TEST_F(FederationTest, AnExpressRecallThatOvertookItsDocumentStillWithdrawsIt) {
+  ASSERT_OK(fed_.Start({"central", "h49", "h51"}));
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<Client> sender, fed_.Open("h49", kH49));
+  WatchRecorder watch(sender.get(), "");
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<AdminClient> admin, fed_.Admin("h49"));
+  ASSERT_TRUE(WaitForDirectory(admin.get(), kH51)) << fed_.Logs();
+  ASSERT_OK(fed_.broker("h51").Stop());
+  ASSERT_OK_AND_ASSIGN(SendReceipt sent,
+                       sender->Send(NewDocument({kH51}, "Công văn D")));
+  const std::string d = sent.document_id;
+  ASSERT_OK_AND_ASSIGN(SendReceipt recall,
+                       sender->Send(NewChangeRequest(
+                           d, {kH51}, v1::BUSINESS_TYPE_RECALL, "Thu hồi D")));
+  ASSERT_TRUE(watch.WaitFor([&](const v1::StatusEvent& e) {
+    return e.document_id() == recall.document_id &&
+           e.delivery_state() == v1::DELIVERY_STATE_FORWARDED &&
+           e.reason() == Custody("central");
+  })) << fed_.Logs();
+  ASSERT_OK(fed_.broker("h51").Start());
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<Client> recipient,
+                       fed_.Open("h51", kH51));
+  EXPECT_THAT(FetchAll(*recipient, 1), ElementsAre(recall.document_id))
+      << fed_.Logs();
+  ASSERT_TRUE(watch.WaitFor(IsDelivery(d, kH51, v1::DELIVERY_STATE_RECALLED)))
+      << Dump(watch.Of(d, kH51)) << fed_.Logs();
+  EXPECT_THAT(FetchAll(*recipient, 1, absl::Seconds(2)), IsEmpty());
+}
 
 // Opens FederationService.Link on `endpoint` as `identity`, announces
 // `announce` and returns the first response (or the stream's status).

@@ -790,6 +790,7 @@ TEST_F(GrpcurlExamplesTest, EveryAdminMethodByRole) {
       {"RotateStorageKeys", {"{}", ""}},
       {"ExportEvidence",
        {absl::StrCat(R"({"document_id":")", id, R"("})"), "document_id"}},
+      {"ListPaperConversions", {R"({"org":"000.00.00.H49"})", "org"}},
   };
   ASSERT_OK_AND_ASSIGN(auto documented, DocumentedAdminAccess());
 
