@@ -494,10 +494,9 @@ v1::Document NewChangeRequest(const std::string& original_id,
   m->set_business_type(type);
   m->set_refers_to(original_id);
   m->set_urgency(v1::URGENCY_EXPRESS);
-  if (!reason.empty()) {
-    doc.set_body(reason);
-    doc.set_body_content_type("text/plain; charset=utf-8");
-  }
+  // A document needs a body: the reason, else the subject.
+  doc.set_body(reason.empty() ? subject : reason);
+  doc.set_body_content_type("text/plain; charset=utf-8");
   return doc;
 }
 

@@ -3010,7 +3010,15 @@ class ExchangeImpl : public Exchange {
       absl::MutexLock lock(&recall_mu_);
       for (const std::string& r : local) recalls_[{x, r}] = st;
     }
-    if (st.type != v1::BUSINESS_TYPE_RECALL) return;
+    if (st.type != v1::BUSINESS_TYPE_RECALL || local.empty()) return;
+    // Runs on the store's thread: the withdrawal writes from a worker.
+    workers_->Submit([this, x, st, local] { WithdrawWaiting(x, st, local); });
+  }
+
+  // Withdraws the copies of `x` for `local` recipients that wait here and
+  // were never handed out (or were given back), RECALLED by request `st`.
+  void WithdrawWaiting(const std::string& x, const RecallState& st,
+                       const std::vector<std::string>& local) {
     std::vector<std::pair<storage::QueueEntry, v1::StatusEvent>> withdrawn;
     {
       absl::MutexLock lock(&mu_);

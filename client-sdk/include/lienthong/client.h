@@ -384,9 +384,9 @@ class Client {
 
 // A RECALL, UPDATE or REPLACE of `original_id` (which this org sent to
 // each of `recipients`) for Client::Send. An UPDATE or REPLACE gets its new
-// body and attachments from the caller; a RECALL carries `subject` (and
-// `reason` as its body, if any). Express urgency: it may overtake the
-// original, which the broker handles.
+// body and attachments from the caller; a RECALL carries `subject` and, as
+// its body, `reason` (the subject when empty). Express urgency: it may overtake
+// the original, which the broker handles.
 v1::Document NewChangeRequest(const std::string& original_id,
                               const std::vector<std::string>& recipients,
                               v1::BusinessType type, const std::string& subject,
