@@ -2995,12 +2995,35 @@ class ExchangeImpl : public Exchange {
     return e;
   }
 
-  // Once change request `doc` is durable here: its pending requests take
-  // effect, and a RECALL withdraws the copies of X that wait here and were
-  // never handed out.
+  // Once `doc` is durable here with copies for `local` recipients: a change
+  // request's pending requests take effect, and a RECALL withdraws the
+  // copies of X that wait here and were never handed out; a document a
+  // RECALL overtook is withdrawn.
   void ChangeRequestStored(const v1::Document& doc,
                            const std::vector<std::string>& local) {
-    if (!IsChangeRequest(doc)) return;
+    if (!IsChangeRequest(doc)) {
+      // A document whose recall overtook it on the way is withdrawn as it
+      // arrives.
+      std::vector<std::pair<RecallState, std::string>> recalled;
+      {
+        absl::MutexLock lock(&recall_mu_);
+        for (const std::string& r : local) {
+          auto it = recalls_.find({doc.id(), r});
+          if (it != recalls_.end() &&
+              it->second.type == v1::BUSINESS_TYPE_RECALL &&
+              it->second.answer != kRefused &&
+              it->second.sender == doc.sender()) {
+            recalled.push_back({it->second, r});
+          }
+        }
+      }
+      for (auto& [st, r] : recalled) {
+        workers_->Submit([this, x = doc.id(), st = st, r = r] {
+          WithdrawWaiting(x, st, {r});
+        });
+      }
+      return;
+    }
     const std::string& x = doc.metadata().refers_to();
     RecallState st;
     st.request_id = doc.id();
