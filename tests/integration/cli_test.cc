@@ -294,6 +294,54 @@ TEST_F(CliTest, AdminCommandsAnswerOperatorsAndAuditorsOnly) {
   EXPECT_EQ(as_org.exit_code, 2) << as_org.stderr_text;
 }
 
+TEST_F(CliTest, RecallAnswerAndPaperConversionFromTheCommandLine) {
+  ProgramResult sent =
+      Cli(kH49, {"send", "--to", kG22, "--subject", "Báo cáo", body_file_});
+  ASSERT_EQ(sent.exit_code, kExitOk) << Describe(sent);
+  std::vector<std::string> words =
+      absl::StrSplit(sent.stdout_text, ' ', absl::SkipEmpty());
+  ASSERT_GE(words.size(), 2u) << Describe(sent);
+  const std::string id = words[1];
+  testing_util::TempDir out;
+  ProgramResult received = Cli(kG22, {"receive", "--out", out.path()});
+  ASSERT_EQ(received.exit_code, kExitOk) << Describe(received);
+
+  ProgramResult recalled =
+      Cli(kH49, {"recall", id, "--reason", "Số liệu sai", "--json"});
+  ASSERT_EQ(recalled.exit_code, kExitOk) << Describe(recalled);
+  EXPECT_THAT(recalled.stdout_text, HasSubstr(id));
+  ProgramResult agreed = Cli(kG22, {"status", id, "agreed"});
+  ASSERT_EQ(agreed.exit_code, kExitOk) << Describe(agreed);
+  ProgramResult again = Cli(kG22, {"status", id, "refused", "--reason", "x"});
+  EXPECT_EQ(again.exit_code, 3) << Describe(again);
+  EXPECT_THAT(again.stderr_text, HasSubstr("FAILED_PRECONDITION"));
+  ProgramResult tracked = Cli(kH49, {"track", id, "--json"});
+  ASSERT_EQ(tracked.exit_code, kExitOk) << Describe(tracked);
+  v1::DocumentStatus status;
+  ASSERT_OK(ParseJson(tracked.stdout_text, &status));
+  ASSERT_THAT(status.recipients(), SizeIs(1)) << tracked.stdout_text;
+  EXPECT_EQ(status.recipients(0).delivery_state(), v1::DELIVERY_STATE_RECALLED);
+  EXPECT_EQ(status.recipients(0).business_status(), v1::BUSINESS_STATUS_AGREED);
+
+  ProgramResult no_reason = Cli(kG22, {"paper-convert", id});
+  EXPECT_EQ(no_reason.exit_code, kExitUsage) << Describe(no_reason);
+  ProgramResult empty_reason = Cli(kG22, {"paper-convert", id, "--reason", ""});
+  EXPECT_EQ(empty_reason.exit_code, 3) << Describe(empty_reason);
+  EXPECT_THAT(empty_reason.stderr_text,
+              AllOf(HasSubstr("INVALID_ARGUMENT"), HasSubstr("reason")));
+  ProgramResult converted = Cli(
+      kG22, {"paper-convert", id, "--reason", "Trình ký", "--by", "Nguyễn A"});
+  ASSERT_EQ(converted.exit_code, kExitOk) << Describe(converted);
+  ProgramResult mine = Cli(kG22, {"paper-conversions"});
+  ASSERT_EQ(mine.exit_code, kExitOk) << Describe(mine);
+  EXPECT_THAT(mine.stdout_text, AllOf(HasSubstr(id), HasSubstr("Trình ký"),
+                                      HasSubstr("Nguyễn A")));
+  ProgramResult audited =
+      AdminCli("auditor", {"admin", "paper-conversions", kG22, "--json"});
+  ASSERT_EQ(audited.exit_code, kExitOk) << Describe(audited);
+  EXPECT_THAT(audited.stdout_text, HasSubstr("Trình ký"));
+}
+
 TEST_F(CliTest, MissingRequiredFlagIsAUsageError) {
   ProgramResult r = Cli(kH49, {"send", "--subject", "x", body_file_});
   EXPECT_EQ(r.exit_code, kExitUsage) << Describe(r);
