@@ -17,6 +17,8 @@
 #include "gtest/gtest.h"
 #include "lienthong/admin_client.h"
 #include "lienthong/client.h"
+#include "lienthong/v1/audit.pb.h"
+#include "lienthong/v1/evidence.pb.h"
 #include "tests/integration/broker_process.h"
 #include "tests/testing/async.h"
 #include "tests/testing/status_matchers.h"
@@ -136,6 +138,25 @@ std::vector<std::string> FetchIds(Client& client, bool ack) {
   return ids;
 }
 
+// The audit entries of a document in its evidence, as "KIND ACTION org".
+std::vector<std::string> AuditedSteps(Client& client, const std::string& id) {
+  std::vector<std::string> out;
+  absl::StatusOr<v1::EvidenceExport> exported = client.GetEvidence(id);
+  EXPECT_OK(exported);
+  v1::Evidence evidence;
+  if (!exported.ok() || !evidence.ParseFromString(exported->evidence())) {
+    ADD_FAILURE() << "no evidence for " << id;
+    return out;
+  }
+  for (const v1::EvidenceAuditEntry& e : evidence.audit_entries()) {
+    v1::AuditEntry entry;
+    if (!entry.ParseFromString(e.entry().entry())) continue;
+    out.push_back(absl::StrCat(v1::AuditKind_Name(entry.kind()), " ",
+                               entry.action(), " ", entry.org()));
+  }
+  return out;
+}
+
 BrokerOptions WithRoles() {
   BrokerOptions o;
   o.config_yaml = "roles: {operator: [operator], auditor: [auditor]}\n";
@@ -221,6 +242,19 @@ TEST_F(WorkflowsTest, RecallAgreedByOneRecipientRefusedByAnother) {
                           "BUSINESS_STATUS_RECALL_OR_"
                           "UPDATE_REQUESTED",
                           "BUSINESS_STATUS_AGREED", "DELIVERY_STATE_RECALLED"));
+  // Every step is in the audit log.
+  std::vector<std::string> audited = AuditedSteps(*h49, id);
+  EXPECT_THAT(
+      audited,
+      testing::IsSupersetOf(
+          {absl::StrCat("AUDIT_KIND_RECALL "
+                        "BUSINESS_STATUS_RECALL_OR_UPDATE_REQUESTED ",
+                        kG22),
+           absl::StrCat("AUDIT_KIND_RECALL BUSINESS_STATUS_AGREED ", kG22),
+           absl::StrCat("AUDIT_KIND_RECALL DELIVERY_STATE_RECALLED ", kG22),
+           absl::StrCat("AUDIT_KIND_RECALL BUSINESS_STATUS_REFUSED ",
+                        kUnitH49)}))
+      << testing::PrintToString(audited);
   // The recipient sees its own copy's story too.
   ASSERT_OK_AND_ASSIGN(v1::DocumentStatus own, unit->GetDocumentStatus(id));
   ASSERT_THAT(own.recipients(), SizeIs(1));
@@ -373,6 +407,9 @@ TEST_F(WorkflowsTest, PaperConversionNeedsAReasonAPartyAndThePolicysLeave) {
   ASSERT_TRUE(watch.WaitFor([&](const v1::StatusEvent& e) {
     return e.document_id() == id && e.has_paper_conversion();
   }));
+  EXPECT_THAT(AuditedSteps(*h49, id),
+              testing::Contains(absl::StrCat(
+                  "AUDIT_KIND_PAPER_CONVERSION PAPER_CONVERSION ", kG22)));
   ASSERT_OK_AND_ASSIGN(std::vector<v1::PaperConversion> mine,
                        g22->ListPaperConversions());
   ASSERT_THAT(mine, SizeIs(1));
