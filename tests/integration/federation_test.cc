@@ -2149,6 +2149,23 @@ TEST_F(FederationTest, RecallThroughTheCentreIsAnsweredAndWithdraws) {
   EXPECT_EQ(status.recipients(0).delivery_state(),
             v1::DELIVERY_STATE_DELIVERED);
 
+  // The far recipient prints B: recorded at its broker, seen by the sender.
+  ASSERT_OK(recipient->RecordPaperConversion(b, "Trình ký bản giấy"));
+  ASSERT_TRUE(watch.WaitFor([&](const v1::StatusEvent& e) {
+    return e.document_id() == b && e.recipient() == kH51 &&
+           e.has_paper_conversion() &&
+           e.paper_conversion().reason() == "Trình ký bản giấy";
+  })) << Dump(watch.Of(b, kH51))
+      << fed_.Logs();
+  ASSERT_OK_AND_ASSIGN(std::vector<v1::PaperConversion> printed,
+                       recipient->ListPaperConversions());
+  ASSERT_EQ(printed.size(), 1u);
+  EXPECT_EQ(printed[0].document_id(), b);
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<Client> stranger,
+                       fed_.Open("h51", kUnitH51));
+  EXPECT_THAT(stranger->RecordPaperConversion(b, "In"),
+              StatusIs(absl::StatusCode::kNotFound));
+
   // A copy waiting at the far broker, never handed out: an express recall
   // withdraws it there at once, and it is never delivered, not after a
   // restart either.
