@@ -10,7 +10,9 @@
 #   3. the centre goes down; H49 and H50 keep working over their direct link;
 #   4. H50's broker goes down; a document for it waits in h49's outbox and is
 #      delivered when h50 returns (store and forward);
-#   5. the policy refuses an AI-made personnel decision, and explains why;
+#   5. an AI-made personnel decision is held until the sending org's
+#      approver approves it, then delivered with the approval; an AI-made
+#      disciplinary decision is refused by the policy, which explains why;
 #   6. a confidential report is sealed end to end by the sender's SDK: the
 #      centre reads it, no broker's files hold its text;
 #   7. every document is signed by its sender: the custody receipt and the
@@ -102,14 +104,28 @@ sleep 1
 lt 000.00.00.H49 track "$ID"
 
 echo
-echo "== 5. policy: an AI-made personnel decision is refused (deny by default, forbid beats permit)"
-if lt 000.00.00.G22 send --to 000.00.00.H49 --subject "Quyết định điều động cán bộ" \
-     --type "Quyết định" --origin ai --decision personnel "$DEMO/report.txt"; then
+echo "== 5. an AI-made personnel decision waits for a person's approval; an AI-made disciplinary one is refused"
+OUT=$(lt 000.00.00.G22 --json send --to 000.00.00.H49 --subject "Quyết định điều động cán bộ (AI đề xuất)" \
+  --type "Quyết định" --origin ai --decision personnel "$DEMO/report.txt")
+ID=$(echo "$OUT" | sed -n 's/.*"document_id": *"\([0-9A-Z]*\)".*/\1/p' | head -1)
+SHA=$(echo "$OUT" | sed -n 's/.*"content_sha256": *"\([0-9a-f]*\)".*/\1/p' | head -1)
+[ -n "$ID" ] && [ -n "$SHA" ] || { echo "no document id or content hash in: $OUT"; exit 1; }
+echo "sent $ID: held at broker central, delivered to nobody yet"
+lt 000.00.00.G22 track "$ID"
+echo "-- the approver of 000.00.00.G22 lists what waits (metadata and content hash, never the content)"
+lt approver@central approvals list
+lt approver@central approvals approve "$ID" --content-sha256 "$SHA" --comment "Đã rà soát, đồng ý ban hành"
+echo "-- 000.00.00.H49 receives it with the approval attached"
+lt 000.00.00.H49 receive --max 10 --wait 10 --out "$DEMO/inbox-H49"
+sleep 1
+lt 000.00.00.G22 track "$ID"
+if lt 000.00.00.G22 send --to 000.00.00.H49 --subject "Quyết định kỷ luật (AI đề xuất)" \
+     --type "Quyết định" --origin ai --decision disciplinary "$DEMO/report.txt"; then
   echo "the policy should have refused it"; exit 1
 fi
 echo "-- why (lienthong policy explain, offline, on the federation's policy file)"
 "$ROOT/build/client-sdk/lienthong" policy explain --policy "$ROOT/deploy/policy/lienthong-policy.yaml" \
-  --flow '{sender: 000.00.00.G22, recipient: 000.00.00.H49, origin: ai, decision_category: personnel}'
+  --flow '{sender: 000.00.00.G22, recipient: 000.00.00.H49, origin: ai, decision_category: disciplinary}'
 
 echo
 echo "== 6. a confidential report, sealed end to end: only the centre can read it"

@@ -84,7 +84,7 @@ TRUST_DOMAIN=lienthong.local
 BRIDGE=lt-br0
 BRIDGE_ADDR=10.77.0.1
 NET_PREFIX=10.77.0
-PERSONS=(operator auditor)
+PERSONS=(operator auditor approver)
 READY_SECONDS=20
 STOP_SECONDS=10
 
@@ -198,7 +198,7 @@ if ! [[ $BASE_PORT =~ ^[1-9][0-9]{0,4}$ ]] || ((BASE_PORT + 3 > 65535)); then
   die "--base-port must be a number from 1 to 65532, got '$BASE_PORT'"
 fi
 # config=N: bumped when the generated configuration changes shape.
-SETTINGS="mode=$MODE base_port=$BASE_PORT peers=$PEERS dir=$DIR config=2"
+SETTINGS="mode=$MODE base_port=$BASE_PORT peers=$PEERS dir=$DIR config=3"
 
 # One command at a time per DIR (brokers do not inherit the lock: 9>&-).
 command -v flock >/dev/null 2>&1 || die "flock (util-linux) not found"
@@ -433,6 +433,11 @@ policy:
 roles:
   operator: [operator]
   auditor: [auditor]
+approvals:                      # who approves held automated decisions, per org
+  expire_seconds: 259200
+  approvers:
+    - person: approver
+      orgs: [$(orgs "$name" | cut -d'|' -f1 | paste -sd, - | sed 's/,/, /g')]
 metrics:                        # Prometheus text at http://HOST:PORT/metrics
   listen: $(metrics_address "$name")
 EOF

@@ -113,6 +113,12 @@ void PrintReceived(const IncomingDocument& incoming, bool bodies_in_files,
             << doc.metadata().subject()
             << (incoming.was_sealed ? "  [sealed end-to-end]" : "")
             << std::endl;
+  for (const v1::Approval& a : doc.approvals()) {
+    std::cout << "  approved by " << a.approver() << " (" << a.role() << " of "
+              << a.org() << ") at " << FormatTimestamp(a.at())
+              << (a.comment().empty() ? "" : absl::StrCat(": ", a.comment()))
+              << std::endl;
+  }
 }
 
 // Prints one status event as a line of text or JSON.

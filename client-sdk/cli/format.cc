@@ -162,6 +162,8 @@ std::string DeliveryStateName(v1::DeliveryState state) {
       return "expired";
     case v1::DELIVERY_STATE_RECALLED:
       return "recalled";
+    case v1::DELIVERY_STATE_APPROVED:
+      return "approved";
     default:
       return "-";
   }

@@ -17,6 +17,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "client-sdk/cli/admin_commands.h"
+#include "client-sdk/cli/approval_commands.h"
 #include "client-sdk/cli/attachment_commands.h"
 #include "client-sdk/cli/commands.h"
 #include "client-sdk/cli/evidence_commands.h"
@@ -325,6 +326,40 @@ int Main(int argc, char** argv) {
       ->add_option("--limit", policy_decisions.limit, "At most N")
       ->capture_default_str();
 
+  // approvals
+  CLI::App* approvals_cmd = app.add_subcommand(
+      "approvals",
+      "Documents held for human approval (as an approver, with a person "
+      "certificate): list, approve, reject");
+  approvals_cmd->require_subcommand(1);
+  std::string approvals_org;
+  CLI::App* approvals_list_cmd = approvals_cmd->add_subcommand(
+      "list",
+      "Held documents waiting for your approval: metadata, content hash, "
+      "what they need and until when (operators and auditors: every one)");
+  approvals_list_cmd->add_option("--org", approvals_org,
+                                 "Only documents of this sender");
+  DecideFlags approve_flags;
+  CLI::App* approvals_approve_cmd = approvals_cmd->add_subcommand(
+      "approve",
+      "Approve a held document's content: it is released to its recipients "
+      "with your approval attached");
+  DecideFlags reject_flags;
+  reject_flags.approve = false;
+  CLI::App* approvals_reject_cmd = approvals_cmd->add_subcommand(
+      "reject",
+      "Reject a held document: every copy is denied, the sender is told why");
+  for (auto [cmd, flags] : {std::pair{approvals_approve_cmd, &approve_flags},
+                            std::pair{approvals_reject_cmd, &reject_flags}}) {
+    cmd->add_option("DOC_ID", flags->document_id, "Document id")->required();
+    cmd->add_option("--content-sha256", flags->content_sha256,
+                    "The content hash you reviewed (from `approvals list`)")
+        ->required();
+    cmd->add_option("--comment", flags->comment,
+                    flags == &reject_flags ? "Why (required)" : "Why");
+  }
+  approvals_reject_cmd->get_option("--comment")->required();
+
   // admin
   CLI::App* admin_cmd = app.add_subcommand(
       "admin",
@@ -574,7 +609,7 @@ int Main(int argc, char** argv) {
     options.initial_backoff =
         std::min(options.initial_backoff, options.max_backoff);
   }
-  if (policy_cmd->parsed() || admin_cmd->parsed()) {
+  if (policy_cmd->parsed() || admin_cmd->parsed() || approvals_cmd->parsed()) {
     absl::StatusOr<std::unique_ptr<AdminClient>> admin =
         AdminClient::Open(options);
     if (!admin.ok()) {
@@ -583,7 +618,13 @@ int Main(int argc, char** argv) {
       return ExitCodeFor(status);
     }
     absl::Status result;
-    if (policy_explain_cmd->parsed()) {
+    if (approvals_list_cmd->parsed()) {
+      result = RunApprovalsList(**admin, approvals_org, output);
+    } else if (approvals_approve_cmd->parsed()) {
+      result = RunApprovalsDecide(**admin, approve_flags, output);
+    } else if (approvals_reject_cmd->parsed()) {
+      result = RunApprovalsDecide(**admin, reject_flags, output);
+    } else if (policy_explain_cmd->parsed()) {
       result = RunPolicyExplain(**admin, policy_explain, output);
     } else if (policy_get_cmd->parsed()) {
       result = RunPolicyGet(**admin, policy_get, output);

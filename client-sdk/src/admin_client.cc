@@ -94,6 +94,31 @@ class AdminClientImpl final : public AdminClient {
                 &Connection::AdminStub::RotateStorageKeys);
   }
 
+  absl::StatusOr<v1::ListApprovalsResponse> ListApprovals(
+      const v1::ListApprovalsRequest& request) override {
+    v1::ListApprovalsResponse response;
+    absl::Status status = connection_->CallApproval(
+        RetryOn::kUnavailableOrDeadline,
+        [&](v1::ApprovalService::Stub& stub, grpc::ClientContext& context) {
+          response.Clear();
+          return stub.ListApprovals(&context, request, &response);
+        });
+    if (!status.ok()) return status;
+    return response;
+  }
+  absl::StatusOr<v1::DecideApprovalResponse> DecideApproval(
+      const v1::DecideApprovalRequest& request) override {
+    v1::DecideApprovalResponse response;
+    absl::Status status = connection_->CallApproval(
+        RetryOn::kUnavailable,
+        [&](v1::ApprovalService::Stub& stub, grpc::ClientContext& context) {
+          response.Clear();
+          return stub.DecideApproval(&context, request, &response);
+        });
+    if (!status.ok()) return status;
+    return response;
+  }
+
  private:
   template <typename Request, typename Response>
   using Method = grpc::Status (Connection::AdminStub::*)(grpc::ClientContext*,

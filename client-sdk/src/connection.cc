@@ -295,6 +295,7 @@ absl::StatusOr<std::shared_ptr<Connection>> Connection::Open(
     endpoint.stub = v1::ExchangeService::NewStub(endpoint.channel);
     endpoint.admin_stub = v1::AdminService::NewStub(endpoint.channel);
     endpoint.attachment_stub = v1::AttachmentService::NewStub(endpoint.channel);
+    endpoint.approval_stub = v1::ApprovalService::NewStub(endpoint.channel);
     connection->endpoints_.push_back(std::move(endpoint));
   }
   return connection;
@@ -337,6 +338,17 @@ absl::Status Connection::CallAdmin(RetryOn retry_on,
   return Retry(retry_on, absl::ZeroDuration(),
                [&](size_t index, grpc::ClientContext& context) {
                  return attempt(*endpoints_[index].admin_stub, context);
+               });
+}
+
+absl::Status Connection::CallApproval(
+    RetryOn retry_on,
+    const std::function<grpc::Status(v1::ApprovalService::Stub& stub,
+                                     grpc::ClientContext& context)>& attempt)
+    const {
+  return Retry(retry_on, absl::ZeroDuration(),
+               [&](size_t index, grpc::ClientContext& context) {
+                 return attempt(*endpoints_[index].approval_stub, context);
                });
 }
 

@@ -26,6 +26,7 @@
 #include "lienthong/common/identity.h"
 #include "lienthong/signing/signing.h"
 #include "lienthong/v1/admin.grpc.pb.h"
+#include "lienthong/v1/approvals.grpc.pb.h"
 #include "lienthong/v1/attachments.grpc.pb.h"
 #include "lienthong/v1/exchange.grpc.pb.h"
 
@@ -130,6 +131,12 @@ class Connection {
                     const Attempt& attempt) const;
   // The same for a call of lienthong.v1.AdminService.
   absl::Status CallAdmin(RetryOn retry_on, const AdminAttempt& attempt) const;
+  // The same for a call of lienthong.v1.ApprovalService.
+  absl::Status CallApproval(
+      RetryOn retry_on,
+      const std::function<grpc::Status(v1::ApprovalService::Stub& stub,
+                                       grpc::ClientContext& context)>& attempt)
+      const;
 
  private:
   struct Endpoint {
@@ -138,6 +145,7 @@ class Connection {
     std::unique_ptr<Stub> stub;
     std::unique_ptr<AdminStub> admin_stub;
     std::unique_ptr<v1::AttachmentService::Stub> attachment_stub;
+    std::unique_ptr<v1::ApprovalService::Stub> approval_stub;
   };
 
   Connection(ClientOptions options, Principal identity,

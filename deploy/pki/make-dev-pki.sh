@@ -23,7 +23,7 @@ Options:
   --org CODE                organization certificate (repeatable; default:
                             000.00.00.G22 000.00.00.H49 000.00.00.H50 000.01.23.H49)
                             CODE must match ^[0-9]{3}\.[0-9]{2}\.[0-9]{2}\.[A-Z][0-9]{2}$
-  --person ID               person certificate (repeatable; default: operator auditor)
+  --person ID               person certificate (repeatable; default: operator auditor approver)
   --force                   re-issue leaf certificates that already exist
                             (the CA in DIR is always reused if present)
   --test-extras             also create deliberately bad certificates in DIR/bad/
@@ -99,7 +99,7 @@ done
 
 [[ ${#BROKERS[@]} -gt 0 ]] || BROKERS=(central)
 [[ ${#ORGS[@]} -gt 0 ]] || ORGS=(000.00.00.G22 000.00.00.H49 000.00.00.H50 000.01.23.H49)
-[[ ${#PERSONS[@]} -gt 0 ]] || PERSONS=(operator auditor)
+[[ ${#PERSONS[@]} -gt 0 ]] || PERSONS=(operator auditor approver)
 
 # ---------------------------------------------------------------- validation
 command -v openssl >/dev/null 2>&1 || die "openssl not found in PATH"

@@ -12,6 +12,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
@@ -80,6 +81,12 @@ rules:
     effect: forbid
     origins: [ai]
     decision_categories: [personnel]
+  - name: proposals-need-the-director
+    effect: permit
+    sender: {groups: [served]}
+    recipient: {groups: [served]}
+    document_types: [Tờ trình]
+    obligations: {approval: {role: giam-doc}}
 )";
 
 Principal MustParse(const std::string& uri) {
@@ -1727,6 +1734,291 @@ TEST_P(ExchangeTest, WatchesStartedDuringSendsSeeEveryEventOnceInOrder) {
     watchers[w].session->Close();
   }
 }
+
+// ---- Human approval of automated decisions ----------------------------------
+
+constexpr char kApprover[] = "spiffe://lienthong.local/person/approver";
+constexpr char kDirector[] = "spiffe://lienthong.local/person/giam-doc";
+constexpr char kClerk[] = "spiffe://lienthong.local/person/van-thu";
+
+// A personnel decision proposed by a system (the test policy forbids only
+// AI-made ones outright).
+v1::Document SystemPersonnelDecision(const std::string& sender,
+                                     std::vector<std::string> recipients) {
+  v1::Document doc =
+      NewDocument(sender, std::move(recipients), "Quyết định điều động cán bộ");
+  doc.mutable_metadata()->set_document_type("Quyết định");
+  doc.mutable_metadata()->set_origin(v1::ORIGIN_SYSTEM);
+  doc.mutable_metadata()->set_decision_category(
+      v1::DECISION_CATEGORY_PERSONNEL);
+  return doc;
+}
+
+class ApprovalTest : public ExchangeTest {
+ protected:
+  void SetUp() override {
+    ExchangeTest::SetUp();
+    if (HasFatalFailure()) return;
+    options_.approvers = {{kApprover, kApproverRole, {kH49, kG22}},
+                          {kDirector, "giam-doc", {kH49}},
+                          {kClerk, "van-thu", {kH50}}};
+    options_.approval_expiry = absl::Hours(1);
+    ASSERT_NO_FATAL_FAILURE(OpenExchange());
+  }
+
+  absl::StatusOr<v1::ListApprovalsResponse> List(const std::string& person,
+                                                 bool all = false) {
+    AsyncResult<v1::ListApprovalsResponse> result;
+    exchange_->ListApprovals(MustParse(person), all, v1::ListApprovalsRequest(),
+                             result.Callback());
+    return result.Wait();
+  }
+
+  absl::StatusOr<v1::DecideApprovalResponse> Decide(
+      const std::string& person, const std::string& id,
+      v1::ApprovalDecision decision, const std::string& content_sha256,
+      const std::string& comment = "") {
+    v1::DecideApprovalRequest request;
+    request.set_document_id(id);
+    request.set_decision(decision);
+    request.set_content_sha256(content_sha256);
+    request.set_comment(comment);
+    AsyncResult<v1::DecideApprovalResponse> result;
+    exchange_->DecideApproval(MustParse(person), request, result.Callback());
+    return result.Wait();
+  }
+
+  // The delivery states of `recipient`'s copy, in the order recorded.
+  std::vector<v1::DeliveryState> History(const std::string& id,
+                                         const std::string& recipient) {
+    std::vector<v1::DeliveryState> out;
+    absl::StatusOr<v1::DocumentStatus> status = GetStatus(h49_, id);
+    EXPECT_OK(status);
+    if (!status.ok()) return out;
+    for (const v1::StatusEvent& e : status->history()) {
+      if (e.recipient() == recipient &&
+          e.delivery_state() != v1::DELIVERY_STATE_UNSPECIFIED)
+        out.push_back(e.delivery_state());
+    }
+    return out;
+  }
+};
+
+TEST_P(ApprovalTest, AutomatedPersonnelDecisionIsDeliveredOnlyAfterApproval) {
+  ASSERT_OK_AND_ASSIGN(v1::SendResponse sent,
+                       Send(h49_, SystemPersonnelDecision(kH49, {kG22, kH50})));
+  const std::string id = sent.document_id();
+  Receiver g22;
+  ASSERT_OK(g22.Open(*exchange_, g22_, 10));
+  EXPECT_EQ(g22.CountAfterQuiet(), 0u) << "delivered before approval";
+  EXPECT_EQ(InboxTotal(h50_), 0);
+  EXPECT_EQ(DeliveryStateOf(id, kG22), v1::DELIVERY_STATE_PENDING_APPROVAL);
+  EXPECT_EQ(DeliveryStateOf(id, kH50), v1::DELIVERY_STATE_PENDING_APPROVAL);
+
+  // The approver sees the metadata and the content hash, not the content.
+  ASSERT_OK_AND_ASSIGN(v1::ListApprovalsResponse listed, List(kApprover));
+  ASSERT_THAT(listed.approvals(), SizeIs(1));
+  const v1::PendingApproval& p = listed.approvals(0);
+  EXPECT_EQ(p.document_id(), id);
+  EXPECT_EQ(p.sender(), kH49);
+  EXPECT_THAT(p.recipients(), ElementsAre(kG22, kH50));
+  EXPECT_EQ(p.metadata().subject(), "Quyết định điều động cán bộ");
+  EXPECT_EQ(p.content_sha256(), sent.content_sha256());
+  ASSERT_THAT(p.required(), SizeIs(1));
+  EXPECT_EQ(p.required(0).role(), kApproverRole);
+  EXPECT_EQ(p.required(0).org(), kH49);
+  EXPECT_THAT(p.reason(), HasSubstr("personnel decision"));
+  EXPECT_EQ(
+      Nanos(p.expires_at()),
+      Nanos(sent.accepted_at()) + absl::ToInt64Nanoseconds(absl::Hours(1)));
+  // Someone without the role for H49 sees nothing and decides nothing.
+  ASSERT_OK_AND_ASSIGN(v1::ListApprovalsResponse clerk, List(kClerk));
+  EXPECT_THAT(clerk.approvals(), IsEmpty());
+  EXPECT_THAT(
+      Decide(kClerk, id, v1::APPROVAL_DECISION_APPROVE, sent.content_sha256()),
+      StatusIs(absl::StatusCode::kNotFound, HasSubstr(kClerk)));
+  EXPECT_THAT(List("spiffe://lienthong.local/person/operator"),
+              StatusIs(absl::StatusCode::kPermissionDenied));
+  ASSERT_OK_AND_ASSIGN(v1::ListApprovalsResponse all,
+                       List("spiffe://lienthong.local/person/operator", true));
+  EXPECT_THAT(all.approvals(), SizeIs(1));
+  // A decision on other content than the document's changes nothing.
+  EXPECT_THAT(Decide(kApprover, id, v1::APPROVAL_DECISION_APPROVE,
+                     std::string(64, 'a')),
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       HasSubstr(sent.content_sha256())));
+  EXPECT_THAT(
+      Decide(kApprover, id, v1::APPROVAL_DECISION_UNSPECIFIED,
+             sent.content_sha256()),
+      StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("decision")));
+  EXPECT_EQ(g22.CountAfterQuiet(), 0u);
+
+  ASSERT_OK_AND_ASSIGN(
+      v1::DecideApprovalResponse decided,
+      Decide(kApprover, id, v1::APPROVAL_DECISION_APPROVE,
+             absl::AsciiStrToUpper(sent.content_sha256()), "Đồng ý"));
+  EXPECT_TRUE(decided.released());
+  EXPECT_THAT(decided.still_required(), IsEmpty());
+
+  ASSERT_TRUE(g22.WaitForCount(1));
+  const v1::Delivery delivered = g22.delivery(0);
+  const v1::Document& got = delivered.document();
+  EXPECT_EQ(got.id(), id);
+  ASSERT_THAT(got.approvals(), SizeIs(1));
+  const v1::Approval& a = got.approvals(0);
+  EXPECT_EQ(a.approver(), kApprover);
+  EXPECT_EQ(a.role(), kApproverRole);
+  EXPECT_EQ(a.org(), kH49);
+  EXPECT_EQ(a.content_sha256(), sent.content_sha256());
+  EXPECT_EQ(a.comment(), "Đồng ý");
+  EXPECT_EQ(a.decision(), v1::APPROVAL_DECISION_APPROVE);
+  EXPECT_EQ(a.broker(), kBrokerId);
+  g22.Ack({id});
+  ASSERT_TRUE(EventuallyDelivered(id, kG22));
+  EXPECT_THAT(
+      History(id, kG22),
+      ElementsAre(v1::DELIVERY_STATE_ACCEPTED,
+                  v1::DELIVERY_STATE_PENDING_APPROVAL,
+                  v1::DELIVERY_STATE_APPROVED, v1::DELIVERY_STATE_DELIVERED));
+  EXPECT_EQ(InboxTotal(h50_), 1);
+  // Decided once: nothing waits any more.
+  EXPECT_THAT(Decide(kApprover, id, v1::APPROVAL_DECISION_APPROVE,
+                     sent.content_sha256()),
+              StatusIs(absl::StatusCode::kNotFound));
+  ASSERT_OK_AND_ASSIGN(listed, List(kApprover));
+  EXPECT_THAT(listed.approvals(), IsEmpty());
+}
+
+TEST_P(ApprovalTest, RejectionDeniesEveryCopyWithTheReason) {
+  ASSERT_OK_AND_ASSIGN(v1::SendResponse sent,
+                       Send(h49_, SystemPersonnelDecision(kH49, {kG22})));
+  const std::string id = sent.document_id();
+  Watcher watcher;
+  ASSERT_OK(Watch(h49_, id, 0, watcher));
+  EXPECT_THAT(
+      Decide(kApprover, id, v1::APPROVAL_DECISION_REJECT,
+             sent.content_sha256()),
+      StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("comment")));
+  ASSERT_OK(Decide(kApprover, id, v1::APPROVAL_DECISION_REJECT,
+                   sent.content_sha256(), "Sai đối tượng"));
+  EXPECT_EQ(DeliveryStateOf(id, kG22), v1::DELIVERY_STATE_DENIED);
+  EXPECT_EQ(InboxTotal(g22_), 0);
+  // The sender's track stream saw every step, the rejection with its
+  // approver and comment.
+  ASSERT_TRUE(watcher.events.WaitForCount(3));
+  const v1::StatusEvent denied = watcher.events.items().back();
+  EXPECT_EQ(denied.delivery_state(), v1::DELIVERY_STATE_DENIED);
+  EXPECT_EQ(denied.actor(), kApprover);
+  EXPECT_THAT(denied.reason(), HasSubstr("Sai đối tượng"));
+  EXPECT_EQ(denied.approval().decision(), v1::APPROVAL_DECISION_REJECT);
+  watcher.session->Close();
+  EXPECT_THAT(Decide(kApprover, id, v1::APPROVAL_DECISION_APPROVE,
+                     sent.content_sha256()),
+              StatusIs(absl::StatusCode::kNotFound));
+  // Rejected stays rejected after a restart.
+  ASSERT_NO_FATAL_FAILURE(Restart());
+  EXPECT_EQ(InboxTotal(g22_), 0);
+  EXPECT_EQ(DeliveryStateOf(id, kG22), v1::DELIVERY_STATE_DENIED);
+}
+
+TEST_P(ApprovalTest, UnapprovedDocumentExpiresAndTheSenderIsTold) {
+  ASSERT_OK_AND_ASSIGN(v1::SendResponse sent,
+                       Send(h49_, SystemPersonnelDecision(kH49, {kG22})));
+  const std::string id = sent.document_id();
+  clock_.Advance(absl::Minutes(59));
+  absl::SleepFor(
+      absl::Milliseconds(1500));  // the expiry check runs each second
+  EXPECT_EQ(DeliveryStateOf(id, kG22), v1::DELIVERY_STATE_PENDING_APPROVAL);
+  clock_.Advance(absl::Minutes(2));
+  ASSERT_TRUE(Eventually(
+      [&] { return DeliveryStateOf(id, kG22) == v1::DELIVERY_STATE_EXPIRED; }));
+  absl::StatusOr<v1::DocumentStatus> status = GetStatus(h49_, id);
+  ASSERT_OK(status);
+  EXPECT_THAT(status->history().rbegin()->reason(),
+              AllOf(HasSubstr("not approved"), HasSubstr("approver@")));
+  EXPECT_THAT(Decide(kApprover, id, v1::APPROVAL_DECISION_APPROVE,
+                     sent.content_sha256()),
+              StatusIs(absl::StatusCode::kNotFound));
+  EXPECT_EQ(InboxTotal(g22_), 0);
+}
+
+TEST_P(ApprovalTest, SendingTheSameContentAgainAsAPersonDoesNotEscapeApproval) {
+  v1::Document doc = SystemPersonnelDecision(kH49, {kG22});
+  ASSERT_OK_AND_ASSIGN(v1::SendResponse first, Send(h49_, doc));
+  // Resent under its key with the origin removed: refused as other content.
+  doc.set_idempotency_key("qd-45");
+  ASSERT_OK(Send(h49_, doc));
+  v1::Document keyed = doc;
+  keyed.mutable_metadata()->set_origin(v1::ORIGIN_PERSON);
+  EXPECT_THAT(Send(h49_, keyed), StatusIs(absl::StatusCode::kAlreadyExists));
+  // A new key, the origin flag removed, the same content: held as well.
+  v1::Document laundered = keyed;
+  laundered.set_idempotency_key("qd-45-lai");
+  laundered.mutable_metadata()->set_decision_category(
+      v1::DECISION_CATEGORY_NONE);
+  ASSERT_OK_AND_ASSIGN(v1::SendResponse again, Send(h49_, laundered));
+  EXPECT_EQ(again.content_sha256(), first.content_sha256());
+  EXPECT_EQ(DeliveryStateOf(again.document_id(), kG22),
+            v1::DELIVERY_STATE_PENDING_APPROVAL);
+  ASSERT_NO_FATAL_FAILURE(Restart());
+  v1::Document after_restart = laundered;
+  after_restart.set_idempotency_key("qd-45-sau");
+  ASSERT_OK_AND_ASSIGN(v1::SendResponse third, Send(h49_, after_restart));
+  EXPECT_EQ(DeliveryStateOf(third.document_id(), kG22),
+            v1::DELIVERY_STATE_PENDING_APPROVAL);
+  ASSERT_OK_AND_ASSIGN(v1::ListApprovalsResponse listed, List(kApprover));
+  EXPECT_THAT(listed.approvals(), SizeIs(4));
+  EXPECT_EQ(InboxTotal(g22_), 0);
+  // Other content from a person goes out at once.
+  v1::Document other = NewDocument(kH49, {kG22}, "Công văn khác");
+  other.set_body("Nội dung khác");
+  ASSERT_OK(Send(h49_, other));
+  EXPECT_EQ(InboxTotal(g22_), 1);
+}
+
+TEST_P(ApprovalTest, PolicyObligationNeedsItsOwnRoleAndSurvivesRestart) {
+  v1::Document doc = NewDocument(kH49, {kG22}, "Tờ trình về biên chế");
+  doc.mutable_metadata()->set_document_type("Tờ trình");
+  ASSERT_OK_AND_ASSIGN(v1::SendResponse sent, Send(h49_, doc));
+  const std::string id = sent.document_id();
+  EXPECT_EQ(DeliveryStateOf(id, kG22), v1::DELIVERY_STATE_PENDING_APPROVAL);
+  // The approver role does not stand in for the director's.
+  ASSERT_OK_AND_ASSIGN(v1::ListApprovalsResponse mine, List(kApprover));
+  EXPECT_THAT(mine.approvals(), IsEmpty());
+  EXPECT_THAT(Decide(kApprover, id, v1::APPROVAL_DECISION_APPROVE,
+                     sent.content_sha256()),
+              StatusIs(absl::StatusCode::kNotFound));
+  ASSERT_NO_FATAL_FAILURE(Restart());
+  EXPECT_EQ(InboxTotal(g22_), 0);
+  ASSERT_OK_AND_ASSIGN(v1::ListApprovalsResponse theirs, List(kDirector));
+  ASSERT_THAT(theirs.approvals(), SizeIs(1));
+  EXPECT_THAT(theirs.approvals(0).reason(),
+              HasSubstr("proposals-need-the-director"));
+  ASSERT_OK_AND_ASSIGN(v1::DecideApprovalResponse decided,
+                       Decide(kDirector, id, v1::APPROVAL_DECISION_APPROVE,
+                              sent.content_sha256()));
+  EXPECT_TRUE(decided.released());
+  EXPECT_EQ(decided.approval().role(), "giam-doc");
+  EXPECT_EQ(InboxTotal(g22_), 1);
+}
+
+TEST_P(ApprovalTest, SenderMayNotSetApprovals) {
+  v1::Document doc = SystemPersonnelDecision(kH49, {kG22});
+  v1::Approval* forged = doc.add_approvals();
+  forged->set_approver(kApprover);
+  forged->set_decision(v1::APPROVAL_DECISION_APPROVE);
+  EXPECT_THAT(Send(h49_, doc), StatusIs(absl::StatusCode::kInvalidArgument,
+                                        HasSubstr("approvals")));
+  ASSERT_OK_AND_ASSIGN(v1::ListApprovalsResponse listed, List(kApprover));
+  EXPECT_THAT(listed.approvals(), IsEmpty());
+}
+
+INSTANTIATE_TEST_SUITE_P(Stores, ApprovalTest,
+                         ::testing::Values(Backend::kMemory, Backend::kRocksDb),
+                         [](const ::testing::TestParamInfo<Backend>& info) {
+                           return info.param == Backend::kMemory ? "Memory"
+                                                                 : "RocksDb";
+                         });
 
 INSTANTIATE_TEST_SUITE_P(Stores, ExchangeTest,
                          ::testing::Values(Backend::kMemory, Backend::kRocksDb),

@@ -88,6 +88,12 @@ Principal Org(const std::string& code) {
   return p.value_or(Principal{});
 }
 
+Principal MustParse(const std::string& uri) {
+  absl::StatusOr<Principal> p = ParseSpiffeId(uri);
+  EXPECT_OK(p) << uri;
+  return p.value_or(Principal{});
+}
+
 v1::Document NewDocument(const std::string& sender,
                          std::vector<std::string> recipients,
                          const std::string& subject = "Công văn liên tỉnh") {
@@ -1813,6 +1819,88 @@ TEST(FederationOptionsTest, PeerErrorsNameTheField) {
   o.max_hops = 0;
   EXPECT_THAT(o.Validate(), StatusIs(absl::StatusCode::kInvalidArgument,
                                      HasSubstr("federation.max_hops")));
+}
+
+// ---- Approvals across brokers -----------------------------------------------
+
+constexpr char kApproverA[] = "spiffe://lienthong.local/person/approver";
+
+v1::Document AiPersonnelDecision(const std::string& sender,
+                                 std::vector<std::string> recipients) {
+  v1::Document doc = NewDocument(sender, std::move(recipients),
+                                 "Quyết định bổ nhiệm (đề xuất của AI)");
+  doc.mutable_metadata()->set_origin(v1::ORIGIN_AI);
+  doc.mutable_metadata()->set_decision_category(
+      v1::DECISION_CATEGORY_PERSONNEL);
+  return doc;
+}
+
+TEST_F(FederationTest, HeldDocumentCrossesOnlyAfterApprovalAndCarriesIt) {
+  ASSERT_NO_FATAL_FAILURE(TwoBrokers());
+  a_->options.approvers = {{kApproverA, kApproverRole, {kH49}}};
+  ASSERT_NO_FATAL_FAILURE(Restart(*a_));
+  Wire& ab = Connect(*a_, *b_, /*open=*/false);
+  ab.HoldTransfers(true);
+  ASSERT_OK(ab.Open());
+  ASSERT_OK_AND_ASSIGN(v1::SendResponse sent,
+                       Send(*a_, h49_, AiPersonnelDecision(kH49, {kG22})));
+  const std::string id = sent.document_id();
+  EXPECT_EQ(ab.transfers().CountAfter(), 0u) << "left before approval";
+
+  v1::DecideApprovalRequest request;
+  request.set_document_id(id);
+  request.set_decision(v1::APPROVAL_DECISION_APPROVE);
+  request.set_content_sha256(sent.content_sha256());
+  AsyncResult<v1::DecideApprovalResponse> decided;
+  a_->ex().DecideApproval(MustParse(kApproverA), request, decided.Callback());
+  ASSERT_OK(decided.Wait());
+  ASSERT_TRUE(ab.transfers().WaitForCount(1));
+  std::vector<v1::Transfer> held = ab.TakeHeld();
+  ASSERT_THAT(held, SizeIs(1));
+  ASSERT_THAT(held[0].document().approvals(), SizeIs(1));
+  EXPECT_EQ(held[0].document().approvals(0).approver(), kApproverA);
+
+  // A broker on the way that dropped the approval: the far end refuses the
+  // copy and says what is missing.
+  v1::Transfer stripped = held[0];
+  stripped.mutable_document()->clear_approvals();
+  ab.Deliver(stripped);
+  std::optional<v1::StatusEvent> denied =
+      EventuallyEvent(*a_, h49_, id, kG22, v1::DELIVERY_STATE_DENIED);
+  ASSERT_TRUE(denied.has_value());
+  EXPECT_THAT(denied->reason(),
+              AllOf(HasSubstr(kBrokerB), HasSubstr("approver@000.00.00.H49"),
+                    HasSubstr("does not carry")));
+  EXPECT_EQ(InboxTotal(*b_, g22_), 0);
+}
+
+TEST_F(FederationTest, ApprovedDocumentIsDeliveredAtTheFarEndWithItsApproval) {
+  ASSERT_NO_FATAL_FAILURE(TwoBrokers());
+  a_->options.approvers = {{kApproverA, kApproverRole, {kH49}}};
+  ASSERT_NO_FATAL_FAILURE(Restart(*a_));
+  Connect(*a_, *b_);
+  ASSERT_OK_AND_ASSIGN(v1::SendResponse sent,
+                       Send(*a_, h49_, AiPersonnelDecision(kH49, {kG22})));
+  const std::string id = sent.document_id();
+  Receiver g22;
+  ASSERT_OK(g22.Open(b_->ex(), g22_));
+  EXPECT_EQ(g22.CountAfterQuiet(), 0u);
+  v1::DecideApprovalRequest request;
+  request.set_document_id(id);
+  request.set_decision(v1::APPROVAL_DECISION_APPROVE);
+  request.set_content_sha256(sent.content_sha256());
+  request.set_comment("Đã xem xét");
+  AsyncResult<v1::DecideApprovalResponse> decided;
+  a_->ex().DecideApproval(MustParse(kApproverA), request, decided.Callback());
+  ASSERT_OK(decided.Wait());
+  ASSERT_TRUE(g22.WaitForCount(1));
+  const v1::Document got = g22.deliveries()[0].document();
+  ASSERT_THAT(got.approvals(), SizeIs(1));
+  EXPECT_EQ(got.approvals(0).comment(), "Đã xem xét");
+  EXPECT_EQ(got.approvals(0).content_sha256(), sent.content_sha256());
+  g22.Ack({id});
+  ASSERT_TRUE(EventuallyEvent(*a_, h49_, id, kG22, v1::DELIVERY_STATE_DELIVERED)
+                  .has_value());
 }
 
 }  // namespace

@@ -219,7 +219,7 @@ absl::StatusOr<std::string> DevPkiDir() {
     for (const char* broker : kDevPkiBrokers)
       argv.insert(argv.end(), {"--broker", broker});
     for (const char* org : kDevPkiOrgs) argv.insert(argv.end(), {"--org", org});
-    for (const char* person : {"operator", "auditor"})
+    for (const char* person : {"operator", "auditor", "approver"})
       argv.insert(argv.end(), {"--person", person});
     absl::StatusOr<ProgramResult> run = RunProgram(argv, absl::Seconds(90));
     if (!run.ok()) {

@@ -156,6 +156,9 @@ class Federation {
   void SetMaxHops(const std::string& broker, uint32_t max_hops) {
     max_hops_[broker] = max_hops;
   }
+  void SetApprovalExpiry(const std::string& broker, int seconds) {
+    approval_expiry_[broker] = seconds;
+  }
   // `broker` dials its peer `peer` at the port of `actual` (a misconfigured
   // or impostor endpoint).
   void SetPeerEndpoint(const std::string& broker, const std::string& peer,
@@ -171,6 +174,13 @@ class Federation {
     for (const auto& [code, org_name] : spec.orgs)
       absl::StrAppend(&yaml, "  - {code: ", code, ", name: \"", org_name,
                       "\"}\n");
+    std::vector<std::string> codes;
+    for (const auto& [code, org_name] : spec.orgs) codes.push_back(code);
+    absl::StrAppend(
+        &yaml, "approvals: {expire_seconds: ",
+        approval_expiry_.contains(name) ? approval_expiry_.at(name) : 3600,
+        ", approvers: [{person: approver, orgs: [", absl::StrJoin(codes, ", "),
+        "]}]}\n");
     absl::StrAppend(&yaml, "policy: {file: ", PolicyPath(name), "}\n",
                     "roles: {operator: [operator], auditor: [auditor]}\n",
                     "federation: {max_hops: ", max_hops_.at(name),
@@ -229,12 +239,12 @@ class Federation {
     return Client::Open(OptionsFor(broker_name, org));
   }
   absl::StatusOr<std::unique_ptr<AdminClient>> Admin(
-      const std::string& broker_name) {
+      const std::string& broker_name, const std::string& person = "operator") {
     ClientOptions o = broker(broker_name).ClientOptionsFor(kH49);
     absl::StatusOr<std::string> pki = DevPkiDir();
     if (!pki.ok()) return pki.status();
-    o.certificate_file = *pki + "/persons/operator.pem";
-    o.private_key_file = *pki + "/persons/operator.key";
+    o.certificate_file = absl::StrCat(*pki, "/persons/", person, ".pem");
+    o.private_key_file = absl::StrCat(*pki, "/persons/", person, ".key");
     return AdminClient::Open(o);
   }
 
@@ -271,6 +281,7 @@ class Federation {
   std::map<std::string, int> ports_;
   std::map<std::string, std::string> policies_;
   std::map<std::string, uint32_t> max_hops_;
+  std::map<std::string, int> approval_expiry_;
   std::map<std::pair<std::string, std::string>, std::string>
       endpoint_overrides_;
   std::map<std::string, std::unique_ptr<BrokerProcess>> brokers_;
@@ -1383,6 +1394,153 @@ TEST_F(FederationTest, StatusesAndDocumentsWaitWhileTheCentreIsDown) {
       << Dump(reply_watch.Of(reply.document_id, kH49));
   h51_session->Stop();
   h49_session->Stop();
+}
+
+// ---- Human approval of automated decisions ----------------------------------
+
+v1::Document AiPersonnelDecision(const std::vector<std::string>& to,
+                                 const std::string& subject) {
+  v1::Document doc = NewDocument(to, subject);
+  doc.mutable_metadata()->set_document_type("Quyết định");
+  doc.mutable_metadata()->set_origin(v1::ORIGIN_AI);
+  doc.mutable_metadata()->set_decision_category(
+      v1::DECISION_CATEGORY_PERSONNEL);
+  return doc;
+}
+
+TEST_F(FederationTest, AnAiPersonnelDecisionCrossesOnlyAfterApprovalWithIt) {
+  ASSERT_OK(fed_.Start({"central", "h49"}));
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<Client> sender, fed_.Open("h49", kH49));
+  ASSERT_OK_AND_ASSIGN(Receivers at, ReceiveAt({{"central", kG22}}));
+  WatchRecorder watch(sender.get(), "");
+  ASSERT_OK_AND_ASSIGN(
+      SendReceipt sent,
+      sender->Send(AiPersonnelDecision({kG22}, "Bổ nhiệm do AI đề xuất")));
+  const std::string id = sent.document_id;
+  ASSERT_TRUE(
+      watch.WaitFor(IsDelivery(id, kG22, v1::DELIVERY_STATE_PENDING_APPROVAL)))
+      << Dump(watch.Of(id, kG22)) << fed_.Logs();
+  EXPECT_EQ(at.got[0].CountAfter(absl::Seconds(2)), 0u)
+      << "delivered before approval";
+  // Only the approver of h49 sees it; the centre's approver does not.
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<AdminClient> approver,
+                       fed_.Admin("h49", "approver"));
+  ASSERT_OK_AND_ASSIGN(v1::ListApprovalsResponse waiting,
+                       approver->ListApprovals(v1::ListApprovalsRequest()));
+  ASSERT_THAT(waiting.approvals(), ::testing::SizeIs(1));
+  const v1::PendingApproval& p = waiting.approvals(0);
+  EXPECT_EQ(p.document_id(), id);
+  EXPECT_EQ(p.metadata().origin(), v1::ORIGIN_AI);
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<AdminClient> elsewhere,
+                       fed_.Admin("central", "approver"));
+  ASSERT_OK_AND_ASSIGN(v1::ListApprovalsResponse none,
+                       elsewhere->ListApprovals(v1::ListApprovalsRequest()));
+  EXPECT_THAT(none.approvals(), IsEmpty());
+  v1::DecideApprovalRequest decide;
+  decide.set_document_id(id);
+  decide.set_decision(v1::APPROVAL_DECISION_APPROVE);
+  decide.set_content_sha256(p.content_sha256());
+  decide.set_comment("Đã rà soát hồ sơ");
+
+  ASSERT_OK_AND_ASSIGN(v1::DecideApprovalResponse decided,
+                       approver->DecideApproval(decide));
+  EXPECT_TRUE(decided.released());
+  ASSERT_TRUE(at.got[0].WaitForCount(1, kWait)) << fed_.Logs();
+  const v1::Document got = at.got[0].items()[0].document;
+  EXPECT_EQ(got.id(), id);
+  ASSERT_THAT(got.approvals(), ::testing::SizeIs(1));
+  EXPECT_EQ(got.approvals(0).approver(),
+            "spiffe://lienthong.local/person/approver");
+  EXPECT_EQ(got.approvals(0).content_sha256(), p.content_sha256());
+  EXPECT_EQ(got.approvals(0).comment(), "Đã rà soát hồ sơ");
+  ASSERT_TRUE(watch.WaitFor(IsDelivery(id, kG22, v1::DELIVERY_STATE_DELIVERED)))
+      << Dump(watch.Of(id, kG22)) << fed_.Logs();
+  EXPECT_THAT(
+      Life(watch.Of(id, kG22)),
+      ElementsAre("DELIVERY_STATE_ACCEPTED", "DELIVERY_STATE_PENDING_APPROVAL",
+                  "DELIVERY_STATE_APPROVED",
+                  "DELIVERY_STATE_FORWARDED " + Custody("central"),
+                  "DELIVERY_STATE_DELIVERED"))
+      << Dump(watch.Of(id, kG22));
+  // The approval is in the document's evidence: audited at the sender's
+  // broker with who, which content and the comment.
+  ASSERT_OK_AND_ASSIGN(v1::EvidenceExport exported, sender->GetEvidence(id));
+  v1::Evidence evidence;
+  ASSERT_TRUE(evidence.ParseFromString(exported.evidence()));
+  bool audited = false;
+  for (const v1::EvidenceAuditEntry& stored : evidence.audit_entries()) {
+    v1::AuditEntry e;
+    ASSERT_TRUE(e.ParseFromString(stored.entry().entry()));
+    if (e.kind() == v1::AUDIT_KIND_APPROVAL &&
+        absl::StrContains(e.detail(), p.content_sha256()) &&
+        absl::StrContains(e.detail(), "Đã rà soát hồ sơ") &&
+        e.actor() == "spiffe://lienthong.local/person/approver")
+      audited = true;
+  }
+  EXPECT_TRUE(audited) << evidence.DebugString();
+  for (auto& session : at.sessions) session->Stop();
+}
+
+TEST_F(FederationTest, ARejectedOrExpiredAiDecisionIsNeverDelivered) {
+  fed_.SetApprovalExpiry("h49", 3);
+  ASSERT_OK(fed_.Start({"central", "h49"}));
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<Client> sender, fed_.Open("h49", kH49));
+  ASSERT_OK_AND_ASSIGN(Receivers at, ReceiveAt({{"central", kG22}}));
+  WatchRecorder watch(sender.get(), "");
+  ASSERT_OK_AND_ASSIGN(
+      SendReceipt rejected,
+      sender->Send(AiPersonnelDecision({kG22}, "Điều động (sẽ bị từ chối)")));
+  ASSERT_OK_AND_ASSIGN(
+      SendReceipt expired,
+      sender->Send(AiPersonnelDecision({kG22}, "Điều động (để quá hạn)")));
+
+  // The approver rejects with the CLI, naming the content reviewed.
+  absl::StatusOr<std::string> pki = DevPkiDir();
+  ASSERT_OK(pki);
+  auto cli = [&](std::vector<std::string> args) {
+    std::vector<std::string> argv = {LIENTHONG_CLI_PATH,
+                                     "--endpoint",
+                                     fed_.broker("h49").endpoint(),
+                                     "--ca",
+                                     *pki + "/ca.pem",
+                                     "--cert",
+                                     *pki + "/persons/approver.pem",
+                                     "--key",
+                                     *pki + "/persons/approver.key"};
+    argv.insert(argv.end(), args.begin(), args.end());
+    absl::StatusOr<ProgramResult> r = RunProgram(argv, kWait);
+    EXPECT_OK(r);
+    return r.value_or(ProgramResult{});
+  };
+  ProgramResult listed = cli({"approvals", "list"});
+  ASSERT_EQ(listed.exit_code, 0) << listed.stderr_text;
+  EXPECT_THAT(listed.stdout_text,
+              ::testing::AllOf(HasSubstr(rejected.document_id),
+                               HasSubstr(expired.document_id),
+                               HasSubstr(rejected.content_sha256)));
+  ProgramResult no_reason = cli({"approvals", "reject", rejected.document_id,
+                                 "--content-sha256", rejected.content_sha256});
+  EXPECT_NE(no_reason.exit_code, 0) << no_reason.stdout_text;
+  ProgramResult refused =
+      cli({"approvals", "reject", rejected.document_id, "--content-sha256",
+           rejected.content_sha256, "--comment", "Không đúng thẩm quyền"});
+  ASSERT_EQ(refused.exit_code, 0) << refused.stderr_text;
+  EXPECT_THAT(refused.stdout_text, HasSubstr("rejected"));
+
+  ASSERT_TRUE(watch.WaitFor(
+      IsDelivery(rejected.document_id, kG22, v1::DELIVERY_STATE_DENIED)))
+      << Dump(watch.Of(rejected.document_id, kG22));
+  EXPECT_THAT(watch.Of(rejected.document_id, kG22).back().reason(),
+              HasSubstr("Không đúng thẩm quyền"));
+  ASSERT_TRUE(watch.WaitFor(
+      IsDelivery(expired.document_id, kG22, v1::DELIVERY_STATE_EXPIRED)))
+      << Dump(watch.Of(expired.document_id, kG22)) << fed_.Logs();
+  EXPECT_EQ(at.got[0].CountAfter(absl::Seconds(1)), 0u);
+  ProgramResult late = cli({"approvals", "approve", expired.document_id,
+                            "--content-sha256", expired.content_sha256});
+  EXPECT_NE(late.exit_code, 0);
+  EXPECT_THAT(late.stderr_text, HasSubstr("not waiting"));
+  for (auto& session : at.sessions) session->Stop();
 }
 
 // ---- A province's broker is down: documents for it wait ---------------------

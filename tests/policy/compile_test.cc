@@ -249,14 +249,15 @@ TEST(CompileErrorTest, UnenforceableObligationsPointAtTheObligation) {
   no_retention.retention = false;
   Capabilities no_e2e;
   no_e2e.end_to_end_encryption = false;
+  Capabilities no_approval;
+  no_approval.approval = false;
   const Case cases[] = {
       {WithRule("    obligations:\n      retention: 10y\n"
                 "      end_to_end_encryption: true\n"),
        "end_to_end_encryption", no_e2e},
       {WithRule("    obligations:\n      max_size: 20MiB\n"
                 "      approval: {role: lanh-dao}\n"),
-       "approval",
-       {}},
+       "approval", no_approval},
       {WithRule("    obligations: {max_size: 20MiB, retention: 10y}\n"),
        "retention", no_retention},
   };

@@ -37,6 +37,11 @@ v1::AuditKind AuditKindOf(const v1::StatusEvent& e) {
   if (!e.related_document_id().empty()) return v1::AUDIT_KIND_RECALL;
   if (e.business_status() != v1::BUSINESS_STATUS_UNSPECIFIED)
     return v1::AUDIT_KIND_STATUS_REPORTED;
+  // Held for, given or refused an approval: every step of the approval.
+  if (e.has_approval() ||
+      e.delivery_state() == v1::DELIVERY_STATE_PENDING_APPROVAL ||
+      e.delivery_state() == v1::DELIVERY_STATE_APPROVED)
+    return v1::AUDIT_KIND_APPROVAL;
   switch (e.delivery_state()) {
     case v1::DELIVERY_STATE_ACCEPTED:
       return v1::AUDIT_KIND_SEND_ACCEPTED;

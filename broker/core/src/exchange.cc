@@ -60,6 +60,11 @@ struct RecallState {
   int answer = kPending;
   bool answering = false;  // an answer is being stored (not stored)
 };
+// Store records of documents held for approval: this prefix + document id
+// (a v1::PendingApproval); of content an automated origin sent: this prefix
+// + sender + '\0' + content_sha256 (the document id).
+constexpr absl::string_view kHeldRecord = "approval/held/";
+constexpr absl::string_view kAutomatedRecord = "approval/automated/";
 
 Timestamp ToProto(absl::Time t) {
   return google::protobuf::util::TimeUtil::NanosecondsToTimestamp(
@@ -420,6 +425,14 @@ class ExchangeImpl : public Exchange {
         absl::StrAppend(&detail, "; converted by ",
                         e.paper_conversion().converted_by());
       }
+      if (e.has_approval()) {
+        absl::StrAppend(
+            &detail, detail.empty() ? "" : "; ", "approval ",
+            v1::ApprovalDecision_Name(e.approval().decision()), " by ",
+            e.approval().approver(), " as ", e.approval().role(), "@",
+            e.approval().org(), " on content ", e.approval().content_sha256(),
+            e.approval().comment().empty() ? "" : ": ", e.approval().comment());
+      }
       if (e.has_policy()) {
         absl::StrAppend(&detail, detail.empty() ? "" : "; ", "policy ",
                         e.policy().policy_version(), " rules ",
@@ -471,6 +484,26 @@ class ExchangeImpl : public Exchange {
           recalls_[{std::string(rest.substr(0, slash)),
                     std::string(rest.substr(slash + 1))}] = *std::move(st);
         }));
+    absl::Status bad;
+    RETURN_IF_ERROR(
+        store_->ScanRecords(kHeldRecord, [&](const storage::Record& r) {
+          Held held;
+          if (!held.record.ParseFromString(r.value)) {
+            bad = absl::DataLossError(absl::StrCat("storage: approval record ",
+                                                   r.key, " is corrupt"));
+            return;
+          }
+          held.expires = FromProto(held.record.expires_at());
+          absl::MutexLock lock(&approvals_mu_);
+          held_[held.record.document_id()] = std::move(held);
+        }));
+    RETURN_IF_ERROR(bad);
+    RETURN_IF_ERROR(
+        store_->ScanRecords(kAutomatedRecord, [&](const storage::Record& r) {
+          absl::MutexLock lock(&approvals_mu_);
+          automated_content_.insert(r.key.substr(kAutomatedRecord.size()));
+        }));
+    ScheduleApprovalExpiry();
     absl::MutexLock lock(&mu_);
     absl::Time now = clock_->Now();
     RETURN_IF_ERROR(store_->ScanQueues([&](const storage::QueueEntry& qe) {
@@ -604,6 +637,7 @@ class ExchangeImpl : public Exchange {
     v1::Hop* hop = doc.add_trace();
     hop->set_broker(options_.broker_id);
     *hop->mutable_at() = ToProto(now);
+    std::optional<v1::PendingApproval> held = HoldFor(doc, decisions);
 
     auto shared = std::make_shared<const v1::Document>(std::move(doc));
     const v1::Document& d = *shared;
@@ -613,7 +647,7 @@ class ExchangeImpl : public Exchange {
     int priority = storage::PriorityOf(d.metadata().urgency());
     // Remote copies: one transfer per peer, carrying its recipients.
     std::map<std::string, std::vector<std::string>> by_peer;
-    for (int i = 0; i < d.recipients_size(); ++i) {
+    for (int i = 0; i < d.recipients_size() && !held; ++i) {
       if (next[i]) by_peer[*next[i]].push_back(d.recipients(i));
     }
     for (const auto& [peer, recipients] : by_peer) {
@@ -623,7 +657,7 @@ class ExchangeImpl : public Exchange {
     }
     for (int i = 0; i < d.recipients_size(); ++i) {
       const std::string& r = d.recipients(i);
-      if (!next[i]) {
+      if (!next[i] && !held) {
         batch.enqueue.push_back(
             storage::Enqueue{r, priority, d.id(), d.sender(), ""});
       }
@@ -637,18 +671,51 @@ class ExchangeImpl : public Exchange {
       e.set_sender(d.sender());
       batch.events.push_back(std::move(e));
     }
+    if (held) {
+      // Nothing is queued: the copies wait for the approvals.
+      for (v1::StatusEvent& e : HeldEvents(
+               *held, v1::DELIVERY_STATE_PENDING_APPROVAL, options_.broker_id,
+               absl::StrCat("held until approved: ", held->reason(),
+                            "; expires ",
+                            absl::FormatTime(absl::RFC3339_sec,
+                                             FromProto(held->expires_at()),
+                                             absl::UTCTimeZone())),
+               nullptr, now)) {
+        batch.events.push_back(std::move(e));
+      }
+      batch.records.push_back(HeldRecord(d.id(), held->SerializeAsString()));
+      if (IsAutomated(d)) {
+        batch.records.push_back(storage::Record{
+            absl::StrCat(kAutomatedRecord,
+                         AutomatedContentKey(d.sender(), d.content_sha256())),
+            d.id()});
+      }
+    }
+    // A change request held for approval takes no effect (see README).
     std::vector<std::string> local;
-    for (int i = 0; i < d.recipients_size(); ++i)
+    for (int i = 0; i < d.recipients_size() && !held; ++i)
       if (!next[i]) local.push_back(d.recipients(i));
-    AddChangeRequest(d, {d.recipients().begin(), d.recipients().end()}, &batch);
+    if (!held)
+      AddChangeRequest(d, {d.recipients().begin(), d.recipients().end()},
+                       &batch);
     StoreWrite(
         std::move(batch),
-        [this, shared, local = std::move(local), digest = std::move(digest),
-         done =
-             std::move(done)](absl::StatusOr<storage::WriteResult> r) mutable {
+        [this, shared, held = std::move(held), local = std::move(local),
+         digest = std::move(digest), done = std::move(done)](
+            absl::StatusOr<storage::WriteResult> r) mutable {
           if (!r.ok()) {
             done(r.status());
             return;
+          }
+          if (held && !r->duplicate_of) {
+            absl::MutexLock lock(&approvals_mu_);
+            if (IsAutomated(*shared)) {
+              automated_content_.insert(AutomatedContentKey(
+                  shared->sender(), shared->content_sha256()));
+            }
+            Held& h = held_[shared->id()];
+            h.expires = FromProto(held->expires_at());
+            h.record = *std::move(held);
           }
           if (r->duplicate_of) {
             std::string earlier = *r->duplicate_of;
@@ -805,11 +872,9 @@ class ExchangeImpl : public Exchange {
           "its recipients (the SDK seals it with seal_all or a classification "
           "of confidential or secret)"));
     }
-    if (!o.approvals.empty()) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          field, ": ", decision.Reason(policy, flow), " obliges ",
-          o.DebugString(), ", which this broker cannot honour yet"));
-    }
+    // Approvals: the sender's broker holds the document until they are
+    // given (SendOnWorker); brokers on the way check it carries them
+    // (AcceptTransfer).
     if (o.max_size_bytes) {
       size_t size = DocumentContentBytes(doc);
       if (size > *o.max_size_bytes) {
@@ -1596,6 +1661,7 @@ class ExchangeImpl : public Exchange {
         return 0;
       case v1::DELIVERY_STATE_ACCEPTED:
       case v1::DELIVERY_STATE_PENDING_APPROVAL:
+      case v1::DELIVERY_STATE_APPROVED:
         return 1;
       case v1::DELIVERY_STATE_FORWARDED:
         return 2;
@@ -2434,6 +2500,14 @@ class ExchangeImpl : public Exchange {
           }
           if (policy)
             policy::ToProto(decision, *policy, options_.broker_id, &wire);
+          if (denied.empty()) {
+            std::string missing =
+                MissingApprovals(doc, RequiredApprovals(doc, {&wire}, nullptr));
+            if (!missing.empty()) {
+              denied =
+                  absl::StrCat("denied at ", options_.broker_id, ": ", missing);
+            }
+          }
         } else {
           denied = absl::StrCat("denied at ", options_.broker_id, ": ",
                                 flow.status().message());
@@ -2783,6 +2857,497 @@ class ExchangeImpl : public Exchange {
     return out;
   }
 
+  // ---- Approvals
+  // ---------------------------------------------------------------
+
+  static bool IsAutomated(const v1::Document& doc) {
+    return doc.metadata().origin() == v1::ORIGIN_SYSTEM ||
+           doc.metadata().origin() == v1::ORIGIN_AI;
+  }
+
+  // The approval record when `doc` (id and content hash set) must be held,
+  // nullopt when its copies may go out at once.
+  std::optional<v1::PendingApproval> HoldFor(
+      const v1::Document& doc,
+      const std::vector<v1::PolicyDecision>& decisions) {
+    std::vector<const v1::PolicyDecision*> ds;
+    for (const v1::PolicyDecision& d : decisions) ds.push_back(&d);
+    std::string why;
+    std::vector<v1::Approver> required = RequiredApprovals(doc, ds, &why);
+    if (required.empty()) {
+      // Content a system or an AI sent for approval does not escape it by
+      // being sent again as a person's.
+      absl::MutexLock lock(&approvals_mu_);
+      if (!automated_content_.contains(
+              AutomatedContentKey(doc.sender(), doc.content_sha256())))
+        return std::nullopt;
+      AddRequired(&required, kApproverRole, doc.sender());
+      why =
+          "the same content was sent before by an automated origin and held "
+          "for approval; sending it again does not remove that origin";
+    }
+    return PendingFor(doc, std::move(required), why);
+  }
+
+  // Adds (role, org) to `out` unless it is there already.
+  static void AddRequired(std::vector<v1::Approver>* out,
+                          const std::string& role, const std::string& org) {
+    for (const v1::Approver& a : *out) {
+      if (a.role() == role && a.org() == org) return;
+    }
+    v1::Approver& a = out->emplace_back();
+    a.set_role(role);
+    a.set_org(org);
+  }
+
+  // The approvals `doc` needs before a copy may go out: the built-in rule
+  // (a system or an AI proposing a personnel decision) and what the permits
+  // behind `decisions` oblige, an empty org meaning the sender's. `why`
+  // (optional) says which.
+  static std::vector<v1::Approver> RequiredApprovals(
+      const v1::Document& doc,
+      const std::vector<const v1::PolicyDecision*>& decisions,
+      std::string* why) {
+    std::vector<v1::Approver> out;
+    std::vector<std::string> reasons;
+    const v1::DocumentMetadata& m = doc.metadata();
+    if ((m.origin() == v1::ORIGIN_SYSTEM || m.origin() == v1::ORIGIN_AI) &&
+        m.decision_category() == v1::DECISION_CATEGORY_PERSONNEL) {
+      AddRequired(&out, kApproverRole, doc.sender());
+      reasons.push_back(absl::StrCat(
+          "a personnel decision from ",
+          m.origin() == v1::ORIGIN_AI ? "an AI" : "an automated system",
+          " needs a person's approval (built-in rule)"));
+    }
+    for (const v1::PolicyDecision* d : decisions) {
+      if (d->obligations().approvals().empty()) continue;
+      for (const v1::Approver& a : d->obligations().approvals())
+        AddRequired(&out, a.role(), a.org().empty() ? doc.sender() : a.org());
+      std::string rules =
+          absl::StrCat("policy ", d->policy_version(), " rules ",
+                       absl::StrJoin(d->rules(), ","), " oblige approval");
+      if (std::find(reasons.begin(), reasons.end(), rules) == reasons.end())
+        reasons.push_back(std::move(rules));
+    }
+    if (why) *why = absl::StrJoin(reasons, "; ");
+    return out;
+  }
+
+  static std::string Describe(const v1::Approver& a) {
+    return absl::StrCat(a.role(), "@", a.org());
+  }
+
+  // Whether `given` holds an approval of `doc`'s content for `need`.
+  static bool Satisfies(
+      const google::protobuf::RepeatedPtrField<v1::Approval>& given,
+      const v1::Approver& need, const std::string& content_sha256) {
+    for (const v1::Approval& a : given) {
+      if (a.decision() == v1::APPROVAL_DECISION_APPROVE &&
+          a.role() == need.role() && a.org() == need.org() &&
+          a.content_sha256() == content_sha256)
+        return true;
+    }
+    return false;
+  }
+
+  // What of `required` the document does not carry, for a copy that
+  // arrives from a peer: approvals happen at the sender's broker only.
+  static std::string MissingApprovals(
+      const v1::Document& doc, const std::vector<v1::Approver>& required) {
+    std::vector<std::string> missing;
+    for (const v1::Approver& need : required) {
+      if (!Satisfies(doc.approvals(), need, doc.content_sha256()))
+        missing.push_back(Describe(need));
+    }
+    if (missing.empty()) return "";
+    return absl::StrCat(
+        "the document needs the approval of ", absl::StrJoin(missing, ", "),
+        " for its content, which it does not carry (approvals are given at "
+        "the sender's broker)");
+  }
+
+  static std::string AutomatedContentKey(absl::string_view sender,
+                                         absl::string_view content_sha256) {
+    return absl::StrCat(sender, std::string(1, '\0'), content_sha256);
+  }
+
+  // The requirements of `held` still open.
+  static std::vector<v1::Approver> Outstanding(
+      const v1::PendingApproval& held) {
+    std::vector<v1::Approver> out;
+    for (const v1::Approver& need : held.required()) {
+      if (!Satisfies(held.approvals(), need, held.content_sha256()))
+        out.push_back(need);
+    }
+    return out;
+  }
+
+  // The open requirements of `held` that `person` may satisfy.
+  std::vector<v1::Approver> SatisfiableBy(
+      const std::string& person, const v1::PendingApproval& held) const {
+    std::vector<v1::Approver> out;
+    for (const v1::Approver& need : Outstanding(held)) {
+      for (const ApproverGrant& g : options_.approvers) {
+        if (g.person != person || g.role != need.role()) continue;
+        if (std::find(g.orgs.begin(), g.orgs.end(), need.org()) !=
+            g.orgs.end()) {
+          out.push_back(need);
+          break;
+        }
+      }
+    }
+    return out;
+  }
+
+  bool IsApprover(const std::string& person) const {
+    for (const ApproverGrant& g : options_.approvers) {
+      if (g.person == person) return true;
+    }
+    return false;
+  }
+
+  // The record approvers list for a document being held.
+  v1::PendingApproval PendingFor(const v1::Document& d,
+                                 std::vector<v1::Approver> required,
+                                 const std::string& why) const {
+    v1::PendingApproval p;
+    p.set_document_id(d.id());
+    p.set_sender(d.sender());
+    *p.mutable_recipients() = d.recipients();
+    *p.mutable_metadata() = d.metadata();
+    p.set_content_sha256(d.content_sha256());
+    for (const v1::Attachment& a : d.attachments()) {
+      v1::Attachment* listed = p.add_attachments();
+      listed->set_name(a.name());
+      listed->set_content_type(a.content_type());
+      listed->set_sha256(a.sha256());
+      listed->set_size(a.size());
+      listed->set_stored(a.stored());
+    }
+    *p.mutable_accepted_at() = d.accepted_at();
+    *p.mutable_expires_at() =
+        ToProto(FromProto(d.accepted_at()) + options_.approval_expiry);
+    for (v1::Approver& a : required) *p.add_required() = std::move(a);
+    p.set_reason(why);
+    return p;
+  }
+
+  static absl::Time FromProto(const Timestamp& t) {
+    return absl::FromUnixSeconds(t.seconds()) + absl::Nanoseconds(t.nanos());
+  }
+
+  // One event per recipient of a held document.
+  std::vector<v1::StatusEvent> HeldEvents(const v1::PendingApproval& held,
+                                          v1::DeliveryState state,
+                                          const std::string& actor,
+                                          const std::string& reason,
+                                          const v1::Approval* approval,
+                                          absl::Time now) const {
+    std::vector<v1::StatusEvent> out;
+    for (const std::string& r : held.recipients()) {
+      v1::StatusEvent& e = out.emplace_back();
+      e.set_document_id(held.document_id());
+      e.set_recipient(r);
+      *e.mutable_at() = ToProto(now);
+      e.set_delivery_state(state);
+      e.set_reason(reason);
+      e.set_actor(actor);
+      e.set_sender(held.sender());
+      if (approval) *e.mutable_approval() = *approval;
+    }
+    return out;
+  }
+
+  static storage::Record HeldRecord(const std::string& id, std::string value) {
+    return storage::Record{absl::StrCat(kHeldRecord, id), std::move(value)};
+  }
+
+  // Applies a decided batch once: a second final decision (or an expiry
+  // racing a decision) finds the guard and changes nothing.
+  static storage::Guard DecidedGuard(const std::string& id,
+                                     absl::string_view outcome) {
+    return storage::Guard{absl::StrCat("\x01"
+                                       "appr",
+                                       std::string(1, '\0'), id),
+                          std::string(outcome)};
+  }
+
+  void ListApprovals(const Principal& caller, bool all,
+                     const v1::ListApprovalsRequest& request,
+                     Callback<v1::ListApprovalsResponse> done) override {
+    if (caller.kind != Principal::Kind::kPerson)
+      return done(absl::PermissionDeniedError(absl::StrCat(
+          caller.spiffe_id,
+          " is not a person: approvals are listed by approvers, operators "
+          "and auditors with their person certificates")));
+    if (!all && !IsApprover(caller.spiffe_id))
+      return done(absl::PermissionDeniedError(absl::StrCat(
+          caller.spiffe_id,
+          " holds no approver role in this broker's configuration "
+          "(approvals.approvers), nor the operator or auditor role")));
+    if (!request.org().empty()) {
+      if (absl::Status s = ValidateOrgCode(request.org(), "org"); !s.ok())
+        return done(s);
+    }
+    if (request.limit() > 1000)
+      return done(absl::InvalidArgumentError("limit: at most 1000"));
+    const size_t limit = request.limit() == 0 ? 100 : request.limit();
+    v1::ListApprovalsResponse out;
+    absl::MutexLock lock(&approvals_mu_);
+    for (const auto& [id, held] : held_) {
+      if (static_cast<size_t>(out.approvals_size()) >= limit) break;
+      if (!request.org().empty() && held.record.sender() != request.org())
+        continue;
+      if (!all && SatisfiableBy(caller.spiffe_id, held.record).empty())
+        continue;
+      *out.add_approvals() = held.record;
+    }
+    done(std::move(out));
+  }
+
+  void DecideApproval(const Principal& caller,
+                      const v1::DecideApprovalRequest& request,
+                      Callback<v1::DecideApprovalResponse> done) override {
+    workers_->Submit([this, caller, request, done = std::move(done)]() mutable {
+      DecideOnWorker(caller, request, std::move(done));
+    });
+  }
+
+  void DecideOnWorker(const Principal& caller,
+                      const v1::DecideApprovalRequest& request,
+                      Callback<v1::DecideApprovalResponse> done) {
+    if (caller.kind != Principal::Kind::kPerson ||
+        !IsApprover(caller.spiffe_id)) {
+      return done(absl::PermissionDeniedError(absl::StrCat(
+          caller.spiffe_id,
+          " may not decide approvals: it holds no approver role in this "
+          "broker's configuration (approvals.approvers)")));
+    }
+    const std::string& id = request.document_id();
+    if (absl::Status s = CheckDocumentId("document_id", id); !s.ok())
+      return done(s);
+    const bool approve = request.decision() == v1::APPROVAL_DECISION_APPROVE;
+    if (!approve && request.decision() != v1::APPROVAL_DECISION_REJECT) {
+      return done(absl::InvalidArgumentError(
+          "decision: APPROVAL_DECISION_APPROVE or APPROVAL_DECISION_REJECT"));
+    }
+    const std::string content = absl::AsciiStrToLower(request.content_sha256());
+    if (!sealing::IsSha256Hex(content)) {
+      return done(absl::InvalidArgumentError(
+          "content_sha256: the document's content hash (64 hex digits) as "
+          "listed by ListApprovals is required"));
+    }
+    if (request.comment().size() > 2000)
+      return done(absl::InvalidArgumentError("comment: at most 2000 bytes"));
+    if (!approve && request.comment().empty()) {
+      return done(
+          absl::InvalidArgumentError("comment: a rejection must say why"));
+    }
+    const absl::Time now = clock_->Now();
+    v1::PendingApproval held;
+    std::vector<v1::Approver> mine;
+    {
+      absl::MutexLock lock(&approvals_mu_);
+      auto it = held_.find(id);
+      if (it != held_.end())
+        mine = SatisfiableBy(caller.spiffe_id, it->second.record);
+      if (mine.empty()) {
+        return done(absl::NotFoundError(
+            absl::StrCat("document ", id, " is not waiting for an approval by ",
+                         caller.spiffe_id)));
+      }
+      if (it->second.busy) {
+        return done(absl::AbortedError(
+            absl::StrCat("another decision on document ", id,
+                         " is being recorded; list it again and retry")));
+      }
+      if (it->second.record.content_sha256() != content) {
+        return done(absl::FailedPreconditionError(
+            absl::StrCat("content_sha256: document ", id, " has content ",
+                         it->second.record.content_sha256(), ", not ", content,
+                         "; review the document again")));
+      }
+      it->second.busy = true;
+      held = it->second.record;
+    }
+    std::vector<v1::Approval> given;
+    for (const v1::Approver& need : mine) {
+      v1::Approval& a = given.emplace_back();
+      a.set_approver(caller.spiffe_id);
+      a.set_role(need.role());
+      a.set_org(need.org());
+      *a.mutable_at() = ToProto(now);
+      a.set_content_sha256(content);
+      a.set_comment(request.comment());
+      a.set_decision(request.decision());
+      a.set_broker(options_.broker_id);
+    }
+    std::vector<std::string> as;
+    for (const v1::Approver& need : mine) as.push_back(Describe(need));
+    const std::string by =
+        absl::StrCat(caller.spiffe_id, " as ", absl::StrJoin(as, ", "));
+    for (const v1::Approval& a : given) *held.add_approvals() = a;
+    const std::vector<v1::Approver> still = Outstanding(held);
+
+    v1::DecideApprovalResponse response;
+    *response.mutable_approval() = given.front();
+    storage::WriteBatch batch;
+    std::shared_ptr<const v1::Document> doc;
+    std::string outcome;
+    if (!approve) {
+      outcome = "rejected";
+      batch.guard = DecidedGuard(id, outcome);
+      batch.records.push_back(HeldRecord(id, ""));
+      batch.events =
+          HeldEvents(held, v1::DELIVERY_STATE_DENIED, caller.spiffe_id,
+                     absl::StrCat("approval rejected by ", by,
+                                  request.comment().empty() ? "" : ": ",
+                                  request.comment(), "; no copy was delivered"),
+                     &given.front(), now);
+    } else if (!still.empty()) {
+      std::vector<std::string> open;
+      for (const v1::Approver& a : still) open.push_back(Describe(a));
+      for (const v1::Approver& a : still) *response.add_still_required() = a;
+      batch.records.push_back(HeldRecord(id, held.SerializeAsString()));
+      batch.events = HeldEvents(
+          held, v1::DELIVERY_STATE_PENDING_APPROVAL, caller.spiffe_id,
+          absl::StrCat("approved by ", by, "; still waiting for ",
+                       absl::StrJoin(open, ", ")),
+          &given.front(), now);
+    } else {
+      outcome = "released";
+      absl::StatusOr<v1::Document> stored = store_->GetDocument(id);
+      if (!stored.ok()) {
+        Unbusy(id);
+        return done(stored.status());
+      }
+      *stored->mutable_approvals() = held.approvals();
+      doc = std::make_shared<const v1::Document>(*std::move(stored));
+      response.set_released(true);
+      batch.guard = DecidedGuard(id, outcome);
+      batch.document = *doc;
+      batch.records.push_back(HeldRecord(id, ""));
+      const std::string reason =
+          absl::StrCat("approved by ", by, "; released for delivery");
+      std::vector<v1::StatusEvent> events =
+          HeldEvents(held, v1::DELIVERY_STATE_APPROVED, caller.spiffe_id,
+                     reason, &given.front(), now);
+      // Routed now: the route table may have changed while it waited.
+      const int priority = storage::PriorityOf(doc->metadata().urgency());
+      std::map<std::string, std::vector<std::string>> by_peer;
+      for (v1::StatusEvent& e : events) {
+        const std::string& r = e.recipient();
+        if (local_orgs_.contains(r)) {
+          batch.enqueue.push_back(
+              storage::Enqueue{r, priority, id, doc->sender(), ""});
+        } else if (absl::StatusOr<std::string> peer =
+                       router_.Route(r, {broker_name_}, now);
+                   peer.ok()) {
+          by_peer[*peer].push_back(r);
+        } else {
+          e.set_delivery_state(v1::DELIVERY_STATE_DENIED);
+          e.set_reason(absl::StrCat(reason, ", but broker ", options_.broker_id,
+                                    ": ", peer.status().message()));
+        }
+      }
+      for (const auto& [peer, recipients] : by_peer) {
+        batch.enqueue.push_back(
+            storage::Enqueue{OutboxName(peer), priority, id, doc->sender(),
+                             OutboxPayload("", recipients)});
+      }
+      batch.events = std::move(events);
+    }
+    StoreWrite(
+        std::move(batch),
+        [this, id, doc, held, outcome, response = std::move(response),
+         done =
+             std::move(done)](absl::StatusOr<storage::WriteResult> r) mutable {
+          if (r.ok() && r->duplicate_of) {
+            r = absl::FailedPreconditionError(absl::StrCat(
+                "document ", id, " was ", *r->duplicate_of, " already"));
+            outcome = "decided";
+          }
+          {
+            absl::MutexLock lock(&approvals_mu_);
+            auto it = held_.find(id);
+            if (it != held_.end()) {
+              it->second.busy = false;
+              if (r.ok() && outcome.empty()) it->second.record = held;
+              if (!outcome.empty()) held_.erase(it);
+            }
+          }
+          if (!r.ok()) return done(r.status());
+          {
+            absl::MutexLock lock(&mu_);
+            for (const storage::QueueEntry& qe : r->enqueued) {
+              if (IsLinkQueue(qe.recipient)) continue;  // StoreWrite did
+              AddEntryLocked(qe, doc);
+              WakeLocked(qe.recipient);
+            }
+          }
+          Publish(r->events);
+          done(std::move(response));
+        },
+        doc);
+  }
+
+  void Unbusy(const std::string& id) {
+    absl::MutexLock lock(&approvals_mu_);
+    if (auto it = held_.find(id); it != held_.end()) it->second.busy = false;
+  }
+
+  // Every second: held documents past their time expire.
+  void ScheduleApprovalExpiry() {
+    timer_->RunAfter(absl::Seconds(1), [this] {
+      {
+        absl::MutexLock lock(&mu_);
+        if (stopping_) return;
+      }
+      const absl::Time now = clock_->Now();
+      std::vector<v1::PendingApproval> expired;
+      {
+        absl::MutexLock lock(&approvals_mu_);
+        for (auto& [id, held] : held_) {
+          if (held.busy || held.expires > now) continue;
+          held.busy = true;
+          expired.push_back(held.record);
+        }
+      }
+      for (v1::PendingApproval& held : expired) {
+        workers_->Submit(
+            [this, held = std::move(held), now] { Expire(held, now); });
+      }
+      ScheduleApprovalExpiry();
+    });
+  }
+
+  void Expire(const v1::PendingApproval& held, absl::Time now) {
+    const std::string& id = held.document_id();
+    storage::WriteBatch batch;
+    batch.guard = DecidedGuard(id, "expired");
+    batch.records.push_back(HeldRecord(id, ""));
+    std::vector<std::string> open;
+    for (const v1::Approver& a : Outstanding(held)) open.push_back(Describe(a));
+    batch.events = HeldEvents(
+        held, v1::DELIVERY_STATE_EXPIRED, options_.broker_id,
+        absl::StrCat("not approved by ", absl::StrJoin(open, ", "), " within ",
+                     absl::FormatDuration(options_.approval_expiry),
+                     "; no copy was delivered"),
+        nullptr, now);
+    StoreWrite(std::move(batch),
+               [this, id](absl::StatusOr<storage::WriteResult> r) {
+                 {
+                   absl::MutexLock lock(&approvals_mu_);
+                   auto it = held_.find(id);
+                   if (it == held_.end()) return;
+                   it->second.busy = false;
+                   // A failed write is tried again on the next tick.
+                   if (r.ok()) held_.erase(it);
+                 }
+                 if (r.ok() && !r->duplicate_of) Publish(r->events);
+               });
+  }
+
   void Shutdown() override {
     std::vector<Callback<v1::FetchResponse>> waiting;
     {
@@ -2802,8 +3367,14 @@ class ExchangeImpl : public Exchange {
   }
 
   ExchangeStats Stats() override {
-    absl::MutexLock lock(&mu_);
-    return ExchangeStats{queued_, leased_, accepted_, delivered_};
+    ExchangeStats stats;
+    {
+      absl::MutexLock lock(&mu_);
+      stats = ExchangeStats{queued_, leased_, accepted_, delivered_};
+    }
+    absl::MutexLock lock(&approvals_mu_);
+    stats.held_for_approval = held_.size();
+    return stats;
   }
 
   // When the oldest of `entries` entered its queue. Within one priority,
@@ -3450,6 +4021,18 @@ class ExchangeImpl : public Exchange {
   absl::Mutex recall_mu_;
   absl::flat_hash_map<std::pair<std::string, std::string>, RecallState> recalls_
       ABSL_GUARDED_BY(recall_mu_);
+  // Documents held for approval, by id (ids sort by acceptance time).
+  struct Held {
+    v1::PendingApproval record;
+    absl::Time expires;
+    bool busy = false;  // a decision or an expiry is being stored
+  };
+  absl::Mutex approvals_mu_;
+  std::map<std::string, Held> held_ ABSL_GUARDED_BY(approvals_mu_);
+  // AutomatedContentKey of content sent by a system or an AI and held: the
+  // same content sent again is held too, whatever origin it claims.
+  absl::flat_hash_set<std::string> automated_content_
+      ABSL_GUARDED_BY(approvals_mu_);
 
   absl::Mutex writes_mu_;
   int pending_writes_ ABSL_GUARDED_BY(writes_mu_) = 0;
@@ -3530,6 +4113,29 @@ absl::Status ExchangeOptions::Validate() const {
   }
   if (worker_threads < 1 || worker_threads > 256) {
     return absl::InvalidArgumentError("worker_threads: 1..256");
+  }
+  for (size_t i = 0; i < approvers.size(); ++i) {
+    const ApproverGrant& g = approvers[i];
+    std::string where = absl::StrCat("approvals.approvers[", i, "]");
+    absl::StatusOr<Principal> person = ParseSpiffeId(g.person);
+    if (!person.ok() || person->kind != Principal::Kind::kPerson) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          where, ".person: \"", g.person, "\" is not a person SPIFFE id"));
+    }
+    if (g.role.empty() || g.role.size() > 128)
+      return absl::InvalidArgumentError(absl::StrCat(where, ".role: 1..128"));
+    if (g.orgs.empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(where, ".orgs: at least one organization"));
+    }
+    for (size_t j = 0; j < g.orgs.size(); ++j) {
+      RETURN_IF_ERROR(
+          ValidateOrgCode(g.orgs[j], absl::StrCat(where, ".orgs[", j, "]")));
+    }
+  }
+  if (approval_expiry < absl::Seconds(1)) {
+    return absl::InvalidArgumentError(
+        "approvals.expire_hours: must be positive");
   }
   return absl::OkStatus();
 }

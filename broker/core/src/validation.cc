@@ -209,6 +209,8 @@ absl::Status ValidateNewDocument(const v1::Document& doc,
     return Invalid("id", "assigned by the broker; must be empty");
   if (doc.trace_size() > 0)
     return Invalid("trace", "set by brokers; must be empty");
+  if (doc.approvals_size() > 0)
+    return Invalid("approvals", "set by brokers; must be empty");
   if (doc.has_accepted_at())
     return Invalid("accepted_at", "set by the broker; must be empty");
   if (!doc.content_sha256().empty()) {

@@ -572,7 +572,7 @@ class Compiler {
       return refuse("end_to_end_encryption",
                     "end-to-end encryption is disabled here");
     if (!o.approvals.empty() && !c.approval)
-      return refuse("approval", "human approval is not available yet");
+      return refuse("approval", "human approval is disabled here");
     if (o.retention && !c.retention)
       return refuse("retention", "retention is not supported");
     if (o.max_size_bytes && !c.max_size)

@@ -106,6 +106,12 @@ broker::ExchangeOptions BrokerConfig::ToExchangeOptions() const {
   o.default_max_in_flight = default_max_in_flight;
   o.worker_threads = worker_threads;
   o.require_signatures = security.require_signatures;
+  for (const ApproverConfig& a : approvals.approvers) {
+    o.approvers.push_back(broker::ApproverGrant{
+        lienthong::SpiffeId(trust_domain, Principal::Kind::kPerson, a.person),
+        a.role, a.orgs});
+  }
+  o.approval_expiry = absl::Seconds(approvals.expire_seconds);
   return o;
 }
 
@@ -265,11 +271,12 @@ absl::StatusOr<BrokerConfig> ParseConfig(const std::string& yaml,
   std::string base_dir =
       std::filesystem::path(file_name).parent_path().string();
   try {
-    RETURN_IF_ERROR(p.CheckKeys(
-        root, "the configuration",
-        {"broker", "listen", "data_dir", "tls", "orgs", "limits",
-         "worker_threads", "storage", "attachments", "policy", "roles",
-         "federation", "peers", "metrics", "log", "audit", "security"}));
+    RETURN_IF_ERROR(
+        p.CheckKeys(root, "the configuration",
+                    {"broker", "listen", "data_dir", "tls", "orgs", "limits",
+                     "worker_threads", "storage", "attachments", "policy",
+                     "roles", "approvals", "federation", "peers", "metrics",
+                     "log", "audit", "security"}));
     if (YAML::Node b = root["broker"]) {
       RETURN_IF_ERROR(p.CheckKeys(b, "broker", {"name", "trust_domain"}));
       RETURN_IF_ERROR(p.String(b, "name", &c.name));
@@ -410,6 +417,50 @@ absl::StatusOr<BrokerConfig> ParseConfig(const std::string& yaml,
         }
       }
     }
+    if (YAML::Node a = root["approvals"]) {
+      RETURN_IF_ERROR(
+          p.CheckKeys(a, "approvals", {"expire_seconds", "approvers"}));
+      RETURN_IF_ERROR(p.Number<int64_t>(a, "expire_seconds",
+                                        &c.approvals.expire_seconds, 1,
+                                        int64_t{366} * 86400));
+      if (YAML::Node list = a["approvers"]) {
+        if (!list.IsSequence()) {
+          return p.Error(list, "approvals.approvers must be a list");
+        }
+        for (size_t i = 0; i < list.size(); ++i) {
+          const YAML::Node item = list[i];
+          const std::string where =
+              absl::StrCat("approvals.approvers[", i, "]");
+          RETURN_IF_ERROR(p.CheckKeys(item, where, {"person", "role", "orgs"}));
+          ApproverConfig ac;
+          RETURN_IF_ERROR(p.String(item, "person", &ac.person));
+          RETURN_IF_ERROR(p.String(item, "role", &ac.role));
+          if (!ParseSpiffeId(lienthong::SpiffeId(c.trust_domain,
+                                                 Principal::Kind::kPerson,
+                                                 ac.person))
+                   .ok()) {
+            return p.Error(item, absl::StrCat(where, ".person: \"", ac.person,
+                                              "\" is not a valid person name"));
+          }
+          YAML::Node orgs = item["orgs"];
+          if (!orgs || !orgs.IsSequence() || orgs.size() == 0) {
+            return p.Error(item, absl::StrCat(where,
+                                              ".orgs: a list of the org codes "
+                                              "the person approves for"));
+          }
+          for (const YAML::Node& o : orgs) {
+            if (!o.IsScalar())
+              return p.Error(o,
+                             absl::StrCat(where, ".orgs: codes are strings"));
+            if (absl::Status s = ValidateOrgCode(o.Scalar(), where + ".orgs");
+                !s.ok())
+              return p.Error(o, s.message());
+            ac.orgs.push_back(o.Scalar());
+          }
+          c.approvals.approvers.push_back(std::move(ac));
+        }
+      }
+    }
     if (YAML::Node a = root["audit"]) {
       RETURN_IF_ERROR(
           p.CheckKeys(a, "audit", {"checkpoint_every", "checkpoint_seconds"}));
@@ -530,6 +581,14 @@ absl::StatusOr<BrokerConfig> ParseConfig(const std::string& yaml,
   if (absl::Status s = c.Validate(); !s.ok()) {
     return absl::InvalidArgumentError(
         absl::StrCat(file_name, ": ", s.message()));
+  }
+  if (!root["orgs"] && !(root["approvals"] && root["approvals"]["approvers"])) {
+    // The embedded demo: the development PKI's "approver" approves for
+    // every demo org.
+    ApproverConfig demo;
+    demo.person = "approver";
+    for (const OrgConfig& org : c.orgs) demo.orgs.push_back(org.code);
+    c.approvals.approvers.push_back(std::move(demo));
   }
   if (root["orgs"] && !root["roles"]) {
     // A deployment of its own grants no admin role by default: the demo

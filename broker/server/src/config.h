@@ -44,6 +44,20 @@ struct RolesConfig {
   std::vector<std::string> auditors = {"auditor"};
 };
 
+// Who may approve documents held for approval (see approvals.proto), and
+// for how long a held document waits. The default names the development
+// PKI's "approver" for every embedded demo org and applies only to the
+// embedded demo setup, like RolesConfig.
+struct ApproverConfig {
+  std::string person;  // a person name, like roles
+  std::string role = "approver";
+  std::vector<std::string> orgs;
+};
+struct ApprovalsConfig {
+  int64_t expire_seconds = 72 * 3600;
+  std::vector<ApproverConfig> approvers;
+};
+
 struct PolicyConfig {
   // Policy file. Empty: the embedded development policy, which is written
   // for the embedded demo orgs; a configuration that lists its own orgs must
@@ -139,6 +153,7 @@ struct BrokerConfig {
   std::vector<std::string> previous_master_key_files;
   PolicyConfig policy;
   RolesConfig roles;
+  ApprovalsConfig approvals;
   FederationConfig federation;
   std::vector<PeerConfig> peers;
   MetricsConfig metrics;

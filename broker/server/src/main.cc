@@ -26,6 +26,7 @@
 #include "grpcpp/security/tls_certificate_provider.h"
 #include "grpcpp/security/tls_credentials_options.h"
 #include "lienthong/broker/admin_service.h"
+#include "lienthong/broker/approval_service.h"
 #include "lienthong/broker/attachment_service.h"
 #include "lienthong/broker/exchange.h"
 #include "lienthong/broker/federation.h"
@@ -289,7 +290,14 @@ int Serve(const BrokerConfig& config) {
     LogError(absl::StrCat("roles: ", s.message()));
     return 1;
   }
+  std::vector<std::string> approval_readers =
+      config.PersonIds(config.roles.operators);
+  for (std::string& id : config.PersonIds(config.roles.auditors))
+    approval_readers.push_back(std::move(id));
   broker::AdminServiceImpl admin_service(std::move(admin_options));
+  broker::ApprovalServiceImpl approval_service(
+      exchange->get(), config.trust_domain, std::move(approval_readers),
+      audit_log.get());
 
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
@@ -325,6 +333,7 @@ int Serve(const BrokerConfig& config) {
   builder.RegisterService(&admin_service);
   builder.RegisterService(&federation_service);
   builder.RegisterService(&attachment_service);
+  builder.RegisterService(&approval_service);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (!server || port == 0) {
     LogError(absl::StrCat("cannot listen on ", config.listen));

@@ -66,6 +66,10 @@ std::string RenderMetrics(const MetricsSources& s) {
     }
   }
 
+  t.Gauge("lienthong_approvals_waiting",
+          "Documents held for a human approval (delivered to nobody yet).",
+          s.exchange->Stats().held_for_approval);
+
   std::vector<broker::PeerLinkState> links;
   if (s.links) links = s.links->States();
   for (const broker::PeerQueueStats& p : s.exchange->PeerStats()) {

@@ -34,6 +34,7 @@
 #include "absl/status/statusor.h"
 #include "lienthong/client.h"
 #include "lienthong/v1/admin.pb.h"
+#include "lienthong/v1/approvals.pb.h"
 
 namespace lienthong {
 
@@ -89,6 +90,18 @@ class AdminClient {
   // (limit 0: 100). Operators and auditors.
   virtual absl::StatusOr<v1::ListPaperConversionsResponse> ListPaperConversions(
       const std::string& org, uint32_t limit) = 0;
+
+  // lienthong.v1.ApprovalService: documents held for approval that this
+  // person may approve (every held one for operators and auditors), and an
+  // approver's decision on one. PERMISSION_DENIED without an approver role;
+  // NOT_FOUND for a document not waiting for this person;
+  // FAILED_PRECONDITION when `content_sha256` is not the document's. A
+  // decision is not retried after a deadline (a repeat of a recorded one is
+  // FAILED_PRECONDITION "already ...").
+  virtual absl::StatusOr<v1::ListApprovalsResponse> ListApprovals(
+      const v1::ListApprovalsRequest& request) = 0;
+  virtual absl::StatusOr<v1::DecideApprovalResponse> DecideApproval(
+      const v1::DecideApprovalRequest& request) = 0;
 };
 
 }  // namespace lienthong

@@ -33,10 +33,21 @@
 #include "lienthong/signing/signing.h"
 #include "lienthong/storage/attachments.h"
 #include "lienthong/storage/store.h"
+#include "lienthong/v1/approvals.pb.h"
 #include "lienthong/v1/exchange.pb.h"
 #include "lienthong/v1/federation.pb.h"
 
 namespace lienthong::broker {
+
+// The role the built-in approval rule asks for.
+inline constexpr char kApproverRole[] = "approver";
+
+// A person's approver role: `role` (e.g. "approver") for `orgs`.
+struct ApproverGrant {
+  std::string person;  // SPIFFE id
+  std::string role = kApproverRole;
+  std::vector<std::string> orgs;
+};
 
 struct ExchangeOptions {
   // SPIFFE id of this broker, recorded in each document's trace. Required.
@@ -92,6 +103,15 @@ struct ExchangeOptions {
   // peer broker) uploaded it completely. Not owned. Unset: such documents
   // are refused with FAILED_PRECONDITION.
   storage::AttachmentStore* attachments = nullptr;
+
+  // Persons who may approve held documents (see approvals.proto), with the
+  // role they hold and the organizations they hold it for. A document whose
+  // origin is a system or an AI and which carries a personnel decision
+  // always needs the role kApproverRole of its sender; a permit's
+  // `approval` obligation names others.
+  std::vector<ApproverGrant> approvers;
+  // A held document not approved within this long expires. Default 72 h.
+  absl::Duration approval_expiry = absl::Hours(72);
 
   // Records every status event (accepted, forwarded, delivered, reported,
   // denied) and every refused send in the audit log, each event on the
@@ -216,6 +236,7 @@ struct ExchangeStats {
   uint64_t leased = 0;    // in flight
   uint64_t accepted = 0;  // documents accepted since start
   uint64_t delivered = 0;
+  uint64_t held_for_approval = 0;  // documents waiting for an approval
 };
 
 class Exchange {
@@ -302,6 +323,25 @@ class Exchange {
       const Principal& caller,
       const v1::GetEncryptionCertificatesRequest& request,
       Callback<v1::GetEncryptionCertificatesResponse> done) = 0;
+
+  // ---- Approvals (see approvals.proto) ----
+
+  // Held documents the caller may approve (`all`: every held document, for
+  // operators and auditors), oldest first. INVALID_ARGUMENT for a malformed
+  // org or a limit above 1000.
+  virtual void ListApprovals(const Principal& caller, bool all,
+                             const v1::ListApprovalsRequest& request,
+                             Callback<v1::ListApprovalsResponse> done) = 0;
+  // Records the caller's decision. PERMISSION_DENIED for a caller holding no
+  // approver role; NOT_FOUND for a document not waiting for the caller's
+  // role; FAILED_PRECONDITION for a content hash that is not the document's;
+  // INVALID_ARGUMENT naming the field (decision, content_sha256, comment);
+  // ABORTED while another decision on the same document is being stored.
+  // Durable when `done` runs with OK: the copies are then on their way
+  // (released), denied (rejected), or still held for other approvals.
+  virtual void DecideApproval(const Principal& caller,
+                              const v1::DecideApprovalRequest& request,
+                              Callback<v1::DecideApprovalResponse> done) = 0;
 
   virtual ExchangeStats Stats() = 0;
   virtual std::vector<OrgQueueStats> OrgStats() = 0;

@@ -113,7 +113,7 @@ struct Obligations {
 // other obligation fails with an error naming the rule and the obligation.
 struct Capabilities {
   bool end_to_end_encryption = true;
-  bool approval = false;
+  bool approval = true;
   bool retention = true;
   bool max_size = true;
   bool paper_conversion_forbidden = true;

@@ -1,0 +1,94 @@
+#include "lienthong/broker/approval_service.h"
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "lienthong/broker/service.h"
+#include "lienthong/common/ids.h"
+
+namespace lienthong::broker {
+
+ApprovalServiceImpl::ApprovalServiceImpl(Exchange* exchange,
+                                         std::string trust_domain,
+                                         std::vector<std::string> readers,
+                                         AuditLog* audit)
+    : exchange_(exchange),
+      trust_domain_(std::move(trust_domain)),
+      readers_(readers.begin(), readers.end()),
+      audit_(audit) {}
+
+void ApprovalServiceImpl::AuditRefusal(const Principal& caller,
+                                       absl::string_view peer,
+                                       absl::string_view method,
+                                       const std::string& document_id,
+                                       const absl::Status& why) {
+  if (audit_ == nullptr) return;
+  v1::AuditEntry e;
+  e.set_kind(v1::AUDIT_KIND_APPROVAL);
+  e.set_actor(caller.spiffe_id);
+  e.set_peer(std::string(peer));
+  e.set_action(absl::StrCat("ApprovalService/", method));
+  if (IsDocumentId(document_id)) e.set_document_id(document_id);
+  e.set_outcome(absl::StatusCodeToString(why.code()));
+  e.set_detail(std::string(why.message()));
+  audit_->Append(std::move(e));
+}
+
+grpc::ServerUnaryReactor* ApprovalServiceImpl::ListApprovals(
+    grpc::CallbackServerContext* ctx, const v1::ListApprovalsRequest* request,
+    v1::ListApprovalsResponse* response) {
+  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  absl::StatusOr<Principal> caller =
+      AuthenticateCaller(ctx->auth_context().get(), trust_domain_, ctx->peer(),
+                         "ApprovalService/ListApprovals");
+  if (!caller.ok()) {
+    reactor->Finish(ToGrpcStatus(caller.status()));
+    return reactor;
+  }
+  const bool all = caller->kind == Principal::Kind::kPerson &&
+                   readers_.contains(caller->spiffe_id);
+  exchange_->ListApprovals(
+      *caller, all, *request,
+      [this, reactor, response, caller = *caller,
+       peer = ctx->peer()](absl::StatusOr<v1::ListApprovalsResponse> r) {
+        if (!r.ok()) {
+          AuditRefusal(caller, peer, "ListApprovals", "", r.status());
+          reactor->Finish(ToGrpcStatus(r.status()));
+          return;
+        }
+        *response = *std::move(r);
+        reactor->Finish(grpc::Status::OK);
+      });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* ApprovalServiceImpl::DecideApproval(
+    grpc::CallbackServerContext* ctx, const v1::DecideApprovalRequest* request,
+    v1::DecideApprovalResponse* response) {
+  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  absl::StatusOr<Principal> caller =
+      AuthenticateCaller(ctx->auth_context().get(), trust_domain_, ctx->peer(),
+                         "ApprovalService/DecideApproval");
+  if (!caller.ok()) {
+    reactor->Finish(ToGrpcStatus(caller.status()));
+    return reactor;
+  }
+  // A decision is recorded as status events (and audited with them); a
+  // refused one is audited here.
+  exchange_->DecideApproval(*caller, *request,
+                            [this, reactor, response, caller = *caller,
+                             peer = ctx->peer(), id = request->document_id()](
+                                absl::StatusOr<v1::DecideApprovalResponse> r) {
+                              if (!r.ok()) {
+                                AuditRefusal(caller, peer, "DecideApproval", id,
+                                             r.status());
+                                reactor->Finish(ToGrpcStatus(r.status()));
+                                return;
+                              }
+                              *response = *std::move(r);
+                              reactor->Finish(grpc::Status::OK);
+                            });
+  return reactor;
+}
+
+}  // namespace lienthong::broker
