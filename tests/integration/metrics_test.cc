@@ -99,11 +99,12 @@ TEST(MetricsIntegrationTest, CountersMoveWithTraffic) {
   for (int i = 0; i < kSent; ++i) {
     ASSERT_OK(sender->Send(NewDocument(kG22, i)).status());
   }
-  // A refused send: an AI-made personnel decision (the dev policy forbids it).
+  // A refused send: an AI-made disciplinary decision (the dev policy
+  // forbids it).
   v1::Document refused = NewDocument(kH49, 99);
   refused.mutable_metadata()->set_origin(v1::ORIGIN_AI);
   refused.mutable_metadata()->set_decision_category(
-      v1::DECISION_CATEGORY_PERSONNEL);
+      v1::DECISION_CATEGORY_DISCIPLINARY);
   ASSERT_OK_AND_ASSIGN(auto g22_sender,
                        Client::Open(broker.ClientOptionsFor(kG22)));
   EXPECT_EQ(g22_sender->Send(refused).status().code(),
