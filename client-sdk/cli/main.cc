@@ -235,8 +235,10 @@ int Main(int argc, char** argv) {
       ->required();
   status_cmd
       ->add_option("CODE", status.code,
-                   "arrived|rejected|accepted|assigned|processing|completed|"
-                   "recall-requested|agreed|refused, or 01..06, 13, 15, 16")
+                   "arrived|rejected|accepted|assigned|processing|completed, "
+                   "or agreed|refused answering a recall, update or replace "
+                   "of DOC_ID (01..06, 15, 16); 13 is recorded by the broker "
+                   "when the sender sends the request")
       ->required();
   status_cmd->add_option("--reason", status.reason,
                          "Why (required for rejected and refused)");
