@@ -2002,6 +2002,32 @@ TEST_P(ApprovalTest, PolicyObligationNeedsItsOwnRoleAndSurvivesRestart) {
   EXPECT_EQ(InboxTotal(g22_), 1);
 }
 
+TEST_P(ApprovalTest, AHeldRecallTakesEffectOnlyOnceApproved) {
+  const std::string id = MustSend(h49_, NewDocument(kH49, {kG22}));
+  v1::Document recall =
+      ChangeRequest(kH49, {kG22}, id, v1::BUSINESS_TYPE_RECALL);
+  recall.mutable_metadata()->set_origin(v1::ORIGIN_SYSTEM);
+  recall.mutable_metadata()->set_decision_category(
+      v1::DECISION_CATEGORY_PERSONNEL);
+  ASSERT_OK_AND_ASSIGN(v1::SendResponse sent, Send(h49_, recall));
+  absl::SleepFor(absl::Milliseconds(300));
+  EXPECT_EQ(DeliveryStateOf(id, kG22), v1::DELIVERY_STATE_ACCEPTED)
+      << "a held recall must not touch the original";
+  EXPECT_EQ(InboxTotal(g22_), 1);
+  ASSERT_OK_AND_ASSIGN(
+      v1::DecideApprovalResponse decided,
+      Decide(kApprover, sent.document_id(), v1::APPROVAL_DECISION_APPROVE,
+             sent.content_sha256()));
+  EXPECT_TRUE(decided.released());
+  // Released: the copy that waited is withdrawn, the recall delivered.
+  EXPECT_TRUE(Eventually([&] {
+    return DeliveryStateOf(id, kG22) == v1::DELIVERY_STATE_RECALLED;
+  }));
+  ASSERT_OK_AND_ASSIGN(v1::ListInboxResponse inbox, ListInbox(g22_));
+  ASSERT_THAT(inbox.entries(), SizeIs(1));
+  EXPECT_EQ(inbox.entries(0).document_id(), sent.document_id());
+}
+
 TEST_P(ApprovalTest, SenderMayNotSetApprovals) {
   v1::Document doc = SystemPersonnelDecision(kH49, {kG22});
   v1::Approval* forged = doc.add_approvals();

@@ -691,7 +691,8 @@ class ExchangeImpl : public Exchange {
             d.id()});
       }
     }
-    // A change request held for approval takes no effect (see README).
+    // A change request held for approval takes effect once released
+    // (DecideOnWorker).
     std::vector<std::string> local;
     for (int i = 0; i < d.recipients_size() && !held; ++i)
       if (!next[i]) local.push_back(d.recipients(i));
@@ -3191,6 +3192,7 @@ class ExchangeImpl : public Exchange {
 
     v1::DecideApprovalResponse response;
     *response.mutable_approval() = given.front();
+    std::vector<std::string> local;  // released copies queued here
     storage::WriteBatch batch;
     std::shared_ptr<const v1::Document> doc;
     std::string outcome;
@@ -3235,15 +3237,19 @@ class ExchangeImpl : public Exchange {
       // Routed now: the route table may have changed while it waited.
       const int priority = storage::PriorityOf(doc->metadata().urgency());
       std::map<std::string, std::vector<std::string>> by_peer;
+      std::vector<std::string> released;
       for (v1::StatusEvent& e : events) {
         const std::string& r = e.recipient();
         if (local_orgs_.contains(r)) {
           batch.enqueue.push_back(
               storage::Enqueue{r, priority, id, doc->sender(), ""});
+          local.push_back(r);
+          released.push_back(r);
         } else if (absl::StatusOr<std::string> peer =
                        router_.Route(r, {broker_name_}, now);
                    peer.ok()) {
           by_peer[*peer].push_back(r);
+          released.push_back(r);
         } else {
           e.set_delivery_state(v1::DELIVERY_STATE_DENIED);
           e.set_reason(absl::StrCat(reason, ", but broker ", options_.broker_id,
@@ -3256,12 +3262,14 @@ class ExchangeImpl : public Exchange {
                              OutboxPayload("", recipients)});
       }
       batch.events = std::move(events);
+      // A recall, update or replace takes effect once released.
+      AddChangeRequest(*doc, released, &batch);
     }
     StoreWrite(
         std::move(batch),
-        [this, id, doc, held, outcome, response = std::move(response),
-         done =
-             std::move(done)](absl::StatusOr<storage::WriteResult> r) mutable {
+        [this, id, doc, held, outcome, local = std::move(local),
+         response = std::move(response), done = std::move(done)](
+            absl::StatusOr<storage::WriteResult> r) mutable {
           if (r.ok() && r->duplicate_of) {
             r = absl::FailedPreconditionError(absl::StrCat(
                 "document ", id, " was ", *r->duplicate_of, " already"));
@@ -3286,6 +3294,7 @@ class ExchangeImpl : public Exchange {
             }
           }
           Publish(r->events);
+          if (doc) ChangeRequestStored(*doc, local);
           done(std::move(response));
         },
         doc);
