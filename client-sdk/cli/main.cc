@@ -22,6 +22,7 @@
 #include "client-sdk/cli/evidence_commands.h"
 #include "client-sdk/cli/format.h"
 #include "client-sdk/cli/health_command.h"
+#include "client-sdk/cli/paper_commands.h"
 #include "client-sdk/cli/policy_commands.h"
 #include "lienthong/admin_client.h"
 #include "lienthong/client.h"
@@ -190,6 +191,10 @@ int Main(int argc, char** argv) {
   send_cmd->add_option("--receipt", receipt_file,
                        "Write the broker's signed custody receipt here (JSON); "
                        "check it with `lienthong verify`");
+  send_cmd->add_option(
+      "--redigitize", send.redigitize,
+      "This document re-digitizes paper-register entry ENTRY_ID (PR-...) of "
+      "this organization: the broker settles the entry as it stores it");
   bool seal = false;
   send_cmd->add_flag("--seal", seal,
                      "Seal end-to-end for the recipients whatever the "
@@ -448,6 +453,52 @@ int Main(int argc, char** argv) {
       "Publish --enc-cert as this organization's encryption certificate: "
       "senders seal for it from then on");
 
+  // incidents, paper
+  bool incidents_open = false;
+  CLI::App* incidents_cmd = app.add_subcommand(
+      "incidents", "Incidents that affect this organization");
+  incidents_cmd->add_flag("--open", incidents_open, "Only the open ones");
+  CLI::App* paper_cmd = app.add_subcommand(
+      "paper",
+      "The paper-fallback register: documents handled on paper "
+      "during an incident, until they are re-digitized");
+  paper_cmd->require_subcommand(1);
+  PaperRecordFlags paper_record;
+  CLI::App* paper_record_cmd = paper_cmd->add_subcommand(
+      "record",
+      "Record a document handled on paper (an incident must be open)");
+  paper_record_cmd->add_option("--number", paper_record.number, "Number (số)");
+  paper_record_cmd->add_option("--notation", paper_record.notation,
+                               "Notation (ký hiệu)");
+  paper_record_cmd
+      ->add_option("--date", paper_record.date,
+                   "Date on the paper document, YYYY-MM-DD")
+      ->required();
+  paper_record_cmd
+      ->add_option(
+          "--parties", paper_record.parties,
+          "Other organization(s), codes (repeatable, or comma-separated)")
+      ->delimiter(',')
+      ->required();
+  paper_record_cmd
+      ->add_option("--subject", paper_record.subject, "Subject (trích yếu)")
+      ->required();
+  paper_record_cmd->add_option(
+      "--incident", paper_record.incident_id,
+      "Incident id (default: the one open incident covering this org)");
+  PaperListFlags paper_list;
+  CLI::App* paper_list_cmd =
+      paper_cmd->add_subcommand("list", "This organization's register");
+  paper_list_cmd->add_option("--incident", paper_list.incident_id,
+                             "Only entries of this incident");
+  paper_list_cmd->add_flag("--outstanding", paper_list.outstanding,
+                           "Only entries not yet re-digitized");
+  std::string paper_report_incident;
+  CLI::App* paper_report_cmd = paper_cmd->add_subcommand(
+      "report", "Reconciliation: entries not yet re-digitized, per incident");
+  paper_report_cmd->add_option("--incident", paper_report_incident,
+                               "Only this incident");
+
   // health
   HealthFlags health;
   CLI::App* health_cmd = AddHealthCommand(app, health);
@@ -608,6 +659,14 @@ int Main(int argc, char** argv) {
     result = RunWatch(**client, watch, output, g_stop);
   } else if (keys_publish_cmd->parsed()) {
     result = RunKeysPublish(**client, output);
+  } else if (incidents_cmd->parsed()) {
+    result = RunIncidents(**client, incidents_open, output);
+  } else if (paper_record_cmd->parsed()) {
+    result = RunPaperRecord(**client, paper_record, output);
+  } else if (paper_list_cmd->parsed()) {
+    result = RunPaperList(**client, paper_list, output);
+  } else if (paper_report_cmd->parsed()) {
+    result = RunPaperReport(**client, paper_report_incident, output);
   }
   if (!result.ok()) PrintError(result);
   return ExitCodeFor(result);

@@ -28,6 +28,7 @@
 #include "lienthong/v1/admin.grpc.pb.h"
 #include "lienthong/v1/attachments.grpc.pb.h"
 #include "lienthong/v1/exchange.grpc.pb.h"
+#include "lienthong/v1/incidents.grpc.pb.h"
 
 namespace lienthong::client_internal {
 
@@ -51,6 +52,9 @@ class Connection {
       std::function<grpc::Status(Stub& stub, grpc::ClientContext& context)>;
   using AdminAttempt = std::function<grpc::Status(
       AdminStub& stub, grpc::ClientContext& context)>;
+  using IncidentStub = v1::IncidentService::Stub;
+  using IncidentAttempt = std::function<grpc::Status(
+      IncidentStub& stub, grpc::ClientContext& context)>;
 
   // Validates `options`, checks the certificate files and reads the
   // identity, which must be of kind `kind` (see LoadIdentity), loads the
@@ -130,6 +134,9 @@ class Connection {
                     const Attempt& attempt) const;
   // The same for a call of lienthong.v1.AdminService.
   absl::Status CallAdmin(RetryOn retry_on, const AdminAttempt& attempt) const;
+  // The same for a call of lienthong.v1.IncidentService.
+  absl::Status CallIncidents(RetryOn retry_on,
+                             const IncidentAttempt& attempt) const;
 
  private:
   struct Endpoint {
@@ -137,6 +144,7 @@ class Connection {
     std::shared_ptr<grpc::Channel> channel;
     std::unique_ptr<Stub> stub;
     std::unique_ptr<AdminStub> admin_stub;
+    std::unique_ptr<IncidentStub> incident_stub;
     std::unique_ptr<v1::AttachmentService::Stub> attachment_stub;
   };
 
