@@ -459,6 +459,78 @@ TEST_F(IncidentsTest, PaperRegisterIsReconciledByRedigitization) {
   EXPECT_THAT(audit, Contains("Redigitized OK"));
 }
 
+// The operator's commands of the README's incidents section, through
+// lienthong-reflect (a grpcurl work-alike that resolves everything by
+// reflection): field and enum names as an operator types them.
+TEST_F(IncidentsTest, ReadmeOperatorCommandsWorkThroughReflection) {
+  Agency h49(broker_.ClientOptionsFor(kH49));
+  auto grpcurl = [&](const std::string& json, const std::string& method) {
+    std::vector<std::string> argv = {
+        LIENTHONG_REFLECT_PATH,
+        "-cacert",
+        absl::StrCat(pki_, "/ca.pem"),
+        "-cert",
+        absl::StrCat(pki_, "/persons/operator.pem"),
+        "-key",
+        absl::StrCat(pki_, "/persons/operator.key"),
+        "-d",
+        json,
+        broker_.endpoint(),
+        absl::StrCat("lienthong.v1.IncidentService/", method)};
+    absl::StatusOr<ProgramResult> r = RunProgram(argv, absl::Seconds(20));
+    EXPECT_OK(r);
+    return r.value_or(ProgramResult{});
+  };
+  ProgramResult declared = grpcurl(
+      R"({"scope":{"kind":"INCIDENT_SCOPE_KIND_ORGS","orgs":["000.00.00.H49","000.01.23.H49"]},
+        "severity":"INCIDENT_SEVERITY_CRITICAL","description":"Mất kết nối mạng truyền số liệu"})",
+      "DeclareIncident");
+  ASSERT_EQ(declared.exit_code, 0) << declared.stderr_text;
+  size_t at = declared.stdout_text.find("INC-");
+  ASSERT_NE(at, std::string::npos) << declared.stdout_text;
+  const std::string id = declared.stdout_text.substr(at, 30);
+  ASSERT_TRUE(h49.notices_.WaitForCount(1, kWait));
+  EXPECT_EQ(h49.notices_.items()[0].incident().id(), id);
+
+  ProgramResult listed = grpcurl(R"({"open_only":true})", "ListIncidents");
+  ASSERT_EQ(listed.exit_code, 0) << listed.stderr_text;
+  EXPECT_THAT(listed.stdout_text, HasSubstr(id));
+  ProgramResult report = grpcurl("{}", "GetReconciliationReport");
+  ASSERT_EQ(report.exit_code, 0) << report.stderr_text;
+  // An agency's `lienthong receive --follow` prints the open incident when
+  // it connects (stopped by the time limit).
+  std::vector<std::string> argv = {
+      LIENTHONG_CLI_PATH,
+      "--endpoint",
+      broker_.endpoint(),
+      "--cert",
+      absl::StrCat(pki_, "/orgs/", kUnitH49, ".pem"),
+      "--key",
+      absl::StrCat(pki_, "/orgs/", kUnitH49, ".key"),
+      "--ca",
+      absl::StrCat(pki_, "/ca.pem"),
+      "receive",
+      "--follow"};
+  absl::StatusOr<ProgramResult> followed = RunProgram(argv, absl::Seconds(3));
+  ASSERT_OK(followed);
+  EXPECT_THAT(followed->stdout_text,
+              HasSubstr(absl::StrCat("NOTICE  incident  ", id)))
+      << followed->stderr_text;
+  ProgramResult resolved =
+      grpcurl(absl::StrCat(R"({"incident_id":")", id,
+                           R"(","resolution":"Đã khôi phục"})"),
+              "ResolveIncident");
+  ASSERT_EQ(resolved.exit_code, 0) << resolved.stderr_text;
+  ASSERT_TRUE(h49.notices_.WaitForCount(2, kWait));
+  // A bad scope is INVALID_ARGUMENT naming the field (grpcurl: 64 + 3).
+  ProgramResult bad = grpcurl(
+      R"({"scope":{"kind":"INCIDENT_SCOPE_KIND_ORGS","orgs":["H49"]},
+        "severity":"INCIDENT_SEVERITY_MINOR","description":"x"})",
+      "DeclareIncident");
+  EXPECT_EQ(bad.exit_code, 64 + 3) << bad.stderr_text;
+  EXPECT_THAT(bad.stderr_text, HasSubstr("scope.orgs[0]"));
+}
+
 // ---- Federation: two brokers that are each other's peer
 // ----------------------
 
