@@ -14,6 +14,7 @@
 #include "lienthong/broker/exchange.h"
 #include "lienthong/common/clock.h"
 #include "lienthong/common/identity.h"
+#include "lienthong/signing/signing.h"
 #include "lienthong/storage/store.h"
 #include "tests/testing/async.h"
 #include "tests/testing/status_matchers.h"
@@ -437,6 +438,22 @@ TEST_F(IncidentsTest, OwnIncidentsAreAnnouncedOpenAndRecentlyResolved) {
   EXPECT_TRUE(incidents_->Announcement().incidents(0).resolved());
   clock_.Advance(absl::Hours(25));
   EXPECT_THAT(incidents_->Announcement().incidents(), IsEmpty());
+}
+
+TEST(RedigitizedMarkTest, TheSendersSignatureCoversTheMark) {
+  v1::PaperRegisterEntry entry;
+  entry.set_id("PR-01ARZ3NDEKTSV4RRFFQ69G5FAV");
+  entry.set_incident_id("INC-01ARZ3NDEKTSV4RRFFQ69G5FAV");
+  entry.set_date("2027-03-02");
+  entry.set_subject("Công văn giấy");
+  v1::Document marked = Redigitized(entry, kH49, kH50);
+  v1::Document plain = marked;
+  plain.mutable_metadata()->clear_redigitized();
+  v1::Document altered = marked;
+  altered.mutable_metadata()->mutable_redigitized()->set_register_entry_id(
+      "PR-01ARZ3NDEKTSV4RRFFQ69G5FAW");
+  EXPECT_NE(signing::DocumentDigest(marked), signing::DocumentDigest(plain));
+  EXPECT_NE(signing::DocumentDigest(marked), signing::DocumentDigest(altered));
 }
 
 }  // namespace
