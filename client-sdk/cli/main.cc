@@ -363,6 +363,55 @@ int Main(int argc, char** argv) {
       "Show the broker's log level, or set it at once (operators): debug, "
       "info, warning, error");
   admin_log_level_cmd->add_option("LEVEL", admin_log_level, "New level");
+  CLI::App* admin_incident_cmd = admin_cmd->add_subcommand(
+      "incident",
+      "Incidents: declare and resolve (operators), list (and auditors)");
+  admin_incident_cmd->require_subcommand(1);
+  IncidentDeclareFlags incident_declare;
+  CLI::App* admin_incident_declare_cmd = admin_incident_cmd->add_subcommand(
+      "declare", "Declare an incident: affected agencies are notified at once");
+  admin_incident_declare_cmd
+      ->add_option("--scope", incident_declare.scope,
+                   "broker (every org served here), peer (the link to "
+                   "--peer), orgs (the --org list)")
+      ->required()
+      ->check(CLI::IsMember({"broker", "peer", "orgs"}));
+  admin_incident_declare_cmd->add_option("--peer", incident_declare.peer,
+                                         "Peer broker name (--scope peer)");
+  admin_incident_declare_cmd
+      ->add_option("--org", incident_declare.orgs,
+                   "Organization code (--scope orgs; repeatable or "
+                   "comma-separated)")
+      ->delimiter(',');
+  admin_incident_declare_cmd
+      ->add_option("--severity", incident_declare.severity,
+                   "minor, major or critical")
+      ->required()
+      ->check(CLI::IsMember({"minor", "major", "critical"}));
+  admin_incident_declare_cmd
+      ->add_option("--description", incident_declare.description,
+                   "What happened")
+      ->required();
+  std::string incident_id, incident_resolution;
+  CLI::App* admin_incident_resolve_cmd = admin_incident_cmd->add_subcommand(
+      "resolve", "Resolve an incident declared here: the same agencies hear");
+  admin_incident_resolve_cmd->add_option("ID", incident_id, "INC-...")
+      ->required();
+  admin_incident_resolve_cmd->add_option("--resolution", incident_resolution,
+                                         "What was done");
+  bool incident_list_open = false;
+  CLI::App* admin_incident_list_cmd = admin_incident_cmd->add_subcommand(
+      "list", "Every incident, declared here or announced by a peer");
+  admin_incident_list_cmd->add_flag("--open", incident_list_open,
+                                    "Only the open ones");
+  std::string admin_paper_org, admin_paper_incident;
+  CLI::App* admin_paper_report_cmd = admin_cmd->add_subcommand(
+      "paper-report",
+      "Paper-register entries not yet re-digitized, per org and incident");
+  admin_paper_report_cmd->add_option("--org", admin_paper_org,
+                                     "Only this organization");
+  admin_paper_report_cmd->add_option("--incident", admin_paper_incident,
+                                     "Only this incident");
   CLI::App* admin_rotate_cmd = admin_cmd->add_subcommand(
       "rotate-storage-keys",
       "Encryption at rest (operators): a new data key for new documents, "
@@ -623,6 +672,16 @@ int Main(int argc, char** argv) {
                                 output);
     } else if (admin_log_level_cmd->parsed()) {
       result = RunAdminLogLevel(**admin, admin_log_level, output);
+    } else if (admin_incident_declare_cmd->parsed()) {
+      result = RunAdminIncidentDeclare(**admin, incident_declare, output);
+    } else if (admin_incident_resolve_cmd->parsed()) {
+      result = RunAdminIncidentResolve(**admin, incident_id,
+                                       incident_resolution, output);
+    } else if (admin_incident_list_cmd->parsed()) {
+      result = RunAdminIncidents(**admin, incident_list_open, output);
+    } else if (admin_paper_report_cmd->parsed()) {
+      result = RunAdminPaperReport(**admin, admin_paper_org,
+                                   admin_paper_incident, output);
     }
     if (!result.ok()) PrintError(result);
     return ExitCodeFor(result);

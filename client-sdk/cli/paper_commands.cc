@@ -51,13 +51,11 @@ std::string NoticeLine(const v1::Notice& notice, const OutputFlags& output) {
                                                          : i.description());
 }
 
-absl::Status RunIncidents(Client& client, bool open_only,
-                          const OutputFlags& output) {
-  ASSIGN_OR_RETURN(v1::ListIncidentsResponse r,
-                   client.ListIncidents(open_only));
+static void PrintIncidents(const v1::ListIncidentsResponse& r,
+                           const OutputFlags& output) {
   if (output.json) {
     std::cout << ToJson(r) << std::endl;
-    return absl::OkStatus();
+    return;
   }
   Table table({"ID", "STATE", "SEVERITY", "SCOPE", "BROKER", "DECLARED",
                "DESCRIPTION"});
@@ -67,6 +65,13 @@ absl::Status RunIncidents(Client& client, bool open_only,
                   FormatTimestamp(i.declared_at()), i.description()});
   }
   table.Print(std::cout);
+}
+
+absl::Status RunIncidents(Client& client, bool open_only,
+                          const OutputFlags& output) {
+  ASSIGN_OR_RETURN(v1::ListIncidentsResponse r,
+                   client.ListIncidents(open_only));
+  PrintIncidents(r, output);
   return absl::OkStatus();
 }
 
@@ -116,13 +121,11 @@ absl::Status RunPaperList(Client& client, const PaperListFlags& flags,
   return absl::OkStatus();
 }
 
-absl::Status RunPaperReport(Client& client, const std::string& incident_id,
-                            const OutputFlags& output) {
-  ASSIGN_OR_RETURN(v1::ReconciliationReport r,
-                   client.GetReconciliationReport(incident_id));
+static void PrintReport(const v1::ReconciliationReport& r,
+                        const OutputFlags& output) {
   if (output.json) {
     std::cout << ToJson(r, /*with_defaults=*/true) << std::endl;
-    return absl::OkStatus();
+    return;
   }
   Table table({"ORG", "INCIDENT", "RECORDED", "RE-DIGITIZED", "OUTSTANDING"});
   for (const v1::ReconciliationRow& row : r.rows()) {
@@ -142,6 +145,80 @@ absl::Status RunPaperReport(Client& client, const std::string& incident_id,
                                : absl::StrCat(r.total_outstanding(),
                                               " entries not yet re-digitized"))
             << std::endl;
+}
+
+absl::Status RunPaperReport(Client& client, const std::string& incident_id,
+                            const OutputFlags& output) {
+  ASSIGN_OR_RETURN(v1::ReconciliationReport r,
+                   client.GetReconciliationReport(incident_id));
+  PrintReport(r, output);
+  return absl::OkStatus();
+}
+
+absl::Status RunAdminIncidentDeclare(AdminClient& admin,
+                                     const IncidentDeclareFlags& flags,
+                                     const OutputFlags& output) {
+  v1::DeclareIncidentRequest request;
+  if (flags.scope == "broker") {
+    request.mutable_scope()->set_kind(v1::INCIDENT_SCOPE_KIND_BROKER);
+  } else if (flags.scope == "peer") {
+    request.mutable_scope()->set_kind(v1::INCIDENT_SCOPE_KIND_PEER_LINK);
+  } else if (flags.scope == "orgs") {
+    request.mutable_scope()->set_kind(v1::INCIDENT_SCOPE_KIND_ORGS);
+  }
+  request.mutable_scope()->set_peer(flags.peer);
+  for (const std::string& o : flags.orgs) request.mutable_scope()->add_orgs(o);
+  if (flags.severity == "minor") {
+    request.set_severity(v1::INCIDENT_SEVERITY_MINOR);
+  } else if (flags.severity == "major") {
+    request.set_severity(v1::INCIDENT_SEVERITY_MAJOR);
+  } else if (flags.severity == "critical") {
+    request.set_severity(v1::INCIDENT_SEVERITY_CRITICAL);
+  }
+  request.set_description(flags.description);
+  ASSIGN_OR_RETURN(v1::Incident incident, admin.DeclareIncident(request));
+  if (output.json) {
+    std::cout << ToJson(incident) << std::endl;
+  } else {
+    std::cout << incident.id() << "  declared; affects here: "
+              << absl::StrJoin(incident.affected_orgs(), ",") << std::endl;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status RunAdminIncidentResolve(AdminClient& admin, const std::string& id,
+                                     const std::string& resolution,
+                                     const OutputFlags& output) {
+  v1::ResolveIncidentRequest request;
+  request.set_incident_id(id);
+  request.set_resolution(resolution);
+  ASSIGN_OR_RETURN(v1::Incident incident, admin.ResolveIncident(request));
+  if (output.json) {
+    std::cout << ToJson(incident) << std::endl;
+  } else {
+    std::cout << incident.id() << "  resolved" << std::endl;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status RunAdminIncidents(AdminClient& admin, bool open_only,
+                               const OutputFlags& output) {
+  v1::ListIncidentsRequest request;
+  request.set_open_only(open_only);
+  ASSIGN_OR_RETURN(v1::ListIncidentsResponse r, admin.ListIncidents(request));
+  PrintIncidents(r, output);
+  return absl::OkStatus();
+}
+
+absl::Status RunAdminPaperReport(AdminClient& admin, const std::string& org,
+                                 const std::string& incident_id,
+                                 const OutputFlags& output) {
+  v1::GetReconciliationReportRequest request;
+  request.set_org(org);
+  request.set_incident_id(incident_id);
+  ASSIGN_OR_RETURN(v1::ReconciliationReport r,
+                   admin.GetReconciliationReport(request));
+  PrintReport(r, output);
   return absl::OkStatus();
 }
 

@@ -9,6 +9,7 @@
 
 #include "absl/status/status.h"
 #include "client-sdk/cli/commands.h"
+#include "lienthong/admin_client.h"
 #include "lienthong/client.h"
 
 namespace lienthong::cli {
@@ -36,6 +37,27 @@ absl::Status RunPaperList(Client& client, const PaperListFlags& flags,
                           const OutputFlags& output);
 absl::Status RunPaperReport(Client& client, const std::string& incident_id,
                             const OutputFlags& output);
+
+// Operators: `lienthong admin incident declare|resolve|list` and
+// `lienthong admin paper-report`, with a person certificate.
+struct IncidentDeclareFlags {
+  std::string scope;  // broker, peer, orgs
+  std::string peer;
+  std::vector<std::string> orgs;
+  std::string severity;  // minor, major, critical
+  std::string description;
+};
+absl::Status RunAdminIncidentDeclare(AdminClient& admin,
+                                     const IncidentDeclareFlags& flags,
+                                     const OutputFlags& output);
+absl::Status RunAdminIncidentResolve(AdminClient& admin, const std::string& id,
+                                     const std::string& resolution,
+                                     const OutputFlags& output);
+absl::Status RunAdminIncidents(AdminClient& admin, bool open_only,
+                               const OutputFlags& output);
+absl::Status RunAdminPaperReport(AdminClient& admin, const std::string& org,
+                                 const std::string& incident_id,
+                                 const OutputFlags& output);
 
 // Completes document.metadata.redigitized (set to the entry id by
 // BuildDocument) from this org's register: the entry's incident and paper

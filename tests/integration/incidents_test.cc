@@ -223,13 +223,18 @@ class IncidentsTest : public ::testing::Test {
 
   ProgramResult Cli(const std::string& org,
                     const std::vector<std::string>& args) {
+    return Run(absl::StrCat("orgs/", org), args);
+  }
+  // `identity`: a dev PKI path without ".pem", e.g. "persons/operator".
+  ProgramResult Run(const std::string& identity,
+                    const std::vector<std::string>& args) {
     std::vector<std::string> argv = {LIENTHONG_CLI_PATH,
                                      "--endpoint",
                                      broker_.endpoint(),
                                      "--cert",
-                                     absl::StrCat(pki_, "/orgs/", org, ".pem"),
+                                     absl::StrCat(pki_, "/", identity, ".pem"),
                                      "--key",
-                                     absl::StrCat(pki_, "/orgs/", org, ".key"),
+                                     absl::StrCat(pki_, "/", identity, ".key"),
                                      "--ca",
                                      absl::StrCat(pki_, "/ca.pem")};
     argv.insert(argv.end(), args.begin(), args.end());
@@ -529,6 +534,42 @@ TEST_F(IncidentsTest, ReadmeOperatorCommandsWorkThroughReflection) {
       "DeclareIncident");
   EXPECT_EQ(bad.exit_code, 64 + 3) << bad.stderr_text;
   EXPECT_THAT(bad.stderr_text, HasSubstr("scope.orgs[0]"));
+}
+
+TEST_F(IncidentsTest, OperatorsUseTheAdminCli) {
+  Agency h50(broker_.ClientOptionsFor(kH50));
+  ProgramResult declared =
+      Run("persons/operator",
+          {"admin", "incident", "declare", "--scope", "orgs", "--org", kH50,
+           "--severity", "major", "--description", "Sự cố đường truyền"});
+  ASSERT_EQ(declared.exit_code, 0) << declared.stderr_text;
+  ASSERT_TRUE(absl::StartsWith(declared.stdout_text, "INC-"))
+      << declared.stdout_text;
+  const std::string id = declared.stdout_text.substr(0, 30);
+  ASSERT_TRUE(h50.notices_.WaitForCount(1, kWait));
+  // Auditors list, but do not declare.
+  ProgramResult listed =
+      Run("persons/auditor", {"admin", "incident", "list", "--open"});
+  ASSERT_EQ(listed.exit_code, 0) << listed.stderr_text;
+  EXPECT_THAT(listed.stdout_text, HasSubstr(id));
+  ProgramResult refused = Run(
+      "persons/auditor", {"admin", "incident", "declare", "--scope", "broker",
+                          "--severity", "minor", "--description", "x"});
+  EXPECT_EQ(refused.exit_code, 3) << refused.stderr_text;
+  EXPECT_THAT(refused.stderr_text, HasSubstr("PERMISSION_DENIED"));
+  ASSERT_OK(
+      h50.client().RecordPaperDocument(PaperDocument(kH49, "9")).status());
+  ProgramResult report = Run("persons/auditor", {"admin", "paper-report"});
+  ASSERT_EQ(report.exit_code, 0) << report.stderr_text;
+  EXPECT_THAT(report.stdout_text, HasSubstr("1 entries not yet re-digitized"));
+  ProgramResult info = Run("persons/auditor", {"admin", "info"});
+  ASSERT_EQ(info.exit_code, 0) << info.stderr_text;
+  EXPECT_THAT(info.stdout_text, HasSubstr(absl::StrCat("INCIDENT ", id)));
+  ProgramResult resolved =
+      Run("persons/operator",
+          {"admin", "incident", "resolve", id, "--resolution", "Đã khắc phục"});
+  ASSERT_EQ(resolved.exit_code, 0) << resolved.stderr_text;
+  ASSERT_TRUE(h50.notices_.WaitForCount(2, kWait));
 }
 
 // ---- Federation: two brokers that are each other's peer
