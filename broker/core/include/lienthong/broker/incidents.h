@@ -101,8 +101,9 @@ class Incidents : public SendAdmission {
 
   // Records a paper-handled document of the caller's organization.
   // PERMISSION_DENIED for a caller that is not an organization served
-  // here; INVALID_ARGUMENT naming the field (empty subject, bad date,
-  // malformed party codes are allowed as names, overlong text);
+  // here; INVALID_ARGUMENT naming the field (empty subject, a date that
+  // is not YYYY-MM-DD, a party that is not an organization code, overlong
+  // text, several open incidents and none named);
   // NOT_FOUND for an unknown incident; FAILED_PRECONDITION when no open
   // incident covers the organization (or the named one does not).
   absl::StatusOr<v1::PaperRegisterEntry> RecordPaper(
