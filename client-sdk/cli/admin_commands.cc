@@ -64,6 +64,11 @@ absl::Status RunAdminInfo(AdminClient& admin, const OutputFlags& output) {
             << "log      " << info.log_level() << "\n"
             << "you      " << info.caller() << " ("
             << absl::StrJoin(info.caller_roles(), ", ") << ")" << std::endl;
+  for (const v1::Incident& i : info.open_incidents()) {
+    std::cout << "INCIDENT " << i.id() << " ("
+              << v1::IncidentSeverity_Name(i.severity()) << ", broker "
+              << i.broker() << "): " << i.description() << std::endl;
+  }
   return absl::OkStatus();
 }
 

@@ -25,6 +25,7 @@
 #include "client-sdk/cli/attachment_commands.h"
 #include "client-sdk/cli/evidence_commands.h"
 #include "client-sdk/cli/format.h"
+#include "client-sdk/cli/paper_commands.h"
 #include "lienthong/common/status_macros.h"
 
 namespace lienthong::cli {
@@ -112,6 +113,11 @@ void PrintReceived(const IncomingDocument& incoming, bool bodies_in_files,
             << UrgencyName(doc.metadata().urgency()) << "  "
             << doc.metadata().subject()
             << (incoming.was_sealed ? "  [sealed end-to-end]" : "")
+            << (doc.metadata().has_redigitized()
+                    ? absl::StrCat(
+                          "  [re-digitized: paper register ",
+                          doc.metadata().redigitized().register_entry_id(), "]")
+                    : "")
             << std::endl;
   for (const v1::Approval& a : doc.approvals()) {
     std::cout << "  approved by " << a.approver() << " (" << a.role() << " of "
@@ -230,6 +236,8 @@ absl::StatusOr<v1::Document> BuildDocument(const SendFlags& flags) {
   for (const std::string& to : flags.to) doc.add_recipients(to);
   v1::DocumentMetadata& meta = *doc.mutable_metadata();
   meta.set_subject(flags.subject);
+  if (!flags.redigitize.empty())
+    meta.mutable_redigitized()->set_register_entry_id(flags.redigitize);
   meta.set_number(flags.number);
   meta.set_notation(flags.notation);
   meta.set_document_type(flags.type);
@@ -287,6 +295,7 @@ absl::Status RunSend(Client& client, v1::Document document,
   const v1::Classification c = document.metadata().classification();
   const bool sealed = seal_all || c == v1::CLASSIFICATION_CONFIDENTIAL ||
                       c == v1::CLASSIFICATION_SECRET;
+  RETURN_IF_ERROR(CompleteRedigitizedMark(client, &document));
   RETURN_IF_ERROR(
       UploadAttachments(client, stored_attachments, sealed, &document));
   ASSIGN_OR_RETURN(SendReceipt receipt, client.Send(document));
@@ -388,6 +397,10 @@ absl::Status RunReceive(Client& client, const ReceiveFlags& flags,
   ReceiveOptions options;
   options.max_in_flight = std::max<uint32_t>(flags.max, 1);
   options.handler_threads = 1;  // lines come out in arrival order
+  options.on_notice = [&](const v1::Notice& notice) {
+    absl::MutexLock lock(&print_mu);
+    std::cout << NoticeLine(notice, output) << std::endl;
+  };
   ASSIGN_OR_RETURN(std::unique_ptr<ReceiveSession> session,
                    client.Receive(handler, options));
   std::atomic<bool> ended = false;

@@ -38,6 +38,8 @@ struct SendFlags {
   std::vector<std::string> attachments;         // streamed, stored
   std::vector<std::string> inline_attachments;  // inside the document
   std::string body_file;                        // "-" for stdin
+  // A paper-register entry this document re-digitizes.
+  std::string redigitize;
 };
 
 struct ReceiveFlags {

@@ -23,6 +23,7 @@
 #include "client-sdk/cli/evidence_commands.h"
 #include "client-sdk/cli/format.h"
 #include "client-sdk/cli/health_command.h"
+#include "client-sdk/cli/paper_commands.h"
 #include "client-sdk/cli/policy_commands.h"
 #include "client-sdk/cli/workflow_commands.h"
 #include "lienthong/admin_client.h"
@@ -192,6 +193,10 @@ int Main(int argc, char** argv) {
   send_cmd->add_option("--receipt", receipt_file,
                        "Write the broker's signed custody receipt here (JSON); "
                        "check it with `lienthong verify`");
+  send_cmd->add_option(
+      "--redigitize", send.redigitize,
+      "This document re-digitizes paper-register entry ENTRY_ID (PR-...) of "
+      "this organization: the broker settles the entry as it stores it");
   bool seal = false;
   send_cmd->add_flag("--seal", seal,
                      "Seal end-to-end for the recipients whatever the "
@@ -396,6 +401,55 @@ int Main(int argc, char** argv) {
       "Show the broker's log level, or set it at once (operators): debug, "
       "info, warning, error");
   admin_log_level_cmd->add_option("LEVEL", admin_log_level, "New level");
+  CLI::App* admin_incident_cmd = admin_cmd->add_subcommand(
+      "incident",
+      "Incidents: declare and resolve (operators), list (and auditors)");
+  admin_incident_cmd->require_subcommand(1);
+  IncidentDeclareFlags incident_declare;
+  CLI::App* admin_incident_declare_cmd = admin_incident_cmd->add_subcommand(
+      "declare", "Declare an incident: affected agencies are notified at once");
+  admin_incident_declare_cmd
+      ->add_option("--scope", incident_declare.scope,
+                   "broker (every org served here), peer (the link to "
+                   "--peer), orgs (the --org list)")
+      ->required()
+      ->check(CLI::IsMember({"broker", "peer", "orgs"}));
+  admin_incident_declare_cmd->add_option("--peer", incident_declare.peer,
+                                         "Peer broker name (--scope peer)");
+  admin_incident_declare_cmd
+      ->add_option("--org", incident_declare.orgs,
+                   "Organization code (--scope orgs; repeatable or "
+                   "comma-separated)")
+      ->delimiter(',');
+  admin_incident_declare_cmd
+      ->add_option("--severity", incident_declare.severity,
+                   "minor, major or critical")
+      ->required()
+      ->check(CLI::IsMember({"minor", "major", "critical"}));
+  admin_incident_declare_cmd
+      ->add_option("--description", incident_declare.description,
+                   "What happened")
+      ->required();
+  std::string incident_id, incident_resolution;
+  CLI::App* admin_incident_resolve_cmd = admin_incident_cmd->add_subcommand(
+      "resolve", "Resolve an incident declared here: the same agencies hear");
+  admin_incident_resolve_cmd->add_option("ID", incident_id, "INC-...")
+      ->required();
+  admin_incident_resolve_cmd->add_option("--resolution", incident_resolution,
+                                         "What was done");
+  bool incident_list_open = false;
+  CLI::App* admin_incident_list_cmd = admin_incident_cmd->add_subcommand(
+      "list", "Every incident, declared here or announced by a peer");
+  admin_incident_list_cmd->add_flag("--open", incident_list_open,
+                                    "Only the open ones");
+  std::string admin_paper_org, admin_paper_incident;
+  CLI::App* admin_paper_report_cmd = admin_cmd->add_subcommand(
+      "paper-report",
+      "Paper-register entries not yet re-digitized, per org and incident");
+  admin_paper_report_cmd->add_option("--org", admin_paper_org,
+                                     "Only this organization");
+  admin_paper_report_cmd->add_option("--incident", admin_paper_incident,
+                                     "Only this incident");
   CLI::App* admin_rotate_cmd = admin_cmd->add_subcommand(
       "rotate-storage-keys",
       "Encryption at rest (operators): a new data key for new documents, "
@@ -526,6 +580,52 @@ int Main(int argc, char** argv) {
       "publish",
       "Publish --enc-cert as this organization's encryption certificate: "
       "senders seal for it from then on");
+
+  // incidents, paper
+  bool incidents_open = false;
+  CLI::App* incidents_cmd = app.add_subcommand(
+      "incidents", "Incidents that affect this organization");
+  incidents_cmd->add_flag("--open", incidents_open, "Only the open ones");
+  CLI::App* paper_cmd = app.add_subcommand(
+      "paper",
+      "The paper-fallback register: documents handled on paper "
+      "during an incident, until they are re-digitized");
+  paper_cmd->require_subcommand(1);
+  PaperRecordFlags paper_record;
+  CLI::App* paper_record_cmd = paper_cmd->add_subcommand(
+      "record",
+      "Record a document handled on paper (an incident must be open)");
+  paper_record_cmd->add_option("--number", paper_record.number, "Number (số)");
+  paper_record_cmd->add_option("--notation", paper_record.notation,
+                               "Notation (ký hiệu)");
+  paper_record_cmd
+      ->add_option("--date", paper_record.date,
+                   "Date on the paper document, YYYY-MM-DD")
+      ->required();
+  paper_record_cmd
+      ->add_option(
+          "--parties", paper_record.parties,
+          "Other organization(s), codes (repeatable, or comma-separated)")
+      ->delimiter(',')
+      ->required();
+  paper_record_cmd
+      ->add_option("--subject", paper_record.subject, "Subject (trích yếu)")
+      ->required();
+  paper_record_cmd->add_option(
+      "--incident", paper_record.incident_id,
+      "Incident id (default: the one open incident covering this org)");
+  PaperListFlags paper_list;
+  CLI::App* paper_list_cmd =
+      paper_cmd->add_subcommand("list", "This organization's register");
+  paper_list_cmd->add_option("--incident", paper_list.incident_id,
+                             "Only entries of this incident");
+  paper_list_cmd->add_flag("--outstanding", paper_list.outstanding,
+                           "Only entries not yet re-digitized");
+  std::string paper_report_incident;
+  CLI::App* paper_report_cmd = paper_cmd->add_subcommand(
+      "report", "Reconciliation: entries not yet re-digitized, per incident");
+  paper_report_cmd->add_option("--incident", paper_report_incident,
+                               "Only this incident");
 
   // health
   HealthFlags health;
@@ -660,6 +760,16 @@ int Main(int argc, char** argv) {
                                         admin_paper_limit, output);
     } else if (admin_log_level_cmd->parsed()) {
       result = RunAdminLogLevel(**admin, admin_log_level, output);
+    } else if (admin_incident_declare_cmd->parsed()) {
+      result = RunAdminIncidentDeclare(**admin, incident_declare, output);
+    } else if (admin_incident_resolve_cmd->parsed()) {
+      result = RunAdminIncidentResolve(**admin, incident_id,
+                                       incident_resolution, output);
+    } else if (admin_incident_list_cmd->parsed()) {
+      result = RunAdminIncidents(**admin, incident_list_open, output);
+    } else if (admin_paper_report_cmd->parsed()) {
+      result = RunAdminPaperReport(**admin, admin_paper_org,
+                                   admin_paper_incident, output);
     }
     if (!result.ok()) PrintError(result);
     return ExitCodeFor(result);
@@ -702,6 +812,14 @@ int Main(int argc, char** argv) {
     result = RunPaperConversions(**client, paper_limit, output);
   } else if (keys_publish_cmd->parsed()) {
     result = RunKeysPublish(**client, output);
+  } else if (incidents_cmd->parsed()) {
+    result = RunIncidents(**client, incidents_open, output);
+  } else if (paper_record_cmd->parsed()) {
+    result = RunPaperRecord(**client, paper_record, output);
+  } else if (paper_list_cmd->parsed()) {
+    result = RunPaperList(**client, paper_list, output);
+  } else if (paper_report_cmd->parsed()) {
+    result = RunPaperReport(**client, paper_report_incident, output);
   }
   if (!result.ok()) PrintError(result);
   return ExitCodeFor(result);

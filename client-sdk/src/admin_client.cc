@@ -139,6 +139,43 @@ class AdminClientImpl final : public AdminClient {
     return response;
   }
 
+  absl::StatusOr<v1::Incident> DeclareIncident(
+      const v1::DeclareIncidentRequest& request) override {
+    return Incidents(RetryOn::kUnavailable, request,
+                     &Connection::IncidentStub::DeclareIncident);
+  }
+  absl::StatusOr<v1::Incident> ResolveIncident(
+      const v1::ResolveIncidentRequest& request) override {
+    return Incidents(RetryOn::kUnavailable, request,
+                     &Connection::IncidentStub::ResolveIncident);
+  }
+  absl::StatusOr<v1::ListIncidentsResponse> ListIncidents(
+      const v1::ListIncidentsRequest& request) override {
+    return Incidents(RetryOn::kUnavailableOrDeadline, request,
+                     &Connection::IncidentStub::ListIncidents);
+  }
+  absl::StatusOr<v1::ReconciliationReport> GetReconciliationReport(
+      const v1::GetReconciliationReportRequest& request) override {
+    return Incidents(RetryOn::kUnavailableOrDeadline, request,
+                     &Connection::IncidentStub::GetReconciliationReport);
+  }
+
+  template <typename Request, typename Response>
+  absl::StatusOr<Response> Incidents(
+      RetryOn retry_on, const Request& request,
+      grpc::Status (Connection::IncidentStub::*method)(
+          grpc::ClientContext*, const Request&, Response*)) {
+    Response response;
+    absl::Status status = connection_->CallIncidents(
+        retry_on,
+        [&](Connection::IncidentStub& stub, grpc::ClientContext& context) {
+          response.Clear();
+          return (stub.*method)(&context, request, &response);
+        });
+    if (!status.ok()) return status;
+    return response;
+  }
+
   // Reads change nothing at the broker: repeating them is harmless.
   template <typename Request, typename Response>
   absl::StatusOr<Response> Read(const Request& request,

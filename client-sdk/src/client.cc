@@ -315,6 +315,58 @@ class ClientImpl final : public Client {
     return AckAtBroker(document_ids);
   }
 
+  absl::StatusOr<v1::ListIncidentsResponse> ListIncidents(
+      bool open_only) override {
+    v1::ListIncidentsRequest request;
+    request.set_open_only(open_only);
+    v1::ListIncidentsResponse response;
+    absl::Status status = connection_->CallIncidents(
+        RetryOn::kUnavailableOrDeadline,
+        [&](Connection::IncidentStub& stub, grpc::ClientContext& context) {
+          return stub.ListIncidents(&context, request, &response);
+        });
+    if (!status.ok()) return status;
+    return response;
+  }
+
+  absl::StatusOr<v1::PaperRegisterEntry> RecordPaperDocument(
+      const v1::RecordPaperDocumentRequest& request) override {
+    v1::PaperRegisterEntry response;
+    absl::Status status = connection_->CallIncidents(
+        RetryOn::kUnavailable,
+        [&](Connection::IncidentStub& stub, grpc::ClientContext& context) {
+          return stub.RecordPaperDocument(&context, request, &response);
+        });
+    if (!status.ok()) return status;
+    return response;
+  }
+
+  absl::StatusOr<v1::ListPaperRegisterResponse> ListPaperRegister(
+      const v1::ListPaperRegisterRequest& request) override {
+    v1::ListPaperRegisterResponse response;
+    absl::Status status = connection_->CallIncidents(
+        RetryOn::kUnavailableOrDeadline,
+        [&](Connection::IncidentStub& stub, grpc::ClientContext& context) {
+          return stub.ListPaperRegister(&context, request, &response);
+        });
+    if (!status.ok()) return status;
+    return response;
+  }
+
+  absl::StatusOr<v1::ReconciliationReport> GetReconciliationReport(
+      const std::string& incident_id) override {
+    v1::GetReconciliationReportRequest request;
+    request.set_incident_id(incident_id);
+    v1::ReconciliationReport response;
+    absl::Status status = connection_->CallIncidents(
+        RetryOn::kUnavailableOrDeadline,
+        [&](Connection::IncidentStub& stub, grpc::ClientContext& context) {
+          return stub.GetReconciliationReport(&context, request, &response);
+        });
+    if (!status.ok()) return status;
+    return response;
+  }
+
   absl::StatusOr<v1::ListInboxResponse> ListInbox(uint32_t limit) override {
     v1::ListInboxRequest request;
     request.set_limit(limit);
@@ -498,6 +550,14 @@ v1::Document NewChangeRequest(const std::string& original_id,
   doc.set_body(reason.empty() ? subject : reason);
   doc.set_body_content_type("text/plain; charset=utf-8");
   return doc;
+}
+
+v1::Redigitized RedigitizedMark(const v1::PaperRegisterEntry& entry) {
+  v1::Redigitized mark;
+  mark.set_register_entry_id(entry.id());
+  mark.set_incident_id(entry.incident_id());
+  mark.set_paper_date(entry.date());
+  return mark;
 }
 
 }  // namespace lienthong

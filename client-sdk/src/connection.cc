@@ -294,6 +294,7 @@ absl::StatusOr<std::shared_ptr<Connection>> Connection::Open(
     endpoint.channel = MakeChannel(address, options, certificates);
     endpoint.stub = v1::ExchangeService::NewStub(endpoint.channel);
     endpoint.admin_stub = v1::AdminService::NewStub(endpoint.channel);
+    endpoint.incident_stub = v1::IncidentService::NewStub(endpoint.channel);
     endpoint.attachment_stub = v1::AttachmentService::NewStub(endpoint.channel);
     endpoint.approval_stub = v1::ApprovalService::NewStub(endpoint.channel);
     connection->endpoints_.push_back(std::move(endpoint));
@@ -349,6 +350,14 @@ absl::Status Connection::CallApproval(
   return Retry(retry_on, absl::ZeroDuration(),
                [&](size_t index, grpc::ClientContext& context) {
                  return attempt(*endpoints_[index].approval_stub, context);
+               });
+}
+
+absl::Status Connection::CallIncidents(RetryOn retry_on,
+                                       const IncidentAttempt& attempt) const {
+  return Retry(retry_on, absl::ZeroDuration(),
+               [&](size_t index, grpc::ClientContext& context) {
+                 return attempt(*endpoints_[index].incident_stub, context);
                });
 }
 

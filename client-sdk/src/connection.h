@@ -29,6 +29,7 @@
 #include "lienthong/v1/approvals.grpc.pb.h"
 #include "lienthong/v1/attachments.grpc.pb.h"
 #include "lienthong/v1/exchange.grpc.pb.h"
+#include "lienthong/v1/incidents.grpc.pb.h"
 
 namespace lienthong::client_internal {
 
@@ -52,6 +53,9 @@ class Connection {
       std::function<grpc::Status(Stub& stub, grpc::ClientContext& context)>;
   using AdminAttempt = std::function<grpc::Status(
       AdminStub& stub, grpc::ClientContext& context)>;
+  using IncidentStub = v1::IncidentService::Stub;
+  using IncidentAttempt = std::function<grpc::Status(
+      IncidentStub& stub, grpc::ClientContext& context)>;
 
   // Validates `options`, checks the certificate files and reads the
   // identity, which must be of kind `kind` (see LoadIdentity), loads the
@@ -137,6 +141,9 @@ class Connection {
       const std::function<grpc::Status(v1::ApprovalService::Stub& stub,
                                        grpc::ClientContext& context)>& attempt)
       const;
+  // The same for a call of lienthong.v1.IncidentService.
+  absl::Status CallIncidents(RetryOn retry_on,
+                             const IncidentAttempt& attempt) const;
 
  private:
   struct Endpoint {
@@ -144,6 +151,7 @@ class Connection {
     std::shared_ptr<grpc::Channel> channel;
     std::unique_ptr<Stub> stub;
     std::unique_ptr<AdminStub> admin_stub;
+    std::unique_ptr<IncidentStub> incident_stub;
     std::unique_ptr<v1::AttachmentService::Stub> attachment_stub;
     std::unique_ptr<v1::ApprovalService::Stub> approval_stub;
   };

@@ -141,6 +141,12 @@ void ReceiveSessionImpl::OnReadDone(Call* call, bool ok) {
     if (release != nullptr) release->RemoveHold();
     return;
   }
+  // Notices first (nothing to acknowledge); the application's callback
+  // runs here and must not block.
+  if (options_.on_notice) {
+    for (const v1::Notice& notice : call->read_buffer()->notices())
+      options_.on_notice(notice);
+  }
   // Dedup lookups take only the dedup set's own short lock.
   std::vector<IncomingDocument> fresh;
   std::vector<std::string> seen = connection_->TakeUnseen(

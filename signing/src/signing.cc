@@ -270,6 +270,14 @@ std::string ManifestDigest(const v1::DocumentManifest& m) {
     c.Number(a.size());
   }
   c.Field(m.sealed_sha256());
+  // A re-digitized document's mark (incidents.proto), only when set: the
+  // digests of every other document stay what they were.
+  if (md.has_redigitized()) {
+    c.Field("redigitized");
+    c.Field(md.redigitized().register_entry_id());
+    c.Field(md.redigitized().incident_id());
+    c.Field(md.redigitized().paper_date());
+  }
   return c.Finish();
 }
 

@@ -699,6 +699,10 @@ class ExchangeImpl : public Exchange {
     if (!held)
       AddChangeRequest(d, {d.recipients().begin(), d.recipients().end()},
                        &batch);
+    if (absl::Status s = Admit(caller, shared, &batch, &done); !s.ok()) {
+      done(s);
+      return;
+    }
     StoreWrite(
         std::move(batch),
         [this, shared, held = std::move(held), local = std::move(local),
@@ -746,6 +750,23 @@ class ExchangeImpl : public Exchange {
           done(std::move(response));
         },
         shared);
+  }
+
+  // options_.admission's check (incidents: a re-digitized document settles
+  // its register entry in `batch`); `done` then tells it how the write ended.
+  absl::Status Admit(const Principal& caller,
+                     std::shared_ptr<const v1::Document> d,
+                     storage::WriteBatch* batch,
+                     Callback<v1::SendResponse>* done) {
+    SendAdmission* admission = options_.admission;
+    if (admission == nullptr) return absl::OkStatus();
+    RETURN_IF_ERROR(admission->Admit(caller, *d, batch));
+    *done = [admission, d = std::move(d), done = std::move(*done)](
+                absl::StatusOr<v1::SendResponse> r) mutable {
+      admission->Finished(*d, r.ok() && !r->duplicate());
+      done(std::move(r));
+    };
+    return absl::OkStatus();
   }
 
   // Each stored attachment must be complete here and uploaded by
@@ -1143,11 +1164,44 @@ class ExchangeImpl : public Exchange {
     auto s = std::make_shared<SessionImpl>(this, caller.name,
                                            next_owner_.fetch_add(1),
                                            max_in_flight, std::move(sink));
+    SendOpenNotices(*s);
     absl::MutexLock lock(&mu_);
     sessions_[s->id_] = s;
     queues_[caller.name].sessions.push_back(s);
     WakeLocked(caller.name);
     return s;
+  }
+
+  // ---- Notices (incidents) ---------------------------------------------
+
+  // A new session first learns of the open incidents that affect its org.
+  void SendOpenNotices(SessionImpl& s) {
+    if (!options_.notices_on_connect) return;
+    std::vector<v1::Notice> notices = options_.notices_on_connect(s.org_);
+    if (notices.empty()) return;
+    v1::ReceiveResponse response;
+    for (v1::Notice& n : notices) *response.add_notices() = std::move(n);
+    s.sink_.Emit(std::move(response));
+  }
+
+  size_t Notify(const std::string& org, const v1::Notice& notice) override {
+    std::vector<std::shared_ptr<SessionImpl>> open;
+    {
+      absl::MutexLock lock(&mu_);
+      auto it = queues_.find(org);
+      if (it == queues_.end()) return 0;
+      for (const std::weak_ptr<SessionImpl>& w : it->second.sessions) {
+        std::shared_ptr<SessionImpl> s = w.lock();
+        if (s && !s->closed_) open.push_back(std::move(s));
+      }
+    }
+    size_t reached = 0;
+    for (const std::shared_ptr<SessionImpl>& s : open) {
+      v1::ReceiveResponse response;
+      *response.add_notices() = notice;
+      if (s->sink_.Emit(std::move(response))) ++reached;
+    }
+    return reached;
   }
 
   void SessionAck(SessionImpl* s, std::vector<std::string> ids,

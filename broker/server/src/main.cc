@@ -30,6 +30,8 @@
 #include "lienthong/broker/attachment_service.h"
 #include "lienthong/broker/exchange.h"
 #include "lienthong/broker/federation.h"
+#include "lienthong/broker/incident_service.h"
+#include "lienthong/broker/incidents.h"
 #include "lienthong/broker/service.h"
 #include "lienthong/common/certificate.h"
 #include "lienthong/common/log.h"
@@ -236,17 +238,42 @@ int Serve(const BrokerConfig& config) {
                "security.require_signatures is false: unsigned documents are "
                "accepted");
   }
+  // Incidents and the paper register: re-digitized sends settle their
+  // entries, new receive streams hear of open incidents.
+  broker::IncidentOptions incident_options;
+  incident_options.broker_id = config.SpiffeId();
+  incident_options.local_orgs = exchange_options.local_orgs;
+  for (const PeerConfig& peer : config.peers)
+    incident_options.peers.push_back(peer.route.name);
+  incident_options.audit = audit_log.get();
+  absl::StatusOr<std::unique_ptr<broker::Incidents>> incidents =
+      broker::Incidents::Open(incident_options, store->get());
+  if (!incidents.ok()) {
+    LogError(absl::StrCat("incidents: ", incidents.status().ToString()));
+    return 1;
+  }
+  exchange_options.admission = incidents->get();
+  exchange_options.notices_on_connect =
+      [i = incidents->get()](const std::string& org) {
+        return i->OpenNotices(org);
+      };
   absl::StatusOr<std::unique_ptr<broker::Exchange>> exchange =
       broker::Exchange::Open(exchange_options, store->get());
   if (!exchange.ok()) {
     LogError(absl::StrCat("", exchange.status().ToString()));
     return 1;
   }
+  (*incidents)
+      ->SetNoticeSink(
+          [e = exchange->get()](const std::string& org, const v1::Notice& n) {
+            return e->Notify(org, n);
+          });
   broker::ExchangeServiceImpl exchange_service(
       exchange->get(), config.trust_domain, broker_signer);
   broker::HealthServiceImpl health;
   broker::FederationServiceImpl federation_service(
-      exchange->get(), config.trust_domain, config.federation.window);
+      exchange->get(), config.trust_domain, config.federation.window,
+      incidents->get());
   broker::PeerLinkOptions link_options;
   link_options.trust_domain = config.trust_domain;
   link_options.broker_id = config.SpiffeId();
@@ -260,6 +287,7 @@ int Serve(const BrokerConfig& config) {
   link_options.reconnect_min = config.federation.reconnect_min;
   link_options.reconnect_max = config.federation.reconnect_max;
   link_options.attachments = attachments->get();
+  link_options.incidents = incidents->get();
   std::set<std::string> peer_names;
   for (const PeerConfig& peer : config.peers)
     peer_names.insert(peer.route.name);
@@ -286,6 +314,7 @@ int Serve(const BrokerConfig& config) {
   admin_options.signer = broker_signer;
   admin_options.config_sha256 = config.source_sha256;
   admin_options.links = &links;
+  admin_options.incidents = incidents->get();
   if (absl::Status s = admin_options.Validate(); !s.ok()) {
     LogError(absl::StrCat("roles: ", s.message()));
     return 1;
@@ -298,6 +327,15 @@ int Serve(const BrokerConfig& config) {
   broker::ApprovalServiceImpl approval_service(
       exchange->get(), config.trust_domain, std::move(approval_readers),
       audit_log.get());
+  broker::IncidentServiceOptions incident_service_options;
+  incident_service_options.trust_domain = config.trust_domain;
+  incident_service_options.operators = admin_options.operators;
+  incident_service_options.auditors = admin_options.auditors;
+  incident_service_options.incidents = incidents->get();
+  incident_service_options.audit = audit_log.get();
+  broker::AdminServiceImpl admin_service(std::move(admin_options));
+  broker::IncidentServiceImpl incident_service(
+      std::move(incident_service_options));
 
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
@@ -334,6 +372,7 @@ int Serve(const BrokerConfig& config) {
   builder.RegisterService(&federation_service);
   builder.RegisterService(&attachment_service);
   builder.RegisterService(&approval_service);
+  builder.RegisterService(&incident_service);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (!server || port == 0) {
     LogError(absl::StrCat("cannot listen on ", config.listen));
@@ -395,6 +434,7 @@ int Serve(const BrokerConfig& config) {
     sources.links = &links;
     sources.attachments = attachments->get();
     sources.attachment_metrics = &attachment_service.metrics();
+    sources.incidents = incidents->get();
     sources.policy = served_policy->get();
     sources.certificate_file = config.tls.certificate;
     sources.started_at = absl::Now();
@@ -441,7 +481,9 @@ int Serve(const BrokerConfig& config) {
   collector.join();
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
   server->Wait();
+  (*incidents)->SetNoticeSink(nullptr);  // the exchange goes now
   exchange->reset();
+  incidents->reset();  // waits for its writes; before the audit log
   broker::SetAuthenticationAudit(nullptr);
   audit_log.reset();  // its closing checkpoint, before the store closes
   served_policy->reset();

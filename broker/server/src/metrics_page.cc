@@ -1,5 +1,8 @@
 #include "broker/server/src/metrics_page.h"
 
+#include <map>
+#include <string>
+
 #include "absl/time/clock.h"
 #include "lienthong/common/certificate.h"
 #include "lienthong/common/metrics.h"
@@ -15,6 +18,21 @@ std::string RenderMetrics(const MetricsSources& s) {
   t.Gauge("lienthong_start_time_seconds",
           "When this broker process started (Unix time).",
           absl::ToDoubleSeconds(s.started_at - absl::UnixEpoch()));
+
+  if (s.incidents) {
+    std::map<std::string, int> open;
+    for (const char* severity : {"MINOR", "MAJOR", "CRITICAL"}) open[severity];
+    for (const v1::Incident& i : s.incidents->OpenIncidents()) {
+      std::string name = v1::IncidentSeverity_Name(i.severity());
+      ++open[name.substr(name.rfind('_') + 1)];
+    }
+    for (const auto& [severity, n] : open) {
+      t.Gauge("lienthong_incidents_open",
+              "Open incidents this broker knows of (declared here or "
+              "announced by a peer), by severity.",
+              n, {{"severity", severity}});
+    }
+  }
 
   const broker::ExchangeMetrics& m = s.exchange->metrics();
   t.Counter("lienthong_documents_accepted_total",

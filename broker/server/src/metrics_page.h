@@ -22,6 +22,7 @@ struct MetricsSources {
   policy::ServedPolicy* policy = nullptr;
   storage::AttachmentStore* attachments = nullptr;
   const broker::AttachmentMetrics* attachment_metrics = nullptr;
+  broker::Incidents* incidents = nullptr;  // optional
   std::string certificate_file;  // the broker's; its expiry is reported
   std::string ca_file;
   absl::Time started_at;

@@ -604,6 +604,10 @@ absl::Status AdminServiceImpl::DoGetBrokerInfo(
     ToProto(options_.store->Encryption(),
             response->mutable_storage_encryption());
   }
+  if (options_.incidents) {
+    for (v1::Incident& i : options_.incidents->OpenIncidents())
+      *response->add_open_incidents() = std::move(i);
+  }
   return absl::OkStatus();
 }
 

@@ -336,6 +336,9 @@ class ReceiveReactor final
     for (v1::Delivery& d : *response.mutable_deliveries()) {
       pending_.add_deliveries()->Swap(&d);
     }
+    for (v1::Notice& n : *response.mutable_notices()) {
+      pending_.add_notices()->Swap(&n);
+    }
     StartWriteLocked();
   }
 
@@ -357,7 +360,7 @@ class ReceiveReactor final
 
   void StartWriteLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     if (writing_ || finished_ || end_requested_ ||
-        pending_.deliveries_size() == 0)
+        (pending_.deliveries_size() == 0 && pending_.notices_size() == 0))
       return;
     writing_ = true;
     response_.Swap(&pending_);

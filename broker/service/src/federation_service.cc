@@ -35,6 +35,22 @@ void Log(absl::string_view message, log::Fields fields = {},
   log::Write(level, "federation", message, fields);
 }
 
+// Incidents ride on the directory announcements (Announce.incidents).
+v1::Announce WithIncidents(v1::Announce announce, Incidents* incidents) {
+  if (incidents) *announce.mutable_incidents() = incidents->Announcement();
+  return announce;
+}
+void LearnIncidents(Incidents* incidents, const std::string& peer,
+                    const v1::Announce& announce) {
+  if (incidents && announce.has_incidents())
+    incidents->LearnFromPeer(peer, announce.incidents());
+}
+// Changes whenever what this broker announces may have changed.
+uint64_t AnnounceGeneration(const Exchange& exchange, Incidents* incidents) {
+  return exchange.directory_generation() +
+         (incidents ? incidents->generation() : 0);
+}
+
 // ---- The served side of a link
 // ------------------------------------------------
 
@@ -45,8 +61,9 @@ class LinkReactor final
  public:
   LinkReactor(Exchange* exchange, std::string peer,
               std::unique_ptr<InboundLink> inbound, uint32_t window,
-              StreamRegistry* registry)
+              StreamRegistry* registry, Incidents* incidents)
       : exchange_(exchange),
+        incidents_(incidents),
         peer_(std::move(peer)),
         inbound_(std::move(inbound)),
         window_(window),
@@ -91,7 +108,8 @@ class LinkReactor final
     std::optional<v1::Announce> answer;
     if (request_.has_announce()) {
       exchange_->LearnDirectory(peer_, request_.announce());
-      answer = exchange_->AnnounceTo(peer_);
+      LearnIncidents(incidents_, peer_, request_.announce());
+      answer = WithIncidents(exchange_->AnnounceTo(peer_), incidents_);
     }
     std::shared_ptr<PeerLinkSession> returns;
     {
@@ -231,6 +249,7 @@ class LinkReactor final
   }
 
   Exchange* const exchange_;
+  Incidents* const incidents_;
   const std::string peer_;
   const std::unique_ptr<InboundLink> inbound_;
   const uint32_t window_;
@@ -255,8 +274,10 @@ class LinkReactor final
 
 FederationServiceImpl::FederationServiceImpl(Exchange* exchange,
                                              std::string trust_domain,
-                                             uint32_t window)
+                                             uint32_t window,
+                                             Incidents* incidents)
     : exchange_(exchange),
+      incidents_(incidents),
       trust_domain_(std::move(trust_domain)),
       window_(window),
       registry_(std::make_unique<StreamRegistry>()) {}
@@ -282,7 +303,7 @@ FederationServiceImpl::Link(grpc::CallbackServerContext* ctx) {
       exchange_->OpenInbound(caller->name);
   if (!inbound.ok()) return new Refuse(inbound.status());
   return new LinkReactor(exchange_, caller->name, *std::move(inbound), window_,
-                         registry_.get());
+                         registry_.get(), incidents_);
 }
 
 // ---- The dialing side
@@ -534,8 +555,10 @@ absl::Status PeerLinks::RunOnce(Peer* peer) {
           io->event_acks.push_back(id);
         });
       }
-      if (response.has_announce())
+      if (response.has_announce()) {
         exchange_->LearnDirectory(name, response.announce());
+        LearnIncidents(options_.incidents, name, response.announce());
+      }
       response.Clear();
     }
     absl::MutexLock lock(&io->mu);
@@ -548,7 +571,8 @@ absl::Status PeerLinks::RunOnce(Peer* peer) {
   absl::Time next_announce = absl::Now();
   // What the directory looked like at the last announce; a change is
   // announced within kDirectoryCheck instead of the interval.
-  uint64_t announced_generation = exchange_->directory_generation();
+  uint64_t announced_generation =
+      AnnounceGeneration(*exchange_, options_.incidents);
   absl::Status ended_by;
   for (;;) {
     v1::LinkRequest request;
@@ -593,10 +617,12 @@ absl::Status PeerLinks::RunOnce(Peer* peer) {
       for (uint64_t id : io->event_acks) request.add_event_acks(id);
       io->event_acks.clear();
     }
-    const uint64_t generation = exchange_->directory_generation();
+    const uint64_t generation =
+        AnnounceGeneration(*exchange_, options_.incidents);
     if (absl::Now() >= next_announce || generation != announced_generation) {
       announced_generation = generation;
-      *request.mutable_announce() = exchange_->AnnounceTo(name);
+      *request.mutable_announce() =
+          WithIncidents(exchange_->AnnounceTo(name), options_.incidents);
       next_announce = absl::Now() + options_.announce_interval;
     }
     if ((request.transfers_size() > 0 || request.event_acks_size() > 0 ||

@@ -102,6 +102,19 @@ class AdminClient {
       const v1::ListApprovalsRequest& request) = 0;
   virtual absl::StatusOr<v1::DecideApprovalResponse> DecideApproval(
       const v1::DecideApprovalRequest& request) = 0;
+
+  // Incidents (lienthong.v1.IncidentService): declare and resolve
+  // (operators only; not retried after DEADLINE_EXCEEDED), list every
+  // incident and the reconciliation report of every organization
+  // (operators and auditors).
+  virtual absl::StatusOr<v1::Incident> DeclareIncident(
+      const v1::DeclareIncidentRequest& request) = 0;
+  virtual absl::StatusOr<v1::Incident> ResolveIncident(
+      const v1::ResolveIncidentRequest& request) = 0;
+  virtual absl::StatusOr<v1::ListIncidentsResponse> ListIncidents(
+      const v1::ListIncidentsRequest& request) = 0;
+  virtual absl::StatusOr<v1::ReconciliationReport> GetReconciliationReport(
+      const v1::GetReconciliationReportRequest& request) = 0;
 };
 
 }  // namespace lienthong

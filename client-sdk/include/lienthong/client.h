@@ -40,6 +40,7 @@
 #include "absl/time/time.h"
 #include "lienthong/attachments.h"
 #include "lienthong/v1/exchange.pb.h"
+#include "lienthong/v1/incidents.pb.h"
 
 namespace lienthong {
 
@@ -166,6 +167,10 @@ struct ReceiveOptions {
   // Handler threads; documents of one sender are handled in order only with
   // 1. Default 1.
   int handler_threads = 1;
+  // Called with each notice the broker sends (an incident declared or
+  // resolved that affects this org; the open ones again whenever the stream
+  // (re)connects), on an SDK thread; must not block. Default: dropped.
+  std::function<void(const v1::Notice&)> on_notice;
 };
 
 // Returned by Receive; stops the stream when destroyed.
@@ -198,6 +203,11 @@ class SendStream {
   // Waits until every submitted document has its answer; then closes.
   virtual absl::Status Close() = 0;
 };
+
+// The mark for a document that re-digitizes `entry` (a paper-register entry
+// of the sending org): set it as document.metadata.redigitized. Keep the
+// paper document's own dates in the metadata (issue_date).
+v1::Redigitized RedigitizedMark(const v1::PaperRegisterEntry& entry);
 
 class Client {
  public:
@@ -325,6 +335,29 @@ class Client {
 
   // What waits for this org, without taking it.
   virtual absl::StatusOr<v1::ListInboxResponse> ListInbox(uint32_t limit) = 0;
+
+  // ---- Incidents and the paper-fallback register ----
+
+  // The incidents that affect this org (only the open ones with
+  // `open_only`), newest first.
+  virtual absl::StatusOr<v1::ListIncidentsResponse> ListIncidents(
+      bool open_only) = 0;
+  // Records a document this org handled on paper during an open incident.
+  // FAILED_PRECONDITION when no open incident covers this org;
+  // INVALID_ARGUMENT naming the field (empty subject, a date that is not
+  // YYYY-MM-DD, a party that is not an organization code); NOT_FOUND for an
+  // unknown incident_id. Not retried after DEADLINE_EXCEEDED (it could
+  // record twice).
+  virtual absl::StatusOr<v1::PaperRegisterEntry> RecordPaperDocument(
+      const v1::RecordPaperDocumentRequest& request) = 0;
+  // This org's register entries (request.org empty or this org).
+  virtual absl::StatusOr<v1::ListPaperRegisterResponse> ListPaperRegister(
+      const v1::ListPaperRegisterRequest& request) = 0;
+  // Entries not yet re-digitized, per incident. To re-digitize one, Send
+  // the document with metadata.redigitized naming the entry (see
+  // RedigitizedMark): the broker settles the entry as it stores it.
+  virtual absl::StatusOr<v1::ReconciliationReport> GetReconciliationReport(
+      const std::string& incident_id) = 0;
 
   // Reports a business status (01-06, 15, 16) on a received document.
   virtual absl::StatusOr<v1::StatusEvent> ReportStatus(

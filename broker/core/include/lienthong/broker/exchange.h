@@ -49,6 +49,24 @@ struct ApproverGrant {
   std::vector<std::string> orgs;
 };
 
+// A check on a document an organization sends, beyond the exchange's own,
+// that may add to the write that stores it (incidents: a re-digitized
+// document settles its paper-register entry in the same atomic write).
+class SendAdmission {
+ public:
+  virtual ~SendAdmission() = default;
+  // Called after validation and policy, with the document's id assigned,
+  // just before the write. An error refuses the send (nothing is stored);
+  // on OK, Finished runs exactly once when the write has ended. Must not
+  // block for long.
+  virtual absl::Status Admit(const Principal& caller,
+                             const v1::Document& document,
+                             storage::WriteBatch* batch) = 0;
+  // `stored`: the batch was applied (false when it failed or was a
+  // duplicate of an earlier document).
+  virtual void Finished(const v1::Document& document, bool stored) = 0;
+};
+
 struct ExchangeOptions {
   // SPIFFE id of this broker, recorded in each document's trace. Required.
   std::string broker_id;
@@ -117,6 +135,12 @@ struct ExchangeOptions {
   // denied) and every refused send in the audit log, each event on the
   // write that stores it. Not owned; must outlive the exchange. Optional.
   AuditLog* audit = nullptr;
+
+  // Incidents: an extra check on sends (not owned; optional), and the
+  // notices a Receive stream gets when it opens (optional).
+  SendAdmission* admission = nullptr;
+  std::function<std::vector<v1::Notice>(const std::string& org)>
+      notices_on_connect;
 
   absl::Status Validate() const;
 };
@@ -282,6 +306,10 @@ class Exchange {
   // deliveries may reach `sink` before this returns.
   virtual absl::StatusOr<std::shared_ptr<ReceiveSession>> OpenReceive(
       const Principal& caller, uint32_t max_in_flight, DeliverySink sink) = 0;
+
+  // Hands `notice` to every open Receive session of `org` (nothing to
+  // acknowledge, not stored); returns how many there were.
+  virtual size_t Notify(const std::string& org, const v1::Notice& notice) = 0;
 
   virtual void Fetch(const Principal& caller, const v1::FetchRequest& request,
                      Callback<v1::FetchResponse> done) = 0;

@@ -70,6 +70,8 @@ struct AdminOptions {
   // ListDirectory answer FAILED_PRECONDITION.
   Exchange* exchange = nullptr;
   PeerLinks* links = nullptr;
+  // Incidents: GetBrokerInfo shows the open ones. Not owned. Optional.
+  Incidents* incidents = nullptr;
   // The store (for GetBrokerInfo's data size). Optional.
   storage::Store* store = nullptr;
   // Reads the storage master key files afresh, for RotateStorageKeys.

@@ -26,6 +26,7 @@
 #include "absl/time/time.h"
 #include "grpcpp/grpcpp.h"
 #include "lienthong/broker/exchange.h"
+#include "lienthong/broker/incidents.h"
 #include "lienthong/v1/federation.grpc.pb.h"
 
 namespace lienthong::broker {
@@ -37,8 +38,10 @@ class FederationServiceImpl final
  public:
   // `exchange` is not owned and must outlive the server. `window`: status
   // events sent back and not yet acknowledged, per link.
+  // `incidents` (optional, not owned): incidents are announced to peers
+  // and learned from them on the links' announcements.
   FederationServiceImpl(Exchange* exchange, std::string trust_domain,
-                        uint32_t window);
+                        uint32_t window, Incidents* incidents = nullptr);
   ~FederationServiceImpl() override;
 
   // Ends every open link with UNAVAILABLE (peers reconnect elsewhere or
@@ -50,6 +53,7 @@ class FederationServiceImpl final
 
  private:
   Exchange* const exchange_;
+  Incidents* const incidents_;
   const std::string trust_domain_;
   const uint32_t window_;
   std::unique_ptr<StreamRegistry> registry_;
@@ -74,6 +78,10 @@ struct PeerLinkOptions {
   // (AttachmentService/Upload) before it. Not owned. Unset: transfers with
   // stored attachments wait (the peer refuses them as incomplete).
   storage::AttachmentStore* attachments = nullptr;
+  // Incidents declared here go out with the announcements (at once when one
+  // is declared or resolved); those peers announce are learned. Not owned.
+  // Optional.
+  Incidents* incidents = nullptr;
   // How often the directory is announced on an open link.
   absl::Duration announce_interval = absl::Seconds(30);
   // Reconnect backoff: doubles from min to max, with ±50 % jitter; back to
