@@ -537,29 +537,35 @@ int Main(int argc, char** argv) {
   recall_cmd->add_option("--subject", recall.subject,
                          "Subject of the recall document");
   PaperConvertFlags paper;
-  CLI::App* paper_cmd = app.add_subcommand(
+  CLI::App* paper_convert_cmd = app.add_subcommand(
       "paper-convert",
       "Record that a document this organization sent or received was "
       "converted to paper (reason required; audited; its sender sees it)");
-  paper_cmd->add_option("DOC_ID", paper.document_id, "Document id")->required();
-  paper_cmd->add_option("--reason", paper.reason, "Why it had to be on paper")
+  paper_convert_cmd->add_option("DOC_ID", paper.document_id, "Document id")
       ->required();
-  paper_cmd->add_option("--by", paper.by, "The official who converted it");
+  paper_convert_cmd
+      ->add_option("--reason", paper.reason, "Why it had to be on paper")
+      ->required();
+  paper_convert_cmd->add_option("--by", paper.by,
+                                "The official who converted it");
   uint32_t paper_limit = 100;
-  CLI::App* paper_list_cmd = app.add_subcommand(
+  CLI::App* paper_conversions_cmd = app.add_subcommand(
       "paper-conversions", "List this organization's paper conversions");
-  paper_list_cmd->add_option("--limit", paper_limit, "At most N, newest first")
+  paper_conversions_cmd
+      ->add_option("--limit", paper_limit, "At most N, newest first")
       ->capture_default_str();
-  std::string admin_paper_org;
-  uint32_t admin_paper_limit = 100;
-  CLI::App* admin_paper_cmd = admin_cmd->add_subcommand(
+  std::string admin_conversions_org;
+  uint32_t admin_conversions_limit = 100;
+  CLI::App* admin_conversions_cmd = admin_cmd->add_subcommand(
       "paper-conversions",
       "List an organization's paper conversions recorded at this broker "
       "(operators and auditors)");
-  admin_paper_cmd->add_option("ORG", admin_paper_org, "Organization code")
+  admin_conversions_cmd
+      ->add_option("ORG", admin_conversions_org, "Organization code")
       ->required();
-  admin_paper_cmd
-      ->add_option("--limit", admin_paper_limit, "At most N, newest first")
+  admin_conversions_cmd
+      ->add_option("--limit", admin_conversions_limit,
+                   "At most N, newest first")
       ->capture_default_str();
 
   std::string verify_file;
@@ -755,9 +761,9 @@ int Main(int argc, char** argv) {
     } else if (admin_evidence_cmd->parsed()) {
       result = RunAdminEvidence(**admin, admin_evidence_id, admin_evidence_out,
                                 output);
-    } else if (admin_paper_cmd->parsed()) {
-      result = RunAdminPaperConversions(**admin, admin_paper_org,
-                                        admin_paper_limit, output);
+    } else if (admin_conversions_cmd->parsed()) {
+      result = RunAdminPaperConversions(**admin, admin_conversions_org,
+                                        admin_conversions_limit, output);
     } else if (admin_log_level_cmd->parsed()) {
       result = RunAdminLogLevel(**admin, admin_log_level, output);
     } else if (admin_incident_declare_cmd->parsed()) {
@@ -806,9 +812,9 @@ int Main(int argc, char** argv) {
     result = RunWatch(**client, watch, output, g_stop);
   } else if (recall_cmd->parsed()) {
     result = RunRecall(**client, recall, output);
-  } else if (paper_cmd->parsed()) {
+  } else if (paper_convert_cmd->parsed()) {
     result = RunPaperConvert(**client, paper, output);
-  } else if (paper_list_cmd->parsed()) {
+  } else if (paper_conversions_cmd->parsed()) {
     result = RunPaperConversions(**client, paper_limit, output);
   } else if (keys_publish_cmd->parsed()) {
     result = RunKeysPublish(**client, output);

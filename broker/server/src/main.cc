@@ -323,7 +323,6 @@ int Serve(const BrokerConfig& config) {
       config.PersonIds(config.roles.operators);
   for (std::string& id : config.PersonIds(config.roles.auditors))
     approval_readers.push_back(std::move(id));
-  broker::AdminServiceImpl admin_service(std::move(admin_options));
   broker::ApprovalServiceImpl approval_service(
       exchange->get(), config.trust_domain, std::move(approval_readers),
       audit_log.get());
