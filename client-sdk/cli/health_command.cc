@@ -18,6 +18,7 @@
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "lienthong/common/certificate.h"
 #include "lienthong/common/status_macros.h"
+#include "lienthong/v1/incidents.grpc.pb.h"
 
 namespace lienthong::cli {
 namespace {
@@ -138,12 +139,37 @@ absl::Status RunHealth(const HealthTarget& target, const HealthFlags& flags,
   }
   const std::string name =
       HealthCheckResponse::ServingStatus_Name(response.status());
+  // Open incidents the caller may see (an organization: those affecting
+  // it; operators and auditors: all). Best effort: a caller that may not
+  // list them (a broker certificate) sees the serving status only.
+  v1::ListIncidentsResponse incidents;
+  if (response.status() == HealthCheckResponse::SERVING) {
+    v1::ListIncidentsRequest open;
+    open.set_open_only(true);
+    grpc::ClientContext list_context;
+    list_context.set_deadline(absl::ToChronoTime(absl::Now() + target.timeout));
+    if (!v1::IncidentService::NewStub(channel)
+             ->ListIncidents(&list_context, open, &incidents)
+             .ok()) {
+      incidents.Clear();
+    }
+  }
   if (output.json) {
     std::cout << "{\"endpoint\":" << JsonString(target.endpoint)
               << ",\"service\":" << JsonString(flags.service)
-              << ",\"status\":" << JsonString(name) << "}" << std::endl;
+              << ",\"status\":" << JsonString(name);
+    if (!incidents.incidents().empty()) {
+      std::cout << ",\"open_incidents\":" << ToJson(incidents);
+    }
+    std::cout << "}" << std::endl;
   } else {
     std::cout << name << std::endl;
+    for (const v1::Incident& i : incidents.incidents()) {
+      std::cout << "open incident " << i.id() << " ("
+                << v1::IncidentSeverity_Name(i.severity()) << ", declared at "
+                << i.broker() << " " << FormatTimestamp(i.declared_at())
+                << "): " << i.description() << std::endl;
+    }
   }
   if (response.status() != HealthCheckResponse::SERVING) {
     return absl::FailedPreconditionError(absl::StrCat(

@@ -367,6 +367,13 @@ TEST_F(IncidentsTest, PaperRegisterIsReconciledByRedigitization) {
   std::string second_id = recorded.stdout_text.substr(0, 29);
   ASSERT_TRUE(absl::StartsWith(second_id, "PR-")) << recorded.stdout_text;
 
+  // `lienthong health` shows the open incident to an affected agency.
+  ProgramResult health = Cli(kH49, {"health"});
+  EXPECT_EQ(health.exit_code, 0) << health.stderr_text;
+  EXPECT_THAT(health.stdout_text,
+              ::testing::AllOf(::testing::StartsWith("SERVING\n"),
+                               HasSubstr("open incident " + incident.id())));
+
   ASSERT_OK_AND_ASSIGN(v1::ReconciliationReport report,
                        h49.client().GetReconciliationReport(""));
   EXPECT_EQ(report.total_outstanding(), 2u);
