@@ -87,6 +87,12 @@ void ReceiveSessionImpl::Stop() {
   if (joined_) return;
   {
     absl::MutexLock lock(&mu_);
+    // A graceful stop: what the application has handled is acknowledged
+    // before the call ends (bounded), so the broker records DELIVERED now
+    // instead of delivering it again to the next session.
+    mu_.AwaitWithTimeout(
+        absl::Condition(this, &ReceiveSessionImpl::AcksFlushedLocked),
+        kStopFlushTimeout);
     stopping_ = true;
   }
   driver_.join();  // returns once the call is cancelled and done
@@ -111,6 +117,14 @@ absl::Status ReceiveSessionImpl::Wait() {
   absl::MutexLock lock(&mu_);
   mu_.Await(absl::Condition(&finished_));
   return final_status_;
+}
+
+bool ReceiveSessionImpl::AcksFlushedLocked() const {
+  const CallState& c = current_;
+  const bool usable = c.call != nullptr && c.started && !c.broken &&
+                      !c.read_done && !c.cancelled;
+  if (!usable || ended_) return true;  // nothing can go out any more
+  return handled_.empty() && acks_.empty() && nacks_.empty() && !c.write_busy;
 }
 
 bool ReceiveSessionImpl::CanWriteAcksLocked() const {

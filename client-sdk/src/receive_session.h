@@ -86,6 +86,10 @@ class ReceiveSessionImpl final : public ReceiveSession {
   void OnCallDone(Call* call, const grpc::Status& status);
 
   Call* ReleaseHoldLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Stop waits (at most kStopFlushTimeout) until this holds: every handled
+  // document's acknowledgement is written, or none can be any more.
+  bool AcksFlushedLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  static constexpr absl::Duration kStopFlushTimeout = absl::Seconds(2);
   bool CanWriteAcksLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool DriverHasWorkLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool HandlerHasWorkLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

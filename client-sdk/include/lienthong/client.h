@@ -177,8 +177,10 @@ struct ReceiveOptions {
 class ReceiveSession {
  public:
   virtual ~ReceiveSession() = default;
-  // Stops receiving: no handler runs after Stop returns; unacknowledged
-  // documents are delivered again later. Idempotent.
+  // Stops receiving: no handler runs after Stop returns. The
+  // acknowledgements of documents already handled are written first (for
+  // at most 2 s while the broker is reachable); documents not acknowledged
+  // are delivered again later. Idempotent.
   virtual void Stop() = 0;
   // Blocks until the session ends by Stop or by an error that retries cannot
   // cure (PERMISSION_DENIED, UNAUTHENTICATED, ...); returns that error or OK.
