@@ -163,8 +163,9 @@ class AdminClientImpl final : public AdminClient {
   template <typename Request, typename Response>
   absl::StatusOr<Response> Incidents(
       RetryOn retry_on, const Request& request,
-      grpc::Status (Connection::IncidentStub::*method)(
-          grpc::ClientContext*, const Request&, Response*)) {
+      grpc::Status (Connection::IncidentStub::*method)(grpc::ClientContext*,
+                                                       const Request&,
+                                                       Response*)) {
     Response response;
     absl::Status status = connection_->CallIncidents(
         retry_on,

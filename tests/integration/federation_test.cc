@@ -53,6 +53,7 @@
 #include "lienthong/v1/exchange.grpc.pb.h"
 #include "lienthong/v1/federation.grpc.pb.h"
 #include "tests/integration/broker_process.h"
+#include "tests/integration/watch_recorder.h"
 #include "tests/testing/async.h"
 #include "tests/testing/status_matchers.h"
 #include "tests/testing/temp_dir.h"
@@ -303,71 +304,6 @@ v1::Document NewDocument(const std::vector<std::string>& to,
   doc.set_body_content_type("text/plain; charset=utf-8");
   if (!key.empty()) doc.set_idempotency_key(key);
   return doc;
-}
-
-// Runs Client::Watch on its own thread and collects the events until the
-// object goes away.
-class WatchRecorder {
- public:
-  WatchRecorder(Client* client, std::string document_id) {
-    thread_ = std::thread([this, client, id = std::move(document_id)] {
-      absl::Status s = client->Watch(
-          id, 0, [this](const v1::StatusEvent& e) { events.Add(e); }, stop_);
-      absl::MutexLock lock(&mu_);
-      status_ = s;
-    });
-  }
-  ~WatchRecorder() {
-    stop_ = true;
-    thread_.join();
-  }
-  bool WaitFor(const std::function<bool(const v1::StatusEvent&)>& pred,
-               absl::Duration timeout = kWait) {
-    return Eventually(
-        [&] {
-          for (const v1::StatusEvent& e : events.items()) {
-            if (pred(e)) return true;
-          }
-          return false;
-        },
-        timeout);
-  }
-  // The events of one copy, in arrival order.
-  std::vector<v1::StatusEvent> Of(const std::string& id,
-                                  const std::string& recipient) const {
-    std::vector<v1::StatusEvent> out;
-    for (const v1::StatusEvent& e : events.items()) {
-      if (e.document_id() == id && e.recipient() == recipient) out.push_back(e);
-    }
-    return out;
-  }
-  absl::Status status() {
-    absl::MutexLock lock(&mu_);
-    return status_;
-  }
-
-  Collector<v1::StatusEvent> events;
-
- private:
-  std::atomic<bool> stop_{false};
-  absl::Mutex mu_;
-  absl::Status status_;
-  std::thread thread_;
-};
-
-auto IsDelivery(const std::string& id, const std::string& recipient,
-                v1::DeliveryState state) {
-  return [=](const v1::StatusEvent& e) {
-    return e.document_id() == id && e.recipient() == recipient &&
-           e.delivery_state() == state;
-  };
-}
-auto IsBusiness(const std::string& id, const std::string& recipient,
-                v1::BusinessStatus status) {
-  return [=](const v1::StatusEvent& e) {
-    return e.document_id() == id && e.recipient() == recipient &&
-           e.business_status() == status;
-  };
 }
 
 // "DELIVERY_STATE_FORWARDED in the custody of broker ...",

@@ -20,6 +20,7 @@
 #include "lienthong/v1/audit.pb.h"
 #include "lienthong/v1/evidence.pb.h"
 #include "tests/integration/broker_process.h"
+#include "tests/integration/watch_recorder.h"
 #include "tests/testing/async.h"
 #include "tests/testing/status_matchers.h"
 
@@ -50,78 +51,26 @@ v1::Document NewDocument(const std::vector<std::string>& to,
   return doc;
 }
 
-// Client::Watch on its own thread, collecting events until destroyed.
-class WatchRecorder {
- public:
-  WatchRecorder(Client* client, std::string document_id) {
-    thread_ = std::thread([this, client, id = std::move(document_id)] {
-      absl::Status s = client->Watch(
-          id, 0, [this](const v1::StatusEvent& e) { events.Add(e); }, stop_);
-      absl::MutexLock lock(&mu_);
-      status_ = s;
-    });
-  }
-  ~WatchRecorder() {
-    stop_ = true;
-    thread_.join();
-  }
-  bool WaitFor(const std::function<bool(const v1::StatusEvent&)>& pred) {
-    return Eventually(
-        [&] {
-          for (const v1::StatusEvent& e : events.items()) {
-            if (pred(e)) return true;
-          }
-          return false;
-        },
-        kWait);
-  }
-  // "STATE" or "STATUS" names of one copy's events, in arrival order.
-  std::vector<std::string> Life(const std::string& id,
-                                const std::string& recipient) const {
-    std::vector<std::string> out;
-    for (const v1::StatusEvent& e : events.items()) {
-      if (e.document_id() != id || e.recipient() != recipient) continue;
-      out.push_back(e.has_paper_conversion() ? "PAPER_CONVERSION"
-                    : e.business_status() != v1::BUSINESS_STATUS_UNSPECIFIED
-                        ? v1::BusinessStatus_Name(e.business_status())
-                        : v1::DeliveryState_Name(e.delivery_state()));
-    }
-    return out;
-  }
-
-  Collector<v1::StatusEvent> events;
-
- private:
-  std::atomic<bool> stop_{false};
-  absl::Mutex mu_;
-  absl::Status status_;
-  std::thread thread_;
-};
-
-auto Is(const std::string& id, const std::string& recipient,
-        v1::DeliveryState state) {
-  return [=](const v1::StatusEvent& e) {
-    return e.document_id() == id && e.recipient() == recipient &&
-           e.delivery_state() == state;
-  };
+// "STATE" or "STATUS" name of an event (PAPER_CONVERSION for one).
+std::string StepName(const v1::StatusEvent& e) {
+  return e.has_paper_conversion() ? "PAPER_CONVERSION"
+         : e.business_status() != v1::BUSINESS_STATUS_UNSPECIFIED
+             ? v1::BusinessStatus_Name(e.business_status())
+             : v1::DeliveryState_Name(e.delivery_state());
 }
-auto Is(const std::string& id, const std::string& recipient,
-        v1::BusinessStatus status) {
-  return [=](const v1::StatusEvent& e) {
-    return e.document_id() == id && e.recipient() == recipient &&
-           e.business_status() == status;
-  };
+
+// The step names of `events`, in order.
+std::vector<std::string> Steps(const std::vector<v1::StatusEvent>& events) {
+  std::vector<std::string> out;
+  for (const v1::StatusEvent& e : events) out.push_back(StepName(e));
+  return out;
 }
 
 std::vector<std::string> HistoryOf(const v1::DocumentStatus& status,
                                    const std::string& recipient) {
   std::vector<std::string> out;
   for (const v1::StatusEvent& e : status.history()) {
-    if (e.recipient() != recipient) continue;
-    out.push_back(e.has_paper_conversion() ? "PAPER_CONVERSION"
-                  : e.business_status() != v1::BUSINESS_STATUS_UNSPECIFIED
-                      ? v1::BusinessStatus_Name(e.business_status())
-                      : v1::DeliveryState_Name(e.delivery_state()));
+    if (e.recipient() == recipient) out.push_back(StepName(e));
   }
   return out;
 }
@@ -203,15 +152,17 @@ TEST_F(WorkflowsTest, RecallAgreedByOneRecipientRefusedByAnother) {
   const std::string id = sent.document_id;
   EXPECT_THAT(FetchIds(*g22, /*ack=*/true), ElementsAre(id));
   EXPECT_THAT(FetchIds(*unit, /*ack=*/true), ElementsAre(id));
-  ASSERT_TRUE(watch.WaitFor(Is(id, kG22, v1::DELIVERY_STATE_DELIVERED)));
-  ASSERT_TRUE(watch.WaitFor(Is(id, kUnitH49, v1::DELIVERY_STATE_DELIVERED)));
+  ASSERT_TRUE(
+      watch.WaitFor(IsDelivery(id, kG22, v1::DELIVERY_STATE_DELIVERED)));
+  ASSERT_TRUE(
+      watch.WaitFor(IsDelivery(id, kUnitH49, v1::DELIVERY_STATE_DELIVERED)));
 
   ASSERT_OK_AND_ASSIGN(
       SendReceipt recall,
       h49->Send(NewChangeRequest(id, {kG22, kUnitH49}, v1::BUSINESS_TYPE_RECALL,
                                  "Thu hồi báo cáo tháng 11", "Số liệu sai")));
   ASSERT_TRUE(watch.WaitFor(
-      Is(id, kG22, v1::BUSINESS_STATUS_RECALL_OR_UPDATE_REQUESTED)));
+      IsBusiness(id, kG22, v1::BUSINESS_STATUS_RECALL_OR_UPDATE_REQUESTED)));
   std::vector<std::string> got = FetchIds(*g22, /*ack=*/true);
   EXPECT_THAT(got, ElementsAre(recall.document_id));
   EXPECT_THAT(FetchIds(*unit, /*ack=*/true), ElementsAre(recall.document_id));
@@ -226,13 +177,14 @@ TEST_F(WorkflowsTest, RecallAgreedByOneRecipientRefusedByAnother) {
   EXPECT_THAT(unit->AnswerChangeRequest(id, /*agree=*/true),
               StatusIs(absl::StatusCode::kFailedPrecondition));
 
-  ASSERT_TRUE(watch.WaitFor(Is(id, kG22, v1::DELIVERY_STATE_RECALLED)));
-  ASSERT_TRUE(watch.WaitFor(Is(id, kUnitH49, v1::BUSINESS_STATUS_REFUSED)));
-  EXPECT_THAT(watch.Life(id, kG22),
+  ASSERT_TRUE(watch.WaitFor(IsDelivery(id, kG22, v1::DELIVERY_STATE_RECALLED)));
+  ASSERT_TRUE(
+      watch.WaitFor(IsBusiness(id, kUnitH49, v1::BUSINESS_STATUS_REFUSED)));
+  EXPECT_THAT(Steps(watch.Of(id, kG22)),
               ElementsAre("DELIVERY_STATE_ACCEPTED", "DELIVERY_STATE_DELIVERED",
                           "BUSINESS_STATUS_RECALL_OR_UPDATE_REQUESTED",
                           "BUSINESS_STATUS_AGREED", "DELIVERY_STATE_RECALLED"));
-  EXPECT_THAT(watch.Life(id, kUnitH49),
+  EXPECT_THAT(Steps(watch.Of(id, kUnitH49)),
               ElementsAre("DELIVERY_STATE_ACCEPTED", "DELIVERY_STATE_DELIVERED",
                           "BUSINESS_STATUS_RECALL_OR_UPDATE_REQUESTED",
                           "BUSINESS_STATUS_REFUSED"));
