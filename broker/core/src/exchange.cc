@@ -502,6 +502,7 @@ class ExchangeImpl : public Exchange {
         store_->ScanRecords(kAutomatedRecord, [&](const storage::Record& r) {
           absl::MutexLock lock(&approvals_mu_);
           automated_content_.insert(r.key.substr(kAutomatedRecord.size()));
+          any_automated_content_.store(true, std::memory_order_release);
         }));
     ScheduleApprovalExpiry();
     absl::MutexLock lock(&mu_);
@@ -717,6 +718,7 @@ class ExchangeImpl : public Exchange {
             if (IsAutomated(*shared)) {
               automated_content_.insert(AutomatedContentKey(
                   shared->sender(), shared->content_sha256()));
+              any_automated_content_.store(true, std::memory_order_release);
             }
             Held& h = held_[shared->id()];
             h.expires = FromProto(held->expires_at());
@@ -2931,7 +2933,10 @@ class ExchangeImpl : public Exchange {
     std::vector<v1::Approver> required = RequiredApprovals(doc, ds, &why);
     if (required.empty()) {
       // Content a system or an AI sent for approval does not escape it by
-      // being sent again as a person's.
+      // being sent again as a person's. Most brokers hold none: no lock on
+      // the send path then.
+      if (!any_automated_content_.load(std::memory_order_acquire))
+        return std::nullopt;
       absl::MutexLock lock(&approvals_mu_);
       if (!automated_content_.contains(
               AutomatedContentKey(doc.sender(), doc.content_sha256())))
@@ -4096,6 +4101,8 @@ class ExchangeImpl : public Exchange {
   // same content sent again is held too, whatever origin it claims.
   absl::flat_hash_set<std::string> automated_content_
       ABSL_GUARDED_BY(approvals_mu_);
+  // automated_content_ is not empty (read without the lock on every send).
+  std::atomic<bool> any_automated_content_{false};
 
   absl::Mutex writes_mu_;
   int pending_writes_ ABSL_GUARDED_BY(writes_mu_) = 0;
