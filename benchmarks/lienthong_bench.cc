@@ -27,6 +27,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
 #include "lienthong/attachments.h"
 #include "lienthong/client.h"
 
@@ -40,10 +41,17 @@ int64_t NowNanos() {
       .count();
 }
 
+int64_t WallNanos() { return absl::ToUnixNanos(absl::Now()); }
+
 struct Latencies {
   absl::Mutex mu;
   std::vector<int64_t> send_ack_us;
   std::vector<int64_t> end_to_end_us;
+  // Where the time goes, from the wall-clock times each broker writes on
+  // the document's trace as it takes it: [0] sender to the first broker,
+  // [i] broker i to broker i+1, [last] the last broker to the recipient's
+  // handler. Only for documents that all went the same number of hops.
+  std::vector<std::vector<int64_t>> segment_us;
 };
 
 int64_t Percentile(std::vector<int64_t>& v, double p) {
@@ -337,16 +345,35 @@ int main(int argc, char** argv) {
             ->Receive(
                 [&](const lienthong::IncomingDocument& in) {
                   int64_t now = NowNanos();
-                  int64_t sent = 0;
+                  int64_t wall_now = WallNanos();
+                  int64_t sent = 0, sent_wall = 0;
                   const std::string& body = in.document.body();
-                  if (body.size() >= sizeof(sent))
+                  if (body.size() >= 2 * sizeof(sent)) {
                     memcpy(&sent, body.data(), sizeof(sent));
+                    memcpy(&sent_wall, body.data() + sizeof(sent),
+                           sizeof(sent_wall));
+                  }
                   received_total.fetch_add(1, std::memory_order_relaxed);
                   if (sent >= measure_start.load() &&
                       now <= measure_end.load()) {
                     received_in_window.fetch_add(1, std::memory_order_relaxed);
                     absl::MutexLock lock(&lat.mu);
                     lat.end_to_end_us.push_back((now - sent) / 1000);
+                    const auto& trace = in.document.trace();
+                    size_t segments = trace.size() + 1;
+                    if (lat.segment_us.empty()) lat.segment_us.resize(segments);
+                    if (sent_wall > 0 && lat.segment_us.size() == segments) {
+                      int64_t before = sent_wall;
+                      for (int h = 0; h <= trace.size(); ++h) {
+                        int64_t at =
+                            h < trace.size()
+                                ? trace[h].at().seconds() * 1'000'000'000 +
+                                      trace[h].at().nanos()
+                                : wall_now;
+                        lat.segment_us[h].push_back((at - before) / 1000);
+                        before = at;
+                      }
+                    }
                   }
                   return absl::OkStatus();
                 },
@@ -378,7 +405,7 @@ int main(int argc, char** argv) {
       doc.add_recipients(recipient);
       doc.mutable_metadata()->set_subject("lienthong-bench");
       doc.mutable_metadata()->set_document_type("Công văn");
-      std::string body(std::max<size_t>(size, 8), 'x');
+      std::string body(std::max<size_t>(size, 16), 'x');
       const double per_sender_rate = rate > 0 ? rate / senders : 0;
       const int64_t start = NowNanos();
       uint64_t n = 0;
@@ -395,7 +422,9 @@ int main(int argc, char** argv) {
             std::this_thread::sleep_for(std::chrono::nanoseconds(due - now));
         }
         int64_t t0 = NowNanos();
+        int64_t wall = WallNanos();
         memcpy(body.data(), &t0, sizeof(t0));
+        memcpy(body.data() + sizeof(t0), &wall, sizeof(wall));
         doc.set_body(body);
         ++n;
         (*stream)->Submit(
@@ -458,6 +487,15 @@ int main(int argc, char** argv) {
               ms(Percentile(lat.end_to_end_us, 0.50)).c_str(),
               ms(Percentile(lat.end_to_end_us, 0.99)).c_str(),
               ms(Percentile(lat.end_to_end_us, 0.999)).c_str());
+  for (size_t i = 0; i < lat.segment_us.size(); ++i) {
+    std::string what = i == 0 ? "sender -> broker 1"
+                       : i + 1 == lat.segment_us.size()
+                           ? absl::StrCat("broker ", i, " -> receiver")
+                           : absl::StrCat("broker ", i, " -> broker ", i + 1);
+    std::printf("  %-22s p50 %s  p99 %s\n", what.c_str(),
+                ms(Percentile(lat.segment_us[i], 0.50)).c_str(),
+                ms(Percentile(lat.segment_us[i], 0.99)).c_str());
+  }
   std::printf("  totals: sent %llu, received %llu, send errors %llu\n",
               static_cast<unsigned long long>(sent_total.load()),
               static_cast<unsigned long long>(received_total.load()),

@@ -184,21 +184,63 @@ absl::StatusOr<std::string> Hkdf(absl::string_view secret,
   return key;
 }
 
+// AES-256-GCM fetched once: OpenSSL 3 looks an implicitly fetched cipher
+// up again (under a lock) on every use.
+const EVP_CIPHER* Aes256Gcm() {
+  static const EVP_CIPHER* const cipher = [] {
+    EVP_CIPHER* fetched = EVP_CIPHER_fetch(nullptr, "AES-256-GCM", nullptr);
+    return fetched != nullptr ? fetched : EVP_aes_256_gcm();
+  }();
+  return cipher;
+}
+
+// A cipher context per thread and direction, set up for AES-256-GCM once
+// and re-keyed for each message (a fresh context costs more than sealing
+// a small document). Null if it cannot be made.
+EVP_CIPHER_CTX* GcmContext(bool encrypt) {
+  thread_local CipherCtx contexts[2];
+  CipherCtx& ctx = contexts[encrypt ? 1 : 0];
+  if (!ctx) {
+    CipherCtx fresh(EVP_CIPHER_CTX_new());
+    if (!fresh || EVP_CipherInit_ex(fresh.get(), Aes256Gcm(), nullptr, nullptr,
+                                    nullptr, encrypt ? 1 : 0) != 1) {
+      ERR_clear_error();
+      return nullptr;
+    }
+    ctx = std::move(fresh);
+  }
+  return ctx.get();
+}
+
+// Random nonces from a per-thread pool refilled 4 KiB at a time: one
+// RAND_bytes call per message costs more than sealing a small one.
+std::string RandomNonce() {
+  constexpr size_t kPool = 4096;
+  thread_local unsigned char pool[kPool];
+  thread_local size_t used = kPool;
+  if (used + kNonceBytes > kPool) {
+    if (RAND_bytes(pool, kPool) != 1) abort();  // as RandomBytes
+    used = 0;
+  }
+  std::string out(reinterpret_cast<const char*>(pool + used), kNonceBytes);
+  OPENSSL_cleanse(pool + used, kNonceBytes);
+  used += kNonceBytes;
+  return out;
+}
+
 // AES-256-GCM; returns ciphertext with the tag appended.
 absl::StatusOr<std::string> GcmSeal(absl::string_view key,
                                     absl::string_view nonce,
                                     absl::string_view plaintext,
                                     absl::string_view aad) {
-  CipherCtx ctx(EVP_CIPHER_CTX_new());
+  EVP_CIPHER_CTX* ctx = GcmContext(true);
   int len = 0;
-  if (!ctx ||
-      EVP_EncryptInit_ex(ctx.get(), EVP_aes_256_gcm(), nullptr, nullptr,
-                         nullptr) != 1 ||
-      EVP_CIPHER_CTX_ctrl(ctx.get(), EVP_CTRL_GCM_SET_IVLEN,
+  if (ctx == nullptr ||
+      EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_IVLEN,
                           static_cast<int>(nonce.size()), nullptr) != 1 ||
-      EVP_EncryptInit_ex(ctx.get(), nullptr, nullptr, Bytes(key),
-                         Bytes(nonce)) != 1 ||
-      EVP_EncryptUpdate(ctx.get(), nullptr, &len, Bytes(aad),
+      EVP_EncryptInit_ex(ctx, nullptr, nullptr, Bytes(key), Bytes(nonce)) !=
+          1 ||
+      EVP_EncryptUpdate(ctx, nullptr, &len, Bytes(aad),
                         static_cast<int>(aad.size())) != 1) {
     return Internal("AES-GCM setup");
   }
@@ -209,14 +251,14 @@ absl::StatusOr<std::string> GcmSeal(absl::string_view key,
   constexpr size_t kPiece = 1 << 30;
   while (done < plaintext.size()) {
     size_t n = std::min(kPiece, plaintext.size() - done);
-    if (EVP_EncryptUpdate(ctx.get(), o + done, &len, Bytes(plaintext) + done,
+    if (EVP_EncryptUpdate(ctx, o + done, &len, Bytes(plaintext) + done,
                           static_cast<int>(n)) != 1) {
       return Internal("AES-GCM encrypt");
     }
     done += static_cast<size_t>(len);
   }
-  if (EVP_EncryptFinal_ex(ctx.get(), o + done, &len) != 1 ||
-      EVP_CIPHER_CTX_ctrl(ctx.get(), EVP_CTRL_GCM_GET_TAG, kTagBytes,
+  if (EVP_EncryptFinal_ex(ctx, o + done, &len) != 1 ||
+      EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_GET_TAG, kTagBytes,
                           o + plaintext.size()) != 1) {
     return Internal("AES-GCM finish");
   }
@@ -234,16 +276,14 @@ absl::StatusOr<std::string> GcmOpen(absl::string_view key,
         absl::StrCat("sealing: ", what, " is shorter than its tag"));
   }
   const size_t n = sealed.size() - kTagBytes;
-  CipherCtx ctx(EVP_CIPHER_CTX_new());
+  EVP_CIPHER_CTX* ctx = GcmContext(false);
   int len = 0;
-  if (!ctx ||
-      EVP_DecryptInit_ex(ctx.get(), EVP_aes_256_gcm(), nullptr, nullptr,
-                         nullptr) != 1 ||
-      EVP_CIPHER_CTX_ctrl(ctx.get(), EVP_CTRL_GCM_SET_IVLEN,
+  if (ctx == nullptr ||
+      EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_IVLEN,
                           static_cast<int>(nonce.size()), nullptr) != 1 ||
-      EVP_DecryptInit_ex(ctx.get(), nullptr, nullptr, Bytes(key),
-                         Bytes(nonce)) != 1 ||
-      EVP_DecryptUpdate(ctx.get(), nullptr, &len, Bytes(aad),
+      EVP_DecryptInit_ex(ctx, nullptr, nullptr, Bytes(key), Bytes(nonce)) !=
+          1 ||
+      EVP_DecryptUpdate(ctx, nullptr, &len, Bytes(aad),
                         static_cast<int>(aad.size())) != 1) {
     return Internal("AES-GCM setup");
   }
@@ -253,18 +293,18 @@ absl::StatusOr<std::string> GcmOpen(absl::string_view key,
   constexpr size_t kPiece = 1 << 30;
   while (done < n) {
     size_t piece = std::min(kPiece, n - done);
-    if (EVP_DecryptUpdate(ctx.get(), o + done, &len, Bytes(sealed) + done,
+    if (EVP_DecryptUpdate(ctx, o + done, &len, Bytes(sealed) + done,
                           static_cast<int>(piece)) != 1) {
       return Internal("AES-GCM decrypt");
     }
     done += static_cast<size_t>(len);
   }
   std::string tag(sealed.substr(n));
-  if (EVP_CIPHER_CTX_ctrl(ctx.get(), EVP_CTRL_GCM_SET_TAG, kTagBytes,
-                          tag.data()) != 1) {
+  if (EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, kTagBytes, tag.data()) !=
+      1) {
     return Internal("AES-GCM tag");
   }
-  if (EVP_DecryptFinal_ex(ctx.get(), o + done, &len) != 1) {
+  if (EVP_DecryptFinal_ex(ctx, o + done, &len) != 1) {
     ERR_clear_error();
     return absl::DataLossError(absl::StrCat(
         "sealing: ", what,
@@ -588,7 +628,7 @@ absl::StatusOr<std::string> AeadSeal(absl::string_view key,
   if (key.size() != kKeyBytes) {
     return absl::InvalidArgumentError("sealing: the key must be 32 bytes");
   }
-  std::string out = RandomBytes(kNonceBytes);
+  std::string out = RandomNonce();
   absl::StatusOr<std::string> sealed =
       GcmSeal(key, out, plaintext, associated_data);
   if (!sealed.ok()) return sealed.status();

@@ -177,6 +177,11 @@ class StoreImpl : public Store {
         });
   }
 
+  absl::StatusOr<std::optional<std::string>> GetRecord(
+      absl::string_view key) override {
+    return engine_->Get(Cf::kMeta, absl::StrCat(keys::kRecordPrefix, key));
+  }
+
   absl::Status RotateKeys(const EncryptionOptions& options) override {
     // One rotation at a time; the store keeps serving meanwhile.
     absl::MutexLock rotating(&rotate_mu_);

@@ -189,6 +189,10 @@ class FaultyStore : public storage::Store {
       const std::function<void(const storage::Record&)>& fn) override {
     return base_->ScanRecords(prefix, fn);
   }
+  absl::StatusOr<std::optional<std::string>> GetRecord(
+      absl::string_view key) override {
+    return base_->GetRecord(key);
+  }
   absl::Status RotateKeys(const storage::EncryptionOptions& options) override {
     return base_->RotateKeys(options);
   }

@@ -322,6 +322,14 @@ TEST_P(StoreTest, RecordsAreWrittenScannedByPrefixAndErased) {
   seen.clear();
   ASSERT_OK(store_->ScanRecords("enc/", collect));
   EXPECT_THAT(seen, ElementsAre(Pair("enc/000.00.00.H49", "cert-a2")));
+  // One record by its exact key: not a prefix of it, not an erased one.
+  ASSERT_OK_AND_ASSIGN(std::optional<std::string> one,
+                       store_->GetRecord("enc/000.00.00.H49"));
+  EXPECT_EQ(one, "cert-a2");
+  ASSERT_OK_AND_ASSIGN(one, store_->GetRecord("enc/000.00.00.H4"));
+  EXPECT_EQ(one, std::nullopt);
+  ASSERT_OK_AND_ASSIGN(one, store_->GetRecord("enc/000.00.00.H50"));
+  EXPECT_EQ(one, std::nullopt);
   // Records never show up as queues or sequences.
   EXPECT_THAT(ScanAll(), SizeIs(0));
 }

@@ -44,6 +44,11 @@ constexpr size_t kMaxCertificateBytes = 16 << 10;
 // Store records of recall/update/replace requests for a copy: this prefix
 // + "<document id>/<recipient>" (see ExchangeImpl::AddChangeRequest).
 constexpr absl::string_view kRecallRecord = "recall/";
+// route/<document id>: where a document that came from a peer came from,
+// its sender and recipients ("<previous broker>\n<sender>\n<r1>,<r2>...").
+// A status event coming back for it is checked and sent on with this
+// instead of reading (and decrypting) the whole document.
+constexpr absl::string_view kRouteRecord = "route/";
 // Store records of paper conversions: this prefix + "<org>/<20-digit unix
 // nanos>/<document id>", a serialized v1::PaperConversion.
 constexpr absl::string_view kPaperRecord = "paper-conversion/";
@@ -2609,6 +2614,10 @@ class ExchangeImpl : public Exchange {
         absl::StrCat("\x01xfer", std::string(1, '\0'), doc.id(),
                      std::string(1, '\0'), absl::StrJoin(recipients, ",")),
         custody.SerializeAsString()};
+    batch.records.push_back(
+        storage::Record{absl::StrCat(kRouteRecord, doc.id()),
+                        absl::StrCat(peer, "\n", doc.sender(), "\n",
+                                     absl::StrJoin(doc.recipients(), ","))});
     auto shared = std::make_shared<const v1::Document>(std::move(doc));
     batch.document = *shared;
     for (storage::Record& r : storage::AttachmentReferences(*shared))
@@ -2619,7 +2628,6 @@ class ExchangeImpl : public Exchange {
          done =
              std::move(done)](absl::StatusOr<storage::WriteResult> r) mutable {
           if (!r.ok()) {
-            // Not in our custody: the peer keeps it and sends it again.
             // Not in our custody: UNAVAILABLE tells the peer to keep it and
             // send it again later.
             custody.clear_copies();
@@ -2659,6 +2667,33 @@ class ExchangeImpl : public Exchange {
         shared);
   }
 
+  // Where a document came from, and its sender and recipients.
+  struct Route {
+    std::string previous;  // empty: it did not come from a peer
+    std::string sender;
+    std::vector<std::string> recipients;
+  };
+  // From the route record written with the transfer, or (for documents
+  // stored before there were route records) from the document itself.
+  // NOT_FOUND when this broker never had the document.
+  absl::StatusOr<Route> RouteOf(const std::string& document_id) {
+    ASSIGN_OR_RETURN(
+        std::optional<std::string> record,
+        store_->GetRecord(absl::StrCat(kRouteRecord, document_id)));
+    if (record) {
+      std::vector<std::string> parts = absl::StrSplit(*record, '\n');
+      if (parts.size() == 3) {
+        Route route{std::move(parts[0]), std::move(parts[1]), {}};
+        if (!parts[2].empty()) route.recipients = absl::StrSplit(parts[2], ',');
+        return route;
+      }
+    }
+    ASSIGN_OR_RETURN(v1::Document doc, store_->GetDocument(document_id));
+    return Route{PreviousBroker(doc),
+                 doc.sender(),
+                 {doc.recipients().begin(), doc.recipients().end()}};
+  }
+
   void AcceptReturnedEvent(const std::string& peer, v1::ReturnedEvent r,
                            absl::AnyInvocable<void(absl::Status)> done) {
     v1::StatusEvent e = std::move(*r.mutable_event());
@@ -2676,21 +2711,21 @@ class ExchangeImpl : public Exchange {
     // document to know where it goes next. Elsewhere the stored trace says.
     std::string previous;
     if (!local_orgs_.contains(e.sender())) {
-      absl::StatusOr<v1::Document> doc = store_->GetDocument(e.document_id());
-      if (absl::IsNotFound(doc.status())) {
+      absl::StatusOr<Route> route = RouteOf(e.document_id());
+      if (absl::IsNotFound(route.status())) {
         return done(absl::InvalidArgumentError(
             absl::StrCat("returned event: document ", e.document_id(),
                          " never passed through broker ", options_.broker_id)));
       }
-      if (!doc.ok()) return done(doc.status());
-      if (std::find(doc->recipients().begin(), doc->recipients().end(),
-                    e.recipient()) == doc->recipients().end() ||
-          e.sender() != doc->sender()) {
+      if (!route.ok()) return done(route.status());
+      if (std::find(route->recipients.begin(), route->recipients.end(),
+                    e.recipient()) == route->recipients.end() ||
+          e.sender() != route->sender) {
         return done(absl::InvalidArgumentError(absl::StrCat(
             "returned event: recipient ", e.recipient(), " or sender ",
             e.sender(), " does not match document ", e.document_id())));
       }
-      previous = PreviousBroker(*doc);
+      previous = std::move(route->previous);
       if (previous.empty()) {
         return done(absl::InvalidArgumentError(
             absl::StrCat("returned event: document ", e.document_id(),

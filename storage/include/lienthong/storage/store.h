@@ -188,6 +188,11 @@ class Store {
       absl::string_view prefix,
       const std::function<void(const Record&)>& fn) = 0;
 
+  // The record stored under exactly `key`, if any. Thread-safe; may block
+  // on I/O.
+  virtual absl::StatusOr<std::optional<std::string>> GetRecord(
+      absl::string_view key) = 0;
+
   // Starts a new data key for documents written from now on and re-wraps
   // every data key under `options.master_key` (one wrapped by another
   // master key needs it in previous_master_keys). Stored documents keep
