@@ -20,6 +20,7 @@
 #include <cstring>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <string>
 #include <thread>
 #include <vector>
@@ -277,7 +278,12 @@ int main(int argc, char** argv) {
   app.add_option("--pki", pki,
                  "dev PKI directory (deploy/pki/make-dev-pki.sh)");
   app.add_option("--senders", senders,
-                 "sender streams (each its own connection)");
+                 "sender streams (the streams of one organization share one "
+                 "Client, as an agency's threads would)");
+  bool client_per_stream = false;
+  app.add_flag("--client-per-stream", client_per_stream,
+               "give each sender stream a Client (connection and signature "
+               "batches) of its own");
   app.add_option("--receivers", receivers,
                  "receive streams for the recipient org");
   app.add_option("--duration", duration_s, "measured seconds");
@@ -385,11 +391,26 @@ int main(int argc, char** argv) {
     sessions.push_back(*std::move(s));
   }
 
+  // One Client per sending organization, shared by its streams (unless
+  // --client-per-stream).
+  absl::Mutex clients_mu;
+  std::map<std::string, std::shared_ptr<lienthong::Client>> clients;
+  auto client_for = [&](const std::string& org)
+      -> absl::StatusOr<std::shared_ptr<lienthong::Client>> {
+    absl::MutexLock lock(&clients_mu);
+    if (!client_per_stream) {
+      if (auto it = clients.find(org); it != clients.end()) return it->second;
+    }
+    auto opened = lienthong::Client::Open(OptionsFor(pki, endpoint, org));
+    if (!opened.ok()) return opened.status();
+    std::shared_ptr<lienthong::Client> shared = *std::move(opened);
+    if (!client_per_stream) clients[org] = shared;
+    return shared;
+  };
   std::vector<std::thread> threads;
   for (int i = 0; i < senders; ++i) {
     threads.emplace_back([&, i] {
-      auto client = lienthong::Client::Open(
-          OptionsFor(pki, endpoint, sender_orgs[i % sender_orgs.size()]));
+      auto client = client_for(sender_orgs[i % sender_orgs.size()]);
       if (!client.ok()) {
         std::cerr << "lienthong-bench: " << client.status() << "\n";
         send_errors++;

@@ -19,6 +19,10 @@
 namespace lienthong::client_internal {
 namespace {
 
+// The most documents one shared signature covers (its Merkle audit paths
+// grow with the log of this).
+constexpr size_t kMaxSharedBatch = 4096;
+
 std::shared_ptr<grpc::Channel> MakeChannel(
     const std::string& address, const ClientOptions& options,
     const std::shared_ptr<grpc::experimental::CertificateProviderInterface>&
@@ -62,7 +66,23 @@ Connection::Connection(ClientOptions options, Principal identity,
       dedup_(std::move(dedup)),
       sealer_(std::move(sealer)),
       signer_(std::move(signer)),
-      verifier_(std::move(verifier)) {}
+      verifier_(std::move(verifier)),
+      batcher_(signer_ ? std::make_unique<SignatureBatcher>(
+                             [this](const std::vector<std::string>& digests) {
+                               return signer_->SignBatch(digests, absl::Now());
+                             },
+                             options_.signature_batch_interval, kMaxSharedBatch)
+                       : nullptr) {}
+
+void Connection::SignShared(std::string digest,
+                            SignatureBatcher::Done done) const {
+  if (!batcher_) {
+    done(absl::FailedPreconditionError(
+        "only an organization's client signs documents"));
+    return;
+  }
+  batcher_->Sign(std::move(digest), std::move(done));
+}
 
 absl::Status Connection::SignBatch(
     const std::vector<v1::Document*>& documents,

@@ -21,6 +21,7 @@
 #include "absl/time/time.h"
 #include "client-sdk/src/dedup_set.h"
 #include "client-sdk/src/sealer.h"
+#include "client-sdk/src/signature_batcher.h"
 #include "client-sdk/src/status.h"
 #include "lienthong/client.h"
 #include "lienthong/common/identity.h"
@@ -95,6 +96,10 @@ class Connection {
   // signing::DocumentDigest. INTERNAL when the crypto library fails.
   absl::Status SignBatch(const std::vector<v1::Document*>& documents,
                          const std::vector<std::string>& digests) const;
+  // Signs one document's `digest` in a batch shared by every SendStream of
+  // this client (see SignatureBatcher) and runs `done` with its signature
+  // on the batcher's thread; FAILED_PRECONDITION for persons' clients.
+  void SignShared(std::string digest, SignatureBatcher::Done done) const;
   // What the broker answered for a document with `digest` and signature
   // bytes `signature`, once its custody receipt verifies: UNAUTHENTICATED
   // otherwise.
@@ -173,6 +178,9 @@ class Connection {
   const std::unique_ptr<Sealer> sealer_;
   const std::unique_ptr<signing::Signer> signer_;  // null for persons
   const std::unique_ptr<signing::SignatureVerifier> verifier_;
+  // Shared by the client's SendStreams; null for persons. After signer_,
+  // which it uses, so that it stops first.
+  const std::unique_ptr<SignatureBatcher> batcher_;
   std::vector<Endpoint> endpoints_;  // fixed after Open
   mutable std::atomic<size_t> preferred_{0};
 };

@@ -57,6 +57,10 @@ SendStreamImpl::~SendStreamImpl() {
     absl::MutexLock lock(&mu_);
     if (!EndedLocked()) cancel_requested_ = true;
     mu_.Await(absl::Condition(this, &SendStreamImpl::EndedLocked));
+    // The client's batcher still holds callbacks into this stream: it runs
+    // them within one signature interval.
+    mu_.Await(absl::Condition(
+        +[](size_t* n) { return *n == 0; }, &awaiting_signature_));
     worker_stop_ = true;
   }
   worker_.join();  // runs the remaining callbacks first
@@ -82,9 +86,11 @@ void SendStreamImpl::Submit(v1::Document document, Callback done) {
     completions_.push_back({std::move(done), std::move(sealed)});
     return;
   }
-  // What the signature covers, hashed on the caller's thread; the batch is
-  // signed when it is written.
+  // What the signature covers, hashed on the caller's thread; the client's
+  // batcher signs it with the documents of its other streams.
   std::string digest = signing::DocumentDigest(document);
+  const bool sign = !document.has_signature();
+  uint64_t id = 0;
   WriteAction action = WriteAction::kNone;
   Call* call = nullptr;
   {
@@ -101,20 +107,59 @@ void SendStreamImpl::Submit(v1::Document document, Callback done) {
                    : absl::FailedPreconditionError("SendStream is closed")});
       return;
     }
-    const uint64_t id = next_correlation_id_++;
+    id = next_correlation_id_++;
     Item& item = pending_[id];
-    item.digest = std::move(digest);
+    item.digest = digest;
     item.sealed = document.has_sealed();
     item.idempotency_key = document.idempotency_key();
     item.document = std::move(document);
     item.done = std::move(done);
     item.submitted_at = absl::Now();
-    unsent_.push_back(id);
-    ++unsigned_waiting_;
-    action = NextWriteLocked();
-    call = current_.call.get();
+    if (sign) {
+      item.signing = true;
+      ++awaiting_signature_;
+    } else {
+      unsent_.push_back(id);
+      action = NextWriteLocked();
+      call = current_.call.get();
+    }
+  }
+  if (sign) {
+    connection_->SignShared(std::move(digest),
+                            [this, id](absl::StatusOr<v1::Signature> s) {
+                              OnSigned(id, std::move(s));
+                            });
+    return;
   }
   RunWriteAction(call, action);
+}
+
+void SendStreamImpl::OnSigned(uint64_t id,
+                              absl::StatusOr<v1::Signature> signature) {
+  WriteAction action = WriteAction::kNone;
+  Call* call = nullptr;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = pending_.find(id);  // gone: failed or expired meanwhile
+    if (it != pending_.end() && it->second.signing) {
+      Item& item = it->second;
+      item.signing = false;
+      if (signature.ok()) {
+        item.signature = signature->signature();
+        *item.document.mutable_signature() = *std::move(signature);
+      } else {
+        // Sent unsigned: the broker's refusal names what is missing.
+        gpr_log(GPR_ERROR, "lienthong: signing a document: %s",
+                signature.status().ToString().c_str());
+      }
+      unsent_.push_back(id);
+      action = NextWriteLocked();
+      call = current_.call.get();
+    }
+  }
+  RunWriteAction(call, action);
+  absl::MutexLock lock(&mu_);
+  --awaiting_signature_;
 }
 
 absl::Status SendStreamImpl::Close() {
@@ -150,25 +195,9 @@ SendStreamImpl::WriteAction SendStreamImpl::NextWriteLocked() {
       c.broken || c.read_done || c.cancelled) {
     return WriteAction::kNone;
   }
-  // At most one signed batch per interval: new documents that come sooner
-  // wait for others to share their signature.
-  const absl::Time now = absl::Now();
-  if (unsigned_waiting_ > 0) {
-    if (unsigned_waiting_ < static_cast<size_t>(kMaxItemsPerSendMessage) &&
-        !closing_ &&
-        now <
-            last_batch_at_ + connection_->options().signature_batch_interval) {
-      return WriteAction::kNone;
-    }
-    last_batch_at_ = now;
-  }
-  unsigned_waiting_ = 0;
   v1::SendStreamRequest* request = c.call->write_buffer();
   request->Clear();
   size_t bytes = 0;
-  std::vector<v1::Document*> unsigned_documents;
-  std::vector<Item*> unsigned_items;
-  std::vector<std::string> digests;
   while (!unsent_.empty() && request->items_size() < kMaxItemsPerSendMessage &&
          bytes < kMaxBytesPerSendMessage) {
     const uint64_t id = unsent_.front();
@@ -182,22 +211,6 @@ SendStreamImpl::WriteAction SendStreamImpl::NextWriteLocked() {
     item->mutable_document()->Swap(&pending.document);
     pending.in_write = true;
     bytes += item->document().ByteSizeLong();
-    // A document written again after a reconnect keeps its signature.
-    if (!item->document().has_signature()) {
-      unsigned_documents.push_back(item->mutable_document());
-      unsigned_items.push_back(&pending);
-      digests.push_back(pending.digest);
-    }
-  }
-  // One signature over the Merkle root of the documents in this write.
-  if (absl::Status s = connection_->SignBatch(unsigned_documents, digests);
-      !s.ok()) {
-    gpr_log(GPR_ERROR, "lienthong: signing a batch: %s", s.ToString().c_str());
-  } else {
-    for (size_t i = 0; i < unsigned_items.size(); ++i) {
-      unsigned_items[i]->signature =
-          unsigned_documents[i]->signature().signature();
-    }
   }
   if (request->items_size() > 0) {
     c.write_busy = true;
@@ -436,10 +449,6 @@ void SendStreamImpl::OnCallDone(Call* call, const grpc::Status& status) {
 
 absl::Time SendStreamImpl::NextTimerLocked() const {
   absl::Time next = absl::InfiniteFuture();
-  if (unsigned_waiting_ > 0) {
-    next = std::min(
-        next, last_batch_at_ + connection_->options().signature_batch_interval);
-  }
   if (reconnect_pending_) next = std::min(next, reconnect_at_);
   if (!retry_at_.empty()) next = std::min(next, retry_at_.begin()->first);
   if (current_.call != nullptr && !current_.cancelled) {
@@ -539,7 +548,8 @@ void SendStreamImpl::WorkerLoop() {
           for (auto& [id, item] : pending_) {
             item.awaiting_retry = false;
             item.written_at = absl::InfinitePast();
-            unsent_.push_back(id);
+            // One still being signed joins when its signature comes.
+            if (!item.signing) unsent_.push_back(id);
           }
           new_call = current_.call.get();
           new_call_endpoint = endpoint_;

@@ -2,13 +2,14 @@
 // Internal to the SDK.
 //
 // How it works:
-//  - Submit gives the document a correlation id and queues it. It is
-//    written once no write is in flight and either 256 documents wait or
-//    ClientOptions::signature_batch_interval (5 ms) has passed since the
-//    last batch (an idle stream writes at once); everything queued goes out
-//    in one SendStreamRequest (up to 256 items or about 4 MiB), signed with
-//    one signature over the Merkle root of the batch.
-//    This coalescing is what lets one stream carry tens of thousands of
+//  - Submit gives the document a correlation id and hands its digest to the
+//    client's SignatureBatcher, shared by all its streams: at most one
+//    ECDSA signature per ClientOptions::signature_batch_interval (5 ms)
+//    over the Merkle root of every document waiting, from any stream (an
+//    idle client signs at once). Signed documents are queued and written
+//    as soon as no write is in flight; everything queued goes out in one
+//    SendStreamRequest (up to 256 items or about 4 MiB).
+//    This coalescing is what lets one client carry tens of thousands of
 //    documents a second: one ECDSA signature costs as much as hashing dozens
 //    of documents, for the sender and for every party that verifies it.
 //  - Documents are moved, not copied, into the request being written and
@@ -94,6 +95,7 @@ class SendStreamImpl final : public SendStream {
     int retries = 0;  // answered UNAVAILABLE / DEADLINE_EXCEEDED so far
     bool in_write = false;
     bool awaiting_retry = false;  // in retry_at_
+    bool signing = false;         // with the batcher; not in unsent_ yet
   };
   // What the broker accepted, with what was sent: its custody receipt is
   // verified on the worker thread, not on gRPC's under the lock.
@@ -132,6 +134,9 @@ class SendStreamImpl final : public SendStream {
   };
   enum class WriteAction { kNone, kWrite, kWritesDone };
 
+  // The batcher signed (or could not sign) pending document `id`: it is
+  // queued for writing.
+  void OnSigned(uint64_t id, absl::StatusOr<v1::Signature> signature);
   // Reactions, forwarded by Call.
   void OnReadDone(Call* call, bool ok);
   void OnWriteDone(Call* call, bool ok);
@@ -184,12 +189,9 @@ class SendStreamImpl final : public SendStream {
   absl::Time reconnect_at_ ABSL_GUARDED_BY(mu_);
   // When the worker wakes up at the latest; an earlier timer wakes it.
   absl::Time worker_wake_at_ ABSL_GUARDED_BY(mu_) = absl::InfiniteFuture();
-  // Documents submitted and not signed yet, and when the last batch was
-  // signed: new documents are written (and signed as one batch) once
-  // kMaxItemsPerSendMessage wait or ClientOptions::signature_batch_interval
-  // has passed since the last batch.
-  size_t unsigned_waiting_ ABSL_GUARDED_BY(mu_) = 0;
-  absl::Time last_batch_at_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
+  // Documents handed to the batcher whose OnSigned has not finished: the
+  // destructor waits for them.
+  size_t awaiting_signature_ ABSL_GUARDED_BY(mu_) = 0;
 
   bool closing_ ABSL_GUARDED_BY(mu_) = false;   // Close called
   bool finished_ ABSL_GUARDED_BY(mu_) = false;  // closed after all answers

@@ -9,6 +9,7 @@
 #include <grpcpp/security/tls_certificate_verifier.h>
 #include <grpcpp/security/tls_credentials_options.h>
 
+#include <map>
 #include <memory>
 #include <set>
 #include <string>
@@ -363,6 +364,59 @@ TEST_F(SignaturesTest, AStreamSignsBatchesAndEveryDocumentVerifies) {
   // Batches: fewer signatures than documents (the first write may hold one
   // document; later ones hold what queued up meanwhile).
   EXPECT_LT(signatures.size(), static_cast<size_t>(kDocuments));
+}
+
+TEST_F(SignaturesTest, TheStreamsOfOneClientShareSignatures) {
+  // A long interval, so that what both streams submit after the first
+  // (signed at once, the client being idle) waits for one shared batch.
+  ClientOptions options = broker_.ClientOptionsFor(kH49);
+  options.signature_batch_interval = absl::Seconds(1);
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<Client> sender, Client::Open(options));
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<SendStream> a,
+                       sender->OpenSendStream(64));
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<SendStream> b,
+                       sender->OpenSendStream(64));
+  absl::Mutex mu;
+  std::vector<absl::StatusOr<SendReceipt>> results;
+  auto record = [&](absl::StatusOr<SendReceipt> r) {
+    absl::MutexLock lock(&mu);
+    results.push_back(std::move(r));
+  };
+  a->Submit(NewDocument(kG22, "Công văn đầu"), record);
+  Eventually(
+      [&] {
+        absl::MutexLock lock(&mu);
+        return results.size() == 1;
+      },
+      absl::Seconds(10));
+  for (int i = 0; i < 3; ++i) {
+    a->Submit(NewDocument(kG22, absl::StrCat("Công văn A", i)), record);
+    b->Submit(NewDocument(kG22, absl::StrCat("Công văn B", i)), record);
+  }
+  ASSERT_OK(a->Close());
+  ASSERT_OK(b->Close());
+  ASSERT_EQ(results.size(), 7u);
+  for (const auto& r : results) ASSERT_OK(r.status());
+
+  std::unique_ptr<Client> recipient = Open(kG22);
+  std::vector<IncomingDocument> got =
+      ReceiveFor(*recipient, absl::Seconds(30), 7);
+  ASSERT_EQ(got.size(), 7u);
+  std::map<std::string, std::set<std::string>> subjects_by_signature;
+  for (const IncomingDocument& d : got) {
+    EXPECT_EQ(d.signed_by, "spiffe://lienthong.local/org/000.00.00.H49");
+    subjects_by_signature[d.document.signature().signature()].insert(
+        d.document.metadata().subject());
+  }
+  // Two signatures: the first document alone, then the six of both
+  // streams under one, each with its own place in the batch's tree.
+  ASSERT_EQ(subjects_by_signature.size(), 2u);
+  std::set<std::string> shared;
+  for (const auto& [signature, subjects] : subjects_by_signature)
+    if (subjects.size() == 6) shared = subjects;
+  EXPECT_EQ(shared, (std::set<std::string>{"Công văn A0", "Công văn A1",
+                                           "Công văn A2", "Công văn B0",
+                                           "Công văn B1", "Công văn B2"}));
 }
 
 class UnsignedAllowedTest : public SignaturesTest {

@@ -98,21 +98,22 @@ struct ClientOptions {
   absl::Duration encryption_certificate_cache = absl::Minutes(5);
 
   // Signatures. Every document sent is signed with this organization's key
-  // (certificate_file / private_key_file): a SendStream signs each batch it
-  // writes with one signature over the batch's Merkle root. Every custody
-  // receipt and every received document's signature is verified against
-  // ca_file (and crl_directory). A received document without a valid
+  // (certificate_file / private_key_file): SendStreams sign batches, one
+  // signature over the Merkle root of each (see signature_batch_interval).
+  // Every custody receipt and every received document's signature is verified
+  // against ca_file (and crl_directory). A received document without a valid
   // signature of its sender is reported REJECTED and never handed over,
   // unless it is unsigned and this is true (for brokers configured with
   // security.require_signatures: false). Default false.
   bool accept_unsigned = false;
-  // A SendStream signs at most one batch per interval: a document
-  // submitted sooner after the last batch waits (at most this long; not at
-  // all when 256 wait, or on Close) to share one signature with the others.
-  // An idle stream signs and sends at once. Longer means fewer signatures
-  // for the sender, its broker and the recipients to make and check (an
-  // ECDSA verification costs about as much as storing a small document).
-  // Default 5 ms.
+  // The SendStreams of one client sign at most one batch per interval
+  // together: a document submitted sooner after the last batch waits (at
+  // most this long; not at all when 4,096 wait) to share one signature with
+  // the others, whichever stream they come from. An idle client signs and
+  // sends at once. Longer means fewer signatures for the sender, its broker,
+  // every broker on the way and the recipients to make and check (an ECDSA
+  // verification costs about as much as storing a small document); open
+  // one Client per organization and share it between threads. Default 5 ms.
   absl::Duration signature_batch_interval = absl::Milliseconds(5);
 
   // INVALID_ARGUMENT naming the field when an option is unusable.

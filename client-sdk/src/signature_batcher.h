@@ -1,0 +1,64 @@
+// Signs the documents of every SendStream of one Client in shared batches:
+// one ECDSA signature over the Merkle root of whatever waits, at most one
+// batch per ClientOptions::signature_batch_interval (an idle client signs at
+// once; a batch never waits once `max_batch` documents do). Streams of one
+// client share signatures, so the signatures to make and to check (by the
+// broker, every broker on the way and every recipient) follow the client's
+// documents per interval, not its number of streams. Internal to the SDK.
+#ifndef LIENTHONG_CLIENT_SDK_SRC_SIGNATURE_BATCHER_H_
+#define LIENTHONG_CLIENT_SDK_SRC_SIGNATURE_BATCHER_H_
+
+#include <cstddef>
+#include <functional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/functional/any_invocable.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "lienthong/v1/document.pb.h"
+
+namespace lienthong::client_internal {
+
+class SignatureBatcher {
+ public:
+  // Signs the digests of one batch, one signature each, in order.
+  using SignFn = std::function<absl::StatusOr<std::vector<v1::Signature>>(
+      const std::vector<std::string>& digests)>;
+  using Done = absl::AnyInvocable<void(absl::StatusOr<v1::Signature>)>;
+
+  SignatureBatcher(SignFn sign, absl::Duration interval, size_t max_batch);
+  // Signs what waits and runs its callbacks, then returns.
+  ~SignatureBatcher();
+
+  // Signs `digest` (a signing::DocumentDigest) in an upcoming batch, then
+  // runs `done` on the batcher's thread, without any lock of the batcher
+  // held; callbacks of one batch run in the order of their Sign calls, and
+  // before those of the next batch. `done` must not block for long.
+  // Thread-safe; the thread starts with the first call.
+  void Sign(std::string digest, Done done);
+
+ private:
+  struct Waiting {
+    std::string digest;
+    Done done;
+  };
+  void Loop();
+
+  const SignFn sign_;
+  const absl::Duration interval_;
+  const size_t max_batch_;
+  absl::Mutex mu_;
+  std::vector<Waiting> waiting_ ABSL_GUARDED_BY(mu_);
+  bool started_ ABSL_GUARDED_BY(mu_) = false;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  absl::Time last_batch_at_ = absl::InfinitePast();  // the loop's own
+  std::thread thread_;
+};
+
+}  // namespace lienthong::client_internal
+
+#endif  // LIENTHONG_CLIENT_SDK_SRC_SIGNATURE_BATCHER_H_
