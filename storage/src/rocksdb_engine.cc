@@ -175,6 +175,10 @@ absl::StatusOr<std::unique_ptr<KvEngine>> OpenRocksDbEngine(
   db_options.create_missing_column_families = true;
   db_options.max_background_jobs = 2;
   db_options.bytes_per_sync = 1 << 20;
+  // Column families that see few writes would otherwise keep old logs (and
+  // a long replay at restart) alive indefinitely: flush them once the logs
+  // pass this size.
+  db_options.max_total_wal_size = 256 << 20;
   db_options.paranoid_checks = true;
   // One committer thread writes; insert hints need non-concurrent inserts.
   db_options.allow_concurrent_memtable_write = false;
