@@ -446,7 +446,7 @@ EOF
 federation:
   max_hops: 8
   announce_seconds: 30
-  window: 512
+  window: 4096
 peers:
 EOF
   while read -r peer def prov; do

@@ -1695,6 +1695,46 @@ TEST_F(FederationTest, DocumentsFromOneSenderArriveInSendOrder) {
   EXPECT_THAT(Ids(g22.deliveries()), ElementsAreArray(ids));
 }
 
+TEST_F(FederationTest, ALinkHasAtMost64MiBWithoutCustodyWhateverItsWindow) {
+  ASSERT_NO_FATAL_FAILURE(TwoBrokers());
+  // Eight documents of 12 MiB wait in a's outbox for b.
+  for (int i = 0; i < 8; ++i) {
+    v1::Document doc = NewDocument(kH49, {kG22}, absl::StrCat("Phụ lục ", i));
+    doc.set_body(std::string(12 << 20, 'x'));
+    MustSend(*a_, h49_, std::move(doc));
+  }
+  // A link with a window of 4,096 whose peer has not answered yet.
+  absl::Mutex mu;
+  std::vector<uint64_t> sent;
+  ASSERT_OK_AND_ASSIGN(std::shared_ptr<PeerLinkSession> session,
+                       a_->ex().OpenOutbound("b", 4096, [&](LinkItems items) {
+                         absl::MutexLock lock(&mu);
+                         for (const v1::Transfer& t : items.transfers)
+                           sent.push_back(t.id());
+                       }));
+  auto count = [&] {
+    absl::MutexLock lock(&mu);
+    return sent.size();
+  };
+  // 0, 12, ..., 60 MiB are below 64 MiB: six go out, the seventh waits.
+  ASSERT_TRUE(Eventually([&] { return count() >= 6; }, absl::Seconds(10)));
+  absl::SleepFor(absl::Milliseconds(300));
+  EXPECT_EQ(count(), 6u);
+  // Custody of the first makes room for the seventh, and only for it.
+  v1::Custody custody;
+  {
+    absl::MutexLock lock(&mu);
+    custody.set_id(sent.front());
+  }
+  v1::CopyDecision* copy = custody.add_copies();
+  copy->set_recipient(kG22);
+  session->Custody({custody});
+  ASSERT_TRUE(Eventually([&] { return count() >= 7; }, absl::Seconds(10)));
+  absl::SleepFor(absl::Milliseconds(300));
+  EXPECT_EQ(count(), 7u);
+  session->Close();
+}
+
 TEST_F(FederationTest, UrgentOvertakesNormalInTheOutbox) {
   ASSERT_NO_FATAL_FAILURE(TwoBrokers());
   Wire& ab = Connect(*a_, *b_, /*open=*/false);

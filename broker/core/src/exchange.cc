@@ -35,6 +35,9 @@ using Key = std::pair<int, uint64_t>;  // (priority, sequence): queue order
 
 constexpr uint64_t kFetchOwner = 1;  // owner id of fetch leases
 constexpr size_t kMaxDeliveriesPerMessage = 256;
+// What one link may have sent and not yet had custody of, besides its
+// window (a count): large documents stop a link before its window does.
+constexpr size_t kMaxLinkBytesInFlight = 64 << 20;
 constexpr size_t kMaxBytesPerMessage = 4 << 20;
 constexpr size_t kMaxWatchBuffer = 100'000;
 // Store records of published encryption certificates: this prefix + org.
@@ -183,6 +186,7 @@ struct LinkEntry {
   absl::Time since;     // entered the queue (or the broker started)
   std::shared_ptr<const v1::Document> doc;  // outbox: cached document
   size_t cached_bytes = 0;
+  size_t flight_bytes = 0;  // counted in its holder's in_flight_bytes_
 };
 
 // A sink called under its own lock until closed: once Close returns, it is
@@ -246,6 +250,7 @@ class LinkSessionImpl : public PeerLinkSession,
 
   // Guarded by ExchangeImpl::mu_.
   uint32_t in_flight_ = 0;
+  size_t in_flight_bytes_ = 0;
   bool closed_ = false;
   bool pump_scheduled_ = false;
   std::set<Key> held_;
@@ -2054,7 +2059,8 @@ class ExchangeImpl : public Exchange {
     auto qit = link_queues_.find(queue);
     if (qit == link_queues_.end() || qit->second.ready.empty()) return;
     std::shared_ptr<LinkSessionImpl> s = qit->second.session.lock();
-    if (!s || s->closed_ || s->pump_scheduled_ || s->in_flight_ >= s->window_)
+    if (!s || s->closed_ || s->pump_scheduled_ || s->in_flight_ >= s->window_ ||
+        s->in_flight_bytes_ >= kMaxLinkBytesInFlight)
       return;
     s->pump_scheduled_ = true;
     workers_->Submit([this, s] { PumpLink(s); });
@@ -2072,21 +2078,27 @@ class ExchangeImpl : public Exchange {
         size_t room = s->window_ - s->in_flight_;
         size_t bytes = 0;
         while (got.size() < std::min(room, kMaxDeliveriesPerMessage) &&
-               !q.ready.empty() && bytes < kMaxBytesPerMessage) {
+               !q.ready.empty() && bytes < kMaxBytesPerMessage &&
+               s->in_flight_bytes_ + bytes < kMaxLinkBytesInFlight) {
           Key key = *q.ready.begin();
           q.ready.erase(q.ready.begin());
           LinkEntry& e = q.entries.at(key);
           e.owner = s->id_;
           s->held_.insert(key);
-          bytes += outbox ? (e.doc ? e.cached_bytes : 64 << 10)
-                          : e.qe.payload.size();
+          e.flight_bytes = outbox ? (e.doc ? e.cached_bytes : 64 << 10)
+                                  : e.qe.payload.size();
+          bytes += e.flight_bytes;
           got.push_back(Handout{e.qe, 0, e.doc});
         }
         s->in_flight_ += got.size();
+        s->in_flight_bytes_ += bytes;
         if (got.empty()) return;
         s->pump_scheduled_ = true;  // this loop continues; no second pump
       }
       LinkItems items;
+      // Documents read back from the store (not cached) were counted at an
+      // estimate: their real size replaces it.
+      std::vector<std::pair<Key, size_t>> sizes;
       for (const Handout& h : got) {
         if (outbox) {
           // A document that cannot be read stays with this session (so it
@@ -2094,6 +2106,9 @@ class ExchangeImpl : public Exchange {
           absl::StatusOr<std::shared_ptr<const v1::Document>> doc =
               Materialize(h);
           if (!doc.ok()) continue;
+          if (!h.doc)
+            sizes.emplace_back(Key{h.qe.priority, h.qe.sequence},
+                               (*doc)->ByteSizeLong());
           v1::Transfer& t = items.transfers.emplace_back();
           t.set_id(h.qe.sequence);
           *t.mutable_document() = **doc;
@@ -2105,6 +2120,18 @@ class ExchangeImpl : public Exchange {
           if (!r.mutable_event()->ParseFromString(h.qe.payload)) {
             items.events.pop_back();  // corrupt: stays held, see above
           }
+        }
+      }
+      if (!sizes.empty()) {
+        absl::MutexLock lock(&mu_);
+        LinkQueue& q = link_queues_[s->queue_];
+        for (const auto& [key, bytes] : sizes) {
+          auto it = q.entries.find(key);
+          if (it == q.entries.end() || !s->held_.count(key)) continue;
+          s->in_flight_bytes_ += bytes;
+          s->in_flight_bytes_ -=
+              std::min(s->in_flight_bytes_, it->second.flight_bytes);
+          it->second.flight_bytes = bytes;
         }
       }
       if ((!items.transfers.empty() || !items.events.empty()) &&
@@ -2165,6 +2192,7 @@ class ExchangeImpl : public Exchange {
     }
     s->held_.clear();
     s->in_flight_ = 0;
+    s->in_flight_bytes_ = 0;
     WakeLinkLocked(s->queue_);
   }
 
@@ -2175,7 +2203,10 @@ class ExchangeImpl : public Exchange {
     auto it = link_sessions_.find(e.owner);
     if (it == link_sessions_.end()) return;
     if (auto holder = it->second.lock()) {
-      if (holder->held_.erase(key)) --holder->in_flight_;
+      if (holder->held_.erase(key)) {
+        --holder->in_flight_;
+        holder->in_flight_bytes_ -= e.flight_bytes;
+      }
     }
   }
 

@@ -77,7 +77,7 @@ struct PeerConfig {
 struct FederationConfig {
   uint32_t max_hops = 8;
   absl::Duration announce_interval = absl::Seconds(30);
-  uint32_t window = 512;  // transfers in flight per link
+  uint32_t window = 4096;  // transfers in flight per link (and at most 64 MiB)
   absl::Duration reconnect_min = absl::Milliseconds(200);
   absl::Duration reconnect_max = absl::Seconds(30);
 };

@@ -73,7 +73,7 @@ struct PeerLinkOptions {
   // checked against; empty: no revocation checking. Default empty.
   std::string crl_directory;
   // Transfers in flight (sent, no custody yet) per link.
-  uint32_t window = 512;
+  uint32_t window = 4096;
   // Where stored attachments are: those of a transfer are pushed to the peer
   // (AttachmentService/Upload) before it. Not owned. Unset: transfers with
   // stored attachments wait (the peer refuses them as incomplete).
