@@ -24,6 +24,7 @@ v1::UploadResponse ResponseOf(const storage::AttachmentUpload& upload) {
   r.set_durable_bytes(p.durable_bytes);
   r.set_complete(p.complete);
   r.set_resumed_bytes(p.resumed_bytes);
+  r.set_takes_sha256_state(upload.takes_sha256_state());
   if (p.complete) {
     r.mutable_usable_until()->set_seconds(absl::ToUnixSeconds(p.usable_until));
   }
@@ -45,7 +46,9 @@ class StoredSource final : public AttachmentSource {
       uint64_t at = offset + out.size();
       uint64_t start = at / chunk * chunk;
       if (cached_offset_ != start || cached_.empty()) {
-        absl::StatusOr<v1::Chunk> c = reader_->Read(start);
+        storage::ChunkReadOptions data_only;
+        data_only.sha256 = false;
+        absl::StatusOr<v1::Chunk> c = reader_->Read(start, data_only);
         if (!c.ok()) {
           failed_ = c.status();
           return c.status();
@@ -259,11 +262,18 @@ grpc::Status AttachmentServiceImpl::Serve(
     writer->Write(response);
     return grpc::Status::OK;
   }
+  // A caller that takes states checks each chunk by continuing its hash of
+  // the whole: it is not hashed here again (it was checked on its way in),
+  // and damage on disk is found there, naming the chunk.
+  storage::ChunkReadOptions fields;
+  fields.sha256 = !request.sha256_state();
+  fields.sha256_state = request.sha256_state();
+  fields.verify = !request.sha256_state();
   for (uint64_t at = request.offset() / chunk_size * chunk_size; at < size;
        at += chunk_size) {
     if (stopping_) return Refuse(absl::UnavailableError("broker stopping"));
     if (ctx->IsCancelled()) return grpc::Status::CANCELLED;
-    absl::StatusOr<v1::Chunk> chunk = (*reader)->Read(at);
+    absl::StatusOr<v1::Chunk> chunk = (*reader)->Read(at, fields);
     if (!chunk.ok()) {
       Log(log::Level::kError, chunk.status().ToString(),
           {{"sha256", request.sha256()},
@@ -272,9 +282,11 @@ grpc::Status AttachmentServiceImpl::Serve(
     }
     if (at < request.offset()) {
       // A resumed download starts inside this chunk.
+      // Its state (at its end) holds; a hash of its own is made again.
       chunk->mutable_data()->erase(0, request.offset() - at);
       chunk->set_offset(request.offset());
-      chunk->set_sha256(Sha256HexOf(chunk->data()));
+      if (!chunk->sha256().empty())
+        chunk->set_sha256(Sha256HexOf(chunk->data()));
     }
     uint64_t bytes = chunk->data().size();
     *response.mutable_chunk() = *std::move(chunk);
