@@ -540,9 +540,9 @@ class UploadImpl final : public AttachmentUpload {
   const std::string uploader_;
   const std::string sha256_;
   Layout layout_;
-  // Chunks end on SHA-256 blocks: they are checked and recorded by
-  // Chunk.sha256_state (always, but for content stored with another chunk
-  // size before chunk sizes had to be multiples of 64).
+  // Chunks end on SHA-256 blocks (chunk_size a multiple of 64): they are
+  // checked and recorded by Chunk.sha256_state; otherwise by their own
+  // SHA-256, as before states.
   const bool chained_;
   std::optional<v1::StoredAttachment> existing_;
   std::unique_ptr<AttachmentReader> existing_reader_;
@@ -964,10 +964,9 @@ absl::StatusOr<AttachmentStats> AttachmentStoreImpl::Stats() {
 absl::Status AttachmentOptions::Validate() const {
   if (directory.empty())
     return absl::InvalidArgumentError("attachments.directory: empty");
-  if (chunk_size < 4096 || chunk_size > (4 << 20) ||
-      chunk_size % sealing::Sha256Chain::kBlockBytes != 0) {
+  if (chunk_size < 4096 || chunk_size > (4 << 20)) {
     return absl::InvalidArgumentError(
-        "attachments.chunk_size: must be 4 KiB .. 4 MiB, a multiple of 64");
+        "attachments.chunk_size: must be 4 KiB .. 4 MiB");
   }
   if (max_bytes == 0)
     return absl::InvalidArgumentError("attachments.max_bytes: must be > 0");

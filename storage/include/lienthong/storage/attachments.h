@@ -51,8 +51,9 @@ struct AttachmentOptions {
   std::string directory;
   // Largest attachment, bytes. Default 2 GiB.
   uint64_t max_bytes = uint64_t{2} << 30;
-  // Bytes of every chunk but the last, a multiple of 64 (the SHA-256
-  // block, so that chunks carry Chunk.sha256_state). Default 1 MiB.
+  // Bytes of every chunk but the last, 4 KiB .. 4 MiB. Default 1 MiB. Only
+  // with a multiple of 64 (whole SHA-256 blocks) do chunks carry
+  // Chunk.sha256_state (one SHA-256 pass per byte instead of two).
   uint64_t chunk_size = 1 << 20;
   // An upload is made durable at least every this many bytes. Default 16 MiB.
   uint64_t sync_bytes = 16 << 20;
