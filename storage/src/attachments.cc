@@ -89,14 +89,16 @@ absl::Status PwriteAll(int fd, absl::string_view data, uint64_t at,
   return absl::OkStatus();
 }
 
-// Reads exactly `len` bytes at `at`; DATA_LOSS when the file is shorter.
-absl::StatusOr<std::string> PreadAll(int fd, uint64_t len, uint64_t at,
-                                     const std::string& path) {
-  std::string out(len, '\0');
+// Reads exactly `len` bytes at `at` into `out` (reusing its buffer: no
+// allocation when it held as much before); DATA_LOSS when the file is
+// shorter.
+absl::Status PreadAll(int fd, uint64_t len, uint64_t at,
+                      const std::string& path, std::string* out) {
+  out->resize(len);
   uint64_t got = 0;
   while (got < len) {
     ssize_t n =
-        ::pread(fd, out.data() + got, len - got, static_cast<off_t>(at + got));
+        ::pread(fd, out->data() + got, len - got, static_cast<off_t>(at + got));
     if (n < 0) {
       if (errno == EINTR) continue;
       return Errno("read", path);
@@ -108,7 +110,7 @@ absl::StatusOr<std::string> PreadAll(int fd, uint64_t len, uint64_t at,
     }
     got += static_cast<uint64_t>(n);
   }
-  return out;
+  return absl::OkStatus();
 }
 
 // The chunk layout shared by uploads and readers.
@@ -147,19 +149,30 @@ std::string StateAfter(const sealing::Sha256Chain& chain,
   return chain.bytes() == layout.size ? chain.Digest() : chain.State();
 }
 
-// Reads chunk `index` of a file laid out as `layout`, opened when sealed.
+// Reads chunk `index` of a file laid out as `layout` into `out`, opened
+// when sealed.
+absl::Status ReadChunkInto(Store* store, int fd, const std::string& path,
+                           const Layout& layout, absl::string_view sha256,
+                           uint64_t index, std::string* out) {
+  uint64_t plain = layout.ChunkBytes(index);
+  if (!layout.encrypted)
+    return PreadAll(fd, plain, layout.FileOffset(index), path, out);
+  std::string raw;
+  RETURN_IF_ERROR(PreadAll(fd, plain + layout.overhead,
+                           layout.FileOffset(index), path, &raw));
+  ASSIGN_OR_RETURN(
+      *out, store->OpenBeside(std::move(raw), ChunkContext(sha256, index)));
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::string> ReadChunk(Store* store, int fd,
                                       const std::string& path,
                                       const Layout& layout,
                                       absl::string_view sha256,
                                       uint64_t index) {
-  uint64_t plain = layout.ChunkBytes(index);
-  ASSIGN_OR_RETURN(
-      std::string raw,
-      PreadAll(fd, plain + (layout.encrypted ? layout.overhead : 0),
-               layout.FileOffset(index), path));
-  if (!layout.encrypted) return raw;
-  return store->OpenBeside(std::move(raw), ChunkContext(sha256, index));
+  std::string out;
+  RETURN_IF_ERROR(ReadChunkInto(store, fd, path, layout, sha256, index, &out));
+  return out;
 }
 
 class AttachmentStoreImpl;
@@ -183,9 +196,8 @@ class ReaderImpl final : public AttachmentReader {
   uint64_t size() const override { return layout_.size; }
   uint64_t chunk_size() const override { return layout_.chunk_size; }
 
-  using AttachmentReader::Read;
-  absl::StatusOr<v1::Chunk> Read(uint64_t offset,
-                                 const ChunkReadOptions& options) override {
+  absl::Status ReadInto(uint64_t offset, const ChunkReadOptions& options,
+                        v1::Chunk* chunk) override {
     if (offset % layout_.chunk_size != 0 || offset >= layout_.size) {
       return absl::InvalidArgumentError(absl::StrCat(
           "offset: ", offset, " is not the start of a chunk of attachment ",
@@ -202,8 +214,12 @@ class ReaderImpl final : public AttachmentReader {
       return absl::DataLossError(absl::StrCat("attachments: the record of ",
                                               sha256_, " lacks chunk ", index));
     }
-    ASSIGN_OR_RETURN(std::string data,
-                     ReadChunk(store_, fd_, path_, layout_, sha256_, index));
+    std::string& data = *chunk->mutable_data();
+    RETURN_IF_ERROR(
+        ReadChunkInto(store_, fd_, path_, layout_, sha256_, index, &data));
+    chunk->set_offset(offset);
+    chunk->clear_sha256();
+    chunk->clear_sha256_state();
     std::string digest;
     bool matches = true;
     if (by_state && !options.verify && options.sha256_state &&
@@ -226,16 +242,13 @@ class ReaderImpl final : public AttachmentReader {
                        " does not match its recorded SHA-256: the file ", path_,
                        " was altered or damaged"));
     }
-    v1::Chunk chunk;
-    chunk.set_offset(offset);
     if (options.sha256 || !by_state) {
       if (digest.empty()) digest = sealing::Sha256Raw(data);
-      chunk.set_sha256(sealing::HexOf(digest));
+      chunk->set_sha256(sealing::HexOf(digest));
     }
     if (options.sha256_state && by_state)
-      chunk.set_sha256_state(meta_.chunk_state(static_cast<int>(index)));
-    chunk.set_data(std::move(data));
-    return chunk;
+      chunk->set_sha256_state(meta_.chunk_state(static_cast<int>(index)));
+    return absl::OkStatus();
   }
 
  private:

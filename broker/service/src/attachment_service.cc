@@ -45,21 +45,21 @@ class StoredSource final : public AttachmentSource {
     while (out.size() < length) {
       uint64_t at = offset + out.size();
       uint64_t start = at / chunk * chunk;
-      if (cached_offset_ != start || cached_.empty()) {
+      if (cached_offset_ != start || cached_.data().empty()) {
         storage::ChunkReadOptions data_only;
         data_only.sha256 = false;
-        absl::StatusOr<v1::Chunk> c = reader_->Read(start, data_only);
-        if (!c.ok()) {
-          failed_ = c.status();
-          return c.status();
+        absl::Status read = reader_->ReadInto(start, data_only, &cached_);
+        if (!read.ok()) {
+          cached_.Clear();
+          failed_ = read;
+          return read;
         }
-        cached_ = std::move(*c->mutable_data());
         cached_offset_ = start;
       }
       uint64_t from = at - start;
       uint64_t take =
-          std::min<uint64_t>(length - out.size(), cached_.size() - from);
-      out.append(cached_, from, take);
+          std::min<uint64_t>(length - out.size(), cached_.data().size() - from);
+      out.append(cached_.data(), from, take);
     }
     return out;
   }
@@ -69,7 +69,7 @@ class StoredSource final : public AttachmentSource {
  private:
   std::unique_ptr<storage::AttachmentReader> reader_;
   absl::Status failed_;
-  std::string cached_;
+  v1::Chunk cached_;  // its data: the stored chunk at cached_offset_
   uint64_t cached_offset_ = 0;
 };
 
@@ -269,16 +269,18 @@ grpc::Status AttachmentServiceImpl::Serve(
   fields.sha256 = !request.sha256_state();
   fields.sha256_state = request.sha256_state();
   fields.verify = !request.sha256_state();
+  // One chunk buffer for the whole download (no allocation per chunk).
+  v1::Chunk* chunk = response.mutable_chunk();
   for (uint64_t at = request.offset() / chunk_size * chunk_size; at < size;
        at += chunk_size) {
     if (stopping_) return Refuse(absl::UnavailableError("broker stopping"));
     if (ctx->IsCancelled()) return grpc::Status::CANCELLED;
-    absl::StatusOr<v1::Chunk> chunk = (*reader)->Read(at, fields);
-    if (!chunk.ok()) {
-      Log(log::Level::kError, chunk.status().ToString(),
+    absl::Status read = (*reader)->ReadInto(at, fields, chunk);
+    if (!read.ok()) {
+      Log(log::Level::kError, read.ToString(),
           {{"sha256", request.sha256()},
            {"document_id", request.document_id()}});
-      return Refuse(chunk.status());
+      return Refuse(read);
     }
     if (at < request.offset()) {
       // A resumed download starts inside this chunk.
@@ -289,7 +291,6 @@ grpc::Status AttachmentServiceImpl::Serve(
         chunk->set_sha256(Sha256HexOf(chunk->data()));
     }
     uint64_t bytes = chunk->data().size();
-    *response.mutable_chunk() = *std::move(chunk);
     if (!writer->Write(response)) return grpc::Status::CANCELLED;
     metrics_.bytes_out.Add(bytes);
     *sent += bytes;

@@ -126,11 +126,22 @@ class AttachmentReader {
   // The chunk starting at `offset` (a multiple of chunk_size, below size),
   // checked against its stored hash or state (one SHA-256 pass; see
   // ChunkReadOptions::verify): DATA_LOSS when the file was altered.
-  virtual absl::StatusOr<v1::Chunk> Read(uint64_t offset,
-                                         const ChunkReadOptions& options) = 0;
+  absl::StatusOr<v1::Chunk> Read(uint64_t offset,
+                                 const ChunkReadOptions& options) {
+    v1::Chunk chunk;
+    absl::Status s = ReadInto(offset, options, &chunk);
+    if (!s.ok()) return s;
+    return chunk;
+  }
   absl::StatusOr<v1::Chunk> Read(uint64_t offset) {
     return Read(offset, ChunkReadOptions());
   }
+  // Read into `chunk`, reusing its buffers (a reader of many chunks does
+  // not allocate and clear memory for each); on error `chunk` holds
+  // nothing usable.
+  virtual absl::Status ReadInto(uint64_t offset,
+                                const ChunkReadOptions& options,
+                                v1::Chunk* chunk) = 0;
 };
 
 struct AttachmentCollection {
