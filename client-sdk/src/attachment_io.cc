@@ -304,9 +304,12 @@ absl::StatusOr<uint64_t> DownloadOnce(
       matches = sealing::Sha256Hex(chunk.data()) == chunk.sha256();
     }
     if (!matches) {
+      // A broker does not hash again what it sends with a state: the
+      // damage may be in its store.
       failed = absl::DataLossError(absl::StrCat(
           "chunk at offset ", chunk.offset(), " (", chunk.data().size(),
-          " bytes) does not match its SHA-256: damaged on the way"));
+          " bytes) does not match its SHA-256: damaged on the way",
+          chunk.sha256_state().empty() ? "" : " or in the broker's store"));
       break;
     }
     failed = sink.Write(chunk.data());
