@@ -3,14 +3,20 @@
 //   SyncedStream     pwrite + fdatasync every 16 MiB (the disk's ceiling for
 //                    durable streaming: what an upload could reach if the
 //                    broker did nothing else)
-//   Hashing          SHA-256 of every chunk and of the whole (what the
-//                    broker checks, without the disk)
-//   Upload           AttachmentStore: both hashes, pwrite, write-back
-//                    started per chunk, a durable checkpoint every 16 MiB,
-//                    completion (fdatasync, rename, synced records)
-//   UploadSealed     the same with encryption at rest (AES-256-GCM per chunk)
-//   Read             reading it back chunk by chunk, each checked against its
-//                    recorded hash
+//   Hashing/0        what the broker hashes of chunks sent with their
+//                    sha256_state (today's SDK): the whole's SHA-256, once
+//   Hashing/1        ... of chunks sent with their own sha256 (older SDKs,
+//                    peer brokers): each chunk's SHA-256 and the whole's
+//   Upload/0, /1     AttachmentStore, chunks by state / by sha256: the
+//                    hashing above, pwrite, write-back started per chunk, a
+//                    durable checkpoint every 16 MiB, completion
+//                    (fdatasync, rename, synced records)
+//   UploadSealed     Upload/0 with encryption at rest (AES-256-GCM per chunk)
+//   Read/0           reading it back chunk by chunk with states, unchecked
+//                    (a downloader that takes states checks them itself)
+//   Read/1           ... with states, each chunk checked against its state
+//   Read/2           ... with each chunk's own SHA-256 (older downloaders):
+//                    checked, then hashed on its own
 // Bytes per second are reported by Google Benchmark (bytes_per_second).
 //
 //   build/benchmarks/attachment_benchmark --benchmark_min_time=1
@@ -21,9 +27,11 @@
 
 #include <filesystem>
 #include <string>
+#include <vector>
 
 #include "lienthong/common/clock.h"
 #include "lienthong/common/sealing.h"
+#include "lienthong/common/sha256_chain.h"
 #include "lienthong/storage/attachments.h"
 #include "lienthong/storage/store.h"
 
@@ -56,19 +64,35 @@ std::string ChunkAt(uint64_t index) {
   return c;
 }
 
-std::string WholeSha256() {
-  lienthong::sealing::Sha256Stream whole;
-  for (uint64_t i = 0; i < kTotal / kChunk; ++i) whole.Update(ChunkAt(i));
-  return lienthong::sealing::HexOf(whole.Finish());
+// Chunk.sha256_state of every chunk, as the SDK sends them.
+const std::vector<std::string>& States() {
+  static const std::vector<std::string> states = [] {
+    std::vector<std::string> v;
+    lienthong::sealing::Sha256Chain whole;
+    for (uint64_t i = 0; i < kTotal / kChunk; ++i) {
+      whole.Update(ChunkAt(i));
+      v.push_back(whole.bytes() == kTotal ? whole.Digest() : whole.State());
+    }
+    return v;
+  }();
+  return states;
 }
 
-// Every chunk of the content through `upload`, which must then be complete.
-absl::Status WriteAll(lienthong::storage::AttachmentUpload& upload) {
+std::string WholeSha256() { return lienthong::sealing::HexOf(States().back()); }
+
+// Every chunk of the content through `upload`, which must then be complete:
+// with its sha256_state, or (`own_hash`) its own sha256.
+absl::Status WriteAll(lienthong::storage::AttachmentUpload& upload,
+                      bool own_hash) {
   for (uint64_t i = 0; i < kTotal / kChunk; ++i) {
     lienthong::v1::Chunk chunk;
     chunk.set_offset(i * kChunk);
     chunk.set_data(ChunkAt(i));
-    chunk.set_sha256(lienthong::sealing::Sha256Hex(chunk.data()));
+    if (own_hash) {
+      chunk.set_sha256(lienthong::sealing::Sha256Hex(chunk.data()));
+    } else {
+      chunk.set_sha256_state(States()[i]);
+    }
     absl::StatusOr<bool> r = upload.Write(chunk);
     if (!r.ok()) return r.status();
   }
@@ -98,20 +122,26 @@ void BM_SyncedStream(benchmark::State& state) {
 BENCHMARK(BM_SyncedStream)->Unit(benchmark::kMillisecond)->UseRealTime();
 
 void BM_Hashing(benchmark::State& state) {
+  const bool own_hash = state.range(0) == 1;
   for (auto _ : state) {
-    lienthong::sealing::Sha256Stream whole;
+    lienthong::sealing::Sha256Chain whole;
     for (uint64_t i = 0; i < kTotal / kChunk; ++i) {
       std::string c = ChunkAt(i);
-      benchmark::DoNotOptimize(lienthong::sealing::Sha256Raw(c));
+      if (own_hash) benchmark::DoNotOptimize(lienthong::sealing::Sha256Raw(c));
       whole.Update(c);
+      if (whole.bytes() < kTotal) benchmark::DoNotOptimize(whole.State());
     }
-    benchmark::DoNotOptimize(whole.Finish());
+    benchmark::DoNotOptimize(whole.Digest());
   }
   state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * kTotal));
 }
-BENCHMARK(BM_Hashing)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_Hashing)
+    ->Arg(0)
+    ->Arg(1)
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
 
-void Upload(benchmark::State& state, bool sealed) {
+void Upload(benchmark::State& state, bool sealed, bool own_hash) {
   const std::string sha = WholeSha256();
   for (auto _ : state) {
     state.PauseTiming();
@@ -131,7 +161,7 @@ void Upload(benchmark::State& state, bool sealed) {
       state.SkipWithError(std::string(upload.status().message()).c_str());
       break;
     }
-    if (absl::Status s = WriteAll(**upload); !s.ok()) {
+    if (absl::Status s = WriteAll(**upload, own_hash); !s.ok()) {
       state.SkipWithError(std::string(s.message()).c_str());
       break;
     }
@@ -145,9 +175,15 @@ void Upload(benchmark::State& state, bool sealed) {
   state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * kTotal));
 }
 
-void BM_Upload(benchmark::State& state) { Upload(state, false); }
-void BM_UploadSealed(benchmark::State& state) { Upload(state, true); }
-BENCHMARK(BM_Upload)->Unit(benchmark::kMillisecond)->UseRealTime();
+void BM_Upload(benchmark::State& state) {
+  Upload(state, false, state.range(0) == 1);
+}
+void BM_UploadSealed(benchmark::State& state) { Upload(state, true, false); }
+BENCHMARK(BM_Upload)
+    ->Arg(0)
+    ->Arg(1)
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
 BENCHMARK(BM_UploadSealed)->Unit(benchmark::kMillisecond)->UseRealTime();
 
 void BM_Read(benchmark::State& state) {
@@ -163,15 +199,19 @@ void BM_Read(benchmark::State& state) {
   const std::string sha = WholeSha256();
   {
     auto upload = (*attachments)->BeginUpload("org:bench", sha, kTotal);
-    if (!upload.ok() || !WriteAll(**upload).ok()) {
+    if (!upload.ok() || !WriteAll(**upload, false).ok()) {
       state.SkipWithError("upload");
       return;
     }
   }
+  lienthong::storage::ChunkReadOptions fields;
+  fields.sha256 = state.range(0) == 2;
+  fields.sha256_state = state.range(0) != 2;
+  fields.verify = state.range(0) != 0;
   for (auto _ : state) {
     auto reader = (*attachments)->Open(sha);
     for (uint64_t at = 0; at < kTotal; at += kChunk) {
-      auto chunk = (*reader)->Read(at);
+      auto chunk = (*reader)->Read(at, fields);
       if (!chunk.ok()) state.SkipWithError("read");
       benchmark::DoNotOptimize(chunk);
     }
@@ -181,7 +221,12 @@ void BM_Read(benchmark::State& state) {
   store->reset();
   std::filesystem::remove_all(dir);
 }
-BENCHMARK(BM_Read)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_Read)
+    ->Arg(0)
+    ->Arg(1)
+    ->Arg(2)
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
 
 }  // namespace
 

@@ -120,22 +120,34 @@ class GeneratedSource final : public lienthong::AttachmentSource {
   GeneratedSource(uint64_t seed, uint64_t size) : seed_(seed), size_(size) {}
   uint64_t size() const override { return size_; }
   absl::StatusOr<std::string> Read(uint64_t offset, uint64_t length) override {
-    std::string out(length, '\0');
-    for (uint64_t i = 0; i < length;) {
-      uint64_t word = (offset + i) / 8;
-      uint64_t z = seed_ + word * 0x9e3779b97f4a7c15ULL;  // splitmix64
-      z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-      z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-      z ^= z >> 31;
-      uint64_t from = (offset + i) % 8;
-      uint64_t take = std::min<uint64_t>(8 - from, length - i);
-      memcpy(out.data() + i, reinterpret_cast<const char*>(&z) + from, take);
-      i += take;
+    std::string out;
+    out.resize(length);
+    uint64_t i = 0;
+    // Up to the next whole word, whole words (the bulk: one store each, so
+    // that making the content costs little next to sending it), the rest.
+    for (; i < length && (offset + i) % 8 != 0; ++i)
+      out[i] = ByteAt(offset + i);
+    char* const p = out.data();
+    for (uint64_t word = (offset + i) / 8; i + 8 <= length; i += 8, ++word) {
+      const uint64_t z = Word(word);
+      memcpy(p + i, &z, 8);
     }
+    for (; i < length; ++i) out[i] = ByteAt(offset + i);
     return out;
   }
 
  private:
+  uint64_t Word(uint64_t word) const {
+    uint64_t z = seed_ + word * 0x9e3779b97f4a7c15ULL;  // splitmix64
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+  }
+  char ByteAt(uint64_t at) const {
+    const uint64_t z = Word(at / 8);
+    return reinterpret_cast<const char*>(&z)[at % 8];
+  }
+
   const uint64_t seed_;
   const uint64_t size_;
 };

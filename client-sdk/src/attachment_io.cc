@@ -1,14 +1,19 @@
+#include "client-sdk/src/attachment_io.h"
+
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
+#include <optional>
 #include <utility>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "lienthong/attachments.h"
 #include "lienthong/common/sealing.h"
+#include "lienthong/common/sha256_chain.h"
 
 namespace lienthong {
 namespace {
@@ -96,6 +101,76 @@ absl::StatusOr<v1::UploadResponse> UploadOnce(
     v1::AttachmentService::StubInterface& stub, grpc::ClientContext& context,
     AttachmentSource& source, const std::string& sha256,
     const ProgressCallback& progress) {
+  return attachment_io::UploadOnce(stub, context, source,
+                                   attachment_io::SourceHash::OfSha256(sha256),
+                                   progress);
+}
+
+absl::StatusOr<uint64_t> DownloadOnce(
+    v1::AttachmentService::StubInterface& stub, grpc::ClientContext& context,
+    const std::string& document_id, const std::string& sha256,
+    AttachmentSink& sink, const ProgressCallback& progress) {
+  return attachment_io::DownloadOnce(stub, context, document_id, sha256, sink,
+                                     /*whole=*/nullptr, progress);
+}
+
+}  // namespace lienthong
+
+namespace lienthong::attachment_io {
+
+absl::StatusOr<SourceHash> SourceHash::Of(AttachmentSource& source) {
+  SourceHash h;
+  h.size_ = source.size();
+  // States every 64 KiB (a divisor of usual chunk sizes), or further apart
+  // for a source so large that they would take more than 2 MiB.
+  h.spacing_ = uint64_t{64} << 10;
+  while (h.size_ / h.spacing_ > kMaxStates) h.spacing_ *= 2;
+  h.states_.reserve(static_cast<size_t>(h.size_ / h.spacing_) *
+                    sealing::Sha256Chain::kStateBytes);
+  sealing::Sha256Chain chain;
+  const uint64_t piece = std::max(kHashPiece, h.spacing_);
+  for (uint64_t at = 0; at < h.size_; at += piece) {
+    absl::StatusOr<std::string> data =
+        source.Read(at, std::min(piece, h.size_ - at));
+    if (!data.ok()) return data.status();
+    absl::string_view rest = *data;
+    while (!rest.empty()) {
+      const uint64_t to_next = h.spacing_ - chain.bytes() % h.spacing_;
+      const size_t take =
+          static_cast<size_t>(std::min<uint64_t>(to_next, rest.size()));
+      chain.Update(rest.substr(0, take));
+      rest.remove_prefix(take);
+      if (chain.bytes() % h.spacing_ == 0 && chain.bytes() < h.size_)
+        h.states_ += chain.State();
+    }
+  }
+  h.digest_ = chain.Digest();
+  h.sha256_ = sealing::HexOf(h.digest_);
+  return h;
+}
+
+SourceHash SourceHash::OfSha256(std::string sha256) {
+  SourceHash h;
+  h.sha256_ = std::move(sha256);
+  return h;
+}
+
+std::optional<std::string> SourceHash::StateAt(uint64_t end) const {
+  if (spacing_ == 0) return std::nullopt;
+  if (end == size_) return digest_;
+  if (end == 0 || end % spacing_ != 0) return std::nullopt;
+  const uint64_t at = (end / spacing_ - 1) * sealing::Sha256Chain::kStateBytes;
+  if (at + sealing::Sha256Chain::kStateBytes > states_.size())
+    return std::nullopt;
+  return states_.substr(static_cast<size_t>(at),
+                        sealing::Sha256Chain::kStateBytes);
+}
+
+absl::StatusOr<v1::UploadResponse> UploadOnce(
+    v1::AttachmentService::StubInterface& stub, grpc::ClientContext& context,
+    AttachmentSource& source, const SourceHash& hash,
+    const ProgressCallback& progress) {
+  const std::string& sha256 = hash.sha256();
   auto stream = stub.Upload(&context);
   v1::UploadRequest request;
   request.mutable_start()->set_sha256(sha256);
@@ -126,12 +201,23 @@ absl::StatusOr<v1::UploadResponse> UploadOnce(
           "the broker answered the upload with chunk size ", chunk_size,
           " and ", last.durable_bytes(), " durable bytes: not usable"));
     }
+    // Chunks carry the state of the hash the SDK made before the upload:
+    // nothing is hashed again.
+    const bool by_state = last.takes_sha256_state() && hash.Covers(chunk_size);
     // The broker's answers are small and few (one per sync): they wait in
     // the stream until the chunks are written.
     for (uint64_t at = last.durable_bytes(); at < source.size();
          at += chunk_size) {
-      absl::StatusOr<std::string> data =
-          source.Read(at, std::min(chunk_size, source.size() - at));
+      const uint64_t length = std::min(chunk_size, source.size() - at);
+      absl::StatusOr<std::string> data = source.Read(at, length);
+      std::optional<std::string> state;
+      if (data.ok() && by_state) {
+        state = hash.StateAt(at + length);
+        if (!state) {
+          data = absl::InternalError(
+              absl::StrCat("no hash state for the chunk at ", at));
+        }
+      }
       if (!data.ok()) {
         context.TryCancel();
         stream->Finish();
@@ -140,10 +226,14 @@ absl::StatusOr<v1::UploadResponse> UploadOnce(
       request.Clear();
       v1::Chunk* chunk = request.mutable_chunk();
       chunk->set_offset(at);
-      chunk->set_sha256(sealing::Sha256Hex(*data));
+      if (state) {
+        chunk->set_sha256_state(*std::move(state));
+      } else {
+        chunk->set_sha256(sealing::Sha256Hex(*data));
+      }
       chunk->set_data(*std::move(data));
       if (!stream->Write(request)) break;  // Finish says why
-      p.bytes = at + request.chunk().data().size();
+      p.bytes = at + length;
       if (progress) progress(p);
     }
     stream->WritesDone();
@@ -163,11 +253,13 @@ absl::StatusOr<v1::UploadResponse> UploadOnce(
 absl::StatusOr<uint64_t> DownloadOnce(
     v1::AttachmentService::StubInterface& stub, grpc::ClientContext& context,
     const std::string& document_id, const std::string& sha256,
-    AttachmentSink& sink, const ProgressCallback& progress) {
+    AttachmentSink& sink, sealing::Sha256Chain* whole,
+    const ProgressCallback& progress) {
   v1::DownloadRequest request;
   request.set_document_id(document_id);
   request.set_sha256(sha256);
   request.set_offset(sink.offset());
+  request.set_sha256_state(whole != nullptr);
   auto reader = stub.Download(&context, request);
   v1::DownloadResponse response;
   uint64_t size = 0;
@@ -183,25 +275,46 @@ absl::StatusOr<uint64_t> DownloadOnce(
     }
     if (!response.has_chunk()) continue;
     const v1::Chunk& chunk = response.chunk();
-    if (chunk.offset() != sink.offset()) {
+    if (chunk.offset() != sink.offset() ||
+        (whole != nullptr && whole->bytes() != sink.offset())) {
       failed = absl::DataLossError(
           absl::StrCat("the broker sent a chunk at offset ", chunk.offset(),
                        " where ", sink.offset(), " was due"));
       break;
     }
-    if (sealing::Sha256Hex(chunk.data()) != chunk.sha256()) {
-      failed = absl::DataLossError(absl::StrCat(
-          "chunk at offset ", chunk.offset(), " (", chunk.data().size(),
-          " bytes) does not match its SHA-256: damaged on the way"));
-      break;
-    }
-    if (chunk.offset() + chunk.data().size() > size) {
+    const uint64_t end = chunk.offset() + chunk.data().size();
+    if (end > size) {
       failed = absl::DataLossError(
           "the broker sent more bytes than the attachment has");
       break;
     }
+    // The hash of the whole, continued over the chunk, checks it: kept
+    // once the sink has the chunk.
+    std::optional<sealing::Sha256Chain> next;
+    if (whole != nullptr) {
+      next = *whole;
+      next->Update(chunk.data());
+    }
+    bool matches;
+    if (next && !chunk.sha256_state().empty()) {
+      matches = end == size ? next->Digest() == chunk.sha256_state()
+                            : end % sealing::Sha256Chain::kBlockBytes == 0 &&
+                                  next->State() == chunk.sha256_state();
+    } else {
+      matches = sealing::Sha256Hex(chunk.data()) == chunk.sha256();
+    }
+    if (!matches) {
+      // A broker does not hash again what it sends with a state: the
+      // damage may be in its store.
+      failed = absl::DataLossError(absl::StrCat(
+          "chunk at offset ", chunk.offset(), " (", chunk.data().size(),
+          " bytes) does not match its SHA-256: damaged on the way",
+          chunk.sha256_state().empty() ? "" : " or in the broker's store"));
+      break;
+    }
     failed = sink.Write(chunk.data());
     if (!failed.ok()) break;
+    if (next) *whole = *std::move(next);
     p.bytes = sink.offset();
     if (progress) progress(p);
   }
@@ -220,4 +333,4 @@ absl::StatusOr<uint64_t> DownloadOnce(
   return size;
 }
 
-}  // namespace lienthong
+}  // namespace lienthong::attachment_io

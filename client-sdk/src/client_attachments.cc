@@ -17,9 +17,11 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "client-sdk/src/attachment_io.h"
 #include "client-sdk/src/backoff.h"
 #include "lienthong/client.h"
 #include "lienthong/common/sealing.h"
+#include "lienthong/common/sha256_chain.h"
 #include "lienthong/common/status_macros.h"
 
 namespace lienthong::client_internal {
@@ -352,23 +354,6 @@ absl::Status RetryTransfer(
   }
 }
 
-// Feeds what passes through to the hash of the whole.
-class HashingSink final : public AttachmentSink {
- public:
-  explicit HashingSink(AttachmentSink& inner) : inner_(inner) {}
-  uint64_t offset() const override { return inner_.offset(); }
-  absl::Status Write(absl::string_view data) override {
-    hash_.Update(data);
-    return inner_.Write(data);
-  }
-  void Prefix(absl::string_view data) { hash_.Update(data); }
-  std::string Finish() { return sealing::HexOf(hash_.Finish()); }
-
- private:
-  AttachmentSink& inner_;
-  sealing::Sha256Stream hash_;
-};
-
 class FileSink final : public AttachmentSink {
  public:
   FileSink(int fd, std::string path, uint64_t offset)
@@ -427,9 +412,13 @@ absl::Status CheckOpenable(const v1::Attachment& attachment) {
   return s;
 }
 
+// Downloads into `sink` what it lacks; `whole` is the hash of what it
+// holds, continued over every chunk (which it checks) and then checked
+// against the document's.
 absl::Status Download(const Connection& connection,
                       const std::string& document_id,
-                      const v1::Attachment& attachment, HashingSink& sink,
+                      const v1::Attachment& attachment, AttachmentSink& sink,
+                      sealing::Sha256Chain& whole,
                       const ProgressCallback& progress) {
   absl::Status transferred = RetryTransfer(
       connection,
@@ -438,9 +427,9 @@ absl::Status Download(const Connection& connection,
             absl::Now() + AttemptDeadline(connection.options(),
                                           attachment.size() - sink.offset())));
         const uint64_t before = sink.offset();
-        absl::StatusOr<uint64_t> size =
-            DownloadOnce(connection.attachment_stub(index), context,
-                         document_id, attachment.sha256(), sink, progress);
+        absl::StatusOr<uint64_t> size = attachment_io::DownloadOnce(
+            connection.attachment_stub(index), context, document_id,
+            attachment.sha256(), sink, &whole, progress);
         *progressed = sink.offset() > before;
         return size.status();
       });
@@ -456,13 +445,13 @@ absl::Status Download(const Connection& connection,
         "attachment \"", attachment.name(), "\": the broker sent ",
         sink.offset(), " bytes; the document says ", attachment.size()));
   }
-  std::string whole = sink.Finish();
-  if (whole != attachment.sha256()) {
+  const std::string received = sealing::HexOf(whole.Digest());
+  if (received != attachment.sha256()) {
     return absl::DataLossError(absl::StrCat(
         "attachment \"", attachment.name(),
         "\": the content received has "
         "SHA-256 ",
-        whole, ", not the ", attachment.sha256(), " its sender signed"));
+        received, ", not the ", attachment.sha256(), " its sender signed"));
   }
   return absl::OkStatus();
 }
@@ -478,7 +467,11 @@ absl::StatusOr<v1::Attachment> UploadAttachment(
     return absl::InvalidArgumentError(absl::StrCat(
         "attachment name \"", name, "\": must be a plain file name"));
   }
-  ASSIGN_OR_RETURN(std::string sha256, Sha256OfSource(source));
+  // One read of the whole hashes it, with the states that check each chunk
+  // at the broker: the upload hashes nothing again.
+  ASSIGN_OR_RETURN(attachment_io::SourceHash hash,
+                   attachment_io::SourceHash::Of(source));
+  const std::string& sha256 = hash.sha256();
   uint64_t furthest = 0;
   RETURN_IF_ERROR(RetryTransfer(
       connection,
@@ -486,15 +479,15 @@ absl::StatusOr<v1::Attachment> UploadAttachment(
         context.set_deadline(absl::ToChronoTime(
             absl::Now() +
             AttemptDeadline(connection.options(), source.size() - furthest)));
-        absl::StatusOr<v1::UploadResponse> r =
-            UploadOnce(connection.attachment_stub(index), context, source,
-                       sha256, [&](const TransferProgress& p) {
-                         if (p.bytes > furthest) {
-                           furthest = p.bytes;
-                           *progressed = true;
-                         }
-                         if (progress) progress(p);
-                       });
+        absl::StatusOr<v1::UploadResponse> r = attachment_io::UploadOnce(
+            connection.attachment_stub(index), context, source, hash,
+            [&](const TransferProgress& p) {
+              if (p.bytes > furthest) {
+                furthest = p.bytes;
+                *progressed = true;
+              }
+              if (progress) progress(p);
+            });
         return r.status();
       }));
   v1::Attachment attachment;
@@ -569,18 +562,17 @@ absl::Status DownloadAttachment(const Connection& connection,
     return absl::InvalidArgumentError(
         "sink: must start empty (DownloadAttachmentToFile resumes a file)");
   }
+  sealing::Sha256Chain whole;
   if (!attachment.has_sealing()) {
-    HashingSink hashing(sink);
-    return Download(connection, document_id, attachment, hashing, progress);
+    return Download(connection, document_id, attachment, sink, whole, progress);
   }
   // The ciphertext is checked as a whole (against the hash the sender
   // signed inside the sealed content), and so is every segment and then
   // the plaintext: a broker can neither alter nor swap the content.
   RETURN_IF_ERROR(CheckOpenable(attachment));
   OpeningSink opening(attachment, sink, /*first_segment=*/0);
-  HashingSink hashing(opening);
   RETURN_IF_ERROR(
-      Download(connection, document_id, attachment, hashing, progress));
+      Download(connection, document_id, attachment, opening, whole, progress));
   return opening.Finish();
 }
 
@@ -618,8 +610,9 @@ absl::Status DownloadAttachmentToFile(const Connection& connection,
   FileSink file(fd, part, have);
   std::optional<OpeningSink> opening;
   if (sealed) opening.emplace(attachment, file, /*first_segment=*/0);
-  HashingSink hashing(sealed ? static_cast<AttachmentSink&>(*opening)
-                             : static_cast<AttachmentSink&>(file));
+  AttachmentSink& into = sealed ? static_cast<AttachmentSink&>(*opening)
+                                : static_cast<AttachmentSink&>(file);
+  sealing::Sha256Chain whole;  // of the content `into` holds
   // What an earlier call received is hashed again, then continued. For a
   // sealed attachment that is plaintext, a segment (kSegmentBytes) a piece:
   // encrypted again, it gives the very ciphertext received then (same key,
@@ -642,15 +635,15 @@ absl::Status DownloadAttachmentToFile(const Connection& connection,
       ASSIGN_OR_RETURN(std::string again,
                        SealSegment(attachment.sealing().content_key(), index,
                                    index + 1 == opening->count(), piece));
-      hashing.Prefix(again);
+      whole.Update(again);
       opening->Prefix(piece);
     } else {
-      hashing.Prefix(piece);
+      whole.Update(piece);
     }
     at += static_cast<uint64_t>(n);
   }
   absl::Status s =
-      Download(connection, document_id, attachment, hashing, progress);
+      Download(connection, document_id, attachment, into, whole, progress);
   if (s.ok() && sealed) s = opening->Finish();
   if (!s.ok()) {
     // Damaged content is not worth resuming; anything else is kept for the

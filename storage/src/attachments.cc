@@ -22,6 +22,7 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <optional>
 #include <set>
 #include <utility>
 
@@ -34,6 +35,7 @@
 #include "google/protobuf/timestamp.pb.h"
 #include "google/protobuf/util/time_util.h"
 #include "lienthong/common/sealing.h"
+#include "lienthong/common/sha256_chain.h"
 #include "lienthong/common/status_macros.h"
 
 namespace lienthong::storage {
@@ -87,14 +89,16 @@ absl::Status PwriteAll(int fd, absl::string_view data, uint64_t at,
   return absl::OkStatus();
 }
 
-// Reads exactly `len` bytes at `at`; DATA_LOSS when the file is shorter.
-absl::StatusOr<std::string> PreadAll(int fd, uint64_t len, uint64_t at,
-                                     const std::string& path) {
-  std::string out(len, '\0');
+// Reads exactly `len` bytes at `at` into `out` (reusing its buffer: no
+// allocation when it held as much before); DATA_LOSS when the file is
+// shorter.
+absl::Status PreadAll(int fd, uint64_t len, uint64_t at,
+                      const std::string& path, std::string* out) {
+  out->resize(len);
   uint64_t got = 0;
   while (got < len) {
     ssize_t n =
-        ::pread(fd, out.data() + got, len - got, static_cast<off_t>(at + got));
+        ::pread(fd, out->data() + got, len - got, static_cast<off_t>(at + got));
     if (n < 0) {
       if (errno == EINTR) continue;
       return Errno("read", path);
@@ -106,7 +110,7 @@ absl::StatusOr<std::string> PreadAll(int fd, uint64_t len, uint64_t at,
     }
     got += static_cast<uint64_t>(n);
   }
-  return out;
+  return absl::OkStatus();
 }
 
 // The chunk layout shared by uploads and readers.
@@ -129,19 +133,46 @@ std::string ChunkContext(absl::string_view sha256, uint64_t index) {
   return absl::StrCat("attachment ", sha256, " chunk ", index);
 }
 
-// Reads chunk `index` of a file laid out as `layout`, opened when sealed.
+// The hash of a content whose chunks before `index` left `states`
+// (Chunk.sha256_state of each); nullopt when a state is malformed.
+std::optional<sealing::Sha256Chain> ChainBefore(
+    const google::protobuf::RepeatedPtrField<std::string>& states,
+    uint64_t index, const Layout& layout) {
+  if (index == 0) return sealing::Sha256Chain();
+  return sealing::Sha256Chain::Resume(states[static_cast<int>(index - 1)],
+                                      index * layout.chunk_size);
+}
+
+// Chunk.sha256_state of the chunk that ends where `chain` stands.
+std::string StateAfter(const sealing::Sha256Chain& chain,
+                       const Layout& layout) {
+  return chain.bytes() == layout.size ? chain.Digest() : chain.State();
+}
+
+// Reads chunk `index` of a file laid out as `layout` into `out`, opened
+// when sealed.
+absl::Status ReadChunkInto(Store* store, int fd, const std::string& path,
+                           const Layout& layout, absl::string_view sha256,
+                           uint64_t index, std::string* out) {
+  uint64_t plain = layout.ChunkBytes(index);
+  if (!layout.encrypted)
+    return PreadAll(fd, plain, layout.FileOffset(index), path, out);
+  std::string raw;
+  RETURN_IF_ERROR(PreadAll(fd, plain + layout.overhead,
+                           layout.FileOffset(index), path, &raw));
+  ASSIGN_OR_RETURN(
+      *out, store->OpenBeside(std::move(raw), ChunkContext(sha256, index)));
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::string> ReadChunk(Store* store, int fd,
                                       const std::string& path,
                                       const Layout& layout,
                                       absl::string_view sha256,
                                       uint64_t index) {
-  uint64_t plain = layout.ChunkBytes(index);
-  ASSIGN_OR_RETURN(
-      std::string raw,
-      PreadAll(fd, plain + (layout.encrypted ? layout.overhead : 0),
-               layout.FileOffset(index), path));
-  if (!layout.encrypted) return raw;
-  return store->OpenBeside(std::move(raw), ChunkContext(sha256, index));
+  std::string out;
+  RETURN_IF_ERROR(ReadChunkInto(store, fd, path, layout, sha256, index, &out));
+  return out;
 }
 
 class AttachmentStoreImpl;
@@ -165,7 +196,8 @@ class ReaderImpl final : public AttachmentReader {
   uint64_t size() const override { return layout_.size; }
   uint64_t chunk_size() const override { return layout_.chunk_size; }
 
-  absl::StatusOr<v1::Chunk> Read(uint64_t offset) override {
+  absl::Status ReadInto(uint64_t offset, const ChunkReadOptions& options,
+                        v1::Chunk* chunk) override {
     if (offset % layout_.chunk_size != 0 || offset >= layout_.size) {
       return absl::InvalidArgumentError(absl::StrCat(
           "offset: ", offset, " is not the start of a chunk of attachment ",
@@ -173,24 +205,50 @@ class ReaderImpl final : public AttachmentReader {
           layout_.chunk_size, ")"));
     }
     uint64_t index = offset / layout_.chunk_size;
-    if (index >= static_cast<uint64_t>(meta_.chunk_sha256_size())) {
+    // Content stored with states is checked by continuing the hash of the
+    // whole from the state before the chunk: one pass, no per-chunk hash.
+    const bool by_state = meta_.chunk_state_size() > 0;
+    const int checks =
+        by_state ? meta_.chunk_state_size() : meta_.chunk_sha256_size();
+    if (index >= static_cast<uint64_t>(checks)) {
       return absl::DataLossError(absl::StrCat("attachments: the record of ",
                                               sha256_, " lacks chunk ", index));
     }
-    ASSIGN_OR_RETURN(std::string data,
-                     ReadChunk(store_, fd_, path_, layout_, sha256_, index));
-    std::string digest = sealing::Sha256Raw(data);
-    if (digest != meta_.chunk_sha256(static_cast<int>(index))) {
+    std::string& data = *chunk->mutable_data();
+    RETURN_IF_ERROR(
+        ReadChunkInto(store_, fd_, path_, layout_, sha256_, index, &data));
+    chunk->set_offset(offset);
+    chunk->clear_sha256();
+    chunk->clear_sha256_state();
+    std::string digest;
+    bool matches = true;
+    if (by_state && !options.verify && options.sha256_state &&
+        !options.sha256) {
+      // Whoever reads it checks it by its state (and a file cut short
+      // failed above).
+    } else if (by_state) {
+      std::optional<sealing::Sha256Chain> chain =
+          ChainBefore(meta_.chunk_state(), index, layout_);
+      if (chain) chain->Update(data);
+      matches = chain && StateAfter(*chain, layout_) ==
+                             meta_.chunk_state(static_cast<int>(index));
+    } else {
+      digest = sealing::Sha256Raw(data);
+      matches = digest == meta_.chunk_sha256(static_cast<int>(index));
+    }
+    if (!matches) {
       return absl::DataLossError(
           absl::StrCat("attachments: chunk ", index, " of ", sha256_,
                        " does not match its recorded SHA-256: the file ", path_,
                        " was altered or damaged"));
     }
-    v1::Chunk chunk;
-    chunk.set_offset(offset);
-    chunk.set_data(std::move(data));
-    chunk.set_sha256(sealing::HexOf(digest));
-    return chunk;
+    if (options.sha256 || !by_state) {
+      if (digest.empty()) digest = sealing::Sha256Raw(data);
+      chunk->set_sha256(sealing::HexOf(digest));
+    }
+    if (options.sha256_state && by_state)
+      chunk->set_sha256_state(meta_.chunk_state(static_cast<int>(index)));
+    return absl::OkStatus();
   }
 
  private:
@@ -406,7 +464,8 @@ class UploadImpl final : public AttachmentUpload {
       : owner_(owner),
         uploader_(std::move(uploader)),
         sha256_(std::move(sha256)),
-        layout_(layout) {}
+        layout_(layout),
+        chained_(layout.chunk_size % sealing::Sha256Chain::kBlockBytes == 0) {}
 
   ~UploadImpl() override {
     if (fd_ >= 0) ::close(fd_);
@@ -421,6 +480,7 @@ class UploadImpl final : public AttachmentUpload {
 
   uint64_t chunk_size() const override { return layout_.chunk_size; }
   const UploadProgress& progress() const override { return progress_; }
+  bool takes_sha256_state() const override { return chained_; }
 
   absl::StatusOr<bool> Write(const v1::Chunk& chunk) override;
 
@@ -432,7 +492,13 @@ class UploadImpl final : public AttachmentUpload {
     state.set_chunk_size(layout_.chunk_size);
     state.set_encrypted(layout_.encrypted);
     state.set_record_overhead(layout_.overhead);
-    for (const std::string& h : hashes_) state.add_chunk_sha256(h);
+    for (const std::string& c : checks_) {
+      if (chained_) {
+        state.add_chunk_state(c);
+      } else {
+        state.add_chunk_sha256(c);
+      }
+    }
     *state.mutable_updated_at() = TimestampOf(owner_->clock()->Now());
     WriteBatch batch;
     batch.records.push_back({AttachmentStoreImpl::UploadKey(sha256_, uploader_),
@@ -447,8 +513,8 @@ class UploadImpl final : public AttachmentUpload {
   // Forgets everything written: the upload starts over.
   void Reset() {
     written_ = 0;
-    hashes_.clear();
-    whole_.Finish();
+    checks_.clear();
+    whole_ = sealing::Sha256Chain();
     progress_.durable_bytes = 0;
     progress_.resumed_bytes = 0;
     WriteBatch batch;
@@ -461,18 +527,44 @@ class UploadImpl final : public AttachmentUpload {
       }
     }
   }
+  // What is recorded of a chunk that `next` (the hash of the whole) has
+  // just taken in: its Chunk.sha256_state, or (not chained_) its own
+  // SHA-256, `digest` when already computed.
+  std::string CheckOf(const sealing::Sha256Chain& next, absl::string_view data,
+                      std::string digest) const {
+    if (chained_) return StateAfter(next, layout_);
+    return digest.empty() ? sealing::Sha256Raw(data) : digest;
+  }
+  // Whether chunk `index`, taken in by `next`, is the one of the stored
+  // content `existing_`.
+  bool MatchesExisting(uint64_t index, const sealing::Sha256Chain& next,
+                       absl::string_view data, std::string* digest) const {
+    const int i = static_cast<int>(index);
+    if (chained_ && existing_->chunk_state_size() > 0) {
+      return i < existing_->chunk_state_size() &&
+             StateAfter(next, layout_) == existing_->chunk_state(i);
+    }
+    if (digest->empty()) *digest = sealing::Sha256Raw(data);
+    return i < existing_->chunk_sha256_size() &&
+           existing_->chunk_sha256(i) == *digest;
+  }
 
   AttachmentStoreImpl* const owner_;
   const std::string uploader_;
   const std::string sha256_;
   Layout layout_;
+  // Chunks end on SHA-256 blocks (chunk_size a multiple of 64): they are
+  // checked and recorded by Chunk.sha256_state; otherwise by their own
+  // SHA-256, as before states.
+  const bool chained_;
   std::optional<v1::StoredAttachment> existing_;
   std::unique_ptr<AttachmentReader> existing_reader_;
   std::string path_;
   int fd_ = -1;
   uint64_t written_ = 0;
-  std::vector<std::string> hashes_;  // raw, one per chunk written
-  sealing::Sha256Stream whole_;
+  // One per chunk written: its state (chained_) or its SHA-256, raw.
+  std::vector<std::string> checks_;
+  sealing::Sha256Chain whole_;  // of the written_ bytes
   UploadProgress progress_;
 };
 
@@ -509,27 +601,43 @@ absl::Status UploadImpl::Start(std::optional<v1::StoredAttachment> existing) {
       (existing_ || (state.encrypted() == layout_.encrypted &&
                      state.record_overhead() == layout_.overhead))) {
     // Resume: re-read what is durable, checking each chunk, to continue the
-    // hash of the whole.
+    // hash of the whole. A state recorded by an older broker has the
+    // chunks' own hashes.
     Layout source = layout_;
     if (existing_) {
       source.encrypted = existing_->encrypted();
       source.overhead = existing_->record_overhead();
     }
-    for (int i = 0; i < state.chunk_sha256_size(); ++i) {
+    const bool by_state = state.chunk_state_size() > 0;
+    // (States are recorded only for chunk sizes that are multiples of 64.)
+    const int durable = by_state ? (chained_ ? state.chunk_state_size() : 0)
+                                 : state.chunk_sha256_size();
+    ChunkReadOptions data_only;
+    data_only.sha256 = false;
+    for (int i = 0; i < durable; ++i) {
       absl::StatusOr<std::string> data;
       if (existing_) {
         absl::StatusOr<v1::Chunk> c = existing_reader_->Read(
-            static_cast<uint64_t>(i) * layout_.chunk_size);
-        data = c.ok() ? absl::StatusOr<std::string>(c->data())
-                      : absl::StatusOr<std::string>(c.status());
+            static_cast<uint64_t>(i) * layout_.chunk_size, data_only);
+        data = c.ok()
+                   ? absl::StatusOr<std::string>(std::move(*c->mutable_data()))
+                   : absl::StatusOr<std::string>(c.status());
       } else {
         data = ReadChunk(store, fd_, path_, source, sha256_,
                          static_cast<uint64_t>(i));
       }
-      if (!data.ok() || sealing::Sha256Raw(*data) != state.chunk_sha256(i))
-        break;  // lost or damaged since: go on from the chunk before
-      whole_.Update(*data);
-      hashes_.push_back(state.chunk_sha256(i));
+      if (!data.ok()) break;  // lost or damaged since: go on from before
+      sealing::Sha256Chain next = whole_;
+      next.Update(*data);
+      std::string digest;
+      if (by_state) {
+        if (StateAfter(next, layout_) != state.chunk_state(i)) break;
+      } else {
+        digest = sealing::Sha256Raw(*data);
+        if (digest != state.chunk_sha256(i)) break;
+      }
+      checks_.push_back(CheckOf(next, *data, std::move(digest)));
+      whole_ = next;
       written_ += data->size();
     }
     progress_.durable_bytes = written_;
@@ -562,21 +670,43 @@ absl::StatusOr<bool> UploadImpl::Write(const v1::Chunk& chunk) {
         expected == layout_.chunk_size ? " (the chunk size)"
                                        : " (the rest of the content)"));
   }
-  if (!sealing::IsSha256Hex(chunk.sha256())) {
+  const bool by_state = !chunk.sha256_state().empty();
+  if (by_state) {
+    if (!chained_ ||
+        chunk.sha256_state().size() != sealing::Sha256Chain::kStateBytes) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "chunk.sha256_state: chunk ", index,
+          chained_ ? " needs 32 bytes"
+                   : ": this upload takes chunk.sha256, not sha256_state"));
+    }
+  } else if (!sealing::IsSha256Hex(chunk.sha256())) {
     return absl::InvalidArgumentError(absl::StrCat(
         "chunk.sha256: chunk ", index,
         " needs the SHA-256 of its data as 64 lower-case hex digits"));
   }
-  std::string digest = sealing::Sha256Raw(chunk.data());
-  if (sealing::HexOf(digest) != chunk.sha256()) {
+  std::string digest;  // the chunk's own SHA-256, when needed
+  if (!by_state) {
+    digest = sealing::Sha256Raw(chunk.data());
+    if (sealing::HexOf(digest) != chunk.sha256()) {
+      return absl::DataLossError(absl::StrCat(
+          "chunk ", index, " (offset ", chunk.offset(), ", ",
+          chunk.data().size(),
+          " bytes) does not match its sha256: it was damaged on the way; send "
+          "it again"));
+    }
+  }
+  // The hash of the whole goes on over the chunk (one pass checks both);
+  // kept only once the chunk is taken.
+  sealing::Sha256Chain next = whole_;
+  next.Update(chunk.data());
+  if (by_state && StateAfter(next, layout_) != chunk.sha256_state()) {
     return absl::DataLossError(absl::StrCat(
         "chunk ", index, " (offset ", chunk.offset(), ", ", chunk.data().size(),
-        " bytes) does not match its sha256: it was damaged on the way; send "
-        "it again"));
+        " bytes) does not match its sha256_state: it was damaged on the way; "
+        "send it again"));
   }
   if (existing_) {
-    if (index >= static_cast<uint64_t>(existing_->chunk_sha256_size()) ||
-        existing_->chunk_sha256(static_cast<int>(index)) != digest) {
+    if (!MatchesExisting(index, next, chunk.data(), &digest)) {
       return absl::DataLossError(
           absl::StrCat("chunk ", index, " (offset ", chunk.offset(),
                        ") is not part of the content with SHA-256 ", sha256_,
@@ -600,8 +730,8 @@ absl::StatusOr<bool> UploadImpl::Write(const v1::Chunk& chunk) {
     ::sync_file_range(fd_, static_cast<off_t>(layout_.FileOffset(index)),
                       static_cast<off_t>(bytes.size()), SYNC_FILE_RANGE_WRITE);
   }
-  whole_.Update(chunk.data());
-  hashes_.push_back(std::move(digest));
+  checks_.push_back(CheckOf(next, chunk.data(), std::move(digest)));
+  whole_ = next;
   written_ += expected;
   if (written_ == layout_.size) {
     RETURN_IF_ERROR(Finish());
@@ -613,7 +743,7 @@ absl::StatusOr<bool> UploadImpl::Write(const v1::Chunk& chunk) {
 }
 
 absl::Status UploadImpl::Finish() {
-  std::string whole = sealing::HexOf(whole_.Finish());
+  std::string whole = sealing::HexOf(whole_.Digest());
   if (whole != sha256_) {
     uint64_t bytes = written_;
     Reset();
@@ -632,7 +762,13 @@ absl::Status UploadImpl::Finish() {
     meta->set_chunk_size(layout_.chunk_size);
     meta->set_encrypted(layout_.encrypted);
     meta->set_record_overhead(layout_.overhead);
-    for (const std::string& h : hashes_) meta->add_chunk_sha256(h);
+    for (const std::string& c : checks_) {
+      if (chained_) {
+        meta->add_chunk_state(c);
+      } else {
+        meta->add_chunk_sha256(c);
+      }
+    }
   }
   RETURN_IF_ERROR(owner_->Complete(path_, sha256_, uploader_, std::move(meta)));
   progress_.durable_bytes = layout_.size;
@@ -825,7 +961,9 @@ absl::StatusOr<AttachmentStats> AttachmentStoreImpl::Stats() {
     if (!state.ParseFromString(r.value)) return;
     ++stats.partial_uploads;
     uint64_t durable = 0;
-    for (int i = 0; i < state.chunk_sha256_size(); ++i)
+    const int chunks =
+        std::max(state.chunk_sha256_size(), state.chunk_state_size());
+    for (int i = 0; i < chunks; ++i)
       durable += std::min(state.chunk_size(), state.size() - durable);
     stats.partial_bytes += durable;
   }));

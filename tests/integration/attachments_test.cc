@@ -444,6 +444,48 @@ TEST_F(AttachmentsTest, ADamagedChunkIsRefusedAndCannotBeReferenced) {
   EXPECT_EQ(good.sha256(), sha256);
 }
 
+// The broker does not hash a chunk again for a downloader that checks it by
+// its state (the SDK does): damage on the broker's disk is found there,
+// naming the chunk, and nothing of it is kept.
+TEST_F(AttachmentsTest,
+       ContentDamagedInTheBrokersStoreIsRefusedByTheRecipient) {
+  const std::string content = Content(3 * kChunk + 10, 6);
+  std::unique_ptr<Client> sender = Open(kH49);
+  std::unique_ptr<Client> recipient = Open(kG22);
+  ASSERT_NE(sender, nullptr);
+  ASSERT_NE(recipient, nullptr);
+  StringSource source(content);
+  ASSERT_OK_AND_ASSIGN(
+      v1::Attachment a,
+      sender->UploadAttachment(source, "hong.bin", "application/octet-stream"));
+  v1::Document doc = NewDocument(kG22, "Tệp hỏng trên đĩa");
+  *doc.add_attachments() = a;
+  ASSERT_OK_AND_ASSIGN(SendReceipt receipt, sender->Send(doc));
+  const std::string blob =
+      absl::StrCat(broker_.data_dir(), "/attachments/blobs/",
+                   a.sha256().substr(0, 2), "/", a.sha256());
+  {
+    // One bit of chunk 1 flipped.
+    std::FILE* f = std::fopen(blob.c_str(), "r+b");
+    ASSERT_NE(f, nullptr) << blob;
+    ASSERT_EQ(std::fseek(f, static_cast<long>(kChunk + 5), SEEK_SET), 0);
+    const int c = std::fgetc(f);
+    ASSERT_NE(c, EOF);
+    ASSERT_EQ(std::fseek(f, static_cast<long>(kChunk + 5), SEEK_SET), 0);
+    std::fputc(c ^ 0x01, f);
+    std::fclose(f);
+  }
+  IncomingDocument got = FetchDocument(*recipient, receipt.document_id);
+  ASSERT_THAT(got.document.attachments(), SizeIs(1));
+  const std::string out = work_.path() + "/hong.bin";
+  EXPECT_THAT(recipient->DownloadAttachmentToFile(
+                  receipt.document_id, got.document.attachments(0), out),
+              StatusIs(absl::StatusCode::kDataLoss,
+                       HasSubstr(absl::StrCat("offset ", kChunk))));
+  EXPECT_FALSE(std::filesystem::exists(out));
+  EXPECT_FALSE(std::filesystem::exists(out + ".part"));
+}
+
 // ---- 4. Interrupted on the client, resumed --------------------------------
 
 // Fails once with INTERNAL (not retried by the SDK) when the upload, after

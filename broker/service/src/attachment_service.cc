@@ -24,6 +24,7 @@ v1::UploadResponse ResponseOf(const storage::AttachmentUpload& upload) {
   r.set_durable_bytes(p.durable_bytes);
   r.set_complete(p.complete);
   r.set_resumed_bytes(p.resumed_bytes);
+  r.set_takes_sha256_state(upload.takes_sha256_state());
   if (p.complete) {
     r.mutable_usable_until()->set_seconds(absl::ToUnixSeconds(p.usable_until));
   }
@@ -44,19 +45,21 @@ class StoredSource final : public AttachmentSource {
     while (out.size() < length) {
       uint64_t at = offset + out.size();
       uint64_t start = at / chunk * chunk;
-      if (cached_offset_ != start || cached_.empty()) {
-        absl::StatusOr<v1::Chunk> c = reader_->Read(start);
-        if (!c.ok()) {
-          failed_ = c.status();
-          return c.status();
+      if (cached_offset_ != start || cached_.data().empty()) {
+        storage::ChunkReadOptions data_only;
+        data_only.sha256 = false;
+        absl::Status read = reader_->ReadInto(start, data_only, &cached_);
+        if (!read.ok()) {
+          cached_.Clear();
+          failed_ = read;
+          return read;
         }
-        cached_ = std::move(*c->mutable_data());
         cached_offset_ = start;
       }
       uint64_t from = at - start;
       uint64_t take =
-          std::min<uint64_t>(length - out.size(), cached_.size() - from);
-      out.append(cached_, from, take);
+          std::min<uint64_t>(length - out.size(), cached_.data().size() - from);
+      out.append(cached_.data(), from, take);
     }
     return out;
   }
@@ -66,7 +69,7 @@ class StoredSource final : public AttachmentSource {
  private:
   std::unique_ptr<storage::AttachmentReader> reader_;
   absl::Status failed_;
-  std::string cached_;
+  v1::Chunk cached_;  // its data: the stored chunk at cached_offset_
   uint64_t cached_offset_ = 0;
 };
 
@@ -259,25 +262,35 @@ grpc::Status AttachmentServiceImpl::Serve(
     writer->Write(response);
     return grpc::Status::OK;
   }
+  // A caller that takes states checks each chunk by continuing its hash of
+  // the whole: it is not hashed here again (it was checked on its way in),
+  // and damage on disk is found there, naming the chunk.
+  storage::ChunkReadOptions fields;
+  fields.sha256 = !request.sha256_state();
+  fields.sha256_state = request.sha256_state();
+  fields.verify = !request.sha256_state();
+  // One chunk buffer for the whole download (no allocation per chunk).
+  v1::Chunk* chunk = response.mutable_chunk();
   for (uint64_t at = request.offset() / chunk_size * chunk_size; at < size;
        at += chunk_size) {
     if (stopping_) return Refuse(absl::UnavailableError("broker stopping"));
     if (ctx->IsCancelled()) return grpc::Status::CANCELLED;
-    absl::StatusOr<v1::Chunk> chunk = (*reader)->Read(at);
-    if (!chunk.ok()) {
-      Log(log::Level::kError, chunk.status().ToString(),
+    absl::Status read = (*reader)->ReadInto(at, fields, chunk);
+    if (!read.ok()) {
+      Log(log::Level::kError, read.ToString(),
           {{"sha256", request.sha256()},
            {"document_id", request.document_id()}});
-      return Refuse(chunk.status());
+      return Refuse(read);
     }
     if (at < request.offset()) {
       // A resumed download starts inside this chunk.
+      // Its state (at its end) holds; a hash of its own is made again.
       chunk->mutable_data()->erase(0, request.offset() - at);
       chunk->set_offset(request.offset());
-      chunk->set_sha256(Sha256HexOf(chunk->data()));
+      if (!chunk->sha256().empty())
+        chunk->set_sha256(Sha256HexOf(chunk->data()));
     }
     uint64_t bytes = chunk->data().size();
-    *response.mutable_chunk() = *std::move(chunk);
     if (!writer->Write(response)) return grpc::Status::CANCELLED;
     metrics_.bytes_out.Add(bytes);
     *sent += bytes;

@@ -51,7 +51,9 @@ struct AttachmentOptions {
   std::string directory;
   // Largest attachment, bytes. Default 2 GiB.
   uint64_t max_bytes = uint64_t{2} << 30;
-  // Bytes of every chunk but the last. Default 1 MiB.
+  // Bytes of every chunk but the last, 4 KiB .. 4 MiB. Default 1 MiB. Only
+  // with a multiple of 64 (whole SHA-256 blocks) do chunks carry
+  // Chunk.sha256_state (one SHA-256 pass per byte instead of two).
   uint64_t chunk_size = 1 << 20;
   // An upload is made durable at least every this many bytes. Default 16 MiB.
   uint64_t sync_bytes = 16 << 20;
@@ -82,10 +84,15 @@ class AttachmentUpload {
   virtual uint64_t chunk_size() const = 0;
   // Where the upload stands: after BeginUpload, where the client goes on.
   virtual const UploadProgress& progress() const = 0;
+  // Whether Write takes chunks with sha256_state instead of sha256
+  // (UploadResponse.takes_sha256_state).
+  virtual bool takes_sha256_state() const = 0;
   // Verifies and stores the next chunk: it must start where the previous
   // one ended (INVALID_ARGUMENT naming the expected offset otherwise) and be
   // chunk_size long, or the rest of the content (INVALID_ARGUMENT); its
-  // data must match its sha256 (DATA_LOSS naming the chunk). With the last
+  // data must match its sha256 or sha256_state (DATA_LOSS naming the
+  // chunk; a chunk with sha256_state costs one SHA-256 pass in all, one with
+  // sha256 two). With the last
   // byte the whole content is verified and the attachment made usable
   // (progress().complete; DATA_LOSS when the whole does not match, and the
   // upload starts over). Returns true when progress().durable_bytes moved.
@@ -95,6 +102,21 @@ class AttachmentUpload {
   virtual absl::StatusOr<bool> Checkpoint() = 0;
 };
 
+// What AttachmentReader::Read puts in a chunk beside its data.
+struct ChunkReadOptions {
+  // Chunk.sha256: one more SHA-256 pass over the chunk when the attachment
+  // is stored with states. Given anyway for an attachment stored without
+  // them (by a broker before they were kept). Default true.
+  bool sha256 = true;
+  // Chunk.sha256_state, where the attachment has states. Default false.
+  bool sha256_state = false;
+  // Check the chunk against the recorded hash (one SHA-256 pass). Turned
+  // off only with sha256_state and without sha256, for a reader that checks
+  // every chunk by its state itself (a downloader that takes states: it
+  // then finds a damaged file, naming the chunk). Default true.
+  bool verify = true;
+};
+
 // Reads one complete attachment. Thread-compatible.
 class AttachmentReader {
  public:
@@ -102,8 +124,24 @@ class AttachmentReader {
   virtual uint64_t size() const = 0;
   virtual uint64_t chunk_size() const = 0;
   // The chunk starting at `offset` (a multiple of chunk_size, below size),
-  // checked against its stored hash: DATA_LOSS when the file was altered.
-  virtual absl::StatusOr<v1::Chunk> Read(uint64_t offset) = 0;
+  // checked against its stored hash or state (one SHA-256 pass; see
+  // ChunkReadOptions::verify): DATA_LOSS when the file was altered.
+  absl::StatusOr<v1::Chunk> Read(uint64_t offset,
+                                 const ChunkReadOptions& options) {
+    v1::Chunk chunk;
+    absl::Status s = ReadInto(offset, options, &chunk);
+    if (!s.ok()) return s;
+    return chunk;
+  }
+  absl::StatusOr<v1::Chunk> Read(uint64_t offset) {
+    return Read(offset, ChunkReadOptions());
+  }
+  // Read into `chunk`, reusing its buffers (a reader of many chunks does
+  // not allocate and clear memory for each); on error `chunk` holds
+  // nothing usable.
+  virtual absl::Status ReadInto(uint64_t offset,
+                                const ChunkReadOptions& options,
+                                v1::Chunk* chunk) = 0;
 };
 
 struct AttachmentCollection {
