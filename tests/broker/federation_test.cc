@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
@@ -191,7 +192,18 @@ class FaultyStore : public storage::Store {
   }
   absl::StatusOr<std::optional<std::string>> GetRecord(
       absl::string_view key) override {
+    {
+      absl::MutexLock lock(&mu_);
+      if (!hidden_prefix_.empty() && absl::StartsWith(key, hidden_prefix_))
+        return std::nullopt;
+    }
     return base_->GetRecord(key);
+  }
+  // GetRecord finds no record whose key starts with `prefix` (as in a store
+  // written before such records existed).
+  void HideRecords(std::string prefix) {
+    absl::MutexLock lock(&mu_);
+    hidden_prefix_ = std::move(prefix);
   }
   absl::Status RotateKeys(const storage::EncryptionOptions& options) override {
     return base_->RotateKeys(options);
@@ -231,6 +243,7 @@ class FaultyStore : public storage::Store {
   std::unique_ptr<storage::Store> base_;
   absl::Mutex mu_;
   absl::Status fail_ ABSL_GUARDED_BY(mu_);
+  std::string hidden_prefix_ ABSL_GUARDED_BY(mu_);
 };
 
 // One broker: its own store, policy and exchange.
@@ -706,11 +719,13 @@ class FederationTest : public ::testing::Test {
   }
 
   // a → c → b: a sends everything to c, c routes G22 to b and H49 to a.
-  void ThreeBrokers(std::function<void(ExchangeOptions&)> b_tweak = nullptr) {
+  void ThreeBrokers(std::function<void(ExchangeOptions&)> b_tweak = nullptr,
+                    std::unique_ptr<storage::Store> c_store = nullptr) {
     a_ = AddBroker("a", {kH49, kH50}, {{.name = "c", .is_default = true}});
     c_ = AddBroker("c", {kT99},
                    {{.name = "a", .provinces = {"H49", "H50"}},
-                    {.name = "b", .orgs = {kG22}}});
+                    {.name = "b", .orgs = {kG22}}},
+                   kOpenPolicy, nullptr, std::move(c_store));
     b_ = AddBroker("b", {kG22}, {{.name = "c", .is_default = true}},
                    kOpenPolicy, std::move(b_tweak));
     ASSERT_NE(a_, nullptr);
@@ -1061,6 +1076,44 @@ TEST_F(FederationTest, MiddleBrokerForwardsAndEventsTravelBackTwoHops) {
 }
 
 // ---- Lost acknowledgements --------------------------------------------------
+
+// A relay broker sends returning events on with the route it recorded when
+// it took the document; one that has no such record (a document it took
+// before route records existed) reads the document instead.
+TEST_F(FederationTest, MiddleBrokerReturnsEventsByItsRouteRecordOrTheDocument) {
+  for (bool hidden : {false, true}) {
+    SCOPED_TRACE(hidden ? "without route records" : "with route records");
+    auto store = std::make_unique<FaultyStore>();
+    if (hidden) store->HideRecords("route/");
+    ASSERT_NO_FATAL_FAILURE(ThreeBrokers(nullptr, std::move(store)));
+    Connect(*a_, *c_);
+    Connect(*c_, *b_);
+    std::string id = MustSend(*a_, h49_, NewDocument(kH49, {kG22}));
+    ASSERT_OK_AND_ASSIGN(std::optional<std::string> route,
+                         c_->store->GetRecord(absl::StrCat("route/", id)));
+    if (hidden) {
+      EXPECT_EQ(route, std::nullopt);
+    } else {
+      ASSERT_TRUE(Eventually([&] {
+        absl::StatusOr<std::optional<std::string>> r =
+            c_->store->GetRecord(absl::StrCat("route/", id));
+        return r.ok() && r->has_value();
+      }));
+      ASSERT_OK_AND_ASSIGN(route,
+                           c_->store->GetRecord(absl::StrCat("route/", id)));
+      EXPECT_EQ(route, absl::StrCat("a\n", kH49, "\n", kG22));
+    }
+    Receiver g22;
+    ASSERT_OK(g22.Open(b_->ex(), g22_));
+    ASSERT_TRUE(g22.WaitForCount(1));
+    g22.Ack({id});
+    EXPECT_TRUE(
+        EventuallyState(*a_, h49_, id, kG22, v1::DELIVERY_STATE_DELIVERED));
+    EXPECT_TRUE(EventuallyReturnsEmpty(*c_, "a"));
+    wires_.clear();
+    brokers_.clear();
+  }
+}
 
 TEST_F(FederationTest, TransferResentAfterLostCustodyIsStoredOnce) {
   ASSERT_NO_FATAL_FAILURE(TwoBrokers());
