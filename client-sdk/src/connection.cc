@@ -74,14 +74,15 @@ Connection::Connection(ClientOptions options, Principal identity,
                              options_.signature_batch_interval, kMaxSharedBatch)
                        : nullptr) {}
 
-void Connection::SignShared(std::string digest,
+void Connection::SignShared(const void* owner, std::string digest,
                             SignatureBatcher::Done done) const {
   if (!batcher_) {
     done(absl::FailedPreconditionError(
-        "only an organization's client signs documents"));
+             "only an organization's client signs documents"),
+         /*last=*/true);
     return;
   }
-  batcher_->Sign(std::move(digest), std::move(done));
+  batcher_->Sign(owner, std::move(digest), std::move(done));
 }
 
 absl::Status Connection::SignBatch(

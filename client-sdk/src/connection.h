@@ -96,10 +96,12 @@ class Connection {
   // signing::DocumentDigest. INTERNAL when the crypto library fails.
   absl::Status SignBatch(const std::vector<v1::Document*>& documents,
                          const std::vector<std::string>& digests) const;
-  // Signs one document's `digest` in a batch shared by every SendStream of
-  // this client (see SignatureBatcher) and runs `done` with its signature
-  // on the batcher's thread; FAILED_PRECONDITION for persons' clients.
-  void SignShared(std::string digest, SignatureBatcher::Done done) const;
+  // Signs one document's `digest` for `owner` in a batch shared by every
+  // SendStream of this client (see SignatureBatcher) and runs `done` with
+  // its signature on the batcher's thread; FAILED_PRECONDITION (as the last
+  // of the batch) for persons' clients.
+  void SignShared(const void* owner, std::string digest,
+                  SignatureBatcher::Done done) const;
   // What the broker answered for a document with `digest` and signature
   // bytes `signature`, once its custody receipt verifies: UNAUTHENTICATED
   // otherwise.

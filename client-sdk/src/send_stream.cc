@@ -125,17 +125,19 @@ void SendStreamImpl::Submit(v1::Document document, Callback done) {
     }
   }
   if (sign) {
-    connection_->SignShared(std::move(digest),
-                            [this, id](absl::StatusOr<v1::Signature> s) {
-                              OnSigned(id, std::move(s));
-                            });
+    connection_->SignShared(
+        this, std::move(digest),
+        [this, id](absl::StatusOr<v1::Signature> s, bool last) {
+          OnSigned(id, std::move(s), last);
+        });
     return;
   }
   RunWriteAction(call, action);
 }
 
 void SendStreamImpl::OnSigned(uint64_t id,
-                              absl::StatusOr<v1::Signature> signature) {
+                              absl::StatusOr<v1::Signature> signature,
+                              bool last) {
   WriteAction action = WriteAction::kNone;
   Call* call = nullptr;
   {
@@ -153,6 +155,10 @@ void SendStreamImpl::OnSigned(uint64_t id,
                 signature.status().ToString().c_str());
       }
       unsent_.push_back(id);
+    }
+    // This stream's documents of one batch go out together, in one write
+    // when no other is in flight.
+    if (last) {
       action = NextWriteLocked();
       call = current_.call.get();
     }

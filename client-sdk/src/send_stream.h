@@ -135,8 +135,10 @@ class SendStreamImpl final : public SendStream {
   enum class WriteAction { kNone, kWrite, kWritesDone };
 
   // The batcher signed (or could not sign) pending document `id`: it is
-  // queued for writing.
-  void OnSigned(uint64_t id, absl::StatusOr<v1::Signature> signature);
+  // queued for writing, and written with the others of its batch once it is
+  // the `last` of this stream's.
+  void OnSigned(uint64_t id, absl::StatusOr<v1::Signature> signature,
+                bool last);
   // Reactions, forwarded by Call.
   void OnReadDone(Call* call, bool ok);
   void OnWriteDone(Call* call, bool ok);

@@ -2,6 +2,7 @@
 
 #include <utility>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/time/clock.h"
 
 namespace lienthong::client_internal {
@@ -20,9 +21,9 @@ SignatureBatcher::~SignatureBatcher() {
   if (thread_.joinable()) thread_.join();
 }
 
-void SignatureBatcher::Sign(std::string digest, Done done) {
+void SignatureBatcher::Sign(const void* owner, std::string digest, Done done) {
   absl::MutexLock lock(&mu_);
-  waiting_.push_back(Waiting{std::move(digest), std::move(done)});
+  waiting_.push_back(Waiting{owner, std::move(digest), std::move(done)});
   if (!started_) {
     started_ = true;
     thread_ = std::thread([this] { Loop(); });
@@ -58,11 +59,15 @@ void SignatureBatcher::Loop() {
     digests.reserve(batch.size());
     for (Waiting& w : batch) digests.push_back(std::move(w.digest));
     absl::StatusOr<std::vector<v1::Signature>> signatures = sign_(digests);
+    // Each owner's last document of the batch.
+    absl::flat_hash_map<const void*, size_t> last;
+    for (size_t i = 0; i < batch.size(); ++i) last[batch[i].owner] = i;
     for (size_t i = 0; i < batch.size(); ++i) {
+      const bool is_last = last[batch[i].owner] == i;
       if (!signatures.ok()) {
-        batch[i].done(signatures.status());
+        batch[i].done(signatures.status(), is_last);
       } else {
-        batch[i].done(std::move((*signatures)[i]));
+        batch[i].done(std::move((*signatures)[i]), is_last);
       }
     }
   }

@@ -28,21 +28,26 @@ class SignatureBatcher {
   // Signs the digests of one batch, one signature each, in order.
   using SignFn = std::function<absl::StatusOr<std::vector<v1::Signature>>(
       const std::vector<std::string>& digests)>;
-  using Done = absl::AnyInvocable<void(absl::StatusOr<v1::Signature>)>;
+  // The signature (or why there is none), and whether this is the last
+  // document of its owner in the batch: an owner (a stream) can write all
+  // of its documents of one batch at once.
+  using Done =
+      absl::AnyInvocable<void(absl::StatusOr<v1::Signature>, bool last)>;
 
   SignatureBatcher(SignFn sign, absl::Duration interval, size_t max_batch);
   // Signs what waits and runs its callbacks, then returns.
   ~SignatureBatcher();
 
-  // Signs `digest` (a signing::DocumentDigest) in an upcoming batch, then
-  // runs `done` on the batcher's thread, without any lock of the batcher
-  // held; callbacks of one batch run in the order of their Sign calls, and
-  // before those of the next batch. `done` must not block for long.
-  // Thread-safe; the thread starts with the first call.
-  void Sign(std::string digest, Done done);
+  // Signs `digest` (a signing::DocumentDigest) for `owner` in an upcoming
+  // batch, then runs `done` on the batcher's thread, without any lock of
+  // the batcher held; callbacks of one batch run in the order of their Sign
+  // calls, and before those of the next batch. `done` must not block for
+  // long. Thread-safe; the thread starts with the first call.
+  void Sign(const void* owner, std::string digest, Done done);
 
  private:
   struct Waiting {
+    const void* owner;
     std::string digest;
     Done done;
   };
