@@ -47,8 +47,9 @@ constexpr size_t kMaxCertificateBytes = 16 << 10;
 // Store records of recall/update/replace requests for a copy: this prefix
 // + "<document id>/<recipient>" (see ExchangeImpl::AddChangeRequest).
 constexpr absl::string_view kRecallRecord = "recall/";
-// route/<document id>: where a document that came from a peer came from,
-// its sender and recipients ("<previous broker>\n<sender>\n<r1>,<r2>...").
+// route/<document id>: where a document that came from a peer and went on
+// to another came from, its sender and recipients ("<previous broker>\n
+// <sender>\n<r1>,<r2>...").
 // A status event coming back for it is checked and sent on with this
 // instead of reading (and decrypting) the whole document.
 constexpr absl::string_view kRouteRecord = "route/";
@@ -2128,9 +2129,8 @@ class ExchangeImpl : public Exchange {
         for (const auto& [key, bytes] : sizes) {
           auto it = q.entries.find(key);
           if (it == q.entries.end() || !s->held_.count(key)) continue;
-          s->in_flight_bytes_ += bytes;
-          s->in_flight_bytes_ -=
-              std::min(s->in_flight_bytes_, it->second.flight_bytes);
+          s->in_flight_bytes_ =
+              s->in_flight_bytes_ - it->second.flight_bytes + bytes;
           it->second.flight_bytes = bytes;
         }
       }
@@ -2645,10 +2645,13 @@ class ExchangeImpl : public Exchange {
         absl::StrCat("\x01xfer", std::string(1, '\0'), doc.id(),
                      std::string(1, '\0'), absl::StrJoin(recipients, ",")),
         custody.SerializeAsString()};
-    batch.records.push_back(
-        storage::Record{absl::StrCat(kRouteRecord, doc.id()),
-                        absl::StrCat(peer, "\n", doc.sender(), "\n",
-                                     absl::StrJoin(doc.recipients(), ","))});
+    // Events come back for the copies sent on to peers only.
+    if (!by_peer.empty()) {
+      batch.records.push_back(
+          storage::Record{absl::StrCat(kRouteRecord, doc.id()),
+                          absl::StrCat(peer, "\n", doc.sender(), "\n",
+                                       absl::StrJoin(doc.recipients(), ","))});
+    }
     auto shared = std::make_shared<const v1::Document>(std::move(doc));
     batch.document = *shared;
     for (storage::Record& r : storage::AttachmentReferences(*shared))
