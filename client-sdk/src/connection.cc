@@ -67,7 +67,7 @@ Connection::Connection(ClientOptions options, Principal identity,
       sealer_(std::move(sealer)),
       signer_(std::move(signer)),
       verifier_(std::move(verifier)),
-      batcher_(signer_ ? std::make_unique<SignatureBatcher>(
+      batcher_(signer_ ? std::make_unique<signing::BatchSigner>(
                              [this](const std::vector<std::string>& digests) {
                                return signer_->SignBatch(digests, absl::Now());
                              },
@@ -75,7 +75,7 @@ Connection::Connection(ClientOptions options, Principal identity,
                        : nullptr) {}
 
 void Connection::SignShared(const void* owner, std::string digest,
-                            SignatureBatcher::Done done) const {
+                            signing::BatchSigner::Done done) const {
   if (!batcher_) {
     done(absl::FailedPreconditionError(
              "only an organization's client signs documents"),

@@ -21,10 +21,10 @@
 #include "absl/time/time.h"
 #include "client-sdk/src/dedup_set.h"
 #include "client-sdk/src/sealer.h"
-#include "client-sdk/src/signature_batcher.h"
 #include "client-sdk/src/status.h"
 #include "lienthong/client.h"
 #include "lienthong/common/identity.h"
+#include "lienthong/signing/batch_signer.h"
 #include "lienthong/signing/signing.h"
 #include "lienthong/v1/admin.grpc.pb.h"
 #include "lienthong/v1/approvals.grpc.pb.h"
@@ -97,11 +97,11 @@ class Connection {
   absl::Status SignBatch(const std::vector<v1::Document*>& documents,
                          const std::vector<std::string>& digests) const;
   // Signs one document's `digest` for `owner` in a batch shared by every
-  // SendStream of this client (see SignatureBatcher) and runs `done` with
+  // SendStream of this client (see signing::BatchSigner) and runs `done` with
   // its signature on the batcher's thread; FAILED_PRECONDITION (as the last
   // of the batch) for persons' clients.
   void SignShared(const void* owner, std::string digest,
-                  SignatureBatcher::Done done) const;
+                  signing::BatchSigner::Done done) const;
   // What the broker answered for a document with `digest` and signature
   // bytes `signature`, once its custody receipt verifies: UNAUTHENTICATED
   // otherwise.
@@ -182,7 +182,7 @@ class Connection {
   const std::unique_ptr<signing::SignatureVerifier> verifier_;
   // Shared by the client's SendStreams; null for persons. After signer_,
   // which it uses, so that it stops first.
-  const std::unique_ptr<SignatureBatcher> batcher_;
+  const std::unique_ptr<signing::BatchSigner> batcher_;
   std::vector<Endpoint> endpoints_;  // fixed after Open
   mutable std::atomic<size_t> preferred_{0};
 };

@@ -3,7 +3,7 @@
 //
 // How it works:
 //  - Submit gives the document a correlation id and hands its digest to the
-//    client's SignatureBatcher, shared by all its streams: at most one
+//    client's signing::BatchSigner, shared by all its streams: at most one
 //    ECDSA signature per ClientOptions::signature_batch_interval (5 ms)
 //    over the Merkle root of every document waiting, from any stream (an
 //    idle client signs at once). Signed documents are queued and written

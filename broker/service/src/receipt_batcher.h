@@ -8,14 +8,11 @@
 #define LIENTHONG_BROKER_SERVICE_SRC_RECEIPT_BATCHER_H_
 
 #include <memory>
-#include <thread>
-#include <vector>
 
-#include "absl/base/thread_annotations.h"
 #include "absl/functional/any_invocable.h"
 #include "absl/status/status.h"
-#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "lienthong/signing/batch_signer.h"
 #include "lienthong/signing/signing.h"
 #include "lienthong/v1/document.pb.h"
 
@@ -37,21 +34,8 @@ class ReceiptBatcher {
             absl::AnyInvocable<void(absl::Status)> done);
 
  private:
-  struct Waiting {
-    v1::CustodyReceipt* receipt;
-    absl::AnyInvocable<void(absl::Status)> done;
-  };
-  void Loop();
-  bool HasWorkLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-
   const std::shared_ptr<const signing::Signer> signer_;
-  const absl::Duration interval_;
-  const size_t max_batch_;
-  absl::Mutex mu_;
-  std::vector<Waiting> waiting_ ABSL_GUARDED_BY(mu_);
-  absl::Time last_batch_at_ = absl::InfinitePast();  // the loop's own
-  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
-  std::thread thread_;
+  signing::BatchSigner batcher_;  // after signer_, which it uses
 };
 
 }  // namespace lienthong::broker

@@ -1,12 +1,13 @@
-// Signs the documents of every SendStream of one Client in shared batches:
-// one ECDSA signature over the Merkle root of whatever waits, at most one
-// batch per ClientOptions::signature_batch_interval (an idle client signs at
-// once; a batch never waits once `max_batch` documents do). Streams of one
-// client share signatures, so the signatures to make and to check (by the
-// broker, every broker on the way and every recipient) follow the client's
-// documents per interval, not its number of streams. Internal to the SDK.
-#ifndef LIENTHONG_CLIENT_SDK_SRC_SIGNATURE_BATCHER_H_
-#define LIENTHONG_CLIENT_SDK_SRC_SIGNATURE_BATCHER_H_
+// Signs digests in shared batches: one ECDSA signature over the Merkle root
+// of whatever waits, at most one batch per interval (an idle signer signs at
+// once; a batch never waits once `max_batch` digests do). The SDK signs the
+// documents of all SendStreams of one Client with one (so the signatures to
+// make and to check, by the broker, every broker on the way and every
+// recipient, follow the client's documents per interval, not its number of
+// streams); the broker signs the custody receipts of all its streams with
+// one.
+#ifndef LIENTHONG_SIGNING_BATCH_SIGNER_H_
+#define LIENTHONG_SIGNING_BATCH_SIGNER_H_
 
 #include <cstddef>
 #include <functional>
@@ -21,22 +22,22 @@
 #include "absl/time/time.h"
 #include "lienthong/v1/document.pb.h"
 
-namespace lienthong::client_internal {
+namespace lienthong::signing {
 
-class SignatureBatcher {
+class BatchSigner {
  public:
   // Signs the digests of one batch, one signature each, in order.
   using SignFn = std::function<absl::StatusOr<std::vector<v1::Signature>>(
       const std::vector<std::string>& digests)>;
   // The signature (or why there is none), and whether this is the last
-  // document of its owner in the batch: an owner (a stream) can write all
-  // of its documents of one batch at once.
+  // digest of its owner in the batch: an owner (a stream) can write all of
+  // its documents of one batch at once.
   using Done =
       absl::AnyInvocable<void(absl::StatusOr<v1::Signature>, bool last)>;
 
-  SignatureBatcher(SignFn sign, absl::Duration interval, size_t max_batch);
+  BatchSigner(SignFn sign, absl::Duration interval, size_t max_batch);
   // Signs what waits and runs its callbacks, then returns.
-  ~SignatureBatcher();
+  ~BatchSigner();
 
   // Signs `digest` (a signing::DocumentDigest) for `owner` in an upcoming
   // batch, then runs `done` on the batcher's thread, without any lock of
@@ -64,6 +65,6 @@ class SignatureBatcher {
   std::thread thread_;
 };
 
-}  // namespace lienthong::client_internal
+}  // namespace lienthong::signing
 
-#endif  // LIENTHONG_CLIENT_SDK_SRC_SIGNATURE_BATCHER_H_
+#endif  // LIENTHONG_SIGNING_BATCH_SIGNER_H_

@@ -1,19 +1,18 @@
-#include "client-sdk/src/signature_batcher.h"
+#include "lienthong/signing/batch_signer.h"
 
 #include <utility>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/time/clock.h"
 
-namespace lienthong::client_internal {
+namespace lienthong::signing {
 
-SignatureBatcher::SignatureBatcher(SignFn sign, absl::Duration interval,
-                                   size_t max_batch)
+BatchSigner::BatchSigner(SignFn sign, absl::Duration interval, size_t max_batch)
     : sign_(std::move(sign)),
       interval_(interval),
       max_batch_(max_batch == 0 ? 1 : max_batch) {}
 
-SignatureBatcher::~SignatureBatcher() {
+BatchSigner::~BatchSigner() {
   {
     absl::MutexLock lock(&mu_);
     stopping_ = true;
@@ -21,7 +20,7 @@ SignatureBatcher::~SignatureBatcher() {
   if (thread_.joinable()) thread_.join();
 }
 
-void SignatureBatcher::Sign(const void* owner, std::string digest, Done done) {
+void BatchSigner::Sign(const void* owner, std::string digest, Done done) {
   absl::MutexLock lock(&mu_);
   waiting_.push_back(Waiting{owner, std::move(digest), std::move(done)});
   if (!started_) {
@@ -30,7 +29,7 @@ void SignatureBatcher::Sign(const void* owner, std::string digest, Done done) {
   }
 }
 
-void SignatureBatcher::Loop() {
+void BatchSigner::Loop() {
   for (;;) {
     std::vector<Waiting> batch;
     {
@@ -73,4 +72,4 @@ void SignatureBatcher::Loop() {
   }
 }
 
-}  // namespace lienthong::client_internal
+}  // namespace lienthong::signing
