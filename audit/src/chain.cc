@@ -3,7 +3,6 @@
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
-#include <openssl/sha.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
@@ -13,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "lienthong/common/certificate.h"
 #include "lienthong/common/openssl.h"
+#include "lienthong/common/sealing.h"
 
 namespace lienthong::audit {
 namespace {
@@ -42,10 +42,7 @@ std::string AuditChainHash(absl::string_view previous, uint64_t index,
   for (int i = 7; i >= 0; --i)
     message.push_back(static_cast<char>((index >> (8 * i)) & 0xff));
   message.append(entry_bytes.data(), entry_bytes.size());
-  std::string out(SHA256_DIGEST_LENGTH, '\0');
-  SHA256(reinterpret_cast<const unsigned char*>(message.data()), message.size(),
-         reinterpret_cast<unsigned char*>(out.data()));
-  return out;
+  return sealing::Sha256Raw(message);
 }
 
 std::string Hex(absl::string_view bytes) {

@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "client-sdk/src/credentials.h"
+#include "lienthong/common/thread_name.h"
 
 namespace lienthong::client_internal {
 namespace {
@@ -53,9 +54,15 @@ ReceiveSessionImpl::ReceiveSessionImpl(std::shared_ptr<Connection> connection,
       backoff_(connection_->options().initial_backoff,
                connection_->options().max_backoff) {
   for (int i = 0; i < options_.handler_threads; ++i) {
-    handlers_.emplace_back([this] { HandlerLoop(); });
+    handlers_.emplace_back([this] {
+      NameThisThread("lt-sdk-handler");
+      HandlerLoop();
+    });
   }
-  driver_ = std::thread([this] { DriverLoop(); });
+  driver_ = std::thread([this] {
+    NameThisThread("lt-sdk-receive");
+    DriverLoop();
+  });
   // Connect only now, so that no thread runs user code before every thread
   // object is in place (IsOwnThread reads them).
   absl::MutexLock lock(&mu_);

@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "absl/time/clock.h"
+#include "lienthong/common/thread_name.h"
 
 namespace lienthong::client_internal {
 
@@ -49,7 +50,10 @@ SendStreamImpl::SendStreamImpl(std::shared_ptr<Connection> connection,
     reconnect_pending_ = true;  // connect now
     reconnect_at_ = absl::Now();
   }
-  worker_ = std::thread([this] { WorkerLoop(); });
+  worker_ = std::thread([this] {
+    NameThisThread("lt-sdk-send");
+    WorkerLoop();
+  });
 }
 
 SendStreamImpl::~SendStreamImpl() {

@@ -71,12 +71,26 @@ const unsigned char* Bytes(absl::string_view s) {
   return reinterpret_cast<const unsigned char*>(s.data());
 }
 
+// SHA-256 fetched once, and one digest context per thread: OpenSSL 3 looks
+// an implicitly fetched algorithm up again on every use (EVP_sha256(),
+// SHA256()), which costs more than hashing a small input.
 std::string Sha256(absl::string_view data) {
+  static const EVP_MD* const md = [] {
+    EVP_MD* fetched = EVP_MD_fetch(nullptr, "SHA256", nullptr);
+    return fetched != nullptr ? fetched : EVP_sha256();
+  }();
+  thread_local const std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)>
+      ctx(EVP_MD_CTX_new(), &EVP_MD_CTX_free);
   std::string out(32, '\0');
   unsigned int len = 0;
-  EVP_Digest(data.data(), data.size(),
-             reinterpret_cast<unsigned char*>(out.data()), &len, EVP_sha256(),
-             nullptr);
+  if (!ctx || EVP_DigestInit_ex2(ctx.get(), md, nullptr) != 1 ||
+      EVP_DigestUpdate(ctx.get(), data.data(), data.size()) != 1 ||
+      EVP_DigestFinal_ex(
+          ctx.get(), reinterpret_cast<unsigned char*>(out.data()), &len) != 1) {
+    // Only an allocation failure inside OpenSSL gets here: a hash that
+    // cannot be computed must not be replaced by a wrong one.
+    abort();
+  }
   return out;
 }
 
@@ -515,11 +529,11 @@ class DefaultCipher final : public ContentCipher {
 
 std::string HexOf(absl::string_view raw) {
   static constexpr char kHex[] = "0123456789abcdef";
-  std::string out;
-  out.reserve(raw.size() * 2);
+  std::string out(raw.size() * 2, '\0');
+  char* p = out.data();
   for (unsigned char c : raw) {
-    out.push_back(kHex[c >> 4]);
-    out.push_back(kHex[c & 15]);
+    *p++ = kHex[c >> 4];
+    *p++ = kHex[c & 15];
   }
   return out;
 }

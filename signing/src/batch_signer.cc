@@ -4,6 +4,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/time/clock.h"
+#include "lienthong/common/thread_name.h"
 
 namespace lienthong::signing {
 
@@ -25,7 +26,10 @@ void BatchSigner::Sign(const void* owner, std::string digest, Done done) {
   waiting_.push_back(Waiting{owner, std::move(digest), std::move(done)});
   if (!started_) {
     started_ = true;
-    thread_ = std::thread([this] { Loop(); });
+    thread_ = std::thread([this] {
+      NameThisThread("lt-signer");
+      Loop();
+    });
   }
 }
 

@@ -208,6 +208,11 @@ absl::StatusOr<std::unique_ptr<KvEngine>> OpenRocksDbEngine(
           rocksdb::NewFixedPrefixTransform(
               15));  // 13-char org code, 0x00, priority
     }
+    if (i == static_cast<int>(Cf::kAudit)) {
+      // Entries ('e' + big-endian index) are appended in index order.
+      cf_options.memtable_insert_with_hint_prefix_extractor.reset(
+          rocksdb::NewFixedPrefixTransform(1));
+    }
     if (i == static_cast<int>(Cf::kSenderEvents)) {
       cf_options.memtable_insert_with_hint_prefix_extractor.reset(
           rocksdb::NewFixedPrefixTransform(14));  // 13-char org code, 0x00

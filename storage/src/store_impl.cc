@@ -19,6 +19,7 @@
 #include "absl/synchronization/mutex.h"
 #include "lienthong/audit/chain.h"
 #include "lienthong/common/status_macros.h"
+#include "lienthong/common/thread_name.h"
 #include "storage/src/data_keys.h"
 #include "storage/src/keys.h"
 #include "storage/src/kv_engine.h"
@@ -47,8 +48,14 @@ class StoreImpl : public Store {
         published_audit_head_(std::move(audit_head)),
         max_group_size_(max_group_size),
         max_group_bytes_(max_group_bytes) {
-    committer_ = std::thread([this] { CommitLoop(); });
-    syncer_ = std::thread([this] { SyncLoop(); });
+    committer_ = std::thread([this] {
+      NameThisThread("lt-store-commit");
+      CommitLoop();
+    });
+    syncer_ = std::thread([this] {
+      NameThisThread("lt-store-sync");
+      SyncLoop();
+    });
   }
 
   ~StoreImpl() override {

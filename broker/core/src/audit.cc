@@ -5,6 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "lienthong/common/log.h"
 #include "lienthong/common/status_macros.h"
+#include "lienthong/common/thread_name.h"
 
 namespace lienthong::broker {
 namespace {
@@ -79,7 +80,10 @@ AuditLog::AuditLog(const AuditOptions& options, storage::Store* store,
     absl::MutexLock lock(&checkpoint_mu_);
     checkpointed_ = last;
   }
-  thread_ = std::thread([this] { CheckpointLoop(); });
+  thread_ = std::thread([this] {
+    NameThisThread("lt-audit-ckpt");
+    CheckpointLoop();
+  });
 }
 
 AuditLog::~AuditLog() {

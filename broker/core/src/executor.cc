@@ -1,9 +1,15 @@
 #include "lienthong/broker/executor.h"
 
+#include "lienthong/common/thread_name.h"
+
 namespace lienthong::broker {
 
 WorkerPool::WorkerPool(int threads) {
-  for (int i = 0; i < threads; ++i) threads_.emplace_back([this] { Loop(); });
+  for (int i = 0; i < threads; ++i)
+    threads_.emplace_back([this] {
+      NameThisThread("lt-worker");
+      Loop();
+    });
 }
 
 WorkerPool::~WorkerPool() {
@@ -83,7 +89,10 @@ void Strand::Drain(std::shared_ptr<State> state) {
 }
 
 Timer::Timer() {
-  thread_ = std::thread([this] { Loop(); });
+  thread_ = std::thread([this] {
+    NameThisThread("lt-timer");
+    Loop();
+  });
 }
 
 Timer::~Timer() {

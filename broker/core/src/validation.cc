@@ -1,7 +1,6 @@
 #include "broker/core/src/validation.h"
 
 #include <openssl/evp.h>
-#include <openssl/sha.h>
 
 #include <set>
 
@@ -174,10 +173,7 @@ absl::Status ValidateSealed(const v1::Document& doc,
 }  // namespace
 
 std::string Sha256Hex(absl::string_view data) {
-  unsigned char md[SHA256_DIGEST_LENGTH];
-  SHA256(reinterpret_cast<const unsigned char*>(data.data()), data.size(), md);
-  return absl::BytesToHexString(
-      absl::string_view(reinterpret_cast<char*>(md), sizeof md));
+  return sealing::Sha256Hex(data);
 }
 
 std::string ContentSha256(const v1::Document& doc) {

@@ -1,6 +1,5 @@
 #include "broker/server/src/config.h"
 
-#include <openssl/sha.h>
 #include <sys/stat.h>
 #include <yaml-cpp/yaml.h>
 
@@ -18,6 +17,7 @@
 #include "lienthong/common/identity.h"
 #include "lienthong/common/log.h"
 #include "lienthong/common/org_code.h"
+#include "lienthong/common/sealing.h"
 #include "lienthong/common/status_macros.h"
 
 namespace lienthong::server {
@@ -615,12 +615,7 @@ absl::StatusOr<BrokerConfig> LoadConfigFile(const std::string& path) {
   text << in.rdbuf();
   absl::StatusOr<BrokerConfig> c = ParseConfig(text.str(), path);
   if (!c.ok()) return c;
-  unsigned char digest[SHA256_DIGEST_LENGTH];
-  const std::string bytes = text.str();
-  SHA256(reinterpret_cast<const unsigned char*>(bytes.data()), bytes.size(),
-         digest);
-  c->source_sha256 = absl::BytesToHexString(
-      absl::string_view(reinterpret_cast<const char*>(digest), sizeof(digest)));
+  c->source_sha256 = sealing::Sha256Hex(text.str());
   return c;
 }
 

@@ -16,6 +16,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "absl/strings/strip.h"
+#include "lienthong/common/thread_name.h"
 
 namespace lienthong::server {
 namespace {
@@ -100,7 +101,10 @@ MetricsServer::MetricsServer(int listen_fd, int stop_fd, int port,
       stop_fd_(stop_fd),
       port_(port),
       render_(std::move(render)) {
-  thread_ = std::thread([this] { Loop(); });
+  thread_ = std::thread([this] {
+    NameThisThread("lt-metrics");
+    Loop();
+  });
 }
 
 MetricsServer::~MetricsServer() {

@@ -13,6 +13,7 @@
 #include "lienthong/broker/federation.h"
 #include "lienthong/broker/service.h"
 #include "lienthong/common/log.h"
+#include "lienthong/common/thread_name.h"
 
 namespace lienthong::broker {
 namespace {
@@ -403,7 +404,10 @@ PeerLinks::~PeerLinks() { Stop(); }
 void PeerLinks::Start() {
   for (auto& p : peers_) {
     Peer* peer = p.get();
-    peer->thread = std::thread([this, peer] { Run(peer); });
+    peer->thread = std::thread([this, peer] {
+      NameThisThread(absl::StrCat("lt-link-", peer->endpoint.name));
+      Run(peer);
+    });
   }
 }
 
@@ -529,6 +533,7 @@ absl::Status PeerLinks::RunOnce(Peer* peer) {
 
   std::shared_ptr<InboundLink> returned = *std::move(inbound);
   std::thread reader([&, io, returned] {
+    NameThisThread(absl::StrCat("lt-linkrd-", name));
     v1::LinkResponse response;
     while (stream->Read(&response)) {
       for (v1::Custody& c : *response.mutable_custody()) c.clear_local();
