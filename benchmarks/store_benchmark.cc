@@ -12,12 +12,14 @@
 #include <string>
 
 #include "absl/synchronization/blocking_counter.h"
+#include "absl/time/clock.h"
 #include "lienthong/common/ids.h"
 #include "lienthong/storage/store.h"
 
 namespace {
 
 using lienthong::storage::Store;
+namespace v1 = lienthong::v1;
 
 lienthong::v1::Document MakeDocument(int i) {
   lienthong::v1::Document doc;
@@ -65,6 +67,107 @@ void BM_DurableAccept(benchmark::State& state) {
   store->reset();
   std::filesystem::remove_all(dir);
 }
+// What the broker writes for one document from acceptance to the
+// recipient's acknowledgement, 1024 documents at a time: the document, its
+// idempotency key, the recipient's queue entry, the ACCEPTED event and an
+// audit entry in one synced batch; then the dequeue, the DELIVERED event and
+// an audit entry in another. docs/s counts whole lifecycles.
+v1::StatusEvent EventFor(const v1::Document& doc, v1::DeliveryState state) {
+  v1::StatusEvent e;
+  e.set_document_id(doc.id());
+  e.set_sender(doc.sender());
+  e.set_recipient(doc.recipients(0));
+  e.set_delivery_state(state);
+  e.set_actor("spiffe://lienthong.gov.vn/broker/bench");
+  e.mutable_at()->set_seconds(1'800'000'000);
+  return e;
+}
+
+v1::AuditEntry AuditFor(const v1::Document& doc, v1::AuditKind kind,
+                        const std::string& action) {
+  v1::AuditEntry a;
+  a.mutable_time()->set_seconds(1'800'000'000);
+  a.set_kind(kind);
+  a.set_actor("spiffe://lienthong.gov.vn/org/000.00.00.H49");
+  a.set_document_id(doc.id());
+  a.set_org(doc.recipients(0));
+  a.set_action(action);
+  a.set_outcome("OK");
+  return a;
+}
+
+void BM_DocumentLifecycle(benchmark::State& state) {
+  constexpr int kConcurrency = 1024;
+  char tmpl[] = "/tmp/lienthong-bench-XXXXXX";
+  std::string dir = mkdtemp(tmpl);
+  lienthong::storage::RocksDbOptions options;
+  options.path = dir + "/db";
+  auto store = lienthong::storage::OpenRocksDbStore(options);
+  if (!store.ok()) {
+    state.SkipWithError(std::string(store.status().message()).c_str());
+    return;
+  }
+  int64_t n = 0;
+  std::atomic<int> errors{0};
+  for (auto _ : state) {
+    std::vector<lienthong::storage::QueueEntry> queued(kConcurrency);
+    std::vector<v1::Document> docs;
+    docs.reserve(kConcurrency);
+    for (int i = 0; i < kConcurrency; ++i) {
+      docs.push_back(MakeDocument(static_cast<int>(n++)));
+      // Ids as a broker makes them: the time in milliseconds, then random.
+      docs.back().set_id(
+          lienthong::NewDocumentId(absl::ToUnixMillis(absl::Now())));
+    }
+    {
+      absl::BlockingCounter done(kConcurrency);
+      for (int i = 0; i < kConcurrency; ++i) {
+        lienthong::storage::WriteBatch batch;
+        batch.document = docs[i];
+        batch.enqueue.push_back(
+            {"000.00.00.G22", 3, docs[i].id(), "000.00.00.H49", ""});
+        batch.events.push_back(EventFor(docs[i], v1::DELIVERY_STATE_ACCEPTED));
+        batch.audit.push_back(
+            AuditFor(docs[i], v1::AUDIT_KIND_SEND_ACCEPTED, "ACCEPTED"));
+        (*store)->Write(
+            std::move(batch),
+            [&, i](absl::StatusOr<lienthong::storage::WriteResult> r) {
+              if (!r.ok() || r->enqueued.size() != 1) {
+                errors++;
+              } else {
+                queued[i] = r->enqueued[0];
+              }
+              done.DecrementCount();
+            });
+      }
+      done.Wait();
+    }
+    {
+      absl::BlockingCounter done(kConcurrency);
+      for (int i = 0; i < kConcurrency; ++i) {
+        lienthong::storage::WriteBatch batch;
+        batch.dequeue.push_back(queued[i]);
+        batch.events.push_back(EventFor(docs[i], v1::DELIVERY_STATE_DELIVERED));
+        batch.audit.push_back(
+            AuditFor(docs[i], v1::AUDIT_KIND_DELIVERED, "DELIVERED"));
+        (*store)->Write(std::move(batch),
+                        [&](absl::StatusOr<lienthong::storage::WriteResult> r) {
+                          if (!r.ok()) errors++;
+                          done.DecrementCount();
+                        });
+      }
+      done.Wait();
+    }
+  }
+  state.SetItemsProcessed(state.iterations() * kConcurrency);
+  state.counters["docs/s"] = benchmark::Counter(
+      state.iterations() * kConcurrency, benchmark::Counter::kIsRate);
+  if (errors) state.SkipWithError("write errors");
+  store->reset();
+  std::filesystem::remove_all(dir);
+}
+BENCHMARK(BM_DocumentLifecycle)->UseRealTime()->MinTime(3.0);
+
 BENCHMARK(BM_DurableAccept)
     ->Arg(1)
     ->Arg(16)

@@ -217,6 +217,15 @@ absl::StatusOr<std::unique_ptr<KvEngine>> OpenRocksDbEngine(
       cf_options.memtable_insert_with_hint_prefix_extractor.reset(
           rocksdb::NewFixedPrefixTransform(14));  // 13-char org code, 0x00
     }
+    // Documents (and their events and route records) are keyed by document
+    // id, which starts with the time it was made: new keys land at the end,
+    // next to the last insert, which the hint remembers.
+    if (i == static_cast<int>(Cf::kDocuments) ||
+        i == static_cast<int>(Cf::kEvents) ||
+        i == static_cast<int>(Cf::kMeta)) {
+      cf_options.memtable_insert_with_hint_prefix_extractor.reset(
+          rocksdb::NewFixedPrefixTransform(0));
+    }
     descriptors.emplace_back(kCfNames[i], cf_options);
   }
   std::vector<rocksdb::ColumnFamilyHandle*> handles;
