@@ -39,7 +39,8 @@ done
 
 H49=127.0.0.1:$((BASE_PORT + 1)) H50=127.0.0.1:$((BASE_PORT + 2)) H51=127.0.0.1:$((BASE_PORT + 3))
 BENCH=("$BUILD/benchmarks/lienthong-bench" --pki "$WORK/pki" --endpoint "$H49"
-       --sender-org 000.00.00.H49 --broker-pid "$(cat "$WORK/h49/pid")")
+       --sender-org 000.00.00.H49)
+pid() { cat "$WORK/$1/pid"; }
 
 ADMIN=("$BUILD/client-sdk/lienthong" --ca "$WORK/pki/ca.pem"
        --cert "$WORK/pki/persons/operator.pem" --key "$WORK/pki/persons/operator.key")
@@ -61,11 +62,12 @@ drain() {
   echo "federation.sh: the federation did not drain within 120 s" >&2
 }
 
-run() {  # run LABEL RECIPIENT RECEIVE_ENDPOINT extra-args...
-  local label=$1 recipient=$2 rx=$3; shift 3
+run() {  # run LABEL RECIPIENT RECEIVE_ENDPOINT BROKER_PIDS extra-args...
+  local label=$1 recipient=$2 rx=$3 pids=$4; shift 4
   local out
   drain
-  out=$("${BENCH[@]}" --recipient "$recipient" --receive-endpoint "$rx" "$@" "${ARGS[@]}")
+  out=$("${BENCH[@]}" --recipient "$recipient" --receive-endpoint "$rx" \
+        --broker-pid "$pids" "$@" "${ARGS[@]}")
   echo "== $label" >&2
   echo "$out" >&2
   echo "$out"
@@ -74,13 +76,14 @@ docs_per_s() { sed -n 's/^ *end to end (received and acked): *\([0-9.]*\) docs\/
 p50_e2e() { sed -n 's/^ *end-to-end latency *p50 \([0-9.]*\) ms.*/\1/p' | head -1; }
 
 echo "-- latency at $LATENCY_RATE docs/s offered" >&2
-L1=$(run "1 broker" 000.01.23.H49 "$H49" --rate "$LATENCY_RATE" | p50_e2e)
-L2=$(run "2 brokers (h49 → h50)" 000.00.00.H50 "$H50" --rate "$LATENCY_RATE" | p50_e2e)
-L3=$(run "3 brokers (h49 → central → h51)" 000.00.00.H51 "$H51" --rate "$LATENCY_RATE" | p50_e2e)
+P1=$(pid h49) P2="$(pid h49),$(pid h50)" P3="$(pid h49),$(pid central),$(pid h51)"
+L1=$(run "1 broker" 000.01.23.H49 "$H49" "$P1" --rate "$LATENCY_RATE" | p50_e2e)
+L2=$(run "2 brokers (h49 → h50)" 000.00.00.H50 "$H50" "$P2" --rate "$LATENCY_RATE" | p50_e2e)
+L3=$(run "3 brokers (h49 → central → h51)" 000.00.00.H51 "$H51" "$P3" --rate "$LATENCY_RATE" | p50_e2e)
 echo "-- throughput (as fast as possible)" >&2
-T1=$(run "1 broker" 000.01.23.H49 "$H49" | docs_per_s)
-T2=$(run "2 brokers (h49 → h50)" 000.00.00.H50 "$H50" | docs_per_s)
-T3=$(run "3 brokers (h49 → central → h51)" 000.00.00.H51 "$H51" | docs_per_s)
+T1=$(run "1 broker" 000.01.23.H49 "$H49" "$P1" | docs_per_s)
+T2=$(run "2 brokers (h49 → h50)" 000.00.00.H50 "$H50" "$P2" | docs_per_s)
+T3=$(run "3 brokers (h49 → central → h51)" 000.00.00.H51 "$H51" "$P3" | docs_per_s)
 
 awk -v t1="$T1" -v t2="$T2" -v t3="$T3" -v l1="$L1" -v l2="$L2" -v l3="$L3" 'BEGIN {
   printf "%-34s %12s %8s %16s %14s\n", "PATH", "DOCS/S", "RATIO", "P50 SEND→RECV", "ADDED/HOP"

@@ -2,7 +2,7 @@
 //
 //   lienthong-bench --endpoint 127.0.0.1:7443 --pki pki --senders 4
 //       --receivers 2 --duration 10 --size 1024 [--rate 15000]
-//       [--broker-pid PID] [--receive-endpoint 127.0.0.1:7444]
+//       [--broker-pid PID[,PID...]] [--receive-endpoint 127.0.0.1:7444]
 //   lienthong-bench --endpoint 127.0.0.1:7443 --pki pki --attachment-size 1GiB
 //       [--attachments 3] [--broker-pid PID]
 //
@@ -10,7 +10,10 @@
 // the document is durable: WAL synced); receivers take them on Receive
 // streams and acknowledge each. Prints documents/s end to end (accepted,
 // delivered and acknowledged inside the measured window), p50/p99/p99.9 of
-// send→ack and send→receive latency, and the broker's peak RSS.
+// send→ack and send→receive latency, where that latency goes hop by hop,
+// the CPU time each process used per document, and the broker's peak RSS.
+#include <unistd.h>
+
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <atomic>
@@ -20,6 +23,7 @@
 #include <cstring>
 #include <fstream>
 #include <iostream>
+#include <iterator>
 #include <map>
 #include <string>
 #include <thread>
@@ -27,6 +31,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "lienthong/attachments.h"
@@ -73,6 +78,25 @@ std::string PeakRss(int pid) {
     }
   }
   return "n/a";
+}
+
+// CPU time (user + system) a process has used so far, seconds; pid 0 is
+// this one. -1 when it cannot be read.
+double CpuSeconds(int pid) {
+  std::ifstream in(pid > 0 ? absl::StrCat("/proc/", pid, "/stat")
+                           : std::string("/proc/self/stat"));
+  std::string stat((std::istreambuf_iterator<char>(in)),
+                   std::istreambuf_iterator<char>());
+  // Fields after the command name, which is in parentheses and may hold
+  // spaces: state is field 3, utime 14, stime 15.
+  size_t close = stat.rfind(')');
+  if (close == std::string::npos) return -1;
+  std::vector<std::string> fields =
+      absl::StrSplit(stat.substr(close + 2), ' ', absl::SkipEmpty());
+  if (fields.size() < 13) return -1;
+  const double ticks = static_cast<double>(sysconf(_SC_CLK_TCK));
+  return (std::atof(fields[11].c_str()) + std::atof(fields[12].c_str())) /
+         ticks;
 }
 
 lienthong::ClientOptions OptionsFor(const std::string& pki,
@@ -280,7 +304,8 @@ int RunAttachments(const std::string& pki, const std::string& endpoint,
 int main(int argc, char** argv) {
   CLI::App app{"lienthong-bench: end-to-end load against a running broker"};
   std::string endpoint = "127.0.0.1:7443", pki = "pki";
-  int senders = 4, receivers = 2, pid = 0;
+  int senders = 4, receivers = 2;
+  std::vector<int> pids;
   double duration_s = 10, warmup_s = 2, rate = 0;
   size_t size = 1024, window = 2048;
   std::vector<std::string> sender_orgs = {"000.00.00.H49", "000.00.00.H50",
@@ -304,7 +329,10 @@ int main(int argc, char** argv) {
   app.add_option("--rate", rate,
                  "total documents/s to offer (0 = as fast as possible)");
   app.add_option("--window", window, "unacknowledged sends per sender stream");
-  app.add_option("--broker-pid", pid, "read the broker's peak RSS from /proc");
+  app.add_option("--broker-pid", pids,
+                 "brokers on the path, in order (PID[,PID...]): their peak "
+                 "RSS and CPU time per document, from /proc")
+      ->delimiter(',');
   app.add_option("--sender-org", sender_orgs, "sending organizations (cycled)");
   app.add_option("--recipient", recipient, "receiving organization");
   std::string receive_endpoint;
@@ -338,7 +366,7 @@ int main(int argc, char** argv) {
         pki, endpoint, receive_endpoint,
         default_orgs ? "000.00.00.G22" : sender_orgs[0],
         app.count("--recipient") == 0 ? "000.00.00.H49" : recipient, bytes,
-        attachment_count, pid);
+        attachment_count, pids.empty() ? 0 : pids[0]);
   }
 
   Latencies lat;
@@ -490,8 +518,17 @@ int main(int argc, char** argv) {
   int64_t t_start = NowNanos();
   measure_start = t_start + to_ns(warmup_s);
   measure_end = measure_start + to_ns(duration_s);
-  std::this_thread::sleep_for(
-      std::chrono::nanoseconds(to_ns(warmup_s + duration_s)));
+  // CPU used inside the measured window, by this process (the SDK's
+  // senders and receivers) and by each broker given.
+  std::vector<int> cpu_pids = {0};
+  cpu_pids.insert(cpu_pids.end(), pids.begin(), pids.end());
+  std::vector<double> cpu_before(cpu_pids.size()), cpu_after(cpu_pids.size());
+  std::this_thread::sleep_for(std::chrono::nanoseconds(to_ns(warmup_s)));
+  for (size_t i = 0; i < cpu_pids.size(); ++i)
+    cpu_before[i] = CpuSeconds(cpu_pids[i]);
+  std::this_thread::sleep_for(std::chrono::nanoseconds(to_ns(duration_s)));
+  for (size_t i = 0; i < cpu_pids.size(); ++i)
+    cpu_after[i] = CpuSeconds(cpu_pids[i]);
   stop_sending = true;
   for (auto& t : threads) t.join();
   // Let deliveries of the window drain (bounded).
@@ -533,6 +570,20 @@ int main(int argc, char** argv) {
               static_cast<unsigned long long>(sent_total.load()),
               static_cast<unsigned long long>(received_total.load()),
               static_cast<unsigned long long>(send_errors.load()));
-  std::printf("  broker peak RSS: %s\n", PeakRss(pid).c_str());
+  // Per document received in the window; at a steady rate the work of the
+  // documents on their way at either end of the window evens out.
+  const uint64_t window_docs = received_in_window.load();
+  auto per_doc = [&](size_t i) -> std::string {
+    if (cpu_before[i] < 0 || cpu_after[i] < 0 || window_docs == 0) return "n/a";
+    return absl::StrFormat("%.0f us",
+                           (cpu_after[i] - cpu_before[i]) * 1e6 / window_docs);
+  };
+  std::printf("  CPU per document:     load generator (SDK) %s",
+              per_doc(0).c_str());
+  for (size_t i = 1; i < cpu_pids.size(); ++i)
+    std::printf(", broker %zu %s", i, per_doc(i).c_str());
+  std::printf("\n");
+  std::printf("  broker peak RSS: %s\n",
+              PeakRss(pids.empty() ? 0 : pids[0]).c_str());
   return send_errors.load() == 0 ? 0 : 1;
 }
