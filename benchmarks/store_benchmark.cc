@@ -9,6 +9,7 @@
 
 #include <atomic>
 #include <filesystem>
+#include <memory>
 #include <string>
 
 #include "absl/synchronization/blocking_counter.h"
@@ -32,19 +33,48 @@ lienthong::v1::Document MakeDocument(int i) {
   return doc;
 }
 
+// A RocksDB store in a temp dir for one benchmark; reports docs/s (`docs`
+// per iteration) and removes the store when it goes.
+class BenchStore {
+ public:
+  BenchStore(benchmark::State& state, int docs) : state_(state), docs_(docs) {
+    char tmpl[] = "/tmp/lienthong-bench-XXXXXX";
+    dir_ = mkdtemp(tmpl);
+    lienthong::storage::RocksDbOptions options;
+    options.path = dir_ + "/db";
+    auto opened = lienthong::storage::OpenRocksDbStore(options);
+    if (opened.ok()) {
+      store_ = *std::move(opened);
+    } else {
+      state.SkipWithError(std::string(opened.status().message()).c_str());
+    }
+  }
+  ~BenchStore() {
+    state_.SetItemsProcessed(state_.iterations() * docs_);
+    state_.counters["docs/s"] = benchmark::Counter(state_.iterations() * docs_,
+                                                   benchmark::Counter::kIsRate);
+    if (errors > 0) state_.SkipWithError("write errors");
+    store_.reset();
+    std::filesystem::remove_all(dir_);
+  }
+  bool ok() const { return store_ != nullptr; }
+  Store& operator*() { return *store_; }
+  Store* operator->() { return store_.get(); }
+
+  std::atomic<int> errors{0};
+
+ private:
+  benchmark::State& state_;
+  const int docs_;
+  std::string dir_;
+  std::unique_ptr<Store> store_;
+};
+
 void BM_DurableAccept(benchmark::State& state) {
   const int concurrency = static_cast<int>(state.range(0));
-  char tmpl[] = "/tmp/lienthong-bench-XXXXXX";
-  std::string dir = mkdtemp(tmpl);
-  lienthong::storage::RocksDbOptions options;
-  options.path = dir + "/db";
-  auto store = lienthong::storage::OpenRocksDbStore(options);
-  if (!store.ok()) {
-    state.SkipWithError(std::string(store.status().message()).c_str());
-    return;
-  }
+  BenchStore store(state, concurrency);
+  if (!store.ok()) return;
   int n = 0;
-  std::atomic<int> errors{0};
   for (auto _ : state) {
     absl::BlockingCounter done(concurrency);
     for (int i = 0; i < concurrency; ++i) {
@@ -52,20 +82,14 @@ void BM_DurableAccept(benchmark::State& state) {
       batch.document = MakeDocument(n++);
       batch.enqueue.push_back(
           {"000.00.00.G22", 3, batch.document->id(), "000.00.00.H49", ""});
-      (*store)->Write(std::move(batch),
-                      [&](absl::StatusOr<lienthong::storage::WriteResult> r) {
-                        if (!r.ok()) errors++;
-                        done.DecrementCount();
-                      });
+      store->Write(std::move(batch),
+                   [&](absl::StatusOr<lienthong::storage::WriteResult> r) {
+                     if (!r.ok()) store.errors++;
+                     done.DecrementCount();
+                   });
     }
     done.Wait();
   }
-  state.SetItemsProcessed(state.iterations() * concurrency);
-  state.counters["docs/s"] = benchmark::Counter(
-      state.iterations() * concurrency, benchmark::Counter::kIsRate);
-  if (errors) state.SkipWithError("write errors");
-  store->reset();
-  std::filesystem::remove_all(dir);
 }
 // What the broker writes for one document from acceptance to the
 // recipient's acknowledgement, 1024 documents at a time: the document, its
@@ -98,17 +122,9 @@ v1::AuditEntry AuditFor(const v1::Document& doc, v1::AuditKind kind,
 
 void BM_DocumentLifecycle(benchmark::State& state) {
   constexpr int kConcurrency = 1024;
-  char tmpl[] = "/tmp/lienthong-bench-XXXXXX";
-  std::string dir = mkdtemp(tmpl);
-  lienthong::storage::RocksDbOptions options;
-  options.path = dir + "/db";
-  auto store = lienthong::storage::OpenRocksDbStore(options);
-  if (!store.ok()) {
-    state.SkipWithError(std::string(store.status().message()).c_str());
-    return;
-  }
+  BenchStore store(state, kConcurrency);
+  if (!store.ok()) return;
   int64_t n = 0;
-  std::atomic<int> errors{0};
   for (auto _ : state) {
     std::vector<lienthong::storage::QueueEntry> queued(kConcurrency);
     std::vector<v1::Document> docs;
@@ -129,16 +145,15 @@ void BM_DocumentLifecycle(benchmark::State& state) {
         batch.events.push_back(EventFor(docs[i], v1::DELIVERY_STATE_ACCEPTED));
         batch.audit.push_back(
             AuditFor(docs[i], v1::AUDIT_KIND_SEND_ACCEPTED, "ACCEPTED"));
-        (*store)->Write(
-            std::move(batch),
-            [&, i](absl::StatusOr<lienthong::storage::WriteResult> r) {
-              if (!r.ok() || r->enqueued.size() != 1) {
-                errors++;
-              } else {
-                queued[i] = r->enqueued[0];
-              }
-              done.DecrementCount();
-            });
+        store->Write(std::move(batch),
+                     [&, i](absl::StatusOr<lienthong::storage::WriteResult> r) {
+                       if (!r.ok() || r->enqueued.size() != 1) {
+                         store.errors++;
+                       } else {
+                         queued[i] = r->enqueued[0];
+                       }
+                       done.DecrementCount();
+                     });
       }
       done.Wait();
     }
@@ -150,21 +165,15 @@ void BM_DocumentLifecycle(benchmark::State& state) {
         batch.events.push_back(EventFor(docs[i], v1::DELIVERY_STATE_DELIVERED));
         batch.audit.push_back(
             AuditFor(docs[i], v1::AUDIT_KIND_DELIVERED, "DELIVERED"));
-        (*store)->Write(std::move(batch),
-                        [&](absl::StatusOr<lienthong::storage::WriteResult> r) {
-                          if (!r.ok()) errors++;
-                          done.DecrementCount();
-                        });
+        store->Write(std::move(batch),
+                     [&](absl::StatusOr<lienthong::storage::WriteResult> r) {
+                       if (!r.ok()) store.errors++;
+                       done.DecrementCount();
+                     });
       }
       done.Wait();
     }
   }
-  state.SetItemsProcessed(state.iterations() * kConcurrency);
-  state.counters["docs/s"] = benchmark::Counter(
-      state.iterations() * kConcurrency, benchmark::Counter::kIsRate);
-  if (errors) state.SkipWithError("write errors");
-  store->reset();
-  std::filesystem::remove_all(dir);
 }
 BENCHMARK(BM_DocumentLifecycle)->UseRealTime()->MinTime(3.0);
 
