@@ -79,7 +79,7 @@ void BM_DurableAccept(benchmark::State& state) {
     absl::BlockingCounter done(concurrency);
     for (int i = 0; i < concurrency; ++i) {
       lienthong::storage::WriteBatch batch;
-      batch.document = MakeDocument(n++);
+      batch.document = std::make_shared<v1::Document>(MakeDocument(n++));
       batch.enqueue.push_back(
           {"000.00.00.G22", 3, batch.document->id(), "000.00.00.H49", ""});
       store->Write(std::move(batch),
@@ -139,7 +139,7 @@ void BM_DocumentLifecycle(benchmark::State& state) {
       absl::BlockingCounter done(kConcurrency);
       for (int i = 0; i < kConcurrency; ++i) {
         lienthong::storage::WriteBatch batch;
-        batch.document = docs[i];
+        batch.document = std::make_shared<v1::Document>(docs[i]);
         batch.enqueue.push_back(
             {"000.00.00.G22", 3, docs[i].id(), "000.00.00.H49", ""});
         batch.events.push_back(EventFor(docs[i], v1::DELIVERY_STATE_ACCEPTED));

@@ -58,7 +58,7 @@ class EncryptionTest : public ::testing::Test {
   }
   static absl::Status Put(Store& store, const v1::Document& doc) {
     WriteBatch batch;
-    batch.document = doc;
+    batch.document = std::make_shared<v1::Document>(doc);
     return store.WriteSync(std::move(batch)).status();
   }
   static void ExpectReads(Store& store, const std::string& id,

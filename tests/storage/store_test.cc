@@ -72,7 +72,8 @@ WriteBatch NewDocumentBatch(const std::string& id, const std::string& sender,
                             const std::string& recipient = kG22,
                             int priority = 3) {
   WriteBatch batch;
-  batch.document = MakeDocument(id, sender, key);
+  batch.document =
+      std::make_shared<v1::Document>(MakeDocument(id, sender, key));
   batch.enqueue.push_back(Enqueue{recipient, priority, id, sender, ""});
   batch.events.push_back(MakeEvent(id, sender, recipient));
   return batch;

@@ -654,7 +654,7 @@ class ExchangeImpl : public Exchange {
     auto shared = std::make_shared<const v1::Document>(std::move(doc));
     const v1::Document& d = *shared;
     storage::WriteBatch batch;
-    batch.document = d;
+    batch.document = shared;
     batch.records = storage::AttachmentReferences(d);
     int priority = storage::PriorityOf(d.metadata().urgency());
     // Remote copies: one transfer per peer, carrying its recipients.
@@ -2653,7 +2653,7 @@ class ExchangeImpl : public Exchange {
                                        absl::StrJoin(doc.recipients(), ","))});
     }
     auto shared = std::make_shared<const v1::Document>(std::move(doc));
-    batch.document = *shared;
+    batch.document = shared;
     for (storage::Record& r : storage::AttachmentReferences(*shared))
       batch.records.push_back(std::move(r));
     StoreWrite(
@@ -3355,7 +3355,7 @@ class ExchangeImpl : public Exchange {
       doc = std::make_shared<const v1::Document>(*std::move(stored));
       response.set_released(true);
       batch.guard = DecidedGuard(id, outcome);
-      batch.document = *doc;
+      batch.document = doc;
       batch.records.push_back(HeldRecord(id, ""));
       const std::string reason =
           absl::StrCat("approved by ", by, "; released for delivery");

@@ -5,7 +5,7 @@
 //
 //   ASSIGN_OR_RETURN(std::unique_ptr<Store> store, OpenRocksDbStore(options));
 //   WriteBatch batch;
-//   batch.document = doc;  // guarded by its idempotency key
+//   batch.document = doc;  // shared_ptr; guarded by its idempotency key
 //   batch.enqueue.push_back({recipient, priority, doc.id(), doc.sender()});
 //   batch.events.push_back(accepted_event);
 //   store->Write(std::move(batch), [](absl::StatusOr<WriteResult> r) { ... });
@@ -76,8 +76,9 @@ struct Record {
 // Everything one operation changes, applied atomically.
 struct WriteBatch {
   // A new document. If (sender, idempotency_key) was stored before, nothing
-  // of this batch is applied and the result reports the earlier id.
-  std::optional<v1::Document> document;
+  // of this batch is applied and the result reports the earlier id. Shared,
+  // not copied: the broker keeps the same document in its delivery cache.
+  std::shared_ptr<const v1::Document> document;
   // Replaces the document's (sender, idempotency key) guard, or guards a
   // batch without a document. Guard keys share the idempotency keyspace:
   // start them with a byte no sender can (e.g. "\x01fwd\0...").
