@@ -71,19 +71,13 @@ const unsigned char* Bytes(absl::string_view s) {
   return reinterpret_cast<const unsigned char*>(s.data());
 }
 
-// SHA-256 fetched once, and one digest context per thread: OpenSSL 3 looks
-// an implicitly fetched algorithm up again on every use (EVP_sha256(),
-// SHA256()), which costs more than hashing a small input.
+// One digest context per thread, with SHA-256 fetched once (Sha256Md).
 std::string Sha256(absl::string_view data) {
-  static const EVP_MD* const md = [] {
-    EVP_MD* fetched = EVP_MD_fetch(nullptr, "SHA256", nullptr);
-    return fetched != nullptr ? fetched : EVP_sha256();
-  }();
   thread_local const std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)>
       ctx(EVP_MD_CTX_new(), &EVP_MD_CTX_free);
   std::string out(32, '\0');
   unsigned int len = 0;
-  if (!ctx || EVP_DigestInit_ex2(ctx.get(), md, nullptr) != 1 ||
+  if (!ctx || EVP_DigestInit_ex2(ctx.get(), Sha256Md(), nullptr) != 1 ||
       EVP_DigestUpdate(ctx.get(), data.data(), data.size()) != 1 ||
       EVP_DigestFinal_ex(
           ctx.get(), reinterpret_cast<unsigned char*>(out.data()), &len) != 1) {
@@ -540,9 +534,17 @@ std::string HexOf(absl::string_view raw) {
 
 std::string Sha256Raw(absl::string_view bytes) { return Sha256(bytes); }
 
+const EVP_MD* Sha256Md() {
+  static const EVP_MD* const md = [] {
+    EVP_MD* fetched = EVP_MD_fetch(nullptr, "SHA256", nullptr);
+    return fetched != nullptr ? fetched : EVP_sha256();
+  }();
+  return md;
+}
+
 Sha256Stream::Sha256Stream() : ctx_(EVP_MD_CTX_new()) {
   if (ctx_ == nullptr || EVP_DigestInit_ex(static_cast<EVP_MD_CTX*>(ctx_),
-                                           EVP_sha256(), nullptr) != 1) {
+                                           Sha256Md(), nullptr) != 1) {
     abort();  // out of memory: nothing sensible to do
   }
 }
@@ -560,7 +562,7 @@ std::string Sha256Stream::Finish() {
   unsigned int len = 0;
   auto* ctx = static_cast<EVP_MD_CTX*>(ctx_);
   EVP_DigestFinal_ex(ctx, reinterpret_cast<unsigned char*>(out.data()), &len);
-  EVP_DigestInit_ex(ctx, EVP_sha256(), nullptr);
+  EVP_DigestInit_ex(ctx, Sha256Md(), nullptr);
   return out;
 }
 

@@ -20,6 +20,7 @@
 #include "lienthong/audit/chain.h"
 #include "lienthong/common/certificate.h"
 #include "lienthong/common/openssl.h"
+#include "lienthong/common/sealing.h"
 #include "lienthong/common/status_macros.h"
 
 namespace lienthong::signing {
@@ -32,19 +33,10 @@ using openssl::Pkey;
 using openssl::Store;
 using openssl::StoreCtx;
 using openssl::X509Ptr;
+using sealing::Sha256Md;
 
 constexpr size_t kMaxCacheEntries = 8192;
 constexpr size_t kMaxAuditPath = 64;
-
-// SHA-256 fetched once: OpenSSL 3 looks an implicitly fetched algorithm up
-// again on every use, which costs more than hashing a small input.
-const EVP_MD* Sha256Md() {
-  static const EVP_MD* const md = [] {
-    EVP_MD* fetched = EVP_MD_fetch(nullptr, "SHA256", nullptr);
-    return fetched != nullptr ? fetched : EVP_sha256();
-  }();
-  return md;
-}
 
 // A streaming canonical encoder: each field as <length> ":" <bytes> "\n",
 // hashed as it goes so that large ciphertexts are never copied.

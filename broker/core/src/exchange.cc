@@ -642,7 +642,7 @@ class ExchangeImpl : public Exchange {
       if (a.stored()) continue;  // checked against the attachment store
       a.set_size(a.content().size());
       // Validation checked a given hash; lower-case it, or compute it.
-      a.set_sha256(a.sha256().empty() ? Sha256Hex(a.content())
+      a.set_sha256(a.sha256().empty() ? sealing::Sha256Hex(a.content())
                                       : absl::AsciiStrToLower(a.sha256()));
     }
     doc.set_content_sha256(ContentSha256(doc));
@@ -2483,7 +2483,7 @@ class ExchangeImpl : public Exchange {
         }
         continue;
       }
-      if (Sha256Hex(a.content()) != a.sha256() ||
+      if (sealing::Sha256Hex(a.content()) != a.sha256() ||
           a.size() != a.content().size()) {
         return absl::DataLossError(absl::StrCat(
             "transfer.document.attachments: \"", a.name(),

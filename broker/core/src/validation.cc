@@ -172,24 +172,21 @@ absl::Status ValidateSealed(const v1::Document& doc,
 
 }  // namespace
 
-std::string Sha256Hex(absl::string_view data) {
-  return sealing::Sha256Hex(data);
-}
-
 std::string ContentSha256(const v1::Document& doc) {
   std::string canonical = "lienthong-content-v1\n";
   if (doc.has_sealed()) {
     // Only the ciphertext is ever seen by brokers.
-    absl::StrAppend(&canonical, "sealed ", Sha256Hex(doc.sealed().scheme()),
-                    " ", Sha256Hex(doc.sealed().ciphertext()), "\n");
-    return Sha256Hex(canonical);
+    absl::StrAppend(&canonical, "sealed ",
+                    sealing::Sha256Hex(doc.sealed().scheme()), " ",
+                    sealing::Sha256Hex(doc.sealed().ciphertext()), "\n");
+    return sealing::Sha256Hex(canonical);
   }
-  absl::StrAppend(&canonical, "body ", Sha256Hex(doc.body()), "\n");
+  absl::StrAppend(&canonical, "body ", sealing::Sha256Hex(doc.body()), "\n");
   for (const v1::Attachment& a : doc.attachments()) {
     absl::StrAppend(&canonical, "attachment ", a.sha256(), " ",
                     a.stored() ? a.size() : a.content().size(), "\n");
   }
-  return Sha256Hex(canonical);
+  return sealing::Sha256Hex(canonical);
 }
 
 absl::Status ValidateNewDocument(const v1::Document& doc,
@@ -364,7 +361,7 @@ absl::Status ValidateNewDocument(const v1::Document& doc,
                                   a.content().size()));
     }
     if (!a.sha256().empty() &&
-        absl::AsciiStrToLower(a.sha256()) != Sha256Hex(a.content())) {
+        absl::AsciiStrToLower(a.sha256()) != sealing::Sha256Hex(a.content())) {
       return absl::DataLossError(
           absl::StrCat("document.", field,
                        ".sha256: content does not match its hash; "

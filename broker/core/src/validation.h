@@ -18,9 +18,6 @@ absl::Status ValidateNewDocument(const v1::Document& doc,
                                  const Principal& caller,
                                  const ExchangeOptions& options);
 
-// Lower-case hex SHA-256.
-std::string Sha256Hex(absl::string_view data);
-
 // SHA-256 over the body and every attachment's hash: what the sender's
 // content is, independent of metadata. Each attachment's `sha256` must
 // already be its content's lower-case hex hash (the exchange sets it).

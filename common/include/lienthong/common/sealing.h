@@ -20,6 +20,8 @@
 #ifndef LIENTHONG_COMMON_SEALING_H_
 #define LIENTHONG_COMMON_SEALING_H_
 
+#include <openssl/types.h>
+
 #include <memory>
 #include <string>
 #include <vector>
@@ -60,6 +62,10 @@ std::string HexOf(absl::string_view raw);
 std::string Sha256Hex(absl::string_view bytes);
 // SHA-256 of `bytes`, raw (32 bytes).
 std::string Sha256Raw(absl::string_view bytes);
+// SHA-256 as an EVP_MD fetched once: OpenSSL 3 looks an implicitly fetched
+// algorithm (EVP_sha256(), SHA256()) up again on every use, which costs more
+// than hashing a small input. Use it for every SHA-256 digest and signature.
+const EVP_MD* Sha256Md();
 
 // SHA-256 over content given in pieces (an attachment streamed in chunks).
 class Sha256Stream {

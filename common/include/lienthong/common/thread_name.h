@@ -1,6 +1,7 @@
 // Names the calling thread, as top -H, perf and gdb show it. Linux keeps 15
 // bytes of a name; longer names are cut there.
-#pragma once
+#ifndef LIENTHONG_COMMON_THREAD_NAME_H_
+#define LIENTHONG_COMMON_THREAD_NAME_H_
 
 #include <pthread.h>
 
@@ -16,3 +17,5 @@ inline void NameThisThread(absl::string_view name) {
 }
 
 }  // namespace lienthong
+
+#endif  // LIENTHONG_COMMON_THREAD_NAME_H_
