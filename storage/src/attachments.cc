@@ -75,6 +75,14 @@ absl::Status FsyncPath(const std::string& path) {
   return absl::OkStatus();
 }
 
+// Drops an upload file's synced pages from the page cache. An upload
+// streams up to gigabytes that are read again once per recipient, if ever:
+// kept cached, they would push the store's hot pages out, and grow the page
+// cache into memory that a VM may never have touched (a fault in the host
+// for every page). Only after a successful fdatasync: no page is dirty,
+// nothing can be lost.
+void DropCached(int fd) { ::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED); }
+
 absl::Status PwriteAll(int fd, absl::string_view data, uint64_t at,
                        const std::string& path) {
   while (!data.empty()) {
@@ -486,7 +494,10 @@ class UploadImpl final : public AttachmentUpload {
 
   absl::StatusOr<bool> Checkpoint() override {
     if (progress_.complete || written_ == progress_.durable_bytes) return false;
-    if (!existing_ && ::fdatasync(fd_) != 0) return Errno("fdatasync", path_);
+    if (!existing_) {
+      if (::fdatasync(fd_) != 0) return Errno("fdatasync", path_);
+      DropCached(fd_);
+    }
     v1::AttachmentUploadState state;
     state.set_size(layout_.size);
     state.set_chunk_size(layout_.chunk_size);
@@ -755,6 +766,7 @@ absl::Status UploadImpl::Finish() {
   std::optional<v1::StoredAttachment> meta;
   if (!existing_) {
     if (::fdatasync(fd_) != 0) return Errno("fdatasync", path_);
+    DropCached(fd_);
     ::close(fd_);
     fd_ = -1;
     meta.emplace();
