@@ -4,6 +4,7 @@
 #include <rocksdb/options.h>
 #include <rocksdb/slice_transform.h>
 #include <rocksdb/table.h>
+#include <rocksdb/version.h>
 #include <rocksdb/write_batch.h>
 
 #include <array>
@@ -184,11 +185,16 @@ absl::StatusOr<std::unique_ptr<KvEngine>> OpenRocksDbEngine(
   // flush writes keeps its sequence numbers; once the snapshot goes, RocksDB
   // 7.8 rewrites every such file of the last level once more only to zero
   // them ("BottommostFiles" compactions: 40 % of the documents written to
-  // SST files twice, and the events and audit families too). With the last
-  // level reserved for ingestion (which this store never does), sequence
-  // numbers are not zeroed and nothing is rewritten for it. The reserved
-  // level is the seventh: the other six hold far more than a broker keeps.
+  // SST files twice, and the events and audit families too). In 7.8, with
+  // level compaction, allow_ingest_behind does exactly two things: sequence
+  // numbers are never zeroed, and those rewrites stop (RocksDB PR 10767);
+  // tombstones are dropped as before, and this store never ingests files.
+  // Later releases give the option more meaning (a reserved last level,
+  // tombstones kept for ingestion: RocksDB PRs 11489 and 13807), so it is
+  // set for the 7.x line only.
+#if ROCKSDB_MAJOR == 7
   db_options.allow_ingest_behind = true;
+#endif
   // One committer thread writes; insert hints need non-concurrent inserts.
   db_options.allow_concurrent_memtable_write = false;
 
