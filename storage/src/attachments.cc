@@ -80,8 +80,11 @@ absl::Status FsyncPath(const std::string& path) {
 // kept cached, they would push the store's hot pages out, and grow the page
 // cache into memory that a VM may never have touched (a fault in the host
 // for every page). Only after a successful fdatasync: no page is dirty,
-// nothing can be lost.
-void DropCached(int fd) { ::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED); }
+// nothing can be lost. From `from` (where the last sync had dropped them)
+// to the end of the file.
+void DropCached(int fd, uint64_t from) {
+  ::posix_fadvise(fd, static_cast<off_t>(from), 0, POSIX_FADV_DONTNEED);
+}
 
 absl::Status PwriteAll(int fd, absl::string_view data, uint64_t at,
                        const std::string& path) {
@@ -496,7 +499,7 @@ class UploadImpl final : public AttachmentUpload {
     if (progress_.complete || written_ == progress_.durable_bytes) return false;
     if (!existing_) {
       if (::fdatasync(fd_) != 0) return Errno("fdatasync", path_);
-      DropCached(fd_);
+      DropCached(fd_, DurableFileOffset());
     }
     v1::AttachmentUploadState state;
     state.set_size(layout_.size);
@@ -521,6 +524,10 @@ class UploadImpl final : public AttachmentUpload {
 
  private:
   absl::Status Finish();
+  // Where the durable part of the file ends (it ends on a chunk).
+  uint64_t DurableFileOffset() const {
+    return layout_.FileOffset(progress_.durable_bytes / layout_.chunk_size);
+  }
   // Forgets everything written: the upload starts over.
   void Reset() {
     written_ = 0;
@@ -766,7 +773,7 @@ absl::Status UploadImpl::Finish() {
   std::optional<v1::StoredAttachment> meta;
   if (!existing_) {
     if (::fdatasync(fd_) != 0) return Errno("fdatasync", path_);
-    DropCached(fd_);
+    DropCached(fd_, DurableFileOffset());
     ::close(fd_);
     fd_ = -1;
     meta.emplace();

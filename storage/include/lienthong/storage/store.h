@@ -6,7 +6,7 @@
 //   ASSIGN_OR_RETURN(std::unique_ptr<Store> store, OpenRocksDbStore(options));
 //   WriteBatch batch;
 //   batch.document = doc;  // shared_ptr; guarded by its idempotency key
-//   batch.enqueue.push_back({recipient, priority, doc.id(), doc.sender()});
+//   batch.enqueue.push_back({recipient, priority, doc->id(), doc->sender()});
 //   batch.events.push_back(accepted_event);
 //   store->Write(std::move(batch), [](absl::StatusOr<WriteResult> r) { ... });
 //
