@@ -37,6 +37,7 @@
 #include "lienthong/common/sealing.h"
 #include "lienthong/common/sha256_chain.h"
 #include "lienthong/common/status_macros.h"
+#include "storage/src/direct_file.h"
 
 namespace lienthong::storage {
 namespace {
@@ -72,55 +73,6 @@ absl::Status FsyncPath(const std::string& path) {
   int rc = ::fsync(fd);
   ::close(fd);
   if (rc != 0) return Errno("fsync", path);
-  return absl::OkStatus();
-}
-
-// Drops an upload file's synced pages from the page cache. An upload
-// streams up to gigabytes that are read again once per recipient, if ever:
-// kept cached, they would push the store's hot pages out, and grow the page
-// cache into memory that a VM may never have touched (a fault in the host
-// for every page). Only after a successful fdatasync: no page is dirty,
-// nothing can be lost. From `from` (where the last sync had dropped them)
-// to the end of the file.
-void DropCached(int fd, uint64_t from) {
-  ::posix_fadvise(fd, static_cast<off_t>(from), 0, POSIX_FADV_DONTNEED);
-}
-
-absl::Status PwriteAll(int fd, absl::string_view data, uint64_t at,
-                       const std::string& path) {
-  while (!data.empty()) {
-    ssize_t n = ::pwrite(fd, data.data(), data.size(), static_cast<off_t>(at));
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return Errno("write", path);
-    }
-    data.remove_prefix(static_cast<size_t>(n));
-    at += static_cast<uint64_t>(n);
-  }
-  return absl::OkStatus();
-}
-
-// Reads exactly `len` bytes at `at` into `out` (reusing its buffer: no
-// allocation when it held as much before); DATA_LOSS when the file is
-// shorter.
-absl::Status PreadAll(int fd, uint64_t len, uint64_t at,
-                      const std::string& path, std::string* out) {
-  out->resize(len);
-  uint64_t got = 0;
-  while (got < len) {
-    ssize_t n =
-        ::pread(fd, out->data() + got, len - got, static_cast<off_t>(at + got));
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return Errno("read", path);
-    }
-    if (n == 0) {
-      return absl::DataLossError(
-          absl::StrCat("attachments: ", path, " is truncated: ", at + got,
-                       " bytes where at least ", at + len, " should be"));
-    }
-    got += static_cast<uint64_t>(n);
-  }
   return absl::OkStatus();
 }
 
@@ -164,13 +116,15 @@ std::string StateAfter(const sealing::Sha256Chain& chain,
 // when sealed.
 absl::Status ReadChunkInto(Store* store, int fd, const std::string& path,
                            const Layout& layout, absl::string_view sha256,
-                           uint64_t index, std::string* out) {
+                           uint64_t index, AlignedBuffer* scratch,
+                           std::string* out) {
   uint64_t plain = layout.ChunkBytes(index);
-  if (!layout.encrypted)
-    return PreadAll(fd, plain, layout.FileOffset(index), path, out);
+  if (!layout.encrypted) {
+    return ReadExactly(fd, plain, layout.FileOffset(index), path, scratch, out);
+  }
   std::string raw;
-  RETURN_IF_ERROR(PreadAll(fd, plain + layout.overhead,
-                           layout.FileOffset(index), path, &raw));
+  RETURN_IF_ERROR(ReadExactly(fd, plain + layout.overhead,
+                              layout.FileOffset(index), path, scratch, &raw));
   ASSIGN_OR_RETURN(
       *out, store->OpenBeside(std::move(raw), ChunkContext(sha256, index)));
   return absl::OkStatus();
@@ -179,10 +133,11 @@ absl::Status ReadChunkInto(Store* store, int fd, const std::string& path,
 absl::StatusOr<std::string> ReadChunk(Store* store, int fd,
                                       const std::string& path,
                                       const Layout& layout,
-                                      absl::string_view sha256,
-                                      uint64_t index) {
+                                      absl::string_view sha256, uint64_t index,
+                                      AlignedBuffer* scratch) {
   std::string out;
-  RETURN_IF_ERROR(ReadChunkInto(store, fd, path, layout, sha256, index, &out));
+  RETURN_IF_ERROR(
+      ReadChunkInto(store, fd, path, layout, sha256, index, scratch, &out));
   return out;
 }
 
@@ -226,8 +181,8 @@ class ReaderImpl final : public AttachmentReader {
                                               sha256_, " lacks chunk ", index));
     }
     std::string& data = *chunk->mutable_data();
-    RETURN_IF_ERROR(
-        ReadChunkInto(store_, fd_, path_, layout_, sha256_, index, &data));
+    RETURN_IF_ERROR(ReadChunkInto(store_, fd_, path_, layout_, sha256_, index,
+                                  &scratch_, &data));
     chunk->set_offset(offset);
     chunk->clear_sha256();
     chunk->clear_sha256_state();
@@ -269,6 +224,7 @@ class ReaderImpl final : public AttachmentReader {
   const std::string sha256_;
   const v1::StoredAttachment meta_;
   Layout layout_;
+  AlignedBuffer scratch_;  // for reads past the page cache
 };
 
 class AttachmentStoreImpl final : public AttachmentStore {
@@ -336,7 +292,7 @@ class AttachmentStoreImpl final : public AttachmentStore {
           absl::StrCat("attachment ", sha256, " is not stored here"));
     }
     std::string path = BlobPath(sha256);
-    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    int fd = OpenMaybeDirect(path, O_RDONLY | O_CLOEXEC, true);
     if (fd < 0) {
       if (errno == ENOENT) {
         return absl::DataLossError(absl::StrCat(
@@ -497,10 +453,7 @@ class UploadImpl final : public AttachmentUpload {
 
   absl::StatusOr<bool> Checkpoint() override {
     if (progress_.complete || written_ == progress_.durable_bytes) return false;
-    if (!existing_) {
-      if (::fdatasync(fd_) != 0) return Errno("fdatasync", path_);
-      DropCached(fd_, DurableFileOffset());
-    }
+    if (!existing_) RETURN_IF_ERROR(out_->Sync());
     v1::AttachmentUploadState state;
     state.set_size(layout_.size);
     state.set_chunk_size(layout_.chunk_size);
@@ -524,10 +477,6 @@ class UploadImpl final : public AttachmentUpload {
 
  private:
   absl::Status Finish();
-  // Where the durable part of the file ends (it ends on a chunk).
-  uint64_t DurableFileOffset() const {
-    return layout_.FileOffset(progress_.durable_bytes / layout_.chunk_size);
-  }
   // Forgets everything written: the upload starts over.
   void Reset() {
     written_ = 0;
@@ -579,6 +528,8 @@ class UploadImpl final : public AttachmentUpload {
   std::unique_ptr<AttachmentReader> existing_reader_;
   std::string path_;
   int fd_ = -1;
+  std::optional<DirectAppender> out_;  // on fd_
+  AlignedBuffer scratch_;              // to read fd_ back
   uint64_t written_ = 0;
   // One per chunk written: its state (chained_) or its SHA-256, raw.
   std::vector<std::string> checks_;
@@ -607,8 +558,9 @@ absl::Status UploadImpl::Start(std::optional<v1::StoredAttachment> existing) {
     path_ = owner_->PartialPath(sha256_, uploader_);
     std::error_code ec;
     std::filesystem::create_directories(path_.substr(0, path_.rfind('/')), ec);
-    fd_ = ::open(path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    fd_ = OpenMaybeDirect(path_, O_RDWR | O_CREAT | O_CLOEXEC, true);
     if (fd_ < 0) return Errno("open", path_);
+    out_.emplace(fd_, path_);
   }
   ASSIGN_OR_RETURN(
       std::optional<std::string> raw,
@@ -642,7 +594,7 @@ absl::Status UploadImpl::Start(std::optional<v1::StoredAttachment> existing) {
                    : absl::StatusOr<std::string>(c.status());
       } else {
         data = ReadChunk(store, fd_, path_, source, sha256_,
-                         static_cast<uint64_t>(i));
+                         static_cast<uint64_t>(i), &scratch_);
       }
       if (!data.ok()) break;  // lost or damaged since: go on from before
       sealing::Sha256Chain next = whole_;
@@ -741,12 +693,8 @@ absl::StatusOr<bool> UploadImpl::Write(const v1::Chunk& chunk) {
             "start it again");
       }
     }
-    const absl::string_view bytes = sealed ? *sealed : chunk.data();
-    RETURN_IF_ERROR(PwriteAll(fd_, bytes, layout_.FileOffset(index), path_));
-    // Start writing it back now, without waiting: the disk works while the
-    // next chunks arrive, and the checkpoint's fdatasync finds little left.
-    ::sync_file_range(fd_, static_cast<off_t>(layout_.FileOffset(index)),
-                      static_cast<off_t>(bytes.size()), SYNC_FILE_RANGE_WRITE);
+    RETURN_IF_ERROR(out_->Append(layout_.FileOffset(index),
+                                 sealed ? *sealed : chunk.data()));
   }
   checks_.push_back(CheckOf(next, chunk.data(), std::move(digest)));
   whole_ = next;
@@ -772,8 +720,8 @@ absl::Status UploadImpl::Finish() {
   }
   std::optional<v1::StoredAttachment> meta;
   if (!existing_) {
-    if (::fdatasync(fd_) != 0) return Errno("fdatasync", path_);
-    DropCached(fd_, DurableFileOffset());
+    RETURN_IF_ERROR(out_->Sync());
+    out_.reset();
     ::close(fd_);
     fd_ = -1;
     meta.emplace();

@@ -1,0 +1,279 @@
+#include "storage/src/direct_file.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "lienthong/common/status_macros.h"
+
+namespace lienthong::storage {
+namespace {
+
+constexpr uint64_t RoundDown(uint64_t n) { return n & ~(kDirectAlign - 1); }
+constexpr uint64_t RoundUp(uint64_t n) {
+  return RoundDown(n + kDirectAlign - 1);
+}
+
+bool IsDirect(int fd) {
+  int flags = ::fcntl(fd, F_GETFL);
+  return flags >= 0 && (flags & O_DIRECT) != 0;
+}
+
+// Clears O_DIRECT on `fd`: the file system refused an aligned transfer.
+bool TurnDirectOff(int fd) {
+  int flags = ::fcntl(fd, F_GETFL);
+  return flags >= 0 && ::fcntl(fd, F_SETFL, flags & ~O_DIRECT) == 0;
+}
+
+absl::Status Errno(absl::string_view what, const std::string& path) {
+  return absl::InternalError(absl::StrCat("attachments: ", what, " ", path,
+                                          ": ", std::strerror(errno)));
+}
+
+absl::Status PwriteAll(int fd, const char* data, uint64_t len, uint64_t at,
+                       const std::string& path) {
+  while (len > 0) {
+    ssize_t n = ::pwrite(fd, data, len, static_cast<off_t>(at));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return Errno("write", path);
+    }
+    data += n;
+    len -= static_cast<uint64_t>(n);
+    at += static_cast<uint64_t>(n);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Truncated(const std::string& path, uint64_t has, uint64_t needs) {
+  return absl::DataLossError(
+      absl::StrCat("attachments: ", path, " is truncated: ", has,
+                   " bytes where at least ", needs, " should be"));
+}
+
+}  // namespace
+
+void AlignedBuffer::Free::operator()(char* p) const { std::free(p); }
+
+void AlignedBuffer::Reserve(size_t bytes, size_t keep) {
+  if (bytes <= capacity_) return;
+  size_t capacity = RoundUp(bytes);
+  void* p = nullptr;
+  if (::posix_memalign(&p, kDirectAlign, capacity) != 0) throw std::bad_alloc();
+  if (keep > 0) std::memcpy(p, data_.get(), keep);
+  data_.reset(static_cast<char*>(p));
+  capacity_ = capacity;
+}
+
+int OpenMaybeDirect(const std::string& path, int flags, bool direct,
+                    mode_t mode) {
+  if (direct) {
+    int fd = ::open(path.c_str(), flags | O_DIRECT, mode);
+    if (fd >= 0 || errno != EINVAL) return fd;
+  }
+  return ::open(path.c_str(), flags, mode);
+}
+
+absl::Status ReadExactly(int fd, uint64_t len, uint64_t at,
+                         const std::string& path, AlignedBuffer* scratch,
+                         std::string* out) {
+  if (len > 0 && IsDirect(fd)) {
+    // The aligned blocks around [at, at + len); the last may be cut short
+    // by the end of the file.
+    const uint64_t start = RoundDown(at);
+    const uint64_t span = RoundUp(at + len) - start;
+    scratch->Reserve(span);
+    uint64_t got = 0;
+    bool refused = false;
+    while (got < span) {
+      ssize_t n = ::pread(fd, scratch->data() + got, span - got,
+                          static_cast<off_t>(start + got));
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        if (errno == EINVAL && got == 0 && TurnDirectOff(fd)) {
+          refused = true;
+          break;
+        }
+        return Errno("read", path);
+      }
+      got += static_cast<uint64_t>(n);
+      // A short read ends at the end of the file (the next offset would
+      // not be aligned anyway).
+      if (n == 0 || static_cast<uint64_t>(n) % kDirectAlign != 0) break;
+    }
+    if (!refused) {
+      if (start + got < at + len) return Truncated(path, start + got, at + len);
+      out->assign(scratch->data() + (at - start), len);
+      return absl::OkStatus();
+    }
+  }
+  out->resize(len);
+  uint64_t got = 0;
+  while (got < len) {
+    ssize_t n =
+        ::pread(fd, out->data() + got, len - got, static_cast<off_t>(at + got));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return Errno("read", path);
+    }
+    if (n == 0) return Truncated(path, at + got, at + len);
+    got += static_cast<uint64_t>(n);
+  }
+  return absl::OkStatus();
+}
+
+DirectAppender::DirectAppender(int fd, std::string path, uint64_t end)
+    : fd_(fd),
+      path_(std::move(path)),
+      direct_(IsDirect(fd)),
+      end_(end),
+      tail_start_(direct_ ? RoundDown(end) : end),
+      // A partial block before `end` is read back by the first Append.
+      positioned_(tail_start_ == end),
+      synced_(end) {}
+
+absl::Status DirectAppender::Seek(uint64_t at) {
+  end_ = at;
+  tail_start_ = direct_ ? RoundDown(at) : at;
+  positioned_ = true;
+  cut_needed_ = true;
+  synced_ = std::min(synced_, at);
+  const uint64_t held = at - tail_start_;
+  if (held == 0) return absl::OkStatus();
+  buf_.Reserve(kDirectAlign);
+  uint64_t got = 0;
+  while (got < kDirectAlign) {
+    ssize_t n = ::pread(fd_, buf_.data() + got, kDirectAlign - got,
+                        static_cast<off_t>(tail_start_ + got));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EINVAL && got == 0) {
+        tail_start_ = end_;  // nothing held: it is all in the file
+        return FallBack();
+      }
+      return Errno("read", path_);
+    }
+    if (n == 0) break;
+    got += static_cast<uint64_t>(n);
+    if (static_cast<uint64_t>(n) % kDirectAlign != 0) break;
+  }
+  if (got < held) return Truncated(path_, tail_start_ + got, at);
+  return absl::OkStatus();
+}
+
+absl::Status DirectAppender::FallBack() {
+  if (!TurnDirectOff(fd_)) return Errno("fcntl(O_DIRECT off)", path_);
+  direct_ = false;
+  // What was held back goes to the file now; later writes go straight.
+  const uint64_t held = end_ - tail_start_;
+  if (held > 0)
+    RETURN_IF_ERROR(PwriteAll(fd_, buf_.data(), held, tail_start_, path_));
+  tail_start_ = end_;
+  return absl::OkStatus();
+}
+
+absl::Status DirectAppender::WriteBlocks(const char* data, size_t bytes,
+                                         uint64_t at) {
+  while (bytes > 0) {
+    ssize_t n = ::pwrite(fd_, data, bytes, static_cast<off_t>(at));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EINVAL && direct_) {
+        // Refused: write these bytes the ordinary way and stay there.
+        if (!TurnDirectOff(fd_)) return Errno("fcntl(O_DIRECT off)", path_);
+        direct_ = false;
+        return PwriteAll(fd_, data, bytes, at, path_);
+      }
+      return Errno("write", path_);
+    }
+    data += n;
+    bytes -= static_cast<size_t>(n);
+    at += static_cast<uint64_t>(n);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status DirectAppender::Append(uint64_t at, absl::string_view bytes) {
+  if (at != end_ || !positioned_) RETURN_IF_ERROR(Seek(at));
+  if (!direct_) {
+    RETURN_IF_ERROR(PwriteAll(fd_, bytes.data(), bytes.size(), at, path_));
+    // Start writing it back now, without waiting: the disk works while the
+    // next records arrive, and the sync finds little left.
+    ::sync_file_range(fd_, static_cast<off_t>(at),
+                      static_cast<off_t>(bytes.size()), SYNC_FILE_RANGE_WRITE);
+    end_ = at + bytes.size();
+    tail_start_ = end_;
+    return absl::OkStatus();
+  }
+  size_t held = end_ - tail_start_;
+  // Whole blocks straight from the caller's memory when it is aligned.
+  if (held == 0 &&
+      reinterpret_cast<uintptr_t>(bytes.data()) % kDirectAlign == 0) {
+    const size_t whole = RoundDown(bytes.size());
+    if (whole > 0) {
+      RETURN_IF_ERROR(WriteBlocks(bytes.data(), whole, tail_start_));
+      bytes.remove_prefix(whole);
+      end_ += whole;
+      tail_start_ = end_;
+    }
+  }
+  if (bytes.empty()) return absl::OkStatus();
+  if (!direct_) {
+    RETURN_IF_ERROR(PwriteAll(fd_, bytes.data(), bytes.size(), end_, path_));
+    end_ += bytes.size();
+    tail_start_ = end_;
+    return absl::OkStatus();
+  }
+  buf_.Reserve(held + bytes.size(), held);
+  std::memcpy(buf_.data() + held, bytes.data(), bytes.size());
+  held += bytes.size();
+  end_ += bytes.size();
+  const size_t whole = RoundDown(held);
+  if (whole > 0) {
+    RETURN_IF_ERROR(WriteBlocks(buf_.data(), whole, tail_start_));
+    if (!direct_) {
+      // Fell back inside: the rest goes the ordinary way too.
+      RETURN_IF_ERROR(PwriteAll(fd_, buf_.data() + whole, held - whole,
+                                tail_start_ + whole, path_));
+      tail_start_ = end_;
+      return absl::OkStatus();
+    }
+    std::memmove(buf_.data(), buf_.data() + whole, held - whole);
+    tail_start_ += whole;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status DirectAppender::Sync() {
+  if (direct_ && tail_start_ < end_) {
+    // The partial block, padded to a whole one; cut back below.
+    const size_t held = end_ - tail_start_;
+    buf_.Reserve(kDirectAlign, held);
+    std::memset(buf_.data() + held, 0, kDirectAlign - held);
+    RETURN_IF_ERROR(WriteBlocks(buf_.data(), kDirectAlign, tail_start_));
+    cut_needed_ = true;
+    if (!direct_) tail_start_ = end_;  // fell back: the block is written
+  }
+  if (cut_needed_) {
+    if (::ftruncate(fd_, static_cast<off_t>(end_)) != 0)
+      return Errno("truncate", path_);
+    cut_needed_ = false;
+  }
+  if (::fdatasync(fd_) != 0) return Errno("fdatasync", path_);
+  if (!direct_) {
+    // Written once, read rarely: kept cached, it would push the store's
+    // hot pages out. Only after the sync: no page is dirty.
+    ::posix_fadvise(fd_, static_cast<off_t>(synced_), 0, POSIX_FADV_DONTNEED);
+  }
+  synced_ = end_;
+  return absl::OkStatus();
+}
+
+}  // namespace lienthong::storage
