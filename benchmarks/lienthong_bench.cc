@@ -138,42 +138,53 @@ uint64_t ParseBytes(const std::string& text) {
 }
 
 // Content made up on the fly, the same for the same (seed, offset): an
-// attachment of any size without a file or memory to hold it.
+// attachment of any size without a file or memory to hold it. A read costs
+// about what reading a cached file costs (one copy): every 1 MiB period is
+// one pseudo-random block made once, its first word replaced by a word of
+// the period's own, so no two periods (and no two seeds) are alike.
 class GeneratedSource final : public lienthong::AttachmentSource {
  public:
-  GeneratedSource(uint64_t seed, uint64_t size) : seed_(seed), size_(size) {}
+  GeneratedSource(uint64_t seed, uint64_t size) : seed_(seed), size_(size) {
+    block_.resize(kPeriod);
+    for (uint64_t w = 0; w < kPeriod / 8; ++w) {
+      const uint64_t z = Word(w);
+      memcpy(block_.data() + w * 8, &z, 8);
+    }
+  }
   uint64_t size() const override { return size_; }
   absl::StatusOr<std::string> Read(uint64_t offset, uint64_t length) override {
     std::string out;
-    out.resize(length);
-    uint64_t i = 0;
-    // Up to the next whole word, whole words (the bulk: one store each, so
-    // that making the content costs little next to sending it), the rest.
-    for (; i < length && (offset + i) % 8 != 0; ++i)
-      out[i] = ByteAt(offset + i);
-    char* const p = out.data();
-    for (uint64_t word = (offset + i) / 8; i + 8 <= length; i += 8, ++word) {
-      const uint64_t z = Word(word);
-      memcpy(p + i, &z, 8);
+    out.reserve(length);
+    while (out.size() < length) {
+      const uint64_t at = offset + out.size();
+      const uint64_t in_period = at % kPeriod;
+      const uint64_t n = std::min(length - out.size(), kPeriod - in_period);
+      if (in_period < 8) {
+        // The period's own first word.
+        const uint64_t z = Word(kPeriod / 8 + at / kPeriod);
+        const uint64_t k = std::min<uint64_t>(n, 8 - in_period);
+        out.append(reinterpret_cast<const char*>(&z) + in_period, k);
+        out.append(block_, in_period + k, n - k);
+      } else {
+        out.append(block_, in_period, n);
+      }
     }
-    for (; i < length; ++i) out[i] = ByteAt(offset + i);
     return out;
   }
 
  private:
+  static constexpr uint64_t kPeriod = 1 << 20;
+
   uint64_t Word(uint64_t word) const {
     uint64_t z = seed_ + word * 0x9e3779b97f4a7c15ULL;  // splitmix64
     z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
     z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
     return z ^ (z >> 31);
   }
-  char ByteAt(uint64_t at) const {
-    const uint64_t z = Word(at / 8);
-    return reinterpret_cast<const char*>(&z)[at % 8];
-  }
 
   const uint64_t seed_;
   const uint64_t size_;
+  std::string block_;
 };
 
 // Counts what arrives; the SDK checks every chunk and the whole hash.
