@@ -292,7 +292,7 @@ class AttachmentStoreImpl final : public AttachmentStore {
           absl::StrCat("attachment ", sha256, " is not stored here"));
     }
     std::string path = BlobPath(sha256);
-    int fd = OpenMaybeDirect(path, O_RDONLY | O_CLOEXEC, true);
+    int fd = OpenMaybeDirect(path, O_RDONLY | O_CLOEXEC, options_.direct_io);
     if (fd < 0) {
       if (errno == ENOENT) {
         return absl::DataLossError(absl::StrCat(
@@ -558,7 +558,8 @@ absl::Status UploadImpl::Start(std::optional<v1::StoredAttachment> existing) {
     path_ = owner_->PartialPath(sha256_, uploader_);
     std::error_code ec;
     std::filesystem::create_directories(path_.substr(0, path_.rfind('/')), ec);
-    fd_ = OpenMaybeDirect(path_, O_RDWR | O_CREAT | O_CLOEXEC, true);
+    fd_ = OpenMaybeDirect(path_, O_RDWR | O_CREAT | O_CLOEXEC,
+                          owner_->options().direct_io);
     if (fd_ < 0) return Errno("open", path_);
     out_.emplace(fd_, path_);
   }

@@ -111,6 +111,23 @@ tls:
               HasSubstr("crl_directory must be a string"));
 }
 
+TEST(ConfigTest, AttachmentsDirectIoIsReadAndChecked) {
+  absl::StatusOr<BrokerConfig> c = ParseConfig("", "broker.yaml");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_TRUE(c->attachments.direct_io);  // past the page cache by default
+  EXPECT_TRUE(c->ToAttachmentOptions().direct_io);
+
+  c = ParseConfig("attachments:\n  direct_io: false\n", "b.yaml");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_FALSE(c->attachments.direct_io);
+  EXPECT_FALSE(c->ToAttachmentOptions().direct_io);
+
+  c = ParseConfig("attachments:\n  direct_io: sometimes\n", "b.yaml");
+  EXPECT_THAT(c.status().message(),
+              HasSubstr("b.yaml:2:14: attachments.direct_io must be true or "
+                        "false"));
+}
+
 TEST(ConfigTest, OwnOrgsNeedAPolicyFile) {
   absl::StatusOr<BrokerConfig> c = ParseConfig(
       "listen: 127.0.0.1:1\norgs:\n  - code: 000.00.00.H49\n", "b.yaml");

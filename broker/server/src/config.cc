@@ -202,6 +202,7 @@ storage::AttachmentOptions BrokerConfig::ToAttachmentOptions() const {
   o.max_bytes = attachments.max_bytes;
   o.chunk_size = attachments.chunk_bytes;
   o.sync_bytes = attachments.sync_bytes;
+  o.direct_io = attachments.direct_io;
   o.usable_for = absl::Hours(attachments.usable_hours);
   o.partial_kept_for = absl::Hours(attachments.partial_kept_hours);
   o.min_free_bytes = attachments.min_free_bytes;
@@ -474,7 +475,7 @@ absl::StatusOr<BrokerConfig> ParseConfig(const std::string& yaml,
           p.CheckKeys(a, "attachments",
                       {"directory", "max_bytes", "chunk_bytes", "sync_bytes",
                        "usable_hours", "partial_kept_hours", "min_free_bytes",
-                       "gc_minutes"}));
+                       "gc_minutes", "direct_io"}));
       RETURN_IF_ERROR(p.String(a, "directory", &c.attachments.directory));
       if (!c.attachments.directory.empty())
         c.attachments.directory = Resolve(base_dir, c.attachments.directory);
@@ -493,6 +494,12 @@ absl::StatusOr<BrokerConfig> ParseConfig(const std::string& yaml,
                                          uint64_t{1} << 42));
       RETURN_IF_ERROR(
           p.Number(a, "gc_minutes", &c.attachments.gc_minutes, 1, 24 * 60));
+      if (YAML::Node d = a["direct_io"]) {
+        if (!d.IsScalar() ||
+            !YAML::convert<bool>::decode(d, c.attachments.direct_io)) {
+          return p.Error(d, "attachments.direct_io must be true or false");
+        }
+      }
     }
     if (YAML::Node sec = root["security"]) {
       RETURN_IF_ERROR(p.CheckKeys(sec, "security", {"require_signatures"}));

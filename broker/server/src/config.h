@@ -120,6 +120,7 @@ struct AttachmentsConfig {
   int usable_hours = 24;
   int partial_kept_hours = 72;
   uint64_t min_free_bytes = 256 << 20;
+  bool direct_io = true;  // see storage::AttachmentOptions::direct_io
   // How often unreferenced attachments and stale uploads are collected.
   int gc_minutes = 60;
 };

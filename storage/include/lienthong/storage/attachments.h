@@ -66,6 +66,13 @@ struct AttachmentOptions {
   // An upload that would leave less free disk than this is refused
   // (RESOURCE_EXHAUSTED). Default 256 MiB.
   uint64_t min_free_bytes = 256 << 20;
+  // Files are written and read past the page cache (O_DIRECT) where the
+  // file system allows it: attachments are streamed once and read rarely,
+  // so caching them only pushes the store's hot pages out (and on a VM
+  // that returns free memory to its host, every new cached page costs a
+  // host fault). false: ordinary reads and writes; every recipient's
+  // download may then come from the cache instead of the disk.
+  bool direct_io = true;
 
   absl::Status Validate() const;
 };
