@@ -90,6 +90,13 @@ struct Layout {
   uint64_t FileOffset(uint64_t index) const {
     return index * (chunk_size + overhead);
   }
+  // Where the records of the first `bytes` of content end in the file
+  // (`bytes` ends a chunk, or is the size).
+  uint64_t FileEnd(uint64_t bytes) const {
+    if (bytes == 0) return 0;
+    const uint64_t last = (bytes - 1) / chunk_size;
+    return FileOffset(last) + (bytes - last * chunk_size) + overhead;
+  }
 };
 
 std::string ChunkContext(absl::string_view sha256, uint64_t index) {
@@ -561,7 +568,6 @@ absl::Status UploadImpl::Start(std::optional<v1::StoredAttachment> existing) {
     fd_ = OpenMaybeDirect(path_, O_RDWR | O_CREAT | O_CLOEXEC,
                           owner_->options().direct_io);
     if (fd_ < 0) return Errno("open", path_);
-    out_.emplace(fd_, path_);
   }
   ASSIGN_OR_RETURN(
       std::optional<std::string> raw,
@@ -613,6 +619,15 @@ absl::Status UploadImpl::Start(std::optional<v1::StoredAttachment> existing) {
     }
     progress_.durable_bytes = written_;
     progress_.resumed_bytes = written_;
+  }
+  if (!existing_) {
+    // Whatever the file holds past what is durable and checked (an earlier
+    // attempt's tail, another layout's records, a padded block) goes: the
+    // file must end exactly where its content does.
+    const uint64_t end = layout_.FileEnd(written_);
+    if (::ftruncate(fd_, static_cast<off_t>(end)) != 0)
+      return Errno("truncate", path_);
+    out_.emplace(fd_, path_, end);
   }
   if (written_ == layout_.size) {
     // Everything arrived before (an empty attachment at once): check the

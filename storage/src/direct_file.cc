@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cassert>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -64,6 +65,7 @@ void AlignedBuffer::Free::operator()(char* p) const { std::free(p); }
 
 void AlignedBuffer::Reserve(size_t bytes, size_t keep) {
   if (bytes <= capacity_) return;
+  assert(keep <= capacity_);
   size_t capacity = RoundUp(bytes);
   void* p = nullptr;
   if (::posix_memalign(&p, kDirectAlign, capacity) != 0) throw std::bad_alloc();
@@ -137,9 +139,17 @@ DirectAppender::DirectAppender(int fd, std::string path, uint64_t end)
       tail_start_(direct_ ? RoundDown(end) : end),
       // A partial block before `end` is read back by the first Append.
       positioned_(tail_start_ == end),
+      cut_needed_(true),
       synced_(end) {}
 
 absl::Status DirectAppender::Seek(uint64_t at) {
+  if (direct_ && positioned_ && at >= tail_start_ && at <= end_) {
+    // Back inside the block held in memory: buf_ still has what precedes.
+    end_ = at;
+    cut_needed_ = true;
+    synced_ = std::min(synced_, at);
+    return absl::OkStatus();
+  }
   end_ = at;
   tail_start_ = direct_ ? RoundDown(at) : at;
   positioned_ = true;
@@ -252,6 +262,9 @@ absl::Status DirectAppender::Append(uint64_t at, absl::string_view bytes) {
 }
 
 absl::Status DirectAppender::Sync() {
+  // Opened at an end inside a block and nothing appended since: that block
+  // is read back first, so that the padded write below rewrites it whole.
+  if (!positioned_) RETURN_IF_ERROR(Seek(end_));
   if (direct_ && tail_start_ < end_) {
     // The partial block, padded to a whole one; cut back below.
     const size_t held = end_ - tail_start_;

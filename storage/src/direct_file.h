@@ -64,7 +64,8 @@ absl::Status ReadExactly(int fd, uint64_t len, uint64_t at,
 // Sequential writes to one file.
 class DirectAppender {
  public:
-  // Takes `fd` (not owned), positioned at `end` (nothing after it counts).
+  // Takes `fd` (not owned), positioned at `end`: nothing after it counts,
+  // and the first Sync cuts the file there.
   DirectAppender(int fd, std::string path, uint64_t end = 0);
 
   bool direct() const { return direct_; }
@@ -99,7 +100,7 @@ class DirectAppender {
   // after opening at an end inside a block).
   bool positioned_;
   // The file may be longer than end_ (a padded block, or an earlier end).
-  bool cut_needed_ = false;
+  bool cut_needed_;
   // Where the last Sync ended (pages before it have left the cache).
   uint64_t synced_;
 };

@@ -87,8 +87,9 @@ TEST_P(DirectFileTest, AlignedMemoryIsWrittenWithoutBeingHeldBack) {
   int fd = Open();
   DirectAppender out(fd, path_);
   AlignedBuffer aligned;
-  aligned.Reserve(3 * 4096);
-  std::string record = Bytes(3 * 4096, 7);
+  aligned.Reserve(3 * 4096 + 100);
+  // Whole blocks go straight from it, the rest is held back.
+  std::string record = Bytes(3 * 4096 + 100, 7);
   std::copy(record.begin(), record.end(), aligned.data());
   ASSERT_OK(out.Append(0, absl::string_view(aligned.data(), record.size())));
   ASSERT_OK(out.Append(record.size(), "tail"));
@@ -120,6 +121,39 @@ TEST_P(DirectFileTest, GoingOnFromAnEarlierEndKeepsWhatCameBefore) {
   ASSERT_OK(out.Append(5000, again));
   ASSERT_OK(out.Sync());
   EXPECT_EQ(FileContent(path_), first.substr(0, 5000) + again);
+  ::close(fd);
+}
+
+TEST_P(DirectFileTest, GoingBackInsideTheHeldBlockKeepsWhatPrecedesIt) {
+  int fd = Open();
+  DirectAppender out(fd, path_);
+  std::string first = Bytes(10000, 5);
+  ASSERT_OK(out.Append(0, first));
+  // No sync between: the block from 8192 is still only in memory.
+  std::string again = Bytes(700, 6);
+  ASSERT_OK(out.Append(9000, again));
+  ASSERT_OK(out.Sync());
+  EXPECT_EQ(FileContent(path_), first.substr(0, 9000) + again);
+  ::close(fd);
+}
+
+TEST_P(DirectFileTest, ASyncAtAReopenedEndCutsWhatFollowsAndKeepsTheRest) {
+  std::string all = Bytes(13000, 8);
+  {
+    int fd = Open();
+    DirectAppender out(fd, path_);
+    ASSERT_OK(out.Append(0, all));
+    ASSERT_OK(out.Sync());
+    ::close(fd);
+  }
+  // Reopened where the durable part ends (inside a block), synced at once.
+  int fd = Open();
+  DirectAppender out(fd, path_, 10000);
+  ASSERT_OK(out.Sync());
+  EXPECT_EQ(FileContent(path_), all.substr(0, 10000));
+  ASSERT_OK(out.Append(10000, "more"));
+  ASSERT_OK(out.Sync());
+  EXPECT_EQ(FileContent(path_), all.substr(0, 10000) + "more");
   ::close(fd);
 }
 
