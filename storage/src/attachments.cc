@@ -22,8 +22,10 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <future>
 #include <optional>
 #include <set>
+#include <system_error>
 #include <utility>
 
 #include "absl/base/thread_annotations.h"
@@ -119,22 +121,39 @@ std::string StateAfter(const sealing::Sha256Chain& chain,
   return chain.bytes() == layout.size ? chain.Digest() : chain.State();
 }
 
+// Reads the record of chunk `index` (sealed when the layout is) into `out`.
+absl::Status ReadRecordInto(int fd, const std::string& path,
+                            const Layout& layout, uint64_t index,
+                            AlignedBuffer* scratch, std::string* out) {
+  return ReadExactly(fd, layout.ChunkBytes(index) + layout.overhead,
+                     layout.FileOffset(index), path, scratch, out);
+}
+
+// Chunk `index`'s content from its record `raw` (opened when sealed).
+absl::Status ContentOf(Store* store, const Layout& layout,
+                       absl::string_view sha256, uint64_t index,
+                       std::string* raw, std::string* out) {
+  if (!layout.encrypted) {
+    out->swap(*raw);
+    return absl::OkStatus();
+  }
+  ASSIGN_OR_RETURN(
+      *out, store->OpenBeside(std::move(*raw), ChunkContext(sha256, index)));
+  return absl::OkStatus();
+}
+
 // Reads chunk `index` of a file laid out as `layout` into `out`, opened
 // when sealed.
 absl::Status ReadChunkInto(Store* store, int fd, const std::string& path,
                            const Layout& layout, absl::string_view sha256,
                            uint64_t index, AlignedBuffer* scratch,
                            std::string* out) {
-  uint64_t plain = layout.ChunkBytes(index);
   if (!layout.encrypted) {
-    return ReadExactly(fd, plain, layout.FileOffset(index), path, scratch, out);
+    return ReadRecordInto(fd, path, layout, index, scratch, out);
   }
   std::string raw;
-  RETURN_IF_ERROR(ReadExactly(fd, plain + layout.overhead,
-                              layout.FileOffset(index), path, scratch, &raw));
-  ASSIGN_OR_RETURN(
-      *out, store->OpenBeside(std::move(raw), ChunkContext(sha256, index)));
-  return absl::OkStatus();
+  RETURN_IF_ERROR(ReadRecordInto(fd, path, layout, index, scratch, &raw));
+  return ContentOf(store, layout, sha256, index, &raw, out);
 }
 
 absl::StatusOr<std::string> ReadChunk(Store* store, int fd,
@@ -164,7 +183,10 @@ class ReaderImpl final : public AttachmentReader {
     layout_.encrypted = meta_.encrypted();
     layout_.overhead = meta_.record_overhead();
   }
-  ~ReaderImpl() override { ::close(fd_); }
+  ~ReaderImpl() override {
+    if (ahead_.done.valid()) ahead_.done.wait();
+    ::close(fd_);
+  }
 
   uint64_t size() const override { return layout_.size; }
   uint64_t chunk_size() const override { return layout_.chunk_size; }
@@ -188,8 +210,7 @@ class ReaderImpl final : public AttachmentReader {
                                               sha256_, " lacks chunk ", index));
     }
     std::string& data = *chunk->mutable_data();
-    RETURN_IF_ERROR(ReadChunkInto(store_, fd_, path_, layout_, sha256_, index,
-                                  &scratch_, &data));
+    RETURN_IF_ERROR(ReadRecord(index, &data));
     chunk->set_offset(offset);
     chunk->clear_sha256();
     chunk->clear_sha256_state();
@@ -225,6 +246,46 @@ class ReaderImpl final : public AttachmentReader {
   }
 
  private:
+  // The next record, read while the caller sends this one: reads past the
+  // page cache wait for the disk, and a download reads in order.
+  struct ReadAhead {
+    uint64_t index = 0;
+    std::future<absl::Status> done;  // valid while a read is out
+    std::string record;
+    AlignedBuffer scratch;
+  };
+
+  // Chunk `index`'s content into `data` (its buffer reused), from the read
+  // ahead when it is that chunk; then reads the next one ahead.
+  absl::Status ReadRecord(uint64_t index, std::string* data) {
+    std::string& raw = layout_.encrypted ? raw_ : *data;
+    absl::Status read;
+    if (ahead_.done.valid()) {
+      read = ahead_.done.get();  // waits for it (also when not wanted)
+      if (ahead_.index == index) {
+        raw.swap(ahead_.record);
+      } else {
+        read = ReadRecordInto(fd_, path_, layout_, index, &scratch_, &raw);
+      }
+    } else {
+      read = ReadRecordInto(fd_, path_, layout_, index, &scratch_, &raw);
+    }
+    RETURN_IF_ERROR(read);
+    if (index + 1 < layout_.chunks()) {
+      ahead_.index = index + 1;
+      try {
+        ahead_.done = std::async(std::launch::async, [this] {
+          return ReadRecordInto(fd_, path_, layout_, ahead_.index,
+                                &ahead_.scratch, &ahead_.record);
+        });
+      } catch (const std::system_error&) {
+        // No thread to spare: the next chunk is read when asked for.
+      }
+    }
+    if (!layout_.encrypted) return absl::OkStatus();
+    return ContentOf(store_, layout_, sha256_, index, &raw_, data);
+  }
+
   Store* const store_;
   const int fd_;
   const std::string path_;
@@ -232,6 +293,8 @@ class ReaderImpl final : public AttachmentReader {
   const v1::StoredAttachment meta_;
   Layout layout_;
   AlignedBuffer scratch_;  // for reads past the page cache
+  std::string raw_;        // a sealed record
+  ReadAhead ahead_;
 };
 
 class AttachmentStoreImpl final : public AttachmentStore {

@@ -495,6 +495,29 @@ TEST_P(AttachmentStoreTest, AnUploadOverALongerLeftoverFileEndsWithItsContent) {
   }
 }
 
+TEST_P(AttachmentStoreTest, ChunksReadInAnyOrderAreTheRightOnes) {
+  // A reader reads the next chunk ahead; a caller that jumps, goes back,
+  // reads a chunk twice or stops early still gets exactly what it asked.
+  const std::string content = Content(6 * kChunk + 99, 43);
+  const std::string sha = sealing::Sha256Hex(content);
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<AttachmentUpload> upload,
+                       attachments_->BeginUpload(a_, sha, content.size()));
+  ASSERT_OK(WriteChunks(*upload, content, 0, content.size()));
+  upload.reset();
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<AttachmentReader> reader,
+                       attachments_->Open(sha));
+  for (uint64_t index : {0, 1, 4, 3, 3, 6, 5, 0, 2}) {
+    ASSERT_OK_AND_ASSIGN(v1::Chunk chunk, reader->Read(index * kChunk));
+    EXPECT_EQ(chunk.offset(), index * kChunk);
+    EXPECT_EQ(chunk.data(), content.substr(index * kChunk, kChunk))
+        << "chunk " << index;
+  }
+  // Closed with a read ahead still out.
+  ASSERT_OK_AND_ASSIGN(reader, attachments_->Open(sha));
+  ASSERT_OK(reader->Read(0).status());
+  reader.reset();
+}
+
 TEST_P(AttachmentStoreTest, AResumedUploadGoesBackBeforeADamagedChunk) {
   const std::string content = Content(6 * kChunk + 5, 12);
   const std::string sha = sealing::Sha256Hex(content);
