@@ -8,7 +8,9 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <future>
 #include <new>
+#include <system_error>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -48,6 +50,28 @@ absl::Status PwriteAll(int fd, const char* data, uint64_t len, uint64_t at,
     }
     data += n;
     len -= static_cast<uint64_t>(n);
+    at += static_cast<uint64_t>(n);
+  }
+  return absl::OkStatus();
+}
+
+// Writes `bytes` at `at`; if the file system refuses O_DIRECT, turns it off
+// on `fd`, writes them the ordinary way and sets `*fell_back`.
+absl::Status WriteBlocksAt(int fd, const std::string& path, const char* data,
+                           size_t bytes, uint64_t at, bool* fell_back) {
+  while (bytes > 0) {
+    ssize_t n = ::pwrite(fd, data, bytes, static_cast<off_t>(at));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EINVAL && IsDirect(fd)) {
+        if (!TurnDirectOff(fd)) return Errno("fcntl(O_DIRECT off)", path);
+        *fell_back = true;
+        return PwriteAll(fd, data, bytes, at, path);
+      }
+      return Errno("write", path);
+    }
+    data += n;
+    bytes -= static_cast<size_t>(n);
     at += static_cast<uint64_t>(n);
   }
   return absl::OkStatus();
@@ -142,7 +166,20 @@ DirectAppender::DirectAppender(int fd, std::string path, uint64_t end)
       cut_needed_(true),
       synced_(end) {}
 
+DirectAppender::~DirectAppender() { Land().IgnoreError(); }
+
+absl::Status DirectAppender::Land() {
+  if (!flight_.valid()) return absl::OkStatus();
+  absl::Status written = flight_.get();
+  if (flight_fell_back_) {
+    flight_fell_back_ = false;
+    RETURN_IF_ERROR(FallBack());
+  }
+  return written;
+}
+
 absl::Status DirectAppender::Seek(uint64_t at) {
+  RETURN_IF_ERROR(Land());
   if (direct_ && positioned_ && at >= tail_start_ && at <= end_) {
     // Back inside the block held in memory: buf_ still has what precedes.
     end_ = at;
@@ -191,26 +228,14 @@ absl::Status DirectAppender::FallBack() {
 
 absl::Status DirectAppender::WriteBlocks(const char* data, size_t bytes,
                                          uint64_t at) {
-  while (bytes > 0) {
-    ssize_t n = ::pwrite(fd_, data, bytes, static_cast<off_t>(at));
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      if (errno == EINVAL && direct_) {
-        // Refused: write these bytes the ordinary way and stay there.
-        if (!TurnDirectOff(fd_)) return Errno("fcntl(O_DIRECT off)", path_);
-        direct_ = false;
-        return PwriteAll(fd_, data, bytes, at, path_);
-      }
-      return Errno("write", path_);
-    }
-    data += n;
-    bytes -= static_cast<size_t>(n);
-    at += static_cast<uint64_t>(n);
-  }
-  return absl::OkStatus();
+  bool fell_back = false;
+  absl::Status s = WriteBlocksAt(fd_, path_, data, bytes, at, &fell_back);
+  if (fell_back) direct_ = false;
+  return s;
 }
 
 absl::Status DirectAppender::Append(uint64_t at, absl::string_view bytes) {
+  RETURN_IF_ERROR(Land());
   if (at != end_ || !positioned_) RETURN_IF_ERROR(Seek(at));
   if (!direct_) {
     RETURN_IF_ERROR(PwriteAll(fd_, bytes.data(), bytes.size(), at, path_));
@@ -222,46 +247,37 @@ absl::Status DirectAppender::Append(uint64_t at, absl::string_view bytes) {
     tail_start_ = end_;
     return absl::OkStatus();
   }
-  size_t held = end_ - tail_start_;
-  // Whole blocks straight from the caller's memory when it is aligned.
-  if (held == 0 &&
-      reinterpret_cast<uintptr_t>(bytes.data()) % kDirectAlign == 0) {
-    const size_t whole = RoundDown(bytes.size());
-    if (whole > 0) {
-      RETURN_IF_ERROR(WriteBlocks(bytes.data(), whole, tail_start_));
-      bytes.remove_prefix(whole);
-      end_ += whole;
-      tail_start_ = end_;
-    }
-  }
   if (bytes.empty()) return absl::OkStatus();
-  if (!direct_) {
-    RETURN_IF_ERROR(PwriteAll(fd_, bytes.data(), bytes.size(), end_, path_));
-    end_ += bytes.size();
-    tail_start_ = end_;
-    return absl::OkStatus();
-  }
+  size_t held = end_ - tail_start_;
   buf_.Reserve(held + bytes.size(), held);
   std::memcpy(buf_.data() + held, bytes.data(), bytes.size());
   held += bytes.size();
   end_ += bytes.size();
   const size_t whole = RoundDown(held);
-  if (whole > 0) {
-    RETURN_IF_ERROR(WriteBlocks(buf_.data(), whole, tail_start_));
-    if (!direct_) {
-      // Fell back inside: the rest goes the ordinary way too.
-      RETURN_IF_ERROR(PwriteAll(fd_, buf_.data() + whole, held - whole,
-                                tail_start_ + whole, path_));
-      tail_start_ = end_;
-      return absl::OkStatus();
-    }
-    std::memmove(buf_.data(), buf_.data() + whole, held - whole);
-    tail_start_ += whole;
+  if (whole == 0) return absl::OkStatus();
+  // The whole blocks go to the disk in the background while the caller
+  // goes on (an O_DIRECT write waits for the device); the partial block
+  // after them moves to the other buffer, which takes the next records.
+  spare_.Reserve(held - whole);
+  std::memcpy(spare_.data(), buf_.data() + whole, held - whole);
+  std::swap(buf_, spare_);
+  const uint64_t blocks_at = tail_start_;
+  tail_start_ += whole;
+  try {
+    flight_ = std::async(std::launch::async, [this, whole, blocks_at] {
+      return WriteBlocksAt(fd_, path_, spare_.data(), whole, blocks_at,
+                           &flight_fell_back_);
+    });
+  } catch (const std::system_error&) {
+    // No thread to spare: written here.
+    RETURN_IF_ERROR(WriteBlocks(spare_.data(), whole, blocks_at));
+    if (!direct_) return FallBack();  // and the partial block after
   }
   return absl::OkStatus();
 }
 
 absl::Status DirectAppender::Sync() {
+  RETURN_IF_ERROR(Land());
   // Opened at an end inside a block and nothing appended since: that block
   // is read back first, so that the padded write below rewrites it whole.
   if (!positioned_) RETURN_IF_ERROR(Seek(end_));

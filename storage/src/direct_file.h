@@ -11,8 +11,10 @@
 // O_DIRECT needs file offsets, lengths and memory aligned to the device's
 // blocks (kDirectAlign covers every device here). Records of sealed chunks
 // are not aligned, so DirectAppender keeps the last partial block in
-// memory, writes whole blocks, and writes that block padded (then cuts the
-// file back to its length) when asked to make everything durable. Where
+// memory, writes whole blocks (in the background, one write at a time, so
+// that the caller goes on while the device works), and writes that block
+// padded (then cuts the file back to its length) when asked to make
+// everything durable. Where
 // the file system refuses O_DIRECT (tmpfs, some network file systems) both
 // fall back to ordinary reads and writes on the same descriptor.
 #ifndef LIENTHONG_STORAGE_SRC_DIRECT_FILE_H_
@@ -22,6 +24,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <future>
 #include <memory>
 #include <string>
 
@@ -61,12 +64,17 @@ absl::Status ReadExactly(int fd, uint64_t len, uint64_t at,
                          const std::string& path, AlignedBuffer* scratch,
                          std::string* out);
 
-// Sequential writes to one file.
+// Sequential writes to one file. One caller at a time; a write error of the
+// background write comes back from the next call.
 class DirectAppender {
  public:
   // Takes `fd` (not owned), positioned at `end`: nothing after it counts,
   // and the first Sync cuts the file there.
   DirectAppender(int fd, std::string path, uint64_t end = 0);
+  // Waits for a write still going on in the background.
+  ~DirectAppender();
+  DirectAppender(const DirectAppender&) = delete;
+  DirectAppender& operator=(const DirectAppender&) = delete;
 
   bool direct() const { return direct_; }
   uint64_t end() const { return end_; }
@@ -78,6 +86,9 @@ class DirectAppender {
   absl::Status Sync();
 
  private:
+  // Waits for the background write (its error, if any); if it had to fall
+  // back to ordinary writes, goes on that way.
+  absl::Status Land();
   // Moves the end to `at`, reading back the partial block before it.
   absl::Status Seek(uint64_t at);
   // Writes `bytes` (whole blocks when direct_) at `at`; if the file system
@@ -103,6 +114,11 @@ class DirectAppender {
   bool cut_needed_;
   // Where the last Sync ended (pages before it have left the cache).
   uint64_t synced_;
+  // Whole blocks being written in the background from spare_ (flight_
+  // valid); only Land touches them, or flight_fell_back_, before it waits.
+  AlignedBuffer spare_;
+  std::future<absl::Status> flight_;
+  bool flight_fell_back_ = false;
 };
 
 }  // namespace lienthong::storage

@@ -83,12 +83,12 @@ TEST_P(DirectFileTest, RecordsOfAnySizeLandExactlyWhateverTheSyncs) {
   ::close(fd);
 }
 
-TEST_P(DirectFileTest, AlignedMemoryIsWrittenWithoutBeingHeldBack) {
+TEST_P(DirectFileTest, RecordsOfWholeBlocksAndMoreLandExactly) {
   int fd = Open();
   DirectAppender out(fd, path_);
   AlignedBuffer aligned;
   aligned.Reserve(3 * 4096 + 100);
-  // Whole blocks go straight from it, the rest is held back.
+  // Whole blocks go to the disk in the background, the rest is held back.
   std::string record = Bytes(3 * 4096 + 100, 7);
   std::copy(record.begin(), record.end(), aligned.data());
   ASSERT_OK(out.Append(0, absl::string_view(aligned.data(), record.size())));
