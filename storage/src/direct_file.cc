@@ -235,6 +235,20 @@ absl::Status DirectAppender::WriteBlocks(const char* data, size_t bytes,
 }
 
 absl::Status DirectAppender::Append(uint64_t at, absl::string_view bytes) {
+  if (!failed_.ok()) return failed_;
+  absl::Status s = DoAppend(at, bytes);
+  if (!s.ok()) failed_ = s;
+  return s;
+}
+
+absl::Status DirectAppender::Sync() {
+  if (!failed_.ok()) return failed_;
+  absl::Status s = DoSync();
+  if (!s.ok()) failed_ = s;
+  return s;
+}
+
+absl::Status DirectAppender::DoAppend(uint64_t at, absl::string_view bytes) {
   RETURN_IF_ERROR(Land());
   if (at != end_ || !positioned_) RETURN_IF_ERROR(Seek(at));
   if (!direct_) {
@@ -276,7 +290,7 @@ absl::Status DirectAppender::Append(uint64_t at, absl::string_view bytes) {
   return absl::OkStatus();
 }
 
-absl::Status DirectAppender::Sync() {
+absl::Status DirectAppender::DoSync() {
   RETURN_IF_ERROR(Land());
   // Opened at an end inside a block and nothing appended since: that block
   // is read back first, so that the padded write below rewrites it whole.

@@ -64,8 +64,11 @@ absl::Status ReadExactly(int fd, uint64_t len, uint64_t at,
                          const std::string& path, AlignedBuffer* scratch,
                          std::string* out);
 
-// Sequential writes to one file. One caller at a time; a write error of the
-// background write comes back from the next call.
+// Sequential writes to one file. One caller at a time; an error of the
+// background write comes back from the next call. After any error every
+// call fails with it: what reached the file is unknown (a failed
+// fdatasync is not retried), the upload starts over from what a sync made
+// durable before.
 class DirectAppender {
  public:
   // Takes `fd` (not owned), positioned at `end`: nothing after it counts,
@@ -86,6 +89,8 @@ class DirectAppender {
   absl::Status Sync();
 
  private:
+  absl::Status DoAppend(uint64_t at, absl::string_view bytes);
+  absl::Status DoSync();
   // Waits for the background write (its error, if any); if it had to fall
   // back to ordinary writes, goes on that way.
   absl::Status Land();
@@ -119,6 +124,7 @@ class DirectAppender {
   AlignedBuffer spare_;
   std::future<absl::Status> flight_;
   bool flight_fell_back_ = false;
+  absl::Status failed_;  // the first error; every later call returns it
 };
 
 }  // namespace lienthong::storage

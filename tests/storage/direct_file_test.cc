@@ -157,6 +157,21 @@ TEST_P(DirectFileTest, ASyncAtAReopenedEndCutsWhatFollowsAndKeepsTheRest) {
   ::close(fd);
 }
 
+TEST_P(DirectFileTest, AfterAWriteErrorEveryCallFailsWithIt) {
+  // A descriptor that cannot write: the error shows at once, or (written in
+  // the background) at the next call, and never goes away.
+  int fd = OpenMaybeDirect(path_, O_RDONLY | O_CREAT | O_CLOEXEC, GetParam());
+  ASSERT_GE(fd, 0);
+  DirectAppender out(fd, path_);
+  absl::Status append = out.Append(0, Bytes(3 * 4096, 1));
+  absl::Status sync = append.ok() ? out.Sync() : append;
+  EXPECT_FALSE(sync.ok());
+  EXPECT_THAT(sync.message(), HasSubstr(path_));
+  EXPECT_EQ(out.Append(3 * 4096, "more"), sync);
+  EXPECT_EQ(out.Sync(), sync);
+  ::close(fd);
+}
+
 TEST_P(DirectFileTest, AReadPastTheEndIsDataLossNamingTheFile) {
   int fd = Open();
   DirectAppender out(fd, path_);
