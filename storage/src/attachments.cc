@@ -142,28 +142,16 @@ absl::Status ContentOf(Store* store, const Layout& layout,
   return absl::OkStatus();
 }
 
-// Reads chunk `index` of a file laid out as `layout` into `out`, opened
-// when sealed.
-absl::Status ReadChunkInto(Store* store, int fd, const std::string& path,
-                           const Layout& layout, absl::string_view sha256,
-                           uint64_t index, AlignedBuffer* scratch,
-                           std::string* out) {
-  if (!layout.encrypted) {
-    return ReadRecordInto(fd, path, layout, index, scratch, out);
-  }
-  std::string raw;
-  RETURN_IF_ERROR(ReadRecordInto(fd, path, layout, index, scratch, &raw));
-  return ContentOf(store, layout, sha256, index, &raw, out);
-}
-
+// Chunk `index` of a file laid out as `layout`, opened when sealed.
 absl::StatusOr<std::string> ReadChunk(Store* store, int fd,
                                       const std::string& path,
                                       const Layout& layout,
                                       absl::string_view sha256, uint64_t index,
                                       AlignedBuffer* scratch) {
+  std::string raw;
   std::string out;
-  RETURN_IF_ERROR(
-      ReadChunkInto(store, fd, path, layout, sha256, index, scratch, &out));
+  RETURN_IF_ERROR(ReadRecordInto(fd, path, layout, index, scratch, &raw));
+  RETURN_IF_ERROR(ContentOf(store, layout, sha256, index, &raw, &out));
   return out;
 }
 
@@ -559,8 +547,12 @@ class UploadImpl final : public AttachmentUpload {
         {AttachmentStoreImpl::UploadKey(sha256_, uploader_), ""});
     owner_->store()->WriteSync(std::move(batch)).IgnoreError();
     if (fd_ >= 0) {
+      // A new appender from 0; the old one first waits for a write it may
+      // still have going, which must not land after the cut.
+      out_.reset();
+      out_.emplace(fd_, path_);
       if (::ftruncate(fd_, 0) != 0) {
-        // The file is rewritten from the start anyway.
+        // The file is rewritten from the start anyway (and cut at its sync).
       }
     }
   }

@@ -77,6 +77,32 @@ absl::Status WriteBlocksAt(int fd, const std::string& path, const char* data,
   return absl::OkStatus();
 }
 
+// Reads up to `span` bytes (whole blocks) at `start` into `buf` with
+// O_DIRECT, stopping at the end of the file; `*got` is what was read.
+// `*refused`: the file system refused O_DIRECT (EINVAL before any byte).
+absl::Status PreadBlocks(int fd, const std::string& path, char* buf,
+                         uint64_t span, uint64_t start, uint64_t* got,
+                         bool* refused) {
+  *got = 0;
+  while (*got < span) {
+    ssize_t n =
+        ::pread(fd, buf + *got, span - *got, static_cast<off_t>(start + *got));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EINVAL && *got == 0) {
+        *refused = true;
+        return absl::OkStatus();
+      }
+      return Errno("read", path);
+    }
+    *got += static_cast<uint64_t>(n);
+    // A short read ends at the end of the file (the next offset would not
+    // be aligned anyway).
+    if (n == 0 || static_cast<uint64_t>(n) % kDirectAlign != 0) break;
+  }
+  return absl::OkStatus();
+}
+
 absl::Status Truncated(const std::string& path, uint64_t has, uint64_t needs) {
   return absl::DataLossError(
       absl::StrCat("attachments: ", path, " is truncated: ", has,
@@ -118,27 +144,14 @@ absl::Status ReadExactly(int fd, uint64_t len, uint64_t at,
     scratch->Reserve(span);
     uint64_t got = 0;
     bool refused = false;
-    while (got < span) {
-      ssize_t n = ::pread(fd, scratch->data() + got, span - got,
-                          static_cast<off_t>(start + got));
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        if (errno == EINVAL && got == 0 && TurnDirectOff(fd)) {
-          refused = true;
-          break;
-        }
-        return Errno("read", path);
-      }
-      got += static_cast<uint64_t>(n);
-      // A short read ends at the end of the file (the next offset would
-      // not be aligned anyway).
-      if (n == 0 || static_cast<uint64_t>(n) % kDirectAlign != 0) break;
-    }
+    RETURN_IF_ERROR(
+        PreadBlocks(fd, path, scratch->data(), span, start, &got, &refused));
     if (!refused) {
       if (start + got < at + len) return Truncated(path, start + got, at + len);
       out->assign(scratch->data() + (at - start), len);
       return absl::OkStatus();
     }
+    if (!TurnDirectOff(fd)) return Errno("fcntl(O_DIRECT off)", path);
   }
   out->resize(len);
   uint64_t got = 0;
@@ -196,20 +209,12 @@ absl::Status DirectAppender::Seek(uint64_t at) {
   if (held == 0) return absl::OkStatus();
   buf_.Reserve(kDirectAlign);
   uint64_t got = 0;
-  while (got < kDirectAlign) {
-    ssize_t n = ::pread(fd_, buf_.data() + got, kDirectAlign - got,
-                        static_cast<off_t>(tail_start_ + got));
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      if (errno == EINVAL && got == 0) {
-        tail_start_ = end_;  // nothing held: it is all in the file
-        return FallBack();
-      }
-      return Errno("read", path_);
-    }
-    if (n == 0) break;
-    got += static_cast<uint64_t>(n);
-    if (static_cast<uint64_t>(n) % kDirectAlign != 0) break;
+  bool refused = false;
+  RETURN_IF_ERROR(PreadBlocks(fd_, path_, buf_.data(), kDirectAlign,
+                              tail_start_, &got, &refused));
+  if (refused) {
+    tail_start_ = end_;  // nothing held: it is all in the file
+    return FallBack();
   }
   if (got < held) return Truncated(path_, tail_start_ + got, at);
   return absl::OkStatus();

@@ -14,9 +14,9 @@
 // memory, writes whole blocks (in the background, one write at a time, so
 // that the caller goes on while the device works), and writes that block
 // padded (then cuts the file back to its length) when asked to make
-// everything durable. Where
-// the file system refuses O_DIRECT (tmpfs, some network file systems) both
-// fall back to ordinary reads and writes on the same descriptor.
+// everything durable. Where the file system refuses O_DIRECT (tmpfs, some
+// network file systems) both fall back to ordinary reads and writes on the
+// same descriptor.
 #ifndef LIENTHONG_STORAGE_SRC_DIRECT_FILE_H_
 #define LIENTHONG_STORAGE_SRC_DIRECT_FILE_H_
 
