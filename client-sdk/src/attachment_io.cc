@@ -11,6 +11,8 @@
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "grpcpp/support/sync_stream.h"
+#include "lienthong/attachment_wire.h"
 #include "lienthong/attachments.h"
 #include "lienthong/common/sealing.h"
 #include "lienthong/common/sha256_chain.h"
@@ -98,20 +100,22 @@ absl::StatusOr<std::string> Sha256OfSource(AttachmentSource& source) {
 }
 
 absl::StatusOr<v1::UploadResponse> UploadOnce(
-    v1::AttachmentService::StubInterface& stub, grpc::ClientContext& context,
+    grpc::ChannelInterface& channel, grpc::ClientContext& context,
     AttachmentSource& source, const std::string& sha256,
     const ProgressCallback& progress) {
-  return attachment_io::UploadOnce(stub, context, source,
+  return attachment_io::UploadOnce(channel, context, source,
                                    attachment_io::SourceHash::OfSha256(sha256),
                                    progress);
 }
 
-absl::StatusOr<uint64_t> DownloadOnce(
-    v1::AttachmentService::StubInterface& stub, grpc::ClientContext& context,
-    const std::string& document_id, const std::string& sha256,
-    AttachmentSink& sink, const ProgressCallback& progress) {
-  return attachment_io::DownloadOnce(stub, context, document_id, sha256, sink,
-                                     /*whole=*/nullptr, progress);
+absl::StatusOr<uint64_t> DownloadOnce(grpc::ChannelInterface& channel,
+                                      grpc::ClientContext& context,
+                                      const std::string& document_id,
+                                      const std::string& sha256,
+                                      AttachmentSink& sink,
+                                      const ProgressCallback& progress) {
+  return attachment_io::DownloadOnce(channel, context, document_id, sha256,
+                                     sink, /*whole=*/nullptr, progress);
 }
 
 }  // namespace lienthong
@@ -167,17 +171,29 @@ std::optional<std::string> SourceHash::StateAt(uint64_t end) const {
 }
 
 absl::StatusOr<v1::UploadResponse> UploadOnce(
-    v1::AttachmentService::StubInterface& stub, grpc::ClientContext& context,
+    grpc::ChannelInterface& channel, grpc::ClientContext& context,
     AttachmentSource& source, const SourceHash& hash,
     const ProgressCallback& progress) {
   const std::string& sha256 = hash.sha256();
-  auto stream = stub.Upload(&context);
+  // Messages go out as ByteBuffers: a chunk's bytes as read from the
+  // source, not copied into a message and out of it again.
+  const grpc::internal::RpcMethod method(
+      attachment_wire::kUploadMethod,
+      grpc::internal::RpcMethod::BIDI_STREAMING);
+  std::unique_ptr<
+      grpc::ClientReaderWriter<grpc::ByteBuffer, v1::UploadResponse>>
+      stream(grpc::internal::ClientReaderWriterFactory<
+             grpc::ByteBuffer, v1::UploadResponse>::Create(&channel, method,
+                                                           &context));
   v1::UploadRequest request;
   request.mutable_start()->set_sha256(sha256);
   request.mutable_start()->set_size(source.size());
   v1::UploadResponse last;
   bool answered = false;
-  if (stream->Write(request) && stream->Read(&last)) answered = true;
+  if (stream->Write(attachment_wire::Serialize(request)) &&
+      stream->Read(&last)) {
+    answered = true;
+  }
   if (!answered) {
     // The broker ended the stream (it refused the start): its status says
     // why. Cancelling here would replace it with CANCELLED.
@@ -223,16 +239,19 @@ absl::StatusOr<v1::UploadResponse> UploadOnce(
         stream->Finish();
         return data.status();
       }
-      request.Clear();
-      v1::Chunk* chunk = request.mutable_chunk();
-      chunk->set_offset(at);
+      v1::Chunk fields;
+      fields.set_offset(at);
       if (state) {
-        chunk->set_sha256_state(*std::move(state));
+        fields.set_sha256_state(*std::move(state));
       } else {
-        chunk->set_sha256(sealing::Sha256Hex(*data));
+        fields.set_sha256(sealing::Sha256Hex(*data));
       }
-      chunk->set_data(*std::move(data));
-      if (!stream->Write(request)) break;  // Finish says why
+      auto bytes = std::make_shared<const std::string>(*std::move(data));
+      if (!stream->Write(attachment_wire::WithChunk(
+              v1::UploadRequest(), v1::UploadRequest::kChunkFieldNumber, fields,
+              bytes, *bytes))) {
+        break;  // Finish says why
+      }
       p.bytes = at + length;
       if (progress) progress(p);
     }
@@ -250,24 +269,37 @@ absl::StatusOr<v1::UploadResponse> UploadOnce(
   return last;
 }
 
-absl::StatusOr<uint64_t> DownloadOnce(
-    v1::AttachmentService::StubInterface& stub, grpc::ClientContext& context,
-    const std::string& document_id, const std::string& sha256,
-    AttachmentSink& sink, sealing::Sha256Chain* whole,
-    const ProgressCallback& progress) {
+absl::StatusOr<uint64_t> DownloadOnce(grpc::ChannelInterface& channel,
+                                      grpc::ClientContext& context,
+                                      const std::string& document_id,
+                                      const std::string& sha256,
+                                      AttachmentSink& sink,
+                                      sealing::Sha256Chain* whole,
+                                      const ProgressCallback& progress) {
   v1::DownloadRequest request;
   request.set_document_id(document_id);
   request.set_sha256(sha256);
   request.set_offset(sink.offset());
   request.set_sha256_state(whole != nullptr);
-  auto reader = stub.Download(&context, request);
-  v1::DownloadResponse response;
+  // Answers come in as ByteBuffers: a chunk's bytes are hashed and given to
+  // the sink where gRPC received them, not copied into a message first.
+  const grpc::internal::RpcMethod method(
+      attachment_wire::kDownloadMethod,
+      grpc::internal::RpcMethod::SERVER_STREAMING);
+  std::unique_ptr<grpc::ClientReader<grpc::ByteBuffer>> reader(
+      grpc::internal::ClientReaderFactory<grpc::ByteBuffer>::Create(
+          &channel, method, &context, request));
+  grpc::ByteBuffer received;
+  attachment_wire::DownloadFrame frame;
+  const v1::DownloadResponse& response = frame.response;
   uint64_t size = 0;
   bool sized = false;
   TransferProgress p;
   p.resumed = sink.offset();
   absl::Status failed;
-  while (reader->Read(&response)) {
+  while (reader->Read(&received)) {
+    failed = attachment_wire::ParseDownload(&received, &frame);
+    if (!failed.ok()) break;
     if (!sized) {
       size = response.size();
       sized = true;
@@ -282,7 +314,7 @@ absl::StatusOr<uint64_t> DownloadOnce(
                        " where ", sink.offset(), " was due"));
       break;
     }
-    const uint64_t end = chunk.offset() + chunk.data().size();
+    const uint64_t end = chunk.offset() + frame.data_size;
     if (end > size) {
       failed = absl::DataLossError(
           "the broker sent more bytes than the attachment has");
@@ -293,7 +325,7 @@ absl::StatusOr<uint64_t> DownloadOnce(
     std::optional<sealing::Sha256Chain> next;
     if (whole != nullptr) {
       next = *whole;
-      next->Update(chunk.data());
+      for (absl::string_view piece : frame.data) next->Update(piece);
     }
     bool matches;
     if (next && !chunk.sha256_state().empty()) {
@@ -301,18 +333,23 @@ absl::StatusOr<uint64_t> DownloadOnce(
                             : end % sealing::Sha256Chain::kBlockBytes == 0 &&
                                   next->State() == chunk.sha256_state();
     } else {
-      matches = sealing::Sha256Hex(chunk.data()) == chunk.sha256();
+      sealing::Sha256Stream own;
+      for (absl::string_view piece : frame.data) own.Update(piece);
+      matches = sealing::HexOf(own.Finish()) == chunk.sha256();
     }
     if (!matches) {
       // A broker does not hash again what it sends with a state: the
       // damage may be in its store.
       failed = absl::DataLossError(absl::StrCat(
-          "chunk at offset ", chunk.offset(), " (", chunk.data().size(),
+          "chunk at offset ", chunk.offset(), " (", frame.data_size,
           " bytes) does not match its SHA-256: damaged on the way",
           chunk.sha256_state().empty() ? "" : " or in the broker's store"));
       break;
     }
-    failed = sink.Write(chunk.data());
+    for (absl::string_view piece : frame.data) {
+      failed = sink.Write(piece);
+      if (!failed.ok()) break;
+    }
     if (!failed.ok()) break;
     if (next) *whole = *std::move(next);
     p.bytes = sink.offset();

@@ -51,7 +51,7 @@ class SourceHash {
 // UploadOnce, sending chunks with their sha256_state when the broker takes
 // it and `hash` has it (sha256 otherwise).
 absl::StatusOr<v1::UploadResponse> UploadOnce(
-    v1::AttachmentService::StubInterface& stub, grpc::ClientContext& context,
+    grpc::ChannelInterface& channel, grpc::ClientContext& context,
     AttachmentSource& source, const SourceHash& hash,
     const ProgressCallback& progress);
 
@@ -61,7 +61,7 @@ absl::StatusOr<v1::UploadResponse> UploadOnce(
 // sha256 otherwise), before the sink sees it. `whole` is left at what the
 // sink holds, also when the download breaks.
 absl::StatusOr<uint64_t> DownloadOnce(
-    v1::AttachmentService::StubInterface& stub, grpc::ClientContext& context,
+    grpc::ChannelInterface& channel, grpc::ClientContext& context,
     const std::string& document_id, const std::string& sha256,
     AttachmentSink& sink, sealing::Sha256Chain* whole,
     const ProgressCallback& progress);

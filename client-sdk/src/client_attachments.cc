@@ -428,7 +428,7 @@ absl::Status Download(const Connection& connection,
                                           attachment.size() - sink.offset())));
         const uint64_t before = sink.offset();
         absl::StatusOr<uint64_t> size = attachment_io::DownloadOnce(
-            connection.attachment_stub(index), context, document_id,
+            connection.channel(index), context, document_id,
             attachment.sha256(), sink, &whole, progress);
         *progressed = sink.offset() > before;
         return size.status();
@@ -480,7 +480,7 @@ absl::StatusOr<v1::Attachment> UploadAttachment(
             absl::Now() +
             AttemptDeadline(connection.options(), source.size() - furthest)));
         absl::StatusOr<v1::UploadResponse> r = attachment_io::UploadOnce(
-            connection.attachment_stub(index), context, source, hash,
+            connection.channel(index), context, source, hash,
             [&](const TransferProgress& p) {
               if (p.bytes > furthest) {
                 furthest = p.bytes;

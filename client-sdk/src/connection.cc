@@ -316,7 +316,6 @@ absl::StatusOr<std::shared_ptr<Connection>> Connection::Open(
     endpoint.stub = v1::ExchangeService::NewStub(endpoint.channel);
     endpoint.admin_stub = v1::AdminService::NewStub(endpoint.channel);
     endpoint.incident_stub = v1::IncidentService::NewStub(endpoint.channel);
-    endpoint.attachment_stub = v1::AttachmentService::NewStub(endpoint.channel);
     endpoint.approval_stub = v1::ApprovalService::NewStub(endpoint.channel);
     connection->endpoints_.push_back(std::move(endpoint));
   }

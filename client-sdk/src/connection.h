@@ -121,8 +121,10 @@ class Connection {
     return endpoints_[index].address;
   }
   Stub& stub(size_t index) const { return *endpoints_[index].stub; }
-  v1::AttachmentService::Stub& attachment_stub(size_t index) const {
-    return *endpoints_[index].attachment_stub;
+  // Attachment transfers call AttachmentService on the channel with
+  // ByteBuffers (lienthong/attachment_wire.h).
+  grpc::Channel& channel(size_t index) const {
+    return *endpoints_[index].channel;
   }
 
   // The endpoint new calls start on.
@@ -159,7 +161,6 @@ class Connection {
     std::unique_ptr<Stub> stub;
     std::unique_ptr<AdminStub> admin_stub;
     std::unique_ptr<IncidentStub> incident_stub;
-    std::unique_ptr<v1::AttachmentService::Stub> attachment_stub;
     std::unique_ptr<v1::ApprovalService::Stub> approval_stub;
   };
 

@@ -172,7 +172,7 @@ class ReaderImpl final : public AttachmentReader {
     layout_.overhead = meta_.record_overhead();
   }
   ~ReaderImpl() override {
-    if (ahead_.done.valid()) ahead_.done.wait();
+    if (ahead_.valid()) ahead_.wait();
     ::close(fd_);
   }
 
@@ -181,6 +181,19 @@ class ReaderImpl final : public AttachmentReader {
 
   absl::Status ReadInto(uint64_t offset, const ChunkReadOptions& options,
                         v1::Chunk* chunk) override {
+    SharedChunk shared;
+    RETURN_IF_ERROR(ReadShared(offset, options, &shared));
+    // Into the chunk's own buffer (reused: no allocation per chunk).
+    chunk->mutable_data()->assign(shared.content.data.data(),
+                                  shared.content.data.size());
+    chunk->set_offset(shared.fields.offset());
+    chunk->set_sha256(std::move(*shared.fields.mutable_sha256()));
+    chunk->set_sha256_state(std::move(*shared.fields.mutable_sha256_state()));
+    return absl::OkStatus();
+  }
+
+  absl::Status ReadShared(uint64_t offset, const ChunkReadOptions& options,
+                          SharedChunk* chunk) override {
     if (offset % layout_.chunk_size != 0 || offset >= layout_.size) {
       return absl::InvalidArgumentError(absl::StrCat(
           "offset: ", offset, " is not the start of a chunk of attachment ",
@@ -197,11 +210,8 @@ class ReaderImpl final : public AttachmentReader {
       return absl::DataLossError(absl::StrCat("attachments: the record of ",
                                               sha256_, " lacks chunk ", index));
     }
-    std::string& data = *chunk->mutable_data();
-    RETURN_IF_ERROR(ReadRecord(index, &data));
-    chunk->set_offset(offset);
-    chunk->clear_sha256();
-    chunk->clear_sha256_state();
+    ASSIGN_OR_RETURN(SharedBytes content, ReadContent(index));
+    const absl::string_view data = content.data;
     std::string digest;
     bool matches = true;
     if (by_state && !options.verify && options.sha256_state &&
@@ -224,54 +234,59 @@ class ReaderImpl final : public AttachmentReader {
                        " does not match its recorded SHA-256: the file ", path_,
                        " was altered or damaged"));
     }
+    chunk->fields.Clear();
+    chunk->fields.set_offset(offset);
     if (options.sha256 || !by_state) {
       if (digest.empty()) digest = sealing::Sha256Raw(data);
-      chunk->set_sha256(sealing::HexOf(digest));
+      chunk->fields.set_sha256(sealing::HexOf(digest));
     }
-    if (options.sha256_state && by_state)
-      chunk->set_sha256_state(meta_.chunk_state(static_cast<int>(index)));
+    if (options.sha256_state && by_state) {
+      chunk->fields.set_sha256_state(
+          meta_.chunk_state(static_cast<int>(index)));
+    }
+    chunk->content = std::move(content);
     return absl::OkStatus();
   }
 
  private:
-  // The next record, read while the caller sends this one: reads past the
-  // page cache wait for the disk, and a download reads in order.
-  struct ReadAhead {
-    uint64_t index = 0;
-    std::future<absl::Status> done;  // valid while a read is out
-    std::string record;
-    AlignedBuffer scratch;
-  };
+  // The record of chunk `index` in memory of its own (the disk reads into
+  // it when the file is O_DIRECT).
+  absl::StatusOr<SharedBytes> ReadRecord(uint64_t index) const {
+    return storage::ReadShared(fd_,
+                               layout_.ChunkBytes(index) + layout_.overhead,
+                               layout_.FileOffset(index), path_);
+  }
 
-  // Chunk `index`'s content into `data` (its buffer reused), from the read
-  // ahead when it is that chunk; then reads the next one ahead.
-  absl::Status ReadRecord(uint64_t index, std::string* data) {
-    std::string& raw = layout_.encrypted ? raw_ : *data;
-    absl::Status read;
-    if (ahead_.done.valid()) {
-      read = ahead_.done.get();  // waits for it (also when not wanted)
-      if (ahead_.index == index) {
-        raw.swap(ahead_.record);
-      } else {
-        read = ReadRecordInto(fd_, path_, layout_, index, &scratch_, &raw);
-      }
+  // Chunk `index`'s content, from the read ahead when it is that chunk;
+  // then reads the next one ahead (reads past the page cache wait for the
+  // disk, and a download reads in order, sending one chunk while the next
+  // is read).
+  absl::StatusOr<SharedBytes> ReadContent(uint64_t index) {
+    absl::StatusOr<SharedBytes> raw;
+    if (ahead_.valid()) {
+      raw = ahead_.get();  // waits for it (also when not wanted)
+      if (ahead_index_ != index) raw = ReadRecord(index);
     } else {
-      read = ReadRecordInto(fd_, path_, layout_, index, &scratch_, &raw);
+      raw = ReadRecord(index);
     }
-    RETURN_IF_ERROR(read);
+    RETURN_IF_ERROR(raw.status());
     if (index + 1 < layout_.chunks()) {
-      ahead_.index = index + 1;
+      ahead_index_ = index + 1;
       try {
-        ahead_.done = std::async(std::launch::async, [this] {
-          return ReadRecordInto(fd_, path_, layout_, ahead_.index,
-                                &ahead_.scratch, &ahead_.record);
+        ahead_ = std::async(std::launch::async, [this, next = index + 1] {
+          return ReadRecord(next);
         });
       } catch (const std::system_error&) {
         // No thread to spare: the next chunk is read when asked for.
       }
     }
-    if (!layout_.encrypted) return absl::OkStatus();
-    return ContentOf(store_, layout_, sha256_, index, &raw_, data);
+    if (!layout_.encrypted) return *std::move(raw);
+    ASSIGN_OR_RETURN(std::string opened,
+                     store_->OpenBeside(std::string(raw->data),
+                                        ChunkContext(sha256_, index)));
+    auto owned = std::make_shared<const std::string>(std::move(opened));
+    const absl::string_view view(*owned);
+    return SharedBytes{std::move(owned), view};
   }
 
   Store* const store_;
@@ -280,9 +295,8 @@ class ReaderImpl final : public AttachmentReader {
   const std::string sha256_;
   const v1::StoredAttachment meta_;
   Layout layout_;
-  AlignedBuffer scratch_;  // for reads past the page cache
-  std::string raw_;        // a sealed record
-  ReadAhead ahead_;
+  std::future<absl::StatusOr<SharedBytes>> ahead_;  // valid while a read is out
+  uint64_t ahead_index_ = 0;
 };
 
 class AttachmentStoreImpl final : public AttachmentStore {

@@ -133,31 +133,31 @@ int OpenMaybeDirect(const std::string& path, int flags, bool direct,
   return ::open(path.c_str(), flags, mode);
 }
 
-absl::Status ReadExactly(int fd, uint64_t len, uint64_t at,
-                         const std::string& path, AlignedBuffer* scratch,
-                         std::string* out) {
+absl::StatusOr<absl::string_view> ReadView(int fd, uint64_t len, uint64_t at,
+                                           const std::string& path,
+                                           AlignedBuffer* aligned,
+                                           std::string* plain) {
   if (len > 0 && IsDirect(fd)) {
     // The aligned blocks around [at, at + len); the last may be cut short
     // by the end of the file.
     const uint64_t start = RoundDown(at);
     const uint64_t span = RoundUp(at + len) - start;
-    scratch->Reserve(span);
+    aligned->Reserve(span);
     uint64_t got = 0;
     bool refused = false;
     RETURN_IF_ERROR(
-        PreadBlocks(fd, path, scratch->data(), span, start, &got, &refused));
+        PreadBlocks(fd, path, aligned->data(), span, start, &got, &refused));
     if (!refused) {
       if (start + got < at + len) return Truncated(path, start + got, at + len);
-      out->assign(scratch->data() + (at - start), len);
-      return absl::OkStatus();
+      return absl::string_view(aligned->data() + (at - start), len);
     }
     if (!TurnDirectOff(fd)) return Errno("fcntl(O_DIRECT off)", path);
   }
-  out->resize(len);
+  plain->resize(len);
   uint64_t got = 0;
   while (got < len) {
-    ssize_t n =
-        ::pread(fd, out->data() + got, len - got, static_cast<off_t>(at + got));
+    ssize_t n = ::pread(fd, plain->data() + got, len - got,
+                        static_cast<off_t>(at + got));
     if (n < 0) {
       if (errno == EINTR) continue;
       return Errno("read", path);
@@ -165,7 +165,29 @@ absl::Status ReadExactly(int fd, uint64_t len, uint64_t at,
     if (n == 0) return Truncated(path, at + got, at + len);
     got += static_cast<uint64_t>(n);
   }
+  return absl::string_view(*plain);
+}
+
+absl::Status ReadExactly(int fd, uint64_t len, uint64_t at,
+                         const std::string& path, AlignedBuffer* scratch,
+                         std::string* out) {
+  ASSIGN_OR_RETURN(absl::string_view read,
+                   ReadView(fd, len, at, path, scratch, out));
+  if (read.data() != out->data()) out->assign(read.data(), read.size());
   return absl::OkStatus();
+}
+
+absl::StatusOr<SharedBytes> ReadShared(int fd, uint64_t len, uint64_t at,
+                                       const std::string& path) {
+  struct Memory {
+    AlignedBuffer aligned;
+    std::string plain;
+  };
+  auto memory = std::make_shared<Memory>();
+  ASSIGN_OR_RETURN(
+      absl::string_view read,
+      ReadView(fd, len, at, path, &memory->aligned, &memory->plain));
+  return SharedBytes{std::move(memory), read};
 }
 
 DirectAppender::DirectAppender(int fd, std::string path, uint64_t end)

@@ -29,7 +29,9 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "lienthong/storage/attachments.h"
 
 namespace lienthong::storage {
 
@@ -63,6 +65,13 @@ int OpenMaybeDirect(const std::string& path, int flags, bool direct,
 absl::Status ReadExactly(int fd, uint64_t len, uint64_t at,
                          const std::string& path, AlignedBuffer* scratch,
                          std::string* out);
+
+// Exactly `len` bytes at `at` of `fd`, in memory of their own that `owner`
+// keeps: when `fd` is O_DIRECT the disk reads into it and nothing is
+// copied, so a caller can hand the bytes on (to gRPC) as they are.
+// Otherwise as ReadExactly.
+absl::StatusOr<SharedBytes> ReadShared(int fd, uint64_t len, uint64_t at,
+                                       const std::string& path);
 
 // Sequential writes to one file. One caller at a time; an error of the
 // background write comes back from the next call. After any error every

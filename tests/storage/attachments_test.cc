@@ -518,6 +518,37 @@ TEST_P(AttachmentStoreTest, ChunksReadInAnyOrderAreTheRightOnes) {
   reader.reset();
 }
 
+TEST_P(AttachmentStoreTest, SharedChunksStayValidWhileTheReaderGoesOn) {
+  // A download hands each chunk's memory to gRPC, which may still hold it
+  // when the reader has read (and read ahead) the next ones, or is gone.
+  const std::string content = Content(5 * kChunk + 77, 44);
+  const std::string sha = sealing::Sha256Hex(content);
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<AttachmentUpload> upload,
+                       attachments_->BeginUpload(a_, sha, content.size()));
+  ASSERT_OK(WriteChunks(*upload, content, 0, content.size()));
+  upload.reset();
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<AttachmentReader> reader,
+                       attachments_->Open(sha));
+  ChunkReadOptions options;
+  options.sha256_state = true;
+  std::vector<SharedChunk> chunks;
+  for (uint64_t at = 0; at < content.size(); at += kChunk) {
+    SharedChunk chunk;
+    ASSERT_OK(reader->ReadShared(at, options, &chunk));
+    EXPECT_EQ(chunk.fields.offset(), at);
+    EXPECT_TRUE(chunk.fields.data().empty());
+    EXPECT_EQ(chunk.fields.sha256(),
+              sealing::Sha256Hex(content.substr(at, kChunk)));
+    chunks.push_back(std::move(chunk));
+  }
+  reader.reset();
+  ASSERT_THAT(chunks, SizeIs(6));
+  for (size_t i = 0; i < chunks.size(); ++i) {
+    EXPECT_EQ(chunks[i].content.data, content.substr(i * kChunk, kChunk))
+        << "chunk " << i;
+  }
+}
+
 TEST_P(AttachmentStoreTest, AResumedUploadGoesBackBeforeADamagedChunk) {
   const std::string content = Content(6 * kChunk + 5, 12);
   const std::string sha = sealing::Sha256Hex(content);

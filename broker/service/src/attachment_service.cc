@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
+#include "lienthong/attachment_wire.h"
 #include "lienthong/attachments.h"
 #include "lienthong/broker/service.h"
 #include "lienthong/common/log.h"
@@ -84,7 +85,18 @@ AttachmentServiceImpl::AttachmentServiceImpl(Exchange* exchange,
       store_(store),
       trust_domain_(std::move(trust_domain)),
       peers_(std::move(peers)),
-      audit_(audit) {}
+      audit_(audit) {
+  // Download (method 1 of AttachmentService) writes ByteBuffers whose chunk
+  // bytes are those the disk read (lienthong/attachment_wire.h): a split
+  // server stream is the way gRPC's synchronous API takes one request and
+  // writes messages of another type than the generated one.
+  MarkMethodStreamed(
+      1, new grpc::internal::SplitServerStreamingHandler<v1::DownloadRequest,
+                                                         grpc::ByteBuffer>(
+             [this](grpc::ServerContext* ctx, DownloadStream* stream) {
+               return DownloadChunks(ctx, stream);
+             }));
+}
 
 absl::StatusOr<Principal> AttachmentServiceImpl::Caller(
     grpc::ServerContext* ctx, absl::string_view method) const {
@@ -193,14 +205,19 @@ grpc::Status AttachmentServiceImpl::Upload(
   return grpc::Status::OK;
 }
 
-grpc::Status AttachmentServiceImpl::Download(
-    grpc::ServerContext* ctx, const v1::DownloadRequest* request,
-    grpc::ServerWriter<v1::DownloadResponse>* writer) {
+grpc::Status AttachmentServiceImpl::DownloadChunks(grpc::ServerContext* ctx,
+                                                   DownloadStream* stream) {
   absl::StatusOr<Principal> caller =
       Caller(ctx, "/lienthong.v1.AttachmentService/Download");
   if (!caller.ok()) return Refuse(caller.status());
+  v1::DownloadRequest request_read;
+  if (!stream->Read(&request_read)) {
+    return Refuse(absl::InvalidArgumentError(
+        "AttachmentService/Download: the call carried no DownloadRequest"));
+  }
+  const v1::DownloadRequest* request = &request_read;
   uint64_t sent = 0;
-  grpc::Status status = Serve(ctx, *caller, *request, writer, &sent);
+  grpc::Status status = Serve(ctx, *caller, *request, stream, &sent);
   if (audit_ != nullptr && !request->document_id().empty() &&
       request->document_id().size() <= 64) {
     // Who read which attachment of which document, and how much: in the
@@ -228,10 +245,11 @@ grpc::Status AttachmentServiceImpl::Download(
   return status;
 }
 
-grpc::Status AttachmentServiceImpl::Serve(
-    grpc::ServerContext* ctx, const Principal& caller,
-    const v1::DownloadRequest& request,
-    grpc::ServerWriter<v1::DownloadResponse>* writer, uint64_t* sent) {
+grpc::Status AttachmentServiceImpl::Serve(grpc::ServerContext* ctx,
+                                          const Principal& caller,
+                                          const v1::DownloadRequest& request,
+                                          DownloadStream* writer,
+                                          uint64_t* sent) {
   if (!sealing::IsSha256Hex(request.sha256())) {
     return Refuse(absl::InvalidArgumentError(
         "sha256: must be the attachment's SHA-256 as 64 lower-case hex "
@@ -259,7 +277,7 @@ grpc::Status AttachmentServiceImpl::Serve(
   response.set_size(size);
   response.set_chunk_size(chunk_size);
   if (request.offset() == size) {
-    writer->Write(response);
+    writer->Write(attachment_wire::Serialize(response));
     return grpc::Status::OK;
   }
   // A caller that takes states checks each chunk by continuing its hash of
@@ -269,29 +287,33 @@ grpc::Status AttachmentServiceImpl::Serve(
   fields.sha256 = !request.sha256_state();
   fields.sha256_state = request.sha256_state();
   fields.verify = !request.sha256_state();
-  // One chunk buffer for the whole download (no allocation per chunk).
-  v1::Chunk* chunk = response.mutable_chunk();
+  storage::SharedChunk chunk;
   for (uint64_t at = request.offset() / chunk_size * chunk_size; at < size;
        at += chunk_size) {
     if (stopping_) return Refuse(absl::UnavailableError("broker stopping"));
     if (ctx->IsCancelled()) return grpc::Status::CANCELLED;
-    absl::Status read = (*reader)->ReadInto(at, fields, chunk);
+    absl::Status read = (*reader)->ReadShared(at, fields, &chunk);
     if (!read.ok()) {
       Log(log::Level::kError, read.ToString(),
           {{"sha256", request.sha256()},
            {"document_id", request.document_id()}});
       return Refuse(read);
     }
+    absl::string_view data = chunk.content.data;
     if (at < request.offset()) {
       // A resumed download starts inside this chunk.
       // Its state (at its end) holds; a hash of its own is made again.
-      chunk->mutable_data()->erase(0, request.offset() - at);
-      chunk->set_offset(request.offset());
-      if (!chunk->sha256().empty())
-        chunk->set_sha256(Sha256HexOf(chunk->data()));
+      data.remove_prefix(request.offset() - at);
+      chunk.fields.set_offset(request.offset());
+      if (!chunk.fields.sha256().empty())
+        chunk.fields.set_sha256(Sha256HexOf(data));
     }
-    uint64_t bytes = chunk->data().size();
-    if (!writer->Write(response)) return grpc::Status::CANCELLED;
+    const uint64_t bytes = data.size();
+    if (!writer->Write(attachment_wire::WithChunk(
+            response, v1::DownloadResponse::kChunkFieldNumber, chunk.fields,
+            std::move(chunk.content.owner), data))) {
+      return grpc::Status::CANCELLED;
+    }
     metrics_.bytes_out.Add(bytes);
     *sent += bytes;
   }
@@ -299,7 +321,7 @@ grpc::Status AttachmentServiceImpl::Serve(
 }
 
 absl::Status PushAttachment(storage::AttachmentStore& store,
-                            v1::AttachmentService::StubInterface& stub,
+                            grpc::ChannelInterface& channel,
                             const std::string& sha256, bool* local_loss) {
   auto lost = [local_loss](const absl::Status& s) {
     if (local_loss != nullptr)
@@ -316,7 +338,7 @@ absl::Status PushAttachment(storage::AttachmentStore& store,
       absl::Now() + absl::Minutes(1) +
       absl::Seconds(static_cast<int64_t>(source.size() >> 20))));
   absl::StatusOr<v1::UploadResponse> r =
-      UploadOnce(stub, ctx, source, sha256, nullptr);
+      UploadOnce(channel, ctx, source, sha256, nullptr);
   if (!source.failed().ok()) return lost(source.failed());
   return r.status();
 }

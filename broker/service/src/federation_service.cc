@@ -572,7 +572,6 @@ absl::Status PeerLinks::RunOnce(Peer* peer) {
 
   // Attachments the peer has confirmed complete on this link.
   std::set<std::string> pushed;
-  auto attachment_stub = v1::AttachmentService::NewStub(peer->channel);
   absl::Time next_announce = absl::Now();
   // What the directory looked like at the last announce; a change is
   // announced within kDirectoryCheck instead of the interval.
@@ -637,7 +636,7 @@ absl::Status PeerLinks::RunOnce(Peer* peer) {
     if (!to_push.empty()) {
       for (const std::string& sha256 : to_push) {
         bool local_loss = false;
-        absl::Status s = PushAttachment(*options_.attachments, *attachment_stub,
+        absl::Status s = PushAttachment(*options_.attachments, *peer->channel,
                                         sha256, &local_loss);
         if (local_loss) {
           // This broker lost its copy: no retry can send it. The copies of

@@ -66,25 +66,29 @@ struct TransferProgress {
 };
 using ProgressCallback = std::function<void(const TransferProgress&)>;
 
-// One attempt of AttachmentService/Upload on `context`: announces `sha256`
-// and `size`, sends what the broker lacks, and returns its last answer
-// (complete, or the durable bytes when the stream broke: the status then
-// says why, and a new attempt continues from there). DATA_LOSS when the
-// broker found a chunk damaged or the whole not matching `sha256`.
-absl::StatusOr<v1::UploadResponse> UploadOnce(
-    v1::AttachmentService::StubInterface& stub, grpc::ClientContext& context,
-    AttachmentSource& source, const std::string& sha256,
-    const ProgressCallback& progress);
+// One attempt of AttachmentService/Upload on `channel` with `context`:
+// announces `sha256` and `size`, sends what the broker lacks, and returns its
+// last answer (complete, or the durable bytes when the stream broke: the
+// status then says why, and a new attempt continues from there). DATA_LOSS
+// when the broker found a chunk damaged or the whole not matching `sha256`.
+absl::StatusOr<v1::UploadResponse> UploadOnce(grpc::ChannelInterface& channel,
+                                              grpc::ClientContext& context,
+                                              AttachmentSource& source,
+                                              const std::string& sha256,
+                                              const ProgressCallback& progress);
 
-// One attempt of AttachmentService/Download on `context` into `sink`, from
-// sink.offset(); each chunk is checked against its SHA-256 (DATA_LOSS naming
-// it) before the sink sees it. Returns the attachment's size. A broken
-// stream leaves the sink holding what arrived: a new attempt continues. The
-// caller checks the whole content's hash (Client::DownloadAttachment does).
-absl::StatusOr<uint64_t> DownloadOnce(
-    v1::AttachmentService::StubInterface& stub, grpc::ClientContext& context,
-    const std::string& document_id, const std::string& sha256,
-    AttachmentSink& sink, const ProgressCallback& progress);
+// One attempt of AttachmentService/Download on `channel` with `context`
+// into `sink`, from sink.offset(); each chunk is checked against its SHA-256
+// (DATA_LOSS naming it) before the sink sees it. Returns the attachment's
+// size. A broken stream leaves the sink holding what arrived: a new attempt
+// continues. The caller checks the whole content's hash
+// (Client::DownloadAttachment does).
+absl::StatusOr<uint64_t> DownloadOnce(grpc::ChannelInterface& channel,
+                                      grpc::ClientContext& context,
+                                      const std::string& document_id,
+                                      const std::string& sha256,
+                                      AttachmentSink& sink,
+                                      const ProgressCallback& progress);
 
 // Lower-case hex SHA-256 of `data`.
 std::string Sha256HexOf(absl::string_view data);

@@ -124,6 +124,19 @@ struct ChunkReadOptions {
   bool verify = true;
 };
 
+// Bytes in memory that `owner` keeps alive (whatever holds them).
+struct SharedBytes {
+  std::shared_ptr<const void> owner;
+  absl::string_view data;
+};
+
+// A chunk whose bytes stay in the memory they were read into: `fields` has
+// its offset and hashes (no data), `content` its bytes.
+struct SharedChunk {
+  v1::Chunk fields;
+  SharedBytes content;
+};
+
 // Reads one complete attachment. Thread-compatible.
 class AttachmentReader {
  public:
@@ -149,6 +162,12 @@ class AttachmentReader {
   virtual absl::Status ReadInto(uint64_t offset,
                                 const ChunkReadOptions& options,
                                 v1::Chunk* chunk) = 0;
+  // As ReadInto, the bytes left in memory of their own (read past the page
+  // cache, the disk put them there): for a caller that hands them on
+  // without copying them (a download's gRPC messages).
+  virtual absl::Status ReadShared(uint64_t offset,
+                                  const ChunkReadOptions& options,
+                                  SharedChunk* chunk) = 0;
 };
 
 struct AttachmentCollection {

@@ -54,18 +54,19 @@ class AttachmentServiceImpl final : public v1::AttachmentService::Service {
       grpc::ServerContext* ctx,
       grpc::ServerReaderWriter<v1::UploadResponse, v1::UploadRequest>* stream)
       override;
-  grpc::Status Download(
-      grpc::ServerContext* ctx, const v1::DownloadRequest* request,
-      grpc::ServerWriter<v1::DownloadResponse>* writer) override;
 
  private:
+  using DownloadStream =
+      grpc::ServerSplitStreamer<v1::DownloadRequest, grpc::ByteBuffer>;
+
+  // AttachmentService/Download: DownloadResponses as ByteBuffers.
+  grpc::Status DownloadChunks(grpc::ServerContext* ctx, DownloadStream* stream);
   absl::StatusOr<Principal> Caller(grpc::ServerContext* ctx,
                                    absl::string_view method) const;
   grpc::Status Refuse(const absl::Status& status);
   // Download once authenticated; counts the bytes it sent into `sent`.
   grpc::Status Serve(grpc::ServerContext* ctx, const Principal& caller,
-                     const v1::DownloadRequest& request,
-                     grpc::ServerWriter<v1::DownloadResponse>* writer,
+                     const v1::DownloadRequest& request, DownloadStream* writer,
                      uint64_t* sent);
 
   Exchange* const exchange_;
@@ -77,14 +78,14 @@ class AttachmentServiceImpl final : public v1::AttachmentService::Service {
   AttachmentMetrics metrics_;
 };
 
-// Uploads attachment `sha256` from `store` to the broker behind `stub`, as
+// Uploads attachment `sha256` from `store` to the broker behind `channel`, as
 // this broker (resuming what the peer has; nothing when it has it all).
 // OK once the peer holds it complete; the peer's error otherwise
 // (DEADLINE_EXCEEDED below 1 MiB/s). `local_loss` (optional) is set when
 // this broker's own copy is missing or damaged (NOT_FOUND / DATA_LOSS from
 // `store`): pushing again cannot help.
 absl::Status PushAttachment(storage::AttachmentStore& store,
-                            v1::AttachmentService::StubInterface& stub,
+                            grpc::ChannelInterface& channel,
                             const std::string& sha256,
                             bool* local_loss = nullptr);
 
