@@ -305,8 +305,8 @@ absl::StatusOr<uint64_t> DownloadOnce(grpc::ChannelInterface& channel,
       sized = true;
       p.total = size;
     }
-    if (!response.has_chunk()) continue;
-    const v1::Chunk& chunk = response.chunk();
+    if (!frame.chunk.has_chunk) continue;
+    const v1::Chunk& chunk = frame.chunk.fields;
     if (chunk.offset() != sink.offset() ||
         (whole != nullptr && whole->bytes() != sink.offset())) {
       failed = absl::DataLossError(
@@ -314,7 +314,7 @@ absl::StatusOr<uint64_t> DownloadOnce(grpc::ChannelInterface& channel,
                        " where ", sink.offset(), " was due"));
       break;
     }
-    const uint64_t end = chunk.offset() + frame.data_size;
+    const uint64_t end = chunk.offset() + frame.chunk.data_size;
     if (end > size) {
       failed = absl::DataLossError(
           "the broker sent more bytes than the attachment has");
@@ -325,7 +325,7 @@ absl::StatusOr<uint64_t> DownloadOnce(grpc::ChannelInterface& channel,
     std::optional<sealing::Sha256Chain> next;
     if (whole != nullptr) {
       next = *whole;
-      for (absl::string_view piece : frame.data) next->Update(piece);
+      for (absl::string_view piece : frame.chunk.data) next->Update(piece);
     }
     bool matches;
     if (next && !chunk.sha256_state().empty()) {
@@ -334,19 +334,19 @@ absl::StatusOr<uint64_t> DownloadOnce(grpc::ChannelInterface& channel,
                                   next->State() == chunk.sha256_state();
     } else {
       sealing::Sha256Stream own;
-      for (absl::string_view piece : frame.data) own.Update(piece);
+      for (absl::string_view piece : frame.chunk.data) own.Update(piece);
       matches = sealing::HexOf(own.Finish()) == chunk.sha256();
     }
     if (!matches) {
       // A broker does not hash again what it sends with a state: the
       // damage may be in its store.
       failed = absl::DataLossError(absl::StrCat(
-          "chunk at offset ", chunk.offset(), " (", frame.data_size,
+          "chunk at offset ", chunk.offset(), " (", frame.chunk.data_size,
           " bytes) does not match its SHA-256: damaged on the way",
           chunk.sha256_state().empty() ? "" : " or in the broker's store"));
       break;
     }
-    for (absl::string_view piece : frame.data) {
+    for (absl::string_view piece : frame.chunk.data) {
       failed = sink.Write(piece);
       if (!failed.ok()) break;
     }

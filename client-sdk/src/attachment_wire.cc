@@ -74,14 +74,16 @@ class SliceStream final : public google::protobuf::io::ZeroCopyInputStream {
   int64_t count_ = 0;
 };
 
-absl::Status Malformed(absl::string_view what) {
-  return absl::DataLossError(
-      absl::StrCat("the broker sent a malformed DownloadResponse: ", what));
+absl::Status Malformed(const google::protobuf::MessageLite& message,
+                       absl::string_view what) {
+  return absl::InvalidArgumentError(
+      absl::StrCat("malformed ", message.GetTypeName(), ": ", what));
 }
 
 // The fields of a Chunk up to the end of its limit; its data as views.
-absl::Status ParseChunk(CodedInputStream& in, DownloadFrame* frame) {
-  v1::Chunk* chunk = frame->response.mutable_chunk();
+// false when malformed (`what` says where).
+bool ParseChunk(CodedInputStream& in, ChunkFrame* frame, const char** what) {
+  v1::Chunk& chunk = frame->fields;
   for (;;) {
     const uint32_t tag = in.ReadTag();
     if (tag == 0) break;
@@ -89,50 +91,51 @@ absl::Status ParseChunk(CodedInputStream& in, DownloadFrame* frame) {
     uint32_t length;
     switch (tag) {
       case Tag(v1::Chunk::kOffsetFieldNumber, WireFormatLite::WIRETYPE_VARINT):
-        if (!in.ReadVarint64(&number)) return Malformed("chunk offset");
-        chunk->set_offset(number);
+        *what = "chunk offset";
+        if (!in.ReadVarint64(&number)) return false;
+        chunk.set_offset(number);
         break;
       case Tag(v1::Chunk::kDataFieldNumber,
                WireFormatLite::WIRETYPE_LENGTH_DELIMITED):
-        if (!in.ReadVarint32(&length)) return Malformed("chunk data length");
+        *what = "chunk data cut short";
+        if (!in.ReadVarint32(&length)) return false;
         // The last occurrence counts, as protobuf reads it.
         frame->data.clear();
         frame->data_size = length;
         while (length > 0) {
           const void* at;
           int size;
-          if (!in.GetDirectBufferPointer(&at, &size) || size <= 0)
-            return Malformed("chunk data cut short");
+          if (!in.GetDirectBufferPointer(&at, &size) || size <= 0) return false;
           const uint32_t take = std::min<uint32_t>(length, size);
           frame->data.emplace_back(static_cast<const char*>(at), take);
-          if (!in.Skip(static_cast<int>(take)))
-            return Malformed("chunk data cut short");
+          if (!in.Skip(static_cast<int>(take))) return false;
           length -= take;
         }
         break;
       case Tag(v1::Chunk::kSha256FieldNumber,
                WireFormatLite::WIRETYPE_LENGTH_DELIMITED):
         // A string field: UTF-8, as protobuf checks it.
-        if (!WireFormatLite::ReadString(&in, chunk->mutable_sha256()) ||
+        *what = "chunk sha256";
+        if (!WireFormatLite::ReadString(&in, chunk.mutable_sha256()) ||
             !WireFormatLite::VerifyUtf8String(
-                chunk->sha256().data(),
-                static_cast<int>(chunk->sha256().size()), WireFormatLite::PARSE,
-                "lienthong.v1.Chunk.sha256")) {
-          return Malformed("chunk sha256");
+                chunk.sha256().data(), static_cast<int>(chunk.sha256().size()),
+                WireFormatLite::PARSE, "lienthong.v1.Chunk.sha256")) {
+          return false;
         }
         break;
       case Tag(v1::Chunk::kSha256StateFieldNumber,
                WireFormatLite::WIRETYPE_LENGTH_DELIMITED):
-        if (!WireFormatLite::ReadBytes(&in, chunk->mutable_sha256_state()))
-          return Malformed("chunk sha256_state");
+        *what = "chunk sha256_state";
+        if (!WireFormatLite::ReadBytes(&in, chunk.mutable_sha256_state()))
+          return false;
         break;
       default:
-        if (!WireFormatLite::SkipField(&in, tag))
-          return Malformed(absl::StrCat("chunk field with tag ", tag));
+        *what = "chunk field";
+        if (!WireFormatLite::SkipField(&in, tag)) return false;
     }
   }
-  if (!in.ConsumedEntireMessage()) return Malformed("chunk");
-  return absl::OkStatus();
+  *what = "chunk";
+  return in.ConsumedEntireMessage();
 }
 
 }  // namespace
@@ -175,50 +178,62 @@ grpc::ByteBuffer WithChunk(const google::protobuf::MessageLite& message,
   return grpc::ByteBuffer(slices, 2);
 }
 
-absl::Status ParseDownload(grpc::ByteBuffer* buffer, DownloadFrame* frame) {
-  frame->response.Clear();
+absl::Status ParseWithChunk(grpc::ByteBuffer* buffer, int chunk_field,
+                            google::protobuf::MessageLite* message,
+                            ChunkFrame* frame) {
+  message->Clear();
+  frame->has_chunk = false;
+  frame->fields.Clear();
   frame->data.clear();
   frame->data_size = 0;
   frame->slices.clear();
   grpc::Status dumped = buffer->Dump(&frame->slices);
   buffer->Clear();
-  if (!dumped.ok()) return Malformed(dumped.error_message());
-  SliceStream stream(frame->slices);
-  CodedInputStream in(&stream);
-  for (;;) {
-    const uint32_t tag = in.ReadTag();
-    if (tag == 0) break;
-    uint64_t number;
-    switch (tag) {
-      case Tag(v1::DownloadResponse::kChunkFieldNumber,
-               WireFormatLite::WIRETYPE_LENGTH_DELIMITED): {
-        uint32_t length;
-        if (!in.ReadVarint32(&length) || length > INT32_MAX)
-          return Malformed("chunk length");
-        const CodedInputStream::Limit limit =
-            in.PushLimit(static_cast<int>(length));
-        if (absl::Status s = ParseChunk(in, frame); !s.ok()) return s;
-        if (in.BytesUntilLimit() != 0) return Malformed("chunk cut short");
-        in.PopLimit(limit);
-        break;
+  if (!dumped.ok()) return Malformed(*message, dumped.error_message());
+  // Every field but the chunk is copied out (they are small) and read by
+  // protobuf.
+  std::string rest;
+  {
+    SliceStream stream(frame->slices);
+    CodedInputStream in(&stream);
+    google::protobuf::io::StringOutputStream rest_sink(&rest);
+    CodedOutputStream rest_out(&rest_sink);
+    const uint32_t chunk_tag =
+        Tag(chunk_field, WireFormatLite::WIRETYPE_LENGTH_DELIMITED);
+    for (;;) {
+      const uint32_t tag = in.ReadTag();
+      if (tag == 0) break;
+      if (tag != chunk_tag) {
+        if (!WireFormatLite::SkipField(&in, tag, &rest_out))
+          return Malformed(*message, absl::StrCat("field with tag ", tag));
+        continue;
       }
-      case Tag(v1::DownloadResponse::kSizeFieldNumber,
-               WireFormatLite::WIRETYPE_VARINT):
-        if (!in.ReadVarint64(&number)) return Malformed("size");
-        frame->response.set_size(number);
-        break;
-      case Tag(v1::DownloadResponse::kChunkSizeFieldNumber,
-               WireFormatLite::WIRETYPE_VARINT):
-        if (!in.ReadVarint64(&number)) return Malformed("chunk_size");
-        frame->response.set_chunk_size(number);
-        break;
-      default:
-        if (!WireFormatLite::SkipField(&in, tag))
-          return Malformed(absl::StrCat("field with tag ", tag));
+      uint32_t length;
+      if (!in.ReadVarint32(&length) || length > INT32_MAX)
+        return Malformed(*message, "chunk length");
+      const CodedInputStream::Limit limit =
+          in.PushLimit(static_cast<int>(length));
+      const char* what = "chunk";
+      if (!ParseChunk(in, frame, &what)) return Malformed(*message, what);
+      if (in.BytesUntilLimit() != 0)
+        return Malformed(*message, "chunk cut short");
+      in.PopLimit(limit);
+      frame->has_chunk = true;
     }
+    if (!in.ConsumedEntireMessage()) return Malformed(*message, "not protobuf");
   }
-  if (!in.ConsumedEntireMessage()) return Malformed("not protobuf");
+  if (!message->ParseFromString(rest))
+    return Malformed(*message, "its fields besides the chunk");
   return absl::OkStatus();
+}
+
+absl::Status ParseDownload(grpc::ByteBuffer* buffer, DownloadFrame* frame) {
+  absl::Status parsed =
+      ParseWithChunk(buffer, v1::DownloadResponse::kChunkFieldNumber,
+                     &frame->response, &frame->chunk);
+  if (parsed.ok()) return parsed;
+  return absl::DataLossError(
+      absl::StrCat("the broker sent a ", parsed.message()));
 }
 
 }  // namespace lienthong::attachment_wire

@@ -78,6 +78,14 @@ absl::Status FsyncPath(const std::string& path) {
   return absl::OkStatus();
 }
 
+// SHA-256 (raw) of the concatenation of `pieces`.
+std::string Sha256RawOf(absl::Span<const absl::string_view> pieces) {
+  if (pieces.size() == 1) return sealing::Sha256Raw(pieces[0]);
+  sealing::Sha256Stream hash;
+  for (absl::string_view piece : pieces) hash.Update(piece);
+  return hash.Finish();
+}
+
 // The chunk layout shared by uploads and readers.
 struct Layout {
   uint64_t size = 0;
@@ -521,7 +529,9 @@ class UploadImpl final : public AttachmentUpload {
   const UploadProgress& progress() const override { return progress_; }
   bool takes_sha256_state() const override { return chained_; }
 
-  absl::StatusOr<bool> Write(const v1::Chunk& chunk) override;
+  using AttachmentUpload::Write;
+  absl::StatusOr<bool> Write(const v1::Chunk& chunk,
+                             absl::Span<const absl::string_view> data) override;
 
   absl::StatusOr<bool> Checkpoint() override {
     if (progress_.complete || written_ == progress_.durable_bytes) return false;
@@ -573,21 +583,23 @@ class UploadImpl final : public AttachmentUpload {
   // What is recorded of a chunk that `next` (the hash of the whole) has
   // just taken in: its Chunk.sha256_state, or (not chained_) its own
   // SHA-256, `digest` when already computed.
-  std::string CheckOf(const sealing::Sha256Chain& next, absl::string_view data,
+  std::string CheckOf(const sealing::Sha256Chain& next,
+                      absl::Span<const absl::string_view> data,
                       std::string digest) const {
     if (chained_) return StateAfter(next, layout_);
-    return digest.empty() ? sealing::Sha256Raw(data) : digest;
+    return digest.empty() ? Sha256RawOf(data) : digest;
   }
   // Whether chunk `index`, taken in by `next`, is the one of the stored
   // content `existing_`.
   bool MatchesExisting(uint64_t index, const sealing::Sha256Chain& next,
-                       absl::string_view data, std::string* digest) const {
+                       absl::Span<const absl::string_view> data,
+                       std::string* digest) const {
     const int i = static_cast<int>(index);
     if (chained_ && existing_->chunk_state_size() > 0) {
       return i < existing_->chunk_state_size() &&
              StateAfter(next, layout_) == existing_->chunk_state(i);
     }
-    if (digest->empty()) *digest = sealing::Sha256Raw(data);
+    if (digest->empty()) *digest = Sha256RawOf(data);
     return i < existing_->chunk_sha256_size() &&
            existing_->chunk_sha256(i) == *digest;
   }
@@ -682,7 +694,9 @@ absl::Status UploadImpl::Start(std::optional<v1::StoredAttachment> existing) {
         digest = sealing::Sha256Raw(*data);
         if (digest != state.chunk_sha256(i)) break;
       }
-      checks_.push_back(CheckOf(next, *data, std::move(digest)));
+      const absl::string_view read = *data;
+      checks_.push_back(
+          CheckOf(next, absl::MakeConstSpan(&read, 1), std::move(digest)));
       whole_ = next;
       written_ += data->size();
     }
@@ -706,7 +720,8 @@ absl::Status UploadImpl::Start(std::optional<v1::StoredAttachment> existing) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<bool> UploadImpl::Write(const v1::Chunk& chunk) {
+absl::StatusOr<bool> UploadImpl::Write(
+    const v1::Chunk& chunk, absl::Span<const absl::string_view> data) {
   if (progress_.complete) {
     return absl::FailedPreconditionError(absl::StrCat(
         "attachment ", sha256_, " is complete: no more chunks are taken"));
@@ -718,10 +733,12 @@ absl::StatusOr<bool> UploadImpl::Write(const v1::Chunk& chunk) {
                      written_, " bytes: the next chunk starts at ", written_));
   }
   const uint64_t expected = layout_.ChunkBytes(index);
-  if (chunk.data().size() != expected) {
+  uint64_t bytes = 0;
+  for (absl::string_view piece : data) bytes += piece.size();
+  if (bytes != expected) {
     return absl::InvalidArgumentError(absl::StrCat(
         "chunk.data: chunk ", index, " (offset ", chunk.offset(), ") has ",
-        chunk.data().size(), " bytes; it must have ", expected,
+        bytes, " bytes; it must have ", expected,
         expected == layout_.chunk_size ? " (the chunk size)"
                                        : " (the rest of the content)"));
   }
@@ -741,11 +758,10 @@ absl::StatusOr<bool> UploadImpl::Write(const v1::Chunk& chunk) {
   }
   std::string digest;  // the chunk's own SHA-256, when needed
   if (!by_state) {
-    digest = sealing::Sha256Raw(chunk.data());
+    digest = Sha256RawOf(data);
     if (sealing::HexOf(digest) != chunk.sha256()) {
       return absl::DataLossError(absl::StrCat(
-          "chunk ", index, " (offset ", chunk.offset(), ", ",
-          chunk.data().size(),
+          "chunk ", index, " (offset ", chunk.offset(), ", ", bytes,
           " bytes) does not match its sha256: it was damaged on the way; send "
           "it again"));
     }
@@ -753,35 +769,43 @@ absl::StatusOr<bool> UploadImpl::Write(const v1::Chunk& chunk) {
   // The hash of the whole goes on over the chunk (one pass checks both);
   // kept only once the chunk is taken.
   sealing::Sha256Chain next = whole_;
-  next.Update(chunk.data());
+  for (absl::string_view piece : data) next.Update(piece);
   if (by_state && StateAfter(next, layout_) != chunk.sha256_state()) {
     return absl::DataLossError(absl::StrCat(
-        "chunk ", index, " (offset ", chunk.offset(), ", ", chunk.data().size(),
+        "chunk ", index, " (offset ", chunk.offset(), ", ", bytes,
         " bytes) does not match its sha256_state: it was damaged on the way; "
         "send it again"));
   }
   if (existing_) {
-    if (!MatchesExisting(index, next, chunk.data(), &digest)) {
+    if (!MatchesExisting(index, next, data, &digest)) {
       return absl::DataLossError(
           absl::StrCat("chunk ", index, " (offset ", chunk.offset(),
                        ") is not part of the content with SHA-256 ", sha256_,
                        ": the content differs from its announced hash"));
     }
   } else {
-    std::optional<std::string> sealed;
     if (layout_.encrypted) {
-      ASSIGN_OR_RETURN(sealed, owner_->store()->SealBeside(
-                                   chunk.data(), ChunkContext(sha256_, index)));
+      std::string joined;
+      if (data.size() != 1) {
+        joined.reserve(bytes);
+        for (absl::string_view piece : data)
+          joined.append(piece.data(), piece.size());
+      }
+      ASSIGN_OR_RETURN(
+          std::optional<std::string> sealed,
+          owner_->store()->SealBeside(data.size() == 1 ? data[0] : joined,
+                                      ChunkContext(sha256_, index)));
       if (!sealed || sealed->size() != expected + layout_.overhead) {
         return absl::FailedPreconditionError(
             "attachments: encryption at rest changed during the upload; "
             "start it again");
       }
+      RETURN_IF_ERROR(out_->Append(layout_.FileOffset(index), *sealed));
+    } else {
+      RETURN_IF_ERROR(out_->Append(layout_.FileOffset(index), data));
     }
-    RETURN_IF_ERROR(out_->Append(layout_.FileOffset(index),
-                                 sealed ? *sealed : chunk.data()));
   }
-  checks_.push_back(CheckOf(next, chunk.data(), std::move(digest)));
+  checks_.push_back(CheckOf(next, data, std::move(digest)));
   whole_ = next;
   written_ += expected;
   if (written_ == layout_.size) {

@@ -261,9 +261,10 @@ absl::Status DirectAppender::WriteBlocks(const char* data, size_t bytes,
   return s;
 }
 
-absl::Status DirectAppender::Append(uint64_t at, absl::string_view bytes) {
+absl::Status DirectAppender::Append(
+    uint64_t at, absl::Span<const absl::string_view> pieces) {
   if (!failed_.ok()) return failed_;
-  absl::Status s = DoAppend(at, bytes);
+  absl::Status s = DoAppend(at, pieces);
   if (!s.ok()) failed_ = s;
   return s;
 }
@@ -275,25 +276,34 @@ absl::Status DirectAppender::Sync() {
   return s;
 }
 
-absl::Status DirectAppender::DoAppend(uint64_t at, absl::string_view bytes) {
+absl::Status DirectAppender::DoAppend(
+    uint64_t at, absl::Span<const absl::string_view> pieces) {
   RETURN_IF_ERROR(Land());
   if (at != end_ || !positioned_) RETURN_IF_ERROR(Seek(at));
+  size_t bytes = 0;
+  for (absl::string_view piece : pieces) bytes += piece.size();
   if (!direct_) {
-    RETURN_IF_ERROR(PwriteAll(fd_, bytes.data(), bytes.size(), at, path_));
+    uint64_t to = at;
+    for (absl::string_view piece : pieces) {
+      RETURN_IF_ERROR(PwriteAll(fd_, piece.data(), piece.size(), to, path_));
+      to += piece.size();
+    }
     // Start writing it back now, without waiting: the disk works while the
     // next records arrive, and the sync finds little left.
-    ::sync_file_range(fd_, static_cast<off_t>(at),
-                      static_cast<off_t>(bytes.size()), SYNC_FILE_RANGE_WRITE);
-    end_ = at + bytes.size();
+    ::sync_file_range(fd_, static_cast<off_t>(at), static_cast<off_t>(bytes),
+                      SYNC_FILE_RANGE_WRITE);
+    end_ = at + bytes;
     tail_start_ = end_;
     return absl::OkStatus();
   }
-  if (bytes.empty()) return absl::OkStatus();
+  if (bytes == 0) return absl::OkStatus();
   size_t held = end_ - tail_start_;
-  buf_.Reserve(held + bytes.size(), held);
-  std::memcpy(buf_.data() + held, bytes.data(), bytes.size());
-  held += bytes.size();
-  end_ += bytes.size();
+  buf_.Reserve(held + bytes, held);
+  for (absl::string_view piece : pieces) {
+    std::memcpy(buf_.data() + held, piece.data(), piece.size());
+    held += piece.size();
+  }
+  end_ += bytes;
   const size_t whole = RoundDown(held);
   if (whole == 0) return absl::OkStatus();
   // The whole blocks go to the disk in the background while the caller

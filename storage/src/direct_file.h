@@ -31,6 +31,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "absl/types/span.h"
 #include "lienthong/storage/attachments.h"
 
 namespace lienthong::storage {
@@ -93,12 +94,17 @@ class DirectAppender {
 
   // Writes `bytes` at `at`: the end, or any earlier offset to go on from
   // there (what followed is dropped). Durable only after Sync.
-  absl::Status Append(uint64_t at, absl::string_view bytes);
+  absl::Status Append(uint64_t at, absl::string_view bytes) {
+    return Append(at, absl::MakeConstSpan(&bytes, 1));
+  }
+  // Writes `pieces`, one after the other, at `at` (one write for them all).
+  absl::Status Append(uint64_t at, absl::Span<const absl::string_view> pieces);
   // Writes what is held back, cuts the file to end() and syncs its data.
   absl::Status Sync();
 
  private:
-  absl::Status DoAppend(uint64_t at, absl::string_view bytes);
+  absl::Status DoAppend(uint64_t at,
+                        absl::Span<const absl::string_view> pieces);
   absl::Status DoSync();
   // Waits for the background write (its error, if any); if it had to fall
   // back to ordinary writes, goes on that way.

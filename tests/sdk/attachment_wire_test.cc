@@ -48,7 +48,7 @@ grpc::ByteBuffer Received(const std::string& bytes,
 
 std::string Joined(const DownloadFrame& frame) {
   std::string out;
-  for (absl::string_view piece : frame.data)
+  for (absl::string_view piece : frame.chunk.data)
     out.append(piece.data(), piece.size());
   return out;
 }
@@ -123,13 +123,54 @@ TEST(AttachmentWireTest, ParseDownloadReadsProtobufInAnySlices) {
       DownloadFrame frame;
       ASSERT_OK(ParseDownload(&buffer, &frame));
       EXPECT_EQ(Joined(frame), expected.chunk().data());
-      EXPECT_EQ(frame.data_size, expected.chunk().data().size());
-      v1::DownloadResponse without = expected;
-      without.mutable_chunk()->clear_data();
-      EXPECT_EQ(frame.response.SerializeAsString(),
-                without.SerializeAsString());
+      EXPECT_EQ(frame.chunk.data_size, expected.chunk().data().size());
+      ASSERT_TRUE(frame.chunk.has_chunk);
+      v1::DownloadResponse whole = frame.response;
+      *whole.mutable_chunk() = frame.chunk.fields;
+      whole.mutable_chunk()->set_data(Joined(frame));
+      EXPECT_EQ(whole.SerializeAsString(), expected.SerializeAsString());
     }
   }
+}
+
+// An UploadRequest as a broker reads it: the start in the message, a chunk
+// in the frame.
+TEST(AttachmentWireTest, ParseWithChunkReadsUploadRequests) {
+  v1::UploadRequest start;
+  start.mutable_start()->set_sha256(std::string(64, 'a'));
+  start.mutable_start()->set_size(99);
+  grpc::ByteBuffer buffer = Serialize(start);
+  v1::UploadRequest message;
+  ChunkFrame frame;
+  ASSERT_OK(ParseWithChunk(&buffer, v1::UploadRequest::kChunkFieldNumber,
+                           &message, &frame));
+  EXPECT_FALSE(frame.has_chunk);
+  EXPECT_EQ(message.start().size(), 99u);
+
+  v1::Chunk fields;
+  fields.set_offset(1 << 20);
+  fields.set_sha256(std::string(64, 'b'));
+  auto owner = std::make_shared<const std::string>(Bytes(5000, 6));
+  buffer = WithChunk(v1::UploadRequest(), v1::UploadRequest::kChunkFieldNumber,
+                     fields, owner, *owner);
+  ASSERT_OK(ParseWithChunk(&buffer, v1::UploadRequest::kChunkFieldNumber,
+                           &message, &frame));
+  EXPECT_FALSE(message.has_start());
+  ASSERT_TRUE(frame.has_chunk);
+  EXPECT_EQ(frame.fields.offset(), 1u << 20);
+  EXPECT_EQ(frame.fields.sha256(), fields.sha256());
+  std::string data;
+  for (absl::string_view piece : frame.data)
+    data.append(piece.data(), piece.size());
+  EXPECT_EQ(data, *owner);
+
+  grpc::Slice garbage(std::string("\x12\xff\xff"));
+  buffer = grpc::ByteBuffer(&garbage, 1);
+  absl::Status refused = ParseWithChunk(
+      &buffer, v1::UploadRequest::kChunkFieldNumber, &message, &frame);
+  EXPECT_EQ(refused.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(refused.message(),
+              HasSubstr("malformed lienthong.v1.UploadRequest"));
 }
 
 TEST(AttachmentWireTest, ParseDownloadOfAnAnswerWithoutChunk) {
@@ -139,10 +180,11 @@ TEST(AttachmentWireTest, ParseDownloadOfAnAnswerWithoutChunk) {
   grpc::ByteBuffer buffer = Serialize(r);
   DownloadFrame frame;
   ASSERT_OK(ParseDownload(&buffer, &frame));
-  EXPECT_FALSE(frame.response.has_chunk());
+  EXPECT_FALSE(frame.chunk.has_chunk);
   EXPECT_EQ(frame.response.size(), 10u);
-  EXPECT_EQ(frame.data_size, 0u);
-  EXPECT_TRUE(frame.data.empty());
+  EXPECT_EQ(frame.response.chunk_size(), 4u);
+  EXPECT_EQ(frame.chunk.data_size, 0u);
+  EXPECT_TRUE(frame.chunk.data.empty());
 }
 
 // Damaged messages: ParseDownload takes exactly what protobuf takes, and
@@ -176,20 +218,19 @@ TEST(AttachmentWireTest, ParseDownloadAgreesWithProtobufOnDamagedInput) {
     ASSERT_EQ(parsed.ok(), protobuf_takes) << parsed;
     if (!parsed.ok()) {
       EXPECT_EQ(parsed.code(), absl::StatusCode::kDataLoss);
-      EXPECT_THAT(parsed.message(), HasSubstr("malformed DownloadResponse"));
+      EXPECT_THAT(parsed.message(),
+                  HasSubstr("malformed lienthong.v1.DownloadResponse"));
       ++refused;
       continue;
     }
     ++accepted;
     EXPECT_EQ(Joined(frame), reference.chunk().data());
-    EXPECT_EQ(frame.response.has_chunk(), reference.has_chunk());
-    reference.mutable_chunk()->clear_data();
-    if (!frame.response.has_chunk()) reference.clear_chunk();
+    EXPECT_EQ(frame.chunk.has_chunk, reference.has_chunk());
     EXPECT_EQ(frame.response.size(), reference.size());
     EXPECT_EQ(frame.response.chunk_size(), reference.chunk_size());
-    EXPECT_EQ(frame.response.chunk().offset(), reference.chunk().offset());
-    EXPECT_EQ(frame.response.chunk().sha256(), reference.chunk().sha256());
-    EXPECT_EQ(frame.response.chunk().sha256_state(),
+    EXPECT_EQ(frame.chunk.fields.offset(), reference.chunk().offset());
+    EXPECT_EQ(frame.chunk.fields.sha256(), reference.chunk().sha256());
+    EXPECT_EQ(frame.chunk.fields.sha256_state(),
               reference.chunk().sha256_state());
   }
   // Both kinds happened.

@@ -15,6 +15,7 @@
 #include <random>
 #include <sstream>
 #include <string>
+#include <vector>
 
 #include "tests/testing/status_matchers.h"
 #include "tests/testing/temp_dir.h"
@@ -95,6 +96,24 @@ TEST_P(DirectFileTest, RecordsOfWholeBlocksAndMoreLandExactly) {
   ASSERT_OK(out.Append(record.size(), "tail"));
   ASSERT_OK(out.Sync());
   EXPECT_EQ(FileContent(path_), record + "tail");
+  ::close(fd);
+}
+
+TEST_P(DirectFileTest, PiecesLandAsTheirConcatenation) {
+  // A chunk as gRPC received it: pieces of any size, one write for all.
+  int fd = Open();
+  DirectAppender out(fd, path_);
+  const std::string content = Bytes(5 * 4096 + 3333, 8);
+  std::vector<absl::string_view> pieces;
+  for (size_t at = 0, n = 1; at < content.size(); at += n, n = n * 3 + 7) {
+    pieces.push_back(absl::string_view(content).substr(at, n));
+  }
+  ASSERT_GT(pieces.size(), 5u);
+  ASSERT_OK(out.Append(0, pieces));
+  ASSERT_OK(out.Append(content.size(), std::vector<absl::string_view>{}));
+  ASSERT_OK(out.Append(content.size(), pieces));
+  ASSERT_OK(out.Sync());
+  EXPECT_EQ(FileContent(path_), content + content);
   ::close(fd);
 }
 

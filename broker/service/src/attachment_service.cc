@@ -86,10 +86,19 @@ AttachmentServiceImpl::AttachmentServiceImpl(Exchange* exchange,
       trust_domain_(std::move(trust_domain)),
       peers_(std::move(peers)),
       audit_(audit) {
-  // Download (method 1 of AttachmentService) writes ByteBuffers whose chunk
-  // bytes are those the disk read (lienthong/attachment_wire.h): a split
-  // server stream is the way gRPC's synchronous API takes one request and
-  // writes messages of another type than the generated one.
+  // Chunks cross gRPC as ByteBuffers (lienthong/attachment_wire.h): Upload
+  // (method 0 of AttachmentService) reads a chunk's bytes where gRPC
+  // received them; Download (method 1) writes those the disk read. Marking
+  // a method streamed is the way gRPC's synchronous API serves it with
+  // other message types than the generated ones (a split server stream:
+  // one request, then the answers).
+  MarkMethodStreamed(
+      0,
+      new grpc::internal::BidiStreamingHandler<
+          AttachmentServiceImpl, grpc::ByteBuffer, v1::UploadResponse>(
+          [](AttachmentServiceImpl* self, grpc::ServerContext* ctx,
+             UploadStream* stream) { return self->UploadChunks(ctx, stream); },
+          this));
   MarkMethodStreamed(
       1, new grpc::internal::SplitServerStreamingHandler<v1::DownloadRequest,
                                                          grpc::ByteBuffer>(
@@ -109,9 +118,8 @@ grpc::Status AttachmentServiceImpl::Refuse(const absl::Status& status) {
   return ToGrpcStatus(status);
 }
 
-grpc::Status AttachmentServiceImpl::Upload(
-    grpc::ServerContext* ctx,
-    grpc::ServerReaderWriter<v1::UploadResponse, v1::UploadRequest>* stream) {
+grpc::Status AttachmentServiceImpl::UploadChunks(grpc::ServerContext* ctx,
+                                                 UploadStream* stream) {
   absl::StatusOr<Principal> caller =
       Caller(ctx, "/lienthong.v1.AttachmentService/Upload");
   if (!caller.ok()) return Refuse(caller.status());
@@ -128,12 +136,19 @@ grpc::Status AttachmentServiceImpl::Upload(
                      "peer brokers do")));
   }
   if (stopping_) return Refuse(absl::UnavailableError("broker stopping"));
-  v1::UploadRequest request;
-  if (!stream->Read(&request)) {
+  grpc::ByteBuffer received;
+  v1::UploadRequest request;  // its chunk, if any, in `chunk`
+  attachment_wire::ChunkFrame chunk;
+  if (!stream->Read(&received)) {
     return Refuse(absl::InvalidArgumentError(
         "upload: the stream ended before its start message"));
   }
-  if (!request.has_start()) {
+  if (absl::Status parsed = attachment_wire::ParseWithChunk(
+          &received, v1::UploadRequest::kChunkFieldNumber, &request, &chunk);
+      !parsed.ok()) {
+    return Refuse(parsed);
+  }
+  if (!request.has_start() || chunk.has_chunk) {
     return Refuse(absl::InvalidArgumentError(
         "upload: the first message must be `start` (sha256 and size)"));
   }
@@ -155,15 +170,17 @@ grpc::Status AttachmentServiceImpl::Upload(
           "broker stopping: the upload resumes where it stands");
       break;
     }
-    request.Clear();
-    if (!stream->Read(&request)) break;  // half-closed, or gone
-    if (!request.has_chunk()) {
+    if (!stream->Read(&received)) break;  // half-closed, or gone
+    failed = attachment_wire::ParseWithChunk(
+        &received, v1::UploadRequest::kChunkFieldNumber, &request, &chunk);
+    if (!failed.ok()) break;
+    if (!chunk.has_chunk || request.has_start()) {
       failed = absl::InvalidArgumentError(
           "upload: after `start`, only chunks may follow");
       break;
     }
-    uint64_t bytes = request.chunk().data().size();
-    absl::StatusOr<bool> moved = upload.Write(request.chunk());
+    const uint64_t bytes = chunk.data_size;
+    absl::StatusOr<bool> moved = upload.Write(chunk.fields, chunk.data);
     if (!moved.ok()) {
       failed = moved.status();
       break;

@@ -48,18 +48,34 @@ grpc::ByteBuffer WithChunk(const google::protobuf::MessageLite& message,
                            std::shared_ptr<const void> owner,
                            absl::string_view data);
 
-// A DownloadResponse as it arrived: `response` has every field but the
-// chunk's data, which `data` points to in the received buffer (in pieces,
-// as gRPC received it), valid while this lives.
-struct DownloadFrame {
-  v1::DownloadResponse response;
+// A message carrying a chunk, as it arrived: the chunk's fields but its
+// data in `fields`, the data itself as `data`, pointing into the received
+// buffer (in pieces, as gRPC received it), valid while this lives.
+struct ChunkFrame {
+  bool has_chunk = false;
+  v1::Chunk fields;
   std::vector<absl::string_view> data;
   uint64_t data_size = 0;
   std::vector<grpc::Slice> slices;  // hold what `data` points into
 };
 
-// Parses `buffer` (consumed) into `frame`: DATA_LOSS naming what is wrong
-// when it is not a well-formed DownloadResponse.
+// Parses `buffer` (consumed) as a message of `message`'s type whose field
+// `chunk_field` is a Chunk: that chunk into `frame`, every other field into
+// `message`. INVALID_ARGUMENT naming what is wrong when it is not
+// well-formed (exactly when protobuf would not read it).
+absl::Status ParseWithChunk(grpc::ByteBuffer* buffer, int chunk_field,
+                            google::protobuf::MessageLite* message,
+                            ChunkFrame* frame);
+
+// A DownloadResponse as it arrived (its chunk's fields in
+// frame.fields, not in response).
+struct DownloadFrame {
+  v1::DownloadResponse response;
+  ChunkFrame chunk;
+};
+
+// ParseWithChunk for the SDK's downloads: DATA_LOSS ("the broker sent a
+// malformed DownloadResponse: ...") when malformed.
 absl::Status ParseDownload(grpc::ByteBuffer* buffer, DownloadFrame* frame);
 
 }  // namespace lienthong::attachment_wire

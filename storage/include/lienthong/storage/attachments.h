@@ -39,6 +39,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "absl/types/span.h"
 #include "lienthong/common/clock.h"
 #include "lienthong/storage/store.h"
 #include "lienthong/v1/attachments.pb.h"
@@ -103,7 +104,14 @@ class AttachmentUpload {
   // byte the whole content is verified and the attachment made usable
   // (progress().complete; DATA_LOSS when the whole does not match, and the
   // upload starts over). Returns true when progress().durable_bytes moved.
-  virtual absl::StatusOr<bool> Write(const v1::Chunk& chunk) = 0;
+  absl::StatusOr<bool> Write(const v1::Chunk& chunk) {
+    const absl::string_view data = chunk.data();
+    return Write(chunk, absl::MakeConstSpan(&data, 1));
+  }
+  // As Write(chunk), the chunk's data given as `data` (its pieces in
+  // order, where they were received) instead of chunk.data().
+  virtual absl::StatusOr<bool> Write(
+      const v1::Chunk& fields, absl::Span<const absl::string_view> data) = 0;
   // Makes everything written so far durable (the stream ended early).
   // Returns true when progress().durable_bytes moved.
   virtual absl::StatusOr<bool> Checkpoint() = 0;

@@ -50,15 +50,14 @@ class AttachmentServiceImpl final : public v1::AttachmentService::Service {
 
   const AttachmentMetrics& metrics() const { return metrics_; }
 
-  grpc::Status Upload(
-      grpc::ServerContext* ctx,
-      grpc::ServerReaderWriter<v1::UploadResponse, v1::UploadRequest>* stream)
-      override;
-
  private:
+  using UploadStream =
+      grpc::ServerReaderWriter<v1::UploadResponse, grpc::ByteBuffer>;
   using DownloadStream =
       grpc::ServerSplitStreamer<v1::DownloadRequest, grpc::ByteBuffer>;
 
+  // AttachmentService/Upload: UploadRequests as ByteBuffers.
+  grpc::Status UploadChunks(grpc::ServerContext* ctx, UploadStream* stream);
   // AttachmentService/Download: DownloadResponses as ByteBuffers.
   grpc::Status DownloadChunks(grpc::ServerContext* ctx, DownloadStream* stream);
   absl::StatusOr<Principal> Caller(grpc::ServerContext* ctx,
