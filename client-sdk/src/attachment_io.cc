@@ -346,10 +346,7 @@ absl::StatusOr<uint64_t> DownloadOnce(grpc::ChannelInterface& channel,
           chunk.sha256_state().empty() ? "" : " or in the broker's store"));
       break;
     }
-    for (absl::string_view piece : frame.chunk.data) {
-      failed = sink.Write(piece);
-      if (!failed.ok()) break;
-    }
+    failed = sink.WritePieces(frame.chunk.data);
     if (!failed.ok()) break;
     if (next) *whole = *std::move(next);
     p.bytes = sink.offset();

@@ -3,11 +3,13 @@
 #include <fcntl.h>
 #include <openssl/crypto.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <array>
 #include <cerrno>
+#include <climits>
 #include <cstring>
 #include <memory>
 #include <optional>
@@ -373,6 +375,40 @@ class FileSink final : public AttachmentSink {
       }
       data.remove_prefix(static_cast<size_t>(n));
       offset_ += static_cast<uint64_t>(n);
+    }
+    return absl::OkStatus();
+  }
+  absl::Status WritePieces(
+      absl::Span<const absl::string_view> pieces) override {
+    std::vector<iovec> iov;
+    iov.reserve(pieces.size());
+    for (absl::string_view piece : pieces) {
+      if (!piece.empty())
+        iov.push_back({const_cast<char*>(piece.data()), piece.size()});
+    }
+    size_t first = 0;
+    while (first < iov.size()) {
+      const int count =
+          static_cast<int>(std::min<size_t>(iov.size() - first, IOV_MAX));
+      ssize_t n =
+          ::pwritev(fd_, &iov[first], count, static_cast<off_t>(offset_));
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) {
+        return absl::InternalError(
+            absl::StrCat("write ", path_, ": ",
+                         n < 0 ? std::strerror(errno) : "nothing was written"));
+      }
+      offset_ += static_cast<uint64_t>(n);
+      for (size_t left = static_cast<size_t>(n); left > 0;) {
+        if (left >= iov[first].iov_len) {
+          left -= iov[first].iov_len;
+          ++first;
+        } else {
+          iov[first].iov_base = static_cast<char*>(iov[first].iov_base) + left;
+          iov[first].iov_len -= left;
+          left = 0;
+        }
+      }
     }
     return absl::OkStatus();
   }

@@ -22,6 +22,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "absl/types/span.h"
 #include "lienthong/v1/attachments.grpc.pb.h"
 #include "lienthong/v1/document.pb.h"
 
@@ -53,6 +54,16 @@ class AttachmentSink {
   virtual uint64_t offset() const = 0;
   // The next bytes of the content (at offset()).
   virtual absl::Status Write(absl::string_view data) = 0;
+  // The next bytes in pieces, in order (a chunk as gRPC received it, not
+  // copied into one piece); by default a Write each. A sink that takes
+  // them at once overrides it (a file: one pwritev).
+  virtual absl::Status WritePieces(absl::Span<const absl::string_view> pieces) {
+    for (absl::string_view piece : pieces) {
+      absl::Status written = Write(piece);
+      if (!written.ok()) return written;
+    }
+    return absl::OkStatus();
+  }
 };
 
 // SHA-256 (lower-case hex) of the whole of `source`, read in pieces.
