@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/testing/random_bytes.h"
 #include "tests/testing/status_matchers.h"
 
 namespace lienthong::attachment_wire {
@@ -17,10 +18,7 @@ namespace {
 using ::testing::HasSubstr;
 
 std::string Bytes(size_t n, uint32_t seed) {
-  std::mt19937 random(seed);
-  std::string out(n, '\0');
-  for (char& c : out) c = static_cast<char>(random());
-  return out;
+  return testing_util::RandomBytes(n, seed);
 }
 
 std::string Flatten(const grpc::ByteBuffer& buffer) {

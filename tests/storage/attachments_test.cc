@@ -500,10 +500,7 @@ TEST_P(AttachmentStoreTest, ChunksReadInAnyOrderAreTheRightOnes) {
   // reads a chunk twice or stops early still gets exactly what it asked.
   const std::string content = Content(6 * kChunk + 99, 43);
   const std::string sha = sealing::Sha256Hex(content);
-  ASSERT_OK_AND_ASSIGN(std::unique_ptr<AttachmentUpload> upload,
-                       attachments_->BeginUpload(a_, sha, content.size()));
-  ASSERT_OK(WriteChunks(*upload, content, 0, content.size()));
-  upload.reset();
+  ASSERT_OK(Upload(a_, content).status());
   ASSERT_OK_AND_ASSIGN(std::unique_ptr<AttachmentReader> reader,
                        attachments_->Open(sha));
   for (uint64_t index : {0, 1, 4, 3, 3, 6, 5, 0, 2}) {
@@ -523,10 +520,7 @@ TEST_P(AttachmentStoreTest, SharedChunksStayValidWhileTheReaderGoesOn) {
   // when the reader has read (and read ahead) the next ones, or is gone.
   const std::string content = Content(5 * kChunk + 77, 44);
   const std::string sha = sealing::Sha256Hex(content);
-  ASSERT_OK_AND_ASSIGN(std::unique_ptr<AttachmentUpload> upload,
-                       attachments_->BeginUpload(a_, sha, content.size()));
-  ASSERT_OK(WriteChunks(*upload, content, 0, content.size()));
-  upload.reset();
+  ASSERT_OK(Upload(a_, content).status());
   ASSERT_OK_AND_ASSIGN(std::unique_ptr<AttachmentReader> reader,
                        attachments_->Open(sha));
   ChunkReadOptions options;

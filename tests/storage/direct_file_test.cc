@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "tests/testing/random_bytes.h"
 #include "tests/testing/status_matchers.h"
 #include "tests/testing/temp_dir.h"
 
@@ -27,10 +28,7 @@ using ::lienthong::testing_util::TempDir;
 using ::testing::HasSubstr;
 
 std::string Bytes(size_t n, uint32_t seed) {
-  std::mt19937 gen(seed);
-  std::string s(n, '\0');
-  for (char& c : s) c = static_cast<char>(gen());
-  return s;
+  return testing_util::RandomBytes(n, seed);
 }
 
 std::string FileContent(const std::string& path) {

@@ -227,30 +227,29 @@ grpc::Status AttachmentServiceImpl::DownloadChunks(grpc::ServerContext* ctx,
   absl::StatusOr<Principal> caller =
       Caller(ctx, "/lienthong.v1.AttachmentService/Download");
   if (!caller.ok()) return Refuse(caller.status());
-  v1::DownloadRequest request_read;
-  if (!stream->Read(&request_read)) {
+  v1::DownloadRequest request;
+  if (!stream->Read(&request)) {
     return Refuse(absl::InvalidArgumentError(
         "AttachmentService/Download: the call carried no DownloadRequest"));
   }
-  const v1::DownloadRequest* request = &request_read;
   uint64_t sent = 0;
-  grpc::Status status = Serve(ctx, *caller, *request, stream, &sent);
-  if (audit_ != nullptr && !request->document_id().empty() &&
-      request->document_id().size() <= 64) {
+  grpc::Status status = Serve(ctx, *caller, request, stream, &sent);
+  if (audit_ != nullptr && !request.document_id().empty() &&
+      request.document_id().size() <= 64) {
     // Who read which attachment of which document, and how much: in the
     // document's evidence (refusals too: someone tried).
     v1::AuditEntry e;
     e.set_kind(v1::AUDIT_KIND_ATTACHMENT_READ);
     e.set_actor(caller->spiffe_id);
     e.set_peer(ctx->peer());
-    e.set_document_id(request->document_id());
+    e.set_document_id(request.document_id());
     if (caller->is_org()) e.set_org(caller->name);
     e.set_action("AttachmentService/Download");
     e.set_outcome(absl::StatusCodeToString(
         static_cast<absl::StatusCode>(status.error_code())));
     e.set_detail(absl::StrCat(
-        "sha256 ", request->sha256().substr(0, 64), " from offset ",
-        request->offset(), ": ", sent, " bytes sent",
+        "sha256 ", request.sha256().substr(0, 64), " from offset ",
+        request.offset(), ": ", sent, " bytes sent",
         status.ok() ? "" : absl::StrCat("; ", status.error_message())));
     // The call ends once its entry is durable, so the evidence fetched next
     // shows it.
