@@ -32,6 +32,7 @@
 #include "gmock/gmock.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
+#include "lienthong/attachment_wire.h"
 #include "lienthong/client.h"
 #include "lienthong/common/sealing.h"
 #include "lienthong/v1/attachments.grpc.pb.h"
@@ -447,6 +448,69 @@ TEST_F(AttachmentsTest, ADamagedChunkIsRefusedAndCannotBeReferenced) {
 // The broker does not hash a chunk again for a downloader that checks it by
 // its state (the SDK does): damage on the broker's disk is found there,
 // naming the chunk, and nothing of it is kept.
+TEST_F(AttachmentsTest, AMalformedUploadMessageIsRefusedNamingIt) {
+  // The broker reads uploads off the wire itself (the chunk's bytes where
+  // gRPC received them): what protobuf would not read, it refuses.
+  const std::string content = Content(2 * kChunk + 100, 8);
+  const std::string sha256 = Sha256HexOf(content);
+  std::shared_ptr<grpc::Channel> channel =
+      RawChannel(broker_.endpoint(), absl::StrCat("orgs/", kH49));
+  const grpc::internal::RpcMethod method(
+      attachment_wire::kUploadMethod,
+      grpc::internal::RpcMethod::BIDI_STREAMING);
+  auto raw_upload = [&](grpc::ClientContext* context) {
+    return std::unique_ptr<
+        grpc::ClientReaderWriter<grpc::ByteBuffer, v1::UploadResponse>>(
+        grpc::internal::ClientReaderWriterFactory<
+            grpc::ByteBuffer, v1::UploadResponse>::Create(channel.get(), method,
+                                                          context));
+  };
+  {
+    grpc::ClientContext context;
+    SetDeadline(context, kWait);
+    auto stream = raw_upload(&context);
+    ASSERT_TRUE(stream->Write(
+        attachment_wire::Serialize(StartOf(sha256, content.size()))));
+    v1::UploadResponse first;
+    ASSERT_TRUE(stream->Read(&first));
+    // A chunk field whose length runs past the message's end.
+    grpc::Slice cut(std::string("\x12\x05\x08\x00", 4));
+    stream->Write(grpc::ByteBuffer(&cut, 1));
+    v1::UploadResponse extra;
+    EXPECT_FALSE(stream->Read(&extra)) << extra.ShortDebugString();
+    grpc::Status s = stream->Finish();
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT)
+        << s.error_message();
+    EXPECT_THAT(s.error_message(),
+                HasSubstr("malformed lienthong.v1.UploadRequest"));
+  }
+  {
+    // A first message with a chunk besides its start.
+    grpc::ClientContext context;
+    SetDeadline(context, kWait);
+    auto stream = raw_upload(&context);
+    v1::UploadRequest both = ChunkOf(content, 0, kChunk);
+    const v1::UploadRequest start = StartOf(sha256, content.size());
+    std::string bytes = start.SerializeAsString() + both.SerializeAsString();
+    grpc::Slice slice(bytes);
+    stream->Write(grpc::ByteBuffer(&slice, 1));
+    v1::UploadResponse answer;
+    EXPECT_FALSE(stream->Read(&answer)) << answer.ShortDebugString();
+    grpc::Status s = stream->Finish();
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT)
+        << s.error_message();
+    EXPECT_THAT(s.error_message(), HasSubstr("the first message must be"));
+  }
+  // Nothing of it is usable; sent intact, it is taken.
+  std::unique_ptr<Client> sender = Open(kH49);
+  ASSERT_NE(sender, nullptr);
+  StringSource source(content);
+  ASSERT_OK_AND_ASSIGN(
+      v1::Attachment good,
+      sender->UploadAttachment(source, "ok.bin", "application/octet-stream"));
+  EXPECT_EQ(good.sha256(), sha256);
+}
+
 TEST_F(AttachmentsTest,
        ContentDamagedInTheBrokersStoreIsRefusedByTheRecipient) {
   const std::string content = Content(3 * kChunk + 10, 6);
