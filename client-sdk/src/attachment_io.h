@@ -50,21 +50,24 @@ class SourceHash {
 
 // UploadOnce, sending chunks with their sha256_state when the broker takes
 // it and `hash` has it (sha256 otherwise).
-absl::StatusOr<v1::UploadResponse> UploadOnce(
-    grpc::ChannelInterface& channel, grpc::ClientContext& context,
-    AttachmentSource& source, const SourceHash& hash,
-    const ProgressCallback& progress);
+absl::StatusOr<v1::UploadResponse> UploadOnce(grpc::ChannelInterface& channel,
+                                              grpc::ClientContext& context,
+                                              AttachmentSource& source,
+                                              const SourceHash& hash,
+                                              const ProgressCallback& progress);
 
 // DownloadOnce that also continues `whole` (optional), the hash of what
 // `sink` holds (it has taken exactly sink.offset() bytes), over each chunk,
 // and checks the chunk by its sha256_state when the broker sends it (by its
 // sha256 otherwise), before the sink sees it. `whole` is left at what the
 // sink holds, also when the download breaks.
-absl::StatusOr<uint64_t> DownloadOnce(
-    grpc::ChannelInterface& channel, grpc::ClientContext& context,
-    const std::string& document_id, const std::string& sha256,
-    AttachmentSink& sink, sealing::Sha256Chain* whole,
-    const ProgressCallback& progress);
+absl::StatusOr<uint64_t> DownloadOnce(grpc::ChannelInterface& channel,
+                                      grpc::ClientContext& context,
+                                      const std::string& document_id,
+                                      const std::string& sha256,
+                                      AttachmentSink& sink,
+                                      sealing::Sha256Chain* whole,
+                                      const ProgressCallback& progress);
 
 }  // namespace lienthong::attachment_io
 
