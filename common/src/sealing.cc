@@ -534,6 +534,13 @@ std::string HexOf(absl::string_view raw) {
 
 std::string Sha256Raw(absl::string_view bytes) { return Sha256(bytes); }
 
+std::string Sha256Raw(absl::Span<const absl::string_view> pieces) {
+  if (pieces.size() == 1) return Sha256(pieces[0]);
+  Sha256Stream hash;
+  for (absl::string_view piece : pieces) hash.Update(piece);
+  return hash.Finish();
+}
+
 const EVP_MD* Sha256Md() {
   static const EVP_MD* const md = [] {
     EVP_MD* fetched = EVP_MD_fetch(nullptr, "SHA256", nullptr);

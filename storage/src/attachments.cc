@@ -78,14 +78,6 @@ absl::Status FsyncPath(const std::string& path) {
   return absl::OkStatus();
 }
 
-// SHA-256 (raw) of the concatenation of `pieces`.
-std::string Sha256RawOf(absl::Span<const absl::string_view> pieces) {
-  if (pieces.size() == 1) return sealing::Sha256Raw(pieces[0]);
-  sealing::Sha256Stream hash;
-  for (absl::string_view piece : pieces) hash.Update(piece);
-  return hash.Finish();
-}
-
 // The chunk layout shared by uploads and readers.
 struct Layout {
   uint64_t size = 0;
@@ -129,38 +121,25 @@ std::string StateAfter(const sealing::Sha256Chain& chain,
   return chain.bytes() == layout.size ? chain.Digest() : chain.State();
 }
 
-// Reads the record of chunk `index` (sealed when the layout is) into `out`.
-absl::Status ReadRecordInto(int fd, const std::string& path,
-                            const Layout& layout, uint64_t index,
-                            AlignedBuffer* scratch, std::string* out) {
-  return ReadExactly(fd, layout.ChunkBytes(index) + layout.overhead,
-                     layout.FileOffset(index), path, scratch, out);
+// The record of chunk `index` (sealed when the layout is), in memory of its
+// own (the disk reads into it when `fd` is O_DIRECT).
+absl::StatusOr<SharedBytes> ReadRecord(int fd, const std::string& path,
+                                       const Layout& layout, uint64_t index) {
+  return ReadShared(fd, layout.ChunkBytes(index) + layout.overhead,
+                    layout.FileOffset(index), path);
 }
 
 // Chunk `index`'s content from its record `raw` (opened when sealed).
-absl::Status ContentOf(Store* store, const Layout& layout,
-                       absl::string_view sha256, uint64_t index,
-                       std::string* raw, std::string* out) {
-  if (!layout.encrypted) {
-    out->swap(*raw);
-    return absl::OkStatus();
-  }
-  ASSIGN_OR_RETURN(
-      *out, store->OpenBeside(std::move(*raw), ChunkContext(sha256, index)));
-  return absl::OkStatus();
-}
-
-// Chunk `index` of a file laid out as `layout`, opened when sealed.
-absl::StatusOr<std::string> ReadChunk(Store* store, int fd,
-                                      const std::string& path,
-                                      const Layout& layout,
+absl::StatusOr<SharedBytes> ContentOf(Store* store, const Layout& layout,
                                       absl::string_view sha256, uint64_t index,
-                                      AlignedBuffer* scratch) {
-  std::string raw;
-  std::string out;
-  RETURN_IF_ERROR(ReadRecordInto(fd, path, layout, index, scratch, &raw));
-  RETURN_IF_ERROR(ContentOf(store, layout, sha256, index, &raw, &out));
-  return out;
+                                      SharedBytes raw) {
+  if (!layout.encrypted) return raw;
+  ASSIGN_OR_RETURN(
+      std::string opened,
+      store->OpenBeside(std::string(raw.data), ChunkContext(sha256, index)));
+  auto owned = std::make_shared<const std::string>(std::move(opened));
+  const absl::string_view view(*owned);
+  return SharedBytes{std::move(owned), view};
 }
 
 class AttachmentStoreImpl;
@@ -257,14 +236,6 @@ class ReaderImpl final : public AttachmentReader {
   }
 
  private:
-  // The record of chunk `index` in memory of its own (the disk reads into
-  // it when the file is O_DIRECT).
-  absl::StatusOr<SharedBytes> ReadRecord(uint64_t index) const {
-    return storage::ReadShared(fd_,
-                               layout_.ChunkBytes(index) + layout_.overhead,
-                               layout_.FileOffset(index), path_);
-  }
-
   // Chunk `index`'s content, from the read ahead when it is that chunk;
   // then reads the next one ahead (reads past the page cache wait for the
   // disk, and a download reads in order, sending one chunk while the next
@@ -273,28 +244,22 @@ class ReaderImpl final : public AttachmentReader {
     absl::StatusOr<SharedBytes> raw;
     if (ahead_.valid()) {
       raw = ahead_.get();  // waits for it (also when not wanted)
-      if (ahead_index_ != index) raw = ReadRecord(index);
+      if (ahead_index_ != index) raw = ReadRecord(fd_, path_, layout_, index);
     } else {
-      raw = ReadRecord(index);
+      raw = ReadRecord(fd_, path_, layout_, index);
     }
     RETURN_IF_ERROR(raw.status());
     if (index + 1 < layout_.chunks()) {
       ahead_index_ = index + 1;
       try {
         ahead_ = std::async(std::launch::async, [this, next = index + 1] {
-          return ReadRecord(next);
+          return ReadRecord(fd_, path_, layout_, next);
         });
       } catch (const std::system_error&) {
         // No thread to spare: the next chunk is read when asked for.
       }
     }
-    if (!layout_.encrypted) return *std::move(raw);
-    ASSIGN_OR_RETURN(std::string opened,
-                     store_->OpenBeside(std::string(raw->data),
-                                        ChunkContext(sha256_, index)));
-    auto owned = std::make_shared<const std::string>(std::move(opened));
-    const absl::string_view view(*owned);
-    return SharedBytes{std::move(owned), view};
+    return ContentOf(store_, layout_, sha256_, index, *std::move(raw));
   }
 
   Store* const store_;
@@ -587,7 +552,7 @@ class UploadImpl final : public AttachmentUpload {
                       absl::Span<const absl::string_view> data,
                       std::string digest) const {
     if (chained_) return StateAfter(next, layout_);
-    return digest.empty() ? Sha256RawOf(data) : digest;
+    return digest.empty() ? sealing::Sha256Raw(data) : digest;
   }
   // Whether chunk `index`, taken in by `next`, is the one of the stored
   // content `existing_`.
@@ -599,7 +564,7 @@ class UploadImpl final : public AttachmentUpload {
       return i < existing_->chunk_state_size() &&
              StateAfter(next, layout_) == existing_->chunk_state(i);
     }
-    if (digest->empty()) *digest = Sha256RawOf(data);
+    if (digest->empty()) *digest = sealing::Sha256Raw(data);
     return i < existing_->chunk_sha256_size() &&
            existing_->chunk_sha256(i) == *digest;
   }
@@ -617,7 +582,6 @@ class UploadImpl final : public AttachmentUpload {
   std::string path_;
   int fd_ = -1;
   std::optional<DirectAppender> out_;  // on fd_
-  AlignedBuffer scratch_;              // to read fd_ back
   uint64_t written_ = 0;
   // One per chunk written: its state (chained_) or its SHA-256, raw.
   std::vector<std::string> checks_;
@@ -673,32 +637,35 @@ absl::Status UploadImpl::Start(std::optional<v1::StoredAttachment> existing) {
     ChunkReadOptions data_only;
     data_only.sha256 = false;
     for (int i = 0; i < durable; ++i) {
-      absl::StatusOr<std::string> data;
+      const uint64_t index = static_cast<uint64_t>(i);
+      absl::StatusOr<SharedBytes> content;
       if (existing_) {
-        absl::StatusOr<v1::Chunk> c = existing_reader_->Read(
-            static_cast<uint64_t>(i) * layout_.chunk_size, data_only);
-        data = c.ok()
-                   ? absl::StatusOr<std::string>(std::move(*c->mutable_data()))
-                   : absl::StatusOr<std::string>(c.status());
+        SharedChunk c;
+        absl::Status read = existing_reader_->ReadShared(
+            index * layout_.chunk_size, data_only, &c);
+        content = read.ok() ? absl::StatusOr<SharedBytes>(std::move(c.content))
+                            : read;
       } else {
-        data = ReadChunk(store, fd_, path_, source, sha256_,
-                         static_cast<uint64_t>(i), &scratch_);
+        absl::StatusOr<SharedBytes> raw = ReadRecord(fd_, path_, source, index);
+        content =
+            raw.ok() ? ContentOf(store, source, sha256_, index, *std::move(raw))
+                     : raw;
       }
-      if (!data.ok()) break;  // lost or damaged since: go on from before
+      if (!content.ok()) break;  // lost or damaged since: go on from before
+      const absl::string_view data = content->data;
       sealing::Sha256Chain next = whole_;
-      next.Update(*data);
+      next.Update(data);
       std::string digest;
       if (by_state) {
         if (StateAfter(next, layout_) != state.chunk_state(i)) break;
       } else {
-        digest = sealing::Sha256Raw(*data);
+        digest = sealing::Sha256Raw(data);
         if (digest != state.chunk_sha256(i)) break;
       }
-      const absl::string_view read = *data;
       checks_.push_back(
-          CheckOf(next, absl::MakeConstSpan(&read, 1), std::move(digest)));
+          CheckOf(next, absl::MakeConstSpan(&data, 1), std::move(digest)));
       whole_ = next;
-      written_ += data->size();
+      written_ += data.size();
     }
     progress_.durable_bytes = written_;
     progress_.resumed_bytes = written_;
@@ -758,7 +725,7 @@ absl::StatusOr<bool> UploadImpl::Write(
   }
   std::string digest;  // the chunk's own SHA-256, when needed
   if (!by_state) {
-    digest = Sha256RawOf(data);
+    digest = sealing::Sha256Raw(data);
     if (sealing::HexOf(digest) != chunk.sha256()) {
       return absl::DataLossError(absl::StrCat(
           "chunk ", index, " (offset ", chunk.offset(), ", ", bytes,

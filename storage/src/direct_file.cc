@@ -133,30 +133,35 @@ int OpenMaybeDirect(const std::string& path, int flags, bool direct,
   return ::open(path.c_str(), flags, mode);
 }
 
-absl::StatusOr<absl::string_view> ReadView(int fd, uint64_t len, uint64_t at,
-                                           const std::string& path,
-                                           AlignedBuffer* aligned,
-                                           std::string* plain) {
+absl::StatusOr<SharedBytes> ReadShared(int fd, uint64_t len, uint64_t at,
+                                       const std::string& path) {
+  struct Memory {
+    AlignedBuffer aligned;  // read into past the page cache
+    std::string plain;      // read into the ordinary way
+  };
+  auto memory = std::make_shared<Memory>();
   if (len > 0 && IsDirect(fd)) {
     // The aligned blocks around [at, at + len); the last may be cut short
     // by the end of the file.
     const uint64_t start = RoundDown(at);
     const uint64_t span = RoundUp(at + len) - start;
-    aligned->Reserve(span);
+    memory->aligned.Reserve(span);
     uint64_t got = 0;
     bool refused = false;
-    RETURN_IF_ERROR(
-        PreadBlocks(fd, path, aligned->data(), span, start, &got, &refused));
+    RETURN_IF_ERROR(PreadBlocks(fd, path, memory->aligned.data(), span, start,
+                                &got, &refused));
     if (!refused) {
       if (start + got < at + len) return Truncated(path, start + got, at + len);
-      return absl::string_view(aligned->data() + (at - start), len);
+      const absl::string_view read(memory->aligned.data() + (at - start), len);
+      return SharedBytes{std::move(memory), read};
     }
     if (!TurnDirectOff(fd)) return Errno("fcntl(O_DIRECT off)", path);
   }
-  plain->resize(len);
+  std::string& plain = memory->plain;
+  plain.resize(len);
   uint64_t got = 0;
   while (got < len) {
-    ssize_t n = ::pread(fd, plain->data() + got, len - got,
+    ssize_t n = ::pread(fd, plain.data() + got, len - got,
                         static_cast<off_t>(at + got));
     if (n < 0) {
       if (errno == EINTR) continue;
@@ -165,28 +170,7 @@ absl::StatusOr<absl::string_view> ReadView(int fd, uint64_t len, uint64_t at,
     if (n == 0) return Truncated(path, at + got, at + len);
     got += static_cast<uint64_t>(n);
   }
-  return absl::string_view(*plain);
-}
-
-absl::Status ReadExactly(int fd, uint64_t len, uint64_t at,
-                         const std::string& path, AlignedBuffer* scratch,
-                         std::string* out) {
-  ASSIGN_OR_RETURN(absl::string_view read,
-                   ReadView(fd, len, at, path, scratch, out));
-  if (read.data() != out->data()) out->assign(read.data(), read.size());
-  return absl::OkStatus();
-}
-
-absl::StatusOr<SharedBytes> ReadShared(int fd, uint64_t len, uint64_t at,
-                                       const std::string& path) {
-  struct Memory {
-    AlignedBuffer aligned;
-    std::string plain;
-  };
-  auto memory = std::make_shared<Memory>();
-  ASSIGN_OR_RETURN(
-      absl::string_view read,
-      ReadView(fd, len, at, path, &memory->aligned, &memory->plain));
+  const absl::string_view read(plain);
   return SharedBytes{std::move(memory), read};
 }
 

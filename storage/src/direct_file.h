@@ -59,18 +59,11 @@ class AlignedBuffer {
 int OpenMaybeDirect(const std::string& path, int flags, bool direct,
                     mode_t mode = 0600);
 
-// Reads exactly `len` bytes at `at` from `fd` into `out` (reusing its
-// buffer), through `scratch` when `fd` is O_DIRECT; DATA_LOSS naming
-// `path` when the file is shorter. Turns O_DIRECT off on `fd` if the file
-// system refuses an aligned read.
-absl::Status ReadExactly(int fd, uint64_t len, uint64_t at,
-                         const std::string& path, AlignedBuffer* scratch,
-                         std::string* out);
-
 // Exactly `len` bytes at `at` of `fd`, in memory of their own that `owner`
 // keeps: when `fd` is O_DIRECT the disk reads into it and nothing is
 // copied, so a caller can hand the bytes on (to gRPC) as they are.
-// Otherwise as ReadExactly.
+// DATA_LOSS naming `path` when the file is shorter. Turns O_DIRECT off on
+// `fd` if the file system refuses an aligned read.
 absl::StatusOr<SharedBytes> ReadShared(int fd, uint64_t len, uint64_t at,
                                        const std::string& path);
 

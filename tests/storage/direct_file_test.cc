@@ -73,12 +73,10 @@ TEST_P(DirectFileTest, RecordsOfAnySizeLandExactlyWhateverTheSyncs) {
   EXPECT_EQ(out.end(), expected.size());
   EXPECT_EQ(FileContent(path_), expected);
 
-  AlignedBuffer scratch;
-  std::string got;
-  ASSERT_OK(ReadExactly(fd, 5000, 4000, path_, &scratch, &got));
-  EXPECT_EQ(got, expected.substr(4000, 5000));
-  ASSERT_OK(ReadExactly(fd, 12, expected.size() - 12, path_, &scratch, &got));
-  EXPECT_EQ(got, expected.substr(expected.size() - 12));
+  ASSERT_OK_AND_ASSIGN(SharedBytes got, ReadShared(fd, 5000, 4000, path_));
+  EXPECT_EQ(got.data, expected.substr(4000, 5000));
+  ASSERT_OK_AND_ASSIGN(got, ReadShared(fd, 12, expected.size() - 12, path_));
+  EXPECT_EQ(got.data, expected.substr(expected.size() - 12));
   ::close(fd);
 }
 
@@ -194,9 +192,7 @@ TEST_P(DirectFileTest, AReadPastTheEndIsDataLossNamingTheFile) {
   DirectAppender out(fd, path_);
   ASSERT_OK(out.Append(0, Bytes(5000, 9)));
   ASSERT_OK(out.Sync());
-  AlignedBuffer scratch;
-  std::string got;
-  absl::Status status = ReadExactly(fd, 100, 4950, path_, &scratch, &got);
+  absl::Status status = ReadShared(fd, 100, 4950, path_).status();
   EXPECT_EQ(status.code(), absl::StatusCode::kDataLoss);
   EXPECT_THAT(status.message(), HasSubstr(path_));
   EXPECT_THAT(status.message(), HasSubstr("5000 bytes where at least 5050"));

@@ -46,21 +46,22 @@ class StoredSource final : public AttachmentSource {
     while (out.size() < length) {
       uint64_t at = offset + out.size();
       uint64_t start = at / chunk * chunk;
-      if (cached_offset_ != start || cached_.data().empty()) {
+      if (cached_offset_ != start || cached_.content.data.empty()) {
         storage::ChunkReadOptions data_only;
         data_only.sha256 = false;
-        absl::Status read = reader_->ReadInto(start, data_only, &cached_);
+        absl::Status read = reader_->ReadShared(start, data_only, &cached_);
         if (!read.ok()) {
-          cached_.Clear();
+          cached_ = storage::SharedChunk();
           failed_ = read;
           return read;
         }
         cached_offset_ = start;
       }
+      const absl::string_view data = cached_.content.data;
       uint64_t from = at - start;
       uint64_t take =
-          std::min<uint64_t>(length - out.size(), cached_.data().size() - from);
-      out.append(cached_.data(), from, take);
+          std::min<uint64_t>(length - out.size(), data.size() - from);
+      out.append(data.data() + from, take);
     }
     return out;
   }
@@ -70,7 +71,7 @@ class StoredSource final : public AttachmentSource {
  private:
   std::unique_ptr<storage::AttachmentReader> reader_;
   absl::Status failed_;
-  v1::Chunk cached_;  // its data: the stored chunk at cached_offset_
+  storage::SharedChunk cached_;  // the stored chunk at cached_offset_
   uint64_t cached_offset_ = 0;
 };
 

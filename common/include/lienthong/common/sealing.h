@@ -29,6 +29,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "absl/types/span.h"
 
 namespace lienthong::sealing {
 
@@ -62,6 +63,9 @@ std::string HexOf(absl::string_view raw);
 std::string Sha256Hex(absl::string_view bytes);
 // SHA-256 of `bytes`, raw (32 bytes).
 std::string Sha256Raw(absl::string_view bytes);
+// SHA-256 of the concatenation of `pieces` (a chunk as gRPC received it),
+// raw.
+std::string Sha256Raw(absl::Span<const absl::string_view> pieces);
 // SHA-256 as an EVP_MD fetched once: OpenSSL 3 looks an implicitly fetched
 // algorithm (EVP_sha256(), SHA256()) up again on every use, which costs more
 // than hashing a small input. Use it for every SHA-256 digest and signature.
