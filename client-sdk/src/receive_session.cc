@@ -175,7 +175,16 @@ void ReceiveSessionImpl::OnReadDone(Call* call, bool ok) {
   {
     absl::MutexLock lock(&mu_);
     for (IncomingDocument& incoming : fresh) {
-      if (!handling_.insert(incoming.document.id()).second) continue;
+      const std::string& id = incoming.document.id();
+      if (!handling_.insert(id).second) continue;
+      // Handled since the lookup above (the handler records a document as
+      // seen before it leaves handling_): acknowledge, do not hand it over
+      // a second time.
+      if (connection_->dedup().Contains(id)) {
+        handling_.erase(id);
+        acks_.push_back(id);
+        continue;
+      }
       work_.push_back(std::move(incoming));
     }
     for (std::string& id : seen) acks_.push_back(std::move(id));

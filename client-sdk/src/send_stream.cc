@@ -123,6 +123,8 @@ void SendStreamImpl::Submit(v1::Document document, Callback done) {
       item.signing = true;
       ++awaiting_signature_;
     } else {
+      // Signed by the application: the receipt names this signature.
+      item.signature = item.document.signature().signature();
       unsent_.push_back(id);
       action = NextWriteLocked();
       call = current_.call.get();

@@ -95,6 +95,8 @@ class StoreImpl : public Store {
       p.bytes += p.document_value.size();
     }
     if (batch.guard) {
+      // The document's own (sender, key) is then claimed besides the guard.
+      p.claim_key = std::move(p.idempotency_key);
       p.idempotency_key = std::move(batch.guard->key);
       p.guard_value = std::move(batch.guard->value);
     }
@@ -242,6 +244,9 @@ class StoreImpl : public Store {
     std::string document_value;
     std::string idempotency_key;  // the guard's key; empty: none
     std::string guard_value;
+    // With a guard of its own, the document's (sender, key), which must not
+    // name another document; empty: none.
+    std::string claim_key;
     std::vector<Enqueue> enqueue;
     std::vector<std::string> queue_values;
     std::vector<std::string> dequeue_keys;
@@ -357,9 +362,38 @@ class StoreImpl : public Store {
           results.push_back(std::move(r));
           continue;
         }
+      }
+      bool claim = false;
+      if (!p.claim_key.empty()) {
+        std::optional<std::string> holder;
+        if (auto it = claimed.find(p.claim_key); it != claimed.end()) {
+          holder = std::string(it->second);
+        } else {
+          absl::StatusOr<std::optional<std::string>> existing =
+              engine_->GetLatest(Cf::kIdempotency, p.claim_key);
+          if (!existing.ok()) {
+            results.push_back(existing.status());
+            continue;
+          }
+          holder = *std::move(existing);
+        }
+        if (holder && *holder != p.document_id) {
+          results.push_back(absl::AlreadyExistsError(absl::StrCat(
+              "storage: the sender's idempotency key names document ", *holder,
+              ", not ", p.document_id)));
+          continue;
+        }
+        claim = !holder;
+      }
+      if (!p.idempotency_key.empty()) {
         claimed.emplace(p.idempotency_key, p.guard_value);
         ops.push_back(
             KvOp{Cf::kIdempotency, false, p.idempotency_key, p.guard_value});
+      }
+      if (claim) {
+        claimed.emplace(p.claim_key, p.document_id);
+        ops.push_back(
+            KvOp{Cf::kIdempotency, false, p.claim_key, p.document_id});
       }
       if (p.has_document) {
         ops.push_back(

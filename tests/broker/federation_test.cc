@@ -26,6 +26,7 @@
 #include "lienthong/broker/routing.h"
 #include "lienthong/common/clock.h"
 #include "lienthong/common/identity.h"
+#include "lienthong/common/ids.h"
 #include "lienthong/storage/store.h"
 #include "tests/testing/async.h"
 #include "tests/testing/status_matchers.h"
@@ -1597,6 +1598,69 @@ TEST_F(FederationTest, TransferNotFromTheLastBrokerOnItsTraceIsRefused) {
   ASSERT_TRUE(
       EventuallyState(*a_, h49_, id, kG22, v1::DELIVERY_STATE_FORWARDED));
   EXPECT_EQ(InboxTotal(*b_, g22_), 1);
+}
+
+// A peer hands over genuine, signed documents, but under ids of its own
+// choosing: one under the id of a document b holds (which would replace it
+// for its recipients and its evidence), one again under a new id (a second
+// copy). Both are refused naming the defect; nothing b holds changes.
+TEST_F(FederationTest, PeerCannotReplaceAHeldDocumentNorCopyOneUnderANewId) {
+  ASSERT_NO_FATAL_FAILURE(TwoBrokers());
+  Wire& ab = Connect(*a_, *b_);
+  std::string first = MustSend(*a_, h49_, NewDocument(kH49, {kG22}));
+  std::string second = MustSend(*a_, h49_, NewDocument(kH49, {kG22}));
+  ASSERT_TRUE(
+      EventuallyState(*a_, h49_, second, kG22, v1::DELIVERY_STATE_FORWARDED));
+  ASSERT_TRUE(ab.transfers().WaitForCount(2));
+  v1::Transfer t1 = ab.transfers().items()[0];
+  v1::Transfer t2 = ab.transfers().items()[1];
+  ASSERT_EQ(t1.document().id(), first);
+  ASSERT_EQ(t2.document().id(), second);
+  ASSERT_OK_AND_ASSIGN(v1::Document held, b_->store->GetDocument(first));
+  const uint64_t accepted = b_->ex().Stats().accepted;
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<InboundLink> from_a,
+                       b_->ex().OpenInbound("a"));
+
+  // The second document under the first one's id.
+  v1::Transfer replace = t2;
+  replace.set_id(900);
+  replace.mutable_document()->set_id(first);
+  ASSERT_OK_AND_ASSIGN(v1::Custody c, AcceptSync(*from_a, replace));
+  ASSERT_TRUE(c.has_error());
+  EXPECT_EQ(c.error().code(),
+            static_cast<int>(absl::StatusCode::kInvalidArgument));
+  EXPECT_THAT(c.error().message(),
+              HasSubstr(absl::StrCat("transfer.document.id: ", first,
+                                     " names another document")));
+  EXPECT_EQ(c.copies_size(), 0);
+  ASSERT_OK_AND_ASSIGN(v1::Document after, b_->store->GetDocument(first));
+  EXPECT_EQ(after.SerializeAsString(), held.SerializeAsString());
+
+  // The first document again under a new id.
+  v1::Transfer copy = t1;
+  copy.set_id(901);
+  const std::string fresh = NewDocumentId(absl::ToUnixMillis(clock_.Now()));
+  copy.mutable_document()->set_id(fresh);
+  ASSERT_OK_AND_ASSIGN(c, AcceptSync(*from_a, copy));
+  ASSERT_TRUE(c.has_error());
+  EXPECT_EQ(c.error().code(),
+            static_cast<int>(absl::StatusCode::kInvalidArgument));
+  EXPECT_THAT(c.error().message(),
+              HasSubstr(absl::StrCat("sent this document as ", first,
+                                     "; a second copy under id ", fresh,
+                                     " is refused")));
+  EXPECT_TRUE(absl::IsNotFound(b_->store->GetDocument(fresh).status()));
+  EXPECT_EQ(b_->ex().Stats().accepted, accepted);
+  EXPECT_EQ(InboxTotal(*b_, g22_), 2);
+
+  // The genuine transfer sent again is still a resend, answered as before.
+  v1::Transfer again = t1;
+  again.set_id(902);
+  ASSERT_OK_AND_ASSIGN(c, AcceptSync(*from_a, again));
+  EXPECT_FALSE(c.has_error()) << c.error().message();
+  EXPECT_EQ(c.copies_size(), 1);
+  EXPECT_EQ(b_->ex().Stats().accepted, accepted);
+  EXPECT_EQ(InboxTotal(*b_, g22_), 2);
 }
 
 TEST_F(FederationTest, OnlyPeersCanOpenLinks) {

@@ -425,6 +425,31 @@ TEST_F(IncidentsTest, PeersIncidentsAreRecordedShownAndNotified) {
   EXPECT_EQ(h49.notices.items()[1].kind(), v1::NOTICE_KIND_INCIDENT_RESOLVED);
 }
 
+// A peer that announces one of our incidents (or a third broker's) back,
+// as its own and resolved, changes nothing: only the declaring broker's
+// word counts, also for an incident already known.
+TEST_F(IncidentsTest, PeerCannotTakeOverOrResolveAnotherBrokersIncident) {
+  NoticeReceiver& h49 = Listen(kH49);
+  ASSERT_OK_AND_ASSIGN(v1::Incident ours,
+                       incidents_->Declare(Operator(), OrgsIncident({kH49})));
+  ASSERT_TRUE(h49.notices.WaitForCount(1));
+  v1::Incident taken = ours;
+  taken.set_broker("h51");
+  taken.set_resolved(true);
+  taken.set_resolution("không có sự cố");
+  v1::IncidentAnnouncement announcement;
+  *announcement.add_incidents() = taken;
+  incidents_->LearnFromPeer("h51", announcement);
+  EXPECT_EQ(h49.notices.CountAfter(), 1u);
+  ASSERT_OK_AND_ASSIGN(v1::ListIncidentsResponse shown,
+                       incidents_->List(Operator(), {}, true));
+  ASSERT_THAT(shown.incidents(), SizeIs(1));
+  EXPECT_EQ(shown.incidents(0).broker(), ours.broker());
+  EXPECT_FALSE(shown.incidents(0).resolved());
+  ASSERT_THAT(incidents_->Announcement().incidents(), SizeIs(1));
+  EXPECT_FALSE(incidents_->Announcement().incidents(0).resolved());
+}
+
 TEST_F(IncidentsTest, OwnIncidentsAreAnnouncedOpenAndRecentlyResolved) {
   uint64_t before = incidents_->generation();
   ASSERT_OK_AND_ASSIGN(v1::Incident incident,

@@ -2211,9 +2211,13 @@ class ExchangeImpl : public Exchange {
   }
 
   // Takes the entries of `queue` named by `sequences` out of circulation
-  // for removal (those already gone or being removed are skipped).
+  // for removal. Only entries session `owner` has sent and not had answered
+  // are taken: a peer answers for what it was handed on its link, never for
+  // what waits unsent (which would vanish without reaching it) nor for what
+  // another link carries. Others are skipped.
   std::vector<storage::QueueEntry> ClaimLinkEntriesLocked(
-      const std::string& queue, const std::vector<uint64_t>& sequences)
+      const std::string& queue, uint64_t owner,
+      const std::vector<uint64_t>& sequences)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     std::vector<storage::QueueEntry> out;
     LinkQueue& q = link_queues_[queue];
@@ -2221,7 +2225,7 @@ class ExchangeImpl : public Exchange {
       auto k = q.by_sequence.find(seq);
       if (k == q.by_sequence.end()) continue;
       LinkEntry& e = q.entries.at(k->second);
-      if (e.acking) continue;
+      if (e.acking || e.owner != owner) continue;
       ReleaseFromHolderLocked(e, k->second);
       q.ready.erase(k->second);
       e.acking = true;
@@ -2277,8 +2281,8 @@ class ExchangeImpl : public Exchange {
     std::vector<storage::QueueEntry> entries;
     {
       absl::MutexLock lock(&mu_);
-      if (!retry.empty()) RetryLinkEntriesLocked(s->queue_, retry);
-      entries = ClaimLinkEntriesLocked(s->queue_, settled);
+      if (!retry.empty()) RetryLinkEntriesLocked(s->queue_, s->id_, retry);
+      entries = ClaimLinkEntriesLocked(s->queue_, s->id_, settled);
     }
     if (entries.empty()) return;
     Timestamp now = ToProto(clock_->Now());
@@ -2350,7 +2354,7 @@ class ExchangeImpl : public Exchange {
   // Takes the in-flight entries named by `sequences` from their session and
   // makes them ready again after a pause (not at once: the peer just said
   // it cannot take them).
-  void RetryLinkEntriesLocked(const std::string& queue,
+  void RetryLinkEntriesLocked(const std::string& queue, uint64_t owner,
                               const std::vector<uint64_t>& sequences)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     LinkQueue& q = link_queues_[queue];
@@ -2359,7 +2363,7 @@ class ExchangeImpl : public Exchange {
       auto k = q.by_sequence.find(seq);
       if (k == q.by_sequence.end()) continue;
       LinkEntry& e = q.entries.at(k->second);
-      if (e.acking || e.owner == 0) continue;
+      if (e.acking || e.owner == 0 || e.owner != owner) continue;
       ReleaseFromHolderLocked(e, k->second);
       e.owner = 0;
       keys.push_back(k->second);
@@ -2382,7 +2386,7 @@ class ExchangeImpl : public Exchange {
     std::vector<storage::QueueEntry> entries;
     {
       absl::MutexLock lock(&mu_);
-      entries = ClaimLinkEntriesLocked(s->queue_, ids);
+      entries = ClaimLinkEntriesLocked(s->queue_, s->id_, ids);
     }
     if (entries.empty()) return;
     storage::WriteBatch batch;
@@ -2518,11 +2522,45 @@ class ExchangeImpl : public Exchange {
     return absl::OkStatus();
   }
 
+  // A peer may hand over a document this broker holds again (a resend), but
+  // not another document under a held id (which would replace it) nor the
+  // sender's document again under a new id (a second copy for its
+  // recipients). UNAVAILABLE when the store cannot tell.
+  absl::Status CheckNotAnotherDocument(const v1::Document& doc) {
+    absl::StatusOr<v1::Document> held = store_->GetDocument(doc.id());
+    if (held.ok()) {
+      if (held->sender() != doc.sender() ||
+          signing::DocumentDigest(*held) != signing::DocumentDigest(doc)) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "transfer.document.id: ", doc.id(), " names another document at ",
+            options_.broker_id, "; this one is refused"));
+      }
+    } else if (!absl::IsNotFound(held.status())) {
+      return absl::UnavailableError(absl::StrCat(
+          "reading document ", doc.id(), ": ", held.status().message()));
+    }
+    if (doc.idempotency_key().empty()) return absl::OkStatus();
+    absl::StatusOr<std::optional<std::string>> earlier =
+        store_->LookupIdempotencyKey(doc.sender(), doc.idempotency_key());
+    if (!earlier.ok()) {
+      return absl::UnavailableError(absl::StrCat("reading idempotency keys: ",
+                                                 earlier.status().message()));
+    }
+    if (*earlier && **earlier != doc.id()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "transfer.document.id: ", doc.sender(), " sent this document as ",
+          **earlier, "; a second copy under id ", doc.id(), " is refused"));
+    }
+    return absl::OkStatus();
+  }
+
   void AcceptTransfer(const std::string& peer, v1::Transfer t,
                       absl::AnyInvocable<void(v1::Custody)> done) {
     v1::Custody custody;
     custody.set_id(t.id());
-    if (absl::Status s = CheckTransfer(peer, t); !s.ok()) {
+    absl::Status s = CheckTransfer(peer, t);
+    if (s.ok()) s = CheckNotAnotherDocument(t.document());
+    if (!s.ok()) {
       custody.mutable_error()->set_code(static_cast<int>(s.code()));
       custody.mutable_error()->set_message(
           absl::StrCat("broker ", options_.broker_id, ": ", s.message()));
@@ -2661,6 +2699,15 @@ class ExchangeImpl : public Exchange {
         [this, shared, served = std::move(served), custody = std::move(custody),
          done =
              std::move(done)](absl::StatusOr<storage::WriteResult> r) mutable {
+          if (absl::IsAlreadyExists(r.status())) {
+            // Another transfer of the sender's key took it meanwhile.
+            custody.clear_copies();
+            custody.mutable_error()->set_code(
+                static_cast<int>(absl::StatusCode::kInvalidArgument));
+            custody.mutable_error()->set_message(absl::StrCat(
+                "broker ", options_.broker_id, ": ", r.status().message()));
+            return done(std::move(custody));
+          }
           if (!r.ok()) {
             // Not in our custody: UNAVAILABLE tells the peer to keep it and
             // send it again later.

@@ -594,6 +594,8 @@ void Incidents::LearnFromPeer(const std::string& peer,
       auto it = incidents_.find(announced.id());
       if (it == incidents_.end()) {
         if (!announced.resolved()) notice = v1::NOTICE_KIND_INCIDENT_DECLARED;
+      } else if (it->second.broker() != peer) {
+        continue;  // another broker's incident (ours, or a third one's)
       } else if (!it->second.resolved() && announced.resolved()) {
         notice = v1::NOTICE_KIND_INCIDENT_RESOLVED;
       } else {

@@ -19,6 +19,9 @@ namespace lienthong::broker {
 namespace {
 
 constexpr size_t kMaxTransfersPerMessage = 256;
+// Event acknowledgements one message may carry (a return session never has
+// more events outstanding than its window, at most this).
+constexpr size_t kMaxEventAcksPerMessage = 1 << 16;
 constexpr size_t kMaxBytesPerMessage = 4 << 20;
 constexpr int kMaxMessageBytes = 64 << 20;
 constexpr int kKeepaliveTimeMs = 20'000;
@@ -101,6 +104,21 @@ class LinkReactor final
   void OnReadDone(bool ok) override {
     if (!ok) {  // the dialer closed its side or went away
       End(grpc::Status::OK);
+      return;
+    }
+    // Every message's work is taken on at once: a dialer that does not keep
+    // to the limits (ours does) is cut off rather than trusted.
+    if (static_cast<size_t>(request_.transfers_size()) >
+            kMaxTransfersPerMessage ||
+        static_cast<size_t>(request_.event_acks_size()) >
+            kMaxEventAcksPerMessage) {
+      End(grpc::Status(
+          grpc::StatusCode::INVALID_ARGUMENT,
+          absl::StrCat("LinkRequest: ", request_.transfers_size(),
+                       " transfers and ", request_.event_acks_size(),
+                       " event acknowledgements; at most ",
+                       kMaxTransfersPerMessage, " and ",
+                       kMaxEventAcksPerMessage, " per message")));
       return;
     }
     // request_ stays ours (reading_ stays true, so no custody callback

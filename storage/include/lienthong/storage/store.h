@@ -82,6 +82,10 @@ struct WriteBatch {
   // Replaces the document's (sender, idempotency key) guard, or guards a
   // batch without a document. Guard keys share the idempotency keyspace:
   // start them with a byte no sender can (e.g. "\x01fwd\0...").
+  // With a document, its (sender, idempotency key) is still recorded as
+  // naming the document (LookupIdempotencyKey finds it); if it names another
+  // document already, the batch fails with ALREADY_EXISTS and nothing of it
+  // is applied.
   std::optional<Guard> guard;
   std::vector<Enqueue> enqueue;
   std::vector<QueueEntry> dequeue;  // recipient, priority, sequence used
