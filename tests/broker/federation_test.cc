@@ -1663,6 +1663,50 @@ TEST_F(FederationTest, PeerCannotReplaceAHeldDocumentNorCopyOneUnderANewId) {
   EXPECT_EQ(InboxTotal(*b_, g22_), 2);
 }
 
+// Custody counts only for what the link carried: a peer answering for
+// outbox entries it was never handed (waiting behind the window) would make
+// them vanish as FORWARDED without reaching it.
+TEST_F(FederationTest, CustodyForEntriesTheLinkWasNotHandedIsIgnored) {
+  ASSERT_NO_FATAL_FAILURE(TwoBrokers());
+  Collector<v1::Transfer> sent;
+  ASSERT_OK_AND_ASSIGN(
+      std::shared_ptr<PeerLinkSession> session,
+      a_->ex().OpenOutbound("b", /*window=*/1, [sent](LinkItems items) mutable {
+        for (v1::Transfer& t : items.transfers) sent.Add(std::move(t));
+      }));
+  std::string first = MustSend(*a_, h49_, NewDocument(kH49, {kG22}));
+  std::string second = MustSend(*a_, h49_, NewDocument(kH49, {kG22}));
+  ASSERT_TRUE(sent.WaitForCount(1));
+  EXPECT_EQ(sent.CountAfter(), 1u);  // the window holds the second back
+  const uint64_t handed = sent.items()[0].id();
+
+  // Answers for every sequence near the handed one, except that one.
+  std::vector<v1::Custody> forged;
+  for (uint64_t id = handed > 32 ? handed - 32 : 1; id < handed + 64; ++id) {
+    if (id == handed) continue;
+    v1::Custody c;
+    c.set_id(id);
+    c.add_copies()->set_recipient(kG22);
+    forged.push_back(c);
+  }
+  session->Custody(forged);
+  EXPECT_EQ(sent.CountAfter(), 1u);  // and what they would do is done
+  EXPECT_EQ(PeerStatsOf(*a_, "b").outbox, 2u);
+  EXPECT_EQ(StateOf(*a_, h49_, second, kG22), v1::DELIVERY_STATE_ACCEPTED);
+
+  // The genuine answer for the handed one settles it; the second goes out.
+  v1::Custody genuine;
+  genuine.set_id(handed);
+  genuine.add_copies()->set_recipient(kG22);
+  session->Custody({genuine});
+  ASSERT_TRUE(
+      EventuallyState(*a_, h49_, first, kG22, v1::DELIVERY_STATE_FORWARDED));
+  ASSERT_TRUE(sent.WaitForCount(2));
+  EXPECT_EQ(sent.items()[1].document().id(), second);
+  EXPECT_EQ(StateOf(*a_, h49_, second, kG22), v1::DELIVERY_STATE_ACCEPTED);
+  session->Close();
+}
+
 TEST_F(FederationTest, OnlyPeersCanOpenLinks) {
   ASSERT_NO_FATAL_FAILURE(TwoBrokers());
   EXPECT_THAT(b_->ex().OpenInbound("zzz"),
