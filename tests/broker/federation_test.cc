@@ -1761,7 +1761,7 @@ TEST_F(FederationTest, WithOnlyADefaultPeerSendsAreForwarded) {
                     HasSubstr("no route to " + std::string(kX01))));
 
   // Once b has announced what it reaches, X01 is refused at once.
-  a_->ex().LearnDirectory("b", b_->ex().AnnounceTo("a"));
+  ASSERT_OK(a_->ex().LearnDirectory("b", b_->ex().AnnounceTo("a")));
   EXPECT_THAT(Send(*a_, h49_, NewDocument(kH49, {kX01})),
               StatusIs(absl::StatusCode::kNotFound, HasSubstr(kX01)));
   EXPECT_OK(Send(*a_, h49_, NewDocument(kH49, {kG22})));
@@ -1785,8 +1785,8 @@ TEST_F(FederationTest, DirectoryAnnouncementsRouteSendsThroughTheMiddle) {
   EXPECT_EQ(from_b.entries(0).name(), "Cơ quan 000.00.00.G22");
   EXPECT_EQ(from_b.entries(0).broker(), "b");
   EXPECT_EQ(from_b.entries(0).distance(), 0u);
-  c_->ex().LearnDirectory("b", from_b);
-  c_->ex().LearnDirectory("a", a_->ex().AnnounceTo("c"));
+  ASSERT_OK(c_->ex().LearnDirectory("b", from_b));
+  ASSERT_OK(c_->ex().LearnDirectory("a", a_->ex().AnnounceTo("c")));
 
   v1::Announce from_c = c_->ex().AnnounceTo("a");
   std::vector<std::string> announced;
@@ -1795,7 +1795,7 @@ TEST_F(FederationTest, DirectoryAnnouncementsRouteSendsThroughTheMiddle) {
         absl::StrCat(e.org(), "@", e.broker(), "/", e.distance()));
   // Split horizon: a's own H49 is not announced back to it.
   EXPECT_THAT(announced, ElementsAre("000.00.00.G22@b/1", "000.00.00.T99@c/0"));
-  a_->ex().LearnDirectory("c", from_c);
+  ASSERT_OK(a_->ex().LearnDirectory("c", from_c));
 
   Connect(*a_, *c_);
   Connect(*c_, *b_);
@@ -1819,11 +1819,56 @@ TEST_F(FederationTest, LearnDirectoryIgnoresOwnAndMalformedOrgs) {
     e->set_org(org);
     e->set_broker("b");
   }
-  a_->ex().LearnDirectory("b", announce);
+  EXPECT_THAT(a_->ex().LearnDirectory("b", announce),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("directory from broker b: 1 entries left "
+                                 "out; first: entries[2] (not-a-code)")));
   std::vector<PeerDirectory> dir = a_->ex().router().Directory(clock_.Now());
   ASSERT_THAT(dir, SizeIs(1));
   ASSERT_THAT(dir[0].entries, SizeIs(1));
   EXPECT_EQ(dir[0].entries[0].org, kG22);
+}
+
+// A peer speaks for its own organizations and passes on others' as they
+// came: it cannot claim to be another broker, make a far route look near,
+// or announce a distance that wraps around when passed on.
+TEST_F(FederationTest, LearnDirectoryLeavesOutEntriesAPeerCannotVouchFor) {
+  ASSERT_NO_FATAL_FAILURE(TwoBrokers());
+  v1::Announce announce;
+  announce.set_broker("b");
+  auto add = [&](const char* org, const char* broker, uint32_t distance,
+                 std::vector<std::string> path) {
+    v1::DirectoryEntry* e = announce.add_entries();
+    e->set_org(org);
+    e->set_broker(broker);
+    e->set_distance(distance);
+    for (std::string& p : path) e->add_path(std::move(p));
+  };
+  add(kG22, "b", 0, {});                       // its own: kept
+  add("000.00.00.T98", "c", 0, {});            // "near", but served by c
+  add("000.00.00.T97", "c", 0, {"c"});         // distance does not fit the path
+  add("000.00.00.T96", "c", 4294967295u, {});  // wraps to 0 when passed on
+  add("000.00.00.T95", "d", 1, {"c"});         // the path starts elsewhere
+  add(kT99, "c", 1, {"c"});                    // c's, one hop away: kept
+  EXPECT_THAT(a_->ex().LearnDirectory("b", announce),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       AllOf(HasSubstr("4 entries left out"),
+                             HasSubstr("entries[1] (000.00.00.T98): broker c "
+                                       "is not the announcing peer"))));
+  std::vector<PeerDirectory> dir = a_->ex().router().Directory(clock_.Now());
+  ASSERT_THAT(dir, SizeIs(1));
+  std::vector<std::string> orgs;
+  for (const DirectoryEntry& e : dir[0].entries) orgs.push_back(e.org);
+  EXPECT_THAT(orgs, ::testing::UnorderedElementsAre(kG22, kT99));
+  // What a passes on to others keeps its true distance.
+  v1::Announce onward = a_->ex().AnnounceTo("d");
+  bool passed_on = false;
+  for (const v1::DirectoryEntry& e : onward.entries()) {
+    if (e.org() != kT99) continue;
+    passed_on = true;
+    EXPECT_EQ(e.distance(), 2u);
+  }
+  EXPECT_TRUE(passed_on);
 }
 
 // ---- Order

@@ -39,6 +39,9 @@ constexpr size_t kMaxDeliveriesPerMessage = 256;
 // window (a count): large documents stop a link before its window does.
 constexpr size_t kMaxLinkBytesInFlight = 64 << 20;
 constexpr size_t kMaxBytesPerMessage = 4 << 20;
+// What one peer's directory may hold: entries, and bytes of a name.
+constexpr int kMaxDirectoryEntries = 100000;
+constexpr size_t kMaxDirectoryText = 512;
 constexpr size_t kMaxWatchBuffer = 100'000;
 // Store records of published encryption certificates: this prefix + org.
 constexpr absl::string_view kCertificateRecord = "encryption-certificate/";
@@ -2834,11 +2837,50 @@ class ExchangeImpl : public Exchange {
                });
   }
 
-  void LearnDirectory(const std::string& peer,
-                      const v1::Announce& announce) override {
+  // Why a peer's directory entry cannot be true; empty if it can. A peer
+  // speaks for its own organizations (distance 0, broker = the peer) and
+  // passes on others' with the path they came by, the serving broker first.
+  std::string DirectoryDefect(const std::string& peer,
+                              const v1::DirectoryEntry& e) const {
+    if (absl::Status s = ValidateOrgCode(e.org()); !s.ok())
+      return std::string(s.message());
+    if (e.broker().empty() || e.broker().size() > kMaxDirectoryText ||
+        e.name().size() > kMaxDirectoryText)
+      return "broker or name empty or too long";
+    if (e.distance() >= options_.max_hops)
+      return absl::StrCat("distance ", e.distance(), " reaches the hop limit");
+    if (e.distance() != static_cast<uint32_t>(e.path_size()))
+      return absl::StrCat("distance ", e.distance(), " with a path of ",
+                          e.path_size(), " brokers");
+    if (e.distance() == 0 ? e.broker() != peer : e.path(0) != e.broker())
+      return absl::StrCat(
+          "broker ", e.broker(), " is not ",
+          e.distance() == 0 ? "the announcing peer" : "the first on its path");
+    return "";
+  }
+
+  absl::Status LearnDirectory(const std::string& peer,
+                              const v1::Announce& announce) override {
     std::vector<DirectoryEntry> entries;
-    for (const v1::DirectoryEntry& e : announce.entries()) {
-      if (!ValidateOrgCode(e.org()).ok()) continue;
+    size_t dropped = 0;
+    std::string first_defect;
+    auto drop = [&](int i, const v1::DirectoryEntry& e, std::string why) {
+      if (dropped++ == 0)
+        first_defect =
+            absl::StrCat("entries[", i, "] (", e.org(), "): ", std::move(why));
+    };
+    if (announce.entries_size() > kMaxDirectoryEntries) {
+      dropped = announce.entries_size() - kMaxDirectoryEntries;
+      first_defect = absl::StrCat("more than ", kMaxDirectoryEntries,
+                                  " entries; the rest are ignored");
+    }
+    for (int i = 0; i < std::min(announce.entries_size(), kMaxDirectoryEntries);
+         ++i) {
+      const v1::DirectoryEntry& e = announce.entries(i);
+      if (std::string why = DirectoryDefect(peer, e); !why.empty()) {
+        drop(i, e, std::move(why));
+        continue;
+      }
       if (local_orgs_.contains(e.org()) || e.broker() == broker_name_) continue;
       if (std::find(e.path().begin(), e.path().end(), broker_name_) !=
           e.path().end())
@@ -2853,12 +2895,19 @@ class ExchangeImpl : public Exchange {
     if (router_.Learn(peer, std::move(entries), clock_->Now()))
       directory_generation_.fetch_add(1);
     Router::Patterns patterns;
-    for (const std::string& p : announce.route_provinces())
-      patterns.provinces.push_back(p);
+    for (const std::string& p : announce.route_provinces()) {
+      if (p.size() == 3 && absl::ascii_isupper(p[0]) &&
+          absl::ascii_isdigit(p[1]) && absl::ascii_isdigit(p[2]))
+        patterns.provinces.push_back(p);
+    }
     for (const std::string& u : announce.route_under()) {
       if (ValidateOrgCode(u).ok()) patterns.under.push_back(u);
     }
     router_.LearnPatterns(peer, std::move(patterns));
+    if (dropped == 0) return absl::OkStatus();
+    return absl::InvalidArgumentError(
+        absl::StrCat("directory from broker ", peer, ": ", dropped,
+                     " entries left out; first: ", first_defect));
   }
 
   v1::Announce AnnounceTo(const std::string& peer) override {

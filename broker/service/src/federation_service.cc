@@ -126,7 +126,10 @@ class LinkReactor final
     // The directory is learned and answered outside the stream's lock.
     std::optional<v1::Announce> answer;
     if (request_.has_announce()) {
-      exchange_->LearnDirectory(peer_, request_.announce());
+      if (absl::Status s =
+              exchange_->LearnDirectory(peer_, request_.announce());
+          !s.ok())
+        Log(s.message(), {{"peer", peer_}}, log::Level::kWarning);
       LearnIncidents(incidents_, peer_, request_.announce());
       answer = WithIncidents(exchange_->AnnounceTo(peer_), incidents_);
     }
@@ -579,7 +582,10 @@ absl::Status PeerLinks::RunOnce(Peer* peer) {
         });
       }
       if (response.has_announce()) {
-        exchange_->LearnDirectory(name, response.announce());
+        if (absl::Status s =
+                exchange_->LearnDirectory(name, response.announce());
+            !s.ok())
+          Log(s.message(), {{"peer", name}}, log::Level::kWarning);
         LearnIncidents(options_.incidents, name, response.announce());
       }
       response.Clear();

@@ -434,9 +434,13 @@ class Exchange {
   // Inbound processing for one link from `peer`.
   virtual absl::StatusOr<std::unique_ptr<InboundLink>> OpenInbound(
       const std::string& peer) = 0;
-  // Directory: what `peer` announced, and what to announce to it.
-  virtual void LearnDirectory(const std::string& peer,
-                              const v1::Announce& announce) = 0;
+  // Directory: what `peer` announced, and what to announce to it. Entries
+  // that are malformed or inconsistent (a peer speaking for a broker it is
+  // not, a distance that does not match the path, one at the hop limit) are
+  // left out; INVALID_ARGUMENT then names how many and the first defect, for
+  // the log. The rest is learned either way.
+  virtual absl::Status LearnDirectory(const std::string& peer,
+                                      const v1::Announce& announce) = 0;
   virtual v1::Announce AnnounceTo(const std::string& peer) = 0;
   // Grows whenever what this broker announces may have changed (an
   // organization published an encryption certificate, a peer announced
