@@ -11,6 +11,7 @@
 
 #include <map>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
@@ -23,6 +24,7 @@
 #include "gtest/gtest.h"
 #include "lienthong/admin_client.h"
 #include "lienthong/client.h"
+#include "lienthong/common/sealing.h"
 #include "lienthong/signing/signing.h"
 #include "lienthong/v1/exchange.grpc.pb.h"
 #include "tests/integration/broker_process.h"
@@ -364,6 +366,32 @@ TEST_F(SignaturesTest, AStreamSignsBatchesAndEveryDocumentVerifies) {
   // Batches: fewer signatures than documents (the first write may hold one
   // document; later ones hold what queued up meanwhile).
   EXPECT_LT(signatures.size(), static_cast<size_t>(kDocuments));
+}
+
+// An application that signs a document itself (SignAs: its own key, as an
+// HSM would) may submit it on a stream too: the receipt is checked against
+// that signature, and the send succeeds.
+TEST_F(SignaturesTest, AStreamSendsADocumentTheApplicationSignedItself) {
+  std::unique_ptr<Client> sender = Open(kH49);
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<SendStream> stream,
+                       sender->OpenSendStream(16));
+  v1::Document doc = NewDocument(kG22, "Ký sẵn");
+  doc.set_sender(kH49);
+  doc.set_idempotency_key("stream-presigned");
+  ASSERT_OK(SignAs(kH49, &doc));
+  const std::string signature = doc.signature().signature();
+  absl::Mutex mu;
+  std::optional<absl::StatusOr<SendReceipt>> result;
+  stream->Submit(doc, [&](absl::StatusOr<SendReceipt> r) {
+    absl::MutexLock lock(&mu);
+    result = std::move(r);
+  });
+  ASSERT_OK(stream->Close());
+  ASSERT_TRUE(result.has_value());
+  ASSERT_OK(result->status());
+  EXPECT_EQ((*result)->custody_receipt.sender_signature_sha256(),
+            sealing::HexOf(signing::Sha256(signature)));
+  EXPECT_EQ(InboxTotal(kG22), 1u);
 }
 
 TEST_F(SignaturesTest, TheStreamsOfOneClientShareSignatures) {
