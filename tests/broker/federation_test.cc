@@ -901,6 +901,21 @@ class FederationTest : public ::testing::Test {
     return result.Wait();
   }
 
+  // The status `link` answers a returned event with.
+  static absl::Status ReturnedSync(InboundLink& link, v1::ReturnedEvent e) {
+    AsyncResult<bool> result;
+    auto callback = result.Callback();
+    link.Returned(std::move(e),
+                  [callback = std::move(callback)](absl::Status s) mutable {
+                    if (s.ok()) {
+                      callback(true);
+                    } else {
+                      callback(std::move(s));
+                    }
+                  });
+    return result.Wait().status();
+  }
+
   FakeClock clock_;
   Principal h49_, h50_, g22_, g23_, t99_;
   Broker* a_ = nullptr;
@@ -1705,6 +1720,54 @@ TEST_F(FederationTest, CustodyForEntriesTheLinkWasNotHandedIsIgnored) {
   EXPECT_EQ(sent.items()[1].document().id(), second);
   EXPECT_EQ(StateOf(*a_, h49_, second, kG22), v1::DELIVERY_STATE_ACCEPTED);
   session->Close();
+}
+
+// A status event comes back only from the peer the copy was handed to, for
+// that copy: another peer, or the right peer about a copy it never had
+// (here one a delivers itself), is refused and nothing is recorded.
+TEST_F(FederationTest, OnlyThePeerACopyWentToReportsOnIt) {
+  a_ =
+      AddBroker("a", {kH49, kH50},
+                {{.name = "b", .orgs = {kG22}}, {.name = "c", .orgs = {kT99}}});
+  b_ = AddBroker("b", {kG22}, {{.name = "a"}});
+  ASSERT_NE(a_, nullptr);
+  ASSERT_NE(b_, nullptr);
+  Connect(*a_, *b_);
+  std::string id = MustSend(*a_, h49_, NewDocument(kH49, {kG22, kH50}));
+  ASSERT_TRUE(
+      EventuallyState(*a_, h49_, id, kG22, v1::DELIVERY_STATE_FORWARDED));
+  auto delivered = [&](const char* recipient, uint64_t n) {
+    v1::ReturnedEvent r;
+    r.set_id(n);
+    v1::StatusEvent* e = r.mutable_event();
+    e->set_document_id(id);
+    e->set_recipient(recipient);
+    e->set_sender(kH49);
+    e->set_delivery_state(v1::DELIVERY_STATE_DELIVERED);
+    e->set_actor("spiffe://lienthong.local/org/000.00.00.G22");
+    return r;
+  };
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<InboundLink> from_c,
+                       a_->ex().OpenInbound("c"));
+  EXPECT_THAT(ReturnedSync(*from_c, delivered(kG22, 1)),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr(absl::StrCat("broker c was not handed "
+                                              "document ",
+                                              id, " for ", kG22))));
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<InboundLink> from_b,
+                       a_->ex().OpenInbound("b"));
+  EXPECT_THAT(ReturnedSync(*from_b, delivered(kH50, 2)),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr(absl::StrCat("broker b was not handed "
+                                              "document ",
+                                              id, " for ", kH50))));
+  EXPECT_EQ(StateOf(*a_, h49_, id, kG22), v1::DELIVERY_STATE_FORWARDED);
+  EXPECT_NE(StateOf(*a_, h49_, id, kH50), v1::DELIVERY_STATE_DELIVERED);
+
+  // The genuine report is taken.
+  EXPECT_OK(ReturnedSync(*from_b, delivered(kG22, 3)));
+  EXPECT_TRUE(
+      EventuallyState(*a_, h49_, id, kG22, v1::DELIVERY_STATE_DELIVERED));
 }
 
 TEST_F(FederationTest, OnlyPeersCanOpenLinks) {

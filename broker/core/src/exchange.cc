@@ -56,6 +56,9 @@ constexpr absl::string_view kRecallRecord = "recall/";
 // A status event coming back for it is checked and sent on with this
 // instead of reading (and decrypting) the whole document.
 constexpr absl::string_view kRouteRecord = "route/";
+// Which peer a forwarded copy went to ("next/<document id>/<recipient>" →
+// peer name): status events for that copy are taken from that peer only.
+constexpr absl::string_view kNextHopRecord = "next/";
 // Store records of paper conversions: this prefix + "<org>/<20-digit unix
 // nanos>/<document id>", a serialized v1::PaperConversion.
 constexpr absl::string_view kPaperRecord = "paper-conversion/";
@@ -670,6 +673,7 @@ class ExchangeImpl : public Exchange {
                                                d.id(), d.sender(),
                                                OutboxPayload("", recipients)});
     }
+    AddNextHops(d.id(), by_peer, &batch);
     for (int i = 0; i < d.recipients_size(); ++i) {
       const std::string& r = d.recipients(i);
       if (!next[i] && !held) {
@@ -2012,6 +2016,53 @@ class ExchangeImpl : public Exchange {
     return "";
   }
 
+  static std::string NextHopKey(absl::string_view document_id,
+                                absl::string_view recipient) {
+    return absl::StrCat(kNextHopRecord, document_id, "/", recipient);
+  }
+
+  // Records, with the outbox entries of `by_peer`, which peer each copy goes
+  // to.
+  static void AddNextHops(
+      const std::string& document_id,
+      const std::map<std::string, std::vector<std::string>>& by_peer,
+      storage::WriteBatch* batch) {
+    for (const auto& [peer, recipients] : by_peer) {
+      for (const std::string& r : recipients)
+        batch->records.push_back(
+            storage::Record{NextHopKey(document_id, r), peer});
+    }
+  }
+
+  // OK if this broker handed `peer` the copy of `document_id` for
+  // `recipient`, so the peer may report on it; INVALID_ARGUMENT if not.
+  // Copies forwarded before next-hop records existed are recognized by the
+  // FORWARDED event their custody recorded.
+  absl::Status CheckHandedTo(const std::string& peer,
+                             const std::string& document_id,
+                             const std::string& recipient) {
+    ASSIGN_OR_RETURN(std::optional<std::string> next,
+                     store_->GetRecord(NextHopKey(document_id, recipient)));
+    bool handed = next && *next == peer;
+    if (!next) {
+      ASSIGN_OR_RETURN(std::vector<v1::StatusEvent> events,
+                       store_->ListDocumentEvents(document_id, 0));
+      const std::string custody_of =
+          absl::StrCat("in the custody of broker ",
+                       SpiffeId(trust_domain_, Principal::Kind::kBroker, peer));
+      for (const v1::StatusEvent& e : events) {
+        handed = handed ||
+                 (e.recipient() == recipient &&
+                  e.delivery_state() == v1::DELIVERY_STATE_FORWARDED &&
+                  e.actor() == options_.broker_id && e.reason() == custody_of);
+      }
+    }
+    if (handed) return absl::OkStatus();
+    return absl::InvalidArgumentError(absl::StrCat(
+        "returned event: broker ", peer, " was not handed document ",
+        document_id, " for ", recipient, " by broker ", options_.broker_id));
+  }
+
   // Queues `event` to go back to the broker `previous`.
   static void AppendReturn(storage::WriteBatch* batch,
                            const std::string& previous,
@@ -2676,6 +2727,7 @@ class ExchangeImpl : public Exchange {
                                                doc.id(), doc.sender(),
                                                OutboxPayload(peer, rs)});
     }
+    AddNextHops(doc.id(), by_peer, &batch);
     std::vector<std::string> served;  // local copies: change requests apply
     for (const storage::Enqueue& q : batch.enqueue)
       if (!IsLinkQueue(q.recipient)) served.push_back(q.recipient);
@@ -2790,6 +2842,11 @@ class ExchangeImpl : public Exchange {
       return done(absl::InvalidArgumentError(absl::StrCat(
           "returned event: recipient \"", e.recipient(), "\" or sender \"",
           e.sender(), "\" is not an organization code")));
+    }
+    // Only the peer the copy was handed to reports on it.
+    if (absl::Status s = CheckHandedTo(peer, e.document_id(), e.recipient());
+        !s.ok()) {
+      return done(s);
     }
     // At the sender's own broker the event has arrived: no need to read the
     // document to know where it goes next. Elsewhere the stored trace says.
@@ -3485,6 +3542,7 @@ class ExchangeImpl : public Exchange {
             storage::Enqueue{OutboxName(peer), priority, id, doc->sender(),
                              OutboxPayload("", recipients)});
       }
+      AddNextHops(id, by_peer, &batch);
       batch.events = std::move(events);
       // A recall, update or replace takes effect once released.
       AddChangeRequest(*doc, released, &batch);
