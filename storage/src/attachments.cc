@@ -480,6 +480,7 @@ class UploadImpl final : public AttachmentUpload {
         chained_(layout.chunk_size % sealing::Sha256Chain::kBlockBytes == 0) {}
 
   ~UploadImpl() override {
+    out_.reset();  // waits for its background write, which uses fd_
     if (fd_ >= 0) ::close(fd_);
     owner_->EndUpload(absl::StrCat(sha256_, "/", uploader_));
   }
@@ -499,6 +500,7 @@ class UploadImpl final : public AttachmentUpload {
                              absl::Span<const absl::string_view> data) override;
 
   absl::StatusOr<bool> Checkpoint() override {
+    if (!ended_.ok()) return ended_;
     if (progress_.complete || written_ == progress_.durable_bytes) return false;
     if (!existing_) RETURN_IF_ERROR(out_->Sync());
     v1::AttachmentUploadState state;
@@ -587,6 +589,9 @@ class UploadImpl final : public AttachmentUpload {
   std::vector<std::string> checks_;
   sealing::Sha256Chain whole_;  // of the written_ bytes
   UploadProgress progress_;
+  // Not OK once the upload can take nothing more (its completion failed
+  // after the file was closed): every later call returns it.
+  absl::Status ended_;
 };
 
 absl::Status UploadImpl::Start(std::optional<v1::StoredAttachment> existing) {
@@ -693,6 +698,7 @@ absl::StatusOr<bool> UploadImpl::Write(
     return absl::FailedPreconditionError(absl::StrCat(
         "attachment ", sha256_, " is complete: no more chunks are taken"));
   }
+  if (!ended_.ok()) return ended_;
   const uint64_t index = written_ / layout_.chunk_size;
   if (chunk.offset() != written_) {
     return absl::InvalidArgumentError(
@@ -813,7 +819,18 @@ absl::Status UploadImpl::Finish() {
       }
     }
   }
-  RETURN_IF_ERROR(owner_->Complete(path_, sha256_, uploader_, std::move(meta)));
+  if (absl::Status s =
+          owner_->Complete(path_, sha256_, uploader_, std::move(meta));
+      !s.ok()) {
+    // The file is closed: nothing more can be written or synced through
+    // this upload. A new one picks up what is durable.
+    ended_ = absl::UnavailableError(absl::StrCat(
+        "attachment ", sha256_,
+        ": completing it failed; upload it again to go on from what is "
+        "stored (",
+        s.message(), ")"));
+    return s;
+  }
   progress_.durable_bytes = layout_.size;
   progress_.complete = true;
   progress_.usable_until =

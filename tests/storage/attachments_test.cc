@@ -1052,6 +1052,38 @@ TEST_P(AttachmentStoreTest, AFailedBeginLeavesNoUploadRunning) {
   EXPECT_OK(Upload(b_, content));
 }
 
+// Completing fails after the last chunk (here: the blob's directory cannot
+// be made). The upload then refuses every further call, including the
+// checkpoint the service makes after a failure, instead of writing or
+// syncing through the file it closed; a new upload completes from what is
+// stored.
+TEST_P(AttachmentStoreTest, AFailedCompletionEndsTheUploadAndANewOneFinishes) {
+  const std::string content = Content(2 * kChunk + 5, 33);
+  const std::string sha = sealing::Sha256Hex(content);
+  const std::string shard =
+      absl::StrCat(options_.directory, "/blobs/", sha.substr(0, 2));
+  std::filesystem::create_directories(options_.directory + "/blobs");
+  { std::ofstream(shard) << "in the way"; }
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<AttachmentUpload> upload,
+                       attachments_->BeginUpload(a_, sha, content.size()));
+  EXPECT_THAT(WriteChunks(*upload, content, 0, content.size()),
+              StatusIs(absl::StatusCode::kInternal, HasSubstr("mkdir")));
+  EXPECT_FALSE(upload->progress().complete);
+  EXPECT_THAT(upload->Checkpoint(),
+              StatusIs(absl::StatusCode::kUnavailable,
+                       HasSubstr("completing it failed")));
+  v1::Chunk more;
+  more.set_offset(content.size());
+  more.set_data("x");
+  more.set_sha256(sealing::Sha256Hex("x"));
+  EXPECT_THAT(upload->Write(more), StatusIs(absl::StatusCode::kUnavailable));
+  upload.reset();
+
+  std::filesystem::remove(shard);
+  ASSERT_OK(Upload(a_, content));
+  EXPECT_THAT(ReadAll(sha), IsOkAndHolds(content));
+}
+
 TEST_P(AttachmentStoreTest, AnUploadThatWouldFillTheDiskIsRefused) {
   options_.min_free_bytes = uint64_t{1} << 60;  // more than any disk
   ASSERT_OK(OpenAttachments());
