@@ -269,13 +269,11 @@ absl::StatusOr<v1::UploadResponse> UploadOnce(
   return last;
 }
 
-absl::StatusOr<uint64_t> DownloadOnce(grpc::ChannelInterface& channel,
-                                      grpc::ClientContext& context,
-                                      const std::string& document_id,
-                                      const std::string& sha256,
-                                      AttachmentSink& sink,
-                                      sealing::Sha256Chain* whole,
-                                      const ProgressCallback& progress) {
+absl::StatusOr<uint64_t> DownloadOnce(
+    grpc::ChannelInterface& channel, grpc::ClientContext& context,
+    const std::string& document_id, const std::string& sha256,
+    AttachmentSink& sink, sealing::Sha256Chain* whole,
+    const ProgressCallback& progress, std::optional<uint64_t> expected_size) {
   v1::DownloadRequest request;
   request.set_document_id(document_id);
   request.set_sha256(sha256);
@@ -304,6 +302,12 @@ absl::StatusOr<uint64_t> DownloadOnce(grpc::ChannelInterface& channel,
       size = response.size();
       sized = true;
       p.total = size;
+      if (expected_size && size != *expected_size) {
+        failed = absl::DataLossError(
+            absl::StrCat("the broker says the attachment has ", size,
+                         " bytes; the document says ", *expected_size));
+        break;
+      }
     }
     if (!frame.chunk.has_chunk) continue;
     const v1::Chunk& chunk = frame.chunk.fields;

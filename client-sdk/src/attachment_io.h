@@ -60,14 +60,15 @@ absl::StatusOr<v1::UploadResponse> UploadOnce(grpc::ChannelInterface& channel,
 // `sink` holds (it has taken exactly sink.offset() bytes), over each chunk,
 // and checks the chunk by its sha256_state when the broker sends it (by its
 // sha256 otherwise), before the sink sees it. `whole` is left at what the
-// sink holds, also when the download breaks.
-absl::StatusOr<uint64_t> DownloadOnce(grpc::ChannelInterface& channel,
-                                      grpc::ClientContext& context,
-                                      const std::string& document_id,
-                                      const std::string& sha256,
-                                      AttachmentSink& sink,
-                                      sealing::Sha256Chain* whole,
-                                      const ProgressCallback& progress);
+// sink holds, also when the download breaks. With `expected_size` (the
+// document's), a broker announcing another size is refused (DATA_LOSS)
+// before the sink takes a byte: it cannot make the sink take more.
+absl::StatusOr<uint64_t> DownloadOnce(
+    grpc::ChannelInterface& channel, grpc::ClientContext& context,
+    const std::string& document_id, const std::string& sha256,
+    AttachmentSink& sink, sealing::Sha256Chain* whole,
+    const ProgressCallback& progress,
+    std::optional<uint64_t> expected_size = std::nullopt);
 
 }  // namespace lienthong::attachment_io
 

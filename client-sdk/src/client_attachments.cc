@@ -465,7 +465,7 @@ absl::Status Download(const Connection& connection,
         const uint64_t before = sink.offset();
         absl::StatusOr<uint64_t> size = attachment_io::DownloadOnce(
             connection.channel(index), context, document_id,
-            attachment.sha256(), sink, &whole, progress);
+            attachment.sha256(), sink, &whole, progress, attachment.size());
         *progressed = sink.offset() > before;
         return size.status();
       });
@@ -624,7 +624,9 @@ absl::Status DownloadAttachmentToFile(const Connection& connection,
   const uint64_t final_size =
       sealed ? attachment.sealing().plaintext_size() : attachment.size();
   const std::string part = absl::StrCat(path, ".part");
-  int fd = ::open(part.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  // Never through a link someone else may have put there.
+  int fd =
+      ::open(part.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
   if (fd < 0) {
     return absl::InvalidArgumentError(
         absl::StrCat(part, ": ", std::strerror(errno)));

@@ -18,6 +18,7 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <memory>
 #include <random>
 #include <string>
@@ -315,6 +316,17 @@ TEST_F(AttachmentsTest, AwkwardSizesRoundTripThroughASignedDocument) {
     EXPECT_TRUE(downloaded == contents[i]) << "the bytes differ";
     EXPECT_FALSE(std::filesystem::exists(out + ".part"));
   }
+  // A .part someone made a link to another file is not written through.
+  const std::string victim = work_.path() + "/khac.txt";
+  { std::ofstream(victim) << "giữ nguyên"; }
+  const std::string out = work_.path() + "/qua-lien-ket";
+  std::filesystem::create_symlink(victim, out + ".part");
+  EXPECT_THAT(recipient->DownloadAttachmentToFile(
+                  got.document.id(), got.document.attachments(0), out),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr(".part")));
+  ASSERT_OK_AND_ASSIGN(std::string kept, ReadFile(victim));
+  EXPECT_EQ(kept, "giữ nguyên");
+  EXPECT_FALSE(std::filesystem::exists(out));
 }
 
 // ---- 2. A multi-gigabyte sparse attachment --------------------------------
