@@ -17,6 +17,8 @@
 #include "gtest/gtest.h"
 #include "lienthong/admin_client.h"
 #include "lienthong/client.h"
+#include "lienthong/v1/admin.grpc.pb.h"
+#include "lienthong/v1/approvals.grpc.pb.h"
 #include "lienthong/v1/audit.pb.h"
 #include "lienthong/v1/evidence.pb.h"
 #include "tests/integration/broker_process.h"
@@ -332,6 +334,41 @@ TEST_F(WorkflowsTest, UpdateRefersToTheOldDocumentWhoseHistoryShowsIt) {
       g22->Send(NewChangeRequest(old_doc.document_id, {kH49},
                                  v1::BUSINESS_TYPE_RECALL, "Thu hồi")),
       StatusIs(absl::StatusCode::kNotFound, HasSubstr("metadata.refers_to")));
+}
+
+// An organization that calls operator or approver methods about someone
+// else's document is refused and audited, but not into that document's
+// evidence: otherwise anyone with a certificate could fill a document's
+// evidence with refusals (until it no longer fits an answer).
+TEST_F(WorkflowsTest, RefusedCallsOfStrangersStayOutOfADocumentsEvidence) {
+  std::unique_ptr<Client> h49 = Open(kH49);
+  ASSERT_TRUE(h49);
+  ASSERT_OK_AND_ASSIGN(SendReceipt sent,
+                       h49->Send(NewDocument({kG22}, "Quyết định nhân sự")));
+  const std::string id = sent.document_id;
+  const std::vector<std::string> before = AuditedSteps(*h49, id);
+  ASSERT_FALSE(before.empty());
+
+  std::shared_ptr<grpc::Channel> channel =
+      RawChannel(broker_.endpoint(), absl::StrCat("orgs/", kH50));
+  auto admin = v1::AdminService::NewStub(channel);
+  auto approvals = v1::ApprovalService::NewStub(channel);
+  for (int i = 0; i < 3; ++i) {
+    grpc::ClientContext c1;
+    v1::GetDocumentRequest get;
+    get.set_document_id(id);
+    v1::GetDocumentResponse got;
+    EXPECT_EQ(admin->GetDocument(&c1, get, &got).error_code(),
+              grpc::StatusCode::PERMISSION_DENIED);
+    grpc::ClientContext c2;
+    v1::DecideApprovalRequest decide;
+    decide.set_document_id(id);
+    decide.set_decision(v1::APPROVAL_DECISION_APPROVE);
+    v1::DecideApprovalResponse decided;
+    EXPECT_NE(approvals->DecideApproval(&c2, decide, &decided).error_code(),
+              grpc::StatusCode::OK);
+  }
+  EXPECT_EQ(AuditedSteps(*h49, id), before);
 }
 
 TEST_F(WorkflowsTest, PaperConversionNeedsAReasonAPartyAndThePolicysLeave) {

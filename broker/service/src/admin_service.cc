@@ -174,8 +174,12 @@ grpc::ServerUnaryReactor* AdminServiceImpl::Handle(
   }
   if (absl::Status allowed = Authorize(*caller, method, access);
       !allowed.ok()) {
-    Audit(caller->spiffe_id, peer, method, access, allowed, "", document_id,
-          [reactor, allowed] { reactor->Finish(ToGrpcStatus(allowed)); });
+    // Audited, but not into the document's evidence: whoever holds a
+    // certificate could otherwise fill any document's evidence with refusals.
+    Audit(
+        caller->spiffe_id, peer, method, access, allowed,
+        IsDocumentId(document_id) ? absl::StrCat("document ", document_id) : "",
+        "", [reactor, allowed] { reactor->Finish(ToGrpcStatus(allowed)); });
     return reactor;
   }
   pool_->Submit([this, reactor, request, response, work, peer, access,

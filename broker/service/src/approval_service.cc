@@ -28,9 +28,18 @@ void ApprovalServiceImpl::AuditRefusal(const Principal& caller,
   e.set_actor(caller.spiffe_id);
   e.set_peer(std::string(peer));
   e.set_action(absl::StrCat("ApprovalService/", method));
-  if (IsDocumentId(document_id)) e.set_document_id(document_id);
+  // A refusal of one who may decide belongs to the document's evidence; one
+  // of a caller who may not (or of a document it cannot see) does not, or
+  // anyone could fill a document's evidence with refusals.
+  const bool evidence = IsDocumentId(document_id) &&
+                        !absl::IsPermissionDenied(why) &&
+                        !absl::IsNotFound(why) && !absl::IsUnauthenticated(why);
+  if (evidence) e.set_document_id(document_id);
   e.set_outcome(absl::StatusCodeToString(why.code()));
-  e.set_detail(std::string(why.message()));
+  e.set_detail(
+      evidence || !IsDocumentId(document_id)
+          ? std::string(why.message())
+          : absl::StrCat("document ", document_id, ": ", why.message()));
   audit_->Append(std::move(e));
 }
 
@@ -57,6 +66,26 @@ grpc::ServerUnaryReactor* ApprovalServiceImpl::ListApprovals(
           return;
         }
         *response = *std::move(r);
+        // Who looked at which held documents (personnel decisions among
+        // them) is audited too.
+        if (audit_ != nullptr) {
+          v1::AuditEntry e;
+          e.set_kind(v1::AUDIT_KIND_APPROVAL);
+          e.set_actor(caller.spiffe_id);
+          e.set_peer(peer);
+          e.set_action("ApprovalService/ListApprovals");
+          e.set_outcome("OK");
+          std::string ids;
+          for (int i = 0; i < response->approvals_size() && i < 100; ++i) {
+            absl::StrAppend(&ids, i ? ", " : "",
+                            response->approvals(i).document_id());
+          }
+          e.set_detail(
+              absl::StrCat(response->approvals_size(), " held document(s)",
+                           ids.empty() ? "" : ": ", ids,
+                           response->approvals_size() > 100 ? ", …" : ""));
+          audit_->Append(std::move(e));
+        }
         reactor->Finish(grpc::Status::OK);
       });
   return reactor;
