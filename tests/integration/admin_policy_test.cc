@@ -294,6 +294,11 @@ TEST_F(AdminPolicyTest, AuditorReadsButMayNotApply) {
   dry_run.set_candidate_source(PolicyForbiddingH49ToCentre());
   EXPECT_OK(auditor->DryRunPolicy(dry_run).status());
   EXPECT_OK(auditor->ListPolicyDecisions({}).status());
+  v1::ListPolicyDecisionsRequest too_many;
+  too_many.set_limit(10001);
+  EXPECT_THAT(auditor->ListPolicyDecisions(too_many),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("limit: 10001; at most 10000")));
 
   ASSERT_OK_AND_ASSIGN(v1::GetBrokerInfoResponse info,
                        auditor->GetBrokerInfo());

@@ -26,6 +26,7 @@ constexpr char kDefaultCandidateName[] = "candidate.yaml";
 constexpr uint32_t kDefaultNearMisses = 5;
 constexpr uint32_t kMaxNearMisses = 100;
 constexpr uint32_t kDefaultDecisionLimit = 100;
+constexpr uint32_t kMaxDecisionLimit = 10000;
 
 // One line in the log (component "audit") per call, refused ones included.
 void LogAudit(absl::string_view caller, absl::string_view peer,
@@ -576,6 +577,11 @@ absl::Status AdminServiceImpl::DoDryRunPolicy(
 absl::Status AdminServiceImpl::DoListPolicyDecisions(
     const Principal& caller, const v1::ListPolicyDecisionsRequest& request,
     v1::ListPolicyDecisionsResponse* response, std::string* detail) {
+  if (request.limit() > kMaxDecisionLimit) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("limit: ", request.limit(), "; at most ",
+                     kMaxDecisionLimit, " decisions per call"));
+  }
   const size_t limit =
       request.limit() == 0 ? kDefaultDecisionLimit : request.limit();
   for (const policy::RecordedDecision& recorded :
