@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <thread>
 
 #include "absl/time/clock.h"
 
@@ -89,6 +90,32 @@ TEST_F(MetricsServerTest, ASilentClientIsDroppedAndTheNextOneServed) {
   EXPECT_LT(absl::Now() - start, absl::Seconds(9));
   EXPECT_THAT(Exchange(server_->port(), "GET /metrics HTTP/1.1\r\n\r\n"),
               StartsWith("HTTP/1.1 200 OK"));
+}
+
+// A client that sends a byte now and then, never a whole request, is cut
+// off when the request's time is up (not kept as long as it trickles), so
+// the next scrape is served.
+TEST_F(MetricsServerTest, ATricklingClientIsDroppedAndTheNextOneServed) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(server_->port()));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  std::thread trickle([fd] {
+    // One byte every 0.5 s for up to 15 s, until the server closes.
+    for (int i = 0; i < 30; ++i) {
+      if (send(fd, "G", 1, MSG_NOSIGNAL) != 1) return;
+      absl::SleepFor(absl::Milliseconds(500));
+    }
+  });
+  absl::Time start = absl::Now();
+  EXPECT_THAT(Exchange(server_->port(), "GET /metrics HTTP/1.1\r\n\r\n"),
+              StartsWith("HTTP/1.1 200 OK"));
+  EXPECT_LT(absl::Now() - start, absl::Seconds(9));
+  shutdown(fd, SHUT_RDWR);
+  trickle.join();
+  close(fd);
 }
 
 TEST(MetricsServerStartTest, BadOrTakenAddressesAreRefused) {

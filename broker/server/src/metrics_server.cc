@@ -16,6 +16,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "absl/strings/strip.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "lienthong/common/thread_name.h"
 
 namespace lienthong::server {
@@ -137,12 +139,21 @@ void MetricsServer::Loop() {
 void MetricsServer::Serve(int fd) {
   std::string request;
   char buf[2048];
+  // The whole request within the timeout, not each read: one connection is
+  // served at a time, so a client trickling bytes would block every scrape.
+  const absl::Time deadline = absl::Now() + absl::Seconds(kIoTimeoutSeconds);
   while (request.find("\r\n\r\n") == std::string::npos) {
     if (request.size() > kMaxRequestBytes) {
       Respond(fd, "431 Request Header Fields Too Large", "text/plain",
               "request too large\n");
       return;
     }
+    const int64_t left = absl::ToInt64Milliseconds(deadline - absl::Now());
+    if (left <= 0) return;
+    pollfd readable{fd, POLLIN, 0};
+    const int ready = poll(&readable, 1, static_cast<int>(left));
+    if (ready < 0 && errno == EINTR) continue;
+    if (ready <= 0) return;  // timed out, or failed
     ssize_t n = recv(fd, buf, sizeof(buf), 0);
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) return;  // closed or timed out before a whole request
