@@ -77,8 +77,11 @@ bool SendStreamImpl::ClosedLocked() const {
 }
 
 bool SendStreamImpl::CanSubmitLocked() const {
-  return pending_.size() < max_outstanding_ || closing_ || failed_ ||
-         cancel_requested_;
+  // Answered documents whose callbacks have not run count too: with slow
+  // callbacks and a fast broker they would pile up without bound.
+  return pending_.size() + completions_.size() + callbacks_left_ <
+             max_outstanding_ ||
+         closing_ || failed_ || cancel_requested_;
 }
 
 void SendStreamImpl::Submit(v1::Document document, Callback done) {
@@ -520,6 +523,7 @@ void SendStreamImpl::WorkerLoop() {
       const absl::Time now = absl::Now();
       batch.swap(completions_);
       callbacks_running_ = !batch.empty();
+      callbacks_left_ = batch.size();
 
       CallState& c = current_;
       if (c.call != nullptr && c.started && !c.cancelled) {
@@ -574,20 +578,24 @@ void SendStreamImpl::WorkerLoop() {
     if (new_call != nullptr) StartCall(new_call, new_call_endpoint);
     if (!batch.empty()) {
       for (Completion& completion : batch) {
-        if (!completion.done) continue;
-        if (completion.accepted) {
-          const Accepted& a = *completion.accepted;
-          completion.result = connection_->Receipt(
-              a.response, a.idempotency_key, a.sealed, a.digest, a.signature);
+        if (completion.done) {
+          if (completion.accepted) {
+            const Accepted& a = *completion.accepted;
+            completion.result = connection_->Receipt(
+                a.response, a.idempotency_key, a.sealed, a.digest, a.signature);
+          }
+          try {
+            completion.done(std::move(completion.result));
+          } catch (...) {
+            // An application callback threw; the SDK thread carries on.
+          }
         }
-        try {
-          completion.done(std::move(completion.result));
-        } catch (...) {
-          // An application callback threw; the SDK thread carries on.
-        }
+        absl::MutexLock lock(&mu_);
+        --callbacks_left_;  // room for a Submit waiting
       }
       absl::MutexLock lock(&mu_);
       callbacks_running_ = false;
+      callbacks_left_ = 0;
     }
   }
 }

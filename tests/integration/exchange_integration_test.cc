@@ -341,6 +341,37 @@ TEST_F(ExchangeIntegrationTest,
                                           HasSubstr("idempotency_key")));
 }
 
+// With callbacks slower than the broker, Submit waits once max_outstanding
+// documents are submitted and not yet called back, so answered documents do
+// not pile up in the SDK without bound.
+TEST_F(ExchangeIntegrationTest, SlowCallbacksHoldBackSubmit) {
+  constexpr size_t kMaxOutstanding = 4;
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<Client> sender, Open(kH49));
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<SendStream> stream,
+                       sender->OpenSendStream(kMaxOutstanding));
+  absl::Mutex mu;
+  size_t submitted = 0, called_back = 0, most_ahead = 0;
+  for (int i = 0; i < 24; ++i) {
+    {
+      absl::MutexLock lock(&mu);
+      ++submitted;
+      most_ahead = std::max(most_ahead, submitted - called_back);
+    }
+    stream->Submit(NewDocument({kG22}, absl::StrCat("Chậm ", i)),
+                   [&](absl::StatusOr<SendReceipt> r) {
+                     EXPECT_OK(r.status());
+                     absl::SleepFor(absl::Milliseconds(40));
+                     absl::MutexLock lock(&mu);
+                     ++called_back;
+                   });
+  }
+  ASSERT_OK(stream->Close());
+  absl::MutexLock lock(&mu);
+  EXPECT_EQ(called_back, 24u);
+  // The one being submitted, on top of those it waited for.
+  EXPECT_LE(most_ahead, kMaxOutstanding + 1);
+}
+
 TEST_F(ExchangeIntegrationTest,
        StreamOf2000IsAcknowledgedAndDeliveredOnceInSendOrder) {
   constexpr int kCount = 2000;

@@ -200,8 +200,8 @@ class SendStream {
   using Callback = std::function<void(absl::StatusOr<SendReceipt>)>;
   virtual ~SendStream() = default;
   // Queues `document` (idempotency key generated if empty); `done` runs on an
-  // SDK thread once the broker answered. Blocks while more than
-  // `max_outstanding` documents await their answers.
+  // SDK thread once the broker answered. Blocks while `max_outstanding`
+  // documents await their answers or their callbacks.
   virtual void Submit(v1::Document document, Callback done) = 0;
   // Waits until every submitted document has its answer; then closes.
   virtual absl::Status Close() = 0;
