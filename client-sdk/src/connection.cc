@@ -192,6 +192,18 @@ absl::Status Connection::SealIfNeeded(v1::Document* document) const {
       });
 }
 
+namespace {
+
+// A verification or opening error that says nothing about the document:
+// this machine could not check it now (a CRL missing or stale, OpenSSL
+// failing). Such a document is never rejected for it.
+bool IsLocalTrouble(const absl::Status& s) {
+  return absl::IsUnavailable(s) || absl::IsInternal(s) ||
+         absl::IsResourceExhausted(s) || absl::IsUnknown(s);
+}
+
+}  // namespace
+
 absl::Status Connection::VerifyAndOpen(
     std::vector<IncomingDocument>* documents,
     std::vector<std::string>* rejected) const {
@@ -211,6 +223,13 @@ absl::Status Connection::VerifyAndOpen(
       if (doc.has_accepted_at()) accepted = FromTimestamp(doc.accepted_at());
       absl::StatusOr<signing::Signatory> who =
           signing::VerifyDocumentSignature(*verifier_, doc, accepted);
+      if (!who.ok() && IsLocalTrouble(who.status())) {
+        // Not the document's fault: it stays with the broker, unanswered,
+        // and the session ends naming the trouble.
+        return absl::Status(who.status().code(),
+                            absl::StrCat("verifying document ", doc.id(), ": ",
+                                         who.status().message()));
+      }
       if (!who.ok()) {
         refusal =
             absl::StrCat("the recipient's SDK refused the sender's signature (",
@@ -225,7 +244,7 @@ absl::Status Connection::VerifyAndOpen(
       absl::Status opened = sealer_->Open(&it->document);
       if (opened.ok()) {
         it->was_sealed = true;
-      } else if (absl::IsFailedPrecondition(opened)) {
+      } else if (absl::IsFailedPrecondition(opened) || IsLocalTrouble(opened)) {
         return opened;
       } else {
         refusal = absl::StrCat(

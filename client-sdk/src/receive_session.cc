@@ -377,8 +377,9 @@ void ReceiveSessionImpl::HandlerLoop() {
         absl::MutexLock lock(&mu_);
         handling_.erase(sealed_id);
         if (!opened.ok()) {
-          // No key for it here: a configuration problem. The document stays
-          // queued at the broker; the application hears of it from Wait.
+          // A problem of this side (no key for it, a CRL that cannot be
+          // read): not the document's. It stays queued at the broker; the
+          // application hears of it from Wait.
           if (!stopping_ && !ended_) {
             ended_ = true;
             finished_ = true;

@@ -589,6 +589,21 @@ SignatureVerifier::State::Certificate(absl::string_view der,
   if (X509_verify_cert(ctx.get()) != 1) {
     int err = X509_STORE_CTX_get_error(ctx.get());
     ERR_clear_error();
+    // Revocation that cannot be checked here and now (no current CRL of
+    // the issuer in the directory, say while an operator replaces it) is
+    // not the certificate's fault: UNAVAILABLE, to be tried again later.
+    if (err == X509_V_ERR_UNABLE_TO_GET_CRL ||
+        err == X509_V_ERR_UNABLE_TO_GET_CRL_ISSUER ||
+        err == X509_V_ERR_CRL_HAS_EXPIRED ||
+        err == X509_V_ERR_CRL_NOT_YET_VALID ||
+        err == X509_V_ERR_CRL_SIGNATURE_FAILURE ||
+        err == X509_V_ERR_UNABLE_TO_DECRYPT_CRL_SIGNATURE) {
+      return absl::UnavailableError(absl::StrCat(
+          field, ".certificate: the revocation of the certificate of ",
+          principal.spiffe_id,
+          " cannot be checked: ", X509_verify_cert_error_string(err),
+          " (the CRL directory needs a current CRL of its issuer)"));
+    }
     return absl::PermissionDeniedError(absl::StrCat(
         field, ".certificate: the certificate of ", principal.spiffe_id,
         " is not trusted: ", X509_verify_cert_error_string(err)));

@@ -3,6 +3,7 @@
 #include "lienthong/signing/signing.h"
 
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 
@@ -302,6 +303,30 @@ TEST_F(SigningTest, ASignatureWithARevokedCertificateIsRefused) {
   EXPECT_OK(VerifyDocumentSignature(*with_crl, ok, absl::Now()).status());
   std::unique_ptr<SignatureVerifier> without_crl = Verifier();
   EXPECT_OK(VerifyDocumentSignature(*without_crl, d, absl::Now()).status());
+}
+
+// Revocation that cannot be checked (the CRL directory has no CRL of the
+// issuer, as while an operator replaces the file) is UNAVAILABLE, to be
+// tried again: not a refusal of the signature, which is not at fault.
+TEST_F(SigningTest, RevocationThatCannotBeCheckedIsUnavailableNotRefused) {
+  const std::string empty = Path("no-crl-yet");
+  std::filesystem::create_directories(empty);
+  VerifierOptions options;
+  options.trust_root_pem = Read(Path("ca.pem"));
+  options.trust_domain = kTrustDomain;
+  options.crl_directory = empty;
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<SignatureVerifier> verifier,
+                       SignatureVerifier::Create(std::move(options)));
+  std::unique_ptr<Signer> h49 = Org(kH49);
+  ASSERT_TRUE(h49);
+  v1::Document d = Document("Chưa kiểm tra được thu hồi");
+  ASSERT_OK_AND_ASSIGN(*d.mutable_signature(),
+                       h49->Sign(DocumentDigest(d), absl::Now()));
+  EXPECT_THAT(VerifyDocumentSignature(*verifier, d, absl::Now()),
+              StatusIs(absl::StatusCode::kUnavailable,
+                       HasSubstr("revocation of the certificate of "
+                                 "spiffe://lienthong.local/org/000.00.00.H49 "
+                                 "cannot be checked")));
 }
 
 TEST_F(SigningTest, AReceiptVerifiesOnlyAsItsBrokersUnaltered) {
