@@ -203,7 +203,8 @@ class ClientImpl final : public Client {
         [&](Connection::Stub& stub, grpc::ClientContext& context) {
           return stub.Send(&context, request, &response);
         });
-    if (!status.ok()) return status;
+    if (!status.ok())
+      return WithIdempotencyKey(status, request.document().idempotency_key());
     return connection_->Receipt(response, request.document().idempotency_key(),
                                 request.document().has_sealed(), digest,
                                 request.document().signature().signature());

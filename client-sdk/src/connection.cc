@@ -8,6 +8,7 @@
 
 #include <utility>
 
+#include "absl/strings/cord.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "client-sdk/src/backoff.h"
@@ -422,6 +423,38 @@ absl::Status Connection::Retry(
     if (absl::Now() + delay >= give_up) return FromGrpcStatus(status);
     absl::SleepFor(delay);
   }
+}
+
+}  // namespace lienthong::client_internal
+
+namespace lienthong {
+
+std::optional<std::string> IdempotencyKeyOf(const absl::Status& status) {
+  auto key = status.GetPayload(kIdempotencyKeyPayload);
+  if (!key) return std::nullopt;
+  return std::string(*key);
+}
+
+}  // namespace lienthong
+
+namespace lienthong::client_internal {
+
+absl::Status WithIdempotencyKey(absl::Status status, const std::string& key) {
+  if (status.ok() || key.empty() || IdempotencyKeyOf(status)) return status;
+  const bool maybe_stored =
+      absl::IsUnavailable(status) || absl::IsDeadlineExceeded(status) ||
+      absl::IsCancelled(status) || absl::IsUnknown(status) ||
+      absl::IsInternal(status) || absl::IsAborted(status);
+  absl::Status out(
+      status.code(),
+      maybe_stored
+          ? absl::StrCat(status.message(),
+                         "; the document may be stored: send it again with "
+                         "idempotency_key \"",
+                         key, "\" (not a new one), and it is stored once")
+          : status.message());
+  out.SetPayload(kIdempotencyKeyPayload, absl::Cord(key));
+  return out;
 }
 
 void PrepareForSend(const std::string& org, v1::Document* document) {

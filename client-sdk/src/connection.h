@@ -192,6 +192,11 @@ class Connection {
 // idempotency key, when empty.
 void PrepareForSend(const std::string& org, v1::Document* document);
 
+// `status` of a failed send of a document with idempotency key `key`, with
+// the key as its kIdempotencyKeyPayload (and, when the document may be
+// stored, said in its message). OK stays OK.
+absl::Status WithIdempotencyKey(absl::Status status, const std::string& key);
+
 // The receipt for `response` to a document sent with `idempotency_key`.
 
 }  // namespace lienthong::client_internal

@@ -267,6 +267,8 @@ void SendStreamImpl::CompleteLocked(uint64_t correlation_id,
                                     absl::StatusOr<SendReceipt> result) {
   auto it = pending_.find(correlation_id);
   if (it == pending_.end()) return;
+  if (!result.ok())
+    result = WithIdempotencyKey(result.status(), it->second.idempotency_key);
   completions_.push_back({std::move(it->second.done), std::move(result)});
   pending_.erase(it);
 }
@@ -310,7 +312,8 @@ void SendStreamImpl::HandleResultLocked(v1::SendStreamResult& result,
 
 void SendStreamImpl::FailAllLocked(const absl::Status& status) {
   for (auto& [id, item] : pending_) {
-    completions_.push_back({std::move(item.done), status});
+    completions_.push_back({std::move(item.done),
+                            WithIdempotencyKey(status, item.idempotency_key)});
   }
   pending_.clear();
   unsent_.clear();
@@ -321,7 +324,9 @@ void SendStreamImpl::ExpireLocked(absl::Time now, const absl::Status& why) {
   const absl::Duration budget = connection_->options().retry_budget;
   for (auto it = pending_.begin(); it != pending_.end();) {
     if (now >= it->second.submitted_at + budget) {
-      completions_.push_back({std::move(it->second.done), why});
+      completions_.push_back(
+          {std::move(it->second.done),
+           WithIdempotencyKey(why, it->second.idempotency_key)});
       it = pending_.erase(it);
     } else {
       ++it;

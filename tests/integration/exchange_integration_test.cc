@@ -11,6 +11,7 @@
 #include <atomic>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <thread>
@@ -576,6 +577,34 @@ TEST_F(ExchangeIntegrationTest,
       << status.error_message();
   EXPECT_THAT(status.error_message(), HasSubstr("shutting down"));
   EXPECT_THAT(broker_.stderr_text(), HasSubstr("stopped"));
+}
+
+// A send that fails without knowing whether the broker stored the document
+// tells the application the key it went with (made by the SDK here), so the
+// application's resend is stored once, not a second copy.
+TEST_F(ExchangeIntegrationTest, AFailedSendNamesItsIdempotencyKeyForTheResend) {
+  ClientOptions options = broker_.ClientOptionsFor(kH49);
+  options.retry_budget = absl::Seconds(2);
+  options.call_timeout = absl::Seconds(2);
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<Client> sender, Client::Open(options));
+  ASSERT_OK(broker_.Stop());
+  v1::Document doc = NewDocument({kG22}, "Gửi lại");
+  absl::StatusOr<SendReceipt> failed = sender->Send(doc);
+  ASSERT_FALSE(failed.ok());
+  std::optional<std::string> key = IdempotencyKeyOf(failed.status());
+  ASSERT_TRUE(key.has_value()) << failed.status();
+  EXPECT_FALSE(key->empty());
+  EXPECT_THAT(failed.status().message(),
+              HasSubstr(absl::StrCat("idempotency_key \"", *key, "\"")));
+
+  ASSERT_OK(broker_.Start());  // on a new port: a new client
+  ASSERT_OK_AND_ASSIGN(sender, Open(kH49));
+  doc.set_idempotency_key(*key);
+  ASSERT_OK_AND_ASSIGN(SendReceipt first, sender->Send(doc));
+  ASSERT_OK_AND_ASSIGN(SendReceipt again, sender->Send(doc));
+  EXPECT_EQ(again.document_id, first.document_id);
+  EXPECT_TRUE(again.duplicate);
+  EXPECT_EQ(InboxTotal(kG22), 1);
 }
 
 class OversizeTest : public ExchangeIntegrationTest {

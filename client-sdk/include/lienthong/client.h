@@ -32,6 +32,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -119,6 +120,20 @@ struct ClientOptions {
   // INVALID_ARGUMENT naming the field when an option is unusable.
   absl::Status Validate() const;
 };
+
+// A failed Send, or a SendStream submission answered with an error,
+// carries the idempotency key the document was sent with (the SDK makes one
+// when the document has none) under this type URL. When the failure leaves
+// it unknown whether the broker stored the document (UNAVAILABLE,
+// DEADLINE_EXCEEDED, ...), the message says so too.
+inline constexpr char kIdempotencyKeyPayload[] =
+    "type.googleapis.com/lienthong.idempotency_key";
+
+// That key, if `status` carries it. Send the same document again with it
+// (document.set_idempotency_key) and the broker stores it at most once:
+//   if (auto key = IdempotencyKeyOf(sent.status()))
+//   doc.set_idempotency_key(*key);
+std::optional<std::string> IdempotencyKeyOf(const absl::Status& status);
 
 // What the broker said about an accepted document.
 struct SendReceipt {
