@@ -2387,6 +2387,31 @@ TEST_F(FederationTest, OnlyConfiguredPeerBrokersMayLink) {
   EXPECT_THAT(orgs, ::testing::UnorderedElementsAre(kH51, kUnitH51));
 }
 
+// A peer that puts more transfers in one message than the protocol allows
+// (ours never do) is cut off with INVALID_ARGUMENT naming the limit, before
+// any of them is taken on.
+TEST_F(FederationTest, AMessageWithTooManyTransfersEndsTheLink) {
+  ASSERT_OK(fed_.Start({"h51"}));
+  auto stub = v1::FederationService::NewStub(
+      RawChannel(fed_.broker("h51").endpoint(), "brokers/central"));
+  grpc::ClientContext ctx;
+  ctx.set_deadline(In(absl::Seconds(10)));
+  auto stream = stub->Link(&ctx);
+  v1::LinkRequest request;
+  for (int i = 0; i < 257; ++i) request.add_transfers()->set_id(i + 1);
+  stream->Write(request);
+  v1::LinkResponse response;
+  while (stream->Read(&response)) {
+    EXPECT_EQ(response.custody_size(), 0);
+  }
+  grpc::Status status = stream->Finish();
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT)
+      << status.error_message();
+  EXPECT_THAT(status.error_message(),
+              HasSubstr("257 transfers and 0 event acknowledgements; at most "
+                        "256"));
+}
+
 TEST_F(FederationTest, ADialerRefusesAPeerEndpointServedByAnotherBroker) {
   // h49 believes h50 listens where h51 does: the link must not come up
   // (h51's certificate does not name h50), and nothing goes to h51.

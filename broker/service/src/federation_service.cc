@@ -193,14 +193,20 @@ class LinkReactor final
   }
 
   void OnWriteDone(bool ok) override {
-    absl::MutexLock lock(&mu_);
-    writing_ = false;
-    if (!ok) {
-      broken_ = true;
-    } else {
-      StartWriteLocked();
+    bool read = false;
+    {
+      absl::MutexLock lock(&mu_);
+      writing_ = false;
+      if (!ok) {
+        broken_ = true;
+      } else {
+        response_.Clear();
+        StartWriteLocked();
+        read = ResumeReadLocked();  // answers went out: room to read again
+      }
+      MaybeFinishLocked();
     }
-    MaybeFinishLocked();
+    if (read) StartRead(&request_);
   }
 
   void OnCancel() override {
@@ -228,9 +234,14 @@ class LinkReactor final
  private:
   // Reads the next message unless too many transfers await custody (the
   // dialer's window bounds them; this bounds a dialer that ignores it).
+  // Answers not yet written count too: a dialer that stops reading them
+  // while it goes on sending would otherwise grow them without bound.
   bool ResumeReadLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     if (reading_ || read_closed_ || end_requested_ || finished_) return false;
-    if (outstanding_ > 2 * window_ + kMaxTransfersPerMessage) return false;
+    const size_t unwritten = static_cast<size_t>(pending_.custody_size()) +
+                             static_cast<size_t>(response_.custody_size());
+    if (outstanding_ + unwritten > 2 * window_ + kMaxTransfersPerMessage)
+      return false;
     reading_ = true;
     return true;
   }
@@ -354,6 +365,10 @@ struct LinkIo {
   uint64_t written ABSL_GUARDED_BY(mu) = 0;
   uint64_t answered ABSL_GUARDED_BY(mu) = 0;
   absl::Time progress ABSL_GUARDED_BY(mu) = absl::Now();
+  // Returned events handed to the exchange and not yet stored: the reader
+  // stops reading while too many are (a peer must keep to its window).
+  size_t returning ABSL_GUARDED_BY(mu) = 0;
+  bool closing ABSL_GUARDED_BY(mu) = false;  // the link is being torn down
 };
 
 // Whether `t`'s document has stored attachment `sha256`.
@@ -569,9 +584,20 @@ absl::Status PeerLinks::RunOnce(Peer* peer) {
              std::make_move_iterator(response.mutable_custody()->end())});
       }
       for (v1::ReturnedEvent& e : *response.mutable_events()) {
+        {
+          absl::MutexLock lock(&io->mu);
+          const size_t most = 2 * static_cast<size_t>(options_.window) +
+                              kMaxTransfersPerMessage;
+          auto room = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(io->mu) {
+            return io->returning < most || io->closing;
+          };
+          io->mu.Await(absl::Condition(&room));
+          ++io->returning;
+        }
         uint64_t id = e.id();
         returned->Returned(std::move(e), [io, id, name](absl::Status s) {
           absl::MutexLock lock(&io->mu);
+          --io->returning;
           // A refused event is acknowledged too: it can never be stored,
           // and resending it forever would block the ones behind it.
           if (!s.ok() && !absl::IsInvalidArgument(s)) return;
@@ -631,13 +657,18 @@ absl::Status PeerLinks::RunOnce(Peer* peer) {
       size_t bytes = 0;
       while (!io->transfers.empty() &&
              static_cast<size_t>(request.transfers_size()) <
-                 kMaxTransfersPerMessage &&
-             bytes < kMaxBytesPerMessage) {
+                 kMaxTransfersPerMessage) {
         if (options_.attachments != nullptr) {
           to_push = Unpushed(io->transfers.front(), pushed);
           if (!to_push.empty()) break;
         }
-        bytes += io->transfers.front().ByteSizeLong();
+        // A transfer that would take the message past the limit goes in
+        // the next one (alone if it must): the peer's limit on what it
+        // receives is one document and some room, not several.
+        const size_t next = io->transfers.front().ByteSizeLong();
+        if (request.transfers_size() > 0 && bytes + next > kMaxBytesPerMessage)
+          break;
+        bytes += next;
         *request.add_transfers() = std::move(io->transfers.front());
         io->transfers.pop_front();
       }
@@ -715,6 +746,10 @@ absl::Status PeerLinks::RunOnce(Peer* peer) {
   }
   // A stream the peer ended has its own status; one we end is cancelled.
   if (!reader_ended) ctx.TryCancel();
+  {
+    absl::MutexLock lock(&io->mu);
+    io->closing = true;  // a reader waiting for room stops waiting
+  }
   reader.join();
   grpc::Status status = stream->Finish();
   forget_context();
