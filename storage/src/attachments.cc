@@ -29,6 +29,7 @@
 #include <utility>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
@@ -50,6 +51,8 @@ constexpr absl::string_view kGrantPrefix = "att/g/";
 constexpr absl::string_view kRefPrefix = "att/r/";
 // Sends that checked a right just before it lapsed are still in flight.
 constexpr absl::Duration kGrantGrace = absl::Hours(1);
+// Uploads one uploader may have running at once.
+constexpr size_t kMaxUploadsPerUploader = 16;
 
 google::protobuf::Timestamp TimestampOf(absl::Time t) {
   return google::protobuf::util::TimeUtil::NanosecondsToTimestamp(
@@ -458,6 +461,14 @@ class AttachmentStoreImpl final : public AttachmentStore {
   void EndUpload(const std::string& key) {
     absl::MutexLock lock(&mu_);
     active_.erase(key);
+    reserved_.erase(key);
+  }
+
+  // What upload `key` may still write: disk kept for it.
+  void Reserve(const std::string& key, uint64_t bytes) {
+    absl::MutexLock lock(&mu_);
+    if (auto it = reserved_.find(key); it != reserved_.end())
+      it->second = bytes;
   }
 
  private:
@@ -467,6 +478,9 @@ class AttachmentStoreImpl final : public AttachmentStore {
   absl::Mutex mu_;
   // sha256 "/" uploader of the uploads running now.
   std::set<std::string> active_ ABSL_GUARDED_BY(mu_);
+  // Disk that running uploads of new content may still write, by key: an
+  // upload starts only if it fits besides them.
+  absl::flat_hash_map<std::string, uint64_t> reserved_ ABSL_GUARDED_BY(mu_);
 };
 
 class UploadImpl final : public AttachmentUpload {
@@ -521,6 +535,10 @@ class UploadImpl final : public AttachmentUpload {
                              state.SerializeAsString()});
     RETURN_IF_ERROR(owner_->store()->WriteSync(std::move(batch)).status());
     progress_.durable_bytes = written_;
+    // What is written is on the disk now: only the rest stays reserved.
+    owner_->Reserve(absl::StrCat(sha256_, "/", uploader_),
+                    (layout_.size - written_) +
+                        (layout_.chunks() - checks_.size()) * layout_.overhead);
     return true;
   }
 
@@ -858,6 +876,16 @@ AttachmentStoreImpl::BeginUpload(absl::string_view uploader,
   std::optional<v1::StoredAttachment> existing;
   {
     absl::MutexLock lock(&mu_);
+    size_t by_uploader = 0;
+    const std::string suffix = absl::StrCat("/", uploader);
+    for (const std::string& k : active_)
+      by_uploader += absl::EndsWith(k, suffix);
+    if (!active_.contains(key) && by_uploader >= kMaxUploadsPerUploader) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          uploader, " has ", by_uploader,
+          " uploads running, the most one uploader may; wait for one to "
+          "end"));
+    }
     if (!active_.insert(key).second) {
       return absl::AbortedError(
           absl::StrCat("an upload of attachment ", sha256, " by ", uploader,
@@ -890,21 +918,30 @@ AttachmentStoreImpl::BeginUpload(absl::string_view uploader,
     if (!overhead.ok()) return release(overhead.status());
     layout.encrypted = overhead->has_value();
     layout.overhead = overhead->value_or(0);
-    struct statvfs fs;
-    if (::statvfs(options_.directory.c_str(), &fs) == 0) {
-      uint64_t free_bytes = static_cast<uint64_t>(fs.f_bavail) *
-                            static_cast<uint64_t>(fs.f_frsize);
-      uint64_t needed =
-          size + layout.chunks() * layout.overhead + options_.min_free_bytes;
-      if (free_bytes < needed) {
-        return release(absl::ResourceExhaustedError(
-            absl::StrCat("start.size: an attachment of ", size,
-                         " bytes does not fit: the "
-                         "broker has ",
-                         free_bytes, " bytes of disk free and keeps ",
-                         options_.min_free_bytes, " in reserve")));
+    // Checked and kept under the lock, with what the uploads running may
+    // still write: many started at once cannot together fill the disk.
+    const uint64_t own = size + layout.chunks() * layout.overhead;
+    absl::Status fits;
+    {
+      absl::MutexLock lock(&mu_);
+      uint64_t others = 0;
+      for (const auto& [k, bytes] : reserved_) others += bytes;
+      struct statvfs fs;
+      if (::statvfs(options_.directory.c_str(), &fs) == 0) {
+        uint64_t free_bytes = static_cast<uint64_t>(fs.f_bavail) *
+                              static_cast<uint64_t>(fs.f_frsize);
+        if (free_bytes < own + others + options_.min_free_bytes) {
+          fits = absl::ResourceExhaustedError(
+              absl::StrCat("start.size: an attachment of ", size,
+                           " bytes does not fit: the broker has ", free_bytes,
+                           " bytes of disk free, keeps ",
+                           options_.min_free_bytes, " in reserve and ", others,
+                           " for the ", reserved_.size(), " uploads running"));
+        }
       }
+      if (fits.ok()) reserved_[key] = own;
     }
+    if (!fits.ok()) return release(fits);
   }
   auto upload = std::make_unique<UploadImpl>(this, std::string(uploader),
                                              std::string(sha256), layout);

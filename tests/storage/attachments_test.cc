@@ -8,6 +8,8 @@
 // encryption at rest.
 #include "lienthong/storage/attachments.h"
 
+#include <sys/statvfs.h>
+
 #include <cctype>
 #include <cstdint>
 #include <filesystem>
@@ -1082,6 +1084,48 @@ TEST_P(AttachmentStoreTest, AFailedCompletionEndsTheUploadAndANewOneFinishes) {
   std::filesystem::remove(shard);
   ASSERT_OK(Upload(a_, content));
   EXPECT_THAT(ReadAll(sha), IsOkAndHolds(content));
+}
+
+// Uploads running keep the disk they may still write: one that would not
+// fit besides them is refused, and fits once they end. (The margin, half an
+// upload each way, absorbs what else writes to this disk meanwhile.)
+TEST_P(AttachmentStoreTest, UploadsRunningReserveTheDiskTheyStillNeed) {
+  constexpr uint64_t kSize = uint64_t{256} << 20;
+  struct statvfs fs;
+  ASSERT_EQ(::statvfs(dir_.path().c_str(), &fs), 0);
+  const uint64_t free_bytes = static_cast<uint64_t>(fs.f_bavail) * fs.f_frsize;
+  if (free_bytes < 4 * kSize) GTEST_SKIP() << "too little disk to test";
+  options_.min_free_bytes = free_bytes - kSize - kSize / 2 - (kSize >> 4);
+  options_.max_bytes = kSize;
+  options_.chunk_size = uint64_t{1} << 20;
+  options_.sync_bytes = options_.chunk_size;
+  ASSERT_OK(OpenAttachments());
+  const std::string one = sealing::Sha256Hex("one");
+  const std::string two = sealing::Sha256Hex("two");
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<AttachmentUpload> first,
+                       attachments_->BeginUpload(a_, one, kSize));
+  EXPECT_THAT(attachments_->BeginUpload(b_, two, kSize),
+              StatusIs(absl::StatusCode::kResourceExhausted,
+                       HasSubstr("for the 1 uploads running")));
+  first.reset();
+  EXPECT_OK(attachments_->BeginUpload(b_, two, kSize).status());
+}
+
+// One uploader may run only so many uploads at once; others are not held up.
+TEST_P(AttachmentStoreTest, OneUploaderRunsAtMostSixteenUploads) {
+  std::vector<std::unique_ptr<AttachmentUpload>> running;
+  for (int i = 0; i < 16; ++i) {
+    ASSERT_OK_AND_ASSIGN(
+        running.emplace_back(),
+        attachments_->BeginUpload(a_, sealing::Sha256Hex(absl::StrCat(i)), 1));
+  }
+  const std::string more = sealing::Sha256Hex("more");
+  EXPECT_THAT(attachments_->BeginUpload(a_, more, 1),
+              StatusIs(absl::StatusCode::kResourceExhausted,
+                       HasSubstr("16 uploads running")));
+  EXPECT_OK(attachments_->BeginUpload(b_, more, 1).status());
+  running.pop_back();
+  EXPECT_OK(attachments_->BeginUpload(a_, more, 1).status());
 }
 
 TEST_P(AttachmentStoreTest, AnUploadThatWouldFillTheDiskIsRefused) {
