@@ -289,23 +289,23 @@ class AttachmentStoreImpl final : public AttachmentStore {
 
   absl::Status CheckUsable(absl::string_view uploader, absl::string_view sha256,
                            uint64_t size) override {
-    ASSIGN_OR_RETURN(std::optional<v1::StoredAttachment> meta, Lookup(sha256));
-    if (!meta) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("attachment ", sha256,
-                       " has not been uploaded to this broker (upload it with "
-                       "AttachmentService/Upload first)"));
+    // The uploader's own right first: one who never uploaded the content
+    // hears the same whether anyone else stored it or not.
+    ASSIGN_OR_RETURN(std::optional<absl::Time> granted,
+                     GrantedAt(sha256, uploader));
+    ASSIGN_OR_RETURN(std::optional<v1::StoredAttachment> meta,
+                     granted
+                         ? Lookup(sha256)
+                         : absl::StatusOr<std::optional<v1::StoredAttachment>>(
+                               std::nullopt));
+    if (!granted || !meta) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "attachment ", sha256, " has not been uploaded by ", uploader,
+          " to this broker (upload it with AttachmentService/Upload first)"));
     }
     if (meta->size() != size) {
       return absl::InvalidArgumentError(absl::StrCat(
           "attachment ", sha256, " has ", meta->size(), " bytes, not ", size));
-    }
-    ASSIGN_OR_RETURN(std::optional<absl::Time> granted,
-                     GrantedAt(sha256, uploader));
-    if (!granted) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("attachment ", sha256, " has not been uploaded by ",
-                       uploader, " (upload it with AttachmentService/Upload)"));
     }
     if (!Usable(*granted)) {
       return absl::FailedPreconditionError(absl::StrCat(
@@ -499,11 +499,10 @@ class UploadImpl final : public AttachmentUpload {
     owner_->EndUpload(absl::StrCat(sha256_, "/", uploader_));
   }
 
-  // Picks up what is durable: from an earlier upload of this uploader
-  // (its partial file, each chunk checked against the recorded hashes), or
-  // the stored attachment itself when another uploader completed it
-  // (`existing`: then chunks are only compared, never written).
-  absl::Status Start(std::optional<v1::StoredAttachment> existing);
+  // Picks up what is durable from an earlier upload of this uploader (its
+  // partial file, each chunk checked against the recorded hashes). With
+  // `renew`, the uploader's right to stored content is renewed instead.
+  absl::Status Start(bool renew);
 
   uint64_t chunk_size() const override { return layout_.chunk_size; }
   const UploadProgress& progress() const override { return progress_; }
@@ -516,7 +515,7 @@ class UploadImpl final : public AttachmentUpload {
   absl::StatusOr<bool> Checkpoint() override {
     if (!ended_.ok()) return ended_;
     if (progress_.complete || written_ == progress_.durable_bytes) return false;
-    if (!existing_) RETURN_IF_ERROR(out_->Sync());
+    RETURN_IF_ERROR(out_->Sync());
     v1::AttachmentUploadState state;
     state.set_size(layout_.size);
     state.set_chunk_size(layout_.chunk_size);
@@ -574,21 +573,6 @@ class UploadImpl final : public AttachmentUpload {
     if (chained_) return StateAfter(next, layout_);
     return digest.empty() ? sealing::Sha256Raw(data) : digest;
   }
-  // Whether chunk `index`, taken in by `next`, is the one of the stored
-  // content `existing_`.
-  bool MatchesExisting(uint64_t index, const sealing::Sha256Chain& next,
-                       absl::Span<const absl::string_view> data,
-                       std::string* digest) const {
-    const int i = static_cast<int>(index);
-    if (chained_ && existing_->chunk_state_size() > 0) {
-      return i < existing_->chunk_state_size() &&
-             StateAfter(next, layout_) == existing_->chunk_state(i);
-    }
-    if (digest->empty()) *digest = sealing::Sha256Raw(data);
-    return i < existing_->chunk_sha256_size() &&
-           existing_->chunk_sha256(i) == *digest;
-  }
-
   AttachmentStoreImpl* const owner_;
   const std::string uploader_;
   const std::string sha256_;
@@ -597,8 +581,6 @@ class UploadImpl final : public AttachmentUpload {
   // checked and recorded by Chunk.sha256_state; otherwise by their own
   // SHA-256, as before states.
   const bool chained_;
-  std::optional<v1::StoredAttachment> existing_;
-  std::unique_ptr<AttachmentReader> existing_reader_;
   std::string path_;
   int fd_ = -1;
   std::optional<DirectAppender> out_;  // on fd_
@@ -612,68 +594,46 @@ class UploadImpl final : public AttachmentUpload {
   absl::Status ended_;
 };
 
-absl::Status UploadImpl::Start(std::optional<v1::StoredAttachment> existing) {
+absl::Status UploadImpl::Start(bool renew) {
   Store* store = owner_->store();
-  if (existing) {
-    existing_ = std::move(existing);
+  if (renew) {
     // The same uploader proved it holds this content before: its right is
     // renewed without sending it again.
-    ASSIGN_OR_RETURN(std::optional<absl::Time> granted,
-                     owner_->GrantedAt(sha256_, uploader_));
-    if (granted && owner_->Usable(*granted)) {
-      RETURN_IF_ERROR(owner_->Complete("", sha256_, uploader_, std::nullopt));
-      progress_.durable_bytes = progress_.resumed_bytes = layout_.size;
-      progress_.complete = true;
-      progress_.usable_until =
-          owner_->clock()->Now() + owner_->options().usable_for;
-      return absl::OkStatus();
-    }
-    ASSIGN_OR_RETURN(existing_reader_, owner_->Open(sha256_));
-  } else {
-    path_ = owner_->PartialPath(sha256_, uploader_);
-    std::error_code ec;
-    std::filesystem::create_directories(path_.substr(0, path_.rfind('/')), ec);
-    fd_ = OpenMaybeDirect(path_, O_RDWR | O_CREAT | O_CLOEXEC,
-                          owner_->options().direct_io);
-    if (fd_ < 0) return Errno("open", path_);
+    RETURN_IF_ERROR(owner_->Complete("", sha256_, uploader_, std::nullopt));
+    progress_.durable_bytes = progress_.resumed_bytes = layout_.size;
+    progress_.complete = true;
+    progress_.usable_until =
+        owner_->clock()->Now() + owner_->options().usable_for;
+    return absl::OkStatus();
   }
+  path_ = owner_->PartialPath(sha256_, uploader_);
+  std::error_code ec;
+  std::filesystem::create_directories(path_.substr(0, path_.rfind('/')), ec);
+  fd_ = OpenMaybeDirect(path_, O_RDWR | O_CREAT | O_CLOEXEC,
+                        owner_->options().direct_io);
+  if (fd_ < 0) return Errno("open", path_);
   ASSIGN_OR_RETURN(
       std::optional<std::string> raw,
       owner_->ReadRecord(AttachmentStoreImpl::UploadKey(sha256_, uploader_)));
   v1::AttachmentUploadState state;
   if (raw && state.ParseFromString(*raw) && state.size() == layout_.size &&
       state.chunk_size() == layout_.chunk_size &&
-      (existing_ || (state.encrypted() == layout_.encrypted &&
-                     state.record_overhead() == layout_.overhead))) {
+      state.encrypted() == layout_.encrypted &&
+      state.record_overhead() == layout_.overhead) {
     // Resume: re-read what is durable, checking each chunk, to continue the
     // hash of the whole. A state recorded by an older broker has the
     // chunks' own hashes.
-    Layout source = layout_;
-    if (existing_) {
-      source.encrypted = existing_->encrypted();
-      source.overhead = existing_->record_overhead();
-    }
+    const Layout& source = layout_;
     const bool by_state = state.chunk_state_size() > 0;
     // (States are recorded only for chunk sizes that are multiples of 64.)
     const int durable = by_state ? (chained_ ? state.chunk_state_size() : 0)
                                  : state.chunk_sha256_size();
-    ChunkReadOptions data_only;
-    data_only.sha256 = false;
     for (int i = 0; i < durable; ++i) {
       const uint64_t index = static_cast<uint64_t>(i);
-      absl::StatusOr<SharedBytes> content;
-      if (existing_) {
-        SharedChunk c;
-        absl::Status read = existing_reader_->ReadShared(
-            index * layout_.chunk_size, data_only, &c);
-        content = read.ok() ? absl::StatusOr<SharedBytes>(std::move(c.content))
-                            : read;
-      } else {
-        absl::StatusOr<SharedBytes> raw = ReadRecord(fd_, path_, source, index);
-        content =
-            raw.ok() ? ContentOf(store, source, sha256_, index, *std::move(raw))
-                     : raw;
-      }
+      absl::StatusOr<SharedBytes> content =
+          ReadRecord(fd_, path_, source, index);
+      if (content.ok())
+        content = ContentOf(store, source, sha256_, index, *std::move(content));
       if (!content.ok()) break;  // lost or damaged since: go on from before
       const absl::string_view data = content->data;
       sealing::Sha256Chain next = whole_;
@@ -693,15 +653,13 @@ absl::Status UploadImpl::Start(std::optional<v1::StoredAttachment> existing) {
     progress_.durable_bytes = written_;
     progress_.resumed_bytes = written_;
   }
-  if (!existing_) {
-    // Whatever the file holds past what is durable and checked (an earlier
-    // attempt's tail, another layout's records, a padded block) goes: the
-    // file must end exactly where its content does.
-    const uint64_t end = layout_.FileEnd(written_);
-    if (::ftruncate(fd_, static_cast<off_t>(end)) != 0)
-      return Errno("truncate", path_);
-    out_.emplace(fd_, path_, end);
-  }
+  // Whatever the file holds past what is durable and checked (an earlier
+  // attempt's tail, another layout's records, a padded block) goes: the
+  // file must end exactly where its content does.
+  const uint64_t end = layout_.FileEnd(written_);
+  if (::ftruncate(fd_, static_cast<off_t>(end)) != 0)
+    return Errno("truncate", path_);
+  out_.emplace(fd_, path_, end);
   if (written_ == layout_.size) {
     // Everything arrived before (an empty attachment at once): check the
     // whole and complete.
@@ -767,34 +725,25 @@ absl::StatusOr<bool> UploadImpl::Write(
         " bytes) does not match its sha256_state: it was damaged on the way; "
         "send it again"));
   }
-  if (existing_) {
-    if (!MatchesExisting(index, next, data, &digest)) {
-      return absl::DataLossError(
-          absl::StrCat("chunk ", index, " (offset ", chunk.offset(),
-                       ") is not part of the content with SHA-256 ", sha256_,
-                       ": the content differs from its announced hash"));
+  if (layout_.encrypted) {
+    std::string joined;
+    if (data.size() != 1) {
+      joined.reserve(bytes);
+      for (absl::string_view piece : data)
+        joined.append(piece.data(), piece.size());
     }
+    ASSIGN_OR_RETURN(
+        std::optional<std::string> sealed,
+        owner_->store()->SealBeside(data.size() == 1 ? data[0] : joined,
+                                    ChunkContext(sha256_, index)));
+    if (!sealed || sealed->size() != expected + layout_.overhead) {
+      return absl::FailedPreconditionError(
+          "attachments: encryption at rest changed during the upload; "
+          "start it again");
+    }
+    RETURN_IF_ERROR(out_->Append(layout_.FileOffset(index), *sealed));
   } else {
-    if (layout_.encrypted) {
-      std::string joined;
-      if (data.size() != 1) {
-        joined.reserve(bytes);
-        for (absl::string_view piece : data)
-          joined.append(piece.data(), piece.size());
-      }
-      ASSIGN_OR_RETURN(
-          std::optional<std::string> sealed,
-          owner_->store()->SealBeside(data.size() == 1 ? data[0] : joined,
-                                      ChunkContext(sha256_, index)));
-      if (!sealed || sealed->size() != expected + layout_.overhead) {
-        return absl::FailedPreconditionError(
-            "attachments: encryption at rest changed during the upload; "
-            "start it again");
-      }
-      RETURN_IF_ERROR(out_->Append(layout_.FileOffset(index), *sealed));
-    } else {
-      RETURN_IF_ERROR(out_->Append(layout_.FileOffset(index), data));
-    }
+    RETURN_IF_ERROR(out_->Append(layout_.FileOffset(index), data));
   }
   checks_.push_back(CheckOf(next, data, std::move(digest)));
   whole_ = next;
@@ -819,7 +768,7 @@ absl::Status UploadImpl::Finish() {
                      "; nothing was kept: the upload starts over"));
   }
   std::optional<v1::StoredAttachment> meta;
-  if (!existing_) {
+  {
     RETURN_IF_ERROR(out_->Sync());
     out_.reset();
     ::close(fd_);
@@ -906,7 +855,19 @@ AttachmentStoreImpl::BeginUpload(absl::string_view uploader,
     EndUpload(key);
     return s;
   };
+  // Only an uploader whose right to the stored content is alive renews it
+  // without sending it. Anyone else uploads as if nothing were stored (a
+  // partial file of its own, checked as a whole at the end, then dropped
+  // for the stored copy): nobody learns whether some content is stored, or
+  // its size, by starting an upload or by which chunks are taken.
+  bool renew = false;
   if (existing) {
+    absl::StatusOr<std::optional<absl::Time>> granted =
+        GrantedAt(sha256, uploader);
+    if (!granted.ok()) return release(granted.status());
+    renew = granted->has_value() && Usable(**granted);
+  }
+  if (renew) {
     if (existing->size() != size) {
       return release(absl::InvalidArgumentError(absl::StrCat(
           "start.size: ", size, " bytes, but the content with SHA-256 ", sha256,
@@ -945,7 +906,7 @@ AttachmentStoreImpl::BeginUpload(absl::string_view uploader,
   }
   auto upload = std::make_unique<UploadImpl>(this, std::string(uploader),
                                              std::string(sha256), layout);
-  RETURN_IF_ERROR(upload->Start(std::move(existing)));
+  RETURN_IF_ERROR(upload->Start(renew));
   return upload;
 }
 

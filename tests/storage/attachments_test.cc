@@ -586,18 +586,20 @@ TEST_P(AttachmentStoreTest, ASecondUploaderSendsEverythingAndItIsStoredOnce) {
   EXPECT_THAT(attachments_->CheckUsable(b_, sha, content.size()),
               StatusIs(absl::StatusCode::kFailedPrecondition));
 
-  // A chunk that is not the stored one, though it matches its own hash.
-  v1::Chunk other = ChunkOf(Content(kChunk, 99), 0);
-  EXPECT_THAT(upload->Write(other),
-              StatusIs(absl::StatusCode::kDataLoss, HasSubstr("chunk 0")));
-  ASSERT_OK(WriteChunks(*upload, content, 0, 2 * kChunk));
-  v1::Chunk other_last = ChunkOf(Content(kChunk, 98), 0);
-  other_last.set_offset(2 * kChunk);
-  EXPECT_THAT(upload->Write(other_last),
-              StatusIs(absl::StatusCode::kDataLoss, HasSubstr("chunk 2")));
+  // Nor from which chunks are taken: other content, each chunk matching
+  // its own hash, is taken as it would be if nothing were stored, and the
+  // whole is refused at its end for not having the announced hash.
+  const std::string other = Content(content.size(), 99);
+  EXPECT_THAT(
+      WriteChunks(*upload, other, 0, content.size()),
+      StatusIs(absl::StatusCode::kDataLoss, HasSubstr("not the announced")));
   EXPECT_THAT(attachments_->CheckUsable(b_, sha, content.size()),
               StatusIs(absl::StatusCode::kFailedPrecondition));
-  ASSERT_OK(WriteChunks(*upload, content, 2 * kChunk, content.size()));
+  upload.reset();
+  ASSERT_OK_AND_ASSIGN(upload,
+                       attachments_->BeginUpload(b_, sha, content.size()));
+  EXPECT_EQ(upload->progress().durable_bytes, 0u);
+  ASSERT_OK(WriteChunks(*upload, content, 0, content.size()));
   EXPECT_TRUE(upload->progress().complete);
   EXPECT_EQ(upload->progress().durable_bytes, content.size());
   upload.reset();
@@ -1040,13 +1042,14 @@ TEST_P(AttachmentStoreTest, AFailedBeginLeavesNoUploadRunning) {
     EXPECT_THAT(attachments_->BeginUpload(a_, wrong, 0),
                 StatusIs(absl::StatusCode::kDataLoss));
   }
-  // A size that is not the stored content's.
+  // A size that is not the stored content's, from its uploader (to anyone
+  // else the start does not say whether the content is stored).
   const std::string content = Content(kChunk + 1, 21);
   const std::string sha = sealing::Sha256Hex(content);
   ASSERT_OK(Upload(a_, content));
   for (int i = 0; i < 2; ++i) {
     EXPECT_THAT(
-        attachments_->BeginUpload(b_, sha, content.size() + 1),
+        attachments_->BeginUpload(a_, sha, content.size() + 1),
         StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("start.size")));
   }
   ASSERT_OK_AND_ASSIGN(AttachmentStats stats, attachments_->Stats());
@@ -1152,10 +1155,11 @@ TEST_P(AttachmentStoreTest, AttachmentsKeepTheirChunkSizeWhenTheOptionChanges) {
                        attachments_->Open(sha));
   EXPECT_EQ(reader->chunk_size(), kChunk);
   EXPECT_THAT(ReadAll(sha), IsOkAndHolds(content));
-  // A second uploader sends it in the stored chunks.
+  // A second uploader sends it as any new content (the stored chunk size
+  // would tell it the content is stored); the stored copy stays as it is.
   ASSERT_OK_AND_ASSIGN(std::unique_ptr<AttachmentUpload> upload,
                        attachments_->BeginUpload(b_, sha, content.size()));
-  EXPECT_EQ(upload->chunk_size(), kChunk);
+  EXPECT_EQ(upload->chunk_size(), 2 * kChunk);
   ASSERT_OK(WriteChunks(*upload, content, 0, content.size()));
   EXPECT_TRUE(upload->progress().complete);
 }
