@@ -1417,6 +1417,41 @@ TEST_F(FederationTest, AnAiPersonnelDecisionCrossesOnlyAfterApprovalWithIt) {
   for (auto& session : at.sessions) session->Stop();
 }
 
+// A copy held for approval is not delivered, and neither are its
+// attachments: its recipient cannot download them before the approval
+// (the same NOT_FOUND as for a document that does not exist), and can after.
+TEST_F(FederationTest, AHeldCopysAttachmentsAreNotDownloadableBeforeApproval) {
+  ASSERT_OK(fed_.Start({"h49"}));
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<Client> sender, fed_.Open("h49", kH49));
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<Client> recipient,
+                       fed_.Open("h49", kUnitH49));
+  testing_util::TempDir files;
+  ASSERT_OK_AND_ASSIGN(
+      v1::Attachment scan,
+      UploadFile(sender.get(), files.path(), "ho-so-can-bo.pdf",
+                 std::string(3 << 20, 'h'), "application/pdf"));
+  v1::Document doc = AiPersonnelDecision({kUnitH49}, "Điều động do AI đề xuất");
+  *doc.add_attachments() = scan;
+  ASSERT_OK_AND_ASSIGN(SendReceipt sent, sender->Send(doc));
+  const std::string out = files.path() + "/nhan.pdf";
+  EXPECT_THAT(recipient->DownloadAttachmentToFile(sent.document_id, scan, out),
+              StatusIs(absl::StatusCode::kNotFound));
+  EXPECT_FALSE(std::filesystem::exists(out));
+
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<AdminClient> approver,
+                       fed_.Admin("h49", "approver"));
+  ASSERT_OK_AND_ASSIGN(v1::ListApprovalsResponse waiting,
+                       approver->ListApprovals(v1::ListApprovalsRequest()));
+  ASSERT_THAT(waiting.approvals(), ::testing::SizeIs(1));
+  v1::DecideApprovalRequest decide;
+  decide.set_document_id(sent.document_id);
+  decide.set_decision(v1::APPROVAL_DECISION_APPROVE);
+  decide.set_content_sha256(waiting.approvals(0).content_sha256());
+  ASSERT_OK(approver->DecideApproval(decide).status());
+  EXPECT_OK(recipient->DownloadAttachmentToFile(sent.document_id, scan, out));
+  EXPECT_TRUE(std::filesystem::exists(out));
+}
+
 TEST_F(FederationTest, ARejectedOrExpiredAiDecisionIsNeverDelivered) {
   fed_.SetApprovalExpiry("h49", 3);
   ASSERT_OK(fed_.Start({"central", "h49"}));

@@ -1788,12 +1788,21 @@ class ExchangeImpl : public Exchange {
     }
     if (found == nullptr) return not_found();
     if (doc.sender() != caller.name) {
-      // A recipient whose copy the policy denied never had the document.
+      // A recipient reads what it may receive: not a copy the policy denied,
+      // one held for approval, expired or recalled (the same NOT_FOUND as
+      // for a document that does not exist).
       ASSIGN_OR_RETURN(v1::DocumentStatus status, StatusFor(doc, caller.name));
       for (const v1::RecipientStatus& row : status.recipients()) {
-        if (row.recipient() == caller.name &&
-            row.delivery_state() == v1::DELIVERY_STATE_DENIED)
-          return not_found();
+        if (row.recipient() != caller.name) continue;
+        switch (row.delivery_state()) {
+          case v1::DELIVERY_STATE_DENIED:
+          case v1::DELIVERY_STATE_PENDING_APPROVAL:
+          case v1::DELIVERY_STATE_EXPIRED:
+          case v1::DELIVERY_STATE_RECALLED:
+            return not_found();
+          default:
+            break;
+        }
       }
     }
     return *found;
