@@ -255,6 +255,9 @@ bool ReceiveSessionImpl::DriverHasWorkLocked() const {
   if (!finished_calls_.empty()) return true;
   // A reconnect due earlier than the driver means to wake up.
   if (reconnect_pending_ && reconnect_at_ < driver_wake_at_) return true;
+  // So is a held nack.
+  if (!held_nacks_.empty() && held_nacks_.begin()->first < driver_wake_at_)
+    return true;
   if (stopping_ || ended_) {
     // Cancel the call, or leave once it is done.
     return current_.call == nullptr ||
@@ -295,6 +298,8 @@ void ReceiveSessionImpl::DriverLoop() {
       absl::MutexLock lock(&mu_);
       driver_wake_at_ =
           reconnect_pending_ ? reconnect_at_ : absl::InfiniteFuture();
+      if (!held_nacks_.empty())
+        driver_wake_at_ = std::min(driver_wake_at_, held_nacks_.begin()->first);
       mu_.AwaitWithDeadline(
           absl::Condition(this, &ReceiveSessionImpl::DriverHasWorkLocked),
           driver_wake_at_);
@@ -308,6 +313,11 @@ void ReceiveSessionImpl::DriverLoop() {
         }
         leave = c.call == nullptr;
       } else {
+        const absl::Time due = absl::Now();
+        while (!held_nacks_.empty() && held_nacks_.begin()->first <= due) {
+          nacks_.push_back(std::move(held_nacks_.begin()->second));
+          held_nacks_.erase(held_nacks_.begin());
+        }
         if (CanWriteAcksLocked()) {
           // Everything ready now goes into one ReceiveAck.
           to_record.swap(handled_);
@@ -412,7 +422,17 @@ void ReceiveSessionImpl::HandlerLoop() {
     if (status.ok()) connection_->dedup().Insert(id);
     absl::MutexLock lock(&mu_);
     handling_.erase(id);
-    (status.ok() ? handled_ : nacks_).push_back(id);
+    if (status.ok()) {
+      failures_.erase(id);
+      handled_.push_back(id);
+    } else {
+      if (failures_.size() > 10000) failures_.clear();  // bounded
+      const int failed = ++failures_[id];
+      const absl::Duration delay =
+          std::min(absl::Seconds(1) * (int64_t{1} << std::min(failed - 1, 6)),
+                   absl::Seconds(60));
+      held_nacks_.emplace(absl::Now() + delay, id);
+    }
   }
 }
 

@@ -25,12 +25,14 @@
 #include <grpcpp/grpcpp.h>
 
 #include <deque>
+#include <map>
 #include <memory>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
@@ -115,6 +117,12 @@ class ReceiveSessionImpl final : public ReceiveSession {
   // To ack only (duplicates, or already recorded).
   std::vector<std::string> acks_ ABSL_GUARDED_BY(mu_);
   std::vector<std::string> nacks_ ABSL_GUARDED_BY(mu_);
+  // Documents the handler failed on, nacked only when their time comes (a
+  // handler failing because, say, the application's database is down would
+  // otherwise get each back at once, again and again), and how many times
+  // in a row each failed (for the delay: 1 s, doubling, at most 60 s).
+  std::multimap<absl::Time, std::string> held_nacks_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<std::string, int> failures_ ABSL_GUARDED_BY(mu_);
 
   CallState current_ ABSL_GUARDED_BY(mu_);
   std::vector<std::unique_ptr<Call>> finished_calls_ ABSL_GUARDED_BY(mu_);

@@ -373,6 +373,31 @@ TEST_F(ExchangeIntegrationTest, SlowCallbacksHoldBackSubmit) {
   EXPECT_LE(most_ahead, kMaxOutstanding + 1);
 }
 
+// A handler that fails (the application's database is down, say) gets the
+// document again after a delay that grows, not at once in a tight loop; once
+// it succeeds, the document is acknowledged and not handed over again.
+TEST_F(ExchangeIntegrationTest, AFailingHandlerGetsTheDocumentBackAfterADelay) {
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<Client> sender, Open(kH49));
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<Client> recipient, Open(kG22));
+  ASSERT_OK(
+      sender->Send(NewDocument({kG22}, "Cơ sở dữ liệu tạm ngừng")).status());
+  Collector<absl::Time> attempts;
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<ReceiveSession> session,
+                       recipient->Receive([&](const IncomingDocument& d) {
+                         attempts.Add(absl::Now());
+                         if (attempts.size() < 3)
+                           return absl::UnavailableError("database down");
+                         return absl::OkStatus();
+                       }));
+  ASSERT_TRUE(attempts.WaitForCount(3, absl::Seconds(20)));
+  EXPECT_EQ(attempts.CountAfter(absl::Milliseconds(1500)), 3u);
+  std::vector<absl::Time> at = attempts.items();
+  EXPECT_GE(at[1] - at[0], absl::Milliseconds(900));
+  EXPECT_GE(at[2] - at[1], absl::Milliseconds(1900));
+  session->Stop();
+  EXPECT_EQ(InboxTotal(kG22), 0);
+}
+
 TEST_F(ExchangeIntegrationTest,
        StreamOf2000IsAcknowledgedAndDeliveredOnceInSendOrder) {
   constexpr int kCount = 2000;
