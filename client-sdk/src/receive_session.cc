@@ -187,8 +187,11 @@ void ReceiveSessionImpl::OnReadDone(Call* call, bool ok) {
       }
       work_.push_back(std::move(incoming));
     }
+    // Documents coming in show the call works; notices alone (sent as a
+    // call opens) do not, or a broker that sends them and drops the call
+    // would be called again at once, forever.
+    if (!fresh.empty() || !seen.empty()) backoff_.Reset();
     for (std::string& id : seen) acks_.push_back(std::move(id));
-    backoff_.Reset();
   }
   call->StartRead(call->read_buffer());
 }
