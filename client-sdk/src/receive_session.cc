@@ -266,7 +266,8 @@ bool ReceiveSessionImpl::DriverHasWorkLocked() const {
     return current_.call == nullptr ||
            (current_.started && !current_.cancelled);
   }
-  return CanWriteAcksLocked();
+  // Handled documents are recorded at once, call or no call.
+  return CanWriteAcksLocked() || !handled_.empty();
 }
 
 bool ReceiveSessionImpl::HandlerHasWorkLocked() const {
@@ -292,6 +293,7 @@ void ReceiveSessionImpl::DriverLoop() {
   while (true) {
     std::vector<std::unique_ptr<Call>> dead;
     std::vector<std::string> to_record;
+    std::vector<std::string> record_only;
     Call* to_cancel = nullptr;
     Call* write_call = nullptr;
     Call* new_call = nullptr;
@@ -337,6 +339,12 @@ void ReceiveSessionImpl::DriverLoop() {
           nacks_.clear();
           c.write_busy = true;
           write_call = c.call.get();
+        } else if (!handled_.empty()) {
+          // No call to acknowledge them on now (the broker is away, or a
+          // write is in flight): recorded in the state file all the same, so
+          // a crash meanwhile cannot hand them to the application again;
+          // they are acknowledged with the next write.
+          record_only.swap(handled_);
         }
         const absl::Time now = absl::Now();
         if (reconnect_pending_ && now >= reconnect_at_) {
@@ -354,6 +362,13 @@ void ReceiveSessionImpl::DriverLoop() {
     }
     dead.clear();
     if (to_cancel != nullptr) to_cancel->context()->TryCancel();
+    if (!record_only.empty()) {
+      if (absl::Status s = connection_->dedup().Persist(record_only); !s.ok()) {
+        gpr_log(GPR_ERROR, "lienthong: %s", s.ToString().c_str());
+      }
+      absl::MutexLock lock(&mu_);
+      for (std::string& id : record_only) acks_.push_back(std::move(id));
+    }
     if (write_call != nullptr) {
       // Durable before the broker hears of it: a crash after the ack then
       // cannot hand the document to the application twice.
