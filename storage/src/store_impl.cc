@@ -379,8 +379,8 @@ class StoreImpl : public Store {
         }
         if (holder && *holder != p.document_id) {
           results.push_back(absl::AlreadyExistsError(absl::StrCat(
-              "storage: the sender's idempotency key names document ", *holder,
-              ", not ", p.document_id)));
+              "its sender sent this document as ", *holder,
+              "; a second copy under id ", p.document_id, " is refused")));
           continue;
         }
         claim = !holder;

@@ -2586,9 +2586,10 @@ class ExchangeImpl : public Exchange {
   }
 
   // A peer may hand over a document this broker holds again (a resend), but
-  // not another document under a held id (which would replace it) nor the
-  // sender's document again under a new id (a second copy for its
-  // recipients). UNAVAILABLE when the store cannot tell.
+  // not another document under a held id, which would replace it.
+  // UNAVAILABLE when the store cannot tell. (Nor the sender's document again
+  // under a new id, a second copy for its recipients: the store refuses that
+  // with the write, by the sender's idempotency key.)
   absl::Status CheckNotAnotherDocument(const v1::Document& doc) {
     absl::StatusOr<v1::Document> held = store_->GetDocument(doc.id());
     if (held.ok()) {
@@ -2601,18 +2602,6 @@ class ExchangeImpl : public Exchange {
     } else if (!absl::IsNotFound(held.status())) {
       return absl::UnavailableError(absl::StrCat(
           "reading document ", doc.id(), ": ", held.status().message()));
-    }
-    if (doc.idempotency_key().empty()) return absl::OkStatus();
-    absl::StatusOr<std::optional<std::string>> earlier =
-        store_->LookupIdempotencyKey(doc.sender(), doc.idempotency_key());
-    if (!earlier.ok()) {
-      return absl::UnavailableError(absl::StrCat("reading idempotency keys: ",
-                                                 earlier.status().message()));
-    }
-    if (*earlier && **earlier != doc.id()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "transfer.document.id: ", doc.sender(), " sent this document as ",
-          **earlier, "; a second copy under id ", doc.id(), " is refused"));
     }
     return absl::OkStatus();
   }
@@ -2764,12 +2753,13 @@ class ExchangeImpl : public Exchange {
          done =
              std::move(done)](absl::StatusOr<storage::WriteResult> r) mutable {
           if (absl::IsAlreadyExists(r.status())) {
-            // Another transfer of the sender's key took it meanwhile.
+            // The sender's document again, under another id.
             custody.clear_copies();
             custody.mutable_error()->set_code(
                 static_cast<int>(absl::StatusCode::kInvalidArgument));
-            custody.mutable_error()->set_message(absl::StrCat(
-                "broker ", options_.broker_id, ": ", r.status().message()));
+            custody.mutable_error()->set_message(
+                absl::StrCat("broker ", options_.broker_id,
+                             ": transfer.document.id: ", r.status().message()));
             return done(std::move(custody));
           }
           if (!r.ok()) {

@@ -1,7 +1,7 @@
 #include <deque>
+#include <map>
 #include <optional>
 #include <random>
-#include <set>
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
@@ -379,12 +379,15 @@ bool Needs(const v1::Transfer& t, const std::string& sha256) {
   return false;
 }
 
-// The stored attachments of `t` not in `pushed`, each once.
-std::vector<std::string> Unpushed(const v1::Transfer& t,
-                                  const std::set<std::string>& pushed) {
+// The stored attachments of `t` not pushed on this link since `fresh_after`
+// (the peer's right to use what it was pushed lapses), each once.
+std::vector<std::string> Unpushed(
+    const v1::Transfer& t, const std::map<std::string, absl::Time>& pushed,
+    absl::Time fresh_after) {
   std::vector<std::string> out;
   for (const v1::Attachment& a : t.document().attachments()) {
-    if (a.stored() && !pushed.count(a.sha256()) &&
+    auto it = pushed.find(a.sha256());
+    if (a.stored() && (it == pushed.end() || it->second < fresh_after) &&
         std::find(out.begin(), out.end(), a.sha256()) == out.end())
       out.push_back(a.sha256());
   }
@@ -620,8 +623,10 @@ absl::Status PeerLinks::RunOnce(Peer* peer) {
     io->ended = true;
   });
 
-  // Attachments the peer has confirmed complete on this link.
-  std::set<std::string> pushed;
+  // Attachments the peer has confirmed complete on this link, and when: its
+  // right to use one lasts the peer's usable_for (assumed ours), so one
+  // pushed half of that ago is pushed again.
+  std::map<std::string, absl::Time> pushed;
   absl::Time next_announce = absl::Now();
   // What the directory looked like at the last announce; a change is
   // announced within kDirectoryCheck instead of the interval.
@@ -659,7 +664,9 @@ absl::Status PeerLinks::RunOnce(Peer* peer) {
              static_cast<size_t>(request.transfers_size()) <
                  kMaxTransfersPerMessage) {
         if (options_.attachments != nullptr) {
-          to_push = Unpushed(io->transfers.front(), pushed);
+          to_push = Unpushed(
+              io->transfers.front(), pushed,
+              absl::Now() - options_.attachments->options().usable_for / 2);
           if (!to_push.empty()) break;
         }
         // A transfer that would take the message past the limit goes in
@@ -732,7 +739,7 @@ absl::Status PeerLinks::RunOnce(Peer* peer) {
               "pushing attachment ", sha256, " to ", name, ": ", s.ToString()));
           break;
         }
-        pushed.insert(sha256);
+        pushed[sha256] = absl::Now();
       }
       if (!ended_by.ok()) break;
     }
