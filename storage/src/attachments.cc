@@ -430,7 +430,7 @@ class AttachmentStoreImpl final : public AttachmentStore {
     if (meta) {
       ASSIGN_OR_RETURN(std::optional<v1::StoredAttachment> existing,
                        ReadBlob(sha256));
-      if (existing) {
+      if (existing && BlobIntact(sha256, *existing)) {
         // Another uploader completed the same content meanwhile.
         ::unlink(partial.c_str());
       } else {
@@ -456,6 +456,20 @@ class AttachmentStoreImpl final : public AttachmentStore {
         {GrantKey(sha256, uploader), grant.SerializeAsString()});
     batch.records.push_back({UploadKey(sha256, uploader), ""});
     return store_->WriteSync(std::move(batch)).status();
+  }
+
+  // Whether the file of stored attachment `sha256` (record `meta`) is there
+  // with the length its record gives. One lost or cut since (a disk fault,
+  // a mistake) is taken again from the next complete upload instead of
+  // being kept as stored. (Damage inside a file of the right length is
+  // found by the checks of every read.)
+  bool BlobIntact(absl::string_view sha256,
+                  const v1::StoredAttachment& meta) const {
+    Layout l{meta.size(), meta.chunk_size(), meta.encrypted(),
+             meta.record_overhead()};
+    struct stat st;
+    if (::stat(BlobPath(sha256).c_str(), &st) != 0) return false;
+    return static_cast<uint64_t>(st.st_size) == l.FileEnd(l.size);
   }
 
   void EndUpload(const std::string& key) {
@@ -865,7 +879,8 @@ AttachmentStoreImpl::BeginUpload(absl::string_view uploader,
     absl::StatusOr<std::optional<absl::Time>> granted =
         GrantedAt(sha256, uploader);
     if (!granted.ok()) return release(granted.status());
-    renew = granted->has_value() && Usable(**granted);
+    renew = granted->has_value() && Usable(**granted) &&
+            BlobIntact(sha256, *existing);
   }
   if (renew) {
     if (existing->size() != size) {

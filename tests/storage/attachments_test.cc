@@ -1131,6 +1131,29 @@ TEST_P(AttachmentStoreTest, OneUploaderRunsAtMostSixteenUploads) {
   EXPECT_OK(attachments_->BeginUpload(a_, more, 1).status());
 }
 
+// A stored file lost or cut since (a disk fault, a mistake) is not kept as
+// stored: its uploader's right is not renewed without sending, and the next
+// complete upload of the content puts it back.
+TEST_P(AttachmentStoreTest, ALostStoredFileIsTakenAgainFromTheNextUpload) {
+  const std::string content = Content(3 * kChunk + 11, 41);
+  const std::string sha = sealing::Sha256Hex(content);
+  ASSERT_OK(Upload(a_, content));
+  std::vector<std::string> blobs = FilesUnder(BlobsDir());
+  ASSERT_THAT(blobs, SizeIs(1));
+  std::filesystem::resize_file(blobs[0], kChunk);  // cut
+
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<AttachmentUpload> again,
+                       attachments_->BeginUpload(a_, sha, content.size()));
+  EXPECT_FALSE(again->progress().complete);  // not renewed on a cut file
+  again.reset();
+  ASSERT_OK(Upload(b_, content));
+  EXPECT_THAT(ReadAll(sha), IsOkAndHolds(content));
+
+  std::filesystem::remove(blobs[0]);  // lost
+  ASSERT_OK(Upload(a_, content));
+  EXPECT_THAT(ReadAll(sha), IsOkAndHolds(content));
+}
+
 TEST_P(AttachmentStoreTest, AnUploadThatWouldFillTheDiskIsRefused) {
   options_.min_free_bytes = uint64_t{1} << 60;  // more than any disk
   ASSERT_OK(OpenAttachments());
