@@ -540,6 +540,35 @@ void SendStreamImpl::WorkerLoop() {
           to_cancel = c.call.get();
         }
       }
+      // A document the broker has not answered for call_timeout while the
+      // call goes on (answering others) is written again, with its key (so
+      // stored once), until its retry budget runs out; then it fails. Looked
+      // for once a second.
+      if (c.call != nullptr && c.started && !c.cancelled &&
+          now >= next_sweep_) {
+        next_sweep_ = now + absl::Seconds(1);
+        const ClientOptions& o = connection_->options();
+        std::vector<uint64_t> expired;
+        for (auto& [id, item] : pending_) {
+          if (item.signing || item.in_write || item.awaiting_retry ||
+              item.written_at == absl::InfinitePast() ||
+              now < item.written_at + o.call_timeout)
+            continue;
+          if (now >= item.submitted_at + o.retry_budget) {
+            expired.push_back(id);
+            continue;
+          }
+          item.written_at = absl::InfinitePast();
+          ++item.retries;
+          unsent_.push_back(id);
+        }
+        for (uint64_t id : expired) {
+          CompleteLocked(id, absl::DeadlineExceededError(absl::StrCat(
+                                 "the broker did not answer within the retry "
+                                 "budget (",
+                                 absl::FormatDuration(o.retry_budget), ")")));
+        }
+      }
 
       // Resubmissions that are due.
       while (!retry_at_.empty() && retry_at_.begin()->first <= now) {
