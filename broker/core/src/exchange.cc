@@ -2379,6 +2379,8 @@ class ExchangeImpl : public Exchange {
           e.set_delivery_state(v1::DELIVERY_STATE_FORWARDED);
           e.set_reason(absl::StrCat("in the custody of broker ", peer_id));
           *e.mutable_policy() = *it->second;
+          // The peer speaks for its own decision only.
+          e.mutable_policy()->set_broker(peer_id);
         } else {
           continue;  // the peer refused this copy: its DENIED comes back
         }
