@@ -342,41 +342,39 @@ class StoreImpl : public Store {
     absl::flat_hash_map<absl::string_view, absl::string_view> claimed;
     const uint64_t first_sequence = last_sequence_;
     const AuditHead first_audit_head = audit_head_;
+    // What `key` names: claimed earlier in this group, or stored.
+    auto holder_of = [&](absl::string_view key)
+        -> absl::StatusOr<std::optional<std::string>> {
+      if (auto it = claimed.find(key); it != claimed.end())
+        return std::string(it->second);
+      return engine_->GetLatest(Cf::kIdempotency, key);
+    };
     bool sync = false;
     size_t bytes = 0;
     for (Pending& p : group) {
       WriteResult r;
       if (!p.idempotency_key.empty()) {
-        if (auto it = claimed.find(p.idempotency_key); it != claimed.end()) {
-          r.duplicate_of = std::string(it->second);
-        } else {
-          absl::StatusOr<std::optional<std::string>> existing =
-              engine_->GetLatest(Cf::kIdempotency, p.idempotency_key);
-          if (!existing.ok()) {
-            results.push_back(existing.status());
-            continue;
-          }
-          if (*existing) r.duplicate_of = **existing;
+        absl::StatusOr<std::optional<std::string>> earlier =
+            holder_of(p.idempotency_key);
+        if (!earlier.ok()) {
+          results.push_back(earlier.status());
+          continue;
         }
-        if (r.duplicate_of) {
+        if (*earlier) {
+          r.duplicate_of = **earlier;
           results.push_back(std::move(r));
           continue;
         }
       }
       bool claim = false;
       if (!p.claim_key.empty()) {
-        std::optional<std::string> holder;
-        if (auto it = claimed.find(p.claim_key); it != claimed.end()) {
-          holder = std::string(it->second);
-        } else {
-          absl::StatusOr<std::optional<std::string>> existing =
-              engine_->GetLatest(Cf::kIdempotency, p.claim_key);
-          if (!existing.ok()) {
-            results.push_back(existing.status());
-            continue;
-          }
-          holder = *std::move(existing);
+        absl::StatusOr<std::optional<std::string>> found =
+            holder_of(p.claim_key);
+        if (!found.ok()) {
+          results.push_back(found.status());
+          continue;
         }
+        const std::optional<std::string>& holder = *found;
         if (holder && *holder != p.document_id) {
           results.push_back(absl::AlreadyExistsError(absl::StrCat(
               "its sender sent this document as ", *holder,
