@@ -1418,6 +1418,29 @@ TEST_F(FederationTest, FarEndPolicyDenialComesBackAsDeniedNamingTheFarBroker) {
   EXPECT_EQ(b_->ex().Stats().queued, 0u);
 }
 
+// A copy waiting in an outbox written by a broker from before next-hop
+// records (simulated by erasing its record) gets its record back when the
+// broker starts, so the far end's DENIED for it is taken, not refused.
+TEST_F(FederationTest, OutboxEntriesFromBeforeNextHopRecordsGetThemAtStart) {
+  ASSERT_NO_FATAL_FAILURE(TwoBrokers(kNoProposalsPolicy));
+  v1::Document doc = NewDocument(kH49, {kG22});
+  doc.mutable_metadata()->set_document_type("Tờ trình");
+  std::string id = MustSend(*a_, h49_, doc);  // no link yet: it waits
+  storage::WriteBatch erase;
+  erase.records.push_back({absl::StrCat("next/", id, "/", kG22), ""});
+  ASSERT_OK(a_->store->WriteSync(std::move(erase)).status());
+  ASSERT_OK_AND_ASSIGN(
+      std::optional<std::string> gone,
+      a_->store->GetRecord(absl::StrCat("next/", id, "/", kG22)));
+  ASSERT_FALSE(gone.has_value());
+  Restart(*a_);
+  Connect(*a_, *b_);
+  std::optional<v1::StatusEvent> denied =
+      EventuallyEvent(*a_, h49_, id, kG22, v1::DELIVERY_STATE_DENIED);
+  ASSERT_TRUE(denied.has_value());
+  EXPECT_THAT(denied->reason(), HasSubstr("b-refuses-proposals"));
+}
+
 // A copy the far end denied must not be reported as FORWARDED, and its final
 // state at the sender must be DENIED whichever of the custody and the
 // returned DENIED event arrives first.

@@ -522,15 +522,34 @@ class ExchangeImpl : public Exchange {
           any_automated_content_.store(true, std::memory_order_release);
         }));
     ScheduleApprovalExpiry();
+    // Outbox entries stored before next-hop records existed get theirs, so
+    // the events of their copies are taken from the peer they go to.
+    std::vector<storage::Record> next_hops;
+    {
+      absl::MutexLock lock(&mu_);
+      absl::Time now = clock_->Now();
+      RETURN_IF_ERROR(store_->ScanQueues([&](const storage::QueueEntry& qe) {
+        if (IsLinkQueue(qe.recipient)) {
+          AddLinkEntryLocked(qe, nullptr, now);
+        } else {
+          AddEntryLocked(qe, nullptr);
+        }
+        if (qe.recipient.size() > 1 && qe.recipient[0] == '>') {
+          for (const std::string& r : ParseOutboxPayload(qe.payload).recipients)
+            next_hops.push_back(
+                {NextHopKey(qe.document_id, r), qe.recipient.substr(1)});
+        }
+      }));
+    }
+    storage::WriteBatch missing;
+    for (storage::Record& r : next_hops) {
+      ASSIGN_OR_RETURN(std::optional<std::string> stored,
+                       store_->GetRecord(r.key));
+      if (!stored) missing.records.push_back(std::move(r));
+    }
+    if (!missing.records.empty())
+      RETURN_IF_ERROR(store_->WriteSync(std::move(missing)).status());
     absl::MutexLock lock(&mu_);
-    absl::Time now = clock_->Now();
-    RETURN_IF_ERROR(store_->ScanQueues([&](const storage::QueueEntry& qe) {
-      if (IsLinkQueue(qe.recipient)) {
-        AddLinkEntryLocked(qe, nullptr, now);
-      } else {
-        AddEntryLocked(qe, nullptr);
-      }
-    }));
     ScheduleReaper();
     return absl::OkStatus();
   }

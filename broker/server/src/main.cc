@@ -352,6 +352,9 @@ int Serve(const BrokerConfig& config) {
   // maximum age.
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, 30000);
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10000);
+  // gRPC 1.51 sends at most two pings without data in between unless told
+  // otherwise: keep pinging a quiet connection for as long as it lasts.
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
   // A fixed receive window per stream instead of gRPC's BDP probing, which
   // on a fast link lets a client push hundreds of MiB of attachment chunks
   // into the broker's memory ahead of the disk (see

@@ -31,9 +31,12 @@ void ApprovalServiceImpl::AuditRefusal(const Principal& caller,
   // A refusal of one who may decide belongs to the document's evidence; one
   // of a caller who may not (or of a document it cannot see) does not, or
   // anyone could fill a document's evidence with refusals.
-  const bool evidence = IsDocumentId(document_id) &&
-                        !absl::IsPermissionDenied(why) &&
-                        !absl::IsNotFound(why) && !absl::IsUnauthenticated(why);
+  // (Malformed decisions are checked before who decides, so they stay out
+  // too.)
+  const bool evidence =
+      IsDocumentId(document_id) && !absl::IsPermissionDenied(why) &&
+      !absl::IsNotFound(why) && !absl::IsUnauthenticated(why) &&
+      !absl::IsInvalidArgument(why);
   if (evidence) e.set_document_id(document_id);
   e.set_outcome(absl::StatusCodeToString(why.code()));
   e.set_detail(

@@ -680,8 +680,13 @@ absl::Status PeerLinks::RunOnce(Peer* peer) {
         io->transfers.pop_front();
       }
       io->written += request.transfers_size();
-      for (uint64_t id : io->event_acks) request.add_event_acks(id);
-      io->event_acks.clear();
+      // At most what the peer takes in one message; the rest goes next.
+      const size_t acks =
+          std::min(io->event_acks.size(), kMaxEventAcksPerMessage);
+      for (size_t i = 0; i < acks; ++i)
+        request.add_event_acks(io->event_acks[i]);
+      io->event_acks.erase(io->event_acks.begin(),
+                           io->event_acks.begin() + acks);
     }
     const uint64_t generation =
         AnnounceGeneration(*exchange_, options_.incidents);
