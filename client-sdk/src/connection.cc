@@ -418,7 +418,11 @@ absl::Status Connection::Retry(
     if (!IsRetryable(status.error_code(), retry_on)) {
       return FromGrpcStatus(status);
     }
-    index = FailOver(index);
+    // Another endpoint only when this one is unreachable: one that was
+    // slow may have done the work (endpoints that are separate brokers do
+    // not share idempotency keys), so it is asked again.
+    if (status.error_code() == grpc::StatusCode::UNAVAILABLE)
+      index = FailOver(index);
     absl::Duration delay = backoff.Next();
     if (absl::Now() + delay >= give_up) return FromGrpcStatus(status);
     absl::SleepFor(delay);

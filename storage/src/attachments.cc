@@ -548,16 +548,20 @@ class UploadImpl final : public AttachmentUpload {
                              state.SerializeAsString()});
     RETURN_IF_ERROR(owner_->store()->WriteSync(std::move(batch)).status());
     progress_.durable_bytes = written_;
-    // What is written is on the disk now: only the rest stays reserved.
-    owner_->Reserve(absl::StrCat(sha256_, "/", uploader_),
-                    (layout_.size - written_) +
-                        (layout_.chunks() - checks_.size()) * layout_.overhead);
+    ReserveRest();  // what is written is on the disk now
     return true;
   }
 
  private:
   absl::Status Finish();
   // Forgets everything written: the upload starts over.
+  // Keeps reserved the disk the rest of the upload may still take.
+  void ReserveRest() {
+    owner_->Reserve(absl::StrCat(sha256_, "/", uploader_),
+                    (layout_.size - written_) +
+                        (layout_.chunks() - checks_.size()) * layout_.overhead);
+  }
+
   void Reset() {
     written_ = 0;
     checks_.clear();
@@ -577,6 +581,7 @@ class UploadImpl final : public AttachmentUpload {
         // The file is rewritten from the start anyway (and cut at its sync).
       }
     }
+    ReserveRest();
   }
   // What is recorded of a chunk that `next` (the hash of the whole) has
   // just taken in: its Chunk.sha256_state, or (not chained_) its own
@@ -674,6 +679,7 @@ absl::Status UploadImpl::Start(bool renew) {
   if (::ftruncate(fd_, static_cast<off_t>(end)) != 0)
     return Errno("truncate", path_);
   out_.emplace(fd_, path_, end);
+  ReserveRest();  // what it resumed from is on the disk already
   if (written_ == layout_.size) {
     // Everything arrived before (an empty attachment at once): check the
     // whole and complete.
