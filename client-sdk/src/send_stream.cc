@@ -73,7 +73,7 @@ SendStreamImpl::~SendStreamImpl() {
 bool SendStreamImpl::EndedLocked() const { return finished_ || failed_; }
 
 bool SendStreamImpl::ClosedLocked() const {
-  return EndedLocked() && completions_.empty() && !callbacks_running_;
+  return EndedLocked() && completions_.empty() && callbacks_left_ == 0;
 }
 
 bool SendStreamImpl::CanSubmitLocked() const {
@@ -527,7 +527,6 @@ void SendStreamImpl::WorkerLoop() {
       if (worker_stop_ && completions_.empty()) break;
       const absl::Time now = absl::Now();
       batch.swap(completions_);
-      callbacks_running_ = !batch.empty();
       callbacks_left_ = batch.size();
 
       CallState& c = current_;
@@ -610,26 +609,21 @@ void SendStreamImpl::WorkerLoop() {
     if (to_cancel != nullptr) to_cancel->context()->TryCancel();
     RunWriteAction(write_call, action);
     if (new_call != nullptr) StartCall(new_call, new_call_endpoint);
-    if (!batch.empty()) {
-      for (Completion& completion : batch) {
-        if (completion.done) {
-          if (completion.accepted) {
-            const Accepted& a = *completion.accepted;
-            completion.result = connection_->Receipt(
-                a.response, a.idempotency_key, a.sealed, a.digest, a.signature);
-          }
-          try {
-            completion.done(std::move(completion.result));
-          } catch (...) {
-            // An application callback threw; the SDK thread carries on.
-          }
+    for (Completion& completion : batch) {
+      if (completion.done) {
+        if (completion.accepted) {
+          const Accepted& a = *completion.accepted;
+          completion.result = connection_->Receipt(
+              a.response, a.idempotency_key, a.sealed, a.digest, a.signature);
         }
-        absl::MutexLock lock(&mu_);
-        --callbacks_left_;  // room for a Submit waiting
+        try {
+          completion.done(std::move(completion.result));
+        } catch (...) {
+          // An application callback threw; the SDK thread carries on.
+        }
       }
       absl::MutexLock lock(&mu_);
-      callbacks_running_ = false;
-      callbacks_left_ = 0;
+      --callbacks_left_;  // room for a Submit waiting
     }
   }
 }

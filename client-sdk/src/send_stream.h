@@ -202,10 +202,10 @@ class SendStreamImpl final : public SendStream {
   bool cancel_requested_ ABSL_GUARDED_BY(mu_) = false;
 
   std::deque<Completion> completions_ ABSL_GUARDED_BY(mu_);
-  bool callbacks_running_ ABSL_GUARDED_BY(mu_) = false;
   // When the worker next looks for documents left unanswered on a call.
   absl::Time next_sweep_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
-  // Callbacks of the batch running that have not returned yet.
+  // Callbacks of the batch running that have not returned yet (Close waits
+  // for them).
   size_t callbacks_left_ ABSL_GUARDED_BY(mu_) = 0;
   bool worker_stop_ ABSL_GUARDED_BY(mu_) = false;
   std::thread worker_;

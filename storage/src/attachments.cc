@@ -293,11 +293,10 @@ class AttachmentStoreImpl final : public AttachmentStore {
     // hears the same whether anyone else stored it or not.
     ASSIGN_OR_RETURN(std::optional<absl::Time> granted,
                      GrantedAt(sha256, uploader));
-    ASSIGN_OR_RETURN(std::optional<v1::StoredAttachment> meta,
-                     granted
-                         ? Lookup(sha256)
-                         : absl::StatusOr<std::optional<v1::StoredAttachment>>(
-                               std::nullopt));
+    std::optional<v1::StoredAttachment> meta;
+    if (granted) {
+      ASSIGN_OR_RETURN(meta, Lookup(sha256));
+    }
     if (!granted || !meta) {
       return absl::FailedPreconditionError(absl::StrCat(
           "attachment ", sha256, " has not been uploaded by ", uploader,
@@ -370,6 +369,11 @@ class AttachmentStoreImpl final : public AttachmentStore {
   }
   static std::string BlobKey(absl::string_view sha256) {
     return absl::StrCat(kBlobPrefix, sha256);
+  }
+  // An upload running, in active_ and reserved_.
+  static std::string ActiveKey(absl::string_view sha256,
+                               absl::string_view uploader) {
+    return absl::StrCat(sha256, "/", uploader);
   }
   static std::string UploadKey(absl::string_view sha256,
                                absl::string_view uploader) {
@@ -510,7 +514,7 @@ class UploadImpl final : public AttachmentUpload {
   ~UploadImpl() override {
     out_.reset();  // waits for its background write, which uses fd_
     if (fd_ >= 0) ::close(fd_);
-    owner_->EndUpload(absl::StrCat(sha256_, "/", uploader_));
+    owner_->EndUpload(AttachmentStoreImpl::ActiveKey(sha256_, uploader_));
   }
 
   // Picks up what is durable from an earlier upload of this uploader (its
@@ -557,7 +561,7 @@ class UploadImpl final : public AttachmentUpload {
   // Forgets everything written: the upload starts over.
   // Keeps reserved the disk the rest of the upload may still take.
   void ReserveRest() {
-    owner_->Reserve(absl::StrCat(sha256_, "/", uploader_),
+    owner_->Reserve(AttachmentStoreImpl::ActiveKey(sha256_, uploader_),
                     (layout_.size - written_) +
                         (layout_.chunks() - checks_.size()) * layout_.overhead);
   }
@@ -642,7 +646,6 @@ absl::Status UploadImpl::Start(bool renew) {
     // Resume: re-read what is durable, checking each chunk, to continue the
     // hash of the whole. A state recorded by an older broker has the
     // chunks' own hashes.
-    const Layout& source = layout_;
     const bool by_state = state.chunk_state_size() > 0;
     // (States are recorded only for chunk sizes that are multiples of 64.)
     const int durable = by_state ? (chained_ ? state.chunk_state_size() : 0)
@@ -650,9 +653,10 @@ absl::Status UploadImpl::Start(bool renew) {
     for (int i = 0; i < durable; ++i) {
       const uint64_t index = static_cast<uint64_t>(i);
       absl::StatusOr<SharedBytes> content =
-          ReadRecord(fd_, path_, source, index);
+          ReadRecord(fd_, path_, layout_, index);
       if (content.ok())
-        content = ContentOf(store, source, sha256_, index, *std::move(content));
+        content =
+            ContentOf(store, layout_, sha256_, index, *std::move(content));
       if (!content.ok()) break;  // lost or damaged since: go on from before
       const absl::string_view data = content->data;
       sealing::Sha256Chain next = whole_;
@@ -787,23 +791,20 @@ absl::Status UploadImpl::Finish() {
                      whole, ", not the announced ", sha256_,
                      "; nothing was kept: the upload starts over"));
   }
-  std::optional<v1::StoredAttachment> meta;
-  {
-    RETURN_IF_ERROR(out_->Sync());
-    out_.reset();
-    ::close(fd_);
-    fd_ = -1;
-    meta.emplace();
-    meta->set_size(layout_.size);
-    meta->set_chunk_size(layout_.chunk_size);
-    meta->set_encrypted(layout_.encrypted);
-    meta->set_record_overhead(layout_.overhead);
-    for (const std::string& c : checks_) {
-      if (chained_) {
-        meta->add_chunk_state(c);
-      } else {
-        meta->add_chunk_sha256(c);
-      }
+  RETURN_IF_ERROR(out_->Sync());
+  out_.reset();
+  ::close(fd_);
+  fd_ = -1;
+  v1::StoredAttachment meta;
+  meta.set_size(layout_.size);
+  meta.set_chunk_size(layout_.chunk_size);
+  meta.set_encrypted(layout_.encrypted);
+  meta.set_record_overhead(layout_.overhead);
+  for (const std::string& c : checks_) {
+    if (chained_) {
+      meta.add_chunk_state(c);
+    } else {
+      meta.add_chunk_sha256(c);
     }
   }
   if (absl::Status s =
@@ -841,7 +842,7 @@ AttachmentStoreImpl::BeginUpload(absl::string_view uploader,
         "start.size: ", size, " bytes exceed the attachment limit of ",
         options_.max_bytes, " bytes (attachments.max_bytes)"));
   }
-  const std::string key = absl::StrCat(sha256, "/", uploader);
+  const std::string key = ActiveKey(sha256, uploader);
   std::optional<v1::StoredAttachment> existing;
   {
     absl::MutexLock lock(&mu_);
@@ -947,7 +948,7 @@ absl::StatusOr<AttachmentCollection> AttachmentStoreImpl::CollectGarbage() {
     std::string uploader(rest.size() > 65 ? rest.substr(65) : "");
     v1::AttachmentUploadState state;
     bool parsed = state.ParseFromString(r.value);
-    if (active_.count(absl::StrCat(sha, "/", uploader)) ||
+    if (active_.count(ActiveKey(sha, uploader)) ||
         (parsed &&
          TimeOf(state.updated_at()) + options_.partial_kept_for >= now)) {
       uploading.insert(sha);

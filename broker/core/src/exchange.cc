@@ -2447,7 +2447,7 @@ class ExchangeImpl : public Exchange {
       auto k = q.by_sequence.find(seq);
       if (k == q.by_sequence.end()) continue;
       LinkEntry& e = q.entries.at(k->second);
-      if (e.acking || e.owner == 0 || e.owner != owner) continue;
+      if (e.acking || e.owner != owner) continue;
       ReleaseFromHolderLocked(e, k->second);
       e.owner = 0;
       keys.push_back(k->second);
@@ -2941,11 +2941,6 @@ class ExchangeImpl : public Exchange {
     std::vector<DirectoryEntry> entries;
     size_t dropped = 0;
     std::string first_defect;
-    auto drop = [&](int i, const v1::DirectoryEntry& e, std::string why) {
-      if (dropped++ == 0)
-        first_defect =
-            absl::StrCat("entries[", i, "] (", e.org(), "): ", std::move(why));
-    };
     if (announce.entries_size() > kMaxDirectoryEntries) {
       dropped = announce.entries_size() - kMaxDirectoryEntries;
       first_defect = absl::StrCat("more than ", kMaxDirectoryEntries,
@@ -2955,7 +2950,9 @@ class ExchangeImpl : public Exchange {
          ++i) {
       const v1::DirectoryEntry& e = announce.entries(i);
       if (std::string why = DirectoryDefect(peer, e); !why.empty()) {
-        drop(i, e, std::move(why));
+        if (dropped++ == 0)
+          first_defect =
+              absl::StrCat("entries[", i, "] (", e.org(), "): ", why);
         continue;
       }
       if (local_orgs_.contains(e.org()) || e.broker() == broker_name_) continue;
@@ -2973,9 +2970,7 @@ class ExchangeImpl : public Exchange {
       directory_generation_.fetch_add(1);
     Router::Patterns patterns;
     for (const std::string& p : announce.route_provinces()) {
-      if (p.size() == 3 && absl::ascii_isupper(p[0]) &&
-          absl::ascii_isdigit(p[1]) && absl::ascii_isdigit(p[2]))
-        patterns.provinces.push_back(p);
+      if (ValidProvince(p)) patterns.provinces.push_back(p);
     }
     for (const std::string& u : announce.route_under()) {
       if (ValidateOrgCode(u).ok()) patterns.under.push_back(u);

@@ -24,12 +24,12 @@ int UnderRank(absl::string_view node) {
   return 2 + depth;
 }
 
+}  // namespace
+
 bool ValidProvince(absl::string_view p) {
   return p.size() == 3 && absl::ascii_isupper(p[0]) &&
          absl::ascii_isdigit(p[1]) && absl::ascii_isdigit(p[2]);
 }
-
-}  // namespace
 
 absl::Status PeerRoute::Validate(absl::string_view where) const {
   if (name.empty())

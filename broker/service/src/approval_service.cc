@@ -17,11 +17,11 @@ ApprovalServiceImpl::ApprovalServiceImpl(Exchange* exchange,
       readers_(readers.begin(), readers.end()),
       audit_(audit) {}
 
-void ApprovalServiceImpl::AuditRefusal(const Principal& caller,
-                                       absl::string_view peer,
-                                       absl::string_view method,
-                                       const std::string& document_id,
-                                       const absl::Status& why) {
+void ApprovalServiceImpl::Audit(const Principal& caller, absl::string_view peer,
+                                absl::string_view method,
+                                const std::string& document_id,
+                                const absl::Status& outcome,
+                                absl::string_view detail) {
   if (audit_ == nullptr) return;
   v1::AuditEntry e;
   e.set_kind(v1::AUDIT_KIND_APPROVAL);
@@ -34,15 +34,15 @@ void ApprovalServiceImpl::AuditRefusal(const Principal& caller,
   // (Malformed decisions are checked before who decides, so they stay out
   // too.)
   const bool evidence =
-      IsDocumentId(document_id) && !absl::IsPermissionDenied(why) &&
-      !absl::IsNotFound(why) && !absl::IsUnauthenticated(why) &&
-      !absl::IsInvalidArgument(why);
+      IsDocumentId(document_id) && !absl::IsPermissionDenied(outcome) &&
+      !absl::IsNotFound(outcome) && !absl::IsUnauthenticated(outcome) &&
+      !absl::IsInvalidArgument(outcome);
   if (evidence) e.set_document_id(document_id);
-  e.set_outcome(absl::StatusCodeToString(why.code()));
-  e.set_detail(
-      evidence || !IsDocumentId(document_id)
-          ? std::string(why.message())
-          : absl::StrCat("document ", document_id, ": ", why.message()));
+  e.set_outcome(absl::StatusCodeToString(outcome.code()));
+  const absl::string_view text = outcome.ok() ? detail : outcome.message();
+  e.set_detail(evidence || !IsDocumentId(document_id)
+                   ? std::string(text)
+                   : absl::StrCat("document ", document_id, ": ", text));
   audit_->Append(std::move(e));
 }
 
@@ -64,31 +64,22 @@ grpc::ServerUnaryReactor* ApprovalServiceImpl::ListApprovals(
       [this, reactor, response, caller = *caller,
        peer = ctx->peer()](absl::StatusOr<v1::ListApprovalsResponse> r) {
         if (!r.ok()) {
-          AuditRefusal(caller, peer, "ListApprovals", "", r.status());
+          Audit(caller, peer, "ListApprovals", "", r.status());
           reactor->Finish(ToGrpcStatus(r.status()));
           return;
         }
         *response = *std::move(r);
         // Who looked at which held documents (personnel decisions among
         // them) is audited too.
-        if (audit_ != nullptr) {
-          v1::AuditEntry e;
-          e.set_kind(v1::AUDIT_KIND_APPROVAL);
-          e.set_actor(caller.spiffe_id);
-          e.set_peer(peer);
-          e.set_action("ApprovalService/ListApprovals");
-          e.set_outcome("OK");
-          std::string ids;
-          for (int i = 0; i < response->approvals_size() && i < 100; ++i) {
-            absl::StrAppend(&ids, i ? ", " : "",
-                            response->approvals(i).document_id());
-          }
-          e.set_detail(
+        std::string ids;
+        for (int i = 0; i < response->approvals_size() && i < 100; ++i) {
+          absl::StrAppend(&ids, i ? ", " : "",
+                          response->approvals(i).document_id());
+        }
+        Audit(caller, peer, "ListApprovals", "", absl::OkStatus(),
               absl::StrCat(response->approvals_size(), " held document(s)",
                            ids.empty() ? "" : ": ", ids,
                            response->approvals_size() > 100 ? ", …" : ""));
-          audit_->Append(std::move(e));
-        }
         reactor->Finish(grpc::Status::OK);
       });
   return reactor;
@@ -112,8 +103,8 @@ grpc::ServerUnaryReactor* ApprovalServiceImpl::DecideApproval(
                              peer = ctx->peer(), id = request->document_id()](
                                 absl::StatusOr<v1::DecideApprovalResponse> r) {
                               if (!r.ok()) {
-                                AuditRefusal(caller, peer, "DecideApproval", id,
-                                             r.status());
+                                Audit(caller, peer, "DecideApproval", id,
+                                      r.status());
                                 reactor->Finish(ToGrpcStatus(r.status()));
                                 return;
                               }

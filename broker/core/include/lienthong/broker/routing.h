@@ -22,10 +22,14 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 
 namespace lienthong::broker {
+
+// Whether `p` is a province group of an organization code ("H49", "G22").
+bool ValidProvince(absl::string_view p);
 
 // A peer broker and the recipients the route table sends to it.
 struct PeerRoute {

@@ -42,9 +42,11 @@ class ApprovalServiceImpl final : public v1::ApprovalService::CallbackService {
       v1::DecideApprovalResponse* response) override;
 
  private:
-  void AuditRefusal(const Principal& caller, absl::string_view peer,
-                    absl::string_view method, const std::string& document_id,
-                    const absl::Status& why);
+  // Audits a call of `method` that ended with `outcome` (`detail` says
+  // more of a success).
+  void Audit(const Principal& caller, absl::string_view peer,
+             absl::string_view method, const std::string& document_id,
+             const absl::Status& outcome, absl::string_view detail = "");
 
   Exchange* const exchange_;
   const std::string trust_domain_;
