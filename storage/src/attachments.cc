@@ -535,17 +535,7 @@ class UploadImpl final : public AttachmentUpload {
     if (progress_.complete || written_ == progress_.durable_bytes) return false;
     RETURN_IF_ERROR(out_->Sync());
     v1::AttachmentUploadState state;
-    state.set_size(layout_.size);
-    state.set_chunk_size(layout_.chunk_size);
-    state.set_encrypted(layout_.encrypted);
-    state.set_record_overhead(layout_.overhead);
-    for (const std::string& c : checks_) {
-      if (chained_) {
-        state.add_chunk_state(c);
-      } else {
-        state.add_chunk_sha256(c);
-      }
-    }
+    Describe(&state);
     *state.mutable_updated_at() = TimestampOf(owner_->clock()->Now());
     WriteBatch batch;
     batch.records.push_back({AttachmentStoreImpl::UploadKey(sha256_, uploader_),
@@ -559,6 +549,23 @@ class UploadImpl final : public AttachmentUpload {
  private:
   absl::Status Finish();
   // Forgets everything written: the upload starts over.
+  // Writes the layout and the chunks' checks into `record` (the state of an
+  // unfinished upload, or the record of a stored attachment).
+  template <typename Record>
+  void Describe(Record* record) const {
+    record->set_size(layout_.size);
+    record->set_chunk_size(layout_.chunk_size);
+    record->set_encrypted(layout_.encrypted);
+    record->set_record_overhead(layout_.overhead);
+    for (const std::string& c : checks_) {
+      if (chained_) {
+        record->add_chunk_state(c);
+      } else {
+        record->add_chunk_sha256(c);
+      }
+    }
+  }
+
   // Keeps reserved the disk the rest of the upload may still take.
   void ReserveRest() {
     owner_->Reserve(AttachmentStoreImpl::ActiveKey(sha256_, uploader_),
@@ -796,17 +803,7 @@ absl::Status UploadImpl::Finish() {
   ::close(fd_);
   fd_ = -1;
   v1::StoredAttachment meta;
-  meta.set_size(layout_.size);
-  meta.set_chunk_size(layout_.chunk_size);
-  meta.set_encrypted(layout_.encrypted);
-  meta.set_record_overhead(layout_.overhead);
-  for (const std::string& c : checks_) {
-    if (chained_) {
-      meta.add_chunk_state(c);
-    } else {
-      meta.add_chunk_sha256(c);
-    }
-  }
+  Describe(&meta);
   if (absl::Status s =
           owner_->Complete(path_, sha256_, uploader_, std::move(meta));
       !s.ok()) {
