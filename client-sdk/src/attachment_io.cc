@@ -7,6 +7,7 @@
 #include <cerrno>
 #include <cstring>
 #include <optional>
+#include <thread>
 #include <utility>
 
 #include "absl/strings/escaping.h"
@@ -14,6 +15,7 @@
 #include "grpcpp/support/sync_stream.h"
 #include "lienthong/attachment_wire.h"
 #include "lienthong/attachments.h"
+#include "lienthong/common/handoff.h"
 #include "lienthong/common/sealing.h"
 #include "lienthong/common/sha256_chain.h"
 
@@ -269,6 +271,20 @@ absl::StatusOr<v1::UploadResponse> UploadOnce(
   return last;
 }
 
+namespace {
+
+// Chunks read ahead of the one being checked: what a download holds in
+// memory beyond the HTTP/2 window.
+constexpr size_t kFramesAhead = 2;
+
+// A download's message as read: the chunk, or what is wrong with it.
+struct ReceivedFrame {
+  absl::Status parsed;
+  attachment_wire::DownloadFrame frame;
+};
+
+}  // namespace
+
 absl::StatusOr<uint64_t> DownloadOnce(
     grpc::ChannelInterface& channel, grpc::ClientContext& context,
     const std::string& document_id, const std::string& sha256,
@@ -287,17 +303,31 @@ absl::StatusOr<uint64_t> DownloadOnce(
   std::unique_ptr<grpc::ClientReader<grpc::ByteBuffer>> reader(
       grpc::internal::ClientReaderFactory<grpc::ByteBuffer>::Create(
           &channel, method, &context, request));
-  grpc::ByteBuffer received;
-  attachment_wire::DownloadFrame frame;
-  const v1::DownloadResponse& response = frame.response;
+  // A second thread reads and parses the next chunks while this one checks
+  // the last and hands it to the sink (which, with the progress callback,
+  // runs on the caller's thread only): the network is not left waiting for
+  // the hash.
+  Handoff<ReceivedFrame> frames(kFramesAhead);
+  std::thread reading([&] {
+    grpc::ByteBuffer received;
+    while (reader->Read(&received)) {
+      ReceivedFrame next;
+      next.parsed = attachment_wire::ParseDownload(&received, &next.frame);
+      const bool well_formed = next.parsed.ok();
+      if (!frames.Put(std::move(next)) || !well_formed) break;
+    }
+    frames.Close();
+  });
   uint64_t size = 0;
   bool sized = false;
   TransferProgress p;
   p.resumed = sink.offset();
   absl::Status failed;
-  while (reader->Read(&received)) {
-    failed = attachment_wire::ParseDownload(&received, &frame);
+  while (std::optional<ReceivedFrame> received = frames.Take()) {
+    failed = received->parsed;
     if (!failed.ok()) break;
+    const attachment_wire::DownloadFrame& frame = received->frame;
+    const v1::DownloadResponse& response = frame.response;
     if (!sized) {
       size = response.size();
       sized = true;
@@ -356,10 +386,13 @@ absl::StatusOr<uint64_t> DownloadOnce(
     if (progress) progress(p);
   }
   if (!failed.ok()) {
-    context.TryCancel();
+    frames.Stop();
+    context.TryCancel();  // ends a Read waiting for the broker
+    reading.join();
     reader->Finish();
     return failed;
   }
+  reading.join();
   grpc::Status s = reader->Finish();
   if (!s.ok()) return FromGrpc(s);
   if (!sized) return absl::UnavailableError("download ended without an answer");

@@ -457,6 +457,33 @@ TEST_F(AttachmentsTest, ADamagedChunkIsRefusedAndCannotBeReferenced) {
   EXPECT_EQ(good.sha256(), sha256);
 }
 
+TEST_F(AttachmentsTest, AnUploaderWaitingAfterItsLastChunkGetsTheEnd) {
+  // A client of the generated code that sends every chunk and then waits
+  // for the answers before closing its side: the broker reads no further
+  // than the last chunk, answers and ends the call.
+  const std::string content = Content(3 * kChunk + 5, 11);
+  const std::string sha256 = Sha256HexOf(content);
+  auto stub = RawStub(kH49);
+  grpc::ClientContext context;
+  SetDeadline(context, kWait);
+  std::unique_ptr<UploadStream> stream = stub->Upload(&context);
+  ASSERT_TRUE(stream->Write(StartOf(sha256, content.size())));
+  v1::UploadResponse last;
+  ASSERT_TRUE(stream->Read(&last));
+  for (uint64_t at = 0; at < content.size(); at += kChunk) {
+    ASSERT_TRUE(stream->Write(
+        ChunkOf(content, at, std::min<uint64_t>(kChunk, content.size() - at))));
+  }
+  const absl::Time start = absl::Now();
+  for (v1::UploadResponse r; stream->Read(&r);) last = r;
+  EXPECT_LT(absl::Now() - start, absl::Seconds(10))
+      << "the broker held the call open after the last chunk";
+  EXPECT_TRUE(last.complete()) << last.ShortDebugString();
+  EXPECT_EQ(last.durable_bytes(), content.size());
+  grpc::Status s = stream->Finish();
+  EXPECT_TRUE(s.ok()) << s.error_code() << ": " << s.error_message();
+}
+
 // The broker does not hash a chunk again for a downloader that checks it by
 // its state (the SDK does): damage on the broker's disk is found there,
 // naming the chunk, and nothing of it is kept.

@@ -1,15 +1,21 @@
 #include "lienthong/broker/attachment_service.h"
 
 #include <algorithm>
+#include <deque>
+#include <functional>
+#include <thread>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
+#include "broker/service/src/streams.h"
 #include "lienthong/attachment_wire.h"
 #include "lienthong/attachments.h"
 #include "lienthong/broker/service.h"
 #include "lienthong/common/log.h"
 #include "lienthong/common/sealing.h"
+#include "lienthong/common/thread_name.h"
 
 namespace lienthong::broker {
 namespace {
@@ -75,6 +81,122 @@ class StoredSource final : public AttachmentSource {
   uint64_t cached_offset_ = 0;
 };
 
+// Messages of an upload read ahead of the one being stored: what a call
+// holds in memory besides gRPC's own buffers (the HTTP/2 window).
+constexpr size_t kUploadReadAhead = 2;
+
+// An Upload call: gRPC's callback reactor reads the next messages while a
+// thread of the call's own runs AttachmentServiceImpl::UploadChunks on
+// those before (hashing a chunk, most of an upload's CPU, does not hold up
+// the network), then finishes the call with its status, at once even with
+// a read outstanding (a caller waiting after a refused chunk gets the
+// refusal). Deletes itself when gRPC and that thread are done with it.
+class UploadReactor final
+    : public grpc::ServerBidiReactor<grpc::ByteBuffer, v1::UploadResponse>,
+      public AttachmentServiceImpl::UploadCall,
+      public RefCounted {
+ public:
+  explicit UploadReactor(
+      std::function<grpc::Status(AttachmentServiceImpl::UploadCall*)> serve) {
+    reading_ = true;
+    StartRead(&incoming_);
+    Ref();  // for the thread
+    std::thread([this, serve = std::move(serve)] {
+      NameThisThread("lt-upload");
+      grpc::Status status = serve(this);
+      {
+        // Answers queued go out before the status.
+        absl::MutexLock lock(&mu_);
+        mu_.Await(absl::Condition(
+            +[](std::deque<v1::UploadResponse>* w) { return w->empty(); },
+            &writes_));
+      }
+      Finish(std::move(status));
+      Unref();
+    }).detach();
+  }
+
+  bool Read(grpc::ByteBuffer* message) override {
+    bool read_more = false;
+    {
+      absl::MutexLock lock(&mu_);
+      mu_.Await(absl::Condition(this, &UploadReactor::ReadyOrEnded));
+      if (ready_.empty()) return false;
+      *message = std::move(ready_.front());
+      ready_.pop_front();
+      read_more = StartReadLocked();
+    }
+    if (read_more) StartRead(&incoming_);
+    return true;
+  }
+
+  bool Write(const v1::UploadResponse& response) override {
+    const v1::UploadResponse* first = nullptr;
+    {
+      absl::MutexLock lock(&mu_);
+      if (write_failed_) return false;
+      writes_.push_back(response);
+      if (writes_.size() == 1) first = &writes_.front();
+    }
+    if (first != nullptr) StartWrite(first);
+    return true;
+  }
+
+  void OnReadDone(bool ok) override {
+    bool read_more = false;
+    {
+      absl::MutexLock lock(&mu_);
+      reading_ = false;
+      if (!ok) {
+        ended_ = true;
+        return;
+      }
+      ready_.push_back(std::move(incoming_));
+      incoming_.Clear();
+      read_more = StartReadLocked();
+    }
+    if (read_more) StartRead(&incoming_);
+  }
+
+  void OnWriteDone(bool ok) override {
+    const v1::UploadResponse* next = nullptr;
+    {
+      absl::MutexLock lock(&mu_);
+      writes_.pop_front();
+      if (!ok) {
+        write_failed_ = true;
+        writes_.clear();
+      } else if (!writes_.empty()) {
+        next = &writes_.front();
+      }
+    }
+    if (next != nullptr) StartWrite(next);
+  }
+
+  void OnDone() override { Unref(); }
+
+ private:
+  bool ReadyOrEnded() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return !ready_.empty() || ended_;
+  }
+  // Whether to start the next read: none running, more may come, and
+  // room for it.
+  bool StartReadLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (reading_ || ended_ || ready_.size() >= kUploadReadAhead) return false;
+    reading_ = true;
+    return true;
+  }
+
+  absl::Mutex mu_;
+  grpc::ByteBuffer incoming_;  // the running read's; touched by gRPC then
+  std::deque<grpc::ByteBuffer> ready_ ABSL_GUARDED_BY(mu_);
+  bool reading_ ABSL_GUARDED_BY(mu_) = false;
+  bool ended_ ABSL_GUARDED_BY(mu_) = false;
+  // The front is being written; the rest wait for it.
+  std::deque<v1::UploadResponse> writes_ ABSL_GUARDED_BY(mu_);
+  bool write_failed_ ABSL_GUARDED_BY(mu_) = false;
+};
+
 }  // namespace
 
 AttachmentServiceImpl::AttachmentServiceImpl(Exchange* exchange,
@@ -93,13 +215,14 @@ AttachmentServiceImpl::AttachmentServiceImpl(Exchange* exchange,
   // a method streamed is the way gRPC's synchronous API serves it with
   // other message types than the generated ones (a split server stream:
   // one request, then the answers).
-  MarkMethodStreamed(
-      0,
-      new grpc::internal::BidiStreamingHandler<
-          AttachmentServiceImpl, grpc::ByteBuffer, v1::UploadResponse>(
-          [](AttachmentServiceImpl* self, grpc::ServerContext* ctx,
-             UploadStream* stream) { return self->UploadChunks(ctx, stream); },
-          this));
+  MarkMethodCallback(
+      0, new grpc::internal::CallbackBidiHandler<grpc::ByteBuffer,
+                                                 v1::UploadResponse>(
+             [this](grpc::CallbackServerContext* ctx) {
+               return new UploadReactor([this, ctx](UploadCall* call) {
+                 return UploadChunks(ctx, call);
+               });
+             }));
   MarkMethodStreamed(
       1, new grpc::internal::SplitServerStreamingHandler<v1::DownloadRequest,
                                                          grpc::ByteBuffer>(
@@ -109,7 +232,7 @@ AttachmentServiceImpl::AttachmentServiceImpl(Exchange* exchange,
 }
 
 absl::StatusOr<Principal> AttachmentServiceImpl::Caller(
-    grpc::ServerContext* ctx, absl::string_view method) const {
+    grpc::ServerContextBase* ctx, absl::string_view method) const {
   std::shared_ptr<const grpc::AuthContext> auth = ctx->auth_context();
   return AuthenticateCaller(auth.get(), trust_domain_, ctx->peer(), method);
 }
@@ -119,8 +242,8 @@ grpc::Status AttachmentServiceImpl::Refuse(const absl::Status& status) {
   return ToGrpcStatus(status);
 }
 
-grpc::Status AttachmentServiceImpl::UploadChunks(grpc::ServerContext* ctx,
-                                                 UploadStream* stream) {
+grpc::Status AttachmentServiceImpl::UploadChunks(grpc::ServerContextBase* ctx,
+                                                 UploadCall* stream) {
   absl::StatusOr<Principal> caller =
       Caller(ctx, "/lienthong.v1.AttachmentService/Upload");
   if (!caller.ok()) return Refuse(caller.status());

@@ -1,7 +1,9 @@
 // AttachmentService (proto/lienthong/v1/attachments.proto): uploads and
 // downloads of stored attachments, over the storage::AttachmentStore.
-// Served with gRPC's synchronous API: each call runs on a thread of its own
-// and blocks on disk and on the stream's flow control, a chunk at a time.
+// Each call runs on a thread of its own and blocks on disk, a chunk at a
+// time: downloads with gRPC's synchronous API (and its flow control),
+// uploads behind a callback reactor that reads the next chunks while one
+// is hashed and stored.
 //
 //   AttachmentServiceImpl attachments(exchange.get(), store.get(),
 //                                     "lienthong.local", {"central"});
@@ -50,17 +52,28 @@ class AttachmentServiceImpl final : public v1::AttachmentService::Service {
 
   const AttachmentMetrics& metrics() const { return metrics_; }
 
+  // An Upload call as UploadChunks sees it, on a thread of its own. Not
+  // thread-safe: one caller.
+  class UploadCall {
+   public:
+    virtual ~UploadCall() = default;
+    // The next UploadRequest, as received; waits for it (it is read while
+    // the chunk before is stored). False once the caller closed or went.
+    virtual bool Read(grpc::ByteBuffer* message) = 0;
+    // Sends `response` after those before it, without waiting. False once
+    // an earlier answer could not be sent (the caller went).
+    virtual bool Write(const v1::UploadResponse& response) = 0;
+  };
+
  private:
-  using UploadStream =
-      grpc::ServerReaderWriter<v1::UploadResponse, grpc::ByteBuffer>;
   using DownloadStream =
       grpc::ServerSplitStreamer<v1::DownloadRequest, grpc::ByteBuffer>;
 
   // AttachmentService/Upload: UploadRequests as ByteBuffers.
-  grpc::Status UploadChunks(grpc::ServerContext* ctx, UploadStream* stream);
+  grpc::Status UploadChunks(grpc::ServerContextBase* ctx, UploadCall* stream);
   // AttachmentService/Download: DownloadResponses as ByteBuffers.
   grpc::Status DownloadChunks(grpc::ServerContext* ctx, DownloadStream* stream);
-  absl::StatusOr<Principal> Caller(grpc::ServerContext* ctx,
+  absl::StatusOr<Principal> Caller(grpc::ServerContextBase* ctx,
                                    absl::string_view method) const;
   grpc::Status Refuse(const absl::Status& status);
   // Download once authenticated; counts the bytes it sent into `sent`.
