@@ -4,6 +4,7 @@
 
 #include <deque>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -14,6 +15,7 @@
 #include "lienthong/broker/exchange.h"
 #include "lienthong/common/clock.h"
 #include "lienthong/common/identity.h"
+#include "lienthong/common/ids.h"
 #include "lienthong/signing/signing.h"
 #include "lienthong/storage/store.h"
 #include "tests/testing/async.h"
@@ -423,6 +425,62 @@ TEST_F(IncidentsTest, PeersIncidentsAreRecordedShownAndNotified) {
   incidents_->LearnFromPeer("h51", announcement);
   ASSERT_TRUE(h49.notices.WaitForCount(2));
   EXPECT_EQ(h49.notices.items()[1].kind(), v1::NOTICE_KIND_INCIDENT_RESOLVED);
+}
+
+TEST_F(IncidentsTest, APeersIncidentsBeyondItsLimitAreNotRecorded) {
+  // A peer announcing ever new incidents (declared and resolved at once,
+  // so none stays open) does not fill this broker: past the limit new ones
+  // are not recorded, and known ones still change.
+  IncidentOptions io;
+  io.broker_id = kBrokerId;
+  io.local_orgs = {kG22, kH49, kH50};
+  io.peers = {"h51"};
+  io.max_incidents_per_peer = 3;
+  incidents_.reset();
+  ASSERT_OK_AND_ASSIGN(incidents_, Incidents::Open(io, store_.get(), &clock_));
+  std::vector<std::string> ids;
+  for (int n = 0; n < 5; ++n)
+    ids.push_back(absl::StrCat("INC-", NewDocumentId(1700000000000 + n)));
+  auto announce = [&](int n, bool resolved) {
+    v1::Incident i;
+    i.set_id(ids[n]);
+    i.set_broker("h51");
+    i.mutable_scope()->set_kind(v1::INCIDENT_SCOPE_KIND_ORGS);
+    i.mutable_scope()->add_orgs(kH49);
+    i.set_severity(v1::INCIDENT_SEVERITY_MINOR);
+    i.set_description(absl::StrCat("sự cố ", n));
+    i.set_resolved(resolved);
+    v1::IncidentAnnouncement a;
+    *a.add_incidents() = i;
+    incidents_->LearnFromPeer("h51", a);
+    return i.id();
+  };
+  auto shown = [&] {
+    absl::StatusOr<v1::ListIncidentsResponse> r =
+        incidents_->List(Operator(), {}, true);
+    EXPECT_OK(r);
+    std::set<std::string> ids;
+    if (r.ok())
+      for (const v1::Incident& i : r->incidents())
+        ids.insert(absl::StrCat(i.id(), i.resolved() ? " resolved" : ""));
+    return ids;
+  };
+  const std::string first = announce(0, false);
+  const std::string second = announce(1, true);
+  const std::string third = announce(2, true);
+  const std::string fourth = announce(3, false);
+  EXPECT_THAT(shown(),
+              ElementsAre(first, second + " resolved", third + " resolved"));
+  // A known one is still heard.
+  announce(0, true);
+  EXPECT_THAT(shown(), ElementsAre(first + " resolved", second + " resolved",
+                                   third + " resolved"));
+  // After a restart the count holds: the store has three of h51's.
+  incidents_.reset();
+  ASSERT_OK_AND_ASSIGN(incidents_, Incidents::Open(io, store_.get(), &clock_));
+  announce(4, false);
+  EXPECT_THAT(shown(), SizeIs(3));
+  (void)fourth;
 }
 
 // A peer that announces one of our incidents (or a third broker's) back,

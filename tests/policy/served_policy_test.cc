@@ -1,7 +1,12 @@
 // ServedPolicy: a bad policy (from the file or from Apply) is rejected as a
 // whole and the previous one keeps serving; a good one is swapped in; Apply
 // persists; the decision log and dry runs report exactly what would change.
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <memory>
@@ -235,6 +240,24 @@ TEST_F(ServedPolicyTest, ApplyWritesTheFileAndSwaps) {
   ASSERT_OK_AND_ASSIGN(std::shared_ptr<const Policy> again, served->Apply(kV2));
   EXPECT_EQ(again->version(), applied->version());
   EXPECT_EQ(served->Current(), applied);
+}
+
+TEST_F(ServedPolicyTest, ApplyDoesNotWriteThroughALinkAtItsTemporaryName) {
+  // A link planted where Apply writes its temporary file must not make the
+  // broker overwrite the file it points to.
+  const std::string victim = dir_.path() + "/victim";
+  WriteFile(victim, "keep me");
+  const std::string tmp = absl::StrCat(path_, ".tmp.", ::getpid());
+  ASSERT_EQ(::symlink(victim.c_str(), tmp.c_str()), 0) << std::strerror(errno);
+
+  ASSERT_OK_AND_ASSIGN(auto served, ServedPolicy::Open(Options()));
+  ASSERT_OK(served->Apply(kV2));
+  EXPECT_EQ(ReadFile(victim), "keep me");
+  EXPECT_EQ(ReadFile(path_), kV2);
+  struct stat st;
+  EXPECT_EQ(::lstat(path_.c_str(), &st), 0);
+  EXPECT_TRUE(S_ISREG(st.st_mode)) << "the policy file became a link";
+  EXPECT_NE(::lstat(tmp.c_str(), &st), 0) << "a temporary was left";
 }
 
 TEST_F(ServedPolicyTest, ApplyRejectsABadPolicyAndKeepsTheFile) {

@@ -9,6 +9,7 @@
 #include "absl/time/time.h"
 #include "google/protobuf/util/time_util.h"
 #include "lienthong/common/ids.h"
+#include "lienthong/common/log.h"
 #include "lienthong/common/org_code.h"
 #include "lienthong/common/status_macros.h"
 
@@ -89,6 +90,8 @@ absl::Status IncidentOptions::Validate() const {
     return Invalid("broker_id", "not a broker SPIFFE id");
   if (announce_resolved_for < absl::ZeroDuration())
     return Invalid("announce_resolved_for", "negative");
+  if (max_incidents_per_peer < 1)
+    return Invalid("max_incidents_per_peer", "must be at least 1");
   return absl::OkStatus();
 }
 
@@ -125,6 +128,7 @@ absl::Status Incidents::Load() {
           bad = absl::DataLossError(absl::StrCat("record ", r.key));
           return;
         }
+        if (i.broker() != broker_name_) ++kept_per_broker_[i.broker()];
         incidents_[i.id()] = std::move(i);
       }));
   RETURN_IF_ERROR(
@@ -580,6 +584,7 @@ v1::IncidentAnnouncement Incidents::Announcement() {
 void Incidents::LearnFromPeer(const std::string& peer,
                               const v1::IncidentAnnouncement& announcement) {
   int taken = 0;
+  int over_limit = 0;  // new incidents not kept: the peer has too many
   for (const v1::Incident& announced : announcement.incidents()) {
     if (++taken > kMaxAnnounced) break;
     // Only the declaring broker speaks for an incident; nothing loops.
@@ -593,6 +598,12 @@ void Incidents::LearnFromPeer(const std::string& peer,
       absl::MutexLock lock(&mu_);
       auto it = incidents_.find(announced.id());
       if (it == incidents_.end()) {
+        int& kept = kept_per_broker_[peer];
+        if (kept >= options_.max_incidents_per_peer) {
+          ++over_limit;
+          continue;
+        }
+        ++kept;
         if (!announced.resolved()) notice = v1::NOTICE_KIND_INCIDENT_DECLARED;
       } else if (it->second.broker() != peer) {
         continue;  // another broker's incident (ours, or a third one's)
@@ -639,6 +650,14 @@ void Incidents::LearnFromPeer(const std::string& peer,
           absl::MutexLock lock(&mu_);
           --pending_writes_;
         });
+  }
+  if (over_limit > 0) {
+    log::Write(log::Level::kWarning, "incidents",
+               absl::StrCat("broker ", peer, " announced ", over_limit,
+                            " new incident(s) beyond the ",
+                            options_.max_incidents_per_peer,
+                            " kept from one peer: not recorded"),
+               {{"peer", peer}});
   }
 }
 

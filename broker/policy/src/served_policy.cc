@@ -36,7 +36,14 @@ absl::Status WriteFileAtomically(const std::string& path,
   std::filesystem::path p(path);
   std::string dir = p.has_parent_path() ? p.parent_path().string() : ".";
   std::string tmp = absl::StrCat(path, ".tmp.", ::getpid());
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+  // A file of its own: never through a link or into a file someone else
+  // left under that name (one of an earlier process with this pid, or a
+  // link planted to make the broker overwrite another file). Such a name is
+  // removed (a link itself, not what it points to) and made anew.
+  const int flags = O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC;
+  int fd = ::open(tmp.c_str(), flags, 0640);
+  if (fd < 0 && errno == EEXIST && ::unlink(tmp.c_str()) == 0)
+    fd = ::open(tmp.c_str(), flags, 0640);
   if (fd < 0) return ErrnoError("cannot create", tmp);
   size_t done = 0;
   while (done < content.size()) {

@@ -291,7 +291,9 @@ class Client {
   // into `sink` (which must start empty), checking every chunk and, at the
   // end, the whole content against attachment.sha256 (DATA_LOSS naming the
   // attachment: the sink then holds content to discard). Resumes after
-  // interruptions within retry_budget of the last progress.
+  // interruptions within retry_budget of the last progress. The sink and
+  // `progress` are called on the calling thread only; a second thread reads
+  // the next chunks (at most two ahead) while one is checked.
   //
   // An attachment with `sealing` (of a sealed document, as Receive or Fetch
   // handed it over opened, or as UploadAttachment returned it to its
