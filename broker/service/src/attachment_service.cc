@@ -98,18 +98,21 @@ class UploadReactor final
  public:
   explicit UploadReactor(
       std::function<grpc::Status(AttachmentServiceImpl::UploadCall*)> serve) {
-    reading_ = true;
-    StartRead(&incoming_);
+    {
+      absl::MutexLock lock(&mu_);
+      StartReadLocked();
+    }
     Ref();  // for the thread
     std::thread([this, serve = std::move(serve)] {
       NameThisThread("lt-upload");
       grpc::Status status = serve(this);
       {
-        // Answers queued go out before the status.
+        // Answers queued go out before the status; no read starts after it.
         absl::MutexLock lock(&mu_);
         mu_.Await(absl::Condition(
             +[](std::deque<v1::UploadResponse>* w) { return w->empty(); },
             &writes_));
+        finished_ = true;
       }
       Finish(std::move(status));
       Unref();
@@ -117,16 +120,12 @@ class UploadReactor final
   }
 
   bool Read(grpc::ByteBuffer* message) override {
-    bool read_more = false;
-    {
-      absl::MutexLock lock(&mu_);
-      mu_.Await(absl::Condition(this, &UploadReactor::ReadyOrEnded));
-      if (ready_.empty()) return false;
-      *message = std::move(ready_.front());
-      ready_.pop_front();
-      read_more = StartReadLocked();
-    }
-    if (read_more) StartRead(&incoming_);
+    absl::MutexLock lock(&mu_);
+    mu_.Await(absl::Condition(this, &UploadReactor::ReadyOrEnded));
+    if (ready_.empty()) return false;
+    *message = std::move(ready_.front());
+    ready_.pop_front();
+    StartReadLocked();
     return true;
   }
 
@@ -143,19 +142,15 @@ class UploadReactor final
   }
 
   void OnReadDone(bool ok) override {
-    bool read_more = false;
-    {
-      absl::MutexLock lock(&mu_);
-      reading_ = false;
-      if (!ok) {
-        ended_ = true;
-        return;
-      }
-      ready_.push_back(std::move(incoming_));
-      incoming_.Clear();
-      read_more = StartReadLocked();
+    absl::MutexLock lock(&mu_);
+    reading_ = false;
+    if (!ok) {
+      ended_ = true;
+      return;
     }
-    if (read_more) StartRead(&incoming_);
+    ready_.push_back(std::move(incoming_));
+    incoming_.Clear();
+    StartReadLocked();
   }
 
   void OnWriteDone(bool ok) override {
@@ -179,12 +174,14 @@ class UploadReactor final
   bool ReadyOrEnded() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     return !ready_.empty() || ended_;
   }
-  // Whether to start the next read: none running, more may come, and
-  // room for it.
-  bool StartReadLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    if (reading_ || ended_ || ready_.size() >= kUploadReadAhead) return false;
+  // Starts the next read if none runs, more may come, there is room for
+  // it and the call is not finished. Under the lock, so that no read starts
+  // after Finish (gRPC runs no reaction inside StartRead).
+  void StartReadLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (reading_ || ended_ || finished_ || ready_.size() >= kUploadReadAhead)
+      return;
     reading_ = true;
-    return true;
+    StartRead(&incoming_);
   }
 
   absl::Mutex mu_;
@@ -192,6 +189,7 @@ class UploadReactor final
   std::deque<grpc::ByteBuffer> ready_ ABSL_GUARDED_BY(mu_);
   bool reading_ ABSL_GUARDED_BY(mu_) = false;
   bool ended_ ABSL_GUARDED_BY(mu_) = false;
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;  // Finish is called
   // The front is being written; the rest wait for it.
   std::deque<v1::UploadResponse> writes_ ABSL_GUARDED_BY(mu_);
   bool write_failed_ ABSL_GUARDED_BY(mu_) = false;
