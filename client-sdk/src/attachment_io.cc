@@ -10,6 +10,7 @@
 #include <thread>
 #include <utility>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "grpcpp/support/sync_stream.h"
@@ -318,6 +319,14 @@ absl::StatusOr<uint64_t> DownloadOnce(
     }
     frames.Close();
   });
+  // However this returns (even by a sink or callback of the application
+  // throwing), the reading thread ends before `frames` and `reader` go.
+  absl::Cleanup stop_reading = [&] {
+    if (!reading.joinable()) return;
+    frames.Stop();
+    context.TryCancel();  // ends a Read waiting for the broker
+    reading.join();
+  };
   uint64_t size = 0;
   bool sized = false;
   TransferProgress p;
@@ -386,13 +395,11 @@ absl::StatusOr<uint64_t> DownloadOnce(
     if (progress) progress(p);
   }
   if (!failed.ok()) {
-    frames.Stop();
-    context.TryCancel();  // ends a Read waiting for the broker
-    reading.join();
+    std::move(stop_reading).Invoke();
     reader->Finish();
     return failed;
   }
-  reading.join();
+  reading.join();  // the broker ended the stream: the thread has closed
   grpc::Status s = reader->Finish();
   if (!s.ok()) return FromGrpc(s);
   if (!sized) return absl::UnavailableError("download ended without an answer");

@@ -651,7 +651,15 @@ void Incidents::LearnFromPeer(const std::string& peer,
           --pending_writes_;
         });
   }
+  bool warn = false;
   if (over_limit > 0) {
+    // Once an hour per peer: it announces what was left out again and again.
+    absl::MutexLock lock(&mu_);
+    absl::Time& last = last_limit_warning_[peer];
+    warn = clock_->Now() - last >= absl::Hours(1);
+    if (warn) last = clock_->Now();
+  }
+  if (warn) {
     log::Write(log::Level::kWarning, "incidents",
                absl::StrCat("broker ", peer, " announced ", over_limit,
                             " new incident(s) beyond the ",

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <optional>
@@ -35,16 +36,18 @@ absl::Status WriteFileAtomically(const std::string& path,
                                  absl::string_view content) {
   std::filesystem::path p(path);
   std::string dir = p.has_parent_path() ? p.parent_path().string() : ".";
-  std::string tmp = absl::StrCat(path, ".tmp.", ::getpid());
-  // A file of its own: never through a link or into a file someone else
-  // left under that name (one of an earlier process with this pid, or a
-  // link planted to make the broker overwrite another file). Such a name is
-  // removed (a link itself, not what it points to) and made anew.
-  const int flags = O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC;
-  int fd = ::open(tmp.c_str(), flags, 0640);
-  if (fd < 0 && errno == EEXIST && ::unlink(tmp.c_str()) == 0)
-    fd = ::open(tmp.c_str(), flags, 0640);
+  // A file of its own under a name nobody can foresee: never one someone
+  // else writes (another broker on the same volume) or planted as a link
+  // to make the broker overwrite another file.
+  std::string tmp = absl::StrCat(path, ".tmp.XXXXXX");
+  int fd = ::mkostemp(tmp.data(), O_CLOEXEC);
   if (fd < 0) return ErrnoError("cannot create", tmp);
+  if (::fchmod(fd, 0640) != 0) {
+    absl::Status s = ErrnoError("cannot set the mode of", tmp);
+    ::close(fd);
+    ::unlink(tmp.c_str());
+    return s;
+  }
   size_t done = 0;
   while (done < content.size()) {
     ssize_t n = ::write(fd, content.data() + done, content.size() - done);

@@ -113,6 +113,7 @@ class UploadReactor final
             +[](std::deque<v1::UploadResponse>* w) { return w->empty(); },
             &writes_));
         finished_ = true;
+        ready_.clear();  // what was read ahead and will not be stored
       }
       Finish(std::move(status));
       Unref();
@@ -123,7 +124,7 @@ class UploadReactor final
     absl::MutexLock lock(&mu_);
     mu_.Await(absl::Condition(this, &UploadReactor::ReadyOrEnded));
     if (ready_.empty()) return false;
-    *message = std::move(ready_.front());
+    message->Swap(&ready_.front());
     ready_.pop_front();
     StartReadLocked();
     return true;
@@ -148,8 +149,7 @@ class UploadReactor final
       ended_ = true;
       return;
     }
-    ready_.push_back(std::move(incoming_));
-    incoming_.Clear();
+    ready_.emplace_back().Swap(&incoming_);
     StartReadLocked();
   }
 

@@ -293,7 +293,7 @@ class Client {
   // attachment: the sink then holds content to discard). Resumes after
   // interruptions within retry_budget of the last progress. The sink and
   // `progress` are called on the calling thread only; a second thread reads
-  // the next chunks (at most two ahead) while one is checked.
+  // the next few chunks while one is checked.
   //
   // An attachment with `sealing` (of a sealed document, as Receive or Fetch
   // handed it over opened, or as UploadAttachment returned it to its

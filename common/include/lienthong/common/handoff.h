@@ -5,8 +5,7 @@
 //
 //   Handoff<Frame> frames(2);
 //   std::thread reader([&] {
-//     Frame f;
-//     while (ReadFrame(&f) && frames.Put(std::move(f))) {}
+//     for (Frame f; ReadFrame(&f) && frames.Put(std::move(f)); f = Frame()) {}
 //     frames.Close();
 //   });
 //   while (std::optional<Frame> f = frames.Take()) {
@@ -47,7 +46,8 @@ class Handoff {
     return true;
   }
 
-  // Producer: no more items. Take returns those queued, then nullopt.
+  // Producer: no more items (Put must not follow). Take returns those
+  // queued, then nullopt.
   void Close() {
     absl::MutexLock lock(&mu_);
     closed_ = true;

@@ -56,10 +56,11 @@ struct IncidentOptions {
   // Resolved incidents announced to peers for this long after resolution,
   // so peers that missed the moment still learn it. Default 24 h.
   absl::Duration announce_resolved_for = absl::Hours(24);
-  // Incidents of one peer broker kept (open and resolved; they are never
-  // removed): a peer announcing more is not heard for new ones, so a
-  // broken or hostile peer cannot fill this broker's memory and store.
-  // Default 10,000.
+  // Incidents of one peer broker kept over this broker's life (open and
+  // resolved: none is removed yet): past it, the peer's new incidents are
+  // not recorded (a warning an hour names the peer), so a broken or
+  // hostile peer cannot fill this broker's memory and store, whatever the
+  // dates it claims. Default 10,000.
   int max_incidents_per_peer = 10000;
 
   // INVALID_ARGUMENT naming the field.
@@ -171,6 +172,8 @@ class Incidents : public SendAdmission {
   std::map<std::string, v1::Incident> incidents_ ABSL_GUARDED_BY(mu_);
   // How many of incidents_ each other broker declared.
   std::map<std::string, int> kept_per_broker_ ABSL_GUARDED_BY(mu_);
+  // When a peer's incidents past the limit were last logged.
+  std::map<std::string, absl::Time> last_limit_warning_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, v1::PaperRegisterEntry> entries_ ABSL_GUARDED_BY(mu_);
   // Entries a document being stored is about to settle, as they will be.
   std::map<std::string, v1::PaperRegisterEntry> settling_ ABSL_GUARDED_BY(mu_);
