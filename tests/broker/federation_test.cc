@@ -28,6 +28,7 @@
 #include "lienthong/common/clock.h"
 #include "lienthong/common/identity.h"
 #include "lienthong/common/ids.h"
+#include "lienthong/signing/signing.h"
 #include "lienthong/storage/store.h"
 #include "tests/testing/async.h"
 #include "tests/testing/status_matchers.h"
@@ -155,10 +156,25 @@ class FaultyStore : public storage::Store {
     absl::MutexLock lock(&mu_);
     fail_ = std::move(status);
   }
+  // While held, writes wait (neither applied nor answered) until released.
+  void HoldWrites(bool hold) {
+    std::vector<std::pair<storage::WriteBatch, WriteCallback>> release;
+    {
+      absl::MutexLock lock(&mu_);
+      hold_ = hold;
+      if (!hold) release.swap(held_);
+    }
+    for (auto& [batch, done] : release)
+      base_->Write(std::move(batch), std::move(done));
+  }
   void Write(storage::WriteBatch batch, WriteCallback done) override {
     absl::Status fail;
     {
       absl::MutexLock lock(&mu_);
+      if (hold_) {
+        held_.emplace_back(std::move(batch), std::move(done));
+        return;
+      }
       fail = fail_;
     }
     if (fail.ok()) return base_->Write(std::move(batch), std::move(done));
@@ -246,6 +262,9 @@ class FaultyStore : public storage::Store {
   absl::Mutex mu_;
   absl::Status fail_ ABSL_GUARDED_BY(mu_);
   std::string hidden_prefix_ ABSL_GUARDED_BY(mu_);
+  bool hold_ ABSL_GUARDED_BY(mu_) = false;
+  std::vector<std::pair<storage::WriteBatch, WriteCallback>> held_
+      ABSL_GUARDED_BY(mu_);
 };
 
 // One broker: its own store, policy and exchange.
@@ -1700,6 +1719,64 @@ TEST_F(FederationTest, PeerCannotReplaceAHeldDocumentNorCopyOneUnderANewId) {
   EXPECT_EQ(c.copies_size(), 1);
   EXPECT_EQ(b_->ex().Stats().accepted, accepted);
   EXPECT_EQ(InboxTotal(*b_, g22_), 2);
+}
+
+// Two transfers of one new id at once (on two sessions of a peer, or from
+// two peers): the second waits until the first is stored, then is checked
+// against it, so it cannot replace it while neither is stored yet.
+TEST_F(FederationTest, TwoTransfersOfOneNewIdAtOnceCannotReplaceEachOther) {
+  auto faulty = std::make_unique<FaultyStore>();
+  FaultyStore* b_store = faulty.get();
+  ASSERT_NO_FATAL_FAILURE(TwoBrokers(kOpenPolicy, nullptr, std::move(faulty)));
+  Wire& ab = Connect(*a_, *b_, /*open=*/false);
+  ab.HoldTransfers(true);
+  ASSERT_OK(ab.Open());
+  std::string first = MustSend(*a_, h49_, NewDocument(kH49, {kG22}));
+  // To other recipients: the store's guard of a transfer (its id and
+  // recipients) does not cover it.
+  std::string second = MustSend(*a_, h49_, NewDocument(kH49, {kG22, kG23}));
+  ASSERT_TRUE(ab.transfers().WaitForCount(2));
+  std::vector<v1::Transfer> held = ab.TakeHeld();
+  ASSERT_EQ(held.size(), 2u);
+  ASSERT_EQ(held[0].document().id(), first);
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<InboundLink> one,
+                       b_->ex().OpenInbound("a"));
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<InboundLink> two,
+                       b_->ex().OpenInbound("a"));
+
+  // The genuine transfer is being stored (its write waits)...
+  b_store->HoldWrites(true);
+  AsyncResult<v1::Custody> genuine;
+  one->Accept(held[0], [cb = genuine.Callback()](v1::Custody c) mutable {
+    cb(std::move(c));
+  });
+  // ...when the second document comes under the same id.
+  v1::Transfer replace = held[1];
+  replace.set_id(900);
+  replace.mutable_document()->set_id(first);
+  AsyncResult<v1::Custody> rival;
+  two->Accept(replace, [cb = rival.Callback()](v1::Custody c) mutable {
+    cb(std::move(c));
+  });
+  b_store->HoldWrites(false);
+  ASSERT_OK_AND_ASSIGN(v1::Custody took, genuine.Wait());
+  EXPECT_FALSE(took.has_error()) << took.error().message();
+  ASSERT_OK_AND_ASSIGN(v1::Custody refused, rival.Wait());
+  ASSERT_TRUE(refused.has_error());
+  EXPECT_EQ(refused.copies_size(), 0);
+  ASSERT_OK_AND_ASSIGN(v1::Document stored, b_->store->GetDocument(first));
+  EXPECT_EQ(signing::DocumentDigest(stored),
+            signing::DocumentDigest(held[0].document()))
+      << "the document stored under " << first << " was replaced";
+
+  // Sent again now, it is checked against what is stored.
+  replace.set_id(901);
+  ASSERT_OK_AND_ASSIGN(v1::Custody again, AcceptSync(*two, replace));
+  ASSERT_TRUE(again.has_error());
+  EXPECT_EQ(again.error().code(),
+            static_cast<int>(absl::StatusCode::kInvalidArgument));
+  EXPECT_THAT(again.error().message(), HasSubstr("names another document"));
+  EXPECT_EQ(InboxTotal(*b_, g22_), 1);
 }
 
 // Custody counts only for what the link carried: a peer answering for

@@ -2627,13 +2627,30 @@ class ExchangeImpl : public Exchange {
     return absl::OkStatus();
   }
 
+  void EndAccepting(const std::string& document_id) {
+    absl::MutexLock lock(&mu_);
+    accepting_.erase(document_id);
+  }
+
   void AcceptTransfer(const std::string& peer, v1::Transfer t,
                       absl::AnyInvocable<void(v1::Custody)> done) {
     v1::Custody custody;
     custody.set_id(t.id());
     absl::Status s = CheckTransfer(peer, t);
+    bool accepting = false;  // this transfer holds the id in accepting_
+    if (s.ok()) {
+      absl::MutexLock lock(&mu_);
+      accepting = accepting_.insert(t.document().id()).second;
+    }
+    if (s.ok() && !accepting) {
+      s = absl::UnavailableError(
+          absl::StrCat("transfer.document.id: ", t.document().id(),
+                       " is being taken from another transfer; send it "
+                       "again later"));
+    }
     if (s.ok()) s = CheckNotAnotherDocument(t.document());
     if (!s.ok()) {
+      if (accepting) EndAccepting(t.document().id());
       custody.mutable_error()->set_code(static_cast<int>(s.code()));
       custody.mutable_error()->set_message(
           absl::StrCat("broker ", options_.broker_id, ": ", s.message()));
@@ -2773,6 +2790,7 @@ class ExchangeImpl : public Exchange {
         [this, shared, served = std::move(served), custody = std::move(custody),
          done =
              std::move(done)](absl::StatusOr<storage::WriteResult> r) mutable {
+          EndAccepting(shared->id());  // stored (or not): the next may look
           if (absl::IsAlreadyExists(r.status())) {
             // The sender's document again, under another id.
             custody.clear_copies();
@@ -4309,6 +4327,11 @@ class ExchangeImpl : public Exchange {
   uint64_t queued_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t leased_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t accepted_ ABSL_GUARDED_BY(mu_) = 0;
+  // Ids of documents a transfer is being checked and stored for: another
+  // transfer of the same id waits (UNAVAILABLE) until that one is stored,
+  // so two links cannot both pass the check for a new id and the second
+  // replace the first.
+  absl::flat_hash_set<std::string> accepting_ ABSL_GUARDED_BY(mu_);
   uint64_t delivered_ ABSL_GUARDED_BY(mu_) = 0;
 
   std::atomic<uint64_t> directory_generation_{0};
