@@ -460,6 +460,31 @@ TEST_F(WatchedPolicyFileTest, EditedFileIsSwappedInAndABrokenEditIsRejected) {
   EXPECT_THAT(h49->Send(NewDocument(kG22)).status(),
               StatusIs(absl::StatusCode::kPermissionDenied,
                        HasSubstr("\"freeze-h49-to-centre\"")));
+
+  // The audit log says which policy served from the start and that the
+  // file changed it, from which version to which.
+  std::vector<std::string> policy_entries;
+  v1::ExportAuditRequest r;
+  for (int page = 0; page < 100; ++page) {
+    absl::StatusOr<v1::ExportAuditResponse> got = auditor->ExportAudit(r);
+    ASSERT_OK(got);
+    for (const v1::StoredAuditEntry& stored : got->entries()) {
+      v1::AuditEntry e;
+      if (e.ParseFromString(stored.entry()) &&
+          absl::StartsWith(e.action(), "PolicyFile/"))
+        policy_entries.push_back(absl::StrCat(e.action(), ": ", e.detail()));
+    }
+    if (got->next_after_index() == 0) break;
+    r.set_after_index(got->next_after_index());
+    r.set_through(got->through());
+  }
+  ASSERT_THAT(policy_entries, SizeIs(2));
+  EXPECT_THAT(policy_entries[0],
+              AllOf(HasSubstr("PolicyFile/Load"), HasSubstr(initial)));
+  EXPECT_THAT(policy_entries[1],
+              AllOf(HasSubstr("PolicyFile/Reload"),
+                    HasSubstr(absl::StrCat(initial, " replaced by policy ",
+                                           swapped.version()))));
 }
 
 TEST_F(AdminPolicyTest, ExplainNamesDecidingRulesAndNearMisses) {

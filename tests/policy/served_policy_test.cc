@@ -13,6 +13,7 @@
 #include <memory>
 #include <sstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -35,6 +36,7 @@ using ::testing::AllOf;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::IsEmpty;
+using ::testing::SizeIs;
 using ::testing::StartsWith;
 
 constexpr char kV1[] = R"(groups:
@@ -268,6 +270,32 @@ TEST_F(ServedPolicyTest, ApplyDoesNotWriteThroughALinkAtATemporaryName) {
                                  absl::StrCat("central.yaml.tmp.", ::getpid()),
                                  "victim"))
       << "a temporary was left";
+}
+
+TEST_F(ServedPolicyTest, AFileEditSwappedInIsReportedWithTheVersionBefore) {
+  std::vector<std::pair<std::string, std::string>> reported;  // now, before
+  ServedPolicyOptions options = Options();
+  options.on_file_reload = [&](const Policy& serving,
+                               const std::string& before) {
+    reported.emplace_back(serving.version(), before);
+  };
+  ASSERT_OK_AND_ASSIGN(auto served, ServedPolicy::Open(options));
+  const std::string v1 = served->Current()->version();
+  EXPECT_THAT(reported, IsEmpty()) << "opening is not an edit";
+
+  WriteFile(path_, kV2);
+  ASSERT_OK(served->ReloadFromFile());
+  const std::string v2 = served->Current()->version();
+  ASSERT_NE(v1, v2);
+  EXPECT_THAT(reported, ElementsAre(std::make_pair(v2, v1)));
+
+  // Unchanged, broken, or applied through Apply (audited by its caller):
+  // nothing more is reported.
+  ASSERT_OK(served->ReloadFromFile());
+  WriteFile(path_, kBad);
+  EXPECT_FALSE(served->ReloadFromFile().ok());
+  ASSERT_OK(served->Apply(kV1));
+  EXPECT_THAT(reported, SizeIs(1));
 }
 
 TEST_F(ServedPolicyTest, ApplyRejectsABadPolicyAndKeepsTheFile) {

@@ -268,6 +268,10 @@ absl::Status ServedPolicy::ReloadFromFile() {
                                   options_.path, " now serving (",
                                   swapped->rule_count(), " rules)"));
       }
+      if (options_.on_file_reload) {
+        options_.on_file_reload(*swapped,
+                                current ? current->version() : std::string());
+      }
       return absl::OkStatus();
     }
     result = absl::InvalidArgumentError(

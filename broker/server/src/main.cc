@@ -3,6 +3,7 @@
 #include <signal.h>
 
 #include <CLI/CLI.hpp>
+#include <atomic>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -141,6 +142,33 @@ int Serve(const BrokerConfig& config) {
   policy_options.log = [](absl::string_view line) {
     log::Write(log::Level::kWarning, "policy", line);
   };
+  // A policy file edited on disk changes what the broker permits as much as
+  // ApplyPolicy does: the swap goes into the audit log too (once it is open;
+  // the policy served at start is recorded there as well).
+  std::atomic<broker::AuditLog*> policy_audit{nullptr};
+  auto audit_policy = [&policy_audit, &config](const policy::Policy& serving,
+                                               absl::string_view action,
+                                               absl::string_view detail) {
+    broker::AuditLog* audit = policy_audit.load();
+    if (audit == nullptr) return;
+    v1::AuditEntry e;
+    e.set_kind(v1::AUDIT_KIND_POLICY_CHANGE);
+    e.set_actor(config.SpiffeId());
+    e.set_action(std::string(action));
+    e.set_outcome("OK");
+    e.set_detail(absl::StrCat(detail, "policy ", serving.version(), " (",
+                              serving.rule_count(), " rules) from ",
+                              config.policy.path.empty()
+                                  ? "the embedded default"
+                                  : config.policy.path));
+    audit->Append(std::move(e));
+  };
+  policy_options.on_file_reload = [audit_policy](const policy::Policy& serving,
+                                                 const std::string& before) {
+    audit_policy(
+        serving, "PolicyFile/Reload",
+        absl::StrCat("the file was edited: ", before, " replaced by "));
+  };
   absl::StatusOr<std::unique_ptr<policy::ServedPolicy>> served_policy =
       policy::ServedPolicy::Open(policy_options);
   if (!served_policy.ok()) {
@@ -178,6 +206,9 @@ int Serve(const BrokerConfig& config) {
     }
     audit_log = std::move(opened).value();
     broker::SetAuthenticationAudit(audit_log.get());
+    policy_audit = audit_log.get();
+    audit_policy(*(*served_policy)->Current(), "PolicyFile/Load",
+                 "serving at start: ");
   }
   absl::StatusOr<std::unique_ptr<storage::AttachmentStore>> attachments =
       storage::AttachmentStore::Open(config.ToAttachmentOptions(),

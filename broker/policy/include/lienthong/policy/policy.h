@@ -286,6 +286,11 @@ struct ServedPolicyOptions {
   // Where reloads and rejected policies are reported (one line each).
   // Default: nowhere.
   std::function<void(absl::string_view)> log;
+  // Called (outside any lock) after a policy read from the file, an edit
+  // made outside Apply, was swapped in for the one with version `before`:
+  // the broker records it in its audit log. Default: nothing.
+  std::function<void(const Policy& serving, const std::string& before)>
+      on_file_reload;
 };
 
 // The policy a broker serves now, where it lives on disk, and its recent
