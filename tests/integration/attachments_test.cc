@@ -864,6 +864,42 @@ TEST_F(AttachmentsTest, OnlyTheSenderAndRecipientsDownload) {
                                             absl::StrCat(kG22, " OK")));
 }
 
+TEST_F(AttachmentsTest, AnOutsidersRefusedTriesDoNotGrowTheEvidenceUnbounded) {
+  // Anyone who learns a document's id can try to download its attachment;
+  // each try is audited, but only the first ten of a caller a day go into
+  // the document's evidence, which must stay small enough to export.
+  std::unique_ptr<Client> sender = Open(kG22);
+  std::unique_ptr<Client> outsider = Open(kH50);
+  ASSERT_NE(sender, nullptr);
+  ASSERT_NE(outsider, nullptr);
+  const std::string content = Content(kChunk + 3, 12);
+  StringSource source(content);
+  ASSERT_OK_AND_ASSIGN(
+      v1::Attachment a,
+      sender->UploadAttachment(source, "bi-mat.bin", "application/pdf"));
+  v1::Document doc = NewDocument(kH49, "Tài liệu mật");
+  *doc.add_attachments() = a;
+  ASSERT_OK_AND_ASSIGN(SendReceipt receipt, sender->Send(doc));
+  for (int i = 0; i < 14; ++i) {
+    DigestSink sink;
+    ASSERT_THAT(outsider->DownloadAttachment(receipt.document_id, a, sink),
+                StatusIs(absl::StatusCode::kNotFound));
+  }
+  ASSERT_OK_AND_ASSIGN(v1::EvidenceExport exported,
+                       sender->GetEvidence(receipt.document_id));
+  v1::Evidence evidence;
+  ASSERT_TRUE(evidence.ParseFromString(exported.evidence()));
+  int refused = 0;
+  for (const v1::EvidenceAuditEntry& stored : evidence.audit_entries()) {
+    v1::AuditEntry e;
+    ASSERT_TRUE(e.ParseFromString(stored.entry().entry()));
+    if (e.kind() == v1::AUDIT_KIND_ATTACHMENT_READ && e.org() == kH50 &&
+        e.outcome() == "NOT_FOUND")
+      ++refused;
+  }
+  EXPECT_EQ(refused, 10);
+}
+
 TEST_F(AttachmentsTest, ASenderMayReferenceOnlyWhatItUploaded) {
   // H50 uploads; G22 references it without having uploaded it.
   std::unique_ptr<Client> uploader = Open(kH50);

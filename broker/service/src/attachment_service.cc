@@ -359,20 +359,31 @@ grpc::Status AttachmentServiceImpl::DownloadChunks(grpc::ServerContext* ctx,
   if (audit_ != nullptr && !request.document_id().empty() &&
       request.document_id().size() <= 64) {
     // Who read which attachment of which document, and how much: in the
-    // document's evidence (refusals too: someone tried).
+    // document's evidence (refusals too: someone tried; but not without
+    // bound, or anyone knowing a document's id could make its evidence too
+    // large to export).
+    const bool in_evidence =
+        status.ok() || CountRefusal(caller->spiffe_id, request.document_id());
     v1::AuditEntry e;
     e.set_kind(v1::AUDIT_KIND_ATTACHMENT_READ);
     e.set_actor(caller->spiffe_id);
     e.set_peer(ctx->peer());
-    e.set_document_id(request.document_id());
+    if (in_evidence) e.set_document_id(request.document_id());
     if (caller->is_org()) e.set_org(caller->name);
     e.set_action("AttachmentService/Download");
     e.set_outcome(absl::StatusCodeToString(
         static_cast<absl::StatusCode>(status.error_code())));
     e.set_detail(absl::StrCat(
+        in_evidence ? ""
+                    : absl::StrCat("document ", request.document_id(), ": "),
         "sha256 ", request.sha256().substr(0, 64), " from offset ",
         request.offset(), ": ", sent, " bytes sent",
-        status.ok() ? "" : absl::StrCat("; ", status.error_message())));
+        status.ok() ? "" : absl::StrCat("; ", status.error_message()),
+        in_evidence
+            ? ""
+            : absl::StrCat(" (not in the document's evidence: more than ",
+                           kRefusalsInEvidencePerDay,
+                           " refused tries of this caller today)")));
     // The call ends once its entry is durable, so the evidence fetched next
     // shows it.
     absl::Notification durable;
@@ -381,6 +392,23 @@ grpc::Status AttachmentServiceImpl::DownloadChunks(grpc::ServerContext* ctx,
     durable.WaitForNotification();
   }
   return status;
+}
+
+bool AttachmentServiceImpl::CountRefusal(const std::string& caller,
+                                         const std::string& document_id) {
+  const int64_t day = absl::ToUnixSeconds(absl::Now()) / 86400;
+  absl::MutexLock lock(&refusals_mu_);
+  if (day != refusals_day_) {
+    refusals_day_ = day;
+    refusals_.clear();
+  }
+  const std::string key = absl::StrCat(caller, "\n", document_id);
+  auto it = refusals_.find(key);
+  if (it == refusals_.end()) {
+    if (refusals_.size() >= kRefusalsTracked) return false;
+    it = refusals_.emplace(key, 0).first;
+  }
+  return ++it->second <= kRefusalsInEvidencePerDay;
 }
 
 grpc::Status AttachmentServiceImpl::Serve(grpc::ServerContext* ctx,

@@ -19,6 +19,8 @@
 #include <set>
 #include <string>
 
+#include "absl/container/flat_hash_map.h"
+#include "absl/synchronization/mutex.h"
 #include "grpcpp/grpcpp.h"
 #include "lienthong/broker/audit.h"
 #include "lienthong/broker/exchange.h"
@@ -76,6 +78,10 @@ class AttachmentServiceImpl final : public v1::AttachmentService::Service {
   absl::StatusOr<Principal> Caller(grpc::ServerContextBase* ctx,
                                    absl::string_view method) const;
   grpc::Status Refuse(const absl::Status& status);
+  // Counts a refused download of `caller` for `document_id`: whether its
+  // audit entry still goes into the document's evidence (at most
+  // kRefusalsInEvidencePerDay per caller and document a day).
+  bool CountRefusal(const std::string& caller, const std::string& document_id);
   // Download once authenticated; counts the bytes it sent into `sent`.
   grpc::Status Serve(grpc::ServerContext* ctx, const Principal& caller,
                      const v1::DownloadRequest& request, DownloadStream* writer,
@@ -88,6 +94,12 @@ class AttachmentServiceImpl final : public v1::AttachmentService::Service {
   AuditLog* const audit_;
   std::atomic<bool> stopping_{false};
   AttachmentMetrics metrics_;
+
+  static constexpr int kRefusalsInEvidencePerDay = 10;
+  static constexpr size_t kRefusalsTracked = 100000;  // (caller, document)
+  absl::Mutex refusals_mu_;
+  int64_t refusals_day_ ABSL_GUARDED_BY(refusals_mu_) = 0;  // days since 1970
+  absl::flat_hash_map<std::string, int> refusals_ ABSL_GUARDED_BY(refusals_mu_);
 };
 
 // Uploads attachment `sha256` from `store` to the broker behind `channel`, as
