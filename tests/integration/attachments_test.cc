@@ -196,6 +196,26 @@ class AttachmentsTest : public ::testing::Test {
         RawChannel(broker_.endpoint(), absl::StrCat("orgs/", org)));
   }
 
+  // An Upload of `content` by `org` through the generated stub (as another
+  // client would make it), started: its start sent and first answer read.
+  struct RawUpload {
+    std::unique_ptr<v1::AttachmentService::Stub> stub;
+    grpc::ClientContext context;
+    std::unique_ptr<UploadStream> stream;
+    v1::UploadResponse first;
+  };
+  std::unique_ptr<RawUpload> StartRawUpload(const std::string& org,
+                                            const std::string& content) {
+    auto call = std::make_unique<RawUpload>();
+    call->stub = RawStub(org);
+    SetDeadline(call->context, kWait);
+    call->stream = call->stub->Upload(&call->context);
+    EXPECT_TRUE(
+        call->stream->Write(StartOf(Sha256HexOf(content), content.size())));
+    EXPECT_TRUE(call->stream->Read(&call->first));
+    return call;
+  }
+
   std::string WriteTemp(const std::string& name, const std::string& content) {
     std::string path = absl::StrCat(work_.path(), "/", name);
     EXPECT_OK(WriteFile(path, content));
@@ -409,15 +429,10 @@ TEST_F(LargeAttachmentTest, ASparseTwoAndAHalfGibFileRoundTrips) {
 TEST_F(AttachmentsTest, ADamagedChunkIsRefusedAndCannotBeReferenced) {
   const std::string content = Content(2 * kChunk + 100, 3);
   const std::string sha256 = Sha256HexOf(content);
-  auto stub = RawStub(kH49);
-  grpc::ClientContext context;
-  SetDeadline(context, kWait);
-  std::unique_ptr<UploadStream> stream = stub->Upload(&context);
-  ASSERT_TRUE(stream->Write(StartOf(sha256, content.size())));
-  v1::UploadResponse first;
-  ASSERT_TRUE(stream->Read(&first));
-  EXPECT_EQ(first.chunk_size(), kChunk);
-  EXPECT_EQ(first.durable_bytes(), 0u);
+  std::unique_ptr<RawUpload> call = StartRawUpload(kH49, content);
+  UploadStream* stream = call->stream.get();
+  EXPECT_EQ(call->first.chunk_size(), kChunk);
+  EXPECT_EQ(call->first.durable_bytes(), 0u);
   // Chunk 0's data with the hash of other data.
   v1::UploadRequest damaged = ChunkOf(content, 0, kChunk);
   damaged.mutable_chunk()->set_sha256(Sha256HexOf("something else"));
@@ -462,14 +477,9 @@ TEST_F(AttachmentsTest, AnUploaderWaitingAfterItsLastChunkGetsTheEnd) {
   // for the answers before closing its side: the broker reads no further
   // than the last chunk, answers and ends the call.
   const std::string content = Content(3 * kChunk + 5, 11);
-  const std::string sha256 = Sha256HexOf(content);
-  auto stub = RawStub(kH49);
-  grpc::ClientContext context;
-  SetDeadline(context, kWait);
-  std::unique_ptr<UploadStream> stream = stub->Upload(&context);
-  ASSERT_TRUE(stream->Write(StartOf(sha256, content.size())));
-  v1::UploadResponse last;
-  ASSERT_TRUE(stream->Read(&last));
+  std::unique_ptr<RawUpload> call = StartRawUpload(kH49, content);
+  UploadStream* stream = call->stream.get();
+  v1::UploadResponse last = call->first;
   for (uint64_t at = 0; at < content.size(); at += kChunk) {
     ASSERT_TRUE(stream->Write(
         ChunkOf(content, at, std::min<uint64_t>(kChunk, content.size() - at))));
@@ -898,6 +908,50 @@ TEST_F(AttachmentsTest, AnOutsidersRefusedTriesDoNotGrowTheEvidenceUnbounded) {
       ++refused;
   }
   EXPECT_EQ(refused, 10);
+}
+
+BrokerOptions TwoUploadCalls() {
+  BrokerOptions o = SmallChunks();
+  o.config_yaml = absl::StrCat(
+      "attachments: {chunk_bytes: ", kChunk, ", sync_bytes: ", kSync,
+      ", max_bytes: ", kMaxBytes, ", max_upload_calls: 2}\n");
+  return o;
+}
+
+class BusyBrokerTest : public AttachmentsTest {
+ protected:
+  BusyBrokerTest() : AttachmentsTest(TwoUploadCalls()) {}
+};
+
+TEST_F(BusyBrokerTest, UploadCallsPastTheLimitAreToldToComeBack) {
+  // Each upload call has a thread at the broker: past
+  // attachments.max_upload_calls they are refused UNAVAILABLE (the SDK
+  // retries), and taken again once a running one ends.
+  const std::string a = Content(2 * kChunk, 21), b = Content(2 * kChunk, 22);
+  std::unique_ptr<RawUpload> first = StartRawUpload(kH49, a);
+  std::unique_ptr<RawUpload> second = StartRawUpload(kG22, b);
+  {
+    auto stub = RawStub(kH50);
+    grpc::ClientContext context;
+    SetDeadline(context, kWait);
+    std::unique_ptr<UploadStream> third = stub->Upload(&context);
+    third->Write(StartOf(Sha256HexOf(a), a.size()));
+    v1::UploadResponse answer;
+    EXPECT_FALSE(third->Read(&answer)) << answer.ShortDebugString();
+    grpc::Status s = third->Finish();
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAVAILABLE)
+        << s.error_message();
+    EXPECT_THAT(s.error_message(), HasSubstr("broker busy"));
+  }
+  // One ends; the SDK's upload is taken.
+  first->stream->WritesDone();
+  EXPECT_TRUE(first->stream->Finish().ok());
+  std::unique_ptr<Client> h50 = Open(kH50);
+  ASSERT_NE(h50, nullptr);
+  StringSource source(a);
+  EXPECT_OK(h50->UploadAttachment(source, "a.bin", "application/pdf"));
+  second->context.TryCancel();
+  second->stream->Finish();
 }
 
 TEST_F(AttachmentsTest, ASenderMayReferenceOnlyWhatItUploaded) {

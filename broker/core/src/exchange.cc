@@ -1827,6 +1827,10 @@ class ExchangeImpl : public Exchange {
     return *found;
   }
 
+  bool HoldsDocument(const std::string& id) override {
+    return IsDocumentId(id) && store_->GetDocument(id).ok();
+  }
+
   absl::StatusOr<v1::Evidence> Evidence(const std::string& id) override {
     ASSIGN_OR_RETURN(auto found, Inspect(id));
     auto& [doc, status] = found;

@@ -3,7 +3,6 @@
 #include <signal.h>
 
 #include <CLI/CLI.hpp>
-#include <atomic>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -138,43 +137,6 @@ int Serve(const BrokerConfig& config) {
     LogError(absl::StrCat("", store.status().ToString()));
     return 1;
   }
-  policy::ServedPolicyOptions policy_options = config.ToPolicyOptions();
-  policy_options.log = [](absl::string_view line) {
-    log::Write(log::Level::kWarning, "policy", line);
-  };
-  // A policy file edited on disk changes what the broker permits as much as
-  // ApplyPolicy does: the swap goes into the audit log too (once it is open;
-  // the policy served at start is recorded there as well).
-  std::atomic<broker::AuditLog*> policy_audit{nullptr};
-  auto audit_policy = [&policy_audit, &config](const policy::Policy& serving,
-                                               absl::string_view action,
-                                               absl::string_view detail) {
-    broker::AuditLog* audit = policy_audit.load();
-    if (audit == nullptr) return;
-    v1::AuditEntry e;
-    e.set_kind(v1::AUDIT_KIND_POLICY_CHANGE);
-    e.set_actor(config.SpiffeId());
-    e.set_action(std::string(action));
-    e.set_outcome("OK");
-    e.set_detail(absl::StrCat(detail, "policy ", serving.version(), " (",
-                              serving.rule_count(), " rules) from ",
-                              config.policy.path.empty()
-                                  ? "the embedded default"
-                                  : config.policy.path));
-    audit->Append(std::move(e));
-  };
-  policy_options.on_file_reload = [audit_policy](const policy::Policy& serving,
-                                                 const std::string& before) {
-    audit_policy(
-        serving, "PolicyFile/Reload",
-        absl::StrCat("the file was edited: ", before, " replaced by "));
-  };
-  absl::StatusOr<std::unique_ptr<policy::ServedPolicy>> served_policy =
-      policy::ServedPolicy::Open(policy_options);
-  if (!served_policy.ok()) {
-    LogError(absl::StrCat("policy: ", served_policy.status().message()));
-    return 1;
-  }
   // The audit log, its checkpoints signed with the broker's TLS key.
   std::unique_ptr<broker::AuditLog> audit_log;
   {
@@ -206,10 +168,43 @@ int Serve(const BrokerConfig& config) {
     }
     audit_log = std::move(opened).value();
     broker::SetAuthenticationAudit(audit_log.get());
-    policy_audit = audit_log.get();
-    audit_policy(*(*served_policy)->Current(), "PolicyFile/Load",
-                 "serving at start: ");
   }
+  policy::ServedPolicyOptions policy_options = config.ToPolicyOptions();
+  policy_options.log = [](absl::string_view line) {
+    log::Write(log::Level::kWarning, "policy", line);
+  };
+  // A policy file edited on disk changes what the broker permits as much as
+  // ApplyPolicy does: the swap goes into the audit log too, and so does the
+  // policy served at start. (The policy is destroyed before the audit log.)
+  auto audit_policy = [audit = audit_log.get(), &config](
+                          const policy::Policy& serving,
+                          absl::string_view action, absl::string_view detail) {
+    v1::AuditEntry e;
+    e.set_kind(v1::AUDIT_KIND_POLICY_CHANGE);
+    e.set_actor(config.SpiffeId());
+    e.set_action(std::string(action));
+    e.set_outcome("OK");
+    e.set_detail(absl::StrCat(detail, "policy ", serving.version(), " (",
+                              serving.rule_count(), " rules) from ",
+                              config.policy.path.empty()
+                                  ? "the embedded default"
+                                  : config.policy.path));
+    audit->Append(std::move(e));
+  };
+  policy_options.on_file_reload = [audit_policy](const policy::Policy& serving,
+                                                 const std::string& before) {
+    audit_policy(
+        serving, "PolicyFile/Reload",
+        absl::StrCat("the file was edited: ", before, " replaced by "));
+  };
+  absl::StatusOr<std::unique_ptr<policy::ServedPolicy>> served_policy =
+      policy::ServedPolicy::Open(policy_options);
+  if (!served_policy.ok()) {
+    LogError(absl::StrCat("policy: ", served_policy.status().message()));
+    return 1;
+  }
+  audit_policy(*(*served_policy)->Current(), "PolicyFile/Load",
+               "serving at start: ");
   absl::StatusOr<std::unique_ptr<storage::AttachmentStore>> attachments =
       storage::AttachmentStore::Open(config.ToAttachmentOptions(),
                                      store->get());
@@ -324,7 +319,7 @@ int Serve(const BrokerConfig& config) {
     peer_names.insert(peer.route.name);
   broker::AttachmentServiceImpl attachment_service(
       exchange->get(), attachments->get(), config.trust_domain, peer_names,
-      audit_log.get());
+      audit_log.get(), config.attachments.max_upload_calls);
   std::vector<broker::PeerEndpoint> peer_endpoints;
   for (const PeerConfig& peer : config.peers)
     peer_endpoints.push_back({peer.route.name, peer.endpoint});
@@ -525,8 +520,8 @@ int Serve(const BrokerConfig& config) {
   exchange->reset();
   incidents->reset();  // waits for its writes; before the audit log
   broker::SetAuthenticationAudit(nullptr);
-  audit_log.reset();  // its closing checkpoint, before the store closes
-  served_policy->reset();
+  served_policy->reset();  // its watcher may still write to the audit log
+  audit_log.reset();       // its closing checkpoint, before the store closes
   attachments->reset();
   store->reset();
   Log("stopped");

@@ -201,12 +201,14 @@ AttachmentServiceImpl::AttachmentServiceImpl(Exchange* exchange,
                                              storage::AttachmentStore* store,
                                              std::string trust_domain,
                                              std::set<std::string> peers,
-                                             AuditLog* audit)
+                                             AuditLog* audit,
+                                             int max_upload_calls)
     : exchange_(exchange),
       store_(store),
       trust_domain_(std::move(trust_domain)),
       peers_(std::move(peers)),
-      audit_(audit) {
+      audit_(audit),
+      max_upload_calls_(max_upload_calls) {
   // Chunks cross gRPC as ByteBuffers (lienthong/attachment_wire.h): Upload
   // (method 0 of AttachmentService) reads a chunk's bytes where gRPC
   // received them; Download (method 1) writes those the disk read. Marking
@@ -216,9 +218,22 @@ AttachmentServiceImpl::AttachmentServiceImpl(Exchange* exchange,
   MarkMethodCallback(
       0, new grpc::internal::CallbackBidiHandler<grpc::ByteBuffer,
                                                  v1::UploadResponse>(
-             [this](grpc::CallbackServerContext* ctx) {
+             [this](grpc::CallbackServerContext* ctx)
+                 -> grpc::ServerBidiReactor<grpc::ByteBuffer,
+                                            v1::UploadResponse>* {
+               // Each call has a thread: a bounded number of them.
+               if (upload_calls_.fetch_add(1) >= max_upload_calls_) {
+                 upload_calls_.fetch_sub(1);
+                 metrics_.refused.With("UNAVAILABLE").Add();
+                 return new RefuseBidi<grpc::ByteBuffer, v1::UploadResponse>(
+                     absl::UnavailableError(absl::StrCat(
+                         "broker busy: ", max_upload_calls_,
+                         " uploads are running; try again shortly")));
+               }
                return new UploadReactor([this, ctx](UploadCall* call) {
-                 return UploadChunks(ctx, call);
+                 grpc::Status status = UploadChunks(ctx, call);
+                 upload_calls_.fetch_sub(1);
+                 return status;
                });
              }));
   MarkMethodStreamed(
@@ -362,8 +377,15 @@ grpc::Status AttachmentServiceImpl::DownloadChunks(grpc::ServerContext* ctx,
     // document's evidence (refusals too: someone tried; but not without
     // bound, or anyone knowing a document's id could make its evidence too
     // large to export).
+    // A refused try (NOT_FOUND before any byte: no right to it) of a
+    // document this broker holds counts; other outcomes of a caller with a
+    // right (cancelled, broken off, damaged) always go in, and a try of a
+    // document not held here has no evidence to go into.
+    const bool refused =
+        status.error_code() == grpc::StatusCode::NOT_FOUND && sent == 0;
     const bool in_evidence =
-        status.ok() || CountRefusal(caller->spiffe_id, request.document_id());
+        !refused || (exchange_->HoldsDocument(request.document_id()) &&
+                     CountRefusal(caller->spiffe_id, request.document_id()));
     v1::AuditEntry e;
     e.set_kind(v1::AUDIT_KIND_ATTACHMENT_READ);
     e.set_actor(caller->spiffe_id);
@@ -379,11 +401,11 @@ grpc::Status AttachmentServiceImpl::DownloadChunks(grpc::ServerContext* ctx,
         "sha256 ", request.sha256().substr(0, 64), " from offset ",
         request.offset(), ": ", sent, " bytes sent",
         status.ok() ? "" : absl::StrCat("; ", status.error_message()),
-        in_evidence
-            ? ""
-            : absl::StrCat(" (not in the document's evidence: more than ",
-                           kRefusalsInEvidencePerDay,
-                           " refused tries of this caller today)")));
+        in_evidence ? ""
+                    : absl::StrCat(" (not in the document's evidence: no such "
+                                   "document here, or more than ",
+                                   kRefusalsInEvidencePerDay,
+                                   " refused tries of this caller today)")));
     // The call ends once its entry is durable, so the evidence fetched next
     // shows it.
     absl::Notification durable;

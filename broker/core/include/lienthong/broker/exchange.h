@@ -396,6 +396,10 @@ class Exchange {
   virtual absl::StatusOr<v1::Attachment> FindAttachment(
       const Principal& caller, const std::string& document_id,
       const std::string& sha256) = 0;
+  // Whether document `id` is stored here, whoever may see it: for the
+  // broker's own bookkeeping, never to be told to a caller. May block on
+  // storage.
+  virtual bool HoldsDocument(const std::string& id) = 0;
   virtual const ExchangeMetrics& metrics() const = 0;
 
   // ---- Paper conversion ----

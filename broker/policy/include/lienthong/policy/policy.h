@@ -286,9 +286,11 @@ struct ServedPolicyOptions {
   // Where reloads and rejected policies are reported (one line each).
   // Default: nowhere.
   std::function<void(absl::string_view)> log;
-  // Called (outside any lock) after a policy read from the file, an edit
-  // made outside Apply, was swapped in for the one with version `before`:
-  // the broker records it in its audit log. Default: nothing.
+  // Called after a policy read from the file, an edit made outside Apply,
+  // was swapped in for the one with version `before` (on the watcher's
+  // thread, with no lock held that Current or Decide take): the broker
+  // records it in its audit log. Must not call Apply or ReloadFromFile.
+  // Default: nothing.
   std::function<void(const Policy& serving, const std::string& before)>
       on_file_reload;
 };
