@@ -196,6 +196,19 @@ class AttachmentsTest : public ::testing::Test {
         RawChannel(broker_.endpoint(), absl::StrCat("orgs/", org)));
   }
 
+  // `sender` uploads `content` (as `name`) and sends `recipient` a document
+  // with it: the attachment and the send's receipt, in `a` and `receipt`.
+  void SendWithAttachment(Client& sender, const std::string& recipient,
+                          const std::string& content, const std::string& name,
+                          v1::Attachment* a, SendReceipt* receipt) {
+    StringSource source(content);
+    ASSERT_OK_AND_ASSIGN(
+        *a, sender.UploadAttachment(source, name, "application/octet-stream"));
+    v1::Document doc = NewDocument(recipient, absl::StrCat("Kèm ", name));
+    *doc.add_attachments() = *a;
+    ASSERT_OK_AND_ASSIGN(*receipt, sender.Send(doc));
+  }
+
   // An Upload of `content` by `org` through the generated stub (as another
   // client would make it), started: its start sent and first answer read.
   struct RawUpload {
@@ -567,13 +580,10 @@ TEST_F(AttachmentsTest,
   std::unique_ptr<Client> recipient = Open(kG22);
   ASSERT_NE(sender, nullptr);
   ASSERT_NE(recipient, nullptr);
-  StringSource source(content);
-  ASSERT_OK_AND_ASSIGN(
-      v1::Attachment a,
-      sender->UploadAttachment(source, "hong.bin", "application/octet-stream"));
-  v1::Document doc = NewDocument(kG22, "Tệp hỏng trên đĩa");
-  *doc.add_attachments() = a;
-  ASSERT_OK_AND_ASSIGN(SendReceipt receipt, sender->Send(doc));
+  v1::Attachment a;
+  SendReceipt receipt;
+  ASSERT_NO_FATAL_FAILURE(
+      SendWithAttachment(*sender, kG22, content, "hong.bin", &a, &receipt));
   const std::string blob =
       absl::StrCat(broker_.data_dir(), "/attachments/blobs/",
                    a.sha256().substr(0, 2), "/", a.sha256());
@@ -823,13 +833,10 @@ TEST_F(AttachmentsTest, OnlyTheSenderAndRecipientsDownload) {
   ASSERT_NE(recipient, nullptr);
   ASSERT_NE(outsider, nullptr);
   const std::string content = Content(3 * kChunk + 7, 6);
-  StringSource source(content);
-  ASSERT_OK_AND_ASSIGN(
-      v1::Attachment a,
-      sender->UploadAttachment(source, "mat.bin", "application/octet-stream"));
-  v1::Document doc = NewDocument(kH49, "Chỉ H49");
-  *doc.add_attachments() = a;
-  ASSERT_OK_AND_ASSIGN(SendReceipt receipt, sender->Send(doc));
+  v1::Attachment a;
+  SendReceipt receipt;
+  ASSERT_NO_FATAL_FAILURE(
+      SendWithAttachment(*sender, kH49, content, "mat.bin", &a, &receipt));
 
   DigestSink outsider_sink;
   EXPECT_THAT(
@@ -882,14 +889,10 @@ TEST_F(AttachmentsTest, AnOutsidersRefusedTriesDoNotGrowTheEvidenceUnbounded) {
   std::unique_ptr<Client> outsider = Open(kH50);
   ASSERT_NE(sender, nullptr);
   ASSERT_NE(outsider, nullptr);
-  const std::string content = Content(kChunk + 3, 12);
-  StringSource source(content);
-  ASSERT_OK_AND_ASSIGN(
-      v1::Attachment a,
-      sender->UploadAttachment(source, "bi-mat.bin", "application/pdf"));
-  v1::Document doc = NewDocument(kH49, "Tài liệu mật");
-  *doc.add_attachments() = a;
-  ASSERT_OK_AND_ASSIGN(SendReceipt receipt, sender->Send(doc));
+  v1::Attachment a;
+  SendReceipt receipt;
+  ASSERT_NO_FATAL_FAILURE(SendWithAttachment(
+      *sender, kH49, Content(kChunk + 3, 12), "bi-mat.bin", &a, &receipt));
   for (int i = 0; i < 14; ++i) {
     DigestSink sink;
     ASSERT_THAT(outsider->DownloadAttachment(receipt.document_id, a, sink),
