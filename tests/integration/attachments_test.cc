@@ -913,22 +913,22 @@ TEST_F(AttachmentsTest, AnOutsidersRefusedTriesDoNotGrowTheEvidenceUnbounded) {
   EXPECT_EQ(refused, 10);
 }
 
-BrokerOptions TwoUploadCalls() {
+BrokerOptions TwoTransferCalls() {
   BrokerOptions o = SmallChunks();
   o.config_yaml = absl::StrCat(
       "attachments: {chunk_bytes: ", kChunk, ", sync_bytes: ", kSync,
-      ", max_bytes: ", kMaxBytes, ", max_upload_calls: 2}\n");
+      ", max_bytes: ", kMaxBytes, ", max_transfer_calls: 2}\n");
   return o;
 }
 
 class BusyBrokerTest : public AttachmentsTest {
  protected:
-  BusyBrokerTest() : AttachmentsTest(TwoUploadCalls()) {}
+  BusyBrokerTest() : AttachmentsTest(TwoTransferCalls()) {}
 };
 
 TEST_F(BusyBrokerTest, UploadCallsPastTheLimitAreToldToComeBack) {
   // Each upload call has a thread at the broker: past
-  // attachments.max_upload_calls they are refused UNAVAILABLE (the SDK
+  // attachments.max_transfer_calls they are refused UNAVAILABLE (the SDK
   // retries), and taken again once a running one ends.
   const std::string a = Content(2 * kChunk, 21), b = Content(2 * kChunk, 22);
   std::unique_ptr<RawUpload> first = StartRawUpload(kH49, a);
@@ -955,6 +955,51 @@ TEST_F(BusyBrokerTest, UploadCallsPastTheLimitAreToldToComeBack) {
   EXPECT_OK(h50->UploadAttachment(source, "a.bin", "application/pdf"));
   second->context.TryCancel();
   second->stream->Finish();
+}
+
+TEST_F(BusyBrokerTest, DownloadCallsPastTheLimitAreToldToComeBack) {
+  std::unique_ptr<Client> sender = Open(kG22);
+  std::unique_ptr<Client> recipient = Open(kH49);
+  ASSERT_NE(sender, nullptr);
+  ASSERT_NE(recipient, nullptr);
+  const std::string content = Content(kMaxBytes - kChunk, 23);
+  v1::Attachment a;
+  SendReceipt receipt;
+  ASSERT_NO_FATAL_FAILURE(
+      SendWithAttachment(*sender, kH49, content, "lon.bin", &a, &receipt));
+  // Two downloads that take their first answer and read no further: with a
+  // small fixed window they hold the broker's two calls.
+  grpc::ChannelArguments small_window;
+  small_window.SetInt(GRPC_ARG_HTTP2_BDP_PROBE, 0);
+  small_window.SetInt(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, 64 << 10);
+  auto stub = v1::AttachmentService::NewStub(RawChannel(
+      broker_.endpoint(), absl::StrCat("orgs/", kH49), small_window));
+  v1::DownloadRequest request;
+  request.set_document_id(receipt.document_id);
+  request.set_sha256(a.sha256());
+  grpc::ClientContext held[2];
+  std::unique_ptr<grpc::ClientReader<v1::DownloadResponse>> readers[2];
+  for (int i = 0; i < 2; ++i) {
+    SetDeadline(held[i], kWait);
+    readers[i] = stub->Download(&held[i], request);
+    v1::DownloadResponse first;
+    ASSERT_TRUE(readers[i]->Read(&first));
+  }
+  DigestSink sink;
+  ClientOptions impatient = broker_.ClientOptionsFor(kH49);
+  impatient.retry_budget = absl::Milliseconds(300);
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<Client> busy, Client::Open(impatient));
+  EXPECT_THAT(
+      busy->DownloadAttachment(receipt.document_id, a, sink),
+      StatusIs(absl::StatusCode::kUnavailable, HasSubstr("broker busy")));
+  // One ends: the download goes through.
+  held[0].TryCancel();
+  readers[0]->Finish();
+  DigestSink whole;
+  EXPECT_OK(recipient->DownloadAttachment(receipt.document_id, a, whole));
+  EXPECT_EQ(whole.HexDigest(), Sha256HexOf(content));
+  held[1].TryCancel();
+  readers[1]->Finish();
 }
 
 TEST_F(AttachmentsTest, ASenderMayReferenceOnlyWhatItUploaded) {

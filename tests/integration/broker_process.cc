@@ -172,7 +172,8 @@ absl::Status SignAs(const std::string& key_of, v1::Document* doc) {
 }
 
 std::shared_ptr<grpc::Channel> RawChannel(const std::string& endpoint,
-                                          const std::string& identity) {
+                                          const std::string& identity,
+                                          const grpc::ChannelArguments& args) {
   const std::string dir = DevPkiDir().value_or("");
   auto read = [&](const std::string& rel) {
     return ReadFile(absl::StrCat(dir, "/", rel)).value_or("");
@@ -196,9 +197,8 @@ std::shared_ptr<grpc::Channel> RawChannel(const std::string& endpoint,
   options.set_verify_server_certs(true);
   options.set_certificate_verifier(
       std::make_shared<grpc::experimental::HostNameCertificateVerifier>());
-  return grpc::CreateCustomChannel(endpoint,
-                                   grpc::experimental::TlsCredentials(options),
-                                   grpc::ChannelArguments());
+  return grpc::CreateCustomChannel(
+      endpoint, grpc::experimental::TlsCredentials(options), args);
 }
 
 absl::StatusOr<std::string> DevPkiDir() {

@@ -71,9 +71,11 @@ absl::Status SignWith(const std::string& certificate, const std::string& key,
 // A mutual-TLS channel to `endpoint` that bypasses the SDK, trusting the
 // dev PKI's ca.pem and presenting `identity` (a path in the dev PKI without
 // extension, e.g. "orgs/000.00.00.H49" or "bad/expired-org": its .pem and
-// .key), or no client certificate when `identity` is empty.
-std::shared_ptr<grpc::Channel> RawChannel(const std::string& endpoint,
-                                          const std::string& identity);
+// .key), or no client certificate when `identity` is empty. `args`: the
+// channel's arguments (e.g. a small fixed HTTP/2 window).
+std::shared_ptr<grpc::Channel> RawChannel(
+    const std::string& endpoint, const std::string& identity,
+    const grpc::ChannelArguments& args = grpc::ChannelArguments());
 
 // A port on 127.0.0.1 that nothing listened on a moment ago.
 absl::StatusOr<int> PickFreePort();

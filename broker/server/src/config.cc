@@ -475,7 +475,7 @@ absl::StatusOr<BrokerConfig> ParseConfig(const std::string& yaml,
           p.CheckKeys(a, "attachments",
                       {"directory", "max_bytes", "chunk_bytes", "sync_bytes",
                        "usable_hours", "partial_kept_hours", "min_free_bytes",
-                       "gc_minutes", "direct_io", "max_upload_calls"}));
+                       "gc_minutes", "direct_io", "max_transfer_calls"}));
       RETURN_IF_ERROR(p.String(a, "directory", &c.attachments.directory));
       if (!c.attachments.directory.empty())
         c.attachments.directory = Resolve(base_dir, c.attachments.directory);
@@ -494,8 +494,8 @@ absl::StatusOr<BrokerConfig> ParseConfig(const std::string& yaml,
                                          uint64_t{1} << 42));
       RETURN_IF_ERROR(
           p.Number(a, "gc_minutes", &c.attachments.gc_minutes, 1, 24 * 60));
-      RETURN_IF_ERROR(p.Number(a, "max_upload_calls",
-                               &c.attachments.max_upload_calls, 1, 100000));
+      RETURN_IF_ERROR(p.Number(a, "max_transfer_calls",
+                               &c.attachments.max_transfer_calls, 1, 100000));
       if (YAML::Node d = a["direct_io"]) {
         if (!d.IsScalar() ||
             !YAML::convert<bool>::decode(d, c.attachments.direct_io)) {

@@ -123,8 +123,9 @@ struct AttachmentsConfig {
   bool direct_io = true;  // see storage::AttachmentOptions::direct_io
   // How often unreferenced attachments and stale uploads are collected.
   int gc_minutes = 60;
-  // Upload calls running at once (each has a thread); more: UNAVAILABLE.
-  int max_upload_calls = 256;
+  // Uploads, and downloads, running at once (each holds a thread); more:
+  // UNAVAILABLE.
+  int max_transfer_calls = 256;
 };
 
 struct BrokerConfig {

@@ -319,7 +319,7 @@ int Serve(const BrokerConfig& config) {
     peer_names.insert(peer.route.name);
   broker::AttachmentServiceImpl attachment_service(
       exchange->get(), attachments->get(), config.trust_domain, peer_names,
-      audit_log.get(), config.attachments.max_upload_calls);
+      audit_log.get(), config.attachments.max_transfer_calls);
   std::vector<broker::PeerEndpoint> peer_endpoints;
   for (const PeerConfig& peer : config.peers)
     peer_endpoints.push_back({peer.route.name, peer.endpoint});

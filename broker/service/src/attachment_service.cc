@@ -6,6 +6,7 @@
 #include <thread>
 #include <utility>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
@@ -202,13 +203,13 @@ AttachmentServiceImpl::AttachmentServiceImpl(Exchange* exchange,
                                              std::string trust_domain,
                                              std::set<std::string> peers,
                                              AuditLog* audit,
-                                             int max_upload_calls)
+                                             int max_transfer_calls)
     : exchange_(exchange),
       store_(store),
       trust_domain_(std::move(trust_domain)),
       peers_(std::move(peers)),
       audit_(audit),
-      max_upload_calls_(max_upload_calls) {
+      max_transfer_calls_(max_transfer_calls) {
   // Chunks cross gRPC as ByteBuffers (lienthong/attachment_wire.h): Upload
   // (method 0 of AttachmentService) reads a chunk's bytes where gRPC
   // received them; Download (method 1) writes those the disk read. Marking
@@ -222,12 +223,12 @@ AttachmentServiceImpl::AttachmentServiceImpl(Exchange* exchange,
                  -> grpc::ServerBidiReactor<grpc::ByteBuffer,
                                             v1::UploadResponse>* {
                // Each call has a thread: a bounded number of them.
-               if (upload_calls_.fetch_add(1) >= max_upload_calls_) {
+               if (upload_calls_.fetch_add(1) >= max_transfer_calls_) {
                  upload_calls_.fetch_sub(1);
                  metrics_.refused.With("UNAVAILABLE").Add();
                  return new RefuseBidi<grpc::ByteBuffer, v1::UploadResponse>(
                      absl::UnavailableError(absl::StrCat(
-                         "broker busy: ", max_upload_calls_,
+                         "broker busy: ", max_transfer_calls_,
                          " uploads are running; try again shortly")));
                }
                return new UploadReactor([this, ctx](UploadCall* call) {
@@ -364,6 +365,14 @@ grpc::Status AttachmentServiceImpl::DownloadChunks(grpc::ServerContext* ctx,
   absl::StatusOr<Principal> caller =
       Caller(ctx, "/lienthong.v1.AttachmentService/Download");
   if (!caller.ok()) return Refuse(caller.status());
+  // Each call holds a thread while it runs: a bounded number of them.
+  if (download_calls_.fetch_add(1) >= max_transfer_calls_) {
+    download_calls_.fetch_sub(1);
+    return Refuse(absl::UnavailableError(
+        absl::StrCat("broker busy: ", max_transfer_calls_,
+                     " downloads are running; try again shortly")));
+  }
+  absl::Cleanup running = [this] { download_calls_.fetch_sub(1); };
   v1::DownloadRequest request;
   if (!stream->Read(&request)) {
     return Refuse(absl::InvalidArgumentError(

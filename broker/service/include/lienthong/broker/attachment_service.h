@@ -44,11 +44,12 @@ class AttachmentServiceImpl final : public v1::AttachmentService::Service {
   // push attachments (the configured peers). `audit` (optional) records
   // every download of a document's attachment (refusals included, in that
   // document's evidence) and every completed upload.
-  // `max_upload_calls`: upload calls running at once (each has a thread);
-  // more are answered UNAVAILABLE ("broker busy").
+  // `max_transfer_calls`: uploads, and downloads, running at once (each
+  // holds a thread); more are answered UNAVAILABLE ("broker busy").
   AttachmentServiceImpl(Exchange* exchange, storage::AttachmentStore* store,
                         std::string trust_domain, std::set<std::string> peers,
-                        AuditLog* audit = nullptr, int max_upload_calls = 256);
+                        AuditLog* audit = nullptr,
+                        int max_transfer_calls = 256);
 
   // Ends running transfers at their next chunk with UNAVAILABLE (clients
   // resume elsewhere or later). Call before grpc::Server::Shutdown.
@@ -96,8 +97,9 @@ class AttachmentServiceImpl final : public v1::AttachmentService::Service {
   AuditLog* const audit_;
   std::atomic<bool> stopping_{false};
   AttachmentMetrics metrics_;
-  const int max_upload_calls_;
-  std::atomic<int> upload_calls_{0};  // running now
+  const int max_transfer_calls_;
+  std::atomic<int> upload_calls_{0};    // running now
+  std::atomic<int> download_calls_{0};  // running now
 
   static constexpr int kRefusalsInEvidencePerDay = 10;
   static constexpr size_t kRefusalsTracked = 100000;  // (caller, document)
