@@ -1,6 +1,7 @@
 #include "lienthong/broker/attachment_service.h"
 
 #include <algorithm>
+#include <atomic>
 #include <deque>
 #include <functional>
 #include <thread>
@@ -81,6 +82,20 @@ class StoredSource final : public AttachmentSource {
   storage::SharedChunk cached_;  // the stored chunk at cached_offset_
   uint64_t cached_offset_ = 0;
 };
+
+// Takes one of `limit` places in `running` (calls that hold a thread):
+// false, taking nothing, when all are taken.
+bool TakePlace(std::atomic<int>& running, int limit) {
+  if (running.fetch_add(1) < limit) return true;
+  running.fetch_sub(1);
+  return false;
+}
+
+// The answer to a call past the limit of `limit` `calls` running.
+absl::Status Busy(int limit, absl::string_view calls) {
+  return absl::UnavailableError(absl::StrCat(
+      "broker busy: ", limit, " ", calls, " are running; try again shortly"));
+}
 
 // Messages of an upload read ahead of the one being stored: what a call
 // holds in memory besides gRPC's own buffers (the HTTP/2 window).
@@ -223,13 +238,10 @@ AttachmentServiceImpl::AttachmentServiceImpl(Exchange* exchange,
                  -> grpc::ServerBidiReactor<grpc::ByteBuffer,
                                             v1::UploadResponse>* {
                // Each call has a thread: a bounded number of them.
-               if (upload_calls_.fetch_add(1) >= max_transfer_calls_) {
-                 upload_calls_.fetch_sub(1);
+               if (!TakePlace(upload_calls_, max_transfer_calls_)) {
                  metrics_.refused.With("UNAVAILABLE").Add();
                  return new RefuseBidi<grpc::ByteBuffer, v1::UploadResponse>(
-                     absl::UnavailableError(absl::StrCat(
-                         "broker busy: ", max_transfer_calls_,
-                         " uploads are running; try again shortly")));
+                     Busy(max_transfer_calls_, "uploads"));
                }
                return new UploadReactor([this, ctx](UploadCall* call) {
                  grpc::Status status = UploadChunks(ctx, call);
@@ -366,12 +378,8 @@ grpc::Status AttachmentServiceImpl::DownloadChunks(grpc::ServerContext* ctx,
       Caller(ctx, "/lienthong.v1.AttachmentService/Download");
   if (!caller.ok()) return Refuse(caller.status());
   // Each call holds a thread while it runs: a bounded number of them.
-  if (download_calls_.fetch_add(1) >= max_transfer_calls_) {
-    download_calls_.fetch_sub(1);
-    return Refuse(absl::UnavailableError(
-        absl::StrCat("broker busy: ", max_transfer_calls_,
-                     " downloads are running; try again shortly")));
-  }
+  if (!TakePlace(download_calls_, max_transfer_calls_))
+    return Refuse(Busy(max_transfer_calls_, "downloads"));
   absl::Cleanup running = [this] { download_calls_.fetch_sub(1); };
   v1::DownloadRequest request;
   if (!stream->Read(&request)) {
