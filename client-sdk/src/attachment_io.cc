@@ -6,6 +6,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <iterator>
 #include <optional>
 #include <thread>
 #include <utility>
@@ -19,6 +20,8 @@
 #include "lienthong/common/handoff.h"
 #include "lienthong/common/sealing.h"
 #include "lienthong/common/sha256_chain.h"
+#include "lienthong/common/status_macros.h"
+#include "lienthong/common/thread_name.h"
 
 namespace lienthong {
 namespace {
@@ -173,11 +176,134 @@ std::optional<std::string> SourceHash::StateAt(uint64_t end) const {
                         sealing::Sha256Chain::kStateBytes);
 }
 
-absl::StatusOr<v1::UploadResponse> UploadOnce(
+namespace {
+
+// What sets the attempts of the two kinds of upload apart: how a chunk is
+// named, and what is checked where the broker's answers say where it
+// stands.
+class ChunkNamer {
+ public:
+  virtual ~ChunkNamer() = default;
+  // Before the first chunk: the broker's first answer (not complete, its
+  // chunk size and durable bytes checked).
+  virtual absl::Status Resume(const v1::UploadResponse& first) = 0;
+  // Fills in the hash fields of the chunk at `at` with `data`.
+  virtual absl::Status Name(uint64_t at, absl::string_view data,
+                            v1::Chunk* fields) = 0;
+  // The broker's answer that the upload is complete.
+  virtual absl::Status Check(const v1::UploadResponse& last) = 0;
+};
+
+// An upload that announced its sha256: chunks carry the states of the hash
+// the SDK made before the upload (nothing is hashed again), or their own.
+class AnnouncedNamer final : public ChunkNamer {
+ public:
+  explicit AnnouncedNamer(const SourceHash& hash) : hash_(hash) {}
+  absl::Status Resume(const v1::UploadResponse& first) override {
+    by_state_ = first.takes_sha256_state() && hash_.Covers(first.chunk_size());
+    return absl::OkStatus();
+  }
+  absl::Status Name(uint64_t at, absl::string_view data,
+                    v1::Chunk* fields) override {
+    if (!by_state_) {
+      fields->set_sha256(sealing::Sha256Hex(data));
+      return absl::OkStatus();
+    }
+    std::optional<std::string> state = hash_.StateAt(at + data.size());
+    if (!state) {
+      return absl::InternalError(
+          absl::StrCat("no hash state for the chunk at ", at));
+    }
+    fields->set_sha256_state(*std::move(state));
+    return absl::OkStatus();
+  }
+  absl::Status Check(const v1::UploadResponse&) override {
+    return absl::OkStatus();  // the broker checked the announced hash
+  }
+
+ private:
+  const SourceHash& hash_;
+  bool by_state_ = false;
+};
+
+// An upload named at end: each chunk is hashed as it is sent, and the
+// broker's name for the whole must be that hash.
+class HashingNamer final : public ChunkNamer {
+ public:
+  HashingNamer(AttachmentSource& source, SentHash& kept, bool* restart)
+      : source_(source), kept_(kept), restart_(restart) {}
+  absl::Status Resume(const v1::UploadResponse& first) override {
+    // The broker took a restart, if asked: the next attempt resumes what
+    // this one makes durable.
+    *restart_ = false;
+    by_state_ = first.takes_sha256_state() &&
+                first.chunk_size() % sealing::Sha256Chain::kBlockBytes == 0;
+    const uint64_t durable = first.durable_bytes();
+    ASSIGN_OR_RETURN(chain_, kept_.At(source_, durable));
+    if (durable > 0 && (durable % sealing::Sha256Chain::kBlockBytes != 0 ||
+                        first.durable_state() != chain_.State())) {
+      *restart_ = true;
+      return absl::AbortedError(absl::StrCat(
+          "the broker holds ", durable,
+          " bytes under this upload's key that are not this content's "
+          "beginning; starting over"));
+    }
+    return absl::OkStatus();
+  }
+  absl::Status Name(uint64_t at, absl::string_view data,
+                    v1::Chunk* fields) override {
+    if (chain_.bytes() != at) {
+      return absl::InternalError(absl::StrCat(
+          "upload: chunk at ", at, " after ", chain_.bytes(), " bytes hashed"));
+    }
+    chain_.Update(data);
+    kept_.Keep(chain_);
+    if (!by_state_) {
+      fields->set_sha256(sealing::Sha256Hex(data));
+    } else if (chain_.bytes() == source_.size()) {
+      fields->set_sha256_state(chain_.Digest());
+    } else {
+      fields->set_sha256_state(chain_.State());
+    }
+    return absl::OkStatus();
+  }
+  absl::Status Check(const v1::UploadResponse& last) override {
+    ASSIGN_OR_RETURN(sealing::Sha256Chain whole,
+                     kept_.At(source_, source_.size()));
+    const std::string sent = sealing::HexOf(whole.Digest());
+    if (last.sha256() != sent) {
+      return absl::DataLossError(absl::StrCat(
+          "the broker stored the upload as content with SHA-256 \"",
+          last.sha256(), "\", not the ", sent, " of what was sent"));
+    }
+    return absl::OkStatus();
+  }
+
+ private:
+  AttachmentSource& source_;
+  SentHash& kept_;
+  bool* const restart_;
+  bool by_state_ = false;
+  sealing::Sha256Chain chain_;
+};
+
+// Chunks read and named ahead of the one being written: what an upload
+// holds in memory besides gRPC's own buffers.
+constexpr size_t kChunksAhead = 2;
+
+// A chunk ready to go out, or why it is not.
+struct PreparedChunk {
+  absl::Status status;
+  v1::Chunk fields;  // offset and hash, no data
+  std::shared_ptr<const std::string> bytes;
+};
+
+// One attempt of an upload starting with `start`, its chunks named by
+// `namer` (on a thread of the attempt's, one chunk after the other).
+absl::StatusOr<v1::UploadResponse> UploadAttempt(
     grpc::ChannelInterface& channel, grpc::ClientContext& context,
-    AttachmentSource& source, const SourceHash& hash,
+    AttachmentSource& source, const v1::UploadStart& start, ChunkNamer& namer,
     const ProgressCallback& progress) {
-  const std::string& sha256 = hash.sha256();
   // Messages go out as ByteBuffers: a chunk's bytes as read from the
   // source, not copied into a message and out of it again.
   const grpc::internal::RpcMethod method(
@@ -189,8 +315,7 @@ absl::StatusOr<v1::UploadResponse> UploadOnce(
              grpc::ByteBuffer, v1::UploadResponse>::Create(&channel, method,
                                                            &context));
   v1::UploadRequest request;
-  request.mutable_start()->set_sha256(sha256);
-  request.mutable_start()->set_size(source.size());
+  *request.mutable_start() = start;
   v1::UploadResponse last;
   bool answered = false;
   if (stream->Write(attachment_wire::Serialize(request)) &&
@@ -205,62 +330,71 @@ absl::StatusOr<v1::UploadResponse> UploadOnce(
     if (s.ok()) return absl::UnavailableError("upload ended without an answer");
     return FromGrpc(s);
   }
+  // Ends the call early with `status` (ours, not the broker's).
+  auto give_up = [&](absl::Status status) {
+    context.TryCancel();
+    stream->Finish();
+    return status;
+  };
   TransferProgress p;
   p.total = source.size();
   p.bytes = last.durable_bytes();
   p.resumed = last.resumed_bytes();
-  if (progress) progress(p);
   const uint64_t chunk_size = last.chunk_size();
   if (!last.complete()) {
     if (chunk_size == 0 || last.durable_bytes() % chunk_size != 0 ||
         last.durable_bytes() > source.size()) {
-      context.TryCancel();
-      stream->Finish();
-      return absl::InternalError(absl::StrCat(
+      return give_up(absl::InternalError(absl::StrCat(
           "the broker answered the upload with chunk size ", chunk_size,
-          " and ", last.durable_bytes(), " durable bytes: not usable"));
+          " and ", last.durable_bytes(), " durable bytes: not usable")));
     }
-    // Chunks carry the state of the hash the SDK made before the upload:
-    // nothing is hashed again.
-    const bool by_state = last.takes_sha256_state() && hash.Covers(chunk_size);
+    // What the broker holds counts once it is known to be this content's.
+    if (absl::Status s = namer.Resume(last); !s.ok()) return give_up(s);
+    if (progress) progress(p);
+    // A second thread reads and names the next chunks while this one
+    // writes (naming one may hash it: the network does not wait for that).
     // The broker's answers are small and few (one per sync): they wait in
     // the stream until the chunks are written.
-    for (uint64_t at = last.durable_bytes(); at < source.size();
-         at += chunk_size) {
-      const uint64_t length = std::min(chunk_size, source.size() - at);
-      absl::StatusOr<std::string> data = source.Read(at, length);
-      std::optional<std::string> state;
-      if (data.ok() && by_state) {
-        state = hash.StateAt(at + length);
-        if (!state) {
-          data = absl::InternalError(
-              absl::StrCat("no hash state for the chunk at ", at));
+    Handoff<PreparedChunk> chunks(kChunksAhead);
+    std::thread preparing([&] {
+      NameThisThread("lt-upload-read");
+      for (uint64_t at = last.durable_bytes(); at < source.size();
+           at += chunk_size) {
+        PreparedChunk c;
+        c.fields.set_offset(at);
+        absl::StatusOr<std::string> data =
+            source.Read(at, std::min(chunk_size, source.size() - at));
+        if (data.ok()) {
+          c.bytes = std::make_shared<const std::string>(*std::move(data));
+          c.status = namer.Name(at, *c.bytes, &c.fields);
+        } else {
+          c.status = data.status();
         }
+        const bool failed = !c.status.ok();
+        if (!chunks.Put(std::move(c)) || failed) break;
       }
-      if (!data.ok()) {
-        context.TryCancel();
-        stream->Finish();
-        return data.status();
-      }
-      v1::Chunk fields;
-      fields.set_offset(at);
-      if (state) {
-        fields.set_sha256_state(*std::move(state));
-      } else {
-        fields.set_sha256(sealing::Sha256Hex(*data));
-      }
-      auto bytes = std::make_shared<const std::string>(*std::move(data));
+      chunks.Close();
+    });
+    absl::Cleanup stop_preparing = [&] {
+      chunks.Stop();
+      preparing.join();
+    };
+    while (std::optional<PreparedChunk> c = chunks.Take()) {
+      if (!c->status.ok()) return give_up(c->status);
       if (!stream->Write(attachment_wire::WithChunk(
-              v1::UploadRequest(), v1::UploadRequest::kChunkFieldNumber, fields,
-              bytes, *bytes))) {
+              v1::UploadRequest(), v1::UploadRequest::kChunkFieldNumber,
+              c->fields, c->bytes, *c->bytes))) {
         break;  // Finish says why
       }
-      p.bytes = at + length;
+      p.bytes = c->fields.offset() + c->bytes->size();
       if (progress) progress(p);
     }
+    std::move(stop_preparing).Invoke();
     stream->WritesDone();
     v1::UploadResponse r;
     while (stream->Read(&r)) last = r;
+  } else if (progress) {
+    progress(p);
   }
   grpc::Status s = stream->Finish();
   if (!s.ok()) return FromGrpc(s);
@@ -269,7 +403,62 @@ absl::StatusOr<v1::UploadResponse> UploadOnce(
         absl::StrCat("the upload ended with ", last.durable_bytes(), " of ",
                      source.size(), " bytes durable at the broker"));
   }
+  RETURN_IF_ERROR(namer.Check(last));
   return last;
+}
+
+}  // namespace
+
+absl::StatusOr<v1::UploadResponse> UploadOnce(
+    grpc::ChannelInterface& channel, grpc::ClientContext& context,
+    AttachmentSource& source, const SourceHash& hash,
+    const ProgressCallback& progress) {
+  v1::UploadStart start;
+  start.set_sha256(hash.sha256());
+  start.set_size(source.size());
+  AnnouncedNamer namer(hash);
+  return UploadAttempt(channel, context, source, start, namer, progress);
+}
+
+absl::StatusOr<sealing::Sha256Chain> SentHash::At(AttachmentSource& source,
+                                                  uint64_t bytes) {
+  auto it = kept_.upper_bound(bytes);
+  sealing::Sha256Chain chain;
+  if (it != kept_.begin()) chain = std::prev(it)->second;
+  while (chain.bytes() < bytes) {
+    const uint64_t at = chain.bytes();
+    ASSIGN_OR_RETURN(std::string piece,
+                     source.Read(at, std::min(kHashPiece, bytes - at)));
+    chain.Update(piece);
+  }
+  return chain;
+}
+
+void SentHash::Keep(const sealing::Sha256Chain& chain) {
+  kept_.insert_or_assign(chain.bytes(), chain);
+}
+
+absl::StatusOr<std::string> UploadKeyOf(AttachmentSource& source) {
+  const uint64_t size = source.size();
+  const uint64_t edge = std::min(kHashPiece, size);
+  ASSIGN_OR_RETURN(std::string head, source.Read(0, edge));
+  ASSIGN_OR_RETURN(std::string tail, source.Read(size - edge, edge));
+  return absl::StrCat("lienthong-sdk/1 size=", size,
+                      " head=", sealing::Sha256Hex(head),
+                      " tail=", sealing::Sha256Hex(tail));
+}
+
+absl::StatusOr<v1::UploadResponse> UploadNamedAtEndOnce(
+    grpc::ChannelInterface& channel, grpc::ClientContext& context,
+    AttachmentSource& source, const std::string& upload_key, bool* restart,
+    SentHash& hash, const ProgressCallback& progress) {
+  v1::UploadStart start;
+  start.set_named_at_end(true);
+  start.set_size(source.size());
+  start.set_upload_key(upload_key);
+  start.set_restart(*restart);
+  HashingNamer namer(source, hash, restart);
+  return UploadAttempt(channel, context, source, start, namer, progress);
 }
 
 namespace {

@@ -7,6 +7,7 @@
 #define LIENTHONG_CLIENT_SDK_SRC_ATTACHMENT_IO_H_
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 
@@ -55,6 +56,41 @@ absl::StatusOr<v1::UploadResponse> UploadOnce(grpc::ChannelInterface& channel,
                                               AttachmentSource& source,
                                               const SourceHash& hash,
                                               const ProgressCallback& progress);
+
+// The hash of a source as an upload named at end sends it
+// (UploadStart.named_at_end): each chunk is hashed as it is sent, and the
+// hash where each chunk ended is kept across the attempts of one upload,
+// so that an attempt resuming where the broker's durable bytes end checks
+// them against its content without reading it again.
+class SentHash {
+ public:
+  // The hash of the first `bytes` bytes of `source`: as kept, or hashed now
+  // from the nearest point kept before (a new process resuming an upload
+  // reads the part the broker holds once). The source's error.
+  absl::StatusOr<sealing::Sha256Chain> At(AttachmentSource& source,
+                                          uint64_t bytes);
+  // Keeps `chain` (a chunk was just hashed into it).
+  void Keep(const sealing::Sha256Chain& chain);
+
+ private:
+  std::map<uint64_t, sealing::Sha256Chain> kept_;  // by bytes hashed
+};
+
+// What an upload named at end is resumed by: its size and the hashes of its
+// first and last MiB (UploadStart.upload_key). One read of those.
+absl::StatusOr<std::string> UploadKeyOf(AttachmentSource& source);
+
+// One attempt of an upload named at end (UploadStart.named_at_end with
+// `upload_key`; `*restart` asks the broker to drop what it holds under the
+// key). Hashes what it sends into `hash`; where the broker holds durable
+// bytes that are not this content's beginning it sets `*restart` and
+// returns ABORTED (the next attempt starts over). Returns the broker's
+// last answer, complete with the content's sha256 (checked against the
+// hash of what was sent: DATA_LOSS otherwise), as UploadOnce otherwise.
+absl::StatusOr<v1::UploadResponse> UploadNamedAtEndOnce(
+    grpc::ChannelInterface& channel, grpc::ClientContext& context,
+    AttachmentSource& source, const std::string& upload_key, bool* restart,
+    SentHash& hash, const ProgressCallback& progress);
 
 // DownloadOnce that also continues `whole` (optional), the hash of what
 // `sink` holds (it has taken exactly sink.offset() bytes), over each chunk,

@@ -161,12 +161,20 @@ class ClientImpl final : public Client {
 
   const std::string& org() const override { return connection_->org(); }
 
+  using Client::UploadAttachment;
   absl::StatusOr<v1::Attachment> UploadAttachment(
       AttachmentSource& source, const std::string& name,
-      const std::string& content_type,
+      const std::string& content_type, const UploadOptions& options,
       const ProgressCallback& progress) override {
-    return client_internal::UploadAttachment(*connection_, source, name,
-                                             content_type, progress);
+    if (!options.seal) {
+      return client_internal::UploadAttachment(*connection_, source, name,
+                                               content_type, options, progress);
+    }
+    return client_internal::UploadSealedAttachment(
+        source, [&](AttachmentSource& ciphertext) {
+          return client_internal::UploadAttachment(
+              *connection_, ciphertext, name, content_type, options, progress);
+        });
   }
 
   absl::Status DownloadAttachment(const std::string& document_id,

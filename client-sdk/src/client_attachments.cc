@@ -492,40 +492,81 @@ absl::Status Download(const Connection& connection,
   return absl::OkStatus();
 }
 
+// Where an upload found its broker too old to take uploads named at end:
+// it refused the empty UploadStart.sha256.
+bool NeedsHashFirst(const absl::Status& s) {
+  return absl::IsInvalidArgument(s) &&
+         absl::StartsWith(s.message(), "start.sha256");
+}
+
 }  // namespace
 
 absl::StatusOr<v1::Attachment> UploadAttachment(
     const Connection& connection, AttachmentSource& source,
     const std::string& name, const std::string& content_type,
-    const ProgressCallback& progress) {
+    const UploadOptions& options, const ProgressCallback& progress) {
   if (name.empty() || name.find('/') != std::string::npos || name == "." ||
       name == "..") {
     return absl::InvalidArgumentError(absl::StrCat(
         "attachment name \"", name, "\": must be a plain file name"));
   }
-  // One read of the whole hashes it, with the states that check each chunk
-  // at the broker: the upload hashes nothing again.
-  ASSIGN_OR_RETURN(attachment_io::SourceHash hash,
-                   attachment_io::SourceHash::Of(source));
-  const std::string& sha256 = hash.sha256();
   uint64_t furthest = 0;
-  RETURN_IF_ERROR(RetryTransfer(
-      connection,
-      [&](size_t index, grpc::ClientContext& context, bool* progressed) {
-        context.set_deadline(absl::ToChronoTime(
-            absl::Now() +
-            AttemptDeadline(connection.options(), source.size() - furthest)));
-        absl::StatusOr<v1::UploadResponse> r = attachment_io::UploadOnce(
-            connection.channel(index), context, source, hash,
-            [&](const TransferProgress& p) {
-              if (p.bytes > furthest) {
-                furthest = p.bytes;
-                *progressed = true;
-              }
-              if (progress) progress(p);
-            });
-        return r.status();
-      }));
+  // Runs `once` (one attempt) until the upload is complete or refused.
+  auto upload = [&](const std::function<absl::StatusOr<v1::UploadResponse>(
+                        grpc::ChannelInterface&, grpc::ClientContext&,
+                        const ProgressCallback&)>& once)
+      -> absl::StatusOr<v1::UploadResponse> {
+    v1::UploadResponse last;
+    RETURN_IF_ERROR(RetryTransfer(connection, [&](size_t index,
+                                                  grpc::ClientContext& context,
+                                                  bool* progressed) {
+      context.set_deadline(absl::ToChronoTime(
+          absl::Now() +
+          AttemptDeadline(connection.options(), source.size() - furthest)));
+      absl::StatusOr<v1::UploadResponse> r = once(
+          connection.channel(index), context, [&](const TransferProgress& p) {
+            if (p.bytes > furthest) {
+              furthest = p.bytes;
+              *progressed = true;
+            }
+            if (progress) progress(p);
+          });
+      if (r.ok()) last = *std::move(r);
+      return r.status();
+    }));
+    return last;
+  };
+  std::string sha256;
+  if (!options.hash_first) {
+    // Chunks go out as they are hashed; the last one names the content.
+    ASSIGN_OR_RETURN(std::string key, attachment_io::UploadKeyOf(source));
+    attachment_io::SentHash sent;
+    bool restart = false;
+    absl::StatusOr<v1::UploadResponse> named = upload(
+        [&](grpc::ChannelInterface& channel, grpc::ClientContext& context,
+            const ProgressCallback& on_progress) {
+          return attachment_io::UploadNamedAtEndOnce(
+              channel, context, source, key, &restart, sent, on_progress);
+        });
+    if (named.ok()) {
+      sha256 = named->sha256();
+    } else if (!NeedsHashFirst(named.status())) {
+      return named.status();
+    }
+  }
+  if (sha256.empty()) {
+    // One read of the whole hashes it, with the states that check each
+    // chunk at the broker: the upload hashes nothing again.
+    ASSIGN_OR_RETURN(attachment_io::SourceHash hash,
+                     attachment_io::SourceHash::Of(source));
+    sha256 = hash.sha256();
+    RETURN_IF_ERROR(upload([&](grpc::ChannelInterface& channel,
+                               grpc::ClientContext& context,
+                               const ProgressCallback& on_progress) {
+                      return attachment_io::UploadOnce(channel, context, source,
+                                                       hash, on_progress);
+                    }).status());
+  }
   v1::Attachment attachment;
   attachment.set_name(name);
   attachment.set_content_type(content_type);
@@ -711,15 +752,9 @@ namespace lienthong {
 
 absl::StatusOr<v1::Attachment> Client::UploadAttachment(
     AttachmentSource& source, const std::string& name,
-    const std::string& content_type, const UploadOptions& options,
-    const ProgressCallback& progress) {
-  if (!options.seal) {
-    return UploadAttachment(source, name, content_type, progress);
-  }
-  return client_internal::UploadSealedAttachment(
-      source, [&](AttachmentSource& ciphertext) {
-        return UploadAttachment(ciphertext, name, content_type, progress);
-      });
+    const std::string& content_type, const ProgressCallback& progress) {
+  return UploadAttachment(source, name, content_type, UploadOptions(),
+                          progress);
 }
 
 }  // namespace lienthong

@@ -21,10 +21,11 @@ namespace lienthong::client_internal {
 inline constexpr absl::string_view kAttachmentSealingScheme =
     "lienthong-attachment-v1/AES-256-GCM/1MiB";
 
+// Uploads `source` as it is (options.seal is for the caller to apply).
 absl::StatusOr<v1::Attachment> UploadAttachment(
     const Connection& connection, AttachmentSource& source,
     const std::string& name, const std::string& content_type,
-    const ProgressCallback& progress);
+    const UploadOptions& options, const ProgressCallback& progress);
 
 // Encrypts `source` under a fresh key as it is read and has `upload` upload
 // the ciphertext (it gets a source of the ciphertext, and returns the

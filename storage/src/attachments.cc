@@ -1,13 +1,18 @@
 // Attachment files and their records.
 //
 //   <directory>/blobs/<sha[0:2]>/<sha>       a complete attachment
-//   <directory>/partial/<sha>.<uploader id>  an upload in progress
+//   <directory>/partial/<name>.<uploader id> an upload in progress
+//
+// An upload in progress is named by the SHA-256 it announced, or (named at
+// end: the hash is known with the last chunk) by a name made from its
+// upload key, in the same form; its chunks are sealed at rest under that
+// name (StoredAttachment.sealed_as).
 //
 // Chunk i of a file sits at i * (chunk_size + overhead), where overhead is
 // what sealing at rest adds to each chunk (0 when off). Records (store
 // records, synced):
 //   att/b/<sha>             -> StoredAttachment
-//   att/u/<sha>/<uploader>  -> AttachmentUploadState (durable progress)
+//   att/u/<name>/<uploader> -> AttachmentUploadState (durable progress)
 //   att/g/<sha>/<uploader>  -> AttachmentGrant
 //   att/r/<sha>/<document>  -> "1" (the document references it)
 #include "lienthong/storage/attachments.h"
@@ -262,7 +267,9 @@ class ReaderImpl final : public AttachmentReader {
         // No thread to spare: the next chunk is read when asked for.
       }
     }
-    return ContentOf(store_, layout_, sha256_, index, *std::move(raw));
+    return ContentOf(store_, layout_,
+                     meta_.sealed_as().empty() ? sha256_ : meta_.sealed_as(),
+                     index, *std::move(raw));
   }
 
   Store* const store_;
@@ -286,6 +293,9 @@ class AttachmentStoreImpl final : public AttachmentStore {
   absl::StatusOr<std::unique_ptr<AttachmentUpload>> BeginUpload(
       absl::string_view uploader, absl::string_view sha256,
       uint64_t size) override;
+  absl::StatusOr<std::unique_ptr<AttachmentUpload>> BeginUploadNamedAtEnd(
+      absl::string_view uploader, absl::string_view upload_key, uint64_t size,
+      bool restart) override;
 
   absl::Status CheckUsable(absl::string_view uploader, absl::string_view sha256,
                            uint64_t size) override {
@@ -425,9 +435,10 @@ class AttachmentStoreImpl final : public AttachmentStore {
   }
 
   // Makes `path` the complete attachment `sha256` and records it with the
-  // uploader's grant, in one synced write (the upload's record goes).
+  // uploader's grant, in one synced write (the upload's record, under
+  // `name`, goes).
   absl::Status Complete(const std::string& partial, absl::string_view sha256,
-                        absl::string_view uploader,
+                        absl::string_view name, absl::string_view uploader,
                         std::optional<v1::StoredAttachment> meta) {
     absl::MutexLock lock(&mu_);
     WriteBatch batch;
@@ -458,9 +469,15 @@ class AttachmentStoreImpl final : public AttachmentStore {
     *grant.mutable_at() = TimestampOf(clock_->Now());
     batch.records.push_back(
         {GrantKey(sha256, uploader), grant.SerializeAsString()});
-    batch.records.push_back({UploadKey(sha256, uploader), ""});
+    batch.records.push_back({UploadKey(name, uploader), ""});
     return store_->WriteSync(std::move(batch)).status();
   }
+
+  // BeginUpload and BeginUploadNamedAtEnd: the upload named `sha256` (the
+  // hash, or the name of an upload named at end).
+  absl::StatusOr<std::unique_ptr<AttachmentUpload>> Begin(
+      absl::string_view uploader, absl::string_view sha256, uint64_t size,
+      bool named_at_end, bool restart);
 
   // Whether the file of stored attachment `sha256` (record `meta`) is there
   // with the length its record gives. One lost or cut since (a disk fault,
@@ -503,13 +520,15 @@ class AttachmentStoreImpl final : public AttachmentStore {
 
 class UploadImpl final : public AttachmentUpload {
  public:
+  // `sha256`: the hash announced, or (`named_at_end`) the upload's name.
   UploadImpl(AttachmentStoreImpl* owner, std::string uploader,
-             std::string sha256, Layout layout)
+             std::string sha256, Layout layout, bool named_at_end)
       : owner_(owner),
         uploader_(std::move(uploader)),
         sha256_(std::move(sha256)),
         layout_(layout),
-        chained_(layout.chunk_size % sealing::Sha256Chain::kBlockBytes == 0) {}
+        chained_(layout.chunk_size % sealing::Sha256Chain::kBlockBytes == 0),
+        named_at_end_(named_at_end) {}
 
   ~UploadImpl() override {
     out_.reset();  // waits for its background write, which uses fd_
@@ -542,6 +561,7 @@ class UploadImpl final : public AttachmentUpload {
                              state.SerializeAsString()});
     RETURN_IF_ERROR(owner_->store()->WriteSync(std::move(batch)).status());
     progress_.durable_bytes = written_;
+    NoteDurableState();
     ReserveRest();  // what is written is on the disk now
     return true;
   }
@@ -566,6 +586,15 @@ class UploadImpl final : public AttachmentUpload {
     }
   }
 
+  // progress_.durable_state, for a caller resuming an upload named at end.
+  void NoteDurableState() {
+    progress_.durable_state.clear();
+    if (named_at_end_ && written_ > 0 && written_ < layout_.size &&
+        written_ % sealing::Sha256Chain::kBlockBytes == 0) {
+      progress_.durable_state = whole_.State();
+    }
+  }
+
   // Keeps reserved the disk the rest of the upload may still take.
   void ReserveRest() {
     owner_->Reserve(AttachmentStoreImpl::ActiveKey(sha256_, uploader_),
@@ -579,6 +608,7 @@ class UploadImpl final : public AttachmentUpload {
     whole_ = sealing::Sha256Chain();
     progress_.durable_bytes = 0;
     progress_.resumed_bytes = 0;
+    progress_.durable_state.clear();
     WriteBatch batch;
     batch.records.push_back(
         {AttachmentStoreImpl::UploadKey(sha256_, uploader_), ""});
@@ -611,6 +641,9 @@ class UploadImpl final : public AttachmentUpload {
   // checked and recorded by Chunk.sha256_state; otherwise by their own
   // SHA-256, as before states.
   const bool chained_;
+  // Named by its last chunk: sha256_ is the upload's name, and the content
+  // is stored under the hash of what arrived.
+  const bool named_at_end_;
   std::string path_;
   int fd_ = -1;
   std::optional<DirectAppender> out_;  // on fd_
@@ -629,9 +662,11 @@ absl::Status UploadImpl::Start(bool renew) {
   if (renew) {
     // The same uploader proved it holds this content before: its right is
     // renewed without sending it again.
-    RETURN_IF_ERROR(owner_->Complete("", sha256_, uploader_, std::nullopt));
+    RETURN_IF_ERROR(
+        owner_->Complete("", sha256_, sha256_, uploader_, std::nullopt));
     progress_.durable_bytes = progress_.resumed_bytes = layout_.size;
     progress_.complete = true;
+    progress_.sha256 = sha256_;
     progress_.usable_until =
         owner_->clock()->Now() + owner_->options().usable_for;
     return absl::OkStatus();
@@ -682,6 +717,7 @@ absl::Status UploadImpl::Start(bool renew) {
     }
     progress_.durable_bytes = written_;
     progress_.resumed_bytes = written_;
+    NoteDurableState();
   }
   // Whatever the file holds past what is durable and checked (an earlier
   // attempt's tail, another layout's records, a padded block) goes: the
@@ -790,7 +826,7 @@ absl::StatusOr<bool> UploadImpl::Write(
 
 absl::Status UploadImpl::Finish() {
   std::string whole = sealing::HexOf(whole_.Digest());
-  if (whole != sha256_) {
+  if (!named_at_end_ && whole != sha256_) {
     uint64_t bytes = written_;
     Reset();
     return absl::DataLossError(
@@ -804,13 +840,14 @@ absl::Status UploadImpl::Finish() {
   fd_ = -1;
   v1::StoredAttachment meta;
   Describe(&meta);
+  if (layout_.encrypted && whole != sha256_) meta.set_sealed_as(sha256_);
   if (absl::Status s =
-          owner_->Complete(path_, sha256_, uploader_, std::move(meta));
+          owner_->Complete(path_, whole, sha256_, uploader_, std::move(meta));
       !s.ok()) {
     // The file is closed: nothing more can be written or synced through
     // this upload. A new one picks up what is durable.
     ended_ = absl::UnavailableError(absl::StrCat(
-        "attachment ", sha256_,
+        "attachment ", whole,
         ": completing it failed; upload it again to go on from what is "
         "stored (",
         s.message(), ")"));
@@ -818,6 +855,8 @@ absl::Status UploadImpl::Finish() {
   }
   progress_.durable_bytes = layout_.size;
   progress_.complete = true;
+  progress_.sha256 = std::move(whole);
+  progress_.durable_state.clear();
   progress_.usable_until =
       owner_->clock()->Now() + owner_->options().usable_for;
   return absl::OkStatus();
@@ -831,6 +870,31 @@ AttachmentStoreImpl::BeginUpload(absl::string_view uploader,
         "start.sha256: must be the SHA-256 of the whole content as 64 "
         "lower-case hex digits");
   }
+  return Begin(uploader, sha256, size, /*named_at_end=*/false,
+               /*restart=*/false);
+}
+
+absl::StatusOr<std::unique_ptr<AttachmentUpload>>
+AttachmentStoreImpl::BeginUploadNamedAtEnd(absl::string_view uploader,
+                                           absl::string_view upload_key,
+                                           uint64_t size, bool restart) {
+  if (upload_key.empty() || upload_key.size() > 256) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("start.upload_key: ", upload_key.size(),
+                     " bytes; an upload named at end needs a key of 1 to "
+                     "256 bytes to be resumed by"));
+  }
+  // In the form of a hash (the upload's records and file are found as
+  // those of uploads that announced one), and no uploader can make it the
+  // hash of some content.
+  const std::string name = sealing::Sha256Hex(absl::StrCat(
+      "lienthong upload named at end\n", uploader, "\n", upload_key));
+  return Begin(uploader, name, size, /*named_at_end=*/true, restart);
+}
+
+absl::StatusOr<std::unique_ptr<AttachmentUpload>> AttachmentStoreImpl::Begin(
+    absl::string_view uploader, absl::string_view sha256, uint64_t size,
+    bool named_at_end, bool restart) {
   if (uploader.empty()) {
     return absl::InvalidArgumentError("attachments: uploader: empty");
   }
@@ -854,16 +918,21 @@ AttachmentStoreImpl::BeginUpload(absl::string_view uploader,
           "end"));
     }
     if (!active_.insert(key).second) {
-      return absl::AbortedError(
-          absl::StrCat("an upload of attachment ", sha256, " by ", uploader,
-                       " is already running; wait for it or end it first"));
+      return absl::AbortedError(absl::StrCat(
+          named_at_end ? "an upload with this start.upload_key"
+                       : absl::StrCat("an upload of attachment ", sha256),
+          " by ", uploader,
+          " is already running; wait for it or end it first"));
     }
-    absl::StatusOr<std::optional<v1::StoredAttachment>> blob = ReadBlob(sha256);
-    if (!blob.ok()) {
-      active_.erase(key);
-      return blob.status();
+    if (!named_at_end) {
+      absl::StatusOr<std::optional<v1::StoredAttachment>> blob =
+          ReadBlob(sha256);
+      if (!blob.ok()) {
+        active_.erase(key);
+        return blob.status();
+      }
+      existing = *std::move(blob);
     }
-    existing = *std::move(blob);
   }
   Layout layout;
   layout.size = size;
@@ -873,6 +942,15 @@ AttachmentStoreImpl::BeginUpload(absl::string_view uploader,
     EndUpload(key);
     return s;
   };
+  if (restart) {
+    // What is durable under this name is some other content's beginning.
+    WriteBatch forget;
+    forget.records.push_back({UploadKey(sha256, uploader), ""});
+    if (absl::Status s = store_->WriteSync(std::move(forget)).status();
+        !s.ok()) {
+      return release(s);
+    }
+  }
   // Only an uploader whose right to the stored content is alive renews it
   // without sending it. Anyone else uploads as if nothing were stored (a
   // partial file of its own, checked as a whole at the end, then dropped
@@ -923,8 +1001,8 @@ AttachmentStoreImpl::BeginUpload(absl::string_view uploader,
     }
     if (!fits.ok()) return release(fits);
   }
-  auto upload = std::make_unique<UploadImpl>(this, std::string(uploader),
-                                             std::string(sha256), layout);
+  auto upload = std::make_unique<UploadImpl>(
+      this, std::string(uploader), std::string(sha256), layout, named_at_end);
   RETURN_IF_ERROR(upload->Start(renew));
   return upload;
 }

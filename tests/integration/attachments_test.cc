@@ -612,17 +612,16 @@ TEST_F(AttachmentsTest,
 // ---- 4. Interrupted on the client, resumed --------------------------------
 
 // Fails once with INTERNAL (not retried by the SDK) when the upload, after
-// the SDK has hashed the whole, asks for the chunk at `fail_at` or beyond,
-// and only once the broker has written everything sent before it (so that
-// the failure is the source's, not a race with the network).
+// the SDK has read the end of the content (to hash the whole, or for the
+// upload's key), asks for the chunk at `fail_at` or beyond, and only once
+// the broker has written everything sent before it (so that the failure is
+// the source's, not a race with the network).
 class FailingSource : public StringSource {
  public:
-  FailingSource(std::string content, uint64_t fail_at, std::string partial_dir,
-                std::string sha256)
+  FailingSource(std::string content, uint64_t fail_at, std::string partial_dir)
       : StringSource(std::move(content)),
         fail_at_(fail_at),
-        partial_dir_(std::move(partial_dir)),
-        sha256_(std::move(sha256)) {}
+        partial_dir_(std::move(partial_dir)) {}
 
   absl::StatusOr<std::string> Read(uint64_t offset, uint64_t length) override {
     if (hashed_ && !failed_ && offset >= fail_at_ && offset < size()) {
@@ -632,7 +631,7 @@ class FailingSource : public StringSource {
           Eventually([&] { return PartialBytes() >= offset; }, kWait);
       return absl::InternalError("simulated: the disk holding the scan failed");
     }
-    if (offset + length == size()) hashed_ = true;  // the SDK's hash pass
+    if (offset + length == size()) hashed_ = true;  // the SDK's first pass
     return StringSource::Read(offset, length);
   }
 
@@ -641,38 +640,56 @@ class FailingSource : public StringSource {
   uint64_t sent_before_failure() const { return sent_before_failure_; }
 
  private:
-  // Bytes of the broker's file of this upload in progress.
+  // Bytes of the broker's file of this upload in progress (the only one).
   uint64_t PartialBytes() const {
     std::error_code ec;
     for (const auto& e :
          std::filesystem::directory_iterator(partial_dir_, ec)) {
-      if (absl::StartsWith(e.path().filename().string(), sha256_))
-        return e.file_size(ec);
+      return e.file_size(ec);
     }
     return 0;
   }
 
   const uint64_t fail_at_;
   const std::string partial_dir_;
-  const std::string sha256_;
   bool hashed_ = false;
   bool failed_ = false;
   bool broker_had_it_ = false;
   uint64_t sent_before_failure_ = 0;
 };
 
-TEST_F(AttachmentsTest, AnUploadInterruptedAtSixtyPercentResumes) {
-  constexpr uint64_t kSize = 64 * kChunk;  // 4 MiB
-  const std::string content = Content(kSize, 4);
-  const std::string sha256 = Sha256HexOf(content);
-  std::unique_ptr<Client> sender = Open(kG22);
-  ASSERT_NE(sender, nullptr);
+constexpr uint64_t kResumedSize = 64 * kChunk;  // 4 MiB
 
-  FailingSource failing(content, kSize * 6 / 10,
-                        broker_.data_dir() + "/attachments/partial", sha256);
+class InterruptedUploadTest : public AttachmentsTest {
+ protected:
+  struct Resumed {
+    uint64_t bytes_read = 0;  // by the second upload
+    uint64_t resumed = 0;     // bytes it found durable
+  };
+  // An upload of kResumedSize bytes with `options` that fails at 60 %,
+  // then a new one of the same content (as from a new process), sent and
+  // downloaded by its recipient.
+  Resumed InterruptAtSixtyPercentAndResume(const UploadOptions& options,
+                                           uint32_t seed);
+  std::string PartialDir() const {
+    return broker_.data_dir() + "/attachments/partial";
+  }
+};
+
+InterruptedUploadTest::Resumed
+InterruptedUploadTest::InterruptAtSixtyPercentAndResume(
+    const UploadOptions& options, uint32_t seed) {
+  constexpr uint64_t kSize = kResumedSize;
+  const std::string content = Content(kSize, seed);
+  std::unique_ptr<Client> sender = Open(kG22);
+  EXPECT_NE(sender, nullptr);
+  if (sender == nullptr) return {};
+
+  FailingSource failing(content, kSize * 6 / 10, PartialDir());
   absl::StatusOr<v1::Attachment> first =
-      sender->UploadAttachment(failing, "quet.pdf", "application/pdf");
-  ASSERT_TRUE(failing.failed());
+      sender->UploadAttachment(failing, "quet.pdf", "application/pdf", options);
+  EXPECT_TRUE(failing.failed());
+  if (!failing.failed()) return {};
   EXPECT_TRUE(failing.broker_had_it())
       << "the broker did not write the first " << failing.sent_before_failure()
       << " bytes within " << absl::FormatDuration(kWait);
@@ -684,30 +701,90 @@ TEST_F(AttachmentsTest, AnUploadInterruptedAtSixtyPercentResumes) {
   StringSource again(content);
   uint64_t resumed = 0;
   uint64_t bytes_at_first_answer = ~uint64_t{0};
-  ASSERT_OK_AND_ASSIGN(
-      v1::Attachment a,
-      sender->UploadAttachment(
-          again, "quet.pdf", "application/pdf", [&](const TransferProgress& p) {
-            resumed = std::max(resumed, p.resumed);
-            bytes_at_first_answer = std::min(bytes_at_first_answer, p.bytes);
-          }));
+  absl::StatusOr<v1::Attachment> a = sender->UploadAttachment(
+      again, "quet.pdf", "application/pdf", options,
+      [&](const TransferProgress& p) {
+        resumed = std::max(resumed, p.resumed);
+        bytes_at_first_answer = std::min(bytes_at_first_answer, p.bytes);
+      });
+  EXPECT_OK(a);
+  if (!a.ok()) return {};
+  EXPECT_EQ(a->sha256(), Sha256HexOf(content));
   // Everything durable was kept: at least what the syncs made durable, at
   // most what was sent.
   EXPECT_GE(resumed, kSize / 2);
   EXPECT_GE(resumed, sent / kSync * kSync);
   EXPECT_LE(resumed, sent);
   EXPECT_EQ(bytes_at_first_answer, resumed);
-  // ... and not sent again: the second upload read the whole once to hash
-  // it, then only what the broker lacked.
-  EXPECT_EQ(again.bytes_read(), kSize + (kSize - resumed));
 
   v1::Document doc = NewDocument(kH49, "Bản quét");
+  *doc.add_attachments() = *a;
+  absl::StatusOr<SendReceipt> receipt = sender->Send(doc);
+  EXPECT_OK(receipt);
+  std::unique_ptr<Client> recipient = Open(kH49);
+  EXPECT_NE(recipient, nullptr);
+  if (receipt.ok() && recipient != nullptr) {
+    ExpectItsAttachmentDownloads(*recipient, receipt->document_id, content,
+                                 "quet.pdf");
+  }
+  return {again.bytes_read(), resumed};
+}
+
+TEST_F(InterruptedUploadTest, AnUploadInterruptedAtSixtyPercentResumes) {
+  // Named at end (the SDK's default): a new process finds what is durable
+  // by the upload's key.
+  Resumed r = InterruptAtSixtyPercentAndResume(UploadOptions(), 4);
+  // What the broker lacked was sent, not the rest again: the second upload
+  // read the first and last MiB (its key), what the broker held once (to
+  // check it is this content's beginning), then what the broker lacked.
+  EXPECT_EQ(r.bytes_read, (2 << 20) + kResumedSize);
+  EXPECT_GE(r.resumed, kResumedSize / 2);
+}
+
+TEST_F(InterruptedUploadTest, AnUploadHashedFirstResumesByItsHash) {
+  UploadOptions hash_first;
+  hash_first.hash_first = true;
+  Resumed r = InterruptAtSixtyPercentAndResume(hash_first, 5);
+  // The whole read once to hash it, then only what the broker lacked.
+  EXPECT_EQ(r.bytes_read, kResumedSize + (kResumedSize - r.resumed));
+  EXPECT_GE(r.resumed, kResumedSize / 2);
+}
+
+TEST_F(InterruptedUploadTest, AnotherContentUnderTheSameUploadKeyStartsOver) {
+  // Two contents of one size with the same first and last MiB (the SDK's
+  // upload key): the second finds the first's durable beginning under its
+  // key, sees it is not its own, and starts over.
+  constexpr uint64_t kSize = 64 * kChunk;
+  const std::string first = Content(kSize, 6);
+  std::string second = first;
+  second[kSize / 2] ^= 0x01;
+  std::unique_ptr<Client> sender = Open(kG22);
+  ASSERT_NE(sender, nullptr);
+  FailingSource failing(first, kSize * 6 / 10, PartialDir());
+  EXPECT_THAT(sender->UploadAttachment(failing, "a.pdf", "application/pdf"),
+              StatusIs(absl::StatusCode::kInternal));
+  ASSERT_TRUE(failing.failed());
+  ASSERT_TRUE(failing.broker_had_it());
+
+  StringSource source(second);
+  uint64_t resumed = 0;
+  ASSERT_OK_AND_ASSIGN(
+      v1::Attachment a,
+      sender->UploadAttachment(source, "b.pdf", "application/pdf",
+                               [&](const TransferProgress& p) {
+                                 resumed = std::max(resumed, p.resumed);
+                               }));
+  EXPECT_EQ(a.sha256(), Sha256HexOf(second));
+  EXPECT_EQ(a.size(), kSize);
+  // Nothing of the first content counted as this one's.
+  EXPECT_EQ(resumed, 0u);
+  v1::Document doc = NewDocument(kH49, "Bản thứ hai");
   *doc.add_attachments() = a;
   ASSERT_OK_AND_ASSIGN(SendReceipt receipt, sender->Send(doc));
   std::unique_ptr<Client> recipient = Open(kH49);
   ASSERT_NE(recipient, nullptr);
-  ExpectItsAttachmentDownloads(*recipient, receipt.document_id, content,
-                               "quet.pdf");
+  ExpectItsAttachmentDownloads(*recipient, receipt.document_id, second,
+                               "b.pdf");
 }
 
 // ---- 5. kill -9 in the middle of an upload --------------------------------
@@ -1047,7 +1124,8 @@ TEST_F(AttachmentsTest, AnAttachmentAboveMaxBytesIsRefusedAtTheStart) {
         << s.error_message();
     EXPECT_THAT(s.error_message(), HasSubstr("attachments.max_bytes"));
   }
-  // Through the SDK: the content is read once to hash it, and no more. (A
+  // Through the SDK: of the content only the first and last MiB are read
+  // (the upload's key), before the refusal. (A
   // short retry budget: the refusal is an answer, not to be retried; should
   // the SDK retry it, the test fails sooner.)
   ClientOptions options = broker_.ClientOptionsFor(kG22);
@@ -1058,7 +1136,7 @@ TEST_F(AttachmentsTest, AnAttachmentAboveMaxBytesIsRefusedAtTheStart) {
       sender->UploadAttachment(big, "qua-lon.bin", "application/octet-stream"),
       StatusIs(absl::StatusCode::kResourceExhausted,
                HasSubstr("attachments.max_bytes")));
-  EXPECT_EQ(big.bytes_read(), kMaxBytes + 1);
+  EXPECT_EQ(big.bytes_read(), uint64_t{2} << 20);
   // At the limit it is taken.
   StringSource at_limit(Content(kMaxBytes, 9));
   EXPECT_OK(

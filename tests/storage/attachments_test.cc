@@ -885,6 +885,149 @@ TEST_P(AttachmentStoreTest, ContentStoredWithChunkHashesOnlyStillReads) {
   EXPECT_TRUE(upload->progress().complete);
 }
 
+TEST_P(AttachmentStoreTest, AnUploadNamedAtEndIsStoredUnderTheHashOfWhatCame) {
+  // Chunks by their states (an SDK that hashes as it sends), and by their
+  // own hashes.
+  const std::string content = Content(5 * kChunk + 100, 40);
+  const std::string sha = sealing::Sha256Hex(content);
+  ASSERT_OK_AND_ASSIGN(
+      std::unique_ptr<AttachmentUpload> upload,
+      attachments_->BeginUploadNamedAtEnd(a_, "key-1", content.size(), false));
+  EXPECT_EQ(upload->progress().durable_bytes, 0u);
+  EXPECT_EQ(upload->progress().durable_state, "");
+  for (const v1::Chunk& c : StateChunks(content)) ASSERT_OK(upload->Write(c));
+  ASSERT_TRUE(upload->progress().complete);
+  EXPECT_EQ(upload->progress().sha256, sha);
+  upload.reset();
+  EXPECT_OK(attachments_->CheckUsable(a_, sha, content.size()));
+  EXPECT_THAT(attachments_->CheckUsable(b_, sha, content.size()),
+              StatusIs(absl::StatusCode::kFailedPrecondition));
+  EXPECT_THAT(FilesUnder(PartialDir()), SizeIs(0));
+  EXPECT_THAT(ReadAll(sha), IsOkAndHolds(content));
+
+  const std::string other = Content(2 * kChunk + 1, 41);
+  ASSERT_OK_AND_ASSIGN(upload, attachments_->BeginUploadNamedAtEnd(
+                                   b_, "key-1", other.size(), false));
+  ASSERT_OK(WriteChunks(*upload, other, 0, other.size()));
+  ASSERT_TRUE(upload->progress().complete);
+  EXPECT_EQ(upload->progress().sha256, sealing::Sha256Hex(other));
+  upload.reset();
+  // Both read back after a restart (sealed at rest under the names they
+  // were written with).
+  ASSERT_OK(Restart());
+  EXPECT_THAT(ReadAll(sha), IsOkAndHolds(content));
+  EXPECT_THAT(ReadAll(sealing::Sha256Hex(other)), IsOkAndHolds(other));
+  // Garbage collection sees them as any other stored content.
+  ASSERT_OK_AND_ASSIGN(AttachmentStats stats, attachments_->Stats());
+  EXPECT_EQ(stats.attachments, 2u);
+  EXPECT_EQ(stats.partial_uploads, 0u);
+}
+
+TEST_P(AttachmentStoreTest, AnUploadNamedAtEndResumesByItsKeyAfterARestart) {
+  const std::string content = Content(6 * kChunk + 9, 42);
+  const std::vector<v1::Chunk> chunks = StateChunks(content);
+  {
+    ASSERT_OK_AND_ASSIGN(
+        std::unique_ptr<AttachmentUpload> upload,
+        attachments_->BeginUploadNamedAtEnd(a_, "k", content.size(), false));
+    for (size_t i = 0; i < 3; ++i) ASSERT_OK(upload->Write(chunks[i]));
+    ASSERT_OK(upload->Checkpoint());
+    // Where the uploader checks its content against what is durable.
+    EXPECT_EQ(upload->progress().durable_state, chunks[2].sha256_state());
+  }
+  ASSERT_OK(Restart());
+  // Another uploader's key of the same text finds nothing of a_'s.
+  ASSERT_OK_AND_ASSIGN(
+      std::unique_ptr<AttachmentUpload> others,
+      attachments_->BeginUploadNamedAtEnd(b_, "k", content.size(), false));
+  EXPECT_EQ(others->progress().durable_bytes, 0u);
+  others.reset();
+  // Nor does another key of a_.
+  ASSERT_OK_AND_ASSIGN(others, attachments_->BeginUploadNamedAtEnd(
+                                   a_, "k2", content.size(), false));
+  EXPECT_EQ(others->progress().durable_bytes, 0u);
+  others.reset();
+
+  ASSERT_OK_AND_ASSIGN(
+      std::unique_ptr<AttachmentUpload> upload,
+      attachments_->BeginUploadNamedAtEnd(a_, "k", content.size(), false));
+  EXPECT_EQ(upload->progress().resumed_bytes, 3 * kChunk);
+  EXPECT_EQ(upload->progress().durable_state, chunks[2].sha256_state());
+  // One at a time per key.
+  EXPECT_THAT(
+      attachments_->BeginUploadNamedAtEnd(a_, "k", content.size(), false),
+      StatusIs(absl::StatusCode::kAborted, HasSubstr("upload_key")));
+  for (size_t i = 3; i < chunks.size(); ++i)
+    ASSERT_OK(upload->Write(chunks[i]));
+  ASSERT_TRUE(upload->progress().complete);
+  EXPECT_EQ(upload->progress().sha256, sealing::Sha256Hex(content));
+  upload.reset();
+  EXPECT_THAT(ReadAll(sealing::Sha256Hex(content)), IsOkAndHolds(content));
+}
+
+TEST_P(AttachmentStoreTest, ARestartedUploadNamedAtEndDropsWhatWasDurable) {
+  const std::string first = Content(4 * kChunk, 43);
+  std::string second = first;
+  second[10] ^= 0x01;  // another content of the same size
+  {
+    ASSERT_OK_AND_ASSIGN(
+        std::unique_ptr<AttachmentUpload> upload,
+        attachments_->BeginUploadNamedAtEnd(a_, "k", first.size(), false));
+    ASSERT_OK(WriteChunks(*upload, first, 0, 2 * kChunk));
+    ASSERT_OK(upload->Checkpoint());
+  }
+  ASSERT_OK_AND_ASSIGN(
+      std::unique_ptr<AttachmentUpload> upload,
+      attachments_->BeginUploadNamedAtEnd(a_, "k", second.size(), true));
+  EXPECT_EQ(upload->progress().durable_bytes, 0u);
+  EXPECT_EQ(upload->progress().resumed_bytes, 0u);
+  ASSERT_OK(WriteChunks(*upload, second, 0, second.size()));
+  ASSERT_TRUE(upload->progress().complete);
+  EXPECT_EQ(upload->progress().sha256, sealing::Sha256Hex(second));
+  upload.reset();
+  EXPECT_THAT(ReadAll(sealing::Sha256Hex(second)), IsOkAndHolds(second));
+  EXPECT_THAT(attachments_->Open(sealing::Sha256Hex(first)),
+              StatusIs(absl::StatusCode::kNotFound));
+}
+
+TEST_P(AttachmentStoreTest, AnUploadNamedAtEndNeedsAKeyAndFitsTheLimit) {
+  EXPECT_THAT(attachments_->BeginUploadNamedAtEnd(a_, "", kChunk, false),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("start.upload_key")));
+  EXPECT_THAT(attachments_->BeginUploadNamedAtEnd(a_, std::string(257, 'k'),
+                                                  kChunk, false),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("start.upload_key")));
+  EXPECT_THAT(
+      attachments_->BeginUploadNamedAtEnd(a_, "k", kMaxBytes + 1, false),
+      StatusIs(absl::StatusCode::kResourceExhausted, HasSubstr("start.size")));
+  ASSERT_OK_AND_ASSIGN(AttachmentStats stats, attachments_->Stats());
+  EXPECT_EQ(stats.uploads_running, 0u);
+  EXPECT_EQ(stats.partial_uploads, 0u);
+  // The empty content completes at once.
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<AttachmentUpload> empty,
+                       attachments_->BeginUploadNamedAtEnd(a_, "e", 0, false));
+  EXPECT_TRUE(empty->progress().complete);
+  EXPECT_EQ(empty->progress().sha256, sealing::Sha256Hex(""));
+}
+
+TEST_P(AttachmentStoreTest, ContentUploadedNamedAtEndAgainIsStoredOnce) {
+  const std::string content = Content(3 * kChunk + 5, 44);
+  const std::string sha = sealing::Sha256Hex(content);
+  ASSERT_OK(Upload(b_, content));
+  ASSERT_OK_AND_ASSIGN(
+      std::unique_ptr<AttachmentUpload> upload,
+      attachments_->BeginUploadNamedAtEnd(a_, "k", content.size(), false));
+  ASSERT_OK(WriteChunks(*upload, content, 0, content.size()));
+  ASSERT_TRUE(upload->progress().complete);
+  EXPECT_EQ(upload->progress().sha256, sha);
+  upload.reset();
+  EXPECT_OK(attachments_->CheckUsable(a_, sha, content.size()));
+  EXPECT_THAT(FilesUnder(BlobsDir()), SizeIs(1));
+  EXPECT_THAT(FilesUnder(PartialDir()), SizeIs(0));
+  EXPECT_THAT(ReadAll(sha), IsOkAndHolds(content));
+}
+
 TEST_P(AttachmentStoreTest, NoContentIsOnDiskInTheClearWithEncryptionAtRest) {
   constexpr char kMarker[] = "QUYET-DINH-BO-NHIEM-7c3a";
   std::string content;

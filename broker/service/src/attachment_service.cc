@@ -36,7 +36,9 @@ v1::UploadResponse ResponseOf(const storage::AttachmentUpload& upload) {
   r.set_takes_sha256_state(upload.takes_sha256_state());
   if (p.complete) {
     r.mutable_usable_until()->set_seconds(absl::ToUnixSeconds(p.usable_until));
+    r.set_sha256(p.sha256);
   }
+  r.set_durable_state(p.durable_state);
   return r;
 }
 
@@ -302,14 +304,30 @@ grpc::Status AttachmentServiceImpl::UploadChunks(grpc::ServerContextBase* ctx,
     return Refuse(absl::InvalidArgumentError(
         "upload: the first message must be `start` (sha256 and size)"));
   }
-  const std::string sha256 = request.start().sha256();
-  const uint64_t size = request.start().size();
-  absl::StatusOr<std::unique_ptr<storage::AttachmentUpload>> begun =
-      store_->BeginUpload(uploader, sha256, size);
+  const v1::UploadStart& start = request.start();
+  const uint64_t size = start.size();
+  absl::StatusOr<std::unique_ptr<storage::AttachmentUpload>> begun;
+  if (start.named_at_end()) {
+    if (!start.sha256().empty()) {
+      return Refuse(absl::InvalidArgumentError(
+          "start.sha256: leave it empty with start.named_at_end (the last "
+          "chunk names the content)"));
+    }
+    begun = store_->BeginUploadNamedAtEnd(uploader, start.upload_key(), size,
+                                          start.restart());
+  } else if (!start.upload_key().empty() || start.restart()) {
+    return Refuse(absl::InvalidArgumentError(
+        "start.upload_key and start.restart go with start.named_at_end; an "
+        "upload that names its sha256 is resumed by it"));
+  } else {
+    begun = store_->BeginUpload(uploader, start.sha256(), size);
+  }
   if (!begun.ok()) return Refuse(begun.status());
   storage::AttachmentUpload& upload = **begun;
   log::Fields fields = {
-      {"uploader", uploader}, {"sha256", sha256}, {"size", absl::StrCat(size)}};
+      {"uploader", uploader},
+      {"sha256", start.named_at_end() ? "(named at end)" : start.sha256()},
+      {"size", absl::StrCat(size)}};
   if (!stream->Write(ResponseOf(upload))) {
     return Refuse(absl::CancelledError("upload: the caller went away"));
   }
@@ -352,6 +370,8 @@ grpc::Status AttachmentServiceImpl::UploadChunks(grpc::ServerContextBase* ctx,
     return grpc::Status::OK;
   }
   metrics_.uploads_completed.Add();
+  const std::string& sha256 = upload.progress().sha256;
+  fields[1].second = sha256;
   if (audit_ != nullptr) {
     v1::AuditEntry e;
     e.set_kind(v1::AUDIT_KIND_ATTACHMENT_STORED);

@@ -160,6 +160,17 @@ struct UploadOptions {
   // content to the recipients. Stored attachments of a document that must
   // be sealed have to be uploaded this way. Default false.
   bool seal = false;
+  // Hash the whole content before sending any of it and name it at the
+  // start (UploadStart.sha256): content this org uploaded to the broker
+  // within its attachments.usable_for is then not sent again (the broker
+  // renews the org's right to it), which saves a slow link the transfer.
+  // Costs a read of the whole content before the first byte goes out
+  // (about 0.5 s per GiB here). Default false: chunks go out as they are
+  // hashed and the last one names the content (UploadStart.named_at_end);
+  // an interrupted upload still resumes from what the broker holds, also
+  // from another process. Against a broker that does not take uploads
+  // named at end the SDK hashes first anyway.
+  bool hash_first = false;
 };
 
 // A document handed to the application by Receive or Fetch.
@@ -258,34 +269,33 @@ class Client {
   // Uploads `source` to the broker in verified chunks and returns the
   // attachment to add to a document (name, content_type, sha256, size,
   // stored): `*doc.add_attachments() = *attachment;`, then Send. The content
-  // is read twice (once to hash it), a chunk at a time. An interrupted
-  // upload resumes from what the broker holds durably, within retry_budget
-  // of the last progress; a later call with the same content goes on from
-  // there too (and sends nothing when the broker already has it from this
-  // org). INVALID_ARGUMENT for a bad name, RESOURCE_EXHAUSTED above the
-  // broker's attachments.max_bytes, DATA_LOSS when the content changed while
-  // it was sent. Uploads the content as it is: a document that must be
-  // sealed end to end refuses such an attachment (Send: FAILED_PRECONDITION);
-  // use the overload with UploadOptions::seal for those.
-  virtual absl::StatusOr<v1::Attachment> UploadAttachment(
+  // is read once, a chunk at a time, hashed as it goes (see
+  // UploadOptions::hash_first). An interrupted upload resumes from what the
+  // broker holds durably, within retry_budget of the last progress; a later
+  // call with the same content goes on from there too. INVALID_ARGUMENT for
+  // a bad name, RESOURCE_EXHAUSTED above the broker's
+  // attachments.max_bytes, DATA_LOSS when the content changed while it was
+  // sent. Uploads the content as it is: a document that must be sealed end
+  // to end refuses such an attachment (Send: FAILED_PRECONDITION); use
+  // UploadOptions::seal for those.
+  absl::StatusOr<v1::Attachment> UploadAttachment(
       AttachmentSource& source, const std::string& name,
       const std::string& content_type,
-      const ProgressCallback& progress = nullptr) = 0;
+      const ProgressCallback& progress = nullptr);
 
   // The same with `options`. With options.seal the content is encrypted on
   // the fly as it is read (a segment of 1 MiB at a time, never whole in
   // memory) and the ciphertext is uploaded: the attachment returned has the
   // ciphertext's sha256 and size and, in `sealing`, the key and the
-  // plaintext's SHA-256 and size; progress counts ciphertext bytes. The
-  // content is read twice, as above; DATA_LOSS when it changed in between
-  // (its segments are never encrypted twice with different content under
-  // one nonce). Each sealed upload has its own key, so unlike a plain
-  // upload a new call with the same content uploads it again. Thread-safe
-  // as the other methods; errors as above.
-  absl::StatusOr<v1::Attachment> UploadAttachment(
+  // plaintext's SHA-256 and size; progress counts ciphertext bytes.
+  // DATA_LOSS when the content changed while it was read (its segments are
+  // never encrypted twice with different content under one nonce). Each
+  // sealed upload has its own key, so a new call with the same content
+  // uploads it again. Thread-safe as the other methods; errors as above.
+  virtual absl::StatusOr<v1::Attachment> UploadAttachment(
       AttachmentSource& source, const std::string& name,
       const std::string& content_type, const UploadOptions& options,
-      const ProgressCallback& progress = nullptr);
+      const ProgressCallback& progress = nullptr) = 0;
 
   // Streams a stored attachment of a document this org sent or received
   // into `sink` (which must start empty), checking every chunk and, at the

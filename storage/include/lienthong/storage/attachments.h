@@ -83,6 +83,11 @@ struct UploadProgress {
   bool complete = false;
   absl::Time usable_until = absl::InfinitePast();  // when complete
   uint64_t resumed_bytes = 0;  // durable before this upload began
+  // The content's SHA-256 (hex), when complete.
+  std::string sha256;
+  // An upload named at end: the hash state after durable_bytes (as
+  // Chunk.sha256_state), while 0 < durable_bytes < size.
+  std::string durable_state;
 };
 
 // One upload stream. Not thread-safe; one caller at a time.
@@ -212,6 +217,18 @@ class AttachmentStore {
   // Thread-safe.
   virtual absl::StatusOr<std::unique_ptr<AttachmentUpload>> BeginUpload(
       absl::string_view uploader, absl::string_view sha256, uint64_t size) = 0;
+
+  // Starts (or resumes) `uploader`'s upload of `size` bytes of content
+  // whose hash the upload finds itself (UploadStart.named_at_end): its
+  // chunks are kept under a name made from `upload_key` (the uploader's, 1
+  // to 256 bytes: the same key resumes what is durable) and stored under
+  // the content's SHA-256 when the last one arrives (progress().sha256).
+  // `restart` drops what is durable under the key first. Errors as
+  // BeginUpload (INVALID_ARGUMENT for a malformed key). Thread-safe.
+  virtual absl::StatusOr<std::unique_ptr<AttachmentUpload>>
+  BeginUploadNamedAtEnd(absl::string_view uploader,
+                        absl::string_view upload_key, uint64_t size,
+                        bool restart) = 0;
 
   // OK when the attachment is complete with this size and `uploader`
   // completed an upload of it within usable_for; FAILED_PRECONDITION
