@@ -573,6 +573,70 @@ TEST_F(AttachmentsTest, AMalformedUploadMessageIsRefusedNamingIt) {
   EXPECT_EQ(good.sha256(), sha256);
 }
 
+TEST_F(AttachmentsTest, AnUploadNamedAtEndIsCheckedAndNamedByItsLastChunk) {
+  const std::string content = Content(2 * kChunk + 100, 9);
+  const std::string sha256 = Sha256HexOf(content);
+  auto stub = RawStub(kG22);
+  // Starts that mix the two ways are refused naming the field.
+  auto start = [&](const std::string& sha, bool named_at_end,
+                   const std::string& key) {
+    v1::UploadRequest request = StartOf(sha, content.size());
+    request.mutable_start()->set_named_at_end(named_at_end);
+    request.mutable_start()->set_upload_key(key);
+    return request;
+  };
+  const std::pair<v1::UploadRequest, const char*> refused[] = {
+      {start(sha256, true, "k"), "start.sha256"},
+      {start(sha256, false, "k"), "start.upload_key"},
+      {start("", true, ""), "start.upload_key"},
+  };
+  for (const auto& [request, field] : refused) {
+    SCOPED_TRACE(request.ShortDebugString());
+    grpc::ClientContext context;
+    SetDeadline(context, kWait);
+    std::unique_ptr<UploadStream> stream = stub->Upload(&context);
+    ASSERT_TRUE(stream->Write(request));
+    v1::UploadResponse r;
+    EXPECT_FALSE(stream->Read(&r)) << r.ShortDebugString();
+    grpc::Status s = stream->Finish();
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT)
+        << s.error_message();
+    EXPECT_THAT(s.error_message(), HasSubstr(field));
+  }
+  // A client that sends each chunk with its own sha256: the broker names
+  // the content by what came.
+  grpc::ClientContext context;
+  SetDeadline(context, kWait);
+  std::unique_ptr<UploadStream> stream = stub->Upload(&context);
+  ASSERT_TRUE(stream->Write(start("", true, "raw-1")));
+  v1::UploadResponse last;
+  ASSERT_TRUE(stream->Read(&last));
+  EXPECT_EQ(last.durable_bytes(), 0u);
+  EXPECT_FALSE(last.complete());
+  for (uint64_t at = 0; at < content.size(); at += kChunk)
+    ASSERT_TRUE(stream->Write(ChunkOf(content, at, kChunk)));
+  stream->WritesDone();
+  for (v1::UploadResponse r; stream->Read(&r);) last = r;
+  ASSERT_TRUE(stream->Finish().ok());
+  EXPECT_TRUE(last.complete());
+  EXPECT_EQ(last.sha256(), sha256);
+  // The uploader may reference it by that name.
+  v1::Document doc = NewDocument(kH49, "Tải lên thô");
+  v1::Attachment* a = doc.add_attachments();
+  a->set_name("tho.bin");
+  a->set_content_type("application/octet-stream");
+  a->set_sha256(sha256);
+  a->set_size(content.size());
+  a->set_stored(true);
+  std::unique_ptr<Client> sender = Open(kG22);
+  ASSERT_NE(sender, nullptr);
+  ASSERT_OK_AND_ASSIGN(SendReceipt receipt, sender->Send(doc));
+  std::unique_ptr<Client> recipient = Open(kH49);
+  ASSERT_NE(recipient, nullptr);
+  ExpectItsAttachmentDownloads(*recipient, receipt.document_id, content,
+                               "tho.bin");
+}
+
 TEST_F(AttachmentsTest,
        ContentDamagedInTheBrokersStoreIsRefusedByTheRecipient) {
   const std::string content = Content(3 * kChunk + 10, 6);
