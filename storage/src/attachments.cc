@@ -912,10 +912,12 @@ absl::StatusOr<std::unique_ptr<AttachmentUpload>> AttachmentStoreImpl::Begin(
     for (const std::string& k : active_)
       by_uploader += absl::EndsWith(k, suffix);
     if (!active_.contains(key) && by_uploader >= kMaxUploadsPerUploader) {
-      return absl::ResourceExhaustedError(absl::StrCat(
+      // For a moment only: the caller (the SDK retries UNAVAILABLE) comes
+      // back once one has ended.
+      return absl::UnavailableError(absl::StrCat(
           uploader, " has ", by_uploader,
-          " uploads running, the most one uploader may; wait for one to "
-          "end"));
+          " uploads running, the most one uploader may; try again when one "
+          "has ended"));
     }
     if (!active_.insert(key).second) {
       return absl::AbortedError(absl::StrCat(

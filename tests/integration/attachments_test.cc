@@ -28,6 +28,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "gmock/gmock.h"
@@ -1060,6 +1061,36 @@ BrokerOptions TwoTransferCalls() {
       "attachments: {chunk_bytes: ", kChunk, ", sync_bytes: ", kSync,
       ", max_bytes: ", kMaxBytes, ", max_transfer_calls: 2}\n");
   return o;
+}
+
+TEST_F(AttachmentsTest, AnUploaderPastSixteenUploadsWaitsForOneToEnd) {
+  // One organization runs at most 16 uploads at once; the SDK's 17th is
+  // told to come back (UNAVAILABLE) and goes through once one has ended.
+  std::vector<std::unique_ptr<RawUpload>> running;
+  for (uint32_t i = 0; i < 16; ++i)
+    running.push_back(StartRawUpload(kH50, Content(2 * kChunk, 100 + i)));
+  std::unique_ptr<Client> h50 = Open(kH50);
+  ASSERT_NE(h50, nullptr);
+  const std::string content = Content(2 * kChunk, 99);
+  absl::Notification done;
+  absl::StatusOr<v1::Attachment> uploaded;
+  std::thread uploading([&] {
+    StringSource source(content);
+    uploaded = h50->UploadAttachment(source, "17.bin", "application/pdf");
+    done.Notify();
+  });
+  // It cannot go through while the 16 run.
+  EXPECT_FALSE(done.WaitForNotificationWithTimeout(absl::Milliseconds(500)));
+  running.front()->stream->WritesDone();
+  EXPECT_TRUE(running.front()->stream->Finish().ok());
+  EXPECT_TRUE(done.WaitForNotificationWithTimeout(kWait));
+  uploading.join();
+  ASSERT_OK(uploaded);
+  EXPECT_EQ(uploaded->sha256(), Sha256HexOf(content));
+  for (size_t i = 1; i < running.size(); ++i) {
+    running[i]->context.TryCancel();
+    running[i]->stream->Finish();
+  }
 }
 
 class BusyBrokerTest : public AttachmentsTest {
