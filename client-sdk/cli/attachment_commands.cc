@@ -95,10 +95,9 @@ std::string BaseNameOf(const std::string& path) {
 }  // namespace
 
 absl::Status UploadAttachments(Client& client,
-                               const std::vector<std::string>& paths, bool seal,
+                               const std::vector<std::string>& paths,
+                               const UploadOptions& options,
                                v1::Document* document) {
-  UploadOptions options;
-  options.seal = seal;
   for (const std::string& path : paths) {
     absl::StatusOr<std::unique_ptr<AttachmentSource>> source = FileSource(path);
     if (!source.ok()) {

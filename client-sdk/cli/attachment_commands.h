@@ -20,11 +20,12 @@ struct DownloadFlags {
   std::vector<std::string> names;  // empty: every stored attachment
 };
 
-// Uploads each file of `paths` (streamed, resumable; encrypted end to end
-// when `seal`, for a document that will be sealed) and adds it to
-// `document` as a stored attachment.
+// Uploads each file of `paths` with `options` (streamed, resumable;
+// encrypted end to end with options.seal, for a document that will be
+// sealed) and adds it to `document` as a stored attachment.
 absl::Status UploadAttachments(Client& client,
-                               const std::vector<std::string>& paths, bool seal,
+                               const std::vector<std::string>& paths,
+                               const UploadOptions& options,
                                v1::Document* document);
 
 // Downloads `attachment` of document `document_id` to `path` (verified;

@@ -288,7 +288,8 @@ absl::StatusOr<v1::Document> BuildDocument(const SendFlags& flags) {
 
 absl::Status RunSend(Client& client, v1::Document document,
                      const std::vector<std::string>& stored_attachments,
-                     bool seal_all, const std::string& receipt_file,
+                     bool hash_first, bool seal_all,
+                     const std::string& receipt_file,
                      const OutputFlags& output) {
   // What the SDK will seal (Sealer::MustSeal): its attachments are
   // encrypted end to end as they are uploaded.
@@ -296,8 +297,11 @@ absl::Status RunSend(Client& client, v1::Document document,
   const bool sealed = seal_all || c == v1::CLASSIFICATION_CONFIDENTIAL ||
                       c == v1::CLASSIFICATION_SECRET;
   RETURN_IF_ERROR(CompleteRedigitizedMark(client, &document));
+  UploadOptions upload;
+  upload.seal = sealed;
+  upload.hash_first = hash_first;
   RETURN_IF_ERROR(
-      UploadAttachments(client, stored_attachments, sealed, &document));
+      UploadAttachments(client, stored_attachments, upload, &document));
   ASSIGN_OR_RETURN(SendReceipt receipt, client.Send(document));
   if (!receipt_file.empty()) {
     RETURN_IF_ERROR(

@@ -35,7 +35,8 @@ struct SendFlags {
   std::string refers_to;
   std::string idempotency_key;
   std::string content_type;
-  std::vector<std::string> attachments;         // streamed, stored
+  std::vector<std::string> attachments;  // streamed, stored
+  bool hash_first = false;  // UploadOptions::hash_first for `attachments`
   std::vector<std::string> inline_attachments;  // inside the document
   std::string body_file;                        // "-" for stdin
   // A paper-register entry this document re-digitizes.
@@ -92,7 +93,8 @@ std::string SafeFileName(absl::string_view name);
 // Uploads `stored_attachments` (files, streamed), then sends.
 absl::Status RunSend(Client& client, v1::Document document,
                      const std::vector<std::string>& stored_attachments,
-                     bool seal_all, const std::string& receipt_file,
+                     bool hash_first, bool seal_all,
+                     const std::string& receipt_file,
                      const OutputFlags& output);
 // Stops (with --follow, --watch) when `stop` becomes true.
 absl::Status RunReceive(Client& client, const ReceiveFlags& flags,

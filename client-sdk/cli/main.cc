@@ -197,6 +197,11 @@ int Main(int argc, char** argv) {
       "--redigitize", send.redigitize,
       "This document re-digitizes paper-register entry ENTRY_ID (PR-...) of "
       "this organization: the broker settles the entry as it stores it");
+  send_cmd->add_flag(
+      "--hash-first", send.hash_first,
+      "Hash each --attach file whole before sending it: a file this "
+      "organization uploaded to the broker within its attachments.usable_hours "
+      "is then not sent again (worth the extra read on a slow link)");
   bool seal = false;
   send_cmd->add_flag("--seal", seal,
                      "Seal end-to-end for the recipients whatever the "
@@ -792,8 +797,8 @@ int Main(int argc, char** argv) {
   InstallSignalHandlers();
   absl::Status result;
   if (send_cmd->parsed()) {
-    result = RunSend(**client, *document, send.attachments, seal, receipt_file,
-                     output);
+    result = RunSend(**client, *document, send.attachments, send.hash_first,
+                     seal, receipt_file, output);
   } else if (download_cmd->parsed()) {
     std::error_code ec;
     std::filesystem::create_directories(download.out_dir, ec);

@@ -56,6 +56,7 @@ using ::lienthong::testing_util::Eventually;
 using ::lienthong::testing_util::StatusIs;
 using ::testing::AllOf;
 using ::testing::HasSubstr;
+using ::testing::Not;
 using ::testing::SizeIs;
 
 // The brokers of most tests keep small chunks, so that a few hundred KiB
@@ -1304,6 +1305,20 @@ TEST_F(AttachmentsTest, CliSendAttachAndDownload) {
   ASSERT_OK_AND_ASSIGN(std::string got, ReadFile(path));
   EXPECT_EQ(got.size(), content.size());
   EXPECT_TRUE(got == content) << "the bytes differ";
+
+  // Sent again: hashed first, the file this organization uploaded is not
+  // sent again; named at end (the default) it is.
+  ProgramResult renewed =
+      cli(kH49, {"send", "--to", kG22, "--subject", "Báo cáo quý (bản 2)",
+                 "--hash-first", "--attach", file, body});
+  ASSERT_EQ(renewed.exit_code, 0) << Describe(renewed);
+  EXPECT_THAT(renewed.stderr_text, HasSubstr("MiB already there"));
+  ProgramResult resent =
+      cli(kH49, {"send", "--to", kG22, "--subject", "Báo cáo quý (bản 3)",
+                 "--attach", file, body});
+  ASSERT_EQ(resent.exit_code, 0) << Describe(resent);
+  EXPECT_THAT(resent.stderr_text, Not(HasSubstr("already there")));
+  EXPECT_THAT(resent.stderr_text, HasSubstr("uploaded bao-cao-quy.pdf"));
 }
 
 }  // namespace
