@@ -8,6 +8,7 @@
 #include <cstring>
 #include <iterator>
 #include <optional>
+#include <system_error>
 #include <thread>
 #include <utility>
 
@@ -29,10 +30,16 @@ namespace {
 // How much of a source is read at once to hash it.
 constexpr uint64_t kHashPiece = 1 << 20;
 
+// A file, read where it is; every read checks that the file was not
+// written since it was opened (its size and modification time), so that an
+// upload never sends a mix of two versions of it.
 class FileSourceImpl final : public AttachmentSource {
  public:
-  FileSourceImpl(int fd, std::string path, uint64_t size)
-      : fd_(fd), path_(std::move(path)), size_(size) {}
+  FileSourceImpl(int fd, std::string path, const struct stat& st)
+      : fd_(fd),
+        path_(std::move(path)),
+        size_(static_cast<uint64_t>(st.st_size)),
+        modified_(st.st_mtim) {}
   ~FileSourceImpl() override { ::close(fd_); }
 
   uint64_t size() const override { return size_; }
@@ -55,6 +62,18 @@ class FileSourceImpl final : public AttachmentSource {
       }
       got += static_cast<uint64_t>(n);
     }
+    struct stat st;
+    if (::fstat(fd_, &st) != 0) {
+      return absl::InternalError(
+          absl::StrCat("stat ", path_, ": ", std::strerror(errno)));
+    }
+    if (static_cast<uint64_t>(st.st_size) != size_ ||
+        st.st_mtim.tv_sec != modified_.tv_sec ||
+        st.st_mtim.tv_nsec != modified_.tv_nsec) {
+      return absl::DataLossError(absl::StrCat(
+          path_, " was changed while it was being sent (now ", st.st_size,
+          " bytes, it had ", size_, "); send it again once it is written"));
+    }
     return out;
   }
 
@@ -62,6 +81,7 @@ class FileSourceImpl final : public AttachmentSource {
   const int fd_;
   const std::string path_;
   const uint64_t size_;
+  const struct timespec modified_;
 };
 
 absl::Status FromGrpc(const grpc::Status& s) {
@@ -90,8 +110,7 @@ absl::StatusOr<std::unique_ptr<AttachmentSource>> FileSource(
     return absl::InvalidArgumentError(
         absl::StrCat(path, ": not a regular file"));
   }
-  return std::unique_ptr<AttachmentSource>(
-      new FileSourceImpl(fd, path, static_cast<uint64_t>(st.st_size)));
+  return std::unique_ptr<AttachmentSource>(new FileSourceImpl(fd, path, st));
 }
 
 absl::StatusOr<std::string> Sha256OfSource(AttachmentSource& source) {
@@ -271,6 +290,14 @@ class HashingNamer final : public ChunkNamer {
     ASSIGN_OR_RETURN(sealing::Sha256Chain whole,
                      kept_.At(source_, source_.size()));
     const std::string sent = sealing::HexOf(whole.Digest());
+    if (last.sha256() != sent && last.resumed_bytes() == source_.size()) {
+      // Nothing was sent: the broker completed another content held under
+      // this upload's key. The next attempt starts over.
+      *restart_ = true;
+      return absl::AbortedError(absl::StrCat(
+          "the broker completed content with SHA-256 ", last.sha256(),
+          " under this upload's key, not this one's; starting over"));
+    }
     if (last.sha256() != sent) {
       return absl::DataLossError(absl::StrCat(
           "the broker stored the upload as content with SHA-256 \"",
@@ -341,7 +368,8 @@ absl::StatusOr<v1::UploadResponse> UploadAttempt(
   p.bytes = last.durable_bytes();
   p.resumed = last.resumed_bytes();
   const uint64_t chunk_size = last.chunk_size();
-  if (!last.complete()) {
+  const bool complete_at_once = last.complete();
+  if (!complete_at_once) {
     if (chunk_size == 0 || last.durable_bytes() % chunk_size != 0 ||
         last.durable_bytes() > source.size()) {
       return give_up(absl::InternalError(absl::StrCat(
@@ -356,10 +384,9 @@ absl::StatusOr<v1::UploadResponse> UploadAttempt(
     // The broker's answers are small and few (one per sync): they wait in
     // the stream until the chunks are written.
     Handoff<PreparedChunk> chunks(kChunksAhead);
-    std::thread preparing([&] {
+    auto prepare = [&, from = last.durable_bytes()] {
       NameThisThread("lt-upload-read");
-      for (uint64_t at = last.durable_bytes(); at < source.size();
-           at += chunk_size) {
+      for (uint64_t at = from; at < source.size(); at += chunk_size) {
         PreparedChunk c;
         c.fields.set_offset(at);
         absl::StatusOr<std::string> data =
@@ -374,10 +401,17 @@ absl::StatusOr<v1::UploadResponse> UploadAttempt(
         if (!chunks.Put(std::move(c)) || failed) break;
       }
       chunks.Close();
-    });
+    };
+    std::optional<std::thread> preparing;
+    try {
+      preparing.emplace(prepare);
+    } catch (const std::system_error& e) {
+      return give_up(absl::UnavailableError(absl::StrCat(
+          "upload: no thread to read the source on (", e.what(), ")")));
+    }
     absl::Cleanup stop_preparing = [&] {
       chunks.Stop();
-      preparing.join();
+      preparing->join();
     };
     while (std::optional<PreparedChunk> c = chunks.Take()) {
       if (!c->status.ok()) return give_up(c->status);
@@ -393,8 +427,6 @@ absl::StatusOr<v1::UploadResponse> UploadAttempt(
     stream->WritesDone();
     v1::UploadResponse r;
     while (stream->Read(&r)) last = r;
-  } else if (progress) {
-    progress(p);
   }
   grpc::Status s = stream->Finish();
   if (!s.ok()) return FromGrpc(s);
@@ -404,6 +436,9 @@ absl::StatusOr<v1::UploadResponse> UploadAttempt(
                      source.size(), " bytes durable at the broker"));
   }
   RETURN_IF_ERROR(namer.Check(last));
+  // Complete before a chunk was sent: what the broker held counts once it
+  // is known to be this content.
+  if (complete_at_once && progress) progress(p);
   return last;
 }
 

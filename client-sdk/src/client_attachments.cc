@@ -545,6 +545,13 @@ absl::StatusOr<v1::Attachment> UploadAttachment(
     absl::StatusOr<v1::UploadResponse> named = upload(
         [&](grpc::ChannelInterface& channel, grpc::ClientContext& context,
             const ProgressCallback& on_progress) {
+          if (restart) {
+            // Starting over: the whole content goes out again.
+            furthest = 0;
+            context.set_deadline(absl::ToChronoTime(
+                absl::Now() +
+                AttemptDeadline(connection.options(), source.size())));
+          }
           return attachment_io::UploadNamedAtEndOnce(
               channel, context, source, key, &restart, sent, on_progress);
         });

@@ -885,8 +885,10 @@ AttachmentStoreImpl::BeginUploadNamedAtEnd(absl::string_view uploader,
                      "256 bytes to be resumed by"));
   }
   // In the form of a hash (the upload's records and file are found as
-  // those of uploads that announced one), and no uploader can make it the
-  // hash of some content.
+  // those of uploads that announced one), with the uploader in it: no
+  // uploader's name can be another's (one that uploads this very string
+  // as content meets only its own named upload, whose prefix check and
+  // final hash still hold).
   const std::string name = sealing::Sha256Hex(absl::StrCat(
       "lienthong upload named at end\n", uploader, "\n", upload_key));
   return Begin(uploader, name, size, /*named_at_end=*/true, restart);
@@ -912,9 +914,10 @@ absl::StatusOr<std::unique_ptr<AttachmentUpload>> AttachmentStoreImpl::Begin(
     for (const std::string& k : active_)
       by_uploader += absl::EndsWith(k, suffix);
     if (!active_.contains(key) && by_uploader >= kMaxUploadsPerUploader) {
-      // For a moment only: the caller (the SDK retries UNAVAILABLE) comes
-      // back once one has ended.
-      return absl::UnavailableError(absl::StrCat(
+      // For a moment only: the caller comes back once one has ended (the
+      // SDK retries ABORTED on the same broker; UNAVAILABLE would send it to
+      // another endpoint, which holds none of this uploader's uploads).
+      return absl::AbortedError(absl::StrCat(
           uploader, " has ", by_uploader,
           " uploads running, the most one uploader may; try again when one "
           "has ended"));

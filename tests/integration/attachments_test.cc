@@ -1064,9 +1064,39 @@ BrokerOptions TwoTransferCalls() {
   return o;
 }
 
+TEST_F(AttachmentsTest, AFileWrittenWhileItIsSentIsRefused) {
+  // Each byte is read once, as it is sent: a file someone writes meanwhile
+  // would go out as a mix of two versions, under a hash of that mix.
+  const std::string content = Content(64 * kChunk, 12);
+  const std::string path = WriteTemp("dang-sua.pdf", content);
+  // Last written long ago, so that a write now moves its modification time.
+  const struct timespec long_ago[2] = {{1600000000, 0}, {1600000000, 0}};
+  ASSERT_EQ(::utimensat(AT_FDCWD, path.c_str(), long_ago, 0), 0);
+  std::unique_ptr<Client> sender = Open(kG22);
+  ASSERT_NE(sender, nullptr);
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<AttachmentSource> source,
+                       FileSource(path));
+  bool written = false;
+  absl::StatusOr<v1::Attachment> a = sender->UploadAttachment(
+      *source, "dang-sua.pdf", "application/pdf",
+      [&](const TransferProgress& p) {
+        if (written || p.bytes == 0) return;
+        written = true;
+        int fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
+        ASSERT_GE(fd, 0);
+        EXPECT_EQ(::pwrite(fd, "X", 1, static_cast<off_t>(content.size() - 9)),
+                  1);
+        ::close(fd);
+      });
+  ASSERT_TRUE(written);
+  EXPECT_THAT(a, StatusIs(absl::StatusCode::kDataLoss,
+                          AllOf(HasSubstr(path),
+                                HasSubstr("changed while it was being sent"))));
+}
+
 TEST_F(AttachmentsTest, AnUploaderPastSixteenUploadsWaitsForOneToEnd) {
   // One organization runs at most 16 uploads at once; the SDK's 17th is
-  // told to come back (UNAVAILABLE) and goes through once one has ended.
+  // told to come back (ABORTED) and goes through once one has ended.
   std::vector<std::unique_ptr<RawUpload>> running;
   for (uint32_t i = 0; i < 16; ++i)
     running.push_back(StartRawUpload(kH50, Content(2 * kChunk, 100 + i)));

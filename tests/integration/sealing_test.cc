@@ -144,7 +144,7 @@ class SealingTest : public ::testing::Test {
         storage,
         // Chunks smaller than the 1 MiB segments of sealed attachments, and
         // not aligned with them.
-        "attachments: {chunk_bytes: 300000}\n"
+        "attachments: {chunk_bytes: 300032}\n"
         "broker: {name: central, trust_domain: lienthong.local}\n"
         "orgs:\n"
         "  - {code: ",

@@ -128,6 +128,17 @@ TEST(ConfigTest, AttachmentsDirectIoIsReadAndChecked) {
                         "false"));
 }
 
+TEST(ConfigTest, AttachmentChunksEndOnHashBlocks) {
+  absl::StatusOr<BrokerConfig> c =
+      ParseConfig("attachments:\n  chunk_bytes: 1048576\n", "b.yaml");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->ToAttachmentOptions().chunk_size, 1048576u);
+  c = ParseConfig("attachments:\n  chunk_bytes: 1000032\n", "b.yaml");
+  EXPECT_THAT(c.status().message(),
+              HasSubstr("b.yaml:2:16: attachments.chunk_bytes must be a "
+                        "multiple of 64, not 1000032"));
+}
+
 TEST(ConfigTest, OwnOrgsNeedAPolicyFile) {
   absl::StatusOr<BrokerConfig> c = ParseConfig(
       "listen: 127.0.0.1:1\norgs:\n  - code: 000.00.00.H49\n", "b.yaml");

@@ -1266,9 +1266,9 @@ TEST_P(AttachmentStoreTest, OneUploaderRunsAtMostSixteenUploads) {
         attachments_->BeginUpload(a_, sealing::Sha256Hex(absl::StrCat(i)), 1));
   }
   const std::string more = sealing::Sha256Hex("more");
-  EXPECT_THAT(attachments_->BeginUpload(a_, more, 1),
-              StatusIs(absl::StatusCode::kUnavailable,
-                       HasSubstr("16 uploads running")));
+  EXPECT_THAT(
+      attachments_->BeginUpload(a_, more, 1),
+      StatusIs(absl::StatusCode::kAborted, HasSubstr("16 uploads running")));
   EXPECT_OK(attachments_->BeginUpload(b_, more, 1).status());
   running.pop_back();
   EXPECT_OK(attachments_->BeginUpload(a_, more, 1).status());

@@ -483,6 +483,14 @@ absl::StatusOr<BrokerConfig> ParseConfig(const std::string& yaml,
           a, "max_bytes", &c.attachments.max_bytes, 1, uint64_t{1} << 42));
       RETURN_IF_ERROR(p.Number<uint64_t>(
           a, "chunk_bytes", &c.attachments.chunk_bytes, 4096, 2 << 20));
+      if (c.attachments.chunk_bytes % 64 != 0) {
+        // Chunks end on SHA-256 blocks: each is checked by the state of the
+        // whole's hash, and an upload named at end resumes from one.
+        return p.Error(a["chunk_bytes"],
+                       absl::StrCat("attachments.chunk_bytes must be a "
+                                    "multiple of 64, not ",
+                                    c.attachments.chunk_bytes));
+      }
       RETURN_IF_ERROR(p.Number<uint64_t>(
           a, "sync_bytes", &c.attachments.sync_bytes, 4096, uint64_t{1} << 32));
       RETURN_IF_ERROR(p.Number(a, "usable_hours", &c.attachments.usable_hours,

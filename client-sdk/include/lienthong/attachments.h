@@ -29,7 +29,9 @@
 namespace lienthong {
 
 // Where an upload's content comes from. Read may be called for any range,
-// more than once (a resumed upload reads from where the broker stands).
+// more than once (a resumed upload reads from where the broker stands),
+// and from a thread of the SDK's own (never two calls at once): an upload
+// reads and hashes the next chunks there while it sends.
 class AttachmentSource {
  public:
   virtual ~AttachmentSource() = default;
@@ -41,7 +43,8 @@ class AttachmentSource {
 
 // A file's content. NOT_FOUND / INVALID_ARGUMENT naming the file when it
 // cannot be opened or is not a regular file. Read fails with DATA_LOSS when
-// the file shrank since.
+// the file was written since it was opened (its size or modification time
+// changed): an upload never sends a mix of two versions of it.
 absl::StatusOr<std::unique_ptr<AttachmentSource>> FileSource(
     const std::string& path);
 

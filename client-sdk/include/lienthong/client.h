@@ -274,8 +274,10 @@ class Client {
   // broker holds durably, within retry_budget of the last progress; a later
   // call with the same content goes on from there too. INVALID_ARGUMENT for
   // a bad name, RESOURCE_EXHAUSTED above the broker's
-  // attachments.max_bytes, DATA_LOSS when the content changed while it was
-  // sent. Uploads the content as it is: a document that must be sealed end
+  // attachments.max_bytes, DATA_LOSS when a FileSource's file was written
+  // while it was sent (a source of the application's own is taken as its
+  // Read returns it: each byte is read once, and hashed as read). Uploads
+  // the content as it is: a document that must be sealed end
   // to end refuses such an attachment (Send: FAILED_PRECONDITION); use
   // UploadOptions::seal for those.
   absl::StatusOr<v1::Attachment> UploadAttachment(

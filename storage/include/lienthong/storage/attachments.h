@@ -213,8 +213,8 @@ class AttachmentStore {
   // (64 hex digits) and `size`. `uploader` names the caller ("org:<code>",
   // "broker:<name>"). INVALID_ARGUMENT for a malformed hash,
   // RESOURCE_EXHAUSTED above max_bytes or when the disk would fill, ABORTED
-  // while another upload of the same content by the same uploader runs,
-  // UNAVAILABLE while the uploader has 16 uploads running.
+  // while another upload of the same content by the same uploader runs or
+  // while the uploader has 16 uploads running.
   // Thread-safe.
   virtual absl::StatusOr<std::unique_ptr<AttachmentUpload>> BeginUpload(
       absl::string_view uploader, absl::string_view sha256, uint64_t size) = 0;
