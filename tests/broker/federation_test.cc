@@ -1119,6 +1119,59 @@ TEST_F(FederationTest, MiddleBrokerForwardsAndEventsTravelBackTwoHops) {
   EXPECT_TRUE(cb.acks().WaitForCount(2));
 }
 
+// One document reaching a broker by two paths: a splits its recipients
+// between b (G22) and c (everything else), and both routes meet at d. Each
+// copy's statuses go back the way that copy came, also after the second
+// copy arrived.
+TEST_F(FederationTest, CopiesMeetingByTwoPathsReturnEventsTheirOwnWay) {
+  a_ = AddBroker(
+      "a", {kH49},
+      {{.name = "b", .orgs = {kG22}}, {.name = "c", .is_default = true}});
+  b_ = AddBroker("b", {},
+                 {{.name = "d", .orgs = {kG22, kG23}},
+                  {.name = "a", .provinces = {"H49"}}});
+  c_ = AddBroker("c", {kT99},
+                 {{.name = "d", .orgs = {kG22, kG23}},
+                  {.name = "a", .provinces = {"H49"}}});
+  Broker* d = AddBroker("d", {kG22, kG23}, {{.name = "b"}, {.name = "c"}});
+  ASSERT_NE(a_, nullptr);
+  ASSERT_NE(b_, nullptr);
+  ASSERT_NE(c_, nullptr);
+  ASSERT_NE(d, nullptr);
+  Connect(*a_, *b_);
+  Connect(*b_, *d);
+  // The copy through c comes second.
+  Wire& ac = Connect(*a_, *c_, /*open=*/false);
+  Wire& cd = Connect(*c_, *d, /*open=*/false);
+  std::string id = MustSend(*a_, h49_, NewDocument(kH49, {kG22, kG23}));
+  Receiver g22, g23;
+  ASSERT_OK(g22.Open(d->ex(), g22_));
+  ASSERT_TRUE(g22.WaitForCount(1));
+  ASSERT_OK(ac.Open(64));
+  ASSERT_OK(cd.Open(64));
+  ASSERT_OK(g23.Open(d->ex(), g23_));
+  ASSERT_TRUE(g23.WaitForCount(1));
+  g22.Ack({id});
+  g23.Ack({id});
+  ASSERT_OK(ReportStatus(*d, g22_, id, v1::BUSINESS_STATUS_COMPLETED));
+  ASSERT_OK(ReportStatus(*d, g23_, id, v1::BUSINESS_STATUS_ACCEPTED));
+  for (const auto& [r, status] :
+       {std::pair{kG22, v1::BUSINESS_STATUS_COMPLETED},
+        std::pair{kG23, v1::BUSINESS_STATUS_ACCEPTED}}) {
+    SCOPED_TRACE(r);
+    EXPECT_TRUE(
+        EventuallyState(*a_, h49_, id, r, v1::DELIVERY_STATE_DELIVERED));
+    EXPECT_TRUE(Eventually([&, r = r, status = status] {
+      std::optional<v1::RecipientStatus> row = RecipientRow(*a_, h49_, id, r);
+      return row && row->business_status() == status;
+    }));
+  }
+  EXPECT_TRUE(EventuallyReturnsEmpty(*d, "b"));
+  EXPECT_TRUE(EventuallyReturnsEmpty(*d, "c"));
+  EXPECT_TRUE(EventuallyReturnsEmpty(*b_, "a"));
+  EXPECT_TRUE(EventuallyReturnsEmpty(*c_, "a"));
+}
+
 // ---- Lost acknowledgements --------------------------------------------------
 
 // A relay broker sends returning events on with the route it recorded when
@@ -1133,19 +1186,19 @@ TEST_F(FederationTest, MiddleBrokerReturnsEventsByItsRouteRecordOrTheDocument) {
     Connect(*a_, *c_);
     Connect(*c_, *b_);
     std::string id = MustSend(*a_, h49_, NewDocument(kH49, {kG22}));
+    const std::string key = absl::StrCat("route/", id, "/", kG22);
     ASSERT_OK_AND_ASSIGN(std::optional<std::string> route,
-                         c_->store->GetRecord(absl::StrCat("route/", id)));
+                         c_->store->GetRecord(key));
     if (hidden) {
       EXPECT_EQ(route, std::nullopt);
     } else {
       ASSERT_TRUE(Eventually([&] {
         absl::StatusOr<std::optional<std::string>> r =
-            c_->store->GetRecord(absl::StrCat("route/", id));
+            c_->store->GetRecord(key);
         return r.ok() && r->has_value();
       }));
-      ASSERT_OK_AND_ASSIGN(route,
-                           c_->store->GetRecord(absl::StrCat("route/", id)));
-      EXPECT_EQ(route, absl::StrCat("a\n", kH49, "\n", kG22));
+      ASSERT_OK_AND_ASSIGN(route, c_->store->GetRecord(key));
+      EXPECT_EQ(route, absl::StrCat("a\n", kH49));
     }
     Receiver g22;
     ASSERT_OK(g22.Open(b_->ex(), g22_));

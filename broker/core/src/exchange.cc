@@ -1714,7 +1714,7 @@ class ExchangeImpl : public Exchange {
     e.set_reason(request.reason());
     e.set_actor(caller.spiffe_id);
     e.set_sender(doc.sender());
-    *previous = PreviousBroker(doc);
+    ASSIGN_OR_RETURN(*previous, PreviousBrokerOf(doc, caller.name));
     return e;
   }
 
@@ -2051,6 +2051,27 @@ class ExchangeImpl : public Exchange {
   static std::string NextHopKey(absl::string_view document_id,
                                 absl::string_view recipient) {
     return absl::StrCat(kNextHopRecord, document_id, "/", recipient);
+  }
+
+  // The route record of one copy: the peer it came from and the sender.
+  // Per copy, because one document may reach this broker by two paths (its
+  // first broker split the recipients between two peers, whose routes meet
+  // here): each copy's events go back the way that copy came.
+  static std::string RouteKey(absl::string_view document_id,
+                              absl::string_view recipient) {
+    return absl::StrCat(kRouteRecord, document_id, "/", recipient);
+  }
+
+  // The broker the copy of `doc` for `recipient` came to this one from (""
+  // when this broker accepted it from its sender): its route record, or
+  // for copies taken before there were per-copy records, the trace of the
+  // document as stored.
+  absl::StatusOr<std::string> PreviousBrokerOf(const v1::Document& doc,
+                                               const std::string& recipient) {
+    ASSIGN_OR_RETURN(std::optional<std::string> record,
+                     store_->GetRecord(RouteKey(doc.id(), recipient)));
+    if (record) return record->substr(0, record->find('\n'));
+    return PreviousBroker(doc);
   }
 
   // Records, with the outbox entries of `by_peer`, which peer each copy goes
@@ -2778,12 +2799,18 @@ class ExchangeImpl : public Exchange {
         absl::StrCat("\x01xfer", std::string(1, '\0'), doc.id(),
                      std::string(1, '\0'), absl::StrJoin(recipients, ",")),
         custody.SerializeAsString()};
-    // Events come back for the copies sent on to peers only.
-    if (!by_peer.empty()) {
-      batch.records.push_back(
-          storage::Record{absl::StrCat(kRouteRecord, doc.id()),
-                          absl::StrCat(peer, "\n", doc.sender(), "\n",
-                                       absl::StrJoin(doc.recipients(), ","))});
+    // Where each copy taken came from: its events go back that way.
+    for (const storage::Enqueue& q : batch.enqueue) {
+      std::vector<std::string> copies;
+      if (IsLinkQueue(q.recipient)) {
+        copies = ParseOutboxPayload(q.payload).recipients;
+      } else {
+        copies.push_back(q.recipient);
+      }
+      for (const std::string& r : copies) {
+        batch.records.push_back(storage::Record{
+            RouteKey(doc.id(), r), absl::StrCat(peer, "\n", doc.sender())});
+      }
     }
     auto shared = std::make_shared<const v1::Document>(std::move(doc));
     batch.document = shared;
@@ -2851,10 +2878,20 @@ class ExchangeImpl : public Exchange {
     std::string sender;
     std::vector<std::string> recipients;
   };
-  // From the route record written with the transfer, or (for documents
-  // stored before there were route records) from the document itself.
-  // NOT_FOUND when this broker never had the document.
-  absl::StatusOr<Route> RouteOf(const std::string& document_id) {
+  // The route of the copy of `document_id` for `recipient`: from its route
+  // record, or from the document's record of an older broker (one per
+  // document), or (for documents stored before there were route records)
+  // from the document itself. NOT_FOUND when this broker never had the
+  // document.
+  absl::StatusOr<Route> RouteOf(const std::string& document_id,
+                                const std::string& recipient) {
+    ASSIGN_OR_RETURN(std::optional<std::string> copy,
+                     store_->GetRecord(RouteKey(document_id, recipient)));
+    if (copy) {
+      std::vector<std::string> parts = absl::StrSplit(*copy, '\n');
+      if (parts.size() == 2)
+        return Route{std::move(parts[0]), std::move(parts[1]), {recipient}};
+    }
     ASSIGN_OR_RETURN(
         std::optional<std::string> record,
         store_->GetRecord(absl::StrCat(kRouteRecord, document_id)));
@@ -2894,7 +2931,7 @@ class ExchangeImpl : public Exchange {
     // document to know where it goes next. Elsewhere the stored trace says.
     std::string previous;
     if (!local_orgs_.contains(e.sender())) {
-      absl::StatusOr<Route> route = RouteOf(e.document_id());
+      absl::StatusOr<Route> route = RouteOf(e.document_id(), e.recipient());
       if (absl::IsNotFound(route.status())) {
         return done(absl::InvalidArgumentError(
             absl::StrCat("returned event: document ", e.document_id(),
@@ -4263,7 +4300,11 @@ class ExchangeImpl : public Exchange {
     c->set_reason(request.reason());
     *c->mutable_at() = e.at();
     c->set_broker(options_.broker_id);
-    *previous = is_sender ? "" : PreviousBroker(doc);
+    if (is_sender) {
+      previous->clear();
+    } else {
+      ASSIGN_OR_RETURN(*previous, PreviousBrokerOf(doc, caller.name));
+    }
     return e;
   }
 
