@@ -290,7 +290,8 @@ class HashingNamer final : public ChunkNamer {
     ASSIGN_OR_RETURN(sealing::Sha256Chain whole,
                      kept_.At(source_, source_.size()));
     const std::string sent = sealing::HexOf(whole.Digest());
-    if (last.sha256() != sent && last.resumed_bytes() == source_.size()) {
+    if (last.sha256() == sent) return absl::OkStatus();
+    if (last.resumed_bytes() == source_.size()) {
       // Nothing was sent: the broker completed another content held under
       // this upload's key. The next attempt starts over.
       *restart_ = true;
@@ -298,12 +299,9 @@ class HashingNamer final : public ChunkNamer {
           "the broker completed content with SHA-256 ", last.sha256(),
           " under this upload's key, not this one's; starting over"));
     }
-    if (last.sha256() != sent) {
-      return absl::DataLossError(absl::StrCat(
-          "the broker stored the upload as content with SHA-256 \"",
-          last.sha256(), "\", not the ", sent, " of what was sent"));
-    }
-    return absl::OkStatus();
+    return absl::DataLossError(
+        absl::StrCat("the broker stored the upload as content with SHA-256 \"",
+                     last.sha256(), "\", not the ", sent, " of what was sent"));
   }
 
  private:

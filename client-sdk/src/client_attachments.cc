@@ -511,15 +511,17 @@ absl::StatusOr<v1::Attachment> UploadAttachment(
         "attachment name \"", name, "\": must be a plain file name"));
   }
   uint64_t furthest = 0;
-  // Runs `once` (one attempt) until the upload is complete or refused.
+  // Runs `once` (one attempt) until the upload is complete or refused; an
+  // attempt after one that set `*restart` sends the whole content again.
   auto upload = [&](const std::function<absl::StatusOr<v1::UploadResponse>(
                         grpc::ChannelInterface&, grpc::ClientContext&,
-                        const ProgressCallback&)>& once)
-      -> absl::StatusOr<v1::UploadResponse> {
+                        const ProgressCallback&)>& once,
+                    const bool* restart) -> absl::StatusOr<v1::UploadResponse> {
     v1::UploadResponse last;
     RETURN_IF_ERROR(RetryTransfer(connection, [&](size_t index,
                                                   grpc::ClientContext& context,
                                                   bool* progressed) {
+      if (restart != nullptr && *restart) furthest = 0;
       context.set_deadline(absl::ToChronoTime(
           absl::Now() +
           AttemptDeadline(connection.options(), source.size() - furthest)));
@@ -545,16 +547,10 @@ absl::StatusOr<v1::Attachment> UploadAttachment(
     absl::StatusOr<v1::UploadResponse> named = upload(
         [&](grpc::ChannelInterface& channel, grpc::ClientContext& context,
             const ProgressCallback& on_progress) {
-          if (restart) {
-            // Starting over: the whole content goes out again.
-            furthest = 0;
-            context.set_deadline(absl::ToChronoTime(
-                absl::Now() +
-                AttemptDeadline(connection.options(), source.size())));
-          }
           return attachment_io::UploadNamedAtEndOnce(
               channel, context, source, key, &restart, sent, on_progress);
-        });
+        },
+        &restart);
     if (named.ok()) {
       sha256 = named->sha256();
     } else if (!NeedsHashFirst(named.status())) {
@@ -567,12 +563,15 @@ absl::StatusOr<v1::Attachment> UploadAttachment(
     ASSIGN_OR_RETURN(attachment_io::SourceHash hash,
                      attachment_io::SourceHash::Of(source));
     sha256 = hash.sha256();
-    RETURN_IF_ERROR(upload([&](grpc::ChannelInterface& channel,
-                               grpc::ClientContext& context,
-                               const ProgressCallback& on_progress) {
-                      return attachment_io::UploadOnce(channel, context, source,
-                                                       hash, on_progress);
-                    }).status());
+    RETURN_IF_ERROR(
+        upload(
+            [&](grpc::ChannelInterface& channel, grpc::ClientContext& context,
+                const ProgressCallback& on_progress) {
+              return attachment_io::UploadOnce(channel, context, source, hash,
+                                               on_progress);
+            },
+            /*restart=*/nullptr)
+            .status());
   }
   v1::Attachment attachment;
   attachment.set_name(name);

@@ -2799,18 +2799,14 @@ class ExchangeImpl : public Exchange {
         absl::StrCat("\x01xfer", std::string(1, '\0'), doc.id(),
                      std::string(1, '\0'), absl::StrJoin(recipients, ",")),
         custody.SerializeAsString()};
-    // Where each copy taken came from: its events go back that way.
-    for (const storage::Enqueue& q : batch.enqueue) {
-      std::vector<std::string> copies;
-      if (IsLinkQueue(q.recipient)) {
-        copies = ParseOutboxPayload(q.payload).recipients;
-      } else {
-        copies.push_back(q.recipient);
-      }
-      for (const std::string& r : copies) {
-        batch.records.push_back(storage::Record{
-            RouteKey(doc.id(), r), absl::StrCat(peer, "\n", doc.sender())});
-      }
+    // Where each copy taken came from (those served here, those sent on):
+    // its events go back that way.
+    const std::string route = absl::StrCat(peer, "\n", doc.sender());
+    for (const std::string& r : served)
+      batch.records.push_back(storage::Record{RouteKey(doc.id(), r), route});
+    for (const auto& [next_peer, rs] : by_peer) {
+      for (const std::string& r : rs)
+        batch.records.push_back(storage::Record{RouteKey(doc.id(), r), route});
     }
     auto shared = std::make_shared<const v1::Document>(std::move(doc));
     batch.document = shared;
