@@ -555,6 +555,99 @@ TEST_P(StoreTest, GroupCommitCompletesEveryConcurrentWrite) {
       << "two queue entries share a sequence";
 }
 
+// What Stats() reports as syncs so far.
+uint64_t Syncs(Store& store) { return store.Stats().syncs; }
+
+TEST_P(StoreTest, AWriteThatMayWaitSharesTheSyncOfTheNextWrite) {
+  const uint64_t before = Syncs(*store_);
+  WriteBatch ack;
+  ack.events.push_back(
+      MakeEvent("doc-1", kH49, kG22, v1::DELIVERY_STATE_DELIVERED));
+  ack.sync_within = absl::Hours(1);  // only another write's sync ends it
+  absl::Notification acked;
+  absl::StatusOr<WriteResult> ack_result;
+  store_->Write(std::move(ack), [&](absl::StatusOr<WriteResult> r) {
+    ack_result = std::move(r);
+    acked.Notify();
+  });
+  EXPECT_FALSE(acked.WaitForNotificationWithTimeout(absl::Milliseconds(100)))
+      << "answered before any sync made it durable";
+  EXPECT_OK(store_->WriteSync(NewDocumentBatch("doc-2", kH49, "k2")));
+  ASSERT_TRUE(acked.WaitForNotificationWithTimeout(absl::Seconds(10)));
+  EXPECT_OK(ack_result);
+  EXPECT_EQ(Syncs(*store_), before + 1) << "the two writes took two syncs";
+  EXPECT_THAT(store_->ListDocumentEvents("doc-1", 0), IsOkAndHolds(SizeIs(1)));
+}
+
+TEST_P(StoreTest, AWriteThatMayWaitIsSyncedWhenItsTimeRunsOut) {
+  const uint64_t before = Syncs(*store_);
+  WriteBatch ack;
+  ack.events.push_back(
+      MakeEvent("doc-1", kH49, kG22, v1::DELIVERY_STATE_DELIVERED));
+  ack.sync_within = absl::Milliseconds(20);
+  absl::Notification acked;
+  store_->Write(std::move(ack), [&](absl::StatusOr<WriteResult> r) {
+    EXPECT_OK(r);
+    acked.Notify();
+  });
+  ASSERT_TRUE(acked.WaitForNotificationWithTimeout(absl::Seconds(10)))
+      << "a lone write that may wait was never synced";
+  EXPECT_EQ(Syncs(*store_), before + 1);
+}
+
+TEST_P(StoreTest, ClosingSyncsAWriteThatMayWaitWithoutWaitingForIt) {
+  WriteBatch ack;
+  ack.events.push_back(
+      MakeEvent("doc-1", kH49, kG22, v1::DELIVERY_STATE_DELIVERED));
+  ack.sync_within = absl::Hours(1);
+  absl::Notification acked;
+  store_->Write(std::move(ack), [&](absl::StatusOr<WriteResult> r) {
+    EXPECT_OK(r);
+    acked.Notify();
+  });
+  const absl::Time start = absl::Now();
+  store_.reset();
+  EXPECT_TRUE(acked.HasBeenNotified());
+  EXPECT_LT(absl::Now() - start, absl::Seconds(30));
+  if (durable()) {
+    ASSERT_NO_FATAL_FAILURE(Open());
+    EXPECT_THAT(store_->ListDocumentEvents("doc-1", 0),
+                IsOkAndHolds(SizeIs(1)));
+  }
+}
+
+TEST_P(StoreTest, WriteAllAppliesEachOnItsOwnAndSyncsThemOnce) {
+  ASSERT_OK(store_->WriteSync(NewDocumentBatch("doc-0", kH49, "taken")));
+  const uint64_t before = Syncs(*store_);
+  constexpr int kWrites = 10;
+  std::vector<std::pair<WriteBatch, Store::WriteCallback>> writes;
+  std::vector<absl::StatusOr<WriteResult>> results(kWrites);
+  absl::BlockingCounter answered(kWrites);
+  for (int i = 0; i < kWrites; ++i) {
+    // The fourth reuses a taken key: a duplicate, the others unaffected.
+    const std::string id = absl::StrCat("doc-", i + 1);
+    writes.emplace_back(NewDocumentBatch(id, kH49, i == 3 ? "taken" : id),
+                        [&, i](absl::StatusOr<WriteResult> r) {
+                          results[i] = std::move(r);
+                          answered.DecrementCount();
+                        });
+  }
+  store_->WriteAll(std::move(writes));
+  answered.Wait();
+  for (int i = 0; i < kWrites; ++i) {
+    ASSERT_OK(results[i]) << "write " << i;
+    EXPECT_EQ(results[i]->duplicate_of.has_value(), i == 3) << "write " << i;
+  }
+  EXPECT_EQ(*results[3]->duplicate_of, "doc-0");
+  EXPECT_EQ(Syncs(*store_), before + 1);
+  EXPECT_THAT(ScanAll(), SizeIs(kWrites));  // doc-0 and nine new ones
+  std::vector<uint64_t> sequences;
+  for (int i = 0; i < kWrites; ++i) {
+    if (i != 3) sequences.push_back(results[i]->enqueued.at(0).sequence);
+  }
+  EXPECT_TRUE(StrictlyIncreasing(sequences)) << "not applied in their order";
+}
+
 INSTANTIATE_TEST_SUITE_P(Engines, StoreTest,
                          ::testing::Values(Backend::kMemory, Backend::kRocksDb),
                          [](const ::testing::TestParamInfo<Backend>& info) {

@@ -39,6 +39,11 @@ constexpr size_t kMaxDeliveriesPerMessage = 256;
 // window (a count): large documents stop a link before its window does.
 constexpr size_t kMaxLinkBytesInFlight = 64 << 20;
 constexpr size_t kMaxBytesPerMessage = 4 << 20;
+// How long the sync of a write nobody waits on at once (a recipient's
+// acknowledgement, an event coming back from a peer) may wait for another
+// write (a document's) to share it. Its effects are visible only once it is
+// durable all the same; a lone one is synced when this runs out.
+constexpr absl::Duration kSharedSyncWait = absl::Milliseconds(5);
 // What one peer's directory may hold: entries, and bytes of a name.
 constexpr int kMaxDirectoryEntries = 100000;
 constexpr size_t kMaxDirectoryText = 512;
@@ -407,15 +412,59 @@ class ExchangeImpl : public Exchange {
       absl::MutexLock lock(&writes_mu_);
       ++pending_writes_;
     }
-    store_->Write(std::move(batch),
-                  [this, doc = std::move(doc), done = std::move(done)](
-                      absl::StatusOr<storage::WriteResult> r) mutable {
-                    if (r.ok() && !r->duplicate_of) AddLinkEntries(*r, doc);
-                    done(std::move(r));
-                    absl::MutexLock lock(&writes_mu_);
-                    --pending_writes_;
-                  });
+    storage::Store::WriteCallback callback =
+        [this, doc = std::move(doc), done = std::move(done)](
+            absl::StatusOr<storage::WriteResult> r) mutable {
+          if (r.ok() && !r->duplicate_of) AddLinkEntries(*r, doc);
+          done(std::move(r));
+          absl::MutexLock lock(&writes_mu_);
+          --pending_writes_;
+        };
+    if (WriteGroup* group = WriteGroup::OpenOn(this)) {
+      group->Add(std::move(batch), std::move(callback));
+    } else {
+      store_->Write(std::move(batch), std::move(callback));
+    }
   }
+
+  // While one is open, the store writes this thread makes for the exchange
+  // go to the store together (when it closes, and every kMostGrouped): the
+  // transfers of one link message or the documents of one stream message
+  // share a commit and a sync, where otherwise the first would take its own
+  // while the rest are still being checked.
+  class WriteGroup {
+   public:
+    explicit WriteGroup(ExchangeImpl* ex) : ex_(ex) {
+      if (current_ == nullptr) current_ = this;
+    }
+    ~WriteGroup() {
+      if (current_ != this) return;  // nested: the outer one writes
+      Flush();
+      current_ = nullptr;
+    }
+    WriteGroup(const WriteGroup&) = delete;
+    WriteGroup& operator=(const WriteGroup&) = delete;
+
+    static WriteGroup* OpenOn(ExchangeImpl* ex) {
+      return current_ != nullptr && current_->ex_ == ex ? current_ : nullptr;
+    }
+    void Add(storage::WriteBatch batch, storage::Store::WriteCallback done) {
+      writes_.emplace_back(std::move(batch), std::move(done));
+      if (writes_.size() >= kMostGrouped) Flush();
+    }
+
+   private:
+    // Bounds how long the first write waits for the rest to be prepared.
+    static constexpr size_t kMostGrouped = 32;
+    void Flush() {
+      if (!writes_.empty()) ex_->store_->WriteAll(std::move(writes_));
+      writes_.clear();
+    }
+    static inline thread_local WriteGroup* current_ = nullptr;
+    ExchangeImpl* const ex_;
+    std::vector<std::pair<storage::WriteBatch, storage::Store::WriteCallback>>
+        writes_;
+  };
 
   // One audit entry per status event, on the batch that stores the event.
   void AuditEvents(storage::WriteBatch* batch) {
@@ -589,6 +638,18 @@ class ExchangeImpl : public Exchange {
                       done = ex_->Measured(std::move(done))]() mutable {
         ex->SendOnWorker(caller, std::move(document), std::move(done));
       });
+    }
+    void SendAll(
+        const Principal& caller,
+        std::vector<std::pair<v1::Document, Callback<v1::SendResponse>>>
+            documents) override {
+      for (auto& [d, done] : documents) done = ex_->Measured(std::move(done));
+      strand_.Submit(
+          [ex = ex_, caller, documents = std::move(documents)]() mutable {
+            WriteGroup group(ex);
+            for (auto& [d, done] : documents)
+              ex->SendOnWorker(caller, std::move(d), std::move(done));
+          });
     }
 
    private:
@@ -1410,6 +1471,7 @@ class ExchangeImpl : public Exchange {
     }
     batch.events = std::move(events);
     batch.dequeue = entries;
+    if (delivered) batch.sync_within = kSharedSyncWait;
     StoreWrite(
         std::move(batch),
         [this, org, delivered, entries = std::move(entries),
@@ -2517,6 +2579,17 @@ class ExchangeImpl : public Exchange {
         ex->AcceptTransfer(peer, std::move(t), std::move(done));
       });
     }
+    void AcceptAll(
+        std::vector<
+            std::pair<v1::Transfer, absl::AnyInvocable<void(v1::Custody)>>>
+            transfers) override {
+      strand_.Submit(
+          [ex = ex_, peer = peer_, transfers = std::move(transfers)]() mutable {
+            WriteGroup group(ex);
+            for (auto& [t, done] : transfers)
+              ex->AcceptTransfer(peer, std::move(t), std::move(done));
+          });
+    }
     void Returned(v1::ReturnedEvent event,
                   absl::AnyInvocable<void(absl::Status)> done) override {
       strand_.Submit([ex = ex_, peer = peer_, e = std::move(event),
@@ -2957,6 +3030,7 @@ class ExchangeImpl : public Exchange {
     batch.guard = storage::Guard{std::move(key), e.document_id()};
     if (!previous.empty()) AppendReturn(&batch, previous, e);
     batch.events.push_back(std::move(e));
+    batch.sync_within = kSharedSyncWait;
     StoreWrite(std::move(batch),
                [this, done = std::move(done)](
                    absl::StatusOr<storage::WriteResult> r) mutable {

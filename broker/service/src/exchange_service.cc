@@ -104,16 +104,21 @@ class SendStreamReactor final
       pause = outstanding_ >= kMaxOutstanding;
       read_paused_ = pause;
     }
+    std::vector<std::pair<v1::Document, Exchange::Callback<v1::SendResponse>>>
+        documents;
+    documents.reserve(request_.items_size());
     for (v1::SendStreamItem& item : *request_.mutable_items()) {
       uint64_t correlation = item.correlation_id();
       Ref();
-      sequence_->Send(caller_, std::move(*item.mutable_document()),
-                      [this, correlation](absl::StatusOr<v1::SendResponse> r) {
-                        LogSend(caller_,
-                                absl::StrCat(request_id_, "/", correlation), r);
-                        SignThenAnswer(correlation, std::move(r));
-                      });
+      documents.emplace_back(
+          std::move(*item.mutable_document()),
+          [this, correlation](absl::StatusOr<v1::SendResponse> r) {
+            LogSend(caller_, absl::StrCat(request_id_, "/", correlation), r);
+            SignThenAnswer(correlation, std::move(r));
+          });
     }
+    // Taken as one: their writes share a commit and a sync.
+    if (!documents.empty()) sequence_->SendAll(caller_, std::move(documents));
     request_.Clear();
     if (!pause) StartRead(&request_);
   }

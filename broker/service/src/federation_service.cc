@@ -146,17 +146,21 @@ class LinkReactor final
       returns->EventsStored(
           {request_.event_acks().begin(), request_.event_acks().end()});
     }
+    std::vector<std::pair<v1::Transfer, absl::AnyInvocable<void(v1::Custody)>>>
+        transfers;
+    transfers.reserve(request_.transfers_size());
+    if (request_.transfers_size() > 0) {
+      absl::MutexLock lock(&mu_);
+      outstanding_ += request_.transfers_size();
+    }
     for (v1::Transfer& t : *request_.mutable_transfers()) {
-      {
-        absl::MutexLock lock(&mu_);
-        ++outstanding_;
-      }
       Ref();
       std::string document_id = t.document().id();
       if (log::Enabled(log::Level::kDebug))
         log::Write(log::Level::kDebug, "federation", "transfer received",
                    {{"peer", peer_}, {"document_id", document_id}});
-      inbound_->Accept(std::move(t), [this, document_id](v1::Custody custody) {
+      transfers.emplace_back(std::move(t), [this,
+                                            document_id](v1::Custody custody) {
         if (log::Enabled(log::Level::kDebug) || custody.has_error()) {
           log::Fields fields = {{"peer", peer_}, {"document_id", document_id}};
           if (custody.has_error())
@@ -182,6 +186,8 @@ class LinkReactor final
         Unref();
       });
     }
+    // Taken as one: their writes share a commit and a sync.
+    if (!transfers.empty()) inbound_->AcceptAll(std::move(transfers));
     request_.Clear();
     bool read;
     {

@@ -20,11 +20,13 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/functional/any_invocable.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "lienthong/common/metrics.h"
 #include "lienthong/v1/audit.pb.h"
 #include "lienthong/v1/document.pb.h"
@@ -103,6 +105,12 @@ struct WriteBatch {
   std::optional<v1::AuditCheckpoint> audit_checkpoint;
   // Want a synced write. Default true.
   bool sync = true;
+  // With `sync`: how long the sync may wait for other writes to share it
+  // (zero: synced at once). The callback still runs only once the write is
+  // durable. For writes nobody waits on at once (a recipient's
+  // acknowledgement, an event coming back from a peer), so that they ride on
+  // the syncs of the documents arriving instead of each taking its own.
+  absl::Duration sync_within = absl::ZeroDuration();
 };
 
 struct WriteResult {
@@ -156,11 +164,20 @@ class Store {
 
   virtual ~Store() = default;
 
-  // Applies `batch` atomically; `done` runs once, on the store's syncer
-  // thread, after the write is durable (or failed: UNAVAILABLE when the store
-  // is closing, INTERNAL / DATA_LOSS for I/O errors). `done` must not block.
-  // Thread-safe.
+  // Applies `batch` atomically; `done` runs once, on one of the store's own
+  // threads, after the write is durable (or failed: UNAVAILABLE when the
+  // store is closing, INTERNAL / DATA_LOSS for I/O errors), callbacks in the
+  // order the writes were applied. `done` must not block. Thread-safe.
   virtual void Write(WriteBatch batch, WriteCallback done) = 0;
+
+  // Write for each, in this order, handed to the committer together: the
+  // batches of one message (a link's transfers) share a commit and a sync
+  // instead of the first taking one of its own while the rest are prepared.
+  // Each is applied (or fails) on its own, as with Write.
+  virtual void WriteAll(
+      std::vector<std::pair<WriteBatch, WriteCallback>> writes) {
+    for (auto& [batch, done] : writes) Write(std::move(batch), std::move(done));
+  }
 
   // Blocking convenience over Write.
   absl::StatusOr<WriteResult> WriteSync(WriteBatch batch);

@@ -208,6 +208,14 @@ class InboundLink {
   // good). A transfer seen before is acknowledged again, not stored twice.
   virtual void Accept(v1::Transfer transfer,
                       absl::AnyInvocable<void(v1::Custody)> done) = 0;
+  // Accept for each, in this order (the transfers of one link message):
+  // their writes share commits and syncs.
+  virtual void AcceptAll(
+      std::vector<
+          std::pair<v1::Transfer, absl::AnyInvocable<void(v1::Custody)>>>
+          transfers) {
+    for (auto& [t, done] : transfers) Accept(std::move(t), std::move(done));
+  }
   // Stores a status event the peer returns (and passes it on towards the
   // document's sender); `done` runs with OK once durable (then acknowledge
   // it), or the error. A returned event seen before is not stored twice.
@@ -299,6 +307,15 @@ class Exchange {
     virtual ~SendSequence() = default;
     virtual void Send(const Principal& caller, v1::Document document,
                       Callback<v1::SendResponse> done) = 0;
+    // Send for each, in this order (the documents of one stream message):
+    // their writes share commits and syncs.
+    virtual void SendAll(
+        const Principal& caller,
+        std::vector<std::pair<v1::Document, Callback<v1::SendResponse>>>
+            documents) {
+      for (auto& [d, done] : documents)
+        Send(caller, std::move(d), std::move(done));
+    }
   };
   virtual std::unique_ptr<SendSequence> NewSendSequence() = 0;
 
