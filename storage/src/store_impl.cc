@@ -4,9 +4,7 @@
 //    hands the group to the syncer;
 //  - the syncer thread makes everything committed so far durable with one
 //    WAL sync, then runs the callbacks in commit order.
-// While the syncer waits on the disk, the committer prepares the next group;
-// when there is no next group and the syncer is idle, the committer syncs
-// its group itself (a thread woken fewer per write at low rates).
+// While the syncer waits on the disk, the committer prepares the next group.
 // Nothing is acknowledged before its sync.
 #include <algorithm>
 #include <deque>
@@ -527,28 +525,6 @@ class StoreImpl : public Store {
             : absl::InfinitePast();
     committed.results = std::move(results);
     for (Pending& p : group) committed.callbacks.push_back(std::move(p.done));
-    // With nothing else to commit and the syncer idle, the group is synced
-    // and answered here: one thread woken fewer per write at low rates.
-    // Otherwise the syncer takes it and this thread commits the next group
-    // meanwhile.
-    bool here = false;
-    if (committed.sync_by == absl::InfinitePast()) {
-      bool more;
-      {
-        absl::MutexLock lock(&mu_);
-        more = !queue_.empty();
-      }
-      absl::MutexLock lock(&sync_mu_);
-      if (!more && !syncing_ && to_sync_.empty()) here = syncing_ = true;
-    }
-    if (here) {
-      std::deque<Committed> batch;
-      batch.push_back(std::move(committed));
-      SyncAndAnswer(batch);
-      absl::MutexLock lock(&sync_mu_);
-      syncing_ = false;
-      return;
-    }
     absl::MutexLock lock(&sync_mu_);
     to_sync_.push_back(std::move(committed));
   }
@@ -566,11 +542,9 @@ class StoreImpl : public Store {
       std::deque<Committed> batch;
       {
         absl::MutexLock lock(&sync_mu_);
-        // (The committer may be syncing a group itself: then nothing waits.)
         sync_mu_.Await(absl::Condition(
             +[](StoreImpl* s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s->sync_mu_) {
-              return !s->syncing_ &&
-                     (!s->to_sync_.empty() || s->sync_closing_);
+              return !s->to_sync_.empty() || s->sync_closing_;
             },
             this));
         if (to_sync_.empty()) return;  // closing and drained
@@ -592,11 +566,8 @@ class StoreImpl : public Store {
               due);
         }
         batch.swap(to_sync_);
-        syncing_ = true;
       }
       SyncAndAnswer(batch);
-      absl::MutexLock lock(&sync_mu_);
-      syncing_ = false;
     }
   }
 
@@ -728,10 +699,6 @@ class StoreImpl : public Store {
   absl::Mutex sync_mu_;
   std::deque<Committed> to_sync_ ABSL_GUARDED_BY(sync_mu_);
   bool sync_closing_ ABSL_GUARDED_BY(sync_mu_) = false;
-  // A batch is being synced and answered (by the syncer, or by the committer
-  // when it had nothing else to do): the next one waits, so callbacks keep
-  // their commit order.
-  bool syncing_ ABSL_GUARDED_BY(sync_mu_) = false;
   std::thread syncer_;
 };
 

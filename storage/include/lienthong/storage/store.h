@@ -164,10 +164,10 @@ class Store {
 
   virtual ~Store() = default;
 
-  // Applies `batch` atomically; `done` runs once, on one of the store's own
-  // threads, after the write is durable (or failed: UNAVAILABLE when the
-  // store is closing, INTERNAL / DATA_LOSS for I/O errors), callbacks in the
-  // order the writes were applied. `done` must not block. Thread-safe.
+  // Applies `batch` atomically; `done` runs once, on the store's syncer
+  // thread, after the write is durable (or failed: UNAVAILABLE when the store
+  // is closing, INTERNAL / DATA_LOSS for I/O errors). `done` must not block.
+  // Thread-safe.
   virtual void Write(WriteBatch batch, WriteCallback done) = 0;
 
   // Write for each, in this order, handed to the committer together: the
