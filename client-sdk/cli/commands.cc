@@ -389,10 +389,7 @@ absl::Status RunReceive(Client& client, const ReceiveFlags& flags,
     if (to_files) {
       absl::Status written =
           WriteDocument(client, flags.out_dir, incoming.document);
-      if (!written.ok()) {
-        PrintError(written);
-        return written;  // nacked: delivered again later
-      }
+      if (!written.ok()) return written;  // put back (on_deferred says so)
     }
     absl::MutexLock lock(&print_mu);
     PrintReceived(incoming, to_files, output);
@@ -404,6 +401,11 @@ absl::Status RunReceive(Client& client, const ReceiveFlags& flags,
   options.on_notice = [&](const v1::Notice& notice) {
     absl::MutexLock lock(&print_mu);
     std::cout << NoticeLine(notice, output) << std::endl;
+  };
+  options.on_deferred = [](const std::string& id, const absl::Status& why) {
+    PrintError(
+        absl::Status(why.code(), absl::StrCat(why.message(), " (document ", id,
+                                              ": delivered again later)")));
   };
   ASSIGN_OR_RETURN(std::unique_ptr<ReceiveSession> session,
                    client.Receive(handler, options));

@@ -401,12 +401,24 @@ void ReceiveSessionImpl::HandlerLoop() {
       one.push_back(std::move(incoming));
       std::vector<std::string> rejected;
       absl::Status opened = connection_->VerifyAndOpen(&one, &rejected);
+      if (absl::IsUnavailable(opened)) {
+        // This side cannot check it for now (no current CRL of its signer's
+        // issuer, say while an operator replaces it): neither the document's
+        // fault nor lasting. Tried again after a pause; the session goes on.
+        {
+          absl::MutexLock lock(&mu_);
+          handling_.erase(sealed_id);
+          DeferLocked(sealed_id);
+        }
+        if (options_.on_deferred) options_.on_deferred(sealed_id, opened);
+        continue;
+      }
       if (!opened.ok() || one.empty()) {
         absl::MutexLock lock(&mu_);
         handling_.erase(sealed_id);
         if (!opened.ok()) {
-          // A problem of this side (no key for it, a CRL that cannot be
-          // read): not the document's. It stays queued at the broker; the
+          // A problem of this side that waiting does not cure (no key for
+          // it): not the document's. It stays queued at the broker; the
           // application hears of it from Wait.
           if (!stopping_ && !ended_) {
             ended_ = true;
@@ -438,20 +450,27 @@ void ReceiveSessionImpl::HandlerLoop() {
     }
     const std::string& id = incoming.document.id();
     if (status.ok()) connection_->dedup().Insert(id);
-    absl::MutexLock lock(&mu_);
-    handling_.erase(id);
-    if (status.ok()) {
-      failures_.erase(id);
-      handled_.push_back(id);
-    } else {
-      if (failures_.size() > 10000) failures_.clear();  // bounded
-      const int failed = ++failures_[id];
-      const absl::Duration delay =
-          std::min(absl::Seconds(1) * (int64_t{1} << std::min(failed - 1, 6)),
-                   absl::Seconds(60));
-      held_nacks_.emplace(absl::Now() + delay, id);
+    {
+      absl::MutexLock lock(&mu_);
+      handling_.erase(id);
+      if (status.ok()) {
+        failures_.erase(id);
+        handled_.push_back(id);
+      } else {
+        DeferLocked(id);
+      }
     }
+    if (!status.ok() && options_.on_deferred) options_.on_deferred(id, status);
   }
+}
+
+void ReceiveSessionImpl::DeferLocked(const std::string& id) {
+  if (failures_.size() > 10000) failures_.clear();  // bounded
+  const int failed = ++failures_[id];
+  const absl::Duration delay =
+      std::min(absl::Seconds(1) * (int64_t{1} << std::min(failed - 1, 6)),
+               absl::Seconds(60));
+  held_nacks_.emplace(absl::Now() + delay, id);
 }
 
 }  // namespace lienthong::client_internal

@@ -98,6 +98,9 @@ class ReceiveSessionImpl final : public ReceiveSession {
   bool IsOwnThread() const;
   void DriverLoop();
   void HandlerLoop();
+  // Puts `id` back, to be delivered again after a pause that doubles with
+  // each failure of it (1 s to 60 s).
+  void DeferLocked(const std::string& id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void StartCall(Call* call, size_t endpoint);
 
   const std::shared_ptr<Connection> connection_;

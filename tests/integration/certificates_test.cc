@@ -199,6 +199,49 @@ TEST_F(CertificatesTest, RevocationEndsAnOpenReceiveStreamWithinTheMaximumAge) {
   EXPECT_EQ(got.CountAfter(absl::Milliseconds(500)), 1u);
 }
 
+TEST_F(CertificatesTest,
+       AReceiverWithoutACurrentCrlTakesTheDocumentOnceOneIsBack) {
+  BrokerProcess broker;
+  ASSERT_OK(broker.Start());
+  ClientOptions h49 = Quick(broker, kH49);
+  h49.crl_directory = crl_dir();
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<Client> receiver, Client::Open(h49));
+  Collector<std::string> got;
+  Collector<absl::Status> deferred;
+  ReceiveOptions options;
+  options.on_deferred = [&deferred](const std::string&, const absl::Status& s) {
+    deferred.Add(s);
+  };
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<ReceiveSession> session,
+                       receiver->Receive(
+                           [&got](const IncomingDocument& d) {
+                             got.Add(d.document.metadata().subject());
+                             return absl::OkStatus();
+                           },
+                           options));
+  // The operator is replacing the CRL: for a while the directory has none.
+  const std::string aside = dir_.path() + "/crl-aside";
+  std::filesystem::rename(crl_dir(), aside);
+  std::filesystem::create_directories(crl_dir());
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<Client> sender,
+                       Client::Open(Quick(broker, kG22)));
+  ASSERT_OK(sender->Send(NewDocument(kH49, "một")).status());
+  ASSERT_TRUE(deferred.WaitForCount(1))
+      << "the document was neither handled nor put back";
+  EXPECT_THAT(deferred.items()[0],
+              StatusIs(absl::StatusCode::kUnavailable,
+                       HasSubstr("revocation of the certificate")));
+  EXPECT_EQ(got.size(), 0u) << "handled without checking revocation";
+  // The new CRL is in place: the session, still open, takes the document.
+  std::filesystem::remove_all(crl_dir());
+  std::filesystem::rename(aside, crl_dir());
+  ASSERT_TRUE(got.WaitForCount(1)) << "the session did not take it again";
+  EXPECT_EQ(got.items()[0], "một");
+  EXPECT_EQ(got.CountAfter(absl::Milliseconds(500)), 1u);
+  session->Stop();
+  EXPECT_OK(session->Wait());
+}
+
 TEST_F(CertificatesTest, WithoutAMaximumAgeAnOpenStreamOutlivesRevocation) {
   // The control for the test above: with no maximum age, the stream a
   // revoked organization opened before keeps receiving.

@@ -198,6 +198,14 @@ struct ReceiveOptions {
   // resolved that affects this org; the open ones again whenever the stream
   // (re)connects), on an SDK thread; must not block. Default: dropped.
   std::function<void(const v1::Notice&)> on_notice;
+  // Called with a document's id and why, on an SDK thread, when the document
+  // is put back to be delivered again after a pause (1 s, doubling to 60 s):
+  // its handler failed, or this side cannot check it for now (UNAVAILABLE:
+  // no current CRL of its signer's issuer in ClientOptions::crl_directory,
+  // say while an operator replaces it; the session goes on and takes it once
+  // it can). Must not block. Default: nothing.
+  std::function<void(const std::string& document_id, const absl::Status&)>
+      on_deferred;
 };
 
 // Returned by Receive; stops the stream when destroyed.
