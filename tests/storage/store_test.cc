@@ -558,12 +558,20 @@ TEST_P(StoreTest, GroupCommitCompletesEveryConcurrentWrite) {
 // What Stats() reports as syncs so far.
 uint64_t Syncs(Store& store) { return store.Stats().syncs; }
 
-TEST_P(StoreTest, AWriteThatMayWaitSharesTheSyncOfTheNextWrite) {
-  const uint64_t before = Syncs(*store_);
+// A recipient's acknowledgement as the exchange writes it (its DELIVERED
+// event), whose sync may wait `sync_within`.
+WriteBatch DeliveredBatch(absl::Duration sync_within) {
   WriteBatch ack;
   ack.events.push_back(
       MakeEvent("doc-1", kH49, kG22, v1::DELIVERY_STATE_DELIVERED));
-  ack.sync_within = absl::Hours(1);  // only another write's sync ends it
+  ack.sync_within = sync_within;
+  return ack;
+}
+
+TEST_P(StoreTest, AWriteThatMayWaitSharesTheSyncOfTheNextWrite) {
+  const uint64_t before = Syncs(*store_);
+  WriteBatch ack =
+      DeliveredBatch(absl::Hours(1));  // only another write's sync ends it
   absl::Notification acked;
   absl::StatusOr<WriteResult> ack_result;
   store_->Write(std::move(ack), [&](absl::StatusOr<WriteResult> r) {
@@ -581,10 +589,7 @@ TEST_P(StoreTest, AWriteThatMayWaitSharesTheSyncOfTheNextWrite) {
 
 TEST_P(StoreTest, AWriteThatMayWaitIsSyncedWhenItsTimeRunsOut) {
   const uint64_t before = Syncs(*store_);
-  WriteBatch ack;
-  ack.events.push_back(
-      MakeEvent("doc-1", kH49, kG22, v1::DELIVERY_STATE_DELIVERED));
-  ack.sync_within = absl::Milliseconds(20);
+  WriteBatch ack = DeliveredBatch(absl::Milliseconds(20));
   absl::Notification acked;
   store_->Write(std::move(ack), [&](absl::StatusOr<WriteResult> r) {
     EXPECT_OK(r);
@@ -596,10 +601,7 @@ TEST_P(StoreTest, AWriteThatMayWaitIsSyncedWhenItsTimeRunsOut) {
 }
 
 TEST_P(StoreTest, ClosingSyncsAWriteThatMayWaitWithoutWaitingForIt) {
-  WriteBatch ack;
-  ack.events.push_back(
-      MakeEvent("doc-1", kH49, kG22, v1::DELIVERY_STATE_DELIVERED));
-  ack.sync_within = absl::Hours(1);
+  WriteBatch ack = DeliveredBatch(absl::Hours(1));
   absl::Notification acked;
   store_->Write(std::move(ack), [&](absl::StatusOr<WriteResult> r) {
     EXPECT_OK(r);
