@@ -403,11 +403,22 @@ void ReceiveSessionImpl::HandlerLoop() {
       absl::Status opened = connection_->VerifyAndOpen(&one, &rejected);
       if (absl::IsUnavailable(opened)) {
         // This side cannot check it for now (no current CRL of its signer's
-        // issuer, say while an operator replaces it): neither the document's
-        // fault nor lasting. Tried again after a pause; the session goes on.
+        // issuer, say while an operator replaces it): not the document's
+        // fault. Tried again after a pause while the session goes on, for
+        // at most max_unchecked.
         {
           absl::MutexLock lock(&mu_);
           handling_.erase(sealed_id);
+          if (unchecked_since_.size() > 10000) unchecked_since_.clear();
+          const absl::Time since =
+              unchecked_since_.emplace(sealed_id, absl::Now()).first->second;
+          if (absl::Now() - since >= options_.max_unchecked) {
+            EndLocked(absl::UnavailableError(
+                absl::StrCat(opened.message(), "; document ", sealed_id,
+                             " could not be checked for ",
+                             absl::FormatDuration(options_.max_unchecked))));
+            return;
+          }
           DeferLocked(sealed_id);
         }
         if (options_.on_deferred) options_.on_deferred(sealed_id, opened);
@@ -420,12 +431,7 @@ void ReceiveSessionImpl::HandlerLoop() {
           // A problem of this side that waiting does not cure (no key for
           // it): not the document's. It stays queued at the broker; the
           // application hears of it from Wait.
-          if (!stopping_ && !ended_) {
-            ended_ = true;
-            finished_ = true;
-            final_status_ = opened;
-            work_.clear();
-          }
+          EndLocked(opened);
           return;
         }
         // Rejected (already remembered as seen): acknowledge. Not
@@ -455,6 +461,7 @@ void ReceiveSessionImpl::HandlerLoop() {
       handling_.erase(id);
       if (status.ok()) {
         failures_.erase(id);
+        unchecked_since_.erase(id);
         handled_.push_back(id);
       } else {
         DeferLocked(id);
@@ -462,6 +469,14 @@ void ReceiveSessionImpl::HandlerLoop() {
     }
     if (!status.ok() && options_.on_deferred) options_.on_deferred(id, status);
   }
+}
+
+void ReceiveSessionImpl::EndLocked(absl::Status status) {
+  if (stopping_ || ended_) return;
+  ended_ = true;
+  finished_ = true;
+  final_status_ = std::move(status);
+  work_.clear();  // undelivered: the broker sends them again later
 }
 
 void ReceiveSessionImpl::DeferLocked(const std::string& id) {

@@ -101,6 +101,8 @@ class ReceiveSessionImpl final : public ReceiveSession {
   // Puts `id` back, to be delivered again after a pause that doubles with
   // each failure of it (1 s to 60 s).
   void DeferLocked(const std::string& id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Ends the session with `status` (what Wait returns), unless it is ending.
+  void EndLocked(absl::Status status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void StartCall(Call* call, size_t endpoint);
 
   const std::shared_ptr<Connection> connection_;
@@ -126,6 +128,9 @@ class ReceiveSessionImpl final : public ReceiveSession {
   // in a row each failed (for the delay: 1 s, doubling, at most 60 s).
   std::multimap<absl::Time, std::string> held_nacks_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, int> failures_ ABSL_GUARDED_BY(mu_);
+  // Since when each document this side could not check has been coming back.
+  absl::flat_hash_map<std::string, absl::Time> unchecked_since_
+      ABSL_GUARDED_BY(mu_);
 
   CallState current_ ABSL_GUARDED_BY(mu_);
   std::vector<std::unique_ptr<Call>> finished_calls_ ABSL_GUARDED_BY(mu_);

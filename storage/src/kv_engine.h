@@ -51,10 +51,15 @@ class KvEngine {
   // (see Sync). Called from one thread at a time.
   virtual absl::Status Commit(const std::vector<KvOp>& ops,
                               size_t bytes_hint) = 0;
-  // Makes every commit that returned before this call durable and visible
-  // to Get and Scan. With `durable` false only visible (writes that asked
-  // for no sync). May run concurrently with Commit.
-  virtual absl::Status Sync(bool durable) = 0;
+  // Makes every commit that returned before this call visible to Get and
+  // Scan, and durable first (one WAL sync) when `durable()` says so (false:
+  // writes that asked for no sync). `durable` is asked once what becomes
+  // visible is fixed, so that a commit wanting a sync that may be in it
+  // still gets one before it shows. May run concurrently with Commit.
+  virtual absl::Status Sync(const std::function<bool()>& durable) = 0;
+  absl::Status Sync(bool durable) {
+    return Sync([durable] { return durable; });
+  }
   // Visits keys >= start that begin with `prefix`, in order, while `fn`
   // returns true. Thread-safe.
   virtual absl::Status Scan(

@@ -57,7 +57,9 @@ class MemoryEngine : public KvEngine {
     return absl::OkStatus();
   }
 
-  absl::Status Sync(bool durable) override { return absl::OkStatus(); }
+  absl::Status Sync(const std::function<bool()>&) override {
+    return absl::OkStatus();
+  }
 
   std::pair<uint64_t, uint64_t> ApproximateSizes() override {
     absl::MutexLock lock(&mu_);

@@ -7,6 +7,7 @@
 // While the syncer waits on the disk, the committer prepares the next group.
 // Nothing is acknowledged before its sync.
 #include <algorithm>
+#include <atomic>
 #include <deque>
 #include <thread>
 #include <tuple>
@@ -113,7 +114,8 @@ class StoreImpl : public Store {
   std::optional<Pending> Prepare(WriteBatch batch, WriteCallback done) {
     Pending p;
     p.sync = batch.sync;
-    p.sync_within = batch.sync_within;
+    p.sync_within =
+        std::clamp(batch.sync_within, absl::ZeroDuration(), absl::Seconds(1));
     if (batch.document) {
       const v1::Document& doc = *batch.document;
       p.document_id = doc.id();
@@ -503,8 +505,12 @@ class StoreImpl : public Store {
         audit_head.append(audit_head_.hash);
         ops.push_back(KvOp{Cf::kMeta, false, keys::kAuditHead, audit_head});
       }
+      // Counted before the engine has it: a sync that makes it visible
+      // then makes it durable too (see SyncAndAnswer).
+      if (sync) durable_owed_.fetch_add(1);
       absl::Status s = engine_->Commit(ops, bytes + 64 * ops.size());
       if (!s.ok()) {
+        if (sync) durable_owed_.fetch_sub(1);
         last_sequence_ = first_sequence;
         audit_head_ = first_audit_head;
         for (auto& r : results) {
@@ -575,12 +581,24 @@ class StoreImpl : public Store {
   // its callbacks in commit order.
   void SyncAndAnswer(std::deque<Committed>& batch) {
     bool needs_sync = false;
+    uint64_t owed = 0;  // groups of the batch that need a sync
     size_t writes = 0;
     for (const Committed& c : batch) {
       needs_sync = needs_sync || c.needs_sync;
+      owed += c.needs_sync;
       writes += c.callbacks.size();
     }
-    absl::Status synced = engine_->Sync(needs_sync);
+    // A group that needs a sync may be committed already but not yet here
+    // (or wait to share a later sync): if what becomes visible may hold it,
+    // sync anyway, so that nothing shows before it is durable.
+    bool synced_anyway = false;
+    absl::Status synced = engine_->Sync([&] {
+      if (needs_sync) return true;
+      synced_anyway = durable_owed_.load() > 0;
+      return synced_anyway;
+    });
+    needs_sync = needs_sync || synced_anyway;
+    if (synced.ok()) durable_owed_.fetch_sub(owed);
     writes_.Add(writes);
     if (needs_sync) {
       syncs_.Add();
@@ -699,6 +717,8 @@ class StoreImpl : public Store {
   absl::Mutex sync_mu_;
   std::deque<Committed> to_sync_ ABSL_GUARDED_BY(sync_mu_);
   bool sync_closing_ ABSL_GUARDED_BY(sync_mu_) = false;
+  // Groups that need a sync, committed (or being committed) and not synced.
+  std::atomic<uint64_t> durable_owed_{0};
   std::thread syncer_;
 };
 

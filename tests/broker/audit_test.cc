@@ -124,7 +124,9 @@ class AuditLogTest : public ::testing::TestWithParam<Engine> {
                           size_t bytes) override {
         return e_->Commit(ops, bytes);
       }
-      absl::Status Sync(bool durable) override { return e_->Sync(durable); }
+      absl::Status Sync(const std::function<bool()>& durable) override {
+        return e_->Sync(durable);
+      }
       absl::Status Scan(
           storage::Cf cf, absl::string_view start, absl::string_view prefix,
           const std::function<bool(absl::string_view, absl::string_view)>& fn)

@@ -242,6 +242,47 @@ TEST_F(CertificatesTest,
   EXPECT_OK(session->Wait());
 }
 
+TEST_F(CertificatesTest, AReceiverWhoseCrlDoesNotComeBackEndsNamingIt) {
+  BrokerProcess broker;
+  ASSERT_OK(broker.Start());
+  ClientOptions h49 = Quick(broker, kH49);
+  h49.crl_directory = crl_dir();
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<Client> receiver, Client::Open(h49));
+  Collector<std::string> got;
+  ReceiveOptions options;
+  options.max_unchecked = absl::Seconds(2);
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<ReceiveSession> session,
+                       receiver->Receive(
+                           [&got](const IncomingDocument& d) {
+                             got.Add(d.document.metadata().subject());
+                             return absl::OkStatus();
+                           },
+                           options));
+  std::filesystem::remove_all(crl_dir());
+  std::filesystem::create_directories(crl_dir());
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<Client> sender,
+                       Client::Open(Quick(broker, kG22)));
+  ASSERT_OK_AND_ASSIGN(SendReceipt sent,
+                       sender->Send(NewDocument(kH49, "một")));
+  absl::Notification ended;
+  absl::Status ended_with;
+  std::thread waiter([&] {
+    ended_with = session->Wait();
+    ended.Notify();
+  });
+  // Tried at once, after 1 s and after 2 more: then 2 s have passed.
+  const bool in_time = ended.WaitForNotificationWithTimeout(absl::Seconds(20));
+  if (!in_time) session->Stop();
+  waiter.join();
+  ASSERT_TRUE(in_time) << "the session went on without a CRL";
+  EXPECT_THAT(ended_with,
+              StatusIs(absl::StatusCode::kUnavailable,
+                       AllOf(HasSubstr("revocation of the certificate"),
+                             HasSubstr(sent.document_id),
+                             HasSubstr("could not be checked for 2s"))));
+  EXPECT_EQ(got.size(), 0u);
+}
+
 TEST_F(CertificatesTest, WithoutAMaximumAgeAnOpenStreamOutlivesRevocation) {
   // The control for the test above: with no maximum age, the stream a
   // revoked organization opened before keeps receiving.

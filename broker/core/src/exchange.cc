@@ -7,6 +7,7 @@
 #include <set>
 #include <unordered_map>
 #include <unordered_set>
+#include <utility>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
@@ -439,8 +440,8 @@ class ExchangeImpl : public Exchange {
     }
     ~WriteGroup() {
       if (current_ != this) return;  // nested: the outer one writes
+      current_ = nullptr;  // a write a callback makes now goes on its own
       Flush();
-      current_ = nullptr;
     }
     WriteGroup(const WriteGroup&) = delete;
     WriteGroup& operator=(const WriteGroup&) = delete;
@@ -457,8 +458,10 @@ class ExchangeImpl : public Exchange {
     // Bounds how long the first write waits for the rest to be prepared.
     static constexpr size_t kMostGrouped = 32;
     void Flush() {
-      if (!writes_.empty()) ex_->store_->WriteAll(std::move(writes_));
-      writes_.clear();
+      // Taken out first: a callback WriteAll runs at once (a write refused
+      // before it is queued) may add to writes_.
+      auto writes = std::exchange(writes_, {});
+      if (!writes.empty()) ex_->store_->WriteAll(std::move(writes));
     }
     static inline thread_local WriteGroup* current_ = nullptr;
     ExchangeImpl* const ex_;
@@ -662,7 +665,9 @@ class ExchangeImpl : public Exchange {
   }
 
   // Validates and hands the document to the store's FIFO queue before it
-  // returns, so the order of calls is the order of queue positions.
+  // returns (or to the WriteGroup open on this thread, which hands its
+  // writes on in the same order), so the order of calls is the order of
+  // queue positions.
   void SendOnWorker(const Principal& caller, v1::Document doc,
                     Callback<v1::SendResponse> done) {
     done = AuditRefusal(caller, doc, std::move(done));
@@ -1471,7 +1476,9 @@ class ExchangeImpl : public Exchange {
     }
     batch.events = std::move(events);
     batch.dequeue = entries;
-    if (delivered) batch.sync_within = kSharedSyncWait;
+    // A recipient's session does not wait for its acknowledgements to be
+    // stored (a caller of the unary Ack does).
+    if (delivered && !done) batch.sync_within = kSharedSyncWait;
     StoreWrite(
         std::move(batch),
         [this, org, delivered, entries = std::move(entries),

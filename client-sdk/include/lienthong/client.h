@@ -206,6 +206,10 @@ struct ReceiveOptions {
   // it can). Must not block. Default: nothing.
   std::function<void(const std::string& document_id, const absl::Status&)>
       on_deferred;
+  // How long a document this side cannot check keeps coming back before the
+  // session ends with that error (Wait returns it; the document stays queued
+  // at the broker): a CRL that does not come back is a fault to repair.
+  absl::Duration max_unchecked = absl::Minutes(10);
 };
 
 // Returned by Receive; stops the stream when destroyed.

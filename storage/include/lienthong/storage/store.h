@@ -106,10 +106,11 @@ struct WriteBatch {
   // Want a synced write. Default true.
   bool sync = true;
   // With `sync`: how long the sync may wait for other writes to share it
-  // (zero: synced at once). The callback still runs only once the write is
-  // durable. For writes nobody waits on at once (a recipient's
-  // acknowledgement, an event coming back from a peer), so that they ride on
-  // the syncs of the documents arriving instead of each taking its own.
+  // (zero: synced at once; at most 1 s is taken). The callback still runs only
+  // once the write is durable. For writes nobody waits on at once (a
+  // recipient's acknowledgement, an event coming back from a peer), so that
+  // they ride on the syncs of the documents arriving instead of each taking its
+  // own.
   absl::Duration sync_within = absl::ZeroDuration();
 };
 
