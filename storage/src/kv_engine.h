@@ -52,13 +52,15 @@ class KvEngine {
   virtual absl::Status Commit(const std::vector<KvOp>& ops,
                               size_t bytes_hint) = 0;
   // Makes every commit that returned before this call visible to Get and
-  // Scan, and durable first (one WAL sync) when `durable()` says so (false:
-  // writes that asked for no sync). `durable` is asked once what becomes
-  // visible is fixed, so that a commit wanting a sync that may be in it
-  // still gets one before it shows. May run concurrently with Commit.
-  virtual absl::Status Sync(const std::function<bool()>& durable) = 0;
+  // Scan, durable first (one WAL sync) when `durable`. Without `durable`
+  // (writes that asked for no sync) the read view moves only if `may_show`,
+  // asked once what would become visible is fixed, says that nothing in it
+  // still wants a sync; otherwise those writes show with the next sync.
+  // May run concurrently with Commit.
+  virtual absl::Status Sync(bool durable,
+                            const std::function<bool()>& may_show) = 0;
   absl::Status Sync(bool durable) {
-    return Sync([durable] { return durable; });
+    return Sync(durable, [] { return true; });
   }
   // Visits keys >= start that begin with `prefix`, in order, while `fn`
   // returns true. Thread-safe.

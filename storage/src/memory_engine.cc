@@ -57,7 +57,7 @@ class MemoryEngine : public KvEngine {
     return absl::OkStatus();
   }
 
-  absl::Status Sync(const std::function<bool()>&) override {
+  absl::Status Sync(bool, const std::function<bool()>&) override {
     return absl::OkStatus();
   }
 

@@ -118,11 +118,13 @@ class RocksDbEngine : public KvEngine {
     return {disk, memory};
   }
 
-  absl::Status Sync(const std::function<bool()>& durable) override {
+  absl::Status Sync(bool durable,
+                    const std::function<bool()>& may_show) override {
     // The snapshot is taken before the sync, so it holds only what the sync
     // covers; it becomes the read view once the sync succeeded.
     auto view = std::make_shared<const View>(db_.get(), db_->GetSnapshot());
-    if (durable()) {
+    if (!durable && !may_show()) return absl::OkStatus();
+    if (durable) {
       absl::Status s = FromRocksDb(db_->SyncWAL(), "sync WAL");
       if (!s.ok()) return s;
     }

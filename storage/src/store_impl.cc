@@ -505,8 +505,8 @@ class StoreImpl : public Store {
         audit_head.append(audit_head_.hash);
         ops.push_back(KvOp{Cf::kMeta, false, keys::kAuditHead, audit_head});
       }
-      // Counted before the engine has it: a sync that makes it visible
-      // then makes it durable too (see SyncAndAnswer).
+      // Counted before the engine has it: a sync without durability does
+      // not make it visible then (see SyncAndAnswer).
       if (sync) durable_owed_.fetch_add(1);
       absl::Status s = engine_->Commit(ops, bytes + 64 * ops.size());
       if (!s.ok()) {
@@ -588,16 +588,11 @@ class StoreImpl : public Store {
       owed += c.needs_sync;
       writes += c.callbacks.size();
     }
-    // A group that needs a sync may be committed already but not yet here
-    // (or wait to share a later sync): if what becomes visible may hold it,
-    // sync anyway, so that nothing shows before it is durable.
-    bool synced_anyway = false;
-    absl::Status synced = engine_->Sync([&] {
-      if (needs_sync) return true;
-      synced_anyway = durable_owed_.load() > 0;
-      return synced_anyway;
-    });
-    needs_sync = needs_sync || synced_anyway;
+    // Without a sync, a group that needs one may be committed already but
+    // not yet here: then the read view stays (these writes show with that
+    // group's sync, soon), so that nothing shows before it is durable.
+    absl::Status synced =
+        engine_->Sync(needs_sync, [this] { return durable_owed_.load() == 0; });
     if (synced.ok()) durable_owed_.fetch_sub(owed);
     writes_.Add(writes);
     if (needs_sync) {

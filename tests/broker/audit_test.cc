@@ -124,8 +124,9 @@ class AuditLogTest : public ::testing::TestWithParam<Engine> {
                           size_t bytes) override {
         return e_->Commit(ops, bytes);
       }
-      absl::Status Sync(const std::function<bool()>& durable) override {
-        return e_->Sync(durable);
+      absl::Status Sync(bool durable,
+                        const std::function<bool()>& may_show) override {
+        return e_->Sync(durable, may_show);
       }
       absl::Status Scan(
           storage::Cf cf, absl::string_view start, absl::string_view prefix,
