@@ -506,11 +506,12 @@ class StoreImpl : public Store {
         ops.push_back(KvOp{Cf::kMeta, false, keys::kAuditHead, audit_head});
       }
       // Counted before the engine has it: a sync without durability does
-      // not make it visible then (see SyncAndAnswer).
+      // not make it visible then (see SyncAndAnswer). The syncer counts it
+      // off once synced (a failed commit too: it is still a group needing a
+      // sync below).
       if (sync) durable_owed_.fetch_add(1);
       absl::Status s = engine_->Commit(ops, bytes + 64 * ops.size());
       if (!s.ok()) {
-        if (sync) durable_owed_.fetch_sub(1);
         last_sequence_ = first_sequence;
         audit_head_ = first_audit_head;
         for (auto& r : results) {
