@@ -18,6 +18,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "lienthong/client.h"
+#include "lienthong/common/status_macros.h"
 #include "tests/integration/broker_process.h"
 #include "tests/testing/async.h"
 #include "tests/testing/status_matchers.h"
@@ -93,6 +94,28 @@ class CertificatesTest : public ::testing::Test {
     o.retry_budget = absl::Seconds(3);
     o.max_backoff = absl::Milliseconds(500);
     return o;
+  }
+
+  // A receive session of 000.00.00.H49 that checks revocation against
+  // crl_dir(); its handler collects each document's subject.
+  struct Receiving {
+    std::unique_ptr<Client> client;
+    std::unique_ptr<ReceiveSession> session;  // goes before its client
+    Collector<std::string> got;
+  };
+  absl::StatusOr<Receiving> ReceiveAtH49WithCrl(const BrokerProcess& broker,
+                                                ReceiveOptions options) {
+    ClientOptions h49 = Quick(broker, kH49);
+    h49.crl_directory = crl_dir();
+    Receiving r;
+    ASSIGN_OR_RETURN(r.client, Client::Open(h49));
+    ASSIGN_OR_RETURN(r.session, r.client->Receive(
+                                    [got = r.got](const IncomingDocument& d) {
+                                      got.Add(d.document.metadata().subject());
+                                      return absl::OkStatus();
+                                    },
+                                    options));
+    return r;
   }
 
   absl::Status SendFrom(const ClientOptions& options, const std::string& to) {
@@ -203,22 +226,13 @@ TEST_F(CertificatesTest,
        AReceiverWithoutACurrentCrlTakesTheDocumentOnceOneIsBack) {
   BrokerProcess broker;
   ASSERT_OK(broker.Start());
-  ClientOptions h49 = Quick(broker, kH49);
-  h49.crl_directory = crl_dir();
-  ASSERT_OK_AND_ASSIGN(std::unique_ptr<Client> receiver, Client::Open(h49));
-  Collector<std::string> got;
   Collector<absl::Status> deferred;
   ReceiveOptions options;
-  options.on_deferred = [&deferred](const std::string&, const absl::Status& s) {
+  options.on_deferred = [deferred](const std::string&, const absl::Status& s) {
     deferred.Add(s);
   };
-  ASSERT_OK_AND_ASSIGN(std::unique_ptr<ReceiveSession> session,
-                       receiver->Receive(
-                           [&got](const IncomingDocument& d) {
-                             got.Add(d.document.metadata().subject());
-                             return absl::OkStatus();
-                           },
-                           options));
+  ASSERT_OK_AND_ASSIGN(Receiving h49, ReceiveAtH49WithCrl(broker, options));
+  const Collector<std::string>& got = h49.got;
   // The operator is replacing the CRL: for a while the directory has none.
   const std::string aside = dir_.path() + "/crl-aside";
   std::filesystem::rename(crl_dir(), aside);
@@ -238,26 +252,17 @@ TEST_F(CertificatesTest,
   ASSERT_TRUE(got.WaitForCount(1)) << "the session did not take it again";
   EXPECT_EQ(got.items()[0], "một");
   EXPECT_EQ(got.CountAfter(absl::Milliseconds(500)), 1u);
-  session->Stop();
-  EXPECT_OK(session->Wait());
+  h49.session->Stop();
+  EXPECT_OK(h49.session->Wait());
 }
 
 TEST_F(CertificatesTest, AReceiverWhoseCrlDoesNotComeBackEndsNamingIt) {
   BrokerProcess broker;
   ASSERT_OK(broker.Start());
-  ClientOptions h49 = Quick(broker, kH49);
-  h49.crl_directory = crl_dir();
-  ASSERT_OK_AND_ASSIGN(std::unique_ptr<Client> receiver, Client::Open(h49));
-  Collector<std::string> got;
   ReceiveOptions options;
   options.max_unchecked = absl::Seconds(2);
-  ASSERT_OK_AND_ASSIGN(std::unique_ptr<ReceiveSession> session,
-                       receiver->Receive(
-                           [&got](const IncomingDocument& d) {
-                             got.Add(d.document.metadata().subject());
-                             return absl::OkStatus();
-                           },
-                           options));
+  ASSERT_OK_AND_ASSIGN(Receiving h49, ReceiveAtH49WithCrl(broker, options));
+  ReceiveSession* session = h49.session.get();
   std::filesystem::remove_all(crl_dir());
   std::filesystem::create_directories(crl_dir());
   ASSERT_OK_AND_ASSIGN(std::unique_ptr<Client> sender,
@@ -280,7 +285,7 @@ TEST_F(CertificatesTest, AReceiverWhoseCrlDoesNotComeBackEndsNamingIt) {
                        AllOf(HasSubstr("revocation of the certificate"),
                              HasSubstr(sent.document_id),
                              HasSubstr("could not be checked for 2s"))));
-  EXPECT_EQ(got.size(), 0u);
+  EXPECT_EQ(h49.got.size(), 0u);
 }
 
 TEST_F(CertificatesTest, WithoutAMaximumAgeAnOpenStreamOutlivesRevocation) {
