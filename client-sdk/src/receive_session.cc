@@ -228,10 +228,7 @@ void ReceiveSessionImpl::OnCallDone(Call* call,
   current_ = CallState();
   if (stopping_ || ended_) return;
   if (EndsLongLivedStream(status.error_code())) {
-    ended_ = true;
-    finished_ = true;
-    final_status_ = FromGrpcStatus(status);
-    work_.clear();  // undelivered: the broker sends them again later
+    EndLocked(FromGrpcStatus(status));
     return;
   }
   const absl::Time now = absl::Now();
@@ -242,10 +239,7 @@ void ReceiveSessionImpl::OnCallDone(Call* call,
   } else if (refused_since_ == absl::InfiniteFuture()) {
     refused_since_ = now;
   } else if (now - refused_since_ >= connection_->options().retry_budget) {
-    ended_ = true;
-    finished_ = true;
-    final_status_ = FromGrpcStatus(status);
-    work_.clear();
+    EndLocked(FromGrpcStatus(status));
     return;
   }
   if (now - opened_at >= kHealthyCallAge) backoff_.Reset();
@@ -410,9 +404,10 @@ void ReceiveSessionImpl::HandlerLoop() {
           absl::MutexLock lock(&mu_);
           handling_.erase(sealed_id);
           if (unchecked_since_.size() > 10000) unchecked_since_.clear();
+          const absl::Time now = absl::Now();
           const absl::Time since =
-              unchecked_since_.emplace(sealed_id, absl::Now()).first->second;
-          if (absl::Now() - since >= options_.max_unchecked) {
+              unchecked_since_.emplace(sealed_id, now).first->second;
+          if (now - since >= options_.max_unchecked) {
             EndLocked(absl::UnavailableError(
                 absl::StrCat(opened.message(), "; document ", sealed_id,
                              " could not be checked for ",

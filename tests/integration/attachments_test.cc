@@ -152,6 +152,17 @@ v1::Document NewDocument(const std::string& to, const std::string& subject) {
   return doc;
 }
 
+// References in `doc` an attachment stored before (uploaded on its own).
+void AddStoredAttachment(v1::Document* doc, const std::string& name,
+                         const std::string& sha256, uint64_t size) {
+  v1::Attachment* a = doc->add_attachments();
+  a->set_name(name);
+  a->set_content_type("application/octet-stream");
+  a->set_sha256(sha256);
+  a->set_size(size);
+  a->set_stored(true);
+}
+
 v1::UploadRequest StartOf(const std::string& sha256, uint64_t size) {
   v1::UploadRequest request;
   request.mutable_start()->set_sha256(sha256);
@@ -463,12 +474,7 @@ TEST_F(AttachmentsTest, ADamagedChunkIsRefusedAndCannotBeReferenced) {
   std::unique_ptr<Client> sender = Open(kH49);
   ASSERT_NE(sender, nullptr);
   v1::Document doc = NewDocument(kG22, "Tệp hỏng");
-  v1::Attachment* a = doc.add_attachments();
-  a->set_name("hong.bin");
-  a->set_content_type("application/octet-stream");
-  a->set_sha256(sha256);
-  a->set_size(content.size());
-  a->set_stored(true);
+  AddStoredAttachment(&doc, "hong.bin", sha256, content.size());
   EXPECT_THAT(sender->Send(doc),
               StatusIs(absl::StatusCode::kFailedPrecondition,
                        AllOf(HasSubstr("attachments[0]"), HasSubstr(sha256))));
@@ -624,12 +630,7 @@ TEST_F(AttachmentsTest, AnUploadNamedAtEndIsCheckedAndNamedByItsLastChunk) {
   EXPECT_EQ(last.sha256(), sha256);
   // The uploader may reference it by that name.
   v1::Document doc = NewDocument(kH49, "Tải lên thô");
-  v1::Attachment* a = doc.add_attachments();
-  a->set_name("tho.bin");
-  a->set_content_type("application/octet-stream");
-  a->set_sha256(sha256);
-  a->set_size(content.size());
-  a->set_stored(true);
+  AddStoredAttachment(&doc, "tho.bin", sha256, content.size());
   std::unique_ptr<Client> sender = Open(kG22);
   ASSERT_NE(sender, nullptr);
   ASSERT_OK_AND_ASSIGN(SendReceipt receipt, sender->Send(doc));
@@ -955,12 +956,7 @@ TEST_F(AttachmentsTest, KillNineMidUploadLosesNothingAcknowledged) {
   ASSERT_NE(sender, nullptr);
   ASSERT_NE(recipient, nullptr);
   v1::Document doc = NewDocument(kH49, "Sau sự cố");
-  v1::Attachment* a = doc.add_attachments();
-  a->set_name("sau-su-co.bin");
-  a->set_content_type("application/octet-stream");
-  a->set_sha256(sha256);
-  a->set_size(kSize);
-  a->set_stored(true);
+  AddStoredAttachment(&doc, "sau-su-co.bin", sha256, kSize);
   ASSERT_OK_AND_ASSIGN(SendReceipt receipt, sender->Send(doc));
   ExpectItsAttachmentDownloads(*recipient, receipt.document_id, content,
                                "sau-su-co.bin");

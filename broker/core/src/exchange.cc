@@ -637,10 +637,9 @@ class ExchangeImpl : public Exchange {
         : ex_(ex), strand_(ex->workers_.get()) {}
     void Send(const Principal& caller, v1::Document document,
               Callback<v1::SendResponse> done) override {
-      strand_.Submit([ex = ex_, caller, document = std::move(document),
-                      done = ex_->Measured(std::move(done))]() mutable {
-        ex->SendOnWorker(caller, std::move(document), std::move(done));
-      });
+      std::vector<std::pair<v1::Document, Callback<v1::SendResponse>>> one;
+      one.emplace_back(std::move(document), std::move(done));
+      SendAll(caller, std::move(one));
     }
     void SendAll(
         const Principal& caller,
@@ -2581,10 +2580,11 @@ class ExchangeImpl : public Exchange {
         : ex_(ex), peer_(std::move(peer)), strand_(ex->workers_.get()) {}
     void Accept(v1::Transfer transfer,
                 absl::AnyInvocable<void(v1::Custody)> done) override {
-      strand_.Submit([ex = ex_, peer = peer_, t = std::move(transfer),
-                      done = std::move(done)]() mutable {
-        ex->AcceptTransfer(peer, std::move(t), std::move(done));
-      });
+      std::vector<
+          std::pair<v1::Transfer, absl::AnyInvocable<void(v1::Custody)>>>
+          one;
+      one.emplace_back(std::move(transfer), std::move(done));
+      AcceptAll(std::move(one));
     }
     void AcceptAll(
         std::vector<
