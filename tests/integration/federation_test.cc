@@ -629,6 +629,26 @@ TEST_F(FederationTest, ThroughTheCentreAndStatusesBackHopByHop) {
   ASSERT_TRUE(
       WaitForRowState(recipient.get(), id, kH51, v1::DELIVERY_STATE_DELIVERED))
       << fed_.Logs();
+  // The recipient's broker has the copy it took in its own audit log, ahead
+  // of the delivery: from whom, for delivery there, under which of its rules.
+  ASSERT_OK_AND_ASSIGN(v1::EvidenceExport far, recipient->GetEvidence(id));
+  v1::Evidence far_evidence;
+  ASSERT_TRUE(far_evidence.ParseFromString(far.evidence()));
+  std::vector<std::string> far_audit;
+  for (const v1::EvidenceAuditEntry& stored : far_evidence.audit_entries()) {
+    v1::AuditEntry e;
+    ASSERT_TRUE(e.ParseFromString(stored.entry().entry()));
+    far_audit.push_back(v1::AuditKind_Name(e.kind()));
+    if (e.kind() != v1::AUDIT_KIND_CUSTODY_TAKEN) continue;
+    EXPECT_EQ(e.actor(), BrokerId("central"));
+    EXPECT_EQ(e.document_id(), id);
+    EXPECT_EQ(e.org(), kH51);
+    EXPECT_THAT(e.detail(), HasSubstr("for delivery here"));
+    EXPECT_THAT(e.detail(), HasSubstr("federation-permit"));
+  }
+  EXPECT_THAT(far_audit,
+              ElementsAre("AUDIT_KIND_CUSTODY_TAKEN", "AUDIT_KIND_DELIVERED"))
+      << far_evidence.DebugString();
   ASSERT_OK(recipient->ReportStatus(id, v1::BUSINESS_STATUS_ARRIVED));
   ASSERT_OK(recipient->ReportStatus(id, v1::BUSINESS_STATUS_ACCEPTED));
   ASSERT_OK(recipient->ReportStatus(id, v1::BUSINESS_STATUS_COMPLETED));

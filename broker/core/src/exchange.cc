@@ -512,6 +512,47 @@ class ExchangeImpl : public Exchange {
     }
   }
 
+  // One audit entry per copy taken from a peer, on the write that takes it
+  // (none when the transfer was taken before): this broker's own log shows
+  // what entered its custody, from whom, under which of its rules, and
+  // where it goes next, even if the copy is never delivered. (The peer's
+  // FORWARDED entry is in the peer's log.)
+  void AuditCustodyTaken(
+      const std::string& peer, const v1::Document& doc,
+      const v1::Custody& custody,
+      const std::map<std::string, std::vector<std::string>>& by_peer,
+      storage::WriteBatch* batch) {
+    const std::string from =
+        SpiffeId(trust_domain_, Principal::Kind::kBroker, peer);
+    for (const v1::CopyDecision& copy : custody.copies()) {
+      std::string next;
+      for (const auto& [next_peer, rs] : by_peer) {
+        if (std::find(rs.begin(), rs.end(), copy.recipient()) != rs.end())
+          next = next_peer;
+      }
+      v1::AuditEntry a;
+      *a.mutable_time() = doc.trace(doc.trace_size() - 1).at();
+      a.set_kind(v1::AUDIT_KIND_CUSTODY_TAKEN);
+      a.set_actor(from);
+      a.set_document_id(doc.id());
+      a.set_org(copy.recipient());
+      a.set_action("CUSTODY_TAKEN");
+      a.set_outcome("OK");
+      a.set_detail(absl::StrCat(
+          "from broker ", from, "; ",
+          next.empty() ? "for delivery here"
+                       : absl::StrCat("to go on to broker ",
+                                      SpiffeId(trust_domain_,
+                                               Principal::Kind::kBroker, next)),
+          copy.policy().policy_version().empty()
+              ? ""
+              : absl::StrCat("; policy ", copy.policy().policy_version(),
+                             " rules ",
+                             absl::StrJoin(copy.policy().rules(), ","))));
+      options_.audit->AddTo(batch, std::move(a));
+    }
+  }
+
   // Records a refused send (nothing of it is stored) before answering.
   Callback<v1::SendResponse> AuditRefusal(const Principal& caller,
                                           const v1::Document& doc,
@@ -2869,6 +2910,7 @@ class ExchangeImpl : public Exchange {
                                                OutboxPayload(peer, rs)});
     }
     AddNextHops(doc.id(), by_peer, &batch);
+    if (options_.audit) AuditCustodyTaken(peer, doc, custody, by_peer, &batch);
     std::vector<std::string> served;  // local copies: change requests apply
     for (const storage::Enqueue& q : batch.enqueue)
       if (!IsLinkQueue(q.recipient)) served.push_back(q.recipient);
