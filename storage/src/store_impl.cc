@@ -38,6 +38,19 @@ namespace {
 // a zero byte, so data written before the index held references still reads.
 constexpr absl::string_view kEventRef("\0", 1);
 
+// What a sealed status event or audit entry is bound to (AEAD associated
+// data; also how an error names it): an event to its document, an audit
+// entry to the log (its place in the chain is bound by the chain's hash).
+std::string EventContext(absl::string_view document_id) {
+  return absl::StrCat("status event of document ", document_id);
+}
+constexpr absl::string_view kAuditContext = "audit entry";
+// A queue entry's payload (an event going back to a peer, where a copy came
+// from and goes) to its document.
+std::string QueuePayloadContext(absl::string_view document_id) {
+  return absl::StrCat("queue payload of document ", document_id);
+}
+
 class StoreImpl : public Store {
  public:
   StoreImpl(std::unique_ptr<KvEngine> engine, std::unique_ptr<DataKeys> keys,
@@ -142,8 +155,18 @@ class StoreImpl : public Store {
     }
     p.enqueue = std::move(batch.enqueue);
     for (Enqueue& q : p.enqueue) {
+      std::string payload;
+      if (!q.payload.empty()) {
+        absl::StatusOr<std::string> sealed =
+            keys_->Seal(q.payload, QueuePayloadContext(q.document_id));
+        if (!sealed.ok()) {
+          done(sealed.status());
+          return std::nullopt;
+        }
+        payload = *std::move(sealed);
+      }
       p.queue_values.push_back(
-          keys::QueueValue(q.document_id, q.sender, q.payload));
+          keys::QueueValue(q.document_id, q.sender, payload));
     }
     for (const QueueEntry& e : batch.dequeue) {
       p.dequeue_keys.push_back(
@@ -155,15 +178,31 @@ class StoreImpl : public Store {
     }
     p.records = std::move(batch.records);
     p.events = std::move(batch.events);
+    // Status events and audit entries carry free text (a rejection's
+    // reason, an approval's comment): sealed at rest like documents.
     for (v1::StatusEvent& e : p.events) {
       e.clear_sequence();  // the sequence lives in the key
-      p.event_values.push_back(e.SerializeAsString());
+      absl::StatusOr<std::string> value =
+          keys_->Seal(e.SerializeAsString(), EventContext(e.document_id()));
+      if (!value.ok()) {
+        done(value.status());
+        return std::nullopt;
+      }
+      p.event_values.push_back(*std::move(value));
       p.bytes += p.event_values.back().size() + e.document_id().size();
     }
     for (const v1::AuditEntry& a : batch.audit) {
+      // The chain hashes the entry itself; the store keeps it sealed.
       p.audit_values.push_back(a.SerializeAsString());
+      absl::StatusOr<std::string> sealed =
+          keys_->Seal(p.audit_values.back(), kAuditContext);
+      if (!sealed.ok()) {
+        done(sealed.status());
+        return std::nullopt;
+      }
+      p.audit_sealed.push_back(*std::move(sealed));
       p.audit_documents.push_back(a.document_id());
-      p.bytes += p.audit_values.back().size() + 64 + a.document_id().size();
+      p.bytes += p.audit_sealed.back().size() + 64 + a.document_id().size();
     }
     if (batch.audit_checkpoint) {
       p.checkpoint_size = batch.audit_checkpoint->tree_size();
@@ -264,6 +303,15 @@ class StoreImpl : public Store {
             bad = absl::DataLossError("storage: malformed queue key");
             return false;
           }
+          if (DataKeys::IsSealed(e->payload)) {
+            absl::StatusOr<std::string> payload = keys_->Open(
+                std::move(e->payload), QueuePayloadContext(e->document_id));
+            if (!payload.ok()) {
+              bad = payload.status();
+              return false;
+            }
+            e->payload = *std::move(payload);
+          }
           fn(*e);
           return true;
         }));
@@ -288,6 +336,7 @@ class StoreImpl : public Store {
     std::vector<std::string> event_values;
     std::vector<Record> records;               // keys with keys::kRecordPrefix
     std::vector<std::string> audit_values;     // serialized AuditEntry
+    std::vector<std::string> audit_sealed;     // as stored (sealed at rest)
     std::vector<std::string> audit_documents;  // their document ids
     std::optional<uint64_t> checkpoint_size;
     std::string checkpoint_value;  // serialized AuditCheckpoint
@@ -314,8 +363,10 @@ class StoreImpl : public Store {
           // A sender's index holds the document id; the event itself is
           // stored once, under the document (older data holds the event).
           std::optional<std::string> stored;
+          std::string document_id = cf == Cf::kEvents ? prefix : "";
           if (cf == Cf::kSenderEvents && absl::StartsWith(v, kEventRef)) {
             v.remove_prefix(kEventRef.size());
+            document_id = std::string(v);
             absl::StatusOr<std::optional<std::string>> got = engine_->Get(
                 Cf::kEvents, keys::Sequenced(std::string(v), sequence));
             if (!got.ok()) {
@@ -331,8 +382,14 @@ class StoreImpl : public Store {
             stored = std::move(*got);
             v = *stored;
           }
+          absl::StatusOr<std::string> opened =
+              keys_->Open(std::string(v), EventContext(document_id));
+          if (!opened.ok()) {
+            bad = opened.status();
+            return false;
+          }
           v1::StatusEvent e;
-          if (!e.ParseFromArray(v.data(), static_cast<int>(v.size()))) {
+          if (!e.ParseFromString(*opened)) {
             bad = absl::DataLossError("storage: corrupt status event");
             return false;
           }
@@ -473,7 +530,7 @@ class StoreImpl : public Store {
             audit::AuditChainHash(audit_head_.hash, index, entry);
         v1::StoredAuditEntry stored;
         stored.set_index(index);
-        stored.set_entry(std::move(entry));
+        stored.set_entry(std::move(p.audit_sealed[i]));
         stored.set_hash(audit_head_.hash);
         scratch.push_back(keys::Audit(keys::kAuditEntryTag, index));
         absl::string_view key = scratch.back();
@@ -660,9 +717,26 @@ class StoreImpl : public Store {
                                                 " of document ", document_id,
                                                 " is indexed but missing"));
       }
-      if (!fn(index, *value)) break;
+      if (!fn(index, OpenAuditEntry(*value))) break;
     }
     return absl::OkStatus();
+  }
+
+  // A stored audit entry (StoredAuditEntry) as readers take it: its entry
+  // opened when sealed at rest. One that does not parse or open is handed on
+  // as stored, so verification names it (its hash no longer matches) instead
+  // of the read failing.
+  std::string OpenAuditEntry(absl::string_view raw) const {
+    v1::StoredAuditEntry stored;
+    if (!stored.ParseFromArray(raw.data(), static_cast<int>(raw.size())) ||
+        !DataKeys::IsSealed(stored.entry())) {
+      return std::string(raw);
+    }
+    absl::StatusOr<std::string> entry =
+        keys_->Open(std::move(*stored.mutable_entry()), kAuditContext);
+    if (!entry.ok()) return std::string(raw);
+    stored.set_entry(*std::move(entry));
+    return stored.SerializeAsString();
   }
 
   absl::Status ScanAudit(
@@ -678,7 +752,9 @@ class StoreImpl : public Store {
                 "storage: malformed key in the audit column family");
             return false;
           }
-          return fn(keys::ReadBigEndian64(k.substr(1)), v);
+          const uint64_t n = keys::ReadBigEndian64(k.substr(1));
+          if (tag == keys::kAuditEntryTag) return fn(n, OpenAuditEntry(v));
+          return fn(n, v);
         }));
     return bad;
   }

@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "lienthong/audit/chain.h"
 #include "lienthong/common/sealing.h"
 #include "lienthong/storage/store.h"
 #include "rocksdb/db.h"
@@ -185,6 +186,93 @@ TEST_F(EncryptionTest, ASealedValueMovedToAnotherDocumentDoesNotOpen) {
   ExpectReads(*store, "doc-a", "a");
   EXPECT_THAT(store->GetDocument("doc-b").status(),
               StatusIs(absl::StatusCode::kDataLoss, HasSubstr("doc-b")));
+}
+
+// A document's status events, audit entries and queue payloads (events going
+// back to a peer) carry free text of their own (a rejection's reason, an
+// approval's comment): sealed at rest too, read back whole, and the audit
+// chain still hashes the entries themselves.
+TEST_F(EncryptionTest, StatusEventsAuditEntriesAndQueuePayloadsAreSealedToo) {
+  constexpr char kReason[] = "TU-CHOI-THIEU-CHU-KY-41c7";
+  constexpr char kComment[] = "Y-KIEN-PHE-DUYET-77ad";
+  constexpr char kPayload[] = "SU-KIEN-TRA-VE-5b02";
+  auto write = [&](Store& store) {
+    WriteBatch batch;
+    batch.document =
+        std::make_shared<v1::Document>(MakeDocument("doc-1", "one"));
+    v1::StatusEvent e;
+    e.set_document_id("doc-1");
+    e.set_recipient("000.00.00.G22");
+    e.set_sender("000.00.00.H49");
+    e.set_business_status(v1::BUSINESS_STATUS_REJECTED);
+    e.set_reason(kReason);
+    batch.events.push_back(e);
+    v1::AuditEntry a;
+    a.set_kind(v1::AUDIT_KIND_APPROVAL);
+    a.set_document_id("doc-1");
+    a.set_detail(kComment);
+    batch.audit.push_back(a);
+    // An event waiting to go back to a peer rides in its queue entry.
+    batch.enqueue.push_back(
+        Enqueue{"~peer", 0, "doc-1", "000.00.00.H49", kPayload});
+    return store.WriteSync(std::move(batch)).status();
+  };
+  {
+    ASSERT_OK_AND_ASSIGN(std::unique_ptr<Store> store, Open(With(master_)));
+    ASSERT_OK(write(*store));
+  }
+  EXPECT_FALSE(DirectoryContains(dir_.path(), kReason));
+  EXPECT_FALSE(DirectoryContains(dir_.path(), kComment));
+  EXPECT_FALSE(DirectoryContains(dir_.path(), kPayload));
+
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<Store> store, Open(With(master_)));
+  ASSERT_OK_AND_ASSIGN(std::vector<v1::StatusEvent> events,
+                       store->ListDocumentEvents("doc-1", 0));
+  ASSERT_EQ(events.size(), 1u);
+  EXPECT_EQ(events[0].reason(), kReason);
+  ASSERT_OK_AND_ASSIGN(events, store->ListSenderEvents("000.00.00.H49", 0, 10));
+  ASSERT_EQ(events.size(), 1u);
+  EXPECT_EQ(events[0].reason(), kReason);
+  auto expect_entry = [&](absl::string_view raw) {
+    v1::StoredAuditEntry stored;
+    ASSERT_TRUE(stored.ParseFromArray(raw.data(), raw.size()));
+    v1::AuditEntry a;
+    ASSERT_TRUE(a.ParseFromString(stored.entry()));
+    EXPECT_EQ(a.detail(), kComment);
+    EXPECT_EQ(stored.hash(),
+              audit::AuditChainHash(std::string(32, '\0'), 1, stored.entry()));
+    EXPECT_EQ(stored.hash(), store->GetAuditHead().hash);
+  };
+  int seen = 0;
+  ASSERT_OK(store->ScanAuditEntries(1, [&](uint64_t, absl::string_view raw) {
+    expect_entry(raw);
+    ++seen;
+    return true;
+  }));
+  ASSERT_OK(store->ScanAuditEntriesForDocument(
+      "doc-1", [&](uint64_t, absl::string_view raw) {
+        expect_entry(raw);
+        ++seen;
+        return true;
+      }));
+  EXPECT_EQ(seen, 2);
+  std::vector<std::string> payloads;
+  ASSERT_OK(store->ScanQueues(
+      [&](const QueueEntry& q) { payloads.push_back(q.payload); }));
+  EXPECT_THAT(payloads, ::testing::ElementsAre(kPayload));
+
+  // The control: without encryption both texts are on disk.
+  TempDir plain;
+  {
+    RocksDbOptions options;
+    options.path = plain.path() + "/db";
+    ASSERT_OK_AND_ASSIGN(std::unique_ptr<Store> clear,
+                         OpenRocksDbStore(options));
+    ASSERT_OK(write(*clear));
+  }
+  EXPECT_TRUE(DirectoryContains(plain.path(), kReason));
+  EXPECT_TRUE(DirectoryContains(plain.path(), kComment));
+  EXPECT_TRUE(DirectoryContains(plain.path(), kPayload));
 }
 
 TEST_F(EncryptionTest, TheMemoryStoreEncryptsToo) {
