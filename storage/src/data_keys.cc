@@ -156,6 +156,10 @@ bool DataKeys::enabled() const {
   return !current_id_.empty();
 }
 
+bool DataKeys::IsOwnRecord(absl::string_view key) {
+  return absl::StartsWith(key, kKeyRecord) || key == kCurrentRecord;
+}
+
 bool DataKeys::IsSealed(absl::string_view stored) {
   return absl::StartsWith(stored, kMarker);
 }

@@ -6,9 +6,13 @@
 //   record/datakey-current    -> <id hex>: the key new documents use
 //
 // A sealed value is kMarker, the 8-byte data key id, then AeadSeal(data key,
-// value, associated data = the key it is stored under), so a value moved to
-// another key does not open. Values without the marker were written before
-// encryption was turned on and read as they are. Internal to storage.
+// value, associated data). The associated data is the key a document or a
+// record is stored under, so such a value moved to another key does not
+// open; a status event or a queue payload is bound to its document (one
+// moved within its document still opens: the audit chain, not encryption,
+// shows what happened), an audit entry to the log (its place is bound by the
+// chain's hash). Values without the marker were written before encryption
+// was turned on and read as they are. Internal to storage.
 #ifndef LIENTHONG_STORAGE_SRC_DATA_KEYS_H_
 #define LIENTHONG_STORAGE_SRC_DATA_KEYS_H_
 
@@ -39,6 +43,9 @@ class DataKeys {
       KvEngine& engine, const EncryptionOptions& options);
 
   bool enabled() const;
+  // Whether the record `key` (without the store's record prefix) is one of
+  // the data keys' own records, which the master key wraps instead.
+  static bool IsOwnRecord(absl::string_view key);
   // Whether `stored` is a sealed value (starts with the marker).
   static bool IsSealed(absl::string_view stored);
 

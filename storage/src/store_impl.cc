@@ -173,7 +173,19 @@ class StoreImpl : public Store {
           keys::Queue(e.recipient, e.priority, e.sequence));
     }
     for (Record& r : batch.records) {
+      // Records carry what a document's metadata does (a copy held for
+      // approval, an incident's paper register): sealed at rest, bound to
+      // their key. The data keys' own records are wrapped by the master key.
+      const bool seal = !r.value.empty() && !DataKeys::IsOwnRecord(r.key);
       r.key = absl::StrCat(keys::kRecordPrefix, r.key);
+      if (seal) {
+        absl::StatusOr<std::string> sealed = keys_->Seal(r.value, r.key);
+        if (!sealed.ok()) {
+          done(sealed.status());
+          return std::nullopt;
+        }
+        r.value = *std::move(sealed);
+      }
       p.bytes += r.key.size() + r.value.size();
     }
     p.records = std::move(batch.records);
@@ -251,17 +263,28 @@ class StoreImpl : public Store {
       absl::string_view prefix,
       const std::function<void(const Record&)>& fn) override {
     const std::string full = absl::StrCat(keys::kRecordPrefix, prefix);
-    return engine_->Scan(
+    absl::Status bad;
+    RETURN_IF_ERROR(engine_->Scan(
         Cf::kMeta, full, full, [&](absl::string_view k, absl::string_view v) {
+          absl::StatusOr<std::string> value = keys_->Open(std::string(v), k);
+          if (!value.ok()) {
+            bad = value.status();
+            return false;
+          }
           fn(Record{std::string(k.substr(keys::kRecordPrefix.size())),
-                    std::string(v)});
+                    *std::move(value)});
           return true;
-        });
+        }));
+    return bad;
   }
 
   absl::StatusOr<std::optional<std::string>> GetRecord(
       absl::string_view key) override {
-    return engine_->Get(Cf::kMeta, absl::StrCat(keys::kRecordPrefix, key));
+    const std::string full = absl::StrCat(keys::kRecordPrefix, key);
+    ASSIGN_OR_RETURN(std::optional<std::string> raw,
+                     engine_->Get(Cf::kMeta, full));
+    if (!raw) return raw;
+    return keys_->Open(*std::move(raw), full);
   }
 
   absl::Status RotateKeys(const EncryptionOptions& options) override {
@@ -727,6 +750,9 @@ class StoreImpl : public Store {
   // as stored, so verification names it (its hash no longer matches) instead
   // of the read failing.
   std::string OpenAuditEntry(absl::string_view raw) const {
+    // A store without encryption cannot hold sealed values (it would not
+    // have opened).
+    if (!keys_->enabled()) return std::string(raw);
     v1::StoredAuditEntry stored;
     if (!stored.ParseFromArray(raw.data(), static_cast<int>(raw.size())) ||
         !DataKeys::IsSealed(stored.entry())) {

@@ -188,14 +188,16 @@ TEST_F(EncryptionTest, ASealedValueMovedToAnotherDocumentDoesNotOpen) {
               StatusIs(absl::StatusCode::kDataLoss, HasSubstr("doc-b")));
 }
 
-// A document's status events, audit entries and queue payloads (events going
-// back to a peer) carry free text of their own (a rejection's reason, an
-// approval's comment): sealed at rest too, read back whole, and the audit
-// chain still hashes the entries themselves.
-TEST_F(EncryptionTest, StatusEventsAuditEntriesAndQueuePayloadsAreSealedToo) {
+// A document's status events, audit entries, queue payloads (events going
+// back to a peer) and records (a copy held for approval, with its metadata)
+// carry text of their own (a rejection's reason, an approval's comment, a
+// subject): sealed at rest too, read back whole, and the audit chain still
+// hashes the entries themselves.
+TEST_F(EncryptionTest, EventsAuditEntriesQueuePayloadsAndRecordsAreSealedToo) {
   constexpr char kReason[] = "TU-CHOI-THIEU-CHU-KY-41c7";
   constexpr char kComment[] = "Y-KIEN-PHE-DUYET-77ad";
   constexpr char kPayload[] = "SU-KIEN-TRA-VE-5b02";
+  constexpr char kHeld[] = "TRICH-YEU-CHO-DUYET-c3e9";
   auto write = [&](Store& store) {
     WriteBatch batch;
     batch.document =
@@ -215,6 +217,8 @@ TEST_F(EncryptionTest, StatusEventsAuditEntriesAndQueuePayloadsAreSealedToo) {
     // An event waiting to go back to a peer rides in its queue entry.
     batch.enqueue.push_back(
         Enqueue{"~peer", 0, "doc-1", "000.00.00.H49", kPayload});
+    // A record, such as a copy held for approval with its metadata.
+    batch.records.push_back(Record{"held/doc-1", kHeld});
     return store.WriteSync(std::move(batch)).status();
   };
   {
@@ -224,6 +228,7 @@ TEST_F(EncryptionTest, StatusEventsAuditEntriesAndQueuePayloadsAreSealedToo) {
   EXPECT_FALSE(DirectoryContains(dir_.path(), kReason));
   EXPECT_FALSE(DirectoryContains(dir_.path(), kComment));
   EXPECT_FALSE(DirectoryContains(dir_.path(), kPayload));
+  EXPECT_FALSE(DirectoryContains(dir_.path(), kHeld));
 
   ASSERT_OK_AND_ASSIGN(std::unique_ptr<Store> store, Open(With(master_)));
   ASSERT_OK_AND_ASSIGN(std::vector<v1::StatusEvent> events,
@@ -260,6 +265,13 @@ TEST_F(EncryptionTest, StatusEventsAuditEntriesAndQueuePayloadsAreSealedToo) {
   ASSERT_OK(store->ScanQueues(
       [&](const QueueEntry& q) { payloads.push_back(q.payload); }));
   EXPECT_THAT(payloads, ::testing::ElementsAre(kPayload));
+  ASSERT_OK_AND_ASSIGN(std::optional<std::string> held,
+                       store->GetRecord("held/doc-1"));
+  EXPECT_EQ(held, kHeld);
+  std::vector<std::string> records;
+  ASSERT_OK(store->ScanRecords(
+      "held/", [&](const Record& r) { records.push_back(r.value); }));
+  EXPECT_THAT(records, ::testing::ElementsAre(kHeld));
 
   // The control: without encryption both texts are on disk.
   TempDir plain;
@@ -273,6 +285,7 @@ TEST_F(EncryptionTest, StatusEventsAuditEntriesAndQueuePayloadsAreSealedToo) {
   EXPECT_TRUE(DirectoryContains(plain.path(), kReason));
   EXPECT_TRUE(DirectoryContains(plain.path(), kComment));
   EXPECT_TRUE(DirectoryContains(plain.path(), kPayload));
+  EXPECT_TRUE(DirectoryContains(plain.path(), kHeld));
 }
 
 TEST_F(EncryptionTest, TheMemoryStoreEncryptsToo) {
