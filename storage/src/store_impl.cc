@@ -123,8 +123,20 @@ class StoreImpl : public Store {
 
   // Serializes here, on the caller's thread: the committer only adds keys
   // that carry sequences, checks idempotency keys and syncs. Nullopt when
-  // `done` was answered already (the document could not be sealed).
+  // `done` was answered already (a value could not be sealed).
   std::optional<Pending> Prepare(WriteBatch batch, WriteCallback done) {
+    // `plain` as stored (sealed at rest when encryption is on), bound to
+    // `context`; false once `done` has the error.
+    auto seal = [&](absl::string_view plain, absl::string_view context,
+                    std::string* out) {
+      absl::StatusOr<std::string> sealed = keys_->Seal(plain, context);
+      if (!sealed.ok()) {
+        done(sealed.status());
+        return false;
+      }
+      *out = *std::move(sealed);
+      return true;
+    };
     Pending p;
     p.sync = batch.sync;
     p.sync_within =
@@ -132,13 +144,8 @@ class StoreImpl : public Store {
     if (batch.document) {
       const v1::Document& doc = *batch.document;
       p.document_id = doc.id();
-      absl::StatusOr<std::string> value =
-          keys_->Seal(doc.SerializeAsString(), doc.id());
-      if (!value.ok()) {
-        done(value.status());
+      if (!seal(doc.SerializeAsString(), doc.id(), &p.document_value))
         return std::nullopt;
-      }
-      p.document_value = *std::move(value);
       if (!doc.idempotency_key().empty()) {
         p.idempotency_key =
             keys::Idempotency(doc.sender(), doc.idempotency_key());
@@ -156,15 +163,9 @@ class StoreImpl : public Store {
     p.enqueue = std::move(batch.enqueue);
     for (Enqueue& q : p.enqueue) {
       std::string payload;
-      if (!q.payload.empty()) {
-        absl::StatusOr<std::string> sealed =
-            keys_->Seal(q.payload, QueuePayloadContext(q.document_id));
-        if (!sealed.ok()) {
-          done(sealed.status());
-          return std::nullopt;
-        }
-        payload = *std::move(sealed);
-      }
+      if (!q.payload.empty() &&
+          !seal(q.payload, QueuePayloadContext(q.document_id), &payload))
+        return std::nullopt;
       p.queue_values.push_back(
           keys::QueueValue(q.document_id, q.sender, payload));
     }
@@ -176,16 +177,9 @@ class StoreImpl : public Store {
       // Records carry what a document's metadata does (a copy held for
       // approval, an incident's paper register): sealed at rest, bound to
       // their key. The data keys' own records are wrapped by the master key.
-      const bool seal = !r.value.empty() && !DataKeys::IsOwnRecord(r.key);
+      const bool sealed = !r.value.empty() && !DataKeys::IsOwnRecord(r.key);
       r.key = absl::StrCat(keys::kRecordPrefix, r.key);
-      if (seal) {
-        absl::StatusOr<std::string> sealed = keys_->Seal(r.value, r.key);
-        if (!sealed.ok()) {
-          done(sealed.status());
-          return std::nullopt;
-        }
-        r.value = *std::move(sealed);
-      }
+      if (sealed && !seal(r.value, r.key, &r.value)) return std::nullopt;
       p.bytes += r.key.size() + r.value.size();
     }
     p.records = std::move(batch.records);
@@ -194,25 +188,17 @@ class StoreImpl : public Store {
     // reason, an approval's comment): sealed at rest like documents.
     for (v1::StatusEvent& e : p.events) {
       e.clear_sequence();  // the sequence lives in the key
-      absl::StatusOr<std::string> value =
-          keys_->Seal(e.SerializeAsString(), EventContext(e.document_id()));
-      if (!value.ok()) {
-        done(value.status());
+      if (!seal(e.SerializeAsString(), EventContext(e.document_id()),
+                &p.event_values.emplace_back()))
         return std::nullopt;
-      }
-      p.event_values.push_back(*std::move(value));
       p.bytes += p.event_values.back().size() + e.document_id().size();
     }
     for (const v1::AuditEntry& a : batch.audit) {
       // The chain hashes the entry itself; the store keeps it sealed.
       p.audit_values.push_back(a.SerializeAsString());
-      absl::StatusOr<std::string> sealed =
-          keys_->Seal(p.audit_values.back(), kAuditContext);
-      if (!sealed.ok()) {
-        done(sealed.status());
+      if (!seal(p.audit_values.back(), kAuditContext,
+                &p.audit_sealed.emplace_back()))
         return std::nullopt;
-      }
-      p.audit_sealed.push_back(*std::move(sealed));
       p.audit_documents.push_back(a.document_id());
       p.bytes += p.audit_sealed.back().size() + 64 + a.document_id().size();
     }
