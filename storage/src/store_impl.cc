@@ -19,6 +19,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/types/span.h"
 #include "lienthong/audit/chain.h"
 #include "lienthong/common/status_macros.h"
 #include "lienthong/common/thread_name.h"
@@ -88,15 +89,7 @@ class StoreImpl : public Store {
 
   void Write(WriteBatch batch, WriteCallback done) override {
     std::optional<Pending> p = Prepare(std::move(batch), std::move(done));
-    if (!p) return;
-    {
-      absl::MutexLock lock(&mu_);
-      if (!closing_) {
-        queue_.push_back(*std::move(p));
-        return;
-      }
-    }
-    p->done(absl::UnavailableError("storage: store is closing"));
+    if (p) Queue(absl::MakeSpan(&*p, 1));
   }
 
   void WriteAll(
@@ -107,6 +100,15 @@ class StoreImpl : public Store {
       std::optional<Pending> p = Prepare(std::move(batch), std::move(done));
       if (p) prepared.push_back(*std::move(p));
     }
+    Queue(absl::MakeSpan(prepared));
+  }
+
+ private:
+  struct Pending;
+
+  // Hands prepared writes to the committer, in order, under one lock (or
+  // answers them when the store is closing).
+  void Queue(absl::Span<Pending> prepared) {
     {
       absl::MutexLock lock(&mu_);
       if (!closing_) {
@@ -117,9 +119,6 @@ class StoreImpl : public Store {
     for (Pending& p : prepared)
       p.done(absl::UnavailableError("storage: store is closing"));
   }
-
- private:
-  struct Pending;
 
   // Serializes here, on the caller's thread: the committer only adds keys
   // that carry sequences, checks idempotency keys and syncs. Nullopt when
@@ -391,14 +390,19 @@ class StoreImpl : public Store {
             stored = std::move(*got);
             v = *stored;
           }
-          absl::StatusOr<std::string> opened =
-              keys_->Open(std::string(v), EventContext(document_id));
-          if (!opened.ok()) {
-            bad = opened.status();
-            return false;
+          std::string opened;  // a sealed event, opened
+          if (DataKeys::IsSealed(v)) {
+            absl::StatusOr<std::string> o =
+                keys_->Open(std::string(v), EventContext(document_id));
+            if (!o.ok()) {
+              bad = o.status();
+              return false;
+            }
+            opened = *std::move(o);
+            v = opened;
           }
           v1::StatusEvent e;
-          if (!e.ParseFromString(*opened)) {
+          if (!e.ParseFromArray(v.data(), static_cast<int>(v.size()))) {
             bad = absl::DataLossError("storage: corrupt status event");
             return false;
           }

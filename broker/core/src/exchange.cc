@@ -521,7 +521,7 @@ class ExchangeImpl : public Exchange {
       const std::string& peer, const v1::Document& doc,
       const v1::Custody& custody,
       const std::map<std::string, std::vector<std::string>>& by_peer,
-      storage::WriteBatch* batch) {
+      absl::Time now, storage::WriteBatch* batch) {
     const std::string from =
         SpiffeId(trust_domain_, Principal::Kind::kBroker, peer);
     for (const v1::CopyDecision& copy : custody.copies()) {
@@ -531,7 +531,7 @@ class ExchangeImpl : public Exchange {
           next = next_peer;
       }
       v1::AuditEntry a;
-      *a.mutable_time() = doc.trace(doc.trace_size() - 1).at();
+      *a.mutable_time() = ToProto(now);
       a.set_kind(v1::AUDIT_KIND_CUSTODY_TAKEN);
       a.set_actor(from);
       a.set_document_id(doc.id());
@@ -2910,7 +2910,8 @@ class ExchangeImpl : public Exchange {
                                                OutboxPayload(peer, rs)});
     }
     AddNextHops(doc.id(), by_peer, &batch);
-    if (options_.audit) AuditCustodyTaken(peer, doc, custody, by_peer, &batch);
+    if (options_.audit)
+      AuditCustodyTaken(peer, doc, custody, by_peer, now, &batch);
     std::vector<std::string> served;  // local copies: change requests apply
     for (const storage::Enqueue& q : batch.enqueue)
       if (!IsLinkQueue(q.recipient)) served.push_back(q.recipient);
