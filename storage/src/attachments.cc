@@ -27,10 +27,8 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
-#include <future>
 #include <optional>
 #include <set>
-#include <system_error>
 #include <utility>
 
 #include "absl/base/thread_annotations.h"
@@ -42,6 +40,7 @@
 #include "absl/synchronization/mutex.h"
 #include "google/protobuf/timestamp.pb.h"
 #include "google/protobuf/util/time_util.h"
+#include "lienthong/common/background_job.h"
 #include "lienthong/common/sealing.h"
 #include "lienthong/common/sha256_chain.h"
 #include "lienthong/common/status_macros.h"
@@ -167,7 +166,7 @@ class ReaderImpl final : public AttachmentReader {
     layout_.overhead = meta_.record_overhead();
   }
   ~ReaderImpl() override {
-    if (ahead_.valid()) ahead_.wait();
+    if (ahead_.pending()) ahead_.Take().IgnoreError();  // it reads fd_
     ::close(fd_);
   }
 
@@ -250,8 +249,8 @@ class ReaderImpl final : public AttachmentReader {
   // is read).
   absl::StatusOr<SharedBytes> ReadContent(uint64_t index) {
     absl::StatusOr<SharedBytes> raw;
-    if (ahead_.valid()) {
-      raw = ahead_.get();  // waits for it (also when not wanted)
+    if (ahead_.pending()) {
+      raw = ahead_.Take();  // waits for it (also when not wanted)
       if (ahead_index_ != index) raw = ReadRecord(fd_, path_, layout_, index);
     } else {
       raw = ReadRecord(fd_, path_, layout_, index);
@@ -259,13 +258,10 @@ class ReaderImpl final : public AttachmentReader {
     RETURN_IF_ERROR(raw.status());
     if (index + 1 < layout_.chunks()) {
       ahead_index_ = index + 1;
-      try {
-        ahead_ = std::async(std::launch::async, [this, next = index + 1] {
-          return ReadRecord(fd_, path_, layout_, next);
-        });
-      } catch (const std::system_error&) {
-        // No thread to spare: the next chunk is read when asked for.
-      }
+      // Without a thread to spare the next chunk is read when asked for.
+      ahead_.Start([this, next = index + 1] {
+        return ReadRecord(fd_, path_, layout_, next);
+      });
     }
     return ContentOf(store_, layout_,
                      meta_.sealed_as().empty() ? sha256_ : meta_.sealed_as(),
@@ -278,8 +274,8 @@ class ReaderImpl final : public AttachmentReader {
   const std::string sha256_;
   const v1::StoredAttachment meta_;
   Layout layout_;
-  std::future<absl::StatusOr<SharedBytes>> ahead_;  // valid while a read is out
   uint64_t ahead_index_ = 0;
+  BackgroundJob<absl::StatusOr<SharedBytes>> ahead_{"lt-disk-read"};
 };
 
 class AttachmentStoreImpl final : public AttachmentStore {

@@ -8,9 +8,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
-#include <future>
 #include <new>
-#include <system_error>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -188,8 +186,8 @@ DirectAppender::DirectAppender(int fd, std::string path, uint64_t end)
 DirectAppender::~DirectAppender() { Land().IgnoreError(); }
 
 absl::Status DirectAppender::Land() {
-  if (!flight_.valid()) return absl::OkStatus();
-  absl::Status written = flight_.get();
+  if (!flight_.pending()) return absl::OkStatus();
+  absl::Status written = flight_.Take();
   if (flight_fell_back_) {
     flight_fell_back_ = false;
     RETURN_IF_ERROR(FallBack());
@@ -298,12 +296,10 @@ absl::Status DirectAppender::DoAppend(
   std::swap(buf_, spare_);
   const uint64_t blocks_at = tail_start_;
   tail_start_ += whole;
-  try {
-    flight_ = std::async(std::launch::async, [this, whole, blocks_at] {
-      return WriteBlocksAt(fd_, path_, spare_.data(), whole, blocks_at,
-                           &flight_fell_back_);
-    });
-  } catch (const std::system_error&) {
+  if (!flight_.Start([this, whole, blocks_at] {
+        return WriteBlocksAt(fd_, path_, spare_.data(), whole, blocks_at,
+                             &flight_fell_back_);
+      })) {
     // No thread to spare: written here.
     RETURN_IF_ERROR(WriteBlocks(spare_.data(), whole, blocks_at));
     if (!direct_) return FallBack();  // and the partial block after

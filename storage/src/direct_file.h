@@ -24,7 +24,6 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <future>
 #include <memory>
 #include <string>
 
@@ -32,6 +31,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/types/span.h"
+#include "lienthong/common/background_job.h"
 #include "lienthong/storage/attachments.h"
 
 namespace lienthong::storage {
@@ -127,12 +127,14 @@ class DirectAppender {
   bool cut_needed_;
   // Where the last Sync ended (pages before it have left the cache).
   uint64_t synced_;
-  // Whole blocks being written in the background from spare_ (flight_
-  // valid); only Land touches them, or flight_fell_back_, before it waits.
+  // Whole blocks being written in the background from spare_ (while
+  // flight_ is pending); only Land touches them, or flight_fell_back_,
+  // before it waits.
   AlignedBuffer spare_;
-  std::future<absl::Status> flight_;
   bool flight_fell_back_ = false;
   absl::Status failed_;  // the first error; every later call returns it
+  // Last: destroyed first, waiting for the write that uses the above.
+  BackgroundJob<absl::Status> flight_{"lt-disk-write"};
 };
 
 }  // namespace lienthong::storage

@@ -730,16 +730,19 @@ class StoreImpl : public Store {
                                                 " of document ", document_id,
                                                 " is indexed but missing"));
       }
-      if (!fn(index, OpenAuditEntry(*value))) break;
+      // A document's entries leave the broker as evidence: one that does
+      // not open fails the read, naming it, instead of going out sealed.
+      ASSIGN_OR_RETURN(std::string entry, OpenedAuditEntry(index, *value));
+      if (!fn(index, entry)) break;
     }
     return absl::OkStatus();
   }
 
   // A stored audit entry (StoredAuditEntry) as readers take it: its entry
-  // opened when sealed at rest. One that does not parse or open is handed on
-  // as stored, so verification names it (its hash no longer matches) instead
-  // of the read failing.
-  std::string OpenAuditEntry(absl::string_view raw) const {
+  // opened when sealed at rest. One that does not parse is handed on as
+  // stored; one sealed that does not open is DATA_LOSS naming it.
+  absl::StatusOr<std::string> OpenedAuditEntry(uint64_t index,
+                                               absl::string_view raw) const {
     // A store without encryption cannot hold sealed values (it would not
     // have opened).
     if (!keys_->enabled()) return std::string(raw);
@@ -750,9 +753,22 @@ class StoreImpl : public Store {
     }
     absl::StatusOr<std::string> entry =
         keys_->Open(std::move(*stored.mutable_entry()), kAuditContext);
-    if (!entry.ok()) return std::string(raw);
+    if (!entry.ok()) {
+      return absl::DataLossError(absl::StrCat(
+          "storage: audit entry ", index,
+          " is sealed at rest and does not open (altered, or sealed under a "
+          "data key this store no longer has): ",
+          entry.status().message()));
+    }
     stored.set_entry(*std::move(entry));
     return stored.SerializeAsString();
+  }
+  // As the log's own scan takes it: one that does not open is handed on as
+  // stored, so that verification names it (its hash no longer matches) and
+  // goes on to the entries after it.
+  std::string OpenAuditEntry(uint64_t index, absl::string_view raw) const {
+    absl::StatusOr<std::string> opened = OpenedAuditEntry(index, raw);
+    return opened.ok() ? *std::move(opened) : std::string(raw);
   }
 
   absl::Status ScanAudit(
@@ -769,7 +785,7 @@ class StoreImpl : public Store {
             return false;
           }
           const uint64_t n = keys::ReadBigEndian64(k.substr(1));
-          if (tag == keys::kAuditEntryTag) return fn(n, OpenAuditEntry(v));
+          if (tag == keys::kAuditEntryTag) return fn(n, OpenAuditEntry(n, v));
           return fn(n, v);
         }));
     return bad;

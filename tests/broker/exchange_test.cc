@@ -811,7 +811,9 @@ TEST_P(ExchangeTest, PublishedEncryptionCertificatesAreServedKeptAndAnnounced) {
   for (const v1::DirectoryEntry& e : announce.entries()) {
     if (e.org() == kH50)
       announced = e.encryption_certificate() == "ENC:000.00.00.H50";
-    if (e.org() == kH49) EXPECT_TRUE(e.encryption_certificate().empty());
+    if (e.org() == kH49) {
+      EXPECT_TRUE(e.encryption_certificate().empty());
+    }
   }
   EXPECT_TRUE(announced) << announce.DebugString();
   // A republished one replaces it.

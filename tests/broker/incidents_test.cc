@@ -380,8 +380,9 @@ TEST_F(IncidentsTest, RedigitizationSettlesEntriesAtomicallyAndOnce) {
                        incidents_->ListRegister(Org(kH49), {}, false));
   ASSERT_THAT(entries.entries(), SizeIs(2));
   for (const v1::PaperRegisterEntry& e : entries.entries()) {
-    if (e.id() == first.id())
+    if (e.id() == first.id()) {
       EXPECT_EQ(e.settled_by_document(), sent.document_id());
+    }
   }
   EXPECT_THAT(Send(Org(kH49), twice),
               StatusIs(absl::StatusCode::kFailedPrecondition));

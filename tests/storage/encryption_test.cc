@@ -15,6 +15,7 @@
 #include "lienthong/common/sealing.h"
 #include "lienthong/storage/store.h"
 #include "rocksdb/db.h"
+#include "storage/src/keys.h"
 #include "tests/testing/status_matchers.h"
 #include "tests/testing/temp_dir.h"
 
@@ -286,6 +287,84 @@ TEST_F(EncryptionTest, EventsAuditEntriesQueuePayloadsAndRecordsAreSealedToo) {
   EXPECT_TRUE(DirectoryContains(plain.path(), kComment));
   EXPECT_TRUE(DirectoryContains(plain.path(), kPayload));
   EXPECT_TRUE(DirectoryContains(plain.path(), kHeld));
+}
+
+// An audit entry whose sealed bytes were altered on disk: the log's scan
+// hands it on as stored (verification names it by its hash), but a
+// document's entries, which leave the broker as evidence, fail naming it
+// rather than going out sealed.
+TEST_F(EncryptionTest, AnAuditEntryThatDoesNotOpenIsNamedNotExported) {
+  {
+    ASSERT_OK_AND_ASSIGN(std::unique_ptr<Store> store, Open(With(master_)));
+    for (const char* detail : {"first", "second"}) {
+      WriteBatch batch;
+      v1::AuditEntry a;
+      a.set_kind(v1::AUDIT_KIND_APPROVAL);
+      a.set_document_id("doc-1");
+      a.set_detail(detail);
+      batch.audit.push_back(a);
+      ASSERT_OK(store->WriteSync(std::move(batch)).status());
+    }
+  }
+  {
+    // Someone with write access to the files changes a byte of entry 1.
+    rocksdb::DBOptions db_options;
+    std::vector<rocksdb::ColumnFamilyDescriptor> cfs;
+    std::vector<std::string> names;
+    ASSERT_TRUE(
+        rocksdb::DB::ListColumnFamilies(db_options, dir_.path() + "/db", &names)
+            .ok());
+    for (const std::string& n : names)
+      cfs.emplace_back(n, rocksdb::ColumnFamilyOptions());
+    std::vector<rocksdb::ColumnFamilyHandle*> handles;
+    rocksdb::DB* raw = nullptr;
+    ASSERT_TRUE(
+        rocksdb::DB::Open(db_options, dir_.path() + "/db", cfs, &handles, &raw)
+            .ok());
+    std::unique_ptr<rocksdb::DB> db(raw);
+    rocksdb::ColumnFamilyHandle* audit = nullptr;
+    for (size_t i = 0; i < names.size(); ++i)
+      if (names[i] == "audit") audit = handles[i];
+    ASSERT_NE(audit, nullptr);
+    const std::string key = keys::Audit(keys::kAuditEntryTag, 1);
+    std::string value;
+    ASSERT_TRUE(db->Get(rocksdb::ReadOptions(), audit, key, &value).ok());
+    v1::StoredAuditEntry stored;
+    ASSERT_TRUE(stored.ParseFromString(value));
+    ASSERT_EQ(stored.entry().find("first"), std::string::npos);
+    stored.mutable_entry()->back() ^= 1;
+    ASSERT_TRUE(
+        db->Put(rocksdb::WriteOptions(), audit, key, stored.SerializeAsString())
+            .ok());
+    for (auto* h : handles) ASSERT_TRUE(db->DestroyColumnFamilyHandle(h).ok());
+  }
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<Store> store, Open(With(master_)));
+  std::vector<std::string> details;
+  ASSERT_OK(store->ScanAuditEntries(1, [&](uint64_t, absl::string_view raw) {
+    v1::StoredAuditEntry stored;
+    v1::AuditEntry a;
+    if (stored.ParseFromArray(raw.data(), raw.size()) &&
+        a.ParseFromString(stored.entry())) {
+      details.push_back(a.detail());
+    } else {
+      details.push_back("(does not parse)");
+    }
+    return true;
+  }));
+  ASSERT_EQ(details.size(), 2u);
+  EXPECT_NE(details[0], "first");
+  EXPECT_EQ(details[1], "second");
+  int visited = 0;
+  EXPECT_THAT(
+      store->ScanAuditEntriesForDocument("doc-1",
+                                         [&](uint64_t, absl::string_view) {
+                                           ++visited;
+                                           return true;
+                                         }),
+      StatusIs(absl::StatusCode::kDataLoss,
+               HasSubstr("audit entry 1 is sealed at rest and does "
+                         "not open")));
+  EXPECT_EQ(visited, 0);
 }
 
 TEST_F(EncryptionTest, TheMemoryStoreEncryptsToo) {

@@ -252,7 +252,9 @@ class Store {
           fn) = 0;
   // Visits, in index order, the stored entries whose AuditEntry names
   // `document_id` (entries appended before this index existed are not
-  // found). DATA_LOSS when the index names a missing entry.
+  // found). DATA_LOSS when the index names a missing entry, or one sealed
+  // at rest that does not open (ScanAuditEntries hands that one on as
+  // stored, for verification to name).
   virtual absl::Status ScanAuditEntriesForDocument(
       absl::string_view document_id,
       const std::function<bool(uint64_t index, absl::string_view value)>&
