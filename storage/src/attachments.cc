@@ -128,6 +128,23 @@ std::string StateAfter(const sealing::Sha256Chain& chain,
   return chain.bytes() == layout.size ? chain.Digest() : chain.State();
 }
 
+// Copies `data` to `into` a part at a time, continuing `chain` over each
+// part where it was copied to (in the cache then): the bytes are read from
+// where they arrived once, not once to hash and again to copy.
+void CopyHashing(absl::Span<const absl::string_view> data, char* into,
+                 sealing::Sha256Chain& chain) {
+  constexpr size_t kPart = 16 << 10;  // well inside the L1 cache
+  for (absl::string_view piece : data) {
+    while (!piece.empty()) {
+      const size_t n = std::min(kPart, piece.size());
+      std::memcpy(into, piece.data(), n);
+      chain.Update(absl::string_view(into, n));
+      into += n;
+      piece.remove_prefix(n);
+    }
+  }
+}
+
 // The record of chunk `index` (sealed when the layout is), in memory of its
 // own (the disk reads into it when `fd` is O_DIRECT).
 absl::StatusOr<SharedBytes> ReadRecord(int fd, const std::string& path,
@@ -779,16 +796,25 @@ absl::StatusOr<bool> UploadImpl::Write(
     }
   }
   // The hash of the whole goes on over the chunk (one pass checks both);
-  // kept only once the chunk is taken.
+  // kept only once the chunk is taken. A chunk stored as it came is copied
+  // into the file's buffer a part at a time, each part hashed there while
+  // it is in the cache, and appended only once it matches.
   sealing::Sha256Chain next = whole_;
-  for (absl::string_view piece : data) next.Update(piece);
+  if (layout_.encrypted) {
+    for (absl::string_view piece : data) next.Update(piece);
+  } else {
+    ASSIGN_OR_RETURN(char* into, out_->Stage(layout_.FileOffset(index), bytes));
+    CopyHashing(data, into, next);
+  }
   if (by_state && StateAfter(next, layout_) != chunk.sha256_state()) {
     return absl::DataLossError(absl::StrCat(
         "chunk ", index, " (offset ", chunk.offset(), ", ", bytes,
         " bytes) does not match its sha256_state: it was damaged on the way; "
         "send it again"));
   }
-  if (layout_.encrypted) {
+  if (!layout_.encrypted) {
+    RETURN_IF_ERROR(out_->Commit());
+  } else {
     std::string joined;
     if (data.size() != 1) {
       joined.reserve(bytes);
@@ -805,8 +831,6 @@ absl::StatusOr<bool> UploadImpl::Write(
           "start it again");
     }
     RETURN_IF_ERROR(out_->Append(layout_.FileOffset(index), *sealed));
-  } else {
-    RETURN_IF_ERROR(out_->Append(layout_.FileOffset(index), data));
   }
   checks_.push_back(CheckOf(next, data, std::move(digest)));
   whole_ = next;

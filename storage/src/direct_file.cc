@@ -245,13 +245,34 @@ absl::Status DirectAppender::WriteBlocks(const char* data, size_t bytes,
 
 absl::Status DirectAppender::Append(
     uint64_t at, absl::Span<const absl::string_view> pieces) {
+  staged_.reset();
   if (!failed_.ok()) return failed_;
   absl::Status s = DoAppend(at, pieces);
   if (!s.ok()) failed_ = s;
   return s;
 }
 
+absl::StatusOr<char*> DirectAppender::Stage(uint64_t at, size_t bytes) {
+  staged_.reset();
+  if (!failed_.ok()) return failed_;
+  absl::StatusOr<char*> into = DoStage(at, bytes);
+  if (!into.ok()) failed_ = into.status();
+  return into;
+}
+
+absl::Status DirectAppender::Commit() {
+  if (!failed_.ok()) return failed_;
+  if (!staged_) {
+    return absl::InternalError(absl::StrCat(
+        "attachments: ", path_, ": a commit with nothing staged before it"));
+  }
+  absl::Status s = DoCommit(*std::exchange(staged_, std::nullopt));
+  if (!s.ok()) failed_ = s;
+  return s;
+}
+
 absl::Status DirectAppender::Sync() {
+  staged_.reset();
   if (!failed_.ok()) return failed_;
   absl::Status s = DoSync();
   if (!s.ok()) failed_ = s;
@@ -265,26 +286,51 @@ absl::Status DirectAppender::DoAppend(
   size_t bytes = 0;
   for (absl::string_view piece : pieces) bytes += piece.size();
   if (!direct_) {
+    // Straight from the pieces: nothing is held back.
     uint64_t to = at;
     for (absl::string_view piece : pieces) {
       RETURN_IF_ERROR(PwriteAll(fd_, piece.data(), piece.size(), to, path_));
       to += piece.size();
     }
-    // Start writing it back now, without waiting: the disk works while the
-    // next records arrive, and the sync finds little left.
-    ::sync_file_range(fd_, static_cast<off_t>(at), static_cast<off_t>(bytes),
-                      SYNC_FILE_RANGE_WRITE);
-    end_ = at + bytes;
-    tail_start_ = end_;
+    WrittenBehind(bytes);
     return absl::OkStatus();
   }
-  if (bytes == 0) return absl::OkStatus();
-  size_t held = end_ - tail_start_;
-  buf_.Reserve(held + bytes, held);
+  ASSIGN_OR_RETURN(char* into, DoStage(at, bytes));
   for (absl::string_view piece : pieces) {
-    std::memcpy(buf_.data() + held, piece.data(), piece.size());
-    held += piece.size();
+    if (piece.empty()) continue;  // an empty one may have no data()
+    std::memcpy(into, piece.data(), piece.size());
+    into += piece.size();
   }
+  return DoCommit(bytes);
+}
+
+absl::StatusOr<char*> DirectAppender::DoStage(uint64_t at, size_t bytes) {
+  RETURN_IF_ERROR(Land());
+  if (at != end_ || !positioned_) RETURN_IF_ERROR(Seek(at));
+  // After the partial block held back (none when not direct).
+  const size_t held = end_ - tail_start_;
+  buf_.Reserve(held + bytes, held);
+  staged_ = bytes;
+  return buf_.data() + held;
+}
+
+void DirectAppender::WrittenBehind(size_t bytes) {
+  // Start writing it back now, without waiting: the disk works while the
+  // next records arrive, and the sync finds little left.
+  ::sync_file_range(fd_, static_cast<off_t>(end_), static_cast<off_t>(bytes),
+                    SYNC_FILE_RANGE_WRITE);
+  end_ += bytes;
+  tail_start_ = end_;
+}
+
+absl::Status DirectAppender::DoCommit(size_t bytes) {
+  if (bytes == 0) return absl::OkStatus();
+  if (!direct_) {
+    RETURN_IF_ERROR(PwriteAll(fd_, buf_.data(), bytes, end_, path_));
+    WrittenBehind(bytes);
+    return absl::OkStatus();
+  }
+  const size_t held = end_ - tail_start_ + bytes;
   end_ += bytes;
   const size_t whole = RoundDown(held);
   if (whole == 0) return absl::OkStatus();

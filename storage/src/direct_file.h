@@ -25,6 +25,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "absl/status/status.h"
@@ -92,12 +93,25 @@ class DirectAppender {
   }
   // Writes `pieces`, one after the other, at `at` (one write for them all).
   absl::Status Append(uint64_t at, absl::Span<const absl::string_view> pieces);
+  // An Append in two steps, for a caller that checks bytes as it copies
+  // them in (reading each part once, while it is in the cache): Stage
+  // gives room for `bytes` to be written at `at` (as Append's), Commit
+  // appends what the caller put there. A call other than Commit in between
+  // drops them: nothing was appended.
+  absl::StatusOr<char*> Stage(uint64_t at, size_t bytes);
+  absl::Status Commit();
   // Writes what is held back, cuts the file to end() and syncs its data.
   absl::Status Sync();
 
  private:
   absl::Status DoAppend(uint64_t at,
                         absl::Span<const absl::string_view> pieces);
+  absl::StatusOr<char*> DoStage(uint64_t at, size_t bytes);
+  // Appends the `bytes` staged.
+  absl::Status DoCommit(size_t bytes);
+  // Not direct_: `bytes` were written at end_; they are appended, and the
+  // kernel starts writing them back.
+  void WrittenBehind(size_t bytes);
   absl::Status DoSync();
   // Waits for the background write (its error, if any); if it had to fall
   // back to ordinary writes, goes on that way.
@@ -133,6 +147,9 @@ class DirectAppender {
   AlignedBuffer spare_;
   bool flight_fell_back_ = false;
   absl::Status failed_;  // the first error; every later call returns it
+  // Bytes staged in buf_ after what it holds back (from its start when not
+  // direct_), to be appended at end_ by Commit.
+  std::optional<size_t> staged_;
   // Last: destroyed first, waiting for the write that uses the above.
   BackgroundJob<absl::Status> flight_{"lt-disk-write"};
 };

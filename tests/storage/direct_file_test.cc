@@ -24,6 +24,7 @@
 namespace lienthong::storage {
 namespace {
 
+using ::lienthong::testing_util::StatusIs;
 using ::lienthong::testing_util::TempDir;
 using ::testing::HasSubstr;
 
@@ -169,6 +170,37 @@ TEST_P(DirectFileTest, ASyncAtAReopenedEndCutsWhatFollowsAndKeepsTheRest) {
   ASSERT_OK(out.Append(10000, "more"));
   ASSERT_OK(out.Sync());
   EXPECT_EQ(FileContent(path_), all.substr(0, 10000) + "more");
+  ::close(fd);
+}
+
+TEST_P(DirectFileTest, StagedBytesLandOnlyWhenCommitted) {
+  // An upload copies a chunk in as it checks it: appended if it matches,
+  // dropped by whatever comes next if it does not.
+  int fd = Open();
+  DirectAppender out(fd, path_);
+  const std::string first = Bytes(6000, 9);
+  ASSERT_OK_AND_ASSIGN(char* into, out.Stage(0, first.size()));
+  first.copy(into, first.size());
+  ASSERT_OK(out.Commit());
+  EXPECT_EQ(out.end(), first.size());
+
+  // Staged, then dropped by the next stage at the same place.
+  const std::string damaged = Bytes(5000, 10);
+  ASSERT_OK_AND_ASSIGN(into, out.Stage(first.size(), damaged.size()));
+  damaged.copy(into, damaged.size());
+  EXPECT_EQ(out.end(), first.size());
+  const std::string second = Bytes(5000, 11);
+  ASSERT_OK_AND_ASSIGN(into, out.Stage(first.size(), second.size()));
+  second.copy(into, second.size());
+  ASSERT_OK(out.Commit());
+
+  // Staged, then dropped by a sync; a commit after it has nothing to take.
+  ASSERT_OK_AND_ASSIGN(into, out.Stage(out.end(), 100));
+  damaged.copy(into, 100);
+  ASSERT_OK(out.Sync());
+  EXPECT_EQ(FileContent(path_), first + second);
+  EXPECT_THAT(out.Commit(), StatusIs(absl::StatusCode::kInternal,
+                                     HasSubstr("nothing staged")));
   ::close(fd);
 }
 
