@@ -26,10 +26,18 @@ for round in $(seq 1 "$ROUNDS"); do
     figure=$(echo "$out" | sed -n -e 's/.*send->receive throughput: *\([0-9.]*\).*/\1/p' \
                                   -e 's/.*end to end (received and acked): *\([0-9.]*\).*/\1/p' | head -1)
     cpu=$(echo "$out" | awk '/^cpu /{printf "%.1f", $2 + $3}')
-    printf "round %d  %s  %10s  cpu %6s s\n" "$round" "$label" "$figure" "$cpu"
-    echo "$label $figure $cpu" >> "$RESULTS"
+    # Attachments: the CPU the SDK and the broker spent per GiB, without the
+    # set-up that the whole run's CPU includes.
+    per_gib=$(echo "$out" | sed -n 's/.*CPU per GiB sent and received: SDK \([0-9.]*\) s, broker \([0-9.]*\) s.*/\1 \2/p' |
+              awk '{printf "%.2f", $1 + $2}')
+    printf "round %d  %s  %10s  cpu %6s s%s\n" "$round" "$label" "$figure" "$cpu" \
+           "${per_gib:+  ($per_gib s per GiB)}"
+    echo "$label $figure $cpu ${per_gib:-0}" >> "$RESULTS"
   done
 done
-awk -v a="$A" -v b="$B" '{n[$1]++; f[$1]+=$2; c[$1]+=$3}
+awk -v a="$A" -v b="$B" '{n[$1]++; f[$1]+=$2; c[$1]+=$3; g[$1]+=$4}
   END {printf "mean A (%s): %.1f, cpu %.1f s\nmean B (%s): %.1f, cpu %.1f s\nB/A: %.3f\n",
-       a, f["A"]/n["A"], c["A"]/n["A"], b, f["B"]/n["B"], c["B"]/n["B"], f["B"]/f["A"]}' "$RESULTS"
+       a, f["A"]/n["A"], c["A"]/n["A"], b, f["B"]/n["B"], c["B"]/n["B"], f["B"]/f["A"]
+       if (g["A"] > 0 && g["B"] > 0)
+         printf "CPU per GiB (SDK and broker): A %.2f s, B %.2f s, B/A %.3f\n",
+                g["A"]/n["A"], g["B"]/n["B"], g["B"]/g["A"]}' "$RESULTS"

@@ -217,6 +217,8 @@ int RunAttachments(const std::string& pki, const std::string& endpoint,
   }
   const auto sdk_before = Rss(0);
   const auto broker_before = Rss(broker_pid);
+  const double sdk_cpu_before = CpuSeconds(0);
+  const double broker_cpu_before = broker_pid > 0 ? CpuSeconds(broker_pid) : -1;
   std::atomic<bool> failed{false};
   std::atomic<int64_t> upload_ns{0}, download_ns{0};
   const uint64_t seed = static_cast<uint64_t>(NowNanos());
@@ -280,6 +282,9 @@ int RunAttachments(const std::string& pki, const std::string& endpoint,
   const double seconds = (NowNanos() - start) / 1e9;
   const auto sdk_after = Rss(0);
   const auto broker_after = Rss(broker_pid);
+  const double sdk_cpu = CpuSeconds(0) - sdk_cpu_before;
+  const double broker_cpu =
+      broker_pid > 0 ? CpuSeconds(broker_pid) - broker_cpu_before : -1;
   const double mib = static_cast<double>(size) / (1 << 20);
   auto mib_s = [&](int64_t ns) {
     return ns > 0 ? mib * count / (ns / 1e9) : 0.0;
@@ -296,6 +301,13 @@ int RunAttachments(const std::string& pki, const std::string& endpoint,
               mib_s(upload_ns.load()));
   std::printf("  download (chunks, verified): %8.1f MiB/s\n",
               mib_s(download_ns.load()));
+  // Less at the mercy of the machine's neighbours than the rate: what a
+  // change of the path costs or saves shows here first.
+  const double gib = mib * count / 1024;
+  std::printf(
+      "  CPU per GiB sent and received: SDK %.2f s, broker %s\n", sdk_cpu / gib,
+      broker_cpu >= 0 ? absl::StrFormat("%.2f s", broker_cpu / gib).c_str()
+                      : "n/a (--broker-pid)");
   std::printf(
       "  SDK peak RSS growth:         %8.1f MiB (%.1f -> peak %.1f)\n",
       (static_cast<double>(sdk_after.second) - sdk_before.first) / (1 << 20),
