@@ -27,6 +27,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
@@ -960,6 +961,76 @@ TEST_F(AttachmentsTest, KillNineMidUploadLosesNothingAcknowledged) {
   ASSERT_OK_AND_ASSIGN(SendReceipt receipt, sender->Send(doc));
   ExpectItsAttachmentDownloads(*recipient, receipt.document_id, content,
                                "sau-su-co.bin");
+}
+
+// A download broken off by a broker killed with kill -9 goes on, once the
+// broker is back, from the last chunk the sink took: nothing is received
+// twice, and the whole arrives intact.
+TEST_F(AttachmentsTest, ADownloadBrokenOffByAKillNineGoesOnWhereItStood) {
+  // Far more than the HTTP/2 window and the socket buffers hold, so that
+  // most of it is still at the broker when it dies.
+  constexpr uint64_t kSize = 28 << 20;
+  constexpr uint64_t kBreakAt = 3 << 20;
+  const std::string content = Content(kSize, 12);
+  std::unique_ptr<Client> sender = Open(kG22);
+  std::unique_ptr<Client> recipient = Open(kH49);
+  ASSERT_NE(sender, nullptr);
+  ASSERT_NE(recipient, nullptr);
+  v1::Attachment a;
+  SendReceipt receipt;
+  ASSERT_NO_FATAL_FAILURE(SendWithAttachment(*sender, kH49, content,
+                                             "dut-quang.bin", &a, &receipt));
+  IncomingDocument got = FetchDocument(*recipient, receipt.document_id);
+  ASSERT_THAT(got.document.attachments(), SizeIs(1));
+
+  // Keeps what it is given; past kBreakAt, kills the broker and starts it
+  // again (the SDK's next try finds it back).
+  class BreakingSink : public AttachmentSink {
+   public:
+    explicit BreakingSink(std::function<void()> at_break)
+        : at_break_(std::move(at_break)) {}
+    uint64_t offset() const override { return content_.size(); }
+    absl::Status Write(absl::string_view data) override {
+      content_.append(data.data(), data.size());
+      if (!broke_ && content_.size() >= kBreakAt) {
+        broke_ = true;
+        broke_at_ = content_.size();
+        at_break_();
+      }
+      return absl::OkStatus();
+    }
+    const std::string& content() const { return content_; }
+    uint64_t broke_at() const { return broke_at_; }
+
+   private:
+    std::function<void()> at_break_;
+    std::string content_;
+    bool broke_ = false;
+    uint64_t broke_at_ = 0;
+  };
+  BreakingSink sink([this] {
+    broker_.Kill9();
+    EXPECT_OK(broker_.Start());
+  });
+  std::vector<uint64_t> attempts_from;  // where each try started
+  ASSERT_OK(recipient->DownloadAttachment(
+      receipt.document_id, got.document.attachments(0), sink,
+      [&](const TransferProgress& p) {
+        if (attempts_from.empty() || p.resumed != attempts_from.back())
+          attempts_from.push_back(p.resumed);
+      }));
+  ASSERT_GT(sink.broke_at(), 0u) << "the sink never reached the break";
+  std::printf("kill -9 with %llu bytes taken by the sink; tries from %s\n",
+              static_cast<unsigned long long>(sink.broke_at()),
+              absl::StrJoin(attempts_from, ", ").c_str());
+  EXPECT_TRUE(sink.content() == content) << "the bytes differ";
+  // A second try, from where the sink stood when the connection broke: at
+  // or after the break, at a chunk's start, short of the end.
+  ASSERT_THAT(attempts_from, SizeIs(2));
+  EXPECT_EQ(attempts_from[0], 0u);
+  EXPECT_GE(attempts_from[1], sink.broke_at());
+  EXPECT_LT(attempts_from[1], kSize);
+  EXPECT_EQ(attempts_from[1] % kChunk, 0u);
 }
 
 // ---- 6. Who may download and reference what; limits ------------------------
