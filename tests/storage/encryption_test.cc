@@ -43,6 +43,36 @@ v1::Document MakeDocument(const std::string& id, const std::string& text) {
   return doc;
 }
 
+// The store's RocksDB opened directly, as someone with write access to the
+// files but not the key would: every column family, by name.
+struct RawDb {
+  explicit RawDb(const std::string& path) {
+    rocksdb::DBOptions options;
+    EXPECT_TRUE(rocksdb::DB::ListColumnFamilies(options, path, &names).ok());
+    std::vector<rocksdb::ColumnFamilyDescriptor> families;
+    for (const std::string& n : names)
+      families.emplace_back(n, rocksdb::ColumnFamilyOptions());
+    rocksdb::DB* opened = nullptr;
+    EXPECT_TRUE(
+        rocksdb::DB::Open(options, path, families, &handles, &opened).ok());
+    db.reset(opened);
+  }
+  ~RawDb() {
+    for (rocksdb::ColumnFamilyHandle* h : handles)
+      EXPECT_TRUE(db->DestroyColumnFamilyHandle(h).ok());
+  }
+  // nullptr when there is none of that name.
+  rocksdb::ColumnFamilyHandle* Family(const std::string& name) const {
+    for (size_t i = 0; i < names.size() && i < handles.size(); ++i)
+      if (names[i] == name) return handles[i];
+    return nullptr;
+  }
+
+  std::vector<std::string> names;
+  std::vector<rocksdb::ColumnFamilyHandle*> handles;
+  std::unique_ptr<rocksdb::DB> db;
+};
+
 class EncryptionTest : public ::testing::Test {
  protected:
   absl::StatusOr<std::unique_ptr<Store>> Open(EncryptionOptions encryption) {
@@ -159,29 +189,15 @@ TEST_F(EncryptionTest, ASealedValueMovedToAnotherDocumentDoesNotOpen) {
   }
   {
     // Someone with write access to the files, but not the key, swaps them.
-    rocksdb::DBOptions db_options;
-    std::vector<rocksdb::ColumnFamilyDescriptor> cfs;
-    std::vector<std::string> names;
-    ASSERT_TRUE(
-        rocksdb::DB::ListColumnFamilies(db_options, dir_.path() + "/db", &names)
-            .ok());
-    for (const std::string& n : names)
-      cfs.emplace_back(n, rocksdb::ColumnFamilyOptions());
-    std::vector<rocksdb::ColumnFamilyHandle*> handles;
-    rocksdb::DB* raw = nullptr;
-    ASSERT_TRUE(
-        rocksdb::DB::Open(db_options, dir_.path() + "/db", cfs, &handles, &raw)
-            .ok());
-    std::unique_ptr<rocksdb::DB> db(raw);
-    rocksdb::ColumnFamilyHandle* documents = nullptr;
-    for (size_t i = 0; i < names.size(); ++i)
-      if (names[i] == "documents") documents = handles[i];
+    RawDb raw(dir_.path() + "/db");
+    rocksdb::ColumnFamilyHandle* documents = raw.Family("documents");
     ASSERT_NE(documents, nullptr);
     std::string a;
-    ASSERT_TRUE(db->Get(rocksdb::ReadOptions(), documents, "doc-a", &a).ok());
+    ASSERT_TRUE(
+        raw.db->Get(rocksdb::ReadOptions(), documents, "doc-a", &a).ok());
     EXPECT_EQ(a.find("Nội dung"), std::string::npos);
-    ASSERT_TRUE(db->Put(rocksdb::WriteOptions(), documents, "doc-b", a).ok());
-    for (auto* h : handles) ASSERT_TRUE(db->DestroyColumnFamilyHandle(h).ok());
+    ASSERT_TRUE(
+        raw.db->Put(rocksdb::WriteOptions(), documents, "doc-b", a).ok());
   }
   ASSERT_OK_AND_ASSIGN(std::unique_ptr<Store> store, Open(With(master_)));
   ExpectReads(*store, "doc-a", "a");
@@ -308,35 +324,20 @@ TEST_F(EncryptionTest, AnAuditEntryThatDoesNotOpenIsNamedNotExported) {
   }
   {
     // Someone with write access to the files changes a byte of entry 1.
-    rocksdb::DBOptions db_options;
-    std::vector<rocksdb::ColumnFamilyDescriptor> cfs;
-    std::vector<std::string> names;
-    ASSERT_TRUE(
-        rocksdb::DB::ListColumnFamilies(db_options, dir_.path() + "/db", &names)
-            .ok());
-    for (const std::string& n : names)
-      cfs.emplace_back(n, rocksdb::ColumnFamilyOptions());
-    std::vector<rocksdb::ColumnFamilyHandle*> handles;
-    rocksdb::DB* raw = nullptr;
-    ASSERT_TRUE(
-        rocksdb::DB::Open(db_options, dir_.path() + "/db", cfs, &handles, &raw)
-            .ok());
-    std::unique_ptr<rocksdb::DB> db(raw);
-    rocksdb::ColumnFamilyHandle* audit = nullptr;
-    for (size_t i = 0; i < names.size(); ++i)
-      if (names[i] == "audit") audit = handles[i];
+    RawDb raw(dir_.path() + "/db");
+    rocksdb::ColumnFamilyHandle* audit = raw.Family("audit");
     ASSERT_NE(audit, nullptr);
     const std::string key = keys::Audit(keys::kAuditEntryTag, 1);
     std::string value;
-    ASSERT_TRUE(db->Get(rocksdb::ReadOptions(), audit, key, &value).ok());
+    ASSERT_TRUE(raw.db->Get(rocksdb::ReadOptions(), audit, key, &value).ok());
     v1::StoredAuditEntry stored;
     ASSERT_TRUE(stored.ParseFromString(value));
     ASSERT_EQ(stored.entry().find("first"), std::string::npos);
     stored.mutable_entry()->back() ^= 1;
-    ASSERT_TRUE(
-        db->Put(rocksdb::WriteOptions(), audit, key, stored.SerializeAsString())
-            .ok());
-    for (auto* h : handles) ASSERT_TRUE(db->DestroyColumnFamilyHandle(h).ok());
+    ASSERT_TRUE(raw.db
+                    ->Put(rocksdb::WriteOptions(), audit, key,
+                          stored.SerializeAsString())
+                    .ok());
   }
   ASSERT_OK_AND_ASSIGN(std::unique_ptr<Store> store, Open(With(master_)));
   std::vector<std::string> details;
