@@ -304,10 +304,15 @@ int RunAttachments(const std::string& pki, const std::string& endpoint,
   // Less at the mercy of the machine's neighbours than the rate: what a
   // change of the path costs or saves shows here first.
   const double gib = mib * count / 1024;
-  std::printf(
-      "  CPU per GiB sent and received: SDK %.2f s, broker %s\n", sdk_cpu / gib,
-      broker_cpu >= 0 ? absl::StrFormat("%.2f s", broker_cpu / gib).c_str()
-                      : "n/a (--broker-pid)");
+  // (The load generator's CPU: the SDK's and the made-up content's.)
+  auto per_gib = [gib](double before, double spent) {
+    return before >= 0 ? absl::StrFormat("%.2f s", spent / gib)
+                       : std::string("n/a");
+  };
+  std::printf("  CPU per GiB sent and received: SDK %s, broker %s\n",
+              per_gib(sdk_cpu_before, sdk_cpu).c_str(),
+              broker_pid > 0 ? per_gib(broker_cpu_before, broker_cpu).c_str()
+                             : "n/a (--broker-pid)");
   std::printf(
       "  SDK peak RSS growth:         %8.1f MiB (%.1f -> peak %.1f)\n",
       (static_cast<double>(sdk_after.second) - sdk_before.first) / (1 << 20),

@@ -799,12 +799,15 @@ absl::StatusOr<bool> UploadImpl::Write(
   // kept only once the chunk is taken. A chunk stored as it came is copied
   // into the file's buffer a part at a time, each part hashed there while
   // it is in the cache, and appended only once it matches.
+  // (Written the ordinary way, where the file system refuses O_DIRECT,
+  // the chunk goes straight from where it arrived.)
   sealing::Sha256Chain next = whole_;
-  if (layout_.encrypted) {
-    for (absl::string_view piece : data) next.Update(piece);
-  } else {
+  const bool staged = !layout_.encrypted && out_->direct();
+  if (staged) {
     ASSIGN_OR_RETURN(char* into, out_->Stage(layout_.FileOffset(index), bytes));
     CopyHashing(data, into, next);
+  } else {
+    for (absl::string_view piece : data) next.Update(piece);
   }
   if (by_state && StateAfter(next, layout_) != chunk.sha256_state()) {
     return absl::DataLossError(absl::StrCat(
@@ -812,8 +815,10 @@ absl::StatusOr<bool> UploadImpl::Write(
         " bytes) does not match its sha256_state: it was damaged on the way; "
         "send it again"));
   }
-  if (!layout_.encrypted) {
+  if (staged) {
     RETURN_IF_ERROR(out_->Commit());
+  } else if (!layout_.encrypted) {
+    RETURN_IF_ERROR(out_->Append(layout_.FileOffset(index), data));
   } else {
     std::string joined;
     if (data.size() != 1) {

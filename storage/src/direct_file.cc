@@ -256,7 +256,11 @@ absl::StatusOr<char*> DirectAppender::Stage(uint64_t at, size_t bytes) {
   staged_.reset();
   if (!failed_.ok()) return failed_;
   absl::StatusOr<char*> into = DoStage(at, bytes);
-  if (!into.ok()) failed_ = into.status();
+  if (!into.ok()) {
+    failed_ = into.status();
+  } else {
+    staged_ = bytes;
+  }
   return into;
 }
 
@@ -310,7 +314,6 @@ absl::StatusOr<char*> DirectAppender::DoStage(uint64_t at, size_t bytes) {
   // After the partial block held back (none when not direct).
   const size_t held = end_ - tail_start_;
   buf_.Reserve(held + bytes, held);
-  staged_ = bytes;
   return buf_.data() + held;
 }
 

@@ -106,8 +106,10 @@ class DirectAppender {
  private:
   absl::Status DoAppend(uint64_t at,
                         absl::Span<const absl::string_view> pieces);
+  // Room for `bytes` at `at` after what buf_ holds back (the background
+  // write landed).
   absl::StatusOr<char*> DoStage(uint64_t at, size_t bytes);
-  // Appends the `bytes` staged.
+  // Appends the `bytes` DoStage just gave room for.
   absl::Status DoCommit(size_t bytes);
   // Not direct_: `bytes` were written at end_; they are appended, and the
   // kernel starts writing them back.
@@ -147,8 +149,9 @@ class DirectAppender {
   AlignedBuffer spare_;
   bool flight_fell_back_ = false;
   absl::Status failed_;  // the first error; every later call returns it
-  // Bytes staged in buf_ after what it holds back (from its start when not
-  // direct_), to be appended at end_ by Commit.
+  // Bytes a Stage call gave room for in buf_ after what it holds back
+  // (from its start when not direct_), to be appended at end_ by Commit;
+  // any other call forgets them.
   std::optional<size_t> staged_;
   // Last: destroyed first, waiting for the write that uses the above.
   BackgroundJob<absl::Status> flight_{"lt-disk-write"};

@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <memory>
+#include <stdexcept>
 #include <string>
 #include <thread>
 
@@ -61,6 +62,15 @@ TEST(BackgroundJobTest, TakeWaitsForTheJobAndReturnsItsResult) {
   go.Notify();
   taker.join();
   EXPECT_TRUE(taken.load());
+}
+
+TEST(BackgroundJobTest, WhatAJobThrowsComesOutOfTakeAndTheThreadGoesOn) {
+  BackgroundJob<int> job("lt-test-job");
+  ASSERT_TRUE(job.Start([]() -> int { throw std::runtime_error("no disk"); }));
+  EXPECT_THROW(job.Take(), std::runtime_error);
+  EXPECT_FALSE(job.pending());
+  ASSERT_TRUE(job.Start([] { return 7; }));
+  EXPECT_EQ(job.Take(), 7);
 }
 
 TEST(BackgroundJobTest, TheDestructorWaitsForAJobStillRunning) {

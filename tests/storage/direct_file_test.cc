@@ -201,6 +201,12 @@ TEST_P(DirectFileTest, StagedBytesLandOnlyWhenCommitted) {
   EXPECT_EQ(FileContent(path_), first + second);
   EXPECT_THAT(out.Commit(), StatusIs(absl::StatusCode::kInternal,
                                      HasSubstr("nothing staged")));
+  // An Append stages nothing a Commit could take again.
+  ASSERT_OK(out.Append(out.end(), "more"));
+  EXPECT_THAT(out.Commit(), StatusIs(absl::StatusCode::kInternal,
+                                     HasSubstr("nothing staged")));
+  ASSERT_OK(out.Sync());
+  EXPECT_EQ(FileContent(path_), first + second + "more");
   ::close(fd);
 }
 

@@ -13,6 +13,8 @@
 #ifndef LIENTHONG_COMMON_BACKGROUND_JOB_H_
 #define LIENTHONG_COMMON_BACKGROUND_JOB_H_
 
+#include <cassert>
+#include <exception>
 #include <functional>
 #include <optional>
 #include <string>
@@ -48,6 +50,7 @@ class BackgroundJob {
   // Starts `job` in the background; none may be pending. False, starting
   // nothing, when no thread can be made: the caller does the work itself.
   bool Start(std::function<T()> job) {
+    assert(!pending_);
     if (!thread_.joinable()) {
       try {
         thread_ = std::thread([this] { Run(); });
@@ -61,15 +64,15 @@ class BackgroundJob {
     return true;
   }
 
-  // Waits for the pending job and returns what it returned.
+  // Waits for the pending job and returns what it returned (throws what it
+  // threw, as std::future::get does).
   T Take() {
     absl::MutexLock lock(&mu_);
-    mu_.Await(absl::Condition(
-        +[](std::optional<T>* result) { return result->has_value(); },
-        &result_));
+    mu_.Await(absl::Condition(this, &BackgroundJob::Done));
+    pending_ = false;
+    if (thrown_) std::rethrow_exception(std::exchange(thrown_, nullptr));
     T out = *std::move(result_);
     result_.reset();
-    pending_ = false;
     return out;
   }
 
@@ -83,13 +86,23 @@ class BackgroundJob {
       std::function<T()> job = std::move(job_);
       job_ = nullptr;
       mu_.Unlock();
-      T result = job();
+      std::optional<T> result;
+      std::exception_ptr thrown;
+      try {
+        result.emplace(job());
+      } catch (...) {
+        thrown = std::current_exception();
+      }
       mu_.Lock();
       result_ = std::move(result);
+      thrown_ = thrown;
     }
   }
   bool HasJobOrEnding() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     return job_ != nullptr || ending_;
+  }
+  bool Done() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return result_.has_value() || thrown_ != nullptr;
   }
 
   const std::string name_;
@@ -98,6 +111,7 @@ class BackgroundJob {
   absl::Mutex mu_;
   std::function<T()> job_ ABSL_GUARDED_BY(mu_);
   std::optional<T> result_ ABSL_GUARDED_BY(mu_);
+  std::exception_ptr thrown_ ABSL_GUARDED_BY(mu_);
   bool ending_ ABSL_GUARDED_BY(mu_) = false;
 };
 
