@@ -9,6 +9,8 @@
 
 #include "client-sdk/src/connection.h"
 #include "client-sdk/src/status.h"
+#include "lienthong/common/status_macros.h"
+#include "lienthong/signing/signing.h"
 
 namespace lienthong {
 namespace client_internal {
@@ -107,7 +109,22 @@ class AdminClientImpl final : public AdminClient {
     return response;
   }
   absl::StatusOr<v1::DecideApprovalResponse> DecideApproval(
-      const v1::DecideApprovalRequest& request) override {
+      const v1::DecideApprovalRequest& unsigned_request) override {
+    // The person signs what it decides with its own certificate's key (one
+    // that comes signed, by a key held elsewhere, goes as it is).
+    v1::DecideApprovalRequest request = unsigned_request;
+    if (!request.has_signature()) {
+      const ClientOptions& o = connection_->options();
+      ASSIGN_OR_RETURN(
+          std::unique_ptr<signing::Signer> signer,
+          signing::Signer::FromFiles(o.certificate_file, o.private_key_file));
+      ASSIGN_OR_RETURN(
+          *request.mutable_signature(),
+          signer->Sign(signing::ApprovalDigest(
+                           request.document_id(), request.content_sha256(),
+                           request.decision(), request.comment()),
+                       absl::Now()));
+    }
     v1::DecideApprovalResponse response;
     absl::Status status = connection_->CallApproval(
         RetryOn::kUnavailable,

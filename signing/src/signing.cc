@@ -13,6 +13,7 @@
 #include <utility>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
@@ -289,6 +290,18 @@ std::string ReceiptDigest(const v1::CustodyReceipt& r) {
   c.Time(r.accepted_at());
   c.Field(r.broker());
   c.Field(r.sender_signature_sha256());
+  return c.Finish();
+}
+
+std::string ApprovalDigest(absl::string_view document_id,
+                           absl::string_view content_sha256,
+                           v1::ApprovalDecision decision,
+                           absl::string_view comment) {
+  Canon c("lienthong approval v1\n");
+  c.Field(document_id);
+  c.Field(absl::AsciiStrToLower(content_sha256));
+  c.Number(decision);
+  c.Field(comment);
   return c.Finish();
 }
 
@@ -758,6 +771,32 @@ absl::StatusOr<Signatory> VerifyReceipt(const SignatureVerifier& verifier,
   return who;
 }
 
+absl::StatusOr<Signatory> VerifyApproval(const SignatureVerifier& verifier,
+                                         absl::string_view document_id,
+                                         const v1::Approval& approval,
+                                         absl::string_view field,
+                                         absl::Time now) {
+  if (!approval.has_signature()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(field,
+                     ": missing: the approver signs its decision (document id, "
+                     "content hash, decision, comment) with its person "
+                     "certificate's key"));
+  }
+  ASSIGN_OR_RETURN(
+      Signatory who,
+      verifier.Verify(ApprovalDigest(document_id, approval.content_sha256(),
+                                     approval.decision(), approval.comment()),
+                      approval.signature(), field, std::nullopt, now));
+  if (who.principal.kind != Principal::Kind::kPerson ||
+      who.principal.spiffe_id != approval.approver()) {
+    return absl::PermissionDeniedError(absl::StrCat(
+        field, ": signed by ", who.principal.spiffe_id,
+        ", not by the approver who decided (", approval.approver(), ")"));
+  }
+  return who;
+}
+
 // ---- Evidence ---------------------------------------------------------------
 
 absl::StatusOr<EvidenceReport> VerifyEvidence(
@@ -866,6 +905,20 @@ absl::StatusOr<EvidenceReport> VerifyEvidence(
       bad(absl::StrCat("history[", i, "]: out of order"));
     }
     if (ev.sequence() != 0) last_sequence = ev.sequence();
+    // An approval carries its approver's own signature: what the person
+    // decided, not what the broker says it decided.
+    if (ev.has_approval()) {
+      const std::string field = absl::StrCat("history[", i, "].approval");
+      absl::StatusOr<Signatory> who =
+          VerifyApproval(verifier, e.document_id(), ev.approval(), field, now);
+      if (who.ok()) {
+        ok(absl::StrCat(field, ": ",
+                        v1::ApprovalDecision_Name(ev.approval().decision()),
+                        " signed by ", who->principal.spiffe_id));
+      } else {
+        bad(std::string(who.status().message()));
+      }
+    }
   }
   ok(absl::StrCat(e.history_size(), " status events"));
 

@@ -31,6 +31,7 @@
 #include <map>
 #include <memory>
 #include <random>
+#include <set>
 #include <string>
 #include <thread>
 #include <utility>
@@ -50,6 +51,8 @@
 #include "lienthong/attachments.h"
 #include "lienthong/client.h"
 #include "lienthong/common/status_macros.h"
+#include "lienthong/signing/signing.h"
+#include "lienthong/v1/approvals.grpc.pb.h"
 #include "lienthong/v1/exchange.grpc.pb.h"
 #include "lienthong/v1/federation.grpc.pb.h"
 #include "tests/integration/broker_process.h"
@@ -160,6 +163,11 @@ class Federation {
   void SetApprovalExpiry(const std::string& broker, int seconds) {
     approval_expiry_[broker] = seconds;
   }
+  // `broker` takes what is not signed (security.require_signatures off):
+  // unsigned documents, and decisions no approver signed.
+  void SetUnsignedTaken(const std::string& broker) {
+    unsigned_taken_.insert(broker);
+  }
   // `broker` dials its peer `peer` at the port of `actual` (a misconfigured
   // or impostor endpoint).
   void SetPeerEndpoint(const std::string& broker, const std::string& peer,
@@ -182,6 +190,8 @@ class Federation {
         approval_expiry_.contains(name) ? approval_expiry_.at(name) : 3600,
         ", approvers: [{person: approver, orgs: [", absl::StrJoin(codes, ", "),
         "]}]}\n");
+    if (unsigned_taken_.contains(name))
+      absl::StrAppend(&yaml, "security: {require_signatures: false}\n");
     absl::StrAppend(&yaml, "policy: {file: ", PolicyPath(name), "}\n",
                     "roles: {operator: [operator], auditor: [auditor]}\n",
                     "federation: {max_hops: ", max_hops_.at(name),
@@ -283,6 +293,7 @@ class Federation {
   std::map<std::string, std::string> policies_;
   std::map<std::string, uint32_t> max_hops_;
   std::map<std::string, int> approval_expiry_;
+  std::set<std::string> unsigned_taken_;
   std::map<std::pair<std::string, std::string>, std::string>
       endpoint_overrides_;
   std::map<std::string, std::unique_ptr<BrokerProcess>> brokers_;
@@ -1398,6 +1409,36 @@ TEST_F(FederationTest, AnAiPersonnelDecisionCrossesOnlyAfterApprovalWithIt) {
   decide.set_content_sha256(p.content_sha256());
   decide.set_comment("Đã rà soát hồ sơ");
 
+  // A decision must carry the approver's own signature over what it
+  // decided: without one it is refused, and one made with another person's
+  // key does not count (the SDK signs with the caller's).
+  {
+    auto raw = v1::ApprovalService::NewStub(
+        RawChannel(fed_.broker("h49").endpoint(), "persons/approver"));
+    grpc::ClientContext context;
+    v1::DecideApprovalResponse unsigned_answer;
+    grpc::Status refused =
+        raw->DecideApproval(&context, decide, &unsigned_answer);
+    EXPECT_EQ(refused.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_THAT(refused.error_message(), HasSubstr("signature: missing"));
+  }
+  ASSERT_OK_AND_ASSIGN(std::string pki, DevPkiDir());
+  ASSERT_OK_AND_ASSIGN(
+      std::unique_ptr<signing::Signer> someone_else,
+      signing::Signer::FromFiles(pki + "/persons/auditor.pem",
+                                 pki + "/persons/auditor.key"));
+  v1::DecideApprovalRequest forged = decide;
+  ASSERT_OK_AND_ASSIGN(
+      *forged.mutable_signature(),
+      someone_else->Sign(
+          signing::ApprovalDigest(id, decide.content_sha256(),
+                                  decide.decision(), decide.comment()),
+          absl::Now()));
+  EXPECT_THAT(approver->DecideApproval(forged),
+              StatusIs(absl::StatusCode::kPermissionDenied,
+                       HasSubstr("signed by spiffe://lienthong.local/person/"
+                                 "auditor")));
+
   ASSERT_OK_AND_ASSIGN(v1::DecideApprovalResponse decided,
                        approver->DecideApproval(decide));
   EXPECT_TRUE(decided.released());
@@ -1409,6 +1450,23 @@ TEST_F(FederationTest, AnAiPersonnelDecisionCrossesOnlyAfterApprovalWithIt) {
             "spiffe://lienthong.local/person/approver");
   EXPECT_EQ(got.approvals(0).content_sha256(), p.content_sha256());
   EXPECT_EQ(got.approvals(0).comment(), "Đã rà soát hồ sơ");
+  // The recipient can check the approver's signature with the CA alone.
+  ASSERT_OK_AND_ASSIGN(std::string ca, ReadFile(pki + "/ca.pem"));
+  signing::VerifierOptions trust;
+  trust.trust_root_pem = ca;
+  trust.trust_domain = "lienthong.local";
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<signing::SignatureVerifier> verifier,
+                       signing::SignatureVerifier::Create(std::move(trust)));
+  ASSERT_OK_AND_ASSIGN(
+      signing::Signatory approved_by,
+      signing::VerifyApproval(*verifier, id, got.approvals(0), "approvals[0]"));
+  EXPECT_EQ(approved_by.principal.spiffe_id,
+            "spiffe://lienthong.local/person/approver");
+  v1::Approval altered = got.approvals(0);
+  altered.set_comment("Đồng ý");
+  EXPECT_THAT(
+      signing::VerifyApproval(*verifier, id, altered, "approvals[0]").status(),
+      StatusIs(absl::StatusCode::kInvalidArgument));
   ASSERT_TRUE(watch.WaitFor(IsDelivery(id, kG22, v1::DELIVERY_STATE_DELIVERED)))
       << Dump(watch.Of(id, kG22)) << fed_.Logs();
   EXPECT_THAT(
@@ -1440,6 +1498,45 @@ TEST_F(FederationTest, AnAiPersonnelDecisionCrossesOnlyAfterApprovalWithIt) {
 // A copy held for approval is not delivered, and neither are its
 // attachments: its recipient cannot download them before the approval
 // (the same NOT_FOUND as for a document that does not exist), and can after.
+// A broker that took a decision no approver signed (its signatures are
+// off, or it is not honest) cannot pass it off as approved: the next broker,
+// which requires signatures, denies the copy, naming the approval.
+TEST_F(FederationTest, AnApprovalItsApproverDidNotSignIsDeniedOnTheWay) {
+  fed_.SetUnsignedTaken("h49");
+  ASSERT_OK(fed_.Start({"central", "h49"}));
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<Client> sender, fed_.Open("h49", kH49));
+  ASSERT_OK_AND_ASSIGN(Receivers at, ReceiveAt({{"central", kG22}}));
+  WatchRecorder watch(sender.get(), "");
+  ASSERT_OK_AND_ASSIGN(
+      SendReceipt sent,
+      sender->Send(AiPersonnelDecision({kG22}, "Bổ nhiệm chưa ký duyệt")));
+  const std::string id = sent.document_id;
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<AdminClient> approver,
+                       fed_.Admin("h49", "approver"));
+  ASSERT_OK_AND_ASSIGN(v1::ListApprovalsResponse waiting,
+                       approver->ListApprovals(v1::ListApprovalsRequest()));
+  ASSERT_THAT(waiting.approvals(), ::testing::SizeIs(1));
+  v1::DecideApprovalRequest decide;
+  decide.set_document_id(id);
+  decide.set_decision(v1::APPROVAL_DECISION_APPROVE);
+  decide.set_content_sha256(waiting.approvals(0).content_sha256());
+  auto raw = v1::ApprovalService::NewStub(
+      RawChannel(fed_.broker("h49").endpoint(), "persons/approver"));
+  grpc::ClientContext context;
+  v1::DecideApprovalResponse decided;
+  grpc::Status taken = raw->DecideApproval(&context, decide, &decided);
+  ASSERT_TRUE(taken.ok()) << taken.error_message();
+  EXPECT_FALSE(decided.approval().has_signature());
+  ASSERT_TRUE(watch.WaitFor(IsDelivery(id, kG22, v1::DELIVERY_STATE_DENIED)))
+      << Dump(watch.Of(id, kG22)) << fed_.Logs();
+  EXPECT_THAT(watch.Of(id, kG22).back().reason(),
+              HasSubstr("approval that is not its approver's: "
+                        "approvals[0].signature: missing"));
+  EXPECT_EQ(at.got[0].CountAfter(absl::Seconds(1)), 0u)
+      << "delivered with an unsigned approval";
+  for (auto& session : at.sessions) session->Stop();
+}
+
 TEST_F(FederationTest, AHeldCopysAttachmentsAreNotDownloadableBeforeApproval) {
   ASSERT_OK(fed_.Start({"h49"}));
   ASSERT_OK_AND_ASSIGN(std::unique_ptr<Client> sender, fed_.Open("h49", kH49));

@@ -3428,8 +3428,23 @@ class ExchangeImpl : public Exchange {
 
   // What of `required` the document does not carry, for a copy that
   // arrives from a peer: approvals happen at the sender's broker only.
-  static std::string MissingApprovals(
-      const v1::Document& doc, const std::vector<v1::Approver>& required) {
+  // Where signatures are required, each approval must also carry its
+  // approver's signature over this document's content and decision (the
+  // role it counts for is the sender's broker's word).
+  std::string MissingApprovals(const v1::Document& doc,
+                               const std::vector<v1::Approver>& required) {
+    for (int i = 0; i < doc.approvals_size(); ++i) {
+      if (!options_.signatures || !options_.require_signatures) break;
+      absl::StatusOr<signing::Signatory> who = signing::VerifyApproval(
+          *options_.signatures, doc.id(), doc.approvals(i),
+          absl::StrCat("approvals[", i, "].signature"), clock_->Now());
+      if (!who.ok()) {
+        return absl::StrCat(
+            "the document carries an approval that is not "
+            "its approver's: ",
+            who.status().message());
+      }
+    }
     std::vector<std::string> missing;
     for (const v1::Approver& need : required) {
       if (!Satisfies(doc.approvals(), need, doc.content_sha256()))
@@ -3620,6 +3635,23 @@ class ExchangeImpl : public Exchange {
           absl::InvalidArgumentError("comment: a rejection must say why"));
     }
     const absl::Time now = clock_->Now();
+    // The person's own signature over what it decided: a broker cannot make
+    // one up. Checked whenever it comes; required where signatures are.
+    if (options_.signatures &&
+        (request.has_signature() || options_.require_signatures)) {
+      v1::Approval signed_by_caller;
+      signed_by_caller.set_approver(caller.spiffe_id);
+      signed_by_caller.set_content_sha256(content);
+      signed_by_caller.set_decision(request.decision());
+      signed_by_caller.set_comment(request.comment());
+      if (request.has_signature())
+        *signed_by_caller.mutable_signature() = request.signature();
+      if (absl::StatusOr<signing::Signatory> who = signing::VerifyApproval(
+              *options_.signatures, id, signed_by_caller, "signature", now);
+          !who.ok()) {
+        return done(who.status());
+      }
+    }
     v1::PendingApproval held;
     std::vector<v1::Approver> mine;
     {
@@ -3657,6 +3689,7 @@ class ExchangeImpl : public Exchange {
       a.set_comment(request.comment());
       a.set_decision(request.decision());
       a.set_broker(options_.broker_id);
+      if (request.has_signature()) *a.mutable_signature() = request.signature();
     }
     std::vector<std::string> as;
     for (const v1::Approver& need : mine) as.push_back(Describe(need));

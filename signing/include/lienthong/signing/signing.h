@@ -52,6 +52,15 @@ std::string DocumentDigest(const v1::Document& doc);
 // SHA-256 of the receipt's canonical encoding, its signature excluded, raw.
 std::string ReceiptDigest(const v1::CustodyReceipt& receipt);
 
+// What an approver's signature covers (Approval.signature): SHA-256 of
+// "lienthong approval v1\n" and the document id, the content hash (lower
+// case), the decision's number and the comment, each as <decimal byte
+// length> ":" <bytes> "\n". Raw.
+std::string ApprovalDigest(absl::string_view document_id,
+                           absl::string_view content_sha256,
+                           v1::ApprovalDecision decision,
+                           absl::string_view comment);
+
 // SHA-256, raw (sealing::HexOf makes the hex the messages carry).
 std::string Sha256(absl::string_view bytes);
 
@@ -178,6 +187,16 @@ absl::StatusOr<Signatory> VerifyDocumentSignature(
 absl::StatusOr<Signatory> VerifyReceipt(const SignatureVerifier& verifier,
                                         const v1::CustodyReceipt& receipt,
                                         absl::Time now = absl::Now());
+
+// An approval's signature over ApprovalDigest of document `document_id`:
+// Verify, then the signatory must be the person `approval.approver()`
+// (PERMISSION_DENIED naming both otherwise). INVALID_ARGUMENT naming
+// `field` when there is no signature.
+absl::StatusOr<Signatory> VerifyApproval(const SignatureVerifier& verifier,
+                                         absl::string_view document_id,
+                                         const v1::Approval& approval,
+                                         absl::string_view field,
+                                         absl::Time now = absl::Now());
 
 // ---- Evidence ---------------------------------------------------------------
 
