@@ -1492,6 +1492,14 @@ TEST_F(FederationTest, AnAiPersonnelDecisionCrossesOnlyAfterApprovalWithIt) {
       audited = true;
   }
   EXPECT_TRUE(audited) << evidence.DebugString();
+  // An auditor checks the approver's signature in it with the CA alone.
+  ASSERT_OK_AND_ASSIGN(signing::EvidenceReport report,
+                       signing::VerifyEvidence(*verifier, exported));
+  EXPECT_TRUE(report.ok()) << absl::StrJoin(report.problems, "\n");
+  EXPECT_THAT(report.checked, ::testing::Contains(HasSubstr(
+                                  "APPROVAL_DECISION_APPROVE signed by "
+                                  "spiffe://lienthong.local/person/approver")))
+      << absl::StrJoin(report.checked, "\n");
   for (auto& session : at.sessions) session->Stop();
 }
 
