@@ -1375,6 +1375,18 @@ v1::Document AiPersonnelDecision(const std::vector<std::string>& to,
   return doc;
 }
 
+// `broker`'s approver decides through gRPC directly, without the SDK's
+// signature.
+grpc::Status DecideUnsigned(Federation& fed, const std::string& broker,
+                            const v1::DecideApprovalRequest& decide,
+                            v1::DecideApprovalResponse* decided) {
+  auto raw = v1::ApprovalService::NewStub(
+      RawChannel(fed.broker(broker).endpoint(), "persons/approver"));
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(10)));
+  return raw->DecideApproval(&context, decide, decided);
+}
+
 TEST_F(FederationTest, AnAiPersonnelDecisionCrossesOnlyAfterApprovalWithIt) {
   ASSERT_OK(fed_.Start({"central", "h49"}));
   ASSERT_OK_AND_ASSIGN(std::unique_ptr<Client> sender, fed_.Open("h49", kH49));
@@ -1413,12 +1425,9 @@ TEST_F(FederationTest, AnAiPersonnelDecisionCrossesOnlyAfterApprovalWithIt) {
   // decided: without one it is refused, and one made with another person's
   // key does not count (the SDK signs with the caller's).
   {
-    auto raw = v1::ApprovalService::NewStub(
-        RawChannel(fed_.broker("h49").endpoint(), "persons/approver"));
-    grpc::ClientContext context;
     v1::DecideApprovalResponse unsigned_answer;
     grpc::Status refused =
-        raw->DecideApproval(&context, decide, &unsigned_answer);
+        DecideUnsigned(fed_, "h49", decide, &unsigned_answer);
     EXPECT_EQ(refused.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
     EXPECT_THAT(refused.error_message(), HasSubstr("signature: missing"));
   }
@@ -1528,11 +1537,8 @@ TEST_F(FederationTest, AnApprovalItsApproverDidNotSignIsDeniedOnTheWay) {
   decide.set_document_id(id);
   decide.set_decision(v1::APPROVAL_DECISION_APPROVE);
   decide.set_content_sha256(waiting.approvals(0).content_sha256());
-  auto raw = v1::ApprovalService::NewStub(
-      RawChannel(fed_.broker("h49").endpoint(), "persons/approver"));
-  grpc::ClientContext context;
   v1::DecideApprovalResponse decided;
-  grpc::Status taken = raw->DecideApproval(&context, decide, &decided);
+  grpc::Status taken = DecideUnsigned(fed_, "h49", decide, &decided);
   ASSERT_TRUE(taken.ok()) << taken.error_message();
   EXPECT_FALSE(decided.approval().has_signature());
   ASSERT_TRUE(watch.WaitFor(IsDelivery(id, kG22, v1::DELIVERY_STATE_DENIED)))
