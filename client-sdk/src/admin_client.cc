@@ -114,6 +114,23 @@ class AdminClientImpl final : public AdminClient {
     // that comes signed, by a key held elsewhere, goes as it is).
     v1::DecideApprovalRequest request = unsigned_request;
     if (!request.has_signature()) {
+      if (request.manifest_sha256().empty()) {
+        // The document as its sender signed it, as listed for approval:
+        // what the signature binds the decision to.
+        v1::ListApprovalsRequest list;
+        list.set_limit(1000);
+        ASSIGN_OR_RETURN(v1::ListApprovalsResponse waiting,
+                         ListApprovals(list));
+        for (const v1::PendingApproval& p : waiting.approvals()) {
+          if (p.document_id() == request.document_id())
+            request.set_manifest_sha256(p.manifest_sha256());
+        }
+        if (request.manifest_sha256().empty()) {
+          return absl::NotFoundError(
+              absl::StrCat("document ", request.document_id(),
+                           " is not waiting for an approval by this person"));
+        }
+      }
       const ClientOptions& o = connection_->options();
       ASSIGN_OR_RETURN(
           std::unique_ptr<signing::Signer> signer,
@@ -121,8 +138,9 @@ class AdminClientImpl final : public AdminClient {
       ASSIGN_OR_RETURN(
           *request.mutable_signature(),
           signer->Sign(signing::ApprovalDigest(
-                           request.document_id(), request.content_sha256(),
-                           request.decision(), request.comment()),
+                           request.document_id(), request.manifest_sha256(),
+                           request.content_sha256(), request.decision(),
+                           request.comment()),
                        absl::Now()));
     }
     v1::DecideApprovalResponse response;

@@ -294,11 +294,13 @@ std::string ReceiptDigest(const v1::CustodyReceipt& r) {
 }
 
 std::string ApprovalDigest(absl::string_view document_id,
+                           absl::string_view manifest_sha256,
                            absl::string_view content_sha256,
                            v1::ApprovalDecision decision,
                            absl::string_view comment) {
   Canon c("lienthong approval v1\n");
   c.Field(document_id);
+  c.Field(absl::AsciiStrToLower(manifest_sha256));
   c.Field(absl::AsciiStrToLower(content_sha256));
   c.Number(decision);
   c.Field(comment);
@@ -771,11 +773,11 @@ absl::StatusOr<Signatory> VerifyReceipt(const SignatureVerifier& verifier,
   return who;
 }
 
-absl::StatusOr<Signatory> VerifyApproval(const SignatureVerifier& verifier,
-                                         absl::string_view document_id,
-                                         const v1::Approval& approval,
-                                         absl::string_view field,
-                                         absl::Time now) {
+absl::StatusOr<Signatory> VerifyApproval(
+    const SignatureVerifier& verifier, absl::string_view document_id,
+    absl::string_view manifest_sha256, const v1::Approval& approval,
+    absl::string_view field, std::optional<absl::Time> also_valid_at,
+    absl::Time now) {
   if (!approval.has_signature()) {
     return absl::InvalidArgumentError(
         absl::StrCat(field,
@@ -785,9 +787,10 @@ absl::StatusOr<Signatory> VerifyApproval(const SignatureVerifier& verifier,
   }
   ASSIGN_OR_RETURN(
       Signatory who,
-      verifier.Verify(ApprovalDigest(document_id, approval.content_sha256(),
+      verifier.Verify(ApprovalDigest(document_id, manifest_sha256,
+                                     approval.content_sha256(),
                                      approval.decision(), approval.comment()),
-                      approval.signature(), field, std::nullopt, now));
+                      approval.signature(), field, also_valid_at, now));
   if (who.principal.kind != Principal::Kind::kPerson ||
       who.principal.spiffe_id != approval.approver()) {
     return absl::PermissionDeniedError(absl::StrCat(
@@ -908,9 +911,17 @@ absl::StatusOr<EvidenceReport> VerifyEvidence(
     // An approval carries its approver's own signature: what the person
     // decided, not what the broker says it decided.
     if (ev.has_approval()) {
-      const std::string field = absl::StrCat("history[", i, "].approval");
+      const std::string field =
+          absl::StrCat("history[", i, "].approval.signature");
+      if (ev.approval().content_sha256() != e.content_sha256()) {
+        bad(absl::StrCat("history[", i, "].approval: is of content ",
+                         ev.approval().content_sha256(),
+                         ", not the document's ", e.content_sha256()));
+      }
       absl::StatusOr<Signatory> who =
-          VerifyApproval(verifier, e.document_id(), ev.approval(), field, now);
+          VerifyApproval(verifier, e.document_id(),
+                         sealing::HexOf(ManifestDigest(e.manifest())),
+                         ev.approval(), field, std::nullopt, now);
       if (who.ok()) {
         ok(absl::StrCat(field, ": ",
                         v1::ApprovalDecision_Name(ev.approval().decision()),

@@ -1437,12 +1437,13 @@ TEST_F(FederationTest, AnAiPersonnelDecisionCrossesOnlyAfterApprovalWithIt) {
       signing::Signer::FromFiles(pki + "/persons/auditor.pem",
                                  pki + "/persons/auditor.key"));
   v1::DecideApprovalRequest forged = decide;
+  forged.set_manifest_sha256(p.manifest_sha256());
   ASSERT_OK_AND_ASSIGN(
       *forged.mutable_signature(),
-      someone_else->Sign(
-          signing::ApprovalDigest(id, decide.content_sha256(),
-                                  decide.decision(), decide.comment()),
-          absl::Now()));
+      someone_else->Sign(signing::ApprovalDigest(
+                             id, p.manifest_sha256(), decide.content_sha256(),
+                             decide.decision(), decide.comment()),
+                         absl::Now()));
   EXPECT_THAT(approver->DecideApproval(forged),
               StatusIs(absl::StatusCode::kPermissionDenied,
                        HasSubstr("signed by spiffe://lienthong.local/person/"
@@ -1459,7 +1460,10 @@ TEST_F(FederationTest, AnAiPersonnelDecisionCrossesOnlyAfterApprovalWithIt) {
             "spiffe://lienthong.local/person/approver");
   EXPECT_EQ(got.approvals(0).content_sha256(), p.content_sha256());
   EXPECT_EQ(got.approvals(0).comment(), "Đã rà soát hồ sơ");
-  // The recipient can check the approver's signature with the CA alone.
+  // The recipient can check the approver's signature with the CA alone, for
+  // this document as its sender signed it.
+  const std::string manifest = sealing::HexOf(signing::DocumentDigest(got));
+  EXPECT_EQ(manifest, p.manifest_sha256());
   ASSERT_OK_AND_ASSIGN(std::string ca, ReadFile(pki + "/ca.pem"));
   signing::VerifierOptions trust;
   trust.trust_root_pem = ca;
@@ -1468,14 +1472,16 @@ TEST_F(FederationTest, AnAiPersonnelDecisionCrossesOnlyAfterApprovalWithIt) {
                        signing::SignatureVerifier::Create(std::move(trust)));
   ASSERT_OK_AND_ASSIGN(
       signing::Signatory approved_by,
-      signing::VerifyApproval(*verifier, id, got.approvals(0), "approvals[0]"));
+      signing::VerifyApproval(*verifier, id, manifest, got.approvals(0),
+                              "approvals[0]", std::nullopt));
   EXPECT_EQ(approved_by.principal.spiffe_id,
             "spiffe://lienthong.local/person/approver");
   v1::Approval altered = got.approvals(0);
   altered.set_comment("Đồng ý");
-  EXPECT_THAT(
-      signing::VerifyApproval(*verifier, id, altered, "approvals[0]").status(),
-      StatusIs(absl::StatusCode::kInvalidArgument));
+  EXPECT_THAT(signing::VerifyApproval(*verifier, id, manifest, altered,
+                                      "approvals[0]", std::nullopt)
+                  .status(),
+              StatusIs(absl::StatusCode::kInvalidArgument));
   ASSERT_TRUE(watch.WaitFor(IsDelivery(id, kG22, v1::DELIVERY_STATE_DELIVERED)))
       << Dump(watch.Of(id, kG22)) << fed_.Logs();
   EXPECT_THAT(
@@ -1512,9 +1518,6 @@ TEST_F(FederationTest, AnAiPersonnelDecisionCrossesOnlyAfterApprovalWithIt) {
   for (auto& session : at.sessions) session->Stop();
 }
 
-// A copy held for approval is not delivered, and neither are its
-// attachments: its recipient cannot download them before the approval
-// (the same NOT_FOUND as for a document that does not exist), and can after.
 // A broker that took a decision no approver signed (its signatures are
 // off, or it is not honest) cannot pass it off as approved: the next broker,
 // which requires signatures, denies the copy, naming the approval.
@@ -1551,6 +1554,9 @@ TEST_F(FederationTest, AnApprovalItsApproverDidNotSignIsDeniedOnTheWay) {
   for (auto& session : at.sessions) session->Stop();
 }
 
+// A copy held for approval is not delivered, and neither are its
+// attachments: its recipient cannot download them before the approval
+// (the same NOT_FOUND as for a document that does not exist), and can after.
 TEST_F(FederationTest, AHeldCopysAttachmentsAreNotDownloadableBeforeApproval) {
   ASSERT_OK(fed_.Start({"h49"}));
   ASSERT_OK_AND_ASSIGN(std::unique_ptr<Client> sender, fed_.Open("h49", kH49));

@@ -336,58 +336,69 @@ TEST_F(SigningTest, AnApprovalVerifiesOnlyAsItsApproversUnaltered) {
   std::unique_ptr<SignatureVerifier> verifier = Verifier();
   ASSERT_TRUE(approver && verifier);
   const std::string id = "01JAPPROVAL";
+  const std::string manifest = sealing::HexOf(Digest(4));
   v1::Approval a;
   a.set_approver(approver->principal().spiffe_id);
   a.set_content_sha256(sealing::HexOf(Digest(2)));
   a.set_decision(v1::APPROVAL_DECISION_APPROVE);
   a.set_comment("Đã rà soát");
   a.set_role("approver");  // the broker's: not what the person signs
-  ASSERT_OK_AND_ASSIGN(*a.mutable_signature(),
-                       approver->Sign(ApprovalDigest(id, a.content_sha256(),
-                                                     a.decision(), a.comment()),
-                                      absl::Now()));
-  ASSERT_OK_AND_ASSIGN(Signatory who, VerifyApproval(*verifier, id, a, "a"));
+  ASSERT_OK_AND_ASSIGN(
+      *a.mutable_signature(),
+      approver->Sign(ApprovalDigest(id, manifest, a.content_sha256(),
+                                    a.decision(), a.comment()),
+                     absl::Now()));
+  ASSERT_OK_AND_ASSIGN(Signatory who, VerifyApproval(*verifier, id, manifest, a,
+                                                     "a", std::nullopt));
   EXPECT_EQ(who.principal.spiffe_id,
             "spiffe://lienthong.local/person/approver");
   // The hash in capitals is the same hash.
-  EXPECT_EQ(ApprovalDigest(id, absl::AsciiStrToUpper(a.content_sha256()),
-                           a.decision(), a.comment()),
-            ApprovalDigest(id, a.content_sha256(), a.decision(), a.comment()));
+  EXPECT_EQ(
+      ApprovalDigest(id, manifest, absl::AsciiStrToUpper(a.content_sha256()),
+                     a.decision(), a.comment()),
+      ApprovalDigest(id, manifest, a.content_sha256(), a.decision(),
+                     a.comment()));
 
   // Each thing decided is covered: another document, content, decision or
   // comment does not verify.
-  EXPECT_THAT(VerifyApproval(*verifier, "01JOTHER", a, "a"),
+  EXPECT_THAT(
+      VerifyApproval(*verifier, "01JOTHER", manifest, a, "a", std::nullopt),
+      StatusIs(absl::StatusCode::kInvalidArgument));
+  // The same content sent elsewhere (another manifest) does not verify.
+  EXPECT_THAT(VerifyApproval(*verifier, id, sealing::HexOf(Digest(5)), a, "a",
+                             std::nullopt),
               StatusIs(absl::StatusCode::kInvalidArgument));
   v1::Approval other = a;
   other.set_content_sha256(sealing::HexOf(Digest(3)));
-  EXPECT_THAT(VerifyApproval(*verifier, id, other, "a"),
+  EXPECT_THAT(VerifyApproval(*verifier, id, manifest, other, "a", std::nullopt),
               StatusIs(absl::StatusCode::kInvalidArgument));
   other = a;
   other.set_decision(v1::APPROVAL_DECISION_REJECT);
-  EXPECT_THAT(VerifyApproval(*verifier, id, other, "a"),
+  EXPECT_THAT(VerifyApproval(*verifier, id, manifest, other, "a", std::nullopt),
               StatusIs(absl::StatusCode::kInvalidArgument));
   other = a;
   other.set_comment("Đồng ý");
-  EXPECT_THAT(VerifyApproval(*verifier, id, other, "a"),
+  EXPECT_THAT(VerifyApproval(*verifier, id, manifest, other, "a", std::nullopt),
               StatusIs(absl::StatusCode::kInvalidArgument));
   // Recorded as another person's, or signed by an organization, or not
   // signed at all: refused, saying so.
   other = a;
   other.set_approver("spiffe://lienthong.local/person/auditor");
-  EXPECT_THAT(VerifyApproval(*verifier, id, other, "a"),
+  EXPECT_THAT(VerifyApproval(*verifier, id, manifest, other, "a", std::nullopt),
               StatusIs(absl::StatusCode::kPermissionDenied,
                        HasSubstr("not by the approver who decided")));
   std::unique_ptr<Signer> h49 = Org(kH49);
   other = a;
-  ASSERT_OK_AND_ASSIGN(*other.mutable_signature(),
-                       h49->Sign(ApprovalDigest(id, a.content_sha256(),
-                                                a.decision(), a.comment()),
-                                 absl::Now()));
-  EXPECT_THAT(VerifyApproval(*verifier, id, other, "a"),
+  ASSERT_OK_AND_ASSIGN(
+      *other.mutable_signature(),
+      h49->Sign(ApprovalDigest(id, manifest, a.content_sha256(), a.decision(),
+                               a.comment()),
+                absl::Now()));
+  EXPECT_THAT(VerifyApproval(*verifier, id, manifest, other, "a", std::nullopt),
               StatusIs(absl::StatusCode::kPermissionDenied));
   other.clear_signature();
   EXPECT_THAT(
-      VerifyApproval(*verifier, id, other, "a"),
+      VerifyApproval(*verifier, id, manifest, other, "a", std::nullopt),
       StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("a: missing")));
 }
 

@@ -2741,6 +2741,11 @@ class ExchangeImpl : public Exchange {
     RETURN_IF_ERROR(CheckSignature(doc, signing::DocumentDigest(doc),
                                    "transfer.document", accepted,
                                    clock_->Now()));
+    // An approval that cannot be checked now (its certificate's revocation
+    // is unknown) is checked when the transfer comes again; one that does
+    // not verify denies the copies that need it (MissingApprovals).
+    if (absl::Status s = CheckCarriedApprovals(doc); absl::IsUnavailable(s))
+      return s;
     // The peer pushes a document's stored attachments before the document;
     // one missing is not a defect of the transfer: it is taken later.
     if (absl::Status s = CheckStoredAttachments(
@@ -3426,24 +3431,36 @@ class ExchangeImpl : public Exchange {
     return false;
   }
 
+  // Where signatures are required, each approval `doc` carries must verify
+  // as its approver's signature over this document (the role it counts for
+  // is the sender's broker's word). UNAVAILABLE when a certificate's
+  // revocation cannot be checked now.
+  absl::Status CheckCarriedApprovals(const v1::Document& doc) const {
+    if (!options_.signatures || !options_.require_signatures ||
+        doc.approvals().empty())
+      return absl::OkStatus();
+    const std::string manifest = sealing::HexOf(signing::DocumentDigest(doc));
+    for (int i = 0; i < doc.approvals_size(); ++i) {
+      RETURN_IF_ERROR(
+          signing::VerifyApproval(*options_.signatures, doc.id(), manifest,
+                                  doc.approvals(i),
+                                  absl::StrCat("approvals[", i, "].signature"),
+                                  std::nullopt, clock_->Now())
+              .status());
+    }
+    return absl::OkStatus();
+  }
+
   // What of `required` the document does not carry, for a copy that
   // arrives from a peer: approvals happen at the sender's broker only.
-  // Where signatures are required, each approval must also carry its
-  // approver's signature over this document's content and decision (the
-  // role it counts for is the sender's broker's word).
+  // Where signatures are required, each approval must also verify
+  // (CheckCarriedApprovals).
   std::string MissingApprovals(const v1::Document& doc,
                                const std::vector<v1::Approver>& required) {
-    for (int i = 0; i < doc.approvals_size(); ++i) {
-      if (!options_.signatures || !options_.require_signatures) break;
-      absl::StatusOr<signing::Signatory> who = signing::VerifyApproval(
-          *options_.signatures, doc.id(), doc.approvals(i),
-          absl::StrCat("approvals[", i, "].signature"), clock_->Now());
-      if (!who.ok()) {
-        return absl::StrCat(
-            "the document carries an approval that is not "
-            "its approver's: ",
-            who.status().message());
-      }
+    if (absl::Status s = CheckCarriedApprovals(doc); !s.ok()) {
+      return absl::StrCat(
+          "the document carries an approval that is not its approver's: ",
+          s.message());
     }
     std::vector<std::string> missing;
     for (const v1::Approver& need : required) {
@@ -3507,6 +3524,7 @@ class ExchangeImpl : public Exchange {
     *p.mutable_recipients() = d.recipients();
     *p.mutable_metadata() = d.metadata();
     p.set_content_sha256(d.content_sha256());
+    p.set_manifest_sha256(sealing::HexOf(signing::DocumentDigest(d)));
     for (const v1::Attachment& a : d.attachments()) {
       v1::Attachment* listed = p.add_attachments();
       listed->set_name(a.name());
@@ -3635,23 +3653,12 @@ class ExchangeImpl : public Exchange {
           absl::InvalidArgumentError("comment: a rejection must say why"));
     }
     const absl::Time now = clock_->Now();
-    // The person's own signature over what it decided: a broker cannot make
-    // one up. Checked whenever it comes; required where signatures are.
-    if (options_.signatures &&
-        (request.has_signature() || options_.require_signatures)) {
-      v1::Approval signed_by_caller;
-      signed_by_caller.set_approver(caller.spiffe_id);
-      signed_by_caller.set_content_sha256(content);
-      signed_by_caller.set_decision(request.decision());
-      signed_by_caller.set_comment(request.comment());
-      if (request.has_signature())
-        *signed_by_caller.mutable_signature() = request.signature();
-      if (absl::StatusOr<signing::Signatory> who = signing::VerifyApproval(
-              *options_.signatures, id, signed_by_caller, "signature", now);
-          !who.ok()) {
-        return done(who.status());
-      }
-    }
+    // The person's own signature over what it decided, for this document
+    // (its manifest as the sender signed it): a broker cannot make one up.
+    // Checked whenever it comes; required where signatures are.
+    const bool check_signature =
+        options_.signatures &&
+        (request.has_signature() || options_.require_signatures);
     v1::PendingApproval held;
     std::vector<v1::Approver> mine;
     {
@@ -3675,6 +3682,39 @@ class ExchangeImpl : public Exchange {
                          it->second.record.content_sha256(), ", not ", content,
                          "; review the document again")));
       }
+      const std::string& manifest = it->second.record.manifest_sha256();
+      if (check_signature) {
+        if (!request.has_signature()) {
+          return done(absl::InvalidArgumentError(
+              "signature: missing: the approver signs its decision (document "
+              "id, manifest and content hashes, decision, comment) with its "
+              "person certificate's key; AdminClient::DecideApproval and "
+              "`lienthong approvals` do"));
+        }
+        if (absl::AsciiStrToLower(request.manifest_sha256()) != manifest) {
+          return done(absl::FailedPreconditionError(absl::StrCat(
+              "manifest_sha256: document ", id, " has manifest ",
+              manifest.empty() ? "(none: held before approvals were signed)"
+                               : manifest,
+              ", not ", request.manifest_sha256(),
+              "; review the document again")));
+        }
+        v1::Approval signed_by_caller;
+        signed_by_caller.set_approver(caller.spiffe_id);
+        signed_by_caller.set_content_sha256(content);
+        signed_by_caller.set_decision(request.decision());
+        signed_by_caller.set_comment(request.comment());
+        if (request.has_signature())
+          *signed_by_caller.mutable_signature() = request.signature();
+        // The certificate must be valid now, not only when it says it
+        // signed.
+        if (absl::StatusOr<signing::Signatory> who = signing::VerifyApproval(
+                *options_.signatures, id, manifest, signed_by_caller,
+                "signature", now, now);
+            !who.ok()) {
+          return done(who.status());
+        }
+      }
       it->second.busy = true;
       held = it->second.record;
     }
@@ -3689,7 +3729,7 @@ class ExchangeImpl : public Exchange {
       a.set_comment(request.comment());
       a.set_decision(request.decision());
       a.set_broker(options_.broker_id);
-      if (request.has_signature()) *a.mutable_signature() = request.signature();
+      if (check_signature) *a.mutable_signature() = request.signature();
     }
     std::vector<std::string> as;
     for (const v1::Approver& need : mine) as.push_back(Describe(need));

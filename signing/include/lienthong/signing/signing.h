@@ -53,10 +53,12 @@ std::string DocumentDigest(const v1::Document& doc);
 std::string ReceiptDigest(const v1::CustodyReceipt& receipt);
 
 // What an approver's signature covers (Approval.signature): SHA-256 of
-// "lienthong approval v1\n" and the document id, the content hash (lower
-// case), the decision's number and the comment, each as <decimal byte
-// length> ":" <bytes> "\n". Raw.
+// "lienthong approval v1\n" and the document id, the hex DocumentDigest of
+// the document as its sender signed it (recipients, metadata, idempotency
+// key), the content hash, the decision's number and the comment (hex in
+// lower case), each as <decimal byte length> ":" <bytes> "\n". Raw.
 std::string ApprovalDigest(absl::string_view document_id,
+                           absl::string_view manifest_sha256,
                            absl::string_view content_sha256,
                            v1::ApprovalDecision decision,
                            absl::string_view comment);
@@ -188,15 +190,17 @@ absl::StatusOr<Signatory> VerifyReceipt(const SignatureVerifier& verifier,
                                         const v1::CustodyReceipt& receipt,
                                         absl::Time now = absl::Now());
 
-// An approval's signature over ApprovalDigest of document `document_id`:
-// Verify, then the signatory must be the person `approval.approver()`
-// (PERMISSION_DENIED naming both otherwise). INVALID_ARGUMENT naming
-// `field` when there is no signature.
-absl::StatusOr<Signatory> VerifyApproval(const SignatureVerifier& verifier,
-                                         absl::string_view document_id,
-                                         const v1::Approval& approval,
-                                         absl::string_view field,
-                                         absl::Time now = absl::Now());
+// An approval's signature over ApprovalDigest of document `document_id`
+// whose DocumentDigest (hex) the caller computed, `manifest_sha256` (never
+// taken from the approval itself): Verify (the certificate valid when
+// signed and, when set, at `also_valid_at`), then the signatory must be the
+// person `approval.approver()` (PERMISSION_DENIED naming both otherwise).
+// INVALID_ARGUMENT naming `field` when there is no signature.
+absl::StatusOr<Signatory> VerifyApproval(
+    const SignatureVerifier& verifier, absl::string_view document_id,
+    absl::string_view manifest_sha256, const v1::Approval& approval,
+    absl::string_view field, std::optional<absl::Time> also_valid_at,
+    absl::Time now = absl::Now());
 
 // ---- Evidence ---------------------------------------------------------------
 
