@@ -896,8 +896,10 @@ absl::StatusOr<EvidenceReport> VerifyEvidence(
     }
   }
 
-  // The status history.
+  // The status history (approvals in it are of the manifest above).
   uint64_t last_sequence = 0;
+  const std::string manifest_sha256 =
+      sealing::HexOf(ManifestDigest(e.manifest()));
   for (int i = 0; i < e.history_size(); ++i) {
     const v1::StatusEvent& ev = e.history(i);
     if (ev.document_id() != e.document_id()) {
@@ -919,8 +921,7 @@ absl::StatusOr<EvidenceReport> VerifyEvidence(
                          ", not the document's ", e.content_sha256()));
       }
       absl::StatusOr<Signatory> who =
-          VerifyApproval(verifier, e.document_id(),
-                         sealing::HexOf(ManifestDigest(e.manifest())),
+          VerifyApproval(verifier, e.document_id(), manifest_sha256,
                          ev.approval(), field, std::nullopt, now);
       if (who.ok()) {
         ok(absl::StrCat(field, ": ",

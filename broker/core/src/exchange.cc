@@ -2741,11 +2741,6 @@ class ExchangeImpl : public Exchange {
     RETURN_IF_ERROR(CheckSignature(doc, signing::DocumentDigest(doc),
                                    "transfer.document", accepted,
                                    clock_->Now()));
-    // An approval that cannot be checked now (its certificate's revocation
-    // is unknown) is checked when the transfer comes again; one that does
-    // not verify denies the copies that need it (MissingApprovals).
-    if (absl::Status s = CheckCarriedApprovals(doc); absl::IsUnavailable(s))
-      return s;
     // The peer pushes a document's stored attachments before the document;
     // one missing is not a defect of the transfer: it is taken later.
     if (absl::Status s = CheckStoredAttachments(
@@ -2800,6 +2795,12 @@ class ExchangeImpl : public Exchange {
                        "again later"));
     }
     if (s.ok()) s = CheckNotAnotherDocument(t.document());
+    // The approvals it carries, checked once: one whose certificate's
+    // revocation cannot be checked now makes the transfer come again; one
+    // that does not verify refuses every copy (below).
+    const absl::Status carried =
+        s.ok() ? CheckCarriedApprovals(t.document()) : absl::OkStatus();
+    if (absl::IsUnavailable(carried)) s = carried;
     if (!s.ok()) {
       if (accepting) EndAccepting(t.document().id());
       custody.mutable_error()->set_code(static_cast<int>(s.code()));
@@ -2825,6 +2826,11 @@ class ExchangeImpl : public Exchange {
           absl::StrCat("hop limit: the document has passed ", doc.trace_size(),
                        " brokers, the most ", options_.broker_id, " allows is ",
                        options_.max_hops);
+    } else if (!carried.ok()) {
+      refusal = absl::StrCat(
+          "denied at ", options_.broker_id,
+          ": the document carries an approval that is not its approver's: ",
+          carried.message());
     }
     on_trace.insert(broker_name_);
     v1::Hop* hop = doc.add_trace();
@@ -3452,16 +3458,10 @@ class ExchangeImpl : public Exchange {
   }
 
   // What of `required` the document does not carry, for a copy that
-  // arrives from a peer: approvals happen at the sender's broker only.
-  // Where signatures are required, each approval must also verify
-  // (CheckCarriedApprovals).
-  std::string MissingApprovals(const v1::Document& doc,
-                               const std::vector<v1::Approver>& required) {
-    if (absl::Status s = CheckCarriedApprovals(doc); !s.ok()) {
-      return absl::StrCat(
-          "the document carries an approval that is not its approver's: ",
-          s.message());
-    }
+  // arrives from a peer: approvals happen at the sender's broker only (and
+  // what it carries verified: CheckCarriedApprovals).
+  static std::string MissingApprovals(
+      const v1::Document& doc, const std::vector<v1::Approver>& required) {
     std::vector<std::string> missing;
     for (const v1::Approver& need : required) {
       if (!Satisfies(doc.approvals(), need, doc.content_sha256()))
@@ -3622,6 +3622,42 @@ class ExchangeImpl : public Exchange {
     });
   }
 
+  // The approver's signature over its decision on document
+  // `request.document_id()` of manifest `manifest` (hex; empty for a copy
+  // held before approvals were signed) and content `content`, by `caller`
+  // and with its certificate valid `now`.
+  absl::Status CheckDecisionSignature(const Principal& caller,
+                                      const v1::DecideApprovalRequest& request,
+                                      const std::string& content,
+                                      const std::string& manifest,
+                                      absl::Time now) const {
+    if (!request.has_signature()) {
+      return absl::InvalidArgumentError(
+          "signature: missing: the approver signs its decision (document id, "
+          "manifest and content hashes, decision, comment) with its person "
+          "certificate's key; AdminClient::DecideApproval and `lienthong "
+          "approvals` do");
+    }
+    if (absl::AsciiStrToLower(request.manifest_sha256()) != manifest) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "manifest_sha256: document ", request.document_id(), " has manifest ",
+          manifest.empty() ? "(none: held before approvals were signed)"
+                           : manifest,
+          ", not ", request.manifest_sha256(), "; review the document again"));
+    }
+    v1::Approval signed_by_caller;
+    signed_by_caller.set_approver(caller.spiffe_id);
+    signed_by_caller.set_content_sha256(content);
+    signed_by_caller.set_decision(request.decision());
+    signed_by_caller.set_comment(request.comment());
+    *signed_by_caller.mutable_signature() = request.signature();
+    // The certificate must be valid now, not only when it says it signed.
+    return signing::VerifyApproval(*options_.signatures, request.document_id(),
+                                   manifest, signed_by_caller, "signature", now,
+                                   now)
+        .status();
+  }
+
   void DecideOnWorker(const Principal& caller,
                       const v1::DecideApprovalRequest& request,
                       Callback<v1::DecideApprovalResponse> done) {
@@ -3682,41 +3718,21 @@ class ExchangeImpl : public Exchange {
                          it->second.record.content_sha256(), ", not ", content,
                          "; review the document again")));
       }
-      const std::string& manifest = it->second.record.manifest_sha256();
-      if (check_signature) {
-        if (!request.has_signature()) {
-          return done(absl::InvalidArgumentError(
-              "signature: missing: the approver signs its decision (document "
-              "id, manifest and content hashes, decision, comment) with its "
-              "person certificate's key; AdminClient::DecideApproval and "
-              "`lienthong approvals` do"));
-        }
-        if (absl::AsciiStrToLower(request.manifest_sha256()) != manifest) {
-          return done(absl::FailedPreconditionError(absl::StrCat(
-              "manifest_sha256: document ", id, " has manifest ",
-              manifest.empty() ? "(none: held before approvals were signed)"
-                               : manifest,
-              ", not ", request.manifest_sha256(),
-              "; review the document again")));
-        }
-        v1::Approval signed_by_caller;
-        signed_by_caller.set_approver(caller.spiffe_id);
-        signed_by_caller.set_content_sha256(content);
-        signed_by_caller.set_decision(request.decision());
-        signed_by_caller.set_comment(request.comment());
-        if (request.has_signature())
-          *signed_by_caller.mutable_signature() = request.signature();
-        // The certificate must be valid now, not only when it says it
-        // signed.
-        if (absl::StatusOr<signing::Signatory> who = signing::VerifyApproval(
-                *options_.signatures, id, manifest, signed_by_caller,
-                "signature", now, now);
-            !who.ok()) {
-          return done(who.status());
-        }
-      }
       it->second.busy = true;
       held = it->second.record;
+    }
+    if (check_signature) {
+      // Outside the lock: verifying may read the revocation lists.
+      if (absl::Status s = CheckDecisionSignature(caller, request, content,
+                                                  held.manifest_sha256(), now);
+          !s.ok()) {
+        {
+          absl::MutexLock lock(&approvals_mu_);
+          if (auto it = held_.find(id); it != held_.end())
+            it->second.busy = false;
+        }
+        return done(s);
+      }
     }
     std::vector<v1::Approval> given;
     for (const v1::Approver& need : mine) {
