@@ -16,6 +16,8 @@
 #include "client-sdk/src/credentials.h"
 #include "lienthong/common/certificate.h"
 #include "lienthong/common/ids.h"
+#include "lienthong/common/sealing.h"
+#include "lienthong/common/status_macros.h"
 
 namespace lienthong::client_internal {
 namespace {
@@ -203,6 +205,32 @@ bool IsLocalTrouble(const absl::Status& s) {
          absl::IsResourceExhausted(s) || absl::IsUnknown(s);
 }
 
+// Each approval `doc` carries must be its approver's own signature over
+// this document as its sender signed it, for the document's content: the
+// brokers on the way check them too, but the recipient trusts none of them.
+// An unsigned one passes only with accept_unsigned (brokers that do not
+// require signatures record decisions unsigned).
+absl::Status CheckApprovals(const signing::SignatureVerifier& verifier,
+                            const v1::Document& doc, bool accept_unsigned) {
+  if (doc.approvals().empty()) return absl::OkStatus();
+  const std::string manifest = sealing::HexOf(signing::DocumentDigest(doc));
+  for (int i = 0; i < doc.approvals_size(); ++i) {
+    const v1::Approval& approval = doc.approvals(i);
+    const std::string field = absl::StrCat("approvals[", i, "]");
+    if (approval.content_sha256() != doc.content_sha256()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          field, ": decided on content ", approval.content_sha256(),
+          ", not on this document's (", doc.content_sha256(), ")"));
+    }
+    if (!approval.has_signature() && accept_unsigned) continue;
+    RETURN_IF_ERROR(
+        signing::VerifyApproval(verifier, doc.id(), manifest, approval,
+                                absl::StrCat(field, ".signature"), std::nullopt)
+            .status());
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::Status Connection::VerifyAndOpen(
@@ -239,6 +267,21 @@ absl::Status Connection::VerifyAndOpen(
       } else {
         it->signed_by = who->principal.spiffe_id;
         it->signed_at = who->signed_at;
+      }
+    }
+    if (refusal.empty()) {
+      absl::Status approvals =
+          CheckApprovals(*verifier_, doc, options_.accept_unsigned);
+      if (IsLocalTrouble(approvals)) {
+        return absl::Status(approvals.code(),
+                            absl::StrCat("verifying the approvals of document ",
+                                         doc.id(), ": ", approvals.message()));
+      }
+      if (!approvals.ok()) {
+        refusal =
+            absl::StrCat("the recipient's SDK refused an approval it carries (",
+                         absl::StatusCodeToString(approvals.code()),
+                         "): ", approvals.message());
       }
     }
     if (refusal.empty() && it->document.has_sealed()) {

@@ -81,9 +81,11 @@ class Connection {
   // in one that is not. Blocks; thread-safe.
   absl::Status SealIfNeeded(v1::Document* document) const;
 
-  // Verifies the sender's signature of each of `documents` and opens the
-  // sealed ones (marking them was_sealed). One whose signature is missing
-  // (unless accept_unsigned) or does not verify, or that cannot be opened
+  // Verifies the sender's signature of each of `documents` and each
+  // approval it carries (its approver's signature over it, for its content)
+  // and opens the sealed ones (marking them was_sealed). One whose
+  // signature or an approval's is missing (unless accept_unsigned) or does
+  // not verify, or that cannot be opened
   // for good (altered, malformed) is reported REJECTED to its sender with
   // the reason, remembered as seen and removed; its id is appended to
   // `rejected` for the caller to acknowledge. A FAILED_PRECONDITION (no key

@@ -1554,6 +1554,48 @@ TEST_F(FederationTest, AnApprovalItsApproverDidNotSignIsDeniedOnTheWay) {
   for (auto& session : at.sessions) session->Stop();
 }
 
+// The same broker delivers such a copy to its own recipient, and the
+// recipient's SDK, which takes no broker's word for an approval, refuses the
+// document: its application never sees it and the sender learns why.
+TEST_F(FederationTest, ARecipientsSdkRefusesAnApprovalItsApproverDidNotSign) {
+  fed_.SetUnsignedTaken("h49");
+  ASSERT_OK(fed_.Start({"h49"}));
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<Client> sender, fed_.Open("h49", kH49));
+  ASSERT_OK_AND_ASSIGN(Receivers at, ReceiveAt({{"h49", kUnitH49}}));
+  WatchRecorder watch(sender.get(), "");
+  ASSERT_OK_AND_ASSIGN(
+      SendReceipt sent,
+      sender->Send(AiPersonnelDecision({kUnitH49}, "Điều động chưa ký duyệt")));
+  const std::string id = sent.document_id;
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<AdminClient> approver,
+                       fed_.Admin("h49", "approver"));
+  ASSERT_OK_AND_ASSIGN(v1::ListApprovalsResponse waiting,
+                       approver->ListApprovals(v1::ListApprovalsRequest()));
+  ASSERT_THAT(waiting.approvals(), ::testing::SizeIs(1));
+  v1::DecideApprovalRequest decide;
+  decide.set_document_id(id);
+  decide.set_decision(v1::APPROVAL_DECISION_APPROVE);
+  decide.set_content_sha256(waiting.approvals(0).content_sha256());
+  v1::DecideApprovalResponse decided;
+  grpc::Status taken = DecideUnsigned(fed_, "h49", decide, &decided);
+  ASSERT_TRUE(taken.ok()) << taken.error_message();
+  ASSERT_TRUE(decided.released());
+  ASSERT_TRUE(
+      watch.WaitFor(IsBusiness(id, kUnitH49, v1::BUSINESS_STATUS_REJECTED)))
+      << Dump(watch.Of(id, kUnitH49)) << fed_.Logs();
+  std::string reason;
+  for (const v1::StatusEvent& e : watch.Of(id, kUnitH49)) {
+    if (e.business_status() == v1::BUSINESS_STATUS_REJECTED)
+      reason = e.reason();
+  }
+  EXPECT_THAT(reason,
+              HasSubstr("the recipient's SDK refused an approval it carries "
+                        "(INVALID_ARGUMENT): approvals[0].signature: missing"));
+  EXPECT_EQ(at.got[0].CountAfter(absl::Milliseconds(500)), 0u)
+      << "handed over with an unsigned approval";
+  for (auto& session : at.sessions) session->Stop();
+}
+
 // A copy held for approval is not delivered, and neither are its
 // attachments: its recipient cannot download them before the approval
 // (the same NOT_FOUND as for a document that does not exist), and can after.

@@ -103,9 +103,11 @@ struct ClientOptions {
   // signature over the Merkle root of each (see signature_batch_interval).
   // Every custody receipt and every received document's signature is verified
   // against ca_file (and crl_directory). A received document without a valid
-  // signature of its sender is reported REJECTED and never handed over,
-  // unless it is unsigned and this is true (for brokers configured with
-  // security.require_signatures: false). Default false.
+  // signature of its sender, or carrying an approval that is not its
+  // approver's signature over it (Document.approvals), is reported REJECTED
+  // and never handed over, unless what is missing is a signature and this is
+  // true (for brokers configured with security.require_signatures: false).
+  // Default false.
   bool accept_unsigned = false;
   // The SendStreams of one client sign at most one batch per interval
   // together: a document submitted sooner after the last batch waits (at
