@@ -1387,6 +1387,33 @@ grpc::Status DecideUnsigned(Federation& fed, const std::string& broker,
   return raw->DecideApproval(&context, decide, decided);
 }
 
+// `broker`'s approver approves document `id`, the one document waiting
+// there, without signing (see DecideUnsigned).
+absl::StatusOr<v1::DecideApprovalResponse> ApproveUnsigned(
+    Federation& fed, const std::string& broker, const std::string& id) {
+  ASSIGN_OR_RETURN(std::unique_ptr<AdminClient> approver,
+                   fed.Admin(broker, "approver"));
+  ASSIGN_OR_RETURN(v1::ListApprovalsResponse waiting,
+                   approver->ListApprovals(v1::ListApprovalsRequest()));
+  if (waiting.approvals_size() != 1 ||
+      waiting.approvals(0).document_id() != id) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("expected only ", id, " waiting at ", broker, ", found ",
+                     waiting.ShortDebugString()));
+  }
+  v1::DecideApprovalRequest decide;
+  decide.set_document_id(id);
+  decide.set_decision(v1::APPROVAL_DECISION_APPROVE);
+  decide.set_content_sha256(waiting.approvals(0).content_sha256());
+  v1::DecideApprovalResponse decided;
+  grpc::Status taken = DecideUnsigned(fed, broker, decide, &decided);
+  if (!taken.ok()) {
+    return absl::Status(static_cast<absl::StatusCode>(taken.error_code()),
+                        taken.error_message());
+  }
+  return decided;
+}
+
 TEST_F(FederationTest, AnAiPersonnelDecisionCrossesOnlyAfterApprovalWithIt) {
   ASSERT_OK(fed_.Start({"central", "h49"}));
   ASSERT_OK_AND_ASSIGN(std::unique_ptr<Client> sender, fed_.Open("h49", kH49));
@@ -1531,18 +1558,8 @@ TEST_F(FederationTest, AnApprovalItsApproverDidNotSignIsDeniedOnTheWay) {
       SendReceipt sent,
       sender->Send(AiPersonnelDecision({kG22}, "Bổ nhiệm chưa ký duyệt")));
   const std::string id = sent.document_id;
-  ASSERT_OK_AND_ASSIGN(std::unique_ptr<AdminClient> approver,
-                       fed_.Admin("h49", "approver"));
-  ASSERT_OK_AND_ASSIGN(v1::ListApprovalsResponse waiting,
-                       approver->ListApprovals(v1::ListApprovalsRequest()));
-  ASSERT_THAT(waiting.approvals(), ::testing::SizeIs(1));
-  v1::DecideApprovalRequest decide;
-  decide.set_document_id(id);
-  decide.set_decision(v1::APPROVAL_DECISION_APPROVE);
-  decide.set_content_sha256(waiting.approvals(0).content_sha256());
-  v1::DecideApprovalResponse decided;
-  grpc::Status taken = DecideUnsigned(fed_, "h49", decide, &decided);
-  ASSERT_TRUE(taken.ok()) << taken.error_message();
+  ASSERT_OK_AND_ASSIGN(v1::DecideApprovalResponse decided,
+                       ApproveUnsigned(fed_, "h49", id));
   EXPECT_FALSE(decided.approval().has_signature());
   ASSERT_TRUE(watch.WaitFor(IsDelivery(id, kG22, v1::DELIVERY_STATE_DENIED)))
       << Dump(watch.Of(id, kG22)) << fed_.Logs();
@@ -1567,18 +1584,8 @@ TEST_F(FederationTest, ARecipientsSdkRefusesAnApprovalItsApproverDidNotSign) {
       SendReceipt sent,
       sender->Send(AiPersonnelDecision({kUnitH49}, "Điều động chưa ký duyệt")));
   const std::string id = sent.document_id;
-  ASSERT_OK_AND_ASSIGN(std::unique_ptr<AdminClient> approver,
-                       fed_.Admin("h49", "approver"));
-  ASSERT_OK_AND_ASSIGN(v1::ListApprovalsResponse waiting,
-                       approver->ListApprovals(v1::ListApprovalsRequest()));
-  ASSERT_THAT(waiting.approvals(), ::testing::SizeIs(1));
-  v1::DecideApprovalRequest decide;
-  decide.set_document_id(id);
-  decide.set_decision(v1::APPROVAL_DECISION_APPROVE);
-  decide.set_content_sha256(waiting.approvals(0).content_sha256());
-  v1::DecideApprovalResponse decided;
-  grpc::Status taken = DecideUnsigned(fed_, "h49", decide, &decided);
-  ASSERT_TRUE(taken.ok()) << taken.error_message();
+  ASSERT_OK_AND_ASSIGN(v1::DecideApprovalResponse decided,
+                       ApproveUnsigned(fed_, "h49", id));
   ASSERT_TRUE(decided.released());
   ASSERT_TRUE(
       watch.WaitFor(IsBusiness(id, kUnitH49, v1::BUSINESS_STATUS_REJECTED)))
