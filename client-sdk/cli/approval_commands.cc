@@ -50,6 +50,10 @@ absl::Status RunApprovalsList(AdminClient& admin, const std::string& org,
               << "  needs " << Required(p.required()) << " by "
               << FormatTimestamp(p.expires_at()) << "\n"
               << "  why: " << p.reason() << "\n";
+    if (!p.yours().empty()) {
+      // What a decision of this person gives, and signs.
+      std::cout << "  you decide as " << Required(p.yours()) << "\n";
+    }
     for (const v1::Approval& a : p.approvals()) {
       std::cout << "  approved by " << a.approver() << " as " << a.role() << "@"
                 << a.org() << " at " << FormatTimestamp(a.at()) << "\n";

@@ -114,18 +114,21 @@ class AdminClientImpl final : public AdminClient {
     // that comes signed, by a key held elsewhere, goes as it is).
     v1::DecideApprovalRequest request = unsigned_request;
     if (!request.has_signature()) {
-      if (request.manifest_sha256().empty()) {
-        // The document as its sender signed it, as listed for approval:
-        // what the signature binds the decision to.
+      if (request.manifest_sha256().empty() || request.as().empty()) {
+        // The document as its sender signed it, and the roles the decision
+        // is given as, as listed for approval: what the signature binds the
+        // decision to.
         v1::ListApprovalsRequest list;
         list.set_limit(1000);
         ASSIGN_OR_RETURN(v1::ListApprovalsResponse waiting,
                          ListApprovals(list));
         for (const v1::PendingApproval& p : waiting.approvals()) {
-          if (p.document_id() == request.document_id())
+          if (p.document_id() != request.document_id()) continue;
+          if (request.manifest_sha256().empty())
             request.set_manifest_sha256(p.manifest_sha256());
+          if (request.as().empty()) *request.mutable_as() = p.yours();
         }
-        if (request.manifest_sha256().empty()) {
+        if (request.manifest_sha256().empty() || request.as().empty()) {
           return absl::NotFoundError(
               absl::StrCat("document ", request.document_id(),
                            " is not waiting for an approval by this person"));
@@ -140,7 +143,7 @@ class AdminClientImpl final : public AdminClient {
           signer->Sign(signing::ApprovalDigest(
                            request.document_id(), request.manifest_sha256(),
                            request.content_sha256(), request.decision(),
-                           request.comment()),
+                           request.comment(), request.as()),
                        absl::Now()));
     }
     v1::DecideApprovalResponse response;

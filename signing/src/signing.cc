@@ -293,17 +293,25 @@ std::string ReceiptDigest(const v1::CustodyReceipt& r) {
   return c.Finish();
 }
 
-std::string ApprovalDigest(absl::string_view document_id,
-                           absl::string_view manifest_sha256,
-                           absl::string_view content_sha256,
-                           v1::ApprovalDecision decision,
-                           absl::string_view comment) {
-  Canon c("lienthong approval v1\n");
+std::string ApprovalDigest(
+    absl::string_view document_id, absl::string_view manifest_sha256,
+    absl::string_view content_sha256, v1::ApprovalDecision decision,
+    absl::string_view comment,
+    const google::protobuf::RepeatedPtrField<v1::Approver>& as) {
+  Canon c("lienthong approval v2\n");
   c.Field(document_id);
   c.Field(absl::AsciiStrToLower(manifest_sha256));
   c.Field(absl::AsciiStrToLower(content_sha256));
   c.Number(decision);
   c.Field(comment);
+  std::vector<std::pair<std::string, std::string>> roles;
+  for (const v1::Approver& a : as) roles.emplace_back(a.org(), a.role());
+  std::sort(roles.begin(), roles.end());
+  c.Number(roles.size());
+  for (const auto& [org, role] : roles) {
+    c.Field(org);
+    c.Field(role);
+  }
   return c.Finish();
 }
 
@@ -785,17 +793,35 @@ absl::StatusOr<Signatory> VerifyApproval(
                      "content hash, decision, comment) with its person "
                      "certificate's key"));
   }
+  if (approval.as().empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        field, ": the approval names no role it was given as (as)"));
+  }
   ASSIGN_OR_RETURN(
       Signatory who,
-      verifier.Verify(ApprovalDigest(document_id, manifest_sha256,
-                                     approval.content_sha256(),
-                                     approval.decision(), approval.comment()),
-                      approval.signature(), field, also_valid_at, now));
+      verifier.Verify(
+          ApprovalDigest(document_id, manifest_sha256,
+                         approval.content_sha256(), approval.decision(),
+                         approval.comment(), approval.as()),
+          approval.signature(), field, also_valid_at, now));
   if (who.principal.kind != Principal::Kind::kPerson ||
       who.principal.spiffe_id != approval.approver()) {
     return absl::PermissionDeniedError(absl::StrCat(
         field, ": signed by ", who.principal.spiffe_id,
         ", not by the approver who decided (", approval.approver(), ")"));
+  }
+  const bool signed_for_role = std::any_of(
+      approval.as().begin(), approval.as().end(), [&](const v1::Approver& a) {
+        return a.role() == approval.role() && a.org() == approval.org();
+      });
+  if (!signed_for_role) {
+    std::vector<std::string> signed_as;
+    for (const v1::Approver& a : approval.as())
+      signed_as.push_back(absl::StrCat(a.role(), "@", a.org()));
+    return absl::PermissionDeniedError(absl::StrCat(
+        field, ": counted as ", approval.role(), "@", approval.org(),
+        ", which ", approval.approver(), " did not sign it as (signed as ",
+        absl::StrJoin(signed_as, ", "), ")"));
   }
   return who;
 }

@@ -1465,16 +1465,28 @@ TEST_F(FederationTest, AnAiPersonnelDecisionCrossesOnlyAfterApprovalWithIt) {
                                  pki + "/persons/auditor.key"));
   v1::DecideApprovalRequest forged = decide;
   forged.set_manifest_sha256(p.manifest_sha256());
+  *forged.mutable_as() = p.yours();
   ASSERT_OK_AND_ASSIGN(
       *forged.mutable_signature(),
       someone_else->Sign(signing::ApprovalDigest(
                              id, p.manifest_sha256(), decide.content_sha256(),
-                             decide.decision(), decide.comment()),
+                             decide.decision(), decide.comment(), forged.as()),
                          absl::Now()));
   EXPECT_THAT(approver->DecideApproval(forged),
               StatusIs(absl::StatusCode::kPermissionDenied,
                        HasSubstr("signed by spiffe://lienthong.local/person/"
                                  "auditor")));
+  // The roles a decision is given as are listed for the approver and
+  // signed by it: a decision signed as a role it would not be given as is
+  // refused before it counts.
+  ASSERT_THAT(p.yours(), ::testing::SizeIs(1));
+  EXPECT_EQ(p.yours(0).org(), kH49);
+  v1::DecideApprovalRequest other_role = decide;
+  other_role.mutable_as()->Add()->set_role("chairman");
+  other_role.mutable_as(0)->set_org(kH49);
+  EXPECT_THAT(approver->DecideApproval(other_role),
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       HasSubstr("not as chairman@000.00.00.H49")));
 
   ASSERT_OK_AND_ASSIGN(v1::DecideApprovalResponse decided,
                        approver->DecideApproval(decide));
@@ -1509,6 +1521,15 @@ TEST_F(FederationTest, AnAiPersonnelDecisionCrossesOnlyAfterApprovalWithIt) {
                                       "approvals[0]", std::nullopt)
                   .status(),
               StatusIs(absl::StatusCode::kInvalidArgument));
+  ASSERT_THAT(got.approvals(0).as(), ::testing::SizeIs(1));
+  EXPECT_EQ(got.approvals(0).as(0).role(), p.yours(0).role());
+  altered = got.approvals(0);
+  altered.set_role("chairman");
+  EXPECT_THAT(signing::VerifyApproval(*verifier, id, manifest, altered,
+                                      "approvals[0]", std::nullopt)
+                  .status(),
+              StatusIs(absl::StatusCode::kPermissionDenied,
+                       HasSubstr("did not sign it as")));
   ASSERT_TRUE(watch.WaitFor(IsDelivery(id, kG22, v1::DELIVERY_STATE_DELIVERED)))
       << Dump(watch.Of(id, kG22)) << fed_.Logs();
   EXPECT_THAT(

@@ -342,22 +342,35 @@ TEST_F(SigningTest, AnApprovalVerifiesOnlyAsItsApproversUnaltered) {
   a.set_content_sha256(sealing::HexOf(Digest(2)));
   a.set_decision(v1::APPROVAL_DECISION_APPROVE);
   a.set_comment("Đã rà soát");
-  a.set_role("approver");  // the broker's: not what the person signs
+  // One decision given as two roles; this approval counts for the second.
+  v1::Approver* as = a.add_as();
+  as->set_role("approver");
+  as->set_org(kH49);
+  as = a.add_as();
+  as->set_role("director");
+  as->set_org(kH49);
+  a.set_role("director");
+  a.set_org(kH49);
   ASSERT_OK_AND_ASSIGN(
       *a.mutable_signature(),
       approver->Sign(ApprovalDigest(id, manifest, a.content_sha256(),
-                                    a.decision(), a.comment()),
+                                    a.decision(), a.comment(), a.as()),
                      absl::Now()));
   ASSERT_OK_AND_ASSIGN(Signatory who, VerifyApproval(*verifier, id, manifest, a,
                                                      "a", std::nullopt));
   EXPECT_EQ(who.principal.spiffe_id,
             "spiffe://lienthong.local/person/approver");
-  // The hash in capitals is the same hash.
+  // The hash in capitals is the same hash, and the roles in another order
+  // are the same roles.
   EXPECT_EQ(
       ApprovalDigest(id, manifest, absl::AsciiStrToUpper(a.content_sha256()),
-                     a.decision(), a.comment()),
+                     a.decision(), a.comment(), a.as()),
       ApprovalDigest(id, manifest, a.content_sha256(), a.decision(),
-                     a.comment()));
+                     a.comment(), a.as()));
+  v1::Approval reordered = a;
+  reordered.mutable_as()->SwapElements(0, 1);
+  EXPECT_OK(
+      VerifyApproval(*verifier, id, manifest, reordered, "a", std::nullopt));
 
   // Each thing decided is covered: another document, content, decision or
   // comment does not verify.
@@ -380,6 +393,35 @@ TEST_F(SigningTest, AnApprovalVerifiesOnlyAsItsApproversUnaltered) {
   other.set_comment("Đồng ý");
   EXPECT_THAT(VerifyApproval(*verifier, id, manifest, other, "a", std::nullopt),
               StatusIs(absl::StatusCode::kInvalidArgument));
+  // The roles are signed: one more, one fewer, or counting the signature
+  // for a role it was not given as does not verify.
+  other = a;
+  other.mutable_as(1)->set_role("chairman");
+  EXPECT_THAT(VerifyApproval(*verifier, id, manifest, other, "a", std::nullopt),
+              StatusIs(absl::StatusCode::kInvalidArgument));
+  other = a;
+  other.mutable_as()->RemoveLast();
+  other.set_role("approver");
+  EXPECT_THAT(VerifyApproval(*verifier, id, manifest, other, "a", std::nullopt),
+              StatusIs(absl::StatusCode::kInvalidArgument));
+  other = a;
+  other.set_role("chairman");
+  EXPECT_THAT(VerifyApproval(*verifier, id, manifest, other, "a", std::nullopt),
+              StatusIs(absl::StatusCode::kPermissionDenied,
+                       HasSubstr("counted as chairman@000.00.00.H49, which "
+                                 "spiffe://lienthong.local/person/approver "
+                                 "did not sign it as (signed as "
+                                 "approver@000.00.00.H49, "
+                                 "director@000.00.00.H49)")));
+  other = a;
+  other.set_org(kG22);
+  EXPECT_THAT(VerifyApproval(*verifier, id, manifest, other, "a", std::nullopt),
+              StatusIs(absl::StatusCode::kPermissionDenied));
+  other = a;
+  other.clear_as();
+  EXPECT_THAT(
+      VerifyApproval(*verifier, id, manifest, other, "a", std::nullopt),
+      StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("names no role")));
   // Recorded as another person's, or signed by an organization, or not
   // signed at all: refused, saying so.
   other = a;
@@ -392,7 +434,7 @@ TEST_F(SigningTest, AnApprovalVerifiesOnlyAsItsApproversUnaltered) {
   ASSERT_OK_AND_ASSIGN(
       *other.mutable_signature(),
       h49->Sign(ApprovalDigest(id, manifest, a.content_sha256(), a.decision(),
-                               a.comment()),
+                               a.comment(), a.as()),
                 absl::Now()));
   EXPECT_THAT(VerifyApproval(*verifier, id, manifest, other, "a", std::nullopt),
               StatusIs(absl::StatusCode::kPermissionDenied));

@@ -3607,9 +3607,12 @@ class ExchangeImpl : public Exchange {
       if (static_cast<size_t>(out.approvals_size()) >= limit) break;
       if (!request.org().empty() && held.record.sender() != request.org())
         continue;
-      if (!all && SatisfiableBy(caller.spiffe_id, held.record).empty())
-        continue;
-      *out.add_approvals() = held.record;
+      std::vector<v1::Approver> yours =
+          SatisfiableBy(caller.spiffe_id, held.record);
+      if (!all && yours.empty()) continue;
+      v1::PendingApproval& listed = *out.add_approvals();
+      listed = held.record;
+      for (v1::Approver& a : yours) *listed.add_yours() = std::move(a);
     }
     done(std::move(out));
   }
@@ -3622,21 +3625,45 @@ class ExchangeImpl : public Exchange {
     });
   }
 
+  // Whether `a` and `b` name the same roles, in any order.
+  static bool SameRoles(
+      const google::protobuf::RepeatedPtrField<v1::Approver>& a,
+      const std::vector<v1::Approver>& b) {
+    std::vector<std::pair<std::string, std::string>> x, y;
+    for (const v1::Approver& r : a) x.emplace_back(r.org(), r.role());
+    for (const v1::Approver& r : b) y.emplace_back(r.org(), r.role());
+    std::sort(x.begin(), x.end());
+    std::sort(y.begin(), y.end());
+    return x == y;
+  }
+
   // The approver's signature over its decision on document
   // `request.document_id()` of manifest `manifest` (hex; empty for a copy
-  // held before approvals were signed) and content `content`, by `caller`
-  // and with its certificate valid `now`.
+  // held before approvals were signed) and content `content`, given as the
+  // roles `mine`, by `caller` and with its certificate valid `now`.
   absl::Status CheckDecisionSignature(const Principal& caller,
                                       const v1::DecideApprovalRequest& request,
                                       const std::string& content,
                                       const std::string& manifest,
+                                      const std::vector<v1::Approver>& mine,
                                       absl::Time now) const {
     if (!request.has_signature()) {
       return absl::InvalidArgumentError(
           "signature: missing: the approver signs its decision (document id, "
-          "manifest and content hashes, decision, comment) with its person "
-          "certificate's key; AdminClient::DecideApproval and `lienthong "
-          "approvals` do");
+          "manifest and content hashes, decision, comment, the roles it "
+          "gives it as) with its person certificate's key; "
+          "AdminClient::DecideApproval and `lienthong approvals` do");
+    }
+    if (!SameRoles(request.as(), mine)) {
+      std::vector<std::string> now_as, signed_as;
+      for (const v1::Approver& a : mine) now_as.push_back(Describe(a));
+      for (const v1::Approver& a : request.as())
+        signed_as.push_back(Describe(a));
+      return absl::FailedPreconditionError(absl::StrCat(
+          "as: the decision would be given as ", absl::StrJoin(now_as, ", "),
+          ", not as ",
+          signed_as.empty() ? "(none)" : absl::StrJoin(signed_as, ", "),
+          " (PendingApproval.yours); list it again"));
     }
     if (absl::AsciiStrToLower(request.manifest_sha256()) != manifest) {
       return absl::FailedPreconditionError(absl::StrCat(
@@ -3647,6 +3674,9 @@ class ExchangeImpl : public Exchange {
     }
     v1::Approval signed_by_caller;
     signed_by_caller.set_approver(caller.spiffe_id);
+    signed_by_caller.set_role(mine.front().role());
+    signed_by_caller.set_org(mine.front().org());
+    *signed_by_caller.mutable_as() = request.as();
     signed_by_caller.set_content_sha256(content);
     signed_by_caller.set_decision(request.decision());
     signed_by_caller.set_comment(request.comment());
@@ -3723,8 +3753,8 @@ class ExchangeImpl : public Exchange {
     }
     if (check_signature) {
       // Outside the lock: verifying may read the revocation lists.
-      if (absl::Status s = CheckDecisionSignature(caller, request, content,
-                                                  held.manifest_sha256(), now);
+      if (absl::Status s = CheckDecisionSignature(
+              caller, request, content, held.manifest_sha256(), mine, now);
           !s.ok()) {
         {
           absl::MutexLock lock(&approvals_mu_);
@@ -3745,6 +3775,7 @@ class ExchangeImpl : public Exchange {
       a.set_comment(request.comment());
       a.set_decision(request.decision());
       a.set_broker(options_.broker_id);
+      for (const v1::Approver& r : mine) *a.add_as() = r;
       if (check_signature) *a.mutable_signature() = request.signature();
     }
     std::vector<std::string> as;

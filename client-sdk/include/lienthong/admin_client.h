@@ -97,7 +97,9 @@ class AdminClient {
   // NOT_FOUND for a document not waiting for this person;
   // FAILED_PRECONDITION when `content_sha256` is not the document's. A
   // decision is not retried after a deadline (a repeat of a recorded one is
-  // FAILED_PRECONDITION "already ...").
+  // FAILED_PRECONDITION "already ..."). DecideApproval signs the request with
+  // this person's key, first filling in its manifest_sha256 and the roles it
+  // is given as (`as`) from ListApprovals when they are empty.
   virtual absl::StatusOr<v1::ListApprovalsResponse> ListApprovals(
       const v1::ListApprovalsRequest& request) = 0;
   virtual absl::StatusOr<v1::DecideApprovalResponse> DecideApproval(

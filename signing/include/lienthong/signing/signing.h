@@ -53,15 +53,17 @@ std::string DocumentDigest(const v1::Document& doc);
 std::string ReceiptDigest(const v1::CustodyReceipt& receipt);
 
 // What an approver's signature covers (Approval.signature): SHA-256 of
-// "lienthong approval v1\n" and the document id, the hex DocumentDigest of
+// "lienthong approval v2\n" and the document id, the hex DocumentDigest of
 // the document as its sender signed it (recipients, metadata, idempotency
-// key), the content hash, the decision's number and the comment (hex in
-// lower case), each as <decimal byte length> ":" <bytes> "\n". Raw.
-std::string ApprovalDigest(absl::string_view document_id,
-                           absl::string_view manifest_sha256,
-                           absl::string_view content_sha256,
-                           v1::ApprovalDecision decision,
-                           absl::string_view comment);
+// key), the content hash, the decision's number, the comment (hex in lower
+// case), then the number of roles it is given as and each role's org and
+// role, sorted (Approval.as, in any order), each as <decimal byte length>
+// ":" <bytes> "\n". Raw.
+std::string ApprovalDigest(
+    absl::string_view document_id, absl::string_view manifest_sha256,
+    absl::string_view content_sha256, v1::ApprovalDecision decision,
+    absl::string_view comment,
+    const google::protobuf::RepeatedPtrField<v1::Approver>& as);
 
 // SHA-256, raw (sealing::HexOf makes the hex the messages carry).
 std::string Sha256(absl::string_view bytes);
@@ -194,8 +196,10 @@ absl::StatusOr<Signatory> VerifyReceipt(const SignatureVerifier& verifier,
 // whose DocumentDigest (hex) the caller computed, `manifest_sha256` (never
 // taken from the approval itself): Verify (the certificate valid when
 // signed and, when set, at `also_valid_at`), then the signatory must be the
-// person `approval.approver()` (PERMISSION_DENIED naming both otherwise).
-// INVALID_ARGUMENT naming `field` when there is no signature.
+// person `approval.approver()` (PERMISSION_DENIED naming both otherwise),
+// and the approval's role and org must be among those signed
+// (`approval.as`; PERMISSION_DENIED otherwise). INVALID_ARGUMENT naming
+// `field` when there is no signature or no `as`.
 absl::StatusOr<Signatory> VerifyApproval(
     const SignatureVerifier& verifier, absl::string_view document_id,
     absl::string_view manifest_sha256, const v1::Approval& approval,
