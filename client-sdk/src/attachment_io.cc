@@ -506,26 +506,59 @@ struct ReceivedFrame {
   attachment_wire::DownloadFrame frame;
 };
 
+// A gRPC call's answers.
+class GrpcAnswers final : public AnswerStream {
+ public:
+  GrpcAnswers(grpc::ChannelInterface& channel, grpc::ClientContext& context,
+              const v1::DownloadRequest& request)
+      : context_(context),
+        reader_(grpc::internal::ClientReaderFactory<grpc::ByteBuffer>::Create(
+            &channel,
+            grpc::internal::RpcMethod(
+                attachment_wire::kDownloadMethod,
+                grpc::internal::RpcMethod::SERVER_STREAMING),
+            &context, request)) {}
+  bool Read(grpc::ByteBuffer* message) override {
+    return reader_->Read(message);
+  }
+  absl::Status Finish() override { return FromGrpc(reader_->Finish()); }
+  void Cancel() override { context_.TryCancel(); }
+
+ private:
+  grpc::ClientContext& context_;
+  std::unique_ptr<grpc::ClientReader<grpc::ByteBuffer>> reader_;
+};
+
 }  // namespace
+
+v1::DownloadRequest DownloadRequestFor(const std::string& document_id,
+                                       const std::string& sha256,
+                                       const AttachmentSink& sink,
+                                       bool with_states) {
+  v1::DownloadRequest request;
+  request.set_document_id(document_id);
+  request.set_sha256(sha256);
+  request.set_offset(sink.offset());
+  request.set_sha256_state(with_states);
+  return request;
+}
 
 absl::StatusOr<uint64_t> DownloadOnce(
     grpc::ChannelInterface& channel, grpc::ClientContext& context,
     const std::string& document_id, const std::string& sha256,
     AttachmentSink& sink, sealing::Sha256Chain* whole,
     const ProgressCallback& progress, std::optional<uint64_t> expected_size) {
-  v1::DownloadRequest request;
-  request.set_document_id(document_id);
-  request.set_sha256(sha256);
-  request.set_offset(sink.offset());
-  request.set_sha256_state(whole != nullptr);
   // Answers come in as ByteBuffers: a chunk's bytes are hashed and given to
   // the sink where gRPC received them, not copied into a message first.
-  const grpc::internal::RpcMethod method(
-      attachment_wire::kDownloadMethod,
-      grpc::internal::RpcMethod::SERVER_STREAMING);
-  std::unique_ptr<grpc::ClientReader<grpc::ByteBuffer>> reader(
-      grpc::internal::ClientReaderFactory<grpc::ByteBuffer>::Create(
-          &channel, method, &context, request));
+  GrpcAnswers answers(
+      channel, context,
+      DownloadRequestFor(document_id, sha256, sink, whole != nullptr));
+  return DownloadAnswers(answers, sink, whole, progress, expected_size);
+}
+
+absl::StatusOr<uint64_t> DownloadAnswers(
+    AnswerStream& reader, AttachmentSink& sink, sealing::Sha256Chain* whole,
+    const ProgressCallback& progress, std::optional<uint64_t> expected_size) {
   // A second thread reads and parses the next chunks while this one checks
   // the last and hands it to the sink (which, with the progress callback,
   // runs on the caller's thread only): the network is not left waiting for
@@ -533,7 +566,7 @@ absl::StatusOr<uint64_t> DownloadOnce(
   Handoff<ReceivedFrame> frames(kFramesAhead);
   std::thread reading([&] {
     grpc::ByteBuffer received;
-    while (reader->Read(&received)) {
+    while (reader.Read(&received)) {
       ReceivedFrame next;
       next.parsed = attachment_wire::ParseDownload(&received, &next.frame);
       const bool well_formed = next.parsed.ok();
@@ -546,7 +579,7 @@ absl::StatusOr<uint64_t> DownloadOnce(
   absl::Cleanup stop_reading = [&] {
     if (!reading.joinable()) return;
     frames.Stop();
-    context.TryCancel();  // ends a Read waiting for the broker
+    reader.Cancel();  // ends a Read waiting for the broker
     reading.join();
   };
   uint64_t size = 0;
@@ -618,12 +651,11 @@ absl::StatusOr<uint64_t> DownloadOnce(
   }
   if (!failed.ok()) {
     std::move(stop_reading).Invoke();
-    reader->Finish();
+    (void)reader.Finish();
     return failed;
   }
   reading.join();  // the broker ended the stream: the thread has closed
-  grpc::Status s = reader->Finish();
-  if (!s.ok()) return FromGrpc(s);
+  RETURN_IF_ERROR(reader.Finish());
   if (!sized) return absl::UnavailableError("download ended without an answer");
   if (sink.offset() != size) {
     return absl::UnavailableError(absl::StrCat(

@@ -92,6 +92,56 @@ absl::StatusOr<v1::UploadResponse> UploadNamedAtEndOnce(
     AttachmentSource& source, const std::string& upload_key, bool* restart,
     SentHash& hash, const ProgressCallback& progress);
 
+// The answers of one download call (DownloadResponses, as attachment_wire
+// reads them), whatever carries them: a gRPC call, or a connection of the
+// bulk path.
+class AnswerStream {
+ public:
+  virtual ~AnswerStream() = default;
+  // The next answer; false once the call ended (Finish says how).
+  virtual bool Read(grpc::ByteBuffer* message) = 0;
+  // How the call ended, once Read returned false (or after Cancel).
+  virtual absl::Status Finish() = 0;
+  // Ends a Read waiting on another thread. Thread-safe.
+  virtual void Cancel() = 0;
+};
+
+// What a download asks for: from where `sink` stands, by states when
+// `whole` is given.
+v1::DownloadRequest DownloadRequestFor(const std::string& document_id,
+                                       const std::string& sha256,
+                                       const AttachmentSink& sink,
+                                       bool with_states);
+
+// DownloadOnce's work on the answers `stream` brings.
+absl::StatusOr<uint64_t> DownloadAnswers(AnswerStream& stream,
+                                         AttachmentSink& sink,
+                                         sealing::Sha256Chain* whole,
+                                         const ProgressCallback& progress,
+                                         std::optional<uint64_t> expected_size);
+
+// Where a broker's bulk path is (attachments.bulk_listen) and who calls it.
+struct BulkTarget {
+  std::string host;  // the broker's, as dialled
+  int port = 0;
+  std::string server_name;       // its certificate must name it (DNS or IP SAN)
+  std::string certificate_file;  // the caller's, as for gRPC
+  std::string private_key_file;
+  std::string ca_file;
+  std::string crl_directory;  // empty: no revocation checking
+  // The longest the connection, the handshake, or a wait for the next
+  // answer may take.
+  absl::Duration io_timeout = absl::Seconds(60);
+};
+
+// Connects to the bulk path (mutual TLS 1.3, ALPN lienthong-bulk/1, the
+// broker's certificate checked against ca_file, crl_directory and
+// server_name) and sends `request`. UNAVAILABLE naming the trouble when it
+// cannot connect or the handshake fails; INVALID_ARGUMENT naming a file
+// that cannot be used.
+absl::StatusOr<std::unique_ptr<AnswerStream>> OpenBulkDownload(
+    const BulkTarget& target, const v1::DownloadRequest& request);
+
 // DownloadOnce that also continues `whole` (optional), the hash of what
 // `sink` holds (it has taken exactly sink.offset() bytes), over each chunk,
 // and checks the chunk by its sha256_state when the broker sends it (by its

@@ -1,6 +1,7 @@
 #include "client-sdk/src/client_attachments.h"
 
 #include <fcntl.h>
+#include <grpc/support/log.h>
 #include <openssl/crypto.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
@@ -16,8 +17,10 @@
 #include <utility>
 #include <vector>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "client-sdk/src/attachment_io.h"
 #include "client-sdk/src/backoff.h"
@@ -451,6 +454,30 @@ absl::Status CheckOpenable(const v1::Attachment& attachment) {
 // Downloads into `sink` what it lacks; `whole` is the hash of what it
 // holds, continued over every chunk (which it checks) and then checked
 // against the document's.
+// The bulk path of the broker at endpoint `index`, if the client uses one.
+std::optional<attachment_io::BulkTarget> BulkTargetOf(
+    const Connection& connection, size_t index) {
+  const ClientOptions& o = connection.options();
+  if (o.bulk_port <= 0) return std::nullopt;
+  absl::string_view endpoint = connection.endpoint(index);
+  absl::ConsumePrefix(&endpoint, "dns:///");
+  absl::ConsumePrefix(&endpoint, "ipv4:");
+  absl::ConsumePrefix(&endpoint, "ipv6:");
+  std::string host(endpoint.substr(0, endpoint.rfind(':')));
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']')
+    host = host.substr(1, host.size() - 2);
+  attachment_io::BulkTarget t;
+  t.host = host;
+  t.port = o.bulk_port;
+  t.server_name =
+      o.server_name_override.empty() ? host : o.server_name_override;
+  t.certificate_file = o.certificate_file;
+  t.private_key_file = o.private_key_file;
+  t.ca_file = o.ca_file;
+  t.crl_directory = o.crl_directory;
+  return t;
+}
+
 absl::Status Download(const Connection& connection,
                       const std::string& document_id,
                       const v1::Attachment& attachment, AttachmentSink& sink,
@@ -459,15 +486,30 @@ absl::Status Download(const Connection& connection,
   absl::Status transferred = RetryTransfer(
       connection,
       [&](size_t index, grpc::ClientContext& context, bool* progressed) {
+        const uint64_t before = sink.offset();
+        absl::Cleanup moved = [&] { *progressed = sink.offset() > before; };
+        if (std::optional<attachment_io::BulkTarget> bulk =
+                BulkTargetOf(connection, index)) {
+          absl::StatusOr<std::unique_ptr<attachment_io::AnswerStream>> opened =
+              attachment_io::OpenBulkDownload(
+                  *bulk, attachment_io::DownloadRequestFor(
+                             document_id, attachment.sha256(), sink, true));
+          if (opened.ok()) {
+            return attachment_io::DownloadAnswers(**opened, sink, &whole,
+                                                  progress, attachment.size())
+                .status();
+          }
+          gpr_log(GPR_ERROR, "lienthong: downloading through gRPC: %s",
+                  opened.status().ToString().c_str());
+        }
         context.set_deadline(absl::ToChronoTime(
             absl::Now() + AttemptDeadline(connection.options(),
                                           attachment.size() - sink.offset())));
-        const uint64_t before = sink.offset();
-        absl::StatusOr<uint64_t> size = attachment_io::DownloadOnce(
-            connection.channel(index), context, document_id,
-            attachment.sha256(), sink, &whole, progress, attachment.size());
-        *progressed = sink.offset() > before;
-        return size.status();
+        return attachment_io::DownloadOnce(connection.channel(index), context,
+                                           document_id, attachment.sha256(),
+                                           sink, &whole, progress,
+                                           attachment.size())
+            .status();
       });
   if (absl::IsDataLoss(transferred) &&
       !absl::StartsWith(transferred.message(), "attachment \"")) {

@@ -8,6 +8,9 @@
 #include "lienthong/attachments.h"
 
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <openssl/ssl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
@@ -32,12 +35,15 @@
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "client-sdk/src/attachment_io.h"
 #include "gmock/gmock.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "lienthong/attachment_wire.h"
+#include "lienthong/bulk_wire.h"
 #include "lienthong/client.h"
 #include "lienthong/common/sealing.h"
+#include "lienthong/common/status_macros.h"
 #include "lienthong/v1/attachments.grpc.pb.h"
 #include "lienthong/v1/audit.pb.h"
 #include "lienthong/v1/evidence.pb.h"
@@ -54,6 +60,7 @@ namespace lienthong::integration {
 namespace {
 
 using ::lienthong::testing_util::Eventually;
+using ::lienthong::testing_util::IsOkAndHolds;
 using ::lienthong::testing_util::StatusIs;
 using ::testing::AllOf;
 using ::testing::HasSubstr;
@@ -1416,6 +1423,277 @@ TEST_F(AttachmentsTest, CliSendAttachAndDownload) {
   ASSERT_EQ(resent.exit_code, 0) << Describe(resent);
   EXPECT_THAT(resent.stderr_text, Not(HasSubstr("already there")));
   EXPECT_THAT(resent.stderr_text, HasSubstr("uploaded bao-cao-quy.pdf"));
+}
+
+// ---- The bulk path (attachments.bulk_listen) ----
+
+BrokerOptions WithBulkPath() {
+  BrokerOptions o = SmallChunks();
+  o.config_yaml = absl::StrCat(
+      "attachments: {chunk_bytes: ", kChunk, ", sync_bytes: ", kSync,
+      ", max_bytes: ", kMaxBytes, ", bulk_listen: \"127.0.0.1:0\"}\n");
+  return o;
+}
+
+// A connection to the bulk path made without the SDK, as any program
+// could: `identity` as for RawChannel (empty: no client certificate),
+// offering ALPN lienthong-bulk/1 unless `alpn` is false.
+class RawBulk {
+ public:
+  ~RawBulk() {
+    if (ssl_ != nullptr) SSL_free(ssl_);
+    if (ctx_ != nullptr) SSL_CTX_free(ctx_);
+    if (fd_ >= 0) close(fd_);
+  }
+  // OK once the handshake is done.
+  absl::Status Connect(int port, const std::string& identity, bool alpn) {
+    ASSIGN_OR_RETURN(std::string pki, DevPkiDir());
+    ctx_ = SSL_CTX_new(TLS_client_method());
+    SSL_CTX_load_verify_locations(ctx_, (pki + "/ca.pem").c_str(), nullptr);
+    SSL_CTX_set_verify(ctx_, SSL_VERIFY_PEER, nullptr);
+    if (!identity.empty()) {
+      SSL_CTX_use_certificate_chain_file(
+          ctx_, absl::StrCat(pki, "/", identity, ".pem").c_str());
+      SSL_CTX_use_PrivateKey_file(
+          ctx_, absl::StrCat(pki, "/", identity, ".key").c_str(),
+          SSL_FILETYPE_PEM);
+    }
+    if (alpn) {
+      const std::string wire =
+          std::string(1, static_cast<char>(sizeof bulk_wire::kAlpn - 1)) +
+          bulk_wire::kAlpn;
+      SSL_CTX_set_alpn_protos(
+          ctx_, reinterpret_cast<const unsigned char*>(wire.data()),
+          static_cast<unsigned int>(wire.size()));
+    }
+    fd_ = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    a.sin_port = htons(static_cast<uint16_t>(port));
+    timeval tv{10, 0};
+    setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    if (connect(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0)
+      return absl::UnavailableError("connect");
+    ssl_ = SSL_new(ctx_);
+    SSL_set_fd(ssl_, fd_);
+    if (SSL_connect(ssl_) != 1)
+      return absl::UnauthenticatedError("handshake refused");
+    // TLS 1.3: a refused client certificate shows on the first read.
+    return absl::OkStatus();
+  }
+  SSL* ssl() { return ssl_; }
+  // The broker's last word on this connection.
+  absl::Status Ending() {
+    absl::StatusOr<bulk_wire::Frame> f =
+        bulk_wire::ReadFrame(ssl_, bulk_wire::kMaxMessageBytes, "broker");
+    if (!f.ok()) return f.status();
+    ASSIGN_OR_RETURN(absl::Status said, bulk_wire::StatusOf(*f));
+    return said;
+  }
+
+ private:
+  SSL_CTX* ctx_ = nullptr;
+  SSL* ssl_ = nullptr;
+  int fd_ = -1;
+};
+
+// Takes the content from `offset` on, into a string.
+class TailSink : public AttachmentSink {
+ public:
+  explicit TailSink(uint64_t offset) : offset_(offset) {}
+  uint64_t offset() const override { return offset_; }
+  absl::Status Write(absl::string_view data) override {
+    got_.append(data.data(), data.size());
+    offset_ += data.size();
+    return absl::OkStatus();
+  }
+  const std::string& got() const { return got_; }
+
+ private:
+  uint64_t offset_;
+  std::string got_;
+};
+
+class BulkPathTest : public AttachmentsTest {
+ protected:
+  BulkPathTest() : AttachmentsTest(WithBulkPath()) {}
+
+  // A client of `org` that downloads over the bulk path at `port`.
+  std::unique_ptr<Client> OpenBulk(const std::string& org, int port) {
+    ClientOptions o = broker_.ClientOptionsFor(org);
+    o.bulk_port = port;
+    absl::StatusOr<std::unique_ptr<Client>> c = Client::Open(o);
+    EXPECT_OK(c);
+    return c.ok() ? *std::move(c) : nullptr;
+  }
+  attachment_io::BulkTarget Target(const std::string& org) const {
+    attachment_io::BulkTarget t;
+    t.host = "127.0.0.1";
+    t.port = broker_.bulk_port();
+    t.server_name = "127.0.0.1";
+    t.certificate_file = absl::StrCat(pki_, "/orgs/", org, ".pem");
+    t.private_key_file = absl::StrCat(pki_, "/orgs/", org, ".key");
+    t.ca_file = pki_ + "/ca.pem";
+    return t;
+  }
+};
+
+// Downloads over the bulk path arrive verified, are refused to whoever may
+// not have them (the same NOT_FOUND), and go into the document's evidence
+// named as bulk downloads.
+TEST_F(BulkPathTest, DownloadsGoOverTheBulkPathVerifiedAndAudited) {
+  ASSERT_GT(broker_.bulk_port(), 0);
+  std::unique_ptr<Client> sender = Open(kG22);
+  std::unique_ptr<Client> recipient = OpenBulk(kH49, broker_.bulk_port());
+  std::unique_ptr<Client> outsider = OpenBulk(kH50, broker_.bulk_port());
+  ASSERT_TRUE(sender && recipient && outsider);
+  const std::string content = Content(3 * kChunk + 7, 21);
+  v1::Attachment a;
+  SendReceipt receipt;
+  ASSERT_NO_FATAL_FAILURE(
+      SendWithAttachment(*sender, kH49, content, "bulk.bin", &a, &receipt));
+
+  DigestSink sink;
+  ASSERT_OK(recipient->DownloadAttachment(receipt.document_id, a, sink));
+  EXPECT_EQ(sink.HexDigest(), Sha256HexOf(content));
+  const std::string path = work_.path() + "/bulk.bin";
+  ASSERT_OK(recipient->DownloadAttachmentToFile(receipt.document_id, a, path));
+  EXPECT_THAT(Sha256OfFile(path), IsOkAndHolds(Sha256HexOf(content)));
+  DigestSink refused;
+  EXPECT_THAT(outsider->DownloadAttachment(receipt.document_id, a, refused),
+              StatusIs(absl::StatusCode::kNotFound));
+  EXPECT_EQ(refused.offset(), 0u);
+
+  ASSERT_OK_AND_ASSIGN(v1::EvidenceExport exported,
+                       sender->GetEvidence(receipt.document_id));
+  v1::Evidence evidence;
+  ASSERT_TRUE(evidence.ParseFromString(exported.evidence()));
+  std::vector<std::string> reads;
+  for (const v1::EvidenceAuditEntry& stored : evidence.audit_entries()) {
+    v1::AuditEntry e;
+    ASSERT_TRUE(e.ParseFromString(stored.entry().entry()));
+    if (e.kind() != v1::AUDIT_KIND_ATTACHMENT_READ) continue;
+    reads.push_back(absl::StrCat(e.org(), " ", e.outcome(), " ", e.action()));
+  }
+  const std::string bulk = "bulk/AttachmentService/Download";
+  EXPECT_THAT(reads,
+              ::testing::ElementsAre(absl::StrCat(kH49, " OK ", bulk),
+                                     absl::StrCat(kH49, " OK ", bulk),
+                                     absl::StrCat(kH50, " NOT_FOUND ", bulk)));
+}
+
+// A download resumed inside a chunk gets exactly the rest, each chunk
+// checked by its own hash (a caller that keeps no hash of the whole).
+TEST_F(BulkPathTest, ABulkDownloadResumesInsideAChunk) {
+  std::unique_ptr<Client> sender = Open(kG22);
+  ASSERT_NE(sender, nullptr);
+  const std::string content = Content(2 * kChunk + 100, 22);
+  v1::Attachment a;
+  SendReceipt receipt;
+  ASSERT_NO_FATAL_FAILURE(
+      SendWithAttachment(*sender, kH49, content, "tiep.bin", &a, &receipt));
+  const uint64_t from = kChunk + 5;
+  TailSink sink(from);
+  ASSERT_OK_AND_ASSIGN(
+      std::unique_ptr<attachment_io::AnswerStream> answers,
+      attachment_io::OpenBulkDownload(
+          Target(kH49), attachment_io::DownloadRequestFor(
+                            receipt.document_id, a.sha256(), sink, false)));
+  EXPECT_THAT(attachment_io::DownloadAnswers(*answers, sink, nullptr, nullptr,
+                                             content.size()),
+              IsOkAndHolds(content.size()));
+  EXPECT_TRUE(sink.got() == content.substr(from)) << "the rest differs";
+}
+
+// What is not a well-formed call of a known caller gets an error naming
+// what is wrong, or no connection at all; the broker serves on.
+TEST_F(BulkPathTest, TheBulkPathRefusesWhatIsNotACall) {
+  const int port = broker_.bulk_port();
+  const std::string h49 = absl::StrCat("orgs/", kH49);
+  {
+    RawBulk c;
+    ASSERT_OK(c.Connect(port, h49, true));
+    ASSERT_OK(bulk_wire::WriteFrame(c.ssl(), 'X', "khong phai yeu cau"));
+    EXPECT_THAT(c.Ending(), StatusIs(absl::StatusCode::kInvalidArgument,
+                                     HasSubstr("must be a request ('Q')")));
+  }
+  {
+    RawBulk c;
+    ASSERT_OK(c.Connect(port, h49, true));
+    const unsigned char head[5] = {'Q', 0, 0x10, 0, 0};  // 1 MiB claimed
+    ASSERT_EQ(SSL_write(c.ssl(), head, sizeof head), 5);
+    EXPECT_THAT(c.Ending(),
+                StatusIs(absl::StatusCode::kInvalidArgument,
+                         HasSubstr("1048576 bytes from the caller is above "
+                                   "the limit of 65536")));
+  }
+  {
+    RawBulk c;
+    ASSERT_OK(c.Connect(port, h49, true));
+    ASSERT_OK(bulk_wire::WriteFrame(c.ssl(), bulk_wire::kRequest, "\xff\xff"));
+    EXPECT_THAT(c.Ending(), StatusIs(absl::StatusCode::kInvalidArgument,
+                                     HasSubstr("not a well-formed")));
+  }
+  {
+    RawBulk c;
+    ASSERT_OK(c.Connect(port, h49, true));
+    ASSERT_OK(bulk_wire::WriteFrame(c.ssl(), bulk_wire::kRequest, ""));
+    EXPECT_THAT(c.Ending(), StatusIs(absl::StatusCode::kInvalidArgument,
+                                     HasSubstr("names no call")));
+  }
+  {
+    // No client certificate: no call, and nothing but the end.
+    RawBulk c;
+    if (c.Connect(port, "", true).ok()) {
+      EXPECT_THAT(c.Ending(), StatusIs(absl::StatusCode::kUnavailable));
+    }
+  }
+  {
+    // A client that does not ask for the protocol (no ALPN) is not
+    // served, even with a request.
+    RawBulk c;
+    if (c.Connect(port, h49, false).ok()) {
+      (void)bulk_wire::WriteFrame(c.ssl(), bulk_wire::kRequest, "");
+      EXPECT_THAT(c.Ending(), StatusIs(absl::StatusCode::kUnavailable));
+    }
+  }
+  {
+    // A certificate from another trust root is refused in the handshake.
+    RawBulk c;
+    if (c.Connect(port, "bad/foreign-org", true).ok()) {
+      EXPECT_THAT(c.Ending(), StatusIs(absl::StatusCode::kUnavailable));
+    }
+  }
+  // Served as before.
+  std::unique_ptr<Client> sender = Open(kG22);
+  std::unique_ptr<Client> recipient = OpenBulk(kH49, port);
+  ASSERT_TRUE(sender && recipient);
+  const std::string content = Content(kChunk + 1, 23);
+  v1::Attachment a;
+  SendReceipt receipt;
+  ASSERT_NO_FATAL_FAILURE(
+      SendWithAttachment(*sender, kH49, content, "sau.bin", &a, &receipt));
+  DigestSink sink;
+  ASSERT_OK(recipient->DownloadAttachment(receipt.document_id, a, sink));
+  EXPECT_EQ(sink.HexDigest(), Sha256HexOf(content));
+}
+
+// A client pointed at a bulk port where nothing listens downloads through
+// gRPC instead.
+TEST_F(BulkPathTest, AnUnreachableBulkPathFallsBackToGrpc) {
+  ASSERT_OK_AND_ASSIGN(int nothing, PickFreePort());
+  std::unique_ptr<Client> sender = Open(kG22);
+  std::unique_ptr<Client> recipient = OpenBulk(kH49, nothing);
+  ASSERT_TRUE(sender && recipient);
+  const std::string content = Content(2 * kChunk, 24);
+  v1::Attachment a;
+  SendReceipt receipt;
+  ASSERT_NO_FATAL_FAILURE(
+      SendWithAttachment(*sender, kH49, content, "du-phong.bin", &a, &receipt));
+  DigestSink sink;
+  ASSERT_OK(recipient->DownloadAttachment(receipt.document_id, a, sink));
+  EXPECT_EQ(sink.HexDigest(), Sha256HexOf(content));
 }
 
 }  // namespace

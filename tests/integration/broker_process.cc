@@ -41,6 +41,7 @@ namespace lienthong::integration {
 namespace {
 
 constexpr char kReadyPrefix[] = "lienthongd listening on ";
+constexpr char kBulkPrefix[] = "lienthongd bulk downloads on ";
 constexpr absl::Duration kStopGrace = absl::Seconds(10);
 constexpr absl::Duration kReapTimeout = absl::Seconds(10);
 constexpr size_t kStderrTail = 6000;
@@ -378,6 +379,16 @@ absl::Status BrokerProcess::Start() {
   const absl::Time deadline = absl::Now() + options_.start_timeout;
   while (true) {
     size_t nl = out.find('\n');
+    if (nl != std::string::npos && absl::StartsWith(out, kBulkPrefix)) {
+      // The bulk path's address comes first.
+      const std::string line = out.substr(0, nl);
+      out.erase(0, nl + 1);
+      if (!absl::SimpleAtoi(line.substr(line.rfind(':') + 1), &bulk_port_)) {
+        failure = absl::StrCat("unreadable bulk line: \"", line, "\"");
+        break;
+      }
+      continue;
+    }
     if (nl != std::string::npos) {
       std::string line = out.substr(0, nl);
       int port = 0;

@@ -116,6 +116,9 @@ class BrokerProcess {
 
   pid_t pid() const { return pid_; }
   int port() const { return port_; }
+  // The bulk path's port (attachments.bulk_listen), from the line the
+  // broker prints before its ready line; 0 without one.
+  int bulk_port() const { return bulk_port_; }
   // "127.0.0.1:PORT"
   std::string endpoint() const;
   const std::string& data_dir() const { return data_dir_; }
@@ -134,6 +137,7 @@ class BrokerProcess {
   std::string stderr_path_;
   pid_t pid_ = -1;
   int port_ = 0;
+  int bulk_port_ = 0;
   int starts_ = 0;
 };
 

@@ -471,12 +471,13 @@ absl::StatusOr<BrokerConfig> ParseConfig(const std::string& yaml,
                                &c.audit.checkpoint_seconds, 1, 86400));
     }
     if (YAML::Node a = root["attachments"]) {
-      RETURN_IF_ERROR(
-          p.CheckKeys(a, "attachments",
-                      {"directory", "max_bytes", "chunk_bytes", "sync_bytes",
-                       "usable_hours", "partial_kept_hours", "min_free_bytes",
-                       "gc_minutes", "direct_io", "max_transfer_calls"}));
+      RETURN_IF_ERROR(p.CheckKeys(
+          a, "attachments",
+          {"directory", "max_bytes", "chunk_bytes", "sync_bytes",
+           "usable_hours", "partial_kept_hours", "min_free_bytes", "gc_minutes",
+           "direct_io", "max_transfer_calls", "bulk_listen"}));
       RETURN_IF_ERROR(p.String(a, "directory", &c.attachments.directory));
+      RETURN_IF_ERROR(p.String(a, "bulk_listen", &c.attachments.bulk_listen));
       if (!c.attachments.directory.empty())
         c.attachments.directory = Resolve(base_dir, c.attachments.directory);
       RETURN_IF_ERROR(p.Number<uint64_t>(

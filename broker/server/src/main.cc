@@ -28,6 +28,7 @@
 #include "lienthong/broker/admin_service.h"
 #include "lienthong/broker/approval_service.h"
 #include "lienthong/broker/attachment_service.h"
+#include "lienthong/broker/bulk_listener.h"
 #include "lienthong/broker/exchange.h"
 #include "lienthong/broker/federation.h"
 #include "lienthong/broker/incident_service.h"
@@ -495,6 +496,32 @@ int Serve(const BrokerConfig& config) {
                               " (set metrics.listen, or off)"));
     }
   }
+  std::unique_ptr<broker::BulkListener> bulk;
+  if (!config.attachments.bulk_listen.empty()) {
+    broker::BulkListenerOptions b;
+    b.address = config.attachments.bulk_listen;
+    b.certificate = config.tls.certificate;
+    b.private_key = config.tls.private_key;
+    b.ca = config.tls.ca;
+    b.crl_directory = config.tls.crl_directory;
+    b.trust_domain = config.trust_domain;
+    b.max_connections = 2 * config.attachments.max_transfer_calls;
+    absl::StatusOr<std::unique_ptr<broker::BulkListener>> started =
+        broker::BulkListener::Start(std::move(b), &attachment_service);
+    if (!started.ok()) {
+      LogError(std::string(started.status().message()));
+      metrics.reset();
+      links.Stop();
+      stop_collecting.Notify();
+      collector.join();
+      server->Shutdown();
+      return 1;
+    }
+    bulk = *std::move(started);
+    // Before the line below: whoever waits for it may read this one.
+    std::cout << "lienthongd bulk downloads on " << bulk->address()
+              << std::endl;
+  }
   // The line tests and scripts wait for.
   std::cout << "lienthongd listening on " << host << ":" << port << std::endl;
 
@@ -512,6 +539,7 @@ int Serve(const BrokerConfig& config) {
   exchange_service.Shutdown();
   federation_service.Shutdown();
   attachment_service.Shutdown();
+  if (bulk) bulk->Stop();
   stop_collecting.Notify();
   collector.join();
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
@@ -553,6 +581,10 @@ int main(int argc, char** argv) {
   app.add_option("--listen", listen,
                  "override listen (host:port; port 0 picks one)");
   app.add_option("--data-dir", data_dir, "override data_dir");
+  std::string bulk_listen;
+  app.add_option("--bulk-listen", bulk_listen,
+                 "override attachments.bulk_listen (host:port, port 0 picks "
+                 "one; off)");
   app.add_option("--policy", policy_file, "override policy.file");
   std::string log_format, log_level;
   app.add_option("--log-format", log_format,
@@ -603,6 +635,8 @@ int main(int argc, char** argv) {
     config = *std::move(c);
   }
   if (!listen.empty()) config.listen = listen;
+  if (!bulk_listen.empty())
+    config.attachments.bulk_listen = bulk_listen == "off" ? "" : bulk_listen;
   if (!data_dir.empty()) config.data_dir = data_dir;
   if (!policy_file.empty()) config.policy.path = policy_file;
   if (!log_format.empty()) config.log.format = log_format;

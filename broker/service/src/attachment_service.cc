@@ -397,17 +397,37 @@ grpc::Status AttachmentServiceImpl::DownloadChunks(grpc::ServerContext* ctx,
   absl::StatusOr<Principal> caller =
       Caller(ctx, "/lienthong.v1.AttachmentService/Download");
   if (!caller.ok()) return Refuse(caller.status());
-  // Each call holds a thread while it runs: a bounded number of them.
-  if (!TakePlace(download_calls_, max_transfer_calls_))
-    return Refuse(Busy(max_transfer_calls_, "downloads"));
-  absl::Cleanup running = [this] { download_calls_.fetch_sub(1); };
   v1::DownloadRequest request;
   if (!stream->Read(&request)) {
     return Refuse(absl::InvalidArgumentError(
         "AttachmentService/Download: the call carried no DownloadRequest"));
   }
+  class GrpcSink final : public DownloadSink {
+   public:
+    GrpcSink(grpc::ServerContext* ctx, DownloadStream* stream)
+        : ctx_(ctx), stream_(stream) {}
+    bool Write(grpc::ByteBuffer message) override {
+      return stream_->Write(message);
+    }
+    bool Cancelled() override { return ctx_->IsCancelled(); }
+
+   private:
+    grpc::ServerContext* const ctx_;
+    DownloadStream* const stream_;
+  } sink(ctx, stream);
+  return DownloadFor(*caller, ctx->peer(), "AttachmentService/Download",
+                     request, sink);
+}
+
+grpc::Status AttachmentServiceImpl::DownloadFor(
+    const Principal& caller, const std::string& peer, const std::string& action,
+    const v1::DownloadRequest& request, DownloadSink& sink) {
+  // Each call holds a thread while it runs: a bounded number of them.
+  if (!TakePlace(download_calls_, max_transfer_calls_))
+    return Refuse(Busy(max_transfer_calls_, "downloads"));
+  absl::Cleanup running = [this] { download_calls_.fetch_sub(1); };
   uint64_t sent = 0;
-  grpc::Status status = Serve(ctx, *caller, request, stream, &sent);
+  grpc::Status status = Serve(caller, request, sink, &sent);
   if (audit_ != nullptr && !request.document_id().empty() &&
       request.document_id().size() <= 64) {
     // Who read which attachment of which document, and how much: in the
@@ -422,14 +442,14 @@ grpc::Status AttachmentServiceImpl::DownloadChunks(grpc::ServerContext* ctx,
         status.error_code() == grpc::StatusCode::NOT_FOUND && sent == 0;
     const bool in_evidence =
         !refused || (exchange_->HoldsDocument(request.document_id()) &&
-                     CountRefusal(caller->spiffe_id, request.document_id()));
+                     CountRefusal(caller.spiffe_id, request.document_id()));
     v1::AuditEntry e;
     e.set_kind(v1::AUDIT_KIND_ATTACHMENT_READ);
-    e.set_actor(caller->spiffe_id);
-    e.set_peer(ctx->peer());
+    e.set_actor(caller.spiffe_id);
+    e.set_peer(peer);
     if (in_evidence) e.set_document_id(request.document_id());
-    if (caller->is_org()) e.set_org(caller->name);
-    e.set_action("AttachmentService/Download");
+    if (caller.is_org()) e.set_org(caller.name);
+    e.set_action(action);
     e.set_outcome(absl::StatusCodeToString(
         static_cast<absl::StatusCode>(status.error_code())));
     e.set_detail(absl::StrCat(
@@ -470,10 +490,9 @@ bool AttachmentServiceImpl::CountRefusal(const std::string& caller,
   return ++it->second <= kRefusalsInEvidencePerDay;
 }
 
-grpc::Status AttachmentServiceImpl::Serve(grpc::ServerContext* ctx,
-                                          const Principal& caller,
+grpc::Status AttachmentServiceImpl::Serve(const Principal& caller,
                                           const v1::DownloadRequest& request,
-                                          DownloadStream* writer,
+                                          DownloadSink& writer,
                                           uint64_t* sent) {
   if (!sealing::IsSha256Hex(request.sha256())) {
     return Refuse(absl::InvalidArgumentError(
@@ -502,7 +521,7 @@ grpc::Status AttachmentServiceImpl::Serve(grpc::ServerContext* ctx,
   response.set_size(size);
   response.set_chunk_size(chunk_size);
   if (request.offset() == size) {
-    writer->Write(attachment_wire::Serialize(response));
+    writer.Write(attachment_wire::Serialize(response));
     return grpc::Status::OK;
   }
   // A caller that takes states checks each chunk by continuing its hash of
@@ -516,7 +535,7 @@ grpc::Status AttachmentServiceImpl::Serve(grpc::ServerContext* ctx,
   for (uint64_t at = request.offset() / chunk_size * chunk_size; at < size;
        at += chunk_size) {
     if (stopping_) return Refuse(absl::UnavailableError("broker stopping"));
-    if (ctx->IsCancelled()) return grpc::Status::CANCELLED;
+    if (writer.Cancelled()) return grpc::Status::CANCELLED;
     absl::Status read = (*reader)->ReadShared(at, fields, &chunk);
     if (!read.ok()) {
       Log(log::Level::kError, read.ToString(),
@@ -534,7 +553,7 @@ grpc::Status AttachmentServiceImpl::Serve(grpc::ServerContext* ctx,
         chunk.fields.set_sha256(Sha256HexOf(data));
     }
     const uint64_t bytes = data.size();
-    if (!writer->Write(attachment_wire::WithChunk(
+    if (!writer.Write(attachment_wire::WithChunk(
             response, v1::DownloadResponse::kChunkFieldNumber, chunk.fields,
             std::move(chunk.content.owner), data))) {
       return grpc::Status::CANCELLED;

@@ -50,8 +50,16 @@ absl::StatusOr<Principal> AuthenticatedPrincipal(
   if (!auth.IsPeerAuthenticated()) {
     return absl::UnauthenticatedError("no verified client certificate");
   }
-  std::vector<grpc::string_ref> uris =
-      auth.FindPropertyValues(GRPC_PEER_URI_PROPERTY_NAME);
+  std::vector<std::string> uris;
+  for (const grpc::string_ref& uri :
+       auth.FindPropertyValues(GRPC_PEER_URI_PROPERTY_NAME)) {
+    uris.emplace_back(uri.data(), uri.size());
+  }
+  return PrincipalOfCertificateUris(uris, trust_domain);
+}
+
+absl::StatusOr<Principal> PrincipalOfCertificateUris(
+    const std::vector<std::string>& uris, absl::string_view trust_domain) {
   if (uris.empty()) {
     return absl::UnauthenticatedError(
         "client certificate has no URI SAN; a Liên Thông identity "
@@ -62,8 +70,7 @@ absl::StatusOr<Principal> AuthenticatedPrincipal(
         absl::StrCat("client certificate has ", uris.size(),
                      " URI SANs; exactly one is allowed"));
   }
-  absl::StatusOr<Principal> p =
-      ParseSpiffeId(absl::string_view(uris[0].data(), uris[0].size()));
+  absl::StatusOr<Principal> p = ParseSpiffeId(uris[0]);
   if (!p.ok()) return absl::UnauthenticatedError(p.status().message());
   if (p->trust_domain != trust_domain) {
     return absl::UnauthenticatedError(

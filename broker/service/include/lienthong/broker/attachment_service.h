@@ -70,6 +70,26 @@ class AttachmentServiceImpl final : public v1::AttachmentService::Service {
     virtual bool Write(const v1::UploadResponse& response) = 0;
   };
 
+  // Where a download's answers go: the gRPC call's stream, or a connection
+  // of the bulk path (BulkListener).
+  class DownloadSink {
+   public:
+    virtual ~DownloadSink() = default;
+    // Sends one DownloadResponse (as attachment_wire makes it); false once
+    // the caller went.
+    virtual bool Write(grpc::ByteBuffer message) = 0;
+    virtual bool Cancelled() = 0;
+  };
+
+  // A download by `caller` (authenticated by the transport; `peer` its
+  // address and `action` the call's name, for the audit log): authorized,
+  // bounded, served and audited exactly as AttachmentService/Download. Runs
+  // on the caller's thread.
+  grpc::Status DownloadFor(const Principal& caller, const std::string& peer,
+                           const std::string& action,
+                           const v1::DownloadRequest& request,
+                           DownloadSink& sink);
+
  private:
   using DownloadStream =
       grpc::ServerSplitStreamer<v1::DownloadRequest, grpc::ByteBuffer>;
@@ -86,8 +106,8 @@ class AttachmentServiceImpl final : public v1::AttachmentService::Service {
   // kRefusalsInEvidencePerDay per caller and document a day).
   bool CountRefusal(const std::string& caller, const std::string& document_id);
   // Download once authenticated; counts the bytes it sent into `sent`.
-  grpc::Status Serve(grpc::ServerContext* ctx, const Principal& caller,
-                     const v1::DownloadRequest& request, DownloadStream* writer,
+  grpc::Status Serve(const Principal& caller,
+                     const v1::DownloadRequest& request, DownloadSink& writer,
                      uint64_t* sent);
 
   Exchange* const exchange_;

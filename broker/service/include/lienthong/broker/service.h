@@ -37,6 +37,10 @@ grpc::Status ToGrpcStatus(const absl::Status& status);
 // URI that is not a Liên Thông identity, or another trust domain.
 absl::StatusOr<Principal> AuthenticatedPrincipal(
     const grpc::AuthContext& auth, absl::string_view trust_domain);
+// The same, of the URI SANs of a client certificate OpenSSL verified
+// (common/certificate.h CertificateUris), for connections outside gRPC.
+absl::StatusOr<Principal> PrincipalOfCertificateUris(
+    const std::vector<std::string>& uris, absl::string_view trust_domain);
 
 // Where failed authentications are recorded (AUDIT_KIND_AUTH_FAILED, with
 // the peer address, the method and why), for every service of the process.

@@ -1,0 +1,469 @@
+#include "lienthong/broker/bulk_listener.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509_vfy.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <list>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "absl/cleanup/cleanup.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "lienthong/broker/service.h"
+#include "lienthong/bulk_wire.h"
+#include "lienthong/common/certificate.h"
+#include "lienthong/common/log.h"
+#include "lienthong/common/status_macros.h"
+#include "lienthong/common/thread_name.h"
+#include "lienthong/v1/attachments.pb.h"
+
+namespace lienthong::broker {
+namespace {
+
+constexpr char kComponent[] = "bulk";
+// What the audit log names as the method of a bulk call.
+constexpr char kMethod[] = "bulk/AttachmentService/Download";
+// How often, at most, the TLS files are looked at for a change.
+constexpr absl::Duration kRecheckFiles = absl::Seconds(1);
+
+using SslCtx = std::shared_ptr<SSL_CTX>;
+
+std::string OpenSslErrors() {
+  std::string out;
+  while (const unsigned long e = ERR_get_error()) {
+    char text[256];
+    ERR_error_string_n(e, text, sizeof text);
+    absl::StrAppend(&out, out.empty() ? "" : "; ", text);
+  }
+  return out.empty() ? "no detail" : out;
+}
+
+int SelectAlpn(SSL*, const unsigned char** out, unsigned char* out_size,
+               const unsigned char* offered, unsigned int offered_size, void*) {
+  static const std::string* ours = new std::string(
+      std::string(1, static_cast<char>(sizeof bulk_wire::kAlpn - 1)) +
+      bulk_wire::kAlpn);
+  unsigned char* chosen = nullptr;
+  if (SSL_select_next_proto(
+          &chosen, out_size,
+          reinterpret_cast<const unsigned char*>(ours->data()),
+          static_cast<unsigned int>(ours->size()), offered,
+          offered_size) != OPENSSL_NPN_NEGOTIATED) {
+    return SSL_TLSEXT_ERR_ALERT_FATAL;
+  }
+  *out = chosen;
+  return SSL_TLSEXT_ERR_OK;
+}
+
+// What changes when an operator replaces a TLS file or adds a CRL.
+std::string Stamp(const BulkListenerOptions& o) {
+  std::string out;
+  for (const std::string* path :
+       {&o.certificate, &o.private_key, &o.ca, &o.crl_directory}) {
+    if (path->empty()) continue;
+    struct stat st {};
+    if (stat(path->c_str(), &st) != 0) {
+      absl::StrAppend(&out, "-|");
+      continue;
+    }
+    absl::StrAppend(&out, st.st_ino, ".", st.st_size, ".", st.st_mtim.tv_sec,
+                    ".", st.st_mtim.tv_nsec, "|");
+  }
+  return out;
+}
+
+absl::StatusOr<SslCtx> MakeContext(const BulkListenerOptions& o) {
+  ERR_clear_error();
+  SslCtx ctx(SSL_CTX_new(TLS_server_method()), SSL_CTX_free);
+  if (!ctx) return absl::InternalError("bulk path: SSL_CTX_new failed");
+  SSL_CTX* c = ctx.get();
+  SSL_CTX_set_min_proto_version(c, TLS1_3_VERSION);
+  // Whole TLS records and what follows them in one read, not a header and
+  // then a body: a record is 16 KiB, a chunk 1 MiB.
+  SSL_CTX_set_read_ahead(c, 1);
+  SSL_CTX_set_default_read_buffer_len(c, 64 << 10);
+  // Every connection is a full handshake, checked against today's CRLs.
+  SSL_CTX_set_options(c, SSL_OP_NO_TICKET);
+  SSL_CTX_set_session_cache_mode(c, SSL_SESS_CACHE_OFF);
+  if (SSL_CTX_use_certificate_chain_file(c, o.certificate.c_str()) != 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("bulk path: cannot use the certificate ", o.certificate,
+                     ": ", OpenSslErrors()));
+  }
+  if (SSL_CTX_use_PrivateKey_file(c, o.private_key.c_str(), SSL_FILETYPE_PEM) !=
+          1 ||
+      SSL_CTX_check_private_key(c) != 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("bulk path: cannot use the private key ", o.private_key,
+                     " with ", o.certificate, ": ", OpenSslErrors()));
+  }
+  if (SSL_CTX_load_verify_locations(c, o.ca.c_str(), nullptr) != 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "bulk path: cannot use the trust root ", o.ca, ": ", OpenSslErrors()));
+  }
+  SSL_CTX_set_verify(c, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT,
+                     nullptr);
+  if (!o.crl_directory.empty()) {
+    X509_STORE* store = SSL_CTX_get_cert_store(c);
+    X509_LOOKUP* lookup = X509_STORE_add_lookup(store, X509_LOOKUP_hash_dir());
+    if (lookup == nullptr ||
+        X509_LOOKUP_add_dir(lookup, o.crl_directory.c_str(),
+                            X509_FILETYPE_PEM) != 1) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("bulk path: cannot use the CRL directory ",
+                       o.crl_directory, ": ", OpenSslErrors()));
+    }
+    X509_STORE_set_flags(store,
+                         X509_V_FLAG_CRL_CHECK | X509_V_FLAG_CRL_CHECK_ALL);
+  }
+  SSL_CTX_set_alpn_select_cb(c, SelectAlpn, nullptr);
+  return ctx;
+}
+
+// "ipv4:127.0.0.1:5000" / "ipv6:[::1]:5000", as gRPC names its peers.
+std::string PeerName(const sockaddr_storage& a) {
+  char host[INET6_ADDRSTRLEN] = "?";
+  if (a.ss_family == AF_INET) {
+    const auto* v4 = reinterpret_cast<const sockaddr_in*>(&a);
+    inet_ntop(AF_INET, &v4->sin_addr, host, sizeof host);
+    return absl::StrCat("ipv4:", host, ":", ntohs(v4->sin_port));
+  }
+  const auto* v6 = reinterpret_cast<const sockaddr_in6*>(&a);
+  inet_ntop(AF_INET6, &v6->sin6_addr, host, sizeof host);
+  return absl::StrCat("ipv6:[", host, "]:", ntohs(v6->sin6_port));
+}
+
+// A download's answers, as message frames on the connection.
+class FrameSink final : public AttachmentServiceImpl::DownloadSink {
+ public:
+  FrameSink(SSL* ssl, const std::atomic<bool>& stopping)
+      : ssl_(ssl), stopping_(stopping) {}
+  bool Write(grpc::ByteBuffer message) override {
+    if (ok_)
+      ok_ = bulk_wire::WriteFrame(ssl_, bulk_wire::kMessage, message).ok();
+    return ok_;
+  }
+  bool Cancelled() override { return !ok_ || stopping_.load(); }
+  bool ok() const { return ok_; }
+
+ private:
+  SSL* const ssl_;
+  const std::atomic<bool>& stopping_;
+  bool ok_ = true;
+};
+
+class Listener final : public BulkListener {
+ public:
+  Listener(BulkListenerOptions options, AttachmentServiceImpl* attachments)
+      : options_(std::move(options)), attachments_(attachments) {}
+  ~Listener() override {
+    Stop();
+    if (listen_fd_ >= 0) close(listen_fd_);
+    for (int fd : wake_)
+      if (fd >= 0) close(fd);
+  }
+
+  absl::Status Open() {
+    ASSIGN_OR_RETURN(ctx_, MakeContext(options_));
+    stamp_ = Stamp(options_);
+    checked_ = absl::Now();
+    const std::string& address = options_.address;
+    const size_t colon = address.rfind(':');
+    std::string host =
+        colon == std::string::npos ? "" : address.substr(0, colon);
+    const std::string port =
+        colon == std::string::npos ? "" : address.substr(colon + 1);
+    int port_number = 0;
+    if (!absl::SimpleAtoi(port, &port_number) || port_number < 0 ||
+        port_number > 65535) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("attachments.bulk_listen: \"", address,
+                       "\" is not host:port (e.g. 0.0.0.0:7444, [::1]:0)"));
+    }
+    if (host.size() >= 2 && host.front() == '[' && host.back() == ']')
+      host = host.substr(1, host.size() - 2);
+    addrinfo hints{};
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+    addrinfo* found = nullptr;
+    if (const int e = getaddrinfo(host.empty() ? nullptr : host.c_str(),
+                                  port.c_str(), &hints, &found);
+        e != 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "attachments.bulk_listen: ", address, ": ", gai_strerror(e)));
+    }
+    absl::Cleanup free_found = [found] { freeaddrinfo(found); };
+    listen_fd_ = socket(found->ai_family, found->ai_socktype | SOCK_CLOEXEC,
+                        found->ai_protocol);
+    const int one = 1;
+    if (listen_fd_ < 0 ||
+        setsockopt(listen_fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) !=
+            0 ||
+        bind(listen_fd_, found->ai_addr, found->ai_addrlen) != 0 ||
+        listen(listen_fd_, 128) != 0) {
+      return absl::UnavailableError(
+          absl::StrCat("attachments.bulk_listen: cannot listen on ", address,
+                       ": ", std::strerror(errno)));
+    }
+    sockaddr_storage bound{};
+    socklen_t size = sizeof bound;
+    getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&bound), &size);
+    const int bound_port =
+        bound.ss_family == AF_INET
+            ? ntohs(reinterpret_cast<sockaddr_in*>(&bound)->sin_port)
+            : ntohs(reinterpret_cast<sockaddr_in6*>(&bound)->sin6_port);
+    address_ = absl::StrCat(address.substr(0, colon), ":", bound_port);
+    if (pipe2(wake_, O_CLOEXEC) != 0)
+      return absl::InternalError("bulk path: cannot make a pipe");
+    acceptor_ = std::thread([this] { Accept(); });
+    return absl::OkStatus();
+  }
+
+  std::string address() const override { return address_; }
+
+  void Stop() override {
+    if (stopping_.exchange(true)) return;
+    if (wake_[1] >= 0) (void)!write(wake_[1], "x", 1);
+    if (acceptor_.joinable()) acceptor_.join();
+    std::list<std::unique_ptr<Connection>> all;
+    {
+      absl::MutexLock lock(&mu_);
+      // Breaks off reads and writes at once; the descriptors stay open
+      // until their threads are joined.
+      for (auto& c : connections_)
+        if (!c->done) shutdown(c->fd, SHUT_RDWR);
+      all.swap(connections_);
+    }
+    for (auto& c : all) {
+      c->thread.join();
+      close(c->fd);
+    }
+  }
+
+ private:
+  struct Connection {
+    int fd = -1;
+    std::thread thread;
+    std::atomic<bool> done{false};
+  };
+
+  // The TLS context for a new connection: made again when a file changed
+  // (a renewed certificate, a new CRL); the one before when that fails.
+  SslCtx Context() {
+    absl::MutexLock lock(&mu_);
+    const absl::Time now = absl::Now();
+    if (now - checked_ < kRecheckFiles) return ctx_;
+    checked_ = now;
+    std::string stamp = Stamp(options_);
+    if (stamp == stamp_) return ctx_;
+    absl::StatusOr<SslCtx> fresh = MakeContext(options_);
+    if (!fresh.ok()) {
+      log::Write(log::Level::kError, kComponent,
+                 absl::StrCat("TLS files changed but cannot be used; keeping "
+                              "the ones before: ",
+                              fresh.status().message()));
+      return ctx_;
+    }
+    log::Write(log::Level::kInfo, kComponent,
+               "TLS files changed: new connections use them");
+    stamp_ = std::move(stamp);
+    ctx_ = *std::move(fresh);
+    return ctx_;
+  }
+
+  // Joins and forgets connections that ended.
+  void Reap() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    for (auto it = connections_.begin(); it != connections_.end();) {
+      if (!(*it)->done) {
+        ++it;
+        continue;
+      }
+      (*it)->thread.join();
+      close((*it)->fd);
+      it = connections_.erase(it);
+    }
+  }
+
+  void Accept() {
+    NameThisThread("lt-bulk-accept");
+    while (!stopping_) {
+      pollfd p[2] = {{listen_fd_, POLLIN, 0}, {wake_[0], POLLIN, 0}};
+      if (poll(p, 2, -1) < 0) {
+        if (errno == EINTR) continue;
+        log::Write(log::Level::kError, kComponent,
+                   absl::StrCat("poll: ", std::strerror(errno)));
+        return;
+      }
+      if (p[1].revents != 0) return;
+      if ((p[0].revents & POLLIN) == 0) continue;
+      sockaddr_storage peer{};
+      socklen_t size = sizeof peer;
+      const int fd = accept4(listen_fd_, reinterpret_cast<sockaddr*>(&peer),
+                             &size, SOCK_CLOEXEC);
+      if (fd < 0) {
+        if (errno == EMFILE || errno == ENFILE || errno == ENOMEM) {
+          log::Write(log::Level::kError, kComponent,
+                     absl::StrCat("accept: ", std::strerror(errno)));
+          absl::SleepFor(absl::Milliseconds(100));
+        }
+        continue;
+      }
+      SslCtx ctx = Context();
+      absl::MutexLock lock(&mu_);
+      Reap();
+      if (static_cast<int>(connections_.size()) >= options_.max_connections) {
+        close(fd);
+        log::Write(log::Level::kWarning, kComponent,
+                   absl::StrCat("connection from ", PeerName(peer), " closed: ",
+                                options_.max_connections, " are open already"));
+        continue;
+      }
+      auto c = std::make_unique<Connection>();
+      c->fd = fd;
+      Connection* raw = c.get();
+      raw->thread = std::thread([this, raw, ctx, who = PeerName(peer)] {
+        NameThisThread("lt-bulk");
+        Serve(raw->fd, ctx.get(), who);
+        // The other end sees the end now; the descriptor itself is closed
+        // once this thread is joined.
+        shutdown(raw->fd, SHUT_RDWR);
+        raw->done = true;
+      });
+      connections_.push_back(std::move(c));
+    }
+  }
+
+  void Serve(int fd, SSL_CTX* ctx, const std::string& peer) {
+    const int64_t us = absl::ToInt64Microseconds(options_.io_timeout);
+    timeval tv{static_cast<time_t>(us / 1000000),
+               static_cast<suseconds_t>(us % 1000000)};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    const int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    ERR_clear_error();
+    SSL* ssl = SSL_new(ctx);
+    if (ssl == nullptr) return;
+    absl::Cleanup free_ssl = [ssl] { SSL_free(ssl); };
+    if (!bulk_wire::AttachSocket(ssl, fd)) return;
+    if (const int r = SSL_accept(ssl); r != 1) {
+      const long verified = SSL_get_verify_result(ssl);
+      const std::string why =
+          verified != X509_V_OK
+              ? absl::StrCat("client certificate: ",
+                             X509_verify_cert_error_string(verified))
+              : bulk_wire::SslTrouble(ssl, r);
+      log::Write(log::Level::kInfo, kComponent,
+                 absl::StrCat("handshake with ", peer, " failed: ", why));
+      if (verified != X509_V_OK) {
+        AuditAuthenticationFailure(peer, kMethod,
+                                   absl::UnauthenticatedError(why));
+      }
+      return;
+    }
+    // A client that did not ask for the protocol (no ALPN: the select
+    // callback never ran) is not spoken to.
+    const unsigned char* chosen = nullptr;
+    unsigned int chosen_size = 0;
+    SSL_get0_alpn_selected(ssl, &chosen, &chosen_size);
+    if (absl::string_view(reinterpret_cast<const char*>(chosen), chosen_size) !=
+        bulk_wire::kAlpn) {
+      log::Write(
+          log::Level::kInfo, kComponent,
+          absl::StrCat("connection from ", peer, " closed: it did not ask for ",
+                       bulk_wire::kAlpn, " (ALPN)"));
+      return;
+    }
+    absl::Status refused;
+    absl::StatusOr<Principal> caller =
+        absl::UnauthenticatedError("no verified client certificate");
+    if (X509* cert = SSL_get0_peer_certificate(ssl); cert != nullptr) {
+      caller = PrincipalOfCertificateUris(CertificateUris(cert),
+                                          options_.trust_domain);
+    }
+    v1::BulkRequest request;
+    if (!caller.ok()) {
+      AuditAuthenticationFailure(peer, kMethod, caller.status());
+      refused = caller.status();
+    } else {
+      absl::StatusOr<bulk_wire::Frame> frame =
+          bulk_wire::ReadFrame(ssl, bulk_wire::kMaxRequestBytes, "caller");
+      if (!frame.ok()) {
+        if (absl::IsUnavailable(frame.status())) return;  // gone, or silent
+        refused = frame.status();
+      } else if (frame->type != bulk_wire::kRequest) {
+        refused = absl::InvalidArgumentError(absl::StrCat(
+            "bulk request: the first frame must be a request ('Q'), not a "
+            "frame of type ",
+            static_cast<int>(frame->type)));
+      } else if (!request.ParseFromArray(
+                     frame->payload.begin(),
+                     static_cast<int>(frame->payload.size()))) {
+        refused = absl::InvalidArgumentError(
+            "bulk request: not a well-formed BulkRequest");
+      } else if (!request.has_download()) {
+        refused = absl::InvalidArgumentError(
+            "bulk request: names no call (download)");
+      }
+    }
+    if (!refused.ok()) {
+      (void)bulk_wire::WriteStatus(ssl, refused);
+      SSL_shutdown(ssl);
+      return;
+    }
+    FrameSink sink(ssl, stopping_);
+    const grpc::Status status = attachments_->DownloadFor(
+        *caller, peer, kMethod, request.download(), sink);
+    if (!sink.ok()) return;
+    (void)bulk_wire::WriteStatus(
+        ssl, absl::Status(static_cast<absl::StatusCode>(status.error_code()),
+                          status.error_message()));
+    SSL_shutdown(ssl);
+  }
+
+  const BulkListenerOptions options_;
+  AttachmentServiceImpl* const attachments_;
+  int listen_fd_ = -1;
+  int wake_[2] = {-1, -1};
+  std::string address_;
+  std::thread acceptor_;
+  std::atomic<bool> stopping_{false};
+
+  absl::Mutex mu_;
+  SslCtx ctx_ ABSL_GUARDED_BY(mu_);
+  std::string stamp_ ABSL_GUARDED_BY(mu_);
+  absl::Time checked_ ABSL_GUARDED_BY(mu_);
+  std::list<std::unique_ptr<Connection>> connections_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<BulkListener>> BulkListener::Start(
+    BulkListenerOptions options, AttachmentServiceImpl* attachments) {
+  if (options.max_connections < 1) {
+    return absl::InvalidArgumentError(
+        "bulk path: max_connections must be at least 1");
+  }
+  auto listener = std::make_unique<Listener>(std::move(options), attachments);
+  RETURN_IF_ERROR(listener->Open());
+  return listener;
+}
+
+}  // namespace lienthong::broker

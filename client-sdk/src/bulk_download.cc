@@ -1,0 +1,249 @@
+// The caller's end of the bulk path (OpenBulkDownload in attachment_io.h).
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509_vfy.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <memory>
+#include <string>
+
+#include "absl/cleanup/cleanup.h"
+#include "absl/strings/str_cat.h"
+#include "client-sdk/src/attachment_io.h"
+#include "lienthong/bulk_wire.h"
+#include "lienthong/common/status_macros.h"
+#include "lienthong/v1/attachments.pb.h"
+
+namespace lienthong::attachment_io {
+namespace {
+
+std::string OpenSslErrors() {
+  std::string out;
+  while (const unsigned long e = ERR_get_error()) {
+    char text[256];
+    ERR_error_string_n(e, text, sizeof text);
+    absl::StrAppend(&out, out.empty() ? "" : "; ", text);
+  }
+  return out.empty() ? "no detail" : out;
+}
+
+timeval TimevalOf(absl::Duration d) {
+  const int64_t us = std::max<int64_t>(absl::ToInt64Microseconds(d), 1000);
+  return timeval{static_cast<time_t>(us / 1000000),
+                 static_cast<suseconds_t>(us % 1000000)};
+}
+
+// A connected TCP socket to host:port, within `timeout`; -1 and `why`
+// otherwise.
+int Connect(const BulkTarget& t, std::string* why) {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_NUMERICSERV;
+  addrinfo* found = nullptr;
+  const std::string port = absl::StrCat(t.port);
+  if (const int e = getaddrinfo(t.host.c_str(), port.c_str(), &hints, &found);
+      e != 0) {
+    *why = gai_strerror(e);
+    return -1;
+  }
+  absl::Cleanup free_found = [found] { freeaddrinfo(found); };
+  for (addrinfo* a = found; a != nullptr; a = a->ai_next) {
+    const int fd =
+        socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK,
+               a->ai_protocol);
+    if (fd < 0) continue;
+    if (connect(fd, a->ai_addr, a->ai_addrlen) != 0 && errno != EINPROGRESS) {
+      *why = std::strerror(errno);
+      close(fd);
+      continue;
+    }
+    pollfd p{fd, POLLOUT, 0};
+    const int ready =
+        poll(&p, 1, static_cast<int>(absl::ToInt64Milliseconds(t.io_timeout)));
+    int error = 0;
+    socklen_t size = sizeof error;
+    if (ready <= 0) {
+      *why = "timed out";
+    } else if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &size) != 0 ||
+               error != 0) {
+      *why = std::strerror(error != 0 ? error : errno);
+    } else {
+      fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+      const timeval tv = TimevalOf(t.io_timeout);
+      setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+      setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+      const int one = 1;
+      setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+      return fd;
+    }
+    close(fd);
+  }
+  return -1;
+}
+
+absl::StatusOr<std::shared_ptr<SSL_CTX>> ClientContext(const BulkTarget& t) {
+  ERR_clear_error();
+  std::shared_ptr<SSL_CTX> ctx(SSL_CTX_new(TLS_client_method()), SSL_CTX_free);
+  if (!ctx) return absl::InternalError("bulk path: SSL_CTX_new failed");
+  SSL_CTX* c = ctx.get();
+  SSL_CTX_set_min_proto_version(c, TLS1_3_VERSION);
+  // Whole TLS records and what follows them in one read, not a header and
+  // then a body: a record is 16 KiB, a chunk 1 MiB.
+  SSL_CTX_set_read_ahead(c, 1);
+  SSL_CTX_set_default_read_buffer_len(c, 64 << 10);
+  if (SSL_CTX_use_certificate_chain_file(c, t.certificate_file.c_str()) != 1 ||
+      SSL_CTX_use_PrivateKey_file(c, t.private_key_file.c_str(),
+                                  SSL_FILETYPE_PEM) != 1 ||
+      SSL_CTX_check_private_key(c) != 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "bulk path: cannot use certificate_file ", t.certificate_file,
+        " with private_key_file ", t.private_key_file, ": ", OpenSslErrors()));
+  }
+  if (SSL_CTX_load_verify_locations(c, t.ca_file.c_str(), nullptr) != 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "bulk path: cannot use ca_file ", t.ca_file, ": ", OpenSslErrors()));
+  }
+  SSL_CTX_set_verify(c, SSL_VERIFY_PEER, nullptr);
+  if (!t.crl_directory.empty()) {
+    X509_STORE* store = SSL_CTX_get_cert_store(c);
+    X509_LOOKUP* lookup = X509_STORE_add_lookup(store, X509_LOOKUP_hash_dir());
+    if (lookup == nullptr ||
+        X509_LOOKUP_add_dir(lookup, t.crl_directory.c_str(),
+                            X509_FILETYPE_PEM) != 1) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("bulk path: cannot use crl_directory ", t.crl_directory,
+                       ": ", OpenSslErrors()));
+    }
+    X509_STORE_set_flags(store,
+                         X509_V_FLAG_CRL_CHECK | X509_V_FLAG_CRL_CHECK_ALL);
+  }
+  const std::string alpn =
+      std::string(1, static_cast<char>(sizeof bulk_wire::kAlpn - 1)) +
+      bulk_wire::kAlpn;
+  SSL_CTX_set_alpn_protos(c,
+                          reinterpret_cast<const unsigned char*>(alpn.data()),
+                          static_cast<unsigned int>(alpn.size()));
+  return ctx;
+}
+
+class BulkAnswers final : public AnswerStream {
+ public:
+  BulkAnswers(int fd, SSL* ssl, std::shared_ptr<SSL_CTX> ctx)
+      : fd_(fd), ssl_(ssl), ctx_(std::move(ctx)) {}
+  ~BulkAnswers() override {
+    SSL_free(ssl_);
+    close(fd_);
+  }
+
+  bool Read(grpc::ByteBuffer* message) override {
+    if (ended_) return false;
+    absl::StatusOr<bulk_wire::Frame> frame =
+        bulk_wire::ReadFrame(ssl_, bulk_wire::kMaxMessageBytes, "broker");
+    if (!frame.ok()) {
+      // Broken off, silent, or a frame no broker sends: the next attempt
+      // resumes.
+      return End(absl::UnavailableError(frame.status().message()));
+    }
+    if (frame->type == bulk_wire::kStatus) {
+      absl::StatusOr<absl::Status> ended = bulk_wire::StatusOf(*frame);
+      return End(ended.ok() ? *ended
+                            : absl::UnavailableError(ended.status().message()));
+    }
+    if (frame->type != bulk_wire::kMessage) {
+      return End(absl::UnavailableError(
+          absl::StrCat("bulk connection: the broker sent a frame of type ",
+                       static_cast<int>(frame->type))));
+    }
+    *message = grpc::ByteBuffer(&frame->payload, 1);
+    return true;
+  }
+  absl::Status Finish() override {
+    return ended_ ? status_
+                  : absl::UnavailableError(
+                        "bulk connection: the download was broken off");
+  }
+  void Cancel() override { shutdown(fd_, SHUT_RDWR); }
+
+ private:
+  bool End(absl::Status s) {
+    ended_ = true;
+    status_ = std::move(s);
+    return false;
+  }
+
+  const int fd_;
+  SSL* const ssl_;
+  const std::shared_ptr<SSL_CTX> ctx_;
+  bool ended_ = false;
+  absl::Status status_;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<AnswerStream>> OpenBulkDownload(
+    const BulkTarget& target, const v1::DownloadRequest& request) {
+  ASSIGN_OR_RETURN(std::shared_ptr<SSL_CTX> ctx, ClientContext(target));
+  const std::string where = absl::StrCat(target.host, ":", target.port);
+  std::string why;
+  const int fd = Connect(target, &why);
+  if (fd < 0) {
+    return absl::UnavailableError(
+        absl::StrCat("bulk path ", where, ": cannot connect: ", why));
+  }
+  SSL* ssl = SSL_new(ctx.get());
+  if (ssl == nullptr) {
+    close(fd);
+    return absl::InternalError("bulk path: SSL_new failed");
+  }
+  auto answers = std::make_unique<BulkAnswers>(fd, ssl, ctx);
+  if (!bulk_wire::AttachSocket(ssl, fd))
+    return absl::InternalError("bulk path: cannot make OpenSSL's BIOs");
+  // The broker's certificate must name the host dialled (or the override),
+  // as gRPC checks it.
+  X509_VERIFY_PARAM* param = SSL_get0_param(ssl);
+  in6_addr ip{};
+  const bool is_ip = inet_pton(AF_INET, target.server_name.c_str(), &ip) == 1 ||
+                     inet_pton(AF_INET6, target.server_name.c_str(), &ip) == 1;
+  if ((is_ip ? X509_VERIFY_PARAM_set1_ip_asc(param, target.server_name.c_str())
+             : X509_VERIFY_PARAM_set1_host(param, target.server_name.c_str(),
+                                           0)) != 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "bulk path: cannot check the broker's name ", target.server_name));
+  }
+  if (!is_ip) SSL_set_tlsext_host_name(ssl, target.server_name.c_str());
+  if (const int r = SSL_connect(ssl); r != 1) {
+    const long verified = SSL_get_verify_result(ssl);
+    return absl::UnavailableError(
+        absl::StrCat("bulk path ", where, ": handshake failed: ",
+                     verified != X509_V_OK
+                         ? absl::StrCat("the broker's certificate: ",
+                                        X509_verify_cert_error_string(verified))
+                         : bulk_wire::SslTrouble(ssl, r)));
+  }
+  const unsigned char* chosen = nullptr;
+  unsigned int chosen_size = 0;
+  SSL_get0_alpn_selected(ssl, &chosen, &chosen_size);
+  if (absl::string_view(reinterpret_cast<const char*>(chosen), chosen_size) !=
+      bulk_wire::kAlpn) {
+    return absl::UnavailableError(
+        absl::StrCat("bulk path ", where, ": the server there does not speak ",
+                     bulk_wire::kAlpn));
+  }
+  v1::BulkRequest wrapped;
+  *wrapped.mutable_download() = request;
+  RETURN_IF_ERROR(bulk_wire::WriteFrame(ssl, bulk_wire::kRequest,
+                                        wrapped.SerializeAsString()));
+  return answers;
+}
+
+}  // namespace lienthong::attachment_io

@@ -1,0 +1,187 @@
+#include "lienthong/bulk_wire.h"
+
+#include <openssl/err.h>
+
+#include <cerrno>
+#include <cstring>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "lienthong/v1/attachments.pb.h"
+
+namespace lienthong::bulk_wire {
+namespace {
+
+// Pieces smaller than this are gathered into one record with their
+// neighbours.
+constexpr size_t kGather = 16 << 10;
+// What is written to the kernel at once.
+constexpr int kWriteBuffer = 256 << 10;
+
+absl::Status WriteAll(SSL* ssl, const uint8_t* data, size_t size) {
+  while (size > 0) {
+    const int n = static_cast<int>(std::min<size_t>(size, 1 << 30));
+    const int wrote = SSL_write(ssl, data, n);
+    if (wrote <= 0) {
+      return absl::UnavailableError(absl::StrCat(
+          "bulk connection: sending failed: ", SslTrouble(ssl, wrote)));
+    }
+    data += wrote;
+    size -= static_cast<size_t>(wrote);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ReadAll(SSL* ssl, uint8_t* data, size_t size,
+                     absl::string_view what) {
+  size_t got = 0;
+  while (got < size) {
+    const int n = static_cast<int>(std::min<size_t>(size - got, 1 << 30));
+    const int read = SSL_read(ssl, data + got, n);
+    if (read <= 0) {
+      return absl::UnavailableError(absl::StrCat(
+          "bulk connection: ", what,
+          got == 0 && SSL_get_error(ssl, read) == SSL_ERROR_ZERO_RETURN
+              ? " closed the connection"
+              : absl::StrCat(" sent no more: ", SslTrouble(ssl, read))));
+    }
+    got += static_cast<size_t>(read);
+  }
+  return absl::OkStatus();
+}
+
+void PutHead(uint8_t type, size_t size, uint8_t* head) {
+  head[0] = type;
+  head[1] = static_cast<uint8_t>(size >> 24);
+  head[2] = static_cast<uint8_t>(size >> 16);
+  head[3] = static_cast<uint8_t>(size >> 8);
+  head[4] = static_cast<uint8_t>(size);
+}
+
+}  // namespace
+
+std::string SslTrouble(SSL* ssl, int ret) {
+  const int code = SSL_get_error(ssl, ret);
+  std::string out;
+  switch (code) {
+    case SSL_ERROR_ZERO_RETURN:
+      out = "the other end closed the connection";
+      break;
+    case SSL_ERROR_WANT_READ:
+    case SSL_ERROR_WANT_WRITE:
+      out = "timed out";
+      break;
+    case SSL_ERROR_SYSCALL:
+      out = errno == 0
+                ? "the connection ended"
+                : absl::StrCat("connection error: ", std::strerror(errno));
+      break;
+    default:
+      out = absl::StrCat("TLS error ", code);
+  }
+  while (const unsigned long e = ERR_get_error()) {
+    char text[256];
+    ERR_error_string_n(e, text, sizeof text);
+    absl::StrAppend(&out, "; ", text);
+  }
+  return out;
+}
+
+bool AttachSocket(SSL* ssl, int fd) {
+  BIO* socket = BIO_new_socket(fd, BIO_NOCLOSE);
+  BIO* gather = BIO_new(BIO_f_buffer());
+  if (socket == nullptr || gather == nullptr ||
+      BIO_set_write_buffer_size(gather, kWriteBuffer) != 1 ||
+      BIO_up_ref(socket) != 1) {
+    BIO_free(socket);
+    BIO_free(gather);
+    return false;
+  }
+  // `ssl` owns one reference of each end: the socket is read directly and
+  // written behind the buffer.
+  BIO_push(gather, socket);
+  SSL_set_bio(ssl, socket, gather);
+  return true;
+}
+
+absl::Status WriteFrame(SSL* ssl, uint8_t type,
+                        const grpc::ByteBuffer& payload) {
+  std::vector<grpc::Slice> slices;
+  if (payload.Valid() && !payload.Dump(&slices).ok()) {
+    return absl::InternalError("bulk connection: unreadable message buffer");
+  }
+  std::vector<uint8_t> gathered(5);
+  PutHead(type, payload.Length(), gathered.data());
+  for (const grpc::Slice& s : slices) {
+    if (s.size() < kGather) {
+      gathered.insert(gathered.end(), s.begin(), s.end());
+      continue;
+    }
+    if (!gathered.empty()) {
+      if (absl::Status w = WriteAll(ssl, gathered.data(), gathered.size());
+          !w.ok())
+        return w;
+      gathered.clear();
+    }
+    if (absl::Status w = WriteAll(ssl, s.begin(), s.size()); !w.ok()) return w;
+  }
+  if (!gathered.empty()) {
+    if (absl::Status w = WriteAll(ssl, gathered.data(), gathered.size());
+        !w.ok())
+      return w;
+  }
+  if (BIO_flush(SSL_get_wbio(ssl)) != 1) {
+    return absl::UnavailableError(
+        absl::StrCat("bulk connection: sending failed: ", SslTrouble(ssl, -1)));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status WriteFrame(SSL* ssl, uint8_t type, absl::string_view payload) {
+  grpc::Slice slice(payload.data(), payload.size());
+  return WriteFrame(ssl, type, grpc::ByteBuffer(&slice, 1));
+}
+
+absl::StatusOr<Frame> ReadFrame(SSL* ssl, uint32_t max_bytes,
+                                absl::string_view what) {
+  uint8_t head[5];
+  if (absl::Status r = ReadAll(ssl, head, sizeof head, what); !r.ok()) return r;
+  const uint32_t size = (uint32_t{head[1]} << 24) | (uint32_t{head[2]} << 16) |
+                        (uint32_t{head[3]} << 8) | uint32_t{head[4]};
+  if (size > max_bytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("bulk connection: a frame of ", size, " bytes from the ",
+                     what, " is above the limit of ", max_bytes));
+  }
+  Frame f;
+  f.type = head[0];
+  grpc_slice raw = grpc_slice_malloc(size);
+  if (absl::Status r = ReadAll(ssl, GRPC_SLICE_START_PTR(raw), size, what);
+      !r.ok()) {
+    grpc_slice_unref(raw);
+    return r;
+  }
+  f.payload = grpc::Slice(raw, grpc::Slice::STEAL_REF);
+  return f;
+}
+
+absl::Status WriteStatus(SSL* ssl, const absl::Status& status) {
+  v1::BulkStatus s;
+  s.set_code(static_cast<int32_t>(status.code()));
+  s.set_message(std::string(status.message()));
+  return WriteFrame(ssl, kStatus, s.SerializeAsString());
+}
+
+absl::StatusOr<absl::Status> StatusOf(const Frame& frame) {
+  v1::BulkStatus s;
+  if (frame.type != kStatus ||
+      !s.ParseFromArray(frame.payload.begin(),
+                        static_cast<int>(frame.payload.size())) ||
+      s.code() < 0 || s.code() > 16) {
+    return absl::InvalidArgumentError(
+        "bulk connection: the last frame is not a well-formed status");
+  }
+  return absl::Status(static_cast<absl::StatusCode>(s.code()), s.message());
+}
+
+}  // namespace lienthong::bulk_wire
