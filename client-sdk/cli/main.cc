@@ -51,6 +51,7 @@ constexpr char kFooter[] = R"(Environment:
   LIENTHONG_KEY       its private key, PEM (--key)
   LIENTHONG_CA        the trust root, PEM (--ca)
   LIENTHONG_CRL_DIR   hashed directory of CRLs, optional (--crl-dir)
+  LIENTHONG_BULK_PORT the brokers' bulk download port, optional (--bulk-port)
 
 Global options may come before or after the subcommand, except that in
 `send` --key is the idempotency key: there give the private key before
@@ -77,6 +78,7 @@ struct GlobalFlags {
   std::string enc_cert;
   std::string enc_key;
   std::string crl_dir;
+  int bulk_port = 0;
   bool json = false;
   double timeout_seconds = 0;
 };
@@ -136,6 +138,11 @@ int Main(int argc, char** argv) {
                  "OpenSSL hashed directory of CRLs (<hash>.r0, ...): the "
                  "broker's certificate and this one are checked against it")
       ->envname("LIENTHONG_CRL_DIR");
+  app.add_option("--bulk-port", g.bulk_port,
+                 "Download attachments over the brokers' bulk path at this "
+                 "port (their attachments.bulk_listen); 0: through gRPC")
+      ->envname("LIENTHONG_BULK_PORT")
+      ->check(CLI::Range(0, 65535));
   app.add_flag("--json", g.json, "Machine-readable JSON on stdout");
   app.add_option("--timeout", g.timeout_seconds,
                  "Give up after SECONDS (per call and in total); default: "
@@ -715,6 +722,7 @@ int Main(int argc, char** argv) {
   options.encryption_key_file = g.enc_key;
   options.seal_all = seal;
   options.crl_directory = g.crl_dir;
+  options.bulk_port = g.bulk_port;
   if (g.timeout_seconds > 0) {
     options.call_timeout = absl::Seconds(g.timeout_seconds);
     options.retry_budget = absl::Seconds(g.timeout_seconds);
