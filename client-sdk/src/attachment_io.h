@@ -129,8 +129,9 @@ struct BulkTarget {
   std::string private_key_file;
   std::string ca_file;
   std::string crl_directory;  // empty: no revocation checking
-  // The longest the connection, the handshake, or a wait for the next
-  // answer may take.
+  // The longest connecting may take.
+  absl::Duration connect_timeout = absl::Seconds(5);
+  // The longest the handshake, or a wait for the next answer, may take.
   absl::Duration io_timeout = absl::Seconds(60);
 };
 

@@ -14,7 +14,9 @@
 #include <cerrno>
 #include <cstring>
 #include <memory>
+#include <optional>
 #include <string>
+#include <utility>
 
 #include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
@@ -68,8 +70,8 @@ int Connect(const BulkTarget& t, std::string* why) {
       continue;
     }
     pollfd p{fd, POLLOUT, 0};
-    const int ready =
-        poll(&p, 1, static_cast<int>(absl::ToInt64Milliseconds(t.io_timeout)));
+    const int ready = poll(
+        &p, 1, static_cast<int>(absl::ToInt64Milliseconds(t.connect_timeout)));
     int error = 0;
     socklen_t size = sizeof error;
     if (ready <= 0) {
@@ -114,6 +116,9 @@ absl::StatusOr<std::shared_ptr<SSL_CTX>> ClientContext(const BulkTarget& t) {
         "bulk path: cannot use ca_file ", t.ca_file, ": ", OpenSslErrors()));
   }
   SSL_CTX_set_verify(c, SSL_VERIFY_PEER, nullptr);
+  // As gRPC's OpenSSL verifies the broker.
+  X509_STORE_set_flags(SSL_CTX_get_cert_store(c),
+                       X509_V_FLAG_PARTIAL_CHAIN | X509_V_FLAG_TRUSTED_FIRST);
   if (!t.crl_directory.empty()) {
     X509_STORE* store = SSL_CTX_get_cert_store(c);
     X509_LOOKUP* lookup = X509_STORE_add_lookup(store, X509_LOOKUP_hash_dir());
@@ -145,10 +150,19 @@ class BulkAnswers final : public AnswerStream {
     close(fd_);
   }
 
+  // The first frame, read while opening: in TLS 1.3 a broker's refusal
+  // of the caller's certificate shows only there.
+  absl::Status ReadFirst() {
+    first_ = bulk_wire::ReadFrame(ssl_, bulk_wire::kMaxMessageBytes, "broker");
+    return first_->status();
+  }
+
   bool Read(grpc::ByteBuffer* message) override {
     if (ended_) return false;
     absl::StatusOr<bulk_wire::Frame> frame =
-        bulk_wire::ReadFrame(ssl_, bulk_wire::kMaxMessageBytes, "broker");
+        first_.has_value()
+            ? *std::exchange(first_, std::nullopt)
+            : bulk_wire::ReadFrame(ssl_, bulk_wire::kMaxMessageBytes, "broker");
     if (!frame.ok()) {
       // Broken off, silent, or a frame no broker sends: the next attempt
       // resumes.
@@ -186,12 +200,16 @@ class BulkAnswers final : public AnswerStream {
   const std::shared_ptr<SSL_CTX> ctx_;
   bool ended_ = false;
   absl::Status status_;
+  std::optional<absl::StatusOr<bulk_wire::Frame>> first_;
 };
 
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<AnswerStream>> OpenBulkDownload(
     const BulkTarget& target, const v1::DownloadRequest& request) {
+  // Whatever happens here, OpenSSL's error queue of this (the
+  // application's) thread is left empty.
+  absl::Cleanup clear_errors = [] { ERR_clear_error(); };
   ASSIGN_OR_RETURN(std::shared_ptr<SSL_CTX> ctx, ClientContext(target));
   const std::string where = absl::StrCat(target.host, ":", target.port);
   std::string why;
@@ -243,6 +261,10 @@ absl::StatusOr<std::unique_ptr<AnswerStream>> OpenBulkDownload(
   *wrapped.mutable_download() = request;
   RETURN_IF_ERROR(bulk_wire::WriteFrame(ssl, bulk_wire::kRequest,
                                         wrapped.SerializeAsString()));
+  if (absl::Status first = answers->ReadFirst(); !first.ok()) {
+    return absl::UnavailableError(
+        absl::StrCat("bulk path ", where, ": no answer: ", first.message()));
+  }
   return answers;
 }
 

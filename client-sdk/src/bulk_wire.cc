@@ -1,12 +1,15 @@
 #include "lienthong/bulk_wire.h"
 
 #include <openssl/err.h>
+#include <poll.h>
+#include <sys/socket.h>
 
 #include <cerrno>
 #include <cstring>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "lienthong/v1/attachments.pb.h"
 
 namespace lienthong::bulk_wire {
@@ -21,6 +24,7 @@ constexpr int kWriteBuffer = 256 << 10;
 absl::Status WriteAll(SSL* ssl, const uint8_t* data, size_t size) {
   while (size > 0) {
     const int n = static_cast<int>(std::min<size_t>(size, 1 << 30));
+    ERR_clear_error();
     const int wrote = SSL_write(ssl, data, n);
     if (wrote <= 0) {
       return absl::UnavailableError(absl::StrCat(
@@ -33,10 +37,15 @@ absl::Status WriteAll(SSL* ssl, const uint8_t* data, size_t size) {
 }
 
 absl::Status ReadAll(SSL* ssl, uint8_t* data, size_t size,
-                     absl::string_view what) {
+                     absl::string_view what, absl::Time deadline) {
   size_t got = 0;
   while (got < size) {
+    if (absl::Now() > deadline) {
+      return absl::UnavailableError(absl::StrCat("bulk connection: the ", what,
+                                                 " sent a frame too slowly"));
+    }
     const int n = static_cast<int>(std::min<size_t>(size - got, 1 << 30));
+    ERR_clear_error();
     const int read = SSL_read(ssl, data + got, n);
     if (read <= 0) {
       return absl::UnavailableError(absl::StrCat(
@@ -87,8 +96,53 @@ std::string SslTrouble(SSL* ssl, int ret) {
   return out;
 }
 
+namespace {
+
+// A socket BIO that sends with MSG_NOSIGNAL: a peer gone does not raise
+// SIGPIPE in an application that embeds the SDK (OpenSSL's own socket BIO
+// calls write()). Blocking; a timeout or error is a failure, not a retry.
+int SocketWrite(BIO* b, const char* data, int size) {
+  const int fd = static_cast<int>(reinterpret_cast<intptr_t>(BIO_get_data(b)));
+  ssize_t n;
+  do {
+    n = send(fd, data, static_cast<size_t>(size), MSG_NOSIGNAL);
+  } while (n < 0 && errno == EINTR);
+  return static_cast<int>(n);
+}
+
+int SocketRead(BIO* b, char* data, int size) {
+  const int fd = static_cast<int>(reinterpret_cast<intptr_t>(BIO_get_data(b)));
+  ssize_t n;
+  do {
+    n = recv(fd, data, static_cast<size_t>(size), 0);
+  } while (n < 0 && errno == EINTR);
+  return static_cast<int>(n);
+}
+
+long SocketCtrl(BIO*, int cmd, long, void*) {
+  return cmd == BIO_CTRL_FLUSH ? 1 : 0;
+}
+
+const BIO_METHOD* SocketMethod() {
+  static const BIO_METHOD* method = [] {
+    BIO_METHOD* m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK,
+                                 "lienthong bulk socket");
+    BIO_meth_set_write(m, SocketWrite);
+    BIO_meth_set_read(m, SocketRead);
+    BIO_meth_set_ctrl(m, SocketCtrl);
+    return m;
+  }();
+  return method;
+}
+
+}  // namespace
+
 bool AttachSocket(SSL* ssl, int fd) {
-  BIO* socket = BIO_new_socket(fd, BIO_NOCLOSE);
+  BIO* socket = BIO_new(SocketMethod());
+  if (socket != nullptr) {
+    BIO_set_data(socket, reinterpret_cast<void*>(static_cast<intptr_t>(fd)));
+    BIO_set_init(socket, 1);
+  }
   BIO* gather = BIO_new(BIO_f_buffer());
   if (socket == nullptr || gather == nullptr ||
       BIO_set_write_buffer_size(gather, kWriteBuffer) != 1 ||
@@ -142,10 +196,17 @@ absl::Status WriteFrame(SSL* ssl, uint8_t type, absl::string_view payload) {
   return WriteFrame(ssl, type, grpc::ByteBuffer(&slice, 1));
 }
 
+bool Readable(SSL* ssl) {
+  if (SSL_has_pending(ssl) == 1) return true;
+  pollfd p{SSL_get_rfd(ssl), POLLIN, 0};
+  return poll(&p, 1, 0) > 0;
+}
+
 absl::StatusOr<Frame> ReadFrame(SSL* ssl, uint32_t max_bytes,
-                                absl::string_view what) {
+                                absl::string_view what, absl::Time deadline) {
   uint8_t head[5];
-  if (absl::Status r = ReadAll(ssl, head, sizeof head, what); !r.ok()) return r;
+  if (absl::Status r = ReadAll(ssl, head, sizeof head, what, deadline); !r.ok())
+    return r;
   const uint32_t size = (uint32_t{head[1]} << 24) | (uint32_t{head[2]} << 16) |
                         (uint32_t{head[3]} << 8) | uint32_t{head[4]};
   if (size > max_bytes) {
@@ -156,7 +217,8 @@ absl::StatusOr<Frame> ReadFrame(SSL* ssl, uint32_t max_bytes,
   Frame f;
   f.type = head[0];
   grpc_slice raw = grpc_slice_malloc(size);
-  if (absl::Status r = ReadAll(ssl, GRPC_SLICE_START_PTR(raw), size, what);
+  if (absl::Status r =
+          ReadAll(ssl, GRPC_SLICE_START_PTR(raw), size, what, deadline);
       !r.ok()) {
     grpc_slice_unref(raw);
     return r;

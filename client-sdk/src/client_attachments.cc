@@ -475,6 +475,7 @@ std::optional<attachment_io::BulkTarget> BulkTargetOf(
   t.private_key_file = o.private_key_file;
   t.ca_file = o.ca_file;
   t.crl_directory = o.crl_directory;
+  t.connect_timeout = std::min(o.call_timeout, absl::Seconds(5));
   return t;
 }
 

@@ -1451,12 +1451,14 @@ class RawBulk {
     ctx_ = SSL_CTX_new(TLS_client_method());
     SSL_CTX_load_verify_locations(ctx_, (pki + "/ca.pem").c_str(), nullptr);
     SSL_CTX_set_verify(ctx_, SSL_VERIFY_PEER, nullptr);
-    if (!identity.empty()) {
-      SSL_CTX_use_certificate_chain_file(
-          ctx_, absl::StrCat(pki, "/", identity, ".pem").c_str());
-      SSL_CTX_use_PrivateKey_file(
-          ctx_, absl::StrCat(pki, "/", identity, ".key").c_str(),
-          SSL_FILETYPE_PEM);
+    if (!identity.empty() &&
+        (SSL_CTX_use_certificate_chain_file(
+             ctx_, absl::StrCat(pki, "/", identity, ".pem").c_str()) != 1 ||
+         SSL_CTX_use_PrivateKey_file(
+             ctx_, absl::StrCat(pki, "/", identity, ".key").c_str(),
+             SSL_FILETYPE_PEM) != 1)) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("cannot load ", identity, " from ", pki));
     }
     if (alpn) {
       const std::string wire =
@@ -1476,7 +1478,9 @@ class RawBulk {
     if (connect(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0)
       return absl::UnavailableError("connect");
     ssl_ = SSL_new(ctx_);
-    SSL_set_fd(ssl_, fd_);
+    // Sends without SIGPIPE when the broker has closed.
+    if (!bulk_wire::AttachSocket(ssl_, fd_))
+      return absl::InternalError("AttachSocket");
     if (SSL_connect(ssl_) != 1)
       return absl::UnauthenticatedError("handshake refused");
     // TLS 1.3: a refused client certificate shows on the first read.
@@ -1623,6 +1627,7 @@ TEST_F(BulkPathTest, TheBulkPathRefusesWhatIsNotACall) {
     ASSERT_OK(c.Connect(port, h49, true));
     const unsigned char head[5] = {'Q', 0, 0x10, 0, 0};  // 1 MiB claimed
     ASSERT_EQ(SSL_write(c.ssl(), head, sizeof head), 5);
+    ASSERT_EQ(BIO_flush(SSL_get_wbio(c.ssl())), 1);
     EXPECT_THAT(c.Ending(),
                 StatusIs(absl::StatusCode::kInvalidArgument,
                          HasSubstr("1048576 bytes from the caller is above "
@@ -1646,6 +1651,7 @@ TEST_F(BulkPathTest, TheBulkPathRefusesWhatIsNotACall) {
     // No client certificate: no call, and nothing but the end.
     RawBulk c;
     if (c.Connect(port, "", true).ok()) {
+      (void)bulk_wire::WriteFrame(c.ssl(), bulk_wire::kRequest, "");
       EXPECT_THAT(c.Ending(), StatusIs(absl::StatusCode::kUnavailable));
     }
   }
@@ -1659,9 +1665,14 @@ TEST_F(BulkPathTest, TheBulkPathRefusesWhatIsNotACall) {
     }
   }
   {
-    // A certificate from another trust root is refused in the handshake.
+    // A certificate from another trust root is refused in the handshake:
+    // its request gets no answer (a broker that took it would say "names
+    // no call").
     RawBulk c;
-    if (c.Connect(port, "bad/foreign-org", true).ok()) {
+    absl::Status connected = c.Connect(port, "bad/foreign-org", true);
+    ASSERT_FALSE(absl::IsFailedPrecondition(connected)) << connected;
+    if (connected.ok()) {
+      (void)bulk_wire::WriteFrame(c.ssl(), bulk_wire::kRequest, "");
       EXPECT_THAT(c.Ending(), StatusIs(absl::StatusCode::kUnavailable));
     }
   }
@@ -1694,6 +1705,18 @@ TEST_F(BulkPathTest, AnUnreachableBulkPathFallsBackToGrpc) {
   DigestSink sink;
   ASSERT_OK(recipient->DownloadAttachment(receipt.document_id, a, sink));
   EXPECT_EQ(sink.HexDigest(), Sha256HexOf(content));
+  // Through gRPC, as its audit entry says.
+  ASSERT_OK_AND_ASSIGN(v1::EvidenceExport exported,
+                       sender->GetEvidence(receipt.document_id));
+  v1::Evidence evidence;
+  ASSERT_TRUE(evidence.ParseFromString(exported.evidence()));
+  std::vector<std::string> reads;
+  for (const v1::EvidenceAuditEntry& stored : evidence.audit_entries()) {
+    v1::AuditEntry e;
+    ASSERT_TRUE(e.ParseFromString(stored.entry().entry()));
+    if (e.kind() == v1::AUDIT_KIND_ATTACHMENT_READ) reads.push_back(e.action());
+  }
+  EXPECT_THAT(reads, ::testing::ElementsAre("AttachmentService/Download"));
 }
 
 }  // namespace

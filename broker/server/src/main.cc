@@ -505,7 +505,12 @@ int Serve(const BrokerConfig& config) {
     b.ca = config.tls.ca;
     b.crl_directory = config.tls.crl_directory;
     b.trust_domain = config.trust_domain;
-    b.max_connections = 2 * config.attachments.max_transfer_calls;
+    b.max_connections =
+        std::min(2 * config.attachments.max_transfer_calls, 1024);
+    if (config.tls.max_connection_age > absl::ZeroDuration()) {
+      b.max_age =
+          config.tls.max_connection_age + config.tls.max_connection_age_grace;
+    }
     absl::StatusOr<std::unique_ptr<broker::BulkListener>> started =
         broker::BulkListener::Start(std::move(b), &attachment_service);
     if (!started.ok()) {

@@ -275,15 +275,33 @@ grpc::Status AttachmentServiceImpl::UploadChunks(grpc::ServerContextBase* ctx,
   absl::StatusOr<Principal> caller =
       Caller(ctx, "/lienthong.v1.AttachmentService/Upload");
   if (!caller.ok()) return Refuse(caller.status());
+  return UploadFrom(*caller, ctx->peer(), "AttachmentService/Upload", *stream);
+}
+
+grpc::Status AttachmentServiceImpl::UploadFor(const Principal& caller,
+                                              const std::string& peer,
+                                              const std::string& action,
+                                              UploadCall& call) {
+  // Each call holds a thread while it runs: a bounded number of them.
+  if (!TakePlace(upload_calls_, max_transfer_calls_))
+    return Refuse(Busy(max_transfer_calls_, "uploads"));
+  absl::Cleanup running = [this] { upload_calls_.fetch_sub(1); };
+  return UploadFrom(caller, peer, action, call);
+}
+
+grpc::Status AttachmentServiceImpl::UploadFrom(const Principal& caller,
+                                               const std::string& peer,
+                                               const std::string& action,
+                                               UploadCall& call) {
   std::string uploader;
-  if (caller->is_org()) {
-    uploader = storage::OrgUploader(caller->name);
-  } else if (caller->kind == Principal::Kind::kBroker &&
-             peers_.count(caller->name)) {
-    uploader = storage::BrokerUploader(caller->name);
+  if (caller.is_org()) {
+    uploader = storage::OrgUploader(caller.name);
+  } else if (caller.kind == Principal::Kind::kBroker &&
+             peers_.count(caller.name)) {
+    uploader = storage::BrokerUploader(caller.name);
   } else {
     return Refuse(absl::PermissionDeniedError(
-        absl::StrCat(caller->spiffe_id,
+        absl::StrCat(caller.spiffe_id,
                      " may not upload attachments: only organizations and "
                      "peer brokers do")));
   }
@@ -291,7 +309,7 @@ grpc::Status AttachmentServiceImpl::UploadChunks(grpc::ServerContextBase* ctx,
   grpc::ByteBuffer received;
   v1::UploadRequest request;  // its chunk, if any, in `chunk`
   attachment_wire::ChunkFrame chunk;
-  if (!stream->Read(&received)) {
+  if (!call.Read(&received)) {
     return Refuse(absl::InvalidArgumentError(
         "upload: the stream ended before its start message"));
   }
@@ -328,7 +346,7 @@ grpc::Status AttachmentServiceImpl::UploadChunks(grpc::ServerContextBase* ctx,
       {"uploader", uploader},
       {"sha256", start.named_at_end() ? "(named at end)" : start.sha256()},
       {"size", absl::StrCat(size)}};
-  if (!stream->Write(ResponseOf(upload))) {
+  if (!call.Write(ResponseOf(upload))) {
     return Refuse(absl::CancelledError("upload: the caller went away"));
   }
   absl::Status failed;
@@ -338,7 +356,7 @@ grpc::Status AttachmentServiceImpl::UploadChunks(grpc::ServerContextBase* ctx,
           "broker stopping: the upload resumes where it stands");
       break;
     }
-    if (!stream->Read(&received)) break;  // half-closed, or gone
+    if (!call.Read(&received)) break;  // half-closed, or gone
     failed = attachment_wire::ParseWithChunk(
         &received, v1::UploadRequest::kChunkFieldNumber, &request, &chunk);
     if (!failed.ok()) break;
@@ -354,13 +372,13 @@ grpc::Status AttachmentServiceImpl::UploadChunks(grpc::ServerContextBase* ctx,
       break;
     }
     metrics_.bytes_in.Add(bytes);
-    if (*moved && !stream->Write(ResponseOf(upload))) break;
+    if (*moved && !call.Write(ResponseOf(upload))) break;
   }
   if (!upload.progress().complete) {
     // Whatever arrived stays: a new upload goes on from here.
     absl::StatusOr<bool> moved = upload.Checkpoint();
     if (!moved.ok() && failed.ok()) failed = moved.status();
-    if (failed.ok() && moved.ok() && *moved) stream->Write(ResponseOf(upload));
+    if (failed.ok() && moved.ok() && *moved) call.Write(ResponseOf(upload));
     Log(log::Level::kInfo,
         absl::StrCat("upload interrupted at ", upload.progress().durable_bytes,
                      " of ", size, " bytes",
@@ -375,10 +393,10 @@ grpc::Status AttachmentServiceImpl::UploadChunks(grpc::ServerContextBase* ctx,
   if (audit_ != nullptr) {
     v1::AuditEntry e;
     e.set_kind(v1::AUDIT_KIND_ATTACHMENT_STORED);
-    e.set_actor(caller->spiffe_id);
-    e.set_peer(ctx->peer());
-    if (caller->is_org()) e.set_org(caller->name);
-    e.set_action("AttachmentService/Upload");
+    e.set_actor(caller.spiffe_id);
+    e.set_peer(peer);
+    if (caller.is_org()) e.set_org(caller.name);
+    e.set_action(action);
     e.set_outcome("OK");
     e.set_detail(absl::StrCat("sha256 ", sha256, ", ", size, " bytes, ",
                               upload.progress().resumed_bytes,

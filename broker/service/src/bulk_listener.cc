@@ -16,7 +16,9 @@
 #include <atomic>
 #include <cerrno>
 #include <cstring>
+#include <limits>
 #include <list>
+#include <system_error>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -25,6 +27,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
 #include "lienthong/broker/service.h"
 #include "lienthong/bulk_wire.h"
 #include "lienthong/common/certificate.h"
@@ -39,6 +42,11 @@ namespace {
 constexpr char kComponent[] = "bulk";
 // What the audit log names as the method of a bulk call.
 constexpr char kMethod[] = "bulk/AttachmentService/Download";
+constexpr char kUploadMethod[] = "bulk/AttachmentService/Upload";
+// How long a refused uploader's chunks still in flight are read and
+// dropped after the broker's last word, so that the word is not lost to a
+// connection reset.
+constexpr absl::Duration kLinger = absl::Seconds(2);
 // How often, at most, the TLS files are looked at for a change.
 constexpr absl::Duration kRecheckFiles = absl::Seconds(1);
 
@@ -101,6 +109,11 @@ absl::StatusOr<SslCtx> MakeContext(const BulkListenerOptions& o) {
   // Every connection is a full handshake, checked against today's CRLs.
   SSL_CTX_set_options(c, SSL_OP_NO_TICKET);
   SSL_CTX_set_session_cache_mode(c, SSL_SESS_CACHE_OFF);
+  SSL_CTX_set_num_tickets(c, 0);
+  // As gRPC's OpenSSL verifies callers: a trust root that is an
+  // intermediate CA anchors chains too.
+  X509_STORE_set_flags(SSL_CTX_get_cert_store(c),
+                       X509_V_FLAG_PARTIAL_CHAIN | X509_V_FLAG_TRUSTED_FIRST);
   if (SSL_CTX_use_certificate_chain_file(c, o.certificate.c_str()) != 1) {
     return absl::InvalidArgumentError(
         absl::StrCat("bulk path: cannot use the certificate ", o.certificate,
@@ -168,6 +181,59 @@ class FrameSink final : public AttachmentServiceImpl::DownloadSink {
   bool ok_ = true;
 };
 
+// An upload's requests and answers, as frames on the connection.
+class FrameUpload final : public AttachmentServiceImpl::UploadCall {
+ public:
+  FrameUpload(SSL* ssl, absl::Duration timeout,
+              const std::atomic<bool>& stopping)
+      : ssl_(ssl), timeout_(timeout), stopping_(stopping) {}
+  bool Read(grpc::ByteBuffer* message) override {
+    if (ended_ || !connected_ || !malformed_.ok() || stopping_) return false;
+    absl::StatusOr<bulk_wire::Frame> f =
+        bulk_wire::ReadFrame(ssl_, bulk_wire::kMaxUploadMessageBytes, "caller",
+                             absl::Now() + timeout_);
+    if (!f.ok()) {
+      if (absl::IsUnavailable(f.status())) {
+        connected_ = false;
+      } else {
+        malformed_ = f.status();
+      }
+      return false;
+    }
+    if (f->type == bulk_wire::kEnd) {
+      ended_ = true;
+      return false;
+    }
+    if (f->type != bulk_wire::kMessage) {
+      malformed_ = absl::InvalidArgumentError(absl::StrCat(
+          "bulk upload: a frame of type ", static_cast<int>(f->type),
+          " where a message ('M') or the end ('E') was due"));
+      return false;
+    }
+    *message = grpc::ByteBuffer(&f->payload, 1);
+    return true;
+  }
+  bool Write(const v1::UploadResponse& response) override {
+    if (connected_) {
+      connected_ = bulk_wire::WriteFrame(ssl_, bulk_wire::kMessage,
+                                         response.SerializeAsString())
+                       .ok();
+    }
+    return connected_;
+  }
+  bool connected() const { return connected_; }
+  bool ended() const { return ended_; }
+  const absl::Status& malformed() const { return malformed_; }
+
+ private:
+  SSL* const ssl_;
+  const absl::Duration timeout_;
+  const std::atomic<bool>& stopping_;
+  bool connected_ = true;
+  bool ended_ = false;
+  absl::Status malformed_;
+};
+
 class Listener final : public BulkListener {
  public:
   Listener(BulkListenerOptions options, AttachmentServiceImpl* attachments)
@@ -210,7 +276,8 @@ class Listener final : public BulkListener {
           "attachments.bulk_listen: ", address, ": ", gai_strerror(e)));
     }
     absl::Cleanup free_found = [found] { freeaddrinfo(found); };
-    listen_fd_ = socket(found->ai_family, found->ai_socktype | SOCK_CLOEXEC,
+    listen_fd_ = socket(found->ai_family,
+                        found->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK,
                         found->ai_protocol);
     const int one = 1;
     if (listen_fd_ < 0 ||
@@ -233,6 +300,7 @@ class Listener final : public BulkListener {
     if (pipe2(wake_, O_CLOEXEC) != 0)
       return absl::InternalError("bulk path: cannot make a pipe");
     acceptor_ = std::thread([this] { Accept(); });
+    watchdog_ = std::thread([this] { Watch(); });
     return absl::OkStatus();
   }
 
@@ -242,6 +310,11 @@ class Listener final : public BulkListener {
     if (stopping_.exchange(true)) return;
     if (wake_[1] >= 0) (void)!write(wake_[1], "x", 1);
     if (acceptor_.joinable()) acceptor_.join();
+    stop_watching_.Notify();
+    if (watchdog_.joinable()) watchdog_.join();
+    // Nobody waits in the backlog for a listener that is gone.
+    if (listen_fd_ >= 0) close(listen_fd_);
+    listen_fd_ = -1;
     std::list<std::unique_ptr<Connection>> all;
     {
       absl::MutexLock lock(&mu_);
@@ -262,7 +335,38 @@ class Listener final : public BulkListener {
     int fd = -1;
     std::thread thread;
     std::atomic<bool> done{false};
+    // Broken off by the watchdog after this (unix ns): the handshake and
+    // request within io_timeout, the call within max_age.
+    std::atomic<int64_t> deadline{0};
+    std::atomic<bool> called{false};  // authenticated, its request read
   };
+
+  // Every half second: ends connections past their deadline (a handshake
+  // or request too slow, a call older than max_age) and joins those that
+  // ended.
+  void Watch() {
+    NameThisThread("lt-bulk-watch");
+    while (!stop_watching_.WaitForNotificationWithTimeout(
+        absl::Milliseconds(500))) {
+      const int64_t now = absl::ToUnixNanos(absl::Now());
+      absl::MutexLock lock(&mu_);
+      Reap();
+      for (auto& c : connections_) {
+        if (!c->done && now > c->deadline.load()) shutdown(c->fd, SHUT_RDWR);
+      }
+    }
+  }
+
+  // Logs at most one handshake failure a second: anyone can make them.
+  void LogHandshakeFailure(const std::string& peer, const std::string& why) {
+    const int64_t now = absl::ToUnixSeconds(absl::Now());
+    int64_t last = last_handshake_log_.load();
+    if (now == last || !last_handshake_log_.compare_exchange_strong(last, now))
+      return;
+    log::Write(log::Level::kWarning, kComponent,
+               absl::StrCat("handshake with ", peer, " failed: ", why,
+                            " (at most one such line a second)"));
+  }
 
   // The TLS context for a new connection: made again when a file changed
   // (a renewed certificate, a new CRL); the one before when that fails.
@@ -328,29 +432,43 @@ class Listener final : public BulkListener {
       SslCtx ctx = Context();
       absl::MutexLock lock(&mu_);
       Reap();
-      if (static_cast<int>(connections_.size()) >= options_.max_connections) {
+      int waiting = 0;  // not yet authenticated
+      for (const auto& c : connections_)
+        if (!c->called) ++waiting;
+      if (static_cast<int>(connections_.size()) >= options_.max_connections ||
+          waiting >= options_.max_handshaking) {
         close(fd);
-        log::Write(log::Level::kWarning, kComponent,
-                   absl::StrCat("connection from ", PeerName(peer), " closed: ",
-                                options_.max_connections, " are open already"));
+        LogHandshakeFailure(
+            PeerName(peer),
+            absl::StrCat("not taken: ", connections_.size(), " connections, ",
+                         waiting, " of them not yet authenticated"));
         continue;
       }
       auto c = std::make_unique<Connection>();
       c->fd = fd;
+      c->deadline = absl::ToUnixNanos(absl::Now() + options_.io_timeout);
       Connection* raw = c.get();
-      raw->thread = std::thread([this, raw, ctx, who = PeerName(peer)] {
-        NameThisThread("lt-bulk");
-        Serve(raw->fd, ctx.get(), who);
-        // The other end sees the end now; the descriptor itself is closed
-        // once this thread is joined.
-        shutdown(raw->fd, SHUT_RDWR);
-        raw->done = true;
-      });
+      try {
+        raw->thread = std::thread([this, raw, ctx, who = PeerName(peer)] {
+          NameThisThread("lt-bulk");
+          Serve(*raw, ctx.get(), who);
+          // The other end sees the end now; the descriptor itself is
+          // closed once this thread is joined.
+          shutdown(raw->fd, SHUT_RDWR);
+          raw->done = true;
+        });
+      } catch (const std::system_error& e) {
+        close(fd);
+        log::Write(log::Level::kError, kComponent,
+                   absl::StrCat("no thread for a connection: ", e.what()));
+        continue;
+      }
       connections_.push_back(std::move(c));
     }
   }
 
-  void Serve(int fd, SSL_CTX* ctx, const std::string& peer) {
+  void Serve(Connection& connection, SSL_CTX* ctx, const std::string& peer) {
+    const int fd = connection.fd;
     const int64_t us = absl::ToInt64Microseconds(options_.io_timeout);
     timeval tv{static_cast<time_t>(us / 1000000),
                static_cast<suseconds_t>(us % 1000000)};
@@ -370,12 +488,8 @@ class Listener final : public BulkListener {
               ? absl::StrCat("client certificate: ",
                              X509_verify_cert_error_string(verified))
               : bulk_wire::SslTrouble(ssl, r);
-      log::Write(log::Level::kInfo, kComponent,
-                 absl::StrCat("handshake with ", peer, " failed: ", why));
-      if (verified != X509_V_OK) {
-        AuditAuthenticationFailure(peer, kMethod,
-                                   absl::UnauthenticatedError(why));
-      }
+      // Logged, not audited (as on the gRPC port): anyone can fail one.
+      LogHandshakeFailure(peer, why);
       return;
     }
     // A client that did not ask for the protocol (no ALPN: the select
@@ -385,10 +499,8 @@ class Listener final : public BulkListener {
     SSL_get0_alpn_selected(ssl, &chosen, &chosen_size);
     if (absl::string_view(reinterpret_cast<const char*>(chosen), chosen_size) !=
         bulk_wire::kAlpn) {
-      log::Write(
-          log::Level::kInfo, kComponent,
-          absl::StrCat("connection from ", peer, " closed: it did not ask for ",
-                       bulk_wire::kAlpn, " (ALPN)"));
+      LogHandshakeFailure(peer, absl::StrCat("it did not ask for ",
+                                             bulk_wire::kAlpn, " (ALPN)"));
       return;
     }
     absl::Status refused;
@@ -404,7 +516,8 @@ class Listener final : public BulkListener {
       refused = caller.status();
     } else {
       absl::StatusOr<bulk_wire::Frame> frame =
-          bulk_wire::ReadFrame(ssl, bulk_wire::kMaxRequestBytes, "caller");
+          bulk_wire::ReadFrame(ssl, bulk_wire::kMaxRequestBytes, "caller",
+                               absl::Now() + options_.io_timeout);
       if (!frame.ok()) {
         if (absl::IsUnavailable(frame.status())) return;  // gone, or silent
         refused = frame.status();
@@ -418,14 +531,26 @@ class Listener final : public BulkListener {
                      static_cast<int>(frame->payload.size()))) {
         refused = absl::InvalidArgumentError(
             "bulk request: not a well-formed BulkRequest");
-      } else if (!request.has_download()) {
+      } else if (!request.has_download() && !request.has_upload()) {
         refused = absl::InvalidArgumentError(
-            "bulk request: names no call (download)");
+            "bulk request: names no call (download or upload)");
       }
     }
     if (!refused.ok()) {
       (void)bulk_wire::WriteStatus(ssl, refused);
       SSL_shutdown(ssl);
+      return;
+    }
+    // A call: it may take as long as a connection of the gRPC port may
+    // live (tls.max_connection_age), so that a certificate revoked since
+    // is checked again by the next connection.
+    connection.called = true;
+    connection.deadline =
+        options_.max_age > absl::ZeroDuration()
+            ? absl::ToUnixNanos(absl::Now() + options_.max_age)
+            : std::numeric_limits<int64_t>::max();
+    if (request.has_upload()) {
+      ServeUpload(fd, ssl, *caller, peer);
       return;
     }
     FrameSink sink(ssl, stopping_);
@@ -438,12 +563,39 @@ class Listener final : public BulkListener {
     SSL_shutdown(ssl);
   }
 
+  void ServeUpload(int fd, SSL* ssl, const Principal& caller,
+                   const std::string& peer) {
+    FrameUpload call(ssl, options_.io_timeout, stopping_);
+    grpc::Status status =
+        attachments_->UploadFor(caller, peer, kUploadMethod, call);
+    if (!call.connected()) return;
+    absl::Status ended(static_cast<absl::StatusCode>(status.error_code()),
+                       status.error_message());
+    if (status.ok() && !call.malformed().ok()) ended = call.malformed();
+    (void)bulk_wire::WriteStatus(ssl, ended);
+    SSL_shutdown(ssl);
+    if (call.ended()) return;
+    // The uploader may still be sending: read and drop what comes, for a
+    // while, so that it reads the status instead of a reset.
+    shutdown(fd, SHUT_WR);
+    const absl::Time until = absl::Now() + kLinger;
+    char drop[16 << 10];
+    while (absl::Now() < until) {
+      pollfd p{fd, POLLIN, 0};
+      if (poll(&p, 1, 100) <= 0) continue;
+      if (read(fd, drop, sizeof drop) <= 0) break;
+    }
+  }
+
   const BulkListenerOptions options_;
   AttachmentServiceImpl* const attachments_;
   int listen_fd_ = -1;
   int wake_[2] = {-1, -1};
   std::string address_;
   std::thread acceptor_;
+  std::thread watchdog_;
+  absl::Notification stop_watching_;
+  std::atomic<int64_t> last_handshake_log_{0};
   std::atomic<bool> stopping_{false};
 
   absl::Mutex mu_;

@@ -16,6 +16,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "absl/time/time.h"
 #include "grpcpp/support/byte_buffer.h"
 #include "grpcpp/support/slice.h"
 
@@ -29,11 +30,14 @@ inline constexpr char kAlpn[] = "lienthong-bulk/1";
 inline constexpr uint8_t kRequest = 'Q';  // a BulkRequest (caller)
 inline constexpr uint8_t kMessage = 'M';  // a DownloadResponse (broker)
 inline constexpr uint8_t kStatus = 'S';   // a BulkStatus, last (broker)
+inline constexpr uint8_t kEnd = 'E';      // no more messages (caller)
 
 // The largest request frame a broker reads, and the largest message frame
 // a caller reads (a chunk of attachments.chunk_bytes and its fields).
 inline constexpr uint32_t kMaxRequestBytes = 64 << 10;
 inline constexpr uint32_t kMaxMessageBytes = 64 << 20;
+// The largest UploadRequest a broker reads (chunks are at most 2 MiB).
+inline constexpr uint32_t kMaxUploadMessageBytes = 4 << 20;
 
 // Puts `ssl` on socket `fd` (not closed with it): reads straight from the
 // socket, writes gathered up to 256 KiB so that a chunk's TLS records
@@ -54,11 +58,15 @@ absl::Status WriteFrame(SSL* ssl, uint8_t type,
 absl::Status WriteFrame(SSL* ssl, uint8_t type, absl::string_view payload);
 
 // The next frame, its payload read into a slice of its own. UNAVAILABLE
-// when the connection fails, times out or ends (`what` names the other end
-// in the message); INVALID_ARGUMENT naming the length when it is above
-// `max_bytes`.
+// when the connection fails, times out or ends, or the frame is not whole
+// by `deadline` (`what` names the other end in the message);
+// INVALID_ARGUMENT naming the length when it is above `max_bytes`.
 absl::StatusOr<Frame> ReadFrame(SSL* ssl, uint32_t max_bytes,
-                                absl::string_view what);
+                                absl::string_view what,
+                                absl::Time deadline = absl::InfiniteFuture());
+
+// Whether a frame (or part of one) can be read now without waiting.
+bool Readable(SSL* ssl);
 
 // The status frame that ends a call, and the status it carries
 // (INVALID_ARGUMENT when the frame is not a well-formed BulkStatus).

@@ -70,6 +70,12 @@ class AttachmentServiceImpl final : public v1::AttachmentService::Service {
     virtual bool Write(const v1::UploadResponse& response) = 0;
   };
 
+  // An upload by `caller` over another transport than gRPC (`peer` and
+  // `action` as for DownloadFor): bounded, served and audited exactly as
+  // AttachmentService/Upload. Runs on the caller's thread.
+  grpc::Status UploadFor(const Principal& caller, const std::string& peer,
+                         const std::string& action, UploadCall& call);
+
   // Where a download's answers go: the gRPC call's stream, or a connection
   // of the bulk path (BulkListener).
   class DownloadSink {
@@ -96,6 +102,9 @@ class AttachmentServiceImpl final : public v1::AttachmentService::Service {
 
   // AttachmentService/Upload: UploadRequests as ByteBuffers.
   grpc::Status UploadChunks(grpc::ServerContextBase* ctx, UploadCall* stream);
+  // An upload once authenticated and counted.
+  grpc::Status UploadFrom(const Principal& caller, const std::string& peer,
+                          const std::string& action, UploadCall& call);
   // AttachmentService/Download: DownloadResponses as ByteBuffers.
   grpc::Status DownloadChunks(grpc::ServerContext* ctx, DownloadStream* stream);
   absl::StatusOr<Principal> Caller(grpc::ServerContextBase* ctx,

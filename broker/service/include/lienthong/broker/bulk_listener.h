@@ -32,12 +32,19 @@ struct BulkListenerOptions {
   std::string ca;             // trust root of callers
   std::string crl_directory;  // as tls.crl_directory; empty: none
   std::string trust_domain;
-  // Connections at once (each holds a thread); more are closed at once.
-  // Downloads past attachments.max_transfer_calls are refused by
-  // DownloadFor ("broker busy") as on the gRPC port.
+  // Connections at once (each holds a thread), and of them not yet
+  // authenticated; more are closed at once. Calls past
+  // attachments.max_transfer_calls are refused by DownloadFor / UploadFor
+  // ("broker busy") as on the gRPC port.
   int max_connections = 512;
-  // The longest a handshake, a request or one write may take.
+  int max_handshaking = 64;
+  // The longest the handshake and request together, or one read or write,
+  // may take.
   absl::Duration io_timeout = absl::Seconds(60);
+  // The longest a call may take (tls.max_connection_age plus its grace):
+  // then it is broken off and resumes on a new connection, whose handshake
+  // checks the certificate again. Zero: no limit.
+  absl::Duration max_age = absl::ZeroDuration();
 };
 
 class BulkListener {
