@@ -99,7 +99,7 @@ double CpuSeconds(int pid) {
          ticks;
 }
 
-// --bulk-port: every client downloads attachments over the brokers' bulk
+// --bulk-port: every client moves attachments over the brokers' bulk
 // path (ClientOptions::bulk_port).
 int bulk_port = 0;
 
@@ -345,9 +345,10 @@ int main(int argc, char** argv) {
                                           "000.01.23.H49"};
   std::string recipient = "000.00.00.G22";
   app.add_option("--endpoint", endpoint, "broker host:port");
-  app.add_option("--bulk-port", bulk_port,
-                 "download attachments over the broker's bulk path at this "
-                 "port (its attachments.bulk_listen); 0: through gRPC");
+  app.add_option(
+      "--bulk-port", bulk_port,
+      "upload and download attachments over the broker's bulk path at this "
+      "port (its attachments.bulk_listen); 0: through gRPC");
   app.add_option("--pki", pki,
                  "dev PKI directory (deploy/pki/make-dev-pki.sh)");
   app.add_option("--senders", senders,

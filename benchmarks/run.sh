@@ -4,7 +4,7 @@
 # Makes a dev PKI and a data directory under a temp dir, starts lienthongd on
 # loopback, runs the benchmark with the broker's pid (for its peak RSS), stops
 # the broker and removes the temp dir. BULK=1 in the environment: the broker
-# also serves its bulk path and the benchmark downloads attachments there.
+# also serves its bulk path and the benchmark moves attachments there.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BUILD="${1:-$ROOT/build}"; shift || true
@@ -19,6 +19,6 @@ ADDR=$(sed -n 's/.*listening on //p' "$WORK/out")
 [ -n "$ADDR" ] || { cat "$WORK/log"; exit 1; }
 BULK_ARGS=()
 if [ -n "${BULK:-}" ]; then
-  BULK_ARGS=(--bulk-port "$(sed -n 's/.*bulk downloads on .*:\([0-9]*\)$/\1/p' "$WORK/out")")
+  BULK_ARGS=(--bulk-port "$(sed -n 's/.*bulk path on .*:\([0-9]*\)$/\1/p' "$WORK/out")")
 fi
 "$BUILD/benchmarks/lienthong-bench" --endpoint "$ADDR" --pki "$WORK/pki" --broker-pid "$BROKER" "${BULK_ARGS[@]}" "$@"

@@ -51,7 +51,7 @@ constexpr char kFooter[] = R"(Environment:
   LIENTHONG_KEY       its private key, PEM (--key)
   LIENTHONG_CA        the trust root, PEM (--ca)
   LIENTHONG_CRL_DIR   hashed directory of CRLs, optional (--crl-dir)
-  LIENTHONG_BULK_PORT the brokers' bulk download port, optional (--bulk-port)
+  LIENTHONG_BULK_PORT the brokers' bulk attachment port, optional (--bulk-port)
 
 Global options may come before or after the subcommand, except that in
 `send` --key is the idempotency key: there give the private key before
@@ -139,8 +139,9 @@ int Main(int argc, char** argv) {
                  "broker's certificate and this one are checked against it")
       ->envname("LIENTHONG_CRL_DIR");
   app.add_option("--bulk-port", g.bulk_port,
-                 "Download attachments over the brokers' bulk path at this "
-                 "port (their attachments.bulk_listen); 0: through gRPC")
+                 "Upload and download attachments over the brokers' bulk path "
+                 "at this port (their attachments.bulk_listen); 0: through "
+                 "gRPC")
       ->envname("LIENTHONG_BULK_PORT")
       ->check(CLI::Range(0, 65535));
   app.add_flag("--json", g.json, "Machine-readable JSON on stdout");

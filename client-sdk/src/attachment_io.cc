@@ -323,42 +323,71 @@ struct PreparedChunk {
   std::shared_ptr<const std::string> bytes;
 };
 
+// A gRPC Upload call. Messages go out as ByteBuffers: a chunk's bytes as
+// read from the source, not copied into a message and out of it again.
+class GrpcUpload final : public UploadStream {
+ public:
+  GrpcUpload(grpc::ChannelInterface& channel, grpc::ClientContext& context)
+      : context_(context),
+        stream_(grpc::internal::ClientReaderWriterFactory<grpc::ByteBuffer,
+                                                          v1::UploadResponse>::
+                    Create(&channel,
+                           grpc::internal::RpcMethod(
+                               attachment_wire::kUploadMethod,
+                               grpc::internal::RpcMethod::BIDI_STREAMING),
+                           &context)) {}
+  bool Write(const grpc::ByteBuffer& message) override {
+    return stream_->Write(message);
+  }
+  bool Read(v1::UploadResponse* response) override {
+    return stream_->Read(response);
+  }
+  void WritesDone() override { stream_->WritesDone(); }
+  absl::Status Finish() override { return FromGrpc(stream_->Finish()); }
+  void Cancel() override { context_.TryCancel(); }
+  bool Answered() const override { return true; }
+
+ private:
+  grpc::ClientContext& context_;
+  std::unique_ptr<
+      grpc::ClientReaderWriter<grpc::ByteBuffer, v1::UploadResponse>>
+      stream_;
+};
+
+}  // namespace
+
+std::unique_ptr<UploadStream> GrpcUploadStream(grpc::ChannelInterface& channel,
+                                               grpc::ClientContext& context) {
+  return std::make_unique<GrpcUpload>(channel, context);
+}
+
+namespace {
+
 // One attempt of an upload starting with `start`, its chunks named by
 // `namer` (on a thread of the attempt's, one chunk after the other).
 absl::StatusOr<v1::UploadResponse> UploadAttempt(
-    grpc::ChannelInterface& channel, grpc::ClientContext& context,
-    AttachmentSource& source, const v1::UploadStart& start, ChunkNamer& namer,
+    UploadStream& stream, AttachmentSource& source,
+    const v1::UploadStart& start, ChunkNamer& namer,
     const ProgressCallback& progress) {
-  // Messages go out as ByteBuffers: a chunk's bytes as read from the
-  // source, not copied into a message and out of it again.
-  const grpc::internal::RpcMethod method(
-      attachment_wire::kUploadMethod,
-      grpc::internal::RpcMethod::BIDI_STREAMING);
-  std::unique_ptr<
-      grpc::ClientReaderWriter<grpc::ByteBuffer, v1::UploadResponse>>
-      stream(grpc::internal::ClientReaderWriterFactory<
-             grpc::ByteBuffer, v1::UploadResponse>::Create(&channel, method,
-                                                           &context));
   v1::UploadRequest request;
   *request.mutable_start() = start;
   v1::UploadResponse last;
   bool answered = false;
-  if (stream->Write(attachment_wire::Serialize(request)) &&
-      stream->Read(&last)) {
+  if (stream.Write(attachment_wire::Serialize(request)) && stream.Read(&last)) {
     answered = true;
   }
   if (!answered) {
     // The broker ended the stream (it refused the start): its status says
     // why. Cancelling here would replace it with CANCELLED.
-    stream->WritesDone();
-    grpc::Status s = stream->Finish();
+    stream.WritesDone();
+    absl::Status s = stream.Finish();
     if (s.ok()) return absl::UnavailableError("upload ended without an answer");
-    return FromGrpc(s);
+    return s;
   }
   // Ends the call early with `status` (ours, not the broker's).
   auto give_up = [&](absl::Status status) {
-    context.TryCancel();
-    stream->Finish();
+    stream.Cancel();
+    (void)stream.Finish();
     return status;
   };
   TransferProgress p;
@@ -413,7 +442,7 @@ absl::StatusOr<v1::UploadResponse> UploadAttempt(
     };
     while (std::optional<PreparedChunk> c = chunks.Take()) {
       if (!c->status.ok()) return give_up(c->status);
-      if (!stream->Write(attachment_wire::WithChunk(
+      if (!stream.Write(attachment_wire::WithChunk(
               v1::UploadRequest(), v1::UploadRequest::kChunkFieldNumber,
               c->fields, c->bytes, *c->bytes))) {
         break;  // Finish says why
@@ -422,12 +451,11 @@ absl::StatusOr<v1::UploadResponse> UploadAttempt(
       if (progress) progress(p);
     }
     std::move(stop_preparing).Invoke();
-    stream->WritesDone();
+    stream.WritesDone();
     v1::UploadResponse r;
-    while (stream->Read(&r)) last = r;
+    while (stream.Read(&r)) last = r;
   }
-  grpc::Status s = stream->Finish();
-  if (!s.ok()) return FromGrpc(s);
+  RETURN_IF_ERROR(stream.Finish());
   if (!last.complete()) {
     return absl::UnavailableError(
         absl::StrCat("the upload ended with ", last.durable_bytes(), " of ",
@@ -446,11 +474,18 @@ absl::StatusOr<v1::UploadResponse> UploadOnce(
     grpc::ChannelInterface& channel, grpc::ClientContext& context,
     AttachmentSource& source, const SourceHash& hash,
     const ProgressCallback& progress) {
+  GrpcUpload stream(channel, context);
+  return UploadOnce(stream, source, hash, progress);
+}
+
+absl::StatusOr<v1::UploadResponse> UploadOnce(
+    UploadStream& stream, AttachmentSource& source, const SourceHash& hash,
+    const ProgressCallback& progress) {
   v1::UploadStart start;
   start.set_sha256(hash.sha256());
   start.set_size(source.size());
   AnnouncedNamer namer(hash);
-  return UploadAttempt(channel, context, source, start, namer, progress);
+  return UploadAttempt(stream, source, start, namer, progress);
 }
 
 absl::StatusOr<sealing::Sha256Chain> SentHash::At(AttachmentSource& source,
@@ -485,13 +520,22 @@ absl::StatusOr<v1::UploadResponse> UploadNamedAtEndOnce(
     grpc::ChannelInterface& channel, grpc::ClientContext& context,
     AttachmentSource& source, const std::string& upload_key, bool* restart,
     SentHash& hash, const ProgressCallback& progress) {
+  GrpcUpload stream(channel, context);
+  return UploadNamedAtEndOnce(stream, source, upload_key, restart, hash,
+                              progress);
+}
+
+absl::StatusOr<v1::UploadResponse> UploadNamedAtEndOnce(
+    UploadStream& stream, AttachmentSource& source,
+    const std::string& upload_key, bool* restart, SentHash& hash,
+    const ProgressCallback& progress) {
   v1::UploadStart start;
   start.set_named_at_end(true);
   start.set_size(source.size());
   start.set_upload_key(upload_key);
   start.set_restart(*restart);
   HashingNamer namer(source, hash, restart);
-  return UploadAttempt(channel, context, source, start, namer, progress);
+  return UploadAttempt(stream, source, start, namer, progress);
 }
 
 namespace {

@@ -106,6 +106,40 @@ class AnswerStream {
   virtual void Cancel() = 0;
 };
 
+// An upload call's messages, whatever carries them: a gRPC call, or a
+// connection of the bulk path. One thread.
+class UploadStream {
+ public:
+  virtual ~UploadStream() = default;
+  // Sends an UploadRequest; false once the call ended (Finish says how).
+  virtual bool Write(const grpc::ByteBuffer& message) = 0;
+  // The next UploadResponse; false once the call ended.
+  virtual bool Read(v1::UploadResponse* response) = 0;
+  // No more requests.
+  virtual void WritesDone() = 0;
+  // How the call ended.
+  virtual absl::Status Finish() = 0;
+  // Ends the call early.
+  virtual void Cancel() = 0;
+  // Whether the broker answered anything on it (not the case when a bulk
+  // connection was refused after its handshake).
+  virtual bool Answered() const = 0;
+};
+
+// An Upload call on `channel`, bound to `context`.
+std::unique_ptr<UploadStream> GrpcUploadStream(grpc::ChannelInterface& channel,
+                                               grpc::ClientContext& context);
+
+// UploadOnce and UploadNamedAtEndOnce over `stream`.
+absl::StatusOr<v1::UploadResponse> UploadOnce(UploadStream& stream,
+                                              AttachmentSource& source,
+                                              const SourceHash& hash,
+                                              const ProgressCallback& progress);
+absl::StatusOr<v1::UploadResponse> UploadNamedAtEndOnce(
+    UploadStream& stream, AttachmentSource& source,
+    const std::string& upload_key, bool* restart, SentHash& hash,
+    const ProgressCallback& progress);
+
 // What a download asks for: from where `sink` stands, by states when
 // `whole` is given.
 v1::DownloadRequest DownloadRequestFor(const std::string& document_id,
@@ -142,6 +176,10 @@ struct BulkTarget {
 // that cannot be used.
 absl::StatusOr<std::unique_ptr<AnswerStream>> OpenBulkDownload(
     const BulkTarget& target, const v1::DownloadRequest& request);
+// The same for an upload (BulkRequest.upload): the UploadRequests follow
+// on the stream.
+absl::StatusOr<std::unique_ptr<UploadStream>> OpenBulkUpload(
+    const BulkTarget& target);
 
 // DownloadOnce that also continues `whole` (optional), the hash of what
 // `sink` holds (it has taken exactly sink.offset() bytes), over each chunk,

@@ -13,6 +13,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <deque>
 #include <memory>
 #include <optional>
 #include <string>
@@ -141,75 +142,28 @@ absl::StatusOr<std::shared_ptr<SSL_CTX>> ClientContext(const BulkTarget& t) {
   return ctx;
 }
 
-class BulkAnswers final : public AnswerStream {
+// One connection of the bulk path, its request sent.
+class BulkConnection {
  public:
-  BulkAnswers(int fd, SSL* ssl, std::shared_ptr<SSL_CTX> ctx)
+  BulkConnection(int fd, SSL* ssl, std::shared_ptr<SSL_CTX> ctx)
       : fd_(fd), ssl_(ssl), ctx_(std::move(ctx)) {}
-  ~BulkAnswers() override {
+  ~BulkConnection() {
     SSL_free(ssl_);
     close(fd_);
+    ERR_clear_error();
   }
-
-  // The first frame, read while opening: in TLS 1.3 a broker's refusal
-  // of the caller's certificate shows only there.
-  absl::Status ReadFirst() {
-    first_ = bulk_wire::ReadFrame(ssl_, bulk_wire::kMaxMessageBytes, "broker");
-    return first_->status();
-  }
-
-  bool Read(grpc::ByteBuffer* message) override {
-    if (ended_) return false;
-    absl::StatusOr<bulk_wire::Frame> frame =
-        first_.has_value()
-            ? *std::exchange(first_, std::nullopt)
-            : bulk_wire::ReadFrame(ssl_, bulk_wire::kMaxMessageBytes, "broker");
-    if (!frame.ok()) {
-      // Broken off, silent, or a frame no broker sends: the next attempt
-      // resumes.
-      return End(absl::UnavailableError(frame.status().message()));
-    }
-    if (frame->type == bulk_wire::kStatus) {
-      absl::StatusOr<absl::Status> ended = bulk_wire::StatusOf(*frame);
-      return End(ended.ok() ? *ended
-                            : absl::UnavailableError(ended.status().message()));
-    }
-    if (frame->type != bulk_wire::kMessage) {
-      return End(absl::UnavailableError(
-          absl::StrCat("bulk connection: the broker sent a frame of type ",
-                       static_cast<int>(frame->type))));
-    }
-    *message = grpc::ByteBuffer(&frame->payload, 1);
-    return true;
-  }
-  absl::Status Finish() override {
-    return ended_ ? status_
-                  : absl::UnavailableError(
-                        "bulk connection: the download was broken off");
-  }
-  void Cancel() override { shutdown(fd_, SHUT_RDWR); }
+  SSL* ssl() const { return ssl_; }
+  void Cancel() { shutdown(fd_, SHUT_RDWR); }
 
  private:
-  bool End(absl::Status s) {
-    ended_ = true;
-    status_ = std::move(s);
-    return false;
-  }
-
   const int fd_;
   SSL* const ssl_;
   const std::shared_ptr<SSL_CTX> ctx_;
-  bool ended_ = false;
-  absl::Status status_;
-  std::optional<absl::StatusOr<bulk_wire::Frame>> first_;
 };
 
-}  // namespace
-
-absl::StatusOr<std::unique_ptr<AnswerStream>> OpenBulkDownload(
-    const BulkTarget& target, const v1::DownloadRequest& request) {
-  // Whatever happens here, OpenSSL's error queue of this (the
-  // application's) thread is left empty.
-  absl::Cleanup clear_errors = [] { ERR_clear_error(); };
+// Connects, checks the broker, and sends `request`.
+absl::StatusOr<std::unique_ptr<BulkConnection>> OpenBulk(
+    const BulkTarget& target, const v1::BulkRequest& request) {
   ASSIGN_OR_RETURN(std::shared_ptr<SSL_CTX> ctx, ClientContext(target));
   const std::string where = absl::StrCat(target.host, ":", target.port);
   std::string why;
@@ -223,7 +177,7 @@ absl::StatusOr<std::unique_ptr<AnswerStream>> OpenBulkDownload(
     close(fd);
     return absl::InternalError("bulk path: SSL_new failed");
   }
-  auto answers = std::make_unique<BulkAnswers>(fd, ssl, ctx);
+  auto connection = std::make_unique<BulkConnection>(fd, ssl, ctx);
   if (!bulk_wire::AttachSocket(ssl, fd))
     return absl::InternalError("bulk path: cannot make OpenSSL's BIOs");
   // The broker's certificate must name the host dialled (or the override),
@@ -257,15 +211,164 @@ absl::StatusOr<std::unique_ptr<AnswerStream>> OpenBulkDownload(
         absl::StrCat("bulk path ", where, ": the server there does not speak ",
                      bulk_wire::kAlpn));
   }
+  RETURN_IF_ERROR(bulk_wire::WriteFrame(ssl, bulk_wire::kRequest,
+                                        request.SerializeAsString()));
+  return connection;
+}
+
+// How a broker's frame ends a call, or that it is a message: `*ended` set
+// when it ends it (with how).
+std::optional<absl::Status> EndOf(const absl::StatusOr<bulk_wire::Frame>& f) {
+  if (!f.ok()) {
+    // Broken off, silent, or a frame no broker sends: the next attempt
+    // resumes.
+    return absl::UnavailableError(f.status().message());
+  }
+  if (f->type == bulk_wire::kStatus) {
+    absl::StatusOr<absl::Status> said = bulk_wire::StatusOf(*f);
+    return said.ok() ? *said : absl::UnavailableError(said.status().message());
+  }
+  if (f->type != bulk_wire::kMessage) {
+    return absl::UnavailableError(
+        absl::StrCat("bulk connection: the broker sent a frame of type ",
+                     static_cast<int>(f->type)));
+  }
+  return std::nullopt;
+}
+
+class BulkAnswers final : public AnswerStream {
+ public:
+  explicit BulkAnswers(std::unique_ptr<BulkConnection> c) : c_(std::move(c)) {}
+
+  // The first frame, read while opening: in TLS 1.3 a broker's refusal
+  // of the caller's certificate shows only there.
+  absl::Status ReadFirst() {
+    first_ =
+        bulk_wire::ReadFrame(c_->ssl(), bulk_wire::kMaxMessageBytes, "broker");
+    return first_->status();
+  }
+
+  bool Read(grpc::ByteBuffer* message) override {
+    if (ended_) return false;
+    absl::StatusOr<bulk_wire::Frame> frame =
+        first_.has_value()
+            ? *std::exchange(first_, std::nullopt)
+            : bulk_wire::ReadFrame(c_->ssl(), bulk_wire::kMaxMessageBytes,
+                                   "broker");
+    if (std::optional<absl::Status> end = EndOf(frame)) {
+      ended_ = true;
+      status_ = *std::move(end);
+      return false;
+    }
+    *message = grpc::ByteBuffer(&frame->payload, 1);
+    return true;
+  }
+  absl::Status Finish() override {
+    return ended_ ? status_
+                  : absl::UnavailableError(
+                        "bulk connection: the download was broken off");
+  }
+  void Cancel() override { c_->Cancel(); }
+
+ private:
+  std::unique_ptr<BulkConnection> c_;
+  bool ended_ = false;
+  absl::Status status_;
+  std::optional<absl::StatusOr<bulk_wire::Frame>> first_;
+};
+
+// An upload's messages. The broker's answers (one per sync) are taken off
+// the connection whenever they are there, so that a refusal stops the
+// chunks at once, and kept for Read.
+class BulkUpload final : public UploadStream {
+ public:
+  explicit BulkUpload(std::unique_ptr<BulkConnection> c) : c_(std::move(c)) {}
+
+  bool Write(const grpc::ByteBuffer& message) override {
+    while (!ended_ && bulk_wire::Readable(c_->ssl())) Take();
+    if (ended_) return false;
+    if (!bulk_wire::WriteFrame(c_->ssl(), bulk_wire::kMessage, message).ok()) {
+      // The broker may have said why before it closed.
+      while (!ended_) Take();
+      return false;
+    }
+    return true;
+  }
+  bool Read(v1::UploadResponse* response) override {
+    while (answers_.empty() && !ended_) Take();
+    if (answers_.empty()) return false;
+    *response = std::move(answers_.front());
+    answers_.pop_front();
+    return true;
+  }
+  void WritesDone() override {
+    if (!ended_) (void)bulk_wire::WriteFrame(c_->ssl(), bulk_wire::kEnd, "");
+  }
+  absl::Status Finish() override {
+    while (!ended_) Take();
+    return status_;
+  }
+  void Cancel() override { c_->Cancel(); }
+  bool Answered() const override { return answered_; }
+
+ private:
+  // One frame off the connection.
+  void Take() {
+    absl::StatusOr<bulk_wire::Frame> frame =
+        bulk_wire::ReadFrame(c_->ssl(), bulk_wire::kMaxMessageBytes, "broker");
+    if (std::optional<absl::Status> end = EndOf(frame)) {
+      answered_ = answered_ || frame.ok();
+      ended_ = true;
+      status_ = *std::move(end);
+      return;
+    }
+    answered_ = true;
+    v1::UploadResponse r;
+    if (!r.ParseFromArray(frame->payload.begin(),
+                          static_cast<int>(frame->payload.size()))) {
+      ended_ = true;
+      status_ = absl::UnavailableError(
+          "bulk connection: the broker sent a malformed UploadResponse");
+      return;
+    }
+    answers_.push_back(std::move(r));
+  }
+
+  std::unique_ptr<BulkConnection> c_;
+  std::deque<v1::UploadResponse> answers_;
+  bool ended_ = false;
+  bool answered_ = false;
+  absl::Status status_;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<AnswerStream>> OpenBulkDownload(
+    const BulkTarget& target, const v1::DownloadRequest& request) {
+  // Whatever happens here, OpenSSL's error queue of this (the
+  // application's) thread is left empty.
+  absl::Cleanup clear_errors = [] { ERR_clear_error(); };
   v1::BulkRequest wrapped;
   *wrapped.mutable_download() = request;
-  RETURN_IF_ERROR(bulk_wire::WriteFrame(ssl, bulk_wire::kRequest,
-                                        wrapped.SerializeAsString()));
+  ASSIGN_OR_RETURN(std::unique_ptr<BulkConnection> c,
+                   OpenBulk(target, wrapped));
+  auto answers = std::make_unique<BulkAnswers>(std::move(c));
   if (absl::Status first = answers->ReadFirst(); !first.ok()) {
     return absl::UnavailableError(
-        absl::StrCat("bulk path ", where, ": no answer: ", first.message()));
+        absl::StrCat("bulk path ", target.host, ":", target.port,
+                     ": no answer: ", first.message()));
   }
   return answers;
+}
+
+absl::StatusOr<std::unique_ptr<UploadStream>> OpenBulkUpload(
+    const BulkTarget& target) {
+  absl::Cleanup clear_errors = [] { ERR_clear_error(); };
+  v1::BulkRequest wrapped;
+  wrapped.mutable_upload();
+  ASSIGN_OR_RETURN(std::unique_ptr<BulkConnection> c,
+                   OpenBulk(target, wrapped));
+  return std::make_unique<BulkUpload>(std::move(c));
 }
 
 }  // namespace lienthong::attachment_io

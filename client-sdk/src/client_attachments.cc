@@ -556,10 +556,10 @@ absl::StatusOr<v1::Attachment> UploadAttachment(
   uint64_t furthest = 0;
   // Runs `once` (one attempt) until the upload is complete or refused; an
   // attempt after one that set `*restart` sends the whole content again.
-  auto upload = [&](const std::function<absl::StatusOr<v1::UploadResponse>(
-                        grpc::ChannelInterface&, grpc::ClientContext&,
-                        const ProgressCallback&)>& once,
-                    const bool* restart) -> absl::StatusOr<v1::UploadResponse> {
+  auto upload =
+      [&](const std::function<absl::StatusOr<v1::UploadResponse>(
+              attachment_io::UploadStream&, const ProgressCallback&)>& once,
+          const bool* restart) -> absl::StatusOr<v1::UploadResponse> {
     v1::UploadResponse last;
     RETURN_IF_ERROR(RetryTransfer(connection, [&](size_t index,
                                                   grpc::ClientContext& context,
@@ -568,14 +568,38 @@ absl::StatusOr<v1::Attachment> UploadAttachment(
       context.set_deadline(absl::ToChronoTime(
           absl::Now() +
           AttemptDeadline(connection.options(), source.size() - furthest)));
-      absl::StatusOr<v1::UploadResponse> r = once(
-          connection.channel(index), context, [&](const TransferProgress& p) {
-            if (p.bytes > furthest) {
-              furthest = p.bytes;
-              *progressed = true;
-            }
-            if (progress) progress(p);
-          });
+      const ProgressCallback on_progress = [&](const TransferProgress& p) {
+        if (p.bytes > furthest) {
+          furthest = p.bytes;
+          *progressed = true;
+        }
+        if (progress) progress(p);
+      };
+      absl::StatusOr<v1::UploadResponse> r =
+          absl::UnavailableError("not attempted");
+      bool through_grpc = true;
+      if (std::optional<attachment_io::BulkTarget> bulk =
+              BulkTargetOf(connection, index)) {
+        absl::StatusOr<std::unique_ptr<attachment_io::UploadStream>> opened =
+            attachment_io::OpenBulkUpload(*bulk);
+        if (opened.ok()) {
+          r = once(**opened, on_progress);
+          // A connection refused after its handshake (TLS 1.3 shows a
+          // refused certificate only then) said nothing: gRPC instead.
+          through_grpc =
+              absl::IsUnavailable(r.status()) && !(*opened)->Answered();
+        }
+        if (through_grpc) {
+          gpr_log(
+              GPR_ERROR, "lienthong: uploading through gRPC: %s",
+              (opened.ok() ? r.status() : opened.status()).ToString().c_str());
+        }
+      }
+      if (through_grpc) {
+        r = once(*attachment_io::GrpcUploadStream(connection.channel(index),
+                                                  context),
+                 on_progress);
+      }
       if (r.ok()) last = *std::move(r);
       return r.status();
     }));
@@ -588,10 +612,10 @@ absl::StatusOr<v1::Attachment> UploadAttachment(
     attachment_io::SentHash sent;
     bool restart = false;
     absl::StatusOr<v1::UploadResponse> named = upload(
-        [&](grpc::ChannelInterface& channel, grpc::ClientContext& context,
+        [&](attachment_io::UploadStream& stream,
             const ProgressCallback& on_progress) {
           return attachment_io::UploadNamedAtEndOnce(
-              channel, context, source, key, &restart, sent, on_progress);
+              stream, source, key, &restart, sent, on_progress);
         },
         &restart);
     if (named.ok()) {
@@ -606,15 +630,14 @@ absl::StatusOr<v1::Attachment> UploadAttachment(
     ASSIGN_OR_RETURN(attachment_io::SourceHash hash,
                      attachment_io::SourceHash::Of(source));
     sha256 = hash.sha256();
-    RETURN_IF_ERROR(
-        upload(
-            [&](grpc::ChannelInterface& channel, grpc::ClientContext& context,
-                const ProgressCallback& on_progress) {
-              return attachment_io::UploadOnce(channel, context, source, hash,
-                                               on_progress);
-            },
-            /*restart=*/nullptr)
-            .status());
+    RETURN_IF_ERROR(upload(
+                        [&](attachment_io::UploadStream& stream,
+                            const ProgressCallback& on_progress) {
+                          return attachment_io::UploadOnce(stream, source, hash,
+                                                           on_progress);
+                        },
+                        /*restart=*/nullptr)
+                        .status());
   }
   v1::Attachment attachment;
   attachment.set_name(name);

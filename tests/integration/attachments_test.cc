@@ -1690,6 +1690,58 @@ TEST_F(BulkPathTest, TheBulkPathRefusesWhatIsNotACall) {
   EXPECT_EQ(sink.HexDigest(), Sha256HexOf(content));
 }
 
+// Uploads go over the bulk path too: stored as through gRPC, a damaged
+// chunk refused with DATA_LOSS naming it (the uploader reads the broker's
+// word, not a reset, though it was still sending), and what a client
+// uploaded there is downloadable.
+TEST_F(BulkPathTest, UploadsGoOverTheBulkPathChecked) {
+  const std::string content = Content(3 * kChunk + 7, 25);
+  {
+    ASSERT_OK_AND_ASSIGN(std::unique_ptr<attachment_io::UploadStream> stream,
+                         attachment_io::OpenBulkUpload(Target(kH49)));
+    ASSERT_TRUE(stream->Write(attachment_wire::Serialize(
+        StartOf(Sha256HexOf(content), content.size()))));
+    v1::UploadResponse first;
+    ASSERT_TRUE(stream->Read(&first));
+    EXPECT_EQ(first.chunk_size(), kChunk);
+    v1::UploadRequest damaged = ChunkOf(content, 0, kChunk);
+    damaged.mutable_chunk()->set_sha256(Sha256HexOf("something else"));
+    // Chunks keep coming after the damaged one, as a writer that does not
+    // wait for answers sends them.
+    bool taken = stream->Write(attachment_wire::Serialize(damaged));
+    for (uint64_t at = kChunk; taken && at < content.size(); at += kChunk)
+      taken = stream->Write(
+          attachment_wire::Serialize(ChunkOf(content, at, kChunk)));
+    stream->WritesDone();
+    v1::UploadResponse extra;
+    while (stream->Read(&extra)) {
+    }
+    EXPECT_THAT(stream->Finish(),
+                StatusIs(absl::StatusCode::kDataLoss, HasSubstr("chunk 0")));
+    EXPECT_TRUE(stream->Answered());
+  }
+  std::unique_ptr<Client> sender = OpenBulk(kG22, broker_.bulk_port());
+  std::unique_ptr<Client> recipient = OpenBulk(kH49, broker_.bulk_port());
+  ASSERT_TRUE(sender && recipient);
+  v1::Attachment a;
+  SendReceipt receipt;
+  ASSERT_NO_FATAL_FAILURE(
+      SendWithAttachment(*sender, kH49, content, "tai-len.bin", &a, &receipt));
+  EXPECT_EQ(a.sha256(), Sha256HexOf(content));
+  // Stored from the bulk path, as the broker's log line says.
+  bool stored_from_bulk = false;
+  for (absl::string_view line : absl::StrSplit(broker_.stderr_text(), '\n')) {
+    stored_from_bulk |=
+        absl::StrContains(line, "attachment stored") &&
+        absl::StrContains(line, a.sha256()) &&
+        absl::StrContains(line, "bulk/AttachmentService/Upload");
+  }
+  EXPECT_TRUE(stored_from_bulk) << broker_.stderr_text();
+  DigestSink sink;
+  ASSERT_OK(recipient->DownloadAttachment(receipt.document_id, a, sink));
+  EXPECT_EQ(sink.HexDigest(), Sha256HexOf(content));
+}
+
 // A client pointed at a bulk port where nothing listens downloads through
 // gRPC instead.
 TEST_F(BulkPathTest, AnUnreachableBulkPathFallsBackToGrpc) {

@@ -41,7 +41,7 @@ namespace lienthong::integration {
 namespace {
 
 constexpr char kReadyPrefix[] = "lienthongd listening on ";
-constexpr char kBulkPrefix[] = "lienthongd bulk downloads on ";
+constexpr char kBulkPrefix[] = "lienthongd bulk path on ";
 constexpr absl::Duration kStopGrace = absl::Seconds(10);
 constexpr absl::Duration kReapTimeout = absl::Seconds(10);
 constexpr size_t kStderrTail = 6000;

@@ -126,10 +126,10 @@ struct AttachmentsConfig {
   // Uploads, and downloads, running at once (each holds a thread); more:
   // UNAVAILABLE.
   int max_transfer_calls = 256;
-  // The bulk path (host:port; port 0 picks one): downloads over OpenSSL on a
-  // listener of their own, about half the CPU per byte of gRPC's TLS. Same
-  // certificates, trust root, CRLs, identities and authorization as the
-  // gRPC port. Empty: none (downloads go through gRPC only).
+  // The bulk path (host:port; port 0 picks one): uploads and downloads over
+  // OpenSSL on a listener of their own, about half the CPU per byte of
+  // gRPC's TLS. Same certificates, trust root, CRLs, identities and
+  // authorization as the gRPC port. Empty: none (gRPC only).
   std::string bulk_listen;
 };
 

@@ -524,8 +524,7 @@ int Serve(const BrokerConfig& config) {
     }
     bulk = *std::move(started);
     // Before the line below: whoever waits for it may read this one.
-    std::cout << "lienthongd bulk downloads on " << bulk->address()
-              << std::endl;
+    std::cout << "lienthongd bulk path on " << bulk->address() << std::endl;
   }
   // The line tests and scripts wait for.
   std::cout << "lienthongd listening on " << host << ":" << port << std::endl;

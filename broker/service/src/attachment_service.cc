@@ -345,7 +345,8 @@ grpc::Status AttachmentServiceImpl::UploadFrom(const Principal& caller,
   log::Fields fields = {
       {"uploader", uploader},
       {"sha256", start.named_at_end() ? "(named at end)" : start.sha256()},
-      {"size", absl::StrCat(size)}};
+      {"size", absl::StrCat(size)},
+      {"call", action}};
   if (!call.Write(ResponseOf(upload))) {
     return Refuse(absl::CancelledError("upload: the caller went away"));
   }

@@ -63,11 +63,12 @@ struct ClientOptions {
   // host part of the endpoint).
   std::string server_name_override;
   // The brokers' bulk path (their attachments.bulk_listen port, at the host
-  // of the endpoint in use): attachments are downloaded there, over
-  // OpenSSL on a connection of their own, for about half the CPU per byte
-  // of gRPC's TLS; the same certificates, checks and answers. Where it
-  // cannot be reached (refused, or its handshake fails) the download goes
-  // through gRPC, and the SDK logs why. 0: gRPC only. Default 0.
+  // of the endpoint in use): attachments are uploaded and downloaded there,
+  // over OpenSSL on a connection of their own, for about half the CPU per
+  // byte of gRPC's TLS; the same certificates, checks and answers. Where it
+  // cannot be reached (refused, its handshake fails, or the broker closes
+  // it without a word) the transfer goes through gRPC, and the SDK logs
+  // why. 0: gRPC only. Default 0.
   int bulk_port = 0;
   // Deadline of one attempt of a unary call. Default 10 s.
   absl::Duration call_timeout = absl::Seconds(10);

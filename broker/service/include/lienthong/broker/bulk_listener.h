@@ -1,12 +1,14 @@
 // The bulk path (attachments.bulk_listen; protocol in attachments.proto,
-// BulkRequest): attachment downloads over OpenSSL on a socket of their own,
+// BulkRequest): attachment uploads and downloads over OpenSSL on a socket of
+// their own,
 // about half the CPU per byte of gRPC's TLS. Mutual TLS 1.3 with the
 // broker's certificate, trust root and revocation lists (re-read when their
 // files change), ALPN "lienthong-bulk/1", the caller named by its
 // certificate's SPIFFE id as on the gRPC port, then
-// AttachmentServiceImpl::DownloadFor: the same authorization, limits, audit
-// and metrics as AttachmentService/Download. One call per connection, on a
-// thread of its own; every read and write is bounded by io_timeout.
+// AttachmentServiceImpl::DownloadFor / UploadFor: the same authorization,
+// limits, audit and metrics as AttachmentService/Download and /Upload. One call
+// per connection, on a thread of its own; every read and write is bounded by
+// io_timeout.
 //
 //   BulkListenerOptions o;
 //   o.address = "0.0.0.0:7444";  o.certificate = ...;  o.trust_domain = ...;
