@@ -153,6 +153,7 @@ class BulkConnection {
     ERR_clear_error();
   }
   SSL* ssl() const { return ssl_; }
+  int fd() const { return fd_; }
   void Cancel() { shutdown(fd_, SHUT_RDWR); }
 
  private:
@@ -285,7 +286,7 @@ class BulkUpload final : public UploadStream {
   explicit BulkUpload(std::unique_ptr<BulkConnection> c) : c_(std::move(c)) {}
 
   bool Write(const grpc::ByteBuffer& message) override {
-    while (!ended_ && bulk_wire::Readable(c_->ssl())) Take();
+    while (!ended_ && bulk_wire::Readable(c_->ssl(), c_->fd())) Take();
     if (ended_) return false;
     if (!bulk_wire::WriteFrame(c_->ssl(), bulk_wire::kMessage, message).ok()) {
       // The broker may have said why before it closed.

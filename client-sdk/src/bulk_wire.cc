@@ -196,9 +196,10 @@ absl::Status WriteFrame(SSL* ssl, uint8_t type, absl::string_view payload) {
   return WriteFrame(ssl, type, grpc::ByteBuffer(&slice, 1));
 }
 
-bool Readable(SSL* ssl) {
+bool Readable(SSL* ssl, int fd) {
   if (SSL_has_pending(ssl) == 1) return true;
-  pollfd p{SSL_get_rfd(ssl), POLLIN, 0};
+  // The socket itself: SSL_get_rfd does not see through our BIO.
+  pollfd p{fd, POLLIN, 0};
   return poll(&p, 1, 0) > 0;
 }
 

@@ -565,9 +565,6 @@ absl::StatusOr<v1::Attachment> UploadAttachment(
                                                   grpc::ClientContext& context,
                                                   bool* progressed) {
       if (restart != nullptr && *restart) furthest = 0;
-      context.set_deadline(absl::ToChronoTime(
-          absl::Now() +
-          AttemptDeadline(connection.options(), source.size() - furthest)));
       const ProgressCallback on_progress = [&](const TransferProgress& p) {
         if (p.bytes > furthest) {
           furthest = p.bytes;
@@ -596,6 +593,9 @@ absl::StatusOr<v1::Attachment> UploadAttachment(
         }
       }
       if (through_grpc) {
+        context.set_deadline(absl::ToChronoTime(
+            absl::Now() +
+            AttemptDeadline(connection.options(), source.size() - furthest)));
         r = once(*attachment_io::GrpcUploadStream(connection.channel(index),
                                                   context),
                  on_progress);

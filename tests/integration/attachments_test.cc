@@ -1706,12 +1706,12 @@ TEST_F(BulkPathTest, UploadsGoOverTheBulkPathChecked) {
     EXPECT_EQ(first.chunk_size(), kChunk);
     v1::UploadRequest damaged = ChunkOf(content, 0, kChunk);
     damaged.mutable_chunk()->set_sha256(Sha256HexOf("something else"));
-    // Chunks keep coming after the damaged one, as a writer that does not
-    // wait for answers sends them.
-    bool taken = stream->Write(attachment_wire::Serialize(damaged));
-    for (uint64_t at = kChunk; taken && at < content.size(); at += kChunk)
-      taken = stream->Write(
-          attachment_wire::Serialize(ChunkOf(content, at, kChunk)));
+    ASSERT_TRUE(stream->Write(attachment_wire::Serialize(damaged)));
+    // The broker's refusal is there before the next chunk goes: it stops
+    // the chunks (the SDK's writer does not wait for answers).
+    absl::SleepFor(absl::Milliseconds(300));
+    EXPECT_FALSE(stream->Write(
+        attachment_wire::Serialize(ChunkOf(content, kChunk, kChunk))));
     stream->WritesDone();
     v1::UploadResponse extra;
     while (stream->Read(&extra)) {

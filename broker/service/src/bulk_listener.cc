@@ -42,6 +42,8 @@ namespace {
 constexpr char kComponent[] = "bulk";
 // What the audit log names as the method of a bulk call.
 constexpr char kMethod[] = "bulk/AttachmentService/Download";
+// What an authentication failure names (the call is not read yet).
+constexpr char kAnyMethod[] = "bulk/AttachmentService";
 constexpr char kUploadMethod[] = "bulk/AttachmentService/Upload";
 // How long a refused uploader's chunks still in flight are read and
 // dropped after the broker's last word, so that the word is not lost to a
@@ -162,14 +164,35 @@ std::string PeerName(const sockaddr_storage& a) {
   return absl::StrCat("ipv6:[", host, "]:", ntohs(v6->sin6_port));
 }
 
+// Holds a connection's deadline (watched by the watchdog) to one frame's
+// io_timeout while a frame is read or written, then gives the call's back.
+class FrameClock {
+ public:
+  FrameClock(std::atomic<int64_t>& deadline, int64_t call_deadline,
+             absl::Duration per_frame)
+      : deadline_(deadline), call_(call_deadline), per_frame_(per_frame) {}
+  void Start() {
+    deadline_ = std::min(call_, absl::ToUnixNanos(absl::Now() + per_frame_));
+  }
+  void Stop() { deadline_ = call_; }
+
+ private:
+  std::atomic<int64_t>& deadline_;
+  const int64_t call_;
+  const absl::Duration per_frame_;
+};
+
 // A download's answers, as message frames on the connection.
 class FrameSink final : public AttachmentServiceImpl::DownloadSink {
  public:
-  FrameSink(SSL* ssl, const std::atomic<bool>& stopping)
-      : ssl_(ssl), stopping_(stopping) {}
+  FrameSink(SSL* ssl, const std::atomic<bool>& stopping, FrameClock& clock)
+      : ssl_(ssl), stopping_(stopping), clock_(clock) {}
   bool Write(grpc::ByteBuffer message) override {
-    if (ok_)
+    if (ok_) {
+      clock_.Start();
       ok_ = bulk_wire::WriteFrame(ssl_, bulk_wire::kMessage, message).ok();
+      clock_.Stop();
+    }
     return ok_;
   }
   bool Cancelled() override { return !ok_ || stopping_.load(); }
@@ -178,6 +201,7 @@ class FrameSink final : public AttachmentServiceImpl::DownloadSink {
  private:
   SSL* const ssl_;
   const std::atomic<bool>& stopping_;
+  FrameClock& clock_;
   bool ok_ = true;
 };
 
@@ -185,13 +209,15 @@ class FrameSink final : public AttachmentServiceImpl::DownloadSink {
 class FrameUpload final : public AttachmentServiceImpl::UploadCall {
  public:
   FrameUpload(SSL* ssl, absl::Duration timeout,
-              const std::atomic<bool>& stopping)
-      : ssl_(ssl), timeout_(timeout), stopping_(stopping) {}
+              const std::atomic<bool>& stopping, FrameClock& clock)
+      : ssl_(ssl), timeout_(timeout), stopping_(stopping), clock_(clock) {}
   bool Read(grpc::ByteBuffer* message) override {
     if (ended_ || !connected_ || !malformed_.ok() || stopping_) return false;
+    clock_.Start();
     absl::StatusOr<bulk_wire::Frame> f =
         bulk_wire::ReadFrame(ssl_, bulk_wire::kMaxUploadMessageBytes, "caller",
                              absl::Now() + timeout_);
+    clock_.Stop();
     if (!f.ok()) {
       if (absl::IsUnavailable(f.status())) {
         connected_ = false;
@@ -215,9 +241,11 @@ class FrameUpload final : public AttachmentServiceImpl::UploadCall {
   }
   bool Write(const v1::UploadResponse& response) override {
     if (connected_) {
+      clock_.Start();
       connected_ = bulk_wire::WriteFrame(ssl_, bulk_wire::kMessage,
                                          response.SerializeAsString())
                        .ok();
+      clock_.Stop();
     }
     return connected_;
   }
@@ -229,6 +257,7 @@ class FrameUpload final : public AttachmentServiceImpl::UploadCall {
   SSL* const ssl_;
   const absl::Duration timeout_;
   const std::atomic<bool>& stopping_;
+  FrameClock& clock_;
   bool connected_ = true;
   bool ended_ = false;
   absl::Status malformed_;
@@ -512,7 +541,7 @@ class Listener final : public BulkListener {
     }
     v1::BulkRequest request;
     if (!caller.ok()) {
-      AuditAuthenticationFailure(peer, kMethod, caller.status());
+      AuditAuthenticationFailure(peer, kAnyMethod, caller.status());
       refused = caller.status();
     } else {
       absl::StatusOr<bulk_wire::Frame> frame =
@@ -544,16 +573,20 @@ class Listener final : public BulkListener {
     // A call: it may take as long as a connection of the gRPC port may
     // live (tls.max_connection_age), so that a certificate revoked since
     // is checked again by the next connection.
-    connection.called = true;
-    connection.deadline =
+    const int64_t call_deadline =
         options_.max_age > absl::ZeroDuration()
             ? absl::ToUnixNanos(absl::Now() + options_.max_age)
             : std::numeric_limits<int64_t>::max();
+    connection.deadline = call_deadline;
+    connection.called = true;
+    // Each frame read or written within io_timeout too, whatever OpenSSL
+    // does inside one call (a record trickling in a byte at a time).
+    FrameClock clock(connection.deadline, call_deadline, options_.io_timeout);
     if (request.has_upload()) {
-      ServeUpload(fd, ssl, *caller, peer);
+      ServeUpload(fd, ssl, *caller, peer, clock);
       return;
     }
-    FrameSink sink(ssl, stopping_);
+    FrameSink sink(ssl, stopping_, clock);
     const grpc::Status status = attachments_->DownloadFor(
         *caller, peer, kMethod, request.download(), sink);
     if (!sink.ok()) return;
@@ -564,14 +597,18 @@ class Listener final : public BulkListener {
   }
 
   void ServeUpload(int fd, SSL* ssl, const Principal& caller,
-                   const std::string& peer) {
-    FrameUpload call(ssl, options_.io_timeout, stopping_);
+                   const std::string& peer, FrameClock& clock) {
+    FrameUpload call(ssl, options_.io_timeout, stopping_, clock);
     grpc::Status status =
         attachments_->UploadFor(caller, peer, kUploadMethod, call);
     if (!call.connected()) return;
     absl::Status ended(static_cast<absl::StatusCode>(status.error_code()),
                        status.error_message());
     if (status.ok() && !call.malformed().ok()) ended = call.malformed();
+    if (status.ok() && stopping_ && !call.ended()) {
+      ended = absl::UnavailableError(
+          "broker stopping: the upload resumes where it stands");
+    }
     (void)bulk_wire::WriteStatus(ssl, ended);
     SSL_shutdown(ssl);
     if (call.ended()) return;

@@ -65,8 +65,9 @@ absl::StatusOr<Frame> ReadFrame(SSL* ssl, uint32_t max_bytes,
                                 absl::string_view what,
                                 absl::Time deadline = absl::InfiniteFuture());
 
-// Whether a frame (or part of one) can be read now without waiting.
-bool Readable(SSL* ssl);
+// Whether a frame (or part of one) can be read now from `ssl` on socket
+// `fd` without waiting.
+bool Readable(SSL* ssl, int fd);
 
 // The status frame that ends a call, and the status it carries
 // (INVALID_ARGUMENT when the frame is not a well-formed BulkStatus).
