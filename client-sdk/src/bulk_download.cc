@@ -29,16 +29,6 @@
 namespace lienthong::attachment_io {
 namespace {
 
-std::string OpenSslErrors() {
-  std::string out;
-  while (const unsigned long e = ERR_get_error()) {
-    char text[256];
-    ERR_error_string_n(e, text, sizeof text);
-    absl::StrAppend(&out, out.empty() ? "" : "; ", text);
-  }
-  return out.empty() ? "no detail" : out;
-}
-
 timeval TimevalOf(absl::Duration d) {
   const int64_t us = std::max<int64_t>(absl::ToInt64Microseconds(d), 1000);
   return timeval{static_cast<time_t>(us / 1000000),
@@ -95,51 +85,9 @@ int Connect(const BulkTarget& t, std::string* why) {
 }
 
 absl::StatusOr<std::shared_ptr<SSL_CTX>> ClientContext(const BulkTarget& t) {
-  ERR_clear_error();
-  std::shared_ptr<SSL_CTX> ctx(SSL_CTX_new(TLS_client_method()), SSL_CTX_free);
-  if (!ctx) return absl::InternalError("bulk path: SSL_CTX_new failed");
-  SSL_CTX* c = ctx.get();
-  SSL_CTX_set_min_proto_version(c, TLS1_3_VERSION);
-  // Whole TLS records and what follows them in one read, not a header and
-  // then a body: a record is 16 KiB, a chunk 1 MiB.
-  SSL_CTX_set_read_ahead(c, 1);
-  SSL_CTX_set_default_read_buffer_len(c, 64 << 10);
-  if (SSL_CTX_use_certificate_chain_file(c, t.certificate_file.c_str()) != 1 ||
-      SSL_CTX_use_PrivateKey_file(c, t.private_key_file.c_str(),
-                                  SSL_FILETYPE_PEM) != 1 ||
-      SSL_CTX_check_private_key(c) != 1) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "bulk path: cannot use certificate_file ", t.certificate_file,
-        " with private_key_file ", t.private_key_file, ": ", OpenSslErrors()));
-  }
-  if (SSL_CTX_load_verify_locations(c, t.ca_file.c_str(), nullptr) != 1) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "bulk path: cannot use ca_file ", t.ca_file, ": ", OpenSslErrors()));
-  }
-  SSL_CTX_set_verify(c, SSL_VERIFY_PEER, nullptr);
-  // As gRPC's OpenSSL verifies the broker.
-  X509_STORE_set_flags(SSL_CTX_get_cert_store(c),
-                       X509_V_FLAG_PARTIAL_CHAIN | X509_V_FLAG_TRUSTED_FIRST);
-  if (!t.crl_directory.empty()) {
-    X509_STORE* store = SSL_CTX_get_cert_store(c);
-    X509_LOOKUP* lookup = X509_STORE_add_lookup(store, X509_LOOKUP_hash_dir());
-    if (lookup == nullptr ||
-        X509_LOOKUP_add_dir(lookup, t.crl_directory.c_str(),
-                            X509_FILETYPE_PEM) != 1) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("bulk path: cannot use crl_directory ", t.crl_directory,
-                       ": ", OpenSslErrors()));
-    }
-    X509_STORE_set_flags(store,
-                         X509_V_FLAG_CRL_CHECK | X509_V_FLAG_CRL_CHECK_ALL);
-  }
-  const std::string alpn =
-      std::string(1, static_cast<char>(sizeof bulk_wire::kAlpn - 1)) +
-      bulk_wire::kAlpn;
-  SSL_CTX_set_alpn_protos(c,
-                          reinterpret_cast<const unsigned char*>(alpn.data()),
-                          static_cast<unsigned int>(alpn.size()));
-  return ctx;
+  return bulk_wire::MakeContext(
+      /*server=*/false,
+      {t.certificate_file, t.private_key_file, t.ca_file, t.crl_directory});
 }
 
 // One connection of the bulk path, its request sent.

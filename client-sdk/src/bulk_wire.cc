@@ -69,6 +69,82 @@ void PutHead(uint8_t type, size_t size, uint8_t* head) {
 
 }  // namespace
 
+std::string OpenSslErrors() {
+  std::string out;
+  while (const unsigned long e = ERR_get_error()) {
+    char text[256];
+    ERR_error_string_n(e, text, sizeof text);
+    absl::StrAppend(&out, out.empty() ? "" : "; ", text);
+  }
+  return out.empty() ? "no detail" : out;
+}
+
+absl::StatusOr<std::shared_ptr<SSL_CTX>> MakeContext(bool server,
+                                                     const TlsFiles& files) {
+  ERR_clear_error();
+  std::shared_ptr<SSL_CTX> ctx(
+      SSL_CTX_new(server ? TLS_server_method() : TLS_client_method()),
+      SSL_CTX_free);
+  if (!ctx) return absl::InternalError("bulk path: SSL_CTX_new failed");
+  SSL_CTX* c = ctx.get();
+  SSL_CTX_set_min_proto_version(c, TLS1_3_VERSION);
+  // Whole TLS records and what follows them in one read, not a header and
+  // then a body: a record is 16 KiB, a chunk 1 MiB.
+  SSL_CTX_set_read_ahead(c, 1);
+  SSL_CTX_set_default_read_buffer_len(c, 64 << 10);
+  if (SSL_CTX_use_certificate_chain_file(c, files.certificate.c_str()) != 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("bulk path: cannot use the certificate ",
+                     files.certificate, ": ", OpenSslErrors()));
+  }
+  if (SSL_CTX_use_PrivateKey_file(c, files.private_key.c_str(),
+                                  SSL_FILETYPE_PEM) != 1 ||
+      SSL_CTX_check_private_key(c) != 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "bulk path: cannot use the private key ", files.private_key, " with ",
+        files.certificate, ": ", OpenSslErrors()));
+  }
+  if (SSL_CTX_load_verify_locations(c, files.ca.c_str(), nullptr) != 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("bulk path: cannot use the trust root ", files.ca, ": ",
+                     OpenSslErrors()));
+  }
+  SSL_CTX_set_verify(c,
+                     server ? SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT
+                            : SSL_VERIFY_PEER,
+                     nullptr);
+  X509_STORE* store = SSL_CTX_get_cert_store(c);
+  // As gRPC's OpenSSL verifies: a trust root that is an intermediate CA
+  // anchors chains too.
+  X509_STORE_set_flags(store,
+                       X509_V_FLAG_PARTIAL_CHAIN | X509_V_FLAG_TRUSTED_FIRST);
+  if (!files.crl_directory.empty()) {
+    X509_LOOKUP* lookup = X509_STORE_add_lookup(store, X509_LOOKUP_hash_dir());
+    if (lookup == nullptr ||
+        X509_LOOKUP_add_dir(lookup, files.crl_directory.c_str(),
+                            X509_FILETYPE_PEM) != 1) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("bulk path: cannot use the CRL directory ",
+                       files.crl_directory, ": ", OpenSslErrors()));
+    }
+    X509_STORE_set_flags(store,
+                         X509_V_FLAG_CRL_CHECK | X509_V_FLAG_CRL_CHECK_ALL);
+  }
+  if (server) {
+    // Every connection is a full handshake, checked against today's CRLs.
+    SSL_CTX_set_options(c, SSL_OP_NO_TICKET);
+    SSL_CTX_set_session_cache_mode(c, SSL_SESS_CACHE_OFF);
+    SSL_CTX_set_num_tickets(c, 0);
+  } else {
+    const std::string alpn =
+        std::string(1, static_cast<char>(sizeof kAlpn - 1)) + kAlpn;
+    SSL_CTX_set_alpn_protos(c,
+                            reinterpret_cast<const unsigned char*>(alpn.data()),
+                            static_cast<unsigned int>(alpn.size()));
+  }
+  return ctx;
+}
+
 std::string SslTrouble(SSL* ssl, int ret) {
   const int code = SSL_get_error(ssl, ret);
   std::string out;

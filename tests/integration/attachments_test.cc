@@ -193,6 +193,24 @@ void SetDeadline(grpc::ClientContext& context, absl::Duration timeout) {
   context.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
 }
 
+// The attachment reads in the evidence of document `id`, as `sender` gets
+// it (AUDIT_KIND_ATTACHMENT_READ entries, in order).
+absl::StatusOr<std::vector<v1::AuditEntry>> AttachmentReads(
+    Client& sender, const std::string& id) {
+  ASSIGN_OR_RETURN(v1::EvidenceExport exported, sender.GetEvidence(id));
+  v1::Evidence evidence;
+  if (!evidence.ParseFromString(exported.evidence()))
+    return absl::DataLossError("unreadable evidence");
+  std::vector<v1::AuditEntry> reads;
+  for (const v1::EvidenceAuditEntry& stored : evidence.audit_entries()) {
+    v1::AuditEntry e;
+    if (!e.ParseFromString(stored.entry().entry()))
+      return absl::DataLossError("unreadable audit entry");
+    if (e.kind() == v1::AUDIT_KIND_ATTACHMENT_READ) reads.push_back(e);
+  }
+  return reads;
+}
+
 class AttachmentsTest : public ::testing::Test {
  protected:
   explicit AttachmentsTest(BrokerOptions options = SmallChunks())
@@ -1075,15 +1093,10 @@ TEST_F(AttachmentsTest, OnlyTheSenderAndRecipientsDownload) {
 
   // Every read and every refused try is in the document's evidence: who,
   // which content, how much, and the outcome.
-  ASSERT_OK_AND_ASSIGN(v1::EvidenceExport exported,
-                       sender->GetEvidence(receipt.document_id));
-  v1::Evidence evidence;
-  ASSERT_TRUE(evidence.ParseFromString(exported.evidence()));
+  ASSERT_OK_AND_ASSIGN(std::vector<v1::AuditEntry> entries,
+                       AttachmentReads(*sender, receipt.document_id));
   std::vector<std::string> reads;
-  for (const v1::EvidenceAuditEntry& stored : evidence.audit_entries()) {
-    v1::AuditEntry e;
-    ASSERT_TRUE(e.ParseFromString(stored.entry().entry()));
-    if (e.kind() != v1::AUDIT_KIND_ATTACHMENT_READ) continue;
+  for (const v1::AuditEntry& e : entries) {
     EXPECT_THAT(e.detail(), HasSubstr(a.sha256())) << e.DebugString();
     reads.push_back(absl::StrCat(e.org(), " ", e.outcome()));
     if (e.outcome() == "OK") {
@@ -1115,17 +1128,11 @@ TEST_F(AttachmentsTest, AnOutsidersRefusedTriesDoNotGrowTheEvidenceUnbounded) {
     ASSERT_THAT(outsider->DownloadAttachment(receipt.document_id, a, sink),
                 StatusIs(absl::StatusCode::kNotFound));
   }
-  ASSERT_OK_AND_ASSIGN(v1::EvidenceExport exported,
-                       sender->GetEvidence(receipt.document_id));
-  v1::Evidence evidence;
-  ASSERT_TRUE(evidence.ParseFromString(exported.evidence()));
+  ASSERT_OK_AND_ASSIGN(std::vector<v1::AuditEntry> reads,
+                       AttachmentReads(*sender, receipt.document_id));
   int refused = 0;
-  for (const v1::EvidenceAuditEntry& stored : evidence.audit_entries()) {
-    v1::AuditEntry e;
-    ASSERT_TRUE(e.ParseFromString(stored.entry().entry()));
-    if (e.kind() == v1::AUDIT_KIND_ATTACHMENT_READ && e.org() == kH50 &&
-        e.outcome() == "NOT_FOUND")
-      ++refused;
+  for (const v1::AuditEntry& e : reads) {
+    if (e.org() == kH50 && e.outcome() == "NOT_FOUND") ++refused;
   }
   EXPECT_EQ(refused, 10);
 }
@@ -1531,6 +1538,17 @@ class BulkPathTest : public AttachmentsTest {
     EXPECT_OK(c);
     return c.ok() ? *std::move(c) : nullptr;
   }
+  // `sender` sends `recipient`'s organization a document with `content`
+  // attached as `name`, and `recipient` downloads it, checked.
+  void SendAndFetch(Client& sender, Client& recipient,
+                    const std::string& content, const std::string& name,
+                    v1::Attachment* a, SendReceipt* receipt) {
+    ASSERT_NO_FATAL_FAILURE(
+        SendWithAttachment(sender, recipient.org(), content, name, a, receipt));
+    DigestSink sink;
+    ASSERT_OK(recipient.DownloadAttachment(receipt->document_id, *a, sink));
+    EXPECT_EQ(sink.HexDigest(), Sha256HexOf(content));
+  }
   attachment_io::BulkTarget Target(const std::string& org) const {
     attachment_io::BulkTarget t;
     t.host = "127.0.0.1";
@@ -1556,11 +1574,7 @@ TEST_F(BulkPathTest, DownloadsGoOverTheBulkPathVerifiedAndAudited) {
   v1::Attachment a;
   SendReceipt receipt;
   ASSERT_NO_FATAL_FAILURE(
-      SendWithAttachment(*sender, kH49, content, "bulk.bin", &a, &receipt));
-
-  DigestSink sink;
-  ASSERT_OK(recipient->DownloadAttachment(receipt.document_id, a, sink));
-  EXPECT_EQ(sink.HexDigest(), Sha256HexOf(content));
+      SendAndFetch(*sender, *recipient, content, "bulk.bin", &a, &receipt));
   const std::string path = work_.path() + "/bulk.bin";
   ASSERT_OK(recipient->DownloadAttachmentToFile(receipt.document_id, a, path));
   EXPECT_THAT(Sha256OfFile(path), IsOkAndHolds(Sha256HexOf(content)));
@@ -1569,17 +1583,11 @@ TEST_F(BulkPathTest, DownloadsGoOverTheBulkPathVerifiedAndAudited) {
               StatusIs(absl::StatusCode::kNotFound));
   EXPECT_EQ(refused.offset(), 0u);
 
-  ASSERT_OK_AND_ASSIGN(v1::EvidenceExport exported,
-                       sender->GetEvidence(receipt.document_id));
-  v1::Evidence evidence;
-  ASSERT_TRUE(evidence.ParseFromString(exported.evidence()));
+  ASSERT_OK_AND_ASSIGN(std::vector<v1::AuditEntry> entries,
+                       AttachmentReads(*sender, receipt.document_id));
   std::vector<std::string> reads;
-  for (const v1::EvidenceAuditEntry& stored : evidence.audit_entries()) {
-    v1::AuditEntry e;
-    ASSERT_TRUE(e.ParseFromString(stored.entry().entry()));
-    if (e.kind() != v1::AUDIT_KIND_ATTACHMENT_READ) continue;
+  for (const v1::AuditEntry& e : entries)
     reads.push_back(absl::StrCat(e.org(), " ", e.outcome(), " ", e.action()));
-  }
   const std::string bulk = "bulk/AttachmentService/Download";
   EXPECT_THAT(reads,
               ::testing::ElementsAre(absl::StrCat(kH49, " OK ", bulk),
@@ -1684,10 +1692,7 @@ TEST_F(BulkPathTest, TheBulkPathRefusesWhatIsNotACall) {
   v1::Attachment a;
   SendReceipt receipt;
   ASSERT_NO_FATAL_FAILURE(
-      SendWithAttachment(*sender, kH49, content, "sau.bin", &a, &receipt));
-  DigestSink sink;
-  ASSERT_OK(recipient->DownloadAttachment(receipt.document_id, a, sink));
-  EXPECT_EQ(sink.HexDigest(), Sha256HexOf(content));
+      SendAndFetch(*sender, *recipient, content, "sau.bin", &a, &receipt));
 }
 
 // Uploads go over the bulk path too: stored as through gRPC, a damaged
@@ -1726,7 +1731,7 @@ TEST_F(BulkPathTest, UploadsGoOverTheBulkPathChecked) {
   v1::Attachment a;
   SendReceipt receipt;
   ASSERT_NO_FATAL_FAILURE(
-      SendWithAttachment(*sender, kH49, content, "tai-len.bin", &a, &receipt));
+      SendAndFetch(*sender, *recipient, content, "tai-len.bin", &a, &receipt));
   EXPECT_EQ(a.sha256(), Sha256HexOf(content));
   // Stored from the bulk path, as the broker's log line says.
   bool stored_from_bulk = false;
@@ -1737,9 +1742,6 @@ TEST_F(BulkPathTest, UploadsGoOverTheBulkPathChecked) {
         absl::StrContains(line, "bulk/AttachmentService/Upload");
   }
   EXPECT_TRUE(stored_from_bulk) << broker_.stderr_text();
-  DigestSink sink;
-  ASSERT_OK(recipient->DownloadAttachment(receipt.document_id, a, sink));
-  EXPECT_EQ(sink.HexDigest(), Sha256HexOf(content));
 }
 
 // A client pointed at a bulk port where nothing listens downloads through
@@ -1753,21 +1755,12 @@ TEST_F(BulkPathTest, AnUnreachableBulkPathFallsBackToGrpc) {
   v1::Attachment a;
   SendReceipt receipt;
   ASSERT_NO_FATAL_FAILURE(
-      SendWithAttachment(*sender, kH49, content, "du-phong.bin", &a, &receipt));
-  DigestSink sink;
-  ASSERT_OK(recipient->DownloadAttachment(receipt.document_id, a, sink));
-  EXPECT_EQ(sink.HexDigest(), Sha256HexOf(content));
+      SendAndFetch(*sender, *recipient, content, "du-phong.bin", &a, &receipt));
   // Through gRPC, as its audit entry says.
-  ASSERT_OK_AND_ASSIGN(v1::EvidenceExport exported,
-                       sender->GetEvidence(receipt.document_id));
-  v1::Evidence evidence;
-  ASSERT_TRUE(evidence.ParseFromString(exported.evidence()));
+  ASSERT_OK_AND_ASSIGN(std::vector<v1::AuditEntry> entries,
+                       AttachmentReads(*sender, receipt.document_id));
   std::vector<std::string> reads;
-  for (const v1::EvidenceAuditEntry& stored : evidence.audit_entries()) {
-    v1::AuditEntry e;
-    ASSERT_TRUE(e.ParseFromString(stored.entry().entry()));
-    if (e.kind() == v1::AUDIT_KIND_ATTACHMENT_READ) reads.push_back(e.action());
-  }
+  for (const v1::AuditEntry& e : entries) reads.push_back(e.action());
   EXPECT_THAT(reads, ::testing::ElementsAre("AttachmentService/Download"));
 }
 

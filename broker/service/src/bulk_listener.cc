@@ -54,16 +54,6 @@ constexpr absl::Duration kRecheckFiles = absl::Seconds(1);
 
 using SslCtx = std::shared_ptr<SSL_CTX>;
 
-std::string OpenSslErrors() {
-  std::string out;
-  while (const unsigned long e = ERR_get_error()) {
-    char text[256];
-    ERR_error_string_n(e, text, sizeof text);
-    absl::StrAppend(&out, out.empty() ? "" : "; ", text);
-  }
-  return out.empty() ? "no detail" : out;
-}
-
 int SelectAlpn(SSL*, const unsigned char** out, unsigned char* out_size,
                const unsigned char* offered, unsigned int offered_size, void*) {
   static const std::string* ours = new std::string(
@@ -99,55 +89,11 @@ std::string Stamp(const BulkListenerOptions& o) {
 }
 
 absl::StatusOr<SslCtx> MakeContext(const BulkListenerOptions& o) {
-  ERR_clear_error();
-  SslCtx ctx(SSL_CTX_new(TLS_server_method()), SSL_CTX_free);
-  if (!ctx) return absl::InternalError("bulk path: SSL_CTX_new failed");
-  SSL_CTX* c = ctx.get();
-  SSL_CTX_set_min_proto_version(c, TLS1_3_VERSION);
-  // Whole TLS records and what follows them in one read, not a header and
-  // then a body: a record is 16 KiB, a chunk 1 MiB.
-  SSL_CTX_set_read_ahead(c, 1);
-  SSL_CTX_set_default_read_buffer_len(c, 64 << 10);
-  // Every connection is a full handshake, checked against today's CRLs.
-  SSL_CTX_set_options(c, SSL_OP_NO_TICKET);
-  SSL_CTX_set_session_cache_mode(c, SSL_SESS_CACHE_OFF);
-  SSL_CTX_set_num_tickets(c, 0);
-  // As gRPC's OpenSSL verifies callers: a trust root that is an
-  // intermediate CA anchors chains too.
-  X509_STORE_set_flags(SSL_CTX_get_cert_store(c),
-                       X509_V_FLAG_PARTIAL_CHAIN | X509_V_FLAG_TRUSTED_FIRST);
-  if (SSL_CTX_use_certificate_chain_file(c, o.certificate.c_str()) != 1) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("bulk path: cannot use the certificate ", o.certificate,
-                     ": ", OpenSslErrors()));
-  }
-  if (SSL_CTX_use_PrivateKey_file(c, o.private_key.c_str(), SSL_FILETYPE_PEM) !=
-          1 ||
-      SSL_CTX_check_private_key(c) != 1) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("bulk path: cannot use the private key ", o.private_key,
-                     " with ", o.certificate, ": ", OpenSslErrors()));
-  }
-  if (SSL_CTX_load_verify_locations(c, o.ca.c_str(), nullptr) != 1) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "bulk path: cannot use the trust root ", o.ca, ": ", OpenSslErrors()));
-  }
-  SSL_CTX_set_verify(c, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT,
-                     nullptr);
-  if (!o.crl_directory.empty()) {
-    X509_STORE* store = SSL_CTX_get_cert_store(c);
-    X509_LOOKUP* lookup = X509_STORE_add_lookup(store, X509_LOOKUP_hash_dir());
-    if (lookup == nullptr ||
-        X509_LOOKUP_add_dir(lookup, o.crl_directory.c_str(),
-                            X509_FILETYPE_PEM) != 1) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("bulk path: cannot use the CRL directory ",
-                       o.crl_directory, ": ", OpenSslErrors()));
-    }
-    X509_STORE_set_flags(store,
-                         X509_V_FLAG_CRL_CHECK | X509_V_FLAG_CRL_CHECK_ALL);
-  }
-  SSL_CTX_set_alpn_select_cb(c, SelectAlpn, nullptr);
+  ASSIGN_OR_RETURN(SslCtx ctx,
+                   bulk_wire::MakeContext(
+                       /*server=*/true,
+                       {o.certificate, o.private_key, o.ca, o.crl_directory}));
+  SSL_CTX_set_alpn_select_cb(ctx.get(), SelectAlpn, nullptr);
   return ctx;
 }
 

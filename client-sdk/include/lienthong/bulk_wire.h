@@ -11,6 +11,7 @@
 #include <openssl/ssl.h>
 
 #include <cstdint>
+#include <memory>
 #include <string>
 
 #include "absl/status/status.h"
@@ -38,6 +39,27 @@ inline constexpr uint32_t kMaxRequestBytes = 64 << 10;
 inline constexpr uint32_t kMaxMessageBytes = 64 << 20;
 // The largest UploadRequest a broker reads (chunks are at most 2 MiB).
 inline constexpr uint32_t kMaxUploadMessageBytes = 4 << 20;
+
+// What OpenSSL's error queue of this thread says (emptied), for messages.
+std::string OpenSslErrors();
+
+// The TLS files of one end: its own certificate chain and key, the trust
+// root of the other end, and optionally a hashed directory of CRLs.
+struct TlsFiles {
+  std::string certificate;
+  std::string private_key;
+  std::string ca;
+  std::string crl_directory;  // empty: no revocation checking
+};
+
+// An SSL_CTX for either end of the bulk path: TLS 1.3 only, whole records
+// read ahead, `files.certificate` presented, the other end verified against
+// `files.ca` as gRPC's OpenSSL verifies (PARTIAL_CHAIN | TRUSTED_FIRST) and
+// its CRLs when given (CRL_CHECK | CRL_CHECK_ALL). A server requires the
+// client's certificate and sends no session tickets; a client offers the
+// ALPN name. INVALID_ARGUMENT naming the file that cannot be used.
+absl::StatusOr<std::shared_ptr<SSL_CTX>> MakeContext(bool server,
+                                                     const TlsFiles& files);
 
 // Puts `ssl` on socket `fd` (not closed with it): reads straight from the
 // socket, writes gathered up to 256 KiB so that a chunk's TLS records
