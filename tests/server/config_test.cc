@@ -3,6 +3,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include "absl/strings/str_cat.h"
 #include "lienthong/policy/policy.h"
 #include "tests/testing/status_matchers.h"
 
@@ -126,6 +127,23 @@ TEST(ConfigTest, AttachmentsDirectIoIsReadAndChecked) {
   EXPECT_THAT(c.status().message(),
               HasSubstr("b.yaml:2:14: attachments.direct_io must be true or "
                         "false"));
+}
+
+TEST(ConfigTest, TheBulkPathIsOffByDefaultAndChecked) {
+  absl::StatusOr<BrokerConfig> c = ParseConfig("", "broker.yaml");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->attachments.bulk_listen, "");
+  c = ParseConfig("attachments: {bulk_listen: \"[::1]:7444\"}\n", "b.yaml");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->attachments.bulk_listen, "[::1]:7444");
+  for (const char* bad : {"7444", "0.0.0.0:port", "0.0.0.0:65536"}) {
+    c = ParseConfig(absl::StrCat("attachments: {bulk_listen: \"", bad, "\"}\n"),
+                    "b.yaml");
+    EXPECT_THAT(c.status().message(),
+                HasSubstr(absl::StrCat("attachments.bulk_listen: \"", bad,
+                                       "\" must be host:port")))
+        << bad;
+  }
 }
 
 TEST(ConfigTest, AttachmentChunksEndOnHashBlocks) {

@@ -10,6 +10,7 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
@@ -245,6 +246,19 @@ absl::Status BrokerConfig::Validate() const {
     return absl::InvalidArgumentError(
         absl::StrCat("metrics.listen: \"", metrics.listen,
                      "\" must be host:port (e.g. 127.0.0.1:9464) or off"));
+  }
+  if (!attachments.bulk_listen.empty()) {
+    const std::string& b = attachments.bulk_listen;
+    const size_t colon = b.rfind(':');
+    int port = -1;
+    if (colon == std::string::npos ||
+        !absl::SimpleAtoi(b.substr(colon + 1), &port) || port < 0 ||
+        port > 65535) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "attachments.bulk_listen: \"", b,
+          "\" must be host:port (e.g. 0.0.0.0:7444; port 0 picks one) or "
+          "empty"));
+    }
   }
   for (size_t i = 0; i < peers.size(); ++i) {
     const std::string& e = peers[i].endpoint;
