@@ -10,12 +10,12 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/string_view.h"
 #include "lienthong/common/identity.h"
+#include "lienthong/common/listen.h"
 #include "lienthong/common/log.h"
 #include "lienthong/common/org_code.h"
 #include "lienthong/common/sealing.h"
@@ -248,17 +248,10 @@ absl::Status BrokerConfig::Validate() const {
                      "\" must be host:port (e.g. 127.0.0.1:9464) or off"));
   }
   if (!attachments.bulk_listen.empty()) {
-    const std::string& b = attachments.bulk_listen;
-    const size_t colon = b.rfind(':');
-    int port = -1;
-    if (colon == std::string::npos ||
-        !absl::SimpleAtoi(b.substr(colon + 1), &port) || port < 0 ||
-        port > 65535) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "attachments.bulk_listen: \"", b,
-          "\" must be host:port (e.g. 0.0.0.0:7444; port 0 picks one) or "
-          "empty"));
-    }
+    RETURN_IF_ERROR(SplitHostPort(attachments.bulk_listen,
+                                  "attachments.bulk_listen",
+                                  "0.0.0.0:7444 (port 0 picks one), or empty")
+                        .status());
   }
   for (size_t i = 0; i < peers.size(); ++i) {
     const std::string& e = peers[i].endpoint;

@@ -1,7 +1,6 @@
 #include "broker/server/src/metrics_server.h"
 
 #include <arpa/inet.h>
-#include <netdb.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/eventfd.h>
@@ -12,12 +11,13 @@
 #include <cerrno>
 #include <cstring>
 
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "lienthong/common/listen.h"
+#include "lienthong/common/status_macros.h"
 #include "lienthong/common/thread_name.h"
 
 namespace lienthong::server {
@@ -46,48 +46,10 @@ void Respond(int fd, absl::string_view status, absl::string_view type,
 
 absl::StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(
     const std::string& address, std::function<std::string()> render) {
-  size_t colon = address.rfind(':');
-  int port = -1;
-  if (colon == std::string::npos ||
-      !absl::SimpleAtoi(absl::string_view(address).substr(colon + 1), &port) ||
-      port < 0 || port > 65535) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("metrics.listen: \"", address,
-                     "\" must be host:port, e.g. 127.0.0.1:9464"));
-  }
-  std::string host = address.substr(0, colon);
-  if (host.size() >= 2 && host.front() == '[' && host.back() == ']')
-    host = host.substr(1, host.size() - 2);
-  addrinfo hints{};
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
-  addrinfo* found = nullptr;
-  if (int rc = getaddrinfo(host.empty() ? nullptr : host.c_str(),
-                           std::to_string(port).c_str(), &hints, &found);
-      rc != 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "metrics.listen: cannot resolve \"", host, "\": ", gai_strerror(rc)));
-  }
-  int fd = socket(found->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  int one = 1;
-  if (fd >= 0) setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-  if (fd < 0 || bind(fd, found->ai_addr, found->ai_addrlen) != 0 ||
-      listen(fd, 16) != 0) {
-    std::string why = std::strerror(errno);
-    if (fd >= 0) close(fd);
-    freeaddrinfo(found);
-    return absl::UnavailableError(
-        absl::StrCat("metrics.listen: cannot listen on ", address, ": ", why));
-  }
-  freeaddrinfo(found);
-  sockaddr_storage bound{};
-  socklen_t len = sizeof(bound);
-  getsockname(fd, reinterpret_cast<sockaddr*>(&bound), &len);
-  int bound_port =
-      bound.ss_family == AF_INET6
-          ? ntohs(reinterpret_cast<sockaddr_in6*>(&bound)->sin6_port)
-          : ntohs(reinterpret_cast<sockaddr_in*>(&bound)->sin_port);
+  ASSIGN_OR_RETURN(Listening listening,
+                   ListenOn(address, "metrics.listen", "127.0.0.1:9464", 16));
+  const int fd = listening.fd;
+  const int bound_port = listening.port;
   int stop = eventfd(0, EFD_CLOEXEC);
   if (stop < 0) {
     close(fd);

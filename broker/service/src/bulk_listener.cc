@@ -2,7 +2,6 @@
 
 #include <arpa/inet.h>
 #include <fcntl.h>
-#include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <openssl/err.h>
@@ -24,13 +23,13 @@
 #include <vector>
 
 #include "absl/cleanup/cleanup.h"
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "lienthong/broker/service.h"
 #include "lienthong/bulk_wire.h"
 #include "lienthong/common/certificate.h"
+#include "lienthong/common/listen.h"
 #include "lienthong/common/log.h"
 #include "lienthong/common/status_macros.h"
 #include "lienthong/common/thread_name.h"
@@ -225,53 +224,13 @@ class Listener final : public BulkListener {
     stamp_ = Stamp(options_);
     checked_ = absl::Now();
     const std::string& address = options_.address;
-    const size_t colon = address.rfind(':');
-    std::string host =
-        colon == std::string::npos ? "" : address.substr(0, colon);
-    const std::string port =
-        colon == std::string::npos ? "" : address.substr(colon + 1);
-    int port_number = 0;
-    if (!absl::SimpleAtoi(port, &port_number) || port_number < 0 ||
-        port_number > 65535) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("attachments.bulk_listen: \"", address,
-                       "\" is not host:port (e.g. 0.0.0.0:7444, [::1]:0)"));
-    }
-    if (host.size() >= 2 && host.front() == '[' && host.back() == ']')
-      host = host.substr(1, host.size() - 2);
-    addrinfo hints{};
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
-    addrinfo* found = nullptr;
-    if (const int e = getaddrinfo(host.empty() ? nullptr : host.c_str(),
-                                  port.c_str(), &hints, &found);
-        e != 0) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "attachments.bulk_listen: ", address, ": ", gai_strerror(e)));
-    }
-    absl::Cleanup free_found = [found] { freeaddrinfo(found); };
-    listen_fd_ = socket(found->ai_family,
-                        found->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK,
-                        found->ai_protocol);
-    const int one = 1;
-    if (listen_fd_ < 0 ||
-        setsockopt(listen_fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) !=
-            0 ||
-        bind(listen_fd_, found->ai_addr, found->ai_addrlen) != 0 ||
-        listen(listen_fd_, 128) != 0) {
-      return absl::UnavailableError(
-          absl::StrCat("attachments.bulk_listen: cannot listen on ", address,
-                       ": ", std::strerror(errno)));
-    }
-    sockaddr_storage bound{};
-    socklen_t size = sizeof bound;
-    getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&bound), &size);
-    const int bound_port =
-        bound.ss_family == AF_INET
-            ? ntohs(reinterpret_cast<sockaddr_in*>(&bound)->sin_port)
-            : ntohs(reinterpret_cast<sockaddr_in6*>(&bound)->sin6_port);
-    address_ = absl::StrCat(address.substr(0, colon), ":", bound_port);
+    ASSIGN_OR_RETURN(Listening listening,
+                     ListenOn(address, "attachments.bulk_listen",
+                              "0.0.0.0:7444 ([::1]:0 picks a port)", 128,
+                              /*nonblocking=*/true));
+    listen_fd_ = listening.fd;
+    address_ = absl::StrCat(address.substr(0, address.rfind(':')), ":",
+                            listening.port);
     if (pipe2(wake_, O_CLOEXEC) != 0)
       return absl::InternalError("bulk path: cannot make a pipe");
     acceptor_ = std::thread([this] { Accept(); });
