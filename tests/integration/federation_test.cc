@@ -550,6 +550,12 @@ bool WaitForDirectory(AdminClient* admin, const std::string& org,
       timeout);
 }
 
+// Defined with the approval tests below.
+v1::Document AiPersonnelDecision(const std::vector<std::string>& to,
+                                 const std::string& subject);
+absl::StatusOr<v1::DecideApprovalResponse> ApproveUnsigned(
+    Federation& fed, const std::string& broker, const std::string& id);
+
 class FederationTest : public ::testing::Test {
  protected:
   void SetUp() override { ASSERT_OK(fed_.status()); }
@@ -584,6 +590,32 @@ class FederationTest : public ::testing::Test {
       r.sessions.push_back(std::move(session));
     }
     return r;
+  }
+
+  // h49 takes decisions no approver signed (SetUnsignedTaken), `brokers`
+  // start, `recipient` receives at `where`, and an AI personnel decision
+  // from H49 to it is approved at h49 without a signature.
+  struct ApprovedUnsigned {
+    std::unique_ptr<Client> sender;
+    Receivers at;
+    std::unique_ptr<WatchRecorder> watch;  // the sender's, from before
+    std::string id;
+    v1::DecideApprovalResponse decided;
+  };
+  absl::StatusOr<ApprovedUnsigned> SendApprovedUnsigned(
+      const std::vector<std::string>& brokers, const std::string& where,
+      const std::string& recipient, const std::string& subject) {
+    fed_.SetUnsignedTaken("h49");
+    RETURN_IF_ERROR(fed_.Start(brokers));
+    ApprovedUnsigned u;
+    ASSIGN_OR_RETURN(u.sender, fed_.Open("h49", kH49));
+    ASSIGN_OR_RETURN(u.at, ReceiveAt({{where, recipient}}));
+    u.watch = std::make_unique<WatchRecorder>(u.sender.get(), "");
+    ASSIGN_OR_RETURN(SendReceipt sent,
+                     u.sender->Send(AiPersonnelDecision({recipient}, subject)));
+    u.id = sent.document_id;
+    ASSIGN_OR_RETURN(u.decided, ApproveUnsigned(fed_, "h49", u.id));
+    return u;
   }
 
   // All four brokers, until h49 knows where H51 is (all four, so that h49
@@ -1570,18 +1602,13 @@ TEST_F(FederationTest, AnAiPersonnelDecisionCrossesOnlyAfterApprovalWithIt) {
 // off, or it is not honest) cannot pass it off as approved: the next broker,
 // which requires signatures, denies the copy, naming the approval.
 TEST_F(FederationTest, AnApprovalItsApproverDidNotSignIsDeniedOnTheWay) {
-  fed_.SetUnsignedTaken("h49");
-  ASSERT_OK(fed_.Start({"central", "h49"}));
-  ASSERT_OK_AND_ASSIGN(std::unique_ptr<Client> sender, fed_.Open("h49", kH49));
-  ASSERT_OK_AND_ASSIGN(Receivers at, ReceiveAt({{"central", kG22}}));
-  WatchRecorder watch(sender.get(), "");
-  ASSERT_OK_AND_ASSIGN(
-      SendReceipt sent,
-      sender->Send(AiPersonnelDecision({kG22}, "Bổ nhiệm chưa ký duyệt")));
-  const std::string id = sent.document_id;
-  ASSERT_OK_AND_ASSIGN(v1::DecideApprovalResponse decided,
-                       ApproveUnsigned(fed_, "h49", id));
-  EXPECT_FALSE(decided.approval().has_signature());
+  ASSERT_OK_AND_ASSIGN(ApprovedUnsigned u,
+                       SendApprovedUnsigned({"central", "h49"}, "central", kG22,
+                                            "Bổ nhiệm chưa ký duyệt"));
+  const std::string& id = u.id;
+  WatchRecorder& watch = *u.watch;
+  Receivers& at = u.at;
+  EXPECT_FALSE(u.decided.approval().has_signature());
   ASSERT_TRUE(watch.WaitFor(IsDelivery(id, kG22, v1::DELIVERY_STATE_DENIED)))
       << Dump(watch.Of(id, kG22)) << fed_.Logs();
   EXPECT_THAT(watch.Of(id, kG22).back().reason(),
@@ -1596,18 +1623,13 @@ TEST_F(FederationTest, AnApprovalItsApproverDidNotSignIsDeniedOnTheWay) {
 // recipient's SDK, which takes no broker's word for an approval, refuses the
 // document: its application never sees it and the sender learns why.
 TEST_F(FederationTest, ARecipientsSdkRefusesAnApprovalItsApproverDidNotSign) {
-  fed_.SetUnsignedTaken("h49");
-  ASSERT_OK(fed_.Start({"h49"}));
-  ASSERT_OK_AND_ASSIGN(std::unique_ptr<Client> sender, fed_.Open("h49", kH49));
-  ASSERT_OK_AND_ASSIGN(Receivers at, ReceiveAt({{"h49", kUnitH49}}));
-  WatchRecorder watch(sender.get(), "");
-  ASSERT_OK_AND_ASSIGN(
-      SendReceipt sent,
-      sender->Send(AiPersonnelDecision({kUnitH49}, "Điều động chưa ký duyệt")));
-  const std::string id = sent.document_id;
-  ASSERT_OK_AND_ASSIGN(v1::DecideApprovalResponse decided,
-                       ApproveUnsigned(fed_, "h49", id));
-  ASSERT_TRUE(decided.released());
+  ASSERT_OK_AND_ASSIGN(ApprovedUnsigned u,
+                       SendApprovedUnsigned({"h49"}, "h49", kUnitH49,
+                                            "Điều động chưa ký duyệt"));
+  const std::string& id = u.id;
+  WatchRecorder& watch = *u.watch;
+  Receivers& at = u.at;
+  ASSERT_TRUE(u.decided.released());
   ASSERT_TRUE(
       watch.WaitFor(IsBusiness(id, kUnitH49, v1::BUSINESS_STATUS_REJECTED)))
       << Dump(watch.Of(id, kUnitH49)) << fed_.Logs();

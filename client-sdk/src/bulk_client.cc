@@ -1,4 +1,5 @@
-// The caller's end of the bulk path (OpenBulkDownload in attachment_io.h).
+// The caller's end of the bulk path (OpenBulkDownload, OpenBulkUpload in
+// attachment_io.h).
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netdb.h>
